@@ -1,0 +1,85 @@
+"""Typed surface of the Rust extension. Only sluicegate's façade modules import it."""
+
+from typing import Mapping, Sequence
+
+__version__: str
+
+class ParsedRequest:
+    kind: str  # "chat_completions" | "completions" | "embeddings" | "responses" | "anthropic_messages" | "passthrough"
+    model: str | None
+    stream: bool
+    max_tokens: int | None
+    cache_salt: str | None
+    prompt_len: int  # bytes of flat prompt text
+
+def parse_request(path: str, body: bytes) -> ParsedRequest:
+    """Parse an inference request body; raises sluicegate.errors.BadRequestError naming the field."""
+
+def rewrite_model(body: bytes, model: str) -> bytes:
+    """Return the body with its top-level "model" replaced; every other byte kept as it was."""
+
+def replace_model_in_chunk(chunk: bytes, old: str, new: str) -> bytes:
+    """Replace `"model":"old"` (any JSON spacing) with `"model":"new"` in a response chunk."""
+
+def prefix_block_hashes(model: str, cache_salt: str | None, prompt: bytes, block_bytes: int) -> list[int]:
+    """Chained hashes of the prompt's full blocks, seeded by model and salt."""
+
+class EndpointMetrics:
+    waiting: int
+    running: int
+    kv_usage: float  # 0..1
+    running_loras: list[str]
+    waiting_loras: list[str]
+    max_lora: int
+    block_size: int
+    num_gpu_blocks: int
+
+def parse_metrics(text: bytes, engine: str) -> EndpointMetrics:
+    """Parse Prometheus text with the metric names of `engine` ("vllm" | "sglang" | "trtllm")."""
+
+class Decision:
+    endpoints: str  # "ip:port[,ip:port...]": primary first, then fallbacks
+    primary: str  # the first of `endpoints`
+    model: str | None  # model named by the client
+    target_model: str | None  # model after rewrite (None when not rewritten)
+    body: bytes | None  # rewritten body when the model was rewritten, else None
+    stream: bool
+    kind: str
+
+class EndpointStatus:
+    name: str
+    address: str
+    waiting: int
+    running: int
+    kv_usage: float
+    in_flight: int
+    age_ms: int  # since the last good scrape; -1 when never scraped
+    stale: bool
+    scrape_errors: int
+
+class Router:
+    """Endpoint snapshot + scheduler + metrics scraper, one per pool."""
+
+    def __init__(self, config_json: str = "{}") -> None:
+        """config_json: {"scorers": {"queue-scorer": 2.0, ...}, "maxNumOfEndpoints": 1,
+        "stalenessMs": 2000, "scrapeIntervalMs": 50, "scrapeTimeoutMs": 1000,
+        "prefixBlockBytes": 256}; unknown keys raise ConfigError naming the key."""
+    def set_endpoints(self, endpoints: Sequence[tuple[str, str, Mapping[str, str]]]) -> None:
+        """Replace the endpoint set: (name, "ip:port", labels). Metrics of kept endpoints survive."""
+    def ingest_metrics(self, address: str, text: bytes, engine: str = "vllm") -> None:
+        """Feed a scrape result by hand (tests, push-based discovery)."""
+    def start_scraper(self) -> None:
+        """Start the Rust scrape thread: GET http://address/metrics every scrapeIntervalMs."""
+    def stop_scraper(self) -> None: ...
+    def route(
+        self,
+        path: str,
+        body: bytes,
+        model_rewrite: str | None = None,
+        subset: Sequence[str] | None = None,
+    ) -> Decision:
+        """Parse, then schedule over the current snapshot, GIL released. Counts one in-flight
+        request on the primary. Raises BadRequestError (400), NoEndpointsError (503)."""
+    def release(self, address: str) -> None:
+        """The request sent to `address` finished: drop its in-flight count."""
+    def status(self) -> list[EndpointStatus]: ...

@@ -1,0 +1,31 @@
+"""Every error sluicegate raises on the request path, each with its HTTP status and the
+upstream `x-llm-d-request-dropped-reason` value where upstream sends one."""
+
+
+class SluicegateError(Exception):
+    status = 500
+    reason = ""
+
+
+class BadRequestError(SluicegateError, ValueError):
+    """The request body or headers cannot be routed as sent (HTTP 400)."""
+
+    status = 400
+
+
+class NoEndpointsError(SluicegateError):
+    """No endpoint of the pool (or of the requested subset) can take the request (HTTP 503)."""
+
+    status = 503
+    reason = "rejected-no-endpoints"
+
+
+class SaturatedError(SluicegateError):
+    """The pool is saturated and the request was shed (HTTP 429)."""
+
+    status = 429
+    reason = "rejected-saturated"
+
+
+class ConfigError(SluicegateError, ValueError):
+    """A configuration file or value is invalid; the message names the field and value."""

@@ -1,0 +1,1 @@
+//! Endpoint state: metrics parsing, the endpoint store and its snapshots, the scraper.

@@ -1,0 +1,1 @@
+//! Prefix block hashing and the per-endpoint index of blocks routed there.

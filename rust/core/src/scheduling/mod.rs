@@ -1,0 +1,1 @@
+//! Scheduling: filters -> weighted scorers -> picker over an immutable endpoint snapshot.

@@ -1,0 +1,9 @@
+//! PyO3 bindings: converts types and errors at the edge; all logic lives in sluicegate-core.
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
