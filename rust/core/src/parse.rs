@@ -36,3 +36,24 @@ pub enum ParseError {
     #[error("field '{field}' must be {expected}")]
     WrongType { field: &'static str, expected: &'static str },
 }
+
+/// Parse a request body for the API named by `path`.
+pub fn parse_request(path: &str, body: &[u8]) -> Result<ParsedRequest, ParseError> {
+    let _ = path;
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ParseError::InvalidJson(e.to_string()))?;
+    let obj = value.as_object().ok_or(ParseError::NotAnObject)?;
+    let model = match obj.get("model") {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(ParseError::WrongType { field: "model", expected: "a string" }),
+        None => return Err(ParseError::MissingField("model")),
+    };
+    Ok(ParsedRequest {
+        kind: ApiKind::ChatCompletions,
+        model,
+        stream: obj.get("stream").and_then(|v| v.as_bool()).unwrap_or(false),
+        max_tokens: None,
+        cache_salt: None,
+        prompt: String::new(),
+    })
+}

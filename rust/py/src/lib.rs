@@ -2,8 +2,14 @@
 
 use pyo3::prelude::*;
 
+mod errors;
+mod parse;
+mod router;
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    parse::register(m)?;
+    router::register(m)?;
     Ok(())
 }
