@@ -1,0 +1,124 @@
+"""`sluicegate run | demo | sim | loadgen | envoy-config | check-config` — one entry point."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+
+def _bool(value: str) -> bool:
+    # Go-style flags: --secure-serving=false
+    v = value.lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the EPP (static endpoints, or Kubernetes with --pool-name)")
+    p.add_argument("--grpc-host", default="0.0.0.0")
+    p.add_argument("--grpc-port", type=int, default=9002)
+    p.add_argument("--grpc-health-port", type=int, default=9003)
+    p.add_argument("--metrics-port", type=int, default=9090)
+    p.add_argument("--config-file")
+    p.add_argument("--config-text")
+    p.add_argument("--endpoints-file", help="static endpoints (upstream file-discovery shape)")
+    p.add_argument("--pool-name")
+    p.add_argument("--pool-namespace", default=None)
+    p.add_argument("--secure-serving", type=_bool, nargs="?", const=True, default=True)
+    p.add_argument("--cert-path")
+    p.add_argument("--refresh-metrics-interval", type=float, default=0.05, help="seconds")
+    p.add_argument("--metrics-staleness-threshold", type=float, default=2.0, help="seconds")
+    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds")
+    p.add_argument("--skip-response-processing", type=_bool, nargs="?", const=True, default=False,
+                   help="close the ext_proc stream after routing when the response needs no rewrite")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .app import EppOptions, run_until
+    from .errors import ConfigError
+
+    opts = EppOptions(
+        grpc_host=args.grpc_host,
+        grpc_port=args.grpc_port,
+        grpc_health_port=args.grpc_health_port,
+        config_file=args.config_file,
+        config_text=args.config_text,
+        endpoints_file=args.endpoints_file,
+        secure_serving=args.secure_serving,
+        cert_path=args.cert_path,
+        refresh_metrics_interval_ms=max(1, int(args.refresh_metrics_interval * 1000)),
+        metrics_staleness_ms=max(1, int(args.metrics_staleness_threshold * 1000)),
+        drain_timeout_s=args.drain_timeout,
+        skip_response=args.skip_response_processing,
+        pool_name=args.pool_name,
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_until(opts, stop)
+
+    try:
+        _run_loop(main())
+    except ConfigError as e:
+        print(f"sluicegate: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_check_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check-config", help="validate an EndpointPickerConfig file and print the resolved profile")
+    p.add_argument("file")
+    p.set_defaults(func=_check_config)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .scheduling.config import load_config
+
+    try:
+        cfg = load_config(path=args.file)
+    except ConfigError as e:
+        print(f"sluicegate: {e}", file=sys.stderr)
+        return 1
+    print(cfg.describe())
+    return 0
+
+
+def _run_loop(coro) -> None:
+    import uvloop
+
+    uvloop.run(coro)
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sluicegate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_check_config(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(getattr(args, "verbose", 0))
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Static endpoint discovery: a YAML or JSON file in the upstream file-discovery shape
+(`endpoints: [{name, namespace, address, port, labels}]`), re-read when it changes."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENGINE_LABEL = "llm-d.ai/engine-type"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    address: str  # IP
+    port: int
+    namespace: str = "default"
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def hostport(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+def parse_endpoints(doc: object, source: str) -> list[Endpoint]:
+    """Validate a decoded document; errors name the source, the entry and the field."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("endpoints"), list):
+        raise ConfigError(f"{source}: expected a mapping with an 'endpoints' list")
+    out: list[Endpoint] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(doc["endpoints"]):
+        where = f"{source}: endpoints[{i}]"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+        unknown = set(raw) - {"name", "namespace", "address", "port", "labels"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown field '{sorted(unknown)[0]}'")
+        address = raw.get("address")
+        try:
+            ipaddress.ip_address(address)
+        except (ValueError, TypeError):
+            raise ConfigError(f"{where}.address: {address!r} is not an IP address") from None
+        port = raw.get("port")
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise ConfigError(f"{where}.port: {port!r} is not a port number")
+        labels = raw.get("labels") or {}
+        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            raise ConfigError(f"{where}.labels: expected a mapping of strings")
+        name = raw.get("name") or f"{address}:{port}"
+        ep = Endpoint(name=str(name), address=address, port=port, namespace=str(raw.get("namespace") or "default"), labels=labels)
+        if ep.hostport in seen:
+            raise ConfigError(f"{where}: duplicate endpoint {ep.hostport}")
+        seen.add(ep.hostport)
+        out.append(ep)
+    return out
+
+
+def load_endpoints_file(path: str | Path) -> list[Endpoint]:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read endpoints file: {e.strerror}") from None
+    try:
+        doc = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise ConfigError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {e}") from None
+    return parse_endpoints(doc, str(p))
+
+
+class FileDiscovery:
+    """Feeds `on_change` with the file's endpoints at start and whenever the file changes.
+    A bad edit is logged and the last good endpoint set is kept."""
+
+    def __init__(self, path: str | Path, on_change: Callable[[list[Endpoint]], None], watch: bool = True,
+                 interval: float = 1.0) -> None:
+        self._path = Path(path)
+        self._on_change = on_change
+        self._watch = watch
+        self._interval = interval
+        self._stamp: tuple[int, int] | None = None
+        self._task: asyncio.Task | None = None
+
+    def load(self) -> list[Endpoint]:
+        """Read once (raises ConfigError: a bad file at start-up is fatal)."""
+        self._stamp = self._file_stamp()
+        endpoints = load_endpoints_file(self._path)
+        self._on_change(endpoints)
+        return endpoints
+
+    def start(self) -> None:
+        self.load()
+        if self._watch:
+            self._task = asyncio.get_running_loop().create_task(self._poll(), name="file-discovery")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self._path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    async def _poll(self) -> None:
+        # mtime polling at 1 s: no extra dependency, and a file of endpoints changes rarely.
+        while True:
+            await asyncio.sleep(self._interval)
+            stamp = self._file_stamp()
+            if stamp == self._stamp or stamp is None:
+                continue
+            self._stamp = stamp
+            try:
+                self._on_change(load_endpoints_file(self._path))
+            except ConfigError as e:
+                log.error("keeping the previous endpoints: %s", e)

@@ -1,0 +1,89 @@
+"""The gRPC side of the EPP: the ext_proc service and, on its own port, the health service.
+
+Health reports SERVING only while the EPP can route (config loaded, endpoints known); on
+shutdown it flips to NOT_SERVING first so proxies stop opening streams before the server goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from grpc_health.v1 import _async as health_async
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from . import protocol, tls
+from .stream import Picker, RequestStream
+
+log = logging.getLogger(__name__)
+
+_GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
+    def __init__(self, picker: Picker, skip_response: bool = False) -> None:
+        self._picker = picker
+        self._skip_response = skip_response
+
+    async def Process(self, request_iterator, context):  # noqa: N802 (gRPC method name)
+        stream = RequestStream(self._picker, self._skip_response)
+        try:
+            async for req in request_iterator:
+                for resp in stream.handle(req):
+                    yield resp
+                if stream.finished:
+                    return
+        finally:
+            stream.close()
+
+
+class EppServer:
+    """ext_proc on `port`, gRPC health on `health_port`; both on `host`."""
+
+    def __init__(
+        self,
+        picker: Picker,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 9002,
+        health_port: int = 9003,
+        secure: bool = True,
+        cert_path: str | None = None,
+        skip_response: bool = False,
+    ) -> None:
+        self._server = grpc.aio.server(options=_GRPC_OPTIONS)
+        pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(picker, skip_response), self._server)
+        address = f"{host}:{port}"
+        if secure:
+            self.port = self._server.add_secure_port(address, tls.server_credentials(cert_path))
+        else:
+            self.port = self._server.add_insecure_port(address)
+        self._health = health_async.HealthServicer()
+        self._health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+        self.health_port = self._health_server.add_insecure_port(f"{host}:{health_port}")
+
+    async def start(self) -> None:
+        await self.set_serving(False)
+        await self._server.start()
+        await self._health_server.start()
+        log.info("ext_proc on port %d, health on port %d", self.port, self.health_port)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in protocol.HEALTH_SERVICES:
+            await self._health.set(service, status)
+
+    async def stop(self, drain_timeout: float = 0.0) -> None:
+        """Report NOT_SERVING, let open streams finish for up to `drain_timeout` s, then stop."""
+        await self.set_serving(False)
+        if drain_timeout > 0:
+            await asyncio.sleep(min(drain_timeout, 1.0))  # proxies see the health flip first
+        await self._server.stop(grace=drain_timeout)
+        await self._health_server.stop(grace=None)

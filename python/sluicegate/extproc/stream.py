@@ -1,0 +1,220 @@
+"""One ext_proc stream = one HTTP request: buffer the request body, route it once, echo the rest.
+
+`RequestStream.handle` turns each ProcessingRequest into the answers to send, so the gRPC layer
+stays a loop; every path through it ends with the request's in-flight count released.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol, Sequence
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from .. import errors
+from ..scheduling import replace_model_in_chunk
+from . import messages, protocol
+
+log = logging.getLogger(__name__)
+
+FULL_DUPLEX = pb.ProcessingMode.FULL_DUPLEX_STREAMED
+BUFFERED = pb.ProcessingMode.BUFFERED
+STREAMED = pb.ProcessingMode.STREAMED
+NO_BODY = pb.ProcessingMode.NONE
+
+
+class Decision(Protocol):
+    endpoints: str
+    primary: str
+    model: str | None
+    target_model: str | None
+    body: bytes | None
+
+
+class Picker(Protocol):
+    def route(
+        self, path: str, body: bytes, model_rewrite: str | None, subset: Sequence[str] | None
+    ) -> Decision: ...
+
+    def release(self, address: str) -> None: ...
+
+
+def _header(h) -> str:
+    # Envoy fills raw_value (bytes) since 1.27; older proxies fill value.
+    return h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+
+
+def _subset_hint(req: pb.ProcessingRequest) -> list[str] | None:
+    """Candidates named by the proxy; None = whole pool, [] = named but empty (→ 503)."""
+    md = req.metadata_context.filter_metadata
+    if protocol.SUBSET_NAMESPACE not in md:
+        return None
+    fields = md[protocol.SUBSET_NAMESPACE].fields
+    if protocol.SUBSET_KEY not in fields:
+        return None
+    value = fields[protocol.SUBSET_KEY]
+    if value.HasField("list_value"):
+        return [v.string_value for v in value.list_value.values if v.string_value]
+    if value.string_value:
+        return [s.strip() for s in value.string_value.split(",") if s.strip()]
+    return []
+
+
+class RequestStream:
+    __slots__ = (
+        "_picker", "_skip_response", "_req_mode", "_resp_mode", "_path", "_rewrite", "_subset",
+        "_body", "_chunks", "_decision", "_released", "finished", "served", "objective", "fairness_id",
+    )
+
+    def __init__(self, picker: Picker, skip_response: bool = False) -> None:
+        self._picker = picker
+        self._skip_response = skip_response
+        self._req_mode = FULL_DUPLEX
+        self._resp_mode = FULL_DUPLEX
+        self._path = "/"
+        self._rewrite: str | None = None
+        self._subset: list[str] | None = None
+        self._body = bytearray()
+        self._chunks = 0
+        self._decision: Decision | None = None
+        self._released = False
+        self.finished = False  # the gRPC layer closes the stream (OK) once this is set
+        self.served = ""
+        self.objective = ""
+        self.fairness_id = protocol.DEFAULT_FAIRNESS_ID
+
+    def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
+        kind = req.WhichOneof("request")
+        try:
+            if kind == "request_headers":
+                return self._on_request_headers(req)
+            if kind == "request_body":
+                return self._on_request_body(req.request_body)
+            if kind == "request_trailers":
+                return self._on_request_trailers()
+            if kind == "response_headers":
+                return self._on_response_headers(req)
+            if kind == "response_body":
+                return self._on_response_body(req.response_body)
+            if kind == "response_trailers":
+                self._complete()
+                return [messages.EMPTY_RESPONSE_TRAILERS]
+            raise errors.BadRequestError(f"unexpected ext_proc message '{kind}'")
+        except errors.SluicegateError as e:
+            return self._fail(e.status, str(e), e.reason)
+        except Exception as e:  # a bug must not hang the request: answer 500 and close
+            log.exception("ext_proc stream failed")
+            return self._fail(500, f"internal error: {type(e).__name__}", "")
+
+    def close(self) -> None:
+        """The stream ended (normally, by error, or by client disconnect)."""
+        self._complete()
+        self._body = bytearray()
+
+    # request phase
+
+    def _on_request_headers(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
+        if req.HasField("protocol_config"):
+            self._req_mode = req.protocol_config.request_body_mode
+            self._resp_mode = req.protocol_config.response_body_mode
+        headers = req.request_headers
+        for h in headers.headers.headers:
+            key = h.key
+            if key == ":path":
+                self._path = _header(h)
+            elif key in protocol.MODEL_REWRITE_HEADERS:
+                self._rewrite = _header(h) or None
+            elif key in protocol.OBJECTIVE_HEADERS:
+                self.objective = _header(h)
+            elif key in protocol.FAIRNESS_HEADERS:
+                self.fairness_id = _header(h) or protocol.DEFAULT_FAIRNESS_ID
+        self._subset = _subset_hint(req)
+        if headers.end_of_stream or self._req_mode == NO_BODY:
+            decision = self._route(b"")
+            return self._after_request([messages.routed_headers(decision.endpoints, None)])
+        if self._req_mode == FULL_DUPLEX:
+            return []  # the answer waits for the whole body
+        return [messages.EMPTY_REQUEST_HEADERS]
+
+    def _on_request_body(self, body: pb.HttpBody) -> list[pb.ProcessingResponse]:
+        self._body += body.body
+        self._chunks += 1
+        if not body.end_of_stream:
+            return []  # STREAMED chunks are answered together once the decision is made
+        return self._answer_request(end_of_stream=True)
+
+    def _on_request_trailers(self) -> list[pb.ProcessingResponse]:
+        out = self._answer_request(end_of_stream=False) if self._decision is None else []
+        if self.finished:
+            return out
+        out.append(messages.EMPTY_REQUEST_TRAILERS)
+        return out
+
+    def _answer_request(self, end_of_stream: bool) -> list[pb.ProcessingResponse]:
+        decision = self._route(bytes(self._body))
+        body = decision.body if decision.body is not None else bytes(self._body)
+        self._body = bytearray()
+        if self._req_mode == FULL_DUPLEX:
+            out = [messages.routed_headers(decision.endpoints, len(body))]
+            out += messages.streamed_chunks(body, end_of_stream, request=True)
+        else:
+            # STREAMED sent earlier chunks unanswered: answer each; a rewritten body replaces them all.
+            held = messages.CLEARED_REQUEST_BODY if decision.body is not None else messages.EMPTY_REQUEST_BODY
+            out = [held] * (self._chunks - 1) + [messages.routed_body(decision.endpoints, decision.body)]
+        return self._after_request(out)
+
+    def _route(self, body: bytes) -> Decision:
+        decision = self._picker.route(self._path, body, self._rewrite, self._subset)
+        self._decision = decision
+        return decision
+
+    def _after_request(self, out: list[pb.ProcessingResponse]) -> list[pb.ProcessingResponse]:
+        # Full duplex ignores mode_override: the only way to skip the response phase is to close.
+        if self._skip_response and self._decision is not None and self._decision.target_model is None:
+            self.finished = True
+            self._complete()
+        return out
+
+    # response phase
+
+    def _on_response_headers(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
+        md = req.metadata_context.filter_metadata
+        if protocol.DESTINATION_NAMESPACE in md:
+            served = md[protocol.DESTINATION_NAMESPACE].fields.get(protocol.SERVED_ENDPOINT)
+            if served is not None:
+                self.served = served.string_value
+        if req.response_headers.end_of_stream:
+            self._complete()
+        if self._rewriting_back():
+            return [messages.response_headers_without_length()]
+        return [messages.EMPTY_RESPONSE_HEADERS]
+
+    def _on_response_body(self, body: pb.HttpBody) -> list[pb.ProcessingResponse]:
+        if body.end_of_stream:
+            self._complete()
+        chunk = body.body
+        if self._rewriting_back():
+            d = self._decision
+            chunk = replace_model_in_chunk(chunk, d.target_model, d.model)  # type: ignore[union-attr]
+            if self._resp_mode != FULL_DUPLEX:
+                return [messages.replaced_response_body(chunk)]
+        elif self._resp_mode != FULL_DUPLEX:
+            return [messages.EMPTY_RESPONSE_BODY]
+        return messages.streamed_chunks(chunk, body.end_of_stream, request=False)
+
+    def _rewriting_back(self) -> bool:
+        d = self._decision
+        return d is not None and d.target_model is not None and d.model is not None and d.target_model != d.model
+
+    # outcomes
+
+    def _complete(self) -> None:
+        if self._decision is not None and not self._released:
+            self._released = True
+            self._picker.release(self._decision.primary)
+
+    def _fail(self, status: int, message: str, reason: str) -> list[pb.ProcessingResponse]:
+        self.finished = True
+        self._complete()
+        return [messages.immediate(status, message, reason)]
+

@@ -1,0 +1,30 @@
+"""Scheduling façade: the Rust Router (endpoint snapshot + scheduler + scraper) and its config.
+
+The rest of sluicegate imports scheduling from here, never from `sluicegate._core`.
+"""
+
+from .._core import (
+    Decision,
+    EndpointMetrics,
+    EndpointStatus,
+    ParsedRequest,
+    Router,
+    parse_metrics,
+    parse_request,
+    prefix_block_hashes,
+    replace_model_in_chunk,
+    rewrite_model,
+)
+
+__all__ = [
+    "Decision",
+    "EndpointMetrics",
+    "EndpointStatus",
+    "ParsedRequest",
+    "Router",
+    "parse_metrics",
+    "parse_request",
+    "prefix_block_hashes",
+    "replace_model_in_chunk",
+    "rewrite_model",
+]
