@@ -1,0 +1,331 @@
+"""Builds the Envoy bootstrap (a plain dict, dumped to YAML) that puts Envoy in front of the EPP.
+
+The shape follows what was measured with Envoy 1.40 (shared/ENVOY_NOTES.md): strip client
+destination headers before ext_proc, health-check the EPP so fail-open works, and route by the
+EPP's `x-gateway-destination-endpoint` through ORIGINAL_DST or the override_host LB policy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from sluicegate.standalone.options import EnvoyOptions, parse_endpoint
+
+DESTINATION_HEADER = "x-gateway-destination-endpoint"
+SERVED_HEADER = "x-gateway-destination-endpoint-served"
+LB_NAMESPACE = "envoy.lb"
+SUBSET_HINT_NAMESPACE = "envoy.lb.subset_hint"
+EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+EPP_CLUSTER = "epp"
+UPSTREAM_CLUSTER = "inference_pool"
+
+_TYPE = "type.googleapis.com/"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _processing_mode(opts: EnvoyOptions) -> dict[str, str]:
+    if opts.processing_mode == "full_duplex":
+        # Envoy requires trailer SEND with FULL_DUPLEX_STREAMED bodies.
+        body, trailers = "FULL_DUPLEX_STREAMED", "SEND"
+    elif opts.processing_mode == "buffered":
+        body, trailers = "BUFFERED", "SKIP"
+    else:
+        body, trailers = "STREAMED", "SKIP"
+    mode = {
+        "request_header_mode": "SEND",
+        "request_body_mode": body,
+        "request_trailer_mode": trailers,
+        "response_header_mode": "SEND",
+        "response_body_mode": body,
+        "response_trailer_mode": trailers,
+    }
+    if opts.skip_response:
+        mode |= {
+            "response_header_mode": "SKIP",
+            "response_body_mode": "NONE",
+            "response_trailer_mode": "SKIP",
+        }
+    return mode
+
+
+def _strip_client_destination() -> dict[str, Any]:
+    # Must run before ext_proc: a route-level removal would run after it and drop the EPP's
+    # header too, and on fail-open a client header would steer ORIGINAL_DST to its own choice.
+    return {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {
+                "request_mutations": [
+                    {"remove": DESTINATION_HEADER},
+                    {"remove": SERVED_HEADER},
+                ]
+            },
+        },
+    }
+
+
+def _ext_proc(opts: EnvoyOptions) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            # In full duplex these timeouts do not bound the stream (the route timeouts do);
+            # they bound the header phases of the other modes.
+            "grpc_service": {"envoy_grpc": {"cluster_name": EPP_CLUSTER}, "timeout": "10s"},
+            "message_timeout": "10s",
+            "failure_mode_allow": opts.failure_mode_allow,
+            "allow_mode_override": True,
+            "processing_mode": _processing_mode(opts),
+            "metadata_options": {
+                "receiving_namespaces": {"untyped": [LB_NAMESPACE]},
+                "forwarding_namespaces": {"untyped": [SUBSET_HINT_NAMESPACE, LB_NAMESPACE]},
+            },
+        },
+    }
+
+
+def _served_header_to_metadata() -> dict[str, Any]:
+    # Listed after ext_proc so that on the response path (filters run in reverse) it turns the
+    # route's served-endpoint header into envoy.lb metadata before ext_proc forwards it.
+    return {
+        "name": "envoy.filters.http.header_to_metadata",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.filters.http.header_to_metadata.v3.Config",
+            "response_rules": [
+                {
+                    "header": SERVED_HEADER,
+                    "on_header_present": {
+                        "metadata_namespace": LB_NAMESPACE,
+                        "key": SERVED_HEADER,
+                        "type": "STRING",
+                    },
+                    "remove": True,
+                }
+            ],
+        },
+    }
+
+
+def _router() -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
+    }
+
+
+def _http_filters(opts: EnvoyOptions) -> list[dict[str, Any]]:
+    filters = [_strip_client_destination(), _ext_proc(opts)]
+    if opts.upstream_mode == "original_dst" and not opts.skip_response:
+        filters.append(_served_header_to_metadata())
+    filters.append(_router())
+    return filters
+
+
+def _route(opts: EnvoyOptions) -> dict[str, Any]:
+    action: dict[str, Any] = {
+        "cluster": UPSTREAM_CLUSTER,
+        "timeout": _seconds(opts.route_timeout_s),
+        "idle_timeout": _seconds(opts.idle_timeout_s),
+        "retry_policy": {"retry_on": opts.retry_on, "num_retries": opts.num_retries},
+    }
+    route: dict[str, Any] = {"match": {"prefix": "/"}, "route": action}
+    if opts.upstream_mode == "original_dst":
+        if opts.fallback_endpoint is not None:
+            # Route headers are added after ext_proc ran, so ADD_IF_ABSENT keeps the EPP's pick
+            # and only fills in the destination when the EPP set none (fail-open).
+            route["request_headers_to_add"] = [
+                {
+                    "header": {"key": DESTINATION_HEADER, "value": opts.fallback_endpoint},
+                    "append_action": "ADD_IF_ABSENT",
+                }
+            ]
+        if not opts.skip_response:
+            route["response_headers_to_add"] = [
+                {
+                    "header": {"key": SERVED_HEADER, "value": "%UPSTREAM_REMOTE_ADDRESS%"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ]
+    else:
+        # Each retry takes the next address of the EPP's list; previous_hosts keeps the
+        # fallback policy from picking a host that already failed once the list runs out.
+        action["retry_policy"] |= {
+            "retry_host_predicate": [
+                {
+                    "name": "envoy.retry_host_predicates.previous_hosts",
+                    "typed_config": {
+                        "@type": _TYPE
+                        + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                    },
+                }
+            ],
+            "host_selection_retry_max_attempts": 5,
+        }
+    return route
+
+
+def _listener(opts: EnvoyOptions) -> dict[str, Any]:
+    manager = {
+        "@type": _TYPE
+        + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "sluicegate",
+        # AUTO serves HTTP/1.1 and cleartext HTTP/2 (h2c prior knowledge) on one port.
+        "codec_type": "AUTO",
+        "stream_idle_timeout": _seconds(opts.idle_timeout_s),
+        "route_config": {
+            "name": "inference",
+            "virtual_hosts": [{"name": "inference", "domains": ["*"], "routes": [_route(opts)]}],
+        },
+        "http_filters": _http_filters(opts),
+    }
+    return {
+        "name": "inference",
+        "address": _socket_address(opts.listen_address, opts.listen_port),
+        "per_connection_buffer_limit_bytes": opts.buffer_limit_bytes,
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}
+                ]
+            }
+        ],
+    }
+
+
+def _http2_options() -> dict[str, Any]:
+    return {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": _TYPE + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }
+    }
+
+
+def _epp_cluster(opts: EnvoyOptions) -> dict[str, Any]:
+    endpoint: dict[str, Any] = {"address": _socket_address(opts.epp_host, opts.epp_port)}
+    if opts.health_port != opts.epp_port:
+        endpoint["health_check_config"] = {"port_value": opts.health_port}
+    return {
+        "name": EPP_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": _http2_options(),
+        "load_assignment": {
+            "cluster_name": EPP_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": endpoint}]}],
+        },
+        # Without active checks a dead EPP looks healthy and fail-open POSTs get 500; the
+        # default 60 s no_traffic_interval would leave that blind spot after start-up.
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "1s",
+                "no_traffic_interval": "1s",
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "grpc_health_check": {"service_name": EXT_PROC_SERVICE},
+            }
+        ],
+        # Panic routing would send streams to an EPP known to be down; fail open instead.
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+    }
+
+
+def _lb_endpoints(addresses: list[str]) -> list[dict[str, Any]]:
+    endpoints = []
+    for i, address in enumerate(addresses):
+        host, port = parse_endpoint(address, f"endpoints[{i}]")
+        endpoints.append({"endpoint": {"address": _socket_address(host, port)}})
+    return endpoints
+
+
+def _override_host_policy() -> dict[str, Any]:
+    destination = {"key": LB_NAMESPACE, "path": [{"key": DESTINATION_HEADER}]}
+    return {
+        "policies": [
+            {
+                "typed_extension_config": {
+                    "name": "envoy.load_balancing_policies.override_host",
+                    "typed_config": {
+                        "@type": _TYPE
+                        + "envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost",
+                        "override_host_sources": [
+                            {"header": DESTINATION_HEADER},
+                            {"metadata": destination},
+                        ],
+                        # Reported back to the EPP (forwarded envoy.lb) on the response path.
+                        "selected_host_key": {
+                            "key": LB_NAMESPACE,
+                            "path": [{"key": SERVED_HEADER}],
+                        },
+                        "fallback_policy": {
+                            "policies": [
+                                {
+                                    "typed_extension_config": {
+                                        "name": "envoy.load_balancing_policies.round_robin",
+                                        "typed_config": {
+                                            "@type": _TYPE
+                                            + "envoy.extensions.load_balancing_policies"
+                                            ".round_robin.v3.RoundRobin"
+                                        },
+                                    }
+                                }
+                            ]
+                        },
+                    },
+                }
+            }
+        ]
+    }
+
+
+def _upstream_cluster(opts: EnvoyOptions) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": UPSTREAM_CLUSTER,
+        "connect_timeout": "2s",
+        "per_connection_buffer_limit_bytes": opts.buffer_limit_bytes,
+    }
+    if opts.upstream_mode == "original_dst":
+        cluster |= {
+            "type": "ORIGINAL_DST",
+            "lb_policy": "CLUSTER_PROVIDED",
+            "original_dst_lb_config": {
+                "use_http_header": True,
+                "http_header_name": DESTINATION_HEADER,
+            },
+        }
+    else:
+        cluster |= {
+            "type": "STATIC",
+            "load_assignment": {
+                "cluster_name": UPSTREAM_CLUSTER,
+                "endpoints": [{"lb_endpoints": _lb_endpoints(list(opts.endpoints))}],
+            },
+            "load_balancing_policy": _override_host_policy(),
+        }
+    return cluster
+
+
+def envoy_bootstrap(opts: EnvoyOptions) -> dict[str, Any]:
+    """The whole bootstrap for `opts`; ports must be real (non-zero) by now."""
+    return {
+        "admin": {"address": _socket_address("127.0.0.1", opts.admin_port)},
+        "static_resources": {
+            "listeners": [_listener(opts)],
+            "clusters": [_epp_cluster(opts), _upstream_cluster(opts)],
+        },
+    }
+
+
+def bootstrap_yaml(opts: EnvoyOptions) -> str:
+    return yaml.safe_dump(envoy_bootstrap(opts), sort_keys=False)

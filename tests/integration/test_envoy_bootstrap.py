@@ -1,0 +1,254 @@
+"""The standalone Envoy bootstrap, checked by the real Envoy 1.40 binary: every variant is
+accepted, the process starts and stops cleanly, and with no EPP running the fail-open paths
+route to real aiohttp backends while client-supplied destinations are ignored."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from sluicegate.errors import ConfigError
+from sluicegate.standalone import (
+    EnvoyOptions,
+    EnvoyProcess,
+    EnvoyStartError,
+    envoy_bootstrap,
+    find_free_port,
+    validate_bootstrap,
+)
+
+DESTINATION = "x-gateway-destination-endpoint"
+
+
+def _dead_epp_options(**overrides: object) -> EnvoyOptions:
+    """Options whose EPP ports have nothing listening: the EPP is down for the whole test."""
+    base = dict(
+        listen_port=0,
+        admin_port=0,
+        listen_address="127.0.0.1",
+        epp_port=find_free_port(),
+        epp_health_port=find_free_port(),
+        concurrency=1,
+        failure_mode_allow=True,
+    )
+    base.update(overrides)
+    return EnvoyOptions(**base)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def backend(name: str) -> AsyncIterator[str]:
+    """A model-server stand-in that reports who it is and what body it received."""
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.json_response(
+            {
+                "backend": name,
+                "body_sha256": hashlib.sha256(body).hexdigest(),
+                "body_len": len(body),
+            }
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = find_free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with session.post(url + "/v1/completions", data=body, headers=headers) as resp:
+            payload = await resp.json(content_type=None) if resp.status == 200 else {}
+            return resp.status, payload
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# -- the bootstrap itself ------------------------------------------------------------------------
+
+VARIANTS = list(
+    itertools.product(
+        ("original_dst", "override_host"),
+        ("full_duplex", "buffered", "streamed"),
+        (False, True),  # skip_response
+        (False, True),  # failure_mode_allow
+    )
+)
+
+
+@pytest.mark.envoy
+@pytest.mark.parametrize("upstream,processing,skip_response,fail_open", VARIANTS)
+def test_every_bootstrap_variant_passes_envoy_validate(
+    upstream: str, processing: str, skip_response: bool, fail_open: bool
+) -> None:
+    opts = EnvoyOptions(
+        upstream_mode=upstream,  # type: ignore[arg-type]
+        processing_mode=processing,  # type: ignore[arg-type]
+        skip_response=skip_response,
+        failure_mode_allow=fail_open,
+        endpoints=("10.0.0.1:8000", "10.0.0.2:8000"),
+        fallback_endpoint="10.0.0.1:8000",
+    )
+    validate_bootstrap(envoy_bootstrap(opts))
+
+
+@pytest.mark.envoy
+def test_envoy_validate_rejection_is_reported_as_config_error() -> None:
+    bootstrap = envoy_bootstrap(EnvoyOptions())
+    bootstrap["static_resources"]["clusters"][0]["no_such_field"] = 1
+    with pytest.raises(ConfigError, match="no_such_field"):
+        validate_bootstrap(bootstrap)
+
+
+def test_client_destination_is_stripped_before_ext_proc_and_served_header_read_after() -> None:
+    hcm = envoy_bootstrap(EnvoyOptions(fallback_endpoint="10.0.0.1:8000"))["static_resources"][
+        "listeners"
+    ][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names == [
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.ext_proc",
+        "envoy.filters.http.header_to_metadata",
+        "envoy.filters.http.router",
+    ]
+
+
+def test_override_host_mode_without_endpoints_is_rejected_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match="endpoints"):
+        EnvoyOptions(upstream_mode="override_host")
+
+
+def test_fallback_endpoint_must_be_ip_and_port() -> None:
+    with pytest.raises(ConfigError, match="fallback_endpoint"):
+        EnvoyOptions(fallback_endpoint="model-server:8000")
+
+
+# -- the process ---------------------------------------------------------------------------------
+
+
+@pytest.mark.envoy
+def test_envoy_starts_ready_and_stop_leaves_no_process() -> None:
+    async def scenario() -> None:
+        envoy = EnvoyProcess(_dead_epp_options(fallback_endpoint="127.0.0.1:9"))
+        async with envoy:
+            pid = envoy.pid
+            assert pid is not None and _pid_alive(pid)
+        assert not _pid_alive(pid)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.envoy
+def test_envoy_that_cannot_bind_raises_start_error_and_leaves_no_process() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        envoy = EnvoyProcess(_dead_epp_options(admin_port=taken.getsockname()[1]))
+        with pytest.raises(EnvoyStartError):
+            envoy.start_blocking()
+    assert envoy.pid is not None and not _pid_alive(envoy.pid)
+
+
+@pytest.mark.envoy
+def test_envoy_sees_a_dead_epp_as_unhealthy() -> None:
+    async def scenario() -> None:
+        async with EnvoyProcess(_dead_epp_options(fallback_endpoint="127.0.0.1:9")) as envoy:
+            assert await envoy.epp_healthy() is False
+
+    asyncio.run(scenario())
+
+
+# -- fail-open with no EPP -----------------------------------------------------------------------
+
+
+@pytest.mark.envoy
+def test_fail_open_post_reaches_fallback_backend_with_body_intact() -> None:
+    body = os.urandom(256 * 1024)
+
+    async def scenario() -> None:
+        async with backend("fallback") as fallback:
+            opts = _dead_epp_options(fallback_endpoint=fallback)
+            async with EnvoyProcess(opts) as envoy:
+                status, payload = await _post(envoy.url, body)
+        assert status == 200
+        assert payload["backend"] == "fallback"
+        assert payload["body_len"] == len(body)
+        assert payload["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.envoy
+def test_client_supplied_destination_does_not_choose_the_backend() -> None:
+    async def scenario() -> None:
+        async with backend("fallback") as fallback, backend("chosen-by-client") as other:
+            opts = _dead_epp_options(fallback_endpoint=fallback)
+            async with EnvoyProcess(opts) as envoy:
+                status, payload = await _post(envoy.url, b'{"x":1}', {DESTINATION: other})
+        assert status == 200
+        assert payload["backend"] == "fallback"
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.envoy
+def test_fail_closed_with_dead_epp_refuses_the_request() -> None:
+    async def scenario() -> None:
+        async with backend("fallback") as fallback:
+            opts = _dead_epp_options(fallback_endpoint=fallback, failure_mode_allow=False)
+            async with EnvoyProcess(opts) as envoy:
+                status, _ = await _post(envoy.url, b'{"x":1}')
+        assert status >= 500
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.envoy
+def test_override_host_fail_open_spreads_requests_by_fallback_policy() -> None:
+    async def scenario() -> None:
+        async with backend("a") as a, backend("b") as b:
+            opts = _dead_epp_options(upstream_mode="override_host", endpoints=(a, b))
+            async with EnvoyProcess(opts) as envoy:
+                served = [await _post(envoy.url, b'{"x":1}') for _ in range(6)]
+        assert {status for status, _ in served} == {200}
+        assert {payload["backend"] for _, payload in served} == {"a", "b"}
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.envoy
+def test_override_host_retries_past_a_dead_endpoint() -> None:
+    dead = f"127.0.0.1:{find_free_port()}"
+
+    async def scenario() -> None:
+        async with backend("live") as live:
+            opts = _dead_epp_options(upstream_mode="override_host", endpoints=(dead, live))
+            async with EnvoyProcess(opts) as envoy:
+                served = [await _post(envoy.url, b'{"x":1}') for _ in range(6)]
+        assert served == [(200, served[0][1])] * 6
+        assert served[0][1]["backend"] == "live"
+
+    asyncio.run(scenario())
