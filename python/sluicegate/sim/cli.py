@@ -1,0 +1,96 @@
+"""Command-line face of the simulator: the flags of `sluicegate sim` and the coroutine that
+starts `--count` servers, prints their addresses and serves until cancelled."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from sluicegate.sim.config import SimConfig
+from sluicegate.sim.server import SimServer
+
+_DEFAULTS = SimConfig()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--count", type=int, default=1, help="number of servers to start (default 1)")
+    add("--host", default="127.0.0.1")
+    add("--port", type=int, default=0,
+        help="port of the first server, the others on consecutive ports; 0 picks free ports")
+    add("--name", default="", help="x-sim-endpoint prefix (servers get NAME-i); default host:port")
+    add("--model", default=_DEFAULTS.model)
+    add("--loras", default=",".join(_DEFAULTS.loras), help="comma-separated adapter names")
+    for flag, field in (("--max-loras", "max_loras"), ("--max-num-seqs", "max_num_seqs"),
+                        ("--max-num-batched-tokens", "max_num_batched_tokens"),
+                        ("--kv-blocks", "kv_blocks"), ("--block-size", "block_size"),
+                        ("--max-model-len", "max_model_len"),
+                        ("--default-output-tokens", "default_output_tokens"),
+                        ("--max-output-tokens", "max_output_tokens"), ("--seed", "seed")):
+        add(flag, type=int, default=getattr(_DEFAULTS, field))
+    for flag, field in (("--alpha-ms", "alpha_ms"), ("--beta-ms", "beta_ms"),
+                        ("--gamma-ms", "gamma_ms"), ("--delta-ms", "delta_ms"),
+                        ("--lora-load-ms", "lora_load_ms"), ("--speedup", "speedup"),
+                        ("--fail-rate", "fail_rate")):
+        add(flag, type=float, default=getattr(_DEFAULTS, field))
+
+
+def configs_from_args(args: argparse.Namespace) -> list[SimConfig]:
+    """One config per server; each gets its own name and seed so replicas differ reproducibly."""
+    if args.count < 1:
+        raise SystemExit(f"--count must be >= 1, got {args.count}")
+    loras = tuple(name.strip() for name in args.loras.split(",") if name.strip())
+    return [SimConfig(
+        name=f"{args.name}-{i}" if args.name else "", model=args.model, loras=loras,
+        max_loras=args.max_loras, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens, kv_blocks=args.kv_blocks,
+        block_size=args.block_size, max_model_len=args.max_model_len,
+        alpha_ms=args.alpha_ms, beta_ms=args.beta_ms, gamma_ms=args.gamma_ms,
+        delta_ms=args.delta_ms, lora_load_ms=args.lora_load_ms, speedup=args.speedup,
+        seed=args.seed + i, default_output_tokens=args.default_output_tokens,
+        max_output_tokens=args.max_output_tokens, fail_rate=args.fail_rate,
+    ) for i in range(args.count)]
+
+
+async def start_servers(configs: list[SimConfig], host: str = "127.0.0.1",
+                        first_port: int = 0) -> list[SimServer]:
+    """Start one server per config (ports first_port+i, or free ports when 0); on failure the
+    ones already started are stopped."""
+    servers: list[SimServer] = []
+    try:
+        for i, config in enumerate(configs):
+            server = SimServer(config)
+            await server.start(host, first_port + i if first_port else 0)
+            servers.append(server)
+    except BaseException:
+        await stop_servers(servers)
+        raise
+    return servers
+
+
+async def stop_servers(servers: list[SimServer]) -> None:
+    for server in servers:
+        await server.stop()
+
+
+async def run_from_args(args: argparse.Namespace) -> None:
+    servers = await start_servers(configs_from_args(args), args.host, args.port)
+    try:
+        for server in servers:
+            print(server.address, flush=True)
+        await asyncio.Event().wait()  # serve until the caller cancels us
+    finally:
+        await stop_servers(servers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvloop
+
+    parser = argparse.ArgumentParser(prog="python -m sluicegate.sim", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        uvloop.run(run_from_args(args))
+    except KeyboardInterrupt:
+        sys.exit(0)

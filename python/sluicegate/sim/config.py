@@ -1,0 +1,63 @@
+"""Configuration of one simulated model server: identity, served models, engine capacity,
+the time model (ms, divided by `speedup`) and fault knobs. Validated once at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sluicegate.errors import ConfigError
+
+DEFAULT_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+# Adapter names served by default, so the load generator's `lora` and `mixed` workloads run
+# against a default simulator without extra flags.
+DEFAULT_LORAS: tuple[str, ...] = tuple(f"lora-{i}" for i in range(8))
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    name: str = ""  # value of x-sim-endpoint; empty means the bound "host:port"
+    model: str = DEFAULT_MODEL
+    loras: tuple[str, ...] = DEFAULT_LORAS
+    max_loras: int = 4
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192  # prefill token budget of one engine step
+    kv_blocks: int = 4096
+    block_size: int = 16
+    max_model_len: int = 8192
+    alpha_ms: float = 8.0  # decode step: alpha + beta * batch_size
+    beta_ms: float = 0.1
+    gamma_ms: float = 5.0  # prefill: gamma + delta * uncached prompt tokens
+    delta_ms: float = 0.08
+    lora_load_ms: float = 40.0
+    speedup: float = 1.0
+    seed: int = 0
+    default_output_tokens: int = 64
+    max_output_tokens: int = 2048
+    fail_rate: float = 0.0  # fraction of completions answered with HTTP 500
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loras", tuple(self.loras))
+        _require(bool(self.model), "model", self.model, "must be non-empty")
+        _require(self.model not in self.loras, "loras", self.loras, "must not contain the base model")
+        _require(len(set(self.loras)) == len(self.loras), "loras", self.loras, "has duplicates")
+        for name in ("max_loras", "max_num_seqs", "max_num_batched_tokens", "kv_blocks",
+                     "block_size", "max_model_len", "default_output_tokens", "max_output_tokens"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 1, name, value, "must be an integer >= 1")
+        for name in ("alpha_ms", "beta_ms", "gamma_ms", "delta_ms", "lora_load_ms"):
+            value = getattr(self, name)
+            _require(value >= 0, name, value, "must be >= 0")
+        _require(self.speedup > 0, "speedup", self.speedup, "must be > 0")
+        _require(0.0 <= self.fail_rate <= 1.0, "fail_rate", self.fail_rate, "must be in [0, 1]")
+        # A request that fits max_model_len must fit the KV cache alone, or it would wait forever.
+        _require(self.max_model_len <= self.kv_blocks * self.block_size, "max_model_len",
+                 self.max_model_len, f"exceeds kv_blocks*block_size={self.kv_blocks * self.block_size}")
+
+    @property
+    def served_models(self) -> tuple[str, ...]:
+        return (self.model, *self.loras)
+
+
+def _require(ok: bool, field_name: str, value: object, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"SimConfig.{field_name}={value!r}: {why}")

@@ -1,0 +1,77 @@
+"""The simulator's paged KV cache and LoRA slots, exercised directly."""
+
+from __future__ import annotations
+
+from sluicegate.sim.kvcache import KVCache, block_hashes, count_tokens
+from sluicegate.sim.lora import LoraSlots
+
+BLOCK = 4  # tokens per block, 16 characters
+
+
+def test_prompts_sharing_a_prefix_share_leading_block_hashes() -> None:
+    a = block_hashes("x" * 64 + "tail-one" * 4, BLOCK)
+    b = block_hashes("x" * 64 + "tail-two" * 4, BLOCK)
+    assert a[:4] == b[:4] and a[4] != b[4]
+
+
+def test_adapter_salt_separates_caches() -> None:
+    assert block_hashes("x" * 64, BLOCK, "lora-a") != block_hashes("x" * 64, BLOCK, "lora-b")
+
+
+def test_token_count_is_four_characters_per_token_rounded_up() -> None:
+    assert (count_tokens("abcd"), count_tokens("abcde"), count_tokens("")) == (1, 2, 1)
+
+
+def test_a_released_prompt_is_found_in_the_cache() -> None:
+    cache = KVCache(num_blocks=10, block_size=BLOCK)
+    hashes = block_hashes("y" * 64, BLOCK)
+    alloc = cache.allocate(hashes, 16)
+    cache.release(alloc)
+    assert cache.cached_prefix(hashes) == 4
+    assert cache.usage() == 0.0  # cached-but-idle blocks count as free, as in vLLM
+
+
+def test_shared_blocks_are_counted_once() -> None:
+    cache = KVCache(num_blocks=10, block_size=BLOCK)
+    hashes = block_hashes("z" * 64, BLOCK)
+    cache.allocate(hashes, 16)
+    cache.allocate(hashes, 16)
+    assert cache.usage() == 0.4
+
+
+def test_least_recently_released_blocks_are_evicted_first() -> None:
+    cache = KVCache(num_blocks=4, block_size=BLOCK)
+    old, new = block_hashes("o" * 32, BLOCK), block_hashes("n" * 32, BLOCK)
+    cache.release(cache.allocate(old, 8))
+    cache.release(cache.allocate(new, 8))
+    cache.allocate(block_hashes("f" * 32, BLOCK), 8)
+    assert cache.cached_prefix(old) == 0 and cache.cached_prefix(new) == 2
+
+
+def test_allocation_fails_without_change_when_blocks_are_held() -> None:
+    cache = KVCache(num_blocks=3, block_size=BLOCK)
+    cache.allocate([], 8)
+    assert cache.allocate([], 8) is None
+    assert round(cache.usage(), 3) == 0.667
+
+
+def test_growth_beyond_free_blocks_is_refused() -> None:
+    cache = KVCache(num_blocks=2, block_size=BLOCK)
+    alloc = cache.allocate([], 4)
+    assert cache.grow(alloc, 8) and not cache.grow(alloc, 9)
+
+
+def test_lora_slots_load_then_reuse_then_refuse_when_all_pinned() -> None:
+    slots = LoraSlots(max_loras=1)
+    assert slots.acquire("a") is True
+    assert slots.acquire("a") is False
+    assert slots.acquire("b") is None
+    assert slots.loads == 1
+
+
+def test_lora_slots_swap_out_an_idle_adapter() -> None:
+    slots = LoraSlots(max_loras=1)
+    slots.acquire("a")
+    slots.release("a")
+    assert slots.acquire("b") is True
+    assert slots.resident() == ["b"] and slots.loads == 2
