@@ -95,6 +95,30 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sim(sub: argparse._SubParsersAction) -> None:
+    from .sim import cli as sim_cli
+
+    p = sub.add_parser("sim", help="run simulated vLLM model servers (OpenAI API + /metrics)")
+    sim_cli.add_arguments(p)
+    p.set_defaults(func=lambda args: _serve(sim_cli.run_from_args(args)))
+
+
+def _add_envoy_config(sub: argparse._SubParsersAction) -> None:
+    from .standalone import config_command
+
+    p = sub.add_parser("envoy-config", help="print the Envoy bootstrap for running your own Envoy")
+    config_command.add_arguments(p)
+    p.set_defaults(func=config_command.print_config)
+
+
+def _serve(coro) -> int:
+    try:
+        _run_loop(coro)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _run_loop(coro) -> None:
     import uvloop
 
@@ -111,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_check_config(sub)
+    _add_sim(sub)
+    _add_envoy_config(sub)
     return parser
 
 

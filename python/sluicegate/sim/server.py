@@ -24,6 +24,10 @@ from sluicegate.sim.openai_api import (CHAT, COMPLETION, ApiError, FillerText, G
 ENDPOINT_HEADER = "x-sim-endpoint"
 RECEIVED_MODEL_HEADER = "x-sim-received-model"
 RECEIVED_LENGTH_HEADER = "x-sim-received-content-length"
+ADDRESS_HEADER = "x-sim-endpoint-address"
+# What the gateway told us about routing: tests check Envoy sent the request where the EPP said.
+DESTINATION_HEADER = "x-gateway-destination-endpoint"
+RECEIVED_DESTINATION_HEADER = "x-sim-received-destination"
 SIM_TTFT_HEADER = "x-sim-ttft-ms"  # simulated-clock TTFT, on non-streamed answers
 _MODEL_KEY = web.RequestKey("sim_model", str)
 
@@ -90,6 +94,10 @@ class SimServer:
 
     async def _stamp(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers[ENDPOINT_HEADER] = self.name
+        response.headers[ADDRESS_HEADER] = self._address
+        destination = request.headers.get(DESTINATION_HEADER)
+        if destination is not None:
+            response.headers[RECEIVED_DESTINATION_HEADER] = destination
         if request.method == "POST":
             model = request.get(_MODEL_KEY)
             if model is not None:

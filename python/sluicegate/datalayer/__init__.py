@@ -1,0 +1,1 @@
+"""Endpoint state: discovery (file or Kubernetes) and model-server metrics."""

@@ -1,0 +1,1 @@
+"""Wire side of the EPP: the ext_proc gRPC service, its stream state machine and protocol names."""

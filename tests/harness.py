@@ -1,0 +1,89 @@
+"""Test harness: a background event loop for in-process simulators, and endpoint files.
+
+Every server started here is stopped by its owner; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+
+import uvloop
+
+from sluicegate.sim.config import SimConfig
+from sluicegate.sim.server import SimServer
+
+
+class LoopThread:
+    """A uvloop event loop on a daemon thread; `run` executes a coroutine there and waits."""
+
+    def __init__(self) -> None:
+        self.loop = uvloop.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro, timeout: float = 60.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+class SimFleet:
+    """Simulated vLLM servers on free ports, started and stopped on the loop thread."""
+
+    def __init__(self, loop_thread: LoopThread) -> None:
+        self._lt = loop_thread
+        self.servers: list[SimServer] = []
+
+    def start(self, *configs: SimConfig) -> list[SimServer]:
+        async def go() -> list[SimServer]:
+            out = []
+            for cfg in configs:
+                s = SimServer(cfg)
+                await s.start()
+                out.append(s)
+            return out
+
+        started = self._lt.run(go())
+        self.servers += started
+        return started
+
+    def stop(self, server: SimServer) -> None:
+        self._lt.run(server.stop())
+        self.servers.remove(server)
+
+    def stop_all(self) -> None:
+        for s in list(self.servers):
+            self.stop(s)
+
+
+def write_endpoints(path: Path, addresses: list[str]) -> Path:
+    eps = []
+    for i, a in enumerate(addresses):
+        host, port = a.rsplit(":", 1)
+        eps.append({"name": f"sim-{i}", "address": host, "port": int(port)})
+    path.write_text(json.dumps({"endpoints": eps}))
+    return path
+
+
+def http_request(url: str, path: str, body: bytes | dict | None = None, headers: dict[str, str] | None = None,
+                 method: str | None = None, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request; (status, lower-cased headers, body)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        data = json.dumps(body).encode() if isinstance(body, dict) else body
+        hdrs = {"content-type": "application/json", **(headers or {})}
+        conn.request(method or ("POST" if data is not None else "GET"), path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
