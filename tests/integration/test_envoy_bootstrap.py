@@ -13,8 +13,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
+import grpc
 import pytest
 from aiohttp import web
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_proc_grpc
+from google.protobuf import json_format, struct_pb2
+from grpc_health.v1 import _async as health_async
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sluicegate.errors import ConfigError
 from sluicegate.standalone import (
@@ -77,6 +84,67 @@ async def _post(url: str, body: bytes, headers: dict[str, str] | None = None) ->
         async with session.post(url + "/v1/completions", data=body, headers=headers) as resp:
             payload = await resp.json(content_type=None) if resp.status == 200 else {}
             return resp.status, payload
+
+
+class FixedDestinationEpp(ext_proc_grpc.ExternalProcessorServicer):
+    """A real full-duplex ext_proc server that always picks `destination` (header and envoy.lb
+    metadata, as the Endpoint Picker Protocol says), echoes bodies, and records the metadata
+    Envoy forwards with the response headers. It checks the Envoy wiring, not the EPP."""
+
+    def __init__(self, destination: str) -> None:
+        self.destination = destination
+        self.response_metadata: list[dict] = []
+
+    def _route(self) -> ext_proc.ProcessingResponse:
+        header = base_pb2.HeaderValue(key=DESTINATION, raw_value=self.destination.encode())
+        mutation = ext_proc.HeaderMutation(set_headers=[base_pb2.HeaderValueOption(header=header)])
+        metadata = struct_pb2.Struct()
+        metadata.update({"envoy.lb": {DESTINATION: self.destination}})
+        common = ext_proc.CommonResponse(header_mutation=mutation)
+        return ext_proc.ProcessingResponse(
+            request_headers=ext_proc.HeadersResponse(response=common), dynamic_metadata=metadata
+        )
+
+    async def Process(self, requests, context):  # noqa: N802 (gRPC method name)
+        async for request in requests:
+            kind = request.WhichOneof("request")
+            if kind == "request_headers":
+                yield self._route()
+            elif kind == "response_headers":
+                self.response_metadata.append(json_format.MessageToDict(request.metadata_context))
+                yield ext_proc.ProcessingResponse(response_headers=ext_proc.HeadersResponse())
+            elif kind in ("request_body", "response_body"):
+                chunk = getattr(request, kind)
+                echo = ext_proc.StreamedBodyResponse(
+                    body=chunk.body, end_of_stream=chunk.end_of_stream
+                )
+                mutation = ext_proc.BodyMutation(streamed_response=echo)
+                body = ext_proc.BodyResponse(response=ext_proc.CommonResponse(body_mutation=mutation))
+                yield ext_proc.ProcessingResponse(**{kind: body})
+            else:
+                yield ext_proc.ProcessingResponse(**{kind: ext_proc.TrailersResponse()})
+
+
+@asynccontextmanager
+async def fixed_destination_epp(
+    destination: str, port: int, health_port: int
+) -> AsyncIterator[FixedDestinationEpp]:
+    servicer = FixedDestinationEpp(destination)
+    server, health_server = grpc.aio.server(), grpc.aio.server()
+    ext_proc_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
+    health = health_async.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    health_server.add_insecure_port(f"127.0.0.1:{health_port}")
+    await server.start()
+    await health_server.start()
+    service = "envoy.service.ext_proc.v3.ExternalProcessor"
+    await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    try:
+        yield servicer
+    finally:
+        await server.stop(None)
+        await health_server.stop(None)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -252,3 +320,100 @@ def test_override_host_retries_past_a_dead_endpoint() -> None:
         assert served[0][1]["backend"] == "live"
 
     asyncio.run(scenario())
+
+
+# -- with an EPP that always picks one destination -----------------------------------------------
+
+
+@pytest.mark.envoy
+def test_epp_destination_wins_over_client_header_and_fallback() -> None:
+    async def scenario() -> None:
+        async with backend("fallback") as fallback, backend("picked") as picked:
+            opts = _dead_epp_options(fallback_endpoint=fallback, epp_tls=False)
+            async with fixed_destination_epp(picked, opts.epp_port, opts.health_port):
+                async with EnvoyProcess(opts, wait_epp_healthy=True) as envoy:
+                    status, payload = await _post(envoy.url, b'{"x":1}', {DESTINATION: fallback})
+        assert (status, payload["backend"]) == (200, "picked")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.envoy
+@pytest.mark.parametrize("upstream", ["original_dst", "override_host"])
+def test_served_endpoint_reaches_the_epp_as_envoy_lb_metadata(upstream: str) -> None:
+    async def scenario() -> None:
+        async with backend("picked") as picked:
+            opts = _dead_epp_options(
+                upstream_mode=upstream, endpoints=(picked,), fallback_endpoint=picked, epp_tls=False
+            )
+            async with fixed_destination_epp(picked, opts.epp_port, opts.health_port) as epp:
+                async with EnvoyProcess(opts, wait_epp_healthy=True) as envoy:
+                    status, _ = await _post(envoy.url, b'{"x":1}')
+        assert status == 200
+        lb = epp.response_metadata[0]["filterMetadata"]["envoy.lb"]
+        assert lb["x-gateway-destination-endpoint-served"] == picked
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.envoy
+def test_override_host_moves_past_a_dead_first_endpoint_of_the_epp_list() -> None:
+    dead = f"127.0.0.1:{find_free_port()}"
+
+    async def scenario() -> None:
+        async with backend("other") as other, backend("second") as second:
+            opts = _dead_epp_options(
+                upstream_mode="override_host", endpoints=(dead, second, other), epp_tls=False
+            )
+            async with fixed_destination_epp(f"{dead},{second}", opts.epp_port, opts.health_port):
+                async with EnvoyProcess(opts, wait_epp_healthy=True) as envoy:
+                    served = [await _post(envoy.url, b'{"x":1}') for _ in range(4)]
+        assert [(status, payload["backend"]) for status, payload in served] == [(200, "second")] * 4
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.envoy
+def test_after_an_epp_crash_requests_fail_open_and_return_when_it_is_back() -> None:
+    async def scenario() -> None:
+        async with backend("fallback") as fallback, backend("picked") as picked:
+            opts = _dead_epp_options(fallback_endpoint=fallback, epp_tls=False)
+            async with EnvoyProcess(opts) as envoy:
+                async with fixed_destination_epp(picked, opts.epp_port, opts.health_port):
+                    await _wait_until_served_by(envoy.url, "picked")
+                # Full duplex cannot fail open once a body went out on a dead stream, so
+                # some requests fail until the EPP is ejected or fails its health check.
+                await _wait_until_served_by(envoy.url, "fallback")
+                after = [await _post(envoy.url, b"x" * 1000) for _ in range(10)]
+                async with fixed_destination_epp(picked, opts.epp_port, opts.health_port):
+                    await _wait_until_served_by(envoy.url, "picked")
+        assert [(status, payload["backend"]) for status, payload in after] == [(200, "fallback")] * 10
+
+    asyncio.run(scenario())
+
+
+async def _wait_until_served_by(url: str, name: str, attempts: int = 100) -> None:
+    for _ in range(attempts):
+        status, payload = await _post(url, b'{"x":1}')
+        if status == 200 and payload["backend"] == name:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"requests never reached {name!r}")
+
+
+@pytest.mark.envoy
+def test_envoy_config_command_prints_a_bootstrap_envoy_accepts(capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    import yaml
+
+    from sluicegate.standalone.config_command import add_arguments, print_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        ["--upstream-mode", "override_host", "--endpoint", "10.0.0.1:8000", "--validate"]
+    )
+    assert print_config(args) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["static_resources"]["clusters"][1]["name"] == "inference_pool"

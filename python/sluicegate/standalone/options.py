@@ -68,6 +68,9 @@ class EnvoyOptions:
     epp_port: int = 9002
     # The EPP serves gRPC health on its own port (`--grpc-health-port`); None = same as epp_port.
     epp_health_port: int | None = 9003
+    # The EPP serves ext_proc over TLS by default (--secure-serving, self-signed certificate,
+    # not verified, as upstream); its health port stays plaintext.
+    epp_tls: bool = True
     upstream_mode: UpstreamMode = "original_dst"
     # override_host mode only: the endpoints Envoy knows (the EPP's picks must be among them).
     endpoints: tuple[str, ...] = ()
