@@ -1,1 +1,13 @@
 //! Endpoint state: metrics parsing, the endpoint store and its snapshots, the scraper.
+
+pub mod endpoints;
+mod exposition;
+mod http_get;
+pub mod metrics;
+pub mod scrape;
+#[cfg(test)]
+mod test_server;
+
+pub use endpoints::{Endpoint, EndpointSpec, EndpointStore, Snapshot};
+pub use metrics::{parse_metrics, EndpointMetrics, Engine, MetricsUpdate};
+pub use scrape::{ScrapeConfig, Scraper};

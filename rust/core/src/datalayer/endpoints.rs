@@ -1,0 +1,342 @@
+//! The endpoint store: the current set of endpoints and their last metrics, published as an
+//! immutable `Arc<Snapshot>`. Readers load the pointer and never lock; writers (discovery and
+//! the scraper) build a new snapshot copy-on-write and swap it in.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use super::metrics::{EndpointMetrics, Engine, MetricsUpdate, ENGINE_LABEL};
+
+/// What discovery knows of an endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointSpec {
+    pub name: String,
+    /// "ip:port"
+    pub address: String,
+    pub labels: Vec<(String, String)>,
+}
+
+/// The parts of an endpoint that do not change between scrapes, shared by all snapshots.
+#[derive(Debug)]
+pub struct EndpointInfo {
+    pub id: u64,
+    pub name: String,
+    pub address: String,
+    pub ip: String,
+    pub labels: Vec<(String, String)>,
+    pub engine: Engine,
+    /// Requests this EPP sent and that have not finished; lives across snapshots so it
+    /// tracks load between scrapes.
+    pub in_flight: Arc<AtomicU32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub info: Arc<EndpointInfo>,
+    pub metrics: EndpointMetrics,
+    /// When the last good scrape arrived; None until the first.
+    pub scraped_at: Option<Instant>,
+    pub scrape_errors: u64,
+}
+
+impl Endpoint {
+    pub fn address(&self) -> &str {
+        &self.info.address
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.info.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Fresh when a good scrape is younger than `staleness`.
+    pub fn is_fresh(&self, now: Instant, staleness: Duration) -> bool {
+        self.scraped_at
+            .is_some_and(|t| now.saturating_duration_since(t) <= staleness)
+    }
+}
+
+/// One consistent view of every endpoint.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Positions by address and by id, shared between snapshots until the endpoint set changes.
+    index: Arc<Index>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    by_address: HashMap<String, usize>,
+    by_id: HashMap<u64, usize>,
+}
+
+impl Snapshot {
+    pub fn get(&self, address: &str) -> Option<&Arc<Endpoint>> {
+        self.index
+            .by_address
+            .get(address)
+            .map(|&i| &self.endpoints[i])
+    }
+}
+
+/// The outcome of scraping one endpoint, as the scraper reports it.
+#[derive(Debug)]
+pub struct ScrapeResult {
+    pub id: u64,
+    pub outcome: Result<MetricsUpdate, String>,
+    pub at: Instant,
+}
+
+pub struct EndpointStore {
+    current: ArcSwap<Snapshot>,
+    /// Serialises writers so no update is lost between load and swap; readers never take it.
+    write: Mutex<()>,
+    next_id: AtomicU64,
+}
+
+impl Default for EndpointStore {
+    fn default() -> Self {
+        EndpointStore {
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            write: Mutex::new(()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+impl EndpointStore {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Replace the endpoint set. Endpoints whose address and labels stay keep their id,
+    /// metrics and in-flight count.
+    pub fn set_endpoints(&self, specs: &[EndpointSpec]) {
+        let _w = self.write.lock();
+        let old = self.current.load();
+        let mut endpoints = Vec::with_capacity(specs.len());
+        let mut index = Index::default();
+        for spec in specs {
+            if index.by_address.contains_key(&spec.address) {
+                continue;
+            }
+            let ep = match old.get(&spec.address) {
+                Some(prev) if prev.info.name == spec.name && prev.info.labels == spec.labels => {
+                    prev.clone()
+                }
+                Some(prev) => Arc::new(Endpoint {
+                    info: Arc::new(self.info(spec, &prev.info.in_flight)),
+                    ..(**prev).clone()
+                }),
+                None => Arc::new(Endpoint {
+                    info: Arc::new(self.info(spec, &Arc::new(AtomicU32::new(0)))),
+                    metrics: EndpointMetrics::default(),
+                    scraped_at: None,
+                    scrape_errors: 0,
+                }),
+            };
+            index
+                .by_address
+                .insert(spec.address.clone(), endpoints.len());
+            index.by_id.insert(ep.info.id, endpoints.len());
+            endpoints.push(ep);
+        }
+        self.current.store(Arc::new(Snapshot {
+            endpoints,
+            index: Arc::new(index),
+        }));
+    }
+
+    fn info(&self, spec: &EndpointSpec, in_flight: &Arc<AtomicU32>) -> EndpointInfo {
+        let engine = spec
+            .labels
+            .iter()
+            .find(|(k, _)| k == ENGINE_LABEL)
+            .and_then(|(_, v)| Engine::from_name(v).ok())
+            .unwrap_or_default();
+        EndpointInfo {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            name: spec.name.clone(),
+            address: spec.address.clone(),
+            ip: ip_of(&spec.address).to_owned(),
+            labels: spec.labels.clone(),
+            engine,
+            in_flight: in_flight.clone(),
+        }
+    }
+
+    /// Merge one scrape into the endpoint at `address`; false when no such endpoint exists.
+    pub fn ingest(&self, address: &str, update: &MetricsUpdate, at: Instant) -> bool {
+        let _w = self.write.lock();
+        let old = self.current.load();
+        let Some(&i) = old.index.by_address.get(address) else {
+            return false;
+        };
+        let id = old.endpoints[i].info.id;
+        let result = ScrapeResult {
+            id,
+            outcome: Ok(update.clone()),
+            at,
+        };
+        self.publish(&old, std::slice::from_ref(&result));
+        true
+    }
+
+    /// Apply a batch of scrape results as one new snapshot; results for endpoints that were
+    /// removed meanwhile are dropped.
+    pub fn apply_scrapes(&self, results: &[ScrapeResult]) {
+        if results.is_empty() {
+            return;
+        }
+        let _w = self.write.lock();
+        let old = self.current.load();
+        self.publish(&old, results);
+    }
+
+    fn publish(&self, old: &Snapshot, results: &[ScrapeResult]) {
+        let mut endpoints = old.endpoints.clone();
+        for r in results {
+            let Some(&i) = old.index.by_id.get(&r.id) else {
+                continue;
+            };
+            let ep = Arc::make_mut(&mut endpoints[i]);
+            match &r.outcome {
+                Ok(update) => {
+                    ep.metrics.merge(update);
+                    ep.scraped_at = Some(r.at);
+                }
+                Err(_) => ep.scrape_errors += 1,
+            }
+        }
+        self.current.store(Arc::new(Snapshot {
+            endpoints,
+            index: old.index.clone(),
+        }));
+    }
+}
+
+/// The host part of "ip:port" (brackets kept off IPv6 literals).
+pub fn ip_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, address: &str) -> EndpointSpec {
+        EndpointSpec {
+            name: name.into(),
+            address: address.into(),
+            labels: vec![],
+        }
+    }
+
+    fn waiting(n: u32) -> MetricsUpdate {
+        MetricsUpdate {
+            waiting: Some(n),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn kept_endpoints_keep_metrics_id_and_in_flight() {
+        let store = EndpointStore::default();
+        store.set_endpoints(&[spec("a", "10.0.0.1:8000"), spec("b", "10.0.0.2:8000")]);
+        store.ingest("10.0.0.1:8000", &waiting(5), Instant::now());
+        let before = store.snapshot().get("10.0.0.1:8000").unwrap().clone();
+        before.info.in_flight.fetch_add(2, Ordering::Relaxed);
+        store.set_endpoints(&[spec("a", "10.0.0.1:8000"), spec("c", "10.0.0.3:8000")]);
+        let snap = store.snapshot();
+        let after = snap.get("10.0.0.1:8000").unwrap();
+        assert_eq!(after.metrics.waiting, 5);
+        assert_eq!(after.info.id, before.info.id);
+        assert_eq!(after.in_flight(), 2);
+        assert!(snap.get("10.0.0.2:8000").is_none());
+        assert!(snap.get("10.0.0.3:8000").unwrap().scraped_at.is_none());
+    }
+
+    #[test]
+    fn a_published_snapshot_never_changes() {
+        let store = EndpointStore::default();
+        store.set_endpoints(&[spec("a", "10.0.0.1:8000")]);
+        let old = store.snapshot();
+        store.ingest("10.0.0.1:8000", &waiting(9), Instant::now());
+        assert_eq!(old.endpoints[0].metrics.waiting, 0);
+        assert_eq!(store.snapshot().endpoints[0].metrics.waiting, 9);
+    }
+
+    #[test]
+    fn a_scrape_lacking_a_metric_keeps_its_last_value() {
+        let store = EndpointStore::default();
+        store.set_endpoints(&[spec("a", "10.0.0.1:8000")]);
+        let full = MetricsUpdate {
+            waiting: Some(3),
+            running: Some(4),
+            kv_usage: Some(0.5),
+            ..Default::default()
+        };
+        store.ingest("10.0.0.1:8000", &full, Instant::now());
+        store.ingest("10.0.0.1:8000", &waiting(1), Instant::now());
+        let m = &store.snapshot().endpoints[0].metrics;
+        assert_eq!((m.waiting, m.running, m.kv_usage), (1, 4, 0.5));
+    }
+
+    #[test]
+    fn scrape_errors_are_counted_and_keep_the_last_good_time() {
+        let store = EndpointStore::default();
+        store.set_endpoints(&[spec("a", "10.0.0.1:8000")]);
+        let id = store.snapshot().endpoints[0].info.id;
+        let t = Instant::now();
+        store.apply_scrapes(&[ScrapeResult {
+            id,
+            outcome: Ok(waiting(1)),
+            at: t,
+        }]);
+        let failed = ScrapeResult {
+            id,
+            outcome: Err("refused".into()),
+            at: Instant::now(),
+        };
+        store.apply_scrapes(&[failed]);
+        let ep = &store.snapshot().endpoints[0];
+        assert_eq!((ep.scrape_errors, ep.scraped_at), (1, Some(t)));
+    }
+
+    #[test]
+    fn results_for_removed_endpoints_are_dropped() {
+        let store = EndpointStore::default();
+        store.set_endpoints(&[spec("a", "10.0.0.1:8000")]);
+        let id = store.snapshot().endpoints[0].info.id;
+        store.set_endpoints(&[]);
+        store.apply_scrapes(&[ScrapeResult {
+            id,
+            outcome: Ok(waiting(1)),
+            at: Instant::now(),
+        }]);
+        assert!(store.snapshot().endpoints.is_empty());
+        assert!(!store.ingest("10.0.0.1:8000", &waiting(1), Instant::now()));
+    }
+
+    #[test]
+    fn engine_comes_from_the_engine_type_label() {
+        let store = EndpointStore::default();
+        let mut s = spec("a", "10.0.0.1:8000");
+        s.labels.push((ENGINE_LABEL.into(), "sglang".into()));
+        store.set_endpoints(&[s, spec("b", "10.0.0.2:8000")]);
+        let snap = store.snapshot();
+        assert_eq!(snap.endpoints[0].info.engine, Engine::Sglang);
+        assert_eq!(snap.endpoints[1].info.engine, Engine::Vllm);
+    }
+
+    #[test]
+    fn ip_is_the_host_part_of_the_address() {
+        assert_eq!(ip_of("10.1.2.3:8000"), "10.1.2.3");
+        assert_eq!(ip_of("[fd00::1]:8000"), "fd00::1");
+    }
+}

@@ -1,0 +1,185 @@
+//! The metrics scraper: one thread running a single-threaded tokio runtime, one task per
+//! endpoint polling GET http://address/metrics on a kept-alive connection. Results are
+//! published to the store in batches, so many endpoints finishing together cost one snapshot.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle as TaskHandle;
+use tokio::time::{interval, timeout, MissedTickBehavior};
+
+use super::endpoints::{EndpointStore, ScrapeResult};
+use super::http_get::Connection;
+use super::metrics::{parse_metrics, Engine, MetricsUpdate};
+
+pub const THREAD_NAME: &str = "sluicegate-scrape";
+
+#[derive(Debug, Clone, Copy)]
+pub struct ScrapeConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for ScrapeConfig {
+    fn default() -> Self {
+        ScrapeConfig {
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A running scraper; stopping (or dropping) it ends every scrape and joins the thread.
+pub struct Scraper {
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Scraper {
+    pub fn start(store: Arc<EndpointStore>, config: ScrapeConfig) -> io::Result<Scraper> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let (stop, stopped) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name(THREAD_NAME.into())
+            .spawn(move || runtime.block_on(supervise(store, config, stopped)))?;
+        Ok(Scraper {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Scraper {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Keeps one scrape task per endpoint in the store and publishes their results.
+async fn supervise(
+    store: Arc<EndpointStore>,
+    config: ScrapeConfig,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let (results, mut inbox) = mpsc::unbounded_channel::<ScrapeResult>();
+    let mut tasks: HashMap<u64, TaskHandle<()>> = HashMap::new();
+    let mut reconcile = interval(config.interval);
+    reconcile.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            _ = reconcile.tick() => follow_endpoint_set(&store, config, &results, &mut tasks),
+            _ = inbox.recv_many(&mut batch, 4096) => {
+                store.apply_scrapes(&batch);
+                batch.clear();
+            }
+        }
+    }
+    for task in tasks.values() {
+        task.abort();
+    }
+}
+
+/// Start tasks for endpoints that appeared, end those of endpoints that went away.
+fn follow_endpoint_set(
+    store: &EndpointStore,
+    config: ScrapeConfig,
+    results: &mpsc::UnboundedSender<ScrapeResult>,
+    tasks: &mut HashMap<u64, TaskHandle<()>>,
+) {
+    let snapshot = store.snapshot();
+    for ep in &snapshot.endpoints {
+        let info = &ep.info;
+        tasks.entry(info.id).or_insert_with(|| {
+            let target = Target {
+                id: info.id,
+                address: info.address.clone(),
+                engine: info.engine,
+            };
+            tokio::spawn(scrape_forever(target, config, results.clone()))
+        });
+    }
+    if tasks.len() != snapshot.endpoints.len() {
+        let live: std::collections::HashSet<u64> =
+            snapshot.endpoints.iter().map(|e| e.info.id).collect();
+        tasks.retain(|id, task| {
+            let keep = live.contains(id);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+    }
+}
+
+struct Target {
+    id: u64,
+    address: String,
+    engine: Engine,
+}
+
+async fn scrape_forever(
+    target: Target,
+    config: ScrapeConfig,
+    results: mpsc::UnboundedSender<ScrapeResult>,
+) {
+    let mut conn = Connection::new(&target.address, "/metrics");
+    let mut body = Vec::new();
+    let mut tick = interval(config.interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let outcome = match timeout(config.timeout, conn.get(&mut body)).await {
+            Ok(Ok(())) => read_metrics(&body, target.engine),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => {
+                // The exchange was cut mid-way; the connection's state is unknown.
+                conn.reset();
+                Err(format!("timed out after {:?}", config.timeout))
+            }
+        };
+        if results
+            .send(ScrapeResult {
+                id: target.id,
+                outcome,
+                at: Instant::now(),
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// A scrape counts as good only if it carried at least one of the engine's load metrics.
+fn read_metrics(body: &[u8], engine: Engine) -> Result<MetricsUpdate, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "metrics body is not UTF-8".to_owned())?;
+    let update = parse_metrics(text, engine);
+    if update.waiting.is_none() && update.running.is_none() && update.kv_usage.is_none() {
+        return Err(format!("no {} metrics in the response", engine.as_str()));
+    }
+    Ok(update)
+}
+
+#[cfg(test)]
+#[path = "scrape_tests.rs"]
+mod tests;

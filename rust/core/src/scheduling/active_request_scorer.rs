@@ -1,0 +1,15 @@
+//! active-request-scorer: prefers endpoints with fewer requests this EPP has sent and not yet
+//! seen finish. Needs no scrape, so it reacts between scrapes and on stale endpoints.
+
+use super::cycle::Cycle;
+use super::scorer::{score_lower_is_better, Scorer};
+
+pub struct ActiveRequestScorer;
+
+impl Scorer for ActiveRequestScorer {
+    fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]) {
+        score_lower_is_better(candidates, out, |c| {
+            Some(cycle.endpoint(c).in_flight() as f64)
+        });
+    }
+}

@@ -1,0 +1,18 @@
+//! kv-cache-utilization-scorer: 1 - KV-cache use, so emptier caches win.
+
+use super::cycle::Cycle;
+use super::scorer::Scorer;
+
+pub struct KvCacheUtilizationScorer;
+
+impl Scorer for KvCacheUtilizationScorer {
+    fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]) {
+        for (slot, &c) in out.iter_mut().zip(candidates) {
+            *slot = if cycle.is_fresh(c) {
+                1.0 - cycle.endpoint(c).metrics.kv_usage.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+        }
+    }
+}

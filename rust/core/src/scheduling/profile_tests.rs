@@ -1,0 +1,213 @@
+//! Filters, scorers and the profile over real snapshots built by the endpoint store.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::datalayer::{EndpointSpec, EndpointStore, MetricsUpdate, Snapshot};
+use crate::scheduling::active_request_scorer::ActiveRequestScorer;
+use crate::scheduling::kv_cache_utilization_scorer::KvCacheUtilizationScorer;
+use crate::scheduling::queue_scorer::QueueScorer;
+
+const STALENESS: Duration = Duration::from_secs(2);
+
+/// Endpoints 10.0.0.{1..} :8000 with (waiting, kv) each, scraped at `t0`; None = never scraped.
+fn snapshot(t0: Instant, loads: &[Option<(u32, f64)>]) -> Arc<Snapshot> {
+    let store = EndpointStore::default();
+    let specs: Vec<EndpointSpec> = (0..loads.len())
+        .map(|i| EndpointSpec {
+            name: format!("ep{i}"),
+            address: format!("10.0.0.{}:8000", i + 1),
+            labels: vec![],
+        })
+        .collect();
+    store.set_endpoints(&specs);
+    for (spec, load) in specs.iter().zip(loads) {
+        if let Some((waiting, kv)) = load {
+            let u = MetricsUpdate {
+                waiting: Some(*waiting),
+                kv_usage: Some(*kv),
+                ..Default::default()
+            };
+            store.ingest(&spec.address, &u, t0);
+        }
+    }
+    store.snapshot()
+}
+
+fn cycle<'a>(snap: &'a Snapshot, now: Instant, subset: Option<&'a [String]>) -> Cycle<'a> {
+    Cycle {
+        snapshot: snap,
+        now,
+        staleness: STALENESS,
+        subset,
+    }
+}
+
+fn scores(scorer: &dyn Scorer, c: &Cycle<'_>) -> Vec<f64> {
+    let candidates: Vec<u32> = (0..c.snapshot.endpoints.len() as u32).collect();
+    let mut out = vec![f64::NAN; candidates.len()];
+    scorer.score(c, &candidates, &mut out);
+    out
+}
+
+fn profile(json: &str) -> SchedulingProfile {
+    SchedulingProfile::from_config(&RouterConfig::from_json(json).unwrap()).unwrap()
+}
+
+fn pick(p: &SchedulingProfile, c: &Cycle<'_>) -> Result<Vec<String>, ScheduleError> {
+    let mut picked = Vec::new();
+    p.schedule(c, &mut picked)?;
+    Ok(picked
+        .iter()
+        .map(|&i| c.endpoint(i).address().to_owned())
+        .collect())
+}
+
+#[test]
+fn queue_scorer_normalises_min_to_one_and_max_to_zero() {
+    let t = Instant::now();
+    let snap = snapshot(t, &[Some((0, 0.0)), Some((5, 0.0)), Some((10, 0.0))]);
+    assert_eq!(
+        scores(&QueueScorer, &cycle(&snap, t, None)),
+        vec![1.0, 0.5, 0.0]
+    );
+}
+
+#[test]
+fn queue_scorer_gives_all_equal_queues_one() {
+    let t = Instant::now();
+    let snap = snapshot(t, &[Some((4, 0.0)), Some((4, 0.0))]);
+    assert_eq!(scores(&QueueScorer, &cycle(&snap, t, None)), vec![1.0, 1.0]);
+}
+
+#[test]
+fn kv_cache_scorer_is_one_minus_usage() {
+    let t = Instant::now();
+    let snap = snapshot(t, &[Some((0, 0.25)), Some((0, 1.0))]);
+    assert_eq!(
+        scores(&KvCacheUtilizationScorer, &cycle(&snap, t, None)),
+        vec![0.75, 0.0]
+    );
+}
+
+#[test]
+fn active_request_scorer_normalises_in_flight_counts() {
+    let t = Instant::now();
+    let snap = snapshot(t, &[Some((0, 0.0)), Some((0, 0.0)), None]);
+    snap.endpoints[0].info.in_flight.store(4, Ordering::Relaxed);
+    snap.endpoints[1].info.in_flight.store(2, Ordering::Relaxed);
+    assert_eq!(
+        scores(&ActiveRequestScorer, &cycle(&snap, t, None)),
+        vec![0.0, 0.5, 1.0]
+    );
+}
+
+#[test]
+fn stale_and_unscraped_endpoints_score_zero_on_metric_scorers() {
+    let t = Instant::now();
+    let snap = snapshot(t, &[Some((9, 0.9)), None]);
+    let later = t + STALENESS + Duration::from_millis(1);
+    assert_eq!(
+        scores(&QueueScorer, &cycle(&snap, later, None)),
+        vec![0.0, 0.0]
+    );
+    assert_eq!(
+        scores(&KvCacheUtilizationScorer, &cycle(&snap, t, None)),
+        vec![1.0 - 0.9, 0.0]
+    );
+}
+
+#[test]
+fn the_least_loaded_endpoint_is_picked() {
+    let t = Instant::now();
+    let snap = snapshot(t, &[Some((5, 0.5)), Some((0, 0.1)), Some((9, 0.9))]);
+    assert_eq!(
+        pick(&profile("{}"), &cycle(&snap, t, None)).unwrap(),
+        vec!["10.0.0.2:8000"]
+    );
+}
+
+#[test]
+fn fallbacks_come_best_first() {
+    let t = Instant::now();
+    let snap = snapshot(
+        t,
+        &[
+            Some((5, 0.5)),
+            Some((0, 0.1)),
+            Some((9, 0.9)),
+            Some((2, 0.2)),
+        ],
+    );
+    let got = pick(
+        &profile(r#"{"maxNumOfEndpoints": 3}"#),
+        &cycle(&snap, t, None),
+    )
+    .unwrap();
+    assert_eq!(got, vec!["10.0.0.2:8000", "10.0.0.4:8000", "10.0.0.1:8000"]);
+}
+
+#[test]
+fn stale_endpoints_are_dropped_while_fresh_ones_exist() {
+    let t = Instant::now();
+    // The idle endpoint was never scraped; the busy one is fresh and must win.
+    let snap = snapshot(t, &[None, Some((50, 0.95))]);
+    let got = pick(
+        &profile(r#"{"maxNumOfEndpoints": 2}"#),
+        &cycle(&snap, t, None),
+    )
+    .unwrap();
+    assert_eq!(got, vec!["10.0.0.2:8000"]);
+}
+
+#[test]
+fn stale_endpoints_are_used_when_nothing_fresh_is_left() {
+    let t = Instant::now();
+    let snap = snapshot(t, &[Some((0, 0.0)), Some((0, 0.0))]);
+    snap.endpoints[0].info.in_flight.store(3, Ordering::Relaxed);
+    let later = t + STALENESS * 2;
+    assert_eq!(
+        pick(&profile("{}"), &cycle(&snap, later, None)).unwrap(),
+        vec!["10.0.0.2:8000"]
+    );
+}
+
+#[test]
+fn subset_hint_matches_by_ip_or_ip_port() {
+    let t = Instant::now();
+    let snap = snapshot(t, &[Some((0, 0.0)), Some((9, 0.9)), Some((9, 0.9))]);
+    let by_ip = vec!["10.0.0.2".to_owned()];
+    assert_eq!(
+        pick(&profile("{}"), &cycle(&snap, t, Some(&by_ip))).unwrap(),
+        vec!["10.0.0.2:8000"]
+    );
+    let by_addr = vec!["10.0.0.3:8000".to_owned(), "10.9.9.9:1".to_owned()];
+    assert_eq!(
+        pick(&profile("{}"), &cycle(&snap, t, Some(&by_addr))).unwrap(),
+        vec!["10.0.0.3:8000"]
+    );
+}
+
+#[test]
+fn an_empty_or_unmatched_subset_means_no_endpoints() {
+    let t = Instant::now();
+    let snap = snapshot(t, &[Some((0, 0.0))]);
+    let empty: Vec<String> = vec![];
+    assert!(matches!(
+        pick(&profile("{}"), &cycle(&snap, t, Some(&empty))),
+        Err(ScheduleError::NoEndpoints(_))
+    ));
+    let other = vec!["10.0.0.1:9999".to_owned()];
+    assert!(matches!(
+        pick(&profile("{}"), &cycle(&snap, t, Some(&other))),
+        Err(ScheduleError::NoEndpoints(_))
+    ));
+}
+
+#[test]
+fn an_empty_pool_means_no_endpoints() {
+    let snap = snapshot(Instant::now(), &[]);
+    assert!(pick(&profile("{}"), &cycle(&snap, Instant::now(), None)).is_err());
+}
