@@ -26,8 +26,8 @@ class SimConfig:
     max_model_len: int = 8192
     alpha_ms: float = 8.0  # decode step: alpha + beta * batch_size
     beta_ms: float = 0.1
-    gamma_ms: float = 5.0  # prefill: gamma + delta * uncached prompt tokens
-    delta_ms: float = 0.08
+    gamma_ms: float = 5.0  # prefill of a step: gamma + delta * its uncached prompt tokens
+    delta_ms: float = 0.05
     lora_load_ms: float = 40.0
     speedup: float = 1.0
     seed: int = 0

@@ -202,7 +202,9 @@ class Engine:
             self.running.append(req)
             admitted.append(req)
             budget_used += tokens - cached
-            ms += cfg.gamma_ms + cfg.delta_ms * (tokens - cached) + (cfg.lora_load_ms if loaded else 0.0)
+            # Prefills of one step share a forward pass: gamma once, delta per uncached token.
+            ms += (0.0 if len(admitted) > 1 else cfg.gamma_ms) + cfg.delta_ms * (tokens - cached)
+            ms += cfg.lora_load_ms if loaded else 0.0
             self.prefix_query_tokens += tokens
             self.prefix_hit_tokens += cached
             if not req.admitted_once:
