@@ -181,7 +181,7 @@ def test_waiting_and_running_gauges_rise_under_concurrent_load() -> None:
     async def body() -> None:
         async with sim(max_num_seqs=2, speedup=5.0) as (_, session, base):
             async def one() -> None:
-                async with session.post(base + CHAT, json=chat("hi", max_tokens=40)) as r:
+                async with session.post(base + CHAT, json=chat("hi", max_tokens=100)) as r:
                     await r.read()
 
             load = [asyncio.create_task(one()) for _ in range(6)]
@@ -222,7 +222,7 @@ def test_lora_slots_bound_the_adapters_running_at_once() -> None:
     async def body() -> None:
         async with sim(max_loras=1, speedup=5.0) as (server, session, base):
             async def one(adapter: str) -> None:
-                async with session.post(base + CHAT, json=chat("hi", model=adapter, max_tokens=30)) as r:
+                async with session.post(base + CHAT, json=chat("hi", model=adapter, max_tokens=100)) as r:
                     assert r.status == 200
                     await r.read()
 
