@@ -322,6 +322,42 @@ def test_override_host_retries_past_a_dead_endpoint() -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.envoy
+def test_round_robin_mode_passes_envoy_validate_without_ext_proc_or_epp_cluster() -> None:
+    bootstrap = envoy_bootstrap(
+        EnvoyOptions(upstream_mode="round_robin", endpoints=("10.0.0.1:8000", "10.0.0.2:8000"))
+    )
+    validate_bootstrap(bootstrap)
+    resources = bootstrap["static_resources"]
+    hcm = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert [f["name"] for f in hcm["http_filters"]] == [
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.router",
+    ]
+    assert [(c["name"], c.get("lb_policy")) for c in resources["clusters"]] == [
+        ("inference_pool", "ROUND_ROBIN")
+    ]
+
+
+def test_round_robin_mode_without_endpoints_is_rejected_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match="endpoints"):
+        EnvoyOptions(upstream_mode="round_robin")
+
+
+@pytest.mark.envoy
+def test_round_robin_mode_alternates_endpoints_and_ignores_client_destination() -> None:
+    async def scenario() -> None:
+        async with backend("a") as a, backend("b") as b:
+            opts = _dead_epp_options(upstream_mode="round_robin", endpoints=(a, b))
+            async with EnvoyProcess(opts) as envoy:
+                served = [await _post(envoy.url, b'{"x":1}', {DESTINATION: a}) for _ in range(6)]
+        assert {status for status, _ in served} == {200}
+        names = [payload["backend"] for _, payload in served]
+        assert names.count("a") == names.count("b") == 3
+
+    asyncio.run(scenario())
+
+
 # -- with an EPP that always picks one destination -----------------------------------------------
 
 

@@ -3,6 +3,7 @@
 The shape follows what was measured with Envoy 1.40 (shared/ENVOY_NOTES.md): strip client
 destination headers before ext_proc, health-check the EPP so fail-open works, and route by the
 EPP's `x-gateway-destination-endpoint` through ORIGINAL_DST or the override_host LB policy.
+The round_robin mode is the baseline without an EPP: no ext_proc, Envoy's own round-robin.
 """
 
 from __future__ import annotations
@@ -125,7 +126,9 @@ def _router() -> dict[str, Any]:
 
 
 def _http_filters(opts: EnvoyOptions) -> list[dict[str, Any]]:
-    filters = [_strip_client_destination(), _ext_proc(opts)]
+    filters = [_strip_client_destination()]
+    if opts.upstream_mode != "round_robin":
+        filters.append(_ext_proc(opts))
     if opts.upstream_mode == "original_dst" and not opts.skip_response:
         filters.append(_served_header_to_metadata())
     filters.append(_router())
@@ -366,9 +369,18 @@ def _upstream_cluster(opts: EnvoyOptions) -> dict[str, Any]:
                 "cluster_name": UPSTREAM_CLUSTER,
                 "endpoints": [{"lb_endpoints": _lb_endpoints(list(opts.endpoints))}],
             },
-            "load_balancing_policy": _override_host_policy(),
         }
+        if opts.upstream_mode == "override_host":
+            cluster["load_balancing_policy"] = _override_host_policy()
+        else:
+            cluster["lb_policy"] = "ROUND_ROBIN"
     return cluster
+
+
+def _clusters(opts: EnvoyOptions) -> list[dict[str, Any]]:
+    if opts.upstream_mode == "round_robin":
+        return [_upstream_cluster(opts)]  # no EPP to reach, so no cluster health-checking one
+    return [_epp_cluster(opts), _upstream_cluster(opts)]
 
 
 def envoy_bootstrap(opts: EnvoyOptions) -> dict[str, Any]:
@@ -377,7 +389,7 @@ def envoy_bootstrap(opts: EnvoyOptions) -> dict[str, Any]:
         "admin": {"address": _socket_address("127.0.0.1", opts.admin_port)},
         "static_resources": {
             "listeners": [_listener(opts)],
-            "clusters": [_epp_cluster(opts), _upstream_cluster(opts)],
+            "clusters": _clusters(opts),
         },
     }
 

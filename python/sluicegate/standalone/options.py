@@ -12,10 +12,13 @@ from typing import Literal
 
 from sluicegate.errors import ConfigError
 
-UpstreamMode = Literal["original_dst", "override_host"]
+# round_robin is the baseline without an EPP: no ext_proc, Envoy spreads requests itself.
+UpstreamMode = Literal["original_dst", "override_host", "round_robin"]
 ProcessingMode = Literal["full_duplex", "buffered", "streamed"]
 
-UPSTREAM_MODES: tuple[str, ...] = ("original_dst", "override_host")
+UPSTREAM_MODES: tuple[str, ...] = ("original_dst", "override_host", "round_robin")
+# Modes where Envoy lists the model servers itself (a STATIC cluster).
+STATIC_UPSTREAM_MODES: tuple[str, ...] = ("override_host", "round_robin")
 PROCESSING_MODES: tuple[str, ...] = ("full_duplex", "buffered", "streamed")
 
 
@@ -72,7 +75,8 @@ class EnvoyOptions:
     # not verified, as upstream); its health port stays plaintext.
     epp_tls: bool = True
     upstream_mode: UpstreamMode = "original_dst"
-    # override_host mode only: the endpoints Envoy knows (the EPP's picks must be among them).
+    # override_host and round_robin modes: the endpoints Envoy knows (the EPP's picks must be
+    # among them).
     endpoints: tuple[str, ...] = ()
     failure_mode_allow: bool = True
     # original_dst mode only: where a request goes when the EPP set no destination (fail-open).
@@ -111,8 +115,10 @@ class EnvoyOptions:
         object.__setattr__(self, "endpoints", tuple(self.endpoints))
         for i, endpoint in enumerate(self.endpoints):
             parse_endpoint(endpoint, f"endpoints[{i}]")
-        if self.upstream_mode == "override_host" and not self.endpoints:
-            raise ConfigError("endpoints: override_host mode needs at least one ip:port endpoint")
+        if self.upstream_mode in STATIC_UPSTREAM_MODES and not self.endpoints:
+            raise ConfigError(
+                f"endpoints: {self.upstream_mode} mode needs at least one ip:port endpoint"
+            )
         if self.fallback_endpoint is not None:
             parse_endpoint(self.fallback_endpoint, "fallback_endpoint")
         _check_positive(self.route_timeout_s, "route_timeout_s")
