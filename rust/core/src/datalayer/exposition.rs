@@ -26,51 +26,79 @@ impl<'a> Sample<'a> {
 
 /// Iterates the samples of an exposition text; lines that are neither comments, blank nor
 /// valid samples are skipped and counted in `skipped`.
-pub struct Samples<'a> {
+pub struct Samples<'a, F> {
     lines: std::str::Lines<'a>,
+    wanted: F,
     pub skipped: usize,
 }
 
-pub fn samples(text: &str) -> Samples<'_> {
+#[cfg(test)]
+pub fn samples(text: &str) -> Samples<'_, fn(&str) -> bool> {
+    samples_of(text, |_| true)
+}
+
+/// Only lines whose metric name passes `wanted` get their labels checked and are yielded;
+/// the others (most of a real scrape: histogram buckets) only get a cheap shape check.
+pub fn samples_of<F: Fn(&str) -> bool>(text: &str, wanted: F) -> Samples<'_, F> {
     Samples {
         lines: text.lines(),
+        wanted,
         skipped: 0,
     }
 }
 
-impl<'a> Iterator for Samples<'a> {
+impl<'a, F: Fn(&str) -> bool> Iterator for Samples<'a, F> {
     type Item = Sample<'a>;
 
     fn next(&mut self) -> Option<Sample<'a>> {
         for line in self.lines.by_ref() {
-            let line = line.trim_start();
+            let line = line.trim_start_matches([' ', '\t']);
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            match parse_line(line) {
-                Some(sample) => return Some(sample),
-                None => self.skipped += 1,
+            match parse_line(line, &self.wanted) {
+                Ok(Some(sample)) => return Some(sample),
+                Ok(None) => {}
+                Err(()) => self.skipped += 1,
             }
         }
         None
     }
 }
 
-fn parse_line(line: &str) -> Option<Sample<'_>> {
-    let name_end = line
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-        .unwrap_or(line.len());
-    let name = &line[..name_end];
-    if name.is_empty() || name.as_bytes()[0].is_ascii_digit() {
-        return None;
+/// Ok(None): a well-shaped line of an unwanted metric.
+fn parse_line<'a>(line: &'a str, wanted: &impl Fn(&str) -> bool) -> Result<Option<Sample<'a>>, ()> {
+    let bytes = line.as_bytes();
+    let name_end = bytes
+        .iter()
+        .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b':'))
+        .unwrap_or(bytes.len());
+    if name_end == 0 || bytes[0].is_ascii_digit() {
+        return Err(());
     }
+    let name = &line[..name_end];
+    let want = wanted(name);
     let mut rest = &line[name_end..];
     let mut labels = "";
     if let Some(after) = rest.strip_prefix('{') {
-        let len = label_block_len(after)?;
-        labels = &after[..len];
-        rest = &after[len + 1..];
+        // Only the value and timestamp follow the block, and neither holds a brace.
+        let close = memchr::memrchr(b'}', after.as_bytes()).ok_or(())?;
+        if want && label_block_len(after) != Some(close) {
+            return Err(());
+        }
+        labels = &after[..close];
+        rest = &after[close + 1..];
     }
+    let value = parse_tail(rest).ok_or(())?;
+    Ok(want.then_some(Sample {
+        name,
+        labels,
+        value,
+    }))
+}
+
+/// `value [timestamp]` after the name and labels.
+fn parse_tail(rest: &str) -> Option<f64> {
     let mut fields = rest.split_ascii_whitespace();
     let value = parse_value(fields.next()?)?;
     if let Some(ts) = fields.next() {
@@ -79,11 +107,7 @@ fn parse_line(line: &str) -> Option<Sample<'_>> {
     if fields.next().is_some() {
         return None;
     }
-    Some(Sample {
-        name,
-        labels,
-        value,
-    })
+    Some(value)
 }
 
 /// Length of a well-formed label block up to (not including) its closing brace.

@@ -58,7 +58,11 @@ impl Connection {
 
     async fn exchange(&mut self, body: &mut Vec<u8>) -> io::Result<()> {
         if self.stream.is_none() {
-            let s = TcpStream::connect(&self.address).await?;
+            // A literal ip:port connects directly; only host names go through the resolver.
+            let s = match self.address.parse::<std::net::SocketAddr>() {
+                Ok(addr) => TcpStream::connect(addr).await?,
+                Err(_) => TcpStream::connect(&self.address).await?,
+            };
             s.set_nodelay(true)?;
             self.stream = Some(s);
         }

@@ -2,7 +2,7 @@
 //! trtllm-serve), with the metric names the upstream EPP uses. A scrape yields a partial
 //! `MetricsUpdate`; merging it keeps the last value of any metric the scrape lacked.
 
-use super::exposition::{samples, Sample};
+use super::exposition::{samples_of, Sample};
 
 /// Model-server kind, chosen per endpoint by the `llm-d.ai/engine-type` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -170,7 +170,20 @@ struct Acc {
 pub fn parse_metrics(text: &str, engine: Engine) -> MetricsUpdate {
     let n = names(engine);
     let mut acc = Acc::default();
-    let mut it = samples(text);
+    let wanted = |name: &str| {
+        [
+            Some(n.waiting),
+            Some(n.running),
+            Some(n.kv_usage),
+            n.kv_usage_fallback,
+            n.lora_info,
+            n.cache_info,
+        ]
+        .into_iter()
+        .chain([n.block_size_gauge, n.num_blocks_gauge])
+        .any(|w| w == Some(name))
+    };
+    let mut it = samples_of(text, wanted);
     for s in it.by_ref() {
         if !s.value.is_finite() {
             continue;

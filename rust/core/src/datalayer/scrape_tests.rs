@@ -154,6 +154,15 @@ fn scrape_cpu_cost_of_100_endpoints_at_50ms() {
         }
     }
     let vllm_like = vllm_like.as_str();
+    let t = Instant::now();
+    for _ in 0..1000 {
+        std::hint::black_box(parse_metrics(std::hint::black_box(vllm_like), Engine::Vllm));
+    }
+    println!(
+        "parse_metrics alone: {:.1} us per {} byte scrape",
+        t.elapsed().as_secs_f64() * 1e3,
+        vllm_like.len()
+    );
     let servers: Vec<MetricsServer> = (0..100).map(|_| MetricsServer::start(vllm_like)).collect();
     let store = Arc::new(EndpointStore::default());
     let specs: Vec<EndpointSpec> = servers.iter().map(|s| spec(&s.address)).collect();
