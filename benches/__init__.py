@@ -1,0 +1,1 @@
+"""pytest-benchmark suites: `pytest benches --benchmark-only` (see README.md)."""

@@ -1,0 +1,107 @@
+"""What the EPP adds to one request's latency through the real Envoy, and its CPU per request.
+
+Each path of benches/stack.py is measured in the same session with sequential requests on one
+keep-alive connection; the table at the end gives added µs and ratios over each row's baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from benches.backend import CHAT_PATH, MODEL, MODELS_PATH
+from benches.client import KeepAliveClient, LatencySummary
+from benches.cpu import CpuMeter
+from benches.results import PathResult
+from benches.stack import PATHS, PathConfig, PathStack
+
+pytestmark = pytest.mark.envoy
+
+_CHAT_BODY = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hello"}],
+                         "max_tokens": 8}).encode()
+_FIRST_ANSWER_TIMEOUT_S = 15.0
+
+
+class PathRun:
+    """Sends one path's requests and keeps each one's latency and whatever went wrong."""
+
+    def __init__(self, stack: PathStack) -> None:
+        self._client = KeepAliveClient(stack.url)
+        post = stack.config.method == "POST"
+        self._request = (stack.config.method, CHAT_PATH.decode() if post else MODELS_PATH.decode(),
+                         _CHAT_BODY if post else None,
+                         {"content-type": "application/json"} if post else {})
+        # With an EPP the backend must see the EPP's pick; without one, no destination at all.
+        self._expected_destination = stack.backend.address if stack.config.with_epp else None
+        self.latencies_ns: list[int] = []
+        self.failures: list[str] = []
+
+    def send(self) -> int:
+        status, destination, _ = self._client.send(*self._request)
+        self._check(status, destination)
+        return status
+
+    def measured(self) -> None:
+        status, destination, elapsed_ns = self._client.send(*self._request)
+        self.latencies_ns.append(elapsed_ns)
+        self._check(status, destination)
+
+    def _check(self, status: int, destination: str | None) -> None:
+        if status != 200:
+            self.failures.append(f"status {status}")
+        elif destination != self._expected_destination:
+            self.failures.append(f"routed by destination {destination!r}")
+
+    def wait_first_answer(self) -> None:
+        """The EPP answers 503 until its first scrape calls the backend fresh; bounded wait."""
+        deadline = time.monotonic() + _FIRST_ANSWER_TIMEOUT_S
+        while self.send() != 200:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no 200 within {_FIRST_ANSWER_TIMEOUT_S:g} s: {self.failures[-1]}")
+            time.sleep(0.05)
+        self.failures.clear()
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _idle_cpu_ms_per_s(stack: PathStack, window_s: float) -> dict[str, float]:
+    meter = CpuMeter(stack.pids)
+    meter.start()
+    time.sleep(window_s)
+    return {role: ns / 1e6 / window_s for role, ns in meter.stop().items()}
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_request_path_latency(benchmark, backend, bench_sizes, path_results, path: PathConfig):
+    stack = PathStack(path, backend).start()
+    try:
+        run = PathRun(stack)
+        run.wait_first_answer()
+        for _ in range(bench_sizes.warmup):
+            run.send()
+        idle = _idle_cpu_ms_per_s(stack, bench_sizes.idle_window_s)
+        meter = CpuMeter(stack.pids)
+        meter.start()
+        wall_start = time.perf_counter()
+        if benchmark.disabled:  # --benchmark-disable: still measure, just without its stats
+            for _ in range(bench_sizes.requests):
+                run.measured()
+        else:
+            benchmark.pedantic(run.measured, rounds=bench_sizes.requests, iterations=1)
+        wall_s = time.perf_counter() - wall_start
+        used_ns = meter.stop()
+        run.close()
+    finally:
+        stack.stop()
+
+    assert not run.failures, f"{len(run.failures)} bad answers, first: {run.failures[0]}"
+    assert len(run.latencies_ns) == bench_sizes.requests
+    cpu = {role: max(0.0, (ns - idle[role] * 1e6 * wall_s) / 1000 / bench_sizes.requests)
+           for role, ns in used_ns.items()}
+    result = PathResult(path.name, path.baseline, LatencySummary.of(run.latencies_ns),
+                        cpu_us_per_request=cpu, idle_cpu_ms_per_s=idle)
+    path_results[path.name] = result
+    benchmark.extra_info.update(result.extra_info(path_results.get(path.baseline or "")))
