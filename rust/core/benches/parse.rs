@@ -9,28 +9,28 @@ use sluicegate_core::prefix::{block_hashes, PrefixIndex};
 
 const CHAT: &str = "/v1/chat/completions";
 
-/// A chat body of about `size` bytes: a system message, then user/assistant turns.
+/// A chat body of about `size` bytes: a system message, then user/assistant turns, keys in the
+/// order the OpenAI SDKs send them (role before content).
 fn chat_body(size: usize) -> Vec<u8> {
-    let turn = "The quick brown fox jumps over the lazy dog, then asks about KV caches. ";
-    let mut messages = vec![serde_json::json!({"role": "system", "content": "You are a helpful assistant."})];
-    let mut len = 200;
-    let mut i = 0;
+    let turn = "The quick brown fox jumps over the lazy dog, then asks about KV caches. ".repeat(3);
+    let mut messages =
+        vec![r#"{"role":"system","content":"You are a helpful assistant."}"#.to_string()];
+    let mut len = 250;
     while len < size {
-        let role = if i % 2 == 0 { "user" } else { "assistant" };
-        let content = turn.repeat(3);
-        len += content.len() + 40;
-        messages.push(serde_json::json!({"role": role, "content": content}));
-        i += 1;
+        let role = if messages.len() % 2 == 1 {
+            "user"
+        } else {
+            "assistant"
+        };
+        let message = format!(r#"{{"role":"{role}","content":"{turn}"}}"#);
+        len += message.len() + 1;
+        messages.push(message);
     }
-    let body = serde_json::json!({
-        "model": "meta-llama/Llama-3.1-8B-Instruct",
-        "messages": messages,
-        "stream": true,
-        "max_completion_tokens": 256,
-        "temperature": 0.7,
-        "stream_options": {"include_usage": true},
-    });
-    serde_json::to_vec(&body).unwrap()
+    format!(
+        r#"{{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{}],"stream":true,"max_completion_tokens":256,"temperature":0.7,"stream_options":{{"include_usage":true}}}}"#,
+        messages.join(",")
+    )
+    .into_bytes()
 }
 
 fn bench_parse(c: &mut Criterion) {
@@ -38,30 +38,49 @@ fn bench_parse(c: &mut Criterion) {
         let body = chat_body(size);
         let mut group = c.benchmark_group(format!("parse_chat_{name}"));
         group.throughput(Throughput::Bytes(body.len() as u64));
-        group.bench_function("parse_request", |b| b.iter(|| parse_request(CHAT, black_box(&body)).unwrap()));
+        group.bench_function("parse_request", |b| {
+            b.iter(|| parse_request(CHAT, black_box(&body)).unwrap())
+        });
         group.bench_function("baseline_serde_value", |b| {
             b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&body)).unwrap())
         });
-        group.bench_function("rewrite_model", |b| b.iter(|| rewrite_model(black_box(&body), "llama-8b").unwrap()));
+        group.bench_function("rewrite_model", |b| {
+            b.iter(|| rewrite_model(black_box(&body), "llama-8b").unwrap())
+        });
         group.finish();
     }
 }
 
 fn bench_prefix(c: &mut Criterion) {
-    let prompt = parse_request(CHAT, &chat_body(40 * 1024)).unwrap().prompt.into_bytes();
+    let prompt = parse_request(CHAT, &chat_body(40 * 1024))
+        .unwrap()
+        .prompt
+        .into_bytes();
     let prompt = &prompt[..32 * 1024];
     let mut group = c.benchmark_group("prefix_32KiB");
     group.throughput(Throughput::Bytes(prompt.len() as u64));
-    group.bench_function("block_hashes_256B", |b| b.iter(|| block_hashes("m", Some("salt"), black_box(prompt), 256)));
+    group.bench_function("block_hashes_256B", |b| {
+        b.iter(|| block_hashes("m", Some("salt"), black_box(prompt), 256))
+    });
     let hashes = block_hashes("m", None, prompt, 256);
     let index = PrefixIndex::new(100_000);
     for endpoint in 0..16 {
-        index.insert(endpoint, &hashes[..(endpoint as usize * 8).min(hashes.len())], None);
+        index.insert(
+            endpoint,
+            &hashes[..(endpoint as usize * 8).min(hashes.len())],
+            None,
+        );
     }
     group.bench_function("match_16_endpoints", |b| {
-        b.iter(|| (0..16).map(|e| index.longest_prefix_match(e, black_box(&hashes))).sum::<usize>())
+        b.iter(|| {
+            (0..16)
+                .map(|e| index.longest_prefix_match(e, black_box(&hashes)))
+                .sum::<usize>()
+        })
     });
-    group.bench_function("insert_128_blocks", |b| b.iter(|| index.insert(99, black_box(&hashes), None)));
+    group.bench_function("insert_128_blocks", |b| {
+        b.iter(|| index.insert(99, black_box(&hashes), None))
+    });
     group.finish();
 }
 
@@ -71,9 +90,17 @@ fn bench_chunk(c: &mut Criterion) {
 "#;
     let mut group = c.benchmark_group("replace_model_in_chunk");
     group.bench_function("match", |b| {
-        b.iter(|| replace_model_in_chunk(black_box(chunk), "llama-8b", "meta-llama/Llama-3.1-8B-Instruct"))
+        b.iter(|| {
+            replace_model_in_chunk(
+                black_box(chunk),
+                "llama-8b",
+                "meta-llama/Llama-3.1-8B-Instruct",
+            )
+        })
     });
-    group.bench_function("no_match", |b| b.iter(|| replace_model_in_chunk(black_box(chunk), "other", "x")));
+    group.bench_function("no_match", |b| {
+        b.iter(|| replace_model_in_chunk(black_box(chunk), "other", "x"))
+    });
     group.finish();
 }
 

@@ -12,7 +12,12 @@ use xxhash_rust::xxh3::xxh3_64;
 /// Chained hashes of the full `block_bytes`-sized blocks of `prompt`:
 /// h0 = xxh3(model, salt), h_i = xxh3(h_{i-1} ++ block_i). A trailing partial block is not
 /// hashed (it cannot be a cached block yet); `block_bytes == 0` yields no blocks.
-pub fn block_hashes(model: &str, cache_salt: Option<&str>, prompt: &[u8], block_bytes: usize) -> Vec<u64> {
+pub fn block_hashes(
+    model: &str,
+    cache_salt: Option<&str>,
+    prompt: &[u8],
+    block_bytes: usize,
+) -> Vec<u64> {
     if block_bytes == 0 {
         return Vec::new();
     }
@@ -76,7 +81,13 @@ struct Lru {
 
 impl Lru {
     fn new(capacity: usize) -> Self {
-        Lru { index: U64Map::default(), nodes: Vec::new(), head: NIL, tail: NIL, capacity: capacity.min(NIL as usize) }
+        Lru {
+            index: U64Map::default(),
+            nodes: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            capacity: capacity.min(NIL as usize),
+        }
     }
 
     fn contains(&self, hash: u64) -> bool {
@@ -116,7 +127,11 @@ impl Lru {
             return;
         }
         let i = if self.nodes.len() < self.capacity {
-            self.nodes.push(Node { hash, prev: NIL, next: NIL });
+            self.nodes.push(Node {
+                hash,
+                prev: NIL,
+                next: NIL,
+            });
             (self.nodes.len() - 1) as u32
         } else {
             // Full: reuse the least recently used node for the new hash.
@@ -164,7 +179,10 @@ pub struct PrefixIndex {
 impl PrefixIndex {
     /// `default_capacity` blocks per endpoint unless an insert names another.
     pub fn new(default_capacity: usize) -> Self {
-        PrefixIndex { default_capacity, endpoints: RwLock::new(U64Map::default()) }
+        PrefixIndex {
+            default_capacity,
+            endpoints: RwLock::new(U64Map::default()),
+        }
     }
 
     fn endpoint(&self, endpoint: u64) -> Option<Arc<RwLock<Lru>>> {
@@ -178,7 +196,11 @@ impl PrefixIndex {
             Some(lru) => lru,
             None => {
                 let fresh = Lru::new(capacity.unwrap_or(self.default_capacity));
-                self.endpoints.write().entry(endpoint).or_insert_with(|| Arc::new(RwLock::new(fresh))).clone()
+                self.endpoints
+                    .write()
+                    .entry(endpoint)
+                    .or_insert_with(|| Arc::new(RwLock::new(fresh)))
+                    .clone()
             }
         };
         let mut lru = lru.write();
@@ -194,7 +216,9 @@ impl PrefixIndex {
 
     /// How many leading blocks of `hashes` are recorded for `endpoint`.
     pub fn longest_prefix_match(&self, endpoint: u64, hashes: &[u64]) -> usize {
-        let Some(lru) = self.endpoint(endpoint) else { return 0 };
+        let Some(lru) = self.endpoint(endpoint) else {
+            return 0;
+        };
         let lru = lru.read();
         hashes.iter().take_while(|&&h| lru.contains(h)).count()
     }
@@ -206,15 +230,18 @@ impl PrefixIndex {
 
     /// Blocks recorded for `endpoint`.
     pub fn len(&self, endpoint: u64) -> usize {
-        self.endpoint(endpoint).map_or(0, |lru| lru.read().index.len())
+        self.endpoint(endpoint)
+            .map_or(0, |lru| lru.read().index.len())
     }
 
     /// Whether no endpoint has any block recorded.
     pub fn is_empty(&self) -> bool {
-        self.endpoints.read().values().all(|lru| lru.read().index.is_empty())
+        self.endpoints
+            .read()
+            .values()
+            .all(|lru| lru.read().index.is_empty())
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -231,7 +258,10 @@ mod tests {
     fn block_hashes_chain_so_a_shared_prefix_shares_hashes() {
         let a = [b"x".repeat(512), b"y".repeat(256)].concat();
         let b = [b"x".repeat(512), b"z".repeat(256)].concat();
-        let (ha, hb) = (block_hashes("m", None, &a, 256), block_hashes("m", None, &b, 256));
+        let (ha, hb) = (
+            block_hashes("m", None, &a, 256),
+            block_hashes("m", None, &b, 256),
+        );
         assert_eq!(ha[..2], hb[..2]);
         assert_ne!(ha[2], hb[2]);
     }
@@ -240,7 +270,10 @@ mod tests {
     fn block_hashes_depend_on_everything_before_the_block() {
         let a = [b"a".repeat(256), b"same".repeat(64)].concat();
         let b = [b"b".repeat(256), b"same".repeat(64)].concat();
-        assert_ne!(block_hashes("m", None, &a, 256)[1], block_hashes("m", None, &b, 256)[1]);
+        assert_ne!(
+            block_hashes("m", None, &a, 256)[1],
+            block_hashes("m", None, &b, 256)[1]
+        );
     }
 
     #[test]

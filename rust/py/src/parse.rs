@@ -57,21 +57,36 @@ impl From<parse::ParsedRequest> for PyParsedRequest {
 }
 
 #[pyfunction]
-fn parse_request(py: Python<'_>, path: &str, body: &Bound<'_, PyBytes>) -> PyResult<PyParsedRequest> {
+fn parse_request(
+    py: Python<'_>,
+    path: &str,
+    body: &Bound<'_, PyBytes>,
+) -> PyResult<PyParsedRequest> {
     let body = body.as_bytes();
-    maybe_detach(py, body.len(), || parse::parse_request(path, body)).map(Into::into).map_err(parse_error)
+    maybe_detach(py, body.len(), || parse::parse_request(path, body))
+        .map(Into::into)
+        .map_err(parse_error)
 }
 
 #[pyfunction]
-fn rewrite_model<'py>(py: Python<'py>, body: &Bound<'py, PyBytes>, model: &str) -> PyResult<Bound<'py, PyBytes>> {
+fn rewrite_model<'py>(
+    py: Python<'py>,
+    body: &Bound<'py, PyBytes>,
+    model: &str,
+) -> PyResult<Bound<'py, PyBytes>> {
     let body = body.as_bytes();
-    let out = maybe_detach(py, body.len(), || parse::rewrite_model(body, model)).map_err(parse_error)?;
+    let out =
+        maybe_detach(py, body.len(), || parse::rewrite_model(body, model)).map_err(parse_error)?;
     Ok(PyBytes::new(py, &out))
 }
 
 /// Hands the caller's bytes object back when the chunk holds no model to replace.
 #[pyfunction]
-fn replace_model_in_chunk<'py>(chunk: &Bound<'py, PyBytes>, old: &str, new: &str) -> Bound<'py, PyBytes> {
+fn replace_model_in_chunk<'py>(
+    chunk: &Bound<'py, PyBytes>,
+    old: &str,
+    new: &str,
+) -> Bound<'py, PyBytes> {
     match parse::replace_model_in_chunk_cow(chunk.as_bytes(), old, new) {
         Cow::Borrowed(_) => chunk.clone(),
         Cow::Owned(out) => PyBytes::new(chunk.py(), &out),
@@ -90,7 +105,9 @@ fn prefix_block_hashes(
         return Err(PyValueError::new_err("block_bytes must be positive, got 0"));
     }
     let prompt = prompt.as_bytes();
-    Ok(maybe_detach(py, prompt.len(), || prefix::block_hashes(model, cache_salt, prompt, block_bytes)))
+    Ok(maybe_detach(py, prompt.len(), || {
+        prefix::block_hashes(model, cache_salt, prompt, block_bytes)
+    }))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

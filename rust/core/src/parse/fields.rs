@@ -146,7 +146,12 @@ impl Sink {
 
     /// Refuse a key met twice in one object, so no later value silently wins; `name` is the
     /// field's path in the error.
-    pub fn first<E: de::Error>(&mut self, seen: &mut u32, key: Key, name: &'static str) -> Result<(), E> {
+    pub fn first<E: de::Error>(
+        &mut self,
+        seen: &mut u32,
+        key: Key,
+        name: &'static str,
+    ) -> Result<(), E> {
         let bit = 1u32 << (key as u32);
         if *seen & bit != 0 {
             return Err(self.fail(ParseError::DuplicateField(name)));

@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Unexpected, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Unexpected, Visitor,
+};
 
 use super::fields::{Key, Sink, Str, Target};
 use super::ParseError;
@@ -59,8 +61,12 @@ const RESPONSES: MessageNames = MessageNames {
     },
 };
 
-const SYSTEM: ContentNames =
-    ContentNames { content: "system", part: "system[]", part_type: "system[].type", part_text: "system[].text" };
+const SYSTEM: ContentNames = ContentNames {
+    content: "system",
+    part: "system[]",
+    part_type: "system[].type",
+    part_text: "system[].text",
+};
 
 const INSTRUCTIONS: ContentNames = ContentNames {
     content: "instructions",
@@ -69,8 +75,16 @@ const INSTRUCTIONS: ContentNames = ContentNames {
     part_text: "instructions[].text",
 };
 
-pub(crate) const PROMPT: ListNames = ListNames { list: "prompt", item: "prompt[]", token: "prompt[][]" };
-pub(crate) const INPUT: ListNames = ListNames { list: "input", item: "input[]", token: "input[][]" };
+pub(crate) const PROMPT: ListNames = ListNames {
+    list: "prompt",
+    item: "prompt[]",
+    token: "prompt[][]",
+};
+pub(crate) const INPUT: ListNames = ListNames {
+    list: "input",
+    item: "input[]",
+    token: "input[][]",
+};
 
 const MESSAGE_START: char = '\u{1e}';
 const ROLE_END: char = '\u{1f}';
@@ -87,7 +101,10 @@ fn mark_role(buf: &mut String, at: usize, role: &str) {
     if at == buf.len() {
         push_role(buf, role);
     } else {
-        buf.insert_str(at, &format!("{MESSAGE_START}{role}{ROLE_END}"));
+        // Only this message's text moves, and the buffer is pre-sized: no allocation.
+        buf.insert(at, ROLE_END);
+        buf.insert_str(at, role);
+        buf.insert(at, MESSAGE_START);
     }
 }
 
@@ -102,11 +119,21 @@ pub(crate) struct Messages<'s> {
 
 impl<'s> Messages<'s> {
     pub fn chat(sink: &'s mut Sink) -> Self {
-        Messages { sink, names: &CHAT, role_required: true, text_allowed: false }
+        Messages {
+            sink,
+            names: &CHAT,
+            role_required: true,
+            text_allowed: false,
+        }
     }
 
     pub fn responses(sink: &'s mut Sink) -> Self {
-        Messages { sink, names: &RESPONSES, role_required: false, text_allowed: true }
+        Messages {
+            sink,
+            names: &RESPONSES,
+            role_required: false,
+            text_allowed: true,
+        }
     }
 }
 
@@ -139,14 +166,21 @@ impl<'de> Visitor<'de> for Messages<'_> {
         let names = self.names;
         let mut count = 0usize;
         while seq
-            .next_element_seed(Message { sink: &mut *self.sink, names, role_required: self.role_required })?
+            .next_element_seed(Message {
+                sink: &mut *self.sink,
+                names,
+                role_required: self.role_required,
+            })?
             .is_some()
         {
             count += 1;
         }
         if count == 0 {
             let expected = names.list_expected;
-            return Err(self.sink.fail(ParseError::WrongType { field: names.list, expected }));
+            return Err(self.sink.fail(ParseError::WrongType {
+                field: names.list,
+                expected,
+            }));
         }
         Ok(())
     }
@@ -189,7 +223,11 @@ impl<'de> Visitor<'de> for Message<'_> {
                 }
                 Key::Content => {
                     sink.first(&mut seen, key, names.content.content)?;
-                    map.next_value_seed(Content { sink: &mut *sink, target: Target::Prompt, names: &names.content })?;
+                    map.next_value_seed(Content {
+                        sink: &mut *sink,
+                        target: Target::Prompt,
+                        names: &names.content,
+                    })?;
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -215,13 +253,21 @@ impl<'s> Content<'s> {
     /// Anthropic's top-level `system`: kept ahead of the messages wherever it sits in the body.
     pub fn system(sink: &'s mut Sink) -> Self {
         push_role(sink.buf(Target::Preamble), "system");
-        Content { sink, target: Target::Preamble, names: &SYSTEM }
+        Content {
+            sink,
+            target: Target::Preamble,
+            names: &SYSTEM,
+        }
     }
 
     /// Responses' `instructions`: a system message ahead of the input.
     pub fn instructions(sink: &'s mut Sink) -> Self {
         push_role(sink.buf(Target::Preamble), "system");
-        Content { sink, target: Target::Preamble, names: &INSTRUCTIONS }
+        Content {
+            sink,
+            target: Target::Preamble,
+            names: &INSTRUCTIONS,
+        }
     }
 }
 
@@ -251,7 +297,14 @@ impl<'de> Visitor<'de> for Content<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let (target, names) = (self.target, self.names);
-        while seq.next_element_seed(Part { sink: &mut *self.sink, target, names })?.is_some() {}
+        while seq
+            .next_element_seed(Part {
+                sink: &mut *self.sink,
+                target,
+                names,
+            })?
+            .is_some()
+        {}
         Ok(())
     }
 }
@@ -323,7 +376,10 @@ impl<'s> TextList<'s> {
 impl<'de> DeserializeSeed<'de> for TextList<'_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        self.sink.at = Some((self.names.list, "a string or an array of strings or token ids"));
+        self.sink.at = Some((
+            self.names.list,
+            "a string or an array of strings or token ids",
+        ));
         d.deserialize_any(self)
     }
 }
@@ -342,7 +398,13 @@ impl<'de> Visitor<'de> for TextList<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let names = self.names;
-        while seq.next_element_seed(TextItem { sink: &mut *self.sink, names })?.is_some() {}
+        while seq
+            .next_element_seed(TextItem {
+                sink: &mut *self.sink,
+                names,
+            })?
+            .is_some()
+        {}
         Ok(())
     }
 }
@@ -356,7 +418,10 @@ struct TextItem<'s> {
 impl<'de> DeserializeSeed<'de> for TextItem<'_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        self.sink.at = Some((self.names.item, "a string, a token id or an array of token ids"));
+        self.sink.at = Some((
+            self.names.item,
+            "a string, a token id or an array of token ids",
+        ));
         d.deserialize_any(self)
     }
 }

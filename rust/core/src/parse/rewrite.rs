@@ -2,6 +2,7 @@
 //! other byte) and back in response chunks (JSON or SSE), so clients see the name they sent.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use memchr::memmem;
 use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
@@ -15,10 +16,15 @@ use super::{json_text, run, ParseError};
 pub fn rewrite_model(body: &[u8], model: &str) -> Result<Vec<u8>, ParseError> {
     let text = json_text(body)?;
     let mut sink = Sink::default();
-    let raw = run(text, &mut sink, |de, sink| de.deserialize_map(ModelSpan { sink }))?;
+    let raw = run(text, &mut sink, |de, sink| {
+        de.deserialize_map(ModelSpan { sink })
+    })?;
     let raw = raw.ok_or(ParseError::MissingField("model"))?.get();
     if !raw.starts_with('"') {
-        return Err(ParseError::WrongType { field: "model", expected: "a string" });
+        return Err(ParseError::WrongType {
+            field: "model",
+            expected: "a string",
+        });
     }
     // The raw value borrows from `text`, so its address gives its byte span in the body.
     let start = raw.as_ptr() as usize - text.as_ptr() as usize;
@@ -61,6 +67,10 @@ fn write_json_string(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
+/// Built once: building a memmem searcher costs more than scanning a typical chunk.
+static MODEL_KEY: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"model\""));
+
 /// In a response chunk, replace every `"model":"<old>"` (any JSON spacing around the colon)
 /// by `"model":"<new>"`; the chunk is returned as is when nothing matches.
 pub fn replace_model_in_chunk(chunk: &[u8], old: &str, new: &str) -> Vec<u8> {
@@ -73,14 +83,18 @@ pub fn replace_model_in_chunk_cow<'a>(chunk: &'a [u8], old: &str, new: &str) -> 
     if old == new {
         return Cow::Borrowed(chunk);
     }
-    let mut old_json = Vec::with_capacity(old.len() + 2);
-    write_json_string(&mut old_json, old);
+    let mut old_json = Vec::new();
     let mut out: Option<Vec<u8>> = None;
     let mut copied = 0;
     // Inside a JSON string a quote is escaped (`\"model\"`), so a `"model"` match is a key or a
     // whole string value; only a key is followed by a colon.
-    for key_at in memmem::find_iter(chunk, b"\"model\"") {
-        let Some(value_at) = value_after_colon(chunk, key_at + b"\"model\"".len()) else { continue };
+    for key_at in MODEL_KEY.find_iter(chunk) {
+        let Some(value_at) = value_after_colon(chunk, key_at + b"\"model\"".len()) else {
+            continue;
+        };
+        if old_json.is_empty() {
+            write_json_string(&mut old_json, old);
+        }
         if value_at < copied || !chunk[value_at..].starts_with(&old_json) {
             continue;
         }

@@ -25,7 +25,10 @@ fn path_suffix_picks_the_api() {
         ("/v1/embeddings", ApiKind::Embeddings),
         ("/v1/responses", ApiKind::Responses),
         ("/v1/messages", ApiKind::AnthropicMessages),
-        ("/openai/deployments/x/chat/completions", ApiKind::ChatCompletions),
+        (
+            "/openai/deployments/x/chat/completions",
+            ApiKind::ChatCompletions,
+        ),
         ("/v1/models", ApiKind::Passthrough),
         ("/", ApiKind::Passthrough),
         ("", ApiKind::Passthrough),
@@ -37,15 +40,27 @@ fn path_suffix_picks_the_api() {
 
 #[test]
 fn path_query_string_and_trailing_slash_are_ignored() {
-    assert_eq!(ApiKind::from_path("/v1/chat/completions?api-version=2024"), ApiKind::ChatCompletions);
+    assert_eq!(
+        ApiKind::from_path("/v1/chat/completions?api-version=2024"),
+        ApiKind::ChatCompletions
+    );
     assert_eq!(ApiKind::from_path("/v1/completions/"), ApiKind::Completions);
-    assert_eq!(ApiKind::from_path("/v1/models?x=/v1/completions"), ApiKind::Passthrough);
+    assert_eq!(
+        ApiKind::from_path("/v1/models?x=/v1/completions"),
+        ApiKind::Passthrough
+    );
 }
 
 #[test]
 fn path_suffix_counts_only_at_a_segment_boundary() {
-    assert_eq!(ApiKind::from_path("/v1/textcompletions"), ApiKind::Passthrough);
-    assert_eq!(ApiKind::from_path("/v1/mychat/completions"), ApiKind::Completions);
+    assert_eq!(
+        ApiKind::from_path("/v1/textcompletions"),
+        ApiKind::Passthrough
+    );
+    assert_eq!(
+        ApiKind::from_path("/v1/mychat/completions"),
+        ApiKind::Completions
+    );
 }
 
 // --- chat completions ---
@@ -77,13 +92,24 @@ fn chat_prompt_keeps_message_order_and_roles() {
     let body = r#"{"model":"m","messages":[{"role":"system","content":"be brief"},
         {"content":"hello","role":"user"},{"role":"assistant","content":null,"tool_calls":[]}]}"#;
     let req = parse(CHAT, body).unwrap();
-    assert_eq!(req.prompt, "\u{1e}system\u{1f}be brief\u{1e}user\u{1f}hello\u{1e}assistant\u{1f}");
+    assert_eq!(
+        req.prompt,
+        "\u{1e}system\u{1f}be brief\u{1e}user\u{1f}hello\u{1e}assistant\u{1f}"
+    );
 }
 
 #[test]
 fn chat_prompt_differs_when_only_the_role_differs() {
-    let a = parse(CHAT, r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).unwrap();
-    let b = parse(CHAT, r#"{"model":"m","messages":[{"role":"system","content":"x"}]}"#).unwrap();
+    let a = parse(
+        CHAT,
+        r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+    )
+    .unwrap();
+    let b = parse(
+        CHAT,
+        r#"{"model":"m","messages":[{"role":"system","content":"x"}]}"#,
+    )
+    .unwrap();
     assert_ne!(a.prompt, b.prompt);
 }
 
@@ -92,7 +118,10 @@ fn chat_content_parts_keep_text_and_skip_images() {
     let body = r#"{"model":"m","messages":[{"role":"user","content":[
         {"type":"text","text":"look: "},{"type":"image_url","image_url":{"url":"data:..."}},
         {"text":"a cat","type":"text"}]}]}"#;
-    assert_eq!(parse(CHAT, body).unwrap().prompt, "\u{1e}user\u{1f}look: a cat");
+    assert_eq!(
+        parse(CHAT, body).unwrap().prompt,
+        "\u{1e}user\u{1f}look: a cat"
+    );
 }
 
 #[test]
@@ -106,21 +135,36 @@ fn chat_escaped_strings_are_unescaped() {
 #[test]
 fn chat_requires_a_non_empty_messages_array() {
     let need = wrong("messages", "a non-empty array");
-    assert_eq!(parse(CHAT, r#"{"model":"m"}"#), Err(ParseError::MissingField("messages")));
-    assert_eq!(parse(CHAT, r#"{"model":"m","messages":[]}"#), Err(need.clone()));
-    assert_eq!(parse(CHAT, r#"{"model":"m","messages":"hi"}"#), Err(need.clone()));
+    assert_eq!(
+        parse(CHAT, r#"{"model":"m"}"#),
+        Err(ParseError::MissingField("messages"))
+    );
+    assert_eq!(
+        parse(CHAT, r#"{"model":"m","messages":[]}"#),
+        Err(need.clone())
+    );
+    assert_eq!(
+        parse(CHAT, r#"{"model":"m","messages":"hi"}"#),
+        Err(need.clone())
+    );
     assert_eq!(parse(CHAT, r#"{"model":"m","messages":null}"#), Err(need));
 }
 
 #[test]
 fn chat_message_must_be_an_object_with_a_string_role() {
-    assert_eq!(parse(CHAT, r#"{"model":"m","messages":[1]}"#), Err(wrong("messages[]", "an object")));
+    assert_eq!(
+        parse(CHAT, r#"{"model":"m","messages":[1]}"#),
+        Err(wrong("messages[]", "an object"))
+    );
     assert_eq!(
         parse(CHAT, r#"{"model":"m","messages":[{"content":"x"}]}"#),
         Err(ParseError::MissingField("messages[].role"))
     );
     assert_eq!(
-        parse(CHAT, r#"{"model":"m","messages":[{"role":7,"content":"x"}]}"#),
+        parse(
+            CHAT,
+            r#"{"model":"m","messages":[{"role":7,"content":"x"}]}"#
+        ),
         Err(wrong("messages[].role", "a string"))
     );
 }
@@ -128,15 +172,27 @@ fn chat_message_must_be_an_object_with_a_string_role() {
 #[test]
 fn chat_content_of_the_wrong_type_names_the_field() {
     assert_eq!(
-        parse(CHAT, r#"{"model":"m","messages":[{"role":"user","content":5}]}"#),
-        Err(wrong("messages[].content", "a string or an array of content parts"))
+        parse(
+            CHAT,
+            r#"{"model":"m","messages":[{"role":"user","content":5}]}"#
+        ),
+        Err(wrong(
+            "messages[].content",
+            "a string or an array of content parts"
+        ))
     );
     assert_eq!(
-        parse(CHAT, r#"{"model":"m","messages":[{"role":"user","content":["x"]}]}"#),
+        parse(
+            CHAT,
+            r#"{"model":"m","messages":[{"role":"user","content":["x"]}]}"#
+        ),
         Err(wrong("messages[].content[]", "an object"))
     );
     assert_eq!(
-        parse(CHAT, r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":1}]}]}"#),
+        parse(
+            CHAT,
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":1}]}]}"#
+        ),
         Err(wrong("messages[].content[].text", "a string"))
     );
 }
@@ -146,10 +202,22 @@ fn chat_content_of_the_wrong_type_names_the_field() {
 #[test]
 fn model_is_required_and_must_be_a_string() {
     let msgs = r#""messages":[{"role":"user","content":"x"}]"#;
-    assert_eq!(parse(CHAT, &format!("{{{msgs}}}")), Err(ParseError::MissingField("model")));
-    assert_eq!(parse(CHAT, &format!(r#"{{"model":3,{msgs}}}"#)), Err(wrong("model", "a string")));
-    assert_eq!(parse(CHAT, &format!(r#"{{"model":null,{msgs}}}"#)), Err(wrong("model", "a string")));
-    assert_eq!(parse(CHAT, &format!(r#"{{"model":{{"a":1}},{msgs}}}"#)), Err(wrong("model", "a string")));
+    assert_eq!(
+        parse(CHAT, &format!("{{{msgs}}}")),
+        Err(ParseError::MissingField("model"))
+    );
+    assert_eq!(
+        parse(CHAT, &format!(r#"{{"model":3,{msgs}}}"#)),
+        Err(wrong("model", "a string"))
+    );
+    assert_eq!(
+        parse(CHAT, &format!(r#"{{"model":null,{msgs}}}"#)),
+        Err(wrong("model", "a string"))
+    );
+    assert_eq!(
+        parse(CHAT, &format!(r#"{{"model":{{"a":1}},{msgs}}}"#)),
+        Err(wrong("model", "a string"))
+    );
 }
 
 #[test]
@@ -164,11 +232,17 @@ fn duplicate_model_is_refused() {
 fn duplicate_messages_and_nested_keys_are_refused() {
     let m = r#"[{"role":"user","content":"x"}]"#;
     assert_eq!(
-        parse(CHAT, &format!(r#"{{"model":"a","messages":{m},"messages":{m}}}"#)),
+        parse(
+            CHAT,
+            &format!(r#"{{"model":"a","messages":{m},"messages":{m}}}"#)
+        ),
         Err(ParseError::DuplicateField("messages"))
     );
     assert_eq!(
-        parse(CHAT, r#"{"model":"a","messages":[{"role":"user","role":"system","content":"x"}]}"#),
+        parse(
+            CHAT,
+            r#"{"model":"a","messages":[{"role":"user","role":"system","content":"x"}]}"#
+        ),
         Err(ParseError::DuplicateField("messages[].role"))
     );
 }
@@ -184,11 +258,24 @@ fn stream_must_be_a_boolean() {
 #[test]
 fn token_limits_must_be_non_negative_integers() {
     let msgs = r#""messages":[{"role":"user","content":"x"}]"#;
-    for bad in ["-1", "1.5", "1e3", "1e400", "18446744073709551616", "\"100\"", "true", "[]"] {
+    for bad in [
+        "-1",
+        "1.5",
+        "1e3",
+        "1e400",
+        "18446744073709551616",
+        "\"100\"",
+        "true",
+        "[]",
+    ] {
         for field in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
             let body = format!(r#"{{"model":"m",{msgs},"{field}":{bad}}}"#);
             let err = parse(CHAT, &body).unwrap_err();
-            assert_eq!(err.to_string(), format!("field '{field}' must be a non-negative integer"), "{body}");
+            assert_eq!(
+                err.to_string(),
+                format!("field '{field}' must be a non-negative integer"),
+                "{body}"
+            );
         }
     }
 }
@@ -222,26 +309,42 @@ fn non_object_bodies_are_refused() {
 
 #[test]
 fn broken_json_is_invalid_json() {
-    for body in ["{", "{\"model\":}", "{\"model\":\"m\",}", "{} x", "{\"a\":NaN}"] {
-        assert!(matches!(parse(CHAT, body), Err(ParseError::InvalidJson(_))), "{body}");
+    for body in [
+        "{",
+        "{\"model\":}",
+        "{\"model\":\"m\",}",
+        "{} x",
+        "{\"a\":NaN}",
+    ] {
+        assert!(
+            matches!(parse(CHAT, body), Err(ParseError::InvalidJson(_))),
+            "{body}"
+        );
     }
 }
 
 #[test]
 fn invalid_utf8_is_reported_with_its_offset() {
     let err = parse_request(CHAT, b"{\"model\":\"\xff\"}").unwrap_err();
-    assert_eq!(err.to_string(), "body is not valid JSON: invalid UTF-8 at byte offset 10");
+    assert_eq!(
+        err.to_string(),
+        "body is not valid JSON: invalid UTF-8 at byte offset 10"
+    );
 }
 
 #[test]
 fn deep_nesting_does_not_overflow_the_stack() {
     let depth = 200_000;
     let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
-    let ignored = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"x":{deep}}}"#);
+    let ignored =
+        format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"x":{deep}}}"#);
     assert_eq!(parse(CHAT, &ignored).unwrap().model.as_deref(), Some("m"));
     assert_eq!(parse(CHAT, &deep), Err(ParseError::NotAnObject));
     let unbalanced = format!(r#"{{"model":"m","x":{}"#, "[".repeat(depth));
-    assert!(matches!(parse(CHAT, &unbalanced), Err(ParseError::InvalidJson(_))));
+    assert!(matches!(
+        parse(CHAT, &unbalanced),
+        Err(ParseError::InvalidJson(_))
+    ));
     let in_model = format!(r#"{{"model":{}}}"#, "{\"a\":".repeat(depth));
     assert!(parse(CHAT, &in_model).is_err());
 }
@@ -251,19 +354,47 @@ fn deep_nesting_does_not_overflow_the_stack() {
 #[test]
 fn completions_prompt_may_be_text_strings_or_token_ids() {
     let p = "/v1/completions";
-    assert_eq!(parse(p, r#"{"model":"m","prompt":"once"}"#).unwrap().prompt, "once");
-    assert_eq!(parse(p, r#"{"model":"m","prompt":["a","b"]}"#).unwrap().prompt, "\u{1e}a\u{1e}b");
-    assert_eq!(parse(p, r#"{"model":"m","prompt":[1,2]}"#).unwrap().prompt, "1 2 ");
-    assert_eq!(parse(p, r#"{"model":"m","prompt":[[1,2],[3]]}"#).unwrap().prompt, "\u{1e}1 2 \u{1e}3 ");
-    assert_eq!(parse(p, r#"{"model":"m"}"#), Err(ParseError::MissingField("prompt")));
+    assert_eq!(
+        parse(p, r#"{"model":"m","prompt":"once"}"#).unwrap().prompt,
+        "once"
+    );
+    assert_eq!(
+        parse(p, r#"{"model":"m","prompt":["a","b"]}"#)
+            .unwrap()
+            .prompt,
+        "\u{1e}a\u{1e}b"
+    );
+    assert_eq!(
+        parse(p, r#"{"model":"m","prompt":[1,2]}"#).unwrap().prompt,
+        "1 2 "
+    );
+    assert_eq!(
+        parse(p, r#"{"model":"m","prompt":[[1,2],[3]]}"#)
+            .unwrap()
+            .prompt,
+        "\u{1e}1 2 \u{1e}3 "
+    );
+    assert_eq!(
+        parse(p, r#"{"model":"m"}"#),
+        Err(ParseError::MissingField("prompt"))
+    );
     assert_eq!(
         parse(p, r#"{"model":"m","prompt":5}"#),
-        Err(wrong("prompt", "a string or an array of strings or token ids"))
+        Err(wrong(
+            "prompt",
+            "a string or an array of strings or token ids"
+        ))
     );
-    assert_eq!(parse(p, r#"{"model":"m","prompt":[[-1]]}"#), Err(wrong("prompt[][]", "a token id")));
+    assert_eq!(
+        parse(p, r#"{"model":"m","prompt":[[-1]]}"#),
+        Err(wrong("prompt[][]", "a token id"))
+    );
     assert_eq!(
         parse(p, r#"{"model":"m","prompt":[{"a":1}]}"#),
-        Err(wrong("prompt[]", "a string, a token id or an array of token ids"))
+        Err(wrong(
+            "prompt[]",
+            "a string, a token id or an array of token ids"
+        ))
     );
 }
 
@@ -271,11 +402,20 @@ fn completions_prompt_may_be_text_strings_or_token_ids() {
 fn embeddings_require_input() {
     let p = "/v1/embeddings";
     let req = parse(p, r#"{"model":"e5","input":["a","b"]}"#).unwrap();
-    assert_eq!((req.kind, req.model.as_deref()), (ApiKind::Embeddings, Some("e5")));
-    assert_eq!(parse(p, r#"{"model":"e5"}"#), Err(ParseError::MissingField("input")));
+    assert_eq!(
+        (req.kind, req.model.as_deref()),
+        (ApiKind::Embeddings, Some("e5"))
+    );
+    assert_eq!(
+        parse(p, r#"{"model":"e5"}"#),
+        Err(ParseError::MissingField("input"))
+    );
     assert_eq!(
         parse(p, r#"{"model":"e5","input":true}"#),
-        Err(wrong("input", "a string or an array of strings or token ids"))
+        Err(wrong(
+            "input",
+            "a string or an array of strings or token ids"
+        ))
     );
 }
 
@@ -289,9 +429,18 @@ fn responses_put_instructions_before_input() {
     assert_eq!(req.kind, ApiKind::Responses);
     assert_eq!(req.prompt, "\u{1e}system\u{1f}be nice\u{1e}user\u{1f}hi");
     assert_eq!(req.max_tokens, Some(64));
-    assert_eq!(parse(p, r#"{"model":"m","input":"hello"}"#).unwrap().prompt, "\u{1e}user\u{1f}hello");
-    assert_eq!(parse(p, r#"{"model":"m"}"#), Err(ParseError::MissingField("input")));
-    assert_eq!(parse(p, r#"{"model":"m","input":3}"#), Err(wrong("input", "a string or an array of input items")));
+    assert_eq!(
+        parse(p, r#"{"model":"m","input":"hello"}"#).unwrap().prompt,
+        "\u{1e}user\u{1f}hello"
+    );
+    assert_eq!(
+        parse(p, r#"{"model":"m"}"#),
+        Err(ParseError::MissingField("input"))
+    );
+    assert_eq!(
+        parse(p, r#"{"model":"m","input":3}"#),
+        Err(wrong("input", "a string or an array of input items"))
+    );
 }
 
 #[test]
@@ -303,7 +452,10 @@ fn anthropic_messages_include_system() {
     assert_eq!(req.kind, ApiKind::AnthropicMessages);
     assert_eq!(req.prompt, "\u{1e}system\u{1f}sys\u{1e}user\u{1f}hi");
     assert_eq!(req.max_tokens, Some(1024));
-    assert_eq!(parse(p, r#"{"model":"c","system":"s"}"#), Err(ParseError::MissingField("messages")));
+    assert_eq!(
+        parse(p, r#"{"model":"c","system":"s"}"#),
+        Err(ParseError::MissingField("messages"))
+    );
 }
 
 #[test]
@@ -338,9 +490,18 @@ fn rewrite_model_handles_an_escaped_original() {
 
 #[test]
 fn rewrite_model_refuses_bodies_without_a_single_string_model() {
-    assert_eq!(rewrite_model(br#"{"x":1}"#, "m"), Err(ParseError::MissingField("model")));
-    assert_eq!(rewrite_model(br#"{"model":1}"#, "m"), Err(wrong("model", "a string")));
-    assert_eq!(rewrite_model(br#"{"model":"a","model":"b"}"#, "m"), Err(ParseError::DuplicateField("model")));
+    assert_eq!(
+        rewrite_model(br#"{"x":1}"#, "m"),
+        Err(ParseError::MissingField("model"))
+    );
+    assert_eq!(
+        rewrite_model(br#"{"model":1}"#, "m"),
+        Err(wrong("model", "a string"))
+    );
+    assert_eq!(
+        rewrite_model(br#"{"model":"a","model":"b"}"#, "m"),
+        Err(ParseError::DuplicateField("model"))
+    );
     assert_eq!(rewrite_model(b"[]", "m"), Err(ParseError::NotAnObject));
     assert_eq!(rewrite_model(b"", "m"), Err(ParseError::EmptyBody));
 }
@@ -360,14 +521,23 @@ fn chunk_model_is_replaced_in_every_sse_event() {
 #[test]
 fn chunk_without_the_old_model_is_borrowed_unchanged() {
     let chunk = br#"{"model":"other","note":"\"model\":\"t\""}"#;
-    assert!(matches!(replace_model_in_chunk_cow(chunk, "t", "n"), std::borrow::Cow::Borrowed(_)));
-    assert!(matches!(replace_model_in_chunk_cow(b"{\"model\":\"t\"}", "t", "t"), std::borrow::Cow::Borrowed(_)));
+    assert!(matches!(
+        replace_model_in_chunk_cow(chunk, "t", "n"),
+        std::borrow::Cow::Borrowed(_)
+    ));
+    assert!(matches!(
+        replace_model_in_chunk_cow(b"{\"model\":\"t\"}", "t", "t"),
+        std::borrow::Cow::Borrowed(_)
+    ));
 }
 
 #[test]
 fn chunk_model_prefix_of_a_longer_name_is_not_replaced() {
     let chunk = br#"{"model":"tt","object":"model","model":"t"}"#;
-    assert_eq!(replace_model_in_chunk(chunk, "t", "n"), br#"{"model":"tt","object":"model","model":"n"}"#);
+    assert_eq!(
+        replace_model_in_chunk(chunk, "t", "n"),
+        br#"{"model":"tt","object":"model","model":"n"}"#
+    );
 }
 
 #[test]
@@ -378,14 +548,46 @@ fn chunk_names_are_json_escaped() {
 
 // --- no input makes anything panic ---
 
-const PATHS: [&str; 6] =
-    ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages", "/x"];
+const PATHS: [&str; 6] = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/messages",
+    "/x",
+];
 
 fn json_ish() -> impl Strategy<Value = String> {
     let token = prop::sample::select(vec![
-        "{", "}", "[", "]", ":", ",", "\"model\"", "\"messages\"", "\"prompt\"", "\"input\"", "\"role\"",
-        "\"content\"", "\"type\"", "\"text\"", "\"system\"", "\"instructions\"", "\"stream\"", "\"max_tokens\"",
-        "\"cache_salt\"", "\"user\"", "\"x\\u00e9\"", "\"\\\"\"", "1", "-1", "1e400", "0.5", "null", "true", " ",
+        "{",
+        "}",
+        "[",
+        "]",
+        ":",
+        ",",
+        "\"model\"",
+        "\"messages\"",
+        "\"prompt\"",
+        "\"input\"",
+        "\"role\"",
+        "\"content\"",
+        "\"type\"",
+        "\"text\"",
+        "\"system\"",
+        "\"instructions\"",
+        "\"stream\"",
+        "\"max_tokens\"",
+        "\"cache_salt\"",
+        "\"user\"",
+        "\"x\\u00e9\"",
+        "\"\\\"\"",
+        "1",
+        "-1",
+        "1e400",
+        "0.5",
+        "null",
+        "true",
+        " ",
     ]);
     prop::collection::vec(token, 0..80).prop_map(|t| t.concat())
 }
