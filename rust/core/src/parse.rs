@@ -104,6 +104,8 @@ pub enum ParseError {
     DuplicateField(&'static str),
 }
 
+const PROMPT_RESERVE_MAX: usize = 256 * 1024;
+
 /// Parse a request body for the API named by `path`.
 pub fn parse_request(path: &str, body: &[u8]) -> Result<ParsedRequest, ParseError> {
     let kind = ApiKind::from_path(path);
@@ -112,8 +114,10 @@ pub fn parse_request(path: &str, body: &[u8]) -> Result<ParsedRequest, ParseErro
     }
     let text = json_text(body)?;
     let mut sink = Sink::default();
-    // The prompt is at most about the body's size: one allocation instead of a doubling series.
-    sink.buf(Target::Prompt).reserve(body.len());
+    // The prompt is at most about the body's size: one allocation instead of a doubling series,
+    // capped so a body of base64 images does not reserve megabytes for a short prompt.
+    sink.buf(Target::Prompt)
+        .reserve(body.len().min(PROMPT_RESERVE_MAX));
     let top = run(text, &mut sink, |de, sink| {
         de.deserialize_map(BodyVisitor { kind, sink })
     })?;
