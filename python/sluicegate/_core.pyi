@@ -35,7 +35,8 @@ class EndpointMetrics:
     num_gpu_blocks: int
 
 def parse_metrics(text: bytes, engine: str) -> EndpointMetrics:
-    """Parse Prometheus text with the metric names of `engine` ("vllm" | "sglang" | "trtllm")."""
+    """Parse Prometheus text with the metric names of `engine` ("vllm" | "sglang" | "trtllm",
+    alias "trtllm-serve"); metrics absent from the text read as 0. Unknown engine: ConfigError."""
 
 class Decision:
     endpoints: str  # "ip:port[,ip:port...]": primary first, then fallbacks
@@ -63,11 +64,15 @@ class Router:
     def __init__(self, config_json: str = "{}") -> None:
         """config_json: {"scorers": {"queue-scorer": 2.0, ...}, "maxNumOfEndpoints": 1,
         "stalenessMs": 2000, "scrapeIntervalMs": 50, "scrapeTimeoutMs": 1000,
-        "prefixBlockBytes": 256}; unknown keys raise ConfigError naming the key."""
+        "prefixBlockBytes": 256}; unknown keys raise ConfigError naming the key. A given
+        "scorers" map replaces the defaults (queue-scorer 2, kv-cache-utilization-scorer 2,
+        active-request-scorer 1)."""
     def set_endpoints(self, endpoints: Sequence[tuple[str, str, Mapping[str, str]]]) -> None:
-        """Replace the endpoint set: (name, "ip:port", labels). Metrics of kept endpoints survive."""
-    def ingest_metrics(self, address: str, text: bytes, engine: str = "vllm") -> None:
-        """Feed a scrape result by hand (tests, push-based discovery)."""
+        """Replace the endpoint set: (name, "ip:port", labels). Metrics of kept endpoints survive.
+        The label `llm-d.ai/engine-type` picks the metric names the scraper reads (default vllm)."""
+    def ingest_metrics(self, address: str, text: bytes, engine: str = "vllm") -> bool:
+        """Feed a scrape result by hand (tests, push-based discovery); False when `address` is
+        not in the pool. Missing metrics keep their last value."""
     def start_scraper(self) -> None:
         """Start the Rust scrape thread: GET http://address/metrics every scrapeIntervalMs."""
     def stop_scraper(self) -> None: ...

@@ -11,3 +11,15 @@ use sluicegate_core::parse::ParseError;
 pub fn parse_error(e: ParseError) -> PyErr {
     BadRequestError::new_err(e.to_string())
 }
+
+pub fn config_error(message: String) -> PyErr {
+    ConfigError::new_err(message)
+}
+
+pub fn route_error(e: sluicegate_core::scheduling::RouteError) -> PyErr {
+    use sluicegate_core::scheduling::RouteError;
+    match e {
+        RouteError::BadRequest(p) => parse_error(p),
+        RouteError::NoEndpoints(s) => NoEndpointsError::new_err(s.to_string()),
+    }
+}

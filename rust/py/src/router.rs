@@ -1,7 +1,240 @@
-//! Bindings for the per-pool Router: endpoint snapshot, scheduler and scraper.
+//! Bindings for the per-pool Router: endpoint snapshot, scheduler and scraper. Values cross
+//! as plain types; routing runs with the GIL released.
+
+use std::collections::BTreeMap;
 
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use sluicegate_core::datalayer::{metrics, EndpointSpec, Engine};
+use sluicegate_core::scheduling::{self, RouteError};
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use crate::errors::{config_error, route_error};
+
+#[pyclass(name = "EndpointMetrics", module = "sluicegate._core", frozen, get_all)]
+pub struct PyEndpointMetrics {
+    waiting: u32,
+    running: u32,
+    kv_usage: f64,
+    running_loras: Vec<String>,
+    waiting_loras: Vec<String>,
+    max_lora: u32,
+    block_size: u32,
+    num_gpu_blocks: u64,
+}
+
+#[pymethods]
+impl PyEndpointMetrics {
+    fn __repr__(&self) -> String {
+        format!(
+            "EndpointMetrics(waiting={}, running={}, kv_usage={}, running_loras={:?}, waiting_loras={:?}, \
+             max_lora={}, block_size={}, num_gpu_blocks={})",
+            self.waiting,
+            self.running,
+            self.kv_usage,
+            self.running_loras,
+            self.waiting_loras,
+            self.max_lora,
+            self.block_size,
+            self.num_gpu_blocks
+        )
+    }
+}
+
+fn engine_named(name: &str) -> PyResult<Engine> {
+    Engine::from_name(name).map_err(|e| config_error(e.to_string()))
+}
+
+fn text_of(bytes: &[u8]) -> PyResult<&str> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        pyo3::exceptions::PyValueError::new_err(format!("metrics text is not UTF-8: {e}"))
+    })
+}
+
+#[pyfunction]
+fn parse_metrics(
+    py: Python<'_>,
+    text: &Bound<'_, PyBytes>,
+    engine: &str,
+) -> PyResult<PyEndpointMetrics> {
+    let engine = engine_named(engine)?;
+    let text = text_of(text.as_bytes())?;
+    let mut m = metrics::EndpointMetrics::default();
+    let update = py.detach(|| metrics::parse_metrics(text, engine));
+    m.merge(&update);
+    Ok(PyEndpointMetrics {
+        waiting: m.waiting,
+        running: m.running,
+        kv_usage: m.kv_usage,
+        running_loras: m.running_loras,
+        waiting_loras: m.waiting_loras,
+        max_lora: m.max_lora,
+        block_size: m.block_size,
+        num_gpu_blocks: m.num_gpu_blocks,
+    })
+}
+
+#[pyclass(name = "Decision", module = "sluicegate._core", frozen, get_all)]
+pub struct PyDecision {
+    endpoints: String,
+    primary: String,
+    model: Option<String>,
+    target_model: Option<String>,
+    body: Option<Py<PyBytes>>,
+    stream: bool,
+    kind: &'static str,
+}
+
+#[pymethods]
+impl PyDecision {
+    fn __repr__(&self) -> String {
+        format!(
+            "Decision(endpoints={:?}, model={:?}, target_model={:?}, rewritten={}, stream={}, kind={:?})",
+            self.endpoints,
+            self.model,
+            self.target_model,
+            self.body.is_some(),
+            self.stream,
+            self.kind
+        )
+    }
+}
+
+#[pyclass(name = "EndpointStatus", module = "sluicegate._core", frozen, get_all)]
+pub struct PyEndpointStatus {
+    name: String,
+    address: String,
+    waiting: u32,
+    running: u32,
+    kv_usage: f64,
+    in_flight: u32,
+    age_ms: i64,
+    stale: bool,
+    scrape_errors: u64,
+}
+
+#[pymethods]
+impl PyEndpointStatus {
+    fn __repr__(&self) -> String {
+        format!(
+            "EndpointStatus(name={:?}, address={:?}, waiting={}, running={}, kv_usage={}, in_flight={}, \
+             age_ms={}, stale={}, scrape_errors={})",
+            self.name,
+            self.address,
+            self.waiting,
+            self.running,
+            self.kv_usage,
+            self.in_flight,
+            self.age_ms,
+            self.stale,
+            self.scrape_errors
+        )
+    }
+}
+
+#[pyclass(name = "Router", module = "sluicegate._core", frozen)]
+pub struct PyRouter {
+    inner: scheduling::Router,
+}
+
+#[pymethods]
+impl PyRouter {
+    #[new]
+    #[pyo3(signature = (config_json = "{}"))]
+    fn new(config_json: &str) -> PyResult<Self> {
+        let inner =
+            scheduling::Router::from_json(config_json).map_err(|e| config_error(e.to_string()))?;
+        Ok(PyRouter { inner })
+    }
+
+    fn set_endpoints(&self, endpoints: Vec<(String, String, BTreeMap<String, String>)>) {
+        let specs: Vec<EndpointSpec> = endpoints
+            .into_iter()
+            .map(|(name, address, labels)| EndpointSpec {
+                name,
+                address,
+                labels: labels.into_iter().collect(),
+            })
+            .collect();
+        self.inner.set_endpoints(&specs);
+    }
+
+    #[pyo3(signature = (address, text, engine = "vllm"))]
+    fn ingest_metrics(
+        &self,
+        py: Python<'_>,
+        address: &str,
+        text: &Bound<'_, PyBytes>,
+        engine: &str,
+    ) -> PyResult<bool> {
+        let engine = engine_named(engine)?;
+        let text = text_of(text.as_bytes())?;
+        Ok(py.detach(|| self.inner.ingest_metrics(address, text, engine)))
+    }
+
+    fn start_scraper(&self) -> PyResult<()> {
+        Ok(self.inner.start_scraper()?)
+    }
+
+    fn stop_scraper(&self, py: Python<'_>) {
+        // Joining the scrape thread can take up to one request timeout.
+        py.detach(|| self.inner.stop_scraper());
+    }
+
+    #[pyo3(signature = (path, body, model_rewrite = None, subset = None))]
+    fn route(
+        &self,
+        py: Python<'_>,
+        path: &str,
+        body: &Bound<'_, PyBytes>,
+        model_rewrite: Option<&str>,
+        subset: Option<Vec<String>>,
+    ) -> PyResult<PyDecision> {
+        let raw = body.as_bytes();
+        let d = py
+            .detach(|| {
+                self.inner
+                    .route(path, raw, model_rewrite, subset.as_deref())
+            })
+            .map_err(|e: RouteError| route_error(e))?;
+        Ok(PyDecision {
+            primary: d.primary().to_owned(),
+            body: d.body.as_deref().map(|b| PyBytes::new(py, b).unbind()),
+            endpoints: d.endpoints,
+            model: d.model,
+            target_model: d.target_model,
+            stream: d.stream,
+            kind: d.kind.as_str(),
+        })
+    }
+
+    fn release(&self, address: &str) {
+        self.inner.release(address);
+    }
+
+    fn status(&self) -> Vec<PyEndpointStatus> {
+        self.inner
+            .status()
+            .into_iter()
+            .map(|s| PyEndpointStatus {
+                name: s.name,
+                address: s.address,
+                waiting: s.waiting,
+                running: s.running,
+                kv_usage: s.kv_usage,
+                in_flight: s.in_flight,
+                age_ms: s.age_ms.map_or(-1, |a| a.min(i64::MAX as u64) as i64),
+                stale: s.stale,
+                scrape_errors: s.scrape_errors,
+            })
+            .collect()
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyEndpointMetrics>()?;
+    m.add_class::<PyDecision>()?;
+    m.add_class::<PyEndpointStatus>()?;
+    m.add_class::<PyRouter>()?;
+    m.add_function(wrap_pyfunction!(parse_metrics, m)?)?;
     Ok(())
 }
