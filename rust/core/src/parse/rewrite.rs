@@ -83,7 +83,7 @@ pub fn replace_model_in_chunk_cow<'a>(chunk: &'a [u8], old: &str, new: &str) -> 
     if old == new {
         return Cow::Borrowed(chunk);
     }
-    let mut old_json = Vec::new();
+    let old_json = JsonString::new(old);
     let mut out: Option<Vec<u8>> = None;
     let mut copied = 0;
     // Inside a JSON string a quote is escaped (`\"model\"`), so a `"model"` match is a key or a
@@ -92,16 +92,16 @@ pub fn replace_model_in_chunk_cow<'a>(chunk: &'a [u8], old: &str, new: &str) -> 
         let Some(value_at) = value_after_colon(chunk, key_at + b"\"model\"".len()) else {
             continue;
         };
-        if old_json.is_empty() {
-            write_json_string(&mut old_json, old);
-        }
-        if value_at < copied || !chunk[value_at..].starts_with(&old_json) {
+        let Some(value_len) = old_json.matched_at(&chunk[value_at..]) else {
+            continue;
+        };
+        if value_at < copied {
             continue;
         }
         let out = out.get_or_insert_with(|| Vec::with_capacity(chunk.len() + new.len()));
         out.extend_from_slice(&chunk[copied..value_at]);
         write_json_string(out, new);
-        copied = value_at + old_json.len();
+        copied = value_at + value_len;
     }
     match out {
         None => Cow::Borrowed(chunk),
@@ -109,6 +109,31 @@ pub fn replace_model_in_chunk_cow<'a>(chunk: &'a [u8], old: &str, new: &str) -> 
             out.extend_from_slice(&chunk[copied..]);
             Cow::Owned(out)
         }
+    }
+}
+
+/// A name as it appears between the quotes of a JSON string; borrowed when it needs no escape,
+/// which is every model name in practice.
+struct JsonString<'a>(Cow<'a, [u8]>);
+
+impl<'a> JsonString<'a> {
+    fn new(s: &'a str) -> Self {
+        if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            return JsonString(Cow::Borrowed(s.as_bytes()));
+        }
+        let mut quoted = Vec::with_capacity(s.len() + 8);
+        write_json_string(&mut quoted, s);
+        JsonString(Cow::Owned(quoted[1..quoted.len() - 1].to_vec()))
+    }
+
+    /// The length of the quoted string that `at` starts with, if it is this one.
+    fn matched_at(&self, at: &[u8]) -> Option<usize> {
+        let inner = &self.0;
+        let end = inner.len() + 1;
+        let is_match = at.first() == Some(&b'"')
+            && at.get(1..end) == Some(&inner[..])
+            && at.get(end) == Some(&b'"');
+        is_match.then_some(end + 1)
     }
 }
 
