@@ -1,5 +1,5 @@
-"""Bench fixtures: sizes (SLUICEGATE_BENCH_QUICK / SLUICEGATE_BENCH_REQUESTS), one backend
-process for the session, and the results every path records, printed as a table at the end."""
+"""Bench fixtures: sizes (SLUICEGATE_BENCH_QUICK / SLUICEGATE_BENCH_REQUESTS), one backend and
+the baseline paths for the session, and the results every path records, printed at the end."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 
 from benches.results import PathResult, format_table
-from benches.stack import BackendProcess
+from benches.stack import BackendProcess, BaselineStacks
 
 _RESULTS = pytest.StashKey[dict[str, PathResult]]()
 
@@ -52,8 +52,15 @@ def backend() -> Iterator[BackendProcess]:
 
 
 @pytest.fixture(scope="session")
+def baseline_stacks(backend: BackendProcess) -> Iterator[BaselineStacks]:
+    stacks = BaselineStacks(backend)
+    yield stacks
+    stacks.stop_all()
+
+
+@pytest.fixture(scope="session")
 def path_results(pytestconfig: pytest.Config) -> dict[str, PathResult]:
-    """Results by path name, in the order measured; later paths compare to earlier baselines."""
+    """Results by path name, in the order measured, for the end-of-session table."""
     return pytestconfig.stash[_RESULTS]
 
 

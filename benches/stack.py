@@ -170,3 +170,25 @@ class PathStack:
             self.epp.stop()
             self.epp = None
         shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+class BaselineStacks:
+    """The baseline paths, started on first use and kept for the session, so every path can
+    interleave its requests with its baseline's and both see the same machine load."""
+
+    def __init__(self, backend: BackendProcess) -> None:
+        self._backend = backend
+        self._stacks: dict[str, PathStack] = {}
+
+    def get(self, name: str) -> PathStack:
+        if name not in self._stacks:
+            config = next((p for p in PATHS if p.name == name), None)
+            if config is None:
+                raise KeyError(f"baseline: no path named {name!r} in PATHS")
+            self._stacks[name] = PathStack(config, self._backend).start()
+        return self._stacks[name]
+
+    def stop_all(self) -> None:
+        for stack in self._stacks.values():
+            stack.stop()
+        self._stacks.clear()
