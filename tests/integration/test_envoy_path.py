@@ -35,7 +35,7 @@ class Stack:
         if envoy_opts.get("upstream_mode") == "override_host":
             envoy_opts.setdefault("endpoints", tuple(self.addresses))
         opts = EnvoyOptions(listen_port=0, admin_port=0, listen_address="127.0.0.1", epp_port=self.epp.port,
-                            epp_health_port=self.epp.health_port, concurrency=1, **envoy_opts)
+                            epp_health_port=self.epp.health_port, epp_tls=False, concurrency=1, **envoy_opts)
         self.envoy = EnvoyProcess(opts, wait_epp_healthy=True).start_blocking()
 
     def post(self, body, headers=None, path=CHAT):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol, Sequence
 
+from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from .. import errors
@@ -17,10 +18,10 @@ from . import messages, protocol
 
 log = logging.getLogger(__name__)
 
-FULL_DUPLEX = pb.ProcessingMode.FULL_DUPLEX_STREAMED
-BUFFERED = pb.ProcessingMode.BUFFERED
-STREAMED = pb.ProcessingMode.STREAMED
-NO_BODY = pb.ProcessingMode.NONE
+FULL_DUPLEX = ProcessingMode.FULL_DUPLEX_STREAMED
+BUFFERED = ProcessingMode.BUFFERED
+STREAMED = ProcessingMode.STREAMED
+NO_BODY = ProcessingMode.NONE
 
 
 class Decision(Protocol):
