@@ -14,7 +14,7 @@ ROLES = ("epp", "envoy", "backend")
 class PathResult:
     name: str
     latency: LatencySummary
-    # The baseline path's requests, interleaved one for one with this path's.
+    # The baseline path's requests, in blocks alternating with this path's.
     baseline: str | None = None
     baseline_latency: LatencySummary | None = None
     # CPU per request by role, µs, with the role's idle CPU over the same wall time taken out.
@@ -71,7 +71,7 @@ def format_table(results: dict[str, PathResult]) -> str:
             + "".join(f"{_cell(cpu.get(role)):>12}" for role in ROLES)
             + f"{_cell(r.idle_cpu_ms_per_s.get('epp'), '{:.1f}'):>10}"
         )
-    lines.append("latency: µs per request, client wall time; `vs` = baseline path, its requests "
-                 "interleaved one for one with the row's; +/x over it")
+    lines.append("latency: µs per request, client wall time; `vs` = baseline path, measured in "
+                 "blocks alternating with the row's; +/x over it")
     lines.append("cpu: µs per request (all threads, idle CPU taken out); epp idle: ms CPU per s")
     return "\n".join(lines)
