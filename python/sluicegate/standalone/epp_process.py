@@ -17,7 +17,7 @@ import time
 import weakref
 from pathlib import Path
 
-from sluicegate.standalone.process import _die_with_parent, _kill
+from sluicegate.standalone.children import kill, spawn
 
 _READY = re.compile(rb"sluicegate ready grpc=(\d+) health=(\d+)")
 
@@ -64,11 +64,9 @@ class EppProcess:
             raise RuntimeError("EppProcess already started")
         log = open(self.log_path, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self._proc = subprocess.Popen(
-            self.args, stdout=subprocess.PIPE, stderr=log, env=env, preexec_fn=_die_with_parent
-        )
+        self._proc = spawn(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env)
         log.close()
-        self._finalizer = weakref.finalize(self, _kill, self._proc)
+        self._finalizer = weakref.finalize(self, kill, self._proc)
         try:
             self._wait_ready()
         except BaseException:

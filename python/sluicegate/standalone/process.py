@@ -7,7 +7,6 @@ run at interpreter exit) kills it if stop() was never reached.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import dataclasses
 import http.client
 import shutil
@@ -22,29 +21,18 @@ from typing import Any
 import yaml
 
 from sluicegate.standalone.binary import envoy_binary_path
+from sluicegate.standalone.children import kill, spawn
 from sluicegate.standalone.bootstrap import EPP_CLUSTER, envoy_bootstrap
 from sluicegate.standalone.options import EnvoyOptions
 from sluicegate.standalone.ports import find_free_port
 
 _POLL_S = 0.05
-_PR_SET_PDEATHSIG = 1
 
 
 class EnvoyStartError(RuntimeError):
     """Envoy exited or did not become ready in time; the message carries its log tail."""
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: a crashed or SIGKILLed test runner must not
-    # leave an Envoy holding its ports.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def _resolve_ports(opts: EnvoyOptions) -> EnvoyOptions:
@@ -137,14 +125,8 @@ class EnvoyProcess:
             "--log-path", str(self.log_path),
         ]
         with open(self._workdir / "envoy.out", "ab") as out:
-            self._proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-            )
-        self._finalizer = weakref.finalize(self, _kill, self._proc)
+            self._proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        self._finalizer = weakref.finalize(self, kill, self._proc)
 
     def _log_tail(self, lines: int = 20) -> str:
         assert self._workdir is not None
@@ -246,7 +228,7 @@ class EnvoyProcess:
 
     def _reap(self) -> int | None:
         assert self._proc is not None
-        _kill(self._proc)
+        kill(self._proc)
         if self._finalizer is not None:
             self._finalizer.detach()
         if self._given_workdir is None and self._workdir is not None:
