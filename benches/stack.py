@@ -20,7 +20,7 @@ from pathlib import Path
 from benches.backend import READY_PREFIX
 from sluicegate.standalone import EnvoyOptions, EnvoyProcess
 from sluicegate.standalone.epp_process import EppProcess
-from sluicegate.standalone.process import _die_with_parent, _kill
+from sluicegate.standalone.children import kill, spawn
 
 _BACKEND_SCRIPT = Path(__file__).with_name("backend.py")
 
@@ -74,10 +74,8 @@ class BackendProcess:
         return self._proc.pid
 
     def start(self) -> BackendProcess:
-        self._proc = subprocess.Popen(
-            [sys.executable, str(_BACKEND_SCRIPT)], stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
-        )
+        self._proc = spawn([sys.executable, str(_BACKEND_SCRIPT)], stdout=subprocess.PIPE,
+                           stdin=subprocess.DEVNULL)
         try:
             self.address = self._ready_line()
         except BaseException:
@@ -102,7 +100,7 @@ class BackendProcess:
     def stop(self) -> None:
         if self._proc is None:
             return
-        _kill(self._proc)
+        kill(self._proc)
         if self._proc.stdout is not None:
             self._proc.stdout.close()
         self._proc = None
@@ -174,7 +172,7 @@ class PathStack:
 
 class BaselineStacks:
     """The baseline paths, started on first use and kept for the session, so every path can
-    interleave its requests with its baseline's and both see the same machine load."""
+    alternate its requests with its baseline's and both see the same machine load."""
 
     def __init__(self, backend: BackendProcess) -> None:
         self._backend = backend
