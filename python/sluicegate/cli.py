@@ -103,6 +103,22 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: _serve(sim_cli.run_from_args(args)))
 
 
+def _add_loadgen(sub: argparse._SubParsersAction) -> None:
+    from .loadgen import cli as loadgen_cli
+
+    p = sub.add_parser("loadgen", help="send an open-loop OpenAI load and print its report as JSON")
+    loadgen_cli.add_arguments(p)
+    p.set_defaults(func=lambda args: _serve(loadgen_cli.run_from_args(args)))
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from . import demo
+
+    p = sub.add_parser("demo", help="EPP vs round-robin through Envoy over simulated servers, no Kubernetes")
+    demo.add_arguments(p)
+    p.set_defaults(func=demo.run_from_args)
+
+
 def _add_envoy_config(sub: argparse._SubParsersAction) -> None:
     from .standalone import config_command
 
@@ -136,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_check_config(sub)
     _add_sim(sub)
+    _add_loadgen(sub)
+    _add_demo(sub)
     _add_envoy_config(sub)
     return parser
 
