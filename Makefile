@@ -39,6 +39,7 @@ bench: setup
 	$(PY) -m pytest -q benches --benchmark-only
 
 lint: setup
+	$(VENV)/bin/ruff check --select F,E9 python tests benches
 	cargo clippy --workspace -q -- -D warnings
 	cargo fmt --all --check
 

@@ -6,23 +6,22 @@ free ports, in its own process, and is stopped by whoever started it.
 
 from __future__ import annotations
 
-import json
-import os
-import selectors
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from benches.backend import READY_PREFIX
+from sluicegate.datalayer.discovery import write_endpoints_file
 from sluicegate.standalone import EnvoyOptions, EnvoyProcess
 from sluicegate.standalone.epp_process import EppProcess
-from sluicegate.standalone.children import kill, spawn
+from sluicegate.standalone.children import kill, spawn, wait_for_line
 
 _BACKEND_SCRIPT = Path(__file__).with_name("backend.py")
+_READY = re.compile(re.escape(READY_PREFIX.encode()) + rb"(\S+)\n")
 
 
 @dataclass(frozen=True)
@@ -84,18 +83,11 @@ class BackendProcess:
         return self
 
     def _ready_line(self) -> str:
-        assert self._proc is not None and self._proc.stdout is not None
-        deadline = time.monotonic() + self._ready_timeout_s
-        buf = b""
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._proc.stdout, selectors.EVENT_READ)
-            while time.monotonic() < deadline and self._proc.poll() is None:
-                if sel.select(timeout=0.1):
-                    buf += os.read(self._proc.stdout.fileno(), 4096)
-                    line, newline, _ = buf.partition(b"\n")
-                    if newline and line.startswith(READY_PREFIX.encode()):
-                        return line[len(READY_PREFIX):].decode()
-        raise RuntimeError(f"bench backend not ready (exit={self._proc.poll()}, output={buf!r})")
+        assert self._proc is not None
+        m = wait_for_line(self._proc, _READY, self._ready_timeout_s)
+        if m is None:
+            raise RuntimeError(f"bench backend not ready (exit={self._proc.poll()})")
+        return m.group(1).decode()
 
     def stop(self) -> None:
         if self._proc is None:
@@ -107,10 +99,7 @@ class BackendProcess:
 
 
 def _write_endpoints(path: Path, address: str) -> Path:
-    host, port = address.rsplit(":", 1)
-    path.write_text(json.dumps({"endpoints": [{"name": "bench-backend", "address": host,
-                                               "port": int(port)}]}))
-    return path
+    return write_endpoints_file(path, [address], name_prefix="bench-backend")
 
 
 class PathStack:

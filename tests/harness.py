@@ -12,6 +12,7 @@ from pathlib import Path
 
 import uvloop
 
+from sluicegate.datalayer.discovery import write_endpoints_file
 from sluicegate.sim.config import SimConfig
 from sluicegate.sim.server import SimServer
 
@@ -63,12 +64,7 @@ class SimFleet:
 
 
 def write_endpoints(path: Path, addresses: list[str]) -> Path:
-    eps = []
-    for i, a in enumerate(addresses):
-        host, port = a.rsplit(":", 1)
-        eps.append({"name": f"sim-{i}", "address": host, "port": int(port)})
-    path.write_text(json.dumps({"endpoints": eps}))
-    return path
+    return write_endpoints_file(path, addresses, name_prefix="sim")
 
 
 def http_request(url: str, path: str, body: bytes | dict | None = None, headers: dict[str, str] | None = None,

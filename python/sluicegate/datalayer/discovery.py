@@ -129,3 +129,14 @@ class FileDiscovery:
                 self._on_change(load_endpoints_file(self._path))
             except ConfigError as e:
                 log.error("keeping the previous endpoints: %s", e)
+
+
+def write_endpoints_file(path: str | Path, addresses: list[str], name_prefix: str = "endpoint") -> Path:
+    """Write `ip:port` addresses as an endpoints file (JSON), for the demo, tests and benches."""
+    eps = []
+    for i, hostport in enumerate(addresses):
+        host, port = hostport.rsplit(":", 1)
+        eps.append({"name": f"{name_prefix}-{i}", "address": host, "port": int(port)})
+    p = Path(path)
+    p.write_text(json.dumps({"endpoints": eps}))
+    return p

@@ -7,8 +7,12 @@ parent-death signal from the exec side, and lets subprocess use posix_spawn.
 
 from __future__ import annotations
 
+import os
+import re
+import selectors
 import shutil
 import subprocess
+import time
 from typing import Any
 
 _SETPRIV = shutil.which("setpriv")
@@ -24,3 +28,25 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def wait_for_line(proc: subprocess.Popen[bytes], pattern: re.Pattern[bytes], timeout_s: float) -> re.Match[bytes] | None:
+    """Read the child's stdout until `pattern` matches, the child exits, or `timeout_s` passes."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    buf = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=0.1):
+                if proc.poll() is not None:
+                    return None
+                continue
+            data = os.read(proc.stdout.fileno(), 4096)
+            if not data:
+                return None
+            buf += data
+            m = pattern.search(buf)
+            if m:
+                return m
+    return None

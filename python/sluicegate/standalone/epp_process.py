@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 import weakref
 from pathlib import Path
 
-from sluicegate.standalone.children import kill, spawn
+from sluicegate.standalone.children import kill, spawn, wait_for_line
 
 _READY = re.compile(rb"sluicegate ready grpc=(\d+) health=(\d+)")
 
@@ -75,27 +73,11 @@ class EppProcess:
         return self
 
     def _wait_ready(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        deadline = time.monotonic() + self._ready_timeout_s
-        sel = selectors.DefaultSelector()
-        sel.register(self._proc.stdout, selectors.EVENT_READ)
-        buf = b""
-        try:
-            while time.monotonic() < deadline:
-                if not sel.select(timeout=0.1):
-                    if self._proc.poll() is not None:
-                        break
-                    continue
-                data = os.read(self._proc.stdout.fileno(), 4096)
-                if not data:
-                    break
-                buf += data
-                m = _READY.search(buf)
-                if m:
-                    self.port, self.health_port = int(m.group(1)), int(m.group(2))
-                    return
-        finally:
-            sel.close()
+        assert self._proc is not None
+        m = wait_for_line(self._proc, _READY, self._ready_timeout_s)
+        if m:
+            self.port, self.health_port = int(m.group(1)), int(m.group(2))
+            return
         raise EppStartError(f"EPP did not become ready (exit={self._proc.poll()}):\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 30) -> str:
