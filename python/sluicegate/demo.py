@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sluicegate.datalayer.discovery import write_endpoints_file
 from sluicegate.loadgen import LoadReport, run_load
-from sluicegate.sim import SimConfig, SimServer, start_servers, stop_servers
+from sluicegate.sim import SimConfig, start_servers, stop_servers
 from sluicegate.standalone import EnvoyOptions, EnvoyProcess
 from sluicegate.standalone.epp_process import EppProcess
 
@@ -77,15 +78,6 @@ def _proc_cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
-def _write_endpoints(path: Path, servers: list[SimServer]) -> Path:
-    endpoints = []
-    for server in servers:
-        host, port = server.address.rsplit(":", 1)
-        endpoints.append({"name": server.name, "address": host, "port": int(port)})
-    path.write_text(json.dumps({"endpoints": endpoints}))
-    return path
-
-
 async def _measure_load(policy: str, url: str, pids: dict[str, int | None], rate: float,
                         duration_s: float, seed: int) -> PolicyResult:
     before = {name: _proc_cpu_s(pid) for name, pid in pids.items()}
@@ -111,8 +103,8 @@ async def run_policy(policy: str, rate: float, duration_s: float, seed: int,
                       endpoints=addresses)
         if policy == "sluicegate":
             _progress("starting the EPP (sluicegate run) and Envoy in override_host mode")
-            epp = EppProcess(_write_endpoints(workdir / "endpoints.json", servers),
-                             log_path=workdir / "epp.log")
+            endpoints = write_endpoints_file(workdir / "endpoints.json", list(addresses), "sim")
+            epp = EppProcess(endpoints, log_path=workdir / "epp.log")
             # Blocking on purpose: a signal is handled after it returns, so no EPP can be
             # left half-started by a cancelled thread.
             epp.start()
@@ -198,27 +190,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--json", action="store_true", help="print one JSON object instead of the table")
 
 
-async def _main(args: argparse.Namespace) -> dict[str, PolicyResult]:
-    # SIGINT and SIGTERM cancel the demo, so the finally blocks stop Envoy, the EPP and the sims.
+class _Interrupt:
+    """The first SIGINT/SIGTERM cancels the demo so its finally blocks stop Envoy, the EPP and
+    the simulators; later ones are ignored, so they cannot cut that clean-up short."""
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.signal: int | None = None
+
+    def __call__(self, signum: int) -> None:
+        if self.signal is None:
+            self.signal = signum
+            # Requests still in flight fail as their connections close; that is expected now.
+            asyncio.get_running_loop().set_exception_handler(lambda loop, context: None)
+            self.task.cancel()
+        else:
+            _progress("already stopping; clean-up takes a few seconds")
+
+
+async def _main(args: argparse.Namespace, interrupt: list[_Interrupt]) -> dict[str, PolicyResult]:
     task = asyncio.current_task()
     assert task is not None
+    interrupt.append(_Interrupt(task))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, interrupt[0], sig)
     return await run_demo(args.rate, args.duration, args.seed)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     import uvloop
 
+    interrupt: list[_Interrupt] = []
     try:
-        results = uvloop.run(_main(args))
+        results = uvloop.run(_main(args, interrupt))
     except ValueError as exc:
         print(f"sluicegate demo: {exc}", file=sys.stderr)
         return 2
     except asyncio.CancelledError:
         _progress("interrupted; everything stopped")
-        return 130
+        signum = interrupt[0].signal if interrupt else None
+        return 128 + (signum or signal.SIGINT)
     if args.json:
         print(json.dumps({policy: r.to_dict() for policy, r in results.items()}))
     else:
