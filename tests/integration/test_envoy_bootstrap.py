@@ -204,9 +204,10 @@ def test_client_destination_is_stripped_before_ext_proc_and_served_header_read_a
     ]
 
 
-def test_override_host_mode_without_endpoints_is_rejected_naming_the_field() -> None:
+@pytest.mark.parametrize("mode", ["override_host", "round_robin"])
+def test_static_upstream_mode_without_endpoints_is_rejected_naming_the_field(mode: str) -> None:
     with pytest.raises(ConfigError, match="endpoints"):
-        EnvoyOptions(upstream_mode="override_host")
+        EnvoyOptions(upstream_mode=mode)  # type: ignore[arg-type]
 
 
 def test_fallback_endpoint_must_be_ip_and_port() -> None:
@@ -337,11 +338,6 @@ def test_round_robin_mode_passes_envoy_validate_without_ext_proc_or_epp_cluster(
     assert [(c["name"], c.get("lb_policy")) for c in resources["clusters"]] == [
         ("inference_pool", "ROUND_ROBIN")
     ]
-
-
-def test_round_robin_mode_without_endpoints_is_rejected_naming_the_field() -> None:
-    with pytest.raises(ConfigError, match="endpoints"):
-        EnvoyOptions(upstream_mode="round_robin")
 
 
 @pytest.mark.envoy
