@@ -134,8 +134,8 @@ async def run_demo(rate: float = DEFAULT_RATE, duration_s: float = DEFAULT_DURAT
         raise ValueError(f"rate={rate!r}: must be > 0")
     if not duration_s > 0:
         raise ValueError(f"duration={duration_s!r}: must be > 0")
-    _progress("4 simulated vLLM servers per run: fast-0, fast-1 and the ~2.5x slower "
-              "slow-0, slow-1 (half the KV cache and LoRA slots)")
+    _progress("4 simulated vLLM servers per run: fast-0, fast-1, and slow-0, slow-1 with 5x "
+              "slower prefill, 2x slower decode, half the KV cache and LoRA slots")
     results: dict[str, PolicyResult] = {}
     with tempfile.TemporaryDirectory(prefix="sluicegate-demo-") as tmp:
         for i, policy in enumerate(POLICIES, 1):
