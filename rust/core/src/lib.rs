@@ -3,6 +3,7 @@
 //! The `sluicegate-py` crate wraps it for Python; other gateways can embed it directly.
 
 pub mod datalayer;
+pub mod flowcontrol;
 pub mod parse;
 pub mod prefix;
 pub mod scheduling;

@@ -1,0 +1,243 @@
+//! Flow-control settings as the Rust core takes them (JSON, milliseconds, upstream policy names).
+//! The Python side translates the upstream `flowControl:` YAML block into this shape.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("flow control config: {0}")]
+pub struct FlowConfigError(pub String);
+
+/// How a band picks the next flow to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum FairnessPolicy {
+    /// Oldest head across every flow of the band (FCFS across the band).
+    #[default]
+    #[serde(rename = "global-strict-fairness-policy")]
+    GlobalStrict,
+    #[serde(rename = "round-robin-fairness-policy")]
+    RoundRobin,
+}
+
+/// How a flow orders its own requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum OrderingPolicy {
+    #[default]
+    #[serde(rename = "fcfs-ordering-policy")]
+    Fcfs,
+    /// Earliest deadline (enqueue + TTL) first.
+    #[serde(rename = "edf-ordering-policy")]
+    Edf,
+    /// Earliest SLO deadline (enqueue + TTFT objective) first; TTL deadline when none given.
+    #[serde(rename = "slo-deadline-ordering-policy")]
+    SloDeadline,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BandConfig {
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default = "default_band_requests")]
+    pub max_requests: u64,
+    #[serde(default = "default_band_bytes")]
+    pub max_bytes: u64,
+    #[serde(default)]
+    pub fairness_policy: FairnessPolicy,
+    #[serde(default)]
+    pub ordering_policy: OrderingPolicy,
+}
+
+impl Default for BandConfig {
+    fn default() -> Self {
+        BandConfig {
+            priority: 0,
+            max_requests: default_band_requests(),
+            max_bytes: default_band_bytes(),
+            fairness_policy: FairnessPolicy::default(),
+            ordering_policy: OrderingPolicy::default(),
+        }
+    }
+}
+
+/// When a band may dispatch: while pool saturation is below its ceiling.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum UsageLimit {
+    /// One ceiling for every band.
+    #[serde(rename = "static-usage-limit-policy")]
+    Static {
+        #[serde(default = "one")]
+        ceiling: f64,
+    },
+    /// The highest band stops at `highCeiling`, the lowest at `lowCeiling`, bands between
+    /// linearly by rank: lower priorities yield before the pool is full.
+    #[serde(rename = "priority-holdback-policy", rename_all = "camelCase")]
+    PriorityHoldback {
+        #[serde(default = "one")]
+        high_ceiling: f64,
+        #[serde(default = "holdback_low")]
+        low_ceiling: f64,
+    },
+}
+
+impl Default for UsageLimit {
+    fn default() -> Self {
+        UsageLimit::Static { ceiling: 1.0 }
+    }
+}
+
+impl UsageLimit {
+    /// Ceiling of the band at `rank` (0 = highest priority) among `bands` bands.
+    pub fn ceiling(&self, rank: usize, bands: usize) -> f64 {
+        match *self {
+            UsageLimit::Static { ceiling } => ceiling,
+            UsageLimit::PriorityHoldback {
+                high_ceiling,
+                low_ceiling,
+            } => {
+                if bands <= 1 {
+                    return high_ceiling;
+                }
+                let t = rank as f64 / (bands - 1) as f64;
+                high_ceiling + (low_ceiling - high_ceiling) * t
+            }
+        }
+    }
+}
+
+/// Which signal says the pool is full.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum SaturationConfig {
+    /// Per endpoint max(waiting/queueDepthThreshold, kv/kvCacheUtilThreshold); pool = mean.
+    #[serde(rename = "utilization-detector", rename_all = "camelCase")]
+    Utilization {
+        #[serde(default = "queue_depth")]
+        queue_depth_threshold: f64,
+        #[serde(default = "kv_util")]
+        kv_cache_util_threshold: f64,
+        #[serde(default = "staleness_ms")]
+        metrics_staleness_ms: u64,
+    },
+    /// Requests this controller dispatched and not yet released / (maxConcurrency × endpoints).
+    #[serde(rename = "concurrency-detector", rename_all = "camelCase")]
+    Concurrency { max_concurrency: u64 },
+}
+
+impl Default for SaturationConfig {
+    fn default() -> Self {
+        SaturationConfig::Utilization {
+            queue_depth_threshold: queue_depth(),
+            kv_cache_util_threshold: kv_util(),
+            metrics_staleness_ms: staleness_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FlowControlConfig {
+    /// Global ceilings over every band; 0 = no global limit.
+    #[serde(default)]
+    pub max_requests: u64,
+    #[serde(default)]
+    pub max_bytes: u64,
+    #[serde(default = "default_ttl_ms")]
+    pub default_request_ttl_ms: u64,
+    /// How long a request may wait while the pool has no endpoints; defaults to the TTL.
+    #[serde(default)]
+    pub no_endpoint_request_ttl_ms: Option<u64>,
+    /// Settings for bands provisioned on demand (any priority not listed in `priorityBands`).
+    #[serde(default)]
+    pub default_priority_band: BandConfig,
+    #[serde(default)]
+    pub priority_bands: Vec<BandConfig>,
+    #[serde(default)]
+    pub usage_limit_policy: UsageLimit,
+    #[serde(default)]
+    pub saturation_detector: SaturationConfig,
+}
+
+impl Default for FlowControlConfig {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("defaults parse")
+    }
+}
+
+impl FlowControlConfig {
+    pub fn from_json(text: &str) -> Result<Self, FlowConfigError> {
+        let c: FlowControlConfig =
+            serde_json::from_str(text).map_err(|e| FlowConfigError(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), FlowConfigError> {
+        if self.default_request_ttl_ms == 0 {
+            return Err(FlowConfigError("defaultRequestTTL must be > 0".into()));
+        }
+        if let SaturationConfig::Concurrency { max_concurrency: 0 } = self.saturation_detector {
+            return Err(FlowConfigError("maxConcurrency must be > 0".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for b in &self.priority_bands {
+            if !seen.insert(b.priority) {
+                return Err(FlowConfigError(format!(
+                    "priorityBands: priority {} listed twice",
+                    b.priority
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn default_ttl(&self) -> Duration {
+        Duration::from_millis(self.default_request_ttl_ms)
+    }
+
+    pub fn no_endpoint_ttl(&self) -> Duration {
+        Duration::from_millis(
+            self.no_endpoint_request_ttl_ms
+                .unwrap_or(self.default_request_ttl_ms),
+        )
+    }
+
+    /// The settings of the band serving `priority`.
+    pub fn band(&self, priority: i32) -> BandConfig {
+        self.priority_bands
+            .iter()
+            .find(|b| b.priority == priority)
+            .cloned()
+            .unwrap_or_else(|| BandConfig {
+                priority,
+                ..self.default_priority_band.clone()
+            })
+    }
+}
+
+fn default_band_requests() -> u64 {
+    5000
+}
+fn default_band_bytes() -> u64 {
+    1_000_000_000
+}
+fn default_ttl_ms() -> u64 {
+    60_000
+}
+fn one() -> f64 {
+    1.0
+}
+fn holdback_low() -> f64 {
+    0.8
+}
+fn queue_depth() -> f64 {
+    5.0
+}
+fn kv_util() -> f64 {
+    0.8
+}
+fn staleness_ms() -> u64 {
+    200
+}

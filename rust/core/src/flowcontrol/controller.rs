@@ -1,0 +1,321 @@
+//! The flow controller: producers enqueue from any thread into sharded inboxes (no global
+//! lock), the dispatch thread owns every queue and decides what goes next.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use super::config::{FlowControlConfig, OrderingPolicy};
+use super::dispatch::Loop;
+use super::item::{Completion, Item, Rejection};
+use super::ledger::{BandShared, Ledger};
+use super::saturation::SaturationDetector;
+
+/// What the dispatch thread does with a request once policy says it may go.
+pub trait Dispatcher: Send + Sync + 'static {
+    type Request: Send + Sync + 'static;
+    type Output: Send + 'static;
+    /// Resolve candidates from the current state and pick; `NoCandidates` makes the request
+    /// (and everything behind it) wait until the pool changes.
+    fn dispatch(&self, request: &Self::Request) -> Dispatch<Self::Output>;
+    /// True while the pool has no endpoints at all (expiry then reports no-endpoints).
+    fn pool_empty(&self) -> bool;
+}
+
+pub enum Dispatch<O> {
+    Done(O),
+    NoCandidates,
+}
+
+/// Receives outcomes in batches on the dispatch thread; must take (drain) the batch.
+pub trait CompletionSink<O>: Send + Sync + 'static {
+    fn deliver(&self, batch: &mut Vec<Completion<O>>);
+}
+
+impl<O, F> CompletionSink<O> for F
+where
+    F: Fn(&mut Vec<Completion<O>>) + Send + Sync + 'static,
+{
+    fn deliver(&self, batch: &mut Vec<Completion<O>>) {
+        self(batch)
+    }
+}
+
+/// How one request asks to be admitted.
+#[derive(Debug, Clone, Default)]
+pub struct Admission<'a> {
+    /// Fairness id.
+    pub flow: &'a str,
+    pub priority: i32,
+    /// Bytes counted against band and global capacity.
+    pub size: u64,
+    /// None = the configured default.
+    pub ttl: Option<Duration>,
+    /// TTFT objective, the key of `slo-deadline-ordering-policy`.
+    pub slo_ttft: Option<Duration>,
+}
+
+/// A snapshot of the counters, for metrics exporters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowStats {
+    pub queued_requests: u64,
+    pub queued_bytes: u64,
+    /// (priority, queued requests, queued bytes), highest priority first.
+    pub bands: Vec<(i32, u64, u64)>,
+    pub enqueued: u64,
+    pub dispatched: u64,
+    pub rejected_capacity: u64,
+    pub expired_ttl: u64,
+    pub expired_no_endpoints: u64,
+    pub cancelled: u64,
+    pub evicted: u64,
+    pub in_flight: u64,
+    pub saturation: f64,
+    pub dispatch_cycles: u64,
+    pub dispatch_cycle_seconds: f64,
+    pub queue_wait_seconds: f64,
+}
+
+const SHARDS: usize = 16;
+
+/// One shard of arrivals not yet merged by the dispatcher.
+pub(crate) type Inbox<R> = Mutex<Vec<Arc<Item<R>>>>;
+
+pub(crate) struct Shared<D: Dispatcher, S> {
+    pub config: FlowControlConfig,
+    pub dispatcher: D,
+    pub sink: S,
+    pub detector: SaturationDetector,
+    pub ledger: Arc<Ledger>,
+    bands: ArcSwap<HashMap<i32, Arc<BandShared>>>,
+    band_writer: Mutex<()>,
+    pub inbox: Vec<Inbox<D::Request>>,
+    next_id: AtomicU64,
+    pub notified: AtomicBool,
+    pub shutdown: AtomicBool,
+    thread: std::sync::OnceLock<Thread>,
+}
+
+impl<D: Dispatcher, S> Shared<D, S> {
+    pub fn wake(&self) {
+        if !self.notified.swap(true, Ordering::SeqCst) {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    fn band(&self, priority: i32) -> Arc<BandShared> {
+        if let Some(b) = self.bands.load().get(&priority) {
+            return b.clone();
+        }
+        let _w = self.band_writer.lock();
+        let current = self.bands.load_full();
+        if let Some(b) = current.get(&priority) {
+            return b.clone();
+        }
+        let cfg = self.config.band(priority);
+        let band = Arc::new(BandShared {
+            priority,
+            max_requests: cfg.max_requests,
+            max_bytes: cfg.max_bytes,
+            ordering: cfg.ordering_policy,
+            counters: Default::default(),
+            ledger: self.ledger.clone(),
+        });
+        let mut next = (*current).clone();
+        next.insert(priority, band.clone());
+        self.bands.store(Arc::new(next));
+        band
+    }
+}
+
+pub struct FlowController<D: Dispatcher, S: CompletionSink<D::Output>> {
+    shared: Arc<Shared<D, S>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static SHARD: Cell<usize> = Cell::new(NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS);
+}
+
+impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
+    /// Start the dispatch thread.
+    pub fn start(
+        config: FlowControlConfig,
+        detector: SaturationDetector,
+        dispatcher: D,
+        sink: S,
+    ) -> std::io::Result<Self> {
+        let ledger = Arc::new(Ledger {
+            max_requests: config.max_requests,
+            max_bytes: config.max_bytes,
+            ..Default::default()
+        });
+        let shared = Arc::new(Shared {
+            config,
+            dispatcher,
+            sink,
+            detector,
+            ledger,
+            bands: ArcSwap::from_pointee(HashMap::new()),
+            band_writer: Mutex::new(()),
+            inbox: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            next_id: AtomicU64::new(1),
+            notified: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            thread: std::sync::OnceLock::new(),
+        });
+        let mut lp = Loop::new(shared.clone());
+        let handle = std::thread::Builder::new()
+            .name("sluicegate-flow-dispatch".into())
+            .spawn(move || lp.run())?;
+        let _ = shared.thread.set(handle.thread().clone());
+        shared.wake();
+        Ok(FlowController {
+            shared,
+            thread: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Queue a request; its outcome arrives through the sink. Capacity and shutdown
+    /// rejections are returned here at once instead (and never reach the sink).
+    pub fn enqueue(
+        &self,
+        admission: &Admission<'_>,
+        request: D::Request,
+    ) -> Result<Arc<Item<D::Request>>, Rejection> {
+        let s = &*self.shared;
+        if s.shutdown.load(Ordering::Acquire) {
+            return Err(Rejection::ShuttingDown);
+        }
+        let band = s.band(admission.priority);
+        if !band.try_reserve(admission.size) {
+            s.ledger.rejected_capacity.fetch_add(1, Ordering::Relaxed);
+            return Err(if s.dispatcher.pool_empty() {
+                Rejection::NoEndpoints
+            } else {
+                Rejection::Capacity
+            });
+        }
+        let now = Instant::now();
+        let deadline = now + admission.ttl.unwrap_or(s.config.default_ttl());
+        let order_deadline = match (band.ordering, admission.slo_ttft) {
+            (OrderingPolicy::SloDeadline, Some(slo)) => now + slo,
+            _ => deadline,
+        };
+        let item = Arc::new(Item::new(
+            s.next_id.fetch_add(1, Ordering::Relaxed),
+            Arc::from(admission.flow),
+            admission.priority,
+            admission.size,
+            now,
+            deadline,
+            order_deadline,
+            request,
+            band,
+        ));
+        s.ledger.enqueued.fetch_add(1, Ordering::Relaxed);
+        let shard = SHARD.with(Cell::get);
+        s.inbox[shard].lock().push(item.clone());
+        s.wake();
+        // Shutdown may have drained the inboxes between the check above and the push: whoever
+        // ends the item first owns its outcome.
+        if s.shutdown.load(Ordering::Acquire) && item.finish_queued() {
+            s.ledger.evicted.fetch_add(1, Ordering::Relaxed);
+            return Err(Rejection::ShuttingDown);
+        }
+        Ok(item)
+    }
+
+    /// A dispatched request finished: it no longer counts in flight.
+    pub fn release(&self) {
+        let _ =
+            self.shared
+                .ledger
+                .in_flight
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        self.shared.wake();
+    }
+
+    /// Something outside changed (endpoints, metrics): look again now.
+    pub fn notify(&self) {
+        self.shared.wake();
+    }
+
+    pub fn saturation(&self) -> f64 {
+        let in_flight = self.shared.ledger.in_flight.load(Ordering::Acquire);
+        self.shared.detector.saturation(Instant::now(), in_flight)
+    }
+
+    pub fn dispatcher(&self) -> &D {
+        &self.shared.dispatcher
+    }
+
+    pub fn sink(&self) -> &S {
+        &self.shared.sink
+    }
+
+    pub fn stats(&self) -> FlowStats {
+        let l = &self.shared.ledger;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut bands: Vec<_> = self
+            .shared
+            .bands
+            .load()
+            .values()
+            .map(|b| {
+                (
+                    b.priority,
+                    get(&b.counters.requests),
+                    get(&b.counters.bytes),
+                )
+            })
+            .collect();
+        bands.sort_by_key(|b| std::cmp::Reverse(b.0));
+        FlowStats {
+            queued_requests: get(&l.queued.requests),
+            queued_bytes: get(&l.queued.bytes),
+            bands,
+            enqueued: get(&l.enqueued),
+            dispatched: get(&l.dispatched),
+            rejected_capacity: get(&l.rejected_capacity),
+            expired_ttl: get(&l.expired_ttl),
+            expired_no_endpoints: get(&l.expired_no_endpoints),
+            cancelled: get(&l.cancelled),
+            evicted: get(&l.evicted),
+            in_flight: get(&l.in_flight),
+            saturation: self.saturation(),
+            dispatch_cycles: get(&l.dispatch_cycles),
+            dispatch_cycle_seconds: get(&l.dispatch_cycle_nanos) as f64 / 1e9,
+            queue_wait_seconds: get(&l.queue_wait_nanos) as f64 / 1e9,
+        }
+    }
+
+    /// Evict everything queued (503 rejected-shutting-down) and stop the dispatch thread.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.wake();
+        if let Some(t) = self.shared.thread.get() {
+            t.unpark();
+        }
+        if let Some(h) = self.thread.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl<D: Dispatcher, S: CompletionSink<D::Output>> Drop for FlowController<D, S> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,159 @@
+//! A queued request and its one-way life: queued → (claimed →) exactly one terminal outcome.
+//! Whoever wins the state CAS owns the outcome, so cancellation never scans a queue: the
+//! cancelled item stays behind as a tombstone the dispatcher drops when it reaches it.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::ledger::{BandShared, Ledger};
+
+const QUEUED: u8 = 0;
+const CLAIMED: u8 = 1;
+const DONE: u8 = 2;
+const CANCELLED: u8 = 3;
+
+/// Why a request left the queue without being dispatched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Band or global capacity full at enqueue (429 `rejected-saturated`).
+    Capacity,
+    /// Waited past its TTL (429 `rejected-ttl-expired`).
+    TtlExpired,
+    /// Capacity full or TTL passed while the pool had no endpoints (503 `rejected-no-endpoints`).
+    NoEndpoints,
+    /// The controller shut down with the request queued (503 `rejected-shutting-down`).
+    ShuttingDown,
+}
+
+impl Rejection {
+    pub fn status(self) -> u16 {
+        match self {
+            Rejection::Capacity | Rejection::TtlExpired => 429,
+            Rejection::NoEndpoints | Rejection::ShuttingDown => 503,
+        }
+    }
+
+    /// The upstream `x-llm-d-request-dropped-reason` value.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::Capacity => "rejected-saturated",
+            Rejection::TtlExpired => "rejected-ttl-expired",
+            Rejection::NoEndpoints => "rejected-no-endpoints",
+            Rejection::ShuttingDown => "rejected-shutting-down",
+        }
+    }
+}
+
+/// What the dispatcher tells a waiting caller.
+#[derive(Debug)]
+pub enum Outcome<O> {
+    Dispatched(O),
+    Rejected(Rejection),
+}
+
+#[derive(Debug)]
+pub struct Completion<O> {
+    pub id: u64,
+    pub outcome: Outcome<O>,
+    /// Time spent queued.
+    pub waited: Duration,
+}
+
+pub struct Item<R> {
+    pub id: u64,
+    pub flow: Arc<str>,
+    pub priority: i32,
+    pub size: u64,
+    pub enqueued: Instant,
+    /// TTL deadline.
+    pub deadline: Instant,
+    /// Key of EDF / SLO ordering.
+    pub order_deadline: Instant,
+    pub request: R,
+    state: AtomicU8,
+    band: Arc<BandShared>,
+}
+
+impl<R> Item<R> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: u64,
+        flow: Arc<str>,
+        priority: i32,
+        size: u64,
+        enqueued: Instant,
+        deadline: Instant,
+        order_deadline: Instant,
+        request: R,
+        band: Arc<BandShared>,
+    ) -> Self {
+        Item {
+            id,
+            flow,
+            priority,
+            size,
+            enqueued,
+            deadline,
+            order_deadline,
+            request,
+            state: AtomicU8::new(QUEUED),
+            band,
+        }
+    }
+
+    pub fn is_queued(&self) -> bool {
+        self.state.load(Ordering::Acquire) == QUEUED
+    }
+
+    /// Dispatcher takes the item to try it; only it can give it back with `unclaim`.
+    pub(crate) fn claim(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub(crate) fn unclaim(&self) {
+        self.state.store(QUEUED, Ordering::Release);
+    }
+
+    /// A claimed item was dispatched: it leaves the queue's accounting.
+    pub(crate) fn finish_claimed(&self) {
+        self.state.store(DONE, Ordering::Release);
+        self.leave();
+    }
+
+    /// End a queued item (expiry, eviction); false when someone else ended it first.
+    pub(crate) fn finish_queued(&self) -> bool {
+        let won = self
+            .state
+            .compare_exchange(QUEUED, DONE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if won {
+            self.leave();
+        }
+        won
+    }
+
+    /// Remove the request if it is still queued; false when it is being or was dispatched
+    /// or otherwise ended (its outcome is then delivered as usual).
+    pub fn cancel(&self) -> bool {
+        let won = self
+            .state
+            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if won {
+            self.leave();
+            self.ledger().cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        won
+    }
+
+    pub(crate) fn ledger(&self) -> &Ledger {
+        &self.band.ledger
+    }
+
+    fn leave(&self) {
+        self.band.release(self.size);
+    }
+}
