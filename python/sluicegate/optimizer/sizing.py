@@ -1,0 +1,76 @@
+"""Sizing: the largest request rate one replica carries within its SLOs (TTFT, ITL, served
+fraction), found by multi-point bisection over the queueing model, and the replica count a
+model's observed load needs from it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from sluicegate.errors import ConfigError
+
+from .queueing import QueueMetrics, ServerParams, analyze_many
+
+# Each round evaluates this many rates in one vectorised pass and keeps the bracket around the
+# first infeasible one: three rounds narrow the bracket to 1/32768 of the replica's capacity.
+_POINTS = 32
+_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class SloTarget:
+    ttft_ms: float
+    itl_ms: float
+    min_served_fraction: float = 0.99  # throughput / arrivals: at most 1% blocked at the queue
+
+    def __post_init__(self) -> None:
+        if not self.ttft_ms > 0:
+            raise ConfigError(f"SloTarget.ttft_ms={self.ttft_ms!r}: must be > 0")
+        if not self.itl_ms > 0:
+            raise ConfigError(f"SloTarget.itl_ms={self.itl_ms!r}: must be > 0")
+        if not 0 < self.min_served_fraction <= 1:
+            raise ConfigError(f"SloTarget.min_served_fraction={self.min_served_fraction!r}: "
+                              "must be in (0, 1]")
+
+    def met_by(self, m: QueueMetrics) -> bool:
+        served = m.throughput_rps / m.arrival_rps if m.arrival_rps > 0 else 1.0
+        return (m.ttft_ms <= self.ttft_ms and m.itl_ms <= self.itl_ms
+                and served >= self.min_served_fraction)
+
+
+def max_rate_rps(params: ServerParams, slo: SloTarget) -> float:
+    """Largest arrival rate (req/s) at which one replica meets `slo`; 0 when even a lone
+    request misses it. The returned rate is always one that was evaluated as feasible."""
+    # Throughput cannot exceed capacity, so beyond capacity/fraction the served share fails.
+    hi = params.capacity_rps() / slo.min_served_fraction
+    lo = 0.0
+    if not slo.met_by(analyze_many(params, np.asarray([hi * 1e-9]))[0]):
+        return 0.0
+    for _ in range(_ROUNDS):
+        grid = np.linspace(lo, hi, _POINTS + 1)[1:]
+        ok = [slo.met_by(m) for m in analyze_many(params, grid)]
+        first_bad = next((i for i, good in enumerate(ok) if not good), None)
+        if first_bad is None:
+            return float(hi)
+        hi = float(grid[first_bad])
+        lo = float(grid[first_bad - 1]) if first_bad > 0 else lo
+    return lo if lo > 0 else hi * 1e-9
+
+
+def replicas_needed(load_rps: float, per_replica_rps: float, *, min_replicas: int = 1,
+                    max_replicas: int | None = None, scale_to_zero: bool = False) -> int | None:
+    """Replicas that carry `load_rps` at `per_replica_rps` each, within [min, max]; None when
+    no count within max meets the SLO (so the accelerator is not a feasible choice)."""
+    if load_rps < 0:
+        raise ConfigError(f"load_rps={load_rps!r}: must be >= 0")
+    if load_rps == 0:
+        return 0 if scale_to_zero else max(min_replicas, 1)
+    if per_replica_rps <= 0:
+        return None
+    # A relative epsilon keeps exact multiples (load == k * rate) from rounding up to k + 1.
+    need = max(math.ceil(load_rps / per_replica_rps * (1 - 1e-12)), 1, min_replicas)
+    if max_replicas is not None and need > max_replicas:
+        return None
+    return need
