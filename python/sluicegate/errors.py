@@ -29,3 +29,17 @@ class SaturatedError(SluicegateError):
 
 class ConfigError(SluicegateError, ValueError):
     """A configuration file or value is invalid; the message names the field and value."""
+
+
+class TtlExpiredError(SluicegateError):
+    """The request waited in the flow-control queue past its TTL (HTTP 429)."""
+
+    status = 429
+    reason = "rejected-ttl-expired"
+
+
+class ShuttingDownError(SluicegateError):
+    """The EPP is shutting down and evicted the queued request (HTTP 503)."""
+
+    status = 503
+    reason = "rejected-shutting-down"

@@ -39,9 +39,48 @@ def test_route_picks_the_least_loaded_endpoint():
     assert (d.primary, d.endpoints, d.model, d.stream, d.kind) == (B, B, "llama", False, "chat_completions")
 
 
+FALLBACKS_2 = json.dumps({"plugins": [
+    {"type": "queue-scorer"}, {"type": "max-score-picker", "parameters": {"maxNumOfEndpoints": 2}}]})
+
+
 def test_fallbacks_follow_the_primary_when_configured():
-    d = router_with({A: 9, B: 0, C: 4}, '{"maxNumOfEndpoints": 2}').route(PATH, BODY)
+    d = router_with({A: 9, B: 0, C: 4}, FALLBACKS_2).route(PATH, BODY)
     assert d.endpoints == f"{B},{C}"
+    assert d.headers is None and d.session_token is None
+
+
+def test_session_token_header_brings_the_request_back_to_its_endpoint():
+    config = json.dumps({"plugins": [{"type": "queue-scorer"}, {"type": "session-affinity-scorer"}],
+                         "schedulingProfiles": [{"name": "p", "plugins": [
+                             {"pluginRef": "queue-scorer"}, {"pluginRef": "session-affinity-scorer", "weight": 5}]}]})
+    r = router_with({A: 9, B: 0}, config)
+    first = r.route(PATH, BODY)
+    assert first.primary == B and first.session_token is not None
+    r.ingest_metrics(B, vllm_metrics(20))  # B is now the busier one, but the session sticks
+    again = r.route(PATH, BODY, headers={"X-Session-Token": first.session_token})
+    assert again.primary == B
+
+
+def test_disaggregation_names_the_prefill_endpoint_in_a_header():
+    config = json.dumps({
+        "plugins": [{"type": "decode-filter"}, {"type": "prefill-filter"}, {"type": "queue-scorer"},
+                    {"name": "always", "type": "always-disagg-pd-decider"},
+                    {"type": "disagg-profile-handler", "parameters": {"prefillDeciderPluginName": "always"}}],
+        "schedulingProfiles": [
+            {"name": "decode", "plugins": [{"pluginRef": "decode-filter"}, {"pluginRef": "queue-scorer"}]},
+            {"name": "prefill", "plugins": [{"pluginRef": "prefill-filter"}, {"pluginRef": "queue-scorer"}]}]})
+    r = _core.Router(config)
+    r.set_endpoints([("d", A, {"llm-d.ai/role": "decode"}), ("p", B, {"llm-d.ai/role": "prefill"})])
+    for addr in (A, B):
+        r.ingest_metrics(addr, vllm_metrics(0))
+    d = r.route(PATH, BODY)
+    assert (d.primary, d.headers) == (A, {"x-prefiller-host-port": B})
+
+
+def test_describe_shows_the_resolved_default_profile():
+    described = json.loads(_core.Router().describe())
+    scorers = {s["type"]: s["weight"] for s in described["profiles"][0]["scorers"]}
+    assert scorers == {"queue-scorer": 2, "kv-cache-utilization-scorer": 2, "prefix-cache-scorer": 3}
 
 
 def test_model_rewrite_returns_the_rewritten_body():

@@ -1,13 +1,14 @@
 """EndpointPickerConfig (the upstream EPP's config file) parsed once into a frozen EppConfig.
 
 Strict like upstream: an unknown field, plugin type or parameter is an error naming the plugin
-and the field. Plugin types the Rust scheduler does not implement yet are refused, not ignored.
+and the field. The Rust scheduler owns plugin types, parameters and profile wiring; this module
+owns the file, its top-level fields and the data-layer (discovery) plugins.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,11 @@ from ..errors import ConfigError
 API_VERSIONS = ("llm-d.ai/v1alpha1", "inference.networking.x-k8s.io/v1alpha1")
 KIND = "EndpointPickerConfig"
 
-# type -> allowed parameter names
-SCORERS = {"queue-scorer": set(), "kv-cache-utilization-scorer": set(), "active-request-scorer": set()}
-PICKERS = {"max-score-picker": {"maxNumOfEndpoints"}}
-PROFILE_HANDLERS = {"single-profile-handler": set()}
+# Plugin types handled here rather than by the Rust scheduler: type -> allowed parameter names.
 DISCOVERY = {"file-discovery": {"path", "watchFile"}}
-KNOWN_TYPES = {**SCORERS, **PICKERS, **PROFILE_HANDLERS, **DISCOVERY}
 
-DEFAULT_WEIGHTS = {"queue-scorer": 2.0, "kv-cache-utilization-scorer": 2.0, "active-request-scorer": 1.0}
+# Upstream's profile when no config is given (resolved by the Rust scheduler; kept for callers).
+DEFAULT_WEIGHTS = {"queue-scorer": 2.0, "kv-cache-utilization-scorer": 2.0, "prefix-cache-scorer": 3.0}
 TOP_LEVEL = {"apiVersion", "kind", "plugins", "schedulingProfiles", "featureGates", "flowControl", "dataLayer",
              "requestHandler", "saturationDetector"}
 
@@ -38,22 +36,63 @@ class Plugin:
 
 
 @dataclass(frozen=True)
+class ScorerRef:
+    name: str
+    type: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class SchedulingProfile:
+    """One resolved profile: filters → weighted scorers → picker."""
+
+    name: str
+    filters: tuple[str, ...]
+    scorers: tuple[ScorerRef, ...]
+    picker: str
+    max_endpoints: int
+
+
+@dataclass(frozen=True)
 class EppConfig:
-    weights: dict[str, float]
-    max_endpoints: int = 1
+    # The scheduling part of the file (plugins, schedulingProfiles) as the Rust Router reads it.
+    scheduling_json: str = "{}"
+    profiles: tuple[SchedulingProfile, ...] = ()
+    profile_handler: str = "single-profile-handler"
     endpoints_file: str | None = None
     watch_file: bool = True
     feature_gates: tuple[str, ...] = ()
     source: str = "<defaults>"
 
+    @property
+    def weights(self) -> dict[str, float]:
+        """Scorer type -> weight in the primary (first) profile."""
+        out: dict[str, float] = {}
+        for s in self.profiles[0].scorers:
+            out[s.type] = out.get(s.type, 0.0) + s.weight
+        return out
+
+    @property
+    def max_endpoints(self) -> int:
+        return self.profiles[0].max_endpoints
+
     def router_json(self, **data_layer: int) -> str:
         """The Rust Router's config; `data_layer` adds scrape/staleness settings from flags."""
-        return json.dumps({"scorers": self.weights, "maxNumOfEndpoints": self.max_endpoints, **data_layer})
+        return json.dumps({**json.loads(self.scheduling_json), **data_layer})
 
     def describe(self) -> str:
-        scorers = ", ".join(f"{t}×{w:g}" for t, w in self.weights.items())
-        return (f"profile 'default': scorers [{scorers}] → max-score-picker "
-                f"(maxNumOfEndpoints={self.max_endpoints}); endpoints file: {self.endpoints_file or '-'}")
+        lines = [f"profile handler: {self.profile_handler}"]
+        for p in self.profiles:
+            scorers = ", ".join(f"{_label(s.name, s.type)}×{s.weight:g}" for s in p.scorers)
+            filters = ", ".join(p.filters)
+            lines.append(f"profile '{p.name}': filters [{filters}] → scorers [{scorers}] → {p.picker} "
+                         f"(maxNumOfEndpoints={p.max_endpoints})")
+        lines.append(f"endpoints file: {self.endpoints_file or '-'}")
+        return "\n".join(lines)
+
+
+def _label(name: str, kind: str) -> str:
+    return kind if name == kind else f"{name} ({kind})"
 
 
 def load_config(*, path: str | None = None, text: str | None = None) -> EppConfig:
@@ -61,7 +100,7 @@ def load_config(*, path: str | None = None, text: str | None = None) -> EppConfi
     if path is not None and text is not None:
         raise ConfigError("give --config-file or --config-text, not both")
     if path is None and text is None:
-        return EppConfig(weights=dict(DEFAULT_WEIGHTS))
+        return _resolve({}, EppConfig())
     source = path or "--config-text"
     if path is not None:
         try:
@@ -83,14 +122,36 @@ def _parse(doc: Any, source: str) -> EppConfig:
         raise ConfigError(f"{source}: apiVersion {doc['apiVersion']!r} is not one of {', '.join(API_VERSIONS)}")
     if doc.get("kind", KIND) != KIND:
         raise ConfigError(f"{source}: kind {doc['kind']!r} is not {KIND}")
-    plugins = _plugins(doc.get("plugins") or [], source)
-    weights, max_endpoints = _profile(doc.get("schedulingProfiles"), plugins, source)
-    endpoints_file, watch = _discovery(doc.get("dataLayer"), plugins, source)
+    scheduling, data_plugins = _split_plugins(doc.get("plugins"), source)
+    if "schedulingProfiles" in doc:
+        scheduling["schedulingProfiles"] = doc["schedulingProfiles"]
+    endpoints_file, watch = _discovery(doc.get("dataLayer"), data_plugins, source)
     gates = doc.get("featureGates") or []
     if not isinstance(gates, list) or not all(isinstance(g, str) for g in gates):
         raise ConfigError(f"{source}: featureGates must be a list of names")
-    return EppConfig(weights=weights, max_endpoints=max_endpoints, endpoints_file=endpoints_file,
-                     watch_file=watch, feature_gates=tuple(gates), source=source)
+    base = EppConfig(endpoints_file=endpoints_file, watch_file=watch, feature_gates=tuple(gates), source=source)
+    return _resolve(scheduling, base)
+
+
+def _resolve(scheduling: dict[str, Any], base: EppConfig) -> EppConfig:
+    """Let the Rust scheduler build the profiles (it owns plugin types and their parameters) and
+    keep its resolved view; its errors name the plugin and the field."""
+    from .._core import Router
+
+    text = json.dumps(scheduling)
+    try:
+        described = json.loads(Router(text).describe())
+    except ConfigError as e:
+        raise ConfigError(f"{base.source}: {str(e).removeprefix('router config: ')}") from None
+    profiles = tuple(
+        SchedulingProfile(
+            name=p["name"], filters=tuple(f["name"] for f in p["filters"]),
+            scorers=tuple(ScorerRef(s["name"], s["type"], float(s["weight"])) for s in p["scorers"]),
+            picker=p["picker"]["name"], max_endpoints=int(p["picker"]["maxNumOfEndpoints"]))
+        for p in described["profiles"])
+    handler = described["profileHandler"]
+    return replace(base, scheduling_json=text, profiles=profiles,
+                   profile_handler=_label(handler["name"], handler["type"]))
 
 
 def _no_unknown(mapping: dict, allowed: set[str], where: str) -> None:
@@ -99,72 +160,30 @@ def _no_unknown(mapping: dict, allowed: set[str], where: str) -> None:
         raise ConfigError(f"{where}: unknown field '{unknown[0]}'")
 
 
-def _plugins(raw: Any, source: str) -> dict[str, Plugin]:
+def _split_plugins(raw: Any, source: str) -> tuple[dict[str, Any], dict[str, Plugin]]:
+    """Data-layer plugins (file-discovery) stay here; the rest go to the scheduler as given."""
+    if raw is None:
+        return {}, {}
     if not isinstance(raw, list):
         raise ConfigError(f"{source}: plugins must be a list")
-    out: dict[str, Plugin] = {}
+    scheduling: list[Any] = []
+    data: dict[str, Plugin] = {}
     for i, p in enumerate(raw):
-        where = f"{source}: plugins[{i}]"
         if not isinstance(p, dict):
-            raise ConfigError(f"{where}: expected a mapping")
+            raise ConfigError(f"{source}: plugins[{i}]: expected a mapping")
+        if p.get("type") not in DISCOVERY:
+            scheduling.append(p)
+            continue
+        where = f"{source}: plugins[{i}]"
         _no_unknown(p, {"name", "type", "parameters"}, where)
-        ptype = p.get("type")
-        if ptype not in KNOWN_TYPES:
-            raise ConfigError(f"{where}: plugin type {ptype!r} is not supported (known: {', '.join(sorted(KNOWN_TYPES))})")
-        name = p.get("name") or ptype
+        name = p.get("name") or p["type"]
         params = p.get("parameters") or {}
         if not isinstance(params, dict):
             raise ConfigError(f"{where} ({name}): parameters must be a mapping")
-        _no_unknown(params, KNOWN_TYPES[ptype], f"{where} ({name}).parameters")
-        if name in out:
-            raise ConfigError(f"{where}: duplicate plugin name {name!r}")
-        out[name] = Plugin(name=name, type=ptype, parameters=params)
-    return out
-
-
-def _profile(raw: Any, plugins: dict[str, Plugin], source: str) -> tuple[dict[str, float], int]:
-    if raw is None:
-        scorers = [p for p in plugins.values() if p.type in SCORERS]
-        weights = {p.type: 1.0 for p in scorers} or dict(DEFAULT_WEIGHTS)
-        return weights, _max_endpoints([p for p in plugins.values() if p.type in PICKERS], source)
-    if not isinstance(raw, list) or len(raw) != 1:
-        raise ConfigError(f"{source}: schedulingProfiles: exactly one profile is supported by single-profile-handler")
-    prof = raw[0]
-    where = f"{source}: schedulingProfiles[0]"
-    if not isinstance(prof, dict):
-        raise ConfigError(f"{where}: expected a mapping")
-    _no_unknown(prof, {"name", "plugins"}, where)
-    weights: dict[str, float] = {}
-    pickers: list[Plugin] = []
-    for j, ref in enumerate(prof.get("plugins") or []):
-        rwhere = f"{where}.plugins[{j}]"
-        if not isinstance(ref, dict):
-            raise ConfigError(f"{rwhere}: expected a mapping")
-        _no_unknown(ref, {"pluginRef", "weight"}, rwhere)
-        plugin = plugins.get(ref.get("pluginRef"))
-        if plugin is None:
-            raise ConfigError(f"{rwhere}.pluginRef: no plugin named {ref.get('pluginRef')!r}")
-        if plugin.type in SCORERS:
-            weight = ref.get("weight", 1)
-            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
-                raise ConfigError(f"{rwhere}.weight: {weight!r} is not a non-negative number")
-            weights[plugin.type] = weights.get(plugin.type, 0.0) + float(weight)
-        elif plugin.type in PICKERS:
-            pickers.append(plugin)
-        elif plugin.type not in PROFILE_HANDLERS:
-            raise ConfigError(f"{rwhere}.pluginRef: {plugin.name!r} ({plugin.type}) cannot be used in a profile")
-    return weights, _max_endpoints(pickers, source)
-
-
-def _max_endpoints(pickers: list[Plugin], source: str) -> int:
-    if len(pickers) > 1:
-        raise ConfigError(f"{source}: a profile takes one picker, got {', '.join(p.name for p in pickers)}")
-    if not pickers:
-        return 1
-    n = pickers[0].parameters.get("maxNumOfEndpoints", 1)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ConfigError(f"{source}: plugin {pickers[0].name!r} parameter maxNumOfEndpoints: {n!r} is not a positive integer")
-    return n
+        _no_unknown(params, DISCOVERY[p["type"]], f"{where} ({name}).parameters")
+        data[name] = Plugin(name=name, type=p["type"], parameters=params)
+    # Only data-layer plugins listed: the scheduler keeps upstream's default profile.
+    return ({"plugins": scheduling} if scheduling else {}), data
 
 
 def _discovery(raw: Any, plugins: dict[str, Plugin], source: str) -> tuple[str | None, bool]:

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use sluicegate_core::datalayer::{metrics, EndpointSpec, Engine};
-use sluicegate_core::scheduling::{self, RouteError};
+use sluicegate_core::scheduling::{self, RouteError, RouteOptions};
 
 use crate::errors::{config_error, route_error};
 
@@ -82,19 +82,23 @@ pub struct PyDecision {
     body: Option<Py<PyBytes>>,
     stream: bool,
     kind: &'static str,
+    headers: Option<BTreeMap<String, String>>,
+    session_token: Option<String>,
 }
 
 #[pymethods]
 impl PyDecision {
     fn __repr__(&self) -> String {
         format!(
-            "Decision(endpoints={:?}, model={:?}, target_model={:?}, rewritten={}, stream={}, kind={:?})",
+            "Decision(endpoints={:?}, model={:?}, target_model={:?}, rewritten={}, stream={}, kind={:?}, \
+             headers={:?})",
             self.endpoints,
             self.model,
             self.target_model,
             self.body.is_some(),
             self.stream,
-            self.kind
+            self.kind,
+            self.headers
         )
     }
 }
@@ -133,7 +137,7 @@ impl PyEndpointStatus {
 
 #[pyclass(name = "Router", module = "sluicegate._core", frozen)]
 pub struct PyRouter {
-    inner: scheduling::Router,
+    pub(crate) inner: scheduling::Router,
 }
 
 #[pymethods]
@@ -180,7 +184,12 @@ impl PyRouter {
         py.detach(|| self.inner.stop_scraper());
     }
 
-    #[pyo3(signature = (path, body, model_rewrite = None, subset = None))]
+    /// The resolved scheduling configuration as JSON (profiles, plugins, weights).
+    fn describe(&self) -> String {
+        self.inner.describe().to_string()
+    }
+
+    #[pyo3(signature = (path, body, model_rewrite = None, subset = None, *, headers = None))]
     fn route(
         &self,
         py: Python<'_>,
@@ -188,13 +197,21 @@ impl PyRouter {
         body: &Bound<'_, PyBytes>,
         model_rewrite: Option<&str>,
         subset: Option<Vec<String>>,
+        headers: Option<BTreeMap<String, String>>,
     ) -> PyResult<PyDecision> {
         let raw = body.as_bytes();
+        let headers: Vec<(String, String)> = headers
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        let options = RouteOptions {
+            model_rewrite,
+            subset: subset.as_deref(),
+            headers: &headers,
+        };
         let d = py
-            .detach(|| {
-                self.inner
-                    .route(path, raw, model_rewrite, subset.as_deref())
-            })
+            .detach(|| self.inner.route_with(path, raw, &options))
             .map_err(|e: RouteError| route_error(e))?;
         Ok(PyDecision {
             primary: d.primary().to_owned(),
@@ -204,6 +221,8 @@ impl PyRouter {
             target_model: d.target_model,
             stream: d.stream,
             kind: d.kind.as_str(),
+            headers: (!d.headers.is_empty()).then(|| d.headers.into_iter().collect()),
+            session_token: d.session_token,
         })
     }
 

@@ -1,10 +1,20 @@
 //! active-request-scorer: prefers endpoints with fewer requests this EPP has sent and not yet
 //! seen finish. Needs no scrape, so it reacts between scrapes and on stale endpoints.
 
+use std::sync::Arc;
+
+use super::config::ConfigError;
 use super::cycle::Cycle;
+use super::params::{NoParams, Params};
+use super::plugin::Plugin;
 use super::scorer::{score_lower_is_better, Scorer};
 
 pub struct ActiveRequestScorer;
+
+pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
+    p.parse::<NoParams>()?;
+    Ok(Plugin::Scorer(Arc::new(ActiveRequestScorer)))
+}
 
 impl Scorer for ActiveRequestScorer {
     fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]) {

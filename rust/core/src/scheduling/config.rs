@@ -1,12 +1,12 @@
-//! The router's JSON configuration: scorer weights, fallbacks, staleness and scrape timing.
-//! Parsed once; unknown keys and bad values are errors naming the key.
+//! The Router's JSON configuration: the scheduling part of the upstream EndpointPickerConfig
+//! (`plugins`, `schedulingProfiles`) plus the EPP's data-layer timing. Parsed once, strictly;
+//! errors name the field. Defaults follow upstream: no plugins and no profiles gives
+//! queue-scorer ×2, kv-cache-utilization-scorer ×2, prefix-cache-scorer ×3, max-score-picker.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
-
-use super::scorer::SCORER_NAMES;
+use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("router config: {0}")]
@@ -15,35 +15,87 @@ pub struct ConfigError(pub String);
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct RouterConfig {
-    /// Scorer name -> weight. When given it replaces the defaults (omit a scorer to turn it off).
-    pub scorers: BTreeMap<String, f64>,
-    /// How many endpoints a decision names: the primary plus fallbacks.
-    pub max_num_of_endpoints: usize,
+    pub plugins: Option<Vec<PluginSpec>>,
+    pub scheduling_profiles: Option<Vec<ProfileSpec>>,
     /// Metrics older than this make an endpoint stale (treated as saturated).
     pub staleness_ms: u64,
     pub scrape_interval_ms: u64,
     pub scrape_timeout_ms: u64,
-    pub prefix_block_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSpec {
+    /// Defaults to the type.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub parameters: Option<Value>,
+}
+
+impl PluginSpec {
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.kind)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSpec {
+    pub name: String,
+    #[serde(default)]
+    pub plugins: Vec<PluginRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PluginRef {
+    pub plugin_ref: String,
+    /// Scorers only; defaults to 1.
+    #[serde(default)]
+    pub weight: Option<f64>,
 }
 
 impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
-            scorers: [
-                ("queue-scorer", 2.0),
-                ("kv-cache-utilization-scorer", 2.0),
-                ("active-request-scorer", 1.0),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
-            max_num_of_endpoints: 1,
+            plugins: None,
+            scheduling_profiles: None,
             staleness_ms: 2000,
             scrape_interval_ms: 50,
             scrape_timeout_ms: 1000,
-            prefix_block_bytes: 256,
         }
     }
+}
+
+/// Upstream's configuration when none is given.
+fn default_plugins_and_profile() -> (Vec<PluginSpec>, Vec<ProfileSpec>) {
+    let weighted = [
+        ("queue-scorer", 2.0),
+        ("kv-cache-utilization-scorer", 2.0),
+        ("prefix-cache-scorer", 3.0),
+    ];
+    let plugins = weighted
+        .iter()
+        .map(|(t, _)| PluginSpec {
+            name: None,
+            kind: (*t).into(),
+            parameters: None,
+        })
+        .collect();
+    let profile = ProfileSpec {
+        name: "default".into(),
+        plugins: weighted
+            .iter()
+            .map(|(t, w)| PluginRef {
+                plugin_ref: (*t).into(),
+                weight: Some(*w),
+            })
+            .collect(),
+    };
+    (plugins, vec![profile])
 }
 
 impl RouterConfig {
@@ -56,24 +108,9 @@ impl RouterConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        for (name, weight) in &self.scorers {
-            if !SCORER_NAMES.contains(&name.as_str()) {
-                return Err(ConfigError(format!(
-                    "unknown scorer '{name}' in 'scorers': expected one of {}",
-                    SCORER_NAMES.join(", ")
-                )));
-            }
-            if !weight.is_finite() || *weight < 0.0 {
-                return Err(ConfigError(format!(
-                    "weight of scorer '{name}' must be a finite number >= 0, got {weight}"
-                )));
-            }
-        }
         let positive = [
-            ("maxNumOfEndpoints", self.max_num_of_endpoints as u64),
             ("scrapeIntervalMs", self.scrape_interval_ms),
             ("scrapeTimeoutMs", self.scrape_timeout_ms),
-            ("prefixBlockBytes", self.prefix_block_bytes as u64),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -83,48 +120,20 @@ impl RouterConfig {
         Ok(())
     }
 
+    /// The plugins and profiles to build, upstream defaults applied. Plugins without profiles
+    /// make one profile "default" of every plugin that can sit in a profile (decided by the
+    /// scheduler, which knows each plugin's kind); `None` profiles signal that case.
+    pub fn resolved(&self) -> (Vec<PluginSpec>, Option<Vec<ProfileSpec>>) {
+        match (&self.plugins, &self.scheduling_profiles) {
+            (None, None) => {
+                let (plugins, profiles) = default_plugins_and_profile();
+                (plugins, Some(profiles))
+            }
+            (plugins, profiles) => (plugins.clone().unwrap_or_default(), profiles.clone()),
+        }
+    }
+
     pub fn staleness(&self) -> Duration {
         Duration::from_millis(self.staleness_ms)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_config_gives_the_upstream_defaults() {
-        let c = RouterConfig::from_json("{}").unwrap();
-        assert_eq!(c, RouterConfig::default());
-        assert_eq!(c.scorers["queue-scorer"], 2.0);
-        assert_eq!(
-            (c.staleness_ms, c.scrape_interval_ms, c.max_num_of_endpoints),
-            (2000, 50, 1)
-        );
-    }
-
-    #[test]
-    fn given_keys_override_defaults() {
-        let c =
-            RouterConfig::from_json(r#"{"scorers": {"queue-scorer": 1}, "maxNumOfEndpoints": 3}"#)
-                .unwrap();
-        assert_eq!(c.scorers.len(), 1);
-        assert_eq!(c.max_num_of_endpoints, 3);
-    }
-
-    #[test]
-    fn unknown_keys_are_named_in_the_error() {
-        let e = RouterConfig::from_json(r#"{"stalenesMs": 5}"#).unwrap_err();
-        assert!(e.0.contains("stalenesMs"), "{e}");
-    }
-
-    #[test]
-    fn unknown_scorers_and_bad_values_are_named() {
-        let e = RouterConfig::from_json(r#"{"scorers": {"magic-scorer": 1}}"#).unwrap_err();
-        assert!(e.0.contains("magic-scorer"), "{e}");
-        let e = RouterConfig::from_json(r#"{"maxNumOfEndpoints": 0}"#).unwrap_err();
-        assert!(e.0.contains("maxNumOfEndpoints"), "{e}");
-        let e = RouterConfig::from_json(r#"{"scorers": {"queue-scorer": -1}}"#).unwrap_err();
-        assert!(e.0.contains("queue-scorer"), "{e}");
     }
 }

@@ -1,9 +1,55 @@
-//! What one scheduling cycle sees: the snapshot it runs over, the request's hints and the
-//! clock reading that decides which endpoints are fresh.
+//! What one scheduling cycle sees: the snapshot it runs over, the request's facts and hints, the
+//! clock reading that decides which endpoints are fresh, and state plugins share within the cycle.
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use crate::datalayer::{Endpoint, Snapshot};
+
+/// The request as plugins see it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Request<'a> {
+    /// The model the request will be served as (after any rewrite); "" when none.
+    pub model: &'a str,
+    /// The flat prompt text, for prefix hashing.
+    pub prompt: &'a [u8],
+    pub cache_salt: Option<&'a str>,
+    /// Request headers, names lower-case.
+    pub headers: &'a [(String, String)],
+}
+
+impl Request<'_> {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the prefix-cache scorer learned in this cycle, read by the no-hit-lru scorer and the
+/// disaggregation decider, and by the scorer itself when the pick is known.
+#[derive(Debug, Default)]
+pub struct PrefixState {
+    pub hashes: Vec<u64>,
+    pub block_tokens: usize,
+    /// (candidate, leading blocks it has cached); candidates with no match are left out.
+    pub matched: Vec<(u32, usize)>,
+}
+
+impl PrefixState {
+    pub fn matched_blocks(&self, candidate: u32) -> usize {
+        self.matched
+            .iter()
+            .find(|(c, _)| *c == candidate)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct CycleState {
+    pub prefix: Option<PrefixState>,
+}
 
 pub struct Cycle<'a> {
     pub snapshot: &'a Snapshot,
@@ -11,9 +57,22 @@ pub struct Cycle<'a> {
     pub staleness: Duration,
     /// Endpoint subset hint from the proxy ("ip" or "ip:port" entries); None = no restriction.
     pub subset: Option<&'a [String]>,
+    pub request: Request<'a>,
+    pub state: RefCell<CycleState>,
 }
 
-impl Cycle<'_> {
+impl<'a> Cycle<'a> {
+    pub fn new(snapshot: &'a Snapshot, now: Instant, staleness: Duration) -> Cycle<'a> {
+        Cycle {
+            snapshot,
+            now,
+            staleness,
+            subset: None,
+            request: Request::default(),
+            state: RefCell::default(),
+        }
+    }
+
     /// Candidates are positions in `snapshot.endpoints`.
     pub fn endpoint(&self, candidate: u32) -> &Endpoint {
         &self.snapshot.endpoints[candidate as usize]

@@ -1,9 +1,19 @@
 //! kv-cache-utilization-scorer: 1 - KV-cache use, so emptier caches win.
 
+use std::sync::Arc;
+
+use super::config::ConfigError;
 use super::cycle::Cycle;
+use super::params::{NoParams, Params};
+use super::plugin::Plugin;
 use super::scorer::Scorer;
 
 pub struct KvCacheUtilizationScorer;
+
+pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
+    p.parse::<NoParams>()?;
+    Ok(Plugin::Scorer(Arc::new(KvCacheUtilizationScorer)))
+}
 
 impl Scorer for KvCacheUtilizationScorer {
     fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]) {

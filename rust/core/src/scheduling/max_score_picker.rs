@@ -1,6 +1,14 @@
 //! max-score-picker: the highest total wins, ties broken at random; with more than one
 //! endpoint wanted, the rest follow in score order as fallbacks.
 
+use std::sync::Arc;
+
+use super::config::ConfigError;
+use super::params::Params;
+use super::picker::{shuffle_together, Picker};
+use super::picker_params::max_endpoints;
+use super::plugin::Plugin;
+
 /// Scores closer than this are ties (sums of weighted floats are not exact).
 const TIE: f64 = 1e-9;
 
@@ -8,21 +16,25 @@ pub struct MaxScorePicker {
     pub max_endpoints: usize,
 }
 
-impl MaxScorePicker {
-    /// Fill `picked` with up to `max_endpoints` candidates, best first. `candidates` and
-    /// `totals` are parallel and non-empty; `candidates` may be reordered.
-    pub fn pick(&self, candidates: &mut [u32], totals: &mut [f64], picked: &mut Vec<u32>) {
+pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
+    Ok(Plugin::Picker(Arc::new(MaxScorePicker {
+        max_endpoints: max_endpoints(p)?,
+    })))
+}
+
+impl Picker for MaxScorePicker {
+    fn max_endpoints(&self) -> usize {
+        self.max_endpoints
+    }
+
+    fn pick(&self, candidates: &mut [u32], totals: &mut [f64], picked: &mut Vec<u32>) {
         picked.clear();
         if self.max_endpoints == 1 {
             picked.push(candidates[best_with_random_tie(totals)]);
             return;
         }
         // Shuffle first so ties land in random order; positions sort without allocating.
-        for i in (1..candidates.len()).rev() {
-            let j = fastrand::usize(..=i);
-            candidates.swap(i, j);
-            totals.swap(i, j);
-        }
+        shuffle_together(candidates, totals);
         picked.extend(0..candidates.len() as u32);
         let by_total_desc = |a: &u32, b: &u32| totals[*b as usize].total_cmp(&totals[*a as usize]);
         let n = self.max_endpoints.min(picked.len());

@@ -2,19 +2,37 @@
 //! chooses. Per-cycle buffers live in a thread-local scratch so a cycle does not allocate.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
-use super::config::{ConfigError, RouterConfig};
 use super::cycle::{Cycle, ScheduleError};
 use super::filter::Filter;
-use super::max_score_picker::MaxScorePicker;
-use super::scorer::{self, Scorer};
+use super::picker::Picker;
+use super::scorer::Scorer;
 use super::stale_filter::StaleFilter;
 use super::subset_filter::SubsetFilter;
 
+/// A configured plugin instance: its name (unique in the config), upstream type and the plugin.
+pub struct Named<T: ?Sized> {
+    pub name: String,
+    pub kind: String,
+    pub plugin: Arc<T>,
+}
+
+impl<T: ?Sized> Clone for Named<T> {
+    fn clone(&self) -> Self {
+        Named {
+            name: self.name.clone(),
+            kind: self.kind.clone(),
+            plugin: self.plugin.clone(),
+        }
+    }
+}
+
 pub struct SchedulingProfile {
-    filters: Vec<Box<dyn Filter>>,
-    scorers: Vec<(Box<dyn Scorer>, f64)>,
-    picker: MaxScorePicker,
+    pub name: String,
+    pub filters: Vec<Named<dyn Filter>>,
+    pub scorers: Vec<(Named<dyn Scorer>, f64)>,
+    pub picker: Named<dyn Picker>,
 }
 
 #[derive(Default)]
@@ -29,24 +47,6 @@ thread_local! {
 }
 
 impl SchedulingProfile {
-    pub fn from_config(config: &RouterConfig) -> Result<SchedulingProfile, ConfigError> {
-        let mut scorers = Vec::with_capacity(config.scorers.len());
-        for (name, &weight) in &config.scorers {
-            let s = scorer::build(name)
-                .ok_or_else(|| ConfigError(format!("unknown scorer '{name}'")))?;
-            if weight > 0.0 {
-                scorers.push((s, weight));
-            }
-        }
-        Ok(SchedulingProfile {
-            filters: vec![Box::new(SubsetFilter), Box::new(StaleFilter)],
-            scorers,
-            picker: MaxScorePicker {
-                max_endpoints: config.max_num_of_endpoints,
-            },
-        })
-    }
-
     /// Run one cycle; `picked` receives snapshot positions, best first.
     pub fn schedule(&self, cycle: &Cycle<'_>, picked: &mut Vec<u32>) -> Result<(), ScheduleError> {
         if cycle.snapshot.endpoints.is_empty() {
@@ -58,20 +58,35 @@ impl SchedulingProfile {
             s.candidates.clear();
             s.candidates
                 .extend(0..cycle.snapshot.endpoints.len() as u32);
+            // Built in, ahead of the configured filters: the proxy's subset hint, then freshness.
+            SubsetFilter.filter(cycle, &mut s.candidates)?;
+            StaleFilter.filter(cycle, &mut s.candidates)?;
             for f in &self.filters {
-                f.filter(cycle, &mut s.candidates)?;
+                f.plugin.filter(cycle, &mut s.candidates)?;
+                if s.candidates.is_empty() {
+                    return Err(ScheduleError::NoEndpoints(format!(
+                        "no endpoint passed filter '{}' of profile '{}'",
+                        f.name, self.name
+                    )));
+                }
             }
             let n = s.candidates.len();
             s.totals.clear();
             s.totals.resize(n, 0.0);
             s.scores.resize(n, 0.0);
             for (scorer, weight) in &self.scorers {
-                scorer.score(cycle, &s.candidates, &mut s.scores[..n]);
+                scorer
+                    .plugin
+                    .score(cycle, &s.candidates, &mut s.scores[..n]);
                 for (t, sc) in s.totals.iter_mut().zip(&s.scores[..n]) {
+                    // A scorer's contract is [0, 1]; enforce it so one bad value cannot dominate.
+                    let sc = if sc.is_nan() { 0.0 } else { sc.clamp(0.0, 1.0) };
                     *t += weight * sc;
                 }
             }
-            self.picker.pick(&mut s.candidates, &mut s.totals, picked);
+            self.picker
+                .plugin
+                .pick(&mut s.candidates, &mut s.totals, picked);
             Ok(())
         })
     }

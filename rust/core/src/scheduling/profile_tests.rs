@@ -4,11 +4,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::*;
 use crate::datalayer::{EndpointSpec, EndpointStore, MetricsUpdate, Snapshot};
 use crate::scheduling::active_request_scorer::ActiveRequestScorer;
+use crate::scheduling::config::RouterConfig;
+use crate::scheduling::cycle::{Cycle, ScheduleError};
 use crate::scheduling::kv_cache_utilization_scorer::KvCacheUtilizationScorer;
 use crate::scheduling::queue_scorer::QueueScorer;
+use crate::scheduling::scheduler::Scheduler;
+use crate::scheduling::scorer::{Picks, Scorer};
 
 const STALENESS: Duration = Duration::from_secs(2);
 
@@ -37,12 +40,9 @@ fn snapshot(t0: Instant, loads: &[Option<(u32, f64)>]) -> Arc<Snapshot> {
 }
 
 fn cycle<'a>(snap: &'a Snapshot, now: Instant, subset: Option<&'a [String]>) -> Cycle<'a> {
-    Cycle {
-        snapshot: snap,
-        now,
-        staleness: STALENESS,
-        subset,
-    }
+    let mut c = Cycle::new(snap, now, STALENESS);
+    c.subset = subset;
+    c
 }
 
 fn scores(scorer: &dyn Scorer, c: &Cycle<'_>) -> Vec<f64> {
@@ -52,14 +52,23 @@ fn scores(scorer: &dyn Scorer, c: &Cycle<'_>) -> Vec<f64> {
     out
 }
 
-fn profile(json: &str) -> SchedulingProfile {
-    SchedulingProfile::from_config(&RouterConfig::from_json(json).unwrap()).unwrap()
+fn profile(json: &str) -> Scheduler {
+    Scheduler::from_config(&RouterConfig::from_json(json).unwrap()).unwrap()
 }
 
-fn pick(p: &SchedulingProfile, c: &Cycle<'_>) -> Result<Vec<String>, ScheduleError> {
-    let mut picked = Vec::new();
-    p.schedule(c, &mut picked)?;
-    Ok(picked
+/// The default scorers with a max-score-picker naming `n` endpoints.
+fn with_fallbacks(n: usize) -> String {
+    format!(
+        r#"{{"plugins": [{{"type": "queue-scorer"}}, {{"type": "kv-cache-utilization-scorer"}},
+            {{"type": "max-score-picker", "parameters": {{"maxNumOfEndpoints": {n}}}}}]}}"#
+    )
+}
+
+fn pick(p: &Scheduler, c: &Cycle<'_>) -> Result<Vec<String>, ScheduleError> {
+    let mut picks = Picks::default();
+    p.schedule(c, &mut picks)?;
+    Ok(picks
+        .primary
         .iter()
         .map(|&i| c.endpoint(i).address().to_owned())
         .collect())
@@ -141,11 +150,7 @@ fn fallbacks_come_best_first() {
             Some((2, 0.2)),
         ],
     );
-    let got = pick(
-        &profile(r#"{"maxNumOfEndpoints": 3}"#),
-        &cycle(&snap, t, None),
-    )
-    .unwrap();
+    let got = pick(&profile(&with_fallbacks(3)), &cycle(&snap, t, None)).unwrap();
     assert_eq!(got, vec!["10.0.0.2:8000", "10.0.0.4:8000", "10.0.0.1:8000"]);
 }
 
@@ -154,11 +159,7 @@ fn stale_endpoints_are_dropped_while_fresh_ones_exist() {
     let t = Instant::now();
     // The idle endpoint was never scraped; the busy one is fresh and must win.
     let snap = snapshot(t, &[None, Some((50, 0.95))]);
-    let got = pick(
-        &profile(r#"{"maxNumOfEndpoints": 2}"#),
-        &cycle(&snap, t, None),
-    )
-    .unwrap();
+    let got = pick(&profile(&with_fallbacks(2)), &cycle(&snap, t, None)).unwrap();
     assert_eq!(got, vec!["10.0.0.2:8000"]);
 }
 

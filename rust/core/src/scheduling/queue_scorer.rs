@@ -1,9 +1,20 @@
-//! queue-scorer: prefers endpoints with fewer requests waiting in the model server's queue.
+//! queue-scorer: prefers endpoints with fewer requests waiting in the model server's queue
+//! (min-max over the candidates).
 
+use std::sync::Arc;
+
+use super::config::ConfigError;
 use super::cycle::Cycle;
+use super::params::{NoParams, Params};
+use super::plugin::Plugin;
 use super::scorer::{score_lower_is_better, Scorer};
 
 pub struct QueueScorer;
+
+pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
+    p.parse::<NoParams>()?;
+    Ok(Plugin::Scorer(Arc::new(QueueScorer)))
+}
 
 impl Scorer for QueueScorer {
     fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]) {

@@ -8,8 +8,11 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use super::config::{ConfigError, RouterConfig};
-use super::cycle::{Cycle, ScheduleError};
-use super::profile::SchedulingProfile;
+use super::cycle::{Cycle, Request, ScheduleError};
+use super::disagg_profile_handler::PREFILLER_HEADER;
+use super::scheduler::Scheduler;
+use super::scorer::Picks;
+use super::session_affinity_scorer::session_token;
 use crate::datalayer::{parse_metrics, EndpointSpec, EndpointStore, Engine, ScrapeConfig, Scraper};
 use crate::parse::{self, ApiKind, ParseError};
 
@@ -26,6 +29,21 @@ pub struct Decision {
     pub body: Option<Vec<u8>>,
     pub stream: bool,
     pub kind: ApiKind,
+    /// Headers the proxy must add to the request upstream (e.g. `x-prefiller-host-port` when a
+    /// prefill endpoint was picked); empty when none.
+    pub headers: Vec<(String, String)>,
+    /// When session affinity is configured: the `x-session-token` value naming the primary,
+    /// for the proxy to return on the response so the client can send it back.
+    pub session_token: Option<String>,
+}
+
+/// The optional inputs of a route beyond path and body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteOptions<'a> {
+    pub model_rewrite: Option<&'a str>,
+    pub subset: Option<&'a [String]>,
+    /// Request headers, for session affinity and other header-driven plugins.
+    pub headers: &'a [(String, String)],
 }
 
 impl Decision {
@@ -60,21 +78,21 @@ pub struct EndpointStatus {
 pub struct Router {
     config: RouterConfig,
     store: Arc<EndpointStore>,
-    profile: SchedulingProfile,
+    scheduler: Scheduler,
     scraper: Mutex<Option<Scraper>>,
 }
 
 thread_local! {
-    static PICKED: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static PICKS: std::cell::RefCell<Picks> = std::cell::RefCell::default();
 }
 
 impl Router {
     pub fn new(config: RouterConfig) -> Result<Router, ConfigError> {
-        let profile = SchedulingProfile::from_config(&config)?;
+        let scheduler = Scheduler::from_config(&config)?;
         Ok(Router {
             config,
             store: Arc::new(EndpointStore::default()),
-            profile,
+            scheduler,
             scraper: Mutex::new(None),
         })
     }
@@ -91,8 +109,24 @@ impl Router {
         &self.store
     }
 
+    /// The resolved scheduling configuration (profiles, plugins, weights) as JSON.
+    pub fn describe(&self) -> serde_json::Value {
+        self.scheduler.describe()
+    }
+
+    /// Replace the endpoint set; plugins forget what they kept about endpoints that left.
     pub fn set_endpoints(&self, specs: &[EndpointSpec]) {
+        let before = self.store.snapshot();
         self.store.set_endpoints(specs);
+        let after = self.store.snapshot();
+        for ep in &before.endpoints {
+            let kept = after
+                .get(ep.address())
+                .is_some_and(|e| e.info.id == ep.info.id);
+            if !kept {
+                self.scheduler.endpoint_removed(ep.info.id);
+            }
+        }
     }
 
     /// Feed one scrape by hand; false when no endpoint has that address.
@@ -129,45 +163,75 @@ impl Router {
         model_rewrite: Option<&str>,
         subset: Option<&[String]>,
     ) -> Result<Decision, RouteError> {
+        let options = RouteOptions {
+            model_rewrite,
+            subset,
+            headers: &[],
+        };
+        self.route_with(path, body, &options)
+    }
+
+    /// `route` with request headers and any later options.
+    pub fn route_with(
+        &self,
+        path: &str,
+        body: &[u8],
+        options: &RouteOptions<'_>,
+    ) -> Result<Decision, RouteError> {
         let request = parse::parse_request(path, body)?;
+        let model_rewrite = options.model_rewrite;
         let rewritten = match model_rewrite {
             Some(target) if request.model.as_deref() != Some(target) => {
                 Some(parse::rewrite_model(body, target)?)
             }
             _ => None,
         };
+        let served_model = model_rewrite.or(request.model.as_deref()).unwrap_or("");
         let snapshot = self.store.snapshot();
-        let cycle = Cycle {
-            snapshot: &snapshot,
-            now: Instant::now(),
-            staleness: self.config.staleness(),
-            subset,
+        let mut cycle = Cycle::new(&snapshot, Instant::now(), self.config.staleness());
+        cycle.subset = options.subset;
+        cycle.request = Request {
+            model: served_model,
+            prompt: request.prompt.as_bytes(),
+            cache_salt: request.cache_salt.as_deref(),
+            headers: options.headers,
         };
-        let endpoints = PICKED.with_borrow_mut(|picked| -> Result<String, ScheduleError> {
-            self.profile.schedule(&cycle, picked)?;
-            let mut joined = String::with_capacity(picked.len() * 22);
-            for (i, &p) in picked.iter().enumerate() {
-                if i > 0 {
-                    joined.push(',');
+        let (endpoints, headers, session) =
+            PICKS.with_borrow_mut(|picks| -> Result<_, ScheduleError> {
+                self.scheduler.schedule(&cycle, picks)?;
+                let mut joined = String::with_capacity(picks.primary.len() * 22);
+                for (i, &p) in picks.primary.iter().enumerate() {
+                    if i > 0 {
+                        joined.push(',');
+                    }
+                    joined.push_str(cycle.endpoint(p).address());
                 }
-                joined.push_str(cycle.endpoint(p).address());
-            }
-            cycle
-                .endpoint(picked[0])
-                .info
-                .in_flight
-                .fetch_add(1, Ordering::Relaxed);
-            Ok(joined)
-        })?;
+                let primary = cycle.endpoint(picks.primary[0]);
+                primary.info.in_flight.fetch_add(1, Ordering::Relaxed);
+                let headers = match picks.prefill {
+                    Some(p) => vec![(
+                        PREFILLER_HEADER.to_owned(),
+                        cycle.endpoint(p).address().to_owned(),
+                    )],
+                    None => Vec::new(),
+                };
+                let session = self
+                    .scheduler
+                    .uses_session_affinity()
+                    .then(|| session_token(&primary.info.name));
+                Ok((joined, headers, session))
+            })?;
         let primary_len = endpoints.find(',').unwrap_or(endpoints.len());
         Ok(Decision {
             endpoints,
             primary_len,
-            model: request.model,
             target_model: rewritten.as_ref().and(model_rewrite.map(str::to_owned)),
+            model: request.model,
             body: rewritten,
             stream: request.stream,
             kind: request.kind,
+            headers,
+            session_token: session,
         })
     }
 

@@ -54,8 +54,11 @@ fn route_counts_in_flight_and_release_drops_it_saturating() {
 }
 
 #[test]
-fn in_flight_spreads_requests_between_scrapes() {
-    let r = router("{}", &["10.0.0.1:8000", "10.0.0.2:8000"]);
+fn in_flight_spreads_requests_between_scrapes_with_active_request_scorer() {
+    let r = router(
+        r#"{"plugins": [{"type": "queue-scorer"}, {"type": "active-request-scorer"}]}"#,
+        &["10.0.0.1:8000", "10.0.0.2:8000"],
+    );
     load(&r, "10.0.0.1:8000", 0);
     load(&r, "10.0.0.2:8000", 0);
     let first = r.route(PATH, BODY, None, None).unwrap();
@@ -76,7 +79,8 @@ fn model_rewrite_returns_the_new_body_and_target() {
 #[test]
 fn fallbacks_are_comma_separated_after_the_primary() {
     let r = router(
-        r#"{"maxNumOfEndpoints": 2}"#,
+        r#"{"plugins": [{"type": "queue-scorer"},
+            {"type": "max-score-picker", "parameters": {"maxNumOfEndpoints": 2}}]}"#,
         &["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"],
     );
     load(&r, "10.0.0.1:8000", 9);

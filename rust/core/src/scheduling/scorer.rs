@@ -1,29 +1,26 @@
-//! The scorer contract: each scorer rates every candidate in [0, 1]; the profile weighs and
-//! sums them. Scorers are built by their upstream type name.
+//! The scorer contract: each scorer rates every candidate in [0, 1]; the profile clamps, weighs
+//! and sums them. A scorer may also learn from the cycle's outcome (upstream's PreRequest hook).
 
-use super::active_request_scorer::ActiveRequestScorer;
 use super::cycle::Cycle;
-use super::kv_cache_utilization_scorer::KvCacheUtilizationScorer;
-use super::queue_scorer::QueueScorer;
+
+/// What a scheduling cycle decided: snapshot positions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Picks {
+    /// The primary (decode) endpoint first, then fallbacks.
+    pub primary: Vec<u32>,
+    /// The prefill endpoint, when a disaggregation handler ran a prefill profile.
+    pub prefill: Option<u32>,
+}
 
 pub trait Scorer: Send + Sync {
     /// Write one score in [0, 1] per candidate into `out` (same length and order).
     fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]);
-}
 
-pub const SCORER_NAMES: [&str; 3] = [
-    "queue-scorer",
-    "kv-cache-utilization-scorer",
-    "active-request-scorer",
-];
+    /// Called once the cycle has picked; stateful scorers record the decision here.
+    fn picked(&self, _cycle: &Cycle<'_>, _picks: &Picks) {}
 
-pub fn build(name: &str) -> Option<Box<dyn Scorer>> {
-    match name {
-        "queue-scorer" => Some(Box::new(QueueScorer)),
-        "kv-cache-utilization-scorer" => Some(Box::new(KvCacheUtilizationScorer)),
-        "active-request-scorer" => Some(Box::new(ActiveRequestScorer)),
-        _ => None,
-    }
+    /// The endpoint with this id left the pool: drop what is kept about it.
+    fn endpoint_removed(&self, _id: u64) {}
 }
 
 /// Min-max normalisation where less is better: the smallest value scores 1, the largest 0,

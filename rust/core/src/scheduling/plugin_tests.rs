@@ -1,0 +1,276 @@
+//! One behaviour per plugin, over real snapshots.
+
+use std::sync::Arc;
+
+use super::cycle::Request;
+use super::filter::Filter;
+use super::label_selector_filter;
+use super::load_aware_scorer::LoadAwareScorer;
+use super::lora_affinity_scorer::LoraAffinityScorer;
+use super::no_hit_lru_scorer::NoHitLruScorer;
+use super::params::Params;
+use super::pd_decider::{PdDecider, PrefixBasedPdDecider};
+use super::plugin::{self, Plugin};
+use super::prefix_cache_scorer::PrefixCacheScorer;
+use super::role_filter::{DECODE, PREFILL, ROLE_LABEL};
+use super::running_requests_size_scorer::RunningRequestsSizeScorer;
+use super::scorer::{Picks, Scorer};
+use super::session_affinity_scorer::{session_token, SessionAffinityScorer};
+use super::test_pool::{all, cycle, pool, scores, Ep};
+use super::utilization_filter;
+use crate::datalayer::MetricsUpdate;
+
+fn built(kind: &str, params: &str) -> Plugin {
+    let raw: serde_json::Value = serde_json::from_str(params).unwrap();
+    plugin::build(&Params {
+        name: kind,
+        kind,
+        raw: Some(&raw),
+    })
+    .unwrap()
+}
+
+fn filter_of(kind: &str, params: &str) -> Arc<dyn Filter> {
+    match built(kind, params) {
+        Plugin::Filter(f) => f,
+        _ => panic!("{kind} is not a filter"),
+    }
+}
+
+fn kept(f: &dyn Filter, eps: Vec<Ep>) -> Vec<u32> {
+    let (_store, snap) = pool(eps);
+    let c = cycle(&snap);
+    let mut candidates = all(&c);
+    f.filter(&c, &mut candidates).unwrap();
+    candidates
+}
+
+const PROMPT: &[u8] = &[b'x'; 256 * 4];
+
+fn prefix_request(prompt: &[u8]) -> Request<'_> {
+    Request {
+        model: "m",
+        prompt,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn prefix_scorer_scores_the_share_of_leading_blocks_routed_there_before() {
+    let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0)]);
+    let s = PrefixCacheScorer::new(64, 256, 1000, true);
+    let mut c = cycle(&snap);
+    c.request = prefix_request(&PROMPT[..512]);
+    assert_eq!(scores(&s, &c), vec![0.0, 0.0]);
+    s.picked(
+        &c,
+        &Picks {
+            primary: vec![1],
+            prefill: None,
+        },
+    );
+    // A longer prompt sharing the first two of its four blocks.
+    let mut c = cycle(&snap);
+    c.request = prefix_request(PROMPT);
+    assert_eq!(scores(&s, &c), vec![0.0, 0.5]);
+    assert_eq!(
+        c.state.borrow().prefix.as_ref().unwrap().matched,
+        vec![(1, 2)]
+    );
+}
+
+#[test]
+fn prefix_scorer_scores_zero_for_prompts_shorter_than_a_block() {
+    let (_store, snap) = pool(vec![Ep::waiting(0)]);
+    let s = PrefixCacheScorer::new(64, 256, 1000, true);
+    let mut c = cycle(&snap);
+    c.request = prefix_request(b"short");
+    s.picked(
+        &c,
+        &Picks {
+            primary: vec![0],
+            prefill: None,
+        },
+    );
+    assert_eq!(scores(&s, &c), vec![0.0]);
+}
+
+#[test]
+fn prefix_scorer_sizes_each_lru_from_the_endpoints_kv_cache() {
+    // 2 GPU blocks of 64 tokens hold 2 of our 64-token blocks.
+    let (_store, snap) = pool(vec![Ep::with(MetricsUpdate {
+        block_size: Some(64),
+        num_gpu_blocks: Some(2),
+        ..Default::default()
+    })]);
+    let s = PrefixCacheScorer::new(64, 256, 1000, true);
+    let mut c = cycle(&snap);
+    c.request = prefix_request(PROMPT);
+    scores(&s, &c);
+    s.picked(
+        &c,
+        &Picks {
+            primary: vec![0],
+            prefill: None,
+        },
+    );
+    assert_eq!(scores(&s, &c), vec![0.5]);
+}
+
+#[test]
+fn lora_affinity_prefers_active_then_free_slot_then_waiting() {
+    let (_store, snap) = pool(vec![
+        Ep::loras(&["a"], &[], 2),
+        Ep::loras(&["b"], &[], 2),
+        Ep::loras(&["b"], &["a"], 2),
+        Ep::loras(&["b", "c"], &[], 2),
+    ]);
+    let mut c = cycle(&snap);
+    c.request.model = "a";
+    assert_eq!(scores(&LoraAffinityScorer, &c), vec![1.0, 0.8, 0.6, 0.0]);
+}
+
+#[test]
+fn running_requests_size_scorer_prefers_fewer_running() {
+    let run = |n| {
+        Ep::with(MetricsUpdate {
+            running: Some(n),
+            ..Default::default()
+        })
+    };
+    let (_store, snap) = pool(vec![run(2), run(10), run(6)]);
+    assert_eq!(
+        scores(&RunningRequestsSizeScorer, &cycle(&snap)),
+        vec![1.0, 0.0, 0.5]
+    );
+}
+
+#[test]
+fn load_aware_scores_half_for_an_empty_queue_down_to_zero_at_threshold() {
+    let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(64), Ep::waiting(500)]);
+    let s = LoadAwareScorer::new(128);
+    assert_eq!(scores(&s, &cycle(&snap)), vec![0.5, 0.25, 0.0]);
+}
+
+#[test]
+fn session_affinity_scores_the_endpoint_named_by_the_token() {
+    let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0)]);
+    let headers = vec![("x-session-token".to_string(), session_token("ep1"))];
+    let mut c = cycle(&snap);
+    c.request.headers = &headers;
+    assert_eq!(scores(&SessionAffinityScorer, &c), vec![0.0, 1.0]);
+    assert_eq!(
+        scores(&SessionAffinityScorer, &cycle(&snap)),
+        vec![0.0, 0.0]
+    );
+}
+
+#[test]
+fn no_hit_lru_spreads_cold_requests_to_least_recently_used_endpoints() {
+    let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0), Ep::waiting(0)]);
+    let s = NoHitLruScorer::new(16);
+    let c = cycle(&snap);
+    assert_eq!(scores(&s, &c), vec![1.0, 0.5, 0.0]);
+    s.picked(
+        &c,
+        &Picks {
+            primary: vec![0],
+            prefill: None,
+        },
+    );
+    // ep0 just took a cold request: the never-used ones now lead.
+    assert_eq!(scores(&s, &cycle(&snap)), vec![0.0, 1.0, 0.5]);
+}
+
+#[test]
+fn no_hit_lru_is_neutral_when_some_endpoint_has_a_prefix_hit() {
+    let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0)]);
+    let c = cycle(&snap);
+    c.state.borrow_mut().prefix = Some(super::cycle::PrefixState {
+        hashes: vec![1],
+        block_tokens: 64,
+        matched: vec![(1, 1)],
+    });
+    assert_eq!(scores(&NoHitLruScorer::new(16), &c), vec![0.5, 0.5]);
+}
+
+#[test]
+fn decode_filter_keeps_decode_both_and_unlabelled() {
+    let eps = vec![
+        Ep::waiting(0).label(ROLE_LABEL, "decode"),
+        Ep::waiting(0).label(ROLE_LABEL, "prefill"),
+        Ep::waiting(0).label(ROLE_LABEL, "both"),
+        Ep::waiting(0),
+    ];
+    assert_eq!(kept(&DECODE, eps), vec![0, 2, 3]);
+}
+
+#[test]
+fn prefill_filter_keeps_only_prefill() {
+    let eps = vec![
+        Ep::waiting(0).label(ROLE_LABEL, "decode"),
+        Ep::waiting(0).label(ROLE_LABEL, "prefill"),
+        Ep::waiting(0),
+    ];
+    assert_eq!(kept(&PREFILL, eps), vec![1]);
+}
+
+#[test]
+fn label_selector_filter_applies_match_labels_and_expressions() {
+    let f = filter_of(
+        "label-selector-filter",
+        r#"{"matchLabels": {"zone": "a"},
+            "matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100", "a100"]},
+                                 {"key": "draining", "operator": "DoesNotExist"}]}"#,
+    );
+    let eps = vec![
+        Ep::waiting(0).label("zone", "a").label("gpu", "h100"),
+        Ep::waiting(0).label("zone", "b").label("gpu", "h100"),
+        Ep::waiting(0).label("zone", "a").label("gpu", "l4"),
+        Ep::waiting(0)
+            .label("zone", "a")
+            .label("gpu", "a100")
+            .label("draining", "1"),
+    ];
+    assert_eq!(kept(&*f, eps), vec![0]);
+    let _ = label_selector_filter::factory;
+}
+
+#[test]
+fn utilization_filter_drops_saturated_endpoints_but_never_all() {
+    let f = filter_of(
+        "utilization-filter",
+        r#"{"queueThreshold": 5, "kvCacheUsageThreshold": 0.9}"#,
+    );
+    let ep = |w, kv| {
+        Ep::with(MetricsUpdate {
+            waiting: Some(w),
+            kv_usage: Some(kv),
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        kept(&*f, vec![ep(1, 0.5), ep(9, 0.5), ep(1, 0.95)]),
+        vec![0]
+    );
+    assert_eq!(kept(&*f, vec![ep(9, 0.5), ep(1, 0.95)]), vec![0, 1]);
+    let _ = utilization_filter::factory;
+}
+
+#[test]
+fn prefix_based_decider_prefills_when_uncached_tokens_reach_the_threshold() {
+    let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0)]);
+    let d = PrefixBasedPdDecider {
+        non_cached_tokens: 100,
+    };
+    let mut c = cycle(&snap);
+    c.request = prefix_request(PROMPT); // 256 tokens
+    assert!(d.decide(&c, 0));
+    c.state.borrow_mut().prefix = Some(super::cycle::PrefixState {
+        hashes: vec![1, 2, 3, 4],
+        block_tokens: 64,
+        matched: vec![(1, 3)],
+    });
+    assert!(d.decide(&c, 0));
+    assert!(!d.decide(&c, 1)); // 64 uncached tokens
+}

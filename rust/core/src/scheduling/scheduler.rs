@@ -1,0 +1,322 @@
+//! The Scheduler: plugins built from the config, profiles wired from plugin references, and
+//! the profile handler that runs them. Built once; a cycle reads it without locks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::config::{ConfigError, PluginSpec, ProfileSpec, RouterConfig};
+use super::cycle::{Cycle, ScheduleError};
+use super::disagg_profile_handler::DisaggProfileHandler;
+use super::max_score_picker::MaxScorePicker;
+use super::params::Params;
+use super::pd_decider::{PdDecider, PrefixBasedPdDecider};
+use super::plugin::{self, Plugin};
+use super::profile::{Named, SchedulingProfile};
+use super::profile_handler::{HandlerSpec, ProfileHandler};
+use super::scorer::{Picks, Scorer};
+use super::single_profile_handler::SingleProfileHandler;
+
+pub struct Scheduler {
+    profiles: Vec<SchedulingProfile>,
+    handler: Box<dyn ProfileHandler>,
+    handler_name: (String, String),
+    /// Every scorer once, for the after-pick hook.
+    scorers: Vec<Arc<dyn Scorer>>,
+    session_affinity: bool,
+}
+
+struct Built {
+    spec: PluginSpec,
+    plugin: Plugin,
+}
+
+impl Scheduler {
+    pub fn from_config(config: &RouterConfig) -> Result<Scheduler, ConfigError> {
+        let (specs, profile_specs) = config.resolved();
+        let mut built: Vec<Built> = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.into_iter().enumerate() {
+            if built.iter().any(|b| b.spec.name() == spec.name()) {
+                return Err(ConfigError(format!(
+                    "plugins[{i}]: duplicate plugin name '{}'",
+                    spec.name()
+                )));
+            }
+            let plugin = plugin::build(&Params {
+                name: spec.name(),
+                kind: &spec.kind,
+                raw: spec.parameters.as_ref(),
+            })?;
+            built.push(Built { spec, plugin });
+        }
+        let profile_specs = profile_specs.unwrap_or_else(|| vec![implicit_profile(&built)]);
+        if profile_specs.is_empty() {
+            return Err(ConfigError(
+                "schedulingProfiles: at least one profile is required".into(),
+            ));
+        }
+        let mut profiles = Vec::with_capacity(profile_specs.len());
+        for (i, ps) in profile_specs.iter().enumerate() {
+            if profile_specs[..i].iter().any(|p| p.name == ps.name) {
+                return Err(ConfigError(format!(
+                    "schedulingProfiles[{i}]: duplicate profile name '{}'",
+                    ps.name
+                )));
+            }
+            profiles.push(build_profile(i, ps, &built)?);
+        }
+        let (handler, handler_name) = build_handler(&built, &profiles)?;
+        let mut scorers: Vec<Arc<dyn Scorer>> = Vec::new();
+        for b in &built {
+            if let Plugin::Scorer(s) = &b.plugin {
+                scorers.push(s.clone());
+            }
+        }
+        let session_affinity = profiles.iter().any(|p| {
+            p.scorers
+                .iter()
+                .any(|(s, _)| s.kind == "session-affinity-scorer")
+        });
+        Ok(Scheduler {
+            profiles,
+            handler,
+            handler_name,
+            scorers,
+            session_affinity,
+        })
+    }
+
+    /// Run the profiles for one request; `picks` receives snapshot positions.
+    pub fn schedule(&self, cycle: &Cycle<'_>, picks: &mut Picks) -> Result<(), ScheduleError> {
+        self.handler.run(&self.profiles, cycle, picks)?;
+        for s in &self.scorers {
+            s.picked(cycle, picks);
+        }
+        Ok(())
+    }
+
+    /// Whether a session-affinity scorer takes part, so decisions carry a session token.
+    pub fn uses_session_affinity(&self) -> bool {
+        self.session_affinity
+    }
+
+    pub fn endpoint_removed(&self, id: u64) {
+        for s in &self.scorers {
+            s.endpoint_removed(id);
+        }
+    }
+
+    /// The resolved configuration, as `sluicegate check-config` prints it.
+    pub fn describe(&self) -> Value {
+        let named = |name: &str, kind: &str| json!({"name": name, "type": kind});
+        let profiles: Vec<Value> = self
+            .profiles
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p.name,
+                    "filters": p.filters.iter().map(|f| named(&f.name, &f.kind)).collect::<Vec<_>>(),
+                    "scorers": p.scorers.iter().map(|(s, w)| json!({"name": s.name, "type": s.kind, "weight": w})).collect::<Vec<_>>(),
+                    "picker": {"name": p.picker.name, "type": p.picker.kind,
+                               "maxNumOfEndpoints": p.picker.plugin.max_endpoints()},
+                })
+            })
+            .collect();
+        json!({
+            "profileHandler": named(&self.handler_name.0, &self.handler_name.1),
+            "profiles": profiles,
+        })
+    }
+}
+
+/// Plugins without profiles: one profile of every filter, scorer and picker, weight 1.
+fn implicit_profile(built: &[Built]) -> ProfileSpec {
+    ProfileSpec {
+        name: "default".into(),
+        plugins: built
+            .iter()
+            .filter(|b| {
+                matches!(
+                    b.plugin,
+                    Plugin::Filter(_) | Plugin::Scorer(_) | Plugin::Picker(_)
+                )
+            })
+            .map(|b| super::config::PluginRef {
+                plugin_ref: b.spec.name().to_owned(),
+                weight: None,
+            })
+            .collect(),
+    }
+}
+
+fn build_profile(
+    i: usize,
+    ps: &ProfileSpec,
+    built: &[Built],
+) -> Result<SchedulingProfile, ConfigError> {
+    let mut filters = Vec::new();
+    let mut scorers = Vec::new();
+    let mut picker = None;
+    for (j, r) in ps.plugins.iter().enumerate() {
+        let at = format!("schedulingProfiles[{i}] ({}).plugins[{j}]", ps.name);
+        let b = built
+            .iter()
+            .find(|b| b.spec.name() == r.plugin_ref)
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "{at}.pluginRef: no plugin named '{}'",
+                    r.plugin_ref
+                ))
+            })?;
+        let (name, kind) = (b.spec.name().to_owned(), b.spec.kind.clone());
+        match &b.plugin {
+            Plugin::Filter(f) => filters.push(Named {
+                name,
+                kind,
+                plugin: f.clone(),
+            }),
+            Plugin::Scorer(s) => {
+                let weight = r.weight.unwrap_or(1.0);
+                if !weight.is_finite() || weight < 0.0 {
+                    return Err(ConfigError(format!(
+                        "{at}.weight: weight of '{name}' must be a finite number >= 0, got {weight}"
+                    )));
+                }
+                scorers.push((
+                    Named {
+                        name,
+                        kind,
+                        plugin: s.clone(),
+                    },
+                    weight,
+                ));
+            }
+            Plugin::Picker(p) => {
+                if let Some(Named { name: first, .. }) = &picker {
+                    return Err(ConfigError(format!(
+                        "{at}.pluginRef: profile '{}' already has picker '{first}'; a profile takes one",
+                        ps.name
+                    )));
+                }
+                picker = Some(Named {
+                    name,
+                    kind,
+                    plugin: p.clone(),
+                });
+            }
+            Plugin::ProfileHandler(_) | Plugin::Decider(_) => {
+                return Err(ConfigError(format!(
+                    "{at}.pluginRef: '{name}' ({kind}) cannot be used in a profile"
+                )))
+            }
+        }
+    }
+    let picker = picker.unwrap_or_else(|| Named {
+        name: "max-score-picker".into(),
+        kind: "max-score-picker".into(),
+        plugin: Arc::new(MaxScorePicker { max_endpoints: 1 }),
+    });
+    Ok(SchedulingProfile {
+        name: ps.name.clone(),
+        filters,
+        scorers: scorers.into_iter().filter(|(_, w)| *w > 0.0).collect(),
+        picker,
+    })
+}
+
+type BuiltHandler = (Box<dyn ProfileHandler>, (String, String));
+
+fn build_handler(
+    built: &[Built],
+    profiles: &[SchedulingProfile],
+) -> Result<BuiltHandler, ConfigError> {
+    let handlers: Vec<(&Built, &HandlerSpec)> = built
+        .iter()
+        .filter_map(|b| match &b.plugin {
+            Plugin::ProfileHandler(h) => Some((b, h)),
+            _ => None,
+        })
+        .collect();
+    let position: HashMap<&str, usize> = profiles
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i))
+        .collect();
+    let (b, spec) = match handlers.as_slice() {
+        [] if profiles.len() == 1 => {
+            let name = "single-profile-handler".to_owned();
+            return Ok((Box::new(SingleProfileHandler), (name.clone(), name)));
+        }
+        [] => {
+            return Err(ConfigError(format!(
+            "plugins: {} scheduling profiles need a profile handler (e.g. disagg-profile-handler)",
+            profiles.len()
+        )))
+        }
+        [one] => *one,
+        [first, second, ..] => {
+            return Err(ConfigError(format!(
+                "plugins: one profile handler allowed, got '{}' and '{}'",
+                first.0.spec.name(),
+                second.0.spec.name()
+            )))
+        }
+    };
+    let names = (b.spec.name().to_owned(), b.spec.kind.clone());
+    let err = |what: String| ConfigError(format!("plugin '{}' ({}): {what}", names.0, names.1));
+    match spec {
+        HandlerSpec::Single => {
+            if profiles.len() != 1 {
+                return Err(err(format!(
+                    "needs exactly one scheduling profile, got {}",
+                    profiles.len()
+                )));
+            }
+            Ok((Box::new(SingleProfileHandler), names))
+        }
+        HandlerSpec::Disagg {
+            decode_profile,
+            prefill_profile,
+            decider,
+            threshold,
+        } => {
+            let decode = *position.get(decode_profile.as_str()).ok_or_else(|| {
+                err(format!(
+                    "parameters.decodeProfile: no scheduling profile named '{decode_profile}'"
+                ))
+            })?;
+            let decider: Option<Arc<dyn PdDecider>> = match (decider, threshold) {
+                (Some(d), _) => Some(find_decider(built, d).ok_or_else(|| {
+                    err(format!(
+                        "parameters.prefillDeciderPluginName: no decider plugin named '{d}'"
+                    ))
+                })?),
+                (None, Some(t)) => Some(Arc::new(PrefixBasedPdDecider {
+                    non_cached_tokens: *t,
+                })),
+                (None, None) => None,
+            };
+            let prefill = position.get(prefill_profile.as_str()).copied();
+            Ok((
+                Box::new(DisaggProfileHandler {
+                    decode,
+                    prefill,
+                    decider,
+                }),
+                names,
+            ))
+        }
+    }
+}
+
+fn find_decider(built: &[Built], name: &str) -> Option<Arc<dyn PdDecider>> {
+    built.iter().find_map(|b| match &b.plugin {
+        Plugin::Decider(d) if b.spec.name() == name => Some(d.clone()),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+#[path = "scheduler_tests.rs"]
+mod tests;

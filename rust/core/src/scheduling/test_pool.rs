@@ -1,0 +1,86 @@
+//! Test fixture: real snapshots from the endpoint store, with chosen metrics and labels.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::datalayer::metrics::LoraInfo;
+use crate::datalayer::{EndpointSpec, EndpointStore, MetricsUpdate, Snapshot};
+use crate::scheduling::cycle::Cycle;
+use crate::scheduling::scorer::Scorer;
+
+pub const STALENESS: Duration = Duration::from_secs(2);
+
+/// One endpoint 10.0.0.{i+1}:8000 named ep{i}, scraped now with `update`.
+#[derive(Debug, Clone)]
+pub struct Ep {
+    pub labels: Vec<(String, String)>,
+    pub update: MetricsUpdate,
+}
+
+impl Ep {
+    pub fn waiting(n: u32) -> Ep {
+        Ep::with(MetricsUpdate {
+            waiting: Some(n),
+            ..Default::default()
+        })
+    }
+
+    pub fn with(update: MetricsUpdate) -> Ep {
+        Ep {
+            labels: vec![],
+            update,
+        }
+    }
+
+    pub fn label(mut self, k: &str, v: &str) -> Ep {
+        self.labels.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn loras(running: &[&str], waiting: &[&str], max: u32) -> Ep {
+        let s = |l: &[&str]| l.iter().map(|x| x.to_string()).collect();
+        Ep::with(MetricsUpdate {
+            loras: Some(LoraInfo {
+                running: s(running),
+                waiting: s(waiting),
+                max_lora: max,
+            }),
+            ..Default::default()
+        })
+    }
+}
+
+pub fn pool(eps: Vec<Ep>) -> (EndpointStore, Arc<Snapshot>) {
+    let store = EndpointStore::default();
+    let specs: Vec<EndpointSpec> = eps
+        .iter()
+        .enumerate()
+        .map(|(i, e)| EndpointSpec {
+            name: format!("ep{i}"),
+            address: format!("10.0.0.{}:8000", i + 1),
+            labels: e.labels.clone(),
+        })
+        .collect();
+    store.set_endpoints(&specs);
+    let now = Instant::now();
+    for (spec, e) in specs.iter().zip(&eps) {
+        store.ingest(&spec.address, &e.update, now);
+    }
+    let snap = store.snapshot();
+    (store, snap)
+}
+
+pub fn all(c: &Cycle<'_>) -> Vec<u32> {
+    (0..c.snapshot.endpoints.len() as u32).collect()
+}
+
+pub fn scores(scorer: &dyn Scorer, c: &Cycle<'_>) -> Vec<f64> {
+    let candidates = all(c);
+    let mut out = vec![f64::NAN; candidates.len()];
+    scorer.score(c, &candidates, &mut out);
+    out
+}
+
+pub fn cycle(snap: &Snapshot) -> Cycle<'_> {
+    Cycle::new(snap, Instant::now(), STALENESS)
+}
