@@ -144,6 +144,7 @@ pub struct FlowControlConfig {
     pub max_requests: u64,
     #[serde(default)]
     pub max_bytes: u64,
+    /// 0 = no TTL: requests wait until dispatched, cancelled or evicted.
     #[serde(default = "default_ttl_ms")]
     pub default_request_ttl_ms: u64,
     /// How long a request may wait while the pool has no endpoints; defaults to the TTL.
@@ -152,6 +153,10 @@ pub struct FlowControlConfig {
     /// Settings for bands provisioned on demand (any priority not listed in `priorityBands`).
     #[serde(default)]
     pub default_priority_band: BandConfig,
+    /// Template for priorities below zero not listed in `priorityBands`; defaults to
+    /// `defaultPriorityBand`.
+    #[serde(default)]
+    pub default_negative_priority_band: Option<BandConfig>,
     #[serde(default)]
     pub priority_bands: Vec<BandConfig>,
     #[serde(default)]
@@ -175,9 +180,6 @@ impl FlowControlConfig {
     }
 
     fn validate(&self) -> Result<(), FlowConfigError> {
-        if self.default_request_ttl_ms == 0 {
-            return Err(FlowConfigError("defaultRequestTTL must be > 0".into()));
-        }
         if let SaturationConfig::Concurrency { max_concurrency: 0 } = self.saturation_detector {
             return Err(FlowConfigError("maxConcurrency must be > 0".into()));
         }
@@ -194,14 +196,13 @@ impl FlowControlConfig {
     }
 
     pub fn default_ttl(&self) -> Duration {
-        Duration::from_millis(self.default_request_ttl_ms)
+        ttl(self.default_request_ttl_ms)
     }
 
     pub fn no_endpoint_ttl(&self) -> Duration {
-        Duration::from_millis(
-            self.no_endpoint_request_ttl_ms
-                .unwrap_or(self.default_request_ttl_ms),
-        )
+        ttl(self
+            .no_endpoint_request_ttl_ms
+            .unwrap_or(self.default_request_ttl_ms))
     }
 
     /// The settings of the band serving `priority`.
@@ -210,10 +211,26 @@ impl FlowControlConfig {
             .iter()
             .find(|b| b.priority == priority)
             .cloned()
-            .unwrap_or_else(|| BandConfig {
-                priority,
-                ..self.default_priority_band.clone()
+            .unwrap_or_else(|| {
+                let template = match &self.default_negative_priority_band {
+                    Some(negative) if priority < 0 => negative,
+                    _ => &self.default_priority_band,
+                };
+                BandConfig {
+                    priority,
+                    ..template.clone()
+                }
             })
+    }
+}
+
+/// A TTL of 0 means none: a deadline far enough away never to fire (and never to overflow).
+fn ttl(ms: u64) -> Duration {
+    const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    if ms == 0 {
+        NEVER
+    } else {
+        Duration::from_millis(ms).min(NEVER)
     }
 }
 

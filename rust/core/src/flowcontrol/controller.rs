@@ -237,14 +237,18 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
 
     /// A dispatched request finished: it no longer counts in flight.
     pub fn release(&self) {
-        let _ =
-            self.shared
-                .ledger
-                .in_flight
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    Some(n.saturating_sub(1))
-                });
-        self.shared.wake();
+        let l = &self.shared.ledger;
+        let _ = l
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(1))
+            });
+        // Only a waiting request can use the room; with none queued, the next enqueue wakes the
+        // dispatcher itself. SeqCst pairs with the enqueue's reservation and the dispatcher's
+        // in-flight read, so a request queued meanwhile is never left asleep.
+        if l.queued.requests.load(Ordering::SeqCst) > 0 {
+            self.shared.wake();
+        }
     }
 
     /// Something outside changed (endpoints, metrics): look again now.

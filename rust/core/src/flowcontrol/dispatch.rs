@@ -200,7 +200,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
         for _ in 0..BURST {
             let saturation = shared
                 .detector
-                .saturation(now, l.in_flight.load(Ordering::Acquire));
+                .saturation(now, l.in_flight.load(Ordering::SeqCst));
             let mut dispatched = false;
             for (rank, band) in self.bands.values_mut().enumerate() {
                 if !band.has_live() {

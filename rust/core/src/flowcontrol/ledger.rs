@@ -15,7 +15,7 @@ pub struct Counters {
 impl Counters {
     /// Add one request of `size`; undo and return false when a limit (0 = none) is passed.
     fn try_add(&self, size: u64, max_requests: u64, max_bytes: u64) -> bool {
-        let n = self.requests.fetch_add(1, Ordering::AcqRel) + 1;
+        let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
         let b = self.bytes.fetch_add(size, Ordering::AcqRel) + size;
         if (max_requests > 0 && n > max_requests) || (max_bytes > 0 && b > max_bytes) {
             self.sub(size);

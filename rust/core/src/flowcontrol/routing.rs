@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::controller::{Dispatch, Dispatcher};
-use crate::scheduling::{Decision, RouteError, Router};
+use crate::scheduling::{Decision, RouteError, RouteOptions, Router};
 
 /// Dispatch means "you may go now"; the caller picks its own upstream.
 pub struct Admit;
@@ -27,6 +27,8 @@ pub struct RouteRequest {
     pub body: Vec<u8>,
     pub model_rewrite: Option<String>,
     pub subset: Option<Vec<String>>,
+    /// Request headers for header-driven plugins (session affinity, ...).
+    pub headers: Vec<(String, String)>,
 }
 
 /// Schedule over the current snapshot; an empty pool waits instead of failing.
@@ -37,12 +39,12 @@ pub fn route_when_possible(
     if router.store().snapshot().endpoints.is_empty() {
         return Dispatch::NoCandidates;
     }
-    Dispatch::Done(router.route(
-        &r.path,
-        &r.body,
-        r.model_rewrite.as_deref(),
-        r.subset.as_deref(),
-    ))
+    let options = RouteOptions {
+        model_rewrite: r.model_rewrite.as_deref(),
+        subset: r.subset.as_deref(),
+        headers: &r.headers,
+    };
+    Dispatch::Done(router.route_with(&r.path, &r.body, &options))
 }
 
 impl Dispatcher for Arc<Router> {

@@ -357,6 +357,36 @@ fn global_byte_capacity_spans_bands() {
 }
 
 #[test]
+fn negative_priorities_take_the_negative_band_template() {
+    let (fc, _seen) = gated(
+        config(r#"{"defaultNegativePriorityBand": {"maxRequests": 1}}"#),
+        false,
+    );
+    fc.enqueue(&adm("f", -1), ("f".into(), 0)).unwrap();
+    assert_eq!(
+        fc.enqueue(&adm("f", -1), ("f".into(), 1)).err(),
+        Some(Rejection::Capacity)
+    );
+    assert!(
+        fc.enqueue(&adm("f", -2), ("f".into(), 2)).is_ok(),
+        "each negative priority gets its own band"
+    );
+    assert!(fc.enqueue(&adm("f", 0), ("f".into(), 3)).is_ok());
+    assert!(fc.enqueue(&adm("f", 0), ("f".into(), 4)).is_ok());
+}
+
+#[test]
+fn a_zero_default_ttl_means_no_expiry() {
+    let c = config(r#"{"defaultRequestTtlMs": 0}"#);
+    assert!(c.default_ttl() > Duration::from_secs(365 * 24 * 3600));
+    let (fc, seen) = gated(c, false);
+    fc.enqueue(&adm("f", 0), ("f".into(), 0)).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(seen.lock().unwrap().is_empty());
+    assert_eq!(fc.stats().queued_requests, 1);
+}
+
+#[test]
 fn a_cancelled_request_leaves_at_once_and_gets_no_other_outcome() {
     let (fc, seen) = gated(config("{}"), false);
     let a = fc.enqueue(&adm("f", 0), ("f".into(), 0)).unwrap();
