@@ -9,7 +9,15 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/sluicegate/target-rustc-$(RUSTC_VERSIO
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
 
-.PHONY: setup demo test test-rust test-py bench lint clean
+.PHONY: setup demo test test-rust test-py bench lint clean kube-bins
+
+# The real kube-apiserver and etcd for tests/kube, built from tests/kube/go.mod through the Go
+# module proxy and cached outside the clone per Kubernetes version (skipped when present).
+KUBE_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2}' tests/kube/go.mod)
+KUBE_BINS := $(HOME)/.cache/sluicegate/kube-$(KUBE_VERSION)
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 \
+	-X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(KUBE_VERSION)))
 
 setup: .stamp-ext
 
@@ -26,7 +34,15 @@ $(VENV)/.stamp-deps: pyproject.toml
 demo: setup
 	$(VENV)/bin/sluicegate demo
 
-test: setup test-rust test-py
+test: setup kube-bins test-rust test-py
+
+kube-bins: $(KUBE_BINS)/.built
+
+# Keyed by version, not by go.mod's mtime: a fresh clone reuses the cache.
+$(KUBE_BINS)/.built:
+	cd tests/kube && GOFLAGS=-mod=mod go build -trimpath -ldflags "$(KUBE_LDFLAGS)" \
+		-o $(KUBE_BINS)/ k8s.io/kubernetes/cmd/kube-apiserver ./cmd/etcd
+	touch $@
 
 test-rust:
 	cargo test --workspace --exclude sluicegate-py -q

@@ -8,12 +8,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .datalayer.discovery import ENGINE_LABEL, Endpoint, FileDiscovery
 from .errors import ConfigError
+from .extproc.native_server import NativeEppServer
 from .extproc.server import EppServer
+from .metrics import MetricsServer, build_registry
 from .scheduling import Router
 from .scheduling.config import EppConfig, load_config
+
+if TYPE_CHECKING:
+    from .kube.mode import LeaseOptions
+    from .kube.watcher import KubeOptions
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,11 @@ class EppOptions:
     drain_timeout_s: float = 30.0
     skip_response: bool = False
     pool_name: str | None = None
+    ext_proc_impl: str = "python"  # "python" (grpc.aio) or "rust" (tonic, no Python per request)
+    metrics_port: int | None = 9090  # None: no metrics/health HTTP server
+    metrics_token_file: str | None = None
+    kube: "KubeOptions | None" = None  # Kubernetes mode (--pool-name or --endpoint-selector)
+    leader_election: "LeaseOptions | None" = None  # --ha-enable-leader-election
 
 
 class Epp:
@@ -44,21 +56,35 @@ class Epp:
                 scrapeIntervalMs=opts.refresh_metrics_interval_ms, stalenessMs=opts.metrics_staleness_ms
             )
         )
-        if opts.pool_name:
-            raise ConfigError("--pool-name (Kubernetes mode) is not available in this build; use --endpoints-file")
-        path = opts.endpoints_file or self.config.endpoints_file
-        if path is None:
-            raise ConfigError("no endpoints: give --endpoints-file or a file-discovery plugin in the config")
-        self.discovery = FileDiscovery(path, self._set_endpoints, watch=self.config.watch_file)
-        self.server = EppServer(
-            self.router,
+        self.kube = None
+        picker = self.router
+        if opts.kube is not None:
+            from .kube.mode import KubeMode
+
+            self.kube = KubeMode(opts.kube, opts.leader_election, self.router, self._set_endpoints)
+            self.discovery = self.kube.watcher
+            picker = self.kube.picker
+        else:
+            path = opts.endpoints_file or self.config.endpoints_file
+            if path is None:
+                raise ConfigError("no endpoints: give --endpoints-file, --pool-name, or a file-discovery plugin")
+            self.discovery = FileDiscovery(path, self._set_endpoints, watch=self.config.watch_file)
+        self.server = _ext_proc_server(opts, self.config)(
+            picker,
             host=opts.grpc_host,
             port=opts.grpc_port,
             health_port=opts.grpc_health_port,
             secure=opts.secure_serving,
             cert_path=opts.cert_path,
             skip_response=opts.skip_response,
+            stats=self.router.request_stats(),
         )
+        self.metrics: MetricsServer | None = None
+        if opts.metrics_port is not None:
+            registry = build_registry(self.router, opts.pool_name or "default")
+            self.metrics = MetricsServer(registry, self.ready, opts.grpc_host, opts.metrics_port,
+                                         opts.metrics_token_file)
+        self._serving = False
 
     @property
     def port(self) -> int:
@@ -72,16 +98,35 @@ class Epp:
         self.router.set_endpoints([(e.name, e.hostport, _labels(e)) for e in endpoints])
         log.info("endpoints: %s", ", ".join(e.hostport for e in endpoints) or "none")
 
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics.port if self.metrics is not None else None
+
+    def ready(self) -> bool:
+        """Started and not stopping: what /readyz reports."""
+        return self._serving
+
     async def start(self) -> None:
         self.discovery.start()
         self.router.start_scraper()
+        if self.metrics is not None:
+            await self.metrics.start()
         await self.server.start()
-        await self.server.set_serving(True)
+        self._serving = True
+        if self.kube is not None:
+            await self.kube.start(self.server.set_serving)  # SERVING once synced (and leader, with HA)
+        else:
+            await self.server.set_serving(True)
 
     async def stop(self, drain_timeout: float | None = None) -> None:
+        self._serving = False
+        if self.kube is not None:
+            await self.kube.stop_serving()
         await self.server.stop(self.opts.drain_timeout_s if drain_timeout is None else drain_timeout)
         await self.discovery.stop()
         self.router.stop_scraper()
+        if self.metrics is not None:
+            await self.metrics.stop()
 
     async def __aenter__(self) -> "Epp":
         await self.start()
@@ -89,6 +134,21 @@ class Epp:
 
     async def __aexit__(self, *exc) -> None:
         await self.stop(0)
+
+
+def _ext_proc_server(opts: EppOptions, config: EppConfig) -> type[EppServer] | type[NativeEppServer]:
+    """The ext_proc server class --ext-proc-impl names; the Rust one only where it has every feature."""
+    if opts.ext_proc_impl == "python":
+        return EppServer
+    if opts.ext_proc_impl != "rust":
+        raise ConfigError(f"--ext-proc-impl: {opts.ext_proc_impl!r} is not one of python, rust")
+    if "flowControl" in config.feature_gates:
+        raise ConfigError("--ext-proc-impl rust: flow control (featureGates: [flowControl]) runs in the "
+                          "Python request path only; use --ext-proc-impl python")
+    if opts.pool_name:
+        raise ConfigError("--ext-proc-impl rust: Kubernetes mode (--pool-name) needs the Python request path "
+                          "(InferenceModelRewrite); use --ext-proc-impl python")
+    return NativeEppServer
 
 
 def _labels(e: Endpoint) -> dict[str, str]:
@@ -103,7 +163,8 @@ async def run_until(opts: EppOptions, stop: asyncio.Event) -> None:
     await epp.start()
     try:
         # Tests and wrappers wait for this line to know the ports.
-        print(f"sluicegate ready grpc={epp.port} health={epp.health_port}", flush=True)
+        print(f"sluicegate ready grpc={epp.port} health={epp.health_port} metrics={epp.metrics_port or 0}",
+              flush=True)
         await stop.wait()
     finally:
         await epp.stop()

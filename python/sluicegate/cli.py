@@ -1,4 +1,4 @@
-"""`sluicegate run | demo | sim | loadgen | envoy-config | check-config` — one entry point."""
+"""`sluicegate run | demo | sim | loadgen | envoy-config | check-config | optimize` — one entry point."""
 
 from __future__ import annotations
 
@@ -24,21 +24,52 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grpc-host", default="0.0.0.0")
     p.add_argument("--grpc-port", type=int, default=9002)
     p.add_argument("--grpc-health-port", type=int, default=9003)
-    p.add_argument("--metrics-port", type=int, default=9090)
+    p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics, /healthz, /readyz; -1: off")
+    p.add_argument("--metrics-token-file", help="require `Authorization: Bearer <file contents>` on /metrics")
     p.add_argument("--config-file")
     p.add_argument("--config-text")
     p.add_argument("--endpoints-file", help="static endpoints (upstream file-discovery shape)")
     p.add_argument("--pool-name")
-    p.add_argument("--pool-namespace", default=None)
+    p.add_argument("--pool-namespace", default=None, help="default: $NAMESPACE, then 'default'")
+    _add_kube_flags(p)
     p.add_argument("--secure-serving", type=_bool, nargs="?", const=True, default=True)
     p.add_argument("--cert-path")
     p.add_argument("--refresh-metrics-interval", type=float, default=0.05, help="seconds")
     p.add_argument("--metrics-staleness-threshold", type=float, default=2.0, help="seconds")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds")
+    p.add_argument("--ext-proc-impl", choices=("python", "rust"), default="python",
+                   help="ext_proc server: python (grpc.aio) or rust (tonic; no flow control, no Kubernetes mode)")
     p.add_argument("--skip-response-processing", type=_bool, nargs="?", const=True, default=False,
                    help="close the ext_proc stream after routing when the response needs no rewrite")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=_run)
+
+
+def _add_kube_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pool-group", default="inference.networking.k8s.io",
+                   help="API group of the InferencePool (inference.networking.x-k8s.io for the older one)")
+    p.add_argument("--kubeconfig", help="default: in-cluster, then $KUBECONFIG / ~/.kube/config")
+    p.add_argument("--endpoint-selector", help="without CRDs: pods matching k=v[,k=v] are the pool")
+    p.add_argument("--endpoint-target-ports", help="without CRDs: the pool's ports, comma-separated")
+    p.add_argument("--ha-enable-leader-election", type=_bool, nargs="?", const=True, default=False)
+    p.add_argument("--ha-lease-duration", type=float, default=15.0, help=argparse.SUPPRESS)
+    p.add_argument("--ha-renew-deadline", type=float, default=10.0, help=argparse.SUPPRESS)
+    p.add_argument("--ha-retry-period", type=float, default=2.0, help=argparse.SUPPRESS)
+
+
+def _kube_options(args: argparse.Namespace) -> dict:
+    if not (args.pool_name or args.endpoint_selector):
+        return {}
+    from .kube.mode import LeaseOptions
+    from .kube.watcher import KubeOptions
+
+    kube = KubeOptions(pool_name=args.pool_name, pool_namespace=args.pool_namespace, pool_group=args.pool_group,
+                       kubeconfig=args.kubeconfig, endpoint_selector=args.endpoint_selector,
+                       endpoint_target_ports=args.endpoint_target_ports)
+    lease = None
+    if args.ha_enable_leader_election:
+        lease = LeaseOptions(args.ha_lease_duration, args.ha_renew_deadline, args.ha_retry_period)
+    return {"kube": kube, "leader_election": lease}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -58,7 +89,11 @@ def _run(args: argparse.Namespace) -> int:
         metrics_staleness_ms=max(1, int(args.metrics_staleness_threshold * 1000)),
         drain_timeout_s=args.drain_timeout,
         skip_response=args.skip_response_processing,
+        ext_proc_impl=args.ext_proc_impl,
         pool_name=args.pool_name,
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        metrics_token_file=args.metrics_token_file,
+        **_kube_options(args),
     )
 
     async def main() -> None:
@@ -127,6 +162,14 @@ def _add_envoy_config(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=config_command.print_config)
 
 
+def _add_optimize(sub: argparse._SubParsersAction) -> None:
+    from .optimizer import cli as optimizer_cli
+
+    p = sub.add_parser("optimize", help="one offline optimizer solve: accelerator and replicas per variant")
+    optimizer_cli.add_arguments(p)
+    p.set_defaults(func=optimizer_cli.run_from_args)
+
+
 def _serve(coro) -> int:
     try:
         _run_loop(coro)
@@ -155,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_loadgen(sub)
     _add_demo(sub)
     _add_envoy_config(sub)
+    _add_optimize(sub)
     return parser
 
 
