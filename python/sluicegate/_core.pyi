@@ -24,6 +24,10 @@ def replace_model_in_chunk(chunk: bytes, old: str, new: str) -> bytes:
 def prefix_block_hashes(model: str, cache_salt: str | None, prompt: bytes, block_bytes: int) -> list[int]:
     """Chained hashes of the prompt's full blocks, seeded by model and salt."""
 
+def find_usage(tail: bytes) -> tuple[int, int, int] | None:
+    """(prompt_tokens, completion_tokens, cached_tokens) of the last complete OpenAI `usage`
+    object in the tail of a response body or SSE stream; None when there is none."""
+
 class EndpointMetrics:
     waiting: int
     running: int
@@ -88,3 +92,42 @@ class Router:
     def release(self, address: str) -> None:
         """The request sent to `address` finished: drop its in-flight count."""
     def status(self) -> list[EndpointStatus]: ...
+    def request_stats(self) -> RequestStats:
+        """The request metrics this Router's request paths record into (scheduler cycle
+        durations are recorded by `route`)."""
+
+# (bucket upper bounds, per-bucket counts with +Inf last, sum)
+Histogram = tuple[list[float], list[int], float]
+
+class SeriesSnapshot:
+    model: str
+    target_model: str
+    fairness_id: str
+    priority: int
+    requests: int
+    errors: list[tuple[str, int]]  # (error_code, count)
+    running: int
+    duration: Histogram
+    request_size: Histogram
+    response_size: Histogram
+    input_tokens: Histogram
+    output_tokens: Histogram
+    cached_tokens: Histogram
+    ntpot: Histogram
+    ttft: Histogram
+    ttft_streaming: Histogram
+
+class RequestStats:
+    """Per-request metrics by (model, target model, fairness id, priority); label sets past
+    `max_series` count under model "__other__"."""
+
+    def __init__(self, max_series: int = 1000) -> None: ...
+    def started(self, model: str, target_model: str, fairness_id: str, priority: int) -> None: ...
+    def finished(
+        self, model: str, target_model: str, fairness_id: str, priority: int, was_started: bool, *,
+        error_code: str | None = None, request_bytes: int | None = None, response_bytes: int | None = None,
+        input_tokens: int | None = None, output_tokens: int | None = None, cached_tokens: int | None = None,
+        duration_s: float | None = None, ttft_s: float | None = None, streaming: bool = False,
+    ) -> None: ...
+    def snapshot(self) -> list[SeriesSnapshot]: ...
+    def scheduler(self) -> Histogram: ...

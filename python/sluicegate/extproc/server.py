@@ -15,7 +15,7 @@ from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from . import protocol, tls
-from .stream import Picker, RequestStream
+from .stream import Picker, RequestStream, Stats
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +27,13 @@ _GRPC_OPTIONS = [
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
-    def __init__(self, picker: Picker, skip_response: bool = False) -> None:
+    def __init__(self, picker: Picker, skip_response: bool = False, stats: Stats | None = None) -> None:
         self._picker = picker
         self._skip_response = skip_response
+        self._stats = stats
 
     async def Process(self, request_iterator, context):  # noqa: N802 (gRPC method name)
-        stream = RequestStream(self._picker, self._skip_response)
+        stream = RequestStream(self._picker, self._skip_response, self._stats)
         try:
             async for req in request_iterator:
                 for resp in stream.handle(req):
@@ -56,9 +57,11 @@ class EppServer:
         secure: bool = True,
         cert_path: str | None = None,
         skip_response: bool = False,
+        stats: Stats | None = None,
     ) -> None:
         self._server = grpc.aio.server(options=_GRPC_OPTIONS)
-        pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(picker, skip_response), self._server)
+        processor = ExternalProcessor(picker, skip_response, stats)
+        pb_grpc.add_ExternalProcessorServicer_to_server(processor, self._server)
         address = f"{host}:{port}"
         if secure:
             self.port = self._server.add_secure_port(address, tls.server_credentials(cert_path))

@@ -7,13 +7,14 @@ stays a loop; every path through it ends with the request's in-flight count rele
 from __future__ import annotations
 
 import logging
+import time
 from typing import Protocol, Sequence
 
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from .. import errors
-from ..scheduling import replace_model_in_chunk
+from ..scheduling import find_usage, replace_model_in_chunk
 from . import messages, protocol
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,19 @@ class Picker(Protocol):
     ) -> Decision: ...
 
     def release(self, address: str) -> None: ...
+
+
+class Stats(Protocol):
+    def started(self, model: str, target_model: str, fairness_id: str, priority: int) -> None: ...
+
+    def finished(self, model: str, target_model: str, fairness_id: str, priority: int, was_started: bool,
+                 **outcome) -> None: ...
+
+
+# HTTP status of a failed request -> upstream's error_code label.
+_ERROR_CODES = {400: "BadRequest", 404: "BadRequest", 413: "BadRequest", 429: "ResourceExhausted",
+                500: "Internal", 503: "ServiceUnavailable"}
+_TAIL_BYTES = 2048  # enough for the usage object at the end of a response
 
 
 def _header(h) -> str:
@@ -65,10 +79,19 @@ class RequestStream:
     __slots__ = (
         "_picker", "_skip_response", "_req_mode", "_resp_mode", "_path", "_rewrite", "_subset",
         "_body", "_chunks", "_decision", "_released", "finished", "served", "objective", "fairness_id",
+        "priority", "_stats", "_recorded", "_t0", "_ttft", "_req_bytes", "_resp_bytes", "_tail",
     )
 
-    def __init__(self, picker: Picker, skip_response: bool = False) -> None:
+    def __init__(self, picker: Picker, skip_response: bool = False, stats: Stats | None = None) -> None:
         self._picker = picker
+        self._stats = stats
+        self._recorded = stats is None
+        self._t0 = time.monotonic()
+        self._ttft: float | None = None
+        self._req_bytes = 0
+        self._resp_bytes = 0
+        self._tail = b""
+        self.priority = 0
         self._skip_response = skip_response
         self._req_mode = FULL_DUPLEX
         self._resp_mode = FULL_DUPLEX
@@ -139,6 +162,7 @@ class RequestStream:
 
     def _on_request_body(self, body: pb.HttpBody) -> list[pb.ProcessingResponse]:
         self._body += body.body
+        self._req_bytes += len(body.body)
         self._chunks += 1
         if not body.end_of_stream:
             return []  # STREAMED chunks are answered together once the decision is made
@@ -167,6 +191,8 @@ class RequestStream:
     def _route(self, body: bytes) -> Decision:
         decision = self._picker.route(self._path, body, self._rewrite, self._subset)
         self._decision = decision
+        if self._stats is not None:
+            self._stats.started(*self._labels())
         return decision
 
     def _after_request(self, out: list[pb.ProcessingResponse]) -> list[pb.ProcessingResponse]:
@@ -191,9 +217,11 @@ class RequestStream:
         return [messages.EMPTY_RESPONSE_HEADERS]
 
     def _on_response_body(self, body: pb.HttpBody) -> list[pb.ProcessingResponse]:
+        chunk = body.body
+        if not self._recorded:
+            self._observe_response(chunk)
         if body.end_of_stream:
             self._complete()
-        chunk = body.body
         if self._rewriting_back():
             d = self._decision
             chunk = replace_model_in_chunk(chunk, d.target_model, d.model)  # type: ignore[union-attr]
@@ -209,13 +237,46 @@ class RequestStream:
 
     # outcomes
 
-    def _complete(self) -> None:
+    def _complete(self, error_code: str | None = None) -> None:
         if self._decision is not None and not self._released:
             self._released = True
             self._picker.release(self._decision.primary)
+        if not self._recorded:
+            self._record(error_code)
 
     def _fail(self, status: int, message: str, reason: str) -> list[pb.ProcessingResponse]:
         self.finished = True
-        self._complete()
+        self._complete(_ERROR_CODES.get(status, str(status)))
         return [messages.immediate(status, message, reason)]
+
+    # metrics: one call into Rust when the request starts running and one when it ends
+
+    def _labels(self) -> tuple[str, str, str, int]:
+        d = self._decision
+        model = (d.model or "") if d is not None else ""
+        target = (d.target_model or model) if d is not None else ""
+        return model, target, self.fairness_id, self.priority
+
+    def _observe_response(self, chunk: bytes) -> None:
+        if self._ttft is None:
+            self._ttft = time.monotonic() - self._t0
+        self._resp_bytes += len(chunk)
+        self._tail = (self._tail + chunk)[-_TAIL_BYTES:]
+
+    def _record(self, error_code: str | None) -> None:
+        self._recorded = True
+        usage = find_usage(self._tail) if self._tail else None
+        saw_response = self._ttft is not None
+        self._stats.finished(  # type: ignore[union-attr]
+            *self._labels(), self._decision is not None,
+            error_code=error_code,
+            request_bytes=self._req_bytes,
+            response_bytes=self._resp_bytes if saw_response else None,
+            input_tokens=usage[0] if usage else None,
+            output_tokens=usage[1] if usage else None,
+            cached_tokens=usage[2] if usage and usage[2] else None,
+            duration_s=time.monotonic() - self._t0 if saw_response else None,
+            ttft_s=self._ttft,
+            streaming=bool(self._decision is not None and self._decision.stream),
+        )
 

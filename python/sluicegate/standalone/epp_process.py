@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sluicegate.standalone.children import kill, spawn, wait_for_line
 
-_READY = re.compile(rb"sluicegate ready grpc=(\d+) health=(\d+)")
+_READY = re.compile(rb"sluicegate ready grpc=(\d+) health=(\d+)(?: metrics=(\d+))?")
 
 
 class EppStartError(RuntimeError):
@@ -33,6 +33,7 @@ class EppProcess:
         *extra_args: str,
         grpc_port: int = 0,
         health_port: int = 0,
+        metrics_port: int = 0,
         ready_timeout_s: float = 30.0,
         log_path: Path | None = None,
     ) -> None:
@@ -41,6 +42,7 @@ class EppProcess:
             "--grpc-host", "127.0.0.1",
             "--grpc-port", str(grpc_port),
             "--grpc-health-port", str(health_port),
+            "--metrics-port", str(metrics_port),
             "--secure-serving=false",
             "--drain-timeout", "0",
             "--endpoints-file", str(endpoints_file),
@@ -50,6 +52,7 @@ class EppProcess:
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="sluicegate-epp-", suffix=".log")[1])
         self.port = grpc_port
         self.health_port = health_port
+        self.metrics_port = metrics_port
         self._proc: subprocess.Popen[bytes] | None = None
         self._finalizer: weakref.finalize | None = None
 
@@ -77,6 +80,7 @@ class EppProcess:
         m = wait_for_line(self._proc, _READY, self._ready_timeout_s)
         if m:
             self.port, self.health_port = int(m.group(1)), int(m.group(2))
+            self.metrics_port = int(m.group(3) or 0)
             return
         raise EppStartError(f"EPP did not become ready (exit={self._proc.poll()}):\n{self.log_tail()}")
 

@@ -7,3 +7,4 @@ pub mod flowcontrol;
 pub mod parse;
 pub mod prefix;
 pub mod scheduling;
+pub mod stats;

@@ -5,11 +5,13 @@ use pyo3::prelude::*;
 mod errors;
 mod parse;
 mod router;
+mod stats;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     parse::register(m)?;
     router::register(m)?;
+    stats::register(m)?;
     Ok(())
 }

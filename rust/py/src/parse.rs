@@ -93,6 +93,13 @@ fn replace_model_in_chunk<'py>(
     }
 }
 
+/// (prompt_tokens, completion_tokens, cached_tokens) of the last `usage` object in `tail`.
+#[pyfunction]
+fn find_usage(tail: &Bound<'_, PyBytes>) -> Option<(u64, u64, u64)> {
+    parse::find_usage(tail.as_bytes())
+        .map(|u| (u.prompt_tokens, u.completion_tokens, u.cached_tokens()))
+}
+
 #[pyfunction]
 fn prefix_block_hashes(
     py: Python<'_>,
@@ -116,5 +123,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rewrite_model, m)?)?;
     m.add_function(wrap_pyfunction!(replace_model_in_chunk, m)?)?;
     m.add_function(wrap_pyfunction!(prefix_block_hashes, m)?)?;
+    m.add_function(wrap_pyfunction!(find_usage, m)?)?;
     Ok(())
 }

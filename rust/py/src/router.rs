@@ -226,6 +226,13 @@ impl PyRouter {
         })
     }
 
+    /// The request metrics shared by every request path of this Router.
+    fn request_stats(&self) -> crate::stats::PyRequestStats {
+        crate::stats::PyRequestStats {
+            inner: self.inner.stats().clone(),
+        }
+    }
+
     fn release(&self, address: &str) {
         self.inner.release(address);
     }

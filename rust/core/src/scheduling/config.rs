@@ -21,6 +21,8 @@ pub struct RouterConfig {
     pub staleness_ms: u64,
     pub scrape_interval_ms: u64,
     pub scrape_timeout_ms: u64,
+    /// Cap on distinct request-metric label sets; the rest count under `__other__`.
+    pub max_metric_series: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -66,6 +68,7 @@ impl Default for RouterConfig {
             staleness_ms: 2000,
             scrape_interval_ms: 50,
             scrape_timeout_ms: 1000,
+            max_metric_series: 1000,
         }
     }
 }

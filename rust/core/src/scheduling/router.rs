@@ -15,6 +15,7 @@ use super::scorer::Picks;
 use super::session_affinity_scorer::session_token;
 use crate::datalayer::{parse_metrics, EndpointSpec, EndpointStore, Engine, ScrapeConfig, Scraper};
 use crate::parse::{self, ApiKind, ParseError};
+use crate::stats::RequestStats;
 
 /// Where a request goes, and what the request path must change on the way.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +81,7 @@ pub struct Router {
     store: Arc<EndpointStore>,
     scheduler: Scheduler,
     scraper: Mutex<Option<Scraper>>,
+    stats: Arc<RequestStats>,
 }
 
 thread_local! {
@@ -90,6 +92,7 @@ impl Router {
     pub fn new(config: RouterConfig) -> Result<Router, ConfigError> {
         let scheduler = Scheduler::from_config(&config)?;
         Ok(Router {
+            stats: Arc::new(RequestStats::new(config.max_metric_series)),
             config,
             store: Arc::new(EndpointStore::default()),
             scheduler,
@@ -103,6 +106,11 @@ impl Router {
 
     pub fn config(&self) -> &RouterConfig {
         &self.config
+    }
+
+    /// Request metrics of every request path serving this pool.
+    pub fn stats(&self) -> &Arc<RequestStats> {
+        &self.stats
     }
 
     pub fn store(&self) -> &Arc<EndpointStore> {
@@ -198,7 +206,9 @@ impl Router {
         };
         let (endpoints, headers, session) =
             PICKS.with_borrow_mut(|picks| -> Result<_, ScheduleError> {
+                let started = Instant::now();
                 self.scheduler.schedule(&cycle, picks)?;
+                self.stats.scheduled(started.elapsed().as_secs_f64());
                 let mut joined = String::with_capacity(picks.primary.len() * 22);
                 for (i, &p) in picks.primary.iter().enumerate() {
                     if i > 0 {

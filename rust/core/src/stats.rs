@@ -1,0 +1,400 @@
+//! Request metrics kept on the request path and read when Prometheus scrapes: per label set
+//! (model, target model, fairness id, priority) counters, a running gauge and fixed-bucket
+//! histograms with upstream's buckets. Recording takes one short shard lock and no allocation
+//! once a label set exists; the number of label sets is capped and the rest fold into one.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::hash::{BuildHasher, RandomState};
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use parking_lot::Mutex;
+
+const SHARDS: usize = 16;
+/// Label value that replaces model and target once `max_series` label sets exist.
+pub const OVERFLOW: &str = "__other__";
+
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
+    10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 180.0, 240.0, 300.0, 360.0, 480.0, 600.0, 900.0,
+    1200.0, 1800.0, 2700.0, 3600.0,
+];
+pub const TTFT_BUCKETS: &[f64] = &[
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
+    10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0,
+];
+pub const NTPOT_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+pub const REQUEST_SIZE_BUCKETS: &[f64] = &[
+    64.0,
+    128.0,
+    256.0,
+    512.0,
+    1024.0,
+    2048.0,
+    4096.0,
+    8192.0,
+    16384.0,
+    32768.0,
+    65536.0,
+    131072.0,
+    262144.0,
+    524288.0,
+    1048576.0,
+    2097152.0,
+    4194304.0,
+    8388608.0,
+    16777216.0,
+    33554432.0,
+    67108864.0,
+    134217728.0,
+    268435456.0,
+    536870912.0,
+    1073741824.0,
+];
+pub const RESPONSE_SIZE_BUCKETS: &[f64] = &[
+    1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0,
+    32778.0, 65536.0,
+];
+pub const INPUT_TOKEN_BUCKETS: &[f64] = &[
+    1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0,
+    32778.0, 65536.0, 131072.0, 262144.0, 524288.0, 1048576.0,
+];
+pub const OUTPUT_TOKEN_BUCKETS: &[f64] = &[
+    1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+];
+pub const SCHEDULER_BUCKETS: &[f64] = &[
+    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
+];
+
+/// A Prometheus histogram: cumulative counts are computed at read time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    pub bounds: &'static [f64],
+    /// Observations per bucket (not cumulative); the last slot is +Inf.
+    pub counts: Vec<u64>,
+    pub sum: f64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+        }
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        let i = self.bounds.partition_point(|b| *b < v);
+        self.counts[i] += 1;
+        self.sum += v;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Who a request was for: the label set of every per-request family.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLabels<'a> {
+    pub model: &'a str,
+    pub target_model: &'a str,
+    pub fairness_id: &'a str,
+    pub priority: i32,
+}
+
+/// How a request ended. Sizes and tokens the EPP did not see are None and not observed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome<'a> {
+    /// Set when the request failed: the HTTP status or reason upstream reports as `error_code`.
+    pub error_code: Option<&'a str>,
+    pub request_bytes: Option<u64>,
+    pub response_bytes: Option<u64>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+    pub duration_s: Option<f64>,
+    pub ttft_s: Option<f64>,
+    pub streaming: bool,
+}
+
+/// Everything counted for one label set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub model: String,
+    pub target_model: String,
+    pub fairness_id: String,
+    pub priority: i32,
+    pub requests: u64,
+    /// error_code -> count
+    pub errors: Vec<(String, u64)>,
+    pub running: i64,
+    pub duration: Histogram,
+    pub request_size: Histogram,
+    pub response_size: Histogram,
+    pub input_tokens: Histogram,
+    pub output_tokens: Histogram,
+    pub cached_tokens: Histogram,
+    pub ntpot: Histogram,
+    /// [non-streaming, streaming]
+    pub ttft: [Histogram; 2],
+}
+
+impl Series {
+    fn new(l: RequestLabels<'_>) -> Self {
+        Series {
+            model: l.model.to_owned(),
+            target_model: l.target_model.to_owned(),
+            fairness_id: l.fairness_id.to_owned(),
+            priority: l.priority,
+            requests: 0,
+            errors: Vec::new(),
+            running: 0,
+            duration: Histogram::new(DURATION_BUCKETS),
+            request_size: Histogram::new(REQUEST_SIZE_BUCKETS),
+            response_size: Histogram::new(RESPONSE_SIZE_BUCKETS),
+            input_tokens: Histogram::new(INPUT_TOKEN_BUCKETS),
+            output_tokens: Histogram::new(OUTPUT_TOKEN_BUCKETS),
+            cached_tokens: Histogram::new(INPUT_TOKEN_BUCKETS),
+            ntpot: Histogram::new(NTPOT_BUCKETS),
+            ttft: [Histogram::new(TTFT_BUCKETS), Histogram::new(TTFT_BUCKETS)],
+        }
+    }
+
+    fn record(&mut self, o: &Outcome<'_>) {
+        self.requests += 1;
+        if let Some(code) = o.error_code {
+            match self.errors.iter_mut().find(|(c, _)| c == code) {
+                Some((_, n)) => *n += 1,
+                None => self.errors.push((code.to_owned(), 1)),
+            }
+        }
+        let observe = |h: &mut Histogram, v: Option<u64>| {
+            if let Some(v) = v {
+                h.observe(v as f64)
+            }
+        };
+        observe(&mut self.request_size, o.request_bytes);
+        observe(&mut self.response_size, o.response_bytes);
+        observe(&mut self.input_tokens, o.input_tokens);
+        observe(&mut self.output_tokens, o.output_tokens);
+        observe(&mut self.cached_tokens, o.cached_tokens);
+        if let Some(d) = o.duration_s {
+            self.duration.observe(d);
+            if let Some(out) = o.output_tokens.filter(|n| *n > 0) {
+                self.ntpot.observe(d / out as f64);
+            }
+        }
+        if let Some(t) = o.ttft_s {
+            self.ttft[o.streaming as usize].observe(t);
+        }
+    }
+}
+
+thread_local! {
+    static KEY: RefCell<String> = RefCell::new(String::with_capacity(128));
+}
+
+/// Request metrics of one EPP, shared by every request path that serves it.
+pub struct RequestStats {
+    shards: Vec<Mutex<HashMap<String, Series>>>,
+    hasher: RandomState,
+    max_series: usize,
+    series: AtomicUsize,
+    scheduler: Mutex<Histogram>,
+}
+
+impl RequestStats {
+    /// `max_series` caps distinct label sets; later ones count under model `__other__`.
+    pub fn new(max_series: usize) -> Self {
+        RequestStats {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            max_series: max_series.max(1),
+            series: Default::default(),
+            scheduler: Mutex::new(Histogram::new(SCHEDULER_BUCKETS)),
+        }
+    }
+
+    /// A request was routed and is now running.
+    pub fn started(&self, l: RequestLabels<'_>) {
+        self.with_series(l, |s| s.running += 1);
+    }
+
+    /// A request ended; `was_started` undoes its `started`.
+    pub fn finished(&self, l: RequestLabels<'_>, was_started: bool, o: &Outcome<'_>) {
+        self.with_series(l, |s| {
+            if was_started {
+                s.running -= 1;
+            }
+            s.record(o);
+        });
+    }
+
+    /// One scheduling cycle took `seconds`.
+    pub fn scheduled(&self, seconds: f64) {
+        self.scheduler.lock().observe(seconds);
+    }
+
+    pub fn scheduler_histogram(&self) -> Histogram {
+        self.scheduler.lock().clone()
+    }
+
+    /// A copy of every series, ordered by labels so scrapes are stable.
+    pub fn snapshot(&self) -> Vec<Series> {
+        let mut out: Vec<Series> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.lock().values().cloned().collect::<Vec<_>>())
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.model, &a.target_model, &a.fairness_id, a.priority).cmp(&(
+                &b.model,
+                &b.target_model,
+                &b.fairness_id,
+                b.priority,
+            ))
+        });
+        out
+    }
+
+    fn with_series(&self, l: RequestLabels<'_>, f: impl FnOnce(&mut Series)) {
+        KEY.with_borrow_mut(|key| {
+            key.clear();
+            for part in [l.model, l.target_model, l.fairness_id] {
+                key.push_str(part);
+                key.push('\0');
+            }
+            let _ = write!(key, "{}", l.priority);
+            let shard = &self.shards[self.hasher.hash_one(key.as_str()) as usize % SHARDS];
+            let mut map = shard.lock();
+            if let Some(s) = map.get_mut(key.as_str()) {
+                return f(s);
+            }
+            let full = self.series.load(Relaxed) >= self.max_series;
+            if full && l.model != OVERFLOW {
+                drop(map);
+                let other = RequestLabels {
+                    model: OVERFLOW,
+                    target_model: OVERFLOW,
+                    ..l
+                };
+                return self.with_series_overflow(other, f);
+            }
+            self.series.fetch_add(1, Relaxed);
+            f(map.entry(key.clone()).or_insert_with(|| Series::new(l)));
+        })
+    }
+
+    // The overflow series is keyed like any other but never refused.
+    fn with_series_overflow(&self, l: RequestLabels<'_>, f: impl FnOnce(&mut Series)) {
+        let key = format!("{OVERFLOW}\0{OVERFLOW}\0{}\0{}", l.fairness_id, l.priority);
+        let shard = &self.shards[self.hasher.hash_one(key.as_str()) as usize % SHARDS];
+        let mut map = shard.lock();
+        f(map.entry(key).or_insert_with(|| Series::new(l)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(model: &str) -> RequestLabels<'_> {
+        RequestLabels {
+            model,
+            target_model: model,
+            fairness_id: "default-flow",
+            priority: 0,
+        }
+    }
+
+    #[test]
+    fn histogram_puts_a_value_on_a_bound_in_that_bucket() {
+        let mut h = Histogram::new(&[1.0, 2.0]);
+        for v in [0.5, 1.0, 1.5, 2.0, 9.0] {
+            h.observe(v);
+        }
+        assert_eq!(h.counts, vec![2, 2, 1]);
+        assert_eq!(h.count(), 5);
+        assert_eq!(h.sum, 14.0);
+    }
+
+    #[test]
+    fn running_goes_up_on_start_and_down_on_finish() {
+        let stats = RequestStats::new(10);
+        stats.started(labels("m"));
+        stats.started(labels("m"));
+        assert_eq!(stats.snapshot()[0].running, 2);
+        stats.finished(labels("m"), true, &Outcome::default());
+        let s = &stats.snapshot()[0];
+        assert_eq!((s.running, s.requests), (1, 1));
+    }
+
+    #[test]
+    fn errors_count_per_code_and_as_requests() {
+        let stats = RequestStats::new(10);
+        let failed = |code| Outcome {
+            error_code: Some(code),
+            ..Default::default()
+        };
+        stats.finished(labels("m"), false, &failed("429"));
+        stats.finished(labels("m"), false, &failed("429"));
+        stats.finished(labels("m"), false, &failed("503"));
+        let s = &stats.snapshot()[0];
+        assert_eq!(s.requests, 3);
+        assert_eq!(s.errors, vec![("429".into(), 2), ("503".into(), 1)]);
+    }
+
+    #[test]
+    fn outcome_fills_histograms_and_ntpot_is_duration_per_output_token() {
+        let stats = RequestStats::new(10);
+        let o = Outcome {
+            request_bytes: Some(100),
+            response_bytes: Some(10),
+            input_tokens: Some(20),
+            output_tokens: Some(4),
+            duration_s: Some(2.0),
+            ttft_s: Some(0.3),
+            streaming: true,
+            ..Default::default()
+        };
+        stats.finished(labels("m"), false, &o);
+        let s = &stats.snapshot()[0];
+        assert_eq!(s.ntpot.sum, 0.5);
+        assert_eq!(s.ttft[1].count(), 1);
+        assert_eq!(s.ttft[0].count(), 0);
+        assert_eq!(s.cached_tokens.count(), 0);
+        assert_eq!(s.request_size.sum, 100.0);
+    }
+
+    #[test]
+    fn label_sets_past_the_cap_fold_into_other() {
+        let stats = RequestStats::new(2);
+        for m in ["a", "b", "c", "d"] {
+            stats.finished(labels(m), false, &Outcome::default());
+        }
+        let snap = stats.snapshot();
+        let models: Vec<_> = snap
+            .iter()
+            .map(|s| (s.model.as_str(), s.requests))
+            .collect();
+        assert_eq!(models, vec![("__other__", 2), ("a", 1), ("b", 1)]);
+    }
+
+    #[test]
+    fn priority_is_part_of_the_label_set() {
+        let stats = RequestStats::new(10);
+        let high = RequestLabels {
+            priority: 10,
+            ..labels("m")
+        };
+        stats.finished(labels("m"), false, &Outcome::default());
+        stats.finished(high, false, &Outcome::default());
+        assert_eq!(stats.snapshot().len(), 2);
+    }
+}

@@ -1,0 +1,86 @@
+"""After traffic through the real Envoy, /metrics of the EPP process carries every pinned family
+with samples where the traffic went, and health answers on the metrics port."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sluicegate.sim.config import SimConfig
+from sluicegate.standalone import EnvoyOptions, EnvoyProcess
+from sluicegate.standalone.epp_process import EppProcess
+from tests.harness import http_request, write_endpoints
+from tests.unit.test_metrics import PINNED, exposed_families
+
+pytestmark = pytest.mark.envoy
+
+MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+N = 12
+
+
+@pytest.fixture
+def loaded_epp(sims, tmp_path):
+    fleet = sims.start(*(SimConfig(name=f"sim-{i}", speedup=50) for i in range(2)))
+    endpoints = write_endpoints(tmp_path / "endpoints.json", [s.address for s in fleet])
+    epp = EppProcess(endpoints, "--refresh-metrics-interval", "0.02").start()
+    envoy = None
+    try:
+        opts = EnvoyOptions(listen_port=0, admin_port=0, listen_address="127.0.0.1", epp_port=epp.port,
+                            epp_health_port=epp.health_port, epp_tls=False, concurrency=1)
+        envoy = EnvoyProcess(opts, wait_epp_healthy=True).start_blocking()
+        for i in range(N):
+            body = {"model": MODEL, "messages": [{"role": "user", "content": f"question {i} " * 40}],
+                    "max_tokens": 8, "stream": i % 2 == 0, "stream_options": {"include_usage": True}}
+            if i % 2:
+                body.pop("stream_options")
+            status, _, text = http_request(envoy.url, "/v1/chat/completions", body,
+                                           {"x-llm-d-inference-fairness-id": f"tenant-{i % 3}"})
+            assert status == 200, text
+        status, _, _ = http_request(envoy.url, "/v1/chat/completions", b"{not json")
+        assert status == 400
+        yield epp
+    finally:
+        if envoy is not None:
+            envoy.stop_blocking()
+        epp.stop()
+
+
+def scrape(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+
+
+def value(families: dict, family: str, sample: str, **labels) -> float:
+    return sum(s.value for s in families[family].samples
+               if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_every_pinned_family_is_exposed_after_traffic(loaded_epp):
+    families = scrape(loaded_epp.metrics_port)
+    assert exposed_families(families) == PINNED
+
+
+def test_request_families_count_the_traffic(loaded_epp):
+    f = scrape(loaded_epp.metrics_port)
+    assert value(f, "llm_d_epp_request", "llm_d_epp_request_total", model_name=MODEL) == N
+    assert value(f, "inference_objective_request", "inference_objective_request_total", model_name=MODEL) == N
+    assert value(f, "llm_d_epp_request", "llm_d_epp_request_total", fairness_id="tenant-1") == N // 3
+    assert value(f, "llm_d_epp_request_error", "llm_d_epp_request_error_total", error_code="BadRequest") == 1
+    assert value(f, "llm_d_epp_request_running", "llm_d_epp_request_running") == 0
+    assert value(f, "llm_d_epp_request_duration_seconds", "llm_d_epp_request_duration_seconds_count") == N
+    # vLLM reports usage on every non-streamed response and on streams that ask for it: all of them here
+    assert value(f, "llm_d_epp_request_input_tokens", "llm_d_epp_request_input_tokens_count") == N
+    assert value(f, "llm_d_epp_request_output_tokens", "llm_d_epp_request_output_tokens_sum") == 8 * N
+    assert value(f, "llm_d_epp_request_ttft_seconds", "llm_d_epp_request_ttft_seconds_count", streaming="true") == N // 2
+    assert value(f, "llm_d_epp_scheduler_e2e_duration_seconds",
+                 "llm_d_epp_scheduler_e2e_duration_seconds_count") == N
+    assert value(f, "llm_d_epp_ready_endpoints", "llm_d_epp_ready_endpoints") == 2
+    assert value(f, "inference_pool_ready_pods", "inference_pool_ready_pods") == 2
+
+
+def test_health_answers_on_the_metrics_port(loaded_epp):
+    for path in ("/healthz", "/readyz"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{loaded_epp.metrics_port}{path}", timeout=5) as r:
+            assert r.status == 200
