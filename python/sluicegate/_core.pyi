@@ -131,3 +131,33 @@ class RequestStats:
     ) -> None: ...
     def snapshot(self) -> list[SeriesSnapshot]: ...
     def scheduler(self) -> Histogram: ...
+
+class ExtProcServer:
+    """The Envoy ext_proc server in Rust (tonic): ext_proc on `port`, grpc.health.v1 on
+    `health_port` (services "", liveness, readiness and the ext_proc service name), served by
+    its own tokio threads. Each stream routes with `router` (the same object Python updates)
+    without calling into Python. Binds both ports at construction (0 = pick a free one);
+    health is NOT_SERVING until `set_serving(True)`. Raises OSError when a port cannot be
+    bound, ConfigError for a bad TLS certificate or key, ValueError for bad arguments."""
+
+    port: int
+    health_port: int
+
+    def __init__(
+        self,
+        router: Router,
+        host: str = "0.0.0.0",
+        port: int = 9002,
+        health_port: int = 9003,
+        *,
+        tls_cert_pem: bytes | None = None,
+        tls_key_pem: bytes | None = None,
+        skip_response: bool = False,
+        worker_threads: int | None = None,
+    ) -> None: ...
+    def start(self) -> None:
+        """Start serving; returns at once. RuntimeError when started already or stopped."""
+    def set_serving(self, serving: bool) -> None: ...
+    def stop(self, drain_timeout: float = 0.0) -> None:
+        """NOT_SERVING, up to min(drain_timeout, 1) s for proxies to see it, up to
+        `drain_timeout` s for open streams, then stop (GIL released). Idempotent."""

@@ -35,11 +35,14 @@ def self_signed(common_name: str = "sluicegate-epp") -> tuple[bytes, bytes]:
     return key_pem, cert.public_bytes(serialization.Encoding.PEM)
 
 
-def server_credentials(cert_path: str | None) -> grpc.ServerCredentials:
-    """--cert-path names a folder with tls.crt and tls.key (the Kubernetes secret layout)."""
+def key_and_cert(cert_path: str | None) -> tuple[bytes, bytes]:
+    """PEM (key, certificate): --cert-path names a folder with tls.crt and tls.key (the
+    Kubernetes secret layout); without it, a fresh self-signed pair."""
     if cert_path:
         folder = Path(cert_path)
-        key, cert = (folder / "tls.key").read_bytes(), (folder / "tls.crt").read_bytes()
-    else:
-        key, cert = self_signed()
-    return grpc.ssl_server_credentials([(key, cert)])
+        return (folder / "tls.key").read_bytes(), (folder / "tls.crt").read_bytes()
+    return self_signed()
+
+
+def server_credentials(cert_path: str | None) -> grpc.ServerCredentials:
+    return grpc.ssl_server_credentials([key_and_cert(cert_path)])

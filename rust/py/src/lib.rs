@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod extproc;
 mod parse;
 mod router;
 mod stats;
@@ -13,5 +14,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     parse::register(m)?;
     router::register(m)?;
     stats::register(m)?;
+    extproc::register(m)?;
     Ok(())
 }

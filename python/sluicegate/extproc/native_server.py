@@ -1,0 +1,49 @@
+"""The ext_proc server compiled in (tonic on its own tokio threads), with the same interface as
+`EppServer`: each stream runs the request state machine and calls the Router directly, so no
+Python and no GIL are on the request path. It serves health on its own port like `EppServer`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .._core import ExtProcServer, Router
+from . import tls
+
+log = logging.getLogger(__name__)
+
+
+class NativeEppServer:
+    """ext_proc on `port`, gRPC health on `health_port`; both on `host`; routes with `router`."""
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 9002,
+        health_port: int = 9003,
+        secure: bool = True,
+        cert_path: str | None = None,
+        skip_response: bool = False,
+        stats: object | None = None,
+    ) -> None:
+        # `stats`: the Python server records request metrics through it; this one does not yet.
+        key, cert = tls.key_and_cert(cert_path) if secure else (None, None)
+        self._server = ExtProcServer(
+            router, host, port, health_port, tls_cert_pem=cert, tls_key_pem=key, skip_response=skip_response
+        )
+        self.port = self._server.port
+        self.health_port = self._server.health_port
+
+    async def start(self) -> None:
+        # Health says NOT_SERVING from construction until set_serving(True).
+        self._server.start()
+        log.info("ext_proc (native) on port %d, health on port %d", self.port, self.health_port)
+
+    async def set_serving(self, serving: bool) -> None:
+        self._server.set_serving(serving)
+
+    async def stop(self, drain_timeout: float = 0.0) -> None:
+        """Report NOT_SERVING, let open streams finish for up to `drain_timeout` s, then stop."""
+        await asyncio.to_thread(self._server.stop, drain_timeout)

@@ -1,0 +1,30 @@
+//! Wire names of the Endpoint Picker Protocol, byte-for-byte as upstream defines them (the same
+//! names as python/sluicegate/extproc/protocol.py).
+
+/// Where the EPP tells the proxy to send a request: a header and dynamic metadata under envoy.lb.
+pub const DESTINATION_ENDPOINT: &str = "x-gateway-destination-endpoint";
+pub const DESTINATION_NAMESPACE: &str = "envoy.lb";
+/// Where the proxy restricts the candidates: request metadata envoy.lb.subset_hint.
+pub const SUBSET_NAMESPACE: &str = "envoy.lb.subset_hint";
+pub const SUBSET_KEY: &str = "x-gateway-destination-endpoint-subset";
+/// Where the proxy reports which endpoint actually served the request (response metadata).
+pub const SERVED_ENDPOINT: &str = "x-gateway-destination-endpoint-served";
+
+pub const OBJECTIVE_HEADERS: [&str; 2] = [
+    "x-llm-d-inference-objective",
+    "x-gateway-inference-objective",
+];
+pub const FAIRNESS_HEADERS: [&str; 2] = [
+    "x-llm-d-inference-fairness-id",
+    "x-gateway-inference-fairness-id",
+];
+pub const MODEL_REWRITE_HEADERS: [&str; 2] =
+    ["x-llm-d-model-name-rewrite", "x-gateway-model-name-rewrite"];
+pub const DEFAULT_FAIRNESS_ID: &str = "default-flow";
+pub const DROPPED_REASON: &str = "x-llm-d-request-dropped-reason";
+
+/// Envoy keeps streamed body chunks under its gRPC message limit with this size (as upstream).
+pub const BODY_CHUNK_BYTES: usize = 62_000;
+
+pub const EXT_PROC_SERVICE: &str = "envoy.service.ext_proc.v3.ExternalProcessor";
+pub const HEALTH_SERVICES: [&str; 4] = ["", "liveness", "readiness", EXT_PROC_SERVICE];

@@ -1,0 +1,125 @@
+//! The envoy.service.ext_proc.v3.ExternalProcessor gRPC service, written as tonic's generated
+//! code would be (no protoc): one bidirectional `Process` stream per HTTP request.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use tonic::body::Body as GrpcBody;
+use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
+use tonic::server::{Grpc, NamedService, StreamingService};
+use tonic::{Status, Streaming};
+
+use crate::pb::{ProcessingRequest, ProcessingResponse};
+use crate::protocol;
+use crate::stream::{Outbox, RequestStream};
+use crate::SharedRouter;
+
+const PROCESS_PATH: &str = "/envoy.service.ext_proc.v3.ExternalProcessor/Process";
+/// Bodies are buffered whole (BUFFERED mode, large prompts): allow what the Python server allows.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct ExternalProcessorService {
+    router: SharedRouter,
+    skip_response: bool,
+}
+
+impl ExternalProcessorService {
+    pub fn new(router: SharedRouter, skip_response: bool) -> ExternalProcessorService {
+        ExternalProcessorService {
+            router,
+            skip_response,
+        }
+    }
+}
+
+impl NamedService for ExternalProcessorService {
+    const NAME: &'static str = protocol::EXT_PROC_SERVICE;
+}
+
+impl<B> Service<http::Request<B>> for ExternalProcessorService
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<GrpcBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != PROCESS_PATH {
+            return Box::pin(async {
+                Ok(Status::unimplemented("only Process is served here").into_http())
+            });
+        }
+        let method = ProcessMethod(self.clone());
+        Box::pin(async move {
+            let codec = tonic_prost::ProstCodec::<ProcessingResponse, ProcessingRequest>::default();
+            let mut grpc = Grpc::new(codec)
+                .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(MAX_MESSAGE_BYTES));
+            Ok(grpc.streaming(method, req).await)
+        })
+    }
+}
+
+struct ProcessMethod(ExternalProcessorService);
+
+impl StreamingService<ProcessingRequest> for ProcessMethod {
+    type Response = ProcessingResponse;
+    type ResponseStream = ProcessStream;
+    type Future = std::future::Ready<Result<tonic::Response<ProcessStream>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Streaming<ProcessingRequest>>) -> Self::Future {
+        let state = RequestStream::new(self.0.router.clone(), self.0.skip_response);
+        std::future::ready(Ok(tonic::Response::new(ProcessStream {
+            inbound: request.into_inner(),
+            state,
+            outbox: VecDeque::with_capacity(4),
+            inbound_done: false,
+        })))
+    }
+}
+
+/// The answers of one stream: drains the outbox, then reads the next proxy message. Ends (OK)
+/// when the proxy half-closes or the state machine is finished; dropping it (client gone)
+/// drops the state machine, which releases the request.
+pub struct ProcessStream {
+    inbound: Streaming<ProcessingRequest>,
+    state: RequestStream,
+    outbox: Outbox,
+    inbound_done: bool,
+}
+
+impl Stream for ProcessStream {
+    type Item = Result<ProcessingResponse, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(answer) = this.outbox.pop_front() {
+                return Poll::Ready(Some(Ok(answer)));
+            }
+            if this.inbound_done || this.state.finished() {
+                this.state.close();
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inbound).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(req))) => this.state.handle(req, &mut this.outbox),
+                Poll::Ready(Some(Err(status))) => {
+                    this.inbound_done = true;
+                    this.state.close();
+                    return Poll::Ready(Some(Err(status)));
+                }
+                Poll::Ready(None) => this.inbound_done = true,
+            }
+        }
+    }
+}

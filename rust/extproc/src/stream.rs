@@ -1,0 +1,389 @@
+//! One ext_proc stream = one HTTP request: buffer the request body, route it once, echo the rest.
+//! The Rust twin of python/sluicegate/extproc/stream.py, behaviour for behaviour; every path
+//! through it (completion, error, client gone: `Drop`) releases the request's in-flight count once.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use bytes::{Bytes, BytesMut};
+use sluicegate_core::parse::replace_model_in_chunk_cow;
+use sluicegate_core::scheduling::{Decision, RouteError};
+
+use crate::pb::processing_request::Request;
+use crate::pb::{
+    body_mode, value, HeaderValue, HttpBody, HttpHeaders, Metadata, ProcessingRequest,
+    ProcessingResponse,
+};
+use crate::protocol;
+use crate::responses::{self, Phase};
+use crate::SharedRouter;
+
+/// Answers queued for the proxy; the gRPC layer drains it after each request message.
+pub type Outbox = VecDeque<ProcessingResponse>;
+
+/// Why a request is answered by the EPP instead of routed: an HTTP status and a message.
+#[derive(Debug, Clone, PartialEq)]
+struct Failure {
+    status: u16,
+    message: String,
+    reason: &'static str,
+}
+
+impl From<RouteError> for Failure {
+    fn from(e: RouteError) -> Failure {
+        let (status, reason) = match e {
+            RouteError::BadRequest(_) => (400, ""),
+            RouteError::NoEndpoints(_) => (503, "rejected-no-endpoints"),
+        };
+        Failure {
+            status,
+            message: e.to_string(),
+            reason,
+        }
+    }
+}
+
+fn bad_request(message: String) -> Failure {
+    Failure {
+        status: 400,
+        message,
+        reason: "",
+    }
+}
+
+pub struct RequestStream {
+    router: SharedRouter,
+    skip_response: bool,
+    req_mode: i32,
+    resp_mode: i32,
+    path: String,
+    rewrite: Option<String>,
+    subset: Option<Vec<String>>,
+    parts: Vec<Bytes>,
+    chunks: usize,
+    decision: Option<Decision>,
+    released: bool,
+    finished: bool,
+    served: String,
+    objective: String,
+    fairness_id: String,
+}
+
+impl RequestStream {
+    pub fn new(router: SharedRouter, skip_response: bool) -> RequestStream {
+        RequestStream {
+            router,
+            skip_response,
+            req_mode: body_mode::FULL_DUPLEX_STREAMED,
+            resp_mode: body_mode::FULL_DUPLEX_STREAMED,
+            path: "/".to_owned(),
+            rewrite: None,
+            subset: None,
+            parts: Vec::new(),
+            chunks: 0,
+            decision: None,
+            released: false,
+            finished: false,
+            served: String::new(),
+            objective: String::new(),
+            fairness_id: protocol::DEFAULT_FAIRNESS_ID.to_owned(),
+        }
+    }
+
+    /// The gRPC layer closes the stream (OK) once this is set and the outbox is drained.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The endpoint the proxy reports as having served the request ("" until it does).
+    pub fn served(&self) -> &str {
+        &self.served
+    }
+
+    pub fn objective(&self) -> &str {
+        &self.objective
+    }
+
+    pub fn fairness_id(&self) -> &str {
+        &self.fairness_id
+    }
+
+    /// Queue the answers to one proxy message; a failure replaces them with one immediate response.
+    pub fn handle(&mut self, req: ProcessingRequest, out: &mut Outbox) {
+        let start = out.len();
+        let result = match req.request {
+            Some(Request::RequestHeaders(h)) => {
+                self.on_request_headers(h, req.metadata_context, req.protocol_config, out)
+            }
+            Some(Request::RequestBody(b)) => self.on_request_body(b, out),
+            Some(Request::RequestTrailers(_)) => self.on_request_trailers(out),
+            Some(Request::ResponseHeaders(h)) => {
+                self.on_response_headers(h, req.metadata_context, out);
+                Ok(())
+            }
+            Some(Request::ResponseBody(b)) => {
+                self.on_response_body(b, out);
+                Ok(())
+            }
+            Some(Request::ResponseTrailers(_)) => {
+                self.complete();
+                out.push_back(responses::empty_response_trailers());
+                Ok(())
+            }
+            None => Err(bad_request("unexpected ext_proc message 'None'".to_owned())),
+        };
+        if let Err(f) = result {
+            out.truncate(start);
+            self.finished = true;
+            self.complete();
+            out.push_back(responses::immediate(f.status, &f.message, f.reason));
+        }
+    }
+
+    /// The stream ended (normally, by error, or by client disconnect).
+    pub fn close(&mut self) {
+        self.complete();
+        self.parts = Vec::new();
+    }
+
+    // request phase
+
+    fn on_request_headers(
+        &mut self,
+        headers: HttpHeaders,
+        metadata: Option<Metadata>,
+        config: Option<crate::pb::ProtocolConfiguration>,
+        out: &mut Outbox,
+    ) -> Result<(), Failure> {
+        if let Some(c) = config {
+            self.req_mode = c.request_body_mode;
+            self.resp_mode = c.response_body_mode;
+        }
+        for h in headers.headers.iter().flat_map(|m| m.headers.iter()) {
+            let key = h.key.as_str();
+            if key == ":path" {
+                self.path = header_text(h);
+            } else if protocol::MODEL_REWRITE_HEADERS.contains(&key) {
+                self.rewrite = Some(header_text(h)).filter(|v| !v.is_empty());
+            } else if protocol::OBJECTIVE_HEADERS.contains(&key) {
+                self.objective = header_text(h);
+            } else if protocol::FAIRNESS_HEADERS.contains(&key) {
+                let id = header_text(h);
+                self.fairness_id = if id.is_empty() {
+                    protocol::DEFAULT_FAIRNESS_ID.to_owned()
+                } else {
+                    id
+                };
+            }
+        }
+        self.subset = subset_hint(metadata.as_ref());
+        if headers.end_of_stream || self.req_mode == body_mode::NONE {
+            let endpoints = self.route(&[])?.endpoints.clone();
+            out.push_back(responses::routed_headers(&endpoints, None));
+            self.after_request();
+        } else if self.req_mode != body_mode::FULL_DUPLEX_STREAMED {
+            out.push_back(responses::empty_request_headers());
+        } // full duplex: the answer waits for the whole body
+        Ok(())
+    }
+
+    fn on_request_body(&mut self, body: HttpBody, out: &mut Outbox) -> Result<(), Failure> {
+        self.parts.push(body.body);
+        self.chunks += 1;
+        if !body.end_of_stream {
+            return Ok(()); // STREAMED chunks are answered together once the decision is made
+        }
+        self.answer_request(true, out)
+    }
+
+    fn on_request_trailers(&mut self, out: &mut Outbox) -> Result<(), Failure> {
+        if self.decision.is_none() {
+            self.answer_request(false, out)?;
+        }
+        if !self.finished {
+            out.push_back(responses::empty_request_trailers());
+        }
+        Ok(())
+    }
+
+    fn answer_request(&mut self, end_of_stream: bool, out: &mut Outbox) -> Result<(), Failure> {
+        let body = self.take_body();
+        let decision = self.route(&body)?;
+        let rewritten = decision.body.take().map(Bytes::from);
+        let endpoints = decision.endpoints.clone();
+        if self.req_mode == body_mode::FULL_DUPLEX_STREAMED {
+            let body = rewritten.unwrap_or(body);
+            out.push_back(responses::routed_headers(&endpoints, Some(body.len())));
+            responses::push_streamed_chunks(out, body, end_of_stream, Phase::Request);
+        } else {
+            // STREAMED sent earlier chunks unanswered: answer each; a rewritten body replaces them all.
+            let held = if rewritten.is_some() {
+                responses::cleared_request_body()
+            } else {
+                responses::empty_request_body()
+            };
+            out.extend(std::iter::repeat_n(held, self.chunks.saturating_sub(1)));
+            out.push_back(responses::routed_body(&endpoints, rewritten));
+        }
+        self.after_request();
+        Ok(())
+    }
+
+    /// The buffered body as one buffer; a body that came in one message is not copied.
+    fn take_body(&mut self) -> Bytes {
+        match self.parts.len() {
+            0 => Bytes::new(),
+            1 => self.parts.pop().unwrap_or_default(),
+            _ => {
+                let mut whole = BytesMut::with_capacity(self.parts.iter().map(Bytes::len).sum());
+                for part in self.parts.drain(..) {
+                    whole.extend_from_slice(&part);
+                }
+                whole.freeze()
+            }
+        }
+    }
+
+    fn route(&mut self, body: &[u8]) -> Result<&mut Decision, Failure> {
+        let (router, path, rewrite, subset) = (
+            self.router.router(),
+            &self.path,
+            self.rewrite.as_deref(),
+            self.subset.as_deref(),
+        );
+        // A bug must not hang the request: a panic is answered 500 and the stream closed.
+        let routed = catch_unwind(AssertUnwindSafe(|| {
+            router.route(path, body, rewrite, subset)
+        }))
+        .map_err(|_| Failure {
+            status: 500,
+            message: "internal error: panic in routing".to_owned(),
+            reason: "",
+        })?;
+        Ok(self.decision.insert(routed?))
+    }
+
+    fn after_request(&mut self) {
+        // Full duplex ignores mode_override: the only way to skip the response phase is to close.
+        if self.skip_response
+            && self
+                .decision
+                .as_ref()
+                .is_some_and(|d| d.target_model.is_none())
+        {
+            self.finished = true;
+            self.complete();
+        }
+    }
+
+    // response phase
+
+    fn on_response_headers(
+        &mut self,
+        headers: HttpHeaders,
+        metadata: Option<Metadata>,
+        out: &mut Outbox,
+    ) {
+        let served = metadata
+            .as_ref()
+            .and_then(|m| m.filter_metadata.get(protocol::DESTINATION_NAMESPACE))
+            .and_then(|s| s.fields.get(protocol::SERVED_ENDPOINT));
+        if let Some(v) = served {
+            self.served = v.as_str().to_owned();
+        }
+        if headers.end_of_stream {
+            self.complete();
+        }
+        out.push_back(if self.rewriting_back().is_some() {
+            responses::response_headers_without_length()
+        } else {
+            responses::empty_response_headers()
+        });
+    }
+
+    fn on_response_body(&mut self, body: HttpBody, out: &mut Outbox) {
+        if body.end_of_stream {
+            self.complete();
+        }
+        let mut chunk = body.body;
+        let full_duplex = self.resp_mode == body_mode::FULL_DUPLEX_STREAMED;
+        if let Some((target, model)) = self.rewriting_back() {
+            if let std::borrow::Cow::Owned(replaced) =
+                replace_model_in_chunk_cow(&chunk, target, model)
+            {
+                chunk = Bytes::from(replaced);
+            }
+            if !full_duplex {
+                out.push_back(responses::replaced_response_body(chunk));
+                return;
+            }
+        } else if !full_duplex {
+            out.push_back(responses::empty_response_body());
+            return;
+        }
+        responses::push_streamed_chunks(out, chunk, body.end_of_stream, Phase::Response);
+    }
+
+    /// (model sent upstream, model the client named) when the response must be rewritten back.
+    fn rewriting_back(&self) -> Option<(&str, &str)> {
+        let d = self.decision.as_ref()?;
+        match (d.target_model.as_deref(), d.model.as_deref()) {
+            (Some(target), Some(model)) if target != model => Some((target, model)),
+            _ => None,
+        }
+    }
+
+    fn complete(&mut self) {
+        if self.released {
+            return;
+        }
+        if let Some(d) = &self.decision {
+            self.released = true;
+            self.router.router().release(d.primary());
+        }
+    }
+}
+
+impl Drop for RequestStream {
+    fn drop(&mut self) {
+        self.complete();
+    }
+}
+
+fn header_text(h: &HeaderValue) -> String {
+    // Envoy fills raw_value (bytes) since 1.27; older proxies fill value.
+    if h.raw_value.is_empty() {
+        h.value.clone()
+    } else {
+        String::from_utf8_lossy(&h.raw_value).into_owned()
+    }
+}
+
+/// Candidates named by the proxy; None = whole pool, Some([]) = named but empty (→ 503).
+fn subset_hint(metadata: Option<&Metadata>) -> Option<Vec<String>> {
+    let fields = &metadata?
+        .filter_metadata
+        .get(protocol::SUBSET_NAMESPACE)?
+        .fields;
+    let hint = fields.get(protocol::SUBSET_KEY)?;
+    Some(match &hint.kind {
+        Some(value::Kind::ListValue(list)) => list
+            .values
+            .iter()
+            .map(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Some(value::Kind::StringValue(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;

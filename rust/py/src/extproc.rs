@@ -1,0 +1,117 @@
+//! Bindings for the Rust ext_proc server: Python builds the Router and hands the same object
+//! here; the server routes with it on its own tokio threads, never touching Python per request.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use sluicegate_core::scheduling::Router;
+use sluicegate_extproc::{ExtProcServer, RouterHandle, ServerError, ServerOptions, TlsPem};
+
+use crate::errors::config_error;
+use crate::router::PyRouter;
+
+/// Keeps the Python Router object alive while the server routes with it.
+struct PythonRouter(Py<PyRouter>);
+
+impl RouterHandle for PythonRouter {
+    fn router(&self) -> &Router {
+        &self.0.get().inner
+    }
+}
+
+fn server_error(e: ServerError) -> PyErr {
+    match e {
+        ServerError::Bind { .. } | ServerError::Runtime(_) => PyOSError::new_err(e.to_string()),
+        ServerError::Tls(_) => config_error(e.to_string()),
+        ServerError::State(_) => PyRuntimeError::new_err(e.to_string()),
+    }
+}
+
+#[pyclass(name = "ExtProcServer", module = "sluicegate._core", frozen)]
+pub struct PyExtProcServer {
+    inner: Mutex<ExtProcServer>,
+    #[pyo3(get)]
+    port: u16,
+    #[pyo3(get)]
+    health_port: u16,
+}
+
+impl PyExtProcServer {
+    fn with<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut ExtProcServer) -> T + Send) -> T {
+        py.detach(|| f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+}
+
+#[pymethods]
+impl PyExtProcServer {
+    #[new]
+    #[pyo3(signature = (router, host = "0.0.0.0", port = 9002, health_port = 9003, *,
+                        tls_cert_pem = None, tls_key_pem = None, skip_response = false,
+                        worker_threads = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        router: Py<PyRouter>,
+        host: &str,
+        port: u16,
+        health_port: u16,
+        tls_cert_pem: Option<Vec<u8>>,
+        tls_key_pem: Option<Vec<u8>>,
+        skip_response: bool,
+        worker_threads: Option<usize>,
+    ) -> PyResult<Self> {
+        let tls = match (tls_cert_pem, tls_key_pem) {
+            (Some(cert), Some(key)) => Some(TlsPem { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(PyValueError::new_err(
+                    "tls_cert_pem and tls_key_pem: give both or neither",
+                ))
+            }
+        };
+        if worker_threads == Some(0) {
+            return Err(PyValueError::new_err("worker_threads: must be at least 1"));
+        }
+        let options = ServerOptions {
+            skip_response,
+            tls,
+            worker_threads,
+        };
+        let handle = std::sync::Arc::new(PythonRouter(router));
+        let server = py
+            .detach(|| ExtProcServer::new(handle, host, port, health_port, options))
+            .map_err(server_error)?;
+        Ok(PyExtProcServer {
+            port: server.port(),
+            health_port: server.health_port(),
+            inner: Mutex::new(server),
+        })
+    }
+
+    /// Serve ext_proc and health on the server's own threads; returns at once.
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, |s| s.start()).map_err(server_error)
+    }
+
+    fn set_serving(&self, py: Python<'_>, serving: bool) {
+        self.with(py, |s| s.set_serving(serving));
+    }
+
+    /// NOT_SERVING, then up to `drain_timeout` s for open streams, then stop. Idempotent.
+    #[pyo3(signature = (drain_timeout = 0.0))]
+    fn stop(&self, py: Python<'_>, drain_timeout: f64) -> PyResult<()> {
+        let grace = Duration::try_from_secs_f64(drain_timeout).map_err(|_| {
+            PyValueError::new_err(format!(
+                "drain_timeout: {drain_timeout} is not a number of seconds >= 0"
+            ))
+        })?;
+        self.with(py, |s| s.stop(grace));
+        Ok(())
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyExtProcServer>()
+}
