@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 
@@ -41,7 +40,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="ext_proc server: python (grpc.aio) or rust (tonic; no flow control, no Kubernetes mode)")
     p.add_argument("--skip-response-processing", type=_bool, nargs="?", const=True, default=False,
                    help="close the ext_proc stream after routing when the response needs no rewrite")
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug (per-request lines)")
+    p.add_argument("--log-format", choices=("json", "text"), default="json")
     p.set_defaults(func=_run)
 
 
@@ -184,9 +184,10 @@ def _run_loop(coro) -> None:
     uvloop.run(coro)
 
 
-def _setup_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(args: argparse.Namespace) -> None:
+    from .logs import setup_logging
+
+    setup_logging(getattr(args, "verbose", 0), getattr(args, "log_format", "text"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(getattr(args, "verbose", 0))
+    _setup_logging(args)
     return args.func(args)
 
 

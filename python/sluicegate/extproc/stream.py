@@ -79,7 +79,7 @@ class RequestStream:
     __slots__ = (
         "_picker", "_skip_response", "_req_mode", "_resp_mode", "_path", "_rewrite", "_subset",
         "_body", "_chunks", "_decision", "_released", "finished", "served", "objective", "fairness_id",
-        "priority", "_stats", "_recorded", "_t0", "_ttft", "_req_bytes", "_resp_bytes", "_tail",
+        "priority", "request_id", "_stats", "_recorded", "_t0", "_ttft", "_req_bytes", "_resp_bytes", "_tail",
     )
 
     def __init__(self, picker: Picker, skip_response: bool = False, stats: Stats | None = None) -> None:
@@ -92,6 +92,7 @@ class RequestStream:
         self._resp_bytes = 0
         self._tail = b""
         self.priority = 0
+        self.request_id = ""
         self._skip_response = skip_response
         self._req_mode = FULL_DUPLEX
         self._resp_mode = FULL_DUPLEX
@@ -125,9 +126,11 @@ class RequestStream:
                 return [messages.EMPTY_RESPONSE_TRAILERS]
             raise errors.BadRequestError(f"unexpected ext_proc message '{kind}'")
         except errors.SluicegateError as e:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("rejected", extra={"request_id": self.request_id, "status": e.status, "error": str(e)})
             return self._fail(e.status, str(e), e.reason)
         except Exception as e:  # a bug must not hang the request: answer 500 and close
-            log.exception("ext_proc stream failed")
+            log.exception("ext_proc stream failed", extra={"request_id": self.request_id})
             return self._fail(500, f"internal error: {type(e).__name__}", "")
 
     def close(self) -> None:
@@ -152,6 +155,8 @@ class RequestStream:
                 self.objective = _header(h)
             elif key in protocol.FAIRNESS_HEADERS:
                 self.fairness_id = _header(h) or protocol.DEFAULT_FAIRNESS_ID
+            elif key == "x-request-id":
+                self.request_id = _header(h)
         self._subset = _subset_hint(req)
         if headers.end_of_stream or self._req_mode == NO_BODY:
             decision = self._route(b"")
@@ -193,6 +198,9 @@ class RequestStream:
         self._decision = decision
         if self._stats is not None:
             self._stats.started(*self._labels())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("routed", extra={"request_id": self.request_id, "model": decision.model,
+                                       "endpoints": decision.endpoints, "fairness_id": self.fairness_id})
         return decision
 
     def _after_request(self, out: list[pb.ProcessingResponse]) -> list[pb.ProcessingResponse]:
