@@ -170,6 +170,14 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=optimizer_cli.run_from_args)
 
 
+def _add_optimize(sub: argparse._SubParsersAction) -> None:
+    from .optimizer import cli as optimizer_cli
+
+    p = sub.add_parser("optimize", help="one offline optimizer solve: accelerator and replicas per variant")
+    optimizer_cli.add_arguments(p)
+    p.set_defaults(func=optimizer_cli.run_from_args)
+
+
 def _serve(coro) -> int:
     try:
         _run_loop(coro)

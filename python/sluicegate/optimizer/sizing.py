@@ -59,14 +59,14 @@ def max_rate_rps(params: ServerParams, slo: SloTarget) -> float:
     return lo if lo > 0 else hi * 1e-9
 
 
-def replicas_needed(load_rps: float, per_replica_rps: float, *, min_replicas: int = 1,
+def replicas_needed(load_rps: float, per_replica_rps: float, *, min_replicas: int = 0,
                     max_replicas: int | None = None, scale_to_zero: bool = False) -> int | None:
     """Replicas that carry `load_rps` at `per_replica_rps` each, within [min, max]; None when
     no count within max meets the SLO (so the accelerator is not a feasible choice)."""
     if load_rps < 0:
         raise ConfigError(f"load_rps={load_rps!r}: must be >= 0")
     if load_rps == 0:
-        return 0 if scale_to_zero else max(min_replicas, 1)
+        return max(min_replicas, 0 if scale_to_zero else 1)  # minReplicas > 0 blocks zero
     if per_replica_rps <= 0:
         return None
     # A relative epsilon keeps exact multiples (load == k * rate) from rounding up to k + 1.

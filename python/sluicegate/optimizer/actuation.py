@@ -1,0 +1,178 @@
+"""Acting on a solution: per-variant decisions with hysteresis (scale up at once, scale down
+only to the highest recommendation of a stabilization window, as the HPA does), the
+VariantAutoscaling status they write, the Prometheus gauges HPA/KEDA read (the
+workload-variant-autoscaler's metric names), and replicas set through a `Scaler`."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from .inputs import ScaleTarget, Variant
+from .problem import Allocation, Solution
+
+# Metric names and labels as the workload-variant-autoscaler emits them, so an existing
+# prometheus-adapter rule or KEDA trigger on wva_desired_replicas keeps working.
+DESIRED_REPLICAS = "wva_desired_replicas"
+CURRENT_REPLICAS = "wva_current_replicas"
+DESIRED_RATIO = "wva_desired_ratio"
+PREDICTED_TTFT = "wva_predicted_ttft_seconds"
+PREDICTED_ITL = "wva_predicted_itl_seconds"
+SOLUTION_COST = "sluicegate_optimizer_cost_cents_per_hour"
+SLO_MET = "sluicegate_optimizer_slo_met"
+_VARIANT_LABELS = ("variant_name", "namespace", "accelerator_type", "target_name",
+                   "target_kind")
+_PREDICTION_LABELS = ("model_name",) + _VARIANT_LABELS
+
+
+@dataclass(frozen=True)
+class Decision:
+    variant: Variant
+    allocation: Allocation
+    desired_replicas: int  # after stabilization: what is written and exported
+    reason: str
+
+    @property
+    def target(self) -> ScaleTarget:
+        v = self.variant
+        return v.scale_target or ScaleTarget(kind="Deployment", name=v.name)
+
+
+class Stabilizer:
+    """Per variant, the recommendations of the last `window_s` seconds; the desired count is
+    their maximum, so a rise applies at once and a fall only once it has held for the window."""
+
+    def __init__(self, window_s: float, max_samples: int = 1024) -> None:
+        if not window_s >= 0:
+            raise ValueError(f"window_s={window_s!r}: must be >= 0")
+        self.window_s = window_s
+        self._max = max_samples
+        self._history: dict[str, deque[tuple[float, int]]] = {}
+
+    def update(self, key: str, now: float, recommended: int) -> int:
+        h = self._history.setdefault(key, deque(maxlen=self._max))
+        h.append((now, recommended))
+        while h and h[0][0] < now - self.window_s:
+            h.popleft()
+        return max(n for _, n in h)
+
+    def forget(self, keep: Iterable[str]) -> None:
+        for key in set(self._history) - set(keep):
+            del self._history[key]
+
+
+def decide(sol: Solution, variants: Sequence[Variant], now: float,
+           stabilizer: Stabilizer | None = None) -> list[Decision]:
+    by_key = {v.key: v for v in variants}
+    out = []
+    for a in sol.allocations:
+        v = by_key[a.variant]
+        desired = stabilizer.update(a.variant, now, a.replicas) if stabilizer else a.replicas
+        reason = a.reason if desired == a.replicas else (
+            f"held at {desired} by the scale-down stabilization window "
+            f"(optimizer: {a.replicas}; {a.reason})")
+        out.append(Decision(variant=v, allocation=a, desired_replicas=desired, reason=reason))
+    if stabilizer:
+        stabilizer.forget(by_key)
+    return out
+
+
+def status_patch(d: Decision, now: datetime | None = None, applied: bool = False
+                 ) -> dict[str, Any]:
+    """The VariantAutoscaling status subresource for `d` (llmd.ai/v1alpha1 field names)."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    a = d.allocation
+    ok = a.slo_met or not a.serving
+    return {"status": {
+        "desiredOptimizedAlloc": {"accelerator": a.accelerator or d.variant.profiles[0].acc,
+                                  "numReplicas": d.desired_replicas, "lastRunTime": stamp,
+                                  "reason": d.reason},
+        "actuation": {"applied": applied},
+        "conditions": [{
+            "type": "OptimizationReady", "status": "True" if ok else "False",
+            "reason": "OptimizationSucceeded" if ok else "SLONotMet",
+            "message": d.reason, "lastTransitionTime": stamp,
+        }],
+    }}
+
+
+def variant_objects(decisions: Sequence[Decision], now: datetime | None = None
+                    ) -> list[dict[str, Any]]:
+    """Each decision as a VariantAutoscaling carrying only its new status (for
+    `kubectl patch --subresource=status` or a status writer)."""
+    return [{"apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling",
+             "metadata": {"name": d.variant.name, "namespace": d.variant.namespace},
+             **status_patch(d, now)} for d in decisions]
+
+
+class MetricsExporter:
+    """The gauges of the latest decisions in their own registry (serve it or render it)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.desired = Gauge(DESIRED_REPLICAS, "Replicas the optimizer wants for the variant",
+                             _VARIANT_LABELS, registry=r)
+        self.current = Gauge(CURRENT_REPLICAS, "Replicas the variant has now",
+                             _VARIANT_LABELS, registry=r)
+        self.ratio = Gauge(DESIRED_RATIO, "Desired over current replicas (desired when 0 now)",
+                           _VARIANT_LABELS, registry=r)
+        self.ttft = Gauge(PREDICTED_TTFT, "TTFT the queueing model predicts at the desired "
+                          "replicas", _PREDICTION_LABELS, registry=r)
+        self.itl = Gauge(PREDICTED_ITL, "ITL the queueing model predicts at the desired "
+                         "replicas", _PREDICTION_LABELS, registry=r)
+        self.cost = Gauge(SOLUTION_COST, "Cost of the allocation in cents per hour",
+                          ("solver",), registry=r)
+        self.slo_met = Gauge(SLO_MET, "1 when the model's allocation meets its SLO",
+                             ("model_name", "namespace"), registry=r)
+
+    def update(self, sol: Solution, decisions: Sequence[Decision]) -> None:
+        for g in (self.desired, self.current, self.ratio, self.ttft, self.itl, self.slo_met):
+            g.clear()
+        self.cost.clear()
+        self.cost.labels(sol.solver).set(sol.cost)
+        for d in decisions:
+            a, v, t = d.allocation, d.variant, d.target
+            acc = a.accelerator or v.profiles[0].acc
+            labels = (v.name, v.namespace, acc, t.name, t.kind)
+            self.desired.labels(*labels).set(d.desired_replicas)
+            if a.current_replicas is not None:
+                self.current.labels(*labels).set(a.current_replicas)
+                self.ratio.labels(*labels).set(d.desired_replicas / a.current_replicas
+                                               if a.current_replicas else d.desired_replicas)
+            if a.serving:
+                self.slo_met.labels(a.model, v.namespace).set(1.0 if a.slo_met else 0.0)
+                for gauge, ms in ((self.ttft, a.ttft_ms), (self.itl, a.itl_ms)):
+                    if ms is not None and not math.isinf(ms):
+                        gauge.labels(a.model, *labels).set(ms / 1000.0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Scaler(Protocol):
+    """Reads and sets a scale target's replicas (the `scale` subresource in Kubernetes)."""
+
+    async def get_replicas(self, target: ScaleTarget, namespace: str) -> int | None: ...
+
+    async def set_replicas(self, target: ScaleTarget, namespace: str, replicas: int) -> None: ...
+
+
+async def actuate(decisions: Sequence[Decision], scaler: Scaler) -> dict[str, bool]:
+    """Set every variant whose replicas differ from its decision; True where it now matches."""
+    applied = {}
+    for d in decisions:
+        current = await scaler.get_replicas(d.target, d.variant.namespace)
+        if current is None:
+            applied[d.variant.key] = False
+            continue
+        if current != d.desired_replicas:
+            await scaler.set_replicas(d.target, d.variant.namespace, d.desired_replicas)
+        applied[d.variant.key] = True
+    return applied
