@@ -170,14 +170,6 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=optimizer_cli.run_from_args)
 
 
-def _add_optimize(sub: argparse._SubParsersAction) -> None:
-    from .optimizer import cli as optimizer_cli
-
-    p = sub.add_parser("optimize", help="one offline optimizer solve: accelerator and replicas per variant")
-    optimizer_cli.add_arguments(p)
-    p.set_defaults(func=optimizer_cli.run_from_args)
-
-
 def _serve(coro) -> int:
     try:
         _run_loop(coro)
@@ -198,6 +190,28 @@ def _setup_logging(args: argparse.Namespace) -> None:
     setup_logging(getattr(args, "verbose", 0), getattr(args, "log_format", "text"))
 
 
+def _add_top(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("top", help="live terminal view of an EPP from its /metrics")
+    p.add_argument("--url", default="http://127.0.0.1:9090/metrics")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between scrapes")
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
+    p.add_argument("--token-file", help="bearer token for an EPP started with --metrics-token-file")
+    p.set_defaults(func=_top)
+
+
+def _top(args: argparse.Namespace) -> int:
+    from urllib.error import URLError
+
+    from .top import run
+
+    token = open(args.token_file).read().strip() if args.token_file else None
+    try:
+        return run(args.url, args.interval, args.once, token)
+    except (URLError, OSError) as e:
+        print(f"sluicegate top: cannot read {args.url}: {e}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sluicegate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -207,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_loadgen(sub)
     _add_demo(sub)
     _add_envoy_config(sub)
+    _add_top(sub)
     _add_optimize(sub)
     return parser
 
