@@ -47,11 +47,11 @@ class Stack:
 
 
 @pytest.fixture
-def stack_factory(sims, tmp_path):
+def stack_factory(sims, tmp_path, ext_proc_impl):
     made: list[Stack] = []
 
-    def make(**kw) -> Stack:
-        s = Stack(sims, tmp_path, **kw)
+    def make(epp_args: tuple[str, ...] = (), **kw) -> Stack:
+        s = Stack(sims, tmp_path, epp_args=("--ext-proc-impl", ext_proc_impl, *epp_args), **kw)
         made.append(s)
         return s
 
