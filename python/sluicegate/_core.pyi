@@ -1,6 +1,6 @@
 """Typed surface of the Rust extension. Only sluicegate's façade modules import it."""
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 __version__: str
 
@@ -161,3 +161,58 @@ class ExtProcServer:
     def stop(self, drain_timeout: float = 0.0) -> None:
         """NOT_SERVING, up to min(drain_timeout, 1) s for proxies to see it, up to
         `drain_timeout` s for open streams, then stop (GIL released). Idempotent."""
+
+class Completion:
+    """The one outcome of a queued request, as the flow controller's dispatch thread gave it."""
+
+    id: int
+    status: int  # 200 when dispatched, else the HTTP status of the rejection
+    reason: str  # x-llm-d-request-dropped-reason ("" when dispatched or for a bad request)
+    message: str
+    waited_s: float  # time spent queued
+    decision: Decision | None  # where it goes, when it was enqueued with a path and a Router
+
+class QueuedRequest:
+    id: int
+    def cancel(self) -> bool:
+        """Remove the request if it still waits; False when its outcome is already decided."""
+
+class FlowController:
+    """Per-flow queues, priority bands, fairness/ordering policies, capacity, TTLs, a saturation
+    detector and a dispatch thread. Outcomes are handed over in batches: `wake_fd()` becomes
+    readable when `take_completions()` has something."""
+
+    def __init__(self, config_json: str = "{}", router: Router | None = None) -> None:
+        """config_json: the Rust FlowControlConfig (see sluicegate.flowcontrol.config.to_json);
+        the utilization detector needs `router`. Bad config: ConfigError naming the field."""
+    def wake_fd(self) -> int: ...
+    def enqueue(
+        self,
+        flow: str,
+        priority: int = 0,
+        size: int = 0,
+        ttl: float | None = None,
+        slo_ttft: float | None = None,
+        *,
+        path: str | None = None,
+        body: bytes | None = None,
+        model_rewrite: str | None = None,
+        subset: Sequence[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> QueuedRequest:
+        """Queue a request (routed at dispatch when `path` is given and there is a Router).
+        Raises SaturatedError / NoEndpointsError when capacity is full, ShuttingDownError after
+        shutdown; ValueError for a non-positive ttl or slo_ttft (seconds)."""
+    def take_completions(self) -> list[Completion]:
+        """Every outcome delivered since the last call, oldest first."""
+    def release(self) -> None:
+        """A dispatched request finished: its place is free again."""
+    def notify(self) -> None:
+        """Endpoints or metrics changed: the dispatcher looks again now."""
+    def saturation(self) -> float: ...
+    def stats(self) -> dict[str, Any]:
+        """queued_requests, queued_bytes, bands [(priority, requests, bytes)], enqueued, dispatched,
+        rejected_capacity, expired_ttl, expired_no_endpoints, cancelled, evicted, in_flight,
+        saturation, dispatch_cycles, dispatch_cycle_seconds, queue_wait_seconds."""
+    def shutdown(self) -> None:
+        """Evict every queued request (503 rejected-shutting-down) and stop the dispatch thread."""

@@ -14,6 +14,7 @@ from .datalayer.discovery import ENGINE_LABEL, Endpoint, FileDiscovery
 from .errors import ConfigError
 from .extproc.native_server import NativeEppServer
 from .extproc.server import EppServer
+from .flowcontrol import FlowController
 from .metrics import MetricsServer, build_registry
 from .scheduling import Router
 from .scheduling.config import EppConfig, load_config
@@ -69,6 +70,13 @@ class Epp:
             if path is None:
                 raise ConfigError("no endpoints: give --endpoints-file, --pool-name, or a file-discovery plugin")
             self.discovery = FileDiscovery(path, self._set_endpoints, watch=self.config.watch_file)
+        # Flow control (feature gate `flowControl`): requests wait by priority and fairness while the
+        # pool is saturated or empty, and are routed in the dispatch thread when their turn comes.
+        fc = self.config.flow_control
+        self.flow = FlowController(fc, router=self.router) if fc.enabled else None
+        flow_args = {"flow": self.flow} if self.flow is not None else {}
+        if self.flow is not None and self.kube is not None:
+            self.kube.on_objectives(self.flow.set_objectives)
         self.server = _ext_proc_server(opts, self.config)(
             picker,
             host=opts.grpc_host,
@@ -78,6 +86,7 @@ class Epp:
             cert_path=opts.cert_path,
             skip_response=opts.skip_response,
             stats=self.router.request_stats(),
+            **flow_args,
         )
         self.metrics: MetricsServer | None = None
         if opts.metrics_port is not None:
@@ -97,6 +106,8 @@ class Epp:
     def _set_endpoints(self, endpoints: list[Endpoint]) -> None:
         self.router.set_endpoints([(e.name, e.hostport, _labels(e)) for e in endpoints])
         log.info("endpoints: %s", ", ".join(e.hostport for e in endpoints) or "none")
+        if self.flow is not None:
+            self.flow.notify()  # requests held for want of endpoints may go now
 
     @property
     def metrics_port(self) -> int | None:
@@ -122,6 +133,8 @@ class Epp:
         self._serving = False
         if self.kube is not None:
             await self.kube.stop_serving()
+        if self.flow is not None:
+            self.flow.close()  # still-queued requests get 503 rejected-shutting-down
         await self.server.stop(self.opts.drain_timeout_s if drain_timeout is None else drain_timeout)
         await self.discovery.stop()
         self.router.stop_scraper()
@@ -142,7 +155,7 @@ def _ext_proc_server(opts: EppOptions, config: EppConfig) -> type[EppServer] | t
         return EppServer
     if opts.ext_proc_impl != "rust":
         raise ConfigError(f"--ext-proc-impl: {opts.ext_proc_impl!r} is not one of python, rust")
-    if "flowControl" in config.feature_gates:
+    if config.flow_control.enabled:
         raise ConfigError("--ext-proc-impl rust: flow control (featureGates: [flowControl]) runs in the "
                           "Python request path only; use --ext-proc-impl python")
     if opts.pool_name:

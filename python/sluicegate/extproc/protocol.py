@@ -13,6 +13,7 @@ OBJECTIVE_HEADERS = ("x-llm-d-inference-objective", "x-gateway-inference-objecti
 FAIRNESS_HEADERS = ("x-llm-d-inference-fairness-id", "x-gateway-inference-fairness-id")
 MODEL_REWRITE_HEADERS = ("x-llm-d-model-name-rewrite", "x-gateway-model-name-rewrite")
 DEFAULT_FAIRNESS_ID = "default-flow"
+SLO_TTFT_HEADERS = ("x-llm-d-slo-ttft-ms", "x-slo-ttft-ms")
 DROPPED_REASON = "x-llm-d-request-dropped-reason"
 
 # Envoy keeps streamed body chunks under its gRPC message limit with this size (as upstream).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
@@ -16,6 +17,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from . import protocol, tls
 from .stream import Picker, RequestStream, Stats
+
+if TYPE_CHECKING:
+    from ..flowcontrol import FlowController
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +31,22 @@ _GRPC_OPTIONS = [
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
-    def __init__(self, picker: Picker, skip_response: bool = False, stats: Stats | None = None) -> None:
+    def __init__(self, picker: Picker, skip_response: bool = False, stats: Stats | None = None,
+                 flow: FlowController | None = None) -> None:
         self._picker = picker
         self._skip_response = skip_response
         self._stats = stats
+        self._flow = flow
 
     async def Process(self, request_iterator, context):  # noqa: N802 (gRPC method name)
-        stream = RequestStream(self._picker, self._skip_response, self._stats)
+        stream = RequestStream(self._picker, self._skip_response, self._stats, self._flow)
         try:
             async for req in request_iterator:
                 for resp in stream.handle(req):
                     yield resp
+                if stream.admission is not None:  # flow control holds it until its turn
+                    for resp in await stream.admit():
+                        yield resp
                 if stream.finished:
                     return
         finally:
@@ -58,9 +67,10 @@ class EppServer:
         cert_path: str | None = None,
         skip_response: bool = False,
         stats: Stats | None = None,
+        flow: FlowController | None = None,
     ) -> None:
         self._server = grpc.aio.server(options=_GRPC_OPTIONS)
-        processor = ExternalProcessor(picker, skip_response, stats)
+        processor = ExternalProcessor(picker, skip_response, stats, flow)
         pb_grpc.add_ExternalProcessorServicer_to_server(processor, self._server)
         address = f"{host}:{port}"
         if secure:

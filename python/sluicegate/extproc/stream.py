@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -16,6 +16,9 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from .. import errors
 from ..scheduling import find_usage, replace_model_in_chunk
 from . import messages, protocol
+
+if TYPE_CHECKING:
+    from ..flowcontrol import FlowController, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,15 @@ def _header(h) -> str:
     return h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
 
 
+def _slo_seconds(value: str) -> float | None:
+    """`x-llm-d-slo-ttft-ms`: the TTFT objective ordering slo-deadline flows; ignored when malformed."""
+    try:
+        ms = float(value)
+    except ValueError:
+        return None
+    return ms / 1000 if 0 < ms < 1e12 else None
+
+
 def _subset_hint(req: pb.ProcessingRequest) -> list[str] | None:
     """Candidates named by the proxy; None = whole pool, [] = named but empty (→ 503)."""
     md = req.metadata_context.filter_metadata
@@ -80,10 +92,18 @@ class RequestStream:
         "_picker", "_skip_response", "_req_mode", "_resp_mode", "_path", "_rewrite", "_subset",
         "_body", "_chunks", "_decision", "_released", "finished", "served", "objective", "fairness_id",
         "priority", "request_id", "_stats", "_recorded", "_t0", "_ttft", "_req_bytes", "_resp_bytes", "_tail",
+        "_flow", "_ticket", "_slo_ttft", "admission",
     )
 
-    def __init__(self, picker: Picker, skip_response: bool = False, stats: Stats | None = None) -> None:
+    def __init__(self, picker: Picker, skip_response: bool = False, stats: Stats | None = None,
+                 flow: FlowController | None = None) -> None:
         self._picker = picker
+        self._flow = flow
+        self._ticket: Ticket | None = None
+        self._slo_ttft: float | None = None
+        # Set while flow control holds the request: (body, answer given the decision); the gRPC
+        # layer then awaits `admit()` before reading the next message.
+        self.admission: tuple[bytes, Callable[[Decision], list[pb.ProcessingResponse]]] | None = None
         self._stats = stats
         self._recorded = stats is None
         self._t0 = time.monotonic()
@@ -125,13 +145,23 @@ class RequestStream:
                 self._complete()
                 return [messages.EMPTY_RESPONSE_TRAILERS]
             raise errors.BadRequestError(f"unexpected ext_proc message '{kind}'")
-        except errors.SluicegateError as e:
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("rejected", extra={"request_id": self.request_id, "status": e.status, "error": str(e)})
-            return self._fail(e.status, str(e), e.reason)
-        except Exception as e:  # a bug must not hang the request: answer 500 and close
-            log.exception("ext_proc stream failed", extra={"request_id": self.request_id})
-            return self._fail(500, f"internal error: {type(e).__name__}", "")
+        except Exception as e:
+            return self._failed(e)
+
+    async def admit(self) -> list[pb.ProcessingResponse]:
+        """Flow control: wait for the request's turn (it is routed at dispatch), then answer.
+        Cancelling (client gone) removes it from its queue."""
+        assert self._flow is not None and self.admission is not None
+        body, answer = self.admission
+        self.admission = None
+        self.priority = self._flow.priority_of(self.objective)
+        try:
+            self._ticket = await self._flow.acquire(
+                self.fairness_id, self.priority, len(body), None, self._slo_ttft, path=self._path, body=body,
+                model_rewrite=self._rewrite, subset=self._subset)
+            return answer(self._decided(self._ticket.decision))
+        except Exception as e:
+            return self._failed(e)
 
     def close(self) -> None:
         """The stream ended (normally, by error, or by client disconnect)."""
@@ -157,10 +187,11 @@ class RequestStream:
                 self.fairness_id = _header(h) or protocol.DEFAULT_FAIRNESS_ID
             elif key == "x-request-id":
                 self.request_id = _header(h)
+            elif key in protocol.SLO_TTFT_HEADERS:
+                self._slo_ttft = _slo_seconds(_header(h))
         self._subset = _subset_hint(req)
         if headers.end_of_stream or self._req_mode == NO_BODY:
-            decision = self._route(b"")
-            return self._after_request([messages.routed_headers(decision.endpoints, None)])
+            return self._decide(b"", lambda d: self._after_request([messages.routed_headers(d.endpoints, None)]))
         if self._req_mode == FULL_DUPLEX:
             return []  # the answer waits for the whole body
         return [messages.EMPTY_REQUEST_HEADERS]
@@ -175,15 +206,25 @@ class RequestStream:
 
     def _on_request_trailers(self) -> list[pb.ProcessingResponse]:
         out = self._answer_request(end_of_stream=False) if self._decision is None else []
-        if self.finished:
+        if self.admission is not None:  # flow control holds the answer: the trailers' follows it
+            body, answer = self.admission
+            self.admission = (body, lambda d: self._with_trailers(answer(d)))
             return out
-        out.append(messages.EMPTY_REQUEST_TRAILERS)
+        return self._with_trailers(out)
+
+    def _with_trailers(self, out: list[pb.ProcessingResponse]) -> list[pb.ProcessingResponse]:
+        if not self.finished:
+            out.append(messages.EMPTY_REQUEST_TRAILERS)
         return out
 
     def _answer_request(self, end_of_stream: bool) -> list[pb.ProcessingResponse]:
-        decision = self._route(bytes(self._body))
-        body = decision.body if decision.body is not None else bytes(self._body)
+        body = bytes(self._body)
         self._body = bytearray()
+        return self._decide(body, lambda d: self._routed_request(d, body, end_of_stream))
+
+    def _routed_request(self, decision: Decision, body: bytes, end_of_stream: bool) -> list[pb.ProcessingResponse]:
+        if decision.body is not None:
+            body = decision.body
         if self._req_mode == FULL_DUPLEX:
             out = [messages.routed_headers(decision.endpoints, len(body))]
             out += messages.streamed_chunks(body, end_of_stream, request=True)
@@ -193,8 +234,18 @@ class RequestStream:
             out = [held] * (self._chunks - 1) + [messages.routed_body(decision.endpoints, decision.body)]
         return self._after_request(out)
 
+    def _decide(self, body: bytes, answer: Callable[[Decision], list[pb.ProcessingResponse]]
+                ) -> list[pb.ProcessingResponse]:
+        """Route now and answer; with flow control on, leave both to `admit`."""
+        if self._flow is None:
+            return answer(self._route(body))
+        self.admission = (body, answer)
+        return []
+
     def _route(self, body: bytes) -> Decision:
-        decision = self._picker.route(self._path, body, self._rewrite, self._subset)
+        return self._decided(self._picker.route(self._path, body, self._rewrite, self._subset))
+
+    def _decided(self, decision: Decision) -> Decision:
         self._decision = decision
         if self._stats is not None:
             self._stats.started(*self._labels())
@@ -248,9 +299,21 @@ class RequestStream:
     def _complete(self, error_code: str | None = None) -> None:
         if self._decision is not None and not self._released:
             self._released = True
-            self._picker.release(self._decision.primary)
+            if self._ticket is not None:
+                self._ticket.release()  # also frees its flow-control place
+            else:
+                self._picker.release(self._decision.primary)
         if not self._recorded:
             self._record(error_code)
+
+    def _failed(self, e: Exception) -> list[pb.ProcessingResponse]:
+        if isinstance(e, errors.SluicegateError):
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("rejected", extra={"request_id": self.request_id, "status": e.status, "error": str(e)})
+            return self._fail(e.status, str(e), e.reason)
+        # a bug must not hang the request: answer 500
+        log.exception("ext_proc stream failed", extra={"request_id": self.request_id})
+        return self._fail(500, f"internal error: {type(e).__name__}", "")
 
     def _fail(self, status: int, message: str, reason: str) -> list[pb.ProcessingResponse]:
         self.finished = True

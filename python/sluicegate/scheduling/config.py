@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..flowcontrol.config import PLUGIN_TYPES as FLOW_PLUGIN_TYPES
+from ..flowcontrol.config import FlowControlSettings, parse_flow_control
 
 API_VERSIONS = ("llm-d.ai/v1alpha1", "inference.networking.x-k8s.io/v1alpha1")
 KIND = "EndpointPickerConfig"
@@ -25,7 +27,7 @@ DISCOVERY = {"file-discovery": {"path", "watchFile"}}
 # Upstream's profile when no config is given (resolved by the Rust scheduler; kept for callers).
 DEFAULT_WEIGHTS = {"queue-scorer": 2.0, "kv-cache-utilization-scorer": 2.0, "prefix-cache-scorer": 3.0}
 TOP_LEVEL = {"apiVersion", "kind", "plugins", "schedulingProfiles", "featureGates", "flowControl", "dataLayer",
-             "requestHandler", "saturationDetector"}
+             "requestHandler", "saturationDetector", "objectives"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class EppConfig:
     endpoints_file: str | None = None
     watch_file: bool = True
     feature_gates: tuple[str, ...] = ()
+    flow_control: FlowControlSettings = FlowControlSettings()
     source: str = "<defaults>"
 
     @property
@@ -129,7 +132,8 @@ def _parse(doc: Any, source: str) -> EppConfig:
     gates = doc.get("featureGates") or []
     if not isinstance(gates, list) or not all(isinstance(g, str) for g in gates):
         raise ConfigError(f"{source}: featureGates must be a list of names")
-    base = EppConfig(endpoints_file=endpoints_file, watch_file=watch, feature_gates=tuple(gates), source=source)
+    base = EppConfig(endpoints_file=endpoints_file, watch_file=watch, feature_gates=tuple(gates),
+                     flow_control=parse_flow_control(doc, source), source=source)
     return _resolve(scheduling, base)
 
 
@@ -171,6 +175,8 @@ def _split_plugins(raw: Any, source: str) -> tuple[dict[str, Any], dict[str, Plu
     for i, p in enumerate(raw):
         if not isinstance(p, dict):
             raise ConfigError(f"{source}: plugins[{i}]: expected a mapping")
+        if p.get("type") in FLOW_PLUGIN_TYPES:
+            continue  # flowcontrol.config parses these
         if p.get("type") not in DISCOVERY:
             scheduling.append(p)
             continue

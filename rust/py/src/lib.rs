@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod extproc;
+mod flowcontrol;
 mod parse;
 mod router;
 mod stats;
@@ -14,6 +15,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     parse::register(m)?;
     router::register(m)?;
     stats::register(m)?;
+    flowcontrol::register(m)?;
     extproc::register(m)?;
     Ok(())
 }

@@ -86,6 +86,23 @@ pub struct PyDecision {
     session_token: Option<String>,
 }
 
+impl PyDecision {
+    /// Also used by the flow controller, whose dispatch thread routes queued requests.
+    pub(crate) fn from_core(py: Python<'_>, d: scheduling::Decision) -> Self {
+        PyDecision {
+            primary: d.primary().to_owned(),
+            body: d.body.as_deref().map(|b| PyBytes::new(py, b).unbind()),
+            endpoints: d.endpoints,
+            model: d.model,
+            target_model: d.target_model,
+            stream: d.stream,
+            kind: d.kind.as_str(),
+            headers: (!d.headers.is_empty()).then(|| d.headers.into_iter().collect()),
+            session_token: d.session_token,
+        }
+    }
+}
+
 #[pymethods]
 impl PyDecision {
     fn __repr__(&self) -> String {
@@ -213,17 +230,7 @@ impl PyRouter {
         let d = py
             .detach(|| self.inner.route_with(path, raw, &options))
             .map_err(|e: RouteError| route_error(e))?;
-        Ok(PyDecision {
-            primary: d.primary().to_owned(),
-            body: d.body.as_deref().map(|b| PyBytes::new(py, b).unbind()),
-            endpoints: d.endpoints,
-            model: d.model,
-            target_model: d.target_model,
-            stream: d.stream,
-            kind: d.kind.as_str(),
-            headers: (!d.headers.is_empty()).then(|| d.headers.into_iter().collect()),
-            session_token: d.session_token,
-        })
+        Ok(PyDecision::from_core(py, d))
     }
 
     /// The request metrics shared by every request path of this Router.

@@ -1,0 +1,322 @@
+//! Bindings for the flow controller. Outcomes wait in a batch and a byte on a pipe tells the
+//! asyncio loop to take them all in one call (no per-request callback into Python).
+
+use std::io::{PipeReader, PipeWriter, Write};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use std::collections::BTreeMap;
+
+use pyo3::types::{PyBytes, PyDict};
+use sluicegate_core::flowcontrol::{
+    route_when_possible, Admission, Completion, CompletionSink, Dispatch, Dispatcher,
+    FlowControlConfig, FlowController, Item, Outcome, Rejection, RouteRequest, SaturationDetector,
+};
+use sluicegate_core::scheduling::{Decision, RouteError};
+use std::sync::Mutex;
+
+use crate::errors::{config_error, NoEndpointsError, SaturatedError};
+use crate::router::{PyDecision, PyRouter};
+
+pyo3::import_exception!(sluicegate.errors, ShuttingDownError);
+
+type Routed = Option<Result<Decision, RouteError>>;
+
+/// Schedules through the Router when there is one and the request carries a body to route;
+/// otherwise dispatch only admits.
+struct Target {
+    router: Option<Py<PyRouter>>,
+}
+
+impl Dispatcher for Target {
+    type Request = Option<RouteRequest>;
+    type Output = Routed;
+
+    fn dispatch(&self, request: &Option<RouteRequest>) -> Dispatch<Routed> {
+        match (&self.router, request) {
+            (Some(router), Some(r)) => match route_when_possible(&router.get().inner, r) {
+                Dispatch::Done(d) => Dispatch::Done(Some(d)),
+                Dispatch::NoCandidates => Dispatch::NoCandidates,
+            },
+            _ => Dispatch::Done(None),
+        }
+    }
+
+    fn pool_empty(&self) -> bool {
+        self.router
+            .as_ref()
+            .is_some_and(|r| r.get().inner.store().snapshot().endpoints.is_empty())
+    }
+}
+
+struct PipeSink {
+    pending: Mutex<Vec<Completion<Routed>>>,
+    wake: PipeWriter,
+}
+
+impl CompletionSink<Routed> for PipeSink {
+    fn deliver(&self, batch: &mut Vec<Completion<Routed>>) {
+        let was_empty = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let was_empty = p.is_empty();
+            p.append(batch);
+            was_empty
+        };
+        // One byte per batch the loop has not yet taken: the pipe never fills.
+        if was_empty {
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+}
+
+type Core = FlowController<Target, PipeSink>;
+
+/// The outcome of one queued request.
+#[pyclass(name = "Completion", module = "sluicegate._core", frozen, get_all)]
+pub struct PyCompletion {
+    id: u64,
+    /// 200 when dispatched, else the HTTP status of the rejection.
+    status: u16,
+    /// `x-llm-d-request-dropped-reason` value; "" when dispatched or for a bad request.
+    reason: &'static str,
+    message: String,
+    waited_s: f64,
+    /// Where the request goes, when it was routed (enqueued with a path and a Router).
+    decision: Option<Py<PyDecision>>,
+}
+
+#[pymethods]
+impl PyCompletion {
+    fn __repr__(&self) -> String {
+        format!(
+            "Completion(id={}, status={}, reason={:?}, routed={})",
+            self.id,
+            self.status,
+            self.reason,
+            self.decision.is_some()
+        )
+    }
+}
+
+fn completion(py: Python<'_>, c: Completion<Routed>) -> PyResult<PyCompletion> {
+    let mut out = PyCompletion {
+        id: c.id,
+        status: 200,
+        reason: "",
+        message: String::new(),
+        waited_s: c.waited.as_secs_f64(),
+        decision: None,
+    };
+    match c.outcome {
+        Outcome::Dispatched(None) => {}
+        Outcome::Dispatched(Some(Ok(d))) => {
+            out.decision = Some(Py::new(py, PyDecision::from_core(py, d))?);
+        }
+        Outcome::Dispatched(Some(Err(e))) => {
+            let no_endpoints = matches!(e, RouteError::NoEndpoints(_));
+            out.status = if no_endpoints { 503 } else { 400 };
+            out.reason = if no_endpoints {
+                Rejection::NoEndpoints.reason()
+            } else {
+                ""
+            };
+            out.message = e.to_string();
+        }
+        Outcome::Rejected(r) => {
+            out.status = r.status();
+            out.reason = r.reason();
+            out.message = rejection_message(r).to_owned();
+        }
+    }
+    Ok(out)
+}
+
+fn rejection_message(r: Rejection) -> &'static str {
+    match r {
+        Rejection::Capacity => "flow control queue is full",
+        Rejection::TtlExpired => "request waited in the flow control queue past its TTL",
+        Rejection::NoEndpoints => "no endpoints in the pool to serve the request",
+        Rejection::ShuttingDown => "the endpoint picker is shutting down",
+    }
+}
+
+fn rejection_error(r: Rejection) -> PyErr {
+    match r {
+        Rejection::NoEndpoints => NoEndpointsError::new_err(rejection_message(r)),
+        Rejection::ShuttingDown => ShuttingDownError::new_err(rejection_message(r)),
+        _ => SaturatedError::new_err(rejection_message(r)),
+    }
+}
+
+/// A request waiting in the queue; `cancel` removes it if it has not been dispatched.
+#[pyclass(name = "QueuedRequest", module = "sluicegate._core", frozen)]
+pub struct PyQueued {
+    item: Arc<Item<Option<RouteRequest>>>,
+}
+
+#[pymethods]
+impl PyQueued {
+    #[getter]
+    fn id(&self) -> u64 {
+        self.item.id
+    }
+
+    fn cancel(&self) -> bool {
+        self.item.cancel()
+    }
+}
+
+#[pyclass(name = "FlowController", module = "sluicegate._core", frozen)]
+pub struct PyFlowController {
+    core: Core,
+    wake_reader: PipeReader,
+}
+
+#[pymethods]
+impl PyFlowController {
+    #[new]
+    #[pyo3(signature = (config_json = "{}", router = None))]
+    fn new(config_json: &str, router: Option<Py<PyRouter>>) -> PyResult<Self> {
+        let config =
+            FlowControlConfig::from_json(config_json).map_err(|e| config_error(e.to_string()))?;
+        let store = router.as_ref().map(|r| r.get().inner.store().clone());
+        let detector = SaturationDetector::from_config(&config.saturation_detector, store)
+            .map_err(config_error)?;
+        let (wake_reader, wake) = std::io::pipe()?;
+        let sink = PipeSink {
+            pending: Mutex::new(Vec::new()),
+            wake,
+        };
+        let core = FlowController::start(config, detector, Target { router }, sink)?;
+        Ok(PyFlowController { core, wake_reader })
+    }
+
+    /// Read end of the wake pipe: readable when completions wait in `take_completions`.
+    fn wake_fd(&self) -> i32 {
+        self.wake_reader.as_raw_fd()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (flow, priority = 0, size = 0, ttl = None, slo_ttft = None, *,
+                        path = None, body = None, model_rewrite = None, subset = None,
+                        headers = None))]
+    fn enqueue(
+        &self,
+        flow: &str,
+        priority: i32,
+        size: u64,
+        ttl: Option<f64>,
+        slo_ttft: Option<f64>,
+        path: Option<String>,
+        body: Option<&Bound<'_, PyBytes>>,
+        model_rewrite: Option<String>,
+        subset: Option<Vec<String>>,
+        headers: Option<BTreeMap<String, String>>,
+    ) -> PyResult<PyQueued> {
+        let admission = Admission {
+            flow,
+            priority,
+            size,
+            ttl: seconds("ttl", ttl)?,
+            slo_ttft: seconds("slo_ttft", slo_ttft)?,
+        };
+        let request = path.map(|path| RouteRequest {
+            path,
+            body: body.map(|b| b.as_bytes().to_vec()).unwrap_or_default(),
+            model_rewrite,
+            subset,
+            headers: headers
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
+        });
+        // Short and bounded (one shard lock): not worth releasing the GIL for.
+        let item = self
+            .core
+            .enqueue(&admission, request)
+            .map_err(rejection_error)?;
+        Ok(PyQueued { item })
+    }
+
+    /// Every outcome delivered since the last call, oldest first.
+    fn take_completions(&self, py: Python<'_>) -> PyResult<Vec<PyCompletion>> {
+        let batch = std::mem::take(
+            &mut *self
+                .core
+                .sink()
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        batch
+            .into_iter()
+            .map(|c| {
+                // A request the scheduler refused never went anywhere: nothing to release later.
+                if matches!(c.outcome, Outcome::Dispatched(Some(Err(_)))) {
+                    self.core.release();
+                }
+                completion(py, c)
+            })
+            .collect()
+    }
+
+    /// A dispatched request finished (or was never used): free its place.
+    fn release(&self) {
+        self.core.release();
+    }
+
+    /// Endpoints or metrics changed: let the dispatcher look again now.
+    fn notify(&self) {
+        self.core.notify();
+    }
+
+    fn saturation(&self) -> f64 {
+        self.core.saturation()
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.core.stats();
+        let d = PyDict::new(py);
+        d.set_item("queued_requests", s.queued_requests)?;
+        d.set_item("queued_bytes", s.queued_bytes)?;
+        d.set_item("bands", s.bands)?;
+        d.set_item("enqueued", s.enqueued)?;
+        d.set_item("dispatched", s.dispatched)?;
+        d.set_item("rejected_capacity", s.rejected_capacity)?;
+        d.set_item("expired_ttl", s.expired_ttl)?;
+        d.set_item("expired_no_endpoints", s.expired_no_endpoints)?;
+        d.set_item("cancelled", s.cancelled)?;
+        d.set_item("evicted", s.evicted)?;
+        d.set_item("in_flight", s.in_flight)?;
+        d.set_item("saturation", s.saturation)?;
+        d.set_item("dispatch_cycles", s.dispatch_cycles)?;
+        d.set_item("dispatch_cycle_seconds", s.dispatch_cycle_seconds)?;
+        d.set_item("queue_wait_seconds", s.queue_wait_seconds)?;
+        Ok(d)
+    }
+
+    /// Evict every queued request (503 rejected-shutting-down) and stop the dispatch thread.
+    fn shutdown(&self, py: Python<'_>) {
+        py.detach(|| self.core.shutdown());
+    }
+}
+
+fn seconds(field: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v > 0.0 => Ok(Some(Duration::from_secs_f64(v))),
+        Some(v) => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{field}: {v} is not a positive number of seconds"
+        ))),
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyFlowController>()?;
+    m.add_class::<PyQueued>()?;
+    m.add_class::<PyCompletion>()?;
+    Ok(())
+}

@@ -1,0 +1,147 @@
+"""The flow-control parts of an EndpointPickerConfig: upstream names, strict parsing, errors that
+name the field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sluicegate.errors import ConfigError
+from sluicegate.flowcontrol import FlowController
+from sluicegate.flowcontrol.config import parse_flow_control
+from sluicegate.scheduling.config import load_config
+
+FULL = """
+apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+featureGates: [flowControl]
+plugins:
+- type: queue-scorer
+- name: rr
+  type: round-robin-fairness-policy
+- type: edf-ordering-policy
+- name: holdback
+  type: priority-holdback-policy
+  parameters: {highThreshold: 1.0, lowThreshold: 0.6}
+- name: util
+  type: utilization-detector
+  parameters: {queueDepthThreshold: 3, kvCacheUtilThreshold: 0.9, metricsStalenessThreshold: 150ms}
+schedulingProfiles:
+- name: default
+  plugins: [{pluginRef: queue-scorer}]
+flowControl:
+  maxBytes: 2Gi
+  maxRequests: 10k
+  defaultRequestTTL: 1m30s
+  noEndpointRequestTTL: 5s
+  defaultPriorityBand: {maxRequests: 100}
+  defaultNegativePriorityBand: {maxRequests: 10}
+  priorityBands:
+  - {priority: 10, fairnessPolicyRef: rr, orderingPolicyRef: edf-ordering-policy, maxBytes: 500M}
+  usageLimitPolicyPluginRef: holdback
+  saturationDetector: {pluginRef: util}
+objectives:
+- {name: premium, priority: 10}
+- {name: batch, priority: -1}
+"""
+
+
+def test_a_full_config_reads_every_upstream_field():
+    fc = load_config(text=FULL).flow_control
+    assert fc.enabled
+    assert (fc.max_bytes, fc.max_requests) == (2 * 2**30, 10_000)
+    assert (fc.default_request_ttl_ms, fc.no_endpoint_request_ttl_ms) == (90_000, 5_000)
+    assert fc.default_band.max_requests == 100
+    assert fc.default_negative_band is not None and fc.default_negative_band.max_requests == 10
+    (band,) = fc.bands
+    assert (band.priority, band.fairness_policy, band.ordering_policy, band.max_bytes) == (
+        10, "round-robin-fairness-policy", "edf-ordering-policy", 500_000_000)
+    assert band.max_requests == 5000, "0 or omitted band limits take the system default"
+    assert fc.usage_limit == {"type": "priority-holdback-policy", "highCeiling": 1.0, "lowCeiling": 0.6}
+    assert fc.detector == {"type": "utilization-detector", "queueDepthThreshold": 3.0,
+                           "kvCacheUtilThreshold": 0.9, "metricsStalenessMs": 150}
+    assert fc.objectives == {"premium": 10, "batch": -1}
+
+
+def test_the_rust_controller_accepts_what_the_parser_produces():
+    fc = load_config(text=FULL.replace("pluginRef: util", "pluginRef: cc").replace(
+        "- name: util", "- name: cc\n  type: concurrency-detector\n  parameters: {maxConcurrency: 3}\n- name: util")
+    ).flow_control
+    assert fc.detector == {"type": "concurrency-detector", "maxConcurrency": 3}
+    controller = FlowController(fc)
+    try:
+        assert controller.stats()["queued_requests"] == 0
+    finally:
+        controller.close()
+
+
+def test_without_the_feature_gate_flow_control_is_off_and_defaults_hold():
+    fc = load_config(text="plugins: [{type: queue-scorer}]").flow_control
+    assert not fc.enabled
+    assert fc.default_request_ttl_ms == 60_000 and fc.no_endpoint_request_ttl_ms is None
+    assert (fc.default_band.max_requests, fc.default_band.max_bytes) == (5000, 1_000_000_000)
+    assert fc.detector["type"] == "utilization-detector" and fc.detector["queueDepthThreshold"] == 5
+    assert fc.usage_limit == {"type": "static-usage-limit-policy", "ceiling": 1.0}
+
+
+@pytest.mark.parametrize("gates, on", [(["flowControl=true"], True), (["flowControl", "flowControl=false"], False),
+                                       (["dataLayer"], False)])
+def test_feature_gates_take_upstream_name_value_forms(gates, on):
+    assert parse_flow_control({"featureGates": gates}).enabled is on
+
+
+def test_a_zero_ttl_means_requests_wait_without_expiry():
+    assert parse_flow_control({"flowControl": {"defaultRequestTTL": "0s"}}).default_request_ttl_ms == 0
+
+
+def test_the_legacy_top_level_detector_block_takes_inline_thresholds():
+    fc = parse_flow_control({"saturationDetector": {"queueDepthThreshold": 7, "kvCacheUtilThreshold": 0.5}})
+    assert fc.detector["queueDepthThreshold"] == 7 and fc.detector["kvCacheUtilThreshold"] == 0.5
+
+
+def test_flow_control_plugins_do_not_reach_the_scheduler():
+    cfg = load_config(text=FULL)
+    assert "utilization-detector" not in cfg.scheduling_json and "round-robin" not in cfg.scheduling_json
+    assert [s.type for s in cfg.profiles[0].scorers] == ["queue-scorer"]
+
+
+@pytest.mark.parametrize("doc, field", [
+    ({"flowControl": {"maxBytess": 1}}, "flowControl: unknown field 'maxBytess'"),
+    ({"flowControl": {"defaultRequestTTL": "soon"}}, "flowControl.defaultRequestTTL: 'soon'"),
+    ({"flowControl": {"maxBytes": "1GB"}}, "flowControl.maxBytes: '1GB'"),
+    ({"flowControl": {"priorityBands": [{"priority": 1}, {"priority": 1}]}}, "priorityBands[1].priority: 1"),
+    ({"flowControl": {"priorityBands": [{"priority": "high"}]}}, "priorityBands[0].priority: 'high'"),
+    ({"flowControl": {"defaultPriorityBand": {"fairnessPolicyRef": "fifo"}}},
+     "defaultPriorityBand.fairnessPolicyRef: 'fifo' names no plugin"),
+    ({"plugins": [{"name": "x", "type": "fcfs-ordering-policy"}],
+      "flowControl": {"priorityBands": [{"priority": 1, "fairnessPolicyRef": "x"}]}},
+     "fairnessPolicyRef: plugin 'x' is a fcfs-ordering-policy"),
+    ({"flowControl": {"saturationDetector": {"pluginRef": "concurrency-detector"}}},
+     "maxConcurrency: None is not a positive integer"),
+    ({"plugins": [{"type": "utilization-detector", "parameters": {"queueDepth": 1}}]},
+     "utilization-detector).parameters: unknown field 'queueDepth'"),
+    ({"plugins": [{"type": "utilization-detector", "parameters": {"queueDepthThreshold": 0}}]}, None),
+    ({"flowControl": {"usageLimitPolicyPluginRef": "static-usage-limit-policy"},
+      "plugins": [{"type": "static-usage-limit-policy", "parameters": {"threshold": -1}}]},
+     "parameters.threshold: -1 is not a positive number"),
+    ({"saturationDetector": {"pluginRef": "utilization-detector", "queueDepthThreshold": 3}},
+     "saturationDetector: give pluginRef or inline thresholds"),
+    ({"objectives": [{"name": "a", "priority": 1.5}]}, "objectives[0].priority: 1.5"),
+    ({"objectives": [{"priority": 1}]}, "objectives[0].name: required"),
+    ({"featureGates": ["flowControl=maybe"]}, "featureGates: 'flowControl=maybe'"),
+])
+def test_bad_input_is_an_error_naming_the_field(doc, field):
+    if field is None:  # accepted by the parser, refused where it is used
+        doc = {**doc, "flowControl": {"saturationDetector": {"pluginRef": "utilization-detector"}}}
+        field = "queueDepthThreshold: 0 is not a positive number"
+    with pytest.raises(ConfigError) as e:
+        parse_flow_control(doc, source="epp.yaml")
+    assert field in str(e.value) and str(e.value).startswith("epp.yaml: ")
+
+
+def test_to_json_is_what_the_rust_core_reads():
+    doc = json.loads(load_config(text=FULL).flow_control.to_json())
+    assert doc["defaultNegativePriorityBand"]["maxRequests"] == 10
+    assert doc["noEndpointRequestTtlMs"] == 5000 and doc["defaultRequestTtlMs"] == 90_000
+    assert doc["priorityBands"][0]["fairnessPolicy"] == "round-robin-fairness-policy"
