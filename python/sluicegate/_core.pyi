@@ -24,6 +24,10 @@ def replace_model_in_chunk(chunk: bytes, old: str, new: str) -> bytes:
 def prefix_block_hashes(model: str, cache_salt: str | None, prompt: bytes, block_bytes: int) -> list[int]:
     """Chained hashes of the prompt's full blocks, seeded by model and salt."""
 
+def request_block_hashes(path: str, body: bytes, block_tokens: int) -> list[int]:
+    """The block hashes of a request under the precise-prefix scheme (body model and cache_salt
+    as seed, flat prompt in blocks of block_tokens x 4 bytes); BadRequestError if unparsable."""
+
 def find_usage(tail: bytes) -> tuple[int, int, int] | None:
     """(prompt_tokens, completion_tokens, cached_tokens) of the last complete OpenAI `usage`
     object in the tail of a response body or SSE stream; None when there is none."""
@@ -50,6 +54,8 @@ class Decision:
     body: bytes | None  # rewritten body when the model was rewritten, else None
     stream: bool
     kind: str
+    headers: dict[str, str] | None  # to add upstream, e.g. x-prefiller-host-port; None when none
+    session_token: str | None  # x-session-token naming the primary, with session affinity
 
 class EndpointStatus:
     name: str
@@ -66,11 +72,13 @@ class Router:
     """Endpoint snapshot + scheduler + metrics scraper, one per pool."""
 
     def __init__(self, config_json: str = "{}") -> None:
-        """config_json: {"scorers": {"queue-scorer": 2.0, ...}, "maxNumOfEndpoints": 1,
-        "stalenessMs": 2000, "scrapeIntervalMs": 50, "scrapeTimeoutMs": 1000,
-        "prefixBlockBytes": 256}; unknown keys raise ConfigError naming the key. A given
-        "scorers" map replaces the defaults (queue-scorer 2, kv-cache-utilization-scorer 2,
-        active-request-scorer 1)."""
+        """config_json: the scheduling part of an EndpointPickerConfig as JSON ("plugins",
+        "schedulingProfiles") plus "stalenessMs", "scrapeIntervalMs", "scrapeTimeoutMs",
+        "maxMetricSeries"; none of the first two gives upstream's default profile (queue-scorer 2,
+        kv-cache-utilization-scorer 2, prefix-cache-scorer 3, max-score-picker). Unknown keys,
+        plugin types or parameters raise ConfigError naming the plugin and the field."""
+    def describe(self) -> str:
+        """The resolved configuration as JSON: profileHandler, profiles, producers."""
     def set_endpoints(self, endpoints: Sequence[tuple[str, str, Mapping[str, str]]]) -> None:
         """Replace the endpoint set: (name, "ip:port", labels). Metrics of kept endpoints survive.
         The label `llm-d.ai/engine-type` picks the metric names the scraper reads (default vllm)."""
@@ -86,9 +94,29 @@ class Router:
         body: bytes,
         model_rewrite: str | None = None,
         subset: Sequence[str] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
     ) -> Decision:
         """Parse, then schedule over the current snapshot, GIL released. Counts one in-flight
         request on the primary. Raises BadRequestError (400), NoEndpointsError (503)."""
+    def explain(
+        self,
+        path: str,
+        body: bytes,
+        model_rewrite: str | None = None,
+        subset: Sequence[str] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[Decision, list[tuple[str, list[str], list[tuple[str, float, list[float]]], list[float], list[str]]]]:
+        """What `route` would decide, changing nothing (no in-flight count, no learning), and
+        per profile: (name, candidates after filters, [(scorer, weight, raw scores)], totals,
+        picked)."""
+    def apply_kv_events(self, address: str, payload: bytes, seq: int | None = None) -> bool:
+        """One msgpack KVEventBatch from the endpoint at `address` into the precise prefix index
+        (GIL released); False when no endpoint has that address. ValueError: bad payload, or no
+        precise-prefix-cache-producer configured."""
+    def kv_event_stats(self) -> dict[str, int] | None:
+        """batches, events, seq_gaps, block_size_mismatches; None without a producer."""
     def release(self, address: str) -> None:
         """The request sent to `address` finished: drop its in-flight count."""
     def status(self) -> list[EndpointStatus]: ...

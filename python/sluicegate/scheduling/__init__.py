@@ -16,11 +16,19 @@ from .._core import (
     parse_request,
     prefix_block_hashes,
     replace_model_in_chunk,
+    request_block_hashes,
     rewrite_model,
 )
+from .scheduler import Endpoint, ProfileRun, Request, Result, Scheduler, ScorerScores
 
 __all__ = [
     "Decision",
+    "Endpoint",
+    "ProfileRun",
+    "Request",
+    "Result",
+    "Scheduler",
+    "ScorerScores",
     "EndpointMetrics",
     "EndpointStatus",
     "ParsedRequest",
@@ -32,5 +40,6 @@ __all__ = [
     "parse_request",
     "prefix_block_hashes",
     "replace_model_in_chunk",
+    "request_block_hashes",
     "rewrite_model",
 ]

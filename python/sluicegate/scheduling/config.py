@@ -64,6 +64,8 @@ class EppConfig:
     endpoints_file: str | None = None
     watch_file: bool = True
     feature_gates: tuple[str, ...] = ()
+    # The precise-prefix-cache-producer (name, blockSize, socketPort, topicFilter), if any.
+    precise_prefix: dict[str, Any] | None = None
     flow_control: FlowControlSettings = FlowControlSettings()
     source: str = "<defaults>"
 
@@ -90,6 +92,9 @@ class EppConfig:
             filters = ", ".join(p.filters)
             lines.append(f"profile '{p.name}': filters [{filters}] → scorers [{scorers}] → {p.picker} "
                          f"(maxNumOfEndpoints={p.max_endpoints})")
+        if self.precise_prefix:
+            lines.append("precise prefix cache: KV events, block size {blockSize}, port {socketPort}, "
+                         "topic filter {topicFilter!r}".format(**self.precise_prefix))
         lines.append(f"endpoints file: {self.endpoints_file or '-'}")
         return "\n".join(lines)
 
@@ -154,7 +159,8 @@ def _resolve(scheduling: dict[str, Any], base: EppConfig) -> EppConfig:
             picker=p["picker"]["name"], max_endpoints=int(p["picker"]["maxNumOfEndpoints"]))
         for p in described["profiles"])
     handler = described["profileHandler"]
-    return replace(base, scheduling_json=text, profiles=profiles,
+    producer = next(({k: v for k, v in p.items() if k != "type"} for p in described["producers"]), None)
+    return replace(base, scheduling_json=text, profiles=profiles, precise_prefix=producer,
                    profile_handler=_label(handler["name"], handler["type"]))
 
 

@@ -34,6 +34,10 @@ class SimConfig:
     default_output_tokens: int = 64
     max_output_tokens: int = 2048
     fail_rate: float = 0.0  # fraction of completions answered with HTTP 500
+    # ZMQ endpoint the KV-event publisher binds, as vLLM's --kv-events-config endpoint
+    # (e.g. "tcp://127.0.0.1:*" for a free port); "" publishes nothing.
+    kv_events_endpoint: str = ""
+    kv_events_topic: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loras", tuple(self.loras))

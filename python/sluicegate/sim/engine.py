@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sluicegate.sim.config import SimConfig
 from sluicegate.sim.kvcache import BlockAllocation, KVCache
@@ -25,7 +27,7 @@ class SimRequest:
                  "aborted", "finish_reason", "alloc", "cached_tokens", "admitted_once", "arrival_sim_ms",
                  "first_token_sim_ms", "arrival_wall", "last_token_wall", "_waiter")
 
-    def __init__(self, prompt_tokens: int, hashes: list[bytes], max_tokens: int,
+    def __init__(self, prompt_tokens: int, hashes: list[int], max_tokens: int,
                  lora: str | None, finish_reason: str = "length") -> None:
         self.prompt_tokens = prompt_tokens
         self.hashes = hashes
@@ -79,7 +81,10 @@ class Engine:
     def __init__(self, config: SimConfig, metrics: SimMetrics) -> None:
         self.config = config
         self.metrics = metrics
-        self.kv = KVCache(config.kv_blocks, config.block_size)
+        self.kv = KVCache(config.kv_blocks, config.block_size,
+                          record_events=bool(config.kv_events_endpoint))
+        # Receives each step's KV events (the server's ZMQ publisher), when events are on.
+        self.publish_kv_events: Callable[[list[list[Any]]], None] | None = None
         self.loras = LoraSlots(config.max_loras)
         self.waiting: deque[SimRequest] = deque()
         self.running: list[SimRequest] = []
@@ -147,6 +152,9 @@ class Engine:
             await asyncio.sleep(max(0.0, started + step_ms / 1000.0 / speedup - loop.time()))
             self.sim_ms += step_ms
             self._emit(advanced)
+            events = self.kv.drain_events()
+            if events and self.publish_kv_events is not None:
+                self.publish_kv_events(events)
 
     def _schedule(self) -> tuple[float, list[SimRequest]]:
         cfg = self.config

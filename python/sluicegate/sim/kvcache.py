@@ -1,11 +1,18 @@
 """The simulated paged KV cache with automatic prefix caching, shaped like vLLM's block pool:
 full prompt blocks are named by chained hashes, shared by reference count, and kept after
-release as evictable cache entries (LRU) until their space is needed."""
+release as evictable cache entries (LRU) until their space is needed. Like vLLM with KV events
+enabled, it records `BlockStored` / `BlockRemoved` events for the engine to publish.
+
+Block hashes follow sluicegate's scheme (the EPP computes the same ones): the prompt's bytes
+in blocks of `block_size` × 4, chain-hashed with xxh3, seeded by the model name and cache salt.
+"""
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
+from typing import Any
+
+from sluicegate.scheduling import prefix_block_hashes
 
 CHARS_PER_TOKEN = 4
 
@@ -15,16 +22,10 @@ def count_tokens(text: str) -> int:
     return max(1, -(-len(text) // CHARS_PER_TOKEN))
 
 
-def block_hashes(text: str, block_size: int, salt: str = "") -> list[bytes]:
-    """Chained hashes of the prompt's full blocks; `salt` (the LoRA adapter) keeps the caches of
-    different adapters apart, as vLLM does with its extra hash keys."""
-    step = block_size * CHARS_PER_TOKEN
-    prev = hashlib.blake2b(salt.encode(), digest_size=8).digest()
-    hashes = []
-    for start in range(0, len(text) - step + 1, step):
-        prev = hashlib.blake2b(prev + text[start:start + step].encode(), digest_size=8).digest()
-        hashes.append(prev)
-    return hashes
+def block_hashes(text: str, block_size: int, model: str = "", cache_salt: str | None = None) -> list[int]:
+    """Chained hashes of the prompt's full blocks; the model (a LoRA adapter's name for its
+    requests) and the salt keep caches apart, as vLLM does with its extra hash keys."""
+    return prefix_block_hashes(model, cache_salt, text.encode(), block_size * CHARS_PER_TOKEN)
 
 
 class BlockAllocation:
@@ -33,7 +34,7 @@ class BlockAllocation:
     __slots__ = ("hashed", "private")
 
     def __init__(self) -> None:
-        self.hashed: list[bytes] = []
+        self.hashed: list[int] = []
         self.private = 0
 
     @property
@@ -42,11 +43,13 @@ class BlockAllocation:
 
 
 class KVCache:
-    def __init__(self, num_blocks: int, block_size: int) -> None:
+    def __init__(self, num_blocks: int, block_size: int, record_events: bool = False) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
-        self._refs: dict[bytes, int] = {}  # hashed blocks in use, by reference count
-        self._evictable: OrderedDict[bytes, None] = OrderedDict()  # released, LRU first
+        # vLLM's event shapes (msgspec array_like, tag first), taken by `drain_events`.
+        self._events: list[list[Any]] | None = [] if record_events else None
+        self._refs: dict[int, int] = {}  # hashed blocks in use, by reference count
+        self._evictable: OrderedDict[int, None] = OrderedDict()  # released, LRU first
         self._private = 0
 
     def _free(self) -> int:
@@ -56,7 +59,7 @@ class KVCache:
         """Fraction of blocks held by requests; evictable cached blocks count as free (vLLM)."""
         return (len(self._refs) + self._private) / self.num_blocks
 
-    def cached_prefix(self, hashes: list[bytes]) -> int:
+    def cached_prefix(self, hashes: list[int]) -> int:
         """Number of leading blocks of `hashes` already in the cache."""
         n = 0
         for h in hashes:
@@ -65,7 +68,7 @@ class KVCache:
             n += 1
         return n
 
-    def allocate(self, hashes: list[bytes], num_tokens: int) -> BlockAllocation | None:
+    def allocate(self, hashes: list[int], num_tokens: int) -> BlockAllocation | None:
         """Take blocks for a prompt of `num_tokens` whose full blocks hash to `hashes`, reusing
         the cached prefix; None (and no change) when the cache cannot make room."""
         hit = self.cached_prefix(hashes)
@@ -82,6 +85,11 @@ class KVCache:
             self._make_room(1)
             self._ref(h)
             alloc.hashed.append(h)
+        stored = hashes[hit:needed_blocks]
+        if stored and self._events is not None:
+            parent = hashes[hit - 1] if hit else None
+            # token_ids left empty: the EPP hashes the prompt itself under the same scheme.
+            self._events.append(["BlockStored", list(stored), parent, [], self.block_size, None, None])
         private = needed_blocks - len(alloc.hashed)
         self._make_room(private)
         self._private += private
@@ -113,11 +121,21 @@ class KVCache:
         alloc.hashed.clear()
         alloc.private = 0
 
-    def _ref(self, h: bytes) -> None:
+    def _ref(self, h: int) -> None:
         if h in self._evictable:
             del self._evictable[h]
         self._refs[h] = self._refs.get(h, 0) + 1
 
+    def drain_events(self) -> list[list[Any]]:
+        """Events since the last call (empty unless recording)."""
+        if not self._events:
+            return []
+        events, self._events = self._events, []
+        return events
+
     def _make_room(self, blocks: int) -> None:
+        evicted = []
         while self._free() < blocks:
-            self._evictable.popitem(last=False)
+            evicted.append(self._evictable.popitem(last=False)[0])
+        if evicted and self._events is not None:
+            self._events.append(["BlockRemoved", evicted, None])

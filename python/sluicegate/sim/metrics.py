@@ -70,6 +70,8 @@ class _EngineCollector(Collector):
         yield counter("vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache.",
                       engine.prefix_hit_tokens)
         yield counter("vllm:num_preemptions", "Preemptions of running requests.", engine.preemptions)
+        # vLLM has no adapter-load counter; this one is the simulator's own.
+        yield counter("sim:lora_adapter_loads", "LoRA adapters loaded into a slot.", engine.loras.loads)
         success = CounterMetricFamily("vllm:request_success", "Finished requests by reason.",
                                       labels=[*names, "finished_reason"])
         for reason, count in engine.finished.items():

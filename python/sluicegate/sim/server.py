@@ -15,6 +15,9 @@ from aiohttp import web
 
 from sluicegate.sim.config import SimConfig
 from sluicegate.sim.engine import DONE, Engine, SimRequest, SimStats
+from sluicegate.errors import BadRequestError
+from sluicegate.scheduling import request_block_hashes
+from sluicegate.sim.kv_events import KvEventPublisher
 from sluicegate.sim.kvcache import block_hashes, count_tokens
 from sluicegate.sim.metrics import CONTENT_TYPE, SimMetrics
 from sluicegate.sim.openai_api import (CHAT, COMPLETION, ApiError, FillerText, Generation,
@@ -45,6 +48,7 @@ class SimServer:
         self._engine_task: asyncio.Task[None] | None = None
         self._address = ""
         self._stopping = False
+        self._kv_events: KvEventPublisher | None = None
 
     @property
     def address(self) -> str:
@@ -52,6 +56,11 @@ class SimServer:
         if not self._address:
             raise RuntimeError("SimServer.address is known only after start()")
         return self._address
+
+    @property
+    def kv_events_address(self) -> str | None:
+        """The bound ZMQ endpoint of the KV-event publisher ("tcp://host:port"), once started."""
+        return self._kv_events.address if self._kv_events is not None else None
 
     def stats(self) -> SimStats:
         return self.engine.stats()
@@ -74,6 +83,14 @@ class SimServer:
             await runner.cleanup()
             raise
         self._runner = runner
+        if self.config.kv_events_endpoint:
+            try:
+                self._kv_events = KvEventPublisher(self.config.kv_events_endpoint, self.config.kv_events_topic)
+            except OSError:
+                await runner.cleanup()
+                self._runner = None
+                raise
+            self.engine.publish_kv_events = self._kv_events.publish
         bound = runner.addresses[0][1]
         self._address = f"{host}:{bound}"
         self.name = self.config.name or self._address
@@ -91,6 +108,9 @@ class SimServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._kv_events is not None:
+            self._kv_events.close()
+            self._kv_events = None
 
     async def _stamp(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers[ENDPOINT_HEADER] = self.name
@@ -129,13 +149,19 @@ class SimServer:
         return await self._generate(CHAT, request)
 
     async def _generate(self, kind: str, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
         try:
-            gen, prompt_tokens = self._accept(kind, request, await request.read())
+            gen, prompt_tokens = self._accept(kind, request, raw)
         except ApiError as exc:
             return web.json_response(exc.body(), status=exc.status)
         lora = gen.model if gen.model != self.config.model else None
-        req = SimRequest(prompt_tokens, block_hashes(gen.prompt, self.config.block_size, lora or ""),
-                         gen.max_tokens, lora, gen.finish_reason)
+        # The EPP's hash scheme over the same body, so its precise index matches these blocks.
+        try:
+            hashes = request_block_hashes(request.path, raw, self.config.block_size)
+        except BadRequestError:
+            # A body the EPP would refuse (e.g. no "model"): hash the sim's own view of it.
+            hashes = block_hashes(gen.prompt, self.config.block_size, gen.model)
+        req = SimRequest(prompt_tokens, hashes, gen.max_tokens, lora, gen.finish_reason)
         self.engine.submit(req)
         try:
             if gen.stream:

@@ -2,7 +2,7 @@
 //! A prompt is cut into fixed-size byte blocks hashed as a chain, so block i's hash stands for the
 //! whole prefix up to it; the index remembers which chains each endpoint has probably cached.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -44,7 +44,7 @@ pub fn block_hashes(
 /// Keys here are already well-mixed hashes or small caller ids; one multiply spreads the
 /// latter into the high bits hashbrown uses, and costs far less than SipHash.
 #[derive(Default)]
-struct U64Hasher(u64);
+pub(crate) struct U64Hasher(u64);
 
 impl Hasher for U64Hasher {
     fn finish(&self) -> u64 {
@@ -60,7 +60,8 @@ impl Hasher for U64Hasher {
     }
 }
 
-type U64Map<V> = HashMap<u64, V, BuildHasherDefault<U64Hasher>>;
+pub(crate) type U64Map<V> = HashMap<u64, V, BuildHasherDefault<U64Hasher>>;
+pub(crate) type U64Set = HashSet<u64, BuildHasherDefault<U64Hasher>>;
 
 const NIL: u32 = u32::MAX;
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use sluicegate_core::datalayer::{metrics, EndpointSpec, Engine};
@@ -216,21 +217,58 @@ impl PyRouter {
         subset: Option<Vec<String>>,
         headers: Option<BTreeMap<String, String>>,
     ) -> PyResult<PyDecision> {
-        let raw = body.as_bytes();
-        let headers: Vec<(String, String)> = headers
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect();
-        let options = RouteOptions {
-            model_rewrite,
-            subset: subset.as_deref(),
-            headers: &headers,
-        };
-        let d = py
-            .detach(|| self.inner.route_with(path, raw, &options))
-            .map_err(|e: RouteError| route_error(e))?;
+        let request = (path, body.as_bytes(), model_rewrite, subset, headers);
+        let d = detached(py, request, |p, b, o| self.inner.route_with(p, b, o))?;
         Ok(PyDecision::from_core(py, d))
+    }
+
+    /// What `route` would decide and why, changing nothing: (decision, [(profile, candidates,
+    /// [(scorer, weight, raw scores)], totals, picked)]).
+    #[pyo3(signature = (path, body, model_rewrite = None, subset = None, *, headers = None))]
+    fn explain(
+        &self,
+        py: Python<'_>,
+        path: &str,
+        body: &Bound<'_, PyBytes>,
+        model_rewrite: Option<&str>,
+        subset: Option<Vec<String>>,
+        headers: Option<BTreeMap<String, String>>,
+    ) -> PyResult<(PyDecision, Vec<Explained>)> {
+        let request = (path, body.as_bytes(), model_rewrite, subset, headers);
+        let (d, explained) = detached(py, request, |p, b, o| self.inner.explain(p, b, o))?;
+        let explained = explained
+            .into_iter()
+            .map(|e| (e.profile, e.candidates, e.scores, e.totals, e.picked))
+            .collect();
+        Ok((PyDecision::from_core(py, d), explained))
+    }
+
+    /// Apply one KV-event batch (msgpack `KVEventBatch`, the last ZMQ frame) published by the
+    /// endpoint at `address`; False when no endpoint has that address. ValueError names what is
+    /// wrong with a bad payload, or that no precise-prefix-cache-producer is configured.
+    #[pyo3(signature = (address, payload, seq = None))]
+    fn apply_kv_events(
+        &self,
+        py: Python<'_>,
+        address: &str,
+        payload: &Bound<'_, PyBytes>,
+        seq: Option<u64>,
+    ) -> PyResult<bool> {
+        let payload = payload.as_bytes();
+        py.detach(|| self.inner.apply_kv_events(address, payload, seq))
+            .map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// Totals of the precise KV-block index; None when no producer is configured.
+    fn kv_event_stats(&self) -> Option<BTreeMap<&'static str, u64>> {
+        self.inner.kv_event_stats().map(|s| {
+            BTreeMap::from([
+                ("batches", s.batches),
+                ("events", s.events),
+                ("seq_gaps", s.seq_gaps),
+                ("block_size_mismatches", s.block_size_mismatches),
+            ])
+        })
     }
 
     /// The request metrics shared by every request path of this Router.
@@ -263,7 +301,63 @@ impl PyRouter {
     }
 }
 
+type Explained = (
+    String,
+    Vec<String>,
+    Vec<(String, f64, Vec<f64>)>,
+    Vec<f64>,
+    Vec<String>,
+);
+
+/// A route's arguments as Python passes them: path, body, model rewrite, subset, headers.
+type RouteArgs<'a> = (
+    &'a str,
+    &'a [u8],
+    Option<&'a str>,
+    Option<Vec<String>>,
+    Option<BTreeMap<String, String>>,
+);
+
+/// Run `f` on the request with the GIL released; header names are lower-cased first.
+fn detached<T: Send>(
+    py: Python<'_>,
+    (path, body, model_rewrite, subset, headers): RouteArgs<'_>,
+    f: impl FnOnce(&str, &[u8], &RouteOptions<'_>) -> Result<T, RouteError> + Send,
+) -> PyResult<T> {
+    let headers: Vec<(String, String)> = headers
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let options = RouteOptions {
+        model_rewrite,
+        subset: subset.as_deref(),
+        headers: &headers,
+    };
+    py.detach(|| f(path, body, &options)).map_err(route_error)
+}
+
+/// The block hashes an engine publishes for this request under sluicegate's scheme (see
+/// `precise-prefix-cache-producer`); the simulator keys its KV cache by them.
+#[pyfunction]
+fn request_block_hashes(
+    py: Python<'_>,
+    path: &str,
+    body: &Bound<'_, PyBytes>,
+    block_tokens: usize,
+) -> PyResult<Vec<u64>> {
+    if block_tokens == 0 {
+        return Err(PyValueError::new_err(
+            "block_tokens must be positive, got 0",
+        ));
+    }
+    let body = body.as_bytes();
+    py.detach(|| scheduling::request_block_hashes(path, body, block_tokens))
+        .map_err(crate::errors::parse_error)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(request_block_hashes, m)?)?;
     m.add_class::<PyEndpointMetrics>()?;
     m.add_class::<PyDecision>()?;
     m.add_class::<PyEndpointStatus>()?;

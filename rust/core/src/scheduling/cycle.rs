@@ -46,6 +46,17 @@ impl PrefixState {
     }
 }
 
+/// One profile's run as an explained cycle records it: the candidates left by the filters, each
+/// scorer's raw scores (before clamping) with its weight, the weighted totals and the picks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProfileTrace {
+    pub profile: String,
+    pub candidates: Vec<u32>,
+    pub scores: Vec<(String, f64, Vec<f64>)>,
+    pub totals: Vec<f64>,
+    pub picked: Vec<u32>,
+}
+
 #[derive(Debug, Default)]
 pub struct CycleState {
     pub prefix: Option<PrefixState>,
@@ -59,6 +70,8 @@ pub struct Cycle<'a> {
     pub subset: Option<&'a [String]>,
     pub request: Request<'a>,
     pub state: RefCell<CycleState>,
+    /// Some when the cycle is explained: each profile run appends its trace.
+    pub trace: Option<RefCell<Vec<ProfileTrace>>>,
 }
 
 impl<'a> Cycle<'a> {
@@ -70,6 +83,7 @@ impl<'a> Cycle<'a> {
             subset: None,
             request: Request::default(),
             state: RefCell::default(),
+            trace: None,
         }
     }
 

@@ -8,6 +8,7 @@ use super::filter::Filter;
 use super::params::Params;
 use super::pd_decider::PdDecider;
 use super::picker::Picker;
+use super::precise_prefix_cache_producer::{self, BlockIndex};
 use super::profile_handler::HandlerSpec;
 use super::scorer::Scorer;
 use super::{
@@ -24,6 +25,11 @@ pub enum Plugin {
     Picker(Arc<dyn Picker>),
     ProfileHandler(HandlerSpec),
     Decider(Arc<dyn PdDecider>),
+    /// A data producer: the exact KV-block index fed by endpoint events.
+    Producer(Arc<BlockIndex>),
+    /// Accepted for upstream configs; its behaviour is built in elsewhere (e.g. the disagg
+    /// handler sets the prefill header itself, which upstream's prefill-header-handler does).
+    BuiltIn,
 }
 
 type Factory = fn(&Params<'_>) -> Result<Plugin, ConfigError>;
@@ -34,7 +40,13 @@ const REGISTRY: &[(&str, Factory)] = &[
         "kv-cache-utilization-scorer",
         kv_cache_utilization_scorer::factory,
     ),
+    // The name upstream used before kv-cache-utilization-scorer.
+    ("kv-cache-scorer", kv_cache_utilization_scorer::factory),
     ("prefix-cache-scorer", prefix_cache_scorer::factory),
+    (
+        "precise-prefix-cache-producer",
+        precise_prefix_cache_producer::factory,
+    ),
     ("lora-affinity-scorer", lora_affinity_scorer::factory),
     (
         "running-requests-size-scorer",
@@ -54,9 +66,15 @@ const REGISTRY: &[(&str, Factory)] = &[
     ("single-profile-handler", single_profile_handler::factory),
     ("disagg-profile-handler", disagg_profile_handler::factory),
     ("pd-profile-handler", disagg_profile_handler::factory),
+    ("prefill-header-handler", built_in_factory),
     ("prefix-based-pd-decider", pd_decider::prefix_based_factory),
     ("always-disagg-pd-decider", pd_decider::always_factory),
 ];
+
+fn built_in_factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
+    p.parse::<super::params::NoParams>()?;
+    Ok(Plugin::BuiltIn)
+}
 
 pub fn known_types() -> impl Iterator<Item = &'static str> {
     REGISTRY.iter().map(|(t, _)| *t)

@@ -1,8 +1,10 @@
-//! prefix-cache-scorer (approximate): hashes the prompt in chained blocks and scores each
-//! endpoint by the share of leading blocks the EPP has routed there before (an LRU per endpoint,
-//! sized from the endpoint's KV cache when it reports one). The index learns after each pick.
+//! prefix-cache-scorer: hashes the prompt in chained blocks and scores each endpoint by the share
+//! of leading blocks it holds. Approximate by default: the blocks the EPP has routed there before
+//! (an LRU per endpoint, sized from the endpoint's KV cache when it reports one), learnt after
+//! each pick. Precise when a precise-prefix-cache-producer is configured: the blocks the
+//! endpoint's own KV events say it holds, at the engine's block size.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Deserialize;
 
@@ -10,6 +12,7 @@ use super::config::ConfigError;
 use super::cycle::{Cycle, PrefixState};
 use super::params::Params;
 use super::plugin::Plugin;
+use super::precise_prefix_cache_producer::BlockIndex;
 use super::scorer::{Picks, Scorer};
 use crate::datalayer::Endpoint;
 use crate::prefix::{block_hashes, PrefixIndex};
@@ -21,7 +24,7 @@ pub const BYTES_PER_TOKEN: usize = 4;
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 struct PrefixParams {
     /// Block size in tokens.
-    #[serde(alias = "blockSizeTokens")]
+    #[serde(alias = "blockSizeTokens", alias = "hashBlockSize")]
     block_size: usize,
     max_prefix_blocks_to_match: usize,
     lru_capacity_per_server: usize,
@@ -46,6 +49,7 @@ pub struct PrefixCacheScorer {
     default_capacity: usize,
     auto_tune: bool,
     index: PrefixIndex,
+    precise: OnceLock<Arc<BlockIndex>>,
 }
 
 pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
@@ -75,6 +79,7 @@ impl PrefixCacheScorer {
             default_capacity: capacity,
             auto_tune,
             index: PrefixIndex::new(capacity),
+            precise: OnceLock::new(),
         }
     }
 
@@ -93,22 +98,27 @@ impl PrefixCacheScorer {
 impl Scorer for PrefixCacheScorer {
     fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]) {
         let r = &cycle.request;
+        let precise = self.precise.get();
+        let block_tokens = precise.map_or(self.block_tokens, |p| p.block_tokens());
         let mut hashes = block_hashes(
             r.model,
             r.cache_salt,
             r.prompt,
-            self.block_tokens * BYTES_PER_TOKEN,
+            block_tokens * BYTES_PER_TOKEN,
         );
-        hashes.truncate(self.max_blocks);
+        // The cap is in this scorer's blocks: keep the same number of tokens at the index's size.
+        hashes.truncate((self.max_blocks * self.block_tokens / block_tokens).max(1));
         let mut matched = Vec::new();
         if hashes.is_empty() {
             out.fill(0.0);
         } else {
             let total = hashes.len() as f64;
             for (slot, &c) in out.iter_mut().zip(candidates) {
-                let n = self
-                    .index
-                    .longest_prefix_match(cycle.endpoint(c).info.id, &hashes);
+                let id = cycle.endpoint(c).info.id;
+                let n = match precise {
+                    Some(p) => p.longest_prefix_match(id, &hashes),
+                    None => self.index.longest_prefix_match(id, &hashes),
+                };
                 if n > 0 {
                     matched.push((c, n));
                 }
@@ -117,12 +127,15 @@ impl Scorer for PrefixCacheScorer {
         }
         cycle.state.borrow_mut().prefix = Some(PrefixState {
             hashes,
-            block_tokens: self.block_tokens,
+            block_tokens,
             matched,
         });
     }
 
     fn picked(&self, cycle: &Cycle<'_>, picks: &Picks) {
+        if self.precise.get().is_some() {
+            return; // the endpoints' own events keep the precise index
+        }
         let state = cycle.state.borrow();
         let Some(prefix) = state.prefix.as_ref().filter(|p| !p.hashes.is_empty()) else {
             return;
@@ -138,5 +151,9 @@ impl Scorer for PrefixCacheScorer {
 
     fn endpoint_removed(&self, id: u64) {
         self.index.remove_endpoint(id);
+    }
+
+    fn use_block_index(&self, index: &Arc<BlockIndex>) {
+        let _ = self.precise.set(index.clone());
     }
 }

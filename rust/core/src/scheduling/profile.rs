@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use super::cycle::{Cycle, ScheduleError};
+use super::cycle::{Cycle, ProfileTrace, ScheduleError};
 use super::filter::Filter;
 use super::picker::Picker;
 use super::scorer::Scorer;
@@ -74,19 +74,35 @@ impl SchedulingProfile {
             s.totals.clear();
             s.totals.resize(n, 0.0);
             s.scores.resize(n, 0.0);
+            let mut trace = cycle.trace.as_ref().map(|_| ProfileTrace {
+                profile: self.name.clone(),
+                candidates: s.candidates.clone(),
+                ..Default::default()
+            });
             for (scorer, weight) in &self.scorers {
                 scorer
                     .plugin
                     .score(cycle, &s.candidates, &mut s.scores[..n]);
+                if let Some(t) = trace.as_mut() {
+                    t.scores
+                        .push((scorer.name.clone(), *weight, s.scores[..n].to_vec()));
+                }
                 for (t, sc) in s.totals.iter_mut().zip(&s.scores[..n]) {
                     // A scorer's contract is [0, 1]; enforce it so one bad value cannot dominate.
                     let sc = if sc.is_nan() { 0.0 } else { sc.clamp(0.0, 1.0) };
                     *t += weight * sc;
                 }
             }
+            if let Some(t) = trace.as_mut() {
+                t.totals = s.totals.clone();
+            }
             self.picker
                 .plugin
                 .pick(&mut s.candidates, &mut s.totals, picked);
+            if let (Some(mut t), Some(sink)) = (trace, cycle.trace.as_ref()) {
+                t.picked = picked.clone();
+                sink.borrow_mut().push(t);
+            }
             Ok(())
         })
     }

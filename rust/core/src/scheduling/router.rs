@@ -8,8 +8,10 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use super::config::{ConfigError, RouterConfig};
-use super::cycle::{Cycle, Request, ScheduleError};
+use super::cycle::{Cycle, ProfileTrace, Request, ScheduleError};
 use super::disagg_profile_handler::PREFILLER_HEADER;
+use super::kv_events::{decode_batch, KvEventsError};
+use super::precise_prefix_cache_producer::BlockIndexStats;
 use super::scheduler::Scheduler;
 use super::scorer::Picks;
 use super::session_affinity_scorer::session_token;
@@ -74,6 +76,18 @@ pub struct EndpointStatus {
     pub age_ms: Option<u64>,
     pub stale: bool,
     pub scrape_errors: u64,
+}
+
+/// One profile's run in an explained decision, endpoints by address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileExplanation {
+    pub profile: String,
+    /// The endpoints left after the filters, in scoring order.
+    pub candidates: Vec<String>,
+    /// (scorer name, weight, raw score per candidate) in profile order.
+    pub scores: Vec<(String, f64, Vec<f64>)>,
+    pub totals: Vec<f64>,
+    pub picked: Vec<String>,
 }
 
 pub struct Router {
@@ -186,6 +200,67 @@ impl Router {
         body: &[u8],
         options: &RouteOptions<'_>,
     ) -> Result<Decision, RouteError> {
+        self.decide(path, body, options, None)
+    }
+
+    /// What `route_with` would decide and why, per profile, with no side effect: nothing is
+    /// counted in flight and no plugin learns from it.
+    pub fn explain(
+        &self,
+        path: &str,
+        body: &[u8],
+        options: &RouteOptions<'_>,
+    ) -> Result<(Decision, Vec<ProfileExplanation>), RouteError> {
+        let mut traces = Vec::new();
+        let snapshot = self.store.snapshot();
+        let decision = self.decide(path, body, options, Some(&mut traces))?;
+        let address = |c: &u32| snapshot.endpoints[*c as usize].address().to_owned();
+        let explained = traces
+            .into_iter()
+            .map(|t: ProfileTrace| ProfileExplanation {
+                candidates: t.candidates.iter().map(address).collect(),
+                picked: t.picked.iter().map(address).collect(),
+                profile: t.profile,
+                scores: t.scores,
+                totals: t.totals,
+            })
+            .collect();
+        Ok((decision, explained))
+    }
+
+    /// Apply one KV-event batch (msgpack `KVEventBatch`) published by the endpoint at `address`
+    /// to the precise-prefix-cache-producer's index. Ok(false) when no endpoint has that address.
+    pub fn apply_kv_events(
+        &self,
+        address: &str,
+        payload: &[u8],
+        seq: Option<u64>,
+    ) -> Result<bool, KvEventsError> {
+        let index = self.scheduler.block_index().ok_or_else(|| {
+            KvEventsError("no precise-prefix-cache-producer is configured".into())
+        })?;
+        let batch = decode_batch(payload)?;
+        let snapshot = self.store.snapshot();
+        let Some(ep) = snapshot.get(address) else {
+            return Ok(false);
+        };
+        index.apply(ep.info.id, &batch, seq);
+        Ok(true)
+    }
+
+    /// Totals of the precise index; None when no producer is configured.
+    pub fn kv_event_stats(&self) -> Option<BlockIndexStats> {
+        self.scheduler.block_index().map(|i| i.stats())
+    }
+
+    fn decide(
+        &self,
+        path: &str,
+        body: &[u8],
+        options: &RouteOptions<'_>,
+        trace: Option<&mut Vec<ProfileTrace>>,
+    ) -> Result<Decision, RouteError> {
+        let commit = trace.is_none();
         let request = parse::parse_request(path, body)?;
         let model_rewrite = options.model_rewrite;
         let rewritten = match model_rewrite {
@@ -204,11 +279,18 @@ impl Router {
             cache_salt: request.cache_salt.as_deref(),
             headers: options.headers,
         };
+        if !commit {
+            cycle.trace = Some(Default::default());
+        }
         let (endpoints, headers, session) =
             PICKS.with_borrow_mut(|picks| -> Result<_, ScheduleError> {
-                let started = Instant::now();
-                self.scheduler.schedule(&cycle, picks)?;
-                self.stats.scheduled(started.elapsed().as_secs_f64());
+                if !commit {
+                    self.scheduler.dry_run(&cycle, picks)?;
+                } else {
+                    let started = Instant::now();
+                    self.scheduler.schedule(&cycle, picks)?;
+                    self.stats.scheduled(started.elapsed().as_secs_f64());
+                }
                 let mut joined = String::with_capacity(picks.primary.len() * 22);
                 for (i, &p) in picks.primary.iter().enumerate() {
                     if i > 0 {
@@ -217,7 +299,9 @@ impl Router {
                     joined.push_str(cycle.endpoint(p).address());
                 }
                 let primary = cycle.endpoint(picks.primary[0]);
-                primary.info.in_flight.fetch_add(1, Ordering::Relaxed);
+                if commit {
+                    primary.info.in_flight.fetch_add(1, Ordering::Relaxed);
+                }
                 let headers = match picks.prefill {
                     Some(p) => vec![(
                         PREFILLER_HEADER.to_owned(),
@@ -231,6 +315,9 @@ impl Router {
                     .then(|| session_token(&primary.info.name));
                 Ok((joined, headers, session))
             })?;
+        if let (Some(sink), Some(recorded)) = (trace, cycle.trace.take()) {
+            *sink = recorded.into_inner();
+        }
         let primary_len = endpoints.find(',').unwrap_or(endpoints.len());
         Ok(Decision {
             endpoints,

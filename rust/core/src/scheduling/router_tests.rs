@@ -113,3 +113,100 @@ fn status_reports_scrapes_and_staleness() {
     assert!(s[0].age_ms.is_some());
     assert_eq!((s[1].age_ms, s[1].stale), (None, true));
 }
+
+const LONG_PROMPT_BODY: &str = r#"{"model":"llama","prompt":"PROMPT"}"#;
+
+fn long_body() -> Vec<u8> {
+    LONG_PROMPT_BODY
+        .replace("PROMPT", &"abcdefgh".repeat(64))
+        .into_bytes()
+}
+
+#[test]
+fn explain_reports_raw_scores_per_profile_and_changes_nothing() {
+    let r = router("{}", &["10.0.0.1:8000", "10.0.0.2:8000"]);
+    load(&r, "10.0.0.1:8000", 4);
+    load(&r, "10.0.0.2:8000", 0);
+    let (d, explained) = r.explain(PATH, BODY, &RouteOptions::default()).unwrap();
+    assert_eq!(d.primary(), "10.0.0.2:8000");
+    let [p] = explained.as_slice() else {
+        panic!("one profile expected: {explained:?}")
+    };
+    assert_eq!(p.profile, "default");
+    assert_eq!(p.picked, vec!["10.0.0.2:8000".to_owned()]);
+    let queue = p.scores.iter().find(|s| s.0 == "queue-scorer").unwrap();
+    assert_eq!(queue.1, 2.0);
+    let at = |addr: &str| p.candidates.iter().position(|c| c == addr).unwrap();
+    assert_eq!(
+        (queue.2[at("10.0.0.1:8000")], queue.2[at("10.0.0.2:8000")]),
+        (0.0, 1.0)
+    );
+    assert!(r.status().iter().all(|s| s.in_flight == 0));
+    // Nothing was learnt: a real route of a long prompt, then explain sees the hit only after it.
+    let body = long_body();
+    let (_, before) = r
+        .explain("/v1/completions", &body, &RouteOptions::default())
+        .unwrap();
+    let prefix = |e: &[ProfileExplanation]| {
+        e[0].scores
+            .iter()
+            .find(|s| s.0 == "prefix-cache-scorer")
+            .unwrap()
+            .2
+            .clone()
+    };
+    assert!(prefix(&before).iter().all(|&s| s == 0.0));
+    r.route("/v1/completions", &body, None, None).unwrap();
+    let (_, after) = r
+        .explain("/v1/completions", &body, &RouteOptions::default())
+        .unwrap();
+    assert!(prefix(&after).contains(&1.0));
+}
+
+const PRECISE: &str = r#"{"plugins": [
+    {"type": "precise-prefix-cache-producer", "parameters": {"blockSize": 16}},
+    {"type": "prefix-cache-scorer"}],
+  "schedulingProfiles": [{"name": "p", "plugins": [{"pluginRef": "prefix-cache-scorer"}]}]}"#;
+
+#[test]
+fn kv_events_steer_the_prefix_scorer_to_the_endpoint_that_holds_the_blocks() {
+    let r = router(PRECISE, &["10.0.0.1:8000", "10.0.0.2:8000"]);
+    let body = long_body();
+    let prompt = "abcdefgh".repeat(64);
+    let hashes = crate::prefix::block_hashes("llama", None, prompt.as_bytes(), 16 * 4);
+    assert_eq!(hashes.len(), 8);
+    let payload = crate::scheduling::kv_events::tests::stored_batch(&hashes[..6], 16);
+    assert!(r
+        .apply_kv_events("10.0.0.2:8000", &payload, Some(0))
+        .unwrap());
+    assert!(!r.apply_kv_events("10.9.9.9:1", &payload, None).unwrap());
+    for _ in 0..20 {
+        let d = r.route("/v1/completions", &body, None, None).unwrap();
+        assert_eq!(d.primary(), "10.0.0.2:8000");
+    }
+    let (_, explained) = r
+        .explain("/v1/completions", &body, &RouteOptions::default())
+        .unwrap();
+    let scores = &explained[0].scores[0].2;
+    let at = explained[0]
+        .candidates
+        .iter()
+        .position(|c| c == "10.0.0.2:8000")
+        .unwrap();
+    assert_eq!(scores[at], 6.0 / 8.0);
+    assert_eq!(r.kv_event_stats().unwrap().batches, 1);
+}
+
+#[test]
+fn kv_events_need_a_producer_and_a_valid_payload() {
+    let r = router("{}", &["10.0.0.1:8000"]);
+    let err = r
+        .apply_kv_events("10.0.0.1:8000", &[0x90], None)
+        .unwrap_err();
+    assert!(err.to_string().contains("precise-prefix-cache-producer"));
+    let r = router(PRECISE, &["10.0.0.1:8000"]);
+    let err = r
+        .apply_kv_events("10.0.0.1:8000", &[0x90], None)
+        .unwrap_err();
+    assert!(err.to_string().contains("batch.ts"), "{err}");
+}

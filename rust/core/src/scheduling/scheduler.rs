@@ -13,6 +13,7 @@ use super::max_score_picker::MaxScorePicker;
 use super::params::Params;
 use super::pd_decider::{PdDecider, PrefixBasedPdDecider};
 use super::plugin::{self, Plugin};
+use super::precise_prefix_cache_producer::BlockIndex;
 use super::profile::{Named, SchedulingProfile};
 use super::profile_handler::{HandlerSpec, ProfileHandler};
 use super::scorer::{Picks, Scorer};
@@ -25,6 +26,8 @@ pub struct Scheduler {
     /// Every scorer once, for the after-pick hook.
     scorers: Vec<Arc<dyn Scorer>>,
     session_affinity: bool,
+    /// The precise-prefix-cache-producer's index, when one is configured.
+    block_index: Option<(String, Arc<BlockIndex>)>,
 }
 
 struct Built {
@@ -68,9 +71,25 @@ impl Scheduler {
         }
         let (handler, handler_name) = build_handler(&built, &profiles)?;
         let mut scorers: Vec<Arc<dyn Scorer>> = Vec::new();
+        let mut block_index: Option<(String, Arc<BlockIndex>)> = None;
         for b in &built {
-            if let Plugin::Scorer(s) = &b.plugin {
-                scorers.push(s.clone());
+            match &b.plugin {
+                Plugin::Scorer(s) => scorers.push(s.clone()),
+                Plugin::Producer(index) => {
+                    if let Some((first, _)) = &block_index {
+                        return Err(ConfigError(format!(
+                            "plugins: one precise-prefix-cache-producer allowed, got '{first}' and '{}'",
+                            b.spec.name()
+                        )));
+                    }
+                    block_index = Some((b.spec.name().to_owned(), index.clone()));
+                }
+                _ => {}
+            }
+        }
+        if let Some((_, index)) = &block_index {
+            for s in &scorers {
+                s.use_block_index(index);
             }
         }
         let session_affinity = profiles.iter().any(|p| {
@@ -84,6 +103,7 @@ impl Scheduler {
             handler_name,
             scorers,
             session_affinity,
+            block_index,
         })
     }
 
@@ -96,6 +116,11 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Run the profiles without the after-pick hooks: nothing learns from this cycle.
+    pub fn dry_run(&self, cycle: &Cycle<'_>, picks: &mut Picks) -> Result<(), ScheduleError> {
+        self.handler.run(&self.profiles, cycle, picks)
+    }
+
     /// Whether a session-affinity scorer takes part, so decisions carry a session token.
     pub fn uses_session_affinity(&self) -> bool {
         self.session_affinity
@@ -105,6 +130,14 @@ impl Scheduler {
         for s in &self.scorers {
             s.endpoint_removed(id);
         }
+        if let Some((_, index)) = &self.block_index {
+            index.remove_endpoint(id);
+        }
+    }
+
+    /// The exact KV-block index, when a precise-prefix-cache-producer is configured.
+    pub fn block_index(&self) -> Option<&Arc<BlockIndex>> {
+        self.block_index.as_ref().map(|(_, index)| index)
     }
 
     /// The resolved configuration, as `sluicegate check-config` prints it.
@@ -123,9 +156,19 @@ impl Scheduler {
                 })
             })
             .collect();
+        let producers: Vec<Value> = self
+            .block_index
+            .iter()
+            .map(|(name, index)| {
+                json!({"name": name, "type": "precise-prefix-cache-producer",
+                       "blockSize": index.block_tokens(), "socketPort": index.socket_port,
+                       "topicFilter": index.topic_filter})
+            })
+            .collect();
         json!({
             "profileHandler": named(&self.handler_name.0, &self.handler_name.1),
             "profiles": profiles,
+            "producers": producers,
         })
     }
 }
@@ -205,7 +248,10 @@ fn build_profile(
                     plugin: p.clone(),
                 });
             }
-            Plugin::ProfileHandler(_) | Plugin::Decider(_) => {
+            Plugin::ProfileHandler(_)
+            | Plugin::Decider(_)
+            | Plugin::Producer(_)
+            | Plugin::BuiltIn => {
                 return Err(ConfigError(format!(
                     "{at}.pluginRef: '{name}' ({kind}) cannot be used in a profile"
                 )))

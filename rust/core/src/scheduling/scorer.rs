@@ -1,7 +1,10 @@
 //! The scorer contract: each scorer rates every candidate in [0, 1]; the profile clamps, weighs
 //! and sums them. A scorer may also learn from the cycle's outcome (upstream's PreRequest hook).
 
+use std::sync::Arc;
+
 use super::cycle::Cycle;
+use super::precise_prefix_cache_producer::BlockIndex;
 
 /// What a scheduling cycle decided: snapshot positions.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,6 +24,9 @@ pub trait Scorer: Send + Sync {
 
     /// The endpoint with this id left the pool: drop what is kept about it.
     fn endpoint_removed(&self, _id: u64) {}
+
+    /// A precise-prefix-cache-producer is configured: prefix scorers read its exact index.
+    fn use_block_index(&self, _index: &Arc<BlockIndex>) {}
 }
 
 /// Min-max normalisation where less is better: the smallest value scores 1, the largest 0,

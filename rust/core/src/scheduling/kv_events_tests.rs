@@ -1,0 +1,188 @@
+use super::*;
+
+/// A tiny msgpack writer for the shapes vLLM sends (the Python tests cross-check against the
+/// msgpack library itself).
+enum M {
+    Nil,
+    U(u64),
+    I(i64),
+    F(f64),
+    S(&'static str),
+    B(Vec<u8>),
+    A(Vec<M>),
+}
+
+fn enc(m: &M, out: &mut Vec<u8>) {
+    match m {
+        M::Nil => out.push(0xc0),
+        M::U(n) if *n < 128 => out.push(*n as u8),
+        M::U(n) => {
+            out.push(0xcf);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        M::I(n) => {
+            out.push(0xd3);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        M::F(f) => {
+            out.push(0xcb);
+            out.extend_from_slice(&f.to_bits().to_be_bytes());
+        }
+        M::S(s) => {
+            out.push(0xa0 | s.len() as u8);
+            out.extend_from_slice(s.as_bytes());
+        }
+        M::B(b) => {
+            out.push(0xc4);
+            out.push(b.len() as u8);
+            out.extend_from_slice(b);
+        }
+        M::A(items) => {
+            out.push(0xdc);
+            out.extend_from_slice(&(items.len() as u16).to_be_bytes());
+            for i in items {
+                enc(i, out);
+            }
+        }
+    }
+}
+
+fn bytes(m: M) -> Vec<u8> {
+    let mut out = Vec::new();
+    enc(&m, &mut out);
+    out
+}
+
+fn batch(events: Vec<M>) -> Vec<u8> {
+    bytes(M::A(vec![M::F(1.5), M::A(events)]))
+}
+
+/// A batch of one `BlockStored` event, for tests elsewhere in the crate.
+pub(crate) fn stored_batch(hashes: &[u64], block_size: u64) -> Vec<u8> {
+    batch(vec![M::A(vec![
+        M::S("BlockStored"),
+        M::A(hashes.iter().map(|&h| M::U(h)).collect()),
+        M::Nil,
+        M::A(vec![]),
+        M::U(block_size),
+        M::Nil,
+        M::Nil,
+    ])])
+}
+
+#[test]
+fn decodes_stored_removed_and_cleared_in_order() {
+    let payload = batch(vec![
+        M::A(vec![
+            M::S("BlockStored"),
+            M::A(vec![M::U(u64::MAX), M::U(7)]),
+            M::U(3),
+            M::A(vec![M::U(1), M::U(2)]),
+            M::U(16),
+            M::Nil,
+            M::Nil,
+        ]),
+        M::A(vec![M::S("BlockRemoved"), M::A(vec![M::U(7)]), M::Nil]),
+        M::A(vec![M::S("AllBlocksCleared")]),
+    ]);
+    let b = decode_batch(&payload).unwrap();
+    assert_eq!(b.ts, 1.5);
+    assert_eq!(
+        b.events,
+        vec![
+            KvEvent::Stored {
+                hashes: vec![u64::MAX, 7],
+                parent: Some(3),
+                block_size: 16
+            },
+            KvEvent::Removed { hashes: vec![7] },
+            KvEvent::AllCleared,
+        ]
+    );
+}
+
+#[test]
+fn negative_int_and_bytes_hashes_fold_to_u64() {
+    let payload = batch(vec![M::A(vec![
+        M::S("BlockRemoved"),
+        M::A(vec![M::I(-1), M::B(vec![0, 0, 0, 0, 0, 0, 1, 2, 9, 9])]),
+    ])]);
+    let b = decode_batch(&payload).unwrap();
+    assert_eq!(
+        b.events,
+        vec![KvEvent::Removed {
+            hashes: vec![u64::MAX, 0x0102]
+        }]
+    );
+}
+
+#[test]
+fn a_batch_with_a_dp_rank_and_no_parent_decodes() {
+    let payload = bytes(M::A(vec![
+        M::F(0.0),
+        M::A(vec![M::A(vec![
+            M::S("BlockStored"),
+            M::A(vec![M::U(5)]),
+            M::Nil,
+            M::A(vec![]),
+            M::U(64),
+        ])]),
+        M::U(0),
+    ]));
+    let b = decode_batch(&payload).unwrap();
+    assert_eq!(
+        b.events,
+        vec![KvEvent::Stored {
+            hashes: vec![5],
+            parent: None,
+            block_size: 64
+        }]
+    );
+}
+
+#[test]
+fn malformed_batches_are_errors_naming_the_field() {
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (vec![], "truncated"),
+        (bytes(M::U(3)), "batch: expected an array"),
+        (bytes(M::A(vec![M::S("x"), M::A(vec![])])), "batch.ts"),
+        (
+            batch(vec![M::A(vec![M::S("Nope")])]),
+            "unknown event type 'Nope'",
+        ),
+        (
+            batch(vec![M::A(vec![M::S("BlockRemoved"), M::S("h")])]),
+            "events[0].BlockRemoved.block_hashes: expected an array",
+        ),
+        (
+            batch(vec![M::A(vec![M::S("BlockStored"), M::A(vec![M::S("h")])])]),
+            "events[0].BlockStored.block_hashes[0]",
+        ),
+        (
+            batch(vec![M::A(vec![
+                M::S("BlockStored"),
+                M::A(vec![]),
+                M::Nil,
+                M::A(vec![]),
+                M::U(0),
+            ])]),
+            "block_size",
+        ),
+        ([batch(vec![]), vec![0]].concat(), "trailing"),
+        (vec![0xdd, 0xff, 0xff, 0xff, 0xff], "overruns"),
+        (vec![0xc1], "unsupported msgpack type 0xc1"),
+    ];
+    for (payload, needle) in cases {
+        let err = decode_batch(&payload).unwrap_err().to_string();
+        assert!(err.contains(needle), "{err:?} should name {needle:?}");
+    }
+}
+
+#[test]
+fn deep_nesting_is_refused_not_recursed() {
+    let payload = vec![0x91; 10_000];
+    assert!(decode_batch(&payload)
+        .unwrap_err()
+        .to_string()
+        .contains("deeply"));
+}
