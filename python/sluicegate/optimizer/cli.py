@@ -1,11 +1,16 @@
 """`sluicegate optimize --config FILE…`: one offline solve of the files' VariantAutoscalings,
 ConfigMaps and OptimizerConfig; prints the allocation (table, YAML, JSON, or the
-VariantAutoscaling status it would write) and can write the metrics HPA/KEDA would read."""
+VariantAutoscaling status it would write) and can write the metrics HPA/KEDA would read.
+With `--kube` the VariantAutoscalings and ConfigMaps come from the cluster, every
+VariantAutoscaling gets its status, `--actuate` sets the scale targets, and `--interval`
+keeps it running as the controller (serving the gauges on `--metrics-port`)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import signal
 import sys
 import time
 
@@ -15,7 +20,7 @@ from sluicegate.errors import ConfigError
 
 from . import exact, greedy
 from .actuation import MetricsExporter, decide, variant_objects
-from .config import load_config
+from .config import load_config, read_files
 from .problem import build_problem
 from .report import as_data, table
 
@@ -23,7 +28,7 @@ SOLVERS = {"greedy": greedy.solve, "exact": exact.solve}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", action="append", required=True, metavar="FILE",
+    p.add_argument("--config", action="append", default=[], metavar="FILE",
                    help="YAML with ConfigMaps service-classes-config / accelerator-unit-costs, "
                         "VariantAutoscalings and an OptimizerConfig (repeatable)")
     p.add_argument("--solver", choices=("greedy", "exact", "both"), default="greedy",
@@ -32,9 +37,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="status: the VariantAutoscaling status objects the decision writes")
     p.add_argument("--metrics-file", metavar="PATH",
                    help="also write the desired-replica gauges (Prometheus text format)")
+    k = p.add_argument_group("cluster")
+    k.add_argument("--kube", action="store_true",
+                   help="read VariantAutoscalings and ConfigMaps from the cluster, write status")
+    k.add_argument("--kubeconfig", help="default: in-cluster, then $KUBECONFIG / ~/.kube/config")
+    k.add_argument("--configmap-namespace", default="workload-variant-autoscaler-system")
+    k.add_argument("--actuate", action="store_true",
+                   help="set each variant's scale target (scale subresource) to its decision")
+    k.add_argument("--interval", type=float, default=0.0,
+                   help="seconds between solves; 0 (default): solve once and exit")
+    k.add_argument("--scale-down-window", type=float, default=300.0,
+                   help="seconds a lower recommendation must hold before scaling down")
+    k.add_argument("--metrics-port", type=int, default=None,
+                   help="with --interval: serve the gauges on /metrics at this port")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    if args.kube:
+        return _run_kube(args)
+    if (args.actuate or args.interval) and not args.kube:
+        print("sluicegate optimize: --actuate and --interval need --kube", file=sys.stderr)
+        return 1
+    if not args.config:
+        print("sluicegate optimize: --config FILE is required (or --kube)", file=sys.stderr)
+        return 1
     try:
         problem = build_problem(load_config(args.config))
     except ConfigError as e:
@@ -66,4 +92,70 @@ def run_from_args(args: argparse.Namespace) -> int:
         out = data[0] if len(data) == 1 else {"solutions": data}
         print(json.dumps(out, indent=2) if args.output == "json"
               else yaml.safe_dump(out, sort_keys=False), end="" if args.output == "yaml" else "\n")
+    return 0
+
+
+def _run_kube(args: argparse.Namespace) -> int:
+    from sluicegate.kube.watcher import api_client
+
+    from .controller import ControllerOptions, OptimizerController
+
+    if args.solver == "both":
+        print("sluicegate optimize: --kube acts on one solver: greedy or exact", file=sys.stderr)
+        return 1
+    try:
+        extra = read_files(args.config)
+    except ConfigError as e:
+        print(f"sluicegate optimize: {e}", file=sys.stderr)
+        return 1
+    opts = ControllerOptions(interval_s=args.interval, scale_down_window_s=args.scale_down_window,
+                             actuate=args.actuate, configmap_namespace=args.configmap_namespace)
+    controller = OptimizerController(api_client(args.kubeconfig), extra, SOLVERS[args.solver],
+                                     opts)
+    if args.interval > 0:
+        return _serve_controller(controller, args.metrics_port)
+    try:
+        sol, decisions = asyncio.run(controller.run_once())
+    except ConfigError as e:
+        print(f"sluicegate optimize: {e}", file=sys.stderr)
+        return 1
+    if args.metrics_file:
+        with open(args.metrics_file, "wb") as f:
+            f.write(controller.exporter.render())
+    if args.output == "table":
+        print(table(sol))
+    elif args.output == "status":
+        print(yaml.safe_dump_all(variant_objects(decisions), sort_keys=False), end="")
+    else:
+        data = {"solver": sol.solver, "costCentsPerHour": round(sol.cost, 6),
+                "unmet": list(sol.unmet()),
+                "decisions": [{"variant": d.variant.key, "accelerator": d.allocation.accelerator,
+                               "numReplicas": d.desired_replicas,
+                               "optimizedReplicas": d.allocation.replicas,
+                               "sloMet": d.allocation.slo_met, "reason": d.reason}
+                              for d in decisions]}
+        print(json.dumps(data, indent=2) if args.output == "json" else
+              yaml.safe_dump(data, sort_keys=False).rstrip())
+    return 0
+
+
+def _serve_controller(controller, metrics_port: int | None) -> int:
+    from prometheus_client import start_http_server
+
+    server = None
+    if metrics_port is not None:
+        server, _ = start_http_server(metrics_port, registry=controller.exporter.registry)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await controller.run(stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        if server is not None:
+            server.shutdown()
     return 0

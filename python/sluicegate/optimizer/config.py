@@ -27,7 +27,20 @@ VARIANT_KIND = "VariantAutoscaling"
 def load_config(paths: Sequence[str]) -> OptimizerInput:
     """Every YAML document of every file (a directory: its *.yaml, *.yml, *.json; a
     `kind: List` is unpacked), merged into one input."""
+    return parse_sourced(read_files(paths))
+
+
+def parse_sourced(docs: Sequence[tuple[Any, str]]) -> OptimizerInput:
+    """Documents paired with where each came from (named in errors), merged into one input."""
     parts = _Parts()
+    for doc, source in docs:
+        parts.add(doc, source)
+    return parts.build()
+
+
+def read_files(paths: Sequence[str]) -> list[tuple[Any, str]]:
+    """(document, where it came from) for every YAML document of the files."""
+    out = []
     for path in _expand(paths):
         try:
             with open(path, encoding="utf-8") as f:
@@ -36,9 +49,8 @@ def load_config(paths: Sequence[str]) -> OptimizerInput:
             raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
-        for i, doc in enumerate(docs):
-            parts.add(doc, f"{path}[{i}]" if len(docs) > 1 else path)
-    return parts.build()
+        out += [(doc, f"{path}[{i}]" if len(docs) > 1 else path) for i, doc in enumerate(docs)]
+    return out
 
 
 def _expand(paths: Sequence[str]) -> list[str]:
@@ -53,10 +65,7 @@ def _expand(paths: Sequence[str]) -> list[str]:
 
 
 def parse_documents(docs: Sequence[Any], source: str = "<documents>") -> OptimizerInput:
-    parts = _Parts()
-    for i, doc in enumerate(docs):
-        parts.add(doc, f"{source}[{i}]")
-    return parts.build()
+    return parse_sourced([(doc, f"{source}[{i}]") for i, doc in enumerate(docs)])
 
 
 def parse_service_classes(data: Any, source: str) -> tuple[ServiceClass, ...]:
