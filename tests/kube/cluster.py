@@ -166,7 +166,8 @@ class ApiServer:
         return self
 
     def stop(self) -> None:
-        self._proc.stop()
+        # Open watches hold a graceful shutdown for its whole timeout; after 3 s it is a crash.
+        self._proc.stop(timeout=3.0)
 
     def restart(self, timeout: float = 90.0) -> None:
         self.stop()
