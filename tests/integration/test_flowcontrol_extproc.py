@@ -1,0 +1,233 @@
+"""Flow control on the EPP's request path, driven through real gRPC by a client that speaks
+ext_proc as Envoy does: requests wait in their flow, go by priority, expire, give up for want
+of endpoints, and leave their queue when the client goes away. The EPP runs in-process on a
+uvloop thread so each test can read the controller's counters."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from sluicegate.app import Epp, EppOptions
+from sluicegate.sim.config import SimConfig
+from tests.harness import write_endpoints
+
+from .extproc_client import header_set, request_body, request_headers, response_body, response_headers
+
+CHAT = "/v1/chat/completions"
+BODY = json.dumps({"model": "meta-llama/Llama-3.1-8B-Instruct", "messages": [{"role": "user", "content": "hi"}]})
+
+
+def config(*, ttl: str = "30s", no_endpoint_ttl: str | None = None, max_concurrency: int = 1) -> str:
+    no_ep = f"\n  noEndpointRequestTTL: {no_endpoint_ttl}" if no_endpoint_ttl else ""
+    return f"""
+featureGates: [flowControl]
+plugins:
+- type: concurrency-detector
+  parameters: {{maxConcurrency: {max_concurrency}}}
+flowControl:
+  defaultRequestTTL: {ttl}{no_ep}
+  saturationDetector: {{pluginRef: concurrency-detector}}
+objectives:
+- {{name: premium, priority: 10}}
+- {{name: batch, priority: -5}}
+"""
+
+
+class InProcessEpp:
+    """`Epp` on the test loop thread: real gRPC on a free port, stopped by `stop`."""
+
+    def __init__(self, loop_thread, endpoints_file: Path, config_text: str) -> None:
+        self._lt = loop_thread
+        opts = EppOptions(grpc_host="127.0.0.1", grpc_port=0, grpc_health_port=0, config_text=config_text,
+                          endpoints_file=str(endpoints_file), secure_serving=False, drain_timeout_s=0,
+                          metrics_port=None)
+
+        async def start() -> Epp:
+            epp = Epp(opts)
+            await epp.start()
+            return epp
+
+        self.epp = loop_thread.run(start())
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.epp.port}")
+        self.stub = pb_grpc.ExternalProcessorStub(self.channel)
+
+    def stats(self) -> dict:
+        assert self.epp.flow is not None
+        return self._lt.run(_call(self.epp.flow.stats))
+
+    def wait_stats(self, **want: int) -> dict:
+        deadline = time.monotonic() + 10
+        while True:
+            s = self.stats()
+            if all(s[k] == v for k, v in want.items()):
+                return s
+            assert time.monotonic() < deadline, f"stats {s} never reached {want}"
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self.channel.close()
+        self._lt.run(self.epp.stop(0))
+
+
+async def _call(fn):
+    return fn()
+
+
+class Call:
+    """One ext_proc stream whose messages the test sends one at a time; answers are collected
+    on a reader thread."""
+
+    def __init__(self, stub, headers: dict[str, str] | None = None) -> None:
+        self._requests: queue.Queue = queue.Queue()
+        self.answers: queue.Queue = queue.Queue()
+        self._call = stub.Process(iter(self._requests.get, None), timeout=30)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._requests.put(request_headers(CHAT, headers))
+        self._requests.put(request_body(BODY.encode(), True))
+
+    def _read(self) -> None:
+        try:
+            for answer in self._call:
+                self.answers.put(answer)
+        except grpc.RpcError:
+            pass
+        finally:
+            self.answers.put(None)
+
+    def first_answer(self, timeout: float = 10.0):
+        return self.answers.get(timeout=timeout)
+
+    def routed(self, timeout: float = 0.0) -> str | None:
+        """The destination the EPP answered with, or None when no answer came within `timeout`."""
+        try:
+            answer = self.answers.get(timeout=timeout) if timeout else self.answers.get_nowait()
+        except queue.Empty:
+            return None
+        assert answer.WhichOneof("response") == "request_headers", answer
+        return header_set(answer.request_headers.response)["x-gateway-destination-endpoint"]
+
+    def finish(self) -> None:
+        """The upstream answered and the response ended: the EPP releases the request's place."""
+        self._requests.put(response_headers())
+        self._requests.put(response_body(b'{"ok": true}', True))
+        self._requests.put(None)
+        self._reader.join(10)
+
+    def cancel(self) -> None:
+        self._call.cancel()
+        self._reader.join(10)
+
+
+def assert_one_outcome_each(s: dict) -> None:
+    assert s["submitted"] == s["dispatched"] + s["rejected"] + s["expired"] + s["cancelled"] + s["queued_requests"]
+
+
+def immediate(answer) -> tuple[int, str]:
+    imm = answer.immediate_response
+    reasons = {h.header.key: h.header.raw_value.decode() for h in imm.headers.set_headers}
+    return imm.status.code, reasons.get("x-llm-d-request-dropped-reason", "")
+
+
+@pytest.fixture
+def pool(sims):
+    (server,) = sims.start(SimConfig(name="sim-0", speedup=50))
+    return server.address
+
+
+@pytest.fixture
+def start_epp(loop_thread, tmp_path):
+    made: list[InProcessEpp] = []
+
+    def start(config_text: str, addresses: list[str]) -> InProcessEpp:
+        epp = InProcessEpp(loop_thread, write_endpoints(tmp_path / "endpoints.json", addresses), config_text)
+        made.append(epp)
+        return epp
+
+    yield start
+    for epp in made:
+        epp.stop()
+
+
+def test_a_saturated_pool_holds_requests_and_releases_them_by_priority(start_epp, pool):
+    epp = start_epp(config(), [pool])
+    holder = Call(epp.stub)
+    assert holder.routed(timeout=10) == pool
+    arrivals = ["batch", "", "premium", "batch", "premium", ""]
+    waiting = []
+    for i, objective in enumerate(arrivals):
+        waiting.append(Call(epp.stub, {"x-llm-d-inference-objective": objective} if objective else None))
+        epp.wait_stats(queued_requests=i + 1)  # arrival order is the order sent
+    assert all(c.routed(timeout=0.05) is None for c in waiting), "nothing passes the one busy place"
+    served, current = [], holder
+    for _ in arrivals:
+        current.finish()
+        deadline = time.monotonic() + 10
+        nxt = None
+        while nxt is None and time.monotonic() < deadline:
+            nxt = next((c for c in waiting if c not in served and c.routed(timeout=0.001)), None)
+        assert nxt is not None, "the freed place went to nobody"
+        served.append(nxt)
+        current = nxt
+    current.finish()
+    order = [arrivals[waiting.index(c)] for c in served]
+    assert order == ["premium", "premium", "", "", "batch", "batch"]
+    assert [waiting.index(c) for c in served] == [2, 4, 1, 5, 0, 3], "arrival order within a priority"
+    s = epp.wait_stats(in_flight=0)
+    assert s["dispatched"] == 7
+    assert_one_outcome_each(s)
+
+
+def test_with_no_endpoints_a_request_waits_until_one_is_written_to_the_endpoints_file(start_epp, pool, tmp_path):
+    epp = start_epp(config(), [])
+    call = Call(epp.stub)
+    epp.wait_stats(queued_requests=1)
+    assert call.routed(timeout=0.3) is None
+    write_endpoints(tmp_path / "endpoints.json", [pool])
+    assert call.routed(timeout=10) == pool
+    call.finish()
+    assert_one_outcome_each(epp.wait_stats(in_flight=0, dispatched=1))
+
+
+def test_with_no_endpoints_a_request_gets_503_after_the_no_endpoint_ttl(start_epp):
+    epp = start_epp(config(no_endpoint_ttl="300ms"), [])
+    t0 = time.monotonic()
+    status, reason = immediate(Call(epp.stub).first_answer())
+    assert (status, reason) == (503, "rejected-no-endpoints")
+    assert 0.25 <= time.monotonic() - t0 < 5
+    assert_one_outcome_each(epp.wait_stats(expired_no_endpoints=1))
+
+
+def test_a_request_waiting_past_its_ttl_gets_429_ttl_expired(start_epp, pool):
+    epp = start_epp(config(ttl="300ms"), [pool])
+    holder = Call(epp.stub)
+    assert holder.routed(timeout=10) == pool
+    status, reason = immediate(Call(epp.stub).first_answer())
+    assert (status, reason) == (429, "rejected-ttl-expired")
+    holder.finish()
+    assert_one_outcome_each(epp.wait_stats(expired_ttl=1, in_flight=0))
+
+
+def test_a_client_going_away_takes_its_request_out_of_the_queue(start_epp, pool):
+    epp = start_epp(config(), [pool])
+    holder = Call(epp.stub)
+    assert holder.routed(timeout=10) == pool
+    gone = Call(epp.stub, {"x-llm-d-inference-fairness-id": "tenant-a"})
+    epp.wait_stats(queued_requests=1)
+    gone.cancel()
+    epp.wait_stats(cancelled=1, queued_requests=0)
+    holder.finish()
+    after = Call(epp.stub)
+    assert after.routed(timeout=10) == pool, "the cancelled request took no place"
+    after.finish()
+    s = epp.wait_stats(in_flight=0)
+    assert (s["dispatched"], s["cancelled"]) == (2, 1)
+    assert_one_outcome_each(s)
