@@ -2,6 +2,8 @@
 
 Raw HTTP/1.1 keep-alive on a uvloop Protocol (no framework): canned OpenAI chat answers, a
 vLLM-format /metrics the EPP scrapes, and an echo of the destination header it was routed by.
+A `"stream": true` chat gets `max_tokens` SSE events (chunked) and a usage event, paced by the
+request header `x-bench-token-interval-ms` (default: all at once) so load benches can hold streams.
 Run as a separate process (`python benches/backend.py`) so it never competes for the client's GIL.
 """
 
@@ -18,6 +20,7 @@ MODELS_PATH = b"/v1/models"
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 # The destination header Envoy routed by, echoed so a bench can check the EPP really picked.
 ECHO_HEADER = "x-bench-destination"
+INTERVAL_HEADER = "x-bench-token-interval-ms"
 READY_PREFIX = "bench-backend ready "
 
 _CHAT_BODY = json.dumps({
@@ -101,6 +104,31 @@ def take_request(buf: bytearray) -> _Request | None:
     return _Request(method, path, headers, body)
 
 
+def _event(payload: dict) -> bytes:
+    data = b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+_TOKEN_EVENT = _event({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "model": MODEL,
+                       "choices": [{"index": 0, "delta": {"content": "tok"}, "finish_reason": None}]})
+
+
+def stream_parts(req: _Request) -> list[bytes] | None:
+    """The pieces of a streamed answer (head, one per token, usage + end), None if not streamed."""
+    if req.path != CHAT_PATH or b'"stream":true' not in req.body.replace(b" ", b""):
+        return None
+    tokens = max(1, int(json.loads(req.body).get("max_tokens") or 1))
+    head = [b"HTTP/1.1 200 OK", b"content-type: text/event-stream", b"transfer-encoding: chunked"]
+    destination = req.headers.get(b"x-gateway-destination-endpoint")
+    if destination is not None:
+        head.append(ECHO_HEADER.encode() + b": " + destination)
+    usage = _event({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "model": MODEL, "choices": [],
+                    "usage": {"prompt_tokens": 4, "completion_tokens": tokens, "total_tokens": tokens + 4}})
+    done = b"data: [DONE]\n\n"
+    end = usage + b"%x\r\n%s\r\n" % (len(done), done) + b"0\r\n\r\n"
+    return [b"\r\n".join(head) + b"\r\n\r\n", *([_TOKEN_EVENT] * tokens), end]
+
+
 def answer(req: _Request) -> bytes:
     destination = req.headers.get(b"x-gateway-destination-endpoint")
     if req.path == CHAT_PATH and req.method == b"POST":
@@ -131,12 +159,32 @@ class _Connection(asyncio.Protocol):
         self._buf += data
         try:
             while (req := take_request(self._buf)) is not None:
-                self._transport.write(answer(req))
+                parts = stream_parts(req)
+                interval = float(req.headers.get(INTERVAL_HEADER.encode(), b"0")) / 1000
+                if parts is not None and interval > 0:
+                    self._pace(parts, interval)
+                    return  # the client sends its next request after this answer ends
+                self._transport.write(b"".join(parts) if parts is not None else answer(req))
                 if req.headers.get(b"connection", b"").lower() == b"close":
                     self._transport.close()
                     return
         except ValueError:  # malformed framing: nothing sensible to answer on this connection
             self._transport.close()
+
+    def _pace(self, parts: list[bytes], interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        transport = self._transport
+        assert transport is not None
+        transport.write(parts[0])
+
+        def next_part(i: int) -> None:
+            if transport.is_closing():
+                return
+            transport.write(parts[i])
+            if i + 1 < len(parts):
+                loop.call_later(interval, next_part, i + 1)
+
+        loop.call_later(interval, next_part, 1)
 
 
 async def serve(host: str, port: int) -> None:

@@ -27,7 +27,7 @@ def test_same_seed_same_requests_other_seed_other_requests(workload: str) -> Non
     assert take(workload, 1, 50) != take(workload, 2, 50)
 
 
-@pytest.mark.parametrize("workload", sorted(WORKLOADS))
+@pytest.mark.parametrize("workload", sorted(set(WORKLOADS) - {"sharegpt"}))
 def test_every_request_streams_and_asks_for_usage(workload: str) -> None:
     for request in take(workload, 0, 50):
         assert request.body["stream"] is True
@@ -72,3 +72,25 @@ def test_mixed_blends_the_three_kinds() -> None:
     assert any(r.body["model"] in DEFAULT_LORAS for r in requests)
     assert any(r.path == COMPLETIONS_PATH for r in requests)
     assert any(r.body.get("messages", [{}])[0].get("role") == "system" for r in requests)
+
+
+def test_sharegpt_like_mixes_streaming_prefixes_and_tenants_by_its_knobs() -> None:
+    from sluicegate.loadgen.workloads import sharegpt_like
+
+    gen = sharegpt_like(3, stream_ratio=0.25, shared_prefix_ratio=0.5, objectives=("chat", "batch"),
+                        fairness_ids=("t1", "t2", "t3"))
+    requests = [next(gen) for _ in range(800)]
+    streamed = sum(1 for r in requests if r.body.get("stream")) / len(requests)
+    prefixed = sum(1 for r in requests if r.body["messages"][0]["role"] == "system") / len(requests)
+    assert 0.2 < streamed < 0.3 and 0.44 < prefixed < 0.56
+    assert {r.headers["x-llm-d-inference-objective"] for r in requests} == {"chat", "batch"}
+    assert {r.headers["x-llm-d-inference-fairness-id"] for r in requests} == {"t1", "t2", "t3"}
+    lengths = sorted(count_tokens(r.body["messages"][-1]["content"]) for r in requests)
+    assert 100 < lengths[len(lengths) // 2] < 300  # median prompt near ShareGPT's
+
+
+def test_sharegpt_like_refuses_ratios_outside_0_1() -> None:
+    from sluicegate.loadgen.workloads import sharegpt_like
+
+    with pytest.raises(ValueError, match="stream_ratio"):
+        next(sharegpt_like(0, stream_ratio=1.5))

@@ -33,17 +33,28 @@ async def send(session: aiohttp.ClientSession, base_url: str, request: WorkloadR
                headers: dict[str, str] | None = None) -> RequestResult:
     started = time.perf_counter()
     try:
-        async with session.post(base_url + request.path, json=request.body, headers=headers) as resp:
+        merged = {**request.headers, **(headers or {})}
+        async with session.post(base_url + request.path, json=request.body, headers=merged) as resp:
             endpoint = resp.headers.get(ENDPOINT_HEADER)
             if resp.status != 200:
                 await resp.read()
                 return RequestResult(resp.status, time.perf_counter() - started,
                                      endpoint=endpoint, error=f"HTTP {resp.status}")
+            if not resp.headers.get("content-type", "").startswith("text/event-stream"):
+                return await _read_whole(resp, started, endpoint)
             return await _read_stream(resp, started, endpoint)
     except asyncio.TimeoutError:
         return RequestResult(0, time.perf_counter() - started, error="timeout")
     except aiohttp.ClientError as exc:
         return RequestResult(0, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
+
+
+async def _read_whole(resp: aiohttp.ClientResponse, started: float, endpoint: str | None) -> RequestResult:
+    """A non-streamed answer: its first byte is its last, so TTFT is the whole latency."""
+    body = await resp.json(content_type=None)
+    elapsed = time.perf_counter() - started
+    tokens = (body.get("usage") or {}).get("completion_tokens", 0)
+    return RequestResult(resp.status, elapsed, elapsed, tokens, endpoint)
 
 
 async def _read_stream(resp: aiohttp.ClientResponse, started: float,

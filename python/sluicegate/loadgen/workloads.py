@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sluicegate.sim.config import DEFAULT_LORAS, DEFAULT_MODEL
@@ -21,6 +21,7 @@ _WORDS = ("alpha", "river", "stone", "cloud", "amber", "vector", "garden", "sign
 class WorkloadRequest:
     path: str
     body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 Workload = Callable[[int, str], Iterator[WorkloadRequest]]
@@ -102,5 +103,36 @@ def mixed(seed: int, model: str = DEFAULT_MODEL) -> Iterator[WorkloadRequest]:
         yield next(rng.choices(sources, (0.5, 0.3, 0.2))[0])
 
 
+def sharegpt_like(seed: int, model: str = DEFAULT_MODEL, *, stream_ratio: float = 0.5,
+                  shared_prefix_ratio: float = 0.3, output_tokens: int | None = None,
+                  objectives: tuple[str, ...] = (), fairness_ids: tuple[str, ...] = ()) -> Iterator[WorkloadRequest]:
+    """Chat requests with ShareGPT-like lengths (log-normal prompts, median ~180 tokens, and
+    outputs, median ~120, both clipped), a `shared_prefix_ratio` share opening with one of a few
+    long system prompts, streamed with probability `stream_ratio`, spread uniformly over the
+    given objectives and fairness ids (sent as the upstream headers)."""
+    for name, ratio in (("stream_ratio", stream_ratio), ("shared_prefix_ratio", shared_prefix_ratio)):
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"{name}: {ratio!r} is not within [0, 1]")
+    rng = random.Random(f"sharegpt|{seed}")
+    systems = [f"[shared system prompt {i}] " + _text(rng, 600) for i in range(4)]
+    n = 0
+    while True:
+        prompt_tokens = min(4096, max(4, int(rng.lognormvariate(5.2, 1.0))))
+        out = output_tokens or min(1024, max(1, int(rng.lognormvariate(4.8, 0.9))))
+        messages = [{"role": "user", "content": f"[request {seed}-{n}] " + _text(rng, prompt_tokens)}]
+        if rng.random() < shared_prefix_ratio:
+            messages.insert(0, {"role": "system", "content": rng.choice(systems)})
+        body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": out}
+        if rng.random() < stream_ratio:
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
+        headers = {}
+        if objectives:
+            headers["x-llm-d-inference-objective"] = rng.choice(objectives)
+        if fairness_ids:
+            headers["x-llm-d-inference-fairness-id"] = rng.choice(fairness_ids)
+        yield WorkloadRequest(CHAT_PATH, body, headers)
+        n += 1
+
+
 WORKLOADS: dict[str, Workload] = {
-    "shared_prefix": shared_prefix, "varied": varied, "lora": lora, "mixed": mixed}
+    "shared_prefix": shared_prefix, "varied": varied, "lora": lora, "mixed": mixed, "sharegpt": sharegpt_like}

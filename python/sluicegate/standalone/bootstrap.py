@@ -377,10 +377,21 @@ def _upstream_cluster(opts: EnvoyOptions) -> dict[str, Any]:
     return cluster
 
 
+def _circuit_breakers(limit: int) -> dict[str, Any]:
+    # Envoy's default of 1024 concurrent requests per cluster would cap held streams, and with
+    # ext_proc every request is also a gRPC stream on the EPP cluster.
+    return {"thresholds": [{"priority": "DEFAULT", "max_connections": limit, "max_pending_requests": limit,
+                            "max_requests": limit}]}
+
+
 def _clusters(opts: EnvoyOptions) -> list[dict[str, Any]]:
     if opts.upstream_mode == "round_robin":
-        return [_upstream_cluster(opts)]  # no EPP to reach, so no cluster health-checking one
-    return [_epp_cluster(opts), _upstream_cluster(opts)]
+        clusters = [_upstream_cluster(opts)]  # no EPP to reach, so no cluster health-checking one
+    else:
+        clusters = [_epp_cluster(opts), _upstream_cluster(opts)]
+    for cluster in clusters:
+        cluster["circuit_breakers"] = _circuit_breakers(opts.max_concurrent_requests)
+    return clusters
 
 
 def envoy_bootstrap(opts: EnvoyOptions) -> dict[str, Any]:

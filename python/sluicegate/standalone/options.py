@@ -92,8 +92,12 @@ class EnvoyOptions:
     buffer_limit_bytes: int = 8 * 1024 * 1024
     # Only failures before any response byte: a retry then cannot duplicate a streamed answer.
     retry_on: str = "connect-failure,refused-stream,reset"
+    # Circuit-breaker ceiling (connections, pending and active requests) of every cluster.
+    max_concurrent_requests: int = 1024
 
     def __post_init__(self) -> None:
+        if not isinstance(self.max_concurrent_requests, int) or self.max_concurrent_requests < 1:
+            raise ConfigError(f"max_concurrent_requests: {self.max_concurrent_requests!r} must be an integer >= 1")
         _check_port(self.listen_port, "listen_port", allow_zero=True)
         _check_port(self.admin_port, "admin_port", allow_zero=True)
         _check_port(self.epp_port, "epp_port", allow_zero=False)
