@@ -18,6 +18,9 @@ KUBE_BINS := $(HOME)/.cache/sluicegate/kube-$(KUBE_VERSION)
 KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
 	-X k8s.io/component-base/version.gitMajor=1 \
 	-X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(KUBE_VERSION)))
+# The real helm CLI for the chart tests (lint, template, rendered manifests applied in tests/kube).
+HELM_VERSION := v3.19.5
+HELM_BIN := $(HOME)/.cache/sluicegate/helm-$(HELM_VERSION)
 
 setup: .stamp-ext
 
@@ -34,7 +37,7 @@ $(VENV)/.stamp-deps: pyproject.toml
 demo: setup
 	$(VENV)/bin/sluicegate demo
 
-test: setup kube-bins test-rust test-py
+test: setup kube-bins helm-bin test-rust test-py
 
 kube-bins: $(KUBE_BINS)/.built
 
@@ -43,6 +46,12 @@ $(KUBE_BINS)/.built:
 	cd tests/kube && GOFLAGS=-mod=mod go build -trimpath -ldflags "$(KUBE_LDFLAGS)" \
 		-o $(KUBE_BINS)/ k8s.io/kubernetes/cmd/kube-apiserver ./cmd/etcd
 	touch $@
+
+helm-bin: $(HELM_BIN)/helm
+
+$(HELM_BIN)/helm:
+	GOBIN=$(HELM_BIN) go install -trimpath \
+		-ldflags "-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 test-rust:
 	cargo test --workspace --exclude sluicegate-py -q
