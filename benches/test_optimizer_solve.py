@@ -61,7 +61,7 @@ def _median_s(fn, rounds: int) -> float:
 
 
 def test_small_instances_match_brute_force(benchmark) -> None:
-    problem = build_problem(random_input(7, models=6, accelerators=3, scarcity=0.5))
+    problem = build_problem(random_input(7, models=8, accelerators=3, scarcity=0.5))
     slow = brute_force(problem)
     assert exact.solve(problem).cost == pytest.approx(slow.cost)
     assert exact.solve(problem).unmet() == slow.unmet()
@@ -74,7 +74,7 @@ def test_small_instances_match_brute_force(benchmark) -> None:
         brute_force_ms=brute_s * 1e3, exact_ms=exact_s * 1e3, greedy_ms=greedy_s * 1e3,
         brute_over_exact=brute_s / exact_s, brute_over_greedy=brute_s / greedy_s,
         greedy_cost_over_optimal=g.cost / slow.cost if slow.cost else 1.0)
-    print(f"\n6 models x 3 types: brute force {brute_s * 1e3:.1f} ms, exact "
+    print(f"\n8 models x 3 types: brute force {brute_s * 1e3:.1f} ms, exact "
           f"{exact_s * 1e3:.2f} ms ({brute_s / exact_s:.0f}x faster), greedy "
           f"{greedy_s * 1e3:.3f} ms ({brute_s / greedy_s:.0f}x faster); greedy cost / optimal "
           f"{benchmark.extra_info['greedy_cost_over_optimal']:.3f}")

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from .fit import ProfileFit
 from .inputs import ScaleTarget, Variant
 from .problem import Allocation, Solution
 
@@ -26,6 +27,8 @@ PREDICTED_TTFT = "wva_predicted_ttft_seconds"
 PREDICTED_ITL = "wva_predicted_itl_seconds"
 SOLUTION_COST = "sluicegate_optimizer_cost_cents_per_hour"
 SLO_MET = "sluicegate_optimizer_slo_met"
+FIT_RMSE = "sluicegate_optimizer_fit_rmse_ms"
+FIT_PARAMETER = "sluicegate_optimizer_fit_parameter"
 _VARIANT_LABELS = ("variant_name", "namespace", "accelerator_type", "target_name",
                    "target_kind")
 _PREDICTION_LABELS = ("model_name",) + _VARIANT_LABELS
@@ -131,6 +134,20 @@ class MetricsExporter:
                           ("solver",), registry=r)
         self.slo_met = Gauge(SLO_MET, "1 when the model's allocation meets its SLO",
                              ("model_name", "namespace"), registry=r)
+        self.fit_rmse = Gauge(FIT_RMSE, "Error of the fitted performance parameters (ms)",
+                              ("model_name", "accelerator_type", "phase"), registry=r)
+        self.fit_parameter = Gauge(FIT_PARAMETER, "Fitted performance parameter (ms, ms/token)",
+                                   ("model_name", "accelerator_type", "parameter"), registry=r)
+
+    def update_fits(self, fits: Mapping[tuple[str, str], ProfileFit]) -> None:
+        self.fit_rmse.clear()
+        self.fit_parameter.clear()
+        for (model, acc), f in fits.items():
+            for phase, lf, names in (("decode", f.decode, ("alpha", "beta")),
+                                     ("prefill", f.prefill, ("gamma", "delta"))):
+                self.fit_rmse.labels(model, acc, phase).set(lf.rmse_ms)
+                for name, value in zip(names, (lf.base, lf.slope)):
+                    self.fit_parameter.labels(model, acc, name).set(value)
 
     def update(self, sol: Solution, decisions: Sequence[Decision]) -> None:
         for g in (self.desired, self.current, self.ratio, self.ttft, self.itl, self.slo_met):
