@@ -90,7 +90,7 @@ class Epp:
         )
         self.metrics: MetricsServer | None = None
         if opts.metrics_port is not None:
-            registry = build_registry(self.router, opts.pool_name or "default")
+            registry = build_registry(self.router, opts.pool_name or "default", extra=self._collectors)
             self.metrics = MetricsServer(registry, self.ready, opts.grpc_host, opts.metrics_port,
                                          opts.metrics_token_file)
         self._serving = False
@@ -102,6 +102,14 @@ class Epp:
     @property
     def health_port(self) -> int:
         return self.server.health_port
+
+    def _collectors(self) -> list:
+        out = []
+        if self.flow is not None:
+            from .metrics.flowcontrol import FlowControlCollector
+
+            out.append(FlowControlCollector(self.opts.pool_name or "default", self.flow))
+        return out
 
     def _set_endpoints(self, endpoints: list[Endpoint]) -> None:
         self.router.set_endpoints([(e.name, e.hostport, _labels(e)) for e in endpoints])

@@ -1,0 +1,55 @@
+"""Flow-control families: queue size and bytes per band, saturation, outcomes, read from a real
+FlowController holding real requests."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sluicegate.flowcontrol import FlowController
+from sluicegate.metrics.flowcontrol import FlowControlCollector
+from tests.unit.test_flowcontrol import run, settle
+from tests.unit.test_metrics import exposed_families
+
+PINNED_FLOW = frozenset(
+    Path(__file__).parent.parent.joinpath("data", "metric_families_flowcontrol.txt").read_text().split())
+
+
+def scrape(fc: FlowController) -> dict:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FlowControlCollector("pool-a", fc))
+    return {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+
+
+def test_held_requests_show_per_band_and_outcomes_add_up():
+    async def go():
+        fc = FlowController(max_concurrency=1)
+        try:
+            holder = await fc.acquire()
+            waiting = [asyncio.create_task(fc.acquire("t", p, 100)) for p in (0, 0, 5)]
+            await settle(fc, 3)
+            f = scrape(fc)
+            assert exposed_families(f) == PINNED_FLOW
+            sizes = {s.labels["priority"]: s.value for s in f["llm_d_epp_flow_control_queue_size"].samples}
+            assert sizes == {"0": 2, "5": 1}
+            assert {s.labels["priority"]: s.value for s in f["llm_d_epp_flow_control_queue_bytes"].samples} \
+                == {"0": 200, "5": 100}
+            assert f["llm_d_epp_flow_control_pool_saturation"].samples[0].value == 1.0
+            waiting[0].cancel()
+            holder.release()
+            for t in (waiting[2], waiting[1]):  # priority 5 goes first; one place at a time
+                (await t).release()
+            await asyncio.gather(waiting[0], return_exceptions=True)
+            await settle(fc, 0)
+            f = scrape(fc)
+            outcomes = {s.labels["outcome"]: s.value for s in f["sluicegate_flow_control_requests"].samples}
+            enqueued = f["sluicegate_flow_control_enqueued"].samples[0].value
+            assert outcomes["cancelled"] == 1 and outcomes["dispatched"] == 3
+            assert enqueued == sum(outcomes.values())
+        finally:
+            fc.close()
+
+    run(go())
