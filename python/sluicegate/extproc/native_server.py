@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .._core import ExtProcServer, Router
+from .._core import ExtProcServer, RequestStats, Router
 from . import tls
 
 log = logging.getLogger(__name__)
@@ -26,12 +26,17 @@ class NativeEppServer:
         secure: bool = True,
         cert_path: str | None = None,
         skip_response: bool = False,
-        stats: object | None = None,
+        stats: RequestStats | None = None,
+        worker_threads: int = 1,
     ) -> None:
-        # `stats`: the Python server records request metrics through it; this one does not yet.
+        # `stats` is taken for EppServer's signature: request metrics are recorded from Rust into
+        # the Router's own RequestStats (`router.request_stats()`, what the app passes).
+        # One tokio worker: on small machines a second one costs more in wake-ups than it adds
+        # (benches/README.md); each stream is a few µs of work.
         key, cert = tls.key_and_cert(cert_path) if secure else (None, None)
         self._server = ExtProcServer(
-            router, host, port, health_port, tls_cert_pem=cert, tls_key_pem=key, skip_response=skip_response
+            router, host, port, health_port, tls_cert_pem=cert, tls_key_pem=key, skip_response=skip_response,
+            worker_threads=worker_threads,
         )
         self.port = self._server.port
         self.health_port = self._server.health_port

@@ -1,13 +1,16 @@
 //! One ext_proc stream = one HTTP request: buffer the request body, route it once, echo the rest.
 //! The Rust twin of python/sluicegate/extproc/stream.py, behaviour for behaviour; every path
-//! through it (completion, error, client gone: `Drop`) releases the request's in-flight count once.
+//! through it (completion, error, client gone: `Drop`) releases the request's in-flight count once
+//! and records the request's metrics once, in the Router's RequestStats as the Python path does.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use sluicegate_core::parse::replace_model_in_chunk_cow;
+use sluicegate_core::parse::{find_usage, replace_model_in_chunk_cow};
 use sluicegate_core::scheduling::{Decision, RouteError};
+use sluicegate_core::stats::{Outcome, RequestLabels};
 
 use crate::pb::processing_request::Request;
 use crate::pb::{
@@ -67,6 +70,32 @@ pub struct RequestStream {
     served: String,
     objective: String,
     fairness_id: String,
+    metrics: Metrics,
+}
+
+/// What the request's metrics need beyond the decision; recorded once, when it ends.
+struct Metrics {
+    recorded: bool,
+    started_at: Instant,
+    ttft_s: Option<f64>,
+    request_bytes: u64,
+    response_bytes: u64,
+    /// The response's last bytes, where the `usage` object is.
+    tail: Vec<u8>,
+}
+
+/// Enough of the response's end for its usage object (as the Python path keeps).
+const TAIL_BYTES: usize = 2048;
+
+/// HTTP status of a failed request → upstream's `error_code` label.
+fn error_code(status: u16) -> &'static str {
+    match status {
+        400 | 404 | 413 => "BadRequest",
+        429 => "ResourceExhausted",
+        500 => "Internal",
+        503 => "ServiceUnavailable",
+        _ => "Unknown",
+    }
 }
 
 impl RequestStream {
@@ -87,6 +116,14 @@ impl RequestStream {
             served: String::new(),
             objective: String::new(),
             fairness_id: protocol::DEFAULT_FAIRNESS_ID.to_owned(),
+            metrics: Metrics {
+                recorded: false,
+                started_at: Instant::now(),
+                ttft_s: None,
+                request_bytes: 0,
+                response_bytes: 0,
+                tail: Vec::new(),
+            },
         }
     }
 
@@ -126,7 +163,7 @@ impl RequestStream {
                 Ok(())
             }
             Some(Request::ResponseTrailers(_)) => {
-                self.complete();
+                self.complete(None);
                 out.push_back(responses::empty_response_trailers());
                 Ok(())
             }
@@ -135,14 +172,14 @@ impl RequestStream {
         if let Err(f) = result {
             out.truncate(start);
             self.finished = true;
-            self.complete();
+            self.complete(Some(error_code(f.status)));
             out.push_back(responses::immediate(f.status, &f.message, f.reason));
         }
     }
 
     /// The stream ended (normally, by error, or by client disconnect).
     pub fn close(&mut self) {
-        self.complete();
+        self.complete(None);
         self.parts = Vec::new();
     }
 
@@ -188,6 +225,7 @@ impl RequestStream {
     }
 
     fn on_request_body(&mut self, body: HttpBody, out: &mut Outbox) -> Result<(), Failure> {
+        self.metrics.request_bytes += body.body.len() as u64;
         self.parts.push(body.body);
         self.chunks += 1;
         if !body.end_of_stream {
@@ -260,7 +298,15 @@ impl RequestStream {
             message: "internal error: panic in routing".to_owned(),
             reason: "",
         })?;
-        Ok(self.decision.insert(routed?))
+        let decision = self.decision.insert(routed?);
+        let (model, target_model) = labels_of(decision);
+        router.stats().started(RequestLabels {
+            model,
+            target_model,
+            fairness_id: &self.fairness_id,
+            priority: 0,
+        });
+        Ok(decision)
     }
 
     fn after_request(&mut self) {
@@ -272,7 +318,7 @@ impl RequestStream {
                 .is_some_and(|d| d.target_model.is_none())
         {
             self.finished = true;
-            self.complete();
+            self.complete(None);
         }
     }
 
@@ -292,7 +338,7 @@ impl RequestStream {
             self.served = v.as_str().to_owned();
         }
         if headers.end_of_stream {
-            self.complete();
+            self.complete(None);
         }
         out.push_back(if self.rewriting_back().is_some() {
             responses::response_headers_without_length()
@@ -302,8 +348,9 @@ impl RequestStream {
     }
 
     fn on_response_body(&mut self, body: HttpBody, out: &mut Outbox) {
+        self.observe_response(&body.body);
         if body.end_of_stream {
-            self.complete();
+            self.complete(None);
         }
         let mut chunk = body.body;
         let full_duplex = self.resp_mode == body_mode::FULL_DUPLEX_STREAMED;
@@ -333,20 +380,71 @@ impl RequestStream {
         }
     }
 
-    fn complete(&mut self) {
-        if self.released {
-            return;
-        }
-        if let Some(d) = &self.decision {
+    fn complete(&mut self, error_code: Option<&'static str>) {
+        if let (false, Some(d)) = (self.released, &self.decision) {
             self.released = true;
             self.router.router().release(d.primary());
         }
+        if !self.metrics.recorded {
+            self.record(error_code);
+        }
     }
+
+    // metrics: one call when the request starts running and one when it ends
+
+    fn observe_response(&mut self, chunk: &[u8]) {
+        let m = &mut self.metrics;
+        if m.recorded {
+            return;
+        }
+        m.ttft_s
+            .get_or_insert_with(|| m.started_at.elapsed().as_secs_f64());
+        m.response_bytes += chunk.len() as u64;
+        let keep = chunk.len().min(TAIL_BYTES);
+        let drop = (m.tail.len() + keep).saturating_sub(TAIL_BYTES);
+        m.tail.drain(..drop);
+        m.tail.extend_from_slice(&chunk[chunk.len() - keep..]);
+    }
+
+    fn record(&mut self, error_code: Option<&str>) {
+        let m = &mut self.metrics;
+        m.recorded = true;
+        let usage = find_usage(&m.tail);
+        let saw_response = m.ttft_s.is_some();
+        let (model, target_model) = self.decision.as_ref().map_or(("", ""), labels_of);
+        let outcome = Outcome {
+            error_code,
+            request_bytes: Some(m.request_bytes),
+            response_bytes: saw_response.then_some(m.response_bytes),
+            input_tokens: usage.map(|u| u.prompt_tokens),
+            output_tokens: usage.map(|u| u.completion_tokens),
+            cached_tokens: usage.map(|u| u.cached_tokens()).filter(|n| *n > 0),
+            duration_s: saw_response.then(|| m.started_at.elapsed().as_secs_f64()),
+            ttft_s: m.ttft_s,
+            streaming: self.decision.as_ref().is_some_and(|d| d.stream),
+        };
+        let labels = RequestLabels {
+            model,
+            target_model,
+            fairness_id: &self.fairness_id,
+            priority: 0,
+        };
+        self.router
+            .router()
+            .stats()
+            .finished(labels, self.decision.is_some(), &outcome);
+    }
+}
+
+/// (model, target model) labels: the target is the model itself when not rewritten.
+fn labels_of(d: &Decision) -> (&str, &str) {
+    let model = d.model.as_deref().unwrap_or("");
+    (model, d.target_model.as_deref().unwrap_or(model))
 }
 
 impl Drop for RequestStream {
     fn drop(&mut self) {
-        self.complete();
+        self.complete(None);
     }
 }
 

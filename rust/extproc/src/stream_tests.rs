@@ -586,3 +586,60 @@ fn no_endpoints_in_the_pool_is_a_503() {
     );
     assert_eq!(immediate_of(&out[0]).0, 503);
 }
+
+#[test]
+fn a_request_is_counted_running_then_finished_once_with_its_sizes_and_usage() {
+    let r = router(&[A]);
+    let mut s = stream(&r, false);
+    let tenant = vec![header("x-llm-d-inference-fairness-id", "tenant-a")];
+    run(
+        &mut s,
+        vec![
+            headers_msg(body_mode::FULL_DUPLEX_STREAMED, false, tenant),
+            body_msg(BODY, true, false),
+        ],
+    );
+    let series = r.stats().snapshot();
+    assert_eq!(series.len(), 1);
+    assert_eq!(
+        (series[0].model.as_str(), series[0].target_model.as_str()),
+        ("llama", "llama")
+    );
+    assert_eq!(
+        (series[0].fairness_id.as_str(), series[0].running),
+        ("tenant-a", 1)
+    );
+    let end = br#"data: {"usage":{"prompt_tokens":5,"completion_tokens":7}}"#;
+    run(
+        &mut s,
+        vec![response_headers_msg(None), body_msg(end, true, true)],
+    );
+    drop(s);
+    let series = &r.stats().snapshot()[0];
+    assert_eq!((series.requests, series.running), (1, 0));
+    assert!(series.errors.is_empty());
+    assert_eq!(series.request_size.count(), 1);
+    assert_eq!(series.response_size.count(), 1);
+    assert_eq!(series.output_tokens.count(), 1);
+    assert_eq!(series.ttft[0].count(), 1);
+}
+
+#[test]
+fn a_rejected_request_is_counted_once_under_its_error_code() {
+    let r = router(&[A]);
+    let mut s = stream(&r, false);
+    run(
+        &mut s,
+        vec![
+            headers_msg(body_mode::FULL_DUPLEX_STREAMED, false, vec![]),
+            body_msg(b"{not json", true, false),
+        ],
+    );
+    s.close();
+    drop(s);
+    let series = r.stats().snapshot();
+    assert_eq!(series.len(), 1);
+    assert_eq!(series[0].requests, 1);
+    assert_eq!(series[0].errors, vec![("BadRequest".to_owned(), 1)]);
+    assert_eq!(series[0].running, 0);
+}
