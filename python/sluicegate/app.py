@@ -46,6 +46,7 @@ class EppOptions:
     metrics_token_file: str | None = None
     kube: "KubeOptions | None" = None  # Kubernetes mode (--pool-name or --endpoint-selector)
     leader_election: "LeaseOptions | None" = None  # --ha-enable-leader-election
+    scale_to_zero: bool = False  # --enable-scale-to-zero (activator, Kubernetes mode)
 
 
 class Epp:
@@ -74,7 +75,13 @@ class Epp:
         # pool is saturated or empty, and are routed in the dispatch thread when their turn comes.
         fc = self.config.flow_control
         self.flow = FlowController(fc, router=self.router) if fc.enabled else None
-        flow_args = {"flow": self.flow} if self.flow is not None else {}
+        # Activator (Kubernetes mode with flow control): scale the pool's workload from/to zero.
+        self.activator = None
+        if self.flow is not None and self.kube is not None and self.kube.watcher.pool is not None:
+            from .activator.kube import kube_activator
+
+            self.activator = kube_activator(self.kube, self.flow, scale_to_zero=opts.scale_to_zero)
+        flow_args = {"flow": self.activator.flow if self.activator else self.flow} if self.flow is not None else {}
         if self.flow is not None and self.kube is not None:
             self.kube.on_objectives(self.flow.set_objectives)
         self.server = _ext_proc_server(opts, self.config)(
@@ -103,19 +110,25 @@ class Epp:
     def health_port(self) -> int:
         return self.server.health_port
 
+    def _set_endpoints(self, endpoints: list[Endpoint]) -> None:
+        self.router.set_endpoints([(e.name, e.hostport, _labels(e)) for e in endpoints])
+        log.info("endpoints: %s", ", ".join(e.hostport for e in endpoints) or "none")
+        if self.flow is not None:
+            self.flow.notify()  # requests held for want of endpoints may go now
+        if self.activator is not None:
+            self.activator.endpoints_changed(len(endpoints))
+
     def _collectors(self) -> list:
         out = []
         if self.flow is not None:
             from .metrics.flowcontrol import FlowControlCollector
 
             out.append(FlowControlCollector(self.opts.pool_name or "default", self.flow))
-        return out
+        if self.activator is not None:
+            from .activator import ActivatorCollector
 
-    def _set_endpoints(self, endpoints: list[Endpoint]) -> None:
-        self.router.set_endpoints([(e.name, e.hostport, _labels(e)) for e in endpoints])
-        log.info("endpoints: %s", ", ".join(e.hostport for e in endpoints) or "none")
-        if self.flow is not None:
-            self.flow.notify()  # requests held for want of endpoints may go now
+            out.append(ActivatorCollector(self.activator))
+        return out
 
     @property
     def metrics_port(self) -> int | None:
@@ -132,6 +145,8 @@ class Epp:
             await self.metrics.start()
         await self.server.start()
         self._serving = True
+        if self.activator is not None:
+            self.activator.start()
         if self.kube is not None:
             await self.kube.start(self.server.set_serving)  # SERVING once synced (and leader, with HA)
         else:
@@ -141,6 +156,8 @@ class Epp:
         self._serving = False
         if self.kube is not None:
             await self.kube.stop_serving()
+        if self.activator is not None:
+            await self.activator.stop()
         if self.flow is not None:
             self.flow.close()  # still-queued requests get 503 rejected-shutting-down
         await self.server.stop(self.opts.drain_timeout_s if drain_timeout is None else drain_timeout)

@@ -52,6 +52,8 @@ def _add_kube_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint-selector", help="without CRDs: pods matching k=v[,k=v] are the pool")
     p.add_argument("--endpoint-target-ports", help="without CRDs: the pool's ports, comma-separated")
     p.add_argument("--ha-enable-leader-election", type=_bool, nargs="?", const=True, default=False)
+    p.add_argument("--enable-scale-to-zero", type=_bool, nargs="?", const=True, default=False,
+                   help="activator: scale the pool's workload to 0 after its activator.llm-d.ai/scale-down-delay idle")
     p.add_argument("--ha-lease-duration", type=float, default=15.0, help=argparse.SUPPRESS)
     p.add_argument("--ha-renew-deadline", type=float, default=10.0, help=argparse.SUPPRESS)
     p.add_argument("--ha-retry-period", type=float, default=2.0, help=argparse.SUPPRESS)
@@ -69,7 +71,7 @@ def _kube_options(args: argparse.Namespace) -> dict:
     lease = None
     if args.ha_enable_leader_election:
         lease = LeaseOptions(args.ha_lease_duration, args.ha_renew_deadline, args.ha_retry_period)
-    return {"kube": kube, "leader_election": lease}
+    return {"kube": kube, "leader_election": lease, "scale_to_zero": args.enable_scale_to_zero}
 
 
 def _run(args: argparse.Namespace) -> int:

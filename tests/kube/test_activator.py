@@ -1,0 +1,283 @@
+"""The activator against a real kube-apiserver, end to end: client → real Envoy → the EPP
+(`sluicegate run --pool-name ...` with flow control) → a simulator that exists only while the
+Deployment named by the pool's annotations has replicas. No controller runs, so the test is
+the kubelet: when replicas become 1 it starts the simulator and creates a Ready Pod for it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+
+from sluicegate.sim.config import SimConfig
+from sluicegate.sim.server import SimServer
+from sluicegate.standalone import EnvoyOptions, EnvoyProcess
+from sluicegate.standalone.ports import find_free_port
+from tests.harness import http_request
+from tests.kube.epp import KubeEpp
+from tests.kube.objects import wait_until
+
+pytestmark = [pytest.mark.kube, pytest.mark.envoy]
+
+CHAT = "/v1/chat/completions"
+APP = {"app": "model"}
+MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+# Flow control on; its own TTLs longer than any grace period here, so the activator's is the one seen.
+FLOW = """
+featureGates: [flowControl]
+flowControl:
+  defaultRequestTTL: 60s
+  noEndpointRequestTTL: 60s
+"""
+
+
+def chat(content: str = "hello", max_tokens: int = 4, **extra) -> dict:
+    return {"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens, **extra}
+
+
+def annotations(grace: str = "20s", delay: str = "120s", **override: str) -> dict[str, str]:
+    ann = {"activator.llm-d.ai/target-apiversion": "apps/v1", "activator.llm-d.ai/target-kind": "Deployment",
+           "activator.llm-d.ai/target-name": "model", "activator.llm-d.ai/scale-from-zero-grace-period": grace,
+           "activator.llm-d.ai/scale-down-delay": delay}
+    ann.update({f"activator.llm-d.ai/{k.replace('_', '-')}": v for k, v in override.items()})
+    return ann
+
+
+class Kubelet:
+    """Plays the Deployment controller and the kubelet for one single-replica workload: replicas ≥ 1
+    → a simulator on `port` and a Ready Pod at 127.0.0.1; replicas 0 → Pod deleted, simulator
+    stopped. With `comes_up=False` the Pod never appears (a model that cannot start)."""
+
+    def __init__(self, kube, loop_thread, port: int, sim: SimConfig, comes_up: bool = True) -> None:
+        self.kube, self._lt, self.port, self._sim_config = kube, loop_thread, port, sim
+        self.apps = client.AppsV1Api(kube.api)
+        self.comes_up = comes_up
+        self.allow = threading.Event()  # cleared: hold the Pod back (the model is still loading)
+        self.allow.set()
+        self.sim: SimServer | None = None
+        self.up_at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="test-kubelet", daemon=True)
+
+    def create_deployment(self, replicas: int) -> None:
+        self.apps.create_namespaced_deployment(self.kube.ns, {
+            "metadata": {"name": "model"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": APP},
+                     "template": {"metadata": {"labels": APP},
+                                  "spec": {"containers": [{"name": "model-server", "image": "sluicegate/sim"}]}}}})
+
+    def deployment(self):
+        return self.apps.read_namespaced_deployment("model", self.kube.ns)
+
+    def replicas(self) -> int:
+        return self.deployment().spec.replicas
+
+    def replica_changes(self) -> int:
+        """How many times spec changed since creation (each replicas write bumps generation)."""
+        return self.deployment().metadata.generation - 1
+
+    def set_replicas(self, n: int) -> None:
+        self.apps.patch_namespaced_deployment_scale("model", self.kube.ns, {"spec": {"replicas": n}})
+
+    def start(self) -> "Kubelet":
+        self._reconcile()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+        self._down()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self._reconcile()
+
+    def _reconcile(self) -> None:
+        want = self.replicas()
+        if want and self.sim is None and self.comes_up and self.allow.is_set():
+            self.sim = SimServer(self._sim_config)
+            self._lt.run(self.sim.start(port=self.port))
+            self.kube.ready_pod("model-0", {**APP, "llm-d.ai/engine-type": "vllm"}, "127.0.0.1")
+            self.up_at = time.monotonic()
+        elif not want and self.sim is not None:
+            self._down()
+
+    def _down(self) -> None:
+        if self.sim is not None:
+            self.kube.delete_pod_now("model-0")
+            self._lt.run(self.sim.stop())
+            self.sim = None
+
+
+class Stack:
+    def __init__(self, kube, control_plane, loop_thread, *, replicas: int, ann: dict[str, str], comes_up=True,
+                 epp_args: tuple[str, ...] = (), sim: SimConfig | None = None) -> None:
+        port = find_free_port()
+        self.kubelet = Kubelet(kube, loop_thread, port, sim or SimConfig(name="model-0", speedup=50), comes_up)
+        self.kubelet.create_deployment(replicas)
+        pool = kube.create_pool("pool", APP, [port])
+        kube.custom.patch_namespaced_custom_object("inference.networking.k8s.io", "v1", kube.ns, "inferencepools",
+                                                   pool["metadata"]["name"], {"metadata": {"annotations": ann}})
+        self.kubelet.start()
+        self.epp = KubeEpp(control_plane.apiserver.kubeconfig, kube.ns, "--config-text", FLOW, *epp_args)
+        self.envoy: EnvoyProcess | None = None
+        try:
+            self.epp.start()
+            opts = EnvoyOptions(listen_port=0, admin_port=0, listen_address="127.0.0.1", epp_port=self.epp.port,
+                                epp_health_port=self.epp.health_port, epp_tls=False, concurrency=1)
+            self.envoy = EnvoyProcess(opts, wait_epp_healthy=True).start_blocking()
+        except BaseException:
+            self.stop()
+            raise
+
+    def post(self, body: dict | None = None, timeout: float = 60.0):
+        assert self.envoy is not None
+        return http_request(self.envoy.url, CHAT, body or chat(), timeout=timeout)
+
+    def metric(self, name: str, **labels: str) -> float:
+        _, _, text = http_request(f"http://127.0.0.1:{self.epp.metrics_port}", "/metrics")
+        for fam in text_string_to_metric_families(text.decode()):
+            for s in fam.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return s.value
+        raise AssertionError(f"{name}{labels} not exported")
+
+    def scale_events(self, direction: str) -> float:
+        return self.metric("sluicegate_activator_scale_events_total", direction=direction)
+
+    def log(self) -> str:
+        return self.epp.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.envoy is not None:
+            self.envoy.stop_blocking()
+        self.epp.stop()
+        self.kubelet.stop()
+
+
+@pytest.fixture
+def stack(kube, control_plane, loop_thread):
+    made: list[Stack] = []
+
+    def make(**kw) -> Stack:
+        s = Stack(kube, control_plane, loop_thread, **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+def concurrently(stack: Stack, n: int, body: dict | None = None) -> list[tuple[int, float, bytes, float]]:
+    """n requests at once; (status, seconds until answered, body, monotonic time answered) each."""
+    def one(_):
+        t0 = time.monotonic()
+        status, _, data = stack.post(body)
+        t1 = time.monotonic()
+        return status, t1 - t0, data, t1
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def test_requests_at_zero_wait_scale_up_once_and_all_succeed(stack):
+    s = stack(replicas=0, ann=annotations(grace="20s"))
+    s.kubelet.allow.clear()  # the model "loads" until the test has seen every request waiting
+    with ThreadPoolExecutor(1) as ex:
+        results = ex.submit(concurrently, s, 20)
+        wait_until(lambda: s.metric("sluicegate_scale_from_zero_waiting_requests", inference_pool="pool") == 20,
+                   timeout=15, interval=0.05, what="20 requests waiting for capacity")
+        assert s.kubelet.replicas() == 1 and s.scale_events("up") == 1
+        s.kubelet.allow.set()
+        out = results.result(timeout=60)
+    assert [status for status, *_ in out] == [200] * 20
+    assert s.kubelet.replica_changes() == 1  # exactly one scale-up however many requests waited
+    assert s.scale_events("up") == 1
+    assert s.metric("sluicegate_scale_from_zero_waiting_requests", inference_pool="pool") == 0
+    up = s.kubelet.up_at
+    assert up is not None and min(done for *_, done in out) >= up  # none went before the pod was Ready
+    print(f"pod Ready → first response {min(done for *_, done in out) - up:.3f} s, "
+          f"last {max(done for *_, done in out) - up:.3f} s")
+
+
+def test_time_from_first_request_to_first_response_at_zero(stack):
+    s = stack(replicas=0, ann=annotations(grace="20s"))
+    t0 = time.monotonic()
+    status, _, body = s.post()
+    elapsed = time.monotonic() - t0
+    assert status == 200, body
+    assert s.kubelet.replica_changes() == 1
+    print(f"scale from zero, kubelet playing with no image pull: first response after {elapsed:.3f} s")
+
+
+def test_no_ready_endpoint_within_the_grace_period_fails_every_waiting_request_with_503(stack):
+    s = stack(replicas=0, ann=annotations(grace="3s"), comes_up=False)
+    out = concurrently(s, 20)
+    assert [status for status, *_ in out] == [503] * 20
+    for _, took, body, _ in out:
+        assert 2.7 <= took <= 3.3, took  # the grace period ±10 %
+        assert b"grace period" in body
+    assert s.kubelet.replicas() == 1 and s.kubelet.replica_changes() == 1
+    assert s.metric("sluicegate_scale_from_zero_expired_requests_total", inference_pool="pool") == 20
+    assert s.metric("sluicegate_scale_from_zero_waiting_requests", inference_pool="pool") == 0
+
+
+def test_idle_pool_scales_to_zero_once_and_a_request_resets_the_delay(stack):
+    delay = 1.5
+    s = stack(replicas=1, ann=annotations(delay=f"{delay}s"), epp_args=("--enable-scale-to-zero",))
+    wait_until(lambda: s.post()[0] == 200, timeout=15, interval=0.1, what="pool serving")
+    for _ in range(3):  # a request every 0.6 delay keeps it up
+        time.sleep(0.6 * delay)
+        assert s.post()[0] == 200
+    assert s.kubelet.replicas() == 1 and s.scale_events("down") == 0
+    wait_until(lambda: s.kubelet.replicas() == 0, timeout=3 * delay, interval=0.05, what="scaled to zero")
+    time.sleep(2 * delay)  # idle on: nothing more to do
+    assert s.kubelet.replica_changes() == 1 and s.scale_events("down") == 1
+
+
+def test_a_long_stream_in_flight_blocks_scale_to_zero(stack):
+    delay = 1.0
+    slow = SimConfig(name="model-0", alpha_ms=10.0, beta_ms=0.0, max_output_tokens=4096)  # ~10 ms a token
+    s = stack(replicas=1, ann=annotations(delay=f"{delay}s"), epp_args=("--enable-scale-to-zero",), sim=slow)
+    wait_until(lambda: s.kubelet.sim is not None, timeout=10, what="pod up")
+    t0 = time.monotonic()
+    status, _, body = s.post(chat(max_tokens=350, stream=True, ignore_eos=True))  # ~3.5 s: 3.5× the delay
+    streamed = time.monotonic() - t0
+    assert status == 200 and b"[DONE]" in body
+    assert streamed > 3 * delay, streamed
+    assert s.kubelet.replica_changes() == 0 and s.scale_events("down") == 0  # not while it streamed
+    wait_until(lambda: s.kubelet.replicas() == 0, timeout=3 * delay, interval=0.05, what="scaled to zero after")
+
+
+def test_replicas_set_above_one_by_an_autoscaler_are_left_alone(stack):
+    delay = 1.0
+    s = stack(replicas=1, ann=annotations(delay=f"{delay}s"), epp_args=("--enable-scale-to-zero",))
+    s.kubelet.set_replicas(3)  # an HPA's decision
+    time.sleep(3 * delay)
+    assert s.kubelet.replicas() == 3 and s.scale_events("down") == 0
+    s.kubelet.set_replicas(1)  # the autoscaler steps back to 1: that edge is the activator's again
+    wait_until(lambda: s.kubelet.replicas() == 0, timeout=3 * delay, interval=0.05, what="1 → 0")
+
+
+@pytest.mark.parametrize("override, field, value", [
+    ({"target_kind": "Deploymnet"}, "activator.llm-d.ai/target-kind", "'Deploymnet'"),
+    ({"target_name": ""}, "activator.llm-d.ai/target-name", "''"),
+    ({"scale_from_zero_grace_period": "soon"}, "activator.llm-d.ai/scale-from-zero-grace-period", "'soon'"),
+    ({"target_kind": "ConfigMap", "target_apiversion": "v1"}, "activator.llm-d.ai/target-kind", "'ConfigMap'"),
+])
+def test_invalid_annotations_are_reported_once_and_the_pool_runs_without_activator(stack, override, field, value):
+    s = stack(replicas=1, ann=annotations(delay="0.5s", **override), epp_args=("--enable-scale-to-zero",))
+    wait_until(lambda: s.post()[0] == 200, timeout=15, interval=0.1, what="pool serving")
+    time.sleep(1.5)  # three scale-down delays and fifteen activator ticks
+    assert s.kubelet.replicas() == 1 and s.kubelet.replica_changes() == 0
+    assert s.metric("sluicegate_activator_managed", inference_pool="pool") == 0
+    reports = [line for line in s.log().splitlines() if "served without an activator" in line]
+    assert len(reports) == 1, reports
+    assert field in reports[0] and value in reports[0]
