@@ -53,6 +53,7 @@ class Epp:
     def __init__(self, opts: EppOptions) -> None:
         self.opts = opts
         self.config: EppConfig = load_config(path=opts.config_file, text=opts.config_text)
+        server_class = _ext_proc_server(opts, self.config)  # a bad --ext-proc-impl fails before anything starts
         self.router = Router(
             self.config.router_json(
                 scrapeIntervalMs=opts.refresh_metrics_interval_ms, stalenessMs=opts.metrics_staleness_ms
@@ -84,7 +85,7 @@ class Epp:
         flow_args = {"flow": self.activator.flow if self.activator else self.flow} if self.flow is not None else {}
         if self.flow is not None and self.kube is not None:
             self.kube.on_objectives(self.flow.set_objectives)
-        self.server = _ext_proc_server(opts, self.config)(
+        self.server = server_class(
             picker,
             host=opts.grpc_host,
             port=opts.grpc_port,
@@ -183,9 +184,9 @@ def _ext_proc_server(opts: EppOptions, config: EppConfig) -> type[EppServer] | t
     if config.flow_control.enabled:
         raise ConfigError("--ext-proc-impl rust: flow control (featureGates: [flowControl]) runs in the "
                           "Python request path only; use --ext-proc-impl python")
-    if opts.pool_name:
-        raise ConfigError("--ext-proc-impl rust: Kubernetes mode (--pool-name) needs the Python request path "
-                          "(InferenceModelRewrite); use --ext-proc-impl python")
+    if opts.kube is not None:
+        raise ConfigError("--ext-proc-impl rust: Kubernetes mode (--pool-name, --endpoint-selector) needs the "
+                          "Python request path (InferenceModelRewrite); use --ext-proc-impl python")
     return NativeEppServer
 
 
