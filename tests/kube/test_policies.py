@@ -137,3 +137,30 @@ def test_missing_crd_turns_the_feature_off_logged_once_and_on_when_installed(con
             wait_crd_established(ext, n, 60)
     kube.create_objective("late", "pool", 4)
     wait_until(lambda: rec.objectives == {"late": 4}, timeout=40, what="feature back on after CRD install")
+
+
+def test_objectives_reach_the_epps_flow_controller_live(kube, control_plane, loop_thread):
+    from sluicegate.app import Epp, EppOptions
+    from sluicegate.kube.watcher import KubeOptions
+
+    kube.create_objective("critical", "pool", 10)
+    opts = EppOptions(grpc_host="127.0.0.1", grpc_port=0, grpc_health_port=0, secure_serving=False,
+                      metrics_port=None, drain_timeout_s=0, config_text="featureGates: [flowControl]\n",
+                      kube=KubeOptions(pool_name="pool", pool_namespace=kube.ns,
+                                       kubeconfig=str(control_plane.apiserver.kubeconfig)))
+
+    async def start() -> Epp:
+        epp = Epp(opts)
+        await epp.start()
+        return epp
+
+    epp = loop_thread.run(start())
+    try:
+        assert epp.flow is not None
+        wait_until(lambda: epp.flow.priority_of("critical") == 10, what="objective in flow control")
+        kube.patch_objective("critical", -3)
+        kube.create_objective("batch", "pool", 2)
+        wait_until(lambda: (epp.flow.priority_of("critical"), epp.flow.priority_of("batch")) == (-3, 2),
+                   what="live priority change")
+    finally:
+        loop_thread.run(epp.stop(0))
