@@ -12,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
-
 from sluicegate.sim.config import SimConfig
 from sluicegate.sim.server import SimServer
 from sluicegate.standalone import EnvoyOptions, EnvoyProcess
 from sluicegate.standalone.ports import find_free_port
+
 from tests.harness import http_request
 from tests.kube.epp import KubeEpp
 from tests.kube.objects import wait_until

@@ -27,3 +27,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "sluicegate.poolGroup" -}}
 {{- index (splitList "/" .Values.inferencePool.apiVersion) 0 -}}
 {{- end -}}
+
+{{- define "sluicegate.activatorResource" -}}
+{{- $t := .Values.activator.target -}}
+{{- default (printf "%ss" (lower $t.kind)) $t.resource -}}
+{{- end -}}
+
+{{- define "sluicegate.activatorGroup" -}}
+{{- $v := .Values.activator.target.apiVersion -}}
+{{- if contains "/" $v }}{{ index (splitList "/" $v) 0 }}{{ end -}}
+{{- end -}}
