@@ -3,6 +3,8 @@ the leader shuts down (lease released) or dies (lease expires); without election
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -66,3 +68,17 @@ def test_follower_takes_over_within_the_lease_duration_when_the_leader_dies(repl
 def test_without_election_every_replica_serves(replicas):
     a, b = replicas(), replicas()
     wait_until(lambda: len(serving(a, b)) == 2, timeout=10, what="both replicas serving")
+
+
+def test_sigterm_reports_not_serving_and_hands_over_before_the_drain_ends(replicas, kube):
+    a = replicas("--ha-enable-leader-election", *FAST_LEASE, "--drain-timeout", "3")
+    b = replicas("--ha-enable-leader-election", *FAST_LEASE, "--drain-timeout", "3")
+    leader = wait_until(lambda: serving(a, b), timeout=10, what="a leader")[0]
+    follower = b if leader is a else a
+    holder = lease_holder(kube)
+    os.kill(leader.pid, signal.SIGTERM)
+    # While the old leader still drains (process alive): it says NOT_SERVING and the follower leads.
+    wait_until(lambda: health(leader.health_port) == "NOT_SERVING", timeout=2, interval=0.01, what="NOT_SERVING")
+    wait_until(lambda: serving(follower) == [follower] and health(leader.health_port) == "NOT_SERVING",
+               timeout=2.5, interval=0.05, what="takeover while the old leader drains")
+    assert lease_holder(kube) not in (None, holder)
