@@ -76,8 +76,8 @@ def parse_ports(text: str, flag: str = "--endpoint-target-ports") -> tuple[int, 
 
 
 def selector_matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    # An empty selector selects nothing: a pool must name its pods.
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+    # As a Kubernetes label selector built from a set: an empty one selects every pod (as upstream).
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def pod_ready(pod: dict) -> bool:
