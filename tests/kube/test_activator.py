@@ -14,10 +14,10 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 from sluicegate.sim.config import SimConfig
 from sluicegate.sim.server import SimServer
-from sluicegate.standalone import EnvoyOptions, EnvoyProcess
 from sluicegate.standalone.ports import find_free_port
 
 from tests.harness import http_request
+from tests.integration.test_activator_static import epp_behind_envoy
 from tests.kube.epp import KubeEpp
 from tests.kube.objects import wait_until
 
@@ -126,18 +126,13 @@ class Stack:
                                                    pool["metadata"]["name"], {"metadata": {"annotations": ann}})
         self.kubelet.start()
         self.epp = KubeEpp(control_plane.apiserver.kubeconfig, kube.ns, "--config-text", FLOW, *epp_args)
-        self.envoy: EnvoyProcess | None = None
         try:
-            self.epp.start()
-            opts = EnvoyOptions(listen_port=0, admin_port=0, listen_address="127.0.0.1", epp_port=self.epp.port,
-                                epp_health_port=self.epp.health_port, epp_tls=False, concurrency=1)
-            self.envoy = EnvoyProcess(opts, wait_epp_healthy=True).start_blocking()
+            self.envoy = epp_behind_envoy(self.epp)
         except BaseException:
-            self.stop()
+            self.kubelet.stop()
             raise
 
     def post(self, body: dict | None = None, timeout: float = 60.0):
-        assert self.envoy is not None
         return http_request(self.envoy.url, CHAT, body or chat(), timeout=timeout)
 
     def metric(self, name: str, **labels: str) -> float:
@@ -155,8 +150,7 @@ class Stack:
         return self.epp.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.envoy is not None:
-            self.envoy.stop_blocking()
+        self.envoy.stop_blocking()
         self.epp.stop()
         self.kubelet.stop()
 
@@ -240,6 +234,8 @@ def test_idle_pool_scales_to_zero_once_and_a_request_resets_the_delay(stack):
     wait_until(lambda: s.kubelet.replicas() == 0, timeout=3 * delay, interval=0.05, what="scaled to zero")
     time.sleep(2 * delay)  # idle on: nothing more to do
     assert s.kubelet.replica_changes() == 1 and s.scale_events("down") == 1
+    assert s.post()[0] == 200  # and the next request brings it back
+    assert s.kubelet.replica_changes() == 2 and s.scale_events("up") == 1
 
 
 def test_a_long_stream_in_flight_blocks_scale_to_zero(stack):

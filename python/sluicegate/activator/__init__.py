@@ -1,6 +1,6 @@
 """Scale-from-zero and scale-to-zero for a pool, on top of flow control's queues."""
 
-from .activator import Activator, ActivatedFlow, ActivatorStats, Managed
+from .activator import ActivatedFlow, Activator, ActivatorStats, Managed
 from .annotations import ActivatorSpec, Target, parse_annotations
 from .metrics import ActivatorCollector
 

@@ -64,8 +64,8 @@ def parse_annotations(annotations: Mapping[str, str] | None) -> ActivatorSpec | 
     kind = _text(ann, KIND, DEFAULT_KIND)
     if not kind[0].isupper() or not kind.isalnum():
         raise ConfigError(f"{KIND}: {kind!r} is not a kind like 'Deployment'")
-    return ActivatorSpec(Target(api_version, kind, name.strip()), _seconds(ann, GRACE, DEFAULT_GRACE_S),
-                         _seconds(ann, DELAY, DEFAULT_DELAY_S))
+    return ActivatorSpec(Target(api_version, kind, name.strip()), positive_seconds(ann, GRACE, DEFAULT_GRACE_S),
+                         positive_seconds(ann, DELAY, DEFAULT_DELAY_S))
 
 
 def _text(ann: Mapping[str, str], key: str, default: str) -> str:
@@ -75,10 +75,12 @@ def _text(ann: Mapping[str, str], key: str, default: str) -> str:
     return value.strip()
 
 
-def _seconds(ann: Mapping[str, str], key: str, default: float) -> float:
-    if key not in ann:
+def positive_seconds(m: Mapping[str, object], key: str, default: float, where: str = "") -> float:
+    """m[key] as a Go duration ("60s", "2m") in seconds, > 0; `default` when absent."""
+    if key not in m:
         return default
-    ms = _duration_ms(ann[key], key)
+    name = f"{where}.{key}" if where else key
+    ms = _duration_ms(m[key], name)
     if ms <= 0:
-        raise ConfigError(f"{key}: {ann[key]!r} must be longer than zero")
+        raise ConfigError(f"{name}: {m[key]!r} must be longer than zero")
     return ms / 1000

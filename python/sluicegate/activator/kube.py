@@ -100,8 +100,8 @@ class PoolAnnotations:
 
 def kube_activator(kube, flow, *, scale_to_zero: bool):
     """The activator of Kubernetes mode's InferencePool (`kube` is the EPP's KubeMode)."""
-    from .activator import Activator
     from ..kube.watcher import api_client
+    from .activator import Activator
 
     watcher = kube.watcher
     ns, pool = watcher.opts.namespace, watcher.opts.pool_name

@@ -17,6 +17,7 @@ import yaml
 from ..errors import ConfigError
 from ..flowcontrol.config import PLUGIN_TYPES as FLOW_PLUGIN_TYPES
 from ..flowcontrol.config import FlowControlSettings, parse_flow_control
+from ..activator.static import StaticActivatorSettings, parse_static_activator
 
 API_VERSIONS = ("llm-d.ai/v1alpha1", "inference.networking.x-k8s.io/v1alpha1")
 KIND = "EndpointPickerConfig"
@@ -27,7 +28,7 @@ DISCOVERY = {"file-discovery": {"path", "watchFile"}}
 # Upstream's profile when no config is given (resolved by the Rust scheduler; kept for callers).
 DEFAULT_WEIGHTS = {"queue-scorer": 2.0, "kv-cache-utilization-scorer": 2.0, "prefix-cache-scorer": 3.0}
 TOP_LEVEL = {"apiVersion", "kind", "plugins", "schedulingProfiles", "featureGates", "flowControl", "dataLayer",
-             "requestHandler", "saturationDetector", "objectives"}
+             "requestHandler", "saturationDetector", "objectives", "activator"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class EppConfig:
     # The precise-prefix-cache-producer (name, blockSize, socketPort, topicFilter), if any.
     precise_prefix: dict[str, Any] | None = None
     flow_control: FlowControlSettings = FlowControlSettings()
+    activator: StaticActivatorSettings | None = None  # static mode's scale commands
     source: str = "<defaults>"
 
     @property
@@ -138,7 +140,8 @@ def _parse(doc: Any, source: str) -> EppConfig:
     if not isinstance(gates, list) or not all(isinstance(g, str) for g in gates):
         raise ConfigError(f"{source}: featureGates must be a list of names")
     base = EppConfig(endpoints_file=endpoints_file, watch_file=watch, feature_gates=tuple(gates),
-                     flow_control=parse_flow_control(doc, source), source=source)
+                     flow_control=parse_flow_control(doc, source),
+                     activator=parse_static_activator(doc.get("activator"), source), source=source)
     return _resolve(scheduling, base)
 
 
