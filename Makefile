@@ -43,7 +43,7 @@ kube-bins: $(KUBE_BINS)/.built
 
 # Keyed by version, not by go.mod's mtime: a fresh clone reuses the cache.
 $(KUBE_BINS)/.built:
-	cd tests/kube && GOFLAGS=-mod=mod go build -trimpath -ldflags "$(KUBE_LDFLAGS)" \
+	cd tests/kube && GOFLAGS="-mod=mod -buildvcs=false" go build -trimpath -ldflags "$(KUBE_LDFLAGS)" \
 		-o $(KUBE_BINS)/ k8s.io/kubernetes/cmd/kube-apiserver ./cmd/etcd
 	touch $@
 
