@@ -12,8 +12,6 @@ from sluicegate.kube.watcher import KubeOptions, PoolWatcher
 from tests.kube.cluster import CRD_DIR, ControlPlane, ensure_bins
 from tests.kube.objects import Kube, install_crds
 
-pytestmark = pytest.mark.kube
-
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory) -> Iterator[ControlPlane]:
