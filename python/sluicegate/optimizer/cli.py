@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="status: the VariantAutoscaling status objects the decision writes")
     p.add_argument("--metrics-file", metavar="PATH",
                    help="also write the desired-replica gauges (Prometheus text format)")
+    p.add_argument("-v", "--verbose", action="count", default=0)
     k = p.add_argument_group("cluster")
     k.add_argument("--kube", action="store_true",
                    help="read VariantAutoscalings and ConfigMaps from the cluster, write status")
