@@ -89,6 +89,7 @@ class Epp:
         flow_args = {"flow": self.activator.flow if self.activator else self.flow} if self.flow is not None else {}
         if self.flow is not None and self.kube is not None:
             self.kube.on_objectives(self.flow.set_objectives)
+            flow_args["flow"] = self.kube.rewriting(flow_args["flow"])  # InferenceModelRewrite before queueing
         self.server = server_class(
             picker,
             host=opts.grpc_host,

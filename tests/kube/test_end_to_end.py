@@ -24,15 +24,19 @@ def chat(model: str, content: str = "hello") -> dict:
     return {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 4}
 
 
+FLOW_CONTROL = ("--config-text", "featureGates: [flowControl]\n")
+
+
 @pytest.fixture
-def stack(kube, control_plane, sims):
+def stack(kube, control_plane, sims, request):
+    epp_args = getattr(request, "param", ())
     servers = sims.start(*(SimConfig(name=f"sim-{i}", speedup=50, loras=("chat-v1",)) for i in range(3)))
     ports = [int(s.address.rsplit(":", 1)[1]) for s in servers]
     kube.create_pool("pool", APP, ports)
     for i, port in enumerate(ports):
         kube.ready_pod(f"sim-{i}", {**APP, "llm-d.ai/engine-type": "vllm"}, "127.0.0.1",
                        annotations={"llm-d.ai/active-ports": str(port)})
-    epp = KubeEpp(control_plane.apiserver.kubeconfig, kube.ns).start()
+    epp = KubeEpp(control_plane.apiserver.kubeconfig, kube.ns, *epp_args).start()
     envoy = None
     try:
         opts = EnvoyOptions(listen_port=0, admin_port=0, listen_address="127.0.0.1", epp_port=epp.port,
@@ -66,6 +70,7 @@ def test_requests_reach_only_ready_pods_and_follow_pod_changes(stack):
     assert set(served_by(envoy, 10, model)) == {"sim-2"}
 
 
+@pytest.mark.parametrize("stack", [(), FLOW_CONTROL], ids=["direct", "flow-control"], indirect=True)
 def test_model_rewrite_object_changes_the_model_sent_upstream(stack):
     kube, envoy, servers = stack
     kube.create_rewrite("alias", "pool", [{"matches": [{"model": {"type": "Exact", "value": "chat"}}],

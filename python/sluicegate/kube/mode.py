@@ -17,7 +17,7 @@ from typing import Awaitable, Callable
 
 from ..datalayer.discovery import Endpoint
 from .leader import LeaderElector
-from .policies import RewriteTable, RewritingPicker
+from .policies import RewriteTable, RewritingFlow, RewritingPicker
 from .watcher import KubeOptions, PoolWatcher, api_client
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,10 @@ class KubeMode:
     def on_objectives(self, listener: Callable[[dict[str, int]], None]) -> None:
         self._objective_listeners.append(listener)
         listener(dict(self.priorities))
+
+    def rewriting(self, flow):
+        """The flow controller as the request path should see it: InferenceModelRewrite rules applied."""
+        return RewritingFlow(flow, self.picker)
 
     def priority_of(self, objective: str) -> int:
         return self.priorities.get(objective, 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from ..scheduling import parse_request
 
@@ -110,19 +111,40 @@ def rewrite_table(objects: list[dict], pool_name: str) -> RewriteTable:
     return RewriteTable(exact, match_all)
 
 
+def resolve_rewrite(table: RewriteTable, path: str | None, body: bytes | None, header: str | None) -> str | None:
+    """The model to send upstream: a rewrite named by the proxy (`x-llm-d-model-name-rewrite`) is kept;
+    otherwise the table's rule for the request's model, if any. The body is parsed only when rules exist."""
+    if header is not None or not table or not body:
+        return header
+    return table.rewrite(parse_request(path or "/", body).model)
+
+
 class RewritingPicker:
-    """The request path with rewrites: before routing, the current table names the model to send
-    upstream. A rewrite named by the proxy (`x-llm-d-model-name-rewrite`) is kept as it is."""
+    """The request path with rewrites (direct routing): the current table names the model to send upstream."""
 
     def __init__(self, picker) -> None:
         self._picker = picker
         self.table = RewriteTable()  # swapped whole by the watcher; read once per request
 
     def route(self, path: str, body: bytes, model_rewrite: str | None, subset):
-        table = self.table
-        if model_rewrite is None and table and body:
-            model_rewrite = table.rewrite(parse_request(path, body).model)
-        return self._picker.route(path, body, model_rewrite, subset)
+        return self._picker.route(path, body, resolve_rewrite(self.table, path, body, model_rewrite), subset)
 
     def release(self, address: str) -> None:
         self._picker.release(address)
+
+
+class RewritingFlow:
+    """The same for requests that go through flow control (routed at dispatch): the flow controller
+    the request path sees, with the rewrite resolved before the request is queued."""
+
+    def __init__(self, flow: Any, picker: RewritingPicker) -> None:
+        self._flow = flow
+        self._picker = picker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._flow, name)
+
+    async def acquire(self, *args: Any, path: str | None = None, body: bytes | None = None,
+                      model_rewrite: str | None = None, **kwargs: Any) -> Any:
+        model_rewrite = resolve_rewrite(self._picker.table, path, body, model_rewrite)
+        return await self._flow.acquire(*args, path=path, body=body, model_rewrite=model_rewrite, **kwargs)
