@@ -11,6 +11,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.harness import wait_until  # noqa: F401 (the kube tests import it from here)
+
 V1 = ("inference.networking.k8s.io", "v1")
 LEGACY = ("inference.networking.x-k8s.io", "v1alpha2")
 LLMD = ("llm-d.ai", "v1alpha2")
@@ -127,15 +129,3 @@ class Kube:
 
     def delete_pod_now(self, name: str) -> None:
         self.core.delete_namespaced_pod(name, self.ns, grace_period_seconds=0)
-
-
-def wait_until(predicate, timeout: float = 15.0, interval: float = 0.02, what: str = "condition"):
-    """Poll `predicate` until it returns a truthy value (returned) or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached after {timeout} s (last: {last!r})")
