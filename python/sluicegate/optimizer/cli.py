@@ -49,6 +49,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds between solves; 0 (default): solve once and exit")
     k.add_argument("--scale-down-window", type=float, default=300.0,
                    help="seconds a lower recommendation must hold before scaling down")
+    k.add_argument("--epp-metrics", action="append", default=[], metavar="URL",
+                   help="an EPP's /metrics: observed load from its request accounting "
+                        "(repeatable; overrides the OptimizerConfig load of the models it saw)")
+    k.add_argument("--load-window", type=float, default=120.0,
+                   help="seconds of EPP accounting one load estimate spans")
     k.add_argument("--metrics-port", type=int, default=None,
                    help="with --interval: serve the gauges on /metrics at this port")
 
@@ -100,6 +105,7 @@ def _run_kube(args: argparse.Namespace) -> int:
     from sluicegate.kube.watcher import api_client
 
     from .controller import ControllerOptions, OptimizerController
+    from .observe import EppLoadSource
 
     if args.solver == "both":
         print("sluicegate optimize: --kube acts on one solver: greedy or exact", file=sys.stderr)
@@ -111,8 +117,9 @@ def _run_kube(args: argparse.Namespace) -> int:
         return 1
     opts = ControllerOptions(interval_s=args.interval, scale_down_window_s=args.scale_down_window,
                              actuate=args.actuate, configmap_namespace=args.configmap_namespace)
+    source = EppLoadSource(args.epp_metrics, args.load_window) if args.epp_metrics else None
     controller = OptimizerController(api_client(args.kubeconfig), extra, SOLVERS[args.solver],
-                                     opts)
+                                     opts, load_source=source)
     if args.interval > 0:
         return _serve_controller(controller, args.metrics_port)
     try:
