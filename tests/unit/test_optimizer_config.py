@@ -70,8 +70,9 @@ def test_samples_round_trip_through_the_autoscaler_shapes() -> None:
     assert again.accelerators == inp.accelerators
     assert again.variants == inp.variants
     assert again.scale_to_zero == inp.scale_to_zero
-    assert (again.saturation_policy, again.unlimited, again.min_served_fraction) == (
-        inp.saturation_policy, inp.unlimited, inp.min_served_fraction)
+    assert (again.saturation_policy, again.unlimited, again.min_served_fraction,
+            again.switch_tolerance) == (inp.saturation_policy, inp.unlimited,
+                                        inp.min_served_fraction, inp.switch_tolerance)
     assert len(again.loads) == len(inp.loads)
     for a, b in zip(again.loads, inp.loads):
         assert (a.model, a.namespace, a.input_tokens, a.output_tokens) == (

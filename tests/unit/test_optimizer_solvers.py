@@ -141,6 +141,22 @@ def test_unlimited_ignores_accelerator_counts() -> None:
     assert _serving(sol)["m"][1] and sol.units_used()["A100"] > 1
 
 
+@pytest.mark.parametrize(("other_cost", "serving"), [(42.0, "b"), (50.0, "a")])
+def test_the_serving_accelerator_is_kept_while_within_the_switch_tolerance(other_cost,
+                                                                           serving) -> None:
+    # Two variants of one model, equally fast: "a" on A100 (40), "b" on B (other_cost), and
+    # "b" serving now. Within 10% it stays; beyond, the model moves to the cheaper A100.
+    base = _input({"m": 30.0})
+    b_profile = replace(PROFILE, acc="B")
+    variants = (replace(base.variants[0], name="a"),
+                replace(base.variants[0], name="b", profiles=(b_profile,), current_replicas=2))
+    inp = replace(base, variants=variants, accelerators=base.accelerators + (
+        Accelerator(name="B", device="d", cost=other_cost),))
+    sol = greedy.solve(build_problem(inp))
+    chosen = [a for a in sol.allocations if a.replicas]
+    assert [a.variant for a in chosen] == [f"ns/{serving}"] and chosen[0].slo_met
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), models=st.integers(1, 8), accs=st.integers(1, 3),
        scarcity=st.floats(0.05, 1.5),

@@ -227,6 +227,8 @@ class _Parts:
             if fraction > 1:
                 raise ConfigError(f"{where}.minServedFraction={fraction!r}: must be <= 1")
             self.options["min_served_fraction"] = fraction
+        if "switchTolerance" in spec:
+            self.options["switch_tolerance"] = _number(spec, where, "switchTolerance")
         if "unlimited" in spec:
             if not isinstance(spec["unlimited"], bool):
                 raise ConfigError(f"{where}.unlimited={spec['unlimited']!r}: must be true or "

@@ -36,6 +36,7 @@ def to_documents(inp: OptimizerInput) -> list[dict[str, Any]]:
         "saturationPolicy": inp.saturation_policy.value,
         "minServedFraction": inp.min_served_fraction,
         "unlimited": inp.unlimited,
+        "switchTolerance": inp.switch_tolerance,
         "capacity": {a.name: a.count for a in inp.accelerators if a.count is not None},
         "load": [{"model": x.model, **({"namespace": x.namespace} if x.namespace else {}),
                   "arrivalRate": x.arrival_rps * 60.0, "avgInTokens": x.input_tokens,

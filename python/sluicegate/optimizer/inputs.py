@@ -140,6 +140,7 @@ class OptimizerInput:
     saturation_policy: SaturationPolicy = SaturationPolicy.NONE
     min_served_fraction: float = 0.99
     unlimited: bool = False  # ignore accelerator counts (capacity planning, cloud)
+    switch_tolerance: float = 0.1  # keep the serving accelerator while within 10% of the best
     scale_to_zero: tuple[ScaleToZeroRule, ...] = ()
 
     def accelerator(self, name: str) -> Accelerator | None:

@@ -247,7 +247,29 @@ def _server(inp: OptimizerInput, namespace: str, model: str, variants: list[Vari
     options = [_option(inp, s, v, p) for v in variants for p in v.profiles]
     options.sort(key=lambda o: (o.replicas is None, o.cost(o.replicas or 0),
                                 o.replica_cost / max(o.max_rate_rps, 1e-300)))
-    return replace(s, options=tuple(options))
+    return replace(s, options=tuple(_sticky(options, inp.switch_tolerance)))
+
+
+def _sticky(options: list[Option], tolerance: float) -> list[Option]:
+    """The option serving now goes first while it costs at most `tolerance` more than the
+    cheapest: moving a model to another accelerator type restarts its servers, so a small
+    saving is not worth it (and near-equal costs must not flip it back and forth)."""
+    feasible = [o for o in options if o.replicas is not None]
+    current = [o for o in feasible if _is_current(o)]
+    if not feasible or not current or current[0] is feasible[0]:
+        return options
+    keep = current[0]
+    assert keep.replicas is not None and feasible[0].replicas is not None
+    if keep.cost(keep.replicas) > (1 + tolerance) * feasible[0].cost(feasible[0].replicas):
+        return options
+    return [keep] + [o for o in options if o is not keep]
+
+
+def _is_current(o: Option) -> bool:
+    v = o.variant
+    if not v.current_replicas:
+        return False
+    return len(v.profiles) == 1 or o.accelerator == v.current_accelerator
 
 
 def _option(inp: OptimizerInput, s: Server, v: Variant, p: AcceleratorProfile) -> Option:
