@@ -81,11 +81,12 @@ class Epp:
         if self.flow is not None and self.kube is not None and self.kube.watcher.pool is not None:
             from .activator.kube import kube_activator
 
-            self.activator = kube_activator(self.kube, self.flow, scale_to_zero=opts.scale_to_zero)
+            self.activator = kube_activator(self.kube, self.flow, self.router, scale_to_zero=opts.scale_to_zero)
         elif self.kube is None and self.config.activator is not None:  # static mode: scale commands
             from .activator.static import static_activator
 
-            self.activator = static_activator(opts.pool_name or "default", self.flow, self.config.activator)
+            self.activator = static_activator(opts.pool_name or "default", self.flow, self.router,
+                                              self.config.activator)
         flow_args = {"flow": self.activator.flow if self.activator else self.flow} if self.flow is not None else {}
         if self.flow is not None and self.kube is not None:
             self.kube.on_objectives(self.flow.set_objectives)

@@ -226,36 +226,55 @@ def test_no_ready_endpoint_within_the_grace_period_fails_every_waiting_request_w
 def test_idle_pool_scales_to_zero_once_and_a_request_resets_the_delay(stack):
     delay = 1.5
     s = stack(replicas=1, ann=annotations(delay=f"{delay}s"), epp_args=("--enable-scale-to-zero",))
+    # Serving (scaled back up if it idled to zero while the stack started); count from here.
     wait_until(lambda: s.post()[0] == 200, timeout=15, interval=0.1, what="pool serving")
+    changes, downs, ups = s.kubelet.replica_changes(), s.scale_events("down"), s.scale_events("up")
     for _ in range(3):  # a request every 0.6 delay keeps it up
         time.sleep(0.6 * delay)
         assert s.post()[0] == 200
-    assert s.kubelet.replicas() == 1 and s.scale_events("down") == 0
+    assert s.kubelet.replicas() == 1 and s.scale_events("down") == downs
     wait_until(lambda: s.kubelet.replicas() == 0, timeout=3 * delay, interval=0.05, what="scaled to zero")
     time.sleep(2 * delay)  # idle on: nothing more to do
-    assert s.kubelet.replica_changes() == 1 and s.scale_events("down") == 1
+    assert s.kubelet.replica_changes() == changes + 1 and s.scale_events("down") == downs + 1
     assert s.post()[0] == 200  # and the next request brings it back
-    assert s.kubelet.replica_changes() == 2 and s.scale_events("up") == 1
+    assert s.kubelet.replica_changes() == changes + 2 and s.scale_events("up") == ups + 1
 
 
 def test_a_long_stream_in_flight_blocks_scale_to_zero(stack):
     delay = 1.0
     slow = SimConfig(name="model-0", alpha_ms=10.0, beta_ms=0.0, max_output_tokens=4096)  # ~10 ms a token
     s = stack(replicas=1, ann=annotations(delay=f"{delay}s"), epp_args=("--enable-scale-to-zero",), sim=slow)
-    wait_until(lambda: s.kubelet.sim is not None, timeout=10, what="pod up")
+    # Serving (scaled back up if it idled to zero while the stack started); count from here.
+    wait_until(lambda: s.post()[0] == 200, timeout=15, interval=0.1, what="pool serving")
+    changes, downs = s.kubelet.replica_changes(), s.scale_events("down")
     t0 = time.monotonic()
     status, _, body = s.post(chat(max_tokens=350, stream=True, ignore_eos=True))  # ~3.5 s: 3.5× the delay
     streamed = time.monotonic() - t0
     assert status == 200 and b"[DONE]" in body
     assert streamed > 3 * delay, streamed
-    assert s.kubelet.replica_changes() == 0 and s.scale_events("down") == 0  # not while it streamed
+    assert s.kubelet.replica_changes() == changes and s.scale_events("down") == downs  # not while it streamed
+    wait_until(lambda: s.kubelet.replicas() == 0, timeout=3 * delay, interval=0.05, what="scaled to zero after")
+
+
+def test_traffic_that_bypasses_this_epp_blocks_scale_to_zero(stack):
+    """Another EPP replica's requests are invisible to this one's flow control, but the model
+    server reports them: a stream sent straight to the pod keeps the pool up."""
+    delay = 1.0
+    slow = SimConfig(name="model-0", alpha_ms=10.0, beta_ms=0.0, max_output_tokens=4096)
+    s = stack(replicas=1, ann=annotations(delay=f"{delay}s"), epp_args=("--enable-scale-to-zero",), sim=slow)
+    wait_until(lambda: s.post()[0] == 200, timeout=15, interval=0.1, what="pool serving")
+    changes, downs = s.kubelet.replica_changes(), s.scale_events("down")
+    t0 = time.monotonic()
+    status, _, body = http_request(f"http://127.0.0.1:{s.kubelet.port}", CHAT,
+                                   chat(max_tokens=350, stream=True, ignore_eos=True), timeout=30)
+    assert status == 200 and time.monotonic() - t0 > 3 * delay
+    assert s.kubelet.replica_changes() == changes and s.scale_events("down") == downs
     wait_until(lambda: s.kubelet.replicas() == 0, timeout=3 * delay, interval=0.05, what="scaled to zero after")
 
 
 def test_replicas_set_above_one_by_an_autoscaler_are_left_alone(stack):
     delay = 1.0
-    s = stack(replicas=1, ann=annotations(delay=f"{delay}s"), epp_args=("--enable-scale-to-zero",))
-    s.kubelet.set_replicas(3)  # an HPA's decision
+    s = stack(replicas=3, ann=annotations(delay=f"{delay}s"), epp_args=("--enable-scale-to-zero",))  # an HPA's
     time.sleep(3 * delay)
     assert s.kubelet.replicas() == 3 and s.scale_events("down") == 0
     s.kubelet.set_replicas(1)  # the autoscaler steps back to 1: that edge is the activator's again

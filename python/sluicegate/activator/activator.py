@@ -56,13 +56,15 @@ class ActivatorStats:
 
 class Activator:
     def __init__(self, pool: str, flow: FlowController, source: Source, *, scale_to_zero: bool = False,
-                 is_leader: Callable[[], bool] = lambda: True, tick_s: float = TICK_S) -> None:
+                 is_leader: Callable[[], bool] = lambda: True, servers_busy: Callable[[], bool] = lambda: False,
+                 tick_s: float = TICK_S) -> None:
         self.pool = pool
         self.flow = ActivatedFlow(flow, self)
         self._inner = flow
         self._source = source
         self._scale_to_zero = scale_to_zero
         self._is_leader = is_leader
+        self._servers_busy = servers_busy
         self._tick_s = tick_s
         self.managed: Managed | None = None
         self.stats = ActivatorStats()
@@ -178,7 +180,10 @@ class Activator:
         if (self.stats.waiting or s["queued_requests"]) and self.ready_endpoints == 0:
             self._ask_scale_up(self.managed)  # also for requests queued before the annotations were seen
         now = time.monotonic()
-        if s["queued_requests"] or s["in_flight"] or self.stats.waiting or s["submitted"] != self._submitted:
+        # Busy: anything of ours queued, in flight or new since the last look, or the model servers
+        # report work (requests through another EPP replica or straight to the pods).
+        if (s["queued_requests"] or s["in_flight"] or self.stats.waiting or s["submitted"] != self._submitted
+                or self._servers_busy()):
             self._submitted = s["submitted"]
             self._idle_since = now
             return
@@ -197,6 +202,11 @@ class Activator:
             log.warning("activator: InferencePool %s: flow control gives up on requests after %g s, before the "
                         "scale-from-zero grace period (%g s); raise flowControl.defaultRequestTTL / "
                         "noEndpointRequestTTL", self.pool, min(ttls) / 1000, managed.grace_s)
+
+
+def servers_busy(router: Any) -> Callable[[], bool]:
+    """True while a freshly scraped endpoint of the pool reports running or waiting requests."""
+    return lambda: any((e.running or e.waiting) and not e.stale for e in router.status())
 
 
 class ActivatedFlow:

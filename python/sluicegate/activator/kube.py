@@ -98,14 +98,15 @@ class PoolAnnotations:
                     self.namespace, self.pool, problem)
 
 
-def kube_activator(kube, flow, *, scale_to_zero: bool):
+def kube_activator(kube, flow, router, *, scale_to_zero: bool):
     """The activator of Kubernetes mode's InferencePool (`kube` is the EPP's KubeMode)."""
     from ..kube.watcher import api_client
-    from .activator import Activator
+    from .activator import Activator, servers_busy
 
     watcher = kube.watcher
     ns, pool = watcher.opts.namespace, watcher.opts.pool_name
     source = PoolAnnotations(api_client(watcher.opts.kubeconfig), ns, pool,
                              lambda: next(iter(watcher.pool.objects()), None))
-    return Activator(f"{pool}", flow, source, scale_to_zero=scale_to_zero,
-                     is_leader=lambda: kube.elector is None or kube.elector.is_leader)
+    return Activator(pool, flow, source, scale_to_zero=scale_to_zero,
+                     is_leader=lambda: kube.elector is None or kube.elector.is_leader,
+                     servers_busy=servers_busy(router))

@@ -125,14 +125,15 @@ class StaticSource:
         return self._managed
 
 
-def static_activator(pool: str, flow, settings: StaticActivatorSettings):
+def static_activator(pool: str, flow, router, settings: StaticActivatorSettings):
     """Static mode's activator; scales to zero only when a scale-down command is configured."""
-    from .activator import Activator
+    from .activator import Activator, servers_busy
 
     if flow is None:
         raise ConfigError("activator: needs flow control to hold requests while the pool is at zero; "
                           "add featureGates: [flowControl]")
     source = StaticSource(pool, settings)
-    activator = Activator(pool, flow, source, scale_to_zero=settings.scale_down_command is not None)
+    activator = Activator(pool, flow, source, scale_to_zero=settings.scale_down_command is not None,
+                          servers_busy=servers_busy(router))
     source.actuator.serving = lambda: bool(activator.ready_endpoints)
     return activator
