@@ -56,3 +56,11 @@ def test_run_with_unreadable_kubeconfig_fails_naming_the_flag(tmp_path, capsys):
     code = main(["run", "--pool-name", "p", "--kubeconfig", str(tmp_path / "missing"), "--grpc-port", "0",
                  "--grpc-health-port", "0", "--metrics-port", "0", "--secure-serving=false"])
     assert code == 1 and "--kubeconfig" in capsys.readouterr().err
+
+
+def test_objectives_bound_through_pool_refs_count_for_each_named_pool():
+    from sluicegate.kube.policies import objective_priorities
+
+    objs = [{"metadata": {"name": "shared"}, "spec": {"priority": 4, "poolRefs": [{"name": "a"}, {"name": "b"}]}},
+            {"metadata": {"name": "other"}, "spec": {"priority": 9, "poolRefs": [{"name": "c"}]}}]
+    assert objective_priorities(objs, "b") == {"shared": 4}

@@ -19,8 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def _bound_to(obj: dict, pool_name: str) -> bool:
-    ref = (obj.get("spec") or {}).get("poolRef") or {}
-    return ref.get("name") == pool_name
+    # `poolRef` (v1alpha2); newer llm-d objects may name several pools in `poolRefs`.
+    spec = obj.get("spec") or {}
+    refs = [spec.get("poolRef") or {}, *(spec.get("poolRefs") or [])]
+    return any(isinstance(r, dict) and r.get("name") == pool_name for r in refs)
 
 
 def _age_key(obj: dict) -> tuple[str, str]:
