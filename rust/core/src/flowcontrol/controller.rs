@@ -104,7 +104,8 @@ pub(crate) struct Shared<D: Dispatcher, S> {
 
 impl<D: Dispatcher, S> Shared<D, S> {
     pub fn wake(&self) {
-        if !self.notified.swap(true, Ordering::SeqCst) {
+        // The load first keeps the flag's cache line shared while the dispatcher is awake anyway.
+        if !self.notified.load(Ordering::SeqCst) && !self.notified.swap(true, Ordering::SeqCst) {
             if let Some(t) = self.thread.get() {
                 t.unpark();
             }

@@ -1,0 +1,185 @@
+//! The flow controller's hand-off cost: enqueue → dispatch thread → completion batch, per item,
+//! from one and from two producer threads, against a std mpsc channel doing the same hand-off
+//! to a consumer thread (the baseline); and the drain of a 50k backlog once the pool opens.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sluicegate_core::flowcontrol::{
+    Admission, Completion, Dispatch, Dispatcher, FlowControlConfig, FlowController,
+    SaturationDetector,
+};
+
+/// A constant pick once open; `NoCandidates` (hold everything) while closed.
+struct ConstantPick {
+    open: AtomicBool,
+}
+
+impl Dispatcher for ConstantPick {
+    type Request = ();
+    type Output = u32;
+    fn dispatch(&self, _: &()) -> Dispatch<u32> {
+        if self.open.load(Ordering::Acquire) {
+            Dispatch::Done(7)
+        } else {
+            Dispatch::NoCandidates
+        }
+    }
+    fn pool_empty(&self) -> bool {
+        false
+    }
+}
+
+type Counted = Arc<AtomicU64>;
+type Sink = Box<dyn Fn(&mut Vec<Completion<u32>>) + Send + Sync>;
+type Controller = FlowController<ConstantPick, Sink>;
+
+fn controller(open: bool) -> (Controller, Counted) {
+    let done: Counted = Arc::default();
+    let d = done.clone();
+    let sink: Sink = Box::new(move |batch: &mut Vec<Completion<u32>>| {
+        d.fetch_add(batch.len() as u64, Ordering::Release);
+        batch.clear();
+    });
+    // Unlimited bands and a detector that never reports saturation: only the hand-off is timed.
+    let config = FlowControlConfig::from_json(
+        r#"{"defaultPriorityBand": {"maxRequests": 100000000, "maxBytes": 1000000000000}}"#,
+    )
+    .unwrap();
+    let detector = SaturationDetector::Concurrency {
+        store: None,
+        max_concurrency: u64::MAX,
+    };
+    let dispatcher = ConstantPick {
+        open: AtomicBool::new(open),
+    };
+    let fc = FlowController::start(config, detector, dispatcher, sink).unwrap();
+    (fc, done)
+}
+
+/// Wait for the outcomes, giving the CPU away meanwhile (2 shared cores: a spinning waiter
+/// would be timed against the dispatcher it starves).
+fn wait_until(counter: &AtomicU64, target: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut n = 0u32;
+    while counter.load(Ordering::Acquire) < target {
+        std::thread::yield_now();
+        n = n.wrapping_add(1);
+        if n % 1024 == 0 {
+            assert!(Instant::now() < deadline, "outcomes never arrived");
+        }
+    }
+}
+
+fn enqueue_n(fc: &Controller, n: u64, flow: &str) {
+    let a = Admission {
+        flow,
+        size: 100,
+        ..Default::default()
+    };
+    for _ in 0..n {
+        fc.enqueue(&a, ()).unwrap();
+    }
+}
+
+/// Baseline: the same hand-off over a std channel to a consumer thread counting arrivals.
+fn channel() -> (mpsc::Sender<u64>, Counted) {
+    let (tx, rx) = mpsc::channel::<u64>();
+    let done: Counted = Arc::default();
+    let d = done.clone();
+    std::thread::spawn(move || {
+        for _ in rx {
+            d.fetch_add(1, Ordering::Release);
+        }
+    });
+    (tx, done)
+}
+
+fn bench_handoff(c: &mut Criterion) {
+    let mut g = c.benchmark_group("flowcontrol_enqueue_dispatch_per_item");
+    g.throughput(Throughput::Elements(1));
+    let (tx, sent) = channel();
+    g.bench_function("mpsc_channel_baseline_1_producer", |b| {
+        b.iter_custom(|iters| {
+            let target = sent.load(Ordering::Acquire) + iters;
+            let t = Instant::now();
+            for i in 0..iters {
+                tx.send(i).unwrap();
+            }
+            wait_until(&sent, target);
+            t.elapsed()
+        })
+    });
+    let (fc, done) = controller(true);
+    g.bench_function("flow_controller_1_producer", |b| {
+        b.iter_custom(|iters| {
+            let target = done.load(Ordering::Acquire) + iters;
+            let t = Instant::now();
+            enqueue_n(&fc, iters, "tenant-a");
+            wait_until(&done, target);
+            t.elapsed()
+        })
+    });
+    g.bench_function("mpsc_channel_baseline_2_producers", |b| {
+        b.iter_custom(|iters| {
+            let target = sent.load(Ordering::Acquire) + iters / 2 * 2;
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    let tx = tx.clone();
+                    s.spawn(move || (0..iters / 2).for_each(|i| tx.send(i).unwrap()));
+                }
+            });
+            wait_until(&sent, target);
+            t.elapsed()
+        })
+    });
+    g.bench_function("flow_controller_2_producers", |b| {
+        b.iter_custom(|iters| {
+            let target = done.load(Ordering::Acquire) + iters / 2 * 2;
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for flow in ["tenant-a", "tenant-b"] {
+                    let fc = &fc;
+                    s.spawn(move || enqueue_n(fc, iters / 2, flow));
+                }
+            });
+            wait_until(&done, target);
+            t.elapsed()
+        })
+    });
+    g.finish();
+}
+
+fn bench_backlog_drain(c: &mut Criterion) {
+    const BACKLOG: u64 = 50_000;
+    let mut g = c.benchmark_group("flowcontrol_backlog_drain");
+    g.throughput(Throughput::Elements(BACKLOG));
+    g.sample_size(10);
+    g.bench_function("50k_queued_100_flows", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (fc, done) = controller(false);
+                for f in 0..100 {
+                    enqueue_n(&fc, BACKLOG / 100, &format!("tenant-{f}"));
+                }
+                // The blocked dispatcher looks again every 1 ms: let it merge the arrivals first.
+                std::thread::sleep(Duration::from_millis(20));
+                let t = Instant::now();
+                fc.dispatcher().open.store(true, Ordering::Release);
+                fc.notify();
+                wait_until(&done, BACKLOG);
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_handoff, bench_backlog_drain);
+criterion_main!(benches);
