@@ -17,6 +17,7 @@ from .extproc.server import EppServer
 from .flowcontrol import FlowController
 from .metrics import MetricsServer, build_registry
 from .scheduling import Router
+from .scheduling.kv_events import KvEventSubscriber
 from .scheduling.config import EppConfig, load_config
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ class Epp:
                 scrapeIntervalMs=opts.refresh_metrics_interval_ms, stalenessMs=opts.metrics_staleness_ms
             )
         )
+        # precise-prefix-cache-producer: follow each endpoint's KV-event publisher.
+        self.kv_events = KvEventSubscriber.from_config(self.router, self.config.precise_prefix)
         self.kube = None
         picker = self.router
         if opts.kube is not None:
@@ -119,6 +122,8 @@ class Epp:
 
     def _set_endpoints(self, endpoints: list[Endpoint]) -> None:
         self.router.set_endpoints([(e.name, e.hostport, _labels(e)) for e in endpoints])
+        if self.kv_events is not None:
+            self.kv_events.endpoints_changed((e.hostport, _labels(e)) for e in endpoints)
         log.info("endpoints: %s", ", ".join(e.hostport for e in endpoints) or "none")
         if self.flow is not None:
             self.flow.notify()  # requests held for want of endpoints may go now
@@ -170,6 +175,8 @@ class Epp:
         await self.server.stop(self.opts.drain_timeout_s if drain_timeout is None else drain_timeout)
         await self.discovery.stop()
         self.router.stop_scraper()
+        if self.kv_events is not None:
+            await self.kv_events.close()
         if self.metrics is not None:
             await self.metrics.stop()
 

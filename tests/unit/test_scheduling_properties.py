@@ -80,16 +80,19 @@ def _metrics(s: dict) -> str:
             'vllm:cache_config_info{block_size="16",num_gpu_blocks="512"} 1\n')
 
 
-def _passes_static_filters(s: dict, chosen: dict) -> bool:
-    """decode-filter and label selection never fall back, so a pick must satisfy them."""
-    if chosen["decode"] and s["role"] not in (None, "decode", "both"):
-        return False
-    return not (chosen["h100_only"] and s["accelerator"] != "h100")
-
-
-def _has_room(s: dict, chosen: dict) -> bool:
-    queue, kv = chosen["utilization"]
-    return s["waiting"] <= queue and s["kv"] <= kv
+def _filter_chain(state_of: dict[str, dict], subset: list[str] | None, chosen: dict) -> list[str]:
+    """What the configured filters leave, applied in profile order (utilization, label, role) as
+    the scheduler does; utilization keeps everyone when no endpoint has room."""
+    left = [a for a in state_of if not subset or a in subset]
+    if chosen["utilization"] is not None:
+        queue, kv = chosen["utilization"]
+        roomy = [a for a in left if state_of[a]["waiting"] <= queue and state_of[a]["kv"] <= kv]
+        left = roomy or left
+    if chosen["h100_only"]:
+        left = [a for a in left if state_of[a]["accelerator"] == "h100"]
+    if chosen["decode"]:
+        left = [a for a in left if state_of[a]["role"] in (None, "decode", "both")]
+    return left
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -113,8 +116,7 @@ def test_scores_stay_in_unit_interval_and_picks_passed_every_filter(states, scor
         headers = {} if r["session"] is None else {"x-session-token": f"ep{r['session']}"}
         request = Request({"model": r["model"], "prompt": r["prompt"]}, path="/v1/completions",
                           headers=headers, subset=subset or None)
-        allowed = [a for a, s in state_of.items()
-                   if _passes_static_filters(s, chosen) and (not subset or a in subset)]
+        allowed = _filter_chain(state_of, subset, chosen)
         try:
             explained = sched.schedule(request, explain=True)
         except NoEndpointsError:
@@ -125,13 +127,12 @@ def test_scores_stay_in_unit_interval_and_picks_passed_every_filter(states, scor
             for address, score in scorer.scores.items():
                 assert 0.0 <= score <= 1.0 and not math.isnan(score), (scorer.name, address, score)
         assert set(run.picked) <= set(run.candidates)
+        assert set(run.candidates) == set(allowed)
         for address in explained.endpoints:
             assert address in allowed, (address, state_of[address], chosen, subset)
-        if chosen["utilization"] is not None and any(_has_room(state_of[a], chosen) for a in allowed):
-            assert all(_has_room(state_of[a], chosen) for a in explained.endpoints)
         # The committed decision obeys the same rules, and teaches the prefix index for later ones.
         decided = sched.schedule(request)
-        assert set(decided.endpoints) <= set(allowed)
+        assert set(decided.endpoints) <= set(_filter_chain(state_of, subset, chosen))
         assert len(decided.endpoints) <= picker[1]
         sched.release(decided.primary)
 

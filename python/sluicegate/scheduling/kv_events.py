@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -33,13 +34,26 @@ class KvEventSubscriber:
     """Subscribes to each endpoint's publisher and feeds the router; `set_publishers` follows
     the endpoint set, `close` stops every task and socket."""
 
-    def __init__(self, router: Router, topic_filter: str = "") -> None:
+    def __init__(self, router: Router, topic_filter: str = "", socket_port: int = 5557) -> None:
         self._router = router
         self._topic = topic_filter.encode()
+        self.socket_port = socket_port
         self._ctx = zmq.asyncio.Context.instance()
         self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}  # address -> (url, task)
         self.batches = 0
         self.errors = 0
+
+    @classmethod
+    def from_config(cls, router: Router, precise_prefix: Mapping[str, Any] | None) -> KvEventSubscriber | None:
+        """The subscriber a config's precise-prefix-cache-producer asks for (EppConfig.precise_prefix);
+        None without one."""
+        if not precise_prefix:
+            return None
+        return cls(router, precise_prefix["topicFilter"], precise_prefix["socketPort"])
+
+    def endpoints_changed(self, endpoints: Iterable[tuple[str, Mapping[str, str]]]) -> None:
+        """Follow the pool: (address, labels) of every endpoint, publishers at their host."""
+        self.set_publishers({a: publisher_url(a, self.socket_port, labels) for a, labels in endpoints})
 
     def set_publishers(self, publishers: Mapping[str, str]) -> None:
         """`publishers`: endpoint address -> ZMQ url. Starts new subscriptions, stops gone ones."""

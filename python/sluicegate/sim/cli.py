@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         ("--default-output-tokens", "default_output_tokens"),
                         ("--max-output-tokens", "max_output_tokens"), ("--seed", "seed")):
         add(flag, type=int, default=getattr(_DEFAULTS, field))
+    add("--kv-events-endpoint", default="",
+        help='ZMQ endpoint each server\'s KV-event publisher binds, e.g. "tcp://127.0.0.1:*" '
+             "(free ports; printed after each address as kv=URL); default: no events")
+    add("--kv-events-topic", default="")
     for flag, field in (("--alpha-ms", "alpha_ms"), ("--beta-ms", "beta_ms"),
                         ("--gamma-ms", "gamma_ms"), ("--delta-ms", "delta_ms"),
                         ("--lora-load-ms", "lora_load_ms"), ("--speedup", "speedup"),
@@ -50,6 +54,7 @@ def configs_from_args(args: argparse.Namespace) -> list[SimConfig]:
         delta_ms=args.delta_ms, lora_load_ms=args.lora_load_ms, speedup=args.speedup,
         seed=args.seed + i, default_output_tokens=args.default_output_tokens,
         max_output_tokens=args.max_output_tokens, fail_rate=args.fail_rate,
+        kv_events_endpoint=args.kv_events_endpoint, kv_events_topic=args.kv_events_topic,
     ) for i in range(args.count)]
 
 
@@ -78,7 +83,8 @@ async def run_from_args(args: argparse.Namespace) -> None:
     servers = await start_servers(configs_from_args(args), args.host, args.port)
     try:
         for server in servers:
-            print(server.address, flush=True)
+            kv = server.kv_events_address
+            print(server.address if kv is None else f"{server.address} kv={kv}", flush=True)
         await asyncio.Event().wait()  # serve until the caller cancels us
     finally:
         await stop_servers(servers)

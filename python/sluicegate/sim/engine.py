@@ -25,7 +25,7 @@ class SimRequest:
 
     __slots__ = ("prompt_tokens", "hashes", "max_tokens", "lora", "produced", "state",
                  "aborted", "finish_reason", "alloc", "cached_tokens", "admitted_once", "arrival_sim_ms",
-                 "first_token_sim_ms", "arrival_wall", "last_token_wall", "_waiter")
+                 "first_token_sim_ms", "done_sim_ms", "arrival_wall", "last_token_wall", "_waiter")
 
     def __init__(self, prompt_tokens: int, hashes: list[int], max_tokens: int,
                  lora: str | None, finish_reason: str = "length") -> None:
@@ -42,6 +42,7 @@ class SimRequest:
         self.admitted_once = False
         self.arrival_sim_ms = 0.0
         self.first_token_sim_ms = 0.0
+        self.done_sim_ms = 0.0
         self.arrival_wall = 0.0
         self.last_token_wall = 0.0
         self._waiter: asyncio.Future[None] | None = None
@@ -50,6 +51,11 @@ class SimRequest:
     def sim_ttft_ms(self) -> float:
         """Time to first token on the engine's simulated clock (ms, before `speedup`)."""
         return self.first_token_sim_ms - self.arrival_sim_ms
+
+    @property
+    def sim_e2e_ms(self) -> float:
+        """Arrival to last token on the simulated clock (ms)."""
+        return self.done_sim_ms - self.arrival_sim_ms
 
     async def wait_beyond(self, seen: int) -> None:
         """Return once more than `seen` tokens exist or the request is over."""
@@ -247,6 +253,7 @@ class Engine:
                 self.metrics.itl.observe(now - req.last_token_wall)
             req.last_token_wall = now
             if req.produced >= req.max_tokens:
+                req.done_sim_ms = self.sim_ms
                 self._release(req)
                 self.running.remove(req)
                 req.state = DONE

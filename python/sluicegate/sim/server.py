@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from sluicegate.sim import faults
 from sluicegate.sim.config import SimConfig
 from sluicegate.sim.engine import DONE, Engine, SimRequest, SimStats
 from sluicegate.errors import BadRequestError
@@ -32,6 +33,7 @@ ADDRESS_HEADER = "x-sim-endpoint-address"
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
 RECEIVED_DESTINATION_HEADER = "x-sim-received-destination"
 SIM_TTFT_HEADER = "x-sim-ttft-ms"  # simulated-clock TTFT, on non-streamed answers
+SIM_E2E_HEADER = "x-sim-e2e-ms"  # simulated-clock arrival to last token, on non-streamed answers
 _MODEL_KEY = web.RequestKey("sim_model", str)
 
 
@@ -68,7 +70,7 @@ class SimServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         if self._runner is not None:
             raise RuntimeError("SimServer already started")
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=faults.middlewares(self.config))
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/metrics", self._metrics)
@@ -201,7 +203,8 @@ class SimServer:
         text = "".join(FillerText(self.config.seed, gen).take(req.produced))
         body = full_response(gen, self._request_id(gen), int(time.time()), text,
                              req.finish_reason, usage(req.prompt_tokens, req.produced, req.cached_tokens))
-        return web.json_response(body, headers={SIM_TTFT_HEADER: f"{req.sim_ttft_ms:.3f}"})
+        return web.json_response(body, headers={SIM_TTFT_HEADER: f"{req.sim_ttft_ms:.3f}",
+                                                SIM_E2E_HEADER: f"{req.sim_e2e_ms:.3f}"})
 
     async def _stream(self, request: web.Request, gen: Generation, req: SimRequest) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",

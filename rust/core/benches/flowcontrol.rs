@@ -68,7 +68,7 @@ fn wait_until(counter: &AtomicU64, target: u64) {
     while counter.load(Ordering::Acquire) < target {
         std::thread::yield_now();
         n = n.wrapping_add(1);
-        if n % 1024 == 0 {
+        if n.is_multiple_of(1024) {
             assert!(Instant::now() < deadline, "outcomes never arrived");
         }
     }

@@ -92,6 +92,23 @@ fn queue_scorer_gives_all_equal_queues_one() {
 }
 
 #[test]
+fn queue_scorer_counts_requests_routed_since_the_scrape_beyond_those_running() {
+    let t = Instant::now();
+    let snap = snapshot(t, &[Some((2, 0.0)), Some((2, 0.0)), Some((0, 0.0))]);
+    // None reported running: ep1's 6 in flight must wait (6 > 2 scraped), ep2's 1 too.
+    snap.endpoints[1]
+        .info
+        .in_flight
+        .store(6, std::sync::atomic::Ordering::Relaxed);
+    snap.endpoints[2]
+        .info
+        .in_flight
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    let s = scores(&QueueScorer, &cycle(&snap, t, None));
+    assert_eq!(s, vec![0.8, 0.0, 1.0]); // queues 2, 6, 1
+}
+
+#[test]
 fn kv_cache_scorer_is_one_minus_usage() {
     let t = Instant::now();
     let snap = snapshot(t, &[Some((0, 0.25)), Some((0, 1.0))]);

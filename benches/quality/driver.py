@@ -1,0 +1,166 @@
+"""One workload against one policy on a fresh fleet: open-loop Poisson arrivals, each request
+routed by the policy and sent straight to the picked simulator (non-streamed), timed on the
+simulators' clock (the model's time, free of this machine's CPU contention) and the wall clock."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from sluicegate.loadgen.report import percentile
+from sluicegate.loadgen.workloads import WorkloadRequest, lora, shared_prefix, varied
+from sluicegate.sim.config import DEFAULT_MODEL
+
+from benches.quality.fleet import FleetShape, SimFleetProcess
+from benches.quality.policies import LeastRequestPolicy, Policy
+
+WORKLOADS = ("shared_prefix", "varied", "lora")
+
+
+def workload(name: str, seed: int, shape: FleetShape) -> Iterator[WorkloadRequest]:
+    if name == "shared_prefix":
+        # Many long system prompts (tenants, agents), each opening several multi-turn chats: more
+        # distinct prefixes than one server's KV cache holds, so where a request goes decides
+        # whether its prefix is cached.
+        return shared_prefix(seed, DEFAULT_MODEL, system_prompts=32, conversations=128, max_turns=6)
+    if name == "varied":
+        return varied(seed, DEFAULT_MODEL)
+    if name == "lora":
+        return lora(seed, DEFAULT_MODEL, adapters=shape.loras)
+    raise ValueError(f"workload {name!r}: one of {', '.join(WORKLOADS)}")
+
+
+@dataclass
+class Sample:
+    ok: bool
+    sim_ttft_ms: float = 0.0
+    sim_e2e_ms: float = 0.0
+    wall_e2e_ms: float = 0.0
+    output_tokens: int = 0
+
+
+@dataclass
+class RunResult:
+    workload: str
+    policy: str
+    rate: float
+    duration_s: float
+    speedup: float
+    samples: list[Sample] = field(default_factory=list)
+    counters: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float | int | str | None]:
+        ok = [s for s in self.samples if s.ok]
+        ttft = [s.sim_ttft_ms for s in ok]
+        e2e = [s.sim_e2e_ms for s in ok]
+        c = self.counters
+        return {
+            "workload": self.workload, "policy": self.policy, "rate": round(self.rate, 2),
+            "requests": len(self.samples), "errors": len(self.samples) - len(ok),
+            "ttft_p50_ms": percentile(ttft, 50), "ttft_p90_ms": percentile(ttft, 90),
+            "ttft_p99_ms": percentile(ttft, 99), "e2e_p50_ms": percentile(e2e, 50),
+            "e2e_p99_ms": percentile(e2e, 99),
+            "wall_e2e_p50_ms": percentile([s.wall_e2e_ms for s in ok], 50),
+            # Simulated-clock throughput: wall seconds stand for `speedup` model seconds.
+            "output_tok_s": sum(s.output_tokens for s in ok) / (self.duration_s * self.speedup),
+            "prefix_hit_rate": c["prefix_hits"] / c["prefix_queries"] if c.get("prefix_queries") else 0.0,
+            "preemptions": int(c.get("preemptions", 0)), "adapter_loads": int(c.get("adapter_loads", 0)),
+        }
+
+
+def _body(request: WorkloadRequest) -> bytes:
+    body = {k: v for k, v in request.body.items() if k not in ("stream", "stream_options")}
+    return json.dumps(body).encode()
+
+
+async def _send(session: aiohttp.ClientSession, address: str, path: str, body: bytes) -> Sample:
+    started = time.perf_counter()
+    try:
+        async with session.post(f"http://{address}{path}", data=body,
+                                headers={"content-type": "application/json"}) as resp:
+            payload = await resp.json(content_type=None)
+            if resp.status != 200:
+                return Sample(False)
+            return Sample(True, float(resp.headers["x-sim-ttft-ms"]), float(resp.headers["x-sim-e2e-ms"]),
+                          (time.perf_counter() - started) * 1000.0, payload["usage"]["completion_tokens"])
+    except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError):
+        return Sample(False)
+
+
+async def run_policy(name: str, policy: Policy, shape: FleetShape, rate: float, duration_s: float,
+                     seed: int, timeout_s: float = 120.0) -> RunResult:
+    fleet = SimFleetProcess(shape, seed).start()
+    result = RunResult(name, policy.name, rate, duration_s, shape.speedup)
+    try:
+        await policy.start(fleet)
+        requests = workload(name, seed, shape)
+        arrivals = random.Random(f"quality-arrivals|{seed}|{name}")
+        pending: set[asyncio.Task[None]] = set()
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector,
+                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+
+            async def one(request: WorkloadRequest) -> None:
+                body = _body(request)
+                address = policy.pick(request.path, body)
+                try:
+                    result.samples.append(await _send(session, address, request.path, body))
+                finally:
+                    policy.done(address)
+
+            offsets = list(itertools.takewhile(
+                lambda t: t < duration_s, itertools.accumulate(arrivals.expovariate(rate) for _ in itertools.count())))
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for offset in offsets:
+                await asyncio.sleep(max(0.0, start + offset - loop.time()))
+                task = asyncio.create_task(one(next(requests)))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            if pending:
+                await asyncio.wait(set(pending), timeout=timeout_s + 5)
+            result.counters = await fleet.counters(session)
+    finally:
+        await policy.stop()
+        fleet.stop()
+    return result
+
+
+async def capacity(name: str, shape: FleetShape, seconds: float, seed: int) -> float:
+    """Requests/s (wall) the fleet completes when kept saturated (closed loop, 2 requests per
+    batch slot outstanding, least-outstanding routing); the open-loop rate is a share of it."""
+    fleet = SimFleetProcess(shape, seed).start()
+    policy = LeastRequestPolicy(seed)
+    done = 0
+    try:
+        await policy.start(fleet)
+        requests = workload(name, seed + 1, shape)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                         timeout=aiohttp.ClientTimeout(total=120)) as session:
+            loop = asyncio.get_running_loop()
+            warm, end = loop.time() + seconds / 3, loop.time() + seconds
+
+            async def worker() -> None:
+                nonlocal done
+                while loop.time() < end:
+                    request = next(requests)
+                    body = _body(request)
+                    address = policy.pick(request.path, body)
+                    try:
+                        sample = await _send(session, address, request.path, body)
+                    finally:
+                        policy.done(address)
+                    if sample.ok and warm <= loop.time() < end:
+                        done += 1
+
+            await asyncio.gather(*(worker() for _ in range(2 * shape.count * shape.max_num_seqs)))
+    finally:
+        fleet.stop()
+    return done / (seconds * 2 / 3)

@@ -1,0 +1,79 @@
+"""Eight simulated vLLM servers in a child process (`python -m sluicegate.sim`), so the model
+servers' event loop does not share a core with the load generator and the routing policy.
+Fresh per run: every policy starts from cold caches and empty adapter slots."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from sluicegate.standalone.children import kill, spawn, wait_for_line
+
+COUNTERS = {  # what the bench reports -> the sims' /metrics counter (vLLM names where vLLM has one)
+    "prefix_queries": "vllm:prefix_cache_queries",
+    "prefix_hits": "vllm:prefix_cache_hits",
+    "preemptions": "vllm:num_preemptions",
+    "adapter_loads": "sim:lora_adapter_loads",
+}
+
+
+@dataclass(frozen=True)
+class FleetShape:
+    count: int = 8
+    speedup: float = 1.0
+    max_num_seqs: int = 8
+    kv_blocks: int = 1536
+    max_loras: int = 2
+    loras: tuple[str, ...] = tuple(f"lora-{i}" for i in range(32))
+
+    def argv(self) -> list[str]:
+        return ["--count", str(self.count), "--speedup", str(self.speedup),
+                "--max-num-seqs", str(self.max_num_seqs), "--kv-blocks", str(self.kv_blocks),
+                "--max-loras", str(self.max_loras), "--loras", ",".join(self.loras),
+                "--kv-events-endpoint", "tcp://127.0.0.1:*"]
+
+
+class SimFleetProcess:
+    def __init__(self, shape: FleetShape, seed: int) -> None:
+        self.shape = shape
+        self.seed = seed
+        self.addresses: list[str] = []
+        self.kv_events: dict[str, str] = {}  # address -> ZMQ publisher
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SimFleetProcess:
+        argv = [sys.executable, "-m", "sluicegate.sim", *self.shape.argv(), "--seed", str(self.seed)]
+        self._proc = spawn(argv, stdout=subprocess.PIPE)
+        line = rb"\S+ kv=\S+\n"
+        m = wait_for_line(self._proc, re.compile(rb"(?:%s){%d}" % (line, self.shape.count)), 30.0)
+        if m is None:
+            self.stop()
+            raise RuntimeError("the simulators did not print their addresses within 30 s")
+        for row in m.group(0).decode().split("\n")[:self.shape.count]:
+            address, kv = row.split(" kv=")
+            self.addresses.append(address)
+            self.kv_events[address] = kv
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            kill(self._proc)
+            self._proc = None
+
+    async def counters(self, session: aiohttp.ClientSession) -> dict[str, float]:
+        """The reported counters summed over the fleet, read from each server's /metrics."""
+        totals = dict.fromkeys(COUNTERS, 0.0)
+        by_metric = {metric: key for key, metric in COUNTERS.items()}
+        for address in self.addresses:
+            async with session.get(f"http://{address}/metrics") as resp:
+                text = await resp.text()
+            for family in text_string_to_metric_families(text):
+                key = by_metric.get(family.name)
+                if key is not None:
+                    totals[key] += sum(s.value for s in family.samples if s.name.endswith("_total"))
+        return totals

@@ -1,0 +1,141 @@
+"""The routing policies compared: three a proxy has without an EPP (random, round-robin, least
+outstanding requests counted by the client), and sluicegate's Router with the default profile,
+with precise prefix scoring fed by the simulators' KV events, and with LoRA affinity added."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+
+from sluicegate.scheduling import Endpoint, Scheduler
+from sluicegate.scheduling.kv_events import KvEventSubscriber
+
+from benches.quality.fleet import SimFleetProcess
+
+def _default_profile(extra_plugins: str = "", extra_refs: str = "") -> str:
+    """Upstream's default profile written out, with plugins added to it."""
+    return f"""
+plugins:
+- {{type: queue-scorer}}
+- {{type: kv-cache-utilization-scorer}}
+- {{type: prefix-cache-scorer}}
+- {{type: max-score-picker}}
+{extra_plugins}
+schedulingProfiles:
+- name: default
+  plugins:
+  - {{pluginRef: queue-scorer, weight: 2}}
+  - {{pluginRef: kv-cache-utilization-scorer, weight: 2}}
+  - {{pluginRef: prefix-cache-scorer, weight: 3}}
+  - {{pluginRef: max-score-picker}}
+{extra_refs}
+"""
+
+
+PRECISE = _default_profile("- {type: precise-prefix-cache-producer, parameters: {blockSize: 16}}")
+LORA = _default_profile("- {type: lora-affinity-scorer}", "  - {pluginRef: lora-affinity-scorer, weight: 2}")
+
+
+class Policy:
+    name = ""
+
+    async def start(self, fleet: SimFleetProcess) -> None:
+        self.addresses = list(fleet.addresses)
+
+    def pick(self, path: str, body: bytes) -> str:
+        raise NotImplementedError
+
+    def done(self, address: str) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+class RandomPolicy(Policy):
+    name = "random"
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(f"random-policy|{seed}")
+
+    def pick(self, path: str, body: bytes) -> str:
+        return self.rng.choice(self.addresses)
+
+
+class RoundRobinPolicy(Policy):
+    name = "round-robin"
+
+    async def start(self, fleet: SimFleetProcess) -> None:
+        await super().start(fleet)
+        self.cycle = itertools.cycle(self.addresses)
+
+    def pick(self, path: str, body: bytes) -> str:
+        return next(self.cycle)
+
+
+class LeastRequestPolicy(Policy):
+    """Fewest requests outstanding from this client (Envoy's LEAST_REQUEST), ties at random."""
+
+    name = "least-queue"
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(f"least-policy|{seed}")
+
+    async def start(self, fleet: SimFleetProcess) -> None:
+        await super().start(fleet)
+        self.outstanding = dict.fromkeys(self.addresses, 0)
+
+    def pick(self, path: str, body: bytes) -> str:
+        low = min(self.outstanding.values())
+        address = self.rng.choice([a for a, n in self.outstanding.items() if n == low])
+        self.outstanding[address] += 1
+        return address
+
+    def done(self, address: str) -> None:
+        self.outstanding[address] -= 1
+
+
+class SluicegatePolicy(Policy):
+    """The Router as the EPP runs it: Rust scraper on the sims' /metrics, route per request,
+    release when the answer is in; with `precise`, KV events feed the prefix index."""
+
+    def __init__(self, name: str, config: str | None = None, precise: bool = False) -> None:
+        self.name = name
+        self.scheduler = Scheduler(config)
+        self.precise = precise
+        self.subscriber: KvEventSubscriber | None = None
+
+    async def start(self, fleet: SimFleetProcess) -> None:
+        await super().start(fleet)
+        router = self.scheduler.router
+        self.scheduler.set_endpoints([Endpoint(f"sim-{i}", a) for i, a in enumerate(self.addresses)])
+        router.start_scraper()
+        for _ in range(200):  # every endpoint scraped once, at most 2 s
+            if all(s.age_ms >= 0 for s in router.status()):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise RuntimeError("the Router never scraped every simulator")
+        if self.precise:
+            self.subscriber = KvEventSubscriber(router)
+            self.subscriber.set_publishers(fleet.kv_events)
+
+    def pick(self, path: str, body: bytes) -> str:
+        return self.scheduler.router.route(path, body).primary
+
+    def done(self, address: str) -> None:
+        self.scheduler.release(address)
+
+    async def stop(self) -> None:
+        self.scheduler.router.stop_scraper()
+        if self.subscriber is not None:
+            await self.subscriber.close()
+
+
+def policies(workload: str, seed: int) -> list[Policy]:
+    out: list[Policy] = [RandomPolicy(seed), RoundRobinPolicy(), LeastRequestPolicy(seed),
+                         SluicegatePolicy("sluicegate"), SluicegatePolicy("sluicegate+precise", PRECISE, True)]
+    if workload == "lora":
+        out.append(SluicegatePolicy("sluicegate+lora", LORA))
+    return out

@@ -1,0 +1,104 @@
+"""The quality bench's report: one table per workload, the issue's targets checked against the
+same run, and a PNG of the headline numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+Row = Mapping[str, Any]
+COLUMNS = (  # key, header, width, format
+    ("policy", "policy", 19, "{}"), ("requests", "req", 5, "{}"), ("errors", "err", 4, "{}"),
+    ("ttft_p50_ms", "TTFT p50", 9, "{:.0f}"), ("ttft_p90_ms", "p90", 7, "{:.0f}"),
+    ("ttft_p99_ms", "p99", 7, "{:.0f}"), ("e2e_p50_ms", "e2e p50", 8, "{:.0f}"),
+    ("e2e_p99_ms", "e2e p99", 8, "{:.0f}"), ("output_tok_s", "tok/s", 7, "{:.0f}"),
+    ("prefix_hit_rate", "hit rate", 9, "{:.1%}"), ("preemptions", "preempt", 8, "{}"),
+    ("adapter_loads", "loads", 6, "{}"))
+
+
+def _line(cells: Sequence[str]) -> str:
+    first, *rest = cells
+    return first.ljust(COLUMNS[0][2]) + "".join(c.rjust(w + 1) for c, (_, _, w, _) in zip(rest, COLUMNS[1:]))
+
+
+def table(rows: Sequence[Row]) -> str:
+    lines = [f"workload {rows[0]['workload']} at {rows[0]['rate']} req/s (ms on the simulators' clock)",
+             _line([label for _, label, _, _ in COLUMNS])]
+    lines += [_line(["-" if row[key] is None else fmt.format(row[key]) for key, _, _, fmt in COLUMNS])
+              for row in rows]
+    return "\n".join(lines)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def targets(by_workload: Mapping[str, Sequence[Row]]) -> list[tuple[str, bool | None, str]]:
+    """(target, met or None when its workload did not run, the numbers behind it)."""
+    def row(workload: str, policy: str) -> Row | None:
+        return next((r for r in by_workload.get(workload, ()) if r["policy"] == policy), None)
+
+    out: list[tuple[str, bool | None, str]] = []
+    for policy in ("sluicegate", "sluicegate+precise"):
+        ours, rr = row("shared_prefix", policy), row("shared_prefix", "round-robin")
+        if ours and rr:
+            t = _ratio(ours["ttft_p50_ms"], rr["ttft_p50_ms"])
+            h = _ratio(ours["prefix_hit_rate"], rr["prefix_hit_rate"])
+            out.append((f"(a) {policy}: TTFT p50 <= 0.5x round-robin", t is not None and t <= 0.5,
+                        f"{t:.2f}x" if t is not None else "n/a"))
+            out.append((f"(a) {policy}: hit rate >= 2x round-robin", h is not None and h >= 2.0,
+                        f"{h:.2f}x" if h is not None else "n/a"))
+        ours, lq = row("varied", policy), row("varied", "least-queue")
+        if ours and lq:
+            t = _ratio(ours["ttft_p50_ms"], lq["ttft_p50_ms"])
+            e = _ratio(ours["e2e_p50_ms"], lq["e2e_p50_ms"])
+            ok = t is not None and e is not None and t <= 1.05 and e <= 1.05
+            out.append((f"(b) {policy}: TTFT/e2e p50 <= 1.05x least-queue", ok,
+                        f"TTFT {t:.2f}x, e2e {e:.2f}x" if ok or (t and e) else "n/a"))
+    for policy in ("sluicegate", "sluicegate+lora"):
+        ours, rr = row("lora", policy), row("lora", "round-robin")
+        if ours and rr:
+            out.append((f"(c) {policy}: fewer adapter loads than round-robin",
+                        ours["adapter_loads"] < rr["adapter_loads"],
+                        f"{ours['adapter_loads']} vs {rr['adapter_loads']}"))
+    return out
+
+
+def format_targets(checked: Sequence[tuple[str, bool | None, str]]) -> str:
+    return "\n".join(f"{'MET ' if met else 'MISS'}  {name}: {numbers}" for name, met, numbers in checked)
+
+
+def plot(by_workload: Mapping[str, Sequence[Row]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = [w for w in ("shared_prefix", "varied", "lora") if w in by_workload]
+    fig, axes = plt.subplots(2, len(workloads), figsize=(5.5 * len(workloads), 8), squeeze=False)
+    second = {"shared_prefix": ("prefix_hit_rate", "prefix-cache hit rate"),
+              "varied": ("e2e_p50_ms", "end-to-end p50 (ms)"),
+              "lora": ("adapter_loads", "LoRA adapter loads")}
+    for col, workload in enumerate(workloads):
+        rows = by_workload[workload]
+        names = [r["policy"] for r in rows]
+        x = range(len(rows))
+        ax = axes[0][col]
+        for offset, (key, label) in zip((-0.27, 0.0, 0.27), (("ttft_p50_ms", "p50"), ("ttft_p90_ms", "p90"),
+                                                              ("ttft_p99_ms", "p99"))):
+            ax.bar([i + offset for i in x], [r[key] or 0 for r in rows], width=0.27, label=label)
+        ax.set_title(f"{workload}: TTFT (ms, simulated clock)")
+        ax.set_yscale("log")
+        ax.set_xticks(list(x), names, rotation=30, ha="right")
+        ax.legend()
+        key, label = second[workload]
+        ax = axes[1][col]
+        ax.bar(list(x), [r[key] or 0 for r in rows], color="tab:green")
+        ax.set_title(f"{workload}: {label}")
+        ax.set_xticks(list(x), names, rotation=30, ha="right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
