@@ -286,6 +286,8 @@ def test_replicas_set_above_one_by_an_autoscaler_are_left_alone(stack):
     ({"target_name": ""}, "activator.llm-d.ai/target-name", "''"),
     ({"scale_from_zero_grace_period": "soon"}, "activator.llm-d.ai/scale-from-zero-grace-period", "'soon'"),
     ({"target_kind": "ConfigMap", "target_apiversion": "v1"}, "activator.llm-d.ai/target-kind", "'ConfigMap'"),
+    ({"target_kind": "ReplicationController", "target_apiversion": "v1"}, "activator.llm-d.ai/target-kind",
+     "'ReplicationController'"),
 ])
 def test_invalid_annotations_are_reported_once_and_the_pool_runs_without_activator(stack, override, field, value):
     s = stack(replicas=1, ann=annotations(delay="0.5s", **override), epp_args=("--enable-scale-to-zero",))

@@ -53,6 +53,9 @@ class ScaleTarget:
                 if f"{name}/scale" not in names:
                     raise ConfigError(f"{KIND}: {self.target.kind!r} ({self.target.api_version}) has no scale "
                                       "subresource")
+                if not group:
+                    raise ConfigError(f"{KIND}: {self.target.kind!r}: core-group (v1) workloads are not supported; "
+                                      "use a Deployment, StatefulSet or a CRD with a scale subresource")
                 self.plural = name
                 return
         raise ConfigError(f"{KIND}: {self.target.kind!r} is not a kind served by {self.target.api_version}")
