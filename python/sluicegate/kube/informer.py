@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -109,8 +110,14 @@ class Informer:
             try:
                 if self._rv is None:
                     self._list()
+                events_before, started = self.stats.events, time.monotonic()
                 self._watch()
-                backoff = BACKOFF_START_S
+                if self.stats.events == events_before and time.monotonic() - started < 1.0:
+                    # Closed at once with nothing in it: do not spin on a server that does this.
+                    self._sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_CAP_S)
+                else:
+                    backoff = BACKOFF_START_S
             except Gone:
                 self.stats.gone += 1
                 log.info("%s: watch history expired (410), relisting", self.resource.kind)
