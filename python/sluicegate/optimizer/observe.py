@@ -6,7 +6,7 @@ window's arrival rate and mean prompt and output tokens: the `ModelLoad` sized f
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass
 
 import aiohttp
@@ -62,11 +62,27 @@ class LoadMeter:
 
 
 # The EPP's own request accounting on its /metrics (canonical llm_d_epp_* families).
-_REQUESTS = "llm_d_epp_request_total"
-_TOKENS = {"llm_d_epp_request_input_tokens_sum": "in_sum",
-           "llm_d_epp_request_input_tokens_count": "in_count",
-           "llm_d_epp_request_output_tokens_sum": "out_sum",
-           "llm_d_epp_request_output_tokens_count": "out_count"}
+_EPP_FIELDS = {"llm_d_epp_request_total": "requests",
+               "llm_d_epp_request_input_tokens_sum": "in_sum",
+               "llm_d_epp_request_input_tokens_count": "in_count",
+               "llm_d_epp_request_output_tokens_sum": "out_sum",
+               "llm_d_epp_request_output_tokens_count": "out_count"}
+
+
+def sum_samples(text: str, fields: Mapping[str, str], group_label: str | None = None
+                ) -> dict[str, dict[str, float]]:
+    """Prometheus text → {group: {field: sum of the samples named for it}}, grouped by the
+    value of `group_label` (samples without it skipped), or all under "" when None."""
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            field = fields.get(s.name)
+            group = s.labels.get(group_label, "") if group_label else ""
+            if field is None or (group_label and not group):
+                continue
+            row = out.setdefault(group, {})
+            row[field] = row.get(field, 0.0) + s.value
+    return out
 
 
 @dataclass(frozen=True)
@@ -85,16 +101,8 @@ class EppTotals:
 
 def parse_epp_metrics(text: str) -> dict[str, EppTotals]:
     """Per `model_name`, the request counter and the token histograms' sums and counts."""
-    per_model: dict[str, dict[str, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            field = "requests" if s.name == _REQUESTS else _TOKENS.get(s.name)
-            model = s.labels.get("model_name")
-            if field is None or not model:
-                continue
-            row = per_model.setdefault(model, {})
-            row[field] = row.get(field, 0.0) + s.value
-    return {m: EppTotals(**row) for m, row in per_model.items()}
+    return {m: EppTotals(**row)
+            for m, row in sum_samples(text, _EPP_FIELDS, "model_name").items()}
 
 
 class EppLoadSource:

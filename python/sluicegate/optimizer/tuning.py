@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from .fit import KalmanLinearFit, ProfileFit
 from .inputs import AcceleratorProfile
+from .observe import sum_samples
 
 _FIELDS = {"vllm:inter_token_latency_seconds_sum": "itl_sum",
            "vllm:inter_token_latency_seconds_count": "itl_count",
@@ -34,13 +33,7 @@ class VllmSample:
 
 
 def parse_vllm_metrics(text: str) -> VllmSample:
-    values = dict.fromkeys(_FIELDS.values(), 0.0)
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            field = _FIELDS.get(s.name)
-            if field is not None:
-                values[field] += s.value
-    return VllmSample(**values)
+    return VllmSample(**sum_samples(text, _FIELDS).get("", {}))
 
 
 class ProfileTuner:
