@@ -57,14 +57,14 @@ def _cell(value: float | None, fmt: str = "{:.0f}") -> str:
 
 
 def format_table(results: dict[str, PathResult]) -> str:
-    header = (f"{'path':<22}{'vs':<11}{'n':>6}{'p50':>7}{'p99':>7}{'vs p50':>8}{'vs p99':>8}"
+    header = (f"{'path':<26}{'vs':<11}{'n':>6}{'p50':>7}{'p99':>7}{'vs p50':>8}{'vs p99':>8}"
               f"{'+p50':>7}{'+p99':>7}{'x p50':>7}"
               + "".join(f"{role + ' cpu':>12}" for role in ROLES) + f"{'epp idle':>10}")
     lines = [header, "-" * len(header)]
     for r in results.values():
         base, added, cpu = r.baseline_latency, r.added(), r.cpu_us_per_request
         lines.append(
-            f"{r.name:<22}{r.baseline or '-':<11}{r.latency.n:>6}{r.latency.p50_us:>7.0f}"
+            f"{r.name:<26}{r.baseline or '-':<11}{r.latency.n:>6}{r.latency.p50_us:>7.0f}"
             f"{r.latency.p99_us:>7.0f}{_cell(base and base.p50_us):>8}{_cell(base and base.p99_us):>8}"
             f"{_cell(added.get('added_p50_us')):>7}{_cell(added.get('added_p99_us')):>7}"
             f"{_cell(added.get('ratio_p50'), '{:.2f}'):>7}"

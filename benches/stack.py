@@ -41,21 +41,32 @@ class PathConfig:
         return self.epp_args is not None
 
 
+PYTHON = ("--ext-proc-impl", "python")  # grpc.aio, the state machine in Python
+RUST = ("--ext-proc-impl", "rust")  # tonic, the state machine in Rust, no Python per request
+
 # Baselines come before the paths measured against them: the table is read top-down.
 PATHS: tuple[PathConfig, ...] = (
     PathConfig("direct", "client → backend, no proxy", through_envoy=False),
     PathConfig("envoy", "Envoy, no ext_proc, round-robin cluster", through_envoy=True,
                baseline="direct"),
     PathConfig("epp-full-duplex", "Envoy + EPP, FULL_DUPLEX_STREAMED (upstream config)",
-               through_envoy=True, epp_args=(), baseline="envoy"),
+               through_envoy=True, epp_args=PYTHON, baseline="envoy"),
+    PathConfig("epp-rust-full-duplex", "as epp-full-duplex, Rust ext_proc server",
+               through_envoy=True, epp_args=RUST, baseline="envoy"),
     PathConfig("epp-skip-response", "Envoy + EPP --skip-response-processing",
-               through_envoy=True, epp_args=("--skip-response-processing",), baseline="envoy"),
-    PathConfig("epp-buffered", "Envoy + EPP, BUFFERED bodies", through_envoy=True, epp_args=(),
+               through_envoy=True, epp_args=(*PYTHON, "--skip-response-processing"), baseline="envoy"),
+    PathConfig("epp-rust-skip-response", "as epp-skip-response, Rust ext_proc server",
+               through_envoy=True, epp_args=(*RUST, "--skip-response-processing"), baseline="envoy"),
+    PathConfig("epp-buffered", "Envoy + EPP, BUFFERED bodies", through_envoy=True, epp_args=PYTHON,
                processing_mode="buffered", baseline="envoy"),
+    PathConfig("epp-rust-buffered", "as epp-buffered, Rust ext_proc server", through_envoy=True,
+               epp_args=RUST, processing_mode="buffered", baseline="envoy"),
     PathConfig("envoy-get", "Envoy, no ext_proc, GET without body", through_envoy=True,
                method="GET", baseline="direct"),
     PathConfig("epp-full-duplex-get", "Envoy + EPP full duplex, GET without body",
-               through_envoy=True, epp_args=(), method="GET", baseline="envoy-get"),
+               through_envoy=True, epp_args=PYTHON, method="GET", baseline="envoy-get"),
+    PathConfig("epp-rust-full-duplex-get", "as epp-full-duplex-get, Rust ext_proc server",
+               through_envoy=True, epp_args=RUST, method="GET", baseline="envoy-get"),
 )
 
 
