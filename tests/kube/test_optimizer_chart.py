@@ -103,3 +103,17 @@ def test_controller_with_the_charts_service_account(helm, control_plane, cluster
             raise
     assert code == 0, log.read_text()[-2000:]
     assert "Forbidden" not in log.read_text() and "403" not in log.read_text()
+
+
+def test_tuning_adds_the_pod_read_rights_and_flags(helm) -> None:  # noqa: F811
+    values = _values("wva", {}, 9091)
+    values["-f"]["optimizer"].update(actuate=False, tunePort=8000,
+                                     eppMetrics=["http://pool-epp:9090/metrics"])
+    docs = render(helm, "ns", values)
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]} in role["rules"]
+    scale = next(r for r in role["rules"] if "deployments/scale" in r["resources"])
+    assert scale["verbs"] == ["get"]  # reads the selector; may not scale without actuate
+    args = next(d for d in docs if d["kind"] == "Deployment" and "optimizer" in
+                d["metadata"]["name"])["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--tune-port=8000" in args and "--epp-metrics=http://pool-epp:9090/metrics" in args

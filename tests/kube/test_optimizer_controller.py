@@ -6,13 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 from kubernetes import client
+
+from sluicegate.loadgen.client import send
+from sluicegate.loadgen.workloads import WorkloadRequest
+from sluicegate.sim.config import SimConfig
 
 from sluicegate.optimizer import greedy, samples_dir
 from sluicegate.optimizer.controller import ControllerOptions, OptimizerController
@@ -170,3 +177,47 @@ def test_cli_names_a_bad_variant_field_read_from_the_cluster(cluster_inputs, con
     assert out.returncode == 1
     assert f"namespace {kube.ns}: VariantAutoscaling llama-70b: spec.modelProfile" \
         ".accelerators[0].maxBatchSize=0: must be an integer >= 1" in out.stderr
+
+
+def test_controller_tunes_the_profile_from_the_pods_vllm_metrics(cluster_inputs, sims,
+                                                                 loop_thread) -> None:
+    kube, extra = cluster_inputs
+    sim = SimConfig(alpha_ms=20.0, beta_ms=1.5, gamma_ms=2.0, delta_ms=0.01, max_num_seqs=16,
+                    loras=(), model="meta/llama-3.1-8b", seed=5)
+    (server,) = sims.start(sim)
+    host, port = server.address.rsplit(":", 1)
+    kube.ready_pod("llama-8b-a100-0", {"app": "llama-8b-a100"}, host)
+    ctl = OptimizerController(kube.api, extra, greedy.solve, ControllerOptions(
+        configmap_namespace=kube.ns, tune_port=int(port)))
+    itls: list[float] = []
+
+    async def drive() -> None:
+        until = time.monotonic() + 6.0
+        async with aiohttp.ClientSession() as session:
+            async def client_loop() -> None:
+                while time.monotonic() < until:
+                    r = await send(session, f"http://{server.address}", WorkloadRequest(
+                        "/v1/completions", {"model": sim.model, "prompt": "x " * 200,
+                                            "max_tokens": 24, "stream": True,
+                                            "ignore_eos": True}))
+                    assert r.ok, r.error
+                    itls.append((r.e2e_s - r.ttft_s) * 1000 / (r.output_tokens - 1))
+
+            async def optimize() -> None:
+                await asyncio.sleep(1.0)
+                while time.monotonic() < until:
+                    await ctl.run_once()
+                    await asyncio.sleep(0.4)
+
+            await asyncio.gather(*(client_loop() for _ in range(8)), optimize())
+
+    loop_thread.run(drive(), timeout=60)
+    tuner = ctl.tuning.tuners[("meta/llama-3.1-8b", "A100")]
+    fit = tuner.fit.decode
+    assert fit.samples >= 5
+    # One batch size (8) was seen: the line must predict the ITL the clients saw there.
+    assert fit.base + fit.slope * 8 == pytest.approx(statistics.mean(itls[len(itls) // 3:]),
+                                                     rel=0.2)
+    text = ctl.exporter.render().decode()
+    assert ('sluicegate_optimizer_fit_rmse_ms{accelerator_type="A100",'
+            'model_name="meta/llama-3.1-8b",phase="decode"}') in text

@@ -54,6 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(repeatable; overrides the OptimizerConfig load of the models it saw)")
     k.add_argument("--load-window", type=float, default=120.0,
                    help="seconds of EPP accounting one load estimate spans")
+    k.add_argument("--tune-port", type=int, default=None, metavar="PORT",
+                   help="fit each profile online from its pods' vLLM /metrics on this port")
     k.add_argument("--metrics-port", type=int, default=None,
                    help="with --interval: serve the gauges on /metrics at this port")
 
@@ -116,7 +118,8 @@ def _run_kube(args: argparse.Namespace) -> int:
         print(f"sluicegate optimize: {e}", file=sys.stderr)
         return 1
     opts = ControllerOptions(interval_s=args.interval, scale_down_window_s=args.scale_down_window,
-                             actuate=args.actuate, configmap_namespace=args.configmap_namespace)
+                             actuate=args.actuate, configmap_namespace=args.configmap_namespace,
+                             tune_port=args.tune_port)
     source = EppLoadSource(args.epp_metrics, args.load_window) if args.epp_metrics else None
     controller = OptimizerController(api_client(args.kubeconfig), extra, SOLVERS[args.solver],
                                      opts, load_source=source)

@@ -13,13 +13,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import aiohttp
 from kubernetes import client
 
 from .actuation import Decision, MetricsExporter, Stabilizer, actuate, decide
 from .config import parse_sourced
-from .inputs import ModelLoad, OptimizerInput
-from .kube import KubeScaler, read_documents, write_status
+from .fit import ProfileFit, apply_fits
+from .inputs import AcceleratorProfile, ModelLoad, OptimizerInput, ScaleTarget, Variant
+from .kube import KubeScaler, model_server_urls, read_documents, write_status
 from .observe import EppLoadSource
+from .tuning import ProfileTuner, VllmSample, parse_vllm_metrics
 from .problem import Problem, Solution, build_problem
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,50 @@ class ControllerOptions:
     scale_down_window_s: float = 300.0
     actuate: bool = False
     configmap_namespace: str = "workload-variant-autoscaler-system"
+    tune_port: int | None = None  # model servers' metrics port: tune profiles online
+
+
+class _Tuning:
+    """A ProfileTuner per (model, accelerator) fed by every ready pod of the variants using it;
+    the previous scrape is kept per pod URL."""
+
+    def __init__(self, api: client.ApiClient, port: int) -> None:
+        self._api, self._port = api, port
+        self.tuners: dict[tuple[str, str], ProfileTuner] = {}
+        self._prev: dict[str, VllmSample] = {}
+
+    async def round(self, inp: OptimizerInput) -> dict[tuple[str, str], ProfileFit]:
+        seen: set[str] = set()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            for v in inp.variants:
+                profile = _profile_in_use(v)
+                if profile is None:
+                    continue
+                target = v.scale_target or ScaleTarget(kind="Deployment", name=v.name)
+                urls = await asyncio.to_thread(model_server_urls, self._api, target,
+                                               v.namespace, self._port)
+                load = inp.load_of(v.model, v.namespace)
+                tuner = self.tuners.setdefault((v.model, profile.acc), ProfileTuner(profile))
+                for url in urls:
+                    try:
+                        async with session.get(url) as resp:
+                            cur = parse_vllm_metrics(await resp.text())
+                    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                        log.warning("tuning: %s: %s", url, e)
+                        continue
+                    seen.add(url)
+                    if url in self._prev:
+                        tuner.observe(self._prev[url], cur, load.input_tokens if load else 0.0)
+                    self._prev[url] = cur
+        for url in set(self._prev) - seen:
+            del self._prev[url]
+        return {k: t.fit for k, t in self.tuners.items() if t.decode.samples}
+
+
+def _profile_in_use(v: Variant) -> AcceleratorProfile | None:
+    if len(v.profiles) == 1:
+        return v.profiles[0]
+    return next((p for p in v.profiles if p.acc == v.current_accelerator), None)
 
 
 class OptimizerController:
@@ -46,6 +93,7 @@ class OptimizerController:
         self._stabilizer = Stabilizer(opts.scale_down_window_s)
         self._scaler = KubeScaler(api)
         self._load_source = load_source
+        self.tuning = _Tuning(api, opts.tune_port) if opts.tune_port else None
 
     async def run_once(self, now: float | None = None) -> tuple[Solution, list[Decision]]:
         docs = await asyncio.to_thread(read_documents, self._api, self.opts.configmap_namespace)
@@ -53,6 +101,10 @@ class OptimizerController:
         if self._load_source is not None:
             await self._load_source.sample(time.monotonic())
             inp = with_observed_load(inp, self._load_source.loads())
+        if self.tuning is not None:
+            fits = await self.tuning.round(inp)
+            self.exporter.update_fits(fits)
+            inp = apply_fits(inp, fits)
         problem = await asyncio.to_thread(build_problem, inp)  # sizing: numpy, seconds at most
         sol = self._solve(problem)
         decisions = decide(sol, inp.variants, time.time() if now is None else now,

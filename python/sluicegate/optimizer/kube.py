@@ -82,6 +82,28 @@ class KubeScaler:
                                                                  t.name, body)
 
 
+def model_server_urls(api: client.ApiClient, target: ScaleTarget, namespace: str,
+                      port: int) -> list[str]:
+    """/metrics of the target's ready pods, found through the scale subresource's selector
+    (so no read right on the workload itself is needed)."""
+    scaler = KubeScaler(api)
+    try:
+        scale = scaler._read(target, namespace)
+    except ApiException as e:
+        if e.status == 404:
+            return []
+        raise
+    status = scale.get("status", {}) if isinstance(scale, dict) else scale.status.to_dict()
+    selector = status.get("selector") or ""
+    if not selector:
+        return []
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector).items
+    return [f"http://{p.status.pod_ip}:{port}/metrics" for p in pods
+            if p.status and p.status.pod_ip and p.metadata.deletion_timestamp is None
+            and any(c.type == "Ready" and c.status == "True"
+                    for c in (p.status.conditions or []))]
+
+
 def _custom(t: ScaleTarget) -> tuple[str, str, str]:
     group, _, version = t.api_version.rpartition("/")
     return group, version, t.kind.lower() + "s"
