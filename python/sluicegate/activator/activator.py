@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from ..errors import NoEndpointsError
 from ..flowcontrol import FlowController, Ticket
@@ -97,10 +97,6 @@ class Activator:
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
             self._ready = None
-
-    def touch(self) -> None:
-        """A request arrived: the idle clock starts again."""
-        self._idle_since = time.monotonic()
 
     # scale from zero
 
@@ -206,6 +202,8 @@ class Activator:
 
 def servers_busy(router: Any) -> Callable[[], bool]:
     """True while a freshly scraped endpoint of the pool reports running or waiting requests."""
+    if router is None:
+        return lambda: False
     return lambda: any((e.running or e.waiting) and not e.stale for e in router.status())
 
 
@@ -220,13 +218,14 @@ class ActivatedFlow:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._flow, name)
 
-    async def acquire(self, *args: Any, **kwargs: Any) -> Ticket:
+    def acquire(self, *args: Any, **kwargs: Any) -> Awaitable[Ticket]:
+        """FlowController.acquire; held by the activator while the pool is at zero. A plain
+        function returning the awaitable, so the usual case costs no extra coroutine."""
         act = self._activator
-        act.touch()
         managed = act.at_zero()
         if managed is None:
-            return await self._flow.acquire(*args, **kwargs)
-        return await act.hold(asyncio.ensure_future(self._flow.acquire(*args, **kwargs)), managed)
+            return self._flow.acquire(*args, **kwargs)
+        return act.hold(asyncio.ensure_future(self._flow.acquire(*args, **kwargs)), managed)
 
 
 def _abandon(acquiring: asyncio.Future[Ticket]) -> None:
