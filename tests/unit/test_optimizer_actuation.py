@@ -3,6 +3,7 @@ HPA/KEDA read under the workload-variant-autoscaler's metric names."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -97,3 +98,17 @@ def test_exporter_drops_variants_that_are_gone(solved) -> None:
     exporter.update(sol, decide(sol, problem.input.variants, 0.0))
     exporter.update(sol, [])
     assert b'wva_desired_replicas{' not in exporter.render()
+
+
+def test_condition_time_moves_only_on_a_transition(solved) -> None:
+    problem, sol = solved
+    d = next(d for d in decide(sol, problem.input.variants, 0.0)
+             if d.variant.name == "llama-70b")
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    same = replace(d, variant=replace(d.variant, ready_condition=("True", "2025-12-01T00:00:00Z")))
+    flipped = replace(d, variant=replace(d.variant, ready_condition=("False",
+                                                                     "2025-12-01T00:00:00Z")))
+    assert status_patch(same, now)["status"]["conditions"][0]["lastTransitionTime"] == \
+        "2025-12-01T00:00:00Z"
+    assert status_patch(flipped, now)["status"]["conditions"][0]["lastTransitionTime"] == \
+        "2026-01-02T03:04:05Z"

@@ -92,6 +92,9 @@ def status_patch(d: Decision, now: datetime | None = None, applied: bool = False
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
     a = d.allocation
     ok = a.slo_met or not a.serving
+    previous = d.variant.ready_condition
+    # The condition's time moves only when its status does (a transition), not every round.
+    since = previous[1] if previous and previous[0] == ("True" if ok else "False") else stamp
     return {"status": {
         "desiredOptimizedAlloc": {"accelerator": a.accelerator or d.variant.profiles[0].acc,
                                   "numReplicas": d.desired_replicas, "lastRunTime": stamp,
@@ -100,7 +103,7 @@ def status_patch(d: Decision, now: datetime | None = None, applied: bool = False
         "conditions": [{
             "type": "OptimizationReady", "status": "True" if ok else "False",
             "reason": "OptimizationSucceeded" if ok else "SLONotMet",
-            "message": d.reason, "lastTransitionTime": stamp,
+            "message": d.reason, "lastTransitionTime": since,
         }],
     }}
 

@@ -22,6 +22,7 @@ ACCELERATOR_COSTS_CONFIGMAP = "accelerator-unit-costs"
 SCALE_TO_ZERO_CONFIGMAPS = ("wva-model-scale-to-zero-config", "model-scale-to-zero-config")
 OPTIMIZER_CONFIG_KIND = "OptimizerConfig"
 VARIANT_KIND = "VariantAutoscaling"
+READY_CONDITION = "OptimizationReady"
 
 
 def load_config(paths: Sequence[str]) -> OptimizerInput:
@@ -160,6 +161,8 @@ def parse_variant(obj: Any, source: str) -> Variant:
     current = _mapping(status.get("currentAlloc") or {}, f"{obj_where}: status", "currentAlloc")
     desired = _mapping(status.get("desiredOptimizedAlloc") or {}, f"{obj_where}: status",
                        "desiredOptimizedAlloc")
+    ready = next((c for c in status.get("conditions") or []
+                  if isinstance(c, Mapping) and c.get("type") == READY_CONDITION), None)
     return Variant(
         name=name, namespace=str(meta.get("namespace") or "default"),
         model=_str(spec, where, "modelID"),
@@ -169,7 +172,9 @@ def parse_variant(obj: Any, source: str) -> Variant:
         variant_id=str(spec.get("variantID") or ""), scale_target=target,
         current_replicas=_int(current, f"{obj_where}: status.currentAlloc", "numReplicas",
                               minimum=0, default=None),
-        current_accelerator=str(desired.get("accelerator") or ""))
+        current_accelerator=str(desired.get("accelerator") or ""),
+        ready_condition=(str(ready.get("status")), str(ready.get("lastTransitionTime")))
+        if ready else None)
 
 
 def parse_load(entry: Any, where: str) -> ModelLoad:

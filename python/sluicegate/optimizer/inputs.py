@@ -76,6 +76,8 @@ class Variant:
     scale_target: ScaleTarget | None = None
     current_replicas: int | None = None  # status.currentAlloc.numReplicas
     current_accelerator: str = ""  # status.desiredOptimizedAlloc.accelerator of the last run
+    # status.conditions OptimizationReady as (status, lastTransitionTime), to keep its time
+    ready_condition: tuple[str, str] | None = None
     max_queue_per_batch: float = 10.0  # Q = this * max batch: vLLM's waiting-queue headroom
 
     @property
