@@ -79,6 +79,13 @@ class Epp:
         # pool is saturated or empty, and are routed in the dispatch thread when their turn comes.
         fc = self.config.flow_control
         self.flow = FlowController(fc, router=self.router) if fc.enabled else None
+        # Gate off, Python request path: upstream's legacy admission sheds sheddable requests
+        # (objective priority < 0) with 429 while the pool is saturated.
+        self.shedder = None
+        if self.flow is None and server_class is EppServer:
+            self.shedder = FlowController(fc, router=self.router, queueing=False)
+            if self.kube is not None:
+                self.kube.on_objectives(self.shedder.set_objectives)
         # Activator (Kubernetes mode with flow control): scale the pool's workload from/to zero.
         self.activator = None
         if self.flow is not None and self.kube is not None and self.kube.watcher.pool is not None:
@@ -91,6 +98,8 @@ class Epp:
             self.activator = static_activator(opts.pool_name or "default", self.flow, self.router,
                                               self.config.activator)
         flow_args = {"flow": self.activator.flow if self.activator else self.flow} if self.flow is not None else {}
+        if self.shedder is not None:
+            flow_args = {"flow": self.shedder}
         if self.flow is not None and self.kube is not None:
             self.kube.on_objectives(self.flow.set_objectives)
             flow_args["flow"] = self.kube.rewriting(flow_args["flow"])  # InferenceModelRewrite before queueing
@@ -172,6 +181,8 @@ class Epp:
             await self.activator.stop()
         if self.flow is not None:
             self.flow.close()  # still-queued requests get 503 rejected-shutting-down
+        if self.shedder is not None:
+            self.shedder.close()
         await self.server.stop(self.opts.drain_timeout_s if drain_timeout is None else drain_timeout)
         await self.discovery.stop()
         self.router.stop_scraper()

@@ -48,7 +48,7 @@ class InProcessEpp:
         self._lt = loop_thread
         opts = EppOptions(grpc_host="127.0.0.1", grpc_port=0, grpc_health_port=0, config_text=config_text,
                           endpoints_file=str(endpoints_file), secure_serving=False, drain_timeout_s=0,
-                          metrics_port=None)
+                          metrics_port=None, ext_proc_impl="python")
 
         async def start() -> Epp:
             epp = Epp(opts)
@@ -60,8 +60,9 @@ class InProcessEpp:
         self.stub = pb_grpc.ExternalProcessorStub(self.channel)
 
     def stats(self) -> dict:
-        assert self.epp.flow is not None
-        return self._lt.run(_call(self.epp.flow.stats))
+        flow = self.epp.flow or self.epp.shedder
+        assert flow is not None
+        return self._lt.run(_call(flow.stats))
 
     def wait_stats(self, **want: int) -> dict:
         deadline = time.monotonic() + 10
@@ -231,3 +232,32 @@ def test_a_client_going_away_takes_its_request_out_of_the_queue(start_epp, pool)
     s = epp.wait_stats(in_flight=0)
     assert (s["dispatched"], s["cancelled"]) == (2, 1)
     assert_one_outcome_each(s)
+
+
+LEGACY = """
+saturationDetector: {queueDepthThreshold: 5}
+objectives:
+- {name: batch, priority: -1}
+"""
+
+
+def test_without_the_gate_sheddable_requests_are_shed_with_429_while_the_pool_is_saturated(start_epp, tmp_path):
+    # No server answers at this address: its metrics never arrive, so it counts as saturated.
+    epp = start_epp(LEGACY, ["127.0.0.1:1"])
+    status, reason = immediate(Call(epp.stub, {"x-llm-d-inference-objective": "batch"}).first_answer())
+    assert (status, reason) == (429, "rejected-saturated")
+    standard = Call(epp.stub)
+    assert standard.routed(timeout=10) == "127.0.0.1:1", "only sheddable requests are shed"
+    standard.finish()
+    assert epp.stats()["submitted"] == 0, "nothing queues with the gate off"
+
+
+def test_without_the_gate_sheddable_requests_pass_while_the_pool_has_room(start_epp, pool):
+    epp = start_epp(LEGACY, [pool])
+    deadline = time.monotonic() + 10
+    while epp.stats()["saturation"] >= 1.0:  # until the first scrape of the idle simulator
+        assert time.monotonic() < deadline, "the simulator's metrics never arrived"
+        time.sleep(0.02)
+    call = Call(epp.stub, {"x-llm-d-inference-objective": "batch"})
+    assert call.routed(timeout=10) == pool
+    call.finish()

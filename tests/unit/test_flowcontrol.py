@@ -318,3 +318,17 @@ def test_property_order_is_priority_then_arrival_and_each_request_ends_once(admi
             fc.close()
 
     run(go())
+
+
+def test_legacy_admission_sheds_only_sheddable_requests_and_only_while_saturated():
+    router = router_with(1)
+    fc = FlowController(replace(FlowControlSettings(), objectives={"batch": -1, "gold": 3}), router=router,
+                        queueing=False)
+    try:
+        with pytest.raises(errors.SaturatedError):
+            fc.shed("batch")  # never scraped: counts as saturated
+        assert (fc.shed("gold"), fc.shed("")) == (3, 0)
+        router.ingest_metrics("10.0.0.1:8000", VLLM % 0)
+        assert fc.shed("batch") == -1
+    finally:
+        fc.close()

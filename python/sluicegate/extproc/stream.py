@@ -237,7 +237,11 @@ class RequestStream:
     def _decide(self, body: bytes, answer: Callable[[Decision], list[pb.ProcessingResponse]]
                 ) -> list[pb.ProcessingResponse]:
         """Route now and answer; with flow control on, leave both to `admit`."""
-        if self._flow is None:
+        flow = self._flow
+        if flow is None:
+            return answer(self._route(body))
+        if not flow.queueing:  # flowControl gate off: upstream's legacy admission, then route
+            self.priority = flow.shed(self.objective)
             return answer(self._route(body))
         self.admission = (body, answer)
         return []

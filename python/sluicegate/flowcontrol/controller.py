@@ -72,11 +72,13 @@ class FlowController:
     """
 
     def __init__(self, settings: FlowControlSettings | None = None, *, max_concurrency: int | None = None,
-                 router: Router | None = None) -> None:
+                 router: Router | None = None, queueing: bool = True) -> None:
         settings = settings or FlowControlSettings()
         if max_concurrency is not None:
             settings = replace(settings, detector={"type": "concurrency-detector", "maxConcurrency": max_concurrency})
         self.settings = settings
+        # False: the EPP with the flowControl gate off, where only `shed` (legacy admission) is used.
+        self.queueing = queueing
         self._router = router
         self._core = _CoreController(settings.to_json(), router)
         self._fd = self._core.wake_fd()
@@ -107,6 +109,14 @@ class FlowController:
         self._objectives = dict(priorities)
 
     # admission
+
+    def shed(self, objective: str) -> int:
+        """Upstream's legacy admission (no queueing): a sheddable request (priority < 0) is refused
+        with SaturatedError (429) while the pool is saturated. Returns the request's priority."""
+        priority = self.priority_of(objective)
+        if priority < 0 and self._core.saturation() >= 1.0:
+            raise errors.SaturatedError("the pool is saturated: sheddable request shed")
+        return priority
 
     def admit(self, flow: str = DEFAULT_FLOW, priority: int = 0, size: int = 0, ttl: float | None = None,
               slo_ttft: float | None = None) -> _Admission:
