@@ -42,7 +42,8 @@ class EppOptions:
     drain_timeout_s: float = 30.0
     skip_response: bool = False
     pool_name: str | None = None
-    ext_proc_impl: str = "python"  # "python" (grpc.aio) or "rust" (tonic, no Python per request)
+    # "rust" (tonic, no Python per request), "python" (grpc.aio), "auto": rust where it can serve
+    ext_proc_impl: str = "auto"
     metrics_port: int | None = 9090  # None: no metrics/health HTTP server
     metrics_token_file: str | None = None
     kube: "KubeOptions | None" = None  # Kubernetes mode (--pool-name or --endpoint-selector)
@@ -200,17 +201,18 @@ class Epp:
 
 
 def _ext_proc_server(opts: EppOptions, config: EppConfig) -> type[EppServer] | type[NativeEppServer]:
-    """The ext_proc server class --ext-proc-impl names; the Rust one only where it has every feature."""
-    if opts.ext_proc_impl == "python":
+    """The ext_proc server --ext-proc-impl names; `auto` is the Rust one unless the configuration
+    needs what only the Python request path has (flow control, Kubernetes mode)."""
+    impl = opts.ext_proc_impl
+    if impl not in ("auto", "python", "rust"):
+        raise ConfigError(f"--ext-proc-impl: {impl!r} is not one of auto, python, rust")
+    python_only = ("flow control (featureGates: [flowControl])" if config.flow_control.enabled
+                   else "Kubernetes mode (--pool-name, --endpoint-selector)" if opts.kube is not None else None)
+    if impl == "python" or (impl == "auto" and python_only):
         return EppServer
-    if opts.ext_proc_impl != "rust":
-        raise ConfigError(f"--ext-proc-impl: {opts.ext_proc_impl!r} is not one of python, rust")
-    if config.flow_control.enabled:
-        raise ConfigError("--ext-proc-impl rust: flow control (featureGates: [flowControl]) runs in the "
-                          "Python request path only; use --ext-proc-impl python")
-    if opts.kube is not None:
-        raise ConfigError("--ext-proc-impl rust: Kubernetes mode (--pool-name, --endpoint-selector) needs the "
-                          "Python request path (InferenceModelRewrite); use --ext-proc-impl python")
+    if python_only:
+        raise ConfigError(f"--ext-proc-impl rust: {python_only} runs in the Python request path only; "
+                          "use --ext-proc-impl python or auto")
     return NativeEppServer
 
 

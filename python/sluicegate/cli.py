@@ -36,8 +36,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refresh-metrics-interval", type=float, default=0.05, help="seconds")
     p.add_argument("--metrics-staleness-threshold", type=float, default=2.0, help="seconds")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds")
-    p.add_argument("--ext-proc-impl", choices=("python", "rust"), default="python",
-                   help="ext_proc server: python (grpc.aio) or rust (tonic; no flow control, no Kubernetes mode)")
+    p.add_argument("--ext-proc-impl", choices=("auto", "python", "rust"), default="auto",
+                   help="ext_proc server: rust (tonic), python (grpc.aio; flow control and Kubernetes mode need "
+                        "it), auto: rust unless those are on")
     p.add_argument("--skip-response-processing", type=_bool, nargs="?", const=True, default=False,
                    help="close the ext_proc stream after routing when the response needs no rewrite")
     p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug (per-request lines)")

@@ -1,5 +1,5 @@
-"""`--ext-proc-impl` picks the ext_proc server; the Rust one is refused, naming the flag, where
-it lacks a feature the configuration asks for."""
+"""`--ext-proc-impl` picks the ext_proc server: `auto` (the default) the Rust one unless the
+configuration needs the Python request path; an explicit `rust` is refused there, naming the flag."""
 
 from __future__ import annotations
 
@@ -22,14 +22,28 @@ def options(tmp_path, impl: str, **kw) -> EppOptions:
                       ext_proc_impl=impl, **kw)
 
 
-@pytest.mark.parametrize("impl, server_class", [("python", EppServer), ("rust", NativeEppServer)])
-def test_the_flag_picks_the_server(tmp_path, impl, server_class):
+def server_class(opts: EppOptions) -> type:
     async def build_and_stop():  # grpc.aio servers are made and stopped on a running loop
-        epp = Epp(options(tmp_path, impl))
+        epp = Epp(opts)
         await epp.server.stop(0)
-        return epp.server
+        if epp.flow is not None:
+            epp.flow.close()
+        return type(epp.server)
 
-    assert type(asyncio.run(build_and_stop())) is server_class
+    return asyncio.run(build_and_stop())
+
+
+@pytest.mark.parametrize("impl, expected", [("python", EppServer), ("rust", NativeEppServer),
+                                            ("auto", NativeEppServer)])
+def test_the_flag_picks_the_server(tmp_path, impl, expected):
+    assert server_class(options(tmp_path, impl)) is expected
+
+
+def test_auto_is_the_default_and_takes_python_for_flow_control(tmp_path):
+    assert EppOptions().ext_proc_impl == "auto"
+    assert build_parser().parse_args(["run"]).ext_proc_impl == "auto"
+    flow = options(tmp_path, "auto", config_text="featureGates: [flowControl]\n")
+    assert server_class(flow) is EppServer
 
 
 def test_rust_with_flow_control_is_refused_naming_the_flag(tmp_path):
