@@ -201,6 +201,18 @@ def test_requests_at_zero_wait_scale_up_once_and_all_succeed(stack):
           f"last {max(done for *_, done in out) - up:.3f} s")
 
 
+def test_a_client_that_gives_up_while_held_leaves_its_queue(stack):
+    s = stack(replicas=0, ann=annotations(grace="20s"))
+    s.kubelet.allow.clear()
+    with pytest.raises(TimeoutError):
+        s.post(timeout=1.0)  # the client hangs up; Envoy ends the ext_proc stream
+    wait_until(lambda: s.metric("sluicegate_scale_from_zero_waiting_requests", inference_pool="pool") == 0,
+               timeout=10, interval=0.05, what="held request gone")
+    assert s.metric("sluicegate_flow_control_requests_total", outcome="cancelled") == 1
+    s.kubelet.allow.set()
+    assert s.post()[0] == 200 and s.kubelet.replica_changes() == 1
+
+
 def test_time_from_first_request_to_first_response_at_zero(stack):
     s = stack(replicas=0, ann=annotations(grace="20s"))
     t0 = time.monotonic()
