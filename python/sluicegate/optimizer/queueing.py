@@ -77,7 +77,15 @@ def analyze(params: ServerParams, arrival_rps: float) -> QueueMetrics:
 
 def analyze_many(params: ServerParams, arrivals_rps: np.ndarray) -> list[QueueMetrics]:
     """`analyze` for many arrival rates in one vectorised pass (sizing evaluates a grid)."""
-    lam = np.asarray(arrivals_rps, dtype=np.float64)
+    cols = metric_arrays(params, arrivals_rps)
+    names = list(cols)
+    return [QueueMetrics(**{k: float(cols[k][i]) for k in names})
+            for i in range(cols["arrival_rps"].size)]
+
+
+def metric_arrays(params: ServerParams, arrivals_rps: np.ndarray) -> dict[str, np.ndarray]:
+    """The `QueueMetrics` fields as arrays over the arrival rates (no per-rate objects)."""
+    lam = np.atleast_1d(np.asarray(arrivals_rps, dtype=np.float64))
     if np.any(lam < 0) or not np.all(np.isfinite(lam)):
         raise ConfigError(f"arrival rate must be finite and >= 0, got {lam.tolist()!r}")
     b, q = params.max_batch, params.max_queue
@@ -93,36 +101,24 @@ def analyze_many(params: ServerParams, arrivals_rps: np.ndarray) -> list[QueueMe
     p = np.exp(log_p)
     p /= p.sum(axis=1, keepdims=True)
     p[lam == 0] = np.eye(1, b + q + 1)[0]
-    return [_metrics(params, float(lam[i]), p[i], in_service, in_queue) for i in range(lam.size)]
-
-
-def _metrics(params: ServerParams, lam: float, p: np.ndarray, in_service: np.ndarray,
-             in_queue: np.ndarray) -> QueueMetrics:
-    blocking = float(p[-1]) if lam > 0 else 0.0
+    blocking = np.where(lam > 0, p[:, -1], 0.0)
     throughput = lam * (1.0 - blocking)
-    ls = float(p @ in_service)
-    lq = float(p @ in_queue)
-    l_total = ls + lq
+    ls = p @ in_service
+    lq = p @ in_queue
     # Requests in service are sampled in proportion to the batch they are in, so the batch a
     # request sees is E[m^2]/E[m]; with a linear decode time this makes ITL exact on average.
-    eff = float(p @ (in_service**2)) / ls if ls > 0 else 1.0
+    eff = np.where(ls > 0, (p @ in_service**2) / np.where(ls > 0, ls, 1.0), 1.0)
     thr_ms = throughput / 1000.0
-    wait = lq / thr_ms if thr_ms > 0 else 0.0
-    service = (params.prefill_ms(eff) + (params.output_tokens - 1.0) * params.decode_ms(eff))
-    response = l_total / thr_ms if thr_ms > 0 else float(service)
-    return QueueMetrics(
-        arrival_rps=lam,
-        throughput_rps=throughput,
-        blocking=blocking,
-        mean_wait_ms=wait,
-        mean_response_ms=response,
-        mean_in_service=ls,
-        mean_in_system=l_total,
-        utilization=ls / params.max_batch,
-        effective_concurrency=eff,
-        ttft_ms=wait + float(params.prefill_ms(eff)),
-        itl_ms=float(params.decode_ms(eff)),
-    )
+    safe = np.where(thr_ms > 0, thr_ms, 1.0)
+    wait = np.where(thr_ms > 0, lq / safe, 0.0)
+    service = params.prefill_ms(eff) + (params.output_tokens - 1.0) * params.decode_ms(eff)
+    response = np.where(thr_ms > 0, (ls + lq) / safe, service)
+    return {
+        "arrival_rps": lam, "throughput_rps": throughput, "blocking": blocking,
+        "mean_wait_ms": wait, "mean_response_ms": response, "mean_in_service": ls,
+        "mean_in_system": ls + lq, "utilization": ls / b, "effective_concurrency": eff,
+        "ttft_ms": wait + params.prefill_ms(eff), "itl_ms": params.decode_ms(eff),
+    }
 
 
 def _require(ok: bool, field_name: str, value: object, why: str) -> None:

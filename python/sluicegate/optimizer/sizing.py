@@ -11,7 +11,7 @@ import numpy as np
 
 from sluicegate.errors import ConfigError
 
-from .queueing import QueueMetrics, ServerParams, analyze_many
+from .queueing import QueueMetrics, ServerParams, metric_arrays
 
 # Each round evaluates this many rates in one vectorised pass and keeps the bracket around the
 # first infeasible one: three rounds narrow the bracket to 1/32768 of the replica's capacity.
@@ -39,6 +39,13 @@ class SloTarget:
         return (m.ttft_ms <= self.ttft_ms and m.itl_ms <= self.itl_ms
                 and served >= self.min_served_fraction)
 
+    def met_by_each(self, cols: dict[str, np.ndarray]) -> np.ndarray:
+        """`met_by` over `queueing.metric_arrays` columns, one bool per arrival rate."""
+        lam = cols["arrival_rps"]
+        served = np.where(lam > 0, cols["throughput_rps"] / np.where(lam > 0, lam, 1.0), 1.0)
+        return ((cols["ttft_ms"] <= self.ttft_ms) & (cols["itl_ms"] <= self.itl_ms)
+                & (served >= self.min_served_fraction))
+
 
 def max_rate_rps(params: ServerParams, slo: SloTarget) -> float:
     """Largest arrival rate (req/s) at which one replica meets `slo`; 0 when even a lone
@@ -46,12 +53,12 @@ def max_rate_rps(params: ServerParams, slo: SloTarget) -> float:
     # Throughput cannot exceed capacity, so beyond capacity/fraction the served share fails.
     hi = params.capacity_rps() / slo.min_served_fraction
     lo = 0.0
-    if not slo.met_by(analyze_many(params, np.asarray([hi * 1e-9]))[0]):
+    if not slo.met_by_each(metric_arrays(params, np.asarray([hi * 1e-9])))[0]:
         return 0.0
     for _ in range(_ROUNDS):
         grid = np.linspace(lo, hi, _POINTS + 1)[1:]
-        ok = [slo.met_by(m) for m in analyze_many(params, grid)]
-        first_bad = next((i for i, good in enumerate(ok) if not good), None)
+        bad = np.flatnonzero(~slo.met_by_each(metric_arrays(params, grid)))
+        first_bad = int(bad[0]) if bad.size else None
         if first_bad is None:
             return float(hi)
         hi = float(grid[first_bad])
