@@ -202,12 +202,14 @@ class Epp:
 
 def _ext_proc_server(opts: EppOptions, config: EppConfig) -> type[EppServer] | type[NativeEppServer]:
     """The ext_proc server --ext-proc-impl names; `auto` is the Rust one unless the configuration
-    needs what only the Python request path has (flow control, Kubernetes mode)."""
+    needs what only the Python request path has (flow control, Kubernetes mode, objectives)."""
     impl = opts.ext_proc_impl
     if impl not in ("auto", "python", "rust"):
         raise ConfigError(f"--ext-proc-impl: {impl!r} is not one of auto, python, rust")
-    python_only = ("flow control (featureGates: [flowControl])" if config.flow_control.enabled
-                   else "Kubernetes mode (--pool-name, --endpoint-selector)" if opts.kube is not None else None)
+    fc = config.flow_control
+    python_only = ("flow control (featureGates: [flowControl])" if fc.enabled
+                   else "Kubernetes mode (--pool-name, --endpoint-selector)" if opts.kube is not None
+                   else "objectives (priorities, shedding sheddable requests)" if fc.objectives else None)
     if impl == "python" or (impl == "auto" and python_only):
         return EppServer
     if python_only:

@@ -62,3 +62,15 @@ def test_an_unknown_impl_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--ext-proc-impl", "go"])
     assert "--ext-proc-impl" in capsys.readouterr().err
+
+
+OBJECTIVES = "objectives:\n- {name: batch, priority: -1}\n"
+
+
+def test_auto_takes_python_when_objectives_give_priorities(tmp_path):
+    assert server_class(options(tmp_path, "auto", config_text=OBJECTIVES)) is EppServer
+
+
+def test_rust_with_objectives_is_refused_naming_the_flag(tmp_path):
+    with pytest.raises(ConfigError, match="--ext-proc-impl rust: objectives"):
+        Epp(options(tmp_path, "rust", config_text=OBJECTIVES))
