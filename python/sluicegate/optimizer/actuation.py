@@ -86,16 +86,20 @@ def decide(sol: Solution, variants: Sequence[Variant], now: float,
     return out
 
 
-def status_patch(d: Decision, now: datetime | None = None, applied: bool = False
-                 ) -> dict[str, Any]:
-    """The VariantAutoscaling status subresource for `d` (llmd.ai/v1alpha1 field names)."""
+def status_patch(d: Decision, now: datetime | None = None, applied: bool = False,
+                 current_replicas: int | None = None) -> dict[str, Any]:
+    """The VariantAutoscaling status subresource for `d` (llmd.ai/v1alpha1 field names);
+    `currentAlloc` only when the target's replicas were read."""
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
     a = d.allocation
     ok = a.slo_met or not a.serving
     previous = d.variant.ready_condition
     # The condition's time moves only when its status does (a transition), not every round.
     since = previous[1] if previous and previous[0] == ("True" if ok else "False") else stamp
+    current = {} if current_replicas is None else {
+        "currentAlloc": {"numReplicas": current_replicas}}
     return {"status": {
+        **current,
         "desiredOptimizedAlloc": {"accelerator": a.accelerator or d.variant.profiles[0].acc,
                                   "numReplicas": d.desired_replicas, "lastRunTime": stamp,
                                   "reason": d.reason},
@@ -184,15 +188,14 @@ class Scaler(Protocol):
     async def set_replicas(self, target: ScaleTarget, namespace: str, replicas: int) -> None: ...
 
 
-async def actuate(decisions: Sequence[Decision], scaler: Scaler) -> dict[str, bool]:
-    """Set every variant whose replicas differ from its decision; True where it now matches."""
-    applied = {}
+async def actuate(decisions: Sequence[Decision], scaler: Scaler) -> dict[str, int | None]:
+    """Set every variant whose replicas differ from its decision; per variant, the replicas
+    its target has afterwards (None: the target does not exist)."""
+    after: dict[str, int | None] = {}
     for d in decisions:
         current = await scaler.get_replicas(d.target, d.variant.namespace)
-        if current is None:
-            applied[d.variant.key] = False
-            continue
-        if current != d.desired_replicas:
+        if current is not None and current != d.desired_replicas:
             await scaler.set_replicas(d.target, d.variant.namespace, d.desired_replicas)
-        applied[d.variant.key] = True
-    return applied
+            current = d.desired_replicas
+        after[d.variant.key] = current
+    return after

@@ -110,9 +110,9 @@ class OptimizerController:
         decisions = decide(sol, inp.variants, time.time() if now is None else now,
                            self._stabilizer)
         self.exporter.update(sol, decisions)
-        applied = await actuate(decisions, self._scaler) if self.opts.actuate else {}
+        after = await actuate(decisions, self._scaler) if self.opts.actuate else {}
         for d in decisions:
-            await write_status(self._api, d, applied.get(d.variant.key, False))
+            await write_status(self._api, d, after.get(d.variant.key))
         return sol, decisions
 
     async def run(self, stop: asyncio.Event) -> None:

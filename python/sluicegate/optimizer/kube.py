@@ -109,8 +109,11 @@ def _custom(t: ScaleTarget) -> tuple[str, str, str]:
     return group, version, t.kind.lower() + "s"
 
 
-async def write_status(api: client.ApiClient, d: Decision, applied: bool) -> None:
-    body = status_patch(d, applied=applied)
+async def write_status(api: client.ApiClient, d: Decision, current_replicas: int | None
+                       ) -> None:
+    """Status of `d`: applied when its target now has the desired replicas."""
+    body = status_patch(d, applied=current_replicas == d.desired_replicas,
+                        current_replicas=current_replicas)
     await asyncio.to_thread(
         client.CustomObjectsApi(api).patch_namespaced_custom_object_status, VA_GROUP,
         VA_VERSION, d.variant.namespace, VA_PLURAL, d.variant.name, body)
