@@ -181,6 +181,7 @@ class ExtProcServer:
         tls_cert_pem: bytes | None = None,
         tls_key_pem: bytes | None = None,
         skip_response: bool = False,
+        max_body_bytes: int | None = None,
         worker_threads: int | None = None,
     ) -> None: ...
     def start(self) -> None:

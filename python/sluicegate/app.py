@@ -14,6 +14,7 @@ from .datalayer.discovery import ENGINE_LABEL, Endpoint, FileDiscovery
 from .errors import ConfigError
 from .extproc.native_server import NativeEppServer
 from .extproc.server import EppServer
+from .extproc.stream import MAX_BODY_BYTES
 from .flowcontrol import FlowController
 from .metrics import MetricsServer, build_registry
 from .scheduling import Router
@@ -46,6 +47,7 @@ class EppOptions:
     ext_proc_impl: str = "auto"
     metrics_port: int | None = 9090  # None: no metrics/health HTTP server
     metrics_token_file: str | None = None
+    max_request_body_bytes: int = MAX_BODY_BYTES  # --max-request-body-bytes: larger bodies get 413
     kube: "KubeOptions | None" = None  # Kubernetes mode (--pool-name or --endpoint-selector)
     leader_election: "LeaseOptions | None" = None  # --ha-enable-leader-election
     scale_to_zero: bool = False  # --enable-scale-to-zero (activator, Kubernetes mode)
@@ -113,6 +115,7 @@ class Epp:
             cert_path=opts.cert_path,
             skip_response=opts.skip_response,
             stats=self.router.request_stats(),
+            max_body_bytes=opts.max_request_body_bytes,
             **flow_args,
         )
         self.metrics: MetricsServer | None = None

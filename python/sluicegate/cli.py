@@ -18,6 +18,16 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the EPP (static endpoints, or Kubernetes with --pool-name)")
     p.add_argument("--grpc-host", default="0.0.0.0")
@@ -39,6 +49,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ext-proc-impl", choices=("auto", "python", "rust"), default="auto",
                    help="ext_proc server: rust (tonic), python (grpc.aio; flow control and Kubernetes mode need "
                         "it), auto: rust unless those are on")
+    p.add_argument("--max-request-body-bytes", type=_positive_int, default=64 * 1024 * 1024,
+                   help="request bodies above this get 413 as soon as they cross it (default 64 MiB)")
     p.add_argument("--skip-response-processing", type=_bool, nargs="?", const=True, default=False,
                    help="close the ext_proc stream after routing when the response needs no rewrite")
     p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug (per-request lines)")
@@ -96,6 +108,7 @@ def _run(args: argparse.Namespace) -> int:
         pool_name=args.pool_name,
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         metrics_token_file=args.metrics_token_file,
+        max_request_body_bytes=args.max_request_body_bytes,
         **_kube_options(args),
     )
 

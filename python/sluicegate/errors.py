@@ -13,6 +13,12 @@ class BadRequestError(SluicegateError, ValueError):
     status = 400
 
 
+class PayloadTooLargeError(SluicegateError):
+    """The request body is larger than --max-request-body-bytes (HTTP 413)."""
+
+    status = 413
+
+
 class NoEndpointsError(SluicegateError):
     """No endpoint of the pool (or of the requested subset) can take the request (HTTP 503)."""
 

@@ -16,7 +16,7 @@ from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from . import protocol, tls
-from .stream import Picker, RequestStream, Stats
+from .stream import MAX_BODY_BYTES, Picker, RequestStream, Stats
 
 if TYPE_CHECKING:
     from ..flowcontrol import FlowController
@@ -32,14 +32,15 @@ _GRPC_OPTIONS = [
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     def __init__(self, picker: Picker, skip_response: bool = False, stats: Stats | None = None,
-                 flow: FlowController | None = None) -> None:
+                 flow: FlowController | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self._picker = picker
+        self._max_body = max_body_bytes
         self._skip_response = skip_response
         self._stats = stats
         self._flow = flow
 
     async def Process(self, request_iterator, context):  # noqa: N802 (gRPC method name)
-        stream = RequestStream(self._picker, self._skip_response, self._stats, self._flow)
+        stream = RequestStream(self._picker, self._skip_response, self._stats, self._flow, self._max_body)
         try:
             async for req in request_iterator:
                 for resp in stream.handle(req):
@@ -68,9 +69,10 @@ class EppServer:
         skip_response: bool = False,
         stats: Stats | None = None,
         flow: FlowController | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self._server = grpc.aio.server(options=_GRPC_OPTIONS)
-        processor = ExternalProcessor(picker, skip_response, stats, flow)
+        processor = ExternalProcessor(picker, skip_response, stats, flow, max_body_bytes)
         pb_grpc.add_ExternalProcessorServicer_to_server(processor, self._server)
         address = f"{host}:{port}"
         if secure:

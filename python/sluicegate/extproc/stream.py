@@ -55,6 +55,9 @@ class Stats(Protocol):
 _ERROR_CODES = {400: "BadRequest", 404: "BadRequest", 413: "BadRequest", 429: "ResourceExhausted",
                 500: "Internal", 503: "ServiceUnavailable"}
 _TAIL_BYTES = 2048  # enough for the usage object at the end of a response
+# Default cap on a buffered request body (as the gRPC message cap): above it the request gets 413
+# as soon as the body crosses it, and what was buffered is dropped.
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 def _header(h) -> str:
@@ -92,12 +95,13 @@ class RequestStream:
         "_picker", "_skip_response", "_req_mode", "_resp_mode", "_path", "_rewrite", "_subset",
         "_body", "_chunks", "_decision", "_released", "finished", "served", "objective", "fairness_id",
         "priority", "request_id", "_stats", "_recorded", "_t0", "_ttft", "_req_bytes", "_resp_bytes", "_tail",
-        "_flow", "_ticket", "_slo_ttft", "admission",
+        "_flow", "_ticket", "_slo_ttft", "admission", "_max_body",
     )
 
     def __init__(self, picker: Picker, skip_response: bool = False, stats: Stats | None = None,
-                 flow: FlowController | None = None) -> None:
+                 flow: FlowController | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self._picker = picker
+        self._max_body = max_body_bytes
         self._flow = flow
         self._ticket: Ticket | None = None
         self._slo_ttft: float | None = None
@@ -197,8 +201,12 @@ class RequestStream:
         return [messages.EMPTY_REQUEST_HEADERS]
 
     def _on_request_body(self, body: pb.HttpBody) -> list[pb.ProcessingResponse]:
-        self._body += body.body
         self._req_bytes += len(body.body)
+        if self._req_bytes > self._max_body and self._decision is None:
+            self._body = bytearray()
+            raise errors.PayloadTooLargeError(
+                f"request body exceeds the limit of {self._max_body} bytes (--max-request-body-bytes)")
+        self._body += body.body
         self._chunks += 1
         if not body.end_of_stream:
             return []  # STREAMED chunks are answered together once the decision is made
@@ -237,6 +245,10 @@ class RequestStream:
     def _decide(self, body: bytes, answer: Callable[[Decision], list[pb.ProcessingResponse]]
                 ) -> list[pb.ProcessingResponse]:
         """Route now and answer; with flow control on, leave both to `admit`."""
+        if self._decision is not None or self._ticket is not None or self._released:
+            # Out of order (a body after the trailers, or after the request ended): routing again
+            # would leak the first pick or start a request nothing ends.
+            raise errors.BadRequestError("ext_proc: the request was routed already; message out of order")
         flow = self._flow
         if flow is None:
             return answer(self._route(body))
@@ -301,11 +313,11 @@ class RequestStream:
     # outcomes
 
     def _complete(self, error_code: str | None = None) -> None:
-        if self._decision is not None and not self._released:
-            self._released = True
+        if not self._released:
+            self._released = True  # ended: nothing routes after this
             if self._ticket is not None:
                 self._ticket.release()  # also frees its flow-control place
-            else:
+            elif self._decision is not None:
                 self._picker.release(self._decision.primary)
         if not self._recorded:
             self._record(error_code)

@@ -46,7 +46,7 @@ class Generation:
 def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: deep nesting
         raise ApiError(400, f"Invalid JSON body: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object")

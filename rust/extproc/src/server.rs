@@ -16,6 +16,7 @@ use tonic_health::ServingStatus;
 
 use crate::protocol::HEALTH_SERVICES;
 use crate::service::ExternalProcessorService;
+use crate::stream::MAX_BODY_BYTES;
 use crate::SharedRouter;
 
 /// PEM certificate chain and private key for serving ext_proc over TLS.
@@ -31,6 +32,8 @@ pub struct ServerOptions {
     pub tls: Option<TlsPem>,
     /// tokio worker threads; None = one per CPU.
     pub worker_threads: Option<usize>,
+    /// Request bodies above this get 413 when they cross it; None = `stream::MAX_BODY_BYTES`.
+    pub max_body_bytes: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +99,8 @@ impl ExtProcServer {
         let (health, health_service) = tonic_health::server::health_reporter();
         let server = ExtProcServer {
             runtime: Some(runtime),
-            service: ExternalProcessorService::new(router, options.skip_response),
+            service: ExternalProcessorService::new(router, options.skip_response)
+                .with_max_body_bytes(options.max_body_bytes.unwrap_or(MAX_BODY_BYTES)),
             tls,
             listeners: Some(listeners),
             port,

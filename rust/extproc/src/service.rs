@@ -14,7 +14,7 @@ use tonic::{Status, Streaming};
 
 use crate::pb::{ProcessingRequest, ProcessingResponse};
 use crate::protocol;
-use crate::stream::{Outbox, RequestStream};
+use crate::stream::{Outbox, RequestStream, MAX_BODY_BYTES};
 use crate::SharedRouter;
 
 const PROCESS_PATH: &str = "/envoy.service.ext_proc.v3.ExternalProcessor/Process";
@@ -25,6 +25,7 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub struct ExternalProcessorService {
     router: SharedRouter,
     skip_response: bool,
+    max_body_bytes: usize,
 }
 
 impl ExternalProcessorService {
@@ -32,7 +33,13 @@ impl ExternalProcessorService {
         ExternalProcessorService {
             router,
             skip_response,
+            max_body_bytes: MAX_BODY_BYTES,
         }
+    }
+
+    pub fn with_max_body_bytes(mut self, max_body_bytes: usize) -> ExternalProcessorService {
+        self.max_body_bytes = max_body_bytes;
+        self
     }
 }
 
@@ -77,7 +84,8 @@ impl StreamingService<ProcessingRequest> for ProcessMethod {
     type Future = std::future::Ready<Result<tonic::Response<ProcessStream>, Status>>;
 
     fn call(&mut self, request: tonic::Request<Streaming<ProcessingRequest>>) -> Self::Future {
-        let state = RequestStream::new(self.0.router.clone(), self.0.skip_response);
+        let state = RequestStream::new(self.0.router.clone(), self.0.skip_response)
+            .with_max_body_bytes(self.0.max_body_bytes);
         std::future::ready(Ok(tonic::Response::new(ProcessStream {
             inbound: request.into_inner(),
             state,

@@ -54,9 +54,13 @@ fn bad_request(message: String) -> Failure {
     }
 }
 
+/// Default cap on a buffered request body (as the gRPC message cap).
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
 pub struct RequestStream {
     router: SharedRouter,
     skip_response: bool,
+    max_body_bytes: usize,
     req_mode: i32,
     resp_mode: i32,
     path: String,
@@ -103,6 +107,7 @@ impl RequestStream {
         RequestStream {
             router,
             skip_response,
+            max_body_bytes: MAX_BODY_BYTES,
             req_mode: body_mode::FULL_DUPLEX_STREAMED,
             resp_mode: body_mode::FULL_DUPLEX_STREAMED,
             path: "/".to_owned(),
@@ -125,6 +130,12 @@ impl RequestStream {
                 tail: Vec::new(),
             },
         }
+    }
+
+    /// Bodies above `n` bytes get 413 as soon as they cross it; what was buffered is dropped.
+    pub fn with_max_body_bytes(mut self, n: usize) -> RequestStream {
+        self.max_body_bytes = n;
+        self
     }
 
     /// The gRPC layer closes the stream (OK) once this is set and the outbox is drained.
@@ -226,6 +237,17 @@ impl RequestStream {
 
     fn on_request_body(&mut self, body: HttpBody, out: &mut Outbox) -> Result<(), Failure> {
         self.metrics.request_bytes += body.body.len() as u64;
+        if self.decision.is_none() && self.metrics.request_bytes > self.max_body_bytes as u64 {
+            self.parts.clear();
+            return Err(Failure {
+                status: 413,
+                message: format!(
+                    "request body exceeds the limit of {} bytes (--max-request-body-bytes)",
+                    self.max_body_bytes
+                ),
+                reason: "",
+            });
+        }
         self.parts.push(body.body);
         self.chunks += 1;
         if !body.end_of_stream {
@@ -283,6 +305,13 @@ impl RequestStream {
     }
 
     fn route(&mut self, body: &[u8]) -> Result<&mut Decision, Failure> {
+        if self.decision.is_some() || self.released {
+            // Out of order (a body after the trailers, or after the request ended): routing again
+            // would leak the first pick or start a request nothing ends.
+            return Err(bad_request(
+                "ext_proc: the request was routed already; message out of order".to_owned(),
+            ));
+        }
         let (router, path, rewrite, subset) = (
             self.router.router(),
             &self.path,
@@ -381,9 +410,11 @@ impl RequestStream {
     }
 
     fn complete(&mut self, error_code: Option<&'static str>) {
-        if let (false, Some(d)) = (self.released, &self.decision) {
-            self.released = true;
-            self.router.router().release(d.primary());
+        if !self.released {
+            self.released = true; // ended: nothing routes after this
+            if let Some(d) = &self.decision {
+                self.router.router().release(d.primary());
+            }
         }
         if !self.metrics.recorded {
             self.record(error_code);

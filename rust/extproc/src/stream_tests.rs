@@ -643,3 +643,70 @@ fn a_rejected_request_is_counted_once_under_its_error_code() {
     assert_eq!(series[0].errors, vec![("BadRequest".to_owned(), 1)]);
     assert_eq!(series[0].running, 0);
 }
+
+#[test]
+fn a_body_over_the_limit_is_a_413_as_soon_as_it_crosses_it() {
+    let r = router(&[A]);
+    let mut s = stream(&r, false).with_max_body_bytes(100);
+    let mode = body_mode::FULL_DUPLEX_STREAMED;
+    let out = run(
+        &mut s,
+        vec![
+            headers_msg(mode, false, vec![]),
+            body_msg(&[b' '; 60], false, false),
+            body_msg(&[b' '; 60], false, false), // crosses 100: answered before the end of the body
+        ],
+    );
+    assert_eq!(kinds(&out), ["immediate_response"]);
+    let (status, body, _) = immediate_of(&out[0]);
+    assert_eq!(status, 413);
+    assert!(
+        body.to_string().contains("max-request-body-bytes"),
+        "{body}"
+    );
+    assert!(s.finished() && s.parts.is_empty());
+    assert_eq!(in_flight(&r), 0);
+}
+
+#[test]
+fn a_body_after_the_trailers_is_refused_not_routed_twice() {
+    let r = router(&[A, B]);
+    let mut s = stream(&r, false);
+    let mode = body_mode::FULL_DUPLEX_STREAMED;
+    let trailers = ProcessingRequest {
+        request: Some(Request::RequestTrailers(HttpTrailers::default())),
+        metadata_context: None,
+        protocol_config: None,
+    };
+    let routed = run(
+        &mut s,
+        vec![
+            headers_msg(mode, false, vec![]),
+            body_msg(BODY, false, false),
+            trailers,
+        ],
+    );
+    assert_eq!(kind(&routed[0]), "request_headers");
+    assert_eq!(in_flight(&r), 1);
+    let out = run(&mut s, vec![body_msg(BODY, true, false)]);
+    assert_eq!(immediate_of(out.last().unwrap()).0, 400);
+    s.close();
+    assert_eq!(in_flight(&r), 0);
+}
+
+#[test]
+fn a_body_after_the_response_ended_is_refused_and_nothing_stays_running() {
+    let r = router(&[A, B]);
+    let mut s = stream(&r, false);
+    let mut ended = response_headers_msg(None);
+    if let Some(Request::ResponseHeaders(h)) = ended.request.as_mut() {
+        h.end_of_stream = true;
+    }
+    run(&mut s, vec![ended]);
+    let out = run(&mut s, vec![body_msg(BODY, true, false)]);
+    assert_eq!(immediate_of(out.last().unwrap()).0, 400);
+    s.close();
+    assert_eq!(in_flight(&r), 0);
+    let running: i64 = r.stats().snapshot().iter().map(|x| x.running).sum();
+    assert_eq!(running, 0);
+}

@@ -49,7 +49,7 @@ impl PyExtProcServer {
     #[new]
     #[pyo3(signature = (router, host = "0.0.0.0", port = 9002, health_port = 9003, *,
                         tls_cert_pem = None, tls_key_pem = None, skip_response = false,
-                        worker_threads = None))]
+                        worker_threads = None, max_body_bytes = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -61,6 +61,7 @@ impl PyExtProcServer {
         tls_key_pem: Option<Vec<u8>>,
         skip_response: bool,
         worker_threads: Option<usize>,
+        max_body_bytes: Option<usize>,
     ) -> PyResult<Self> {
         let tls = match (tls_cert_pem, tls_key_pem) {
             (Some(cert), Some(key)) => Some(TlsPem { cert, key }),
@@ -78,6 +79,7 @@ impl PyExtProcServer {
             skip_response,
             tls,
             worker_threads,
+            max_body_bytes,
         };
         let handle = std::sync::Arc::new(PythonRouter(router));
         let server = py
