@@ -56,7 +56,7 @@ class InProcessEpp:
             return epp
 
         self.epp = loop_thread.run(start())
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.epp.port}")
+        self.channel: grpc.Channel | None = grpc.insecure_channel(f"127.0.0.1:{self.epp.port}")
         self.stub = pb_grpc.ExternalProcessorStub(self.channel)
 
     def stats(self) -> dict:
@@ -73,9 +73,11 @@ class InProcessEpp:
             assert time.monotonic() < deadline, f"stats {s} never reached {want}"
             time.sleep(0.005)
 
-    def stop(self) -> None:
-        self.channel.close()
-        self._lt.run(self.epp.stop(0))
+    def stop(self, drain_timeout: float = 0.0) -> None:
+        if self.channel is not None:
+            channel, self.channel = self.channel, None
+            self._lt.run(self.epp.stop(drain_timeout))
+            channel.close()
 
 
 async def _call(fn):
@@ -232,6 +234,18 @@ def test_a_client_going_away_takes_its_request_out_of_the_queue(start_epp, pool)
     s = epp.wait_stats(in_flight=0)
     assert (s["dispatched"], s["cancelled"]) == (2, 1)
     assert_one_outcome_each(s)
+
+
+def test_shutting_down_answers_every_waiting_request_503_shutting_down(start_epp, pool):
+    epp = start_epp(config(), [pool])
+    holder = Call(epp.stub)
+    assert holder.routed(timeout=10) == pool
+    waiting = [Call(epp.stub) for _ in range(3)]
+    s = epp.wait_stats(queued_requests=3)
+    epp.stop(drain_timeout=1.0)  # the queue is emptied first; the drain lets the answers out
+    for call in waiting:
+        assert immediate(call.first_answer()) == (503, "rejected-shutting-down")
+    assert s["submitted"] == 4
 
 
 LEGACY = """

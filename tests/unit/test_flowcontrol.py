@@ -332,3 +332,25 @@ def test_legacy_admission_sheds_only_sheddable_requests_and_only_while_saturated
         assert fc.shed("batch") == -1
     finally:
         fc.close()
+
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(backlog=st.lists(st.integers(1, 6), min_size=2, max_size=5))
+def test_property_round_robin_keeps_backlogged_flows_within_one_dispatch_of_each_other(backlog):
+    async def go():
+        rr = Band(fairness_policy="round-robin-fairness-policy")
+        fc = FlowController(FlowControlSettings(default_band=rr), max_concurrency=1)
+        try:
+            admissions = [(f"flow-{f}", 0) for f, n in enumerate(backlog) for _ in range(n)]
+            order = await release_in_order(fc, admissions)
+            served = {f"flow-{f}": 0 for f in range(len(backlog))}
+            for i in order:
+                served[admissions[i][0]] += 1
+                backlogged = [f for f, n in served.items() if n < backlog[int(f.split("-")[1])]]
+                counts = [served[f] for f in backlogged]
+                assert not counts or max(counts) - min(counts) <= 1, (served, backlog)
+        finally:
+            fc.close()
+
+    run(go())

@@ -85,7 +85,7 @@ impl<R> Band<R> {
                     }
                     i += 1;
                 }
-                None => self.remove_flow(i), // swapped in the last flow: look at i again
+                None => self.remove_flow(i), // the next flow moved to i: look at i again
             }
         }
         best.map(|(_, i)| i)
@@ -106,11 +106,18 @@ impl<R> Band<R> {
         None
     }
 
+    /// Drop an emptied flow, keeping the others in turn order: a flow moved behind the cursor
+    /// would lose its turn in this round of round-robin.
     fn remove_flow(&mut self, i: usize) {
-        let gone = self.flows.swap_remove(i);
+        let gone = self.flows.remove(i);
         self.index.remove(&gone.key);
-        if let Some(moved) = self.flows.get(i) {
-            self.index.insert(moved.key.clone(), i);
+        for (j, f) in self.flows.iter().enumerate().skip(i) {
+            if let Some(slot) = self.index.get_mut(&f.key) {
+                *slot = j;
+            }
+        }
+        if i < self.cursor {
+            self.cursor -= 1;
         }
     }
 
