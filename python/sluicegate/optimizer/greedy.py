@@ -11,24 +11,34 @@ from .problem import Option, Pick, Problem, Server, Solution, fits, solution, ta
 
 
 def solve(problem: Problem) -> Solution:
-    picks, free = _pass(problem, cheapest_first=True)
+    picks, free = _pass(problem, cheapest_first=True, smallest_first=False)
     if len(picks) < len(problem.servers):
         # Capacity ran short: retry preferring the options that take the smallest share of
-        # what is left, and keep whichever pass meets more SLOs by priority, then costs less.
-        other, other_free = _pass(problem, cheapest_first=False)
-        if _rank(problem, other) < _rank(problem, picks):
-            picks, free = other, other_free
+        # what is left (then also placing the smallest servers of a priority first, which
+        # fits the most of them), and keep the pass that meets the most SLOs by priority,
+        # then costs least.
+        for smallest_first in (False, True):
+            other, other_free = _pass(problem, cheapest_first=False,
+                                      smallest_first=smallest_first)
+            if _rank(problem, other) < _rank(problem, picks):
+                picks, free = other, other_free
     saturation.fill(problem, picks, free)
     return solution(problem, picks, "greedy")
 
 
-def _pass(problem: Problem, cheapest_first: bool) -> tuple[dict[str, Pick], dict[str, int]]:
+def _pass(problem: Problem, cheapest_first: bool, smallest_first: bool
+          ) -> tuple[dict[str, Pick], dict[str, int]]:
     free = problem.limited()
     for s in problem.servers:
         take(s.floor_usage(), free)
     capacity = dict(free)
     picks: dict[str, Pick] = {}
-    order = sorted(problem.servers, key=lambda s: (s.priority, -_regret(s), s.key))
+
+    def size(s: Server) -> float:
+        return min((_share(_extra(s, o), capacity) for o in s.feasible), default=float("inf"))
+
+    order = sorted(problem.servers, key=lambda s: (
+        s.priority, size(s) if smallest_first else -_regret(s), s.key))
     for s in order:
         options = s.feasible if cheapest_first else sorted(
             s.feasible, key=lambda o: (_share(_extra(s, o), capacity), o.cost(o.replicas)))
