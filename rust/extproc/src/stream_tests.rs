@@ -42,6 +42,18 @@ fn stream(r: &Arc<Router>, skip_response: bool) -> RequestStream {
     RequestStream::new(r.clone(), skip_response)
 }
 
+/// A pool of one endpoint (A) and a fresh stream on it.
+fn single_endpoint(skip_response: bool) -> (Arc<Router>, RequestStream) {
+    let r = router(&[A]);
+    let s = stream(&r, skip_response);
+    (r, s)
+}
+
+/// A request with a body in one message: its headers, then the body with end_of_stream.
+fn chat_request(mode: i32, extra: Vec<HeaderValue>, body: &[u8]) -> Vec<ProcessingRequest> {
+    vec![headers_msg(mode, false, extra), body_msg(body, true, false)]
+}
+
 fn header(key: &str, value: &str) -> HeaderValue {
     HeaderValue {
         key: key.to_owned(),
@@ -197,8 +209,7 @@ fn immediate_of(r: &ProcessingResponse) -> (i32, serde_json::Value, HashMap<Stri
 
 #[test]
 fn full_duplex_answers_nothing_until_the_whole_body_then_routes_and_echoes_it_in_chunks() {
-    let r = router(&[A]);
-    let mut s = stream(&r, false);
+    let (r, mut s) = single_endpoint(false);
     let content = "x".repeat(150_000);
     let body =
         format!(r#"{{"model":"llama","messages":[{{"role":"user","content":"{content}"}}]}}"#)
@@ -241,8 +252,7 @@ fn full_duplex_answers_nothing_until_the_whole_body_then_routes_and_echoes_it_in
 
 #[test]
 fn header_only_request_is_routed_on_the_headers_answer() {
-    let r = router(&[A]);
-    let mut s = stream(&r, false);
+    let (_r, mut s) = single_endpoint(false);
     let out = run(
         &mut s,
         vec![headers_msg(body_mode::FULL_DUPLEX_STREAMED, true, vec![])],
@@ -254,15 +264,8 @@ fn header_only_request_is_routed_on_the_headers_answer() {
 
 #[test]
 fn buffered_mode_answers_headers_at_once_and_routes_on_the_body_answer() {
-    let r = router(&[A]);
-    let mut s = stream(&r, false);
-    let out = run(
-        &mut s,
-        vec![
-            headers_msg(body_mode::BUFFERED, false, vec![]),
-            body_msg(BODY, true, false),
-        ],
-    );
+    let (_r, mut s) = single_endpoint(false);
+    let out = run(&mut s, chat_request(body_mode::BUFFERED, vec![], BODY));
     assert_eq!(kinds(&out), ["request_headers", "request_body"]);
     assert!(out[0].dynamic_metadata.is_none() && common_or_none(&out[0]).is_none());
     assert_eq!(destination(&out[1]), A);
@@ -281,16 +284,9 @@ fn common_or_none(r: &ProcessingResponse) -> Option<&CommonResponse> {
 
 #[test]
 fn buffered_rewrite_replaces_the_body_with_a_correct_length() {
-    let r = router(&[A]);
-    let mut s = stream(&r, false);
+    let (_r, mut s) = single_endpoint(false);
     let rewrite = vec![header("x-llm-d-model-name-rewrite", "lora-2")];
-    let out = run(
-        &mut s,
-        vec![
-            headers_msg(body_mode::BUFFERED, false, rewrite),
-            body_msg(BODY, true, false),
-        ],
-    );
+    let out = run(&mut s, chat_request(body_mode::BUFFERED, rewrite, BODY));
     let c = common(&out[1]);
     let Some(Mutation::Body(new_body)) = &c.body_mutation.as_ref().unwrap().mutation else {
         panic!("no body mutation")
@@ -302,8 +298,7 @@ fn buffered_rewrite_replaces_the_body_with_a_correct_length() {
 
 #[test]
 fn streamed_mode_holds_each_chunk_and_answers_them_all_once_routed() {
-    let r = router(&[A]);
-    let mut s = stream(&r, false);
+    let (_r, mut s) = single_endpoint(false);
     let out = run(
         &mut s,
         vec![
@@ -324,8 +319,7 @@ fn streamed_mode_holds_each_chunk_and_answers_them_all_once_routed() {
 
 #[test]
 fn streamed_rewrite_clears_the_held_chunks_and_sends_the_new_body() {
-    let r = router(&[A]);
-    let mut s = stream(&r, false);
+    let (_r, mut s) = single_endpoint(false);
     let rewrite = vec![header("x-gateway-model-name-rewrite", "lora-1")];
     let out = run(
         &mut s,
@@ -345,8 +339,7 @@ fn streamed_rewrite_clears_the_held_chunks_and_sends_the_new_body() {
 
 #[test]
 fn trailers_after_a_body_without_end_of_stream_route_and_are_answered_last() {
-    let r = router(&[A]);
-    let mut s = stream(&r, false);
+    let (_r, mut s) = single_endpoint(false);
     let trailers = ProcessingRequest {
         request: Some(Request::RequestTrailers(HttpTrailers::default())),
         ..Default::default()
@@ -403,14 +396,10 @@ fn empty_or_unmatched_subset_is_a_503_that_names_the_reason_and_finishes() {
 
 #[test]
 fn a_bad_body_is_a_400_naming_the_problem_with_nothing_left_in_flight() {
-    let r = router(&[A]);
-    let mut s = stream(&r, false);
+    let (r, mut s) = single_endpoint(false);
     let out = run(
         &mut s,
-        vec![
-            headers_msg(body_mode::FULL_DUPLEX_STREAMED, false, vec![]),
-            body_msg(b"{not json", true, false),
-        ],
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], b"{not json"),
     );
     let (status, body, headers) = immediate_of(&out[0]);
     assert_eq!(status, 400);
@@ -423,8 +412,7 @@ fn a_bad_body_is_a_400_naming_the_problem_with_nothing_left_in_flight() {
 
 #[test]
 fn a_message_with_no_request_kind_is_a_400() {
-    let r = router(&[A]);
-    let mut s = stream(&r, false);
+    let (_r, mut s) = single_endpoint(false);
     let out = run(&mut s, vec![ProcessingRequest::default()]);
     assert_eq!(immediate_of(&out[0]).0, 400);
     assert!(s.finished());
@@ -432,8 +420,7 @@ fn a_message_with_no_request_kind_is_a_400() {
 
 #[test]
 fn response_chunks_are_echoed_and_the_request_released_once_at_end_of_stream() {
-    let r = router(&[A]);
-    let mut s = stream(&r, false);
+    let (r, mut s) = single_endpoint(false);
     let mut other = stream(&r, false);
     run(
         &mut other,
@@ -466,8 +453,7 @@ fn response_chunks_are_echoed_and_the_request_released_once_at_end_of_stream() {
 
 #[test]
 fn model_rewrite_is_undone_in_the_response_and_its_length_dropped() {
-    let r = router(&[A]);
-    let mut s = stream(&r, true); // skip_response must not skip a response that needs rewriting
+    let (_r, mut s) = single_endpoint(true); // skip_response must not skip a response that needs rewriting
     let rewrite = vec![header("x-llm-d-model-name-rewrite", "lora-3")];
     let out = run(
         &mut s,
@@ -501,8 +487,7 @@ fn model_rewrite_is_undone_in_the_response_and_its_length_dropped() {
 
 #[test]
 fn buffered_response_with_rewrite_is_replaced_whole_with_its_new_length() {
-    let r = router(&[A]);
-    let mut s = stream(&r, false);
+    let (_r, mut s) = single_endpoint(false);
     let rewrite = vec![header("x-llm-d-model-name-rewrite", "lora-3")];
     let out = run(
         &mut s,
@@ -522,8 +507,7 @@ fn buffered_response_with_rewrite_is_replaced_whole_with_its_new_length() {
 
 #[test]
 fn buffered_response_without_rewrite_gets_an_empty_answer() {
-    let r = router(&[A]);
-    let mut s = stream(&r, false);
+    let (_r, mut s) = single_endpoint(false);
     let out = run(
         &mut s,
         vec![
@@ -537,14 +521,10 @@ fn buffered_response_without_rewrite_gets_an_empty_answer() {
 
 #[test]
 fn skip_response_finishes_the_stream_after_routing_and_releases() {
-    let r = router(&[A]);
-    let mut s = stream(&r, true);
+    let (r, mut s) = single_endpoint(true);
     let out = run(
         &mut s,
-        vec![
-            headers_msg(body_mode::FULL_DUPLEX_STREAMED, false, vec![]),
-            body_msg(BODY, true, false),
-        ],
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY),
     );
     assert_eq!(kinds(&out), ["request_headers", "request_body"]);
     assert!(s.finished());
@@ -555,8 +535,7 @@ fn skip_response_finishes_the_stream_after_routing_and_releases() {
 
 #[test]
 fn objective_fairness_and_a_value_only_header_are_read() {
-    let r = router(&[A]);
-    let mut s = stream(&r, false);
+    let (r, mut s) = single_endpoint(false);
     let old_style = HeaderValue {
         key: "x-gateway-inference-fairness-id".to_owned(),
         value: "tenant-a".to_owned(),
@@ -589,15 +568,11 @@ fn no_endpoints_in_the_pool_is_a_503() {
 
 #[test]
 fn a_request_is_counted_running_then_finished_once_with_its_sizes_and_usage() {
-    let r = router(&[A]);
-    let mut s = stream(&r, false);
+    let (r, mut s) = single_endpoint(false);
     let tenant = vec![header("x-llm-d-inference-fairness-id", "tenant-a")];
     run(
         &mut s,
-        vec![
-            headers_msg(body_mode::FULL_DUPLEX_STREAMED, false, tenant),
-            body_msg(BODY, true, false),
-        ],
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, tenant, BODY),
     );
     let series = r.stats().snapshot();
     assert_eq!(series.len(), 1);
@@ -626,14 +601,10 @@ fn a_request_is_counted_running_then_finished_once_with_its_sizes_and_usage() {
 
 #[test]
 fn a_rejected_request_is_counted_once_under_its_error_code() {
-    let r = router(&[A]);
-    let mut s = stream(&r, false);
+    let (r, mut s) = single_endpoint(false);
     run(
         &mut s,
-        vec![
-            headers_msg(body_mode::FULL_DUPLEX_STREAMED, false, vec![]),
-            body_msg(b"{not json", true, false),
-        ],
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], b"{not json"),
     );
     s.close();
     drop(s);
