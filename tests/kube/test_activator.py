@@ -5,6 +5,7 @@ the kubelet: when replicas become 1 it starts the simulator and creates a Ready 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +18,9 @@ from sluicegate.sim.server import SimServer
 from sluicegate.standalone.ports import find_free_port
 
 from tests.harness import http_request
+from tests.integration.extproc_client import exchange, request_body, request_headers
 from tests.integration.test_activator_static import epp_behind_envoy
-from tests.kube.epp import KubeEpp
+from tests.kube.epp import FAST_LEASE, KubeEpp, health
 from tests.kube.objects import wait_until
 
 pytestmark = [pytest.mark.kube, pytest.mark.envoy]
@@ -115,15 +117,19 @@ class Kubelet:
             self.sim = None
 
 
+def create_annotated_pool(kube, port: int, ann: dict[str, str]) -> None:
+    kube.create_pool("pool", APP, [port])
+    kube.custom.patch_namespaced_custom_object("inference.networking.k8s.io", "v1", kube.ns, "inferencepools", "pool",
+                                               {"metadata": {"annotations": ann}})
+
+
 class Stack:
     def __init__(self, kube, control_plane, loop_thread, *, replicas: int, ann: dict[str, str], comes_up=True,
                  epp_args: tuple[str, ...] = (), sim: SimConfig | None = None) -> None:
         port = find_free_port()
         self.kubelet = Kubelet(kube, loop_thread, port, sim or SimConfig(name="model-0", speedup=50), comes_up)
         self.kubelet.create_deployment(replicas)
-        pool = kube.create_pool("pool", APP, [port])
-        kube.custom.patch_namespaced_custom_object("inference.networking.k8s.io", "v1", kube.ns, "inferencepools",
-                                                   pool["metadata"]["name"], {"metadata": {"annotations": ann}})
+        create_annotated_pool(kube, port, ann)
         self.kubelet.start()
         self.epp = KubeEpp(control_plane.apiserver.kubeconfig, kube.ns, "--config-text", FLOW, *epp_args)
         try:
@@ -310,3 +316,36 @@ def test_invalid_annotations_are_reported_once_and_the_pool_runs_without_activat
     reports = [line for line in s.log().splitlines() if "served without an activator" in line]
     assert len(reports) == 1, reports
     assert field in reports[0] and value in reports[0]
+
+
+def test_only_the_lease_holder_scales_to_zero(kube, control_plane, loop_thread):
+    """A follower sees no traffic: left to itself it would take a pool at 1 whose first pod is
+    still starting, with requests held at the leader, for idle."""
+    delay = 1.0
+    port = find_free_port()
+    kubelet = Kubelet(kube, loop_thread, port, SimConfig(name="model-0", speedup=50))
+    kubelet.allow.clear()  # the model loads until the test says so
+    kubelet.create_deployment(0)
+    create_annotated_pool(kube, port, annotations(delay=f"{delay}s"))
+    kubelet.start()
+    args = ("--config-text", FLOW, "--enable-scale-to-zero", "--ha-enable-leader-election", *FAST_LEASE)
+    epps: list[KubeEpp] = []
+    answers: list = []
+    try:
+        epps = [KubeEpp(control_plane.apiserver.kubeconfig, kube.ns, *args).start() for _ in range(2)]
+        leader = wait_until(lambda: [p for p in epps if health(p.health_port) == "SERVING"], timeout=15,
+                            what="a leader")[0]
+        body = json.dumps(chat()).encode()
+        held = threading.Thread(target=lambda: answers.extend(exchange(
+            leader.port, [request_headers(CHAT), request_body(body, True)], timeout=30)))
+        held.start()
+        wait_until(lambda: kubelet.replicas() == 1, timeout=10, what="scaled 0 → 1 by the leader")
+        time.sleep(3 * delay)  # three delays in which the follower saw nothing at all
+        assert kubelet.replicas() == 1 and kubelet.replica_changes() == 1
+        kubelet.allow.set()
+        held.join(30)
+        assert answers and answers[0].WhichOneof("response") == "request_headers", answers
+    finally:
+        for p in epps:
+            p.stop()
+        kubelet.stop()
