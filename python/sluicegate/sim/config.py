@@ -34,6 +34,8 @@ class SimConfig:
     default_output_tokens: int = 64
     max_output_tokens: int = 2048
     fail_rate: float = 0.0  # fraction of completions answered with HTTP 500
+    hang_rate: float = 0.0  # fraction of completions never answered (see sim/faults.py)
+    metrics_fault: str = ""  # /metrics: "" serves, "garbage" serves junk, "hang" never answers
     # ZMQ endpoint the KV-event publisher binds, as vLLM's --kv-events-config endpoint
     # (e.g. "tcp://127.0.0.1:*" for a free port); "" publishes nothing.
     kv_events_endpoint: str = ""
@@ -53,6 +55,9 @@ class SimConfig:
             _require(value >= 0, name, value, "must be >= 0")
         _require(self.speedup > 0, "speedup", self.speedup, "must be > 0")
         _require(0.0 <= self.fail_rate <= 1.0, "fail_rate", self.fail_rate, "must be in [0, 1]")
+        _require(0.0 <= self.hang_rate <= 1.0, "hang_rate", self.hang_rate, "must be in [0, 1]")
+        _require(self.metrics_fault in ("", "garbage", "hang"), "metrics_fault", self.metrics_fault,
+                 "must be one of '', 'garbage', 'hang'")
         # A request that fits max_model_len must fit the KV cache alone, or it would wait forever.
         _require(self.max_model_len <= self.kv_blocks * self.block_size, "max_model_len",
                  self.max_model_len, f"exceeds kv_blocks*block_size={self.kv_blocks * self.block_size}")
