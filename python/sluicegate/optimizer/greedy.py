@@ -22,6 +22,7 @@ def solve(problem: Problem) -> Solution:
                                       smallest_first=smallest_first)
             if _rank(problem, other) < _rank(problem, picks):
                 picks, free = other, other_free
+    _cheapen(problem, picks, free)
     saturation.fill(problem, picks, free)
     return solution(problem, picks, "greedy")
 
@@ -45,6 +46,36 @@ def _pass(problem: Problem, cheapest_first: bool, smallest_first: bool
         if not _place(s, options, picks, free):
             _make_room(s, order, picks, free)
     return picks, free
+
+
+def _cheapen(problem: Problem, picks: dict[str, Pick], free: dict[str, int]) -> None:
+    """Move placed servers to options they prefer (earlier in `feasible`: the kept serving
+    one, then cheaper) that now fit, until none does (each move lowers the cost or keeps the
+    serving accelerator, so this ends; bounded anyway)."""
+    for _ in range(len(problem.servers) + 1):
+        moved = False
+        for s in problem.servers:
+            current = picks.get(s.key)
+            if current is None or current.option is None:
+                continue
+            cost = current.option.cost(current.replicas)
+            released = dict(free)
+            take({a: -n for a, n in _extra(s, current.option).items()}, released)
+            for o in s.feasible:  # preferred first
+                if o is current.option:
+                    break
+                if o.cost(o.replicas or 0) >= cost and o is not s.feasible[0]:
+                    continue
+                extra = _extra(s, o)
+                if fits(extra, released):
+                    take(extra, released)
+                    free.clear()
+                    free.update(released)
+                    picks[s.key] = Pick(o, o.replicas or 0)
+                    moved = True
+                    break
+        if not moved:
+            return
 
 
 def _share(usage: dict[str, int], capacity: dict[str, int]) -> float:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from sluicegate.errors import ConfigError
 
 from .inputs import DEFAULT_MODEL, AcceleratorProfile, ModelLoad, OptimizerInput, ServiceClass, Variant
-from .queueing import ServerParams, analyze
+from .queueing import QueueMetrics, ServerParams, analyze
 from .sizing import SloTarget, max_rate_rps, replicas_needed
 
 
@@ -28,6 +28,8 @@ class Option:
     # Units and cost of the server's other variants held at their minReplicas.
     base_usage: Mapping[str, int] = field(default_factory=dict)
     base_cost: float = 0.0
+    # The queueing model at `replicas` (computed with the sizing, so solving stays cheap).
+    predicted: QueueMetrics | None = None
 
     def usage(self, replicas: int) -> dict[str, int]:
         used = dict(self.base_usage)
@@ -196,7 +198,7 @@ def _serving_allocation(s: Server, pick: Pick, common: dict) -> Allocation:
         return Allocation(**common, accelerator="", replicas=0, units=0, cost=0.0,
                           serving=True, slo_met=idle, ttft_ms=0.0 if idle else float("inf"),
                           itl_ms=0.0 if idle else float("inf"), reason=why)
-    m = analyze(o.params, s.load_rps / n)
+    m = o.predicted if n == o.replicas and o.predicted else analyze(o.params, s.load_rps / n)
     met = s.slo.met_by(m)
     if s.load_rps == 0:
         why = f"no load; minReplicas={n}" if n > 1 or o.variant.min_replicas else \
@@ -291,10 +293,11 @@ def _option(inp: OptimizerInput, s: Server, v: Variant, p: AcceleratorProfile) -
         op = other.profiles[0]
         base_usage[op.acc] = base_usage.get(op.acc, 0) + other.min_replicas * op.acc_count
         base_cost += other.min_replicas * _replica_cost(inp, other, op.acc, op.acc_count)
+    predicted = analyze(params, s.load_rps / replicas) if replicas else None
     return Option(variant=v, accelerator=p.acc, units=p.acc_count,
                   replica_cost=_replica_cost(inp, v, p.acc, p.acc_count), params=params,
                   max_rate_rps=rate, replicas=replicas, base_usage=base_usage,
-                  base_cost=base_cost)
+                  base_cost=base_cost, predicted=predicted)
 
 
 def _replica_cost(inp: OptimizerInput, v: Variant, acc: str, count: int) -> float:
