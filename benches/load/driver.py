@@ -63,7 +63,8 @@ class Pool:
             c.writer.close()
 
 
-async def _read_response(conn: Connection, started: int, results: Results) -> None:
+async def _read_response(conn: Connection, started: int, results: Results) -> bool:
+    """Read one response; whether the connection may be reused."""
     head = await conn.reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     results.statuses[status] = results.statuses.get(status, 0) + 1
@@ -86,6 +87,7 @@ async def _read_response(conn: Connection, started: int, results: Results) -> No
     end = time.perf_counter_ns()
     results.latencies_us.append((end - started) // 1000)
     results.ttft_us.append((first - started) // 1000)
+    return b"connection: close" not in lower
 
 
 async def one(pool: Pool, raw: bytes, results: Results) -> None:
@@ -94,9 +96,9 @@ async def one(pool: Pool, raw: bytes, results: Results) -> None:
     try:
         conn = await pool.get()
         conn.writer.write(raw)
-        await _read_response(conn, started, results)
-        pool.put(conn)
-        conn = None
+        if await _read_response(conn, started, results):
+            pool.put(conn)
+            conn = None
     except (OSError, asyncio.IncompleteReadError, ValueError):
         results.errors += 1
     finally:
