@@ -26,7 +26,8 @@ BODY = {"model": "meta-llama/Llama-3.1-8B-Instruct", "messages": [{"role": "user
         "max_tokens": 4}
 
 # Plays a model server's lifecycle: `up` starts the simulator and lists it once it answers;
-# `down` stops it and lists nothing. `never` logs and starts nothing (a model that cannot start).
+# `down` stops it and lists nothing. `never` starts nothing (a model that never gets ready);
+# `fail` exits non-zero (a model that cannot be started at all).
 SCALER = r'''
 import json, os, signal, socket, subprocess, sys, time
 action, workdir, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -52,6 +53,8 @@ elif action == "down":
     os.kill(int(open(pidfile).read()), signal.SIGTERM)
     os.remove(pidfile)
     eps = []
+elif action == "fail":
+    sys.exit("model server image not found")
 else:
     sys.exit(0)
 tmp = endpoints + ".tmp"
@@ -73,12 +76,11 @@ def epp_behind_envoy(epp: EppProcess) -> EnvoyProcess:
 
 
 class StaticStack:
-    def __init__(self, workdir: Path, *, grace: str, delay: str = "120s", comes_up: bool = True) -> None:
+    def __init__(self, workdir: Path, *, grace: str, delay: str = "120s", up: str = "up") -> None:
         self.workdir = workdir
         port = find_free_port()
         script = workdir / "scaler.py"
         script.write_text(SCALER)
-        up = "up" if comes_up else "never"
         config = {"featureGates": ["flowControl"],
                   "flowControl": {"defaultRequestTTL": "60s", "noEndpointRequestTTL": "60s"},
                   "activator": {"scale-up-command": [sys.executable, str(script), up, str(workdir), str(port)],
@@ -136,10 +138,21 @@ def test_twenty_requests_at_zero_run_the_scale_up_command_once_and_all_succeed(s
     assert s.calls() == ["up 1", "down 0"]
 
 
+def assert_all_503_at_the_grace_period(s: StaticStack, n: int, grace_s: float) -> None:
+    with ThreadPoolExecutor(n) as pool:
+        out = list(pool.map(lambda _: s.post(), range(n)))
+    assert [status for status, _, _ in out] == [503] * n
+    assert all(0.9 * grace_s <= took <= 1.1 * grace_s for _, took, _ in out), sorted(t for _, t, _ in out)
+
+
 def test_a_model_that_never_comes_up_fails_every_request_with_503_at_the_grace_period(static_stack):
-    s = static_stack(grace="3s", comes_up=False)
-    with ThreadPoolExecutor(20) as pool:
-        out = list(pool.map(lambda _: s.post(), range(20)))
-    assert [status for status, _, _ in out] == [503] * 20
-    assert all(2.7 <= took <= 3.3 for _, took, _ in out), sorted(t for _, t, _ in out)
+    s = static_stack(grace="3s", up="never")
+    assert_all_503_at_the_grace_period(s, 20, 3.0)
     assert s.calls() == ["never 1"]
+
+
+def test_a_failing_scale_up_command_is_retried_while_requests_wait_then_503(static_stack):
+    s = static_stack(grace="3s", up="fail")
+    assert_all_503_at_the_grace_period(s, 5, 3.0)
+    assert 2 <= len(s.calls()) <= 4 and set(s.calls()) == {"fail 1"}  # about once a second, not per request
+    assert "exited 1: model server image not found" in s.epp.log_path.read_text()

@@ -20,10 +20,12 @@ from ..flowcontrol import FlowController, Ticket
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1  # how often idleness and the pool's annotations are looked at
+RETRY_S = 1.0  # after a failed scale-up, before a waiting request may try again
 
 
 class Actuator(Protocol):
-    """Changes the pool's size on the activator's two edges; each returns whether it changed it."""
+    """Changes the pool's size on the activator's two edges; each returns whether it changed it
+    and raises when it could not do what it meant to."""
 
     async def scale_up(self) -> bool: ...  # 0 → 1
     async def scale_down(self) -> bool: ...  # 1 → 0
@@ -152,7 +154,7 @@ class Activator:
                          self.pool, managed.target)
         except Exception as e:  # noqa: BLE001 — the requests still fail cleanly at the grace period
             log.error("activator: InferencePool %s: scaling %s up failed: %s", self.pool, managed.target, e)
-            self._episode_until = 0.0  # the next request tries again
+            self._episode_until = time.monotonic() + RETRY_S  # a request after this tries again
 
     # scale to zero, and picking up annotation changes
 
@@ -185,7 +187,12 @@ class Activator:
             return
         if self._scale_to_zero and now - self._idle_since >= self.managed.scale_down_delay_s and self._is_leader():
             self._idle_since = now  # one attempt per delay, whatever it finds
-            if await self.managed.actuator.scale_down():
+            try:
+                changed = await self.managed.actuator.scale_down()
+            except Exception as e:  # noqa: BLE001 — tried again after the next delay
+                log.error("activator: InferencePool %s: scaling %s down failed: %s", self.pool, self.managed.target, e)
+                return
+            if changed:
                 self.stats.scale_downs += 1
                 log.info("activator: InferencePool %s idle for %g s: scaled %s to 0", self.pool,
                          self.managed.scale_down_delay_s, self.managed.target)

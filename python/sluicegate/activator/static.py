@@ -69,7 +69,7 @@ def _command(value: Any, where: str) -> tuple[str, ...] | None:
 class CommandActuator:
     """Runs the configured commands on the two edges. Static mode cannot read replicas, so it
     remembers its last edge: a scale-down runs once until a scale-up has run again, and only
-    while the pool has endpoints (`serving`)."""
+    while the pool has endpoints (`serving`). A failed command raises RuntimeError."""
 
     def __init__(self, pool: str, settings: StaticActivatorSettings) -> None:
         self.pool = pool
@@ -78,19 +78,19 @@ class CommandActuator:
         self._at_zero = False
 
     async def scale_up(self) -> bool:
-        ok = await self._run(self.settings.scale_up_command, 1, self.settings.grace_s)
-        if ok:
-            self._at_zero = False
-        return ok
+        await self._run(self.settings.scale_up_command, 1, self.settings.grace_s)
+        self._at_zero = False
+        return True
 
     async def scale_down(self) -> bool:
         if self._at_zero or self.settings.scale_down_command is None or not self.serving():
             return False
-        ok = await self._run(self.settings.scale_down_command, 0, DOWN_TIMEOUT_S)
-        self._at_zero = ok
-        return ok
+        await self._run(self.settings.scale_down_command, 0, DOWN_TIMEOUT_S)
+        self._at_zero = True
+        return True
 
-    async def _run(self, argv: tuple[str, ...], replicas: int, timeout: float) -> bool:
+    async def _run(self, argv: tuple[str, ...], replicas: int, timeout: float) -> None:
+        """Run one command to completion; RuntimeError naming it when it fails or overruns."""
         env = {**os.environ, "SLUICEGATE_POOL": self.pool, "SLUICEGATE_REPLICAS": str(replicas)}
         proc = await asyncio.create_subprocess_exec(*argv, env=env, stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.DEVNULL,
@@ -103,14 +103,9 @@ class CommandActuator:
         except asyncio.TimeoutError:
             proc.kill()
             await proc.wait()
-            log.error("activator: %s to %d replicas: %s did not finish within %g s", self.pool, replicas, argv[0],
-                      timeout)
-            return False
+            raise RuntimeError(f"{argv[0]} did not finish within {timeout:g} s") from None
         if proc.returncode != 0:
-            log.error("activator: %s to %d replicas: %s exited %d: %s", self.pool, replicas, argv[0],
-                      proc.returncode, err.decode(errors="replace").strip()[-500:])
-            return False
-        return True
+            raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {err.decode(errors='replace').strip()[-500:]}")
 
 
 class StaticSource:
