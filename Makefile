@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/sluicegate/target-rustc-$(RUSTC_VERSIO
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
 
-.PHONY: setup demo test test-rust test-py bench bench-long lint clean kube-bins
+.PHONY: setup demo test test-rust test-py bench bench-long soak lint clean kube-bins
 
 # The real kube-apiserver and etcd for tests/kube, built from tests/kube/go.mod through the Go
 # module proxy and cached outside the clone per Kubernetes version (skipped when present).
@@ -66,6 +66,12 @@ bench: setup
 # The long forms: 20 s load steps up to 1600 req/s, 10k held streams, 2000-request CPU runs.
 bench-long: setup
 	SLUICEGATE_BENCH_LONG=1 $(PY) -m pytest -q benches/load --benchmark-only -s
+
+# Reliability long forms: 1M fuzz cases per property, 20k-message hypothesis runs, a 30-minute
+# soak and 10k held streams (tests/reliability; short forms run in `make test`).
+soak: setup
+	SLUICEGATE_SOAK=1 cargo test --release -p sluicegate-core --test fuzz_inputs
+	SLUICEGATE_SOAK=1 $(PY) -m pytest -q -s tests/reliability --timeout 7200
 
 lint: setup
 	$(VENV)/bin/ruff check --select F,E9 python tests benches

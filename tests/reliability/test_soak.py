@@ -1,0 +1,176 @@
+"""Sustained load through the real Envoy and the EPP process (flow control on): memory and file
+descriptors stay flat, nothing stays running or queued, no gRPC stream stays open on the proxy,
+and every request admitted to flow control has exactly one outcome that matches what the client
+saw. Short form here (20 s); `SLUICEGATE_SOAK=1` (`make soak`) runs 30 minutes and holds 10k
+concurrent streams. `SLUICEGATE_SOAK_RATE` sets the rate (req/s)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from benches.stack import BackendProcess
+from sluicegate.standalone import admin_get
+
+from tests.harness import wait_until
+
+from .stack import ROOT, SOAK, Driver, Stack, process_usage, total
+
+pytestmark = pytest.mark.envoy
+
+DURATION_S = 1800.0 if SOAK else 20.0
+WARMUP_S = 60.0 if SOAK else 5.0
+RATE = float(os.environ.get("SLUICEGATE_SOAK_RATE", "200" if SOAK else "100"))
+HELD_STREAMS = 10_000 if SOAK else 500
+# Small limits so the burst phase queues, expires and rejects: every outcome gets exercised.
+FLOW_CONFIG = """
+featureGates: [flowControl]
+plugins:
+- type: concurrency-detector
+  parameters: {maxConcurrency: 8}
+flowControl:
+  defaultRequestTTL: 1s
+  maxRequests: 40
+  saturationDetector: {pluginRef: concurrency-detector}
+"""
+
+
+@pytest.fixture(scope="module")
+def backend():
+    b = BackendProcess().start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def stack(backend, tmp_path):
+    config = tmp_path / "epp.yaml"
+    config.write_text(FLOW_CONFIG)
+    s = Stack(tmp_path, [backend.address], ("--config-file", str(config)), max_concurrent_requests=20_000)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(params=["python", "rust"])
+def plain_stack(backend, tmp_path, request):
+    """No flow control: every held stream goes straight to the backend."""
+    s = Stack(tmp_path, [backend.address], ("--ext-proc-impl", request.param), max_concurrent_requests=20_000)
+    yield s
+    s.stop()
+
+
+class Sampler:
+    """RSS and descriptor count of the EPP, every `interval` s on a thread, while load runs."""
+
+    def __init__(self, pid: int, interval: float = 1.0) -> None:
+        self.samples: list[tuple[int, int]] = []
+        self._pid, self._interval = pid, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.samples.append(process_usage(self._pid))
+
+    def stop(self) -> list[tuple[int, int]]:
+        self._stop.set()
+        self._thread.join(5)
+        return self.samples
+
+
+def _idle(s: Stack, timeout: float = 30) -> dict[str, float]:
+    """Wait until nothing runs or waits in the EPP and the proxy has no ext_proc stream open."""
+    def quiet():
+        m = s.metrics()
+        busy = total(m, "llm_d_epp_request_running") + total(m, "llm_d_epp_flow_control_queue_size")
+        return m if busy == 0 and _proxy_streams(s) == 0 else None
+
+    return wait_until(quiet, timeout, what="EPP idle and no ext_proc stream open")
+
+
+def _proxy_streams(s: Stack) -> int:
+    assert s.envoy is not None
+    status, text = admin_get(s.envoy.options.admin_port, "/stats?filter=^cluster\\.epp\\.upstream_rq_active$")
+    assert status == 200, text
+    return int(text.split(":")[1])
+
+
+def _flow_outcomes(m: dict[str, float]) -> dict[str, float]:
+    out = {o: total(m, "sluicegate_flow_control_requests_total", outcome=o)
+           for o in ("dispatched", "rejected_capacity", "expired_ttl", "expired_no_endpoints", "cancelled", "evicted")}
+    out["enqueued"] = total(m, "sluicegate_flow_control_enqueued_total")
+    out["queued"] = total(m, "llm_d_epp_flow_control_queue_size")
+    return out
+
+
+def test_soak_memory_and_descriptors_stay_flat_and_nothing_is_lost(stack):
+    assert stack.epp is not None and stack.epp.pid is not None
+    pid = stack.epp.pid
+    warm = Driver(stack.url, rate=RATE, duration_s=WARMUP_S, stream_ratio=0.3, output_tokens=8).result()
+    assert warm["errors"] == 0, warm["statuses"]
+    _idle(stack)
+    rss0, fds0 = process_usage(pid)
+    sampler = Sampler(pid)
+    steady = Driver(stack.url, rate=RATE, duration_s=DURATION_S, stream_ratio=0.3, output_tokens=8).result()
+    samples = sampler.stop()
+    # Over capacity for a moment: streams held 0.5 s at 200/s against maxConcurrency 8.
+    burst = Driver(stack.url, rate=200, duration_s=2, stream_ratio=1.0, output_tokens=10,
+                   token_interval_ms=50).result()
+    m = _idle(stack)
+    rss1, fds1 = process_usage(pid)
+    peak_rss = max(r for r, _ in samples) if samples else rss1
+    flow = _flow_outcomes(m)
+    print(f"\nsoak {DURATION_S:.0f} s at {RATE:.0f} req/s: sent {steady['sent']}, statuses {steady['statuses']}, "
+          f"errors {steady['errors']}; burst statuses {burst['statuses']}\n"
+          f"EPP RSS after warm-up {rss0 / 1024:.1f} MiB, peak {peak_rss / 1024:.1f} MiB, end {rss1 / 1024:.1f} MiB "
+          f"({100 * (rss1 - rss0) / rss0:+.1f}%); fds {fds0} -> {fds1}\nflow control: {flow}")
+    assert steady["errors"] == 0 and steady["statuses"].get(200, 0) == steady["sent"], steady["statuses"]
+    assert burst["errors"] == 0
+    assert rss1 < rss0 * 1.05, f"RSS grew {rss0} -> {rss1} KiB"
+    assert fds1 <= fds0 + 2, f"descriptors grew {fds0} -> {fds1}"
+    # Nothing lost: every admitted request has exactly one outcome...
+    assert flow["enqueued"] == (flow["dispatched"] + flow["evicted"] + flow["expired_ttl"]
+                                + flow["expired_no_endpoints"] + flow["cancelled"] + flow["queued"]), flow
+    # ...and it is the one its client saw (the backend answers every dispatched request 200).
+    sent = warm["sent"] + steady["sent"] + burst["sent"]
+    answered = [warm, steady, burst]
+    ok = sum(r["statuses"].get(200, 0) for r in answered)
+    refused = sum(n for r in answered for st, n in r["statuses"].items() if st in (429, 503))
+    assert ok + refused == sent
+    assert ok == flow["dispatched"], (ok, flow)
+    assert refused == flow["rejected_capacity"] + flow["expired_ttl"] + flow["expired_no_endpoints"] + flow["evicted"]
+    assert refused > 0, "the burst should have gone over capacity"
+
+
+def test_held_streams_all_open_and_all_are_released(plain_stack):
+    stack = plain_stack
+    assert stack.epp is not None and stack.epp.pid is not None
+    _idle(stack)
+    rss0, fds0 = process_usage(stack.epp.pid)
+    cfg = ('{"url": "%s", "hold_streams": %d, "output_tokens": 4, "token_interval_ms": 1000}'
+           % (stack.url, HELD_STREAMS))
+    proc = subprocess.Popen([sys.executable, "-m", "benches.load.driver", cfg], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        line = proc.stdout.readline().split()  # "open <n> <us>"
+        held_rss, held_fds = process_usage(stack.epp.pid)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    opened = int(line[1])
+    m = _idle(stack)
+    rss1, fds1 = process_usage(stack.epp.pid)
+    print(f"\n{opened}/{HELD_STREAMS} streams held in {int(line[2]) / 1e6:.1f} s; EPP RSS {rss0 / 1024:.0f} -> "
+          f"{held_rss / 1024:.0f} (held) -> {rss1 / 1024:.0f} MiB; fds {fds0} -> {held_fds} -> {fds1}; "
+          f"flow: {_flow_outcomes(m)}")
+    assert opened == HELD_STREAMS
+    assert fds1 <= fds0 + 2
