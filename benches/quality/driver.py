@@ -162,5 +162,6 @@ async def capacity(name: str, shape: FleetShape, seconds: float, seed: int) -> f
 
             await asyncio.gather(*(worker() for _ in range(2 * shape.count * shape.max_num_seqs)))
     finally:
+        await policy.stop()
         fleet.stop()
     return done / (seconds * 2 / 3)

@@ -38,10 +38,16 @@ LORA = _default_profile("- {type: lora-affinity-scorer}", "  - {pluginRef: lora-
 
 
 class Policy:
+    """A baseline policy also runs a Router that scrapes the fleet (and routes nothing), so the
+    simulators carry the same /metrics load in every run: the eight servers share one process,
+    and scraping costs it CPU that would otherwise count against sluicegate alone."""
+
     name = ""
 
     async def start(self, fleet: SimFleetProcess) -> None:
         self.addresses = list(fleet.addresses)
+        self.scheduler = Scheduler()
+        await _scrape(self.scheduler, self.addresses)
 
     def pick(self, path: str, body: bytes) -> str:
         raise NotImplementedError
@@ -50,7 +56,19 @@ class Policy:
         pass
 
     async def stop(self) -> None:
-        pass
+        self.scheduler.router.stop_scraper()
+
+
+async def _scrape(scheduler: Scheduler, addresses: list[str]) -> None:
+    """Point the Router at the fleet, start its scraper and wait (≤ 2 s) until each is scraped."""
+    scheduler.set_endpoints([Endpoint(f"sim-{i}", a) for i, a in enumerate(addresses)])
+    router = scheduler.router
+    router.start_scraper()
+    for _ in range(200):
+        if all(s.age_ms >= 0 for s in router.status()):
+            return
+        await asyncio.sleep(0.01)
+    raise RuntimeError("the Router never scraped every simulator")
 
 
 class RandomPolicy(Policy):
@@ -102,23 +120,16 @@ class SluicegatePolicy(Policy):
 
     def __init__(self, name: str, config: str | None = None, precise: bool = False) -> None:
         self.name = name
-        self.scheduler = Scheduler(config)
+        self.config = config
         self.precise = precise
         self.subscriber: KvEventSubscriber | None = None
 
     async def start(self, fleet: SimFleetProcess) -> None:
-        await super().start(fleet)
-        router = self.scheduler.router
-        self.scheduler.set_endpoints([Endpoint(f"sim-{i}", a) for i, a in enumerate(self.addresses)])
-        router.start_scraper()
-        for _ in range(200):  # every endpoint scraped once, at most 2 s
-            if all(s.age_ms >= 0 for s in router.status()):
-                break
-            await asyncio.sleep(0.01)
-        else:
-            raise RuntimeError("the Router never scraped every simulator")
+        self.addresses = list(fleet.addresses)
+        self.scheduler = Scheduler(self.config)
+        await _scrape(self.scheduler, self.addresses)
         if self.precise:
-            self.subscriber = KvEventSubscriber(router)
+            self.subscriber = KvEventSubscriber(self.scheduler.router)
             self.subscriber.set_publishers(fleet.kv_events)
 
     def pick(self, path: str, body: bytes) -> str:
@@ -128,7 +139,7 @@ class SluicegatePolicy(Policy):
         self.scheduler.release(address)
 
     async def stop(self) -> None:
-        self.scheduler.router.stop_scraper()
+        await super().stop()
         if self.subscriber is not None:
             await self.subscriber.close()
 

@@ -149,21 +149,26 @@ impl<'a> Reader<'a> {
 
 /// A block hash as vLLM sends it: an int (older vLLM, possibly negative) or bytes (newer
 /// vLLM's `ExternalBlockHash`), folded to the u64 the index keys by (bytes: the first 8,
-/// big-endian — such hashes only match hashes computed the same way).
-fn hash_of(v: &Value<'_>, at: &str) -> Result<u64, KvEventsError> {
+/// big-endian — such hashes only match hashes computed the same way). None: not a hash.
+fn hash_of(v: &Value<'_>) -> Option<u64> {
     match v {
         Value::Int(i) if *i >= i128::from(i64::MIN) && *i <= i128::from(u64::MAX) => {
-            Ok(if *i < 0 { *i as i64 as u64 } else { *i as u64 })
+            Some(if *i < 0 { *i as i64 as u64 } else { *i as u64 })
         }
-        Value::Bin(b) if !b.is_empty() => Ok(b
-            .iter()
-            .take(8)
-            .fold(0u64, |acc, &x| (acc << 8) | u64::from(x))),
-        other => Err(KvEventsError(format!(
-            "{at}: expected a block hash (int or bytes), got {}",
-            kind(other)
-        ))),
+        Value::Bin(b) if !b.is_empty() => Some(
+            b.iter()
+                .take(8)
+                .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
+        ),
+        _ => None,
     }
+}
+
+fn not_a_hash(v: &Value<'_>, at: impl std::fmt::Display) -> KvEventsError {
+    KvEventsError(format!(
+        "{at}: expected a block hash (int or bytes), got {}",
+        kind(v)
+    ))
 }
 
 fn kind(v: &Value<'_>) -> &'static str {
@@ -184,7 +189,7 @@ fn hashes(v: Option<&Value<'_>>, at: &str) -> Result<Vec<u64>, KvEventsError> {
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
-            .map(|(i, h)| hash_of(h, &format!("{at}[{i}]")))
+            .map(|(i, h)| hash_of(h).ok_or_else(|| not_a_hash(h, format_args!("{at}[{i}]"))))
             .collect(),
         Some(other) => Err(KvEventsError(format!(
             "{at}: expected an array, got {}",
@@ -215,7 +220,9 @@ fn event(v: &Value<'_>, i: usize) -> Result<KvEvent, KvEventsError> {
             let hashes = hashes(fields.get(1), &format!("{at}.BlockStored.block_hashes"))?;
             let parent = match fields.get(2) {
                 None | Some(Value::Nil) => None,
-                Some(p) => Some(hash_of(p, &format!("{at}.BlockStored.parent_block_hash"))?),
+                Some(p) => Some(hash_of(p).ok_or_else(|| {
+                    not_a_hash(p, format_args!("{at}.BlockStored.parent_block_hash"))
+                })?),
             };
             let block_size = match fields.get(4) {
                 Some(Value::Int(n)) if *n >= 1 && *n <= i128::from(u32::MAX) => *n as u32,
