@@ -174,6 +174,10 @@ class Epp:
             self.activator.start()
         if self.kube is not None:
             await self.kube.start(self.server.set_serving)  # SERVING once synced (and leader, with HA)
+            if self.activator is None:
+                from .activator.kube import warn_if_annotated_without_flow_control
+
+                warn_if_annotated_without_flow_control(self.kube)
         else:
             await self.server.set_serving(True)
 

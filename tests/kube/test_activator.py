@@ -125,13 +125,13 @@ def create_annotated_pool(kube, port: int, ann: dict[str, str]) -> None:
 
 class Stack:
     def __init__(self, kube, control_plane, loop_thread, *, replicas: int, ann: dict[str, str], comes_up=True,
-                 epp_args: tuple[str, ...] = (), sim: SimConfig | None = None) -> None:
+                 epp_args: tuple[str, ...] = (), sim: SimConfig | None = None, config: str = FLOW) -> None:
         port = find_free_port()
         self.kubelet = Kubelet(kube, loop_thread, port, sim or SimConfig(name="model-0", speedup=50), comes_up)
         self.kubelet.create_deployment(replicas)
         create_annotated_pool(kube, port, ann)
         self.kubelet.start()
-        self.epp = KubeEpp(control_plane.apiserver.kubeconfig, kube.ns, "--config-text", FLOW, *epp_args)
+        self.epp = KubeEpp(control_plane.apiserver.kubeconfig, kube.ns, "--config-text", config, *epp_args)
         try:
             self.envoy = epp_behind_envoy(self.epp)
         except BaseException:
@@ -316,6 +316,13 @@ def test_invalid_annotations_are_reported_once_and_the_pool_runs_without_activat
     reports = [line for line in s.log().splitlines() if "served without an activator" in line]
     assert len(reports) == 1, reports
     assert field in reports[0] and value in reports[0]
+
+
+def test_annotations_without_flow_control_are_reported_not_ignored(stack):
+    s = stack(replicas=1, ann=annotations(), config="featureGates: []\n")
+    wait_until(lambda: s.post()[0] == 200, timeout=15, interval=0.1, what="pool serving")
+    warnings = [line for line in s.log().splitlines() if "flow control is off" in line]
+    assert len(warnings) == 1 and "activator.llm-d.ai" in warnings[0]
 
 
 def test_only_the_lease_holder_scales_to_zero(kube, control_plane, loop_thread):

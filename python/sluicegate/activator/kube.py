@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ..errors import ConfigError
 from .activator import Managed
-from .annotations import parse_annotations
+from .annotations import PREFIX, parse_annotations
 from .scale import ScaleConflict, ScaleTarget
 
 log = logging.getLogger(__name__)
@@ -110,3 +110,14 @@ def kube_activator(kube, flow, router, *, scale_to_zero: bool):
     return Activator(pool, flow, source, scale_to_zero=scale_to_zero,
                      is_leader=lambda: kube.elector is None or kube.elector.is_leader,
                      servers_busy=servers_busy(router))
+
+
+def warn_if_annotated_without_flow_control(kube) -> None:
+    """The pool asks for an activator but flow control is off: say so once rather than ignore it."""
+    pool = kube.watcher.pool
+    obj = next(iter(pool.objects()), None) if pool is not None else None
+    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+    if any(k.startswith(PREFIX) for k in annotations):
+        log.warning("activator: InferencePool %s/%s has activator.llm-d.ai annotations, but flow control is off; "
+                    "add featureGates: [flowControl] to the EPP config for scale from/to zero",
+                    kube.watcher.opts.namespace, kube.watcher.opts.pool_name)
