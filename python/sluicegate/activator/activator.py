@@ -9,10 +9,11 @@ scale-down delay goes 1 → 0. Only those two edges are ours: replicas > 1 belon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from ..errors import NoEndpointsError
 from ..flowcontrol import FlowController, Ticket
@@ -74,6 +75,7 @@ class Activator:
         self._ready: asyncio.Future[None] | None = None  # resolved when an endpoint becomes ready
         self._scale_up: asyncio.Task[None] | None = None
         self._episode_until = 0.0  # a scale-up was asked for; no new one before this
+        self._failed = False  # the last scale-up raised: waiting requests may try again
         self._idle_since = time.monotonic()
         self._submitted = -1
         self._ttl_warned = False
@@ -144,6 +146,7 @@ class Activator:
         if now < self._episode_until or (self._scale_up is not None and not self._scale_up.done()):
             return
         self._episode_until = now + managed.grace_s
+        self._failed = False
         self._scale_up = asyncio.get_running_loop().create_task(self._do_scale_up(managed))
 
     async def _do_scale_up(self, managed: Managed) -> None:
@@ -155,6 +158,7 @@ class Activator:
         except Exception as e:  # noqa: BLE001 — the requests still fail cleanly at the grace period
             log.error("activator: InferencePool %s: scaling %s up failed: %s", self.pool, managed.target, e)
             self._episode_until = time.monotonic() + RETRY_S  # a request after this tries again
+            self._failed = True
 
     # scale to zero, and picking up annotation changes
 
@@ -175,8 +179,12 @@ class Activator:
             return
         self._warn_short_ttl(self.managed)
         s = self._inner.stats()
-        if (self.stats.waiting or s["queued_requests"]) and self.ready_endpoints == 0:
-            self._ask_scale_up(self.managed)  # also for requests queued before the annotations were seen
+        # Ask again for requests held after a failed scale-up, and for requests queued in flow
+        # control before the settings were known (not held by us). Not merely because requests
+        # are still held: they belong to the current episode and end with it.
+        unheld = s["queued_requests"] > self.stats.waiting
+        if self.ready_endpoints == 0 and (unheld or (self._failed and self.stats.waiting)):
+            self._ask_scale_up(self.managed)
         now = time.monotonic()
         # Busy: anything of ours queued, in flight or new since the last look, or the model servers
         # report work (requests through another EPP replica or straight to the pods).
@@ -233,6 +241,15 @@ class ActivatedFlow:
         if managed is None:
             return self._flow.acquire(*args, **kwargs)
         return act.hold(asyncio.ensure_future(self._flow.acquire(*args, **kwargs)), managed)
+
+    @contextlib.asynccontextmanager
+    async def admit(self, *args: Any, **kwargs: Any) -> AsyncIterator[Ticket]:
+        """`async with flow.admit(...) as ticket:` as FlowController's, through `acquire` above."""
+        ticket = await self.acquire(*args, **kwargs)
+        try:
+            yield ticket
+        finally:
+            ticket.release()
 
 
 def _abandon(acquiring: asyncio.Future[Ticket]) -> None:

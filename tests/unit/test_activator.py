@@ -1,0 +1,97 @@
+"""The activator over a real flow controller and Router (no proxy, no cluster): requests for a
+pool with no endpoints are held, one scale-up command runs for all of them, and they go when an
+endpoint appears or fail with NoEndpointsError at the grace period, leaving nothing queued."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import pytest
+import uvloop
+
+from sluicegate.activator.static import StaticActivatorSettings, static_activator
+from sluicegate.errors import NoEndpointsError
+from sluicegate.flowcontrol import FlowController
+from sluicegate.scheduling import Router
+
+
+def setup(tmp_path, grace_s: float):
+    calls = tmp_path / "calls"
+    up = (sys.executable, "-c", f"open({str(calls)!r}, 'a').write('up\\n')")
+    router = Router()
+    router.set_endpoints([])
+    flow = FlowController(max_concurrency=100, router=router)
+    act = static_activator("pool", flow, router, StaticActivatorSettings(up, None, grace_s=grace_s))
+    act.endpoints_changed(0)
+    return router, flow, act, calls
+
+
+async def managed(act) -> None:
+    act.start()
+    for _ in range(100):
+        if act.managed is not None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("activator never read its settings")
+
+
+def test_held_at_zero_one_scale_up_then_all_go_when_an_endpoint_appears(tmp_path):
+    async def main():
+        router, flow, act, calls = setup(tmp_path, grace_s=20)
+        await managed(act)
+
+        async def one():
+            async with act.flow.admit() as ticket:
+                return ticket.waited
+
+        tasks = [asyncio.ensure_future(one()) for _ in range(10)]
+        await asyncio.sleep(0.5)
+        assert not any(t.done() for t in tasks) and act.stats.waiting == 10
+        router.set_endpoints([("sim-0", "127.0.0.1:9", {})])  # what the EPP does on discovery
+        flow.notify()
+        act.endpoints_changed(1)
+        waited = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        assert all(w >= 0.4 for w in waited) and act.stats.waiting == 0
+        assert calls.read_text() == "up\n" and act.stats.scale_ups == 1
+        assert flow.stats()["in_flight"] == 0 and flow.stats()["queued_requests"] == 0
+        await act.stop()
+        flow.close()
+
+    uvloop.run(main())
+
+
+def test_nothing_ready_within_the_grace_period_fails_every_waiter_and_leaves_no_queue(tmp_path):
+    async def main():
+        _, flow, act, calls = setup(tmp_path, grace_s=1.0)
+        await managed(act)
+        t0 = time.monotonic()
+        results = await asyncio.gather(*(act.flow.acquire() for _ in range(10)), return_exceptions=True)
+        took = time.monotonic() - t0
+        assert all(isinstance(r, NoEndpointsError) and "grace period (1 s)" in str(r) for r in results)
+        assert 0.9 <= took <= 1.3, took
+        await asyncio.sleep(0.05)
+        s = flow.stats()
+        assert s["queued_requests"] == 0 and s["cancelled"] == 10 and act.stats.expired == 10
+        assert calls.read_text() == "up\n"
+        await act.stop()
+        flow.close()
+
+    uvloop.run(main())
+
+
+@pytest.mark.parametrize("ready", [1, None])
+def test_pool_with_endpoints_or_not_yet_discovered_is_not_held(tmp_path, ready):
+    async def main():
+        router, flow, act, calls = setup(tmp_path, grace_s=20)
+        router.set_endpoints([("sim-0", "127.0.0.1:9", {})])
+        act.ready_endpoints = ready
+        await managed(act)
+        ticket = await asyncio.wait_for(act.flow.acquire(), 5)
+        ticket.release()
+        assert act.stats.waiting == 0 and not calls.exists()
+        await act.stop()
+        flow.close()
+
+    uvloop.run(main())
