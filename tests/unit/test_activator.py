@@ -95,3 +95,24 @@ def test_pool_with_endpoints_or_not_yet_discovered_is_not_held(tmp_path, ready):
         flow.close()
 
     uvloop.run(main())
+
+
+def test_requests_queued_before_the_settings_were_known_still_get_a_scale_up(tmp_path):
+    async def main():
+        _, flow, act, calls = setup(tmp_path, grace_s=20)
+        early = [asyncio.ensure_future(flow.acquire()) for _ in range(3)]  # not held by the activator
+        await asyncio.sleep(0.05)
+        await managed(act)
+        for _ in range(100):
+            if calls.exists():
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # several ticks more: still one
+        assert calls.read_text() == "up\n" and act.stats.scale_ups == 1 and act.stats.waiting == 0
+        for t in early:
+            t.cancel()
+        await asyncio.gather(*early, return_exceptions=True)
+        await act.stop()
+        flow.close()
+
+    uvloop.run(main())
