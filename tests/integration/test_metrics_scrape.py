@@ -1,5 +1,6 @@
 """After traffic through the real Envoy, /metrics of the EPP process carries every pinned family
-with samples where the traffic went, and health answers on the metrics port."""
+with samples where the traffic went, and health answers on the metrics port; both ext_proc
+servers record the same request metrics."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ N = 12
 
 
 @pytest.fixture
-def loaded_epp(sims, tmp_path):
+def loaded_epp(sims, tmp_path, ext_proc_impl):
     fleet = sims.start(*(SimConfig(name=f"sim-{i}", speedup=50) for i in range(2)))
     endpoints = write_endpoints(tmp_path / "endpoints.json", [s.address for s in fleet])
-    epp = EppProcess(endpoints, "--refresh-metrics-interval", "0.02").start()
+    epp = EppProcess(endpoints, "--refresh-metrics-interval", "0.02", "--ext-proc-impl", ext_proc_impl).start()
     envoy = None
     try:
         opts = EnvoyOptions(listen_port=0, admin_port=0, listen_address="127.0.0.1", epp_port=epp.port,
