@@ -1,7 +1,8 @@
 //! A priority band: the flows of one priority and the inter-flow fairness policy that picks
 //! which flow's head goes next. Owned by the dispatch thread only.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use super::config::{BandConfig, FairnessPolicy};
@@ -14,6 +15,9 @@ pub struct Band<R> {
     flows: Vec<FlowQueue<R>>,
     index: HashMap<Arc<str>, usize>,
     cursor: usize,
+    /// Global-strict: (item id, flow) with at least one entry at or below each flow's head id,
+    /// so the smallest entry that still names its flow's head is the oldest head (no scan).
+    heads: BinaryHeap<Reverse<(u64, Arc<str>)>>,
 }
 
 impl<R> Band<R> {
@@ -23,6 +27,19 @@ impl<R> Band<R> {
             flows: Vec::new(),
             index: HashMap::new(),
             cursor: 0,
+            heads: BinaryHeap::new(),
+        }
+    }
+
+    fn strict(&self) -> bool {
+        self.config.fairness_policy == FairnessPolicy::GlobalStrict
+    }
+
+    /// Global-strict: record flow `i`'s current head.
+    fn arm(&mut self, i: usize) {
+        if let Some(h) = self.flows[i].head() {
+            let entry = Reverse((h.id, self.flows[i].key.clone()));
+            self.heads.push(entry);
         }
     }
 
@@ -38,7 +55,11 @@ impl<R> Band<R> {
                 self.flows.len() - 1
             }
         };
+        let id = item.id;
         self.flows[i].push(item);
+        if self.strict() && self.flows[i].head().is_some_and(|h| h.id == id) {
+            self.arm(i);
+        }
     }
 
     /// Give back an item whose dispatch must wait; it goes first in its flow again.
@@ -48,6 +69,9 @@ impl<R> Band<R> {
             Some(&i) => {
                 self.flows[i].push_front(item);
                 self.cursor = i; // round-robin: the turn was not used
+                if self.strict() {
+                    self.arm(i);
+                }
             }
             None => {
                 self.push(item);
@@ -66,6 +90,8 @@ impl<R> Band<R> {
             let item = self.flows[i].pop().expect("flow has a head");
             if self.flows[i].is_empty() {
                 self.remove_flow(i);
+            } else if self.strict() {
+                self.arm(i);
             }
             if item.claim() {
                 return Some(item);
@@ -75,20 +101,20 @@ impl<R> Band<R> {
     }
 
     fn oldest_head(&mut self) -> Option<usize> {
-        let mut best: Option<(u64, usize)> = None;
-        let mut i = 0;
-        while i < self.flows.len() {
+        loop {
+            let Reverse((id, key)) = self.heads.pop()?;
+            let Some(&i) = self.index.get(&key) else {
+                continue; // the flow emptied since
+            };
             match self.flows[i].head() {
-                Some(h) => {
-                    if best.is_none_or(|(id, _)| h.id < id) {
-                        best = Some((h.id, i));
-                    }
-                    i += 1;
+                None => self.remove_flow(i),
+                Some(h) if h.id == id => {
+                    // Popped: the flow gets a new entry once this head leaves (claim_next).
+                    return Some(i);
                 }
-                None => self.remove_flow(i), // the next flow moved to i: look at i again
+                Some(_) => self.arm(i), // its head moved on (claimed, cancelled): re-enter it
             }
         }
-        best.map(|(_, i)| i)
     }
 
     fn next_in_turn(&mut self) -> Option<usize> {
@@ -106,9 +132,18 @@ impl<R> Band<R> {
         None
     }
 
-    /// Drop an emptied flow, keeping the others in turn order: a flow moved behind the cursor
-    /// would lose its turn in this round of round-robin.
+    /// Drop an emptied flow. Round-robin keeps the others in turn order (a flow moved behind
+    /// the cursor would lose its turn this round); global-strict finds flows by key, so the
+    /// last flow can take the slot.
     fn remove_flow(&mut self, i: usize) {
+        if self.strict() {
+            let gone = self.flows.swap_remove(i);
+            self.index.remove(&gone.key);
+            if let Some(moved) = self.flows.get(i) {
+                self.index.insert(moved.key.clone(), i);
+            }
+            return;
+        }
         let gone = self.flows.remove(i);
         self.index.remove(&gone.key);
         for (j, f) in self.flows.iter().enumerate().skip(i) {
@@ -135,6 +170,7 @@ impl<R> Band<R> {
 
     pub fn drain(&mut self) -> Vec<Arc<Item<R>>> {
         self.index.clear();
+        self.heads.clear();
         self.flows.drain(..).flat_map(|mut f| f.drain()).collect()
     }
 }

@@ -259,6 +259,27 @@ fn strict_fairness_serves_the_oldest_head_across_flows() {
 }
 
 #[test]
+fn strict_fairness_stays_in_arrival_order_over_many_flows_with_cancelled_heads() {
+    let (fc, seen) = gated(config("{}"), false);
+    let mut kept = Vec::new();
+    for i in 0..600u32 {
+        let flow = format!("tenant-{}", (i * 7) % 97);
+        let item = fc.enqueue(&adm(&flow, 0), (flow.clone(), i)).unwrap();
+        if i % 5 == 0 {
+            assert!(item.cancel());
+        } else {
+            kept.push(i);
+        }
+    }
+    fc.dispatcher().open_when_settled();
+    let tags: Vec<u32> = wait_for(&seen, kept.len())
+        .into_iter()
+        .map(|(_, o)| o.unwrap().1)
+        .collect();
+    assert_eq!(tags, kept);
+}
+
+#[test]
 fn edf_orders_a_flow_by_deadline() {
     let (fc, seen) = gated(
         config(r#"{"defaultPriorityBand": {"orderingPolicy": "edf-ordering-policy"}}"#),
