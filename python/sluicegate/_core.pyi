@@ -228,10 +228,12 @@ class FlowController:
         model_rewrite: str | None = None,
         subset: Sequence[str] | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> QueuedRequest:
-        """Queue a request (routed at dispatch when `path` is given and there is a Router).
-        Raises SaturatedError / NoEndpointsError when capacity is full, ShuttingDownError after
-        shutdown; ValueError for a non-positive ttl or slo_ttft (seconds)."""
+        dispatch_now: bool = False,
+    ) -> QueuedRequest | Completion:
+        """Queue a request (routed at dispatch when `path` is given and there is a Router); with
+        `dispatch_now`, first dispatch it in this thread when nothing waits and the pool has
+        room (a Completion, waited_s 0). Raises SaturatedError / NoEndpointsError when capacity
+        is full, ShuttingDownError after shutdown; ValueError for a non-positive ttl or slo_ttft."""
     def take_completions(self) -> list[Completion]:
         """Every outcome delivered since the last call, oldest first."""
     def release(self) -> None:

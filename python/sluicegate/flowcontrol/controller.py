@@ -134,17 +134,21 @@ class FlowController:
         ShuttingDownError, or BadRequestError when the body cannot be routed. Cancelling the
         waiting task removes the request from its queue."""
         loop = self._attach()
+        # Nothing waiting and room in the pool: dispatched here at once, no hand-off.
         queued = self._core.enqueue(flow, priority, size, ttl, slo_ttft, path=path, body=body,
                                     model_rewrite=model_rewrite,
                                     subset=list(subset) if subset is not None else None,
-                                    headers=dict(headers) if headers else None)
-        fut: asyncio.Future[Completion] = loop.create_future()
-        self._waiting[queued.id] = fut
-        try:
-            c = await fut
-        except asyncio.CancelledError:
-            self._abandon(queued, fut)
-            raise
+                                    headers=dict(headers) if headers else None, dispatch_now=True)
+        if type(queued) is Completion:
+            c = queued
+        else:
+            fut: asyncio.Future[Completion] = loop.create_future()
+            self._waiting[queued.id] = fut
+            try:
+                c = await fut
+            except asyncio.CancelledError:
+                self._abandon(queued, fut)
+                raise
         if c.status != 200:
             raise _ERRORS.get(c.reason, errors.BadRequestError)(c.message)
         return Ticket(self, c.decision, c.waited_s)

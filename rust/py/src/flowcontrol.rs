@@ -198,12 +198,15 @@ impl PyFlowController {
         self.wake_reader.as_raw_fd()
     }
 
+    /// Queue a request (a QueuedRequest), or with `dispatch_now` first try to dispatch it in this
+    /// thread when nothing waits and there is room (a Completion, waited_s 0).
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (flow, priority = 0, size = 0, ttl = None, slo_ttft = None, *,
                         path = None, body = None, model_rewrite = None, subset = None,
-                        headers = None))]
+                        headers = None, dispatch_now = false))]
     fn enqueue(
         &self,
+        py: Python<'_>,
         flow: &str,
         priority: i32,
         size: u64,
@@ -214,7 +217,8 @@ impl PyFlowController {
         model_rewrite: Option<String>,
         subset: Option<Vec<String>>,
         headers: Option<BTreeMap<String, String>>,
-    ) -> PyResult<PyQueued> {
+        dispatch_now: bool,
+    ) -> PyResult<Py<PyAny>> {
         let admission = Admission {
             flow,
             priority,
@@ -233,12 +237,27 @@ impl PyFlowController {
                 .map(|(k, v)| (k.to_ascii_lowercase(), v))
                 .collect(),
         });
+        if dispatch_now {
+            let now = match &request {
+                // Routing parses the body: without the GIL.
+                Some(_) => py.detach(|| self.core.dispatch_now(&admission, &request)),
+                None => self.core.dispatch_now(&admission, &request),
+            };
+            if let Some(outcome) = now {
+                let c = Completion {
+                    id: self.core.next_id(),
+                    outcome: Outcome::Dispatched(outcome),
+                    waited: Duration::ZERO,
+                };
+                return Ok(Py::new(py, self.completed(py, c)?)?.into_any());
+            }
+        }
         // Short and bounded (one shard lock): not worth releasing the GIL for.
         let item = self
             .core
             .enqueue(&admission, request)
             .map_err(rejection_error)?;
-        Ok(PyQueued { item })
+        Ok(Py::new(py, PyQueued { item })?.into_any())
     }
 
     /// Every outcome delivered since the last call, oldest first.
@@ -251,16 +270,7 @@ impl PyFlowController {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        batch
-            .into_iter()
-            .map(|c| {
-                // A request the scheduler refused never went anywhere: nothing to release later.
-                if matches!(c.outcome, Outcome::Dispatched(Some(Err(_)))) {
-                    self.core.release();
-                }
-                completion(py, c)
-            })
-            .collect()
+        batch.into_iter().map(|c| self.completed(py, c)).collect()
     }
 
     /// A dispatched request finished (or was never used): free its place.
@@ -301,6 +311,17 @@ impl PyFlowController {
     /// Evict every queued request (503 rejected-shutting-down) and stop the dispatch thread.
     fn shutdown(&self, py: Python<'_>) {
         py.detach(|| self.core.shutdown());
+    }
+}
+
+impl PyFlowController {
+    /// The Python outcome; a request the scheduler refused never went anywhere, so its place
+    /// is freed here (nothing will release it later).
+    fn completed(&self, py: Python<'_>, c: Completion<Routed>) -> PyResult<PyCompletion> {
+        if matches!(c.outcome, Outcome::Dispatched(Some(Err(_)))) {
+            self.core.release();
+        }
+        completion(py, c)
     }
 }
 

@@ -186,6 +186,53 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         })
     }
 
+    /// Dispatch in the caller's thread when nothing waits anywhere and the request's band has
+    /// room: the unsaturated common case then pays no hand-off to the dispatch thread. None
+    /// when it must queue (then `enqueue` it); counted as enqueued and dispatched when it went.
+    pub fn dispatch_now(
+        &self,
+        admission: &Admission<'_>,
+        request: &D::Request,
+    ) -> Option<D::Output> {
+        let s = &*self.shared;
+        let l = &*s.ledger;
+        if s.shutdown.load(Ordering::Acquire) || l.queued.requests.load(Ordering::SeqCst) > 0 {
+            return None; // whatever waits goes first
+        }
+        let ceiling = self.ceiling_of(admission.priority);
+        let now = Instant::now();
+        l.in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (s.detector.saturation(now, n) < ceiling).then_some(n + 1)
+            })
+            .ok()?;
+        match s.dispatcher.dispatch(request) {
+            Dispatch::Done(output) => {
+                l.enqueued.fetch_add(1, Ordering::Relaxed);
+                l.dispatched.fetch_add(1, Ordering::Relaxed);
+                Some(output)
+            }
+            Dispatch::NoCandidates => {
+                self.release();
+                None
+            }
+        }
+    }
+
+    /// The usage-limit ceiling of `priority`'s band, ranked among the bands provisioned so far
+    /// (what the dispatcher ranks it among).
+    fn ceiling_of(&self, priority: i32) -> f64 {
+        let bands = self.shared.bands.load();
+        let rank = bands.keys().filter(|&&p| p > priority).count();
+        let n = bands.len() + usize::from(!bands.contains_key(&priority));
+        self.shared.config.usage_limit_policy.ceiling(rank, n)
+    }
+
+    /// A fresh id for an outcome that never queued.
+    pub fn next_id(&self) -> u64 {
+        self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Queue a request; its outcome arrives through the sink. Capacity and shutdown
     /// rejections are returned here at once instead (and never reach the sink).
     pub fn enqueue(

@@ -435,6 +435,29 @@ fn shutdown_evicts_queued_requests() {
 }
 
 #[test]
+fn dispatch_now_goes_at_once_only_when_nothing_waits_and_there_is_room() {
+    let (seen, sink) = collector();
+    let detector = SaturationDetector::Concurrency {
+        store: None,
+        max_concurrency: 1,
+    };
+    let fc = FlowController::start(config("{}"), detector, Gate::new(true, false), sink).unwrap();
+    let r = ("f".to_string(), 0);
+    assert_eq!(fc.dispatch_now(&adm("f", 0), &r), Some(r.clone()));
+    assert_eq!(
+        fc.dispatch_now(&adm("f", 5), &r),
+        None,
+        "the one place is taken"
+    );
+    let queued = fc.enqueue(&adm("f", 0), ("f".into(), 1)).unwrap();
+    fc.release();
+    assert_eq!(wait_for(&seen, 1)[0].0, queued.id);
+    fc.release();
+    let s = fc.stats();
+    assert_eq!((s.enqueued, s.dispatched, s.in_flight), (2, 2, 0));
+}
+
+#[test]
 fn concurrency_limit_holds_requests_until_release() {
     let (seen, sink) = collector();
     let detector = SaturationDetector::Concurrency {
