@@ -5,6 +5,7 @@ simulators' clock (the model's time, free of this machine's CPU contention) and 
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import json
 import random
@@ -96,6 +97,20 @@ async def _send(session: aiohttp.ClientSession, address: str, path: str, body: b
 
 async def run_policy(name: str, policy: Policy, shape: FleetShape, rate: float, duration_s: float,
                      seed: int, timeout_s: float = 120.0) -> RunResult:
+    """Bounded: a run that has not finished `timeout_s` after its last arrival fails, naming
+    what every task of the loop was waiting on."""
+    try:
+        async with asyncio.timeout(duration_s + timeout_s + 30):
+            return await _run_policy(name, policy, shape, rate, duration_s, seed, timeout_s)
+    except TimeoutError:
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(limit=6, file=stacks)
+        raise RuntimeError(f"{name}/{policy.name} did not finish; tasks:\n{stacks.getvalue()}") from None
+
+
+async def _run_policy(name: str, policy: Policy, shape: FleetShape, rate: float, duration_s: float,
+                      seed: int, timeout_s: float) -> RunResult:
     fleet = SimFleetProcess(shape, seed).start()
     result = RunResult(name, policy.name, rate, duration_s, shape.speedup)
     try:
