@@ -14,6 +14,14 @@ use sluicegate_core::scheduling::Router;
 const PATH: &str = "/v1/chat/completions";
 const BODY: &[u8] = br#"{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Summarise the plot of Hamlet in three sentences."}],"max_tokens":128,"stream":true}"#;
 
+/// Upstream's default profile written out, the picker naming two fallbacks.
+const DEFAULT_WITH_3_ENDPOINTS: &str = r#"{"plugins": [{"type": "queue-scorer"},
+    {"type": "kv-cache-utilization-scorer"}, {"type": "prefix-cache-scorer"},
+    {"type": "max-score-picker", "parameters": {"maxNumOfEndpoints": 3}}],
+  "schedulingProfiles": [{"name": "default", "plugins": [{"pluginRef": "queue-scorer", "weight": 2},
+    {"pluginRef": "kv-cache-utilization-scorer", "weight": 2},
+    {"pluginRef": "prefix-cache-scorer", "weight": 3}, {"pluginRef": "max-score-picker"}]}]}"#;
+
 fn router(n: usize, config: &str) -> Router {
     let r = Router::from_json(config).unwrap();
     let specs: Vec<EndpointSpec> = (0..n)
@@ -49,7 +57,7 @@ fn bench_route(c: &mut Criterion) {
                 black_box(d)
             })
         });
-        let r3 = router(n, r#"{"maxNumOfEndpoints": 3}"#);
+        let r3 = router(n, DEFAULT_WITH_3_ENDPOINTS);
         g.bench_with_input(
             BenchmarkId::new("parse_schedule_3_fallbacks", n),
             &n,
