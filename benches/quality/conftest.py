@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benches.quality.report import format_targets, plot, table, targets
+from benches.quality.report import format_targets, noise, plot, table, targets
 
 OUT = Path(__file__).parent / "out"
 _ROWS = pytest.StashKey[dict[str, list[dict]]]()
@@ -38,6 +38,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if not rows:
         return
     text = "\n\n".join(table(r) for r in rows.values()) + "\n\n" + format_targets(targets(rows))
+    text += "\n" + noise(rows)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "report.txt").write_text(text + "\n")
     (OUT / "results.json").write_text(json.dumps(rows, indent=2))

@@ -65,6 +65,21 @@ def targets(by_workload: Mapping[str, Sequence[Row]]) -> list[tuple[str, bool | 
     return out
 
 
+def noise(by_workload: Mapping[str, Sequence[Row]]) -> str:
+    """On `varied` and `lora` no prompt shares a prefix block, so `sluicegate` and
+    `sluicegate+precise` route by the same scores: their gap is this run's noise (A/A)."""
+    parts = []
+    for workload in ("varied", "lora"):
+        rows = {r["policy"]: r for r in by_workload.get(workload, ())}
+        a, b = rows.get("sluicegate"), rows.get("sluicegate+precise")
+        if a and b:
+            t, e = _ratio(a["ttft_p50_ms"], b["ttft_p50_ms"]), _ratio(a["e2e_p50_ms"], b["e2e_p50_ms"])
+            if t is not None and e is not None:
+                parts.append(f"{workload} TTFT p50 {t:.2f}x, e2e p50 {e:.2f}x")
+    return ("A/A (sluicegate vs sluicegate+precise, same scores where no prefix is shared): "
+            + "; ".join(parts)) if parts else ""
+
+
 def format_targets(checked: Sequence[tuple[str, bool | None, str]]) -> str:
     return "\n".join(f"{'MET ' if met else 'MISS'}  {name}: {numbers}" for name, met, numbers in checked)
 
