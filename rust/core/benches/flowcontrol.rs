@@ -1,6 +1,7 @@
 //! The flow controller's hand-off cost: enqueue → dispatch thread → completion batch, per item,
 //! from one and from two producer threads, against a std mpsc channel doing the same hand-off
-//! to a consumer thread (the baseline); and the drain of a 50k backlog once the pool opens.
+//! to a consumer thread (the baseline); the caller-thread dispatch of the unsaturated case; and
+//! the drain of a 50k backlog once the pool opens.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -121,6 +122,19 @@ fn bench_handoff(c: &mut Criterion) {
             enqueue_n(&fc, iters, "tenant-a");
             wait_until(&done, target);
             t.elapsed()
+        })
+    });
+    // Unsaturated and nothing queued: the caller dispatches itself (then releases), no hand-off.
+    g.bench_function("flow_controller_dispatch_now_1_producer", |b| {
+        let a = Admission {
+            flow: "tenant-a",
+            size: 100,
+            ..Default::default()
+        };
+        b.iter(|| {
+            let out = fc.dispatch_now(&a, &()).expect("room");
+            fc.release();
+            out
         })
     });
     g.bench_function("mpsc_channel_baseline_2_producers", |b| {
