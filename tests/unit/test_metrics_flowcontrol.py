@@ -18,20 +18,21 @@ PINNED_FLOW = frozenset(
     Path(__file__).parent.parent.joinpath("data", "metric_families_flowcontrol.txt").read_text().split())
 
 
-def scrape(fc: FlowController) -> dict:
+def scrape(collector: FlowControlCollector) -> dict:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FlowControlCollector("pool-a", fc))
+    registry.register(collector)
     return {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
 
 
 def test_held_requests_show_per_band_and_outcomes_add_up():
     async def go():
         fc = FlowController(max_concurrency=1)
+        collector = FlowControlCollector("pool-a", fc)
         try:
             holder = await fc.acquire()
             waiting = [asyncio.create_task(fc.acquire("t", p, 100)) for p in (0, 0, 5)]
             await settle(fc, 3)
-            f = scrape(fc)
+            f = scrape(collector)
             assert exposed_families(f) == PINNED_FLOW
             sizes = {s.labels["priority"]: s.value for s in f["llm_d_epp_flow_control_queue_size"].samples}
             assert sizes == {"0": 2, "5": 1}
@@ -44,11 +45,16 @@ def test_held_requests_show_per_band_and_outcomes_add_up():
                 (await t).release()
             await asyncio.gather(waiting[0], return_exceptions=True)
             await settle(fc, 0)
-            f = scrape(fc)
+            f = scrape(collector)
             outcomes = {s.labels["outcome"]: s.value for s in f["sluicegate_flow_control_requests"].samples}
             enqueued = f["sluicegate_flow_control_enqueued"].samples[0].value
             assert outcomes["cancelled"] == 1 and outcomes["dispatched"] == 3
             assert enqueued == sum(outcomes.values())
+            durations = {(s.labels["outcome"], s.labels["priority"]): s.value
+                         for s in f["llm_d_epp_flow_control_request_queue_duration_seconds"].samples
+                         if s.name.endswith("_count")}
+            # the holder never queued, so it has no wait to time
+            assert durations == {("Dispatched", "5"): 1, ("Dispatched", "0"): 1, ("EvictedContextCancelled", "0"): 1}
         finally:
             fc.close()
 

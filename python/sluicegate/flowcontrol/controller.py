@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .. import errors
 from .._core import Completion, Decision, QueuedRequest, Router
@@ -86,6 +86,9 @@ class FlowController:
         self._waiting: dict[int, asyncio.Future[Completion]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._objectives: dict[str, int] = dict(settings.objectives)
+        # Called once per request that got an outcome: (flow, priority, outcome, seconds in the
+        # controller, decision or None); outcome is "dispatched", "cancelled" or a rejection reason.
+        self.observer: Callable[[str, int, str, float, Decision | None], None] | None = None
 
     # objectives
 
@@ -144,11 +147,16 @@ class FlowController:
         else:
             fut: asyncio.Future[Completion] = loop.create_future()
             self._waiting[queued.id] = fut
+            started = loop.time()
             try:
                 c = await fut
             except asyncio.CancelledError:
                 self._abandon(queued, fut)
+                if self.observer is not None:
+                    self.observer(flow, priority, "cancelled", loop.time() - started, None)
                 raise
+        if self.observer is not None:
+            self.observer(flow, priority, c.reason if c.status != 200 else "dispatched", c.waited_s, c.decision)
         if c.status != 200:
             raise _ERRORS.get(c.reason, errors.BadRequestError)(c.message)
         return Ticket(self, c.decision, c.waited_s)

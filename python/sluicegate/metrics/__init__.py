@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -19,6 +25,9 @@ from .requests import RequestCollector
 from .server import MetricsServer
 
 __all__ = ["MetricsServer", "build_registry"]
+
+# Upstream (Go client) exposes no `_created` series; neither do we.
+disable_created_metrics()
 
 
 class InfoCollector(Collector):
