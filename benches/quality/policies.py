@@ -1,6 +1,7 @@
 """The routing policies compared: three a proxy has without an EPP (random, round-robin, least
 outstanding requests counted by the client), and sluicegate's Router with the default profile,
-with precise prefix scoring fed by the simulators' KV events, and with LoRA affinity added."""
+with precise prefix scoring fed by the simulators' KV events, and with active-request (varied) or
+LoRA affinity (lora) scoring added."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ schedulingProfiles:
 
 PRECISE = _default_profile("- {type: precise-prefix-cache-producer, parameters: {blockSize: 16}}")
 LORA = _default_profile("- {type: lora-affinity-scorer}", "  - {pluginRef: lora-affinity-scorer, weight: 2}")
+ACTIVE = _default_profile("- {type: active-request-scorer}", "  - {pluginRef: active-request-scorer, weight: 2}")
 
 
 class Policy:
@@ -147,6 +149,8 @@ class SluicegatePolicy(Policy):
 def policies(workload: str, seed: int) -> list[Policy]:
     out: list[Policy] = [RandomPolicy(seed), RoundRobinPolicy(), LeastRequestPolicy(seed),
                          SluicegatePolicy("sluicegate"), SluicegatePolicy("sluicegate+precise", PRECISE, True)]
+    if workload == "varied":  # EPP-side in-flight counts, what least-queue routes by
+        out.append(SluicegatePolicy("sluicegate+active", ACTIVE))
     if workload == "lora":
         out.append(SluicegatePolicy("sluicegate+lora", LORA))
     return out

@@ -40,7 +40,7 @@ def targets(by_workload: Mapping[str, Sequence[Row]]) -> list[tuple[str, bool | 
         return next((r for r in by_workload.get(workload, ()) if r["policy"] == policy), None)
 
     out: list[tuple[str, bool | None, str]] = []
-    for policy in ("sluicegate", "sluicegate+precise"):
+    for policy in ("sluicegate", "sluicegate+precise", "sluicegate+active"):
         ours, rr = row("shared_prefix", policy), row("shared_prefix", "round-robin")
         if ours and rr:
             t = _ratio(ours["ttft_p50_ms"], rr["ttft_p50_ms"])
