@@ -186,8 +186,11 @@ fn stale_endpoints_are_used_when_nothing_fresh_is_left() {
     let snap = snapshot(t, &[Some((0, 0.0)), Some((0, 0.0))]);
     snap.endpoints[0].info.in_flight.store(3, Ordering::Relaxed);
     let later = t + STALENESS * 2;
+    // Metric scorers rate both 0 (stale); the EPP's own in-flight counts still tell them apart.
+    let with_active =
+        r#"{"plugins": [{"type": "queue-scorer"}, {"type": "active-request-scorer"}]}"#;
     assert_eq!(
-        pick(&profile("{}"), &cycle(&snap, later, None)).unwrap(),
+        pick(&profile(with_active), &cycle(&snap, later, None)).unwrap(),
         vec!["10.0.0.2:8000"]
     );
 }
