@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import replace
@@ -128,21 +129,28 @@ def process_usage(pid: int) -> tuple[int, int]:
 
 
 class Driver:
-    """benches/load/driver.py as a process: open-loop load at `rate` for `duration_s`."""
+    """benches/load/driver.py as a process: open-loop load at `rate` for `duration_s`. Its output
+    is read from the start on a thread: a result larger than the pipe buffer must not stall it."""
 
     def __init__(self, url: str, rate: float, duration_s: float, **workload) -> None:
         cfg = {"url": url, "rate": rate, "duration_s": duration_s, **workload}
         self._timeout = duration_s + 90
         self._proc = subprocess.Popen([sys.executable, "-m", "benches.load.driver", json.dumps(cfg)],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        self._out: tuple[str, str] = ("", "")
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            self._out = self._proc.communicate(timeout=self._timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._out = self._proc.communicate()
 
     def result(self) -> dict:
-        try:
-            out, err = self._proc.communicate(timeout=self._timeout)
-        finally:
-            if self._proc.poll() is None:
-                self._proc.kill()
-                self._proc.communicate()
+        self._reader.join(self._timeout + 10)
+        out, err = self._out
         if self._proc.returncode != 0:
             raise RuntimeError(f"load driver failed: {err[-2000:]}")
         res = json.loads(out.strip().splitlines()[-1])
