@@ -16,11 +16,15 @@ byte, then let them finish (memory at N concurrent streams).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlsplit
 
 from benches.backend import INTERVAL_HEADER
@@ -179,6 +183,28 @@ async def hold_streams(cfg: dict) -> dict:
     for c in conns:
         c.writer.close()
     return {"opened": opened, "wanted": n, "errors": n - opened, "statuses": results.statuses}
+
+
+@contextlib.contextmanager
+def held_streams(url: str, n: int, cwd: str | Path, **workload) -> Iterator[tuple[int, float]]:
+    """Run the driver in `hold_streams` mode as a process: yields (streams opened, seconds to open
+    them all) while they are held; leaving the block lets them finish and stops the process."""
+    cfg = json.dumps({"url": url, "hold_streams": n, **workload})
+    proc = subprocess.Popen([sys.executable, "-m", "benches.load.driver", cfg], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=cwd)
+    try:
+        fields = (proc.stdout.readline() if proc.stdout else "").split()  # "open <n> <us>"
+        if len(fields) != 3:
+            raise RuntimeError(f"load driver did not hold its streams (exit={proc.poll()})")
+        yield int(fields[1]), int(fields[2]) / 1e6
+        assert proc.stdin is not None
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def main() -> None:

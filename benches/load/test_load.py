@@ -25,6 +25,7 @@ from typing import Iterator
 import pytest
 
 from benches.cpu import cpu_ns
+from benches.load.driver import held_streams
 from benches.stack import BackendProcess, PathConfig, PathStack
 from sluicegate.top import quantile
 
@@ -202,20 +203,9 @@ def test_concurrent_streams(benchmark, stacks, impl):
 
     def run() -> None:
         rss0 = _rss_kib(stack.epp.pid)
-        cfg = json.dumps({"url": stack.url, "hold_streams": n, "output_tokens": 4, "token_interval_ms": 2000})
-        proc = subprocess.Popen([sys.executable, "-m", "benches.load.driver", cfg], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
-        try:
-            line = proc.stdout.readline().split()  # "open <n> <us>"
-            result.update(opened=int(line[1]), open_all_ms=int(line[2]) / 1000,
+        with held_streams(stack.url, n, Path(__file__).parents[2], output_tokens=4, token_interval_ms=2000) as held:
+            result.update(opened=held[0], open_all_ms=held[1] * 1000,
                           epp_rss_mib_idle=rss0 / 1024, epp_rss_mib_held=_rss_kib(stack.epp.pid) / 1024)
-            proc.stdin.write("\n")
-            proc.stdin.flush()
-            proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     result["epp_kib_per_stream"] = (result["epp_rss_mib_held"] - result["epp_rss_mib_idle"]) * 1024 / n

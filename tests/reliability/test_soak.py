@@ -8,12 +8,11 @@ length of the steady phase (s)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 
 import pytest
 
+from benches.load.driver import held_streams
 from benches.stack import BackendProcess
 from sluicegate.standalone import admin_get
 
@@ -154,24 +153,11 @@ def test_held_streams_all_open_and_all_are_released(plain_stack):
     assert stack.epp is not None and stack.epp.pid is not None
     _idle(stack)
     rss0, fds0 = process_usage(stack.epp.pid)
-    cfg = ('{"url": "%s", "hold_streams": %d, "output_tokens": 4, "token_interval_ms": 1000}'
-           % (stack.url, HELD_STREAMS))
-    proc = subprocess.Popen([sys.executable, "-m", "benches.load.driver", cfg], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        line = proc.stdout.readline().split()  # "open <n> <us>"
+    with held_streams(stack.url, HELD_STREAMS, ROOT, output_tokens=4, token_interval_ms=1000) as (opened, took_s):
         held_rss, held_fds = process_usage(stack.epp.pid)
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    opened = int(line[1])
     m = _idle(stack)
     rss1, fds1 = process_usage(stack.epp.pid)
-    print(f"\n{opened}/{HELD_STREAMS} streams held in {int(line[2]) / 1e6:.1f} s; EPP RSS {rss0 / 1024:.0f} -> "
+    print(f"\n{opened}/{HELD_STREAMS} streams held in {took_s:.1f} s; EPP RSS {rss0 / 1024:.0f} -> "
           f"{held_rss / 1024:.0f} (held) -> {rss1 / 1024:.0f} MiB; fds {fds0} -> {held_fds} -> {fds1}; "
           f"flow: {_flow_outcomes(m)}")
     assert opened == HELD_STREAMS
