@@ -77,6 +77,8 @@ def test_request_families_count_the_traffic(loaded_epp):
     assert value(f, "llm_d_epp_request_ttft_seconds", "llm_d_epp_request_ttft_seconds_count", streaming="true") == N // 2
     assert value(f, "llm_d_epp_scheduler_e2e_duration_seconds",
                  "llm_d_epp_scheduler_e2e_duration_seconds_count") == N
+    attempts = value(f, "llm_d_epp_scheduler_attempts", "llm_d_epp_scheduler_attempts_total", status="success")
+    assert attempts == N  # the bad body never reached the scheduler
     assert value(f, "llm_d_epp_ready_endpoints", "llm_d_epp_ready_endpoints") == 2
     assert value(f, "inference_pool_ready_pods", "inference_pool_ready_pods") == 2
 

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sluicegate.errors import NoEndpointsError
 from sluicegate.metrics import MetricsServer, build_registry
 from sluicegate.scheduling import Router, find_usage
 
@@ -77,6 +78,19 @@ def test_legacy_request_twins_sum_over_fairness_ids(router):
     (ntpot,) = samples(f, "inference_objective_normalized_time_per_output_token_seconds",
                        "inference_objective_normalized_time_per_output_token_seconds_count")
     assert ntpot.value == 3
+
+
+def test_scheduler_attempts_name_the_picked_endpoint_and_failures(router):
+    body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+    router.route("/v1/chat/completions", body)
+    with pytest.raises(NoEndpointsError):
+        router.route("/v1/chat/completions", body, subset=["10.9.9.9:1"])
+    f = scrape(router)
+    rows = {(s.labels["status"], s.labels["endpoint_name"], s.labels["port"]): s.value
+            for s in samples(f, "llm_d_epp_scheduler_attempts", "llm_d_epp_scheduler_attempts_total")}
+    picked = [k for k in rows if k[0] == "success"]
+    assert len(picked) == 1 and picked[0][1] in {"ep-a", "ep-b"} and picked[0][2] == "8000"
+    assert rows[("failure", "", "")] == 1
 
 
 def test_histogram_buckets_are_cumulative_and_end_at_inf(router):

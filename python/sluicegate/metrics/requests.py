@@ -90,9 +90,18 @@ class RequestCollector(Collector):
                 if sum(h[1]):
                     ttft.add_metric([*values, streaming], histogram_buckets(h), h[2])
         yield ttft
+        yield self._attempts()
         sched = self._stats.scheduler()
         for name in ("llm_d_epp_scheduler_e2e_duration_seconds", "inference_extension_scheduler_e2e_duration_seconds"):
             yield histogram(name, "End-to-end scheduling latency distribution in seconds.", [], [([], sched)])
+
+    def _attempts(self) -> Metric:
+        fam = CounterMetricFamily("llm_d_epp_scheduler_attempts", "Total number of scheduling attempts.",
+                                  labels=["status", "target_model_name", "endpoint_name", "namespace", "port"])
+        for success, model, name, address, n in self._stats.attempts():
+            port = address.rpartition(":")[2] if address else ""
+            fam.add_metric(["success" if success else "failure", model, name, "", port], n)
+        return fam
 
     def _counts(self, canon, legacy_rows) -> Iterator[Metric]:
         doc_total = "Total number of processed requests."

@@ -207,6 +207,18 @@ pub struct RequestStats {
     max_series: usize,
     series: AtomicUsize,
     scheduler: Mutex<Histogram>,
+    /// "success\0target model\0endpoint name\0endpoint address" -> scheduling attempts.
+    attempts: Mutex<HashMap<String, u64>>,
+}
+
+/// Scheduling attempts of one outcome, target model and picked endpoint (empty on failure).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempts {
+    pub success: bool,
+    pub target_model: String,
+    pub endpoint_name: String,
+    pub endpoint_address: String,
+    pub count: u64,
 }
 
 impl RequestStats {
@@ -218,6 +230,7 @@ impl RequestStats {
             max_series: max_series.max(1),
             series: Default::default(),
             scheduler: Mutex::new(Histogram::new(SCHEDULER_BUCKETS)),
+            attempts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -239,6 +252,50 @@ impl RequestStats {
     /// One scheduling cycle took `seconds`.
     pub fn scheduled(&self, seconds: f64) {
         self.scheduler.lock().observe(seconds);
+    }
+
+    /// One scheduling attempt: picked `endpoint` (name, address) for `target_model`, or failed.
+    /// Label sets past the series cap count under model `__other__`.
+    pub fn attempted(&self, success: bool, target_model: &str, name: &str, address: &str) {
+        KEY.with_borrow_mut(|key| {
+            attempt_key(key, success, target_model, name, address);
+            let mut map = self.attempts.lock();
+            if let Some(n) = map.get_mut(key.as_str()) {
+                *n += 1;
+                return;
+            }
+            if map.len() >= self.max_series {
+                attempt_key(key, success, OVERFLOW, name, address);
+            }
+            *map.entry(key.clone()).or_insert(0) += 1;
+        })
+    }
+
+    pub fn attempts(&self) -> Vec<Attempts> {
+        let mut out: Vec<Attempts> = self
+            .attempts
+            .lock()
+            .iter()
+            .map(|(key, n)| {
+                let mut parts = key.split('\0');
+                let mut next = || parts.next().unwrap_or("").to_owned();
+                Attempts {
+                    success: next() == "1",
+                    target_model: next(),
+                    endpoint_name: next(),
+                    endpoint_address: next(),
+                    count: *n,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.target_model, &a.endpoint_address, a.success).cmp(&(
+                &b.target_model,
+                &b.endpoint_address,
+                b.success,
+            ))
+        });
+        out
     }
 
     pub fn scheduler_histogram(&self) -> Histogram {
@@ -297,6 +354,15 @@ impl RequestStats {
         let shard = &self.shards[self.hasher.hash_one(key.as_str()) as usize % SHARDS];
         let mut map = shard.lock();
         f(map.entry(key).or_insert_with(|| Series::new(l)));
+    }
+}
+
+fn attempt_key(key: &mut String, success: bool, model: &str, name: &str, address: &str) {
+    key.clear();
+    key.push(if success { '1' } else { '0' });
+    for part in [model, name, address] {
+        key.push('\0');
+        key.push_str(part);
     }
 }
 
@@ -384,6 +450,23 @@ mod tests {
             .map(|s| (s.model.as_str(), s.requests))
             .collect();
         assert_eq!(models, vec![("__other__", 2), ("a", 1), ("b", 1)]);
+    }
+
+    #[test]
+    fn attempts_count_per_outcome_model_and_endpoint() {
+        let stats = RequestStats::new(10);
+        stats.attempted(true, "m", "ep-a", "10.0.0.1:8000");
+        stats.attempted(true, "m", "ep-a", "10.0.0.1:8000");
+        stats.attempted(false, "m", "", "");
+        let counts: Vec<_> = stats
+            .attempts()
+            .iter()
+            .map(|a| (a.success, a.endpoint_name.clone(), a.count))
+            .collect();
+        assert_eq!(
+            counts,
+            vec![(false, String::new(), 1), (true, "ep-a".into(), 2)]
+        );
     }
 
     #[test]

@@ -131,6 +131,23 @@ impl PyRequestStats {
             .collect()
     }
 
+    /// (success, target model, endpoint name, endpoint address, count) per scheduling outcome.
+    fn attempts(&self) -> Vec<(bool, String, String, String, u64)> {
+        self.inner
+            .attempts()
+            .into_iter()
+            .map(|a| {
+                (
+                    a.success,
+                    a.target_model,
+                    a.endpoint_name,
+                    a.endpoint_address,
+                    a.count,
+                )
+            })
+            .collect()
+    }
+
     /// Scheduling-cycle durations in seconds.
     fn scheduler(&self) -> PyHistogram {
         hist(self.inner.scheduler_histogram())

@@ -288,8 +288,12 @@ impl Router {
                     self.scheduler.dry_run(&cycle, picks)?;
                 } else {
                     let started = Instant::now();
-                    self.scheduler.schedule(&cycle, picks)?;
+                    let scheduled = self.scheduler.schedule(&cycle, picks);
                     self.stats.scheduled(started.elapsed().as_secs_f64());
+                    if scheduled.is_err() {
+                        self.stats.attempted(false, served_model, "", "");
+                    }
+                    scheduled?;
                 }
                 let mut joined = String::with_capacity(picks.primary.len() * 22);
                 for (i, &p) in picks.primary.iter().enumerate() {
@@ -301,6 +305,8 @@ impl Router {
                 let primary = cycle.endpoint(picks.primary[0]);
                 if commit {
                     primary.info.in_flight.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .attempted(true, served_model, &primary.info.name, primary.address());
                 }
                 let headers = match picks.prefill {
                     Some(p) => vec![(
