@@ -29,6 +29,13 @@ from sluicegate.standalone.ports import find_free_port
 _POLL_S = 0.05
 
 
+_BIND_ATTEMPTS = 3
+
+
+class _PortTaken(RuntimeError):
+    """A port picked free was taken by another process before Envoy bound it."""
+
+
 class EnvoyStartError(RuntimeError):
     """Envoy exited or did not become ready in time; the message carries its log tail."""
 
@@ -76,6 +83,7 @@ class EnvoyProcess:
         stop_timeout_s: float = 10.0,
         wait_epp_healthy: bool = False,
     ) -> None:
+        self._requested = options
         self.options = _resolve_ports(options)
         self._given_workdir = workdir
         self._workdir: Path | None = None
@@ -142,7 +150,10 @@ class EnvoyProcess:
         assert self._proc is not None
         code = self._proc.poll()
         if code is not None:
-            raise EnvoyStartError(f"envoy exited with {code}:\n{self._log_tail()}")
+            tail = self._log_tail()
+            if "Address already in use" in tail and any(f":{port}" in tail for port in self._picked_ports()):
+                raise _PortTaken(tail)
+            raise EnvoyStartError(f"envoy exited with {code}:\n{tail}")
         status, _ = admin_get(self.options.admin_port, "/ready", timeout_s=1.0)
         if status != 200:
             return False
@@ -160,17 +171,21 @@ class EnvoyProcess:
     # -- async API ---------------------------------------------------------------------------
 
     async def start(self) -> EnvoyProcess:
-        self._launch()
-        try:
-            deadline = time.monotonic() + self._ready_timeout_s
-            while not await asyncio.to_thread(self._check_ready):
-                if time.monotonic() > deadline:
-                    raise self._not_ready_error()
-                await asyncio.sleep(_POLL_S)
-        except BaseException:
-            self._reap()  # a failed start is not worth a graceful drain
-            raise
-        return self
+        for attempt in range(_BIND_ATTEMPTS):
+            self._launch()
+            try:
+                deadline = time.monotonic() + self._ready_timeout_s
+                while not await asyncio.to_thread(self._check_ready):
+                    if time.monotonic() > deadline:
+                        raise self._not_ready_error()
+                    await asyncio.sleep(_POLL_S)
+                return self
+            except _PortTaken as e:
+                self._repick(attempt, e)
+            except BaseException:
+                self._reap()  # a failed start is not worth a graceful drain
+                raise
+        raise AssertionError("unreachable")
 
     async def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after stop_timeout_s; returns Envoy's exit code."""
@@ -197,17 +212,33 @@ class EnvoyProcess:
     # -- blocking API (sync fixtures, CLI) ---------------------------------------------------
 
     def start_blocking(self) -> EnvoyProcess:
-        self._launch()
-        try:
-            deadline = time.monotonic() + self._ready_timeout_s
-            while not self._check_ready():
-                if time.monotonic() > deadline:
-                    raise self._not_ready_error()
-                time.sleep(_POLL_S)
-        except BaseException:
-            self._reap()
-            raise
-        return self
+        for attempt in range(_BIND_ATTEMPTS):
+            self._launch()
+            try:
+                deadline = time.monotonic() + self._ready_timeout_s
+                while not self._check_ready():
+                    if time.monotonic() > deadline:
+                        raise self._not_ready_error()
+                    time.sleep(_POLL_S)
+                return self
+            except _PortTaken as e:
+                self._repick(attempt, e)
+            except BaseException:
+                self._reap()
+                raise
+        raise AssertionError("unreachable")
+
+    def _picked_ports(self) -> list[int]:
+        return [getattr(self.options, name) for name in ("listen_port", "admin_port")
+                if getattr(self._requested, name) == 0]
+
+    def _repick(self, attempt: int, taken: _PortTaken) -> None:
+        """Between picking a free port and Envoy binding it, another process took it: pick again."""
+        self._reap()
+        self._proc = None
+        if attempt + 1 >= _BIND_ATTEMPTS:
+            raise EnvoyStartError(f"envoy could not bind free ports in {_BIND_ATTEMPTS} tries:\n{taken}")
+        self.options = _resolve_ports(self._requested)
 
     def stop_blocking(self) -> int | None:
         if self._proc is None:
