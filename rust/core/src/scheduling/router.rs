@@ -7,16 +7,16 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use super::config::{ConfigError, RouterConfig};
-use super::cycle::{Cycle, ProfileTrace, Request, ScheduleError};
-use super::disagg_profile_handler::PREFILLER_HEADER;
-use super::kv_events::{decode_batch, KvEventsError};
-use super::precise_prefix_cache_producer::BlockIndexStats;
-use super::scheduler::Scheduler;
-use super::scorer::Picks;
-use super::session_affinity_scorer::session_token;
 use crate::datalayer::{parse_metrics, EndpointSpec, EndpointStore, Engine, ScrapeConfig, Scraper};
 use crate::parse::{self, ApiKind, ParseError};
+use crate::scheduling::config::{ConfigError, RouterConfig};
+use crate::scheduling::contracts::scorer::Picks;
+use crate::scheduling::cycle::{Cycle, ProfileTrace, Request, ScheduleError};
+use crate::scheduling::handlers::disagg_profile_handler::PREFILLER_HEADER;
+use crate::scheduling::producers::kv_events::{decode_batch, KvEventsError};
+use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndexStats;
+use crate::scheduling::scheduler::Scheduler;
+use crate::scheduling::scorers::session_affinity_scorer::session_token;
 use crate::stats::RequestStats;
 
 /// Where a request goes, and what the request path must change on the way.

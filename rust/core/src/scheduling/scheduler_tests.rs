@@ -7,7 +7,7 @@ use serde_json::json;
 use super::*;
 use crate::datalayer::MetricsUpdate;
 use crate::scheduling::cycle::Request;
-use crate::scheduling::role_filter::ROLE_LABEL;
+use crate::scheduling::filters::role_filter::ROLE_LABEL;
 use crate::scheduling::test_pool::{all, cycle, pool, Ep};
 
 fn scheduler(config: serde_json::Value) -> Result<Scheduler, ConfigError> {
@@ -236,7 +236,7 @@ proptest! {
                                            prompt in prop::collection::vec(any::<u8>(), 0..2000)) {
         let (_store, snap) = pool(eps);
         for kind in EVERY_SCORER {
-            let s = match plugin::build(&Params { name: kind, kind, raw: None }).unwrap() {
+            let s = match registry::build(&Params { name: kind, kind, raw: None }).unwrap() {
                 Plugin::Scorer(s) => s,
                 _ => unreachable!(),
             };
