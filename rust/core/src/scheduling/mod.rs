@@ -17,6 +17,8 @@ pub mod scheduler;
 mod scorers;
 
 #[cfg(test)]
+mod contract_tests;
+#[cfg(test)]
 mod plugin_tests;
 #[cfg(test)]
 mod test_pool;
