@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use crate::datalayer::metrics::ENGINE_LABEL;
 use crate::datalayer::{parse_metrics, EndpointSpec, EndpointStore, Engine, ScrapeConfig, Scraper};
 use crate::parse::{self, ApiKind, ParseError};
 use crate::scheduling::config::{ConfigError, RouterConfig};
@@ -15,6 +16,7 @@ use crate::scheduling::cycle::{Cycle, ProfileTrace, Request, ScheduleError};
 use crate::scheduling::handlers::disagg_profile_handler::PREFILLER_HEADER;
 use crate::scheduling::producers::kv_events::{decode_batch, KvEventsError};
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndexStats;
+use crate::scheduling::request_parsers::Parsers;
 use crate::scheduling::scheduler::Scheduler;
 use crate::scheduling::scorers::session_affinity_scorer::session_token;
 use crate::stats::RequestStats;
@@ -94,6 +96,7 @@ pub struct Router {
     config: RouterConfig,
     store: Arc<EndpointStore>,
     scheduler: Scheduler,
+    parsers: Parsers,
     scraper: Mutex<Option<Scraper>>,
     stats: Arc<RequestStats>,
 }
@@ -105,11 +108,16 @@ thread_local! {
 impl Router {
     pub fn new(config: RouterConfig) -> Result<Router, ConfigError> {
         let scheduler = Scheduler::from_config(&config)?;
+        let parsers = match &config.parsers {
+            Some(kinds) => Parsers::new(kinds.iter().map(String::as_str))?,
+            None => Parsers::defaults(),
+        };
         Ok(Router {
             stats: Arc::new(RequestStats::new(config.max_metric_series)),
             config,
             store: Arc::new(EndpointStore::default()),
             scheduler,
+            parsers,
             scraper: Mutex::new(None),
         })
     }
@@ -133,13 +141,18 @@ impl Router {
 
     /// The resolved scheduling configuration (profiles, plugins, weights) as JSON.
     pub fn describe(&self) -> serde_json::Value {
-        self.scheduler.describe()
+        let mut d = self.scheduler.describe();
+        d["parsers"] = self.parsers.kinds().into();
+        d
     }
 
     /// Replace the endpoint set; plugins forget what they kept about endpoints that left.
     pub fn set_endpoints(&self, specs: &[EndpointSpec]) {
         let before = self.store.snapshot();
-        self.store.set_endpoints(specs);
+        match self.with_engine_labels(specs) {
+            Some(relabelled) => self.store.set_endpoints(&relabelled),
+            None => self.store.set_endpoints(specs),
+        }
         let after = self.store.snapshot();
         for ep in &before.endpoints {
             let kept = after
@@ -151,6 +164,29 @@ impl Router {
         }
     }
 
+    /// The core-metrics-extractor's engine label key and default engine, applied to the specs
+    /// as the label the store reads; None when neither is configured.
+    fn with_engine_labels(&self, specs: &[EndpointSpec]) -> Option<Vec<EndpointSpec>> {
+        if self.config.engine_label_key.is_none() && self.config.default_engine.is_none() {
+            return None;
+        }
+        Some(
+            specs
+                .iter()
+                .map(|spec| {
+                    let mut spec = spec.clone();
+                    let engine = self.config.engine_of(&spec.labels);
+                    // Only the configured key names the engine.
+                    spec.labels.retain(|(k, _)| k != ENGINE_LABEL);
+                    if let Some(engine) = engine {
+                        spec.labels.push((ENGINE_LABEL.to_owned(), engine));
+                    }
+                    spec
+                })
+                .collect(),
+        )
+    }
+
     /// Feed one scrape by hand; false when no endpoint has that address.
     pub fn ingest_metrics(&self, address: &str, text: &str, engine: Engine) -> bool {
         self.store
@@ -160,9 +196,13 @@ impl Router {
     /// Start the scrape thread (no-op when it runs already).
     pub fn start_scraper(&self) -> std::io::Result<()> {
         let mut slot = self.scraper.lock();
-        if slot.is_none() {
+        if slot.is_none() && self.config.scrape_metrics {
+            let interval = self
+                .config
+                .metrics_interval_ms
+                .unwrap_or(self.config.scrape_interval_ms);
             let config = ScrapeConfig {
-                interval: std::time::Duration::from_millis(self.config.scrape_interval_ms),
+                interval: std::time::Duration::from_millis(interval),
                 timeout: std::time::Duration::from_millis(self.config.scrape_timeout_ms),
             };
             *slot = Some(Scraper::start(self.store.clone(), config)?);
@@ -261,7 +301,7 @@ impl Router {
         trace: Option<&mut Vec<ProfileTrace>>,
     ) -> Result<Decision, RouteError> {
         let commit = trace.is_none();
-        let request = parse::parse_request(path, body)?;
+        let request = self.parsers.parse(path, body)?;
         let model_rewrite = options.model_rewrite;
         let rewritten = match model_rewrite {
             Some(target) if request.model.as_deref() != Some(target) => {
@@ -386,3 +426,7 @@ impl Drop for Router {
 #[cfg(test)]
 #[path = "router_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "router_config_tests.rs"]
+mod config_tests;
