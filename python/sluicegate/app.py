@@ -85,12 +85,12 @@ class Epp:
         # pool is saturated or empty, and are routed when their turn comes. Gate off: upstream's
         # legacy admission sheds sheddable requests (objective priority < 0) with 429 while saturated.
         self.flow: EppFlowControl | None = None
-        gate = None
+        self.shedder: EppFlowControl | None = None
         if fc.enabled:
             self.flow = EppFlowControl(fc, self.router)
-            gate = self.flow.gate
         elif fc.objectives or self.kube is not None:
-            gate = EppFlowControl(fc, self.router, queueing=False).gate
+            self.shedder = EppFlowControl(fc, self.router, queueing=False)
+        gate = (self.flow or self.shedder).gate if (self.flow or self.shedder) is not None else None
         self._gate = gate
         # Activator (flow control on, Kubernetes mode with a pool or static `activator:`): scale the
         # pool's workload from/to zero, on counters read from Rust.
