@@ -23,7 +23,3 @@ def sims(loop_thread: LoopThread) -> Iterator[SimFleet]:
     fleet.stop_all()
 
 
-@pytest.fixture(params=["python", "rust"])
-def ext_proc_impl(request) -> str:
-    """The ext_proc server an EPP process runs (`--ext-proc-impl`): tests that take it run for both."""
-    return request.param

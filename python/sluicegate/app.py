@@ -1,4 +1,5 @@
-"""The EPP process: config → Router (Rust) → endpoint discovery → scraper → gRPC servers.
+"""The EPP process: config → Router (Rust) → endpoint discovery → scraper → the Rust ext_proc
+server (flow control, objectives, rewrites and routing all in Rust; Python never sees a request).
 
 `Epp` is what `sluicegate run` starts and what tests and the demo start in-process.
 """
@@ -12,10 +13,9 @@ from typing import TYPE_CHECKING
 
 from .datalayer.discovery import ENGINE_LABEL, Endpoint, FileDiscovery
 from .errors import ConfigError
-from .extproc.native_server import NativeEppServer
+from .extproc.flow import EppFlowControl
+from .extproc.protocol import MAX_BODY_BYTES
 from .extproc.server import EppServer
-from .extproc.stream import MAX_BODY_BYTES
-from .flowcontrol import FlowController
 from .metrics import MetricsServer, build_registry
 from .scheduling import Router
 from .scheduling.kv_events import KvEventSubscriber
@@ -43,8 +43,8 @@ class EppOptions:
     drain_timeout_s: float = 30.0
     skip_response: bool = False
     pool_name: str | None = None
-    # "rust" (tonic, no Python per request), "python" (grpc.aio), "auto": rust where it can serve
-    ext_proc_impl: str = "auto"
+    # --ext-proc-impl: deprecated no-op (one request path, in Rust); a value given logs a line
+    ext_proc_impl: str | None = None
     metrics_port: int | None = 9090  # None: no metrics/health HTTP server
     metrics_token_file: str | None = None
     max_request_body_bytes: int = MAX_BODY_BYTES  # --max-request-body-bytes: larger bodies get 413
@@ -57,7 +57,9 @@ class Epp:
     def __init__(self, opts: EppOptions) -> None:
         self.opts = opts
         self.config: EppConfig = load_config(path=opts.config_file, text=opts.config_text)
-        server_class = _ext_proc_server(opts, self.config)  # a bad --ext-proc-impl fails before anything starts
+        if opts.ext_proc_impl is not None:
+            log.warning("--ext-proc-impl %s: deprecated and ignored; every mode is served by the Rust "
+                        "ext_proc server", opts.ext_proc_impl)
         self.router = Router(
             self.config.router_json(
                 scrapeIntervalMs=opts.refresh_metrics_interval_ms, stalenessMs=opts.metrics_staleness_ms
@@ -65,31 +67,33 @@ class Epp:
         )
         # precise-prefix-cache-producer: follow each endpoint's KV-event publisher.
         self.kv_events = KvEventSubscriber.from_config(self.router, self.config.precise_prefix)
+        fc = self.config.flow_control
+        # Objectives (priority per name): static ones now; Kubernetes mode replaces them whole.
+        self.router.set_objectives(dict(fc.objectives))
         self.kube = None
-        picker = self.router
         if opts.kube is not None:
             from .kube.mode import KubeMode
 
             self.kube = KubeMode(opts.kube, opts.leader_election, self.router, self._set_endpoints)
             self.discovery = self.kube.watcher
-            picker = self.kube.picker
         else:
             path = opts.endpoints_file or self.config.endpoints_file
             if path is None:
                 raise ConfigError("no endpoints: give --endpoints-file, --pool-name, or a file-discovery plugin")
             self.discovery = FileDiscovery(path, self._set_endpoints, watch=self.config.watch_file)
         # Flow control (feature gate `flowControl`): requests wait by priority and fairness while the
-        # pool is saturated or empty, and are routed in the dispatch thread when their turn comes.
-        fc = self.config.flow_control
-        self.flow = FlowController(fc, router=self.router) if fc.enabled else None
-        # Gate off, Python request path: upstream's legacy admission sheds sheddable requests
-        # (objective priority < 0) with 429 while the pool is saturated.
-        self.shedder = None
-        if self.flow is None and server_class is EppServer:
-            self.shedder = FlowController(fc, router=self.router, queueing=False)
-            if self.kube is not None:
-                self.kube.on_objectives(self.shedder.set_objectives)
-        # Activator (Kubernetes mode with flow control): scale the pool's workload from/to zero.
+        # pool is saturated or empty, and are routed when their turn comes. Gate off: upstream's
+        # legacy admission sheds sheddable requests (objective priority < 0) with 429 while saturated.
+        self.flow: EppFlowControl | None = None
+        self.shedder: EppFlowControl | None = None
+        if fc.enabled:
+            self.flow = EppFlowControl(fc, self.router)
+        elif fc.objectives or self.kube is not None:
+            self.shedder = EppFlowControl(fc, self.router, queueing=False)
+        gate = (self.flow or self.shedder).gate if (self.flow or self.shedder) is not None else None
+        self._gate = gate
+        # Activator (flow control on, Kubernetes mode with a pool or static `activator:`): scale the
+        # pool's workload from/to zero, on counters read from Rust.
         self.activator = None
         if self.flow is not None and self.kube is not None and self.kube.watcher.pool is not None:
             from .activator.kube import kube_activator
@@ -100,23 +104,16 @@ class Epp:
 
             self.activator = static_activator(opts.pool_name or "default", self.flow, self.router,
                                               self.config.activator)
-        flow_args = {"flow": self.activator.flow if self.activator else self.flow} if self.flow is not None else {}
-        if self.shedder is not None:
-            flow_args = {"flow": self.shedder}
-        if self.flow is not None and self.kube is not None:
-            self.kube.on_objectives(self.flow.set_objectives)
-            flow_args["flow"] = self.kube.rewriting(flow_args["flow"])  # InferenceModelRewrite before queueing
-        self.server = server_class(
-            picker,
+        self.server = EppServer(
+            self.router,
             host=opts.grpc_host,
             port=opts.grpc_port,
             health_port=opts.grpc_health_port,
             secure=opts.secure_serving,
             cert_path=opts.cert_path,
             skip_response=opts.skip_response,
-            stats=self.router.request_stats(),
             max_body_bytes=opts.max_request_body_bytes,
-            **flow_args,
+            gate=gate,
         )
         self.metrics: MetricsServer | None = None
         if opts.metrics_port is not None:
@@ -138,8 +135,8 @@ class Epp:
         if self.kv_events is not None:
             self.kv_events.endpoints_changed((e.hostport, _labels(e)) for e in endpoints)
         log.info("endpoints: %s", ", ".join(e.hostport for e in endpoints) or "none")
-        if self.flow is not None:
-            self.flow.notify()  # requests held for want of endpoints may go now
+        if self._gate is not None:
+            self._gate.notify()  # requests held for want of endpoints may go now
         if self.activator is not None:
             self.activator.endpoints_changed(len(endpoints))
 
@@ -187,10 +184,7 @@ class Epp:
             await self.kube.stop_serving()
         if self.activator is not None:
             await self.activator.stop()
-        if self.flow is not None:
-            self.flow.close()  # still-queued requests get 503 rejected-shutting-down
-        if self.shedder is not None:
-            self.shedder.close()
+        # NOT_SERVING, still-queued requests 503 rejected-shutting-down, then the drain.
         await self.server.stop(self.opts.drain_timeout_s if drain_timeout is None else drain_timeout)
         await self.discovery.stop()
         self.router.stop_scraper()
@@ -205,24 +199,6 @@ class Epp:
 
     async def __aexit__(self, *exc) -> None:
         await self.stop(0)
-
-
-def _ext_proc_server(opts: EppOptions, config: EppConfig) -> type[EppServer] | type[NativeEppServer]:
-    """The ext_proc server --ext-proc-impl names; `auto` is the Rust one unless the configuration
-    needs what only the Python request path has (flow control, Kubernetes mode, objectives)."""
-    impl = opts.ext_proc_impl
-    if impl not in ("auto", "python", "rust"):
-        raise ConfigError(f"--ext-proc-impl: {impl!r} is not one of auto, python, rust")
-    fc = config.flow_control
-    python_only = ("flow control (featureGates: [flowControl])" if fc.enabled
-                   else "Kubernetes mode (--pool-name, --endpoint-selector)" if opts.kube is not None
-                   else "objectives (priorities, shedding sheddable requests)" if fc.objectives else None)
-    if impl == "python" or (impl == "auto" and python_only):
-        return EppServer
-    if python_only:
-        raise ConfigError(f"--ext-proc-impl rust: {python_only} runs in the Python request path only; "
-                          "use --ext-proc-impl python or auto")
-    return NativeEppServer
 
 
 def _labels(e: Endpoint) -> dict[str, str]:

@@ -46,9 +46,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refresh-metrics-interval", type=float, default=0.05, help="seconds")
     p.add_argument("--metrics-staleness-threshold", type=float, default=2.0, help="seconds")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds")
-    p.add_argument("--ext-proc-impl", choices=("auto", "python", "rust"), default="auto",
-                   help="ext_proc server: rust (tonic), python (grpc.aio; flow control and Kubernetes mode need "
-                        "it), auto: rust unless those are on")
+    p.add_argument("--ext-proc-impl", choices=("auto", "python", "rust"), default=None,
+                   help="deprecated, ignored: every mode is served by the Rust ext_proc server")
     p.add_argument("--max-request-body-bytes", type=_positive_int, default=64 * 1024 * 1024,
                    help="request bodies above this get 413 as soon as they cross it (default 64 MiB)")
     p.add_argument("--skip-response-processing", type=_bool, nargs="?", const=True, default=False,

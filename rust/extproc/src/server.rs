@@ -14,7 +14,9 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::admission::Gate;
 use crate::protocol::HEALTH_SERVICES;
+use std::sync::Arc;
 use crate::service::ExternalProcessorService;
 use crate::stream::MAX_BODY_BYTES;
 use crate::SharedRouter;
@@ -34,6 +36,8 @@ pub struct ServerOptions {
     pub worker_threads: Option<usize>,
     /// Request bodies above this get 413 when they cross it; None = `stream::MAX_BODY_BYTES`.
     pub max_body_bytes: Option<usize>,
+    /// Flow control (or legacy shedding) in front of routing; None = route every request.
+    pub gate: Option<Arc<Gate>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +57,7 @@ pub enum ServerError {
 
 pub struct ExtProcServer {
     runtime: Option<Runtime>,
+    gate: Option<Arc<Gate>>,
     service: ExternalProcessorService,
     tls: Option<ServerTlsConfig>,
     listeners: Option<(StdListener, StdListener)>,
@@ -99,8 +104,10 @@ impl ExtProcServer {
         let (health, health_service) = tonic_health::server::health_reporter();
         let server = ExtProcServer {
             runtime: Some(runtime),
+            gate: options.gate.clone(),
             service: ExternalProcessorService::new(router, options.skip_response)
-                .with_max_body_bytes(options.max_body_bytes.unwrap_or(MAX_BODY_BYTES)),
+                .with_max_body_bytes(options.max_body_bytes.unwrap_or(MAX_BODY_BYTES))
+                .with_gate(options.gate),
             tls,
             listeners: Some(listeners),
             port,
@@ -169,7 +176,8 @@ impl ExtProcServer {
         });
     }
 
-    /// Report NOT_SERVING, let open streams finish for up to `grace`, then stop everything.
+    /// Report NOT_SERVING, answer still-queued requests 503 rejected-shutting-down, let open
+    /// streams finish for up to `grace`, then stop everything.
     pub fn stop(&mut self, grace: Duration) {
         if self.runtime.is_none() {
             return;
@@ -177,6 +185,9 @@ impl ExtProcServer {
         self.set_serving(false);
         if !grace.is_zero() {
             std::thread::sleep(grace.min(Duration::from_secs(1))); // proxies see the health flip first
+        }
+        if let Some(gate) = &self.gate {
+            gate.shutdown();
         }
         let _ = self.shutdown.send(true);
         let tasks = std::mem::take(&mut self.tasks);

@@ -5,8 +5,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
+use crate::admission::{Objectives, Policies, RewriteTable};
 use crate::datalayer::metrics::ENGINE_LABEL;
 use crate::datalayer::{parse_metrics, EndpointSpec, EndpointStore, Engine, ScrapeConfig, Scraper};
 use crate::parse::{self, ApiKind, ParseError};
@@ -99,6 +101,8 @@ pub struct Router {
     parsers: Parsers,
     scraper: Mutex<Option<Scraper>>,
     stats: Arc<RequestStats>,
+    /// Objectives and model rewrites, replaced whole by the control plane.
+    policies: ArcSwap<Policies>,
 }
 
 thread_local! {
@@ -119,6 +123,7 @@ impl Router {
             scheduler,
             parsers,
             scraper: Mutex::new(None),
+            policies: ArcSwap::from_pointee(Policies::default()),
         })
     }
 
@@ -217,6 +222,23 @@ impl Router {
         }
     }
 
+    /// The objectives and rewrite rules requests are admitted and routed with now.
+    pub fn policies(&self) -> arc_swap::Guard<Arc<Policies>> {
+        self.policies.load()
+    }
+
+    /// Replace every objective at once.
+    pub fn set_objectives(&self, objectives: Objectives) {
+        let rewrites = self.policies.load().rewrites.clone();
+        self.policies.store(Arc::new(Policies { objectives, rewrites }));
+    }
+
+    /// Replace the whole model rewrite table at once.
+    pub fn set_rewrites(&self, rewrites: RewriteTable) {
+        let objectives = self.policies.load().objectives.clone();
+        self.policies.store(Arc::new(Policies { objectives, rewrites }));
+    }
+
     /// Parse, rewrite the model if asked, schedule, and count the request on the primary.
     pub fn route(
         &self,
@@ -302,7 +324,11 @@ impl Router {
     ) -> Result<Decision, RouteError> {
         let commit = trace.is_none();
         let request = self.parsers.parse(path, body)?;
-        let model_rewrite = options.model_rewrite;
+        // A rewrite the proxy named wins; else the InferenceModelRewrite rule for the model.
+        let policies = self.policies.load();
+        let model_rewrite = options
+            .model_rewrite
+            .or_else(|| policies.rewrites.rewrite(request.model.as_deref()));
         let rewritten = match model_rewrite {
             Some(target) if request.model.as_deref() != Some(target) => {
                 Some(parse::rewrite_model(body, target)?)
