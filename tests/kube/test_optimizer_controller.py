@@ -26,6 +26,8 @@ from sluicegate.optimizer.controller import ControllerOptions, OptimizerControll
 from sluicegate.optimizer.kube import VA_GROUP, VA_PLURAL, VA_VERSION
 from tests.kube.objects import install_crds
 
+pytestmark = pytest.mark.kube
+
 CRDS = Path(samples_dir()).parent / "crds"
 WINDOW_S = 300.0
 
@@ -205,10 +207,10 @@ def test_controller_tunes_the_profile_from_the_pods_vllm_metrics(cluster_inputs,
                     itls.append((r.e2e_s - r.ttft_s) * 1000 / (r.output_tokens - 1))
 
             async def optimize() -> None:
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(1.0)  # pacing, not synchronisation: the batch fills first
                 while time.monotonic() < until:
                     await ctl.run_once()
-                    await asyncio.sleep(0.4)
+                    await asyncio.sleep(0.4)  # pacing: the controller's cycle interval
 
             await asyncio.gather(*(client_loop() for _ in range(8)), optimize())
 
