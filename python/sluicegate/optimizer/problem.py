@@ -1,13 +1,16 @@
 """The allocation problem both solvers share. A *server* is one model in one namespace with the
 variants (VariantAutoscalings) that can serve it; an *option* is one variant on one of its
 accelerator profiles with the replicas that carry the model's load within its SLO. A solver
-picks at most one option per server within capacity; `solution` turns picks into allocations
-with TTFT/ITL predicted by the queueing model at the per-replica load."""
+picks at most one option per server within capacity; a server left without one keeps its
+variants' minReplicas floors only while they fit, granted by priority (the rest are reported
+as CapacityExceeded). `solution` turns picks into allocations with TTFT/ITL predicted by the
+queueing model at the per-replica load, and refuses a plan that uses more units than exist."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from sluicegate.errors import ConfigError
 
@@ -69,12 +72,21 @@ class Server:
                 used[p.acc] = used.get(p.acc, 0) + v.min_replicas * p.acc_count
         return used
 
-    def extra_usage(self, option: Option, replicas: int) -> dict[str, int]:
-        """Units `replicas` of `option` take beyond the server's floor (negative where the
-        option moves a variant's minReplicas to another accelerator type)."""
+    def floor_cost(self) -> float:
+        """Cents/hour of every variant at its minReplicas (on its first profile)."""
+        return sum(v.min_replicas * next(o.replica_cost for o in self.options
+                                         if o.variant is v and o.accelerator == v.profiles[0].acc)
+                   for v in self.variants if v.min_replicas)
+
+    def extra_usage(self, option: Option, replicas: int, floor_held: bool = True
+                    ) -> dict[str, int]:
+        """Units `replicas` of `option` take beyond what the server holds already: its floor
+        when `floor_held` (negative where the option moves a variant's minReplicas to another
+        accelerator type), nothing otherwise."""
         used = option.usage(replicas)
-        for acc, n in self.floor_usage().items():
-            used[acc] = used.get(acc, 0) - n
+        if floor_held:
+            for acc, n in self.floor_usage().items():
+                used[acc] = used.get(acc, 0) - n
         return {a: n for a, n in used.items() if n}
 
 
@@ -96,6 +108,16 @@ class Pick:
     replicas: int
 
 
+@dataclass
+class Plan:
+    """What a solver decided: an option per served server, the floors held for servers left
+    unserved, and the units still free (limited accelerator types only)."""
+
+    picks: dict[str, Pick]
+    held: set[str]  # unserved servers whose minReplicas floors fit and are kept
+    free: dict[str, int]
+
+
 @dataclass(frozen=True)
 class Allocation:
     variant: str  # namespace/name of the VariantAutoscaling
@@ -113,6 +135,11 @@ class Allocation:
     itl_ms: float | None
     current_replicas: int | None
     reason: str
+    # Why capacity kept the model from its SLO or its minReplicas ("" when it did not):
+    # reported as the CapacityExceeded condition.
+    capacity_exceeded: str = ""
+    max_batch: int = 0  # of the accelerator profile allocated (or the variant's first)
+    replica_cost: float = 0.0  # cents/hour per replica on that accelerator
 
 
 @dataclass(frozen=True)
@@ -130,6 +157,11 @@ class Solution:
             if a.units:
                 used[a.accelerator] = used.get(a.accelerator, 0) + a.units
         return used
+
+    def capacity_exceeded(self) -> dict[str, str]:
+        """Models (namespace/model) that capacity kept from their SLO or floor, and why."""
+        return {f"{a.variant.split('/')[0]}/{a.model}": a.capacity_exceeded
+                for a in self.allocations if a.serving and a.capacity_exceeded}
 
     def unmet(self) -> tuple[str, ...]:
         """Models (namespace/model) whose SLO the allocation does not meet."""
@@ -157,47 +189,97 @@ def take(usage: Mapping[str, int], free: dict[str, int]) -> None:
             free[a] -= n
 
 
-def solution(problem: Problem, picks: Mapping[str, Pick], solver: str) -> Solution:
+def hold_floors(servers: Iterable[Server], plan: Plan) -> None:
+    """Keep the minReplicas floors of the unserved `servers` (in the order given: priority
+    first) while they fit; a floor that does not fit is dropped whole, so no plan holds
+    units that do not exist."""
+    for s in servers:
+        floor = s.floor_usage()
+        if s.key not in plan.picks and s.key not in plan.held and fits(floor, plan.free):
+            take(floor, plan.free)
+            plan.held.add(s.key)
+
+
+def solution(problem: Problem, plan: Plan, solver: str) -> Solution:
     allocations = []
     for s in problem.servers:
-        allocations += _allocations(problem.input, s, picks.get(s.key, Pick(None, 0)))
-    return Solution(solver=solver, allocations=tuple(allocations))
+        allocations += _allocations(problem, s, plan)
+    sol = Solution(solver=solver, allocations=tuple(allocations))
+    over = {a: (n, problem.capacity[a]) for a, n in sol.units_used().items()
+            if problem.capacity.get(a) is not None and n > problem.capacity[a]}
+    if over:  # a solver bug: never hand out a plan the cluster cannot run
+        raise AssertionError(f"{solver} planned more units than exist: "
+                             + ", ".join(f"{a} {n} of {c}" for a, (n, c) in sorted(over.items())))
+    return sol
 
 
-def _allocations(inp: OptimizerInput, s: Server, pick: Pick) -> list[Allocation]:
+def _allocations(problem: Problem, s: Server, plan: Plan) -> list[Allocation]:
+    inp = problem.input
+    pick = plan.picks.get(s.key, Pick(None, 0))
+    floors = pick.option is not None or s.key in plan.held
+    exceeded = _capacity_exceeded(problem, s, pick, floors)
     if pick.option is None:  # nothing picked: every variant at its floor, the first serving
         first = s.variants[0]
         pick = Pick(next(o for o in s.options if o.variant is first
-                         and o.accelerator == first.profiles[0].acc), first.min_replicas)
+                         and o.accelerator == first.profiles[0].acc),
+                    first.min_replicas if floors else 0)
     assert pick.option is not None
     serving = pick.option.variant
     out = []
     for v in s.variants:
-        common = dict(variant=v.key, model=s.model, service_class=s.service_class,
-                      priority=s.priority, slo=s.slo, current_replicas=v.current_replicas)
+        common: dict[str, Any] = dict(
+            variant=v.key, model=s.model, service_class=s.service_class, priority=s.priority,
+            slo=s.slo, current_replicas=v.current_replicas)
         if v is not serving:
             profile = v.profiles[0]
-            n = v.min_replicas
+            n = v.min_replicas if floors else 0
             cost = n * _replica_cost(inp, v, profile.acc, profile.acc_count)
+            why = (f"minReplicas={n}; {serving.name} serves {s.model}" if floors else
+                   f"minReplicas={v.min_replicas} not granted: {exceeded}")
             out.append(Allocation(**common, accelerator=profile.acc if n else "", replicas=n,
                                   units=n * profile.acc_count, cost=cost, serving=False,
-                                  slo_met=True, ttft_ms=None, itl_ms=None,
-                                  reason=f"minReplicas={n}; {serving.name} serves {s.model}"))
+                                  slo_met=True, ttft_ms=None, itl_ms=None, reason=why,
+                                  capacity_exceeded="" if floors else exceeded,
+                                  max_batch=profile.max_batch,
+                                  replica_cost=_replica_cost(inp, v, profile.acc,
+                                                             profile.acc_count)))
             continue
-        out.append(_serving_allocation(s, pick, common))
+        out.append(_serving_allocation(s, pick, common, exceeded))
     return out
 
 
-def _serving_allocation(s: Server, pick: Pick, common: dict) -> Allocation:
+def _capacity_exceeded(problem: Problem, s: Server, pick: Pick, floors: bool) -> str:
+    """Why capacity (not the model's own limits) left `s` short, or ""."""
+    limited = problem.limited()
+    if not floors and any(n for n in s.floor_usage().values()):
+        need = ", ".join(f"{n} {a}" for a, n in sorted(s.floor_usage().items()))
+        return (f"the minReplicas floors ({need}) do not fit the capacity left after "
+                f"higher priorities ({_capacity_text(limited)})")
+    if s.load_rps > 0 and s.feasible and (pick.option is None or pick.option.replicas is None
+                                          or pick.replicas < pick.option.replicas):
+        cheapest = s.feasible[0]
+        return (f"no SLO-meeting option fits the capacity left (cheapest: "
+                f"{cheapest.replicas} x {cheapest.units} {cheapest.accelerator}; cluster "
+                f"{_capacity_text(limited)})")
+    return ""
+
+
+def _capacity_text(limited: Mapping[str, int]) -> str:
+    return ", ".join(f"{a}={n}" for a, n in sorted(limited.items())) or "unlimited"
+
+
+def _serving_allocation(s: Server, pick: Pick, common: dict, exceeded: str) -> Allocation:
     o, n = pick.option, pick.replicas
     assert o is not None
     if n == 0:
         idle = s.load_rps == 0
-        why = ("no load, scaled to zero" if idle else
-               "no allocation: no accelerator option meets the SLO within capacity")
+        why = ("no load, scaled to zero" if idle and not exceeded else
+               f"no allocation: {exceeded or _no_option(s)}")
         return Allocation(**common, accelerator="", replicas=0, units=0, cost=0.0,
                           serving=True, slo_met=idle, ttft_ms=0.0 if idle else float("inf"),
-                          itl_ms=0.0 if idle else float("inf"), reason=why)
+                          itl_ms=0.0 if idle else float("inf"), reason=why,
+                          capacity_exceeded=exceeded, max_batch=o.params.max_batch,
+                          replica_cost=o.replica_cost)
     m = o.predicted if n == o.replicas and o.predicted else analyze(o.params, s.load_rps / n)
     met = s.slo.met_by(m)
     if s.load_rps == 0:
@@ -205,11 +287,19 @@ def _serving_allocation(s: Server, pick: Pick, common: dict) -> Allocation:
             "no load; scale to zero not allowed"
     elif o.replicas is not None and n >= o.replicas:
         why = f"cheapest option meeting the SLO ({o.max_rate_rps:.3g} req/s per replica)"
+    elif exceeded:
+        why = f"best effort: {n} of {o.replicas} replicas within capacity"
     else:
-        why = f"best effort: {n} of {o.replicas or 'any'} replicas within capacity"
+        why = f"minReplicas={n}; {_no_option(s)}"
     return Allocation(**common, accelerator=o.accelerator, replicas=n, units=n * o.units,
                       cost=n * o.replica_cost, serving=True, slo_met=met, ttft_ms=m.ttft_ms,
-                      itl_ms=m.itl_ms, reason=why)
+                      itl_ms=m.itl_ms, reason=why, capacity_exceeded=exceeded,
+                      max_batch=o.params.max_batch, replica_cost=o.replica_cost)
+
+
+def _no_option(s: Server) -> str:
+    return ("no accelerator option meets the SLO within maxReplicas" if not s.feasible else
+            "no accelerator option meets the SLO within capacity")
 
 
 def resolve_class(inp: OptimizerInput, v: Variant) -> tuple[ServiceClass, str]:
