@@ -11,6 +11,11 @@ import numpy as np
 from sluicegate.errors import ConfigError
 
 
+# How TTFT and ITL follow from the chain (see `metric_arrays`); "step" is the default, the
+# others stay for comparison (benches/README.md has the table against the simulation).
+FORMULATIONS = ("step", "batch", "reference")
+
+
 @dataclass(frozen=True)
 class ServerParams:
     """One replica of one model on one accelerator type, serving requests of one mean shape."""
@@ -23,6 +28,7 @@ class ServerParams:
     max_queue: int  # Q: requests beyond B+Q in the replica are blocked (rejected)
     input_tokens: float
     output_tokens: float
+    formulation: str = "step"
 
     def __post_init__(self) -> None:
         for name in ("alpha", "beta", "gamma", "delta"):
@@ -34,6 +40,8 @@ class ServerParams:
                  self.max_queue, "must be an integer >= 0")
         _require(self.input_tokens >= 0, "input_tokens", self.input_tokens, "must be >= 0")
         _require(self.output_tokens >= 1, "output_tokens", self.output_tokens, "must be >= 1")
+        _require(self.formulation in FORMULATIONS, "formulation", self.formulation,
+                 f"expected one of {', '.join(FORMULATIONS)}")
         # A request that takes no time would make the service rate infinite.
         _require(self.gamma + self.delta * self.input_tokens + (self.output_tokens - 1) * self.alpha
                  > 0, "gamma", self.gamma, "a lone request must take some time (gamma, delta, "
@@ -46,12 +54,22 @@ class ServerParams:
         return self.alpha + self.beta * batch
 
     def service_rates_per_ms(self) -> np.ndarray:
-        """mu(n) for n = 1..B: n requests in the batch, each taking prefill + (out-1) decodes."""
+        """mu(n) for n = 1..B as a static batch: n requests prefilled together, then
+        out-1 decodes together ("batch" and "reference" formulations)."""
         n = np.arange(1, self.max_batch + 1, dtype=np.float64)
         return n / (self.prefill_ms(n) + (self.output_tokens - 1.0) * self.decode_ms(n))
 
+    def saturated_step_ms(self) -> float:
+        """Mean engine step with the batch full: B decodes, and the B/out requests that
+        finish per step replaced (admissions ~ Poisson, so gamma only on steps with one)."""
+        b, x = self.max_batch, self.max_batch / self.output_tokens
+        return float(self.decode_ms(b) + self.gamma * -np.expm1(-x)
+                     + self.delta * self.input_tokens * x)
+
     def capacity_rps(self) -> float:
-        """The most requests per second the replica can complete: mu at a full batch."""
+        """The most requests per second the replica can complete."""
+        if self.formulation == "step":
+            return self.max_batch / (self.output_tokens * self.saturated_step_ms()) * 1000.0
         return float(self.service_rates_per_ms()[-1]) * 1000.0
 
 
@@ -84,41 +102,118 @@ def analyze_many(params: ServerParams, arrivals_rps: np.ndarray) -> list[QueueMe
 
 
 def metric_arrays(params: ServerParams, arrivals_rps: np.ndarray) -> dict[str, np.ndarray]:
-    """The `QueueMetrics` fields as arrays over the arrival rates (no per-rate objects)."""
+    """The `QueueMetrics` fields as arrays over the arrival rates (no per-rate objects).
+
+    The chain is on n = requests in the replica, m = min(n, B) of them in the batch.
+    - "step" (default): continuous batching as engine steps. Below B an arrival waits for the
+      step in progress to end (its residual, from the steps' first two moments), then joins the
+      next step's prefill with the others that arrived meanwhile; steps take
+      decode(m) + gamma [if any admission] + delta * in * admissions, admissions ~ Poisson of
+      the arrivals during the previous step (so long prefills bunch arrivals: the second moment
+      is amplified by 1 / (1 - (delta * in * lambda)^2)). A request holds its slot for `out`
+      steps, so mu(n) = m / (out * step(n)). ITL is the steps' length per decoded token.
+      Matches a discrete-event simulation of that server (`simulation`) within the table of
+      benches/README.md.
+    - "batch": mu(m) of a static batch; TTFT = wait + prefill, ITL = decode, both at the batch
+      a request in service sees (E[m^2]/E[m]).
+    - "reference": the workload-variant-autoscaler's analyzer: the same mu, prefill and decode
+      at the concurrency n solving prefill(n) + (out-1) decode(n) = mean service time.
+    """
     lam = np.atleast_1d(np.asarray(arrivals_rps, dtype=np.float64))
     if np.any(lam < 0) or not np.all(np.isfinite(lam)):
         raise ConfigError(f"arrival rate must be finite and >= 0, got {lam.tolist()!r}")
     b, q = params.max_batch, params.max_queue
-    mu_b = params.service_rates_per_ms()
-    mu = np.concatenate([mu_b, np.full(q, mu_b[-1])])  # mu(1..B+Q)
-    in_service = np.minimum(np.arange(b + q + 1), b).astype(np.float64)
-    in_queue = np.arange(b + q + 1) - in_service
     lam_ms = np.maximum(lam, 1e-300)[:, None] / 1000.0
+    n = np.arange(b + q + 1, dtype=np.float64)[None, :]
+    in_service = np.minimum(n, b)
+    step = None
+    if params.formulation == "step":
+        step = _step_moments(params, lam_ms, n)
+        mu = in_service[:, 1:] / (params.output_tokens * step[0][:, 1:])
+    else:
+        mu_b = params.service_rates_per_ms()
+        mu = np.concatenate([mu_b, np.full(q, mu_b[-1])])[None, :]  # mu(1..B+Q)
     # log p(n) - log p(0) = sum_{k<=n} log(lambda / mu(k)); normalised by log-sum-exp.
-    log_ratio = np.log(lam_ms) - np.log(mu)[None, :]
-    log_p = np.concatenate([np.zeros((lam.size, 1)), np.cumsum(log_ratio, axis=1)], axis=1)
+    log_p = np.concatenate([np.zeros((lam.size, 1)),
+                            np.cumsum(np.log(lam_ms) - np.log(mu), axis=1)], axis=1)
     log_p -= log_p.max(axis=1, keepdims=True)
     p = np.exp(log_p)
     p /= p.sum(axis=1, keepdims=True)
     p[lam == 0] = np.eye(1, b + q + 1)[0]
     blocking = np.where(lam > 0, p[:, -1], 0.0)
     throughput = lam * (1.0 - blocking)
-    ls = p @ in_service
-    lq = p @ in_queue
-    # Requests in service are sampled in proportion to the batch they are in, so the batch a
-    # request sees is E[m^2]/E[m]; with a linear decode time this makes ITL exact on average.
-    eff = np.where(ls > 0, (p @ in_service**2) / np.where(ls > 0, ls, 1.0), 1.0)
+    ls = p @ in_service[0]
+    lq = p @ (n[0] - in_service[0])
     thr_ms = throughput / 1000.0
     safe = np.where(thr_ms > 0, thr_ms, 1.0)
-    wait = np.where(thr_ms > 0, lq / safe, 0.0)
+    queued = np.where(thr_ms > 0, lq / safe, 0.0)  # waiting for a slot (Little)
+    seen = np.where(ls > 0, (p @ in_service[0] ** 2) / np.where(ls > 0, ls, 1.0), 1.0)
+    if step is not None:
+        mean, second, admit = step
+        before = p * np.where(n > 0, second / (2.0 * mean), 0.0)  # residual of the step
+        wait = queued + before.sum(axis=1)
+        ttft = wait + (p * admit).sum(axis=1)
+        tokens = p[:, 1:] * in_service[:, 1:]
+        itl = np.where(ls > 0, tokens.sum(axis=1) / np.maximum(
+            (tokens / mean[:, 1:]).sum(axis=1), 1e-300), params.decode_ms(1.0))
+        eff = seen
+    else:
+        wait = queued
+        if params.formulation == "reference":
+            served = np.where(thr_ms > 0, ls / safe, 0.0)
+            eff = _reference_concurrency(params, served)
+        else:
+            eff = seen
+        ttft = wait + (params.prefill_ms(eff) if params.input_tokens > 0 or
+                       params.formulation == "batch" else 0.0)
+        itl = params.decode_ms(eff)
     service = params.prefill_ms(eff) + (params.output_tokens - 1.0) * params.decode_ms(eff)
     response = np.where(thr_ms > 0, (ls + lq) / safe, service)
     return {
         "arrival_rps": lam, "throughput_rps": throughput, "blocking": blocking,
         "mean_wait_ms": wait, "mean_response_ms": response, "mean_in_service": ls,
         "mean_in_system": ls + lq, "utilization": ls / b, "effective_concurrency": eff,
-        "ttft_ms": wait + params.prefill_ms(eff), "itl_ms": params.decode_ms(eff),
+        "ttft_ms": ttft, "itl_ms": itl,
     }
+
+
+def _step_moments(params: ServerParams, lam: np.ndarray, n: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per arrival rate (rows) and state n (columns): the mean and second moment of an engine
+    step, and the mean length of the step that admits an arrival finding n there."""
+    b, out, g = params.max_batch, params.output_tokens, params.gamma
+    pre = params.delta * params.input_tokens  # prefill per admitted request
+    m = np.minimum(n, b)
+    dec = np.where(m > 0, params.decode_ms(m), 0.0)
+    full = n >= b
+    # Below B, admissions per step x = lambda * step: solve step = dec + g(1-e^-x) + pre x.
+    slack = np.maximum(1.0 - pre * lam, 1e-9)
+    mean = np.broadcast_to(dec + g + pre, (lam.shape[0], n.shape[1])).copy()
+    for _ in range(_FIXED_POINT_ROUNDS):
+        mean = (dec - g * np.expm1(-lam * mean)) / slack
+    mean = np.maximum(np.where(full, params.saturated_step_ms(), mean), 1e-300)
+    x = np.where(full, b / out, lam * mean)
+    with_admission = -np.expm1(-x)
+    first = dec * (dec + 2.0 * (g * with_admission + pre * x)) + g * g * with_admission + \
+        2.0 * g * pre * x + pre * pre * x
+    # Below B the next step's admissions depend on this step's length: Var feeds back.
+    second = np.where(full, first + (pre * x) ** 2, first / np.maximum(1.0 - (pre * lam) ** 2,
+                                                                        1e-9))
+    residual = np.where(n > 0, second / (2.0 * mean), 0.0)
+    admit = np.where(n == 0, g + pre, dec + g + pre * (
+        1.0 + np.where(full, x, lam * 2.0 * residual)))
+    return mean, second, admit
+
+
+_FIXED_POINT_ROUNDS = 30
+
+
+def _reference_concurrency(params: ServerParams, served_ms: np.ndarray) -> np.ndarray:
+    tokens = params.output_tokens - 1.0
+    num = served_ms - (params.gamma + params.alpha * tokens)
+    den = params.delta * params.input_tokens + params.beta * tokens
+    eff = num / den if den > 0 else np.zeros_like(served_ms)
+    return np.clip(eff, 0.0, params.max_batch)
 
 
 def _require(ok: bool, field_name: str, value: object, why: str) -> None:

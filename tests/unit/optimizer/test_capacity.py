@@ -5,6 +5,7 @@ reported as CapacityExceeded (in the allocation and the status condition)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -71,7 +72,6 @@ def test_floors_beyond_capacity_go_to_the_higher_priority_and_the_rest_are_repor
     inp = random_input(3, models=3, accelerators=1, scarcity=0.01, floors=False)
     # One type, 4 units; three models each asking for 3 as a floor: only the top one fits.
     acc = inp.accelerators[0]
-    from dataclasses import replace
     inp = replace(inp, accelerators=(replace(acc, count=4),), variants=tuple(
         replace(v, min_replicas=3, profiles=(replace(v.profiles[0], acc_count=1),))
         for v in inp.variants))
