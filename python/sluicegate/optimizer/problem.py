@@ -15,8 +15,8 @@ from typing import Any
 from sluicegate.errors import ConfigError
 
 from .inputs import DEFAULT_MODEL, AcceleratorProfile, ModelLoad, OptimizerInput, ServiceClass, Variant
-from .queueing import QueueMetrics, ServerParams, analyze
-from .sizing import SloTarget, max_rate_rps, replicas_needed
+from .queueing import ServerParams, analyze
+from .sizing import SloTarget, max_rates_rps, replicas_needed
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,6 @@ class Option:
     # Units and cost of the server's other variants held at their minReplicas.
     base_usage: Mapping[str, int] = field(default_factory=dict)
     base_cost: float = 0.0
-    # The queueing model at `replicas` (computed with the sizing, so solving stays cheap).
-    predicted: QueueMetrics | None = None
 
     def usage(self, replicas: int) -> dict[str, int]:
         used = dict(self.base_usage)
@@ -173,7 +171,17 @@ def build_problem(inp: OptimizerInput) -> Problem:
     groups: dict[tuple[str, str], list[Variant]] = {}
     for v in inp.variants:
         groups.setdefault((v.namespace, v.model), []).append(v)
-    servers = tuple(_server(inp, ns, model, vs) for (ns, model), vs in groups.items())
+    skeletons = [_skeleton(inp, ns, model, vs) for (ns, model), vs in groups.items()]
+    # Size every option with load in one batched bisection (sizing is most of the work).
+    jobs = [(s, v, p, _params(s, v, p)) for s in skeletons for v in s.variants
+            for p in v.profiles]
+    loaded = [(params, s.slo) for s, _, _, params in jobs if s.load_rps > 0]
+    rates = iter(max_rates_rps(loaded))
+    options: dict[str, list[Option]] = {s.key: [] for s in skeletons}
+    for s, v, p, params in jobs:
+        rate = next(rates) if s.load_rps > 0 else 0.0
+        options[s.key].append(_option(inp, s, v, p, params, rate))
+    servers = tuple(_with_options(inp, s, options[s.key]) for s in skeletons)
     capacity: dict[str, int | None] = {a.name: (None if inp.unlimited else a.count)
                                        for a in inp.accelerators}
     return Problem(servers=servers, capacity=capacity, input=inp)
@@ -280,7 +288,7 @@ def _serving_allocation(s: Server, pick: Pick, common: dict, exceeded: str) -> A
                           itl_ms=0.0 if idle else float("inf"), reason=why,
                           capacity_exceeded=exceeded, max_batch=o.params.max_batch,
                           replica_cost=o.replica_cost)
-    m = o.predicted if n == o.replicas and o.predicted else analyze(o.params, s.load_rps / n)
+    m = analyze(o.params, s.load_rps / n)  # only for what was picked
     met = s.slo.met_by(m)
     if s.load_rps == 0:
         why = f"no load; minReplicas={n}" if n > 1 or o.variant.min_replicas else \
@@ -325,7 +333,8 @@ def resolve_class(inp: OptimizerInput, v: Variant) -> tuple[ServiceClass, str]:
                       f"any service class (nor {DEFAULT_MODEL})")
 
 
-def _server(inp: OptimizerInput, namespace: str, model: str, variants: list[Variant]) -> Server:
+def _skeleton(inp: OptimizerInput, namespace: str, model: str, variants: list[Variant]
+              ) -> Server:
     resolved = sorted((resolve_class(inp, v) for v in variants), key=lambda r: r[0].priority)
     cls, slo_model = resolved[0]
     model_slo = cls.slo_for(slo_model)
@@ -334,9 +343,11 @@ def _server(inp: OptimizerInput, namespace: str, model: str, variants: list[Vari
                     min_served_fraction=inp.min_served_fraction)
     load = inp.load_of(model, namespace)
     key = f"{namespace}/{model}"
-    s = Server(key=key, model=model, variants=tuple(variants), service_class=cls.name,
-               priority=cls.priority, slo=slo, load=load, options=())
-    options = [_option(inp, s, v, p) for v in variants for p in v.profiles]
+    return Server(key=key, model=model, variants=tuple(variants), service_class=cls.name,
+                  priority=cls.priority, slo=slo, load=load, options=())
+
+
+def _with_options(inp: OptimizerInput, s: Server, options: list[Option]) -> Server:
     options.sort(key=lambda o: (o.replicas is None, o.cost(o.replicas or 0),
                                 o.replica_cost / max(o.max_rate_rps, 1e-300)))
     return replace(s, options=tuple(_sticky(options, inp.switch_tolerance)))
@@ -364,14 +375,18 @@ def _is_current(o: Option) -> bool:
     return len(v.profiles) == 1 or o.accelerator == v.current_accelerator
 
 
-def _option(inp: OptimizerInput, s: Server, v: Variant, p: AcceleratorProfile) -> Option:
+def _params(s: Server, v: Variant, p: AcceleratorProfile) -> ServerParams:
     load = s.load
-    params = ServerParams(alpha=p.alpha, beta=p.beta, gamma=p.gamma, delta=p.delta,
-                          max_batch=p.max_batch,
-                          max_queue=int(round(v.max_queue_per_batch * p.max_batch)),
-                          input_tokens=load.input_tokens if load else 0.0,
-                          output_tokens=load.output_tokens if load else 1.0)
-    rate = max_rate_rps(params, s.slo) if s.load_rps > 0 else 0.0
+    return ServerParams(alpha=p.alpha, beta=p.beta, gamma=p.gamma, delta=p.delta,
+                        max_batch=p.max_batch,
+                        max_queue=int(round(v.max_queue_per_batch * p.max_batch)),
+                        input_tokens=load.input_tokens if load else 0.0,
+                        output_tokens=load.output_tokens if load else 1.0)
+
+
+def _option(inp: OptimizerInput, s: Server, v: Variant, p: AcceleratorProfile,
+            params: ServerParams, rate: float) -> Option:
+    """`rate`: the most req/s one replica carries within the SLO (0 without load)."""
     replicas = replicas_needed(s.load_rps, rate, min_replicas=v.min_replicas,
                                max_replicas=v.max_replicas,
                                scale_to_zero=inp.scale_to_zero_for(v))
@@ -383,11 +398,10 @@ def _option(inp: OptimizerInput, s: Server, v: Variant, p: AcceleratorProfile) -
         op = other.profiles[0]
         base_usage[op.acc] = base_usage.get(op.acc, 0) + other.min_replicas * op.acc_count
         base_cost += other.min_replicas * _replica_cost(inp, other, op.acc, op.acc_count)
-    predicted = analyze(params, s.load_rps / replicas) if replicas else None
     return Option(variant=v, accelerator=p.acc, units=p.acc_count,
                   replica_cost=_replica_cost(inp, v, p.acc, p.acc_count), params=params,
                   max_rate_rps=rate, replicas=replicas, base_usage=base_usage,
-                  base_cost=base_cost, predicted=predicted)
+                  base_cost=base_cost)
 
 
 def _replica_cost(inp: OptimizerInput, v: Variant, acc: str, count: int) -> float:

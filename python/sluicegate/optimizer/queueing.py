@@ -63,14 +63,31 @@ class ServerParams:
         """Mean engine step with the batch full: B decodes, and the B/out requests that
         finish per step replaced (admissions ~ Poisson, so gamma only on steps with one)."""
         b, x = self.max_batch, self.max_batch / self.output_tokens
-        return float(self.decode_ms(b) + self.gamma * -np.expm1(-x)
-                     + self.delta * self.input_tokens * x)
+        return self.decode_ms(b) + self.gamma * -np.expm1(-x) + self.delta * self.input_tokens * x
 
     def capacity_rps(self) -> float:
         """The most requests per second the replica can complete."""
         if self.formulation == "step":
             return self.max_batch / (self.output_tokens * self.saturated_step_ms()) * 1000.0
         return float(self.service_rates_per_ms()[-1]) * 1000.0
+
+
+@dataclass(frozen=True)
+class ParamColumns(ServerParams):
+    """Many "step" ServerParams of one batch and queue size as [R, 1] columns, so one
+    `metric_arrays` call evaluates a rate per row for all of them (sizing a whole problem).
+    Each was validated as a ServerParams before being stacked."""
+
+    def __post_init__(self) -> None:
+        pass
+
+    @classmethod
+    def of(cls, fields: dict[str, np.ndarray], max_batch: int, max_queue: int) -> ParamColumns:
+        return cls(**{k: np.asarray(v, dtype=np.float64)[:, None] for k, v in fields.items()},
+                   max_batch=max_batch, max_queue=max_queue, formulation="step")
+
+
+NUMERIC_FIELDS = ("alpha", "beta", "gamma", "delta", "input_tokens", "output_tokens")
 
 
 @dataclass(frozen=True)
@@ -124,50 +141,59 @@ def metric_arrays(params: ServerParams, arrivals_rps: np.ndarray) -> dict[str, n
         raise ConfigError(f"arrival rate must be finite and >= 0, got {lam.tolist()!r}")
     b, q = params.max_batch, params.max_queue
     lam_ms = np.maximum(lam, 1e-300)[:, None] / 1000.0
-    n = np.arange(b + q + 1, dtype=np.float64)[None, :]
-    in_service = np.minimum(n, b)
+    # States 0..B-1 explicitly; from B on the batch is full and mu constant, so the B+Q+1-B
+    # queue states form a geometric tail summed in closed form (sizing evaluates thousands of
+    # rates: arrays of B, not 11 B, columns).
+    n = np.arange(b + 1, dtype=np.float64)[None, :]
     step = None
     if params.formulation == "step":
         step = _step_moments(params, lam_ms, n)
-        mu = in_service[:, 1:] / (params.output_tokens * step[0][:, 1:])
+        mu = n[:, 1:] / (params.output_tokens * step[0][:, 1:])
     else:
-        mu_b = params.service_rates_per_ms()
-        mu = np.concatenate([mu_b, np.full(q, mu_b[-1])])[None, :]  # mu(1..B+Q)
-    # log p(n) - log p(0) = sum_{k<=n} log(lambda / mu(k)); normalised by log-sum-exp.
+        mu = params.service_rates_per_ms()[None, :]
     log_p = np.concatenate([np.zeros((lam.size, 1)),
                             np.cumsum(np.log(lam_ms) - np.log(mu), axis=1)], axis=1)
-    log_p -= log_p.max(axis=1, keepdims=True)
-    p = np.exp(log_p)
-    p /= p.sum(axis=1, keepdims=True)
-    p[lam == 0] = np.eye(1, b + q + 1)[0]
-    blocking = np.where(lam > 0, p[:, -1], 0.0)
+    log_r = np.log(lam_ms[:, 0]) - np.log(mu[:, -1])
+    c, s0, s1 = _geometric(log_r, q)
+    log_full = log_p[:, -1] + c  # log of p(B) * sum_j r^j, up to s0
+    top = np.maximum(log_p[:, :-1].max(axis=1), log_full)
+    head = np.exp(log_p[:, :-1] - top[:, None])  # n = 0..B-1
+    tail = np.exp(log_full - top)
+    z = head.sum(axis=1) + tail * s0
+    idle = lam == 0
+    head = np.where(idle[:, None], np.eye(1, b)[0], head / z[:, None])
+    full = np.where(idle, 0.0, tail * s0 / z)  # P(n >= B)
+    lq = np.where(idle, 0.0, tail * s1 / z)
+    blocking = np.where(idle, 0.0, np.exp(log_p[:, -1] + q * log_r - top) / z)
     throughput = lam * (1.0 - blocking)
-    ls = p @ in_service[0]
-    lq = p @ (n[0] - in_service[0])
+    m = n[0, :-1]
+    ls = head @ m + b * full
     thr_ms = throughput / 1000.0
     safe = np.where(thr_ms > 0, thr_ms, 1.0)
     queued = np.where(thr_ms > 0, lq / safe, 0.0)  # waiting for a slot (Little)
-    seen = np.where(ls > 0, (p @ in_service[0] ** 2) / np.where(ls > 0, ls, 1.0), 1.0)
+    seen = np.where(ls > 0, (head @ m**2 + b * b * full) / np.where(ls > 0, ls, 1.0), 1.0)
     if step is not None:
         mean, second, admit = step
-        before = p * np.where(n > 0, second / (2.0 * mean), 0.0)  # residual of the step
-        wait = queued + before.sum(axis=1)
-        ttft = wait + (p * admit).sum(axis=1)
-        tokens = p[:, 1:] * in_service[:, 1:]
-        itl = np.where(ls > 0, tokens.sum(axis=1) / np.maximum(
-            (tokens / mean[:, 1:]).sum(axis=1), 1e-300), params.decode_ms(1.0))
+        residual = np.where(n > 0, second / (2.0 * mean), 0.0)  # of the step in progress
+        wait = queued + (head * residual[:, :-1]).sum(axis=1) + full * residual[:, -1]
+        ttft = wait + (head * admit[:, :-1]).sum(axis=1) + full * admit[:, -1]
+        tokens = head @ m + full * b
+        per_step = (head * (m / mean[:, :-1])).sum(axis=1) + full * b / mean[:, -1]
+        itl = np.where(tokens > 0, tokens / np.maximum(per_step, 1e-300),
+                       np.ravel(params.decode_ms(1.0)))
         eff = seen
     else:
         wait = queued
         if params.formulation == "reference":
-            served = np.where(thr_ms > 0, ls / safe, 0.0)
-            eff = _reference_concurrency(params, served)
+            eff = _reference_concurrency(params, np.where(thr_ms > 0, ls / safe, 0.0))
         else:
             eff = seen
         ttft = wait + (params.prefill_ms(eff) if params.input_tokens > 0 or
                        params.formulation == "batch" else 0.0)
         itl = params.decode_ms(eff)
-    service = params.prefill_ms(eff) + (params.output_tokens - 1.0) * params.decode_ms(eff)
+    alpha, beta, gamma, delta, tokens_in, tokens_out = (np.ravel(getattr(params, k))
+                                                        for k in NUMERIC_FIELDS)
+    service = gamma + delta * tokens_in * eff + (tokens_out - 1.0) * (alpha + beta * eff)
     response = np.where(thr_ms > 0, (ls + lq) / safe, service)
     return {
         "arrival_rps": lam, "throughput_rps": throughput, "blocking": blocking,
@@ -175,6 +201,24 @@ def metric_arrays(params: ServerParams, arrivals_rps: np.ndarray) -> dict[str, n
         "mean_in_system": ls + lq, "utilization": ls / b, "effective_concurrency": eff,
         "ttft_ms": ttft, "itl_ms": itl,
     }
+
+
+def _geometric(log_r: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(c, s0, s1) with sum_{j<=q} r^j = e^c s0 and sum_{j<=q} j r^j = e^c s1, for r = e^log_r
+    of any size (r > 1 is summed backwards from r^q, so nothing overflows)."""
+    up = log_r > 0
+    lu = np.where(up, -log_r, log_r)  # log of the ratio <= 1 actually summed
+    k1, k2 = q * (q + 1) / 2.0, q * (q + 1) * (2 * q + 1) / 6.0
+    near = q * np.abs(lu) < 1e-3  # r ~ 1: second-order series (closed form cancels)
+    safe = np.where(near, -1.0, lu)
+    one_minus = -np.expm1(safe)
+    u = np.exp(safe)
+    s0u = np.where(near, (q + 1) + lu * k1 + lu * lu / 2.0 * k2,
+                   -np.expm1((q + 1) * safe) / one_minus)
+    s1u = np.where(near, k1 + lu * k2 + lu * lu / 2.0 * k1 * k1,
+                   u * (1.0 - (q + 1) * np.exp(q * safe) + q * np.exp((q + 1) * safe))
+                   / one_minus**2)
+    return np.where(up, q * log_r, 0.0), s0u, np.where(up, q * s0u - s1u, s1u)
 
 
 def _step_moments(params: ServerParams, lam: np.ndarray, n: np.ndarray
@@ -186,11 +230,14 @@ def _step_moments(params: ServerParams, lam: np.ndarray, n: np.ndarray
     m = np.minimum(n, b)
     dec = np.where(m > 0, params.decode_ms(m), 0.0)
     full = n >= b
-    # Below B, admissions per step x = lambda * step: solve step = dec + g(1-e^-x) + pre x.
+    # Below B, admissions per step x = lambda * step: solve step = dec + g(1-e^-x) + pre x by
+    # Newton from the all-admitting bound above the root (the residual is convex there).
     slack = np.maximum(1.0 - pre * lam, 1e-9)
-    mean = np.broadcast_to(dec + g + pre, (lam.shape[0], n.shape[1])).copy()
-    for _ in range(_FIXED_POINT_ROUNDS):
-        mean = (dec - g * np.expm1(-lam * mean)) / slack
+    mean = (dec + g) / slack
+    for _ in range(_NEWTON_ROUNDS):
+        decay = np.exp(-lam * mean)
+        mean = mean - (slack * mean - dec - g * (1.0 - decay)) / np.maximum(
+            slack - g * lam * decay, 1e-12)
     mean = np.maximum(np.where(full, params.saturated_step_ms(), mean), 1e-300)
     x = np.where(full, b / out, lam * mean)
     with_admission = -np.expm1(-x)
@@ -205,7 +252,7 @@ def _step_moments(params: ServerParams, lam: np.ndarray, n: np.ndarray
     return mean, second, admit
 
 
-_FIXED_POINT_ROUNDS = 30
+_NEWTON_ROUNDS = 4
 
 
 def _reference_concurrency(params: ServerParams, served_ms: np.ndarray) -> np.ndarray:
