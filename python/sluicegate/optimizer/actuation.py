@@ -10,13 +10,15 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
-
-from .fit import ProfileFit
 from .inputs import ModelLoad, ModelObservation, OptimizerInput, ScaleTarget, Variant
 from .problem import Allocation, Solution
+
+if TYPE_CHECKING:  # the exporter and the fits load prometheus_client / scipy only when used
+    from prometheus_client import CollectorRegistry
+
+    from .fit import ProfileFit
 
 # Metric names and labels as the workload-variant-autoscaler emits them, so an existing
 # prometheus-adapter rule or KEDA trigger on wva_desired_replicas keeps working.
@@ -170,6 +172,8 @@ class MetricsExporter:
     """The gauges of the latest decisions in their own registry (serve it or render it)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        from prometheus_client import CollectorRegistry, Gauge
+
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.desired = Gauge(DESIRED_REPLICAS, "Replicas the optimizer wants for the variant",
@@ -222,6 +226,8 @@ class MetricsExporter:
                         gauge.labels(a.model, *labels).set(ms / 1000.0)
 
     def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)
 
 
