@@ -242,7 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["optimize"]:  # run every interval by controllers: skip the other
+        parser = argparse.ArgumentParser(prog="sluicegate")  # commands' imports (Rust core,
+        _add_optimize(parser.add_subparsers(dest="command", required=True))  # aiohttp, grpc)
+    else:
+        parser = build_parser()
+    args = parser.parse_args(argv)
     _setup_logging(args)
     return args.func(args)
 

@@ -136,7 +136,9 @@ def test_actuate_scales_targets_and_holds_a_scale_down_for_the_window(cluster_in
     assert held.desired_replicas == held_now == up.desired_replicas
     assert down.desired_replicas == held.allocation.replicas == down_now
     assert _status(kube, key)["actuation"] == {"applied": True}
-    assert _status(kube, key)["currentAlloc"] == {"numReplicas": down_now}
+    current = _status(kube, key)["currentAlloc"]
+    assert current["numReplicas"] == down_now and current["accelerator"] == "A100"
+    assert float(current["load"]["arrivalRate"]) == 600.0  # the load sized for
     # Idle granite is allowed to scale to zero; its Deployment follows.
     assert _replicas(kube, "granite-13b") == 0
 

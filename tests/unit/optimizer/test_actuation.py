@@ -105,9 +105,10 @@ def test_condition_time_moves_only_on_a_transition(solved) -> None:
     d = next(d for d in decide(sol, problem.input.variants, 0.0)
              if d.variant.name == "llama-70b")
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    same = replace(d, variant=replace(d.variant, ready_condition=("True", "2025-12-01T00:00:00Z")))
-    flipped = replace(d, variant=replace(d.variant, ready_condition=("False",
-                                                                     "2025-12-01T00:00:00Z")))
+    same = replace(d, variant=replace(d.variant, conditions=(
+        ("OptimizationReady", "True", "2025-12-01T00:00:00Z"),)))
+    flipped = replace(d, variant=replace(d.variant, conditions=(
+        ("OptimizationReady", "False", "2025-12-01T00:00:00Z"),)))
     assert status_patch(same, now)["status"]["conditions"][0]["lastTransitionTime"] == \
         "2025-12-01T00:00:00Z"
     assert status_patch(flipped, now)["status"]["conditions"][0]["lastTransitionTime"] == \

@@ -12,7 +12,7 @@ from sluicegate.optimizer.queueing import ServerParams, analyze
 B, Q, IN, OUT = 4, 16, 100, 20
 ALPHA, BETA, GAMMA, DELTA = 8.0, 2.0, 5.0, 0.05
 PARAMS = ServerParams(alpha=ALPHA, beta=BETA, gamma=GAMMA, delta=DELTA, max_batch=B,
-                      max_queue=Q, input_tokens=IN, output_tokens=OUT)
+                      max_queue=Q, input_tokens=IN, output_tokens=OUT, formulation="batch")
 
 
 def _batch_rate_per_ms(m: int) -> float:

@@ -194,3 +194,19 @@ def test_more_replicas_never_break_a_met_slo(rate, extra) -> None:
     slo = problem.servers[0].slo
     assert slo.met_by(analyze(option.params, rate / option.replicas))
     assert slo.met_by(analyze(option.params, rate / (option.replicas + extra)))
+
+
+@pytest.mark.parametrize("solve", SOLVERS)
+def test_saturation_feeds_only_models_that_lost_an_option_to_capacity(solve) -> None:
+    # "hopeless" meets its SLO with no count within maxReplicas: reported, never fed; "lost"
+    # could meet it with more units than exist, so it gets what is left.
+    inp = _input({"hopeless": 200.0, "lost": 200.0}, capacity=6,
+                 policy=SaturationPolicy.ROUND_ROBIN)
+    inp = replace(inp, variants=tuple(replace(v, max_replicas=1) if v.model == "hopeless"
+                                      else v for v in inp.variants))
+    problem = build_problem(inp)
+    assert {s.model: bool(s.feasible) for s in problem.servers} == {"hopeless": False,
+                                                                   "lost": True}
+    sol = solve(problem)
+    assert _serving(sol) == {"hopeless": (0, False), "lost": (6, False)}
+    assert set(sol.capacity_exceeded()) == {"ns/lost"}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluicegate.errors import ConfigError
 from sluicegate.optimizer.queueing import ServerParams, analyze
-from sluicegate.optimizer.sizing import SloTarget, max_rate_rps, replicas_needed
+from sluicegate.optimizer.sizing import SloTarget, max_rate_rps, max_rates_rps, replicas_needed
 
 PARAMS = ServerParams(alpha=8, beta=0.1, gamma=5, delta=0.05, max_batch=64, max_queue=128,
                       input_tokens=512, output_tokens=128)
@@ -86,3 +88,19 @@ def test_replicas_respect_min_and_max() -> None:
 def test_slo_target_names_the_bad_field() -> None:
     with pytest.raises(ConfigError, match=r"SloTarget.itl_ms=0"):
         SloTarget(ttft_ms=100, itl_ms=0)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_sizing_options_together_gives_each_the_rate_it_gets_alone(seed) -> None:
+    rng = random.Random(seed)
+    jobs = []
+    for _ in range(12):
+        b = rng.choice([4, 16, 64])
+        jobs.append((ServerParams(
+            alpha=rng.uniform(4, 20), beta=rng.uniform(0.05, 0.5), gamma=rng.uniform(0, 15),
+            delta=rng.uniform(0.0, 0.05), max_batch=b, max_queue=rng.choice([0, 10 * b]),
+            input_tokens=rng.choice([0, 128, 4096]), output_tokens=rng.choice([1, 64, 256]),
+            formulation=rng.choice(["step", "step", "batch"])),
+            SloTarget(ttft_ms=rng.choice([50, 500, 2000]), itl_ms=rng.choice([10.0, 60.0]))))
+    assert max_rates_rps(jobs) == [max_rate_rps(p, slo) for p, slo in jobs]
