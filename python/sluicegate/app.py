@@ -17,6 +17,7 @@ from .extproc.server import EppServer
 from .extproc.stream import MAX_BODY_BYTES
 from .flowcontrol import FlowController
 from .metrics import MetricsServer, build_registry
+from .metrics.server import MetricsAccess
 from .scheduling import Router
 from .scheduling.kv_events import KvEventSubscriber
 from .scheduling.config import EppConfig, load_config
@@ -51,6 +52,22 @@ class EppOptions:
     kube: "KubeOptions | None" = None  # Kubernetes mode (--pool-name or --endpoint-selector)
     leader_election: "LeaseOptions | None" = None  # --ha-enable-leader-election
     scale_to_zero: bool = False  # --enable-scale-to-zero (activator, Kubernetes mode)
+    # Upstream EPP flags (python/sluicegate/runflags.py; README flag table)
+    health_checking: bool = False  # --health-checking: gRPC health on the ext_proc port too
+    grpc_max_recv_msg_bytes: int | None = None  # --grpc-max-recv-msg-size
+    grpc_max_send_msg_bytes: int | None = None  # --grpc-max-send-msg-size
+    tls_min_version: str | None = None  # --tls-min-version (VersionTLS12, VersionTLS13)
+    tls_cipher_suites: tuple[str, ...] = ()  # --tls-cipher-suites (Go names)
+    cert_reload: bool = False  # --enable-cert-reload
+    enable_pprof: bool = False  # --enable-pprof: /debug/pprof/ on the metrics port
+    metrics_endpoint_auth: bool = False  # --metrics-endpoint-auth (Kubernetes mode: TokenReview + SAR)
+    metrics_cert_dir: str | None = None  # --metrics-cert-dir: HTTPS metrics
+    metrics_client_ca_file: str | None = None  # --metrics-client-ca-file: mTLS metrics
+    tracing: bool = False  # --tracing (set up by the CLI; spans around the control path)
+    emit_endpoint_scores: bool = False  # --emit-endpoint-scores
+    disable_endpoint_subset_filter: bool = False  # --disable-endpoint-subset-filter
+    grpc_stream_metrics: bool = False  # --enable-grpc-stream-metrics
+    metrics_log_interval_s: float = 5.0  # --refresh-prometheus-metrics-interval
 
 
 class Epp:
@@ -117,12 +134,13 @@ class Epp:
             stats=self.router.request_stats(),
             max_body_bytes=opts.max_request_body_bytes,
             **flow_args,
+            **_server_flags(opts, server_class),
         )
         self.metrics: MetricsServer | None = None
         if opts.metrics_port is not None:
             registry = build_registry(self.router, opts.pool_name or "default", extra=self._collectors)
             self.metrics = MetricsServer(registry, self.ready, opts.grpc_host, opts.metrics_port,
-                                         opts.metrics_token_file)
+                                         access=self._metrics_access())
         self._serving = False
 
     @property
@@ -154,6 +172,19 @@ class Epp:
 
             out.append(ActivatorCollector(self.activator))
         return out
+
+    def _metrics_access(self) -> MetricsAccess:
+        """Upstream's metrics flags: auth through the API server in Kubernetes mode (upstream's
+        file-discovery mode has none either), HTTPS, client certificates, pprof."""
+        opts = self.opts
+        authorize = None
+        if opts.metrics_endpoint_auth and self.kube is not None:
+            from .kube.watcher import api_client
+            from .metrics.kube_auth import KubeMetricsAuth
+
+            authorize = KubeMetricsAuth(api_client(opts.kube.kubeconfig))
+        return MetricsAccess(token_file=opts.metrics_token_file, authorize=authorize, cert_dir=opts.metrics_cert_dir,
+                             client_ca_file=opts.metrics_client_ca_file, pprof=opts.enable_pprof)
 
     @property
     def metrics_port(self) -> int | None:
@@ -216,13 +247,37 @@ def _ext_proc_server(opts: EppOptions, config: EppConfig) -> type[EppServer] | t
     fc = config.flow_control
     python_only = ("flow control (featureGates: [flowControl])" if fc.enabled
                    else "Kubernetes mode (--pool-name, --endpoint-selector)" if opts.kube is not None
-                   else "objectives (priorities, shedding sheddable requests)" if fc.objectives else None)
+                   else "objectives (priorities, shedding sheddable requests)" if fc.objectives
+                   else _python_only_tls(opts))
     if impl == "python" or (impl == "auto" and python_only):
         return EppServer
     if python_only:
         raise ConfigError(f"--ext-proc-impl rust: {python_only} runs in the Python request path only; "
                           "use --ext-proc-impl python or auto")
     return NativeEppServer
+
+
+def _server_flags(opts: EppOptions, server_class: type) -> dict:
+    """Upstream's ext_proc flags as server arguments: health on the ext_proc port, message
+    limits, and (Python server) TLS with reloading certificates and chosen cipher suites."""
+    from .servertls import apply_cipher_suites, check_policy, server_credentials
+
+    check_policy(opts.tls_min_version, opts.tls_cipher_suites)
+    out: dict = {"health_checking": opts.health_checking, "max_recv_msg_bytes": opts.grpc_max_recv_msg_bytes,
+                 "max_send_msg_bytes": opts.grpc_max_send_msg_bytes}
+    if server_class is EppServer and opts.secure_serving:
+        apply_cipher_suites(opts.tls_cipher_suites)
+        out["credentials"] = server_credentials(opts.cert_path, opts.cert_reload)
+    return out
+
+
+def _python_only_tls(opts: EppOptions) -> str | None:
+    """TLS flags only the grpc.aio server honours (tonic's TLS takes one fixed certificate)."""
+    if not opts.secure_serving:
+        return None
+    if opts.cert_reload and opts.cert_path:
+        return "--enable-cert-reload"
+    return "--tls-cipher-suites" if opts.tls_cipher_suites else None
 
 
 def _labels(e: Endpoint) -> dict[str, str]:
@@ -233,8 +288,11 @@ def _labels(e: Endpoint) -> dict[str, str]:
 
 async def run_until(opts: EppOptions, stop: asyncio.Event) -> None:
     """Serve until `stop` is set (SIGTERM/SIGINT), then drain for --drain-timeout."""
+    from .tracing import span
+
     epp = Epp(opts)
-    await epp.start()
+    with span("sluicegate.start"):  # --tracing: the start-up (config, discovery, servers) as one span
+        await epp.start()
     try:
         # Tests and wrappers wait for this line to know the ports.
         print(f"sluicegate ready grpc={epp.port} health={epp.health_port} metrics={epp.metrics_port or 0}",

@@ -29,6 +29,9 @@ class NativeEppServer:
         stats: RequestStats | None = None,
         worker_threads: int = 1,
         max_body_bytes: int | None = None,
+        health_checking: bool = False,
+        max_recv_msg_bytes: int | None = None,
+        max_send_msg_bytes: int | None = None,
     ) -> None:
         # `stats` is taken for EppServer's signature: request metrics are recorded from Rust into
         # the Router's own RequestStats (`router.request_stats()`, what the app passes).
@@ -37,7 +40,8 @@ class NativeEppServer:
         key, cert = tls.key_and_cert(cert_path) if secure else (None, None)
         self._server = ExtProcServer(
             router, host, port, health_port, tls_cert_pem=cert, tls_key_pem=key, skip_response=skip_response,
-            worker_threads=worker_threads, max_body_bytes=max_body_bytes,
+            worker_threads=worker_threads, max_body_bytes=max_body_bytes, health_checking=health_checking,
+            max_recv_msg_bytes=max_recv_msg_bytes, max_send_msg_bytes=max_send_msg_bytes,
         )
         self.port = self._server.port
         self.health_port = self._server.health_port

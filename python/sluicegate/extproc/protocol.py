@@ -20,4 +20,5 @@ DROPPED_REASON = "x-llm-d-request-dropped-reason"
 BODY_CHUNK_BYTES = 62_000
 
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
-HEALTH_SERVICES = ("", "liveness", "readiness", EXT_PROC_SERVICE)
+# "inference-extension": the service name upstream's chart probes.
+HEALTH_SERVICES = ("", "liveness", "readiness", EXT_PROC_SERVICE, "inference-extension")

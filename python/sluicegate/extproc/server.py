@@ -70,18 +70,27 @@ class EppServer:
         stats: Stats | None = None,
         flow: FlowController | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        health_checking: bool = False,
+        max_recv_msg_bytes: int | None = None,
+        max_send_msg_bytes: int | None = None,
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
-        self._server = grpc.aio.server(options=_GRPC_OPTIONS)
+        # --grpc-max-recv-msg-size / --grpc-max-send-msg-size replace the 64 MiB defaults.
+        limits = {"grpc.max_receive_message_length": max_recv_msg_bytes,
+                  "grpc.max_send_message_length": max_send_msg_bytes}
+        self._server = grpc.aio.server(options=[(k, limits.get(k) or v) for k, v in _GRPC_OPTIONS])
         processor = ExternalProcessor(picker, skip_response, stats, flow, max_body_bytes)
         pb_grpc.add_ExternalProcessorServicer_to_server(processor, self._server)
         address = f"{host}:{port}"
         if secure:
-            self.port = self._server.add_secure_port(address, tls.server_credentials(cert_path))
+            self.port = self._server.add_secure_port(address, credentials or tls.server_credentials(cert_path))
         else:
             self.port = self._server.add_insecure_port(address)
         self._health = health_async.HealthServicer()
         self._health_server = grpc.aio.server()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+        if health_checking:  # upstream's --health-checking: the same health on the ext_proc port
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self.health_port = self._health_server.add_insecure_port(f"{host}:{health_port}")
 
     async def start(self) -> None:

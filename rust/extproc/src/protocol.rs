@@ -27,4 +27,12 @@ pub const DROPPED_REASON: &str = "x-llm-d-request-dropped-reason";
 pub const BODY_CHUNK_BYTES: usize = 62_000;
 
 pub const EXT_PROC_SERVICE: &str = "envoy.service.ext_proc.v3.ExternalProcessor";
-pub const HEALTH_SERVICES: [&str; 4] = ["", "liveness", "readiness", EXT_PROC_SERVICE];
+/// The gRPC health service name upstream's chart probes.
+pub const INFERENCE_EXTENSION_SERVICE: &str = "inference-extension";
+pub const HEALTH_SERVICES: [&str; 5] = [
+    "",
+    "liveness",
+    "readiness",
+    EXT_PROC_SERVICE,
+    INFERENCE_EXTENSION_SERVICE,
+];

@@ -26,6 +26,9 @@ pub struct ExternalProcessorService {
     router: SharedRouter,
     skip_response: bool,
     max_body_bytes: usize,
+    /// gRPC message limits (--grpc-max-recv-msg-size / --grpc-max-send-msg-size).
+    max_recv_bytes: usize,
+    max_send_bytes: usize,
 }
 
 impl ExternalProcessorService {
@@ -34,7 +37,20 @@ impl ExternalProcessorService {
             router,
             skip_response,
             max_body_bytes: MAX_BODY_BYTES,
+            max_recv_bytes: MAX_MESSAGE_BYTES,
+            max_send_bytes: MAX_MESSAGE_BYTES,
         }
+    }
+
+    /// Largest gRPC message received and sent; None keeps the default (64 MiB).
+    pub fn with_message_limits(
+        mut self,
+        recv: Option<usize>,
+        send: Option<usize>,
+    ) -> ExternalProcessorService {
+        self.max_recv_bytes = recv.unwrap_or(MAX_MESSAGE_BYTES);
+        self.max_send_bytes = send.unwrap_or(MAX_MESSAGE_BYTES);
+        self
     }
 
     pub fn with_max_body_bytes(mut self, max_body_bytes: usize) -> ExternalProcessorService {
@@ -67,10 +83,10 @@ where
             });
         }
         let method = ProcessMethod(self.clone());
+        let limits = (Some(self.max_recv_bytes), Some(self.max_send_bytes));
         Box::pin(async move {
             let codec = tonic_prost::ProstCodec::<ProcessingResponse, ProcessingRequest>::default();
-            let mut grpc = Grpc::new(codec)
-                .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(MAX_MESSAGE_BYTES));
+            let mut grpc = Grpc::new(codec).apply_max_message_size_config(limits.0, limits.1);
             Ok(grpc.streaming(method, req).await)
         })
     }
