@@ -144,6 +144,7 @@ class SeriesSnapshot:
     ntpot: Histogram
     ttft: Histogram
     ttft_streaming: Histogram
+    tpot: Histogram  # streamed responses: (duration - ttft) / (output tokens - 1)
 
 class RequestStats:
     """Per-request metrics by (model, target model, fairness id, priority); label sets past

@@ -123,6 +123,12 @@ class Epp:
         if self.flow is not None and self.kube is not None:
             self.kube.on_objectives(self.flow.set_objectives)
             flow_args["flow"] = self.kube.rewriting(flow_args["flow"])  # InferenceModelRewrite before queueing
+        # --enable-grpc-stream-metrics: upstream's extproc_stream* families (Python server).
+        self.stream_metrics = None
+        if opts.grpc_stream_metrics:
+            from .metrics.grpc_streams import StreamMetrics
+
+            self.stream_metrics = StreamMetrics()
         self.server = server_class(
             picker,
             host=opts.grpc_host,
@@ -134,7 +140,7 @@ class Epp:
             stats=self.router.request_stats(),
             max_body_bytes=opts.max_request_body_bytes,
             **flow_args,
-            **_server_flags(opts, server_class),
+            **_server_flags(opts, server_class, self.stream_metrics),
         )
         self.metrics: MetricsServer | None = None
         if opts.metrics_port is not None:
@@ -162,11 +168,11 @@ class Epp:
             self.activator.endpoints_changed(len(endpoints))
 
     def _collectors(self) -> list:
-        out = []
+        out: list = [self.stream_metrics] if self.stream_metrics is not None else []
         if self.flow is not None:
             from .metrics.flowcontrol import FlowControlCollector
 
-            out.append(FlowControlCollector(self.opts.pool_name or "default", self.flow))
+            out.append(FlowControlCollector(self.opts.pool_name or "default", self.flow, self.router.status))
         if self.activator is not None:
             from .activator import ActivatorCollector
 
@@ -248,7 +254,7 @@ def _ext_proc_server(opts: EppOptions, config: EppConfig) -> type[EppServer] | t
     python_only = ("flow control (featureGates: [flowControl])" if fc.enabled
                    else "Kubernetes mode (--pool-name, --endpoint-selector)" if opts.kube is not None
                    else "objectives (priorities, shedding sheddable requests)" if fc.objectives
-                   else _python_only_tls(opts))
+                   else _python_only_flags(opts))
     if impl == "python" or (impl == "auto" and python_only):
         return EppServer
     if python_only:
@@ -257,7 +263,7 @@ def _ext_proc_server(opts: EppOptions, config: EppConfig) -> type[EppServer] | t
     return NativeEppServer
 
 
-def _server_flags(opts: EppOptions, server_class: type) -> dict:
+def _server_flags(opts: EppOptions, server_class: type, stream_metrics=None) -> dict:
     """Upstream's ext_proc flags as server arguments: health on the ext_proc port, message
     limits, and (Python server) TLS with reloading certificates and chosen cipher suites."""
     from .servertls import apply_cipher_suites, check_policy, server_credentials
@@ -268,6 +274,8 @@ def _server_flags(opts: EppOptions, server_class: type) -> dict:
     if server_class is EppServer and opts.secure_serving:
         apply_cipher_suites(opts.tls_cipher_suites)
         out["credentials"] = server_credentials(opts.cert_path, opts.cert_reload)
+    if server_class is EppServer and stream_metrics is not None:
+        out["interceptors"] = [stream_metrics.interceptor()]
     return out
 
 
@@ -278,6 +286,11 @@ def _python_only_tls(opts: EppOptions) -> str | None:
     if opts.cert_reload and opts.cert_path:
         return "--enable-cert-reload"
     return "--tls-cipher-suites" if opts.tls_cipher_suites else None
+
+
+def _python_only_flags(opts: EppOptions) -> str | None:
+    """Upstream flags only the grpc.aio server honours."""
+    return "--enable-grpc-stream-metrics" if opts.grpc_stream_metrics else _python_only_tls(opts)
 
 
 def _labels(e: Endpoint) -> dict[str, str]:

@@ -85,8 +85,7 @@ def check(args: argparse.Namespace) -> TlsPolicy:
     if args.allow_experimental_plugins:
         log.info("--allow-experimental-plugins: no sluicegate plugin is marked experimental; nothing changes")
     for flag, on in (("--disable-endpoint-subset-filter", args.disable_endpoint_subset_filter),
-                     ("--emit-endpoint-scores", args.emit_endpoint_scores),
-                     ("--enable-grpc-stream-metrics", args.enable_grpc_stream_metrics)):
+                     ("--emit-endpoint-scores", args.emit_endpoint_scores)):
         if on:
             log.warning("%s: accepted, not applied yet by sluicegate (README flag table)", flag)
     return TlsPolicy(args.tls_min_version, suites, args.enable_cert_reload)

@@ -74,11 +74,13 @@ class EppServer:
         max_recv_msg_bytes: int | None = None,
         max_send_msg_bytes: int | None = None,
         credentials: grpc.ServerCredentials | None = None,
+        interceptors: list[grpc.aio.ServerInterceptor] | None = None,
     ) -> None:
         # --grpc-max-recv-msg-size / --grpc-max-send-msg-size replace the 64 MiB defaults.
         limits = {"grpc.max_receive_message_length": max_recv_msg_bytes,
                   "grpc.max_send_message_length": max_send_msg_bytes}
-        self._server = grpc.aio.server(options=[(k, limits.get(k) or v) for k, v in _GRPC_OPTIONS])
+        self._server = grpc.aio.server(options=[(k, limits.get(k) or v) for k, v in _GRPC_OPTIONS],
+                                       interceptors=interceptors)
         processor = ExternalProcessor(picker, skip_response, stats, flow, max_body_bytes)
         pb_grpc.add_ExternalProcessorServicer_to_server(processor, self._server)
         address = f"{host}:{port}"
