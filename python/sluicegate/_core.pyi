@@ -157,6 +157,7 @@ class SeriesSnapshot:
     ntpot: _Histogram
     ttft: _Histogram
     ttft_streaming: _Histogram
+    tpot: _Histogram  # streamed responses: (duration - ttft) / (output tokens - 1)
 
 @final
 class RequestStats:
@@ -200,6 +201,9 @@ class ExtProcServer:
         skip_response: bool = False,
         max_body_bytes: int | None = None,
         worker_threads: int | None = None,
+        health_checking: bool = False,  # grpc.health.v1 on the ext_proc port too
+        max_recv_msg_bytes: int | None = None,  # gRPC message limits; None = 64 MiB
+        max_send_msg_bytes: int | None = None,
     ) -> Self: ...
     def start(self) -> None:
         """Start serving; returns at once. RuntimeError when started already or stopped."""

@@ -17,6 +17,7 @@ from .extproc.flow import EppFlowControl
 from .extproc.protocol import MAX_BODY_BYTES
 from .extproc.server import EppServer
 from .metrics import MetricsServer, build_registry
+from .metrics.server import MetricsAccess
 from .scheduling import Router
 from .scheduling.kv_events import KvEventSubscriber
 from .scheduling.config import EppConfig, load_config
@@ -51,6 +52,22 @@ class EppOptions:
     kube: "KubeOptions | None" = None  # Kubernetes mode (--pool-name or --endpoint-selector)
     leader_election: "LeaseOptions | None" = None  # --ha-enable-leader-election
     scale_to_zero: bool = False  # --enable-scale-to-zero (activator, Kubernetes mode)
+    # Upstream EPP flags (python/sluicegate/runflags.py; README flag table)
+    health_checking: bool = False  # --health-checking: gRPC health on the ext_proc port too
+    grpc_max_recv_msg_bytes: int | None = None  # --grpc-max-recv-msg-size
+    grpc_max_send_msg_bytes: int | None = None  # --grpc-max-send-msg-size
+    tls_min_version: str | None = None  # --tls-min-version (VersionTLS12, VersionTLS13)
+    tls_cipher_suites: tuple[str, ...] = ()  # --tls-cipher-suites (Go names)
+    cert_reload: bool = False  # --enable-cert-reload
+    enable_pprof: bool = False  # --enable-pprof: /debug/pprof/ on the metrics port
+    metrics_endpoint_auth: bool = False  # --metrics-endpoint-auth (Kubernetes mode: TokenReview + SAR)
+    metrics_cert_dir: str | None = None  # --metrics-cert-dir: HTTPS metrics
+    metrics_client_ca_file: str | None = None  # --metrics-client-ca-file: mTLS metrics
+    tracing: bool = False  # --tracing (set up by the CLI; spans around the control path)
+    emit_endpoint_scores: bool = False  # --emit-endpoint-scores
+    disable_endpoint_subset_filter: bool = False  # --disable-endpoint-subset-filter
+    grpc_stream_metrics: bool = False  # --enable-grpc-stream-metrics
+    metrics_log_interval_s: float = 5.0  # --refresh-prometheus-metrics-interval
 
 
 class Epp:
@@ -114,12 +131,13 @@ class Epp:
             skip_response=opts.skip_response,
             max_body_bytes=opts.max_request_body_bytes,
             gate=gate,
+            **_server_flags(opts),
         )
         self.metrics: MetricsServer | None = None
         if opts.metrics_port is not None:
             registry = build_registry(self.router, opts.pool_name or "default", extra=self._collectors)
             self.metrics = MetricsServer(registry, self.ready, opts.grpc_host, opts.metrics_port,
-                                         opts.metrics_token_file)
+                                         access=self._metrics_access())
         self._serving = False
 
     @property
@@ -141,16 +159,29 @@ class Epp:
             self.activator.endpoints_changed(len(endpoints))
 
     def _collectors(self) -> list:
-        out = []
+        out: list = []
         if self.flow is not None:
             from .metrics.flowcontrol import FlowControlCollector
 
-            out.append(FlowControlCollector(self.opts.pool_name or "default", self.flow))
+            out.append(FlowControlCollector(self.opts.pool_name or "default", self.flow, self.router.status))
         if self.activator is not None:
             from .activator import ActivatorCollector
 
             out.append(ActivatorCollector(self.activator))
         return out
+
+    def _metrics_access(self) -> MetricsAccess:
+        """Upstream's metrics flags: auth through the API server in Kubernetes mode (upstream's
+        file-discovery mode has none either), HTTPS, client certificates, pprof."""
+        opts = self.opts
+        authorize = None
+        if opts.metrics_endpoint_auth and self.kube is not None:
+            from .kube.watcher import api_client
+            from .metrics.kube_auth import KubeMetricsAuth
+
+            authorize = KubeMetricsAuth(api_client(opts.kube.kubeconfig))
+        return MetricsAccess(token_file=opts.metrics_token_file, authorize=authorize, cert_dir=opts.metrics_cert_dir,
+                             client_ca_file=opts.metrics_client_ca_file, pprof=opts.enable_pprof)
 
     @property
     def metrics_port(self) -> int | None:
@@ -201,6 +232,22 @@ class Epp:
         await self.stop(0)
 
 
+def _server_flags(opts: EppOptions) -> dict:
+    """Upstream's ext_proc flags as server arguments: health on the ext_proc port and message
+    limits. The TLS and stream-metric flags that only the removed grpc.aio server honoured are
+    accepted and named in one warning each (the Rust server keeps one certificate, default suites)."""
+    from .servertls import check_policy
+
+    check_policy(opts.tls_min_version, opts.tls_cipher_suites)
+    for flag, on in (("--enable-cert-reload", opts.cert_reload and opts.secure_serving),
+                     ("--tls-cipher-suites", bool(opts.tls_cipher_suites) and opts.secure_serving),
+                     ("--enable-grpc-stream-metrics", opts.grpc_stream_metrics)):
+        if on:
+            log.warning("%s is not honoured by the Rust ext_proc server; ignored", flag)
+    return {"health_checking": opts.health_checking, "max_recv_msg_bytes": opts.grpc_max_recv_msg_bytes,
+            "max_send_msg_bytes": opts.grpc_max_send_msg_bytes}
+
+
 def _labels(e: Endpoint) -> dict[str, str]:
     labels = dict(e.labels)
     labels.setdefault(ENGINE_LABEL, "vllm")
@@ -209,8 +256,11 @@ def _labels(e: Endpoint) -> dict[str, str]:
 
 async def run_until(opts: EppOptions, stop: asyncio.Event) -> None:
     """Serve until `stop` is set (SIGTERM/SIGINT), then drain for --drain-timeout."""
+    from .tracing import span
+
     epp = Epp(opts)
-    await epp.start()
+    with span("sluicegate.start"):  # --tracing: the start-up (config, discovery, servers) as one span
+        await epp.start()
     try:
         # Tests and wrappers wait for this line to know the ports.
         print(f"sluicegate ready grpc={epp.port} health={epp.health_port} metrics={epp.metrics_port or 0}",

@@ -32,6 +32,9 @@ class EppServer:
         gate: FlowGate | None = None,
         worker_threads: int = 1,
         max_body_bytes: int | None = None,
+        health_checking: bool = False,
+        max_recv_msg_bytes: int | None = None,
+        max_send_msg_bytes: int | None = None,
     ) -> None:
         # One tokio worker: on small machines a second one costs more in wake-ups than it adds
         # (benches/README.md); each stream is a few µs of work.
@@ -40,6 +43,8 @@ class EppServer:
         self._server = ExtProcServer(
             router, host, port, health_port, tls_cert_pem=cert, tls_key_pem=key, skip_response=skip_response,
             worker_threads=worker_threads, max_body_bytes=max_body_bytes, gate=gate,
+            health_checking=health_checking, max_recv_msg_bytes=max_recv_msg_bytes,
+            max_send_msg_bytes=max_send_msg_bytes,
         )
         self.port = self._server.port
         self.health_port = self._server.health_port

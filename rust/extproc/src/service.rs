@@ -30,6 +30,9 @@ pub struct ExternalProcessorService {
     gate: Option<Arc<Gate>>,
     skip_response: bool,
     max_body_bytes: usize,
+    /// gRPC message limits (--grpc-max-recv-msg-size / --grpc-max-send-msg-size).
+    max_recv_bytes: usize,
+    max_send_bytes: usize,
 }
 
 impl ExternalProcessorService {
@@ -39,12 +42,25 @@ impl ExternalProcessorService {
             gate: None,
             skip_response,
             max_body_bytes: MAX_BODY_BYTES,
+            max_recv_bytes: MAX_MESSAGE_BYTES,
+            max_send_bytes: MAX_MESSAGE_BYTES,
         }
     }
 
     /// Admit requests through flow control (or legacy shedding) before routing.
     pub fn with_gate(mut self, gate: Option<Arc<Gate>>) -> ExternalProcessorService {
         self.gate = gate;
+        self
+    }
+
+    /// Largest gRPC message received and sent; None keeps the default (64 MiB).
+    pub fn with_message_limits(
+        mut self,
+        recv: Option<usize>,
+        send: Option<usize>,
+    ) -> ExternalProcessorService {
+        self.max_recv_bytes = recv.unwrap_or(MAX_MESSAGE_BYTES);
+        self.max_send_bytes = send.unwrap_or(MAX_MESSAGE_BYTES);
         self
     }
 
@@ -78,10 +94,10 @@ where
             });
         }
         let method = ProcessMethod(self.clone());
+        let limits = (Some(self.max_recv_bytes), Some(self.max_send_bytes));
         Box::pin(async move {
             let codec = tonic_prost::ProstCodec::<ProcessingResponse, ProcessingRequest>::default();
-            let mut grpc = Grpc::new(codec)
-                .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(MAX_MESSAGE_BYTES));
+            let mut grpc = Grpc::new(codec).apply_max_message_size_config(limits.0, limits.1);
             Ok(grpc.streaming(method, req).await)
         })
     }

@@ -130,7 +130,8 @@ impl PyExtProcServer {
     #[new]
     #[pyo3(signature = (router, host = "0.0.0.0", port = 9002, health_port = 9003, *,
                         tls_cert_pem = None, tls_key_pem = None, skip_response = false,
-                        worker_threads = None, max_body_bytes = None, gate = None))]
+                        worker_threads = None, max_body_bytes = None, gate = None,
+                        health_checking = false, max_recv_msg_bytes = None, max_send_msg_bytes = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -144,6 +145,9 @@ impl PyExtProcServer {
         worker_threads: Option<usize>,
         max_body_bytes: Option<usize>,
         gate: Option<Py<PyFlowGate>>,
+        health_checking: bool,
+        max_recv_msg_bytes: Option<usize>,
+        max_send_msg_bytes: Option<usize>,
     ) -> PyResult<Self> {
         let tls = match (tls_cert_pem, tls_key_pem) {
             (Some(cert), Some(key)) => Some(TlsPem { cert, key }),
@@ -163,6 +167,9 @@ impl PyExtProcServer {
             worker_threads,
             max_body_bytes,
             gate: gate.map(|g| g.get().gate.clone()),
+            health_checking,
+            max_recv_msg_bytes,
+            max_send_msg_bytes,
         };
         let handle = std::sync::Arc::new(PythonRouter(router));
         let server = py
