@@ -45,6 +45,8 @@ tools:
 tools-test:
 	$(call check_tools,1)
 
+setup: .stamp-ext
+
 $(VENV)/.stamp-deps: pyproject.toml | tools
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "maturin==1.16.0"
