@@ -230,13 +230,19 @@ impl Router {
     /// Replace every objective at once.
     pub fn set_objectives(&self, objectives: Objectives) {
         let rewrites = self.policies.load().rewrites.clone();
-        self.policies.store(Arc::new(Policies { objectives, rewrites }));
+        self.policies.store(Arc::new(Policies {
+            objectives,
+            rewrites,
+        }));
     }
 
     /// Replace the whole model rewrite table at once.
     pub fn set_rewrites(&self, rewrites: RewriteTable) {
         let objectives = self.policies.load().objectives.clone();
-        self.policies.store(Arc::new(Policies { objectives, rewrites }));
+        self.policies.store(Arc::new(Policies {
+            objectives,
+            rewrites,
+        }));
     }
 
     /// Parse, rewrite the model if asked, schedule, and count the request on the primary.
