@@ -95,7 +95,7 @@ def _delete_crds(ext: client.ApiextensionsV1Api, names: list[str], timeout: floa
         left = {c.metadata.name for c in ext.list_custom_resource_definition().items} & set(names)
         if not left:
             return
-        time.sleep(0.2)
+        time.sleep(0.2)  # poll interval of this bounded wait
     raise TimeoutError(f"CRDs not deleted: {left}")
 
 
