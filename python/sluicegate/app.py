@@ -67,7 +67,6 @@ class EppOptions:
     emit_endpoint_scores: bool = False  # --emit-endpoint-scores
     disable_endpoint_subset_filter: bool = False  # --disable-endpoint-subset-filter
     grpc_stream_metrics: bool = False  # --enable-grpc-stream-metrics
-    metrics_log_interval_s: float = 5.0  # --refresh-prometheus-metrics-interval
 
 
 class Epp:
@@ -79,7 +78,8 @@ class Epp:
                         "ext_proc server", opts.ext_proc_impl)
         self.router = Router(
             self.config.router_json(
-                scrapeIntervalMs=opts.refresh_metrics_interval_ms, stalenessMs=opts.metrics_staleness_ms
+                scrapeIntervalMs=opts.refresh_metrics_interval_ms, stalenessMs=opts.metrics_staleness_ms,
+                ignoreSubsetHint=opts.disable_endpoint_subset_filter,
             )
         )
         # precise-prefix-cache-producer: follow each endpoint's KV-event publisher.

@@ -137,7 +137,6 @@ def _run(args: argparse.Namespace) -> int:
         emit_endpoint_scores=args.emit_endpoint_scores,
         disable_endpoint_subset_filter=args.disable_endpoint_subset_filter,
         grpc_stream_metrics=args.enable_grpc_stream_metrics,
-        metrics_log_interval_s=args.refresh_prometheus_metrics_interval,
         **_kube_options(args),
     )
 

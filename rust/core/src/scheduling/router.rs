@@ -344,7 +344,7 @@ impl Router {
         let served_model = model_rewrite.or(request.model.as_deref()).unwrap_or("");
         let snapshot = self.store.snapshot();
         let mut cycle = Cycle::new(&snapshot, Instant::now(), self.config.staleness());
-        cycle.subset = options.subset;
+        cycle.subset = options.subset.filter(|_| !self.config.ignore_subset_hint);
         cycle.request = Request {
             model: served_model,
             prompt: request.prompt.as_bytes(),

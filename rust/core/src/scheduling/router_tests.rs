@@ -210,3 +210,18 @@ fn kv_events_need_a_producer_and_a_valid_payload() {
         .unwrap_err();
     assert!(err.to_string().contains("batch.ts"), "{err}");
 }
+
+#[test]
+fn ignore_subset_hint_schedules_over_every_endpoint() {
+    let body = br#"{"model":"m","prompt":"hi"}"#;
+    let hint = vec!["10.9.9.9:1".to_owned()];
+    let strict = router("{}", &["10.0.0.1:8000"]);
+    assert!(strict
+        .route("/v1/completions", body, None, Some(&hint))
+        .is_err());
+    let open = router(r#"{"ignoreSubsetHint": true}"#, &["10.0.0.1:8000"]);
+    let d = open
+        .route("/v1/completions", body, None, Some(&hint))
+        .unwrap();
+    assert_eq!(d.primary(), "10.0.0.1:8000");
+}
