@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .datalayer.discovery import ENGINE_LABEL, Endpoint, FileDiscovery
+from .datalayer.dns import Resolver
+from .datalayer.hostnames import DEFAULT_REFRESH_S, HostnameResolution
 from .errors import ConfigError
 from .extproc.native_server import NativeEppServer
 from .extproc.server import EppServer
@@ -51,6 +53,8 @@ class EppOptions:
     kube: "KubeOptions | None" = None  # Kubernetes mode (--pool-name or --endpoint-selector)
     leader_election: "LeaseOptions | None" = None  # --ha-enable-leader-election
     scale_to_zero: bool = False  # --enable-scale-to-zero (activator, Kubernetes mode)
+    dns_server: str | None = None  # --dns-server host:port for hostname endpoints; None: the system resolver
+    dns_refresh_s: float = DEFAULT_REFRESH_S  # --dns-refresh-interval
 
 
 class Epp:
@@ -67,17 +71,20 @@ class Epp:
         self.kv_events = KvEventSubscriber.from_config(self.router, self.config.precise_prefix)
         self.kube = None
         picker = self.router
+        # Discovery's endpoints pass through here: hostnames become one endpoint per DNS address.
+        self.hostnames = HostnameResolution(self._set_endpoints, Resolver(opts.dns_server) if opts.dns_server else None,
+                                            opts.dns_refresh_s)
         if opts.kube is not None:
             from .kube.mode import KubeMode
 
-            self.kube = KubeMode(opts.kube, opts.leader_election, self.router, self._set_endpoints)
+            self.kube = KubeMode(opts.kube, opts.leader_election, self.router, self.hostnames.update)
             self.discovery = self.kube.watcher
             picker = self.kube.picker
         else:
             path = opts.endpoints_file or self.config.endpoints_file
             if path is None:
                 raise ConfigError("no endpoints: give --endpoints-file, --pool-name, or a file-discovery plugin")
-            self.discovery = FileDiscovery(path, self._set_endpoints, watch=self.config.watch_file)
+            self.discovery = FileDiscovery(path, self.hostnames.update, watch=self.config.watch_file)
         # Flow control (feature gate `flowControl`): requests wait by priority and fairness while the
         # pool is saturated or empty, and are routed in the dispatch thread when their turn comes.
         fc = self.config.flow_control
@@ -144,7 +151,9 @@ class Epp:
             self.activator.endpoints_changed(len(endpoints))
 
     def _collectors(self) -> list:
-        out = []
+        from .datalayer.dns_metrics import HostnameCollector
+
+        out: list = [HostnameCollector(self.hostnames)]
         if self.flow is not None:
             from .metrics.flowcontrol import FlowControlCollector
 
@@ -164,6 +173,7 @@ class Epp:
         return self._serving
 
     async def start(self) -> None:
+        self.hostnames.start()
         self.discovery.start()
         self.router.start_scraper()
         if self.metrics is not None:
@@ -193,6 +203,7 @@ class Epp:
             self.shedder.close()
         await self.server.stop(self.opts.drain_timeout_s if drain_timeout is None else drain_timeout)
         await self.discovery.stop()
+        await self.hostnames.stop()
         self.router.stop_scraper()
         if self.kv_events is not None:
             await self.kv_events.close()

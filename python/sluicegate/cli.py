@@ -40,6 +40,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--endpoints-file", help="static endpoints (upstream file-discovery shape)")
     p.add_argument("--pool-name")
     p.add_argument("--pool-namespace", default=None, help="default: $NAMESPACE, then 'default'")
+    p.add_argument("--dns-server", help="ip[:port] of the DNS server for hostname endpoints (default: the system resolver)")
+    p.add_argument("--dns-refresh-interval", type=float, default=30.0,
+                   help="seconds between resolutions of a hostname endpoint (sooner when its TTL is shorter)")
     _add_kube_flags(p)
     p.add_argument("--secure-serving", type=_bool, nargs="?", const=True, default=True)
     p.add_argument("--cert-path")
@@ -109,6 +112,8 @@ def _run(args: argparse.Namespace) -> int:
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         metrics_token_file=args.metrics_token_file,
         max_request_body_bytes=args.max_request_body_bytes,
+        dns_server=args.dns_server,
+        dns_refresh_s=args.dns_refresh_interval,
         **_kube_options(args),
     )
 

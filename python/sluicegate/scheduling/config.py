@@ -23,7 +23,9 @@ API_VERSIONS = ("llm-d.ai/v1alpha1", "inference.networking.x-k8s.io/v1alpha1")
 KIND = "EndpointPickerConfig"
 
 # Plugin types handled here rather than by the Rust scheduler: type -> allowed parameter names.
-DISCOVERY = {"file-discovery": {"path", "watchFile"}}
+# multicluster-file-discovery is upstream's variant whose addresses may be hostnames; here both
+# accept hostnames (resolved by datalayer.hostnames).
+DISCOVERY = {"file-discovery": {"path", "watchFile"}, "multicluster-file-discovery": {"path", "watchFile"}}
 
 # Upstream's profile when no config is given (resolved by the Rust scheduler; kept for callers).
 DEFAULT_WEIGHTS = {"queue-scorer": 2.0, "kv-cache-utilization-scorer": 2.0, "prefix-cache-scorer": 3.0}
