@@ -55,6 +55,9 @@ class EppOptions:
     scale_to_zero: bool = False  # --enable-scale-to-zero (activator, Kubernetes mode)
     dns_server: str | None = None  # --dns-server host:port for hostname endpoints; None: the system resolver
     dns_refresh_s: float = DEFAULT_REFRESH_S  # --dns-refresh-interval
+    # --model-allow-list: the pool serves only these models (others get 404); None: any model.
+    # In Kubernetes mode the pool's InferenceModelRewrites add theirs (see kube.models).
+    allowed_models: tuple[str, ...] | None = None
 
 
 class Epp:
@@ -67,6 +70,8 @@ class Epp:
                 scrapeIntervalMs=opts.refresh_metrics_interval_ms, stalenessMs=opts.metrics_staleness_ms
             )
         )
+        if opts.allowed_models is not None:
+            self.router.set_allowed_models(opts.pool_name or "default", list(opts.allowed_models))
         # precise-prefix-cache-producer: follow each endpoint's KV-event publisher.
         self.kv_events = KvEventSubscriber.from_config(self.router, self.config.precise_prefix)
         self.kube = None
@@ -78,6 +83,7 @@ class Epp:
             from .kube.mode import KubeMode
 
             self.kube = KubeMode(opts.kube, opts.leader_election, self.router, self.hostnames.update)
+            self.kube.watcher.on_models = self._set_pool_models
             self.discovery = self.kube.watcher
             picker = self.kube.picker
         else:
@@ -149,6 +155,16 @@ class Epp:
             self.flow.notify()  # requests held for want of endpoints may go now
         if self.activator is not None:
             self.activator.endpoints_changed(len(endpoints))
+
+    def _set_pool_models(self, bound) -> None:
+        """Kubernetes mode: the allow-list is --model-allow-list plus the models bound to the pool
+        (its served-models annotation, its InferenceModelRewrites); on with the flag or the annotation."""
+        if self.opts.allowed_models is None and not bound.explicit:
+            self.router.set_allowed_models(self.opts.pool_name or "default", None)
+            return
+        models = sorted(set(self.opts.allowed_models or ()) | bound.models)
+        self.router.set_allowed_models(self.opts.pool_name or "default", models)
+        log.info("model allow-list: %s", ", ".join(models) or "empty (every model refused)")
 
     def _collectors(self) -> list:
         from .datalayer.dns_metrics import HostnameCollector

@@ -43,6 +43,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dns-server", help="ip[:port] of the DNS server for hostname endpoints (default: the system resolver)")
     p.add_argument("--dns-refresh-interval", type=float, default=30.0,
                    help="seconds between resolutions of a hostname endpoint (sooner when its TTL is shorter)")
+    p.add_argument("--model-allow-list", metavar="MODEL[,MODEL]",
+                   help="serve only these models; others get 404 naming the model and the pool (default: any)")
+    p.add_argument("--static-pool-name", help="without Kubernetes: the pool's name in metrics and 404s (default: 'default')")
     _add_kube_flags(p)
     p.add_argument("--secure-serving", type=_bool, nargs="?", const=True, default=True)
     p.add_argument("--cert-path")
@@ -73,6 +76,12 @@ def _add_kube_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ha-lease-duration", type=float, default=15.0, help=argparse.SUPPRESS)
     p.add_argument("--ha-renew-deadline", type=float, default=10.0, help=argparse.SUPPRESS)
     p.add_argument("--ha-retry-period", type=float, default=2.0, help=argparse.SUPPRESS)
+
+
+def _models(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(m.strip() for m in value.split(",") if m.strip())
 
 
 def _kube_options(args: argparse.Namespace) -> dict:
@@ -108,12 +117,13 @@ def _run(args: argparse.Namespace) -> int:
         drain_timeout_s=args.drain_timeout,
         skip_response=args.skip_response_processing,
         ext_proc_impl=args.ext_proc_impl,
-        pool_name=args.pool_name,
+        pool_name=args.pool_name or args.static_pool_name,
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         metrics_token_file=args.metrics_token_file,
         max_request_body_bytes=args.max_request_body_bytes,
         dns_server=args.dns_server,
         dns_refresh_s=args.dns_refresh_interval,
+        allowed_models=_models(args.model_allow_list),
         **_kube_options(args),
     )
 

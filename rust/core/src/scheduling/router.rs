@@ -1,10 +1,12 @@
 //! The per-pool Router: parses a request, schedules it over the current endpoint snapshot and
 //! counts it in flight on the chosen endpoint; owns the store and the optional scraper.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 
 use super::config::{ConfigError, RouterConfig};
@@ -61,6 +63,28 @@ pub enum RouteError {
     BadRequest(#[from] ParseError),
     #[error(transparent)]
     NoEndpoints(#[from] ScheduleError),
+    /// The pool answers only for the models on its allow-list (404 upstream of the proxy).
+    #[error("model '{model}' is not served by pool '{pool}'")]
+    ModelNotServed { model: String, pool: String },
+}
+
+/// The models a pool serves when it refuses the others (the AI Gateway's behaviour); off by
+/// default, as upstream routes any model.
+#[derive(Debug)]
+struct ModelAllowList {
+    pool: String,
+    models: HashSet<String>,
+}
+
+impl ModelAllowList {
+    /// A request naming no model is not refused: it names no unknown model. A rewritten request
+    /// passes when either the model asked for or the one it becomes is listed.
+    fn permits(&self, model: Option<&str>, rewrite: Option<&str>) -> bool {
+        match model {
+            None => true,
+            Some(m) => self.models.contains(m) || rewrite.is_some_and(|r| self.models.contains(r)),
+        }
+    }
 }
 
 /// One endpoint as operators see it.
@@ -96,6 +120,7 @@ pub struct Router {
     scheduler: Scheduler,
     scraper: Mutex<Option<Scraper>>,
     stats: Arc<RequestStats>,
+    allowed_models: ArcSwapOption<ModelAllowList>,
 }
 
 thread_local! {
@@ -111,6 +136,7 @@ impl Router {
             store: Arc::new(EndpointStore::default()),
             scheduler,
             scraper: Mutex::new(None),
+            allowed_models: ArcSwapOption::empty(),
         })
     }
 
@@ -149,6 +175,17 @@ impl Router {
                 self.scheduler.endpoint_removed(ep.info.id);
             }
         }
+    }
+
+    /// Serve only `models` (Some), naming `pool` in refusals, or any model (None: the default).
+    pub fn set_allowed_models(&self, pool: &str, models: Option<&[String]>) {
+        let list = models.map(|m| {
+            Arc::new(ModelAllowList {
+                pool: pool.to_owned(),
+                models: m.iter().cloned().collect(),
+            })
+        });
+        self.allowed_models.store(list);
     }
 
     /// Feed one scrape by hand; false when no endpoint has that address.
@@ -263,6 +300,14 @@ impl Router {
         let commit = trace.is_none();
         let request = parse::parse_request(path, body)?;
         let model_rewrite = options.model_rewrite;
+        if let Some(allowed) = self.allowed_models.load().as_deref() {
+            if !allowed.permits(request.model.as_deref(), model_rewrite) {
+                return Err(RouteError::ModelNotServed {
+                    model: request.model.unwrap_or_default(),
+                    pool: allowed.pool.clone(),
+                });
+            }
+        }
         let rewritten = match model_rewrite {
             Some(target) if request.model.as_deref() != Some(target) => {
                 Some(parse::rewrite_model(body, target)?)
