@@ -144,3 +144,36 @@ def test_an_aaaa_answer_is_routed_as_a_bracketed_ipv6_endpoint(make_stack):
     stack = make_stack({"six.test": ["::1"]})
     assert stack.served_until(lambda s: len(s) == 5) == ["::1"] * 5
     assert stack.endpoints() == {f"[::1]:{stack.port}"}
+
+
+def test_an_upstream_file_discovery_config_and_endpoints_file_start_and_route(sims, tmp_path):
+    """Upstream's shapes unchanged: string ports, a `file-discovery` plugin named by
+    dataLayer.discovery.pluginRef, no --endpoints-file."""
+    servers = sims.start(*(SimConfig(name=f"sim-{i}", speedup=50) for i in range(2)))
+    endpoints = tmp_path / "endpoints.yaml"
+    endpoints.write_text("endpoints:\n" + "".join(
+        f'  - name: vllm-{i}\n    address: "{s.address.rsplit(":", 1)[0]}"\n    port: "{s.address.rsplit(":", 1)[1]}"\n'
+        for i, s in enumerate(servers)))
+    config = ("apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n"
+              f"- type: file-discovery\n  name: file-discovery\n  parameters:\n    path: {endpoints}\n    watchFile: true\n"
+              "dataLayer:\n  discovery:\n    pluginRef: file-discovery\n")
+    epp = EppProcess("-", "--config-text", config)
+    i = epp.args.index("--endpoints-file")
+    del epp.args[i:i + 2]
+    epp.start()
+    envoy = None
+    try:
+        opts = EnvoyOptions(listen_port=0, admin_port=0, listen_address="127.0.0.1", epp_port=epp.port,
+                            epp_health_port=epp.health_port, epp_tls=False, concurrency=1)
+        envoy = EnvoyProcess(opts, wait_epp_healthy=True).start_blocking()
+        served = set()
+        for i in range(12):
+            body = {"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 4}
+            status, headers, raw = http_request(envoy.url, CHAT, body)
+            assert status == 200, raw
+            served.add(headers["x-sim-endpoint"])
+        assert served <= {"sim-0", "sim-1"} and served
+    finally:
+        if envoy is not None:
+            envoy.stop_blocking()
+        epp.stop()

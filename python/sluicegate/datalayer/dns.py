@@ -54,8 +54,12 @@ def parse_server(value: str, flag: str = "--dns-server") -> tuple[str, int]:
 
 
 class Resolver:
-    def __init__(self, server: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self._resolver = dns.asyncresolver.Resolver(configure=server is None)
+    def __init__(self, server: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 resolv_conf: str = "/etc/resolv.conf") -> None:
+        try:
+            self._resolver = dns.asyncresolver.Resolver(filename=resolv_conf, configure=server is None)
+        except dns.exception.DNSException as e:  # e.g. no nameserver in /etc/resolv.conf
+            raise DnsFailure(f"system resolver: {e}") from None
         if server is not None:
             host, port = parse_server(server)
             self._resolver.nameservers = [host]

@@ -112,7 +112,11 @@ class HostnameResolution:
 
     def _follow(self, name: str) -> None:
         if self._resolver is None:
-            self._resolver = Resolver()
+            try:
+                self._resolver = Resolver()
+            except (DnsFailure, OSError) as e:  # no usable /etc/resolv.conf: hostnames stay unresolved
+                self._failed(name, f"no system resolver: {e}", self._refresh_s)
+                return
         self._tasks[name] = asyncio.get_running_loop().create_task(self._loop(name), name=f"dns:{name}")
 
     async def _loop(self, name: str) -> None:

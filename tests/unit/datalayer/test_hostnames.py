@@ -135,3 +135,11 @@ def test_a_hostname_removed_from_discovery_stops_being_followed(dns_server):
         await r.stop()
 
     asyncio.run(scenario())
+
+
+
+def test_a_system_resolver_with_no_nameserver_is_a_dns_failure_not_a_crash(tmp_path):
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# no nameserver\n")
+    with pytest.raises(DnsFailure, match="system resolver"):
+        Resolver(resolv_conf=str(conf))
