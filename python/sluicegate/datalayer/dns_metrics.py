@@ -17,6 +17,8 @@ class HostnameCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         states = sorted(self._resolution.hostnames.items())
+        if not states:
+            return  # no hostname endpoints: nothing to report, and no families beyond upstream's
         g = GaugeMetricFamily("sluicegate_dns_hostname_addresses",
                               "Addresses a hostname endpoint currently has (0: not resolving, skipped).",
                               labels=["hostname"])
