@@ -94,6 +94,9 @@ class Router:
     def set_endpoints(self, endpoints: Sequence[tuple[str, str, Mapping[str, str]]]) -> None:
         """Replace the endpoint set: (name, "ip:port", labels). Metrics of kept endpoints survive.
         The label `llm-d.ai/engine-type` picks the metric names the scraper reads (default vllm)."""
+    def set_allowed_models(self, pool: str, models: Sequence[str] | None = None) -> None:
+        """Serve only `models` (others fail with ModelNotServedError naming the model and `pool`);
+        None serves any model (the default)."""
     def ingest_metrics(self, address: str, text: bytes, engine: str = "vllm") -> bool:
         """Feed a scrape result by hand (tests, push-based discovery); False when `address` is
         not in the pool. Missing metrics keep their last value."""

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .datalayer.discovery import ENGINE_LABEL, Endpoint, FileDiscovery
+from .datalayer.dns import Resolver
+from .datalayer.hostnames import DEFAULT_REFRESH_S, HostnameResolution
 from .errors import ConfigError
 from .extproc.flow import EppFlowControl
 from .extproc.protocol import MAX_BODY_BYTES
@@ -67,6 +69,11 @@ class EppOptions:
     emit_endpoint_scores: bool = False  # --emit-endpoint-scores
     disable_endpoint_subset_filter: bool = False  # --disable-endpoint-subset-filter
     grpc_stream_metrics: bool = False  # --enable-grpc-stream-metrics
+    dns_server: str | None = None  # --dns-server host:port for hostname endpoints; None: the system resolver
+    dns_refresh_s: float = DEFAULT_REFRESH_S  # --dns-refresh-interval
+    # --model-allow-list: the pool serves only these models (others get 404); None: any model.
+    # In Kubernetes mode the pool's InferenceModelRewrites add theirs (see kube.models).
+    allowed_models: tuple[str, ...] | None = None
 
 
 class Epp:
@@ -82,22 +89,28 @@ class Epp:
                 ignoreSubsetHint=opts.disable_endpoint_subset_filter,
             )
         )
+        if opts.allowed_models is not None:
+            self.router.set_allowed_models(opts.pool_name or "default", list(opts.allowed_models))
         # precise-prefix-cache-producer: follow each endpoint's KV-event publisher.
         self.kv_events = KvEventSubscriber.from_config(self.router, self.config.precise_prefix)
         fc = self.config.flow_control
         # Objectives (priority per name): static ones now; Kubernetes mode replaces them whole.
         self.router.set_objectives(dict(fc.objectives))
         self.kube = None
+        # Discovery's endpoints pass through here: hostnames become one endpoint per DNS address.
+        self.hostnames = HostnameResolution(self._set_endpoints, Resolver(opts.dns_server) if opts.dns_server else None,
+                                            opts.dns_refresh_s)
         if opts.kube is not None:
             from .kube.mode import KubeMode
 
-            self.kube = KubeMode(opts.kube, opts.leader_election, self.router, self._set_endpoints)
+            self.kube = KubeMode(opts.kube, opts.leader_election, self.router, self.hostnames.update)
+            self.kube.watcher.on_models = self._set_pool_models
             self.discovery = self.kube.watcher
         else:
             path = opts.endpoints_file or self.config.endpoints_file
             if path is None:
                 raise ConfigError("no endpoints: give --endpoints-file, --pool-name, or a file-discovery plugin")
-            self.discovery = FileDiscovery(path, self._set_endpoints, watch=self.config.watch_file)
+            self.discovery = FileDiscovery(path, self.hostnames.update, watch=self.config.watch_file)
         # Flow control (feature gate `flowControl`): requests wait by priority and fairness while the
         # pool is saturated or empty, and are routed when their turn comes. Gate off: upstream's
         # legacy admission sheds sheddable requests (objective priority < 0) with 429 while saturated.
@@ -158,8 +171,20 @@ class Epp:
         if self.activator is not None:
             self.activator.endpoints_changed(len(endpoints))
 
+    def _set_pool_models(self, bound) -> None:
+        """Kubernetes mode: the allow-list is --model-allow-list plus the models bound to the pool
+        (its served-models annotation, its InferenceModelRewrites); on with the flag or the annotation."""
+        if self.opts.allowed_models is None and not bound.explicit:
+            self.router.set_allowed_models(self.opts.pool_name or "default", None)
+            return
+        models = sorted(set(self.opts.allowed_models or ()) | bound.models)
+        self.router.set_allowed_models(self.opts.pool_name or "default", models)
+        log.info("model allow-list: %s", ", ".join(models) or "empty (every model refused)")
+
     def _collectors(self) -> list:
-        out: list = []
+        from .datalayer.dns_metrics import HostnameCollector
+
+        out: list = [HostnameCollector(self.hostnames)]
         if self.flow is not None:
             from .metrics.flowcontrol import FlowControlCollector
 
@@ -192,6 +217,7 @@ class Epp:
         return self._serving
 
     async def start(self) -> None:
+        self.hostnames.start()
         self.discovery.start()
         self.router.start_scraper()
         if self.metrics is not None:
@@ -218,6 +244,7 @@ class Epp:
         # NOT_SERVING, still-queued requests 503 rejected-shutting-down, then the drain.
         await self.server.stop(self.opts.drain_timeout_s if drain_timeout is None else drain_timeout)
         await self.discovery.stop()
+        await self.hostnames.stop()
         self.router.stop_scraper()
         if self.kv_events is not None:
             await self.kv_events.close()

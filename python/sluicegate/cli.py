@@ -33,6 +33,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--endpoints-file", help="static endpoints (upstream file-discovery shape)")
     p.add_argument("--pool-name")
     p.add_argument("--pool-namespace", default=None, help="default: $NAMESPACE, then 'default'")
+    p.add_argument("--dns-server", help="ip[:port] of the DNS server for hostname endpoints (default: the system resolver)")
+    p.add_argument("--dns-refresh-interval", type=float, default=30.0,
+                   help="seconds between resolutions of a hostname endpoint (sooner when its TTL is shorter)")
+    p.add_argument("--model-allow-list", metavar="MODEL[,MODEL]",
+                   help="serve only these models; others get 404 naming the model and the pool (default: any)")
+    p.add_argument("--static-pool-name", help="without Kubernetes: the pool's name in metrics and 404s (default: 'default')")
     _add_kube_flags(p)
     add_bool(p, "--secure-serving", True)
     p.add_argument("--cert-path")
@@ -62,6 +68,12 @@ def _add_kube_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ha-lease-duration", type=duration, default=15.0, help=argparse.SUPPRESS)
     p.add_argument("--ha-renew-deadline", type=duration, default=10.0, help=argparse.SUPPRESS)
     p.add_argument("--ha-retry-period", type=duration, default=2.0, help=argparse.SUPPRESS)
+
+
+def _models(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(m.strip() for m in value.split(",") if m.strip())
 
 
 def _kube_options(args: argparse.Namespace) -> dict:
@@ -119,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
         drain_timeout_s=args.drain_timeout,
         skip_response=args.skip_response_processing,
         ext_proc_impl=args.ext_proc_impl,
-        pool_name=args.pool_name,
+        pool_name=args.pool_name or args.static_pool_name,
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         metrics_token_file=args.metrics_token_file,
         max_request_body_bytes=args.max_request_body_bytes,
@@ -137,6 +149,9 @@ def _run(args: argparse.Namespace) -> int:
         emit_endpoint_scores=args.emit_endpoint_scores,
         disable_endpoint_subset_filter=args.disable_endpoint_subset_filter,
         grpc_stream_metrics=args.enable_grpc_stream_metrics,
+        dns_server=args.dns_server,
+        dns_refresh_s=args.dns_refresh_interval,
+        allowed_models=_models(args.model_allow_list),
         **_kube_options(args),
     )
 

@@ -13,7 +13,9 @@ from typing import Any
 from ..errors import ConfigError
 from ..flowcontrol.config import _duration_ms
 
-DISCOVERY = {"file-discovery": {"path", "watchFile"}}
+# multicluster-file-discovery is upstream's variant whose addresses may be hostnames; here both
+# accept hostnames (resolved by datalayer.hostnames).
+DISCOVERY = {"file-discovery": {"path", "watchFile"}, "multicluster-file-discovery": {"path", "watchFile"}}
 METRICS_SOURCE = "metrics-data-source"
 METRICS_EXTRACTOR = "core-metrics-extractor"
 # Source type -> its parameters, and the extractor types it can feed.
@@ -35,7 +37,6 @@ REFUSED = {
     "topology-extractor": "endpoint topology attributes are not read",
     "multicluster-metrics-data-source": "multi-cluster pools are not supported",
     "multicluster-metrics-extractor": "multi-cluster pools are not supported",
-    "multicluster-file-discovery": "multi-cluster pools are not supported",
 }
 DATA_TYPES = frozenset(DISCOVERY) | frozenset(SOURCES) | frozenset(EXTRACTORS) | frozenset(REFUSED)
 _FIELDS = {"injectDefaults", "sources", "discovery", "peerDiscovery", "crossReplicaSyncerPluginRef",

@@ -45,6 +45,7 @@ impl From<RouteError> for Failure {
         let (status, reason) = match e {
             RouteError::BadRequest(_) => (400, ""),
             RouteError::NoEndpoints(_) => (503, "rejected-no-endpoints"),
+            RouteError::ModelNotServed { .. } => (404, ""),
         };
         Failure {
             status,
@@ -134,7 +135,8 @@ const TAIL_BYTES: usize = 2048;
 /// HTTP status of a failed request → upstream's `error_code` label.
 fn error_code(status: u16) -> &'static str {
     match status {
-        400 | 404 | 413 => "BadRequest",
+        400 | 413 => "BadRequest",
+        404 => "NotFound", // a model the pool's allow-list does not name (upstream's code)
         429 => "ResourceExhausted",
         500 => "Internal",
         503 => "ServiceUnavailable",

@@ -181,6 +181,12 @@ impl PyRouter {
         self.inner.set_endpoints(&specs);
     }
 
+    /// Serve only `models`, naming `pool` in refusals; None serves any model.
+    #[pyo3(signature = (pool, models = None))]
+    fn set_allowed_models(&self, pool: &str, models: Option<Vec<String>>) {
+        self.inner.set_allowed_models(pool, models.as_deref());
+    }
+
     #[pyo3(signature = (address, text, engine = "vllm"))]
     fn ingest_metrics(
         &self,

@@ -2,11 +2,12 @@
 //! counts it in flight on the chosen endpoint; owns the store and the optional scraper.
 
 use std::fmt::Write as _;
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 
 use crate::admission::{Objectives, Policies, RewriteTable};
@@ -73,6 +74,28 @@ pub enum RouteError {
     BadRequest(#[from] ParseError),
     #[error(transparent)]
     NoEndpoints(#[from] ScheduleError),
+    /// The pool answers only for the models on its allow-list (404 upstream of the proxy).
+    #[error("model '{model}' is not served by pool '{pool}'")]
+    ModelNotServed { model: String, pool: String },
+}
+
+/// The models a pool serves when it refuses the others (the AI Gateway's behaviour); off by
+/// default, as upstream routes any model.
+#[derive(Debug)]
+struct ModelAllowList {
+    pool: String,
+    models: HashSet<String>,
+}
+
+impl ModelAllowList {
+    /// A request naming no model is not refused: it names no unknown model. A rewritten request
+    /// passes when either the model asked for or the one it becomes is listed.
+    fn permits(&self, model: Option<&str>, rewrite: Option<&str>) -> bool {
+        match model {
+            None => true,
+            Some(m) => self.models.contains(m) || rewrite.is_some_and(|r| self.models.contains(r)),
+        }
+    }
 }
 
 /// One endpoint as operators see it.
@@ -111,6 +134,7 @@ pub struct Router {
     stats: Arc<RequestStats>,
     /// Objectives and model rewrites, replaced whole by the control plane.
     policies: ArcSwap<Policies>,
+    allowed_models: ArcSwapOption<ModelAllowList>,
 }
 
 thread_local! {
@@ -132,6 +156,7 @@ impl Router {
             parsers,
             scraper: Mutex::new(None),
             policies: ArcSwap::from_pointee(Policies::default()),
+            allowed_models: ArcSwapOption::empty(),
         })
     }
 
@@ -198,6 +223,17 @@ impl Router {
                 })
                 .collect(),
         )
+    }
+
+    /// Serve only `models` (Some), naming `pool` in refusals, or any model (None: the default).
+    pub fn set_allowed_models(&self, pool: &str, models: Option<&[String]>) {
+        let list = models.map(|m| {
+            Arc::new(ModelAllowList {
+                pool: pool.to_owned(),
+                models: m.iter().cloned().collect(),
+            })
+        });
+        self.allowed_models.store(list);
     }
 
     /// Feed one scrape by hand; false when no endpoint has that address.
@@ -343,6 +379,14 @@ impl Router {
         let model_rewrite = options
             .model_rewrite
             .or_else(|| policies.rewrites.rewrite(request.model.as_deref()));
+        if let Some(allowed) = self.allowed_models.load().as_deref() {
+            if !allowed.permits(request.model.as_deref(), model_rewrite) {
+                return Err(RouteError::ModelNotServed {
+                    model: request.model.unwrap_or_default(),
+                    pool: allowed.pool.clone(),
+                });
+            }
+        }
         let rewritten = match model_rewrite {
             Some(target) if request.model.as_deref() != Some(target) => {
                 Some(parse::rewrite_model(body, target)?)
