@@ -16,7 +16,8 @@ import time
 import pytest
 
 from sluicegate.optimizer import exact, greedy
-from sluicegate.optimizer.problem import Pick, Plan, Problem, build_problem, fits, solution, take
+from sluicegate.optimizer.problem import Pick, Plan, Problem, build_problem, fits, take
+from sluicegate.optimizer.solution import solution
 from sluicegate.optimizer.sizing import max_rate_rps
 from sluicegate.optimizer.synthetic import random_input
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .inputs import ModelLoad, ModelObservation, OptimizerInput, ScaleTarget, Variant
-from .problem import Allocation, Solution
+from .solution import Allocation, Solution
 
 if TYPE_CHECKING:  # the exporter and the fits load prometheus_client / scipy only when used
     from prometheus_client import CollectorRegistry

@@ -26,7 +26,8 @@ from .inventory import node_inventory, read_nodes
 from .kube import KubeScaler, model_server_urls, read_documents, write_status
 from .observe import EppLoadSource
 from .tuning import ProfileTuner, VllmSample, parse_vllm_metrics
-from .problem import Problem, Solution, build_problem
+from .problem import Problem, build_problem
+from .solution import Solution
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import lil_matrix
 
 from . import saturation
-from .problem import Option, Pick, Plan, Problem, Server, Solution, solution, take
+from .problem import Option, Pick, Plan, Problem, Server, take
+from .solution import Solution, solution
 
 TIME_LIMIT_S = 30.0
 _HELD, _NOTHING = "held", "nothing"

@@ -11,8 +11,8 @@ from __future__ import annotations
 from itertools import groupby
 
 from . import saturation
-from .problem import (Option, Pick, Plan, Problem, Server, Solution, fits, hold_floors,
-                      solution, take)
+from .problem import Option, Pick, Plan, Problem, Server, fits, hold_floors, take
+from .solution import Solution, solution
 
 
 def solve(problem: Problem) -> Solution:

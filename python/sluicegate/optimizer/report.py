@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .problem import Problem, Solution
+from .problem import Problem
+from .solution import Solution
 
 
 def as_data(problem: Problem, sol: Solution) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from sluicegate.optimizer import exact, greedy
 from sluicegate.optimizer.actuation import decide, status_patch
 from sluicegate.optimizer.inputs import SaturationPolicy
-from sluicegate.optimizer.problem import Problem, Solution, build_problem, fits
+from sluicegate.optimizer.problem import Problem, build_problem, fits
+from sluicegate.optimizer.solution import Solution
 from sluicegate.optimizer.synthetic import random_input
 
 INSTANCES = 1000

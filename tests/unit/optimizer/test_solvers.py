@@ -15,7 +15,8 @@ from sluicegate.optimizer.config import load_config
 from sluicegate.optimizer.inputs import (Accelerator, AcceleratorProfile, ModelLoad, ModelSlo,
                                          OptimizerInput, SaturationPolicy, ServiceClass,
                                          Variant)
-from sluicegate.optimizer.problem import Problem, Solution, build_problem
+from sluicegate.optimizer.problem import Problem, build_problem
+from sluicegate.optimizer.solution import Solution
 from sluicegate.optimizer.queueing import analyze
 from sluicegate.optimizer.synthetic import random_input
 
