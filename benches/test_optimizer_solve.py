@@ -15,7 +15,7 @@ import time
 import pytest
 
 from sluicegate.optimizer import exact, greedy
-from sluicegate.optimizer.problem import Pick, Problem, build_problem, fits, solution, take
+from sluicegate.optimizer.problem import Pick, Plan, Problem, build_problem, fits, solution, take
 from sluicegate.optimizer.synthetic import random_input
 
 QUICK = os.environ.get("SLUICEGATE_BENCH_QUICK", "") not in ("", "0", "false")
@@ -24,22 +24,20 @@ GAP_INSTANCES = 40 if QUICK else 200
 
 def brute_force(problem: Problem):
     """Every combination of one option (or none) per server: most SLOs met by priority, then
-    cheapest — the answer the exact solver must match, found the slow way."""
+    cheapest — the answer the exact solver must match, found the slow way (instances without
+    minReplicas floors, so "none" takes nothing)."""
     free0 = problem.limited()
-    for s in problem.servers:
-        take(s.floor_usage(), free0)
     priorities = sorted({s.priority for s in problem.servers})
     best_key, best = None, None
     for combo in itertools.product(*[list(s.feasible) + [None] for s in problem.servers]):
         free = dict(free0)
         ok = True
-        for s, o in zip(problem.servers, combo):
+        for o in combo:
             if o is not None:
-                extra = s.extra_usage(o, o.replicas)
-                if not fits(extra, free):
+                if not fits(o.usage(o.replicas), free):
                     ok = False
                     break
-                take(extra, free)
+                take(o.usage(o.replicas), free)
         if not ok:
             continue
         unserved = tuple(sum(1 for s, o in zip(problem.servers, combo)
@@ -48,7 +46,7 @@ def brute_force(problem: Problem):
         if best_key is None or (unserved, cost) < best_key:
             best_key, best = (unserved, cost), combo
     picks = {s.key: Pick(o, o.replicas) for s, o in zip(problem.servers, best) if o}
-    return solution(problem, picks, "brute-force")
+    return solution(problem, Plan(picks=picks, held=set(), free={}), "brute-force")
 
 
 def _median_s(fn, rounds: int) -> float:

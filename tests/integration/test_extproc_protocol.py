@@ -31,8 +31,8 @@ def pool(sims, tmp_path):
 
 
 @pytest.fixture
-def epp(pool, tmp_path, ext_proc_impl):
-    with EppProcess(write_endpoints(tmp_path / "endpoints.json", pool), "--ext-proc-impl", ext_proc_impl) as proc:
+def epp(pool, tmp_path):
+    with EppProcess(write_endpoints(tmp_path / "endpoints.json", pool)) as proc:
         yield proc
 
 
@@ -149,9 +149,9 @@ def test_trailers_are_answered_after_the_body(epp):
     assert json.loads(body)["model"] == MODEL and not eos
 
 
-def test_skip_response_processing_closes_the_stream_after_routing(pool, tmp_path, ext_proc_impl):
+def test_skip_response_processing_closes_the_stream_after_routing(pool, tmp_path):
     path = write_endpoints(tmp_path / "endpoints.json", pool)
-    with EppProcess(path, "--skip-response-processing", "--ext-proc-impl", ext_proc_impl) as epp:
+    with EppProcess(path, "--skip-response-processing") as epp:
         out = exchange(epp.port, [request_headers(CHAT), request_body(chat_body(), True),
                                   response_headers(), response_body(b"x", True)])
     assert kinds(out) == ["request_headers", "request_body"]

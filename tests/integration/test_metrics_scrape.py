@@ -22,10 +22,10 @@ N = 12
 
 
 @pytest.fixture
-def loaded_epp(sims, tmp_path, ext_proc_impl):
+def loaded_epp(sims, tmp_path):
     fleet = sims.start(*(SimConfig(name=f"sim-{i}", speedup=50) for i in range(2)))
     endpoints = write_endpoints(tmp_path / "endpoints.json", [s.address for s in fleet])
-    epp = EppProcess(endpoints, "--refresh-metrics-interval", "0.02", "--ext-proc-impl", ext_proc_impl).start()
+    epp = EppProcess(endpoints, "--refresh-metrics-interval", "0.02").start()
     envoy = None
     try:
         opts = EnvoyOptions(listen_port=0, admin_port=0, listen_address="127.0.0.1", epp_port=epp.port,

@@ -87,10 +87,10 @@ def test_any_message_sequence_ends_in_one_outcome_with_nothing_in_flight(message
 
 
 @pytest.fixture
-def epp(sims, tmp_path, ext_proc_impl):
+def epp(sims, tmp_path):
     servers = sims.start(SimConfig(name="sim-0", speedup=50))
     path = write_endpoints(tmp_path / "endpoints.json", [s.address for s in servers])
-    with EppProcess(path, "--ext-proc-impl", ext_proc_impl, "--max-request-body-bytes", "4096") as proc:
+    with EppProcess(path, "--max-request-body-bytes", "4096") as proc:
         yield proc
 
 
@@ -120,13 +120,13 @@ def test_odd_streams_over_real_grpc_end_and_leave_nothing_running(epp):
 
 
 @pytest.fixture
-def stack(sims, tmp_path, ext_proc_impl):
+def stack(sims, tmp_path):
     made: list[Stack] = []
 
     def make(**envoy_opts) -> Stack:
         servers = sims.start(*(SimConfig(name=f"sim-{i}", speedup=50) for i in range(2)))
         s = Stack(tmp_path, [x.address for x in servers],
-                  ("--ext-proc-impl", ext_proc_impl, "--max-request-body-bytes", str(64 * 1024)), **envoy_opts)
+                  ("--max-request-body-bytes", str(64 * 1024)), **envoy_opts)
         made.append(s)
         return s
 

@@ -73,7 +73,7 @@ def test_nothing_ready_within_the_grace_period_fails_every_waiter_and_leaves_no_
         assert 0.9 <= took <= 1.3, took
         await asyncio.sleep(0.05)
         s = flow.stats()
-        assert s["queued_requests"] == 0 and s["cancelled"] == 10 and act.stats.expired == 10
+        assert s["queued_requests"] == 0 and s["expired_no_endpoints"] == 10 and act.stats.expired == 10
         assert calls.read_text() == "up\n"
         await act.stop()
         flow.close()

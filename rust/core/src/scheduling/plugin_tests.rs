@@ -2,27 +2,29 @@
 
 use std::sync::Arc;
 
-use super::cycle::Request;
-use super::filter::Filter;
-use super::label_selector_filter;
-use super::load_aware_scorer::LoadAwareScorer;
-use super::lora_affinity_scorer::LoraAffinityScorer;
-use super::no_hit_lru_scorer::NoHitLruScorer;
-use super::params::Params;
-use super::pd_decider::{PdDecider, PrefixBasedPdDecider};
-use super::plugin::{self, Plugin};
-use super::prefix_cache_scorer::PrefixCacheScorer;
-use super::role_filter::{DECODE, PREFILL, ROLE_LABEL};
-use super::running_requests_size_scorer::RunningRequestsSizeScorer;
-use super::scorer::{Picks, Scorer};
-use super::session_affinity_scorer::{session_token, SessionAffinityScorer};
-use super::test_pool::{all, cycle, pool, scores, Ep};
-use super::utilization_filter;
 use crate::datalayer::MetricsUpdate;
+use crate::scheduling::contracts::decider::PdDecider;
+use crate::scheduling::contracts::filter::Filter;
+use crate::scheduling::contracts::params::Params;
+use crate::scheduling::contracts::plugin::Plugin;
+use crate::scheduling::contracts::scorer::{Picks, Scorer};
+use crate::scheduling::cycle::Request;
+use crate::scheduling::filters::label_selector_filter;
+use crate::scheduling::filters::role_filter::{DECODE, PREFILL, ROLE_LABEL};
+use crate::scheduling::filters::utilization_filter;
+use crate::scheduling::handlers::pd_decider::PrefixBasedPdDecider;
+use crate::scheduling::registry;
+use crate::scheduling::scorers::load_aware_scorer::LoadAwareScorer;
+use crate::scheduling::scorers::lora_affinity_scorer::LoraAffinityScorer;
+use crate::scheduling::scorers::no_hit_lru_scorer::NoHitLruScorer;
+use crate::scheduling::scorers::prefix_cache_scorer::PrefixCacheScorer;
+use crate::scheduling::scorers::running_requests_size_scorer::RunningRequestsSizeScorer;
+use crate::scheduling::scorers::session_affinity_scorer::{session_token, SessionAffinityScorer};
+use crate::scheduling::test_pool::{all, cycle, pool, scores, Ep};
 
 fn built(kind: &str, params: &str) -> Plugin {
     let raw: serde_json::Value = serde_json::from_str(params).unwrap();
-    plugin::build(&Params {
+    registry::build(&Params {
         name: kind,
         kind,
         raw: Some(&raw),
@@ -186,7 +188,7 @@ fn no_hit_lru_spreads_cold_requests_to_least_recently_used_endpoints() {
 fn no_hit_lru_is_neutral_when_some_endpoint_has_a_prefix_hit() {
     let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0)]);
     let c = cycle(&snap);
-    c.state.borrow_mut().prefix = Some(super::cycle::PrefixState {
+    c.state.borrow_mut().prefix = Some(crate::scheduling::cycle::PrefixState {
         hashes: vec![1],
         block_tokens: 64,
         matched: vec![(1, 1)],
@@ -266,7 +268,7 @@ fn prefix_based_decider_prefills_when_uncached_tokens_reach_the_threshold() {
     let mut c = cycle(&snap);
     c.request = prefix_request(PROMPT); // 256 tokens
     assert!(d.decide(&c, 0));
-    c.state.borrow_mut().prefix = Some(super::cycle::PrefixState {
+    c.state.borrow_mut().prefix = Some(crate::scheduling::cycle::PrefixState {
         hashes: vec![1, 2, 3, 4],
         block_tokens: 64,
         matched: vec![(1, 3)],

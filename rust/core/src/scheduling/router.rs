@@ -6,19 +6,22 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 
-use super::config::{ConfigError, RouterConfig};
-use super::cycle::{Cycle, ProfileTrace, Request, ScheduleError};
-use super::disagg_profile_handler::PREFILLER_HEADER;
-use super::kv_events::{decode_batch, KvEventsError};
-use super::precise_prefix_cache_producer::BlockIndexStats;
-use super::scheduler::Scheduler;
-use super::scorer::Picks;
-use super::session_affinity_scorer::session_token;
+use crate::admission::{Objectives, Policies, RewriteTable};
+use crate::datalayer::metrics::ENGINE_LABEL;
 use crate::datalayer::{parse_metrics, EndpointSpec, EndpointStore, Engine, ScrapeConfig, Scraper};
 use crate::parse::{self, ApiKind, ParseError};
+use crate::scheduling::config::{ConfigError, RouterConfig};
+use crate::scheduling::contracts::scorer::Picks;
+use crate::scheduling::cycle::{Cycle, ProfileTrace, Request, ScheduleError};
+use crate::scheduling::handlers::disagg_profile_handler::PREFILLER_HEADER;
+use crate::scheduling::producers::kv_events::{decode_batch, KvEventsError};
+use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndexStats;
+use crate::scheduling::request_parsers::Parsers;
+use crate::scheduling::scheduler::Scheduler;
+use crate::scheduling::scorers::session_affinity_scorer::session_token;
 use crate::stats::RequestStats;
 
 /// Where a request goes, and what the request path must change on the way.
@@ -118,8 +121,11 @@ pub struct Router {
     config: RouterConfig,
     store: Arc<EndpointStore>,
     scheduler: Scheduler,
+    parsers: Parsers,
     scraper: Mutex<Option<Scraper>>,
     stats: Arc<RequestStats>,
+    /// Objectives and model rewrites, replaced whole by the control plane.
+    policies: ArcSwap<Policies>,
     allowed_models: ArcSwapOption<ModelAllowList>,
 }
 
@@ -130,12 +136,18 @@ thread_local! {
 impl Router {
     pub fn new(config: RouterConfig) -> Result<Router, ConfigError> {
         let scheduler = Scheduler::from_config(&config)?;
+        let parsers = match &config.parsers {
+            Some(kinds) => Parsers::new(kinds.iter().map(String::as_str))?,
+            None => Parsers::defaults(),
+        };
         Ok(Router {
             stats: Arc::new(RequestStats::new(config.max_metric_series)),
             config,
             store: Arc::new(EndpointStore::default()),
             scheduler,
+            parsers,
             scraper: Mutex::new(None),
+            policies: ArcSwap::from_pointee(Policies::default()),
             allowed_models: ArcSwapOption::empty(),
         })
     }
@@ -159,13 +171,18 @@ impl Router {
 
     /// The resolved scheduling configuration (profiles, plugins, weights) as JSON.
     pub fn describe(&self) -> serde_json::Value {
-        self.scheduler.describe()
+        let mut d = self.scheduler.describe();
+        d["parsers"] = self.parsers.kinds().into();
+        d
     }
 
     /// Replace the endpoint set; plugins forget what they kept about endpoints that left.
     pub fn set_endpoints(&self, specs: &[EndpointSpec]) {
         let before = self.store.snapshot();
-        self.store.set_endpoints(specs);
+        match self.with_engine_labels(specs) {
+            Some(relabelled) => self.store.set_endpoints(&relabelled),
+            None => self.store.set_endpoints(specs),
+        }
         let after = self.store.snapshot();
         for ep in &before.endpoints {
             let kept = after
@@ -188,6 +205,29 @@ impl Router {
         self.allowed_models.store(list);
     }
 
+    /// The core-metrics-extractor's engine label key and default engine, applied to the specs
+    /// as the label the store reads; None when neither is configured.
+    fn with_engine_labels(&self, specs: &[EndpointSpec]) -> Option<Vec<EndpointSpec>> {
+        if self.config.engine_label_key.is_none() && self.config.default_engine.is_none() {
+            return None;
+        }
+        Some(
+            specs
+                .iter()
+                .map(|spec| {
+                    let mut spec = spec.clone();
+                    let engine = self.config.engine_of(&spec.labels);
+                    // Only the configured key names the engine.
+                    spec.labels.retain(|(k, _)| k != ENGINE_LABEL);
+                    if let Some(engine) = engine {
+                        spec.labels.push((ENGINE_LABEL.to_owned(), engine));
+                    }
+                    spec
+                })
+                .collect(),
+        )
+    }
+
     /// Feed one scrape by hand; false when no endpoint has that address.
     pub fn ingest_metrics(&self, address: &str, text: &str, engine: Engine) -> bool {
         self.store
@@ -197,9 +237,13 @@ impl Router {
     /// Start the scrape thread (no-op when it runs already).
     pub fn start_scraper(&self) -> std::io::Result<()> {
         let mut slot = self.scraper.lock();
-        if slot.is_none() {
+        if slot.is_none() && self.config.scrape_metrics {
+            let interval = self
+                .config
+                .metrics_interval_ms
+                .unwrap_or(self.config.scrape_interval_ms);
             let config = ScrapeConfig {
-                interval: std::time::Duration::from_millis(self.config.scrape_interval_ms),
+                interval: std::time::Duration::from_millis(interval),
                 timeout: std::time::Duration::from_millis(self.config.scrape_timeout_ms),
             };
             *slot = Some(Scraper::start(self.store.clone(), config)?);
@@ -212,6 +256,23 @@ impl Router {
         if let Some(s) = running {
             s.stop();
         }
+    }
+
+    /// The objectives and rewrite rules requests are admitted and routed with now.
+    pub fn policies(&self) -> arc_swap::Guard<Arc<Policies>> {
+        self.policies.load()
+    }
+
+    /// Replace every objective at once.
+    pub fn set_objectives(&self, objectives: Objectives) {
+        let rewrites = self.policies.load().rewrites.clone();
+        self.policies.store(Arc::new(Policies { objectives, rewrites }));
+    }
+
+    /// Replace the whole model rewrite table at once.
+    pub fn set_rewrites(&self, rewrites: RewriteTable) {
+        let objectives = self.policies.load().objectives.clone();
+        self.policies.store(Arc::new(Policies { objectives, rewrites }));
     }
 
     /// Parse, rewrite the model if asked, schedule, and count the request on the primary.
@@ -298,8 +359,12 @@ impl Router {
         trace: Option<&mut Vec<ProfileTrace>>,
     ) -> Result<Decision, RouteError> {
         let commit = trace.is_none();
-        let request = parse::parse_request(path, body)?;
-        let model_rewrite = options.model_rewrite;
+        let request = self.parsers.parse(path, body)?;
+        // A rewrite the proxy named wins; else the InferenceModelRewrite rule for the model.
+        let policies = self.policies.load();
+        let model_rewrite = options
+            .model_rewrite
+            .or_else(|| policies.rewrites.rewrite(request.model.as_deref()));
         if let Some(allowed) = self.allowed_models.load().as_deref() {
             if !allowed.permits(request.model.as_deref(), model_rewrite) {
                 return Err(RouteError::ModelNotServed {
@@ -431,3 +496,7 @@ impl Drop for Router {
 #[cfg(test)]
 #[path = "router_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "router_config_tests.rs"]
+mod config_tests;

@@ -175,7 +175,7 @@ fn kv_events_steer_the_prefix_scorer_to_the_endpoint_that_holds_the_blocks() {
     let prompt = "abcdefgh".repeat(64);
     let hashes = crate::prefix::block_hashes("llama", None, prompt.as_bytes(), 16 * 4);
     assert_eq!(hashes.len(), 8);
-    let payload = crate::scheduling::kv_events::tests::stored_batch(&hashes[..6], 16);
+    let payload = crate::scheduling::producers::kv_events::tests::stored_batch(&hashes[..6], 16);
     assert!(r
         .apply_kv_events("10.0.0.2:8000", &payload, Some(0))
         .unwrap());

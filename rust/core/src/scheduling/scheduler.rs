@@ -6,18 +6,20 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::config::{ConfigError, PluginSpec, ProfileSpec, RouterConfig};
-use super::cycle::{Cycle, ScheduleError};
-use super::disagg_profile_handler::DisaggProfileHandler;
-use super::max_score_picker::MaxScorePicker;
-use super::params::Params;
-use super::pd_decider::{PdDecider, PrefixBasedPdDecider};
-use super::plugin::{self, Plugin};
-use super::precise_prefix_cache_producer::BlockIndex;
-use super::profile::{Named, SchedulingProfile};
-use super::profile_handler::{HandlerSpec, ProfileHandler};
-use super::scorer::{Picks, Scorer};
-use super::single_profile_handler::SingleProfileHandler;
+use crate::scheduling::config::{ConfigError, PluginSpec, ProfileSpec, RouterConfig};
+use crate::scheduling::contracts::decider::PdDecider;
+use crate::scheduling::contracts::params::Params;
+use crate::scheduling::contracts::plugin::Plugin;
+use crate::scheduling::contracts::profile_handler::{HandlerSpec, ProfileHandler};
+use crate::scheduling::contracts::scorer::{Picks, Scorer};
+use crate::scheduling::cycle::{Cycle, ScheduleError};
+use crate::scheduling::handlers::disagg_profile_handler::DisaggProfileHandler;
+use crate::scheduling::handlers::pd_decider::PrefixBasedPdDecider;
+use crate::scheduling::handlers::single_profile_handler::SingleProfileHandler;
+use crate::scheduling::pickers::max_score_picker::MaxScorePicker;
+use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
+use crate::scheduling::profile::{Named, SchedulingProfile};
+use crate::scheduling::registry;
 
 pub struct Scheduler {
     profiles: Vec<SchedulingProfile>,
@@ -46,7 +48,7 @@ impl Scheduler {
                     spec.name()
                 )));
             }
-            let plugin = plugin::build(&Params {
+            let plugin = registry::build(&Params {
                 name: spec.name(),
                 kind: &spec.kind,
                 raw: spec.parameters.as_ref(),
@@ -185,7 +187,7 @@ fn implicit_profile(built: &[Built]) -> ProfileSpec {
                     Plugin::Filter(_) | Plugin::Scorer(_) | Plugin::Picker(_)
                 )
             })
-            .map(|b| super::config::PluginRef {
+            .map(|b| crate::scheduling::config::PluginRef {
                 plugin_ref: b.spec.name().to_owned(),
                 weight: None,
             })
