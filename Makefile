@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/sluicegate/target-rustc-$(RUSTC_VERSIO
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
 
-.PHONY: setup demo test test-rust test-py bench bench-long soak lint clean kube-bins tools tools-test
+.PHONY: setup demo test test-rust test-py bench bench-long soak lint clean kube-bins prometheus-bin tools tools-test
 
 # Tool checks: each prints one line naming every missing or too old tool, then stops the build.
 # Minimum versions come from the files that need them (pyproject.toml, Cargo.toml, go.mod).
@@ -45,6 +45,24 @@ tools:
 tools-test:
 	$(call check_tools,1)
 
+# The real kube-apiserver and etcd for tests/kube, built from tests/kube/go.mod through the Go
+# module proxy and cached outside the clone per Kubernetes version (skipped when present).
+KUBE_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2}' tests/kube/go.mod)
+KUBE_BINS := $(HOME)/.cache/sluicegate/kube-$(KUBE_VERSION)
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 \
+	-X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(KUBE_VERSION)))
+# The real helm CLI for the chart tests (lint, template, rendered manifests applied in tests/kube).
+HELM_VERSION := v3.19.5
+HELM_BIN := $(HOME)/.cache/sluicegate/helm-$(HELM_VERSION)
+# The real Prometheus server the optimizer's collector tests query, built from
+# tests/prometheus/go.mod through the Go module proxy (service discovery left out: the tests
+# use static targets) and cached outside the clone per version.
+PROMETHEUS_VERSION := $(shell awk '$$1 == "github.com/prometheus/prometheus" {print $$2}' tests/prometheus/go.mod)
+PROMETHEUS_BIN := $(HOME)/.cache/sluicegate/prometheus-$(PROMETHEUS_VERSION)
+
+setup: .stamp-ext
+
 $(VENV)/.stamp-deps: pyproject.toml | tools
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "maturin==1.16.0"
@@ -58,7 +76,7 @@ $(VENV)/.stamp-deps: pyproject.toml | tools
 demo: setup
 	$(VENV)/bin/sluicegate demo
 
-test: tools-test setup kube-bins helm-bin test-rust test-py
+test: tools-test setup kube-bins helm-bin prometheus-bin test-rust test-py
 
 kube-bins: $(KUBE_BINS)/.built
 
@@ -66,6 +84,14 @@ kube-bins: $(KUBE_BINS)/.built
 $(KUBE_BINS)/.built: | tools-test
 	cd tests/kube && GOFLAGS="-mod=mod -buildvcs=false" go build -trimpath -ldflags "$(KUBE_LDFLAGS)" \
 		-o $(KUBE_BINS)/ k8s.io/kubernetes/cmd/kube-apiserver ./cmd/etcd
+	touch $@
+
+prometheus-bin: $(PROMETHEUS_BIN)/.built
+
+# Keyed by version, not by go.mod's mtime: a fresh clone reuses the cache.
+$(PROMETHEUS_BIN)/.built: | tools-test
+	cd tests/prometheus && GOFLAGS="-mod=mod -buildvcs=false" go build -trimpath -tags remove_all_sd \
+		-o $(PROMETHEUS_BIN)/ github.com/prometheus/prometheus/cmd/prometheus
 	touch $@
 
 helm-bin: $(HELM_BIN)/helm

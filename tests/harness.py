@@ -120,5 +120,5 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.02, what: s
         last = predicate()
         if last:
             return last
-        time.sleep(interval)
+        time.sleep(interval)  # poll interval of this bounded wait
     raise AssertionError(f"{what} not reached after {timeout} s (last: {last!r})")

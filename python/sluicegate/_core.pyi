@@ -86,7 +86,7 @@ class Router:
     def __new__(cls, config_json: str = "{}") -> Self:
         """config_json: the scheduling part of an EndpointPickerConfig as JSON ("plugins",
         "schedulingProfiles") plus "stalenessMs", "scrapeIntervalMs", "scrapeTimeoutMs",
-        "maxMetricSeries"; none of the first two gives upstream's default profile (queue-scorer 2,
+        "maxMetricSeries", "ignoreSubsetHint"; none of the first two gives upstream's default profile (queue-scorer 2,
         kv-cache-utilization-scorer 2, prefix-cache-scorer 3, max-score-picker). Unknown keys,
         plugin types or parameters raise ConfigError naming the plugin and the field."""
     def describe(self) -> str:

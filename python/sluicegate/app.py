@@ -54,11 +54,6 @@ class EppOptions:
     kube: "KubeOptions | None" = None  # Kubernetes mode (--pool-name or --endpoint-selector)
     leader_election: "LeaseOptions | None" = None  # --ha-enable-leader-election
     scale_to_zero: bool = False  # --enable-scale-to-zero (activator, Kubernetes mode)
-    dns_server: str | None = None  # --dns-server host:port for hostname endpoints; None: the system resolver
-    dns_refresh_s: float = DEFAULT_REFRESH_S  # --dns-refresh-interval
-    # --model-allow-list: the pool serves only these models (others get 404); None: any model.
-    # In Kubernetes mode the pool's InferenceModelRewrites add theirs (see kube.models).
-    allowed_models: tuple[str, ...] | None = None
     # Upstream EPP flags (python/sluicegate/runflags.py; README flag table)
     health_checking: bool = False  # --health-checking: gRPC health on the ext_proc port too
     grpc_max_recv_msg_bytes: int | None = None  # --grpc-max-recv-msg-size
@@ -74,7 +69,11 @@ class EppOptions:
     emit_endpoint_scores: bool = False  # --emit-endpoint-scores
     disable_endpoint_subset_filter: bool = False  # --disable-endpoint-subset-filter
     grpc_stream_metrics: bool = False  # --enable-grpc-stream-metrics
-    metrics_log_interval_s: float = 5.0  # --refresh-prometheus-metrics-interval
+    dns_server: str | None = None  # --dns-server host:port for hostname endpoints; None: the system resolver
+    dns_refresh_s: float = DEFAULT_REFRESH_S  # --dns-refresh-interval
+    # --model-allow-list: the pool serves only these models (others get 404); None: any model.
+    # In Kubernetes mode the pool's InferenceModelRewrites add theirs (see kube.models).
+    allowed_models: tuple[str, ...] | None = None
 
 
 class Epp:
@@ -86,7 +85,8 @@ class Epp:
                         "ext_proc server", opts.ext_proc_impl)
         self.router = Router(
             self.config.router_json(
-                scrapeIntervalMs=opts.refresh_metrics_interval_ms, stalenessMs=opts.metrics_staleness_ms
+                scrapeIntervalMs=opts.refresh_metrics_interval_ms, stalenessMs=opts.metrics_staleness_ms,
+                ignoreSubsetHint=opts.disable_endpoint_subset_filter,
             )
         )
         if opts.allowed_models is not None:

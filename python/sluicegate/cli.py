@@ -135,9 +135,6 @@ def _run(args: argparse.Namespace) -> int:
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         metrics_token_file=args.metrics_token_file,
         max_request_body_bytes=args.max_request_body_bytes,
-        dns_server=args.dns_server,
-        dns_refresh_s=args.dns_refresh_interval,
-        allowed_models=_models(args.model_allow_list),
         health_checking=args.health_checking,
         grpc_max_recv_msg_bytes=args.grpc_max_recv_msg_size,
         grpc_max_send_msg_bytes=args.grpc_max_send_msg_size,
@@ -152,7 +149,9 @@ def _run(args: argparse.Namespace) -> int:
         emit_endpoint_scores=args.emit_endpoint_scores,
         disable_endpoint_subset_filter=args.disable_endpoint_subset_filter,
         grpc_stream_metrics=args.enable_grpc_stream_metrics,
-        metrics_log_interval_s=args.refresh_prometheus_metrics_interval,
+        dns_server=args.dns_server,
+        dns_refresh_s=args.dns_refresh_interval,
+        allowed_models=_models(args.model_allow_list),
         **_kube_options(args),
     )
 

@@ -47,8 +47,8 @@ def add_upstream_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-client-ca-file", help="PEM CA: metrics clients must present a certificate it signed")
     p.add_argument("--grpc-max-recv-msg-size", type=goflags.size_bytes, help="largest gRPC message received")
     p.add_argument("--grpc-max-send-msg-size", type=goflags.size_bytes, help="largest gRPC message sent")
-    p.add_argument("--refresh-prometheus-metrics-interval", type=duration, default=5.0,
-                   help="how often endpoint metrics are summarised in the log (debug)")
+    p.add_argument("--refresh-prometheus-metrics-interval", type=duration, default=None,
+                   help="accepted; pool gauges are computed at each scrape here")
     add_bool(p, "--allow-experimental-plugins", False, "allow plugins marked experimental")
     add_bool(p, "--disable-endpoint-subset-filter", False, "ignore the proxy's endpoint subset hint")
     add_bool(p, "--emit-endpoint-scores", False, "send the scheduler's scores in envoy.lb metadata")
@@ -82,10 +82,10 @@ def check(args: argparse.Namespace) -> TlsPolicy:
     suites = tuple(s.strip() for s in (args.tls_cipher_suites or "").split(",") if s.strip())
     if args.tls_min_version in ("VersionTLS10", "VersionTLS11"):
         log.info("--tls-min-version=%s: the ext_proc server speaks TLS 1.2 and 1.3 only", args.tls_min_version)
+    if args.refresh_prometheus_metrics_interval is not None:
+        log.info("--refresh-prometheus-metrics-interval: pool gauges are computed at each scrape; nothing to refresh")
     if args.allow_experimental_plugins:
         log.info("--allow-experimental-plugins: no sluicegate plugin is marked experimental; nothing changes")
-    for flag, on in (("--disable-endpoint-subset-filter", args.disable_endpoint_subset_filter),
-                     ("--emit-endpoint-scores", args.emit_endpoint_scores)):
-        if on:
-            log.warning("%s: accepted, not applied yet by sluicegate (README flag table)", flag)
+    if args.emit_endpoint_scores:
+        log.warning("--emit-endpoint-scores: accepted, not applied yet by sluicegate (README flag table)")
     return TlsPolicy(args.tls_min_version, suites, args.enable_cert_reload)

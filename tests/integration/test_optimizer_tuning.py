@@ -77,9 +77,9 @@ async def _run() -> tuple[ProfileTuner, dict[int, list[float]], dict[int, list[f
                 until = time.monotonic() + LEVEL_S
                 seen[n], fed[n] = [], []
                 load = asyncio.create_task(_clients(session, url, n, until, seen[n]))
-                # Pacing, not synchronisation: the first second of a level is the batch filling
-                # (left out of both the clients' and the tuner's samples), then one scrape window.
-                await asyncio.sleep(1.0)
+                # The first second of a level is the batch filling (left out of both the clients'
+                # and the tuner's samples), then one scrape window.
+                await asyncio.sleep(1.0)  # pacing, not synchronisation (see above)
                 prev = await scrape()
                 while time.monotonic() < until - SCRAPE_S:
                     await asyncio.sleep(SCRAPE_S)  # pacing: the scrape interval

@@ -262,7 +262,7 @@ def _capacity_exceeded(problem: Problem, s: Server, pick: Pick, floors: bool) ->
     if not floors and any(n for n in s.floor_usage().values()):
         need = ", ".join(f"{n} {a}" for a, n in sorted(s.floor_usage().items()))
         return (f"the minReplicas floors ({need}) do not fit the capacity left after "
-                f"higher priorities ({_capacity_text(limited)})")
+                f"higher priorities (cluster {_capacity_text(limited)})")
     if s.load_rps > 0 and s.feasible and (pick.option is None or pick.option.replicas is None
                                           or pick.replicas < pick.option.replicas):
         cheapest = s.feasible[0]

@@ -14,10 +14,9 @@ from sluicegate.errors import ConfigError
 
 from .queueing import NUMERIC_FIELDS, ParamColumns, QueueMetrics, ServerParams, metric_arrays
 
-# Each round evaluates this many rates in one vectorised pass and keeps the bracket around the
-# first infeasible one: four rounds narrow the bracket to 1/65536 of the replica's capacity.
-_POINTS = 16
-_ROUNDS = 4
+# Bisection halves the bracket [0, capacity / served fraction] this many times: 2^-17 of the
+# replica's capacity. All options of a problem are bisected together, one numpy pass a round.
+_ROUNDS = 17
 
 
 @dataclass(frozen=True)
@@ -51,80 +50,59 @@ class SloTarget:
 def max_rate_rps(params: ServerParams, slo: SloTarget) -> float:
     """Largest arrival rate (req/s) at which one replica meets `slo`; 0 when even a lone
     request misses it. The returned rate is always one that was evaluated as feasible."""
-    # Throughput cannot exceed capacity, so beyond capacity/fraction the served share fails.
-    hi = params.capacity_rps() / slo.min_served_fraction
-    lo = 0.0
-    if not slo.met_by_each(metric_arrays(params, np.asarray([hi * 1e-9])))[0]:
-        return 0.0
-    for _ in range(_ROUNDS):
-        grid = np.linspace(lo, hi, _POINTS + 1)[1:]
-        bad = np.flatnonzero(~slo.met_by_each(metric_arrays(params, grid)))
-        first_bad = int(bad[0]) if bad.size else None
-        if first_bad is None:
-            return float(hi)
-        hi = float(grid[first_bad])
-        lo = float(grid[first_bad - 1]) if first_bad > 0 else lo
-    return lo if lo > 0 else hi * 1e-9
+    return max_rates_rps([(params, slo)])[0]
 
 
 def max_rates_rps(jobs: Sequence[tuple[ServerParams, SloTarget]]) -> list[float]:
-    """`max_rate_rps` of every (params, slo), the same bisection run for all options of one
-    batch and queue size at once: one `metric_arrays` call per round instead of one per
-    option (numpy's per-call cost dominates at these sizes)."""
+    """`max_rate_rps` of every (params, slo): the options of one batch and queue size are
+    bisected together ("step" formulation: one `metric_arrays` call per round for all of
+    them, as numpy's per-call cost dominates at these sizes); the others one by one."""
     out = [0.0] * len(jobs)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, (p, slo) in enumerate(jobs):
-        if p.formulation == "step":
-            groups.setdefault((p.max_batch, p.max_queue), []).append(i)
-        else:
-            out[i] = max_rate_rps(p, slo)
-    for (b, q), idx in groups.items():
-        rates = _bisect_together([jobs[i][0] for i in idx], [jobs[i][1] for i in idx], b, q)
+    groups: dict[tuple[int, int, str, int], list[int]] = {}
+    for i, (p, _) in enumerate(jobs):
+        alone = i if p.formulation != "step" else -1
+        groups.setdefault((p.max_batch, p.max_queue, p.formulation, alone), []).append(i)
+    for idx in groups.values():
+        rates = _bisect([jobs[i][0] for i in idx], [jobs[i][1] for i in idx])
         for i, rate in zip(idx, rates):
             out[i] = float(rate)
     return out
 
 
-def _bisect_together(params: Sequence[ServerParams], slos: Sequence[SloTarget], b: int,
-                     q: int) -> np.ndarray:
+def _bisect(params: Sequence[ServerParams], slos: Sequence[SloTarget]) -> np.ndarray:
+    """Per option: lo stays a rate that meets the SLO (or 0), hi one that does not. Throughput
+    cannot exceed capacity, so beyond capacity / served fraction the served share fails."""
+    first = params[0]
     fields = {k: np.array([getattr(p, k) for p in params]) for k in NUMERIC_FIELDS}
     ttft = np.array([s.ttft_ms for s in slos])
     itl = np.array([s.itl_ms for s in slos])
     fraction = np.array([s.min_served_fraction for s in slos])
 
     def met(rows: np.ndarray, rates: np.ndarray) -> np.ndarray:
-        """SLO met at rates[i, k] by option rows[i]."""
-        k = rates.shape[1]
-        cols = ParamColumns.of({n: np.repeat(v[rows], k) for n, v in fields.items()}, b, q)
-        m = metric_arrays(cols, rates.ravel())
+        model = first if first.formulation != "step" else ParamColumns.of(
+            {n: v[rows] for n, v in fields.items()}, first.max_batch, first.max_queue)
+        m = metric_arrays(model, rates)
         lam = m["arrival_rps"]
         served = np.where(lam > 0, m["throughput_rps"] / np.where(lam > 0, lam, 1.0), 1.0)
-        ok = ((m["ttft_ms"] <= np.repeat(ttft[rows], k)) & (m["itl_ms"] <= np.repeat(itl[rows], k))
-              & (served >= np.repeat(fraction[rows], k)))
-        return ok.reshape(len(rows), k)
+        return ((m["ttft_ms"] <= ttft[rows]) & (m["itl_ms"] <= itl[rows])
+                & (served >= fraction[rows]))
 
     everyone = np.arange(len(params))
-    hi = ParamColumns.of(fields, b, q).capacity_rps()[:, 0] / fraction
+    capacity = (np.array([first.capacity_rps()]) if first.formulation != "step" else
+                ParamColumns.of(fields, first.max_batch, first.max_queue).capacity_rps()[:, 0])
+    hi = capacity / fraction
+    lone = hi * 1e-9
+    can = met(everyone, lone)  # a lone request meets the SLO
     lo = np.zeros_like(hi)
-    result = np.zeros_like(hi)
-    open_ = met(everyone, hi[:, None] * 1e-9)[:, 0]  # a lone request meets it
+    rows = np.flatnonzero(can)
     for _ in range(_ROUNDS):
-        rows = np.flatnonzero(open_)
         if not rows.size:
             break
-        grid = np.linspace(lo[rows], hi[rows], _POINTS + 1, axis=1)[:, 1:]
-        bad = ~met(rows, grid)
-        clear = ~bad.any(axis=1)
-        result[rows[clear]] = hi[rows[clear]]
-        open_[rows[clear]] = False
-        rows, grid, bad = rows[~clear], grid[~clear], bad[~clear]
-        first = bad.argmax(axis=1)
-        at = np.arange(rows.size)
-        hi[rows] = grid[at, first]
-        lo[rows] = np.where(first > 0, grid[at, np.maximum(first - 1, 0)], lo[rows])
-    rows = np.flatnonzero(open_)
-    result[rows] = np.where(lo[rows] > 0, lo[rows], hi[rows] * 1e-9)
-    return result
+        mid = (lo[rows] + hi[rows]) / 2.0
+        ok = met(rows, mid)
+        lo[rows] = np.where(ok, mid, lo[rows])
+        hi[rows] = np.where(ok, hi[rows], mid)
+    return np.where(can, np.where(lo > 0, lo, lone), 0.0)
 
 
 def replicas_needed(load_rps: float, per_replica_rps: float, *, min_replicas: int = 0,

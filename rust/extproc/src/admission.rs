@@ -45,7 +45,10 @@ impl Dispatcher for RouterDispatch {
         self.router.router().store().snapshot().endpoints.is_empty()
     }
     fn no_candidates(&self, q: &Queued) -> bool {
-        no_candidates(&self.router.router().store().snapshot(), q.route.subset.as_deref())
+        no_candidates(
+            &self.router.router().store().snapshot(),
+            q.route.subset.as_deref(),
+        )
     }
     fn no_endpoint_ttl_applies(&self, q: &Queued) -> bool {
         !q.held
@@ -279,7 +282,6 @@ impl Gate {
         self.controller.shutdown();
     }
 }
-
 
 /// A queued request's stream side; dropping it (stream reset) cancels the request or, when
 /// its outcome is already on the way, hands the place back.

@@ -152,7 +152,10 @@ mod tests {
             0,
             Level::Warning,
             "answered",
-            &[("request_id", Field::Str("r1")), ("status", Field::Int(503))],
+            &[
+                ("request_id", Field::Str("r1")),
+                ("status", Field::Int(503)),
+            ],
         );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["level"], "warning");

@@ -16,10 +16,10 @@ use tonic_health::ServingStatus;
 
 use crate::admission::Gate;
 use crate::protocol::HEALTH_SERVICES;
-use std::sync::Arc;
 use crate::service::ExternalProcessorService;
 use crate::stream::MAX_BODY_BYTES;
 use crate::SharedRouter;
+use std::sync::Arc;
 
 /// PEM certificate chain and private key for serving ext_proc over TLS.
 pub struct TlsPem {

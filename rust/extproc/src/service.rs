@@ -12,10 +12,10 @@ use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Status, Streaming};
 
-use crate::pb::{ProcessingRequest, ProcessingResponse};
-use crate::protocol;
 use crate::admission::Gate;
 use crate::log::{self, Field, Level};
+use crate::pb::{ProcessingRequest, ProcessingResponse};
+use crate::protocol;
 use crate::stream::{Outbox, RequestStream, MAX_BODY_BYTES};
 use crate::SharedRouter;
 use std::sync::Arc;

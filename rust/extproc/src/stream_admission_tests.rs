@@ -2,7 +2,7 @@
 //! else queued and answered when its turn comes; a stream that goes away while queued leaves
 //! its queue; shutdown answers queued requests 503; the gate off sheds sheddable requests.
 
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use sluicegate_core::admission::Objectives;
@@ -31,7 +31,7 @@ fn settle(s: &mut RequestStream) -> Vec<ProcessingResponse> {
     let mut out = Outbox::new();
     let mut cx = Context::from_waker(Waker::noop());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while let Poll::Pending = s.poll_admission(&mut cx, &mut out) {
+    while s.poll_admission(&mut cx, &mut out).is_pending() {
         assert!(Instant::now() < deadline, "admission never decided");
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -39,7 +39,10 @@ fn settle(s: &mut RequestStream) -> Vec<ProcessingResponse> {
 }
 
 fn end_response(s: &mut RequestStream) {
-    run(s, vec![response_headers_msg(None), body_msg(b"{}", true, true)]);
+    run(
+        s,
+        vec![response_headers_msg(None), body_msg(b"{}", true, true)],
+    );
 }
 
 #[test]
@@ -47,7 +50,10 @@ fn with_room_a_request_is_routed_at_once_and_frees_its_place_at_the_end() {
     let r = router(&[A]);
     let g = gate(&r, ONE_AT_A_TIME, true);
     let mut s = gated(&r, &g);
-    let out = run(&mut s, chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY));
+    let out = run(
+        &mut s,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY),
+    );
     assert!(!s.waiting());
     assert_eq!(destination(&out[0]), A);
     assert_eq!(g.stats().in_flight, 1);
@@ -60,9 +66,15 @@ fn a_queued_request_is_answered_when_the_one_ahead_finishes() {
     let r = router(&[A]);
     let g = gate(&r, ONE_AT_A_TIME, true);
     let mut first = gated(&r, &g);
-    run(&mut first, chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY));
+    run(
+        &mut first,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY),
+    );
     let mut second = gated(&r, &g);
-    let out = run(&mut second, chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY));
+    let out = run(
+        &mut second,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY),
+    );
     assert!(out.is_empty() && second.waiting());
     assert_eq!(g.stats().queued_requests, 1);
     end_response(&mut first);
@@ -72,7 +84,10 @@ fn a_queued_request_is_answered_when_the_one_ahead_finishes() {
     end_response(&mut second);
     drop((first, second));
     let stats = g.stats();
-    assert_eq!((stats.in_flight, stats.queued_requests, stats.dispatched), (0, 0, 2));
+    assert_eq!(
+        (stats.in_flight, stats.queued_requests, stats.dispatched),
+        (0, 0, 2)
+    );
     assert_eq!(in_flight(&r), 0);
 }
 
@@ -81,9 +96,15 @@ fn a_stream_that_goes_away_while_queued_leaves_its_queue() {
     let r = router(&[A]);
     let g = gate(&r, ONE_AT_A_TIME, true);
     let mut first = gated(&r, &g);
-    run(&mut first, chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY));
+    run(
+        &mut first,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY),
+    );
     let mut second = gated(&r, &g);
-    run(&mut second, chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY));
+    run(
+        &mut second,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY),
+    );
     drop(second); // Envoy reset the stream
     let stats = g.stats();
     assert_eq!((stats.cancelled, stats.queued_requests), (1, 0));
@@ -99,9 +120,15 @@ fn shutdown_answers_a_queued_request_503_shutting_down() {
     let r = router(&[A]);
     let g = gate(&r, ONE_AT_A_TIME, true);
     let mut first = gated(&r, &g);
-    run(&mut first, chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY));
+    run(
+        &mut first,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY),
+    );
     let mut second = gated(&r, &g);
-    run(&mut second, chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY));
+    run(
+        &mut second,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY),
+    );
     g.shutdown();
     let out = settle(&mut second);
     let (status, _, headers) = immediate_of(&out[0]);
@@ -134,10 +161,16 @@ fn the_objective_sets_the_priority_band() {
     r.set_objectives(Objectives::new([("critical".to_owned(), 5)]));
     let g = gate(&r, ONE_AT_A_TIME, true);
     let mut first = gated(&r, &g);
-    run(&mut first, chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY));
+    run(
+        &mut first,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY),
+    );
     let mut s = gated(&r, &g);
     let critical = vec![header("x-llm-d-inference-objective", "critical")];
-    run(&mut s, chat_request(body_mode::FULL_DUPLEX_STREAMED, critical, BODY));
+    run(
+        &mut s,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, critical, BODY),
+    );
     assert_eq!(s.priority(), 5);
     assert_eq!(g.stats().bands, vec![(5, 1, BODY.len() as u64)]);
 }
@@ -149,10 +182,23 @@ fn gate_off_sheds_a_sheddable_request_while_saturated_and_routes_the_rest() {
     let g = gate(&r, "{}", false);
     let mut shed = gated(&r, &g);
     let batch = vec![header("x-llm-d-inference-objective", "batch")];
-    let out = run(&mut shed, chat_request(body_mode::FULL_DUPLEX_STREAMED, batch, BODY));
+    let out = run(
+        &mut shed,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, batch, BODY),
+    );
     let (status, _, headers) = immediate_of(&out[0]);
-    assert_eq!((status, headers[protocol::DROPPED_REASON].as_str()), (429, "rejected-saturated"));
+    assert_eq!(
+        (status, headers[protocol::DROPPED_REASON].as_str()),
+        (429, "rejected-saturated")
+    );
     let mut plain = gated(&r, &g);
-    let out = run(&mut plain, chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY));
-    assert_eq!(immediate_of(&out[0]).0, 503, "not shed: routed, and the pool is empty");
+    let out = run(
+        &mut plain,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY),
+    );
+    assert_eq!(
+        immediate_of(&out[0]).0,
+        503,
+        "not shed: routed, and the pool is empty"
+    );
 }

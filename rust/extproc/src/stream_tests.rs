@@ -50,7 +50,11 @@ fn single_endpoint(skip_response: bool) -> (Arc<Router>, RequestStream) {
 }
 
 /// A request with a body in one message: its headers, then the body with end_of_stream.
-pub(crate) fn chat_request(mode: i32, extra: Vec<HeaderValue>, body: &[u8]) -> Vec<ProcessingRequest> {
+pub(crate) fn chat_request(
+    mode: i32,
+    extra: Vec<HeaderValue>,
+    body: &[u8],
+) -> Vec<ProcessingRequest> {
     vec![headers_msg(mode, false, extra), body_msg(body, true, false)]
 }
 
@@ -135,7 +139,10 @@ pub(crate) fn response_headers_msg(served: Option<&str>) -> ProcessingRequest {
     }
 }
 
-pub(crate) fn run(s: &mut RequestStream, messages: Vec<ProcessingRequest>) -> Vec<ProcessingResponse> {
+pub(crate) fn run(
+    s: &mut RequestStream,
+    messages: Vec<ProcessingRequest>,
+) -> Vec<ProcessingResponse> {
     let mut out = Outbox::new();
     for m in messages {
         s.handle(m, &mut out);
@@ -192,7 +199,9 @@ pub(crate) fn streamed(out: &[ProcessingResponse]) -> (Vec<Bytes>, Vec<bool>) {
         .unzip()
 }
 
-pub(crate) fn immediate_of(r: &ProcessingResponse) -> (i32, serde_json::Value, HashMap<String, String>) {
+pub(crate) fn immediate_of(
+    r: &ProcessingResponse,
+) -> (i32, serde_json::Value, HashMap<String, String>) {
     let Some(Response::ImmediateResponse(i)) = &r.response else {
         panic!("not an immediate response: {r:?}")
     };

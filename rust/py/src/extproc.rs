@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use sluicegate_core::scheduling::Router;
 use pyo3::types::PyDict;
 use sluicegate_core::flowcontrol::FlowControlConfig;
+use sluicegate_core::scheduling::Router;
 use sluicegate_extproc::log::{self, Level};
 use sluicegate_extproc::{
     protocol, ExtProcServer, Gate, RouterHandle, ServerError, ServerOptions, TlsPem,

@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 
 use pyo3::types::{PyBytes, PyDict};
 use sluicegate_core::flowcontrol::{
-    no_candidates, route_when_possible, Hold, ScaleFromZero, Admission, Completion, CompletionSink, Dispatch, Dispatcher,
-    FlowControlConfig, FlowController, FlowStats, Item, Outcome, Rejection, RouteRequest, SaturationDetector,
+    no_candidates, route_when_possible, Admission, Completion, CompletionSink, Dispatch,
+    Dispatcher, FlowControlConfig, FlowController, FlowStats, Hold, Item, Outcome, Rejection,
+    RouteRequest, SaturationDetector, ScaleFromZero,
 };
 use sluicegate_core::scheduling::{Decision, RouteError};
 use std::sync::Mutex;
@@ -300,7 +301,11 @@ impl PyFlowController {
                 return Ok(Py::new(py, self.completed(py, c)?)?.into_any());
             }
         }
-        let hold = if self.core.dispatcher().no_candidates_for(queued.route.as_ref()) {
+        let hold = if self
+            .core
+            .dispatcher()
+            .no_candidates_for(queued.route.as_ref())
+        {
             self.scale_from_zero.hold()
         } else {
             None
@@ -323,7 +328,8 @@ impl PyFlowController {
     #[pyo3(signature = (grace_s, message = String::new()))]
     fn set_scale_from_zero(&self, grace_s: Option<f64>, message: String) -> PyResult<()> {
         let grace = seconds("grace_s", grace_s)?;
-        self.scale_from_zero.set(grace.map(|period| (period, message)));
+        self.scale_from_zero
+            .set(grace.map(|period| (period, message)));
         Ok(())
     }
 

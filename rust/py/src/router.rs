@@ -301,7 +301,11 @@ impl PyRouter {
     /// draw when the rule has several targets).
     #[pyo3(signature = (model))]
     fn rewrite_of(&self, model: Option<&str>) -> Option<String> {
-        self.inner.policies().rewrites.rewrite(model).map(str::to_owned)
+        self.inner
+            .policies()
+            .rewrites
+            .rewrite(model)
+            .map(str::to_owned)
     }
 
     fn request_stats(&self) -> crate::stats::PyRequestStats {

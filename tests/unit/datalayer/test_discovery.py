@@ -49,9 +49,9 @@ def test_watched_file_is_reread_and_bad_edits_keep_the_last_good_set(tmp_path):
         for _ in range(200):
             if len(seen) >= 2:
                 break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # poll interval of this bounded wait
         f.write_text("endpoints: [{address: bad!, port: 2}]")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # observation window (5 polls), not synchronisation: the bad file must change nothing
         await d.stop()
 
     asyncio.run(scenario())

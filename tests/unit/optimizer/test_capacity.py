@@ -54,6 +54,7 @@ def _check(problem: Problem, sol: Solution) -> None:
             assert serving.capacity_exceeded, (sol.solver, s.key)
 
 
+@pytest.mark.timeout(900)  # 1,000 instances, each sized and solved twice
 @settings(max_examples=INSTANCES, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 1_000_000), models=st.integers(1, 6), accs=st.integers(1, 3),

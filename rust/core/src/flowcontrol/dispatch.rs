@@ -139,7 +139,11 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
                 }
                 self.by_deadline
                     .push(ByDeadline(item.deadline, item.clone()));
-                if self.shared.dispatcher.no_endpoint_ttl_applies(&item.request) {
+                if self
+                    .shared
+                    .dispatcher
+                    .no_endpoint_ttl_applies(&item.request)
+                {
                     self.arrivals.push_back(item.clone());
                 }
                 let config = &self.shared.config;
@@ -183,7 +187,10 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
                 return false;
             }
             let overdue = item.enqueued + ttl <= now
-                && self.shared.dispatcher.no_endpoint_ttl_applies(&item.request);
+                && self
+                    .shared
+                    .dispatcher
+                    .no_endpoint_ttl_applies(&item.request);
             if overdue {
                 self.end(item, Rejection::NoEndpoints, now);
             }

@@ -42,10 +42,11 @@ pub fn no_candidates(snapshot: &Snapshot, subset: Option<&[String]>) -> bool {
         return true;
     }
     match subset {
-        Some(names) if !names.is_empty() => !snapshot
-            .endpoints
-            .iter()
-            .any(|e| names.iter().any(|n| *n == e.info.address || *n == e.info.ip)),
+        Some(names) if !names.is_empty() => !snapshot.endpoints.iter().any(|e| {
+            names
+                .iter()
+                .any(|n| *n == e.info.address || *n == e.info.ip)
+        }),
         _ => false,
     }
 }

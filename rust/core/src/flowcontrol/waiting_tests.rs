@@ -40,7 +40,13 @@ impl Dispatcher for Named {
 
 type Seen = Arc<Mutex<Vec<(u64, Result<Option<String>, Rejection>)>>>;
 
-fn start(json: &str, up: &[&str]) -> (FlowController<Named, impl CompletionSink<Option<String>>>, Seen) {
+fn start(
+    json: &str,
+    up: &[&str],
+) -> (
+    FlowController<Named, impl CompletionSink<Option<String>>>,
+    Seen,
+) {
     let seen: Seen = Arc::default();
     let s = seen.clone();
     let sink = move |b: &mut Vec<Completion<Option<String>>>| {
@@ -53,13 +59,20 @@ fn start(json: &str, up: &[&str]) -> (FlowController<Named, impl CompletionSink<
         }))
     };
     let named = Named::default();
-    named.up.lock().unwrap().extend(up.iter().map(|s| s.to_string()));
+    named
+        .up
+        .lock()
+        .unwrap()
+        .extend(up.iter().map(|s| s.to_string()));
     let detector = SaturationDetector::Concurrency {
         store: None,
         max_concurrency: u64::MAX,
     };
     let config = FlowControlConfig::from_json(json).unwrap();
-    (FlowController::start(config, detector, named, sink).unwrap(), seen)
+    (
+        FlowController::start(config, detector, named, sink).unwrap(),
+        seen,
+    )
 }
 
 fn outcome_of(seen: &Seen, id: u64) -> Result<Option<String>, Rejection> {
@@ -84,8 +97,12 @@ fn admission(ttl_ms: Option<u64>) -> Admission<'static> {
 #[test]
 fn a_request_for_an_absent_subset_waits_without_holding_up_the_others() {
     let (fc, seen) = start("{}", &["a"]);
-    let waiting = fc.enqueue(&admission(None), (Some("b".into()), false)).unwrap();
-    let other = fc.enqueue(&admission(None), (Some("a".into()), false)).unwrap();
+    let waiting = fc
+        .enqueue(&admission(None), (Some("b".into()), false))
+        .unwrap();
+    let other = fc
+        .enqueue(&admission(None), (Some("a".into()), false))
+        .unwrap();
     assert_eq!(outcome_of(&seen, other.id), Ok(Some("a".into())));
     assert!(waiting.is_queued());
     fc.dispatcher().up.lock().unwrap().insert("b".into());
@@ -96,9 +113,13 @@ fn a_request_for_an_absent_subset_waits_without_holding_up_the_others() {
 #[test]
 fn a_request_for_an_absent_subset_expires_as_no_endpoints() {
     let (fc, seen) = start(r#"{"noEndpointRequestTtlMs": 30}"#, &["a"]);
-    let waiting = fc.enqueue(&admission(None), (Some("b".into()), false)).unwrap();
+    let waiting = fc
+        .enqueue(&admission(None), (Some("b".into()), false))
+        .unwrap();
     assert_eq!(outcome_of(&seen, waiting.id), Err(Rejection::NoEndpoints));
-    let timed = fc.enqueue(&admission(Some(30)), (Some("b".into()), true)).unwrap();
+    let timed = fc
+        .enqueue(&admission(Some(30)), (Some("b".into()), true))
+        .unwrap();
     assert_eq!(outcome_of(&seen, timed.id), Err(Rejection::NoEndpoints));
     assert_eq!(fc.stats().expired_no_endpoints, 2);
 }
@@ -109,7 +130,10 @@ fn a_request_with_its_own_wait_outlives_the_no_endpoint_ttl() {
     let cut = fc.enqueue(&admission(None), (None, false)).unwrap();
     let held = fc.enqueue(&admission(Some(60_000)), (None, true)).unwrap();
     assert_eq!(outcome_of(&seen, cut.id), Err(Rejection::NoEndpoints));
-    assert!(held.is_queued(), "the grace period, not the no-endpoint TTL, ends it");
+    assert!(
+        held.is_queued(),
+        "the grace period, not the no-endpoint TTL, ends it"
+    );
     fc.dispatcher().up.lock().unwrap().insert("a".into());
     fc.notify();
     assert_eq!(outcome_of(&seen, held.id), Ok(None));

@@ -36,6 +36,9 @@ pub struct RouterConfig {
     pub scrape_timeout_ms: u64,
     /// Cap on distinct request-metric label sets; the rest count under `__other__`.
     pub max_metric_series: usize,
+    /// Upstream's --disable-endpoint-subset-filter: schedule over every endpoint even when the
+    /// proxy sent a subset hint.
+    pub ignore_subset_hint: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -87,6 +90,7 @@ impl Default for RouterConfig {
             scrape_interval_ms: 50,
             scrape_timeout_ms: 1000,
             max_metric_series: 1000,
+            ignore_subset_hint: false,
         }
     }
 }

@@ -114,7 +114,7 @@ proptest! {
             let candidates = all(&c);
             let mut out = vec![f64::NAN; candidates.len()];
             s.score(&c, &candidates, &mut out);
-            s.picked(&c, &Picks { primary: vec![0], prefill: None });
+            s.picked(&c, &Picks { primary: vec![0], prefill: None, ..Default::default() });
             s.score(&c, &candidates, &mut out);
             prop_assert!(out.iter().all(|v| (0.0..=1.0).contains(v)), "{}: {:?}", kind, out);
         }
@@ -183,7 +183,7 @@ fn handler_scheduler(kind: &str) -> Scheduler {
     };
     let handler = match (kind, handler) {
         ("disagg-profile-handler", mut h) if h["parameters"].is_null() => {
-            h["parameters"] = json!({"prefillDeciderPluginName": "always-disagg-pd-decider"});
+            h["parameters"] = json!({"deciders": {"prefill": "always-disagg-pd-decider"}});
             h
         }
         (_, h) => h,

@@ -7,6 +7,7 @@ pub mod config;
 mod contracts;
 pub mod cycle;
 mod filters;
+mod handler_wiring;
 mod handlers;
 mod pickers;
 mod producers;
@@ -19,6 +20,8 @@ mod scorers;
 
 #[cfg(test)]
 mod contract_tests;
+#[cfg(test)]
+mod handler_tests;
 #[cfg(test)]
 mod plugin_tests;
 #[cfg(test)]

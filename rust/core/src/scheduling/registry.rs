@@ -2,10 +2,13 @@
 //! Adding a plugin is one file with a `factory` and one line here.
 
 use crate::scheduling::config::ConfigError;
-use crate::scheduling::contracts::params::{NoParams, Params};
+use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::filters::{label_selector_filter, role_filter, utilization_filter};
-use crate::scheduling::handlers::{disagg_profile_handler, pd_decider, single_profile_handler};
+use crate::scheduling::handlers::{
+    data_parallel_profile_handler, disagg_profile_handler, header_profile_handler, pd_decider,
+    single_profile_handler,
+};
 use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
 use crate::scheduling::producers::precise_prefix_cache_producer;
 use crate::scheduling::scorers::{
@@ -40,6 +43,7 @@ const REGISTRY: &[(&str, Factory)] = &[
     ("no-hit-lru-scorer", no_hit_lru_scorer::factory),
     ("decode-filter", role_filter::decode_factory),
     ("prefill-filter", role_filter::prefill_factory),
+    ("encode-filter", role_filter::encode_factory),
     ("label-selector-filter", label_selector_filter::factory),
     ("utilization-filter", utilization_filter::factory),
     ("max-score-picker", max_score_picker::factory),
@@ -48,15 +52,26 @@ const REGISTRY: &[(&str, Factory)] = &[
     ("single-profile-handler", single_profile_handler::factory),
     ("disagg-profile-handler", disagg_profile_handler::factory),
     ("pd-profile-handler", disagg_profile_handler::factory),
-    ("prefill-header-handler", built_in_factory),
+    (
+        "prefill-header-handler",
+        disagg_profile_handler::headers_factory,
+    ),
+    (
+        "disagg-headers-handler",
+        disagg_profile_handler::headers_factory,
+    ),
     ("prefix-based-pd-decider", pd_decider::prefix_based_factory),
     ("always-disagg-pd-decider", pd_decider::always_factory),
+    (
+        "always-disagg-multimodal-decider",
+        pd_decider::multimodal_factory,
+    ),
+    (
+        "data-parallel-profile-handler",
+        data_parallel_profile_handler::factory,
+    ),
+    ("header-profile-handler", header_profile_handler::factory),
 ];
-
-fn built_in_factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
-    p.parse::<NoParams>()?;
-    Ok(Plugin::BuiltIn)
-}
 
 pub fn known_types() -> impl Iterator<Item = &'static str> {
     REGISTRY.iter().map(|(t, _)| *t)

@@ -1,6 +1,7 @@
 //! The per-pool Router: parses a request, schedules it over the current endpoint snapshot and
 //! counts it in flight on the chosen endpoint; owns the store and the optional scraper.
 
+use std::fmt::Write as _;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,7 +17,9 @@ use crate::parse::{self, ApiKind, ParseError};
 use crate::scheduling::config::{ConfigError, RouterConfig};
 use crate::scheduling::contracts::scorer::Picks;
 use crate::scheduling::cycle::{Cycle, ProfileTrace, Request, ScheduleError};
-use crate::scheduling::handlers::disagg_profile_handler::PREFILLER_HEADER;
+use crate::scheduling::handlers::data_parallel_profile_handler::DATA_PARALLEL_HEADER;
+use crate::scheduling::handlers::disagg_profile_handler::{ENCODERS_HEADER, PREFILLER_HEADER};
+use crate::scheduling::handlers::pd_decider::carries_media;
 use crate::scheduling::producers::kv_events::{decode_batch, KvEventsError};
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndexStats;
 use crate::scheduling::request_parsers::Parsers;
@@ -30,6 +33,8 @@ pub struct Decision {
     /// "ip:port[,ip:port...]": primary first, then fallbacks.
     pub endpoints: String,
     primary_len: usize,
+    /// Data-parallel: the picked pod when `endpoints` names its rank-0 port instead.
+    counted: Option<String>,
     pub model: Option<String>,
     /// The model after rewrite; None when not rewritten.
     pub target_model: Option<String>,
@@ -55,8 +60,11 @@ pub struct RouteOptions<'a> {
 }
 
 impl Decision {
+    /// The picked endpoint, which the request counts against until released.
     pub fn primary(&self) -> &str {
-        &self.endpoints[..self.primary_len]
+        self.counted
+            .as_deref()
+            .unwrap_or(&self.endpoints[..self.primary_len])
     }
 }
 
@@ -194,17 +202,6 @@ impl Router {
         }
     }
 
-    /// Serve only `models` (Some), naming `pool` in refusals, or any model (None: the default).
-    pub fn set_allowed_models(&self, pool: &str, models: Option<&[String]>) {
-        let list = models.map(|m| {
-            Arc::new(ModelAllowList {
-                pool: pool.to_owned(),
-                models: m.iter().cloned().collect(),
-            })
-        });
-        self.allowed_models.store(list);
-    }
-
     /// The core-metrics-extractor's engine label key and default engine, applied to the specs
     /// as the label the store reads; None when neither is configured.
     fn with_engine_labels(&self, specs: &[EndpointSpec]) -> Option<Vec<EndpointSpec>> {
@@ -226,6 +223,17 @@ impl Router {
                 })
                 .collect(),
         )
+    }
+
+    /// Serve only `models` (Some), naming `pool` in refusals, or any model (None: the default).
+    pub fn set_allowed_models(&self, pool: &str, models: Option<&[String]>) {
+        let list = models.map(|m| {
+            Arc::new(ModelAllowList {
+                pool: pool.to_owned(),
+                models: m.iter().cloned().collect(),
+            })
+        });
+        self.allowed_models.store(list);
     }
 
     /// Feed one scrape by hand; false when no endpoint has that address.
@@ -266,13 +274,19 @@ impl Router {
     /// Replace every objective at once.
     pub fn set_objectives(&self, objectives: Objectives) {
         let rewrites = self.policies.load().rewrites.clone();
-        self.policies.store(Arc::new(Policies { objectives, rewrites }));
+        self.policies.store(Arc::new(Policies {
+            objectives,
+            rewrites,
+        }));
     }
 
     /// Replace the whole model rewrite table at once.
     pub fn set_rewrites(&self, rewrites: RewriteTable) {
         let objectives = self.policies.load().objectives.clone();
-        self.policies.store(Arc::new(Policies { objectives, rewrites }));
+        self.policies.store(Arc::new(Policies {
+            objectives,
+            rewrites,
+        }));
     }
 
     /// Parse, rewrite the model if asked, schedule, and count the request on the primary.
@@ -382,17 +396,18 @@ impl Router {
         let served_model = model_rewrite.or(request.model.as_deref()).unwrap_or("");
         let snapshot = self.store.snapshot();
         let mut cycle = Cycle::new(&snapshot, Instant::now(), self.config.staleness());
-        cycle.subset = options.subset;
+        cycle.subset = options.subset.filter(|_| !self.config.ignore_subset_hint);
         cycle.request = Request {
             model: served_model,
             prompt: request.prompt.as_bytes(),
             cache_salt: request.cache_salt.as_deref(),
             headers: options.headers,
+            multimodal: self.scheduler.needs_multimodal() && carries_media(body),
         };
         if !commit {
             cycle.trace = Some(Default::default());
         }
-        let (endpoints, headers, session) =
+        let (endpoints, headers, session, counted) =
             PICKS.with_borrow_mut(|picks| -> Result<_, ScheduleError> {
                 if !commit {
                     self.scheduler.dry_run(&cycle, picks)?;
@@ -405,12 +420,17 @@ impl Router {
                     }
                     scheduled?;
                 }
+                let port = self.scheduler.primary_port();
                 let mut joined = String::with_capacity(picks.primary.len() * 22);
                 for (i, &p) in picks.primary.iter().enumerate() {
                     if i > 0 {
                         joined.push(',');
                     }
-                    joined.push_str(cycle.endpoint(p).address());
+                    let ep = cycle.endpoint(p);
+                    match port {
+                        Some(port) => write!(joined, "{}:{port}", ep.info.ip).unwrap(),
+                        None => joined.push_str(ep.address()),
+                    }
                 }
                 let primary = cycle.endpoint(picks.primary[0]);
                 if commit {
@@ -418,18 +438,13 @@ impl Router {
                     self.stats
                         .attempted(true, served_model, &primary.info.name, primary.address());
                 }
-                let headers = match picks.prefill {
-                    Some(p) => vec![(
-                        PREFILLER_HEADER.to_owned(),
-                        cycle.endpoint(p).address().to_owned(),
-                    )],
-                    None => Vec::new(),
-                };
+                let headers = stage_headers(&cycle, picks, port.is_some());
                 let session = self
                     .scheduler
                     .uses_session_affinity()
                     .then(|| session_token(&primary.info.name));
-                Ok((joined, headers, session))
+                let counted = port.map(|_| primary.address().to_owned());
+                Ok((joined, headers, session, counted))
             })?;
         if let (Some(sink), Some(recorded)) = (trace, cycle.trace.take()) {
             *sink = recorded.into_inner();
@@ -438,6 +453,7 @@ impl Router {
         Ok(Decision {
             endpoints,
             primary_len,
+            counted,
             target_model: rewritten.as_ref().and(model_rewrite.map(str::to_owned)),
             model: request.model,
             body: rewritten,
@@ -491,6 +507,24 @@ impl Drop for Router {
     fn drop(&mut self) {
         self.stop_scraper();
     }
+}
+
+/// The headers that tell the decode endpoint where its other stages run (and, data-parallel,
+/// which rank was picked).
+fn stage_headers(cycle: &Cycle<'_>, picks: &Picks, data_parallel: bool) -> Vec<(String, String)> {
+    let address = |p: u32| cycle.endpoint(p).address().to_owned();
+    let mut headers = Vec::new();
+    if let Some(p) = picks.prefill {
+        headers.push((PREFILLER_HEADER.to_owned(), address(p)));
+    }
+    if !picks.encode.is_empty() {
+        let hosts: Vec<String> = picks.encode.iter().map(|&p| address(p)).collect();
+        headers.push((ENCODERS_HEADER.to_owned(), hosts.join(",")));
+    }
+    if data_parallel {
+        headers.push((DATA_PARALLEL_HEADER.to_owned(), address(picks.primary[0])));
+    }
+    headers
 }
 
 #[cfg(test)]

@@ -212,6 +212,21 @@ fn kv_events_need_a_producer_and_a_valid_payload() {
 }
 
 #[test]
+fn ignore_subset_hint_schedules_over_every_endpoint() {
+    let body = br#"{"model":"m","prompt":"hi"}"#;
+    let hint = vec!["10.9.9.9:1".to_owned()];
+    let strict = router("{}", &["10.0.0.1:8000"]);
+    assert!(strict
+        .route("/v1/completions", body, None, Some(&hint))
+        .is_err());
+    let open = router(r#"{"ignoreSubsetHint": true}"#, &["10.0.0.1:8000"]);
+    let d = open
+        .route("/v1/completions", body, None, Some(&hint))
+        .unwrap();
+    assert_eq!(d.primary(), "10.0.0.1:8000");
+}
+
+#[test]
 fn allow_list_refuses_an_unlisted_model_naming_model_and_pool() {
     let r = router("{}", &["10.0.0.1:8000"]);
     assert!(r.route(PATH, BODY, None, None).is_ok(), "off by default");

@@ -153,7 +153,8 @@ fn disagg_handler_picks_a_prefill_endpoint_for_long_uncached_prompts() {
         picks,
         Picks {
             primary: vec![1],
-            prefill: Some(3)
+            prefill: Some(3),
+            ..Default::default()
         }
     );
 }
@@ -173,7 +174,8 @@ fn disagg_handler_stays_decode_only_below_the_threshold() {
         picks,
         Picks {
             primary: vec![1],
-            prefill: None
+            prefill: None,
+            ..Default::default()
         }
     );
 }

@@ -18,7 +18,10 @@ pub enum Plugin {
     Decider(Arc<dyn PdDecider>),
     /// A data producer: the exact KV-block index fed by endpoint events.
     Producer(Arc<BlockIndex>),
-    /// Accepted for upstream configs; its behaviour is built in elsewhere (e.g. the disagg
-    /// handler sets the prefill header itself, which upstream's prefill-header-handler does).
-    BuiltIn,
+    /// Upstream's deprecated header handlers: the disagg handler sets these headers itself,
+    /// for the profiles named here (checked against the handler's).
+    HeadersHandler {
+        prefill_profile: String,
+        encode_profile: String,
+    },
 }

@@ -13,6 +13,8 @@ pub struct Picks {
     pub primary: Vec<u32>,
     /// The prefill endpoint, when a disaggregation handler ran a prefill profile.
     pub prefill: Option<u32>,
+    /// The encode endpoints, when a disaggregation handler ran an encode profile.
+    pub encode: Vec<u32>,
 }
 
 pub trait Scorer: Send + Sync {

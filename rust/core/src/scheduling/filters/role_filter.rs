@@ -1,5 +1,7 @@
-//! decode-filter and prefill-filter (llm-d): keep endpoints by their `llm-d.ai/role` label.
-//! Decode keeps "decode", "both" and unlabelled endpoints; prefill keeps only "prefill".
+//! decode-filter, prefill-filter and encode-filter (llm-d): keep endpoints whose
+//! `llm-d.ai/role` label names a role that serves the stage (`encode-prefill`,
+//! `prefill-decode`, `encode-prefill-decode`, and the deprecated `both` = prefill-decode).
+//! Only decode keeps unlabelled endpoints: a plain pool is all decode.
 
 use std::sync::Arc;
 
@@ -17,11 +19,21 @@ pub struct RoleFilter {
 }
 
 pub const DECODE: RoleFilter = RoleFilter {
-    roles: &["decode", "both"],
+    roles: &["decode", "prefill-decode", "both", "encode-prefill-decode"],
     allow_unlabelled: true,
 };
 pub const PREFILL: RoleFilter = RoleFilter {
-    roles: &["prefill"],
+    roles: &[
+        "prefill",
+        "encode-prefill",
+        "prefill-decode",
+        "both",
+        "encode-prefill-decode",
+    ],
+    allow_unlabelled: false,
+};
+pub const ENCODE: RoleFilter = RoleFilter {
+    roles: &["encode", "encode-prefill", "encode-prefill-decode"],
     allow_unlabelled: false,
 };
 
@@ -33,6 +45,11 @@ pub fn decode_factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
 pub fn prefill_factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
     p.parse::<NoParams>()?;
     Ok(Plugin::Filter(Arc::new(PREFILL)))
+}
+
+pub fn encode_factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
+    p.parse::<NoParams>()?;
+    Ok(Plugin::Filter(Arc::new(ENCODE)))
 }
 
 impl Filter for RoleFilter {

@@ -23,6 +23,7 @@ impl ProfileHandler for SingleProfileHandler {
         picks: &mut Picks,
     ) -> Result<(), ScheduleError> {
         picks.prefill = None;
+        picks.encode.clear();
         profiles[0].schedule(cycle, &mut picks.primary)
     }
 }
