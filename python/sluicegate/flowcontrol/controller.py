@@ -13,8 +13,9 @@ from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
 from .. import errors
-from .._core import Completion, Decision, QueuedRequest, Router
-from .._core import FlowController as _CoreController
+from .._core.flowcontrol import Completion, QueuedRequest
+from .._core.flowcontrol import FlowController as _CoreController
+from .._core.scheduling import Decision, Router
 from .config import DEFAULT_FLOW, FlowControlSettings
 
 _ERRORS: dict[str, type[errors.SluicegateError]] = {
