@@ -59,6 +59,10 @@ class FlowGate:
         `grace_s`, then fails 503 with `message`. None: not managed."""
     def hold_counts(self) -> tuple[int, int, int]:
         """(held for the grace period now, held in total, failed at its end in total)."""
+    def hold_fd(self) -> int:
+        """Readable when a request was held while none was (the activator's scale-up event)."""
+    def take_hold_signal(self) -> None:
+        """Re-arm that event; then drain `hold_fd` and read `hold_counts`."""
     def stats(self) -> dict[str, Any]:
         """As FlowController.stats()."""
     def shutdown(self) -> None:

@@ -70,6 +70,10 @@ class FlowController:
         `grace_s` (the global TTLs do not cut it short), then fails with `message`. None: off."""
     def hold_counts(self) -> tuple[int, int, int]:
         """(held for the grace period now, held in total, failed at its end in total)."""
+    def hold_fd(self) -> int:
+        """Readable when a request was held while none was (the activator's scale-up event)."""
+    def take_hold_signal(self) -> None:
+        """Re-arm that event; then drain `hold_fd` and read `hold_counts`."""
     def stats(self) -> dict[str, Any]:
         """queued_requests, queued_bytes, bands [(priority, requests, bytes)], enqueued, dispatched,
         rejected_capacity, expired_ttl, expired_no_endpoints, cancelled, evicted, in_flight,

@@ -195,6 +195,14 @@ class FlowController:
         """(held for the grace period now, held in total, failed at its end in total)."""
         return self._core.hold_counts()
 
+    def hold_fd(self) -> int:
+        """Readable when a request was held while none was (the activator's scale-up event)."""
+        return self._core.hold_fd()
+
+    def take_hold_signal(self) -> None:
+        """Re-arm that event; then drain `hold_fd` and read `hold_counts`."""
+        self._core.take_hold_signal()
+
     def close(self) -> None:
         """Evict everything queued (waiters get ShuttingDownError) and stop the dispatch thread.
         Call it from the loop the controller serves."""
