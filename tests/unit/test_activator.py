@@ -117,3 +117,31 @@ def test_requests_queued_before_the_settings_were_known_still_get_a_scale_up(tmp
         flow.close()
 
     uvloop.run(main())
+
+
+def test_the_first_held_request_asks_for_a_scale_up_at_once_not_at_the_next_tick(tmp_path):
+    from sluicegate.activator import Activator
+    from sluicegate.activator.static import StaticSource
+
+    async def main():
+        calls = tmp_path / "calls"
+        up = (sys.executable, "-c", f"open({str(calls)!r}, 'a').write('up\\n')")
+        router = Router()
+        router.set_endpoints([])
+        flow = FlowController(max_concurrency=100, router=router)
+        act = Activator("pool", flow, StaticSource("pool", StaticActivatorSettings(up, None, grace_s=20)),
+                        tick_s=3600)  # one tick at start, then none within the test: only the event can act
+        act.endpoints_changed(0)
+        await managed(act)
+        waiting = asyncio.ensure_future(flow.acquire())
+        for _ in range(500):
+            if act.stats.scale_ups:
+                break
+            await asyncio.sleep(0.01)
+        assert calls.read_text() == "up\n" and act.stats.scale_ups == 1 and act.stats.waiting == 1
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await act.stop()
+        flow.close()
+
+    uvloop.run(main())

@@ -3,9 +3,9 @@
 While the activator manages a pool, a request with nothing to go to waits in flow control for
 exactly the scale-from-zero grace period, enforced per request in Rust (so flow control's own
 TTLs never cut it short), and goes as soon as an endpoint is ready or fails with 503
-rejected-no-endpoints at its end. The activator decides on counters it reads from Rust every
-tick (requests waiting while the pool is at zero), never per request: one scale-up per episode,
-however many wait. With scale-to-zero on, a pool with nothing queued or in flight for the
+rejected-no-endpoints at its end. The activator decides on what Rust tells it, never per
+request: an event when a request is held while none was (a byte on `hold_fd`, read by the event
+loop) and counters it reads every tick; one scale-up per episode, however many wait. With scale-to-zero on, a pool with nothing queued or in flight for the
 scale-down delay goes 1 → 0. Only those two edges are ours: replicas > 1 belong to an autoscaler.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -53,6 +54,8 @@ class Flow(Protocol):
     def stats(self) -> dict[str, Any]: ...
     def set_scale_from_zero(self, grace_s: float | None, message: str = "") -> None: ...
     def hold_counts(self) -> tuple[int, int, int]: ...
+    def hold_fd(self) -> int: ...
+    def take_hold_signal(self) -> None: ...
 
 
 class ActivatorStats:
@@ -94,18 +97,37 @@ class Activator:
         self._idle_since = time.monotonic()
         self._submitted = -1
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # lifecycle
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"activator-{self.pool}")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name=f"activator-{self.pool}")
+        fd = self.flow.hold_fd()
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._on_hold)
+        self._loop = loop
 
     async def stop(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self.flow.hold_fd())
+        self._loop = None
         for t in (self._task, self._scale_up):
             if t is not None and not t.done():
                 t.cancel()
                 await asyncio.gather(t, return_exceptions=True)
         self.flow.set_scale_from_zero(None)
+
+    def _on_hold(self) -> None:
+        """Rust held a request while none was: ask for a scale-up now, not at the next tick."""
+        self.flow.take_hold_signal()  # re-arm first: a hold after this writes a new byte
+        try:
+            os.read(self.flow.hold_fd(), 64)
+        except BlockingIOError:
+            pass
+        if self.managed is not None and self.flow.hold_counts()[0]:
+            self._ask_scale_up(self.managed)
 
     # what the EPP tells us
 

@@ -45,6 +45,13 @@ class EppFlowControl:
         """(held for the grace period now, held in total, failed at its end in total)."""
         return self.gate.hold_counts()
 
+    def hold_fd(self) -> int:
+        """Readable when a request was held while none was (the activator's event)."""
+        return self.gate.hold_fd()
+
+    def take_hold_signal(self) -> None:
+        self.gate.take_hold_signal()
+
     def close(self) -> None:
         """Queued requests get 503 rejected-shutting-down; the dispatch thread stops."""
         self.gate.shutdown()

@@ -13,8 +13,9 @@ from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
 from .. import errors
-from .._core import Completion, Decision, QueuedRequest, Router
-from .._core import FlowController as _CoreController
+from .._core.flowcontrol import Completion, QueuedRequest
+from .._core.flowcontrol import FlowController as _CoreController
+from .._core.scheduling import Decision, Router
 from .config import DEFAULT_FLOW, FlowControlSettings
 
 _ERRORS: dict[str, type[errors.SluicegateError]] = {
@@ -193,6 +194,14 @@ class FlowController:
     def hold_counts(self) -> tuple[int, int, int]:
         """(held for the grace period now, held in total, failed at its end in total)."""
         return self._core.hold_counts()
+
+    def hold_fd(self) -> int:
+        """Readable when a request was held while none was (the activator's scale-up event)."""
+        return self._core.hold_fd()
+
+    def take_hold_signal(self) -> None:
+        """Re-arm that event; then drain `hold_fd` and read `hold_counts`."""
+        self._core.take_hold_signal()
 
     def close(self) -> None:
         """Evict everything queued (waiters get ShuttingDownError) and stop the dispatch thread.

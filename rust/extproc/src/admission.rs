@@ -156,11 +156,13 @@ pub struct Ask<'a> {
 }
 
 impl Gate {
-    /// `config` is flow control's (JSON as the core takes it); `queueing` false = gate off.
+    /// `config` is flow control's (JSON as the core takes it); `queueing` false = gate off;
+    /// `scale_from_zero` holds requests while an activator manages the pool.
     pub fn start(
         router: SharedRouter,
         config: FlowControlConfig,
         queueing: bool,
+        scale_from_zero: ScaleFromZero,
     ) -> std::io::Result<Arc<Gate>> {
         let store = router.router().store().clone();
         let detector = SaturationDetector::from_config(&config.saturation_detector, Some(store))
@@ -177,7 +179,7 @@ impl Gate {
             controller,
             queueing,
             router,
-            scale_from_zero: ScaleFromZero::default(),
+            scale_from_zero,
         });
         let _ = gate.controller.sink().gate.set(Arc::downgrade(&gate));
         Ok(gate)

@@ -14,7 +14,7 @@ use crate::admission::Gate;
 
 fn gate(r: &Arc<sluicegate_core::scheduling::Router>, json: &str, queueing: bool) -> Arc<Gate> {
     let config = FlowControlConfig::from_json(json).unwrap();
-    Gate::start(r.clone(), config, queueing).unwrap()
+    Gate::start(r.clone(), config, queueing, Default::default()).unwrap()
 }
 
 const ONE_AT_A_TIME: &str =

@@ -16,6 +16,7 @@ use sluicegate_extproc::{
 };
 
 use crate::errors::config_error;
+use crate::flowcontrol::HoldSignal;
 use crate::router::PyRouter;
 
 /// Keeps the Python Router object alive while the server routes with it.
@@ -40,6 +41,7 @@ fn server_error(e: ServerError) -> PyErr {
 #[pyclass(name = "FlowGate", module = "sluicegate._core.extproc", frozen)]
 pub struct PyFlowGate {
     gate: Arc<Gate>,
+    hold_signal: HoldSignal,
 }
 
 #[pymethods]
@@ -49,8 +51,14 @@ impl PyFlowGate {
     fn new(router: Py<PyRouter>, config_json: &str, queueing: bool) -> PyResult<Self> {
         let config =
             FlowControlConfig::from_json(config_json).map_err(|e| config_error(e.to_string()))?;
-        let gate = Gate::start(Arc::new(PythonRouter(router)), config, queueing)?;
-        Ok(PyFlowGate { gate })
+        let (hold_signal, scale_from_zero) = HoldSignal::new()?;
+        let gate = Gate::start(
+            Arc::new(PythonRouter(router)),
+            config,
+            queueing,
+            scale_from_zero,
+        )?;
+        Ok(PyFlowGate { gate, hold_signal })
     }
 
     #[getter]
@@ -81,6 +89,16 @@ impl PyFlowGate {
     /// (requests held for the grace period now, held in total, failed at its end in total).
     fn hold_counts(&self) -> (u64, u64, u64) {
         self.gate.scale_from_zero.counts()
+    }
+
+    /// Readable when a request was held while none was (the activator's scale-up event).
+    fn hold_fd(&self) -> i32 {
+        self.hold_signal.fd()
+    }
+
+    /// Re-arm the hold event; then drain `hold_fd` and read `hold_counts`.
+    fn take_hold_signal(&self) {
+        self.hold_signal.take();
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

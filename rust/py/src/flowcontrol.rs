@@ -18,6 +18,8 @@ use sluicegate_core::flowcontrol::{
 use sluicegate_core::scheduling::{Decision, RouteError};
 use std::sync::Mutex;
 
+use sluicegate_extproc::admission::rejection_message;
+
 use crate::errors::{config_error, NoEndpointsError, SaturatedError};
 use crate::router::{PyDecision, PyRouter};
 
@@ -157,15 +159,6 @@ fn completion(py: Python<'_>, c: Completion<Routed>) -> PyResult<PyCompletion> {
     Ok(out)
 }
 
-fn rejection_message(r: Rejection) -> &'static str {
-    match r {
-        Rejection::Capacity => "flow control queue is full",
-        Rejection::TtlExpired => "request waited in the flow control queue past its TTL",
-        Rejection::NoEndpoints => "no endpoints in the pool to serve the request",
-        Rejection::ShuttingDown => "the endpoint picker is shutting down",
-    }
-}
-
 fn rejection_error(r: Rejection) -> PyErr {
     match r {
         Rejection::NoEndpoints => NoEndpointsError::new_err(rejection_message(r)),
@@ -213,6 +206,40 @@ pub struct PyFlowController {
     core: Core,
     wake_reader: PipeReader,
     scale_from_zero: ScaleFromZero,
+    hold_signal: HoldSignal,
+}
+
+/// The activator's event: a byte on a pipe when a request is held while none was; at most one
+/// byte is outstanding until Python takes it (`take_hold_signal`), so the pipe never fills.
+pub struct HoldSignal {
+    reader: PipeReader,
+    pending: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HoldSignal {
+    /// The signal and the ScaleFromZero that raises it.
+    pub fn new() -> std::io::Result<(HoldSignal, ScaleFromZero)> {
+        use std::sync::atomic::Ordering;
+        let (reader, writer) = std::io::pipe()?;
+        let pending = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = pending.clone();
+        let sfz = ScaleFromZero::with_signal(Box::new(move || {
+            if !flag.swap(true, Ordering::AcqRel) {
+                let _ = (&writer).write(&[1]);
+            }
+        }));
+        Ok((HoldSignal { reader, pending }, sfz))
+    }
+
+    pub fn fd(&self) -> i32 {
+        self.reader.as_raw_fd()
+    }
+
+    /// Re-arm the signal; the caller then drains the pipe and looks at the counters.
+    pub fn take(&self) {
+        self.pending
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 #[pymethods]
@@ -231,10 +258,12 @@ impl PyFlowController {
             wake,
         };
         let core = FlowController::start(config, detector, Target { router }, sink)?;
+        let (hold_signal, scale_from_zero) = HoldSignal::new()?;
         Ok(PyFlowController {
             core,
             wake_reader,
-            scale_from_zero: ScaleFromZero::default(),
+            scale_from_zero,
+            hold_signal,
         })
     }
 
@@ -336,6 +365,16 @@ impl PyFlowController {
     /// (requests held for the grace period now, held in total, failed at its end in total).
     fn hold_counts(&self) -> (u64, u64, u64) {
         self.scale_from_zero.counts()
+    }
+
+    /// Readable when a request was held while none was (the activator's scale-up event).
+    fn hold_fd(&self) -> i32 {
+        self.hold_signal.fd()
+    }
+
+    /// Re-arm the hold event; then drain `hold_fd` and read `hold_counts`.
+    fn take_hold_signal(&self) {
+        self.hold_signal.take();
     }
 
     /// Every outcome delivered since the last call, oldest first.

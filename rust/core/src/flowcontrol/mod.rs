@@ -36,7 +36,7 @@ pub use controller::{Admission, CompletionSink, Dispatch, Dispatcher, FlowContro
 pub use item::{Completion, Item, Outcome, Rejection};
 pub use routing::{no_candidates, route_when_possible, Admit, RouteRequest};
 pub use saturation::SaturationDetector;
-pub use scale_from_zero::{Hold, HoldCounts, ScaleFromZero};
+pub use scale_from_zero::{Hold, HoldCounts, OnFirstHold, ScaleFromZero};
 
 #[cfg(test)]
 mod tests;
