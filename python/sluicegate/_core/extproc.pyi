@@ -68,6 +68,9 @@ class FlowGate:
         """Re-arm that event; then drain `hold_fd` and read `hold_counts`."""
     def stats(self) -> dict[str, Any]:
         """As FlowController.stats()."""
+    def queue_durations(self) -> list[tuple[tuple[str, int, str, str, str], tuple[list[float], list[int], float]]]:
+        """((fairness id, priority, outcome, model, target model), (bounds, per-bucket counts with
+        +Inf last, sum)): time in flow control per label set, upstream's QueueOutcome names."""
     def shutdown(self) -> None:
         """Answer every queued request 503 rejected-shutting-down; stop the dispatch thread."""
 

@@ -74,6 +74,12 @@ class FlowController:
         """Readable when a request was held while none was (the activator's scale-up event)."""
     def take_hold_signal(self) -> None:
         """Re-arm that event; then drain `hold_fd` and read `hold_counts`."""
+    def record_outcome(self, flow: str, priority: int, outcome: str, seconds: float, model: str = "",
+                       target_model: str = "") -> None:
+        """One request left the controller; `outcome` is upstream's QueueOutcome name (ValueError
+        for any other)."""
+    def queue_durations(self) -> list[tuple[tuple[str, int, str, str, str], tuple[list[float], list[int], float]]]:
+        """As FlowGate.queue_durations."""
     def stats(self) -> dict[str, Any]:
         """queued_requests, queued_bytes, bands [(priority, requests, bytes)], enqueued, dispatched,
         rejected_capacity, expired_ttl, expired_no_endpoints, cancelled, evicted, in_flight,

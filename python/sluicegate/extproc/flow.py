@@ -4,7 +4,7 @@ sets the scale-from-zero grace period here. Nothing here runs per request."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from .._core.extproc import FlowGate
 from .._core.scheduling import Router
@@ -18,9 +18,6 @@ class EppFlowControl:
         self.settings = settings
         self.queueing = queueing
         self.gate = FlowGate(router, settings.to_json(), queueing)
-        # The metrics collector sets this for per-request queue times; the Rust path does not
-        # call into Python per request, so it is never called here.
-        self.observer: Callable[..., None] | None = None
 
     def stats(self) -> dict[str, Any]:
         """As FlowController.stats(): submitted == dispatched + rejected + expired + cancelled + queued."""
@@ -30,6 +27,10 @@ class EppFlowControl:
         s["expired"] = s["expired_ttl"] + s["expired_no_endpoints"]
         s["waiting_tasks"] = s["queued_requests"]
         return s
+
+    def queue_durations(self) -> list:
+        """Time in flow control per label set and outcome (histograms kept in Rust)."""
+        return self.gate.queue_durations()
 
     def saturation(self) -> float:
         return self.gate.saturation()

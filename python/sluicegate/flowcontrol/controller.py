@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .. import errors
 from .._core.flowcontrol import Completion, QueuedRequest
@@ -24,6 +24,11 @@ _ERRORS: dict[str, type[errors.SluicegateError]] = {
     "rejected-no-endpoints": errors.NoEndpointsError,
     "rejected-shutting-down": errors.ShuttingDownError,
 }
+
+
+# A rejection's reason -> upstream's QueueOutcome name (a bad request was dispatched, then refused).
+_QUEUE_OUTCOME = {"rejected-saturated": "RejectedCapacity", "rejected-ttl-expired": "EvictedTTL",
+                  "rejected-no-endpoints": "EvictedNoEndpoints", "rejected-shutting-down": "EvictedOther"}
 
 
 class Ticket:
@@ -87,9 +92,6 @@ class FlowController:
         self._waiting: dict[int, asyncio.Future[Completion]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._objectives: dict[str, int] = dict(settings.objectives)
-        # Called once per request that got an outcome: (flow, priority, outcome, seconds in the
-        # controller, decision or None); outcome is "dispatched", "cancelled" or a rejection reason.
-        self.observer: Callable[[str, int, str, float, Decision | None], None] | None = None
 
     # objectives
 
@@ -153,11 +155,9 @@ class FlowController:
                 c = await fut
             except asyncio.CancelledError:
                 self._abandon(queued, fut)
-                if self.observer is not None:
-                    self.observer(flow, priority, "cancelled", loop.time() - started, None)
+                self._core.record_outcome(flow, priority, "EvictedContextCancelled", loop.time() - started)
                 raise
-        if self.observer is not None:
-            self.observer(flow, priority, c.reason if c.status != 200 else "dispatched", c.waited_s, c.decision)
+        self._record(flow, priority, c)
         if c.status != 200:
             message = c.message
             if type(queued) is not Completion and c.reason == "rejected-no-endpoints" and queued.held:
@@ -166,6 +166,11 @@ class FlowController:
         return Ticket(self, c.decision, c.waited_s)
 
     # observation
+
+    def queue_durations(self) -> list:
+        """Time in the controller per (flow, priority, outcome, model, target model): histograms
+        kept in Rust, upstream's QueueOutcome names (what the metrics collector reads)."""
+        return self._core.queue_durations()
 
     def saturation(self) -> float:
         return self._core.saturation()
@@ -243,6 +248,17 @@ class FlowController:
                     self._release(c.decision)
                 continue
             fut.set_result(c)
+
+    def _record(self, flow: str, priority: int, c: Completion) -> None:
+        """The request's one queue-duration observation; a body the Router could not parse (400)
+        never counts as having been in flow control (upstream parses before it)."""
+        if c.status == 200:
+            d = c.decision
+            model = (d.model or "") if d is not None else ""
+            target = (d.target_model or model) if d is not None else ""
+            self._core.record_outcome(flow, priority, "Dispatched", c.waited_s, model, target)
+        elif c.reason in _QUEUE_OUTCOME:
+            self._core.record_outcome(flow, priority, _QUEUE_OUTCOME[c.reason], c.waited_s)
 
     def _abandon(self, queued: QueuedRequest, fut: asyncio.Future[Completion]) -> None:
         if queued.cancel():

@@ -6,54 +6,41 @@ the inference_extension_* twins upstream still emits. sluicegate's own outcome c
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from collections import defaultdict
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..flowcontrol import FlowController
-from ..scheduling import Decision, EndpointStatus
+from ..scheduling import EndpointStatus
+from .requests import histogram
 
 PREFIXES = ("llm_d_epp", "inference_extension")
+
+
+class QueueSource(Protocol):
+    """What the collector reads at scrape time (sluicegate.extproc.flow.EppFlowControl)."""
+
+    def stats(self) -> dict[str, Any]: ...
+    def saturation(self) -> float: ...
+    def queue_durations(self) -> list: ...
+
+
 # Upstream's queue families are per flow and model; the band is what the Rust core counts, so
 # the flow and model labels are empty (aggregated over the band).
 _QUEUE_LABELS = ["fairness_id", "priority", "inference_pool", "model_name", "target_model_name"]
 _OUTCOMES = ("dispatched", "rejected_capacity", "expired_ttl", "expired_no_endpoints", "cancelled", "evicted")
-# The controller's outcome -> upstream's QueueOutcome name.
-_QUEUE_OUTCOME = {"dispatched": "Dispatched", "rejected-saturated": "RejectedCapacity",
-                  "rejected-ttl-expired": "EvictedTTL", "rejected-no-endpoints": "EvictedNoEndpoints",
-                  "cancelled": "EvictedContextCancelled", "rejected-shutting-down": "EvictedOther"}
-_QUEUE_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # The one saturation signal the controller gates on is upstream's `effective` stage.
 STAGE = "effective"
 DETECTOR = "utilization-detector"
 
 
 class FlowControlCollector(Collector):
-    def __init__(self, pool_name: str, controller: FlowController,
+    def __init__(self, pool_name: str, controller: QueueSource,
                  endpoints: Callable[[], Sequence[EndpointStatus]] | None = None) -> None:
         self._pool = pool_name
         self._flow = controller
         self._endpoints = endpoints
-        # Both counted from the one observer call per request, so a request's outcome is the same
-        # in the counter and in the histogram (a client gone while dispatching is one outcome).
-        self._queue_duration = [Histogram(
-            f"{prefix}_flow_control_request_queue_duration_seconds",
-            "Time requests spend in the Flow Control layer, from enqueue to final outcome.",
-            ["fairness_id", "priority", "outcome", "inference_pool", "model_name", "target_model_name"],
-            buckets=_QUEUE_BUCKETS, registry=None) for prefix in PREFIXES]
-        self._requests = Counter("llm_d_epp_flow_control_requests", "Requests that left Flow Control, by outcome.",
-                                 ["outcome", "priority", "inference_pool"], registry=None)
-        controller.observer = self.observe
-
-    def observe(self, flow: str, priority: int, outcome: str, seconds: float, decision: Decision | None) -> None:
-        model = (decision.model or "") if decision is not None else ""
-        target = (decision.target_model or model) if decision is not None else ""
-        name = _QUEUE_OUTCOME.get(outcome, "RejectedOther")
-        for h in self._queue_duration:
-            h.labels(flow, str(priority), name, self._pool, model, target).observe(seconds)
-        self._requests.labels(name, str(priority), self._pool).inc()
 
     def collect(self) -> Iterator[Metric]:
         stats = self._flow.stats()
@@ -73,9 +60,26 @@ class FlowControlCollector(Collector):
                                        labels=["inference_pool"])
         enqueued.add_metric([self._pool], stats["enqueued"])
         yield from (outcomes, enqueued)
-        for h in self._queue_duration:
-            yield from h.collect()
-        yield from self._requests.collect()
+        yield from self._queue_families()
+
+    def _queue_families(self) -> Iterator[Metric]:
+        # One Rust observation per request feeds both: the counter is the histograms' counts, so
+        # a request's outcome is the same in each (a client gone while dispatching is one outcome).
+        rows = [((flow, str(priority), outcome, self._pool, model, target), h)
+                for (flow, priority, outcome, model, target), h in self._flow.queue_durations()]
+        for prefix in PREFIXES:
+            yield histogram(f"{prefix}_flow_control_request_queue_duration_seconds",
+                            "Time requests spend in the Flow Control layer, from enqueue to final outcome.",
+                            ["fairness_id", "priority", "outcome", "inference_pool", "model_name",
+                             "target_model_name"], rows)
+        requests = CounterMetricFamily("llm_d_epp_flow_control_requests", "Requests that left Flow Control, by outcome.",
+                                       labels=["outcome", "priority", "inference_pool"])
+        totals: dict[tuple[str, str], int] = defaultdict(int)
+        for (_, priority, outcome, _, _, _), h in rows:
+            totals[(outcome, priority)] += sum(h[1])
+        for (outcome, priority), n in sorted(totals.items()):
+            requests.add_metric([outcome, priority, self._pool], n)
+        yield requests
 
     def _gauges(self, prefix: str, stats: dict) -> Iterator[Metric]:
         size = GaugeMetricFamily(f"{prefix}_flow_control_queue_size",

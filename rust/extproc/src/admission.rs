@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use sluicegate_core::flowcontrol::{
     no_candidates, route_when_possible, Admission, Completion, CompletionSink, Dispatch,
-    Dispatcher, FlowControlConfig, FlowController, FlowStats, Hold, Item, Outcome, Rejection,
-    RouteRequest, SaturationDetector, ScaleFromZero,
+    Dispatcher, FlowControlConfig, FlowController, FlowStats, Hold, Item, Outcome, QueueDurations,
+    QueueLabels, QueueOutcome, Rejection, RouteRequest, SaturationDetector, ScaleFromZero,
 };
 use sluicegate_core::scheduling::{Decision, RouteError};
 use tokio::sync::oneshot;
@@ -110,6 +110,8 @@ pub struct Gate {
     queueing: bool,
     router: SharedRouter,
     pub scale_from_zero: ScaleFromZero,
+    /// Time in flow control by outcome, one observation per queued-or-dispatched request.
+    pub queue_durations: QueueDurations,
 }
 
 /// How a request was admitted.
@@ -147,6 +149,15 @@ pub fn rejection_message(r: Rejection) -> &'static str {
     }
 }
 
+/// A body the Router could not parse: upstream parses before flow control, so such a request
+/// never counts as having been in it.
+fn unparsable(routed: &Routed) -> bool {
+    matches!(routed, Err(RouteError::BadRequest(_)))
+}
+
+/// Label sets of the queue-duration histogram before the rest fold into model `__other__`.
+const MAX_QUEUE_SERIES: usize = 2000;
+
 /// What a request asks of admission beyond what it routes with.
 pub struct Ask<'a> {
     pub priority: i32,
@@ -180,6 +191,7 @@ impl Gate {
             queueing,
             router,
             scale_from_zero,
+            queue_durations: QueueDurations::new(MAX_QUEUE_SERIES),
         });
         let _ = gate.controller.sink().gate.set(Arc::downgrade(&gate));
         Ok(gate)
@@ -212,6 +224,15 @@ impl Gate {
             if now.is_err() {
                 self.controller.release(); // refused by the scheduler: it never went anywhere
             }
+            if !unparsable(&now) {
+                self.left(
+                    ask.flow,
+                    ask.priority,
+                    QueueOutcome::Dispatched,
+                    now.as_ref().ok(),
+                    0.0,
+                );
+            }
             return Admitted::Now(now);
         }
         let snapshot = self.router.router().store().snapshot();
@@ -226,7 +247,10 @@ impl Gate {
         }
         let item = match self.controller.enqueue(&admission, queued) {
             Ok(item) => item,
-            Err(r) => return Admitted::Refused(Refusal::of(r)),
+            Err(r) => {
+                self.left(ask.flow, ask.priority, r.into(), None, 0.0);
+                return Admitted::Refused(Refusal::of(r));
+            }
         };
         let (tx, rx) = oneshot::channel();
         {
@@ -247,6 +271,28 @@ impl Gate {
             hold,
             done: false,
         })
+    }
+
+    /// Record how a request left flow control (labelled with its model once it was routed).
+    fn left(
+        &self,
+        flow: &str,
+        priority: i32,
+        outcome: QueueOutcome,
+        decision: Option<&Decision>,
+        seconds: f64,
+    ) {
+        let model = decision.and_then(|d| d.model.as_deref()).unwrap_or("");
+        let target_model = decision
+            .and_then(|d| d.target_model.as_deref())
+            .unwrap_or(model);
+        let labels = QueueLabels {
+            fairness_id: flow,
+            priority,
+            model,
+            target_model,
+        };
+        self.queue_durations.observe(labels, outcome, seconds);
     }
 
     /// A dispatched request finished: its place is free.
@@ -311,6 +357,7 @@ impl Waiting {
 
     fn decided(&mut self, c: Completion<Routed>) -> Decided {
         self.done = true;
+        self.record(&c);
         let hold = self.hold.take();
         match c.outcome {
             Outcome::Dispatched(Ok(d)) => Decided::Routed(d),
@@ -329,6 +376,33 @@ impl Waiting {
             }
             Outcome::Rejected(r) => Decided::Refused(Refusal::of(r)),
         }
+    }
+}
+
+impl Waiting {
+    /// The one queue-duration observation of this request, from the outcome it was given.
+    fn record(&self, c: &Completion<Routed>) {
+        let (outcome, decision) = match &c.outcome {
+            Outcome::Dispatched(routed) if unparsable(routed) => return,
+            Outcome::Dispatched(routed) => (QueueOutcome::Dispatched, routed.as_ref().ok()),
+            Outcome::Rejected(r) => ((*r).into(), None),
+        };
+        let (flow, priority) = (&*self.item.flow, self.item.priority);
+        self.gate
+            .left(flow, priority, outcome, decision, c.waited.as_secs_f64());
+    }
+
+    /// The stream went away before an outcome reached it: counted as cancelled by the client.
+    fn record_cancelled(&self) {
+        let waited = self.item.enqueued.elapsed().as_secs_f64();
+        let (flow, priority) = (&*self.item.flow, self.item.priority);
+        self.gate.left(
+            flow,
+            priority,
+            QueueOutcome::EvictedContextCancelled,
+            None,
+            waited,
+        );
     }
 }
 
@@ -355,9 +429,13 @@ impl Drop for Waiting {
             return;
         }
         if let Ok(c) = self.rx.try_recv() {
+            self.record(&c);
             self.gate.discard(c);
             return;
         }
+        // No outcome reached the stream: the client went away while it waited (a place that is
+        // dispatched meanwhile is freed by the sink; the request still left as cancelled).
+        self.record_cancelled();
         let id = self.item.id;
         if self.item.cancel() {
             self.gate.controller.sink().slots().remove(&id);

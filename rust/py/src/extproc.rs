@@ -38,6 +38,30 @@ fn server_error(e: ServerError) -> PyErr {
 
 /// Flow control (or, `queueing` False, legacy shedding) in front of the ext_proc server's
 /// routing. Python reads its counters at scrape time and sets the scale-from-zero grace period.
+/// ((fairness id, priority, outcome, model, target model), histogram)
+pub(crate) type QueueDurationRow = (
+    (String, i32, &'static str, String, String),
+    crate::stats::PyHistogram,
+);
+
+pub(crate) fn queue_rows(
+    q: &sluicegate_core::flowcontrol::QueueDurations,
+) -> Vec<QueueDurationRow> {
+    q.snapshot()
+        .into_iter()
+        .map(|s| {
+            let labels = (
+                s.fairness_id,
+                s.priority,
+                s.outcome,
+                s.model,
+                s.target_model,
+            );
+            (labels, crate::stats::hist(s.duration))
+        })
+        .collect()
+}
+
 #[pyclass(name = "FlowGate", module = "sluicegate._core.extproc", frozen)]
 pub struct PyFlowGate {
     gate: Arc<Gate>,
@@ -103,6 +127,12 @@ impl PyFlowGate {
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         crate::flowcontrol::stats_dict(py, &self.gate.stats())
+    }
+
+    /// Time in flow control per (fairness id, priority, outcome, model, target model): one
+    /// histogram each, upstream's QueueOutcome names and buckets.
+    fn queue_durations(&self) -> Vec<QueueDurationRow> {
+        queue_rows(&self.gate.queue_durations)
     }
 
     /// Answer every queued request 503 rejected-shutting-down and stop the dispatch thread.

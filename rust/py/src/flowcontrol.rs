@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use pyo3::types::{PyBytes, PyDict};
 use sluicegate_core::flowcontrol::{
     no_candidates, route_when_possible, Admission, Completion, CompletionSink, Dispatch,
-    Dispatcher, FlowControlConfig, FlowController, FlowStats, Hold, Item, Outcome, Rejection,
-    RouteRequest, SaturationDetector, ScaleFromZero,
+    Dispatcher, FlowControlConfig, FlowController, FlowStats, Hold, Item, Outcome, QueueDurations,
+    QueueLabels, QueueOutcome, Rejection, RouteRequest, SaturationDetector, ScaleFromZero,
 };
 use sluicegate_core::scheduling::{Decision, RouteError};
 use std::sync::Mutex;
@@ -207,6 +207,7 @@ pub struct PyFlowController {
     wake_reader: PipeReader,
     scale_from_zero: ScaleFromZero,
     hold_signal: HoldSignal,
+    queue_durations: QueueDurations,
 }
 
 /// The activator's event: a byte on a pipe when a request is held while none was; at most one
@@ -264,6 +265,7 @@ impl PyFlowController {
             wake_reader,
             scale_from_zero,
             hold_signal,
+            queue_durations: QueueDurations::new(MAX_QUEUE_SERIES),
         })
     }
 
@@ -404,6 +406,38 @@ impl PyFlowController {
         self.core.saturation()
     }
 
+    /// One request left the controller (the façade calls this once per outcome): `outcome` is
+    /// upstream's QueueOutcome name (Dispatched, RejectedCapacity, EvictedTTL, ...).
+    #[pyo3(signature = (flow, priority, outcome, seconds, model = "", target_model = ""))]
+    fn record_outcome(
+        &self,
+        flow: &str,
+        priority: i32,
+        outcome: &str,
+        seconds: f64,
+        model: &str,
+        target_model: &str,
+    ) -> PyResult<()> {
+        let outcome = QueueOutcome::from_name(outcome).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "outcome: {outcome:?} is not an upstream QueueOutcome name"
+            ))
+        })?;
+        let labels = QueueLabels {
+            fairness_id: flow,
+            priority,
+            model,
+            target_model,
+        };
+        self.queue_durations.observe(labels, outcome, seconds);
+        Ok(())
+    }
+
+    /// As FlowGate.queue_durations: one histogram per label set and outcome.
+    fn queue_durations(&self) -> Vec<crate::extproc::QueueDurationRow> {
+        crate::extproc::queue_rows(&self.queue_durations)
+    }
+
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         stats_dict(py, &self.core.stats())
     }
@@ -455,6 +489,9 @@ fn seconds(field: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
         ))),
     }
 }
+
+/// Label sets of the queue-duration histogram before the rest fold into model `__other__`.
+const MAX_QUEUE_SERIES: usize = 2000;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyFlowController>()?;

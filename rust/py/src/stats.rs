@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use sluicegate_core::stats::{Histogram, Outcome, RequestLabels, RequestStats, Series};
 
 /// (bucket upper bounds, per-bucket counts with +Inf last, sum)
-type PyHistogram = (Vec<f64>, Vec<u64>, f64);
+pub(crate) type PyHistogram = (Vec<f64>, Vec<u64>, f64);
 
 #[pyclass(name = "RequestStats", module = "sluicegate._core", frozen)]
 pub struct PyRequestStats {
@@ -35,7 +35,7 @@ pub struct PySeries {
     tpot: PyHistogram,
 }
 
-fn hist(h: Histogram) -> PyHistogram {
+pub(crate) fn hist(h: Histogram) -> PyHistogram {
     (h.bounds.to_vec(), h.counts, h.sum)
 }
 

@@ -23,6 +23,7 @@ mod controller;
 mod dispatch;
 mod item;
 mod ledger;
+mod outcomes;
 mod queue;
 mod routing;
 pub mod saturation;
@@ -34,6 +35,7 @@ pub use config::{
 };
 pub use controller::{Admission, CompletionSink, Dispatch, Dispatcher, FlowController, FlowStats};
 pub use item::{Completion, Item, Outcome, Rejection};
+pub use outcomes::{QueueDurations, QueueLabels, QueueOutcome, QueueSeries, QUEUE_BUCKETS};
 pub use routing::{no_candidates, route_when_possible, Admit, RouteRequest};
 pub use saturation::SaturationDetector;
 pub use scale_from_zero::{Hold, HoldCounts, OnFirstHold, ScaleFromZero};

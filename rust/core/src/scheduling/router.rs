@@ -1,8 +1,8 @@
 //! The per-pool Router: parses a request, schedules it over the current endpoint snapshot and
 //! counts it in flight on the chosen endpoint; owns the store and the optional scraper.
 
-use std::fmt::Write as _;
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
