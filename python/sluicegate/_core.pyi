@@ -189,7 +189,10 @@ class ExtProcServer:
         health_checking: bool = False,  # grpc.health.v1 on the ext_proc port too
         max_recv_msg_bytes: int | None = None,  # gRPC message limits; None = 64 MiB
         max_send_msg_bytes: int | None = None,
+        stream_metrics: bool = False,  # count and time the Process streams
     ) -> None: ...
+    def stream_metrics(self) -> tuple[int, list[tuple[str, int]], Histogram] | None:
+        """With stream_metrics: (streams open, [(Go code name, ended)], duration histogram)."""
     def start(self) -> None:
         """Start serving; returns at once. RuntimeError when started already or stopped."""
     def set_serving(self, serving: bool) -> None: ...

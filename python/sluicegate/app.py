@@ -125,7 +125,7 @@ class Epp:
             flow_args["flow"] = self.kube.rewriting(flow_args["flow"])  # InferenceModelRewrite before queueing
         # --enable-grpc-stream-metrics: upstream's extproc_stream* families (Python server).
         self.stream_metrics = None
-        if opts.grpc_stream_metrics:
+        if opts.grpc_stream_metrics and server_class is EppServer:
             from .metrics.grpc_streams import StreamMetrics
 
             self.stream_metrics = StreamMetrics()
@@ -169,6 +169,10 @@ class Epp:
 
     def _collectors(self) -> list:
         out: list = [self.stream_metrics] if self.stream_metrics is not None else []
+        if self.opts.grpc_stream_metrics and isinstance(self.server, NativeEppServer):
+            from .metrics.grpc_streams import NativeStreamCollector
+
+            out.append(NativeStreamCollector(self.server.stream_metrics))
         if self.flow is not None:
             from .metrics.flowcontrol import FlowControlCollector
 
@@ -254,7 +258,7 @@ def _ext_proc_server(opts: EppOptions, config: EppConfig) -> type[EppServer] | t
     python_only = ("flow control (featureGates: [flowControl])" if fc.enabled
                    else "Kubernetes mode (--pool-name, --endpoint-selector)" if opts.kube is not None
                    else "objectives (priorities, shedding sheddable requests)" if fc.objectives
-                   else _python_only_flags(opts))
+                   else _python_only_tls(opts))
     if impl == "python" or (impl == "auto" and python_only):
         return EppServer
     if python_only:
@@ -276,6 +280,8 @@ def _server_flags(opts: EppOptions, server_class: type, stream_metrics=None) -> 
         out["credentials"] = server_credentials(opts.cert_path, opts.cert_reload)
     if server_class is EppServer and stream_metrics is not None:
         out["interceptors"] = [stream_metrics.interceptor()]
+    if server_class is NativeEppServer:
+        out["stream_metrics"] = opts.grpc_stream_metrics
     return out
 
 
@@ -288,9 +294,7 @@ def _python_only_tls(opts: EppOptions) -> str | None:
     return "--tls-cipher-suites" if opts.tls_cipher_suites else None
 
 
-def _python_only_flags(opts: EppOptions) -> str | None:
-    """Upstream flags only the grpc.aio server honours."""
-    return "--enable-grpc-stream-metrics" if opts.grpc_stream_metrics else _python_only_tls(opts)
+
 
 
 def _labels(e: Endpoint) -> dict[str, str]:

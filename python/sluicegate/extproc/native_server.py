@@ -32,6 +32,7 @@ class NativeEppServer:
         health_checking: bool = False,
         max_recv_msg_bytes: int | None = None,
         max_send_msg_bytes: int | None = None,
+        stream_metrics: bool = False,
     ) -> None:
         # `stats` is taken for EppServer's signature: request metrics are recorded from Rust into
         # the Router's own RequestStats (`router.request_stats()`, what the app passes).
@@ -42,7 +43,10 @@ class NativeEppServer:
             router, host, port, health_port, tls_cert_pem=cert, tls_key_pem=key, skip_response=skip_response,
             worker_threads=worker_threads, max_body_bytes=max_body_bytes, health_checking=health_checking,
             max_recv_msg_bytes=max_recv_msg_bytes, max_send_msg_bytes=max_send_msg_bytes,
+            stream_metrics=stream_metrics,
         )
+        # --enable-grpc-stream-metrics: (open, [(code, ended)], duration histogram) or None
+        self.stream_metrics = self._server.stream_metrics
         self.port = self._server.port
         self.health_port = self._server.health_port
 

@@ -1,16 +1,17 @@
-"""--enable-grpc-stream-metrics on the Python ext_proc server: a server interceptor counts each
-Process stream (open now, how long it stayed open, how it ended by gRPC code, spelled as Go's
-codes.Code.String() so upstream's queries match). Health and other methods are not counted."""
+"""--enable-grpc-stream-metrics: each ext_proc Process stream counted while open, timed, and
+counted by how it ended (gRPC code spelled as Go's codes.Code.String(), so upstream's queries
+match). The Python server counts with a server interceptor; the Rust server counts itself and
+`NativeStreamCollector` reads it at scrape time. Health and other methods are not counted."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import grpc
 from prometheus_client import Counter, Gauge, Histogram
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 PROCESS_METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
@@ -36,6 +37,30 @@ class StreamMetrics(Collector):
 
     def interceptor(self) -> grpc.aio.ServerInterceptor:
         return _Interceptor(self)
+
+
+class NativeStreamCollector(Collector):
+    """The same families from the Rust server's own counters."""
+
+    def __init__(self, snapshot: Callable[[], tuple | None]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        from .requests import histogram
+
+        snap = self._snapshot()
+        if snap is None:
+            return
+        inflight, ended, duration = snap
+        g = GaugeMetricFamily("llm_d_epp_extproc_streams_inflight", "Number of ext_proc gRPC streams currently open.")
+        g.add_metric([], inflight)
+        total = CounterMetricFamily("llm_d_epp_extproc_streams",
+                                    "Total ext_proc gRPC streams completed, by gRPC status code.", labels=["code"])
+        for code, n in ended:
+            total.add_metric([code], n)
+        yield from (g, total)
+        yield histogram("llm_d_epp_extproc_stream_duration_seconds",
+                        "Duration an ext_proc gRPC stream stays open, in seconds.", [], [([], duration)])
 
 
 class _Interceptor(grpc.aio.ServerInterceptor):

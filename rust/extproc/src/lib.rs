@@ -8,6 +8,7 @@ pub mod responses;
 mod server;
 mod service;
 pub mod stream;
+pub mod stream_metrics;
 
 pub use server::{ExtProcServer, ServerError, ServerOptions, TlsPem};
 pub use service::ExternalProcessorService;
