@@ -270,13 +270,13 @@ def _ext_proc_server(opts: EppOptions, config: EppConfig) -> type[EppServer] | t
 def _server_flags(opts: EppOptions, server_class: type, stream_metrics=None) -> dict:
     """Upstream's ext_proc flags as server arguments: health on the ext_proc port, message
     limits, and (Python server) TLS with reloading certificates and chosen cipher suites."""
-    from .servertls import apply_cipher_suites, check_policy, server_credentials
+    from .servertls import check_policy, require_cipher_suites, server_credentials
 
     check_policy(opts.tls_min_version, opts.tls_cipher_suites)
     out: dict = {"health_checking": opts.health_checking, "max_recv_msg_bytes": opts.grpc_max_recv_msg_bytes,
                  "max_send_msg_bytes": opts.grpc_max_send_msg_bytes}
     if server_class is EppServer and opts.secure_serving:
-        apply_cipher_suites(opts.tls_cipher_suites)
+        require_cipher_suites(opts.tls_cipher_suites)
         out["credentials"] = server_credentials(opts.cert_path, opts.cert_reload)
     if server_class is EppServer and stream_metrics is not None:
         out["interceptors"] = [stream_metrics.interceptor()]

@@ -270,6 +270,18 @@ def _top(args: argparse.Namespace) -> int:
         return 1
 
 
+def _cipher_suites_before_grpc(argv: list[str]) -> None:
+    """gRPC reads its TLS cipher list once, when imported (the subcommands' modules import it):
+    --tls-cipher-suites is applied before anything else is loaded."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--tls-cipher-suites")
+    known, _ = early.parse_known_args(argv)
+    if known.tls_cipher_suites:
+        from .servertls import apply_cipher_suites
+
+        apply_cipher_suites(tuple(s.strip() for s in known.tls_cipher_suites.split(",") if s.strip()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sluicegate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -288,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:  # upstream's klog spellings: -v=4, -v 4, --v=4
         argv = ["run", *normalize_verbosity(argv[1:])]
+        try:
+            _cipher_suites_before_grpc(argv[1:])
+        except ValueError as e:
+            print(f"sluicegate: {e}", file=sys.stderr)
+            return 1
     args = build_parser().parse_args(argv)
     try:
         _setup_logging(args)

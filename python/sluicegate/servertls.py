@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-
-import grpc
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
-from .extproc import tls
+
+if TYPE_CHECKING:
+    import grpc
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +50,43 @@ def check_policy(min_version: str | None, cipher_suites: tuple[str, ...]) -> Non
             raise ConfigError(f"--tls-cipher-suites: unknown cipher suite {name!r}")
 
 
-def apply_cipher_suites(cipher_suites: tuple[str, ...]) -> None:
-    """gRPC reads its cipher list from the environment when it first builds TLS credentials."""
+def openssl_names(cipher_suites: tuple[str, ...]) -> str | None:
+    """gRPC's spelling of the TLS 1.2 suites asked for; None when only TLS 1.3 ones are listed
+    (those are fixed by the TLS library, in Go as here)."""
     names = [GO_TO_OPENSSL[n] for n in cipher_suites if n in GO_TO_OPENSSL]
-    if any(n in TLS13_SUITES for n in cipher_suites):
-        log.info("--tls-cipher-suites: TLS 1.3 suites are fixed by the TLS library; listed ones are always on")
+    return ":".join(dict.fromkeys(names)) if names else None
+
+
+def apply_cipher_suites(cipher_suites: tuple[str, ...]) -> None:
+    """gRPC reads its cipher list from the environment once, when it is imported: this must run
+    before anything imports grpc (`sluicegate run` does it first thing)."""
+    check_policy(None, cipher_suites)
+    names = openssl_names(cipher_suites)
     if names:
-        # TLS 1.3 suites stay on (BoringSSL fixes them); the TLS 1.2 list is what was asked.
-        os.environ[CIPHER_ENV] = ":".join(dict.fromkeys(names))
+        os.environ[CIPHER_ENV] = names
 
 
-def server_credentials(cert_path: str | None, reload: bool) -> grpc.ServerCredentials:
+def require_cipher_suites(cipher_suites: tuple[str, ...]) -> None:
+    """Refuse to serve with other suites than asked when gRPC was started without them."""
+    names = openssl_names(cipher_suites)
+    if names and os.environ.get(CIPHER_ENV) != names:
+        raise ConfigError(f"--tls-cipher-suites: gRPC was started before the suites were set; pass the flag to "
+                          f"`sluicegate run`, or set {CIPHER_ENV}={names} in the environment")
+
+
+def server_credentials(cert_path: str | None, reload: bool) -> "grpc.ServerCredentials":
     """Static credentials, or with --enable-cert-reload and --cert-path, credentials whose key and
     certificate are re-read whenever tls.crt or tls.key changes (checked before each handshake)."""
+    import grpc
+
+    from .extproc import tls
+
     if not (reload and cert_path):
         return tls.server_credentials(cert_path)
     folder = Path(cert_path)
     stamp = _stamp(folder)
 
-    def fetch() -> grpc.ServerCertificateConfiguration | None:
+    def fetch() -> "grpc.ServerCertificateConfiguration | None":
         nonlocal stamp
         now = _stamp(folder)
         if now == stamp:
