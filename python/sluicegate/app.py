@@ -1,4 +1,5 @@
-"""The EPP process: config → Router (Rust) → endpoint discovery → scraper → gRPC servers.
+"""The EPP process: config → Router (Rust) → endpoint discovery → scraper → the Rust ext_proc
+server (flow control, objectives, rewrites and routing all in Rust; Python never sees a request).
 
 `Epp` is what `sluicegate run` starts and what tests and the demo start in-process.
 """
@@ -11,11 +12,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .datalayer.discovery import ENGINE_LABEL, Endpoint, FileDiscovery
+from .datalayer.dns import Resolver
+from .datalayer.hostnames import DEFAULT_REFRESH_S, HostnameResolution
 from .errors import ConfigError
-from .extproc.native_server import NativeEppServer
+from .extproc.flow import EppFlowControl
+from .extproc.protocol import MAX_BODY_BYTES
 from .extproc.server import EppServer
-from .extproc.stream import MAX_BODY_BYTES
-from .flowcontrol import FlowController
 from .metrics import MetricsServer, build_registry
 from .metrics.server import MetricsAccess
 from .scheduling import Router
@@ -44,8 +46,8 @@ class EppOptions:
     drain_timeout_s: float = 30.0
     skip_response: bool = False
     pool_name: str | None = None
-    # "rust" (tonic, no Python per request), "python" (grpc.aio), "auto": rust where it can serve
-    ext_proc_impl: str = "auto"
+    # --ext-proc-impl: deprecated no-op (one request path, in Rust); a value given logs a line
+    ext_proc_impl: str | None = None
     metrics_port: int | None = 9090  # None: no metrics/health HTTP server
     metrics_token_file: str | None = None
     max_request_body_bytes: int = MAX_BODY_BYTES  # --max-request-body-bytes: larger bodies get 413
@@ -67,46 +69,61 @@ class EppOptions:
     emit_endpoint_scores: bool = False  # --emit-endpoint-scores
     disable_endpoint_subset_filter: bool = False  # --disable-endpoint-subset-filter
     grpc_stream_metrics: bool = False  # --enable-grpc-stream-metrics
+    dns_server: str | None = None  # --dns-server host:port for hostname endpoints; None: the system resolver
+    dns_refresh_s: float = DEFAULT_REFRESH_S  # --dns-refresh-interval
+    # --model-allow-list: the pool serves only these models (others get 404); None: any model.
+    # In Kubernetes mode the pool's InferenceModelRewrites add theirs (see kube.models).
+    allowed_models: tuple[str, ...] | None = None
 
 
 class Epp:
     def __init__(self, opts: EppOptions) -> None:
         self.opts = opts
         self.config: EppConfig = load_config(path=opts.config_file, text=opts.config_text)
-        server_class = _ext_proc_server(opts, self.config)  # a bad --ext-proc-impl fails before anything starts
+        if opts.ext_proc_impl is not None:
+            log.warning("--ext-proc-impl %s: deprecated and ignored; every mode is served by the Rust "
+                        "ext_proc server", opts.ext_proc_impl)
         self.router = Router(
             self.config.router_json(
                 scrapeIntervalMs=opts.refresh_metrics_interval_ms, stalenessMs=opts.metrics_staleness_ms,
                 ignoreSubsetHint=opts.disable_endpoint_subset_filter,
             )
         )
+        if opts.allowed_models is not None:
+            self.router.set_allowed_models(opts.pool_name or "default", list(opts.allowed_models))
         # precise-prefix-cache-producer: follow each endpoint's KV-event publisher.
         self.kv_events = KvEventSubscriber.from_config(self.router, self.config.precise_prefix)
+        fc = self.config.flow_control
+        # Objectives (priority per name): static ones now; Kubernetes mode replaces them whole.
+        self.router.set_objectives(dict(fc.objectives))
         self.kube = None
-        picker = self.router
+        # Discovery's endpoints pass through here: hostnames become one endpoint per DNS address.
+        self.hostnames = HostnameResolution(self._set_endpoints, Resolver(opts.dns_server) if opts.dns_server else None,
+                                            opts.dns_refresh_s)
         if opts.kube is not None:
             from .kube.mode import KubeMode
 
-            self.kube = KubeMode(opts.kube, opts.leader_election, self.router, self._set_endpoints)
+            self.kube = KubeMode(opts.kube, opts.leader_election, self.router, self.hostnames.update)
+            self.kube.watcher.on_models = self._set_pool_models
             self.discovery = self.kube.watcher
-            picker = self.kube.picker
         else:
             path = opts.endpoints_file or self.config.endpoints_file
             if path is None:
                 raise ConfigError("no endpoints: give --endpoints-file, --pool-name, or a file-discovery plugin")
-            self.discovery = FileDiscovery(path, self._set_endpoints, watch=self.config.watch_file)
+            self.discovery = FileDiscovery(path, self.hostnames.update, watch=self.config.watch_file)
         # Flow control (feature gate `flowControl`): requests wait by priority and fairness while the
-        # pool is saturated or empty, and are routed in the dispatch thread when their turn comes.
-        fc = self.config.flow_control
-        self.flow = FlowController(fc, router=self.router) if fc.enabled else None
-        # Gate off, Python request path: upstream's legacy admission sheds sheddable requests
-        # (objective priority < 0) with 429 while the pool is saturated.
-        self.shedder = None
-        if self.flow is None and server_class is EppServer:
-            self.shedder = FlowController(fc, router=self.router, queueing=False)
-            if self.kube is not None:
-                self.kube.on_objectives(self.shedder.set_objectives)
-        # Activator (Kubernetes mode with flow control): scale the pool's workload from/to zero.
+        # pool is saturated or empty, and are routed when their turn comes. Gate off: upstream's
+        # legacy admission sheds sheddable requests (objective priority < 0) with 429 while saturated.
+        self.flow: EppFlowControl | None = None
+        self.shedder: EppFlowControl | None = None
+        if fc.enabled:
+            self.flow = EppFlowControl(fc, self.router)
+        elif fc.objectives or self.kube is not None:
+            self.shedder = EppFlowControl(fc, self.router, queueing=False)
+        gate = (self.flow or self.shedder).gate if (self.flow or self.shedder) is not None else None
+        self._gate = gate
+        # Activator (flow control on, Kubernetes mode with a pool or static `activator:`): scale the
+        # pool's workload from/to zero, on counters read from Rust.
         self.activator = None
         if self.flow is not None and self.kube is not None and self.kube.watcher.pool is not None:
             from .activator.kube import kube_activator
@@ -117,30 +134,17 @@ class Epp:
 
             self.activator = static_activator(opts.pool_name or "default", self.flow, self.router,
                                               self.config.activator)
-        flow_args = {"flow": self.activator.flow if self.activator else self.flow} if self.flow is not None else {}
-        if self.shedder is not None:
-            flow_args = {"flow": self.shedder}
-        if self.flow is not None and self.kube is not None:
-            self.kube.on_objectives(self.flow.set_objectives)
-            flow_args["flow"] = self.kube.rewriting(flow_args["flow"])  # InferenceModelRewrite before queueing
-        # --enable-grpc-stream-metrics: upstream's extproc_stream* families (Python server).
-        self.stream_metrics = None
-        if opts.grpc_stream_metrics and server_class is EppServer:
-            from .metrics.grpc_streams import StreamMetrics
-
-            self.stream_metrics = StreamMetrics()
-        self.server = server_class(
-            picker,
+        self.server = EppServer(
+            self.router,
             host=opts.grpc_host,
             port=opts.grpc_port,
             health_port=opts.grpc_health_port,
             secure=opts.secure_serving,
             cert_path=opts.cert_path,
             skip_response=opts.skip_response,
-            stats=self.router.request_stats(),
             max_body_bytes=opts.max_request_body_bytes,
-            **flow_args,
-            **_server_flags(opts, server_class, self.stream_metrics),
+            gate=gate,
+            **_server_flags(opts),
         )
         self.metrics: MetricsServer | None = None
         if opts.metrics_port is not None:
@@ -162,14 +166,26 @@ class Epp:
         if self.kv_events is not None:
             self.kv_events.endpoints_changed((e.hostport, _labels(e)) for e in endpoints)
         log.info("endpoints: %s", ", ".join(e.hostport for e in endpoints) or "none")
-        if self.flow is not None:
-            self.flow.notify()  # requests held for want of endpoints may go now
+        if self._gate is not None:
+            self._gate.notify()  # requests held for want of endpoints may go now
         if self.activator is not None:
             self.activator.endpoints_changed(len(endpoints))
 
+    def _set_pool_models(self, bound) -> None:
+        """Kubernetes mode: the allow-list is --model-allow-list plus the models bound to the pool
+        (its served-models annotation, its InferenceModelRewrites); on with the flag or the annotation."""
+        if self.opts.allowed_models is None and not bound.explicit:
+            self.router.set_allowed_models(self.opts.pool_name or "default", None)
+            return
+        models = sorted(set(self.opts.allowed_models or ()) | bound.models)
+        self.router.set_allowed_models(self.opts.pool_name or "default", models)
+        log.info("model allow-list: %s", ", ".join(models) or "empty (every model refused)")
+
     def _collectors(self) -> list:
-        out: list = [self.stream_metrics] if self.stream_metrics is not None else []
-        if self.opts.grpc_stream_metrics and isinstance(self.server, NativeEppServer):
+        from .datalayer.dns_metrics import HostnameCollector
+
+        out: list = [HostnameCollector(self.hostnames)]
+        if self.opts.grpc_stream_metrics:
             from .metrics.grpc_streams import NativeStreamCollector
 
             out.append(NativeStreamCollector(self.server.stream_metrics))
@@ -205,6 +221,7 @@ class Epp:
         return self._serving
 
     async def start(self) -> None:
+        self.hostnames.start()
         self.discovery.start()
         self.router.start_scraper()
         if self.metrics is not None:
@@ -228,12 +245,10 @@ class Epp:
             await self.kube.stop_serving()
         if self.activator is not None:
             await self.activator.stop()
-        if self.flow is not None:
-            self.flow.close()  # still-queued requests get 503 rejected-shutting-down
-        if self.shedder is not None:
-            self.shedder.close()
+        # NOT_SERVING, still-queued requests 503 rejected-shutting-down, then the drain.
         await self.server.stop(self.opts.drain_timeout_s if drain_timeout is None else drain_timeout)
         await self.discovery.stop()
+        await self.hostnames.stop()
         self.router.stop_scraper()
         if self.kv_events is not None:
             await self.kv_events.close()
@@ -248,53 +263,19 @@ class Epp:
         await self.stop(0)
 
 
-def _ext_proc_server(opts: EppOptions, config: EppConfig) -> type[EppServer] | type[NativeEppServer]:
-    """The ext_proc server --ext-proc-impl names; `auto` is the Rust one unless the configuration
-    needs what only the Python request path has (flow control, Kubernetes mode, objectives)."""
-    impl = opts.ext_proc_impl
-    if impl not in ("auto", "python", "rust"):
-        raise ConfigError(f"--ext-proc-impl: {impl!r} is not one of auto, python, rust")
-    fc = config.flow_control
-    python_only = ("flow control (featureGates: [flowControl])" if fc.enabled
-                   else "Kubernetes mode (--pool-name, --endpoint-selector)" if opts.kube is not None
-                   else "objectives (priorities, shedding sheddable requests)" if fc.objectives
-                   else _python_only_tls(opts))
-    if impl == "python" or (impl == "auto" and python_only):
-        return EppServer
-    if python_only:
-        raise ConfigError(f"--ext-proc-impl rust: {python_only} runs in the Python request path only; "
-                          "use --ext-proc-impl python or auto")
-    return NativeEppServer
-
-
-def _server_flags(opts: EppOptions, server_class: type, stream_metrics=None) -> dict:
-    """Upstream's ext_proc flags as server arguments: health on the ext_proc port, message
-    limits, and (Python server) TLS with reloading certificates and chosen cipher suites."""
-    from .servertls import check_policy, require_cipher_suites, server_credentials
+def _server_flags(opts: EppOptions) -> dict:
+    """Upstream's ext_proc flags as server arguments: health on the ext_proc port and message
+    limits, stream metrics. The TLS flags that only the removed grpc.aio server honoured are
+    accepted and named in one warning each (the Rust server keeps one certificate, default suites)."""
+    from .servertls import check_policy
 
     check_policy(opts.tls_min_version, opts.tls_cipher_suites)
-    out: dict = {"health_checking": opts.health_checking, "max_recv_msg_bytes": opts.grpc_max_recv_msg_bytes,
-                 "max_send_msg_bytes": opts.grpc_max_send_msg_bytes}
-    if server_class is EppServer and opts.secure_serving:
-        require_cipher_suites(opts.tls_cipher_suites)
-        out["credentials"] = server_credentials(opts.cert_path, opts.cert_reload)
-    if server_class is EppServer and stream_metrics is not None:
-        out["interceptors"] = [stream_metrics.interceptor()]
-    if server_class is NativeEppServer:
-        out["stream_metrics"] = opts.grpc_stream_metrics
-    return out
-
-
-def _python_only_tls(opts: EppOptions) -> str | None:
-    """TLS flags only the grpc.aio server honours (tonic's TLS takes one fixed certificate)."""
-    if not opts.secure_serving:
-        return None
-    if opts.cert_reload and opts.cert_path:
-        return "--enable-cert-reload"
-    return "--tls-cipher-suites" if opts.tls_cipher_suites else None
-
-
-
+    for flag, on in (("--enable-cert-reload", opts.cert_reload and opts.secure_serving),
+                     ("--tls-cipher-suites", bool(opts.tls_cipher_suites) and opts.secure_serving)):
+        if on:
+            log.warning("%s is not honoured by the Rust ext_proc server; ignored", flag)
+    return {"health_checking": opts.health_checking, "max_recv_msg_bytes": opts.grpc_max_recv_msg_bytes,
+            "max_send_msg_bytes": opts.grpc_max_send_msg_bytes, "stream_metrics": opts.grpc_stream_metrics}
 
 
 def _labels(e: Endpoint) -> dict[str, str]:

@@ -33,15 +33,20 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--endpoints-file", help="static endpoints (upstream file-discovery shape)")
     p.add_argument("--pool-name")
     p.add_argument("--pool-namespace", default=None, help="default: $NAMESPACE, then 'default'")
+    p.add_argument("--dns-server", help="ip[:port] of the DNS server for hostname endpoints (default: the system resolver)")
+    p.add_argument("--dns-refresh-interval", type=float, default=30.0,
+                   help="seconds between resolutions of a hostname endpoint (sooner when its TTL is shorter)")
+    p.add_argument("--model-allow-list", metavar="MODEL[,MODEL]",
+                   help="serve only these models; others get 404 naming the model and the pool (default: any)")
+    p.add_argument("--static-pool-name", help="without Kubernetes: the pool's name in metrics and 404s (default: 'default')")
     _add_kube_flags(p)
     add_bool(p, "--secure-serving", True)
     p.add_argument("--cert-path")
     p.add_argument("--refresh-metrics-interval", type=duration, default=0.05, help="Go duration (50ms) or seconds")
     p.add_argument("--metrics-staleness-threshold", type=duration, default=2.0, help="Go duration or seconds")
     p.add_argument("--drain-timeout", type=duration, default=30.0, help="Go duration (30s) or seconds")
-    p.add_argument("--ext-proc-impl", choices=("auto", "python", "rust"), default="auto",
-                   help="ext_proc server: rust (tonic), python (grpc.aio; flow control and Kubernetes mode need "
-                        "it), auto: rust unless those are on")
+    p.add_argument("--ext-proc-impl", choices=("auto", "python", "rust"), default=None,
+                   help="deprecated, ignored: every mode is served by the Rust ext_proc server")
     p.add_argument("--max-request-body-bytes", type=_positive_int, default=64 * 1024 * 1024,
                    help="request bodies above this get 413 as soon as they cross it (default 64 MiB)")
     add_bool(p, "--skip-response-processing", False,
@@ -63,6 +68,12 @@ def _add_kube_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ha-lease-duration", type=duration, default=15.0, help=argparse.SUPPRESS)
     p.add_argument("--ha-renew-deadline", type=duration, default=10.0, help=argparse.SUPPRESS)
     p.add_argument("--ha-retry-period", type=duration, default=2.0, help=argparse.SUPPRESS)
+
+
+def _models(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(m.strip() for m in value.split(",") if m.strip())
 
 
 def _kube_options(args: argparse.Namespace) -> dict:
@@ -120,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
         drain_timeout_s=args.drain_timeout,
         skip_response=args.skip_response_processing,
         ext_proc_impl=args.ext_proc_impl,
-        pool_name=args.pool_name,
+        pool_name=args.pool_name or args.static_pool_name,
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         metrics_token_file=args.metrics_token_file,
         max_request_body_bytes=args.max_request_body_bytes,
@@ -138,6 +149,9 @@ def _run(args: argparse.Namespace) -> int:
         emit_endpoint_scores=args.emit_endpoint_scores,
         disable_endpoint_subset_filter=args.disable_endpoint_subset_filter,
         grpc_stream_metrics=args.enable_grpc_stream_metrics,
+        dns_server=args.dns_server,
+        dns_refresh_s=args.dns_refresh_interval,
+        allowed_models=_models(args.model_allow_list),
         **_kube_options(args),
     )
 
@@ -270,18 +284,6 @@ def _top(args: argparse.Namespace) -> int:
         return 1
 
 
-def _cipher_suites_before_grpc(argv: list[str]) -> None:
-    """gRPC reads its TLS cipher list once, when imported (the subcommands' modules import it):
-    --tls-cipher-suites is applied before anything else is loaded."""
-    early = argparse.ArgumentParser(add_help=False)
-    early.add_argument("--tls-cipher-suites")
-    known, _ = early.parse_known_args(argv)
-    if known.tls_cipher_suites:
-        from .servertls import apply_cipher_suites
-
-        apply_cipher_suites(tuple(s.strip() for s in known.tls_cipher_suites.split(",") if s.strip()))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sluicegate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -298,14 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["run"]:  # upstream's klog spellings: -v=4, -v 4, --v=4
-        argv = ["run", *normalize_verbosity(argv[1:])]
-        try:
-            _cipher_suites_before_grpc(argv[1:])
-        except ValueError as e:
-            print(f"sluicegate: {e}", file=sys.stderr)
-            return 1
-    args = build_parser().parse_args(argv)
+    if argv[:1] == ["optimize"]:  # run every interval by controllers: skip the other
+        parser = argparse.ArgumentParser(prog="sluicegate")  # commands' imports (Rust core,
+        _add_optimize(parser.add_subparsers(dest="command", required=True))  # aiohttp, grpc)
+    else:
+        if argv[:1] == ["run"]:  # upstream's klog spellings: -v=4, -v 4, --v=4
+            argv = ["run", *normalize_verbosity(argv[1:])]
+        parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         _setup_logging(args)
     except ValueError as e:

@@ -81,11 +81,12 @@ def test_every_upstream_flag_at_once_and_health_on_the_ext_proc_port(sims, tmp_p
         assert health(epp.port, "envoy.service.ext_proc.v3.ExternalProcessor") == "SERVING"
         assert health(epp.health_port, "inference-extension") == "SERVING"
         routes_through_envoy(epp, tls=False)
-        # --zap-encoder json with --zap-time-encoding=rfc3339; --zap-log-level=debug shows the Python
-        # path's per-request lines (the Rust path logs none per request)
+        # --zap-encoder json; --zap-log-level=debug shows the per-request lines (written by the Rust
+        # server, which keeps its own time format); the rest follow --zap-time-encoding=rfc3339
         lines = [json.loads(line) for line in epp.log_path.read_text().splitlines()]
-        assert lines and all(line["ts"].endswith("Z") and "." not in line["ts"] for line in lines)
-        assert any(line["level"] == "debug" for line in lines) is (ext_proc_impl == "python")
+        assert any(line["level"] == "debug" and line["logger"] == "sluicegate.extproc" for line in lines)
+        python_lines = [line for line in lines if line["logger"] != "sluicegate.extproc"]
+        assert python_lines and all(line["ts"].endswith("Z") and "." not in line["ts"] for line in python_lines)
         # --enable-grpc-stream-metrics=true: Envoy's one stream, ended and timed
         with urllib.request.urlopen(f"http://127.0.0.1:{epp.metrics_port}/metrics", timeout=5) as r:
             families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}

@@ -77,7 +77,9 @@ class SimServer:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.on_response_prepare.append(self._stamp)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        # A client that leaves cancels its handler, as vLLM aborts a request whose client left;
+        # a handler that never answers (faults.py) would otherwise outlive the server's stop.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handler_cancellation=True)
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()

@@ -14,6 +14,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::admission::Gate;
 use crate::protocol::HEALTH_SERVICES;
 use crate::service::ExternalProcessorService;
 use crate::stream::MAX_BODY_BYTES;
@@ -36,6 +37,8 @@ pub struct ServerOptions {
     pub worker_threads: Option<usize>,
     /// Request bodies above this get 413 when they cross it; None = `stream::MAX_BODY_BYTES`.
     pub max_body_bytes: Option<usize>,
+    /// Flow control (or legacy shedding) in front of routing; None = route every request.
+    pub gate: Option<Arc<Gate>>,
     /// Also serve grpc.health.v1 on the ext_proc port (upstream's --health-checking).
     pub health_checking: bool,
     /// gRPC message limits on the ext_proc port; None = 64 MiB.
@@ -62,6 +65,7 @@ pub enum ServerError {
 
 pub struct ExtProcServer {
     runtime: Option<Runtime>,
+    gate: Option<Arc<Gate>>,
     service: ExternalProcessorService,
     tls: Option<ServerTlsConfig>,
     listeners: Option<(StdListener, StdListener)>,
@@ -115,8 +119,10 @@ impl ExtProcServer {
         });
         let server = ExtProcServer {
             runtime: Some(runtime),
+            gate: options.gate.clone(),
             service: ExternalProcessorService::new(router, options.skip_response)
                 .with_max_body_bytes(options.max_body_bytes.unwrap_or(MAX_BODY_BYTES))
+                .with_gate(options.gate)
                 .with_message_limits(options.max_recv_msg_bytes, options.max_send_msg_bytes),
             tls,
             listeners: Some(listeners),
@@ -206,7 +212,8 @@ impl ExtProcServer {
         }
     }
 
-    /// Report NOT_SERVING, let open streams finish for up to `grace`, then stop everything.
+    /// Report NOT_SERVING, answer still-queued requests 503 rejected-shutting-down, let open
+    /// streams finish for up to `grace`, then stop everything.
     pub fn stop(&mut self, grace: Duration) {
         if self.runtime.is_none() {
             return;
@@ -214,6 +221,9 @@ impl ExtProcServer {
         self.set_serving(false);
         if !grace.is_zero() {
             std::thread::sleep(grace.min(Duration::from_secs(1))); // proxies see the health flip first
+        }
+        if let Some(gate) = &self.gate {
+            gate.shutdown();
         }
         let _ = self.shutdown.send(true);
         let tasks = std::mem::take(&mut self.tasks);

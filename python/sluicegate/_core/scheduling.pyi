@@ -1,0 +1,130 @@
+"""The per-pool Router: endpoints, scheduler, scraper, objectives and rewrite tables."""
+
+from typing import Mapping, Sequence, final
+
+from typing import Self
+
+from .stats import RequestStats
+
+@final
+class EndpointMetrics:
+    waiting: int
+    running: int
+    kv_usage: float  # 0..1
+    running_loras: list[str]
+    waiting_loras: list[str]
+    max_lora: int
+    block_size: int
+    num_gpu_blocks: int
+
+def parse_metrics(text: bytes, engine: str) -> EndpointMetrics:
+    """Parse Prometheus text with the metric names of `engine` ("vllm" | "sglang" | "trtllm",
+    alias "trtllm-serve"); metrics absent from the text read as 0. Unknown engine: ConfigError."""
+
+def request_block_hashes(path: str, body: bytes, block_tokens: int) -> list[int]:
+    """The block hashes of a request under the precise-prefix scheme (body model and cache_salt
+    as seed, flat prompt in blocks of block_tokens x 4 bytes); BadRequestError if unparsable."""
+
+@final
+class Decision:
+    endpoints: str  # "ip:port[,ip:port...]": primary first, then fallbacks
+    primary: str  # the first of `endpoints`
+    model: str | None  # model named by the client
+    target_model: str | None  # model after rewrite (None when not rewritten)
+    body: bytes | None  # rewritten body when the model was rewritten, else None
+    stream: bool
+    kind: str
+    headers: dict[str, str] | None  # to add upstream, e.g. x-prefiller-host-port; None when none
+    session_token: str | None  # x-session-token naming the primary, with session affinity
+
+@final
+class EndpointStatus:
+    name: str
+    address: str
+    waiting: int
+    running: int
+    kv_usage: float
+    in_flight: int
+    age_ms: int  # since the last good scrape; -1 when never scraped
+    stale: bool
+    scrape_errors: int
+
+@final
+class Router:
+    """Endpoint snapshot + scheduler + metrics scraper, one per pool."""
+
+    def __new__(cls, config_json: str = "{}") -> Self:
+        """config_json: the scheduling part of an EndpointPickerConfig as JSON ("plugins",
+        "schedulingProfiles") plus "stalenessMs", "scrapeIntervalMs", "scrapeTimeoutMs",
+        "maxMetricSeries", "ignoreSubsetHint"; none of the first two gives upstream's default profile (queue-scorer 2,
+        kv-cache-utilization-scorer 2, prefix-cache-scorer 3, max-score-picker). Unknown keys,
+        plugin types or parameters raise ConfigError naming the plugin and the field."""
+    def describe(self) -> str:
+        """The resolved configuration as JSON: profileHandler, profiles, producers."""
+    def set_endpoints(self, endpoints: Sequence[tuple[str, str, Mapping[str, str]]]) -> None:
+        """Replace the endpoint set: (name, "ip:port", labels). Metrics of kept endpoints survive.
+        The label `llm-d.ai/engine-type` picks the metric names the scraper reads (default vllm)."""
+    def set_allowed_models(self, pool: str, models: Sequence[str] | None = None) -> None:
+        """Serve only `models` (others fail with ModelNotServedError naming the model and `pool`);
+        None serves any model (the default)."""
+    def ingest_metrics(self, address: str, text: bytes, engine: str = "vllm") -> bool:
+        """Feed a scrape result by hand (tests, push-based discovery); False when `address` is
+        not in the pool. Missing metrics keep their last value."""
+    def start_scraper(self) -> None:
+        """Start the Rust scrape thread: GET http://address/metrics every scrapeIntervalMs."""
+    def stop_scraper(self) -> None: ...
+    def route(
+        self,
+        path: str,
+        body: bytes,
+        model_rewrite: str | None = None,
+        subset: Sequence[str] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> Decision:
+        """Parse, then schedule over the current snapshot, GIL released. Counts one in-flight
+        request on the primary. Raises BadRequestError (400), NoEndpointsError (503)."""
+    def explain(
+        self,
+        path: str,
+        body: bytes,
+        model_rewrite: str | None = None,
+        subset: Sequence[str] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[Decision, list[tuple[str, list[str], list[tuple[str, float, list[float]]], list[float], list[str]]]]:
+        """What `route` would decide, changing nothing (no in-flight count, no learning), and
+        per profile: (name, candidates after filters, [(scorer, weight, raw scores)], totals,
+        picked)."""
+    def apply_kv_events(self, address: str, payload: bytes, seq: int | None = None) -> bool:
+        """One msgpack KVEventBatch from the endpoint at `address` into the precise prefix index
+        (GIL released); False when no endpoint has that address. ValueError: bad payload, or no
+        precise-prefix-cache-producer configured."""
+    def kv_event_stats(self) -> dict[str, int] | None:
+        """batches, events, seq_gaps, block_size_mismatches; None without a producer."""
+    def release(self, address: str) -> None:
+        """The request sent to `address` finished: drop its in-flight count."""
+    def status(self) -> list[EndpointStatus]: ...
+    def set_objectives(self, priorities: Mapping[str, int]) -> None:
+        """Replace every objective at once: InferenceObjective name → priority (absent → 0)."""
+    def priority_of(self, objective: str) -> int:
+        """The priority requests naming `objective` are admitted with now (unknown or "" → 0)."""
+    def set_rewrites(self, table_json: str) -> None:
+        """Replace the whole InferenceModelRewrite table at once: {"exact": {model: rule},
+        "matchAll": rule | null}, a rule being {"source", "targets": [{"model", "weight"}]}.
+        Routing applies it (after parsing the body once) unless the proxy named a rewrite.
+        ConfigError names a rule without targets or with a zero weight."""
+    def rewrite_of(self, model: str | None) -> str | None:
+        """The model a request naming `model` is sent upstream as (a weighted draw), or None."""
+    def request_stats(self) -> RequestStats:
+        """The request metrics this Router's request paths record into (scheduler cycle
+        durations are recorded by `route`)."""
+
+__all__ = [
+    "request_block_hashes",
+    "EndpointMetrics",
+    "Decision",
+    "EndpointStatus",
+    "Router",
+    "parse_metrics",
+]
