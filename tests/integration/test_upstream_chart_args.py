@@ -74,25 +74,26 @@ def test_the_gateway_charts_arguments_start_the_epp_and_it_routes_over_tls(sims,
 @pytest.mark.parametrize("ext_proc_impl", ["python", "rust"])
 def test_every_upstream_flag_at_once_and_health_on_the_ext_proc_port(sims, tmp_path, ext_proc_impl):
     sim = sims.start(SimConfig(name="sim-0", speedup=50))[0]
-    # the Rust server has no stream metrics: it refuses the flag by name, so that run turns it off
     epp = chart_epp("every-flag.yaml", tmp_path, sim.address, "--secure-serving=false",
-                    f"--ext-proc-impl={ext_proc_impl}",
-                    *(["--enable-grpc-stream-metrics=false"] if ext_proc_impl == "rust" else []))
+                    f"--ext-proc-impl={ext_proc_impl}")
     try:
         # --health-checking=true: the ext_proc port answers health too
         assert health(epp.port, "envoy.service.ext_proc.v3.ExternalProcessor") == "SERVING"
         assert health(epp.health_port, "inference-extension") == "SERVING"
         routes_through_envoy(epp, tls=False)
-        # --zap-encoder json with --zap-time-encoding=rfc3339; --zap-log-level=debug shows the Python
-        # path's per-request lines (the Rust path logs none per request)
+        # --zap-encoder json; --zap-log-level=debug shows the per-request lines (written by the Rust
+        # server, which keeps its own time format); the rest follow --zap-time-encoding=rfc3339
         lines = [json.loads(line) for line in epp.log_path.read_text().splitlines()]
-        assert lines and all(line["ts"].endswith("Z") and "." not in line["ts"] for line in lines)
-        assert any(line["level"] == "debug" for line in lines) is (ext_proc_impl == "python")
-        if ext_proc_impl == "python":  # --enable-grpc-stream-metrics=true: Envoy's one stream, closed
-            with urllib.request.urlopen(f"http://127.0.0.1:{epp.metrics_port}/metrics", timeout=5) as r:
-                families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
-            ended = families["llm_d_epp_extproc_streams"].samples
-            assert sum(s.value for s in ended if s.name.endswith("_total")) == 1
-            assert families["llm_d_epp_extproc_streams_inflight"].samples[0].value == 0
+        assert any(line["level"] == "debug" and line["logger"] == "sluicegate.extproc" for line in lines)
+        python_lines = [line for line in lines if line["logger"] != "sluicegate.extproc"]
+        assert python_lines and all(line["ts"].endswith("Z") and "." not in line["ts"] for line in python_lines)
+        # --enable-grpc-stream-metrics=true: Envoy's one stream, ended and timed
+        with urllib.request.urlopen(f"http://127.0.0.1:{epp.metrics_port}/metrics", timeout=5) as r:
+            families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+        ended = families["llm_d_epp_extproc_streams"].samples
+        assert sum(s.value for s in ended if s.name.endswith("_total")) == 1
+        assert families["llm_d_epp_extproc_streams_inflight"].samples[0].value == 0
+        durations = families["llm_d_epp_extproc_stream_duration_seconds"].samples
+        assert [s.value for s in durations if s.name.endswith("_count")] == [1]
     finally:
         epp.stop()

@@ -34,7 +34,11 @@ class ExtProcServer:
         health_checking: bool = False,  # grpc.health.v1 on the ext_proc port too
         max_recv_msg_bytes: int | None = None,  # gRPC message limits; None = 64 MiB
         max_send_msg_bytes: int | None = None,
+        stream_metrics: bool = False,  # count and time the Process streams (--enable-grpc-stream-metrics)
     ) -> Self: ...
+    def stream_metrics(self) -> tuple[int, list[tuple[str, int]], tuple[list[float], list[int], float]] | None:
+        """With stream_metrics: (streams open, [(Go code name, ended)], duration histogram as
+        (bounds, per-bucket counts, sum)); else None."""
     def start(self) -> None:
         """Start serving; returns at once. RuntimeError when started already or stopped."""
     def set_serving(self, serving: bool) -> None: ...

@@ -35,6 +35,7 @@ class EppServer:
         health_checking: bool = False,
         max_recv_msg_bytes: int | None = None,
         max_send_msg_bytes: int | None = None,
+        stream_metrics: bool = False,
     ) -> None:
         # One tokio worker: on small machines a second one costs more in wake-ups than it adds
         # (benches/README.md); each stream is a few µs of work.
@@ -44,8 +45,10 @@ class EppServer:
             router, host, port, health_port, tls_cert_pem=cert, tls_key_pem=key, skip_response=skip_response,
             worker_threads=worker_threads, max_body_bytes=max_body_bytes, gate=gate,
             health_checking=health_checking, max_recv_msg_bytes=max_recv_msg_bytes,
-            max_send_msg_bytes=max_send_msg_bytes,
+            max_send_msg_bytes=max_send_msg_bytes, stream_metrics=stream_metrics,
         )
+        # --enable-grpc-stream-metrics: (open, [(code, ended)], duration histogram) or None
+        self.stream_metrics = self._server.stream_metrics
         self.port = self._server.port
         self.health_port = self._server.health_port
 

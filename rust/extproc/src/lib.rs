@@ -11,6 +11,7 @@ pub mod responses;
 mod server;
 mod service;
 pub mod stream;
+pub mod stream_metrics;
 
 pub use admission::Gate;
 pub use server::{ExtProcServer, ServerError, ServerOptions, TlsPem};

@@ -18,6 +18,7 @@ use crate::admission::Gate;
 use crate::protocol::HEALTH_SERVICES;
 use crate::service::ExternalProcessorService;
 use crate::stream::MAX_BODY_BYTES;
+use crate::stream_metrics::{Counted, StreamMetrics};
 use crate::SharedRouter;
 use std::sync::Arc;
 
@@ -43,6 +44,8 @@ pub struct ServerOptions {
     /// gRPC message limits on the ext_proc port; None = 64 MiB.
     pub max_recv_msg_bytes: Option<usize>,
     pub max_send_msg_bytes: Option<usize>,
+    /// --enable-grpc-stream-metrics: count and time the ext_proc streams here.
+    pub stream_metrics: Option<Arc<StreamMetrics>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +75,7 @@ pub struct ExtProcServer {
     health_routes: Option<Routes>,
     /// --health-checking: health on the ext_proc port, following the same status.
     extproc_health: Option<(HealthReporter, Option<Routes>)>,
+    stream_metrics: Option<Arc<StreamMetrics>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -127,6 +131,7 @@ impl ExtProcServer {
             health,
             health_routes: Some(Routes::new(health_service)),
             extproc_health,
+            stream_metrics: options.stream_metrics,
             shutdown: watch::channel(false).0,
             tasks: Vec::new(),
         };
@@ -162,10 +167,21 @@ impl ExtProcServer {
                 .tls_config(config)
                 .map_err(|e| ServerError::Tls(error_chain(&e)))?;
         }
-        let mut ext_proc_routes = Routes::new(self.service.clone());
-        if let Some(health) = self.extproc_health.as_mut().and_then(|(_, r)| r.take()) {
-            ext_proc_routes = health.add_service(self.service.clone());
-        }
+        let health_routes = self.extproc_health.as_mut().and_then(|(_, r)| r.take());
+        let ext_proc_routes = match (&self.stream_metrics, health_routes) {
+            (Some(metrics), health) => {
+                let counted = Counted {
+                    inner: self.service.clone(),
+                    metrics: metrics.clone(),
+                };
+                match health {
+                    Some(h) => h.add_service(counted),
+                    None => Routes::new(counted),
+                }
+            }
+            (None, Some(h)) => h.add_service(self.service.clone()),
+            (None, None) => Routes::new(self.service.clone()),
+        };
         let ext_proc = builder
             .add_routes(ext_proc_routes)
             .serve_with_incoming_shutdown(grpc, stopped(self.shutdown.subscribe()));

@@ -11,6 +11,7 @@ use pyo3::types::PyDict;
 use sluicegate_core::flowcontrol::FlowControlConfig;
 use sluicegate_core::scheduling::Router;
 use sluicegate_extproc::log::{self, Level};
+use sluicegate_extproc::stream_metrics::StreamMetrics;
 use sluicegate_extproc::{
     protocol, ExtProcServer, Gate, RouterHandle, ServerError, ServerOptions, TlsPem,
 };
@@ -165,6 +166,7 @@ pub struct PyExtProcServer {
     port: u16,
     #[pyo3(get)]
     health_port: u16,
+    streams: Option<Arc<StreamMetrics>>,
 }
 
 impl PyExtProcServer {
@@ -179,7 +181,8 @@ impl PyExtProcServer {
     #[pyo3(signature = (router, host = "0.0.0.0", port = 9002, health_port = 9003, *,
                         tls_cert_pem = None, tls_key_pem = None, skip_response = false,
                         worker_threads = None, max_body_bytes = None, gate = None,
-                        health_checking = false, max_recv_msg_bytes = None, max_send_msg_bytes = None))]
+                        health_checking = false, max_recv_msg_bytes = None, max_send_msg_bytes = None,
+                        stream_metrics = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -196,6 +199,7 @@ impl PyExtProcServer {
         health_checking: bool,
         max_recv_msg_bytes: Option<usize>,
         max_send_msg_bytes: Option<usize>,
+        stream_metrics: bool,
     ) -> PyResult<Self> {
         let tls = match (tls_cert_pem, tls_key_pem) {
             (Some(cert), Some(key)) => Some(TlsPem { cert, key }),
@@ -218,8 +222,10 @@ impl PyExtProcServer {
             health_checking,
             max_recv_msg_bytes,
             max_send_msg_bytes,
+            stream_metrics: stream_metrics.then(Default::default),
         };
-        let handle = std::sync::Arc::new(PythonRouter(router));
+        let streams = options.stream_metrics.clone();
+        let handle = Arc::new(PythonRouter(router));
         let server = py
             .detach(|| ExtProcServer::new(handle, host, port, health_port, options))
             .map_err(server_error)?;
@@ -227,7 +233,21 @@ impl PyExtProcServer {
             port: server.port(),
             health_port: server.health_port(),
             inner: Mutex::new(server),
+            streams,
         })
+    }
+
+    /// With stream_metrics: (streams open, [(Go code name, ended)], duration histogram as
+    /// (bounds, per-bucket counts, sum)); else None.
+    #[allow(clippy::type_complexity)]
+    fn stream_metrics(&self) -> Option<(i64, Vec<(&'static str, u64)>, (Vec<f64>, Vec<u64>, f64))> {
+        let snap = self.streams.as_ref()?.snapshot();
+        let d = snap.duration;
+        Some((
+            snap.inflight,
+            snap.ended,
+            (d.bounds.to_vec(), d.counts, d.sum),
+        ))
     }
 
     /// Serve ext_proc and health on the server's own threads; returns at once.

@@ -94,3 +94,18 @@ def test_unknown_flag_values_name_the_flag(capsys):
     with pytest.raises(SystemExit):
         parse("--drain-timeout=soon")
     assert "--drain-timeout" in capsys.readouterr().err
+
+
+def test_tracing_without_the_sdk_is_refused_naming_the_flag(tmp_path, capsys):
+    pytest.importorskip("grpc")  # the EPP's own dependencies are installed; the OTel SDK is not
+    try:
+        import opentelemetry.sdk  # noqa: F401
+        pytest.skip("the OpenTelemetry SDK is installed here")
+    except ImportError:
+        pass
+    from sluicegate.cli import main
+
+    endpoints = tmp_path / "endpoints.yaml"
+    endpoints.write_text("endpoints: []\n")
+    assert main(["run", "--tracing=true", f"--endpoints-file={endpoints}", "--metrics-port=-1"]) == 1
+    assert "--tracing=true: the OpenTelemetry SDK is not installed" in capsys.readouterr().err
