@@ -99,7 +99,7 @@ class Epp:
             from .activator.static import static_activator
 
             self.activator = static_activator(opts.pool_name or "default", self.flow, self.router,
-                                              self.config.activator)
+                                              self.config.activator, after_command=self.discovery.check)
         flow_args = {"flow": self.activator.flow if self.activator else self.flow} if self.flow is not None else {}
         if self.shedder is not None:
             flow_args = {"flow": self.shedder}
