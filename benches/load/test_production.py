@@ -84,6 +84,7 @@ def _run(stack: LoadStack, rate: float) -> dict:
             "epp_cpu_ms_per_request": 1000 * cpu_s / max(1, out["sent"])}
 
 
+@pytest.mark.timeout(120 + len(RATES) * 3 * (STEP_S + 30))
 def test_production_shape(benchmark, production_stacks):
     steps: list[dict] = []
 
@@ -119,6 +120,7 @@ def test_production_shape(benchmark, production_stacks):
             assert r["ok"] > 0.99 * r["sent"], (s["rate"], name, r["statuses"], r["errors"])
 
 
+@pytest.mark.timeout(120 + MEMORY_S * 2)
 def test_memory_flow_control(benchmark, production_stacks):
     stack = production_stacks["load-production"]
     pid = stack.epp.pid
