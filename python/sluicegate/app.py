@@ -133,7 +133,7 @@ class Epp:
             from .activator.static import static_activator
 
             self.activator = static_activator(opts.pool_name or "default", self.flow, self.router,
-                                              self.config.activator)
+                                              self.config.activator, after_command=self.discovery.check)
         self.server = EppServer(
             self.router,
             host=opts.grpc_host,

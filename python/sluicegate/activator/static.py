@@ -75,6 +75,8 @@ class CommandActuator:
         self.pool = pool
         self.settings = settings
         self.serving: Callable[[], bool] = lambda: True
+        # Called when a command has finished: the endpoints it changed are read at once.
+        self.after_command: Callable[[], None] = lambda: None
         self._at_zero = False
 
     async def scale_up(self) -> bool:
@@ -104,6 +106,7 @@ class CommandActuator:
             proc.kill()
             await proc.wait()
             raise RuntimeError(f"{argv[0]} did not finish within {timeout:g} s") from None
+        self.after_command()
         if proc.returncode != 0:
             raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {err.decode(errors='replace').strip()[-500:]}")
 
@@ -120,8 +123,10 @@ class StaticSource:
         return self._managed
 
 
-def static_activator(pool: str, flow, router, settings: StaticActivatorSettings):
-    """Static mode's activator; scales to zero only when a scale-down command is configured."""
+def static_activator(pool: str, flow, router, settings: StaticActivatorSettings,
+                     after_command: Callable[[], None] | None = None):
+    """Static mode's activator; scales to zero only when a scale-down command is configured.
+    `after_command` re-reads the endpoints once a scale command finished (file discovery's check)."""
     from .activator import Activator, servers_busy
 
     if flow is None:
@@ -131,4 +136,6 @@ def static_activator(pool: str, flow, router, settings: StaticActivatorSettings)
     activator = Activator(pool, flow, source, scale_to_zero=settings.scale_down_command is not None,
                           servers_busy=servers_busy(router))
     source.actuator.serving = lambda: bool(activator.ready_endpoints)
+    if after_command is not None:
+        source.actuator.after_command = after_command
     return activator

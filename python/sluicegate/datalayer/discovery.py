@@ -156,18 +156,24 @@ class FileDiscovery:
             return None
         return (st.st_mtime_ns, st.st_size)
 
+    def check(self) -> None:
+        """Re-read the file now if it changed. Whoever just changed it (the activator's scale
+        commands) calls this: until the next poll the EPP would route to the endpoints it no
+        longer lists, e.g. a stopped server whose address the next one reuses."""
+        stamp = self._file_stamp()
+        if stamp == self._stamp or stamp is None:
+            return
+        self._stamp = stamp
+        try:
+            self._on_change(load_endpoints_file(self._path))
+        except ConfigError as e:
+            log.error("keeping the previous endpoints: %s", e)
+
     async def _poll(self) -> None:
         # mtime polling at 1 s: no extra dependency, and a file of endpoints changes rarely.
         while True:
             await asyncio.sleep(self._interval)
-            stamp = self._file_stamp()
-            if stamp == self._stamp or stamp is None:
-                continue
-            self._stamp = stamp
-            try:
-                self._on_change(load_endpoints_file(self._path))
-            except ConfigError as e:
-                log.error("keeping the previous endpoints: %s", e)
+            self.check()
 
 
 def write_endpoints_file(path: str | Path, addresses: list[str], name_prefix: str = "endpoint") -> Path:

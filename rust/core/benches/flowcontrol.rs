@@ -2,6 +2,12 @@
 //! from one and from two producer threads, against a std mpsc channel doing the same hand-off
 //! to a consumer thread (the baseline); the caller-thread dispatch of the unsaturated case; and
 //! the drain of a 50k backlog once the pool opens.
+//!
+//! `flow_controller_1_producer` is wall time from the first enqueue until the sink has every
+//! outcome: on a machine shared with other work it moves with the load (2× between runs on 2
+//! busy vCPUs). `flow_controller_1_producer_cpu` times the same hand-off in CPU: the producer
+//! thread's while it enqueues plus the dispatch thread's until the outcomes are out (its spin
+//! before parking included), the figure to compare across runs there.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -75,6 +81,34 @@ fn wait_until(counter: &AtomicU64, target: u64) {
     }
 }
 
+/// On-CPU nanoseconds of one thread of this process so far (Linux schedstat, ns resolution).
+fn thread_cpu_ns(tid: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .unwrap_or_else(|e| panic!("/proc/self/task/{tid}/schedstat: {e}"));
+    text.split_whitespace().next().and_then(|v| v.parse().ok()).expect("schedstat run time")
+}
+
+fn own_tid() -> String {
+    std::fs::read_link("/proc/thread-self")
+        .expect("/proc/thread-self")
+        .file_name()
+        .expect("tid")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The dispatch threads alive now, by tid (thread names are cut to 15 bytes).
+fn dispatch_tids() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|e| {
+            let tid = e.ok()?.file_name().to_string_lossy().into_owned();
+            let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;
+            comm.starts_with("sluicegate-flow").then_some(tid)
+        })
+        .collect()
+}
+
 fn enqueue_n(fc: &Controller, n: u64, flow: &str) {
     let a = Admission {
         flow,
@@ -122,6 +156,21 @@ fn bench_handoff(c: &mut Criterion) {
             enqueue_n(&fc, iters, "tenant-a");
             wait_until(&done, target);
             t.elapsed()
+        })
+    });
+    let [dispatcher] = &dispatch_tids()[..] else {
+        panic!("expected one dispatch thread, found {:?}", dispatch_tids());
+    };
+    g.bench_function("flow_controller_1_producer_cpu", |b| {
+        let me = own_tid();
+        b.iter_custom(|iters| {
+            let target = done.load(Ordering::Acquire) + iters;
+            let (p0, d0) = (thread_cpu_ns(&me), thread_cpu_ns(dispatcher));
+            enqueue_n(&fc, iters, "tenant-a");
+            let p1 = thread_cpu_ns(&me);
+            wait_until(&done, target);
+            let d1 = thread_cpu_ns(dispatcher);
+            Duration::from_nanos((p1 - p0) + (d1 - d0))
         })
     });
     // Unsaturated and nothing queued: the caller dispatches itself (then releases), no hand-off.
