@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/sluicegate/target-rustc-$(RUSTC_VERSIO
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
 
-.PHONY: setup demo test test-rust test-py bench bench-long soak lint clean kube-bins
+.PHONY: setup demo test test-rust test-py bench bench-long soak lint clean kube-bins redis-bin
 
 # The real kube-apiserver and etcd for tests/kube, built from tests/kube/go.mod through the Go
 # module proxy and cached outside the clone per Kubernetes version (skipped when present).
@@ -37,7 +37,7 @@ $(VENV)/.stamp-deps: pyproject.toml
 demo: setup
 	$(VENV)/bin/sluicegate demo
 
-test: setup kube-bins helm-bin test-rust test-py
+test: setup kube-bins helm-bin redis-bin test-rust test-py
 
 kube-bins: $(KUBE_BINS)/.built
 
@@ -46,6 +46,11 @@ $(KUBE_BINS)/.built:
 	cd tests/kube && GOFLAGS="-mod=mod -buildvcs=false" go build -trimpath -ldflags "$(KUBE_LDFLAGS)" \
 		-o $(KUBE_BINS)/ k8s.io/kubernetes/cmd/kube-apiserver ./cmd/etcd
 	touch $@
+
+# The real redis-server for the shared precise-prefix index tests (Debian's package), installed
+# when missing; the tests start it on 127.0.0.1 on a free port and stop it.
+redis-bin:
+	command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
 
 helm-bin: $(HELM_BIN)/helm
 

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 mod errors;
 mod extproc;
 mod flowcontrol;
+mod kvblock;
 mod parse;
 mod router;
 mod stats;
@@ -17,5 +18,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     stats::register(m)?;
     flowcontrol::register(m)?;
     extproc::register(m)?;
+    kvblock::register(m)?;
     Ok(())
 }

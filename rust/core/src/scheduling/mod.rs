@@ -20,6 +20,7 @@ mod picker;
 mod picker_params;
 mod plugin;
 pub mod precise_prefix_cache_producer;
+mod precise_prefix_params;
 mod prefix_cache_scorer;
 mod profile;
 mod profile_handler;
@@ -34,6 +35,7 @@ mod session_affinity_scorer;
 mod single_profile_handler;
 mod stale_filter;
 mod subset_filter;
+mod token_producer;
 mod utilization_filter;
 mod weighted_random_picker;
 

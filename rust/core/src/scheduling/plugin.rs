@@ -27,6 +27,8 @@ pub enum Plugin {
     Decider(Arc<dyn PdDecider>),
     /// A data producer: the exact KV-block index fed by endpoint events.
     Producer(Arc<BlockIndex>),
+    /// token-producer: where the precise index gets a request's token ids.
+    Tokens(Arc<crate::tokenize::TokenSource>),
     /// Accepted for upstream configs; its behaviour is built in elsewhere (e.g. the disagg
     /// handler sets the prefill header itself, which upstream's prefill-header-handler does).
     BuiltIn,
@@ -47,6 +49,9 @@ const REGISTRY: &[(&str, Factory)] = &[
         "precise-prefix-cache-producer",
         precise_prefix_cache_producer::factory,
     ),
+    ("token-producer", super::token_producer::factory),
+    // Upstream's deprecated name for token-producer.
+    ("tokenizer", super::token_producer::factory),
     ("lora-affinity-scorer", lora_affinity_scorer::factory),
     (
         "running-requests-size-scorer",

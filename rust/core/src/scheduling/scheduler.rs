@@ -72,9 +72,11 @@ impl Scheduler {
         let (handler, handler_name) = build_handler(&built, &profiles)?;
         let mut scorers: Vec<Arc<dyn Scorer>> = Vec::new();
         let mut block_index: Option<(String, Arc<BlockIndex>)> = None;
+        let mut tokens = None;
         for b in &built {
             match &b.plugin {
                 Plugin::Scorer(s) => scorers.push(s.clone()),
+                Plugin::Tokens(t) => tokens = Some(t.clone()),
                 Plugin::Producer(index) => {
                     if let Some((first, _)) = &block_index {
                         return Err(ConfigError(format!(
@@ -90,6 +92,9 @@ impl Scheduler {
         if let Some((_, index)) = &block_index {
             for s in &scorers {
                 s.use_block_index(index);
+            }
+            if let Some(t) = tokens {
+                index.use_tokens(t);
             }
         }
         let session_affinity = profiles.iter().any(|p| {
@@ -162,7 +167,9 @@ impl Scheduler {
             .map(|(name, index)| {
                 json!({"name": name, "type": "precise-prefix-cache-producer",
                        "blockSize": index.block_tokens(), "socketPort": index.socket_port,
-                       "topicFilter": index.topic_filter})
+                       "topicFilter": index.topic_filter, "zmqEndpoint": index.zmq_endpoint,
+                       "hashSeed": index.hash_seed, "tokenLevel": index.token_level(),
+                       "redisAddress": index.redis.as_ref().map(|r| r.address.clone())})
             })
             .collect();
         json!({
@@ -251,6 +258,7 @@ fn build_profile(
             Plugin::ProfileHandler(_)
             | Plugin::Decider(_)
             | Plugin::Producer(_)
+            | Plugin::Tokens(_)
             | Plugin::BuiltIn => {
                 return Err(ConfigError(format!(
                     "{at}.pluginRef: '{name}' ({kind}) cannot be used in a profile"
