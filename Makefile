@@ -9,7 +9,41 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/sluicegate/target-rustc-$(RUSTC_VERSIO
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
 
-.PHONY: setup demo test test-rust test-py bench bench-long soak lint clean kube-bins redis-bin
+.PHONY: setup demo test test-rust test-py bench bench-long soak lint clean kube-bins prometheus-bin tools tools-test redis-bin
+
+# Tool checks: each prints one line naming every missing or too old tool, then stops the build.
+# Minimum versions come from the files that need them (pyproject.toml, Cargo.toml, go.mod).
+PY_MIN := $(shell sed -n 's/^requires-python = ">=\([0-9.]*\)"/\1/p' pyproject.toml)
+RUST_MIN := $(shell sed -n 's/^rust-version = "\([0-9.]*\)"/\1/p' Cargo.toml)
+GO_MIN := $(shell awk '$$1 == "go" {print $$2}' tests/kube/go.mod)
+# ok if version $(1) >= $(2) (dotted numbers)
+define version_ge
+[ "$$(printf '%s\n%s\n' "$(2)" "$(1)" | sort -V | head -1)" = "$(2)" ]
+endef
+
+# $(1) = 1 checks Go as well.
+define check_tools
+	@missing=""; \
+	pyv=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
+	if [ -z "$$pyv" ]; then missing="$$missing $(PYTHON) (>= $(PY_MIN))"; \
+	elif ! $(call version_ge,$$pyv,$(PY_MIN)); then missing="$$missing $(PYTHON) >= $(PY_MIN) (found $$pyv)"; fi; \
+	command -v cargo >/dev/null || missing="$$missing cargo (rustup.rs)"; \
+	rv=$$(rustc --version 2>/dev/null | cut -d' ' -f2); \
+	if [ -z "$$rv" ]; then missing="$$missing rustc (>= $(RUST_MIN), rustup.rs)"; \
+	elif ! $(call version_ge,$$rv,$(RUST_MIN)); then missing="$$missing rustc >= $(RUST_MIN) (found $$rv)"; fi; \
+	command -v cc >/dev/null || command -v gcc >/dev/null || missing="$$missing a C compiler (gcc or cc)"; \
+	if [ "$(1)" = 1 ]; then gv=$$(go env GOVERSION 2>/dev/null | sed 's/^go//'); \
+	  if [ -z "$$gv" ]; then missing="$$missing go (>= $(GO_MIN), go.dev/dl: make test builds kube-apiserver, etcd and helm)"; \
+	  elif ! $(call version_ge,$$gv,$(GO_MIN)); then missing="$$missing go >= $(GO_MIN) (found $$gv)"; fi; fi; \
+	if [ -n "$$missing" ]; then echo "missing:$$missing"; exit 1; fi
+endef
+
+tools:
+	$(call check_tools,0)
+
+# `make test` also builds kube-apiserver, etcd and helm from source with Go.
+tools-test:
+	$(call check_tools,1)
 
 # The real kube-apiserver and etcd for tests/kube, built from tests/kube/go.mod through the Go
 # module proxy and cached outside the clone per Kubernetes version (skipped when present).
@@ -21,10 +55,15 @@ KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
 # The real helm CLI for the chart tests (lint, template, rendered manifests applied in tests/kube).
 HELM_VERSION := v3.19.5
 HELM_BIN := $(HOME)/.cache/sluicegate/helm-$(HELM_VERSION)
+# The real Prometheus server the optimizer's collector tests query, built from
+# tests/prometheus/go.mod through the Go module proxy (service discovery left out: the tests
+# use static targets) and cached outside the clone per version.
+PROMETHEUS_VERSION := $(shell awk '$$1 == "github.com/prometheus/prometheus" {print $$2}' tests/prometheus/go.mod)
+PROMETHEUS_BIN := $(HOME)/.cache/sluicegate/prometheus-$(PROMETHEUS_VERSION)
 
 setup: .stamp-ext
 
-$(VENV)/.stamp-deps: pyproject.toml
+$(VENV)/.stamp-deps: pyproject.toml | tools
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "maturin==1.16.0"
 	touch $@
@@ -37,12 +76,12 @@ $(VENV)/.stamp-deps: pyproject.toml
 demo: setup
 	$(VENV)/bin/sluicegate demo
 
-test: setup kube-bins helm-bin redis-bin test-rust test-py
+test: tools-test setup kube-bins helm-bin prometheus-bin redis-bin test-rust test-py
 
 kube-bins: $(KUBE_BINS)/.built
 
 # Keyed by version, not by go.mod's mtime: a fresh clone reuses the cache.
-$(KUBE_BINS)/.built:
+$(KUBE_BINS)/.built: | tools-test
 	cd tests/kube && GOFLAGS="-mod=mod -buildvcs=false" go build -trimpath -ldflags "$(KUBE_LDFLAGS)" \
 		-o $(KUBE_BINS)/ k8s.io/kubernetes/cmd/kube-apiserver ./cmd/etcd
 	touch $@
@@ -52,9 +91,17 @@ $(KUBE_BINS)/.built:
 redis-bin:
 	command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
 
+prometheus-bin: $(PROMETHEUS_BIN)/.built
+
+# Keyed by version, not by go.mod's mtime: a fresh clone reuses the cache.
+$(PROMETHEUS_BIN)/.built: | tools-test
+	cd tests/prometheus && GOFLAGS="-mod=mod -buildvcs=false" go build -trimpath -tags remove_all_sd \
+		-o $(PROMETHEUS_BIN)/ github.com/prometheus/prometheus/cmd/prometheus
+	touch $@
+
 helm-bin: $(HELM_BIN)/helm
 
-$(HELM_BIN)/helm:
+$(HELM_BIN)/helm: | tools-test
 	GOBIN=$(HELM_BIN) go install -trimpath \
 		-ldflags "-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
@@ -80,8 +127,9 @@ soak: setup
 
 lint: setup
 	$(VENV)/bin/ruff check --select F,E9 python tests benches
-	cargo clippy --workspace -q -- -D warnings
+	cargo clippy --workspace --tests -q -- -D warnings
 	cargo fmt --all --check
+	$(PY) -m mypy.stubtest sluicegate._core
 
 clean:
 	rm -rf $(VENV) .stamp-ext python/sluicegate/*.so

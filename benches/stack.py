@@ -35,37 +35,45 @@ class PathConfig:
     processing_mode: str = "full_duplex"
     method: str = "POST"
     baseline: str | None = None
+    config_text: str | None = None  # the EPP's EndpointPickerConfig, when not the default
+    headers: tuple[tuple[str, str], ...] = ()  # request headers beyond content-type
 
     @property
     def with_epp(self) -> bool:
         return self.epp_args is not None
 
 
-PYTHON = ("--ext-proc-impl", "python")  # grpc.aio, the state machine in Python
-RUST = ("--ext-proc-impl", "rust")  # tonic, the state machine in Rust, no Python per request
+RUST = ()  # the one request path: tonic, the state machine and flow control in Rust
+# The production shape: flow control on (never saturating here) with objectives, as Helm deploys it.
+PRODUCTION_CONFIG = """
+featureGates: [flowControl]
+plugins:
+- type: concurrency-detector
+  parameters: {maxConcurrency: 100000}
+flowControl:
+  saturationDetector: {pluginRef: concurrency-detector}
+objectives:
+- {name: premium, priority: 10}
+- {name: batch, priority: -5}
+"""
 
 # Baselines come before the paths measured against them: the table is read top-down.
 PATHS: tuple[PathConfig, ...] = (
     PathConfig("direct", "client → backend, no proxy", through_envoy=False),
     PathConfig("envoy", "Envoy, no ext_proc, round-robin cluster", through_envoy=True,
                baseline="direct"),
-    PathConfig("epp-full-duplex", "Envoy + EPP, FULL_DUPLEX_STREAMED (upstream config)",
-               through_envoy=True, epp_args=PYTHON, baseline="envoy"),
-    PathConfig("epp-rust-full-duplex", "as epp-full-duplex, Rust ext_proc server",
+    PathConfig("epp-rust-full-duplex", "Envoy + EPP, FULL_DUPLEX_STREAMED (upstream config)",
                through_envoy=True, epp_args=RUST, baseline="envoy"),
-    PathConfig("epp-skip-response", "Envoy + EPP --skip-response-processing",
-               through_envoy=True, epp_args=(*PYTHON, "--skip-response-processing"), baseline="envoy"),
-    PathConfig("epp-rust-skip-response", "as epp-skip-response, Rust ext_proc server",
+    PathConfig("epp-rust-skip-response", "Envoy + EPP --skip-response-processing",
                through_envoy=True, epp_args=(*RUST, "--skip-response-processing"), baseline="envoy"),
-    PathConfig("epp-buffered", "Envoy + EPP, BUFFERED bodies", through_envoy=True, epp_args=PYTHON,
-               processing_mode="buffered", baseline="envoy"),
-    PathConfig("epp-rust-buffered", "as epp-buffered, Rust ext_proc server", through_envoy=True,
+    PathConfig("epp-rust-buffered", "Envoy + EPP, BUFFERED bodies", through_envoy=True,
                epp_args=RUST, processing_mode="buffered", baseline="envoy"),
+    PathConfig("epp-production", "as epp-rust-full-duplex, flow control + objectives on",
+               through_envoy=True, epp_args=(), baseline="epp-rust-full-duplex", config_text=PRODUCTION_CONFIG,
+               headers=(("x-llm-d-inference-objective", "premium"), ("x-llm-d-inference-fairness-id", "tenant-a"))),
     PathConfig("envoy-get", "Envoy, no ext_proc, GET without body", through_envoy=True,
                method="GET", baseline="direct"),
-    PathConfig("epp-full-duplex-get", "Envoy + EPP full duplex, GET without body",
-               through_envoy=True, epp_args=PYTHON, method="GET", baseline="envoy-get"),
-    PathConfig("epp-rust-full-duplex-get", "as epp-full-duplex-get, Rust ext_proc server",
+    PathConfig("epp-rust-full-duplex-get", "Envoy + EPP full duplex, GET without body",
                through_envoy=True, epp_args=RUST, method="GET", baseline="envoy-get"),
 )
 
@@ -127,7 +135,12 @@ class PathStack:
         try:
             if self.config.with_epp:
                 endpoints = _write_endpoints(self._workdir / "endpoints.json", self.backend.address)
-                self.epp = EppProcess(endpoints, *self.config.epp_args or (),
+                args = tuple(self.config.epp_args or ())
+                if self.config.config_text is not None:
+                    config = self._workdir / "config.yaml"
+                    config.write_text(self.config.config_text)
+                    args = (*args, "--config-file", str(config))
+                self.epp = EppProcess(endpoints, *args,
                                       log_path=self._workdir / "epp.log").start()
             if self.config.through_envoy:
                 self.envoy = EnvoyProcess(self._envoy_options(),

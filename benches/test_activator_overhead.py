@@ -1,5 +1,5 @@
 """What the activator adds to every request while the pool has endpoints (the normal case): the
-flow controller's admit round trip through `ActivatedFlow` against the bare `FlowController`,
+flow controller's admit round trip with an activator managing it against the bare `FlowController`,
 same session, same uvloop loop, the two alternating batch by batch (which goes first alternates
 too) so load on a shared machine hits both alike. The benchmark row times one pair; `extra_info`
 carries µs per admitted request for each side and their ratio.

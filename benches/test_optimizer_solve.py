@@ -1,6 +1,7 @@
 """Optimizer solve time and quality: greedy and the exact MILP against a brute-force baseline
 on small instances (same answers, time ratios), on 100 models × 6 accelerator types (issue
-targets: greedy ≤ 50 ms, exact ≤ 5 s), and greedy's cost gap over 200 random instances.
+targets: greedy ≤ 50 ms, exact ≤ 5 s), greedy's cost gap over 200 random instances, and
+sizing + solve of 100 random problems against sizing one option at a time (the naive way).
 
 Sizing (the queueing model's max rate per option) happens when the problem is built and is
 timed separately: it is the same work for every solver."""
@@ -15,7 +16,8 @@ import time
 import pytest
 
 from sluicegate.optimizer import exact, greedy
-from sluicegate.optimizer.problem import Pick, Problem, build_problem, fits, solution, take
+from sluicegate.optimizer.problem import Pick, Plan, Problem, build_problem, fits, solution, take
+from sluicegate.optimizer.sizing import max_rate_rps
 from sluicegate.optimizer.synthetic import random_input
 
 QUICK = os.environ.get("SLUICEGATE_BENCH_QUICK", "") not in ("", "0", "false")
@@ -24,22 +26,20 @@ GAP_INSTANCES = 40 if QUICK else 200
 
 def brute_force(problem: Problem):
     """Every combination of one option (or none) per server: most SLOs met by priority, then
-    cheapest — the answer the exact solver must match, found the slow way."""
+    cheapest — the answer the exact solver must match, found the slow way (instances without
+    minReplicas floors, so "none" takes nothing)."""
     free0 = problem.limited()
-    for s in problem.servers:
-        take(s.floor_usage(), free0)
     priorities = sorted({s.priority for s in problem.servers})
     best_key, best = None, None
     for combo in itertools.product(*[list(s.feasible) + [None] for s in problem.servers]):
         free = dict(free0)
         ok = True
-        for s, o in zip(problem.servers, combo):
+        for o in combo:
             if o is not None:
-                extra = s.extra_usage(o, o.replicas)
-                if not fits(extra, free):
+                if not fits(o.usage(o.replicas), free):
                     ok = False
                     break
-                take(extra, free)
+                take(o.usage(o.replicas), free)
         if not ok:
             continue
         unserved = tuple(sum(1 for s, o in zip(problem.servers, combo)
@@ -48,7 +48,7 @@ def brute_force(problem: Problem):
         if best_key is None or (unserved, cost) < best_key:
             best_key, best = (unserved, cost), combo
     picks = {s.key: Pick(o, o.replicas) for s, o in zip(problem.servers, best) if o}
-    return solution(problem, picks, "brute-force")
+    return solution(problem, Plan(picks=picks, held=set(), free={}), "brute-force")
 
 
 def _median_s(fn, rounds: int) -> float:
@@ -131,3 +131,39 @@ def test_greedy_gap_over_random_instances(benchmark) -> None:
           f"greedy met fewer in {fewer_met}; where the same, greedy optimal in "
           f"{info['greedy_optimal_share']:.0%}, cost gap median {q[9]:.1%}, p95 {q[18]:.1%}, "
           f"max {info['gap_max']:.1%}")
+
+
+def _hundred_problems():
+    """1-20 models x 1-4 accelerator types, varied scarcity: the shapes of issue 16's set."""
+    return [random_input(1000 + seed, 1 + seed % 20, 1 + seed % 4,
+                         scarcity=0.3 + (seed % 7) / 7) for seed in range(100)]
+
+
+def test_sizing_and_solve_hundred_problems_against_one_option_at_a_time(benchmark) -> None:
+    inputs = _hundred_problems()
+    problems = [build_problem(inp) for inp in inputs]
+    jobs = [(o.params, s.slo) for p in problems for s in p.servers if s.load_rps > 0
+            for o in s.options]
+    # The same rates either way (sizing.max_rates_rps is tested equal to max_rate_rps).
+    assert [o.max_rate_rps for p in problems for s in p.servers if s.load_rps > 0
+            for o in s.options] == [max_rate_rps(params, slo) for params, slo in jobs]
+
+    def ours() -> None:
+        for inp in inputs:
+            greedy.solve(build_problem(inp))
+
+    def naive() -> None:  # every option sized alone, then the same solves
+        for params, slo in jobs:
+            max_rate_rps(params, slo)
+        for p in problems:
+            greedy.solve(p)
+
+    rounds = 1 if QUICK else 3
+    naive_s = min(_median_s(naive, 1) for _ in range(rounds))
+    benchmark.pedantic(ours, rounds=rounds, iterations=1)
+    ours_s = benchmark.stats.stats.min
+    benchmark.extra_info.update(problems=len(inputs), options=len(jobs), ours_s=ours_s,
+                                naive_s=naive_s, naive_over_ours=naive_s / ours_s)
+    print(f"\n100 problems ({len(jobs)} options with load): sizing + greedy solve "
+          f"{ours_s * 1e3:.0f} ms, one option at a time {naive_s * 1e3:.0f} ms "
+          f"({naive_s / ours_s:.2f}x)")

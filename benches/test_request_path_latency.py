@@ -36,7 +36,8 @@ class PathRun:
         post = stack.config.method == "POST"
         self._request = (stack.config.method, CHAT_PATH.decode() if post else MODELS_PATH.decode(),
                          _CHAT_BODY if post else None,
-                         {"content-type": "application/json"} if post else {})
+                         {"content-type": "application/json", **dict(stack.config.headers)} if post
+                         else dict(stack.config.headers))
         # With an EPP the backend must see the EPP's pick; without one, no destination at all.
         self._expected_destination = stack.backend.address if stack.config.with_epp else None
         self.latencies_ns: list[int] = []

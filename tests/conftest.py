@@ -1,18 +1,29 @@
-"""Shared fixtures; every server a fixture starts is stopped by it."""
+"""Shared fixtures; every server a fixture starts is stopped by it. The `leak_guard` fixture
+runs around every test and fails it when it leaves tasks on the shared loop or non-daemon
+threads behind (after a bounded wait for them to end on their own)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Iterator
 
 import pytest
 
 from tests.harness import LoopThread, SimFleet
 
+# How long a test's leftovers get to end by themselves (a server's handler finishing its last
+# write, a thread returning) before they count as leaked.
+LEAK_GRACE_S = 5.0
+_LOOP: list[LoopThread] = []  # the session loop, once a test asked for it
+
 
 @pytest.fixture(scope="session")
 def loop_thread() -> Iterator[LoopThread]:
     lt = LoopThread()
+    _LOOP.append(lt)
     yield lt
+    _LOOP.remove(lt)
     lt.close()
 
 
@@ -23,7 +34,28 @@ def sims(loop_thread: LoopThread) -> Iterator[SimFleet]:
     fleet.stop_all()
 
 
-@pytest.fixture(params=["python", "rust"])
-def ext_proc_impl(request) -> str:
-    """The ext_proc server an EPP process runs (`--ext-proc-impl`): tests that take it run for both."""
-    return request.param
+def _pending(lt: LoopThread) -> list:
+    return lt.pending_tasks() if not lt.loop.is_closed() else []
+
+
+@pytest.fixture(autouse=True)
+def leak_guard() -> Iterator[None]:
+    # Autouse and function-scoped: set up before, torn down after, the test's own fixtures.
+    before = {t.ident for t in threading.enumerate()}
+    tasks_before = {id(t) for lt in _LOOP for t in _pending(lt)}
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    threads, tasks = [], []
+    while time.monotonic() < deadline:
+        threads = [t for t in threading.enumerate()
+                   if t.ident not in before and not t.daemon and t.is_alive()]
+        tasks = [t for lt in _LOOP for t in _pending(lt) if id(t) not in tasks_before]
+        if not threads and not tasks:
+            return
+        if threads:
+            threads[0].join(0.05)
+        else:
+            time.sleep(0.05)  # bounded poll of the loop's tasks, inside the deadline above
+    raise AssertionError(f"the test left {len(threads)} non-daemon thread(s) "
+                         f"{[t.name for t in threads]} and {len(tasks)} task(s) on the shared loop "
+                         f"{[t.get_coro() for t in tasks][:5]} running after {LEAK_GRACE_S} s")

@@ -29,10 +29,36 @@ class LoopThread:
     def run(self, coro, timeout: float = 60.0):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
+    def close(self, timeout: float = 10.0) -> None:
+        """Cancel what is still running on the loop and wait for it to finish, then stop and close
+        the loop: a task left to `loop.close()` is destroyed pending and its handlers log to
+        streams pytest has already closed."""
+        if self.loop.is_closed():
+            return
+        try:
+            self.run(_cancel_all(), timeout)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout)
+            if not self._thread.is_alive():
+                self.loop.close()
+
+    def pending_tasks(self) -> list[asyncio.Task]:
+        """Tasks still running on the loop (for the leak guard in conftest.py)."""
+        async def tasks() -> list[asyncio.Task]:
+            me = asyncio.current_task()
+            return [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+
+        return self.run(tasks(), 10)
+
+
+async def _cancel_all() -> None:
+    me = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not me]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.get_running_loop().shutdown_asyncgens()
 
 
 class SimFleet:
@@ -94,5 +120,5 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.02, what: s
         last = predicate()
         if last:
             return last
-        time.sleep(interval)
+        time.sleep(interval)  # poll interval of this bounded wait
     raise AssertionError(f"{what} not reached after {timeout} s (last: {last!r})")

@@ -1,9 +1,17 @@
 """Typed surface of the Rust extension. Only sluicegate's façade modules import it."""
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, final
+
+from typing_extensions import Self
+
+__all__ = ["__version__", "ParsedRequest", "parse_request", "rewrite_model", "replace_model_in_chunk",
+           "prefix_block_hashes", "find_usage", "request_block_hashes", "EndpointMetrics", "Decision",
+           "EndpointStatus", "Router", "parse_metrics", "RequestStats", "SeriesSnapshot", "FlowController",
+           "QueuedRequest", "Completion", "ExtProcServer"]
 
 __version__: str
 
+@final
 class ParsedRequest:
     kind: str  # "chat_completions" | "completions" | "embeddings" | "responses" | "anthropic_messages" | "passthrough"
     model: str | None
@@ -32,6 +40,7 @@ def find_usage(tail: bytes) -> tuple[int, int, int] | None:
     """(prompt_tokens, completion_tokens, cached_tokens) of the last complete OpenAI `usage`
     object in the tail of a response body or SSE stream; None when there is none."""
 
+@final
 class EndpointMetrics:
     waiting: int
     running: int
@@ -46,6 +55,7 @@ def parse_metrics(text: bytes, engine: str) -> EndpointMetrics:
     """Parse Prometheus text with the metric names of `engine` ("vllm" | "sglang" | "trtllm",
     alias "trtllm-serve"); metrics absent from the text read as 0. Unknown engine: ConfigError."""
 
+@final
 class Decision:
     endpoints: str  # "ip:port[,ip:port...]": primary first, then fallbacks
     primary: str  # the first of `endpoints`
@@ -57,6 +67,7 @@ class Decision:
     headers: dict[str, str] | None  # to add upstream, e.g. x-prefiller-host-port; None when none
     session_token: str | None  # x-session-token naming the primary, with session affinity
 
+@final
 class EndpointStatus:
     name: str
     address: str
@@ -68,13 +79,14 @@ class EndpointStatus:
     stale: bool
     scrape_errors: int
 
+@final
 class Router:
     """Endpoint snapshot + scheduler + metrics scraper, one per pool."""
 
-    def __init__(self, config_json: str = "{}") -> None:
+    def __new__(cls, config_json: str = "{}") -> Self:
         """config_json: the scheduling part of an EndpointPickerConfig as JSON ("plugins",
         "schedulingProfiles") plus "stalenessMs", "scrapeIntervalMs", "scrapeTimeoutMs",
-        "maxMetricSeries"; none of the first two gives upstream's default profile (queue-scorer 2,
+        "maxMetricSeries", "ignoreSubsetHint"; none of the first two gives upstream's default profile (queue-scorer 2,
         kv-cache-utilization-scorer 2, prefix-cache-scorer 3, max-score-picker). Unknown keys,
         plugin types or parameters raise ConfigError naming the plugin and the field."""
     def describe(self) -> str:
@@ -82,6 +94,9 @@ class Router:
     def set_endpoints(self, endpoints: Sequence[tuple[str, str, Mapping[str, str]]]) -> None:
         """Replace the endpoint set: (name, "ip:port", labels). Metrics of kept endpoints survive.
         The label `llm-d.ai/engine-type` picks the metric names the scraper reads (default vllm)."""
+    def set_allowed_models(self, pool: str, models: Sequence[str] | None = None) -> None:
+        """Serve only `models` (others fail with ModelNotServedError naming the model and `pool`);
+        None serves any model (the default)."""
     def ingest_metrics(self, address: str, text: bytes, engine: str = "vllm") -> bool:
         """Feed a scrape result by hand (tests, push-based discovery); False when `address` is
         not in the pool. Missing metrics keep their last value."""
@@ -111,12 +126,15 @@ class Router:
         """What `route` would decide, changing nothing (no in-flight count, no learning), and
         per profile: (name, candidates after filters, [(scorer, weight, raw scores)], totals,
         picked)."""
-    def apply_kv_events(self, address: str, payload: bytes, seq: int | None = None) -> bool:
-        """One msgpack KVEventBatch from the endpoint at `address` into the precise prefix index
-        (GIL released); False when no endpoint has that address. ValueError: bad payload, or no
-        precise-prefix-cache-producer configured."""
+    def apply_kv_events(self, address: str, payload: bytes, seq: int | None = None, model: str = "") -> bool:
+        """One msgpack KVEventBatch (either vLLM wire form) from the endpoint at `address`, for
+        `model` (from the topic), into the precise prefix index (GIL released); False when no
+        endpoint has that address. ValueError: bad payload, or no precise-prefix-cache-producer."""
     def kv_event_stats(self) -> dict[str, int] | None:
-        """batches, events, seq_gaps, block_size_mismatches; None without a producer."""
+        """The precise index's counters (batches, events, decode_failures, seq_gaps,
+        block_size_mismatches, unknown_parents, admissions, evictions, engine_hash_checks,
+        engine_hash_mismatches, lookups, lookup_blocks, lookup_hits, tokenize_failures, size);
+        None without a producer."""
     def release(self, address: str) -> None:
         """The request sent to `address` finished: drop its in-flight count."""
     def status(self) -> list[EndpointStatus]: ...
@@ -125,8 +143,9 @@ class Router:
         durations are recorded by `route`)."""
 
 # (bucket upper bounds, per-bucket counts with +Inf last, sum)
-Histogram = tuple[list[float], list[int], float]
+_Histogram = tuple[list[float], list[int], float]
 
+@final
 class SeriesSnapshot:
     model: str
     target_model: str
@@ -135,21 +154,23 @@ class SeriesSnapshot:
     requests: int
     errors: list[tuple[str, int]]  # (error_code, count)
     running: int
-    duration: Histogram
-    request_size: Histogram
-    response_size: Histogram
-    input_tokens: Histogram
-    output_tokens: Histogram
-    cached_tokens: Histogram
-    ntpot: Histogram
-    ttft: Histogram
-    ttft_streaming: Histogram
+    duration: _Histogram
+    request_size: _Histogram
+    response_size: _Histogram
+    input_tokens: _Histogram
+    output_tokens: _Histogram
+    cached_tokens: _Histogram
+    ntpot: _Histogram
+    ttft: _Histogram
+    ttft_streaming: _Histogram
+    tpot: _Histogram  # streamed responses: (duration - ttft) / (output tokens - 1)
 
+@final
 class RequestStats:
     """Per-request metrics by (model, target model, fairness id, priority); label sets past
     `max_series` count under model "__other__"."""
 
-    def __init__(self, max_series: int = 1000) -> None: ...
+    def __new__(cls, max_series: int = 1000) -> Self: ...
     def started(self, model: str, target_model: str, fairness_id: str, priority: int) -> None: ...
     def finished(
         self, model: str, target_model: str, fairness_id: str, priority: int, was_started: bool, *,
@@ -158,10 +179,11 @@ class RequestStats:
         duration_s: float | None = None, ttft_s: float | None = None, streaming: bool = False,
     ) -> None: ...
     def snapshot(self) -> list[SeriesSnapshot]: ...
-    def scheduler(self) -> Histogram: ...
+    def scheduler(self) -> _Histogram: ...
     def attempts(self) -> list[tuple[bool, str, str, str, int]]:
         """(success, target model, endpoint name, endpoint "ip:port", count) per scheduling outcome."""
 
+@final
 class ExtProcServer:
     """The Envoy ext_proc server in Rust (tonic): ext_proc on `port`, grpc.health.v1 on
     `health_port` (services "", liveness, readiness and the ext_proc service name), served by
@@ -173,8 +195,8 @@ class ExtProcServer:
     port: int
     health_port: int
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         router: Router,
         host: str = "0.0.0.0",
         port: int = 9002,
@@ -185,7 +207,10 @@ class ExtProcServer:
         skip_response: bool = False,
         max_body_bytes: int | None = None,
         worker_threads: int | None = None,
-    ) -> None: ...
+        health_checking: bool = False,  # grpc.health.v1 on the ext_proc port too
+        max_recv_msg_bytes: int | None = None,  # gRPC message limits; None = 64 MiB
+        max_send_msg_bytes: int | None = None,
+    ) -> Self: ...
     def start(self) -> None:
         """Start serving; returns at once. RuntimeError when started already or stopped."""
     def set_serving(self, serving: bool) -> None: ...
@@ -193,6 +218,7 @@ class ExtProcServer:
         """NOT_SERVING, up to min(drain_timeout, 1) s for proxies to see it, up to
         `drain_timeout` s for open streams, then stop (GIL released). Idempotent."""
 
+@final
 class Completion:
     """The one outcome of a queued request, as the flow controller's dispatch thread gave it."""
 
@@ -203,17 +229,19 @@ class Completion:
     waited_s: float  # time spent queued
     decision: Decision | None  # where it goes, when it was enqueued with a path and a Router
 
+@final
 class QueuedRequest:
     id: int
     def cancel(self) -> bool:
         """Remove the request if it still waits; False when its outcome is already decided."""
 
+@final
 class FlowController:
     """Per-flow queues, priority bands, fairness/ordering policies, capacity, TTLs, a saturation
     detector and a dispatch thread. Outcomes are handed over in batches: `wake_fd()` becomes
     readable when `take_completions()` has something."""
 
-    def __init__(self, config_json: str = "{}", router: Router | None = None) -> None:
+    def __new__(cls, config_json: str = "{}", router: Router | None = None) -> Self:
         """config_json: the Rust FlowControlConfig (see sluicegate.flowcontrol.config.to_json);
         the utilization detector needs `router`. Bad config: ConfigError naming the field."""
     def wake_fd(self) -> int: ...
@@ -249,3 +277,18 @@ class FlowController:
         saturation, dispatch_cycles, dispatch_cycle_seconds, queue_wait_seconds."""
     def shutdown(self) -> None:
         """Evict every queued request (503 rejected-shutting-down) and stop the dispatch thread."""
+
+
+# kvblock: token-level block hashing and in-process tokenization (also `sluicegate._core.kvblock`).
+def vllm_block_hashes(tokens: list[int], block_size: int, hash_seed: str, lora: str | None = None,
+                      cache_salt: str | None = None) -> list[int]:
+    """vLLM's sha256_cbor block hashes of `tokens`, in the integer form KV events carry."""
+def request_block_keys(tokens: list[int], block_size: int, hash_seed: str, model: str,
+                       cache_salt: str | None = None) -> list[int]:
+    """llm-d's cbor-fnv block keys of a prompt's tokens, as the precise index keys them."""
+
+class LocalTokenizer:
+    """A token-producer's in-process tokenizer (a tokenizer.json or model directory)."""
+    def __init__(self, path: str) -> None: ...
+    def tokens(self, path: str, body: bytes) -> list[int]:
+        """The token ids of a request body sent to `path`, as the EPP computes them."""

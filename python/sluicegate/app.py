@@ -1,4 +1,5 @@
-"""The EPP process: config → Router (Rust) → endpoint discovery → scraper → gRPC servers.
+"""The EPP process: config → Router (Rust) → endpoint discovery → scraper → the Rust ext_proc
+server (flow control, objectives, rewrites and routing all in Rust; Python never sees a request).
 
 `Epp` is what `sluicegate run` starts and what tests and the demo start in-process.
 """
@@ -11,12 +12,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .datalayer.discovery import ENGINE_LABEL, Endpoint, FileDiscovery
+from .datalayer.dns import Resolver
+from .datalayer.hostnames import DEFAULT_REFRESH_S, HostnameResolution
 from .errors import ConfigError
-from .extproc.native_server import NativeEppServer
+from .extproc.flow import EppFlowControl
+from .extproc.protocol import MAX_BODY_BYTES
 from .extproc.server import EppServer
-from .extproc.stream import MAX_BODY_BYTES
-from .flowcontrol import FlowController
 from .metrics import MetricsServer, build_registry
+from .metrics.server import MetricsAccess
 from .scheduling import Router
 from .scheduling.kv_events import KvEventSubscriber
 from .scheduling.config import EppConfig, load_config
@@ -43,53 +46,84 @@ class EppOptions:
     drain_timeout_s: float = 30.0
     skip_response: bool = False
     pool_name: str | None = None
-    # "rust" (tonic, no Python per request), "python" (grpc.aio), "auto": rust where it can serve
-    ext_proc_impl: str = "auto"
+    # --ext-proc-impl: deprecated no-op (one request path, in Rust); a value given logs a line
+    ext_proc_impl: str | None = None
     metrics_port: int | None = 9090  # None: no metrics/health HTTP server
     metrics_token_file: str | None = None
     max_request_body_bytes: int = MAX_BODY_BYTES  # --max-request-body-bytes: larger bodies get 413
     kube: "KubeOptions | None" = None  # Kubernetes mode (--pool-name or --endpoint-selector)
     leader_election: "LeaseOptions | None" = None  # --ha-enable-leader-election
     scale_to_zero: bool = False  # --enable-scale-to-zero (activator, Kubernetes mode)
+    # Upstream EPP flags (python/sluicegate/runflags.py; README flag table)
+    health_checking: bool = False  # --health-checking: gRPC health on the ext_proc port too
+    grpc_max_recv_msg_bytes: int | None = None  # --grpc-max-recv-msg-size
+    grpc_max_send_msg_bytes: int | None = None  # --grpc-max-send-msg-size
+    tls_min_version: str | None = None  # --tls-min-version (VersionTLS12, VersionTLS13)
+    tls_cipher_suites: tuple[str, ...] = ()  # --tls-cipher-suites (Go names)
+    cert_reload: bool = False  # --enable-cert-reload
+    enable_pprof: bool = False  # --enable-pprof: /debug/pprof/ on the metrics port
+    metrics_endpoint_auth: bool = False  # --metrics-endpoint-auth (Kubernetes mode: TokenReview + SAR)
+    metrics_cert_dir: str | None = None  # --metrics-cert-dir: HTTPS metrics
+    metrics_client_ca_file: str | None = None  # --metrics-client-ca-file: mTLS metrics
+    tracing: bool = False  # --tracing (set up by the CLI; spans around the control path)
+    emit_endpoint_scores: bool = False  # --emit-endpoint-scores
+    disable_endpoint_subset_filter: bool = False  # --disable-endpoint-subset-filter
+    grpc_stream_metrics: bool = False  # --enable-grpc-stream-metrics
+    dns_server: str | None = None  # --dns-server host:port for hostname endpoints; None: the system resolver
+    dns_refresh_s: float = DEFAULT_REFRESH_S  # --dns-refresh-interval
+    # --model-allow-list: the pool serves only these models (others get 404); None: any model.
+    # In Kubernetes mode the pool's InferenceModelRewrites add theirs (see kube.models).
+    allowed_models: tuple[str, ...] | None = None
 
 
 class Epp:
     def __init__(self, opts: EppOptions) -> None:
         self.opts = opts
         self.config: EppConfig = load_config(path=opts.config_file, text=opts.config_text)
-        server_class = _ext_proc_server(opts, self.config)  # a bad --ext-proc-impl fails before anything starts
+        if opts.ext_proc_impl is not None:
+            log.warning("--ext-proc-impl %s: deprecated and ignored; every mode is served by the Rust "
+                        "ext_proc server", opts.ext_proc_impl)
         self.router = Router(
             self.config.router_json(
-                scrapeIntervalMs=opts.refresh_metrics_interval_ms, stalenessMs=opts.metrics_staleness_ms
+                scrapeIntervalMs=opts.refresh_metrics_interval_ms, stalenessMs=opts.metrics_staleness_ms,
+                ignoreSubsetHint=opts.disable_endpoint_subset_filter,
             )
         )
+        if opts.allowed_models is not None:
+            self.router.set_allowed_models(opts.pool_name or "default", list(opts.allowed_models))
         # precise-prefix-cache-producer: follow each endpoint's KV-event publisher.
         self.kv_events = KvEventSubscriber.from_config(self.router, self.config.precise_prefix)
+        fc = self.config.flow_control
+        # Objectives (priority per name): static ones now; Kubernetes mode replaces them whole.
+        self.router.set_objectives(dict(fc.objectives))
         self.kube = None
-        picker = self.router
+        # Discovery's endpoints pass through here: hostnames become one endpoint per DNS address.
+        self.hostnames = HostnameResolution(self._set_endpoints, Resolver(opts.dns_server) if opts.dns_server else None,
+                                            opts.dns_refresh_s)
         if opts.kube is not None:
             from .kube.mode import KubeMode
 
-            self.kube = KubeMode(opts.kube, opts.leader_election, self.router, self._set_endpoints)
+            self.kube = KubeMode(opts.kube, opts.leader_election, self.router, self.hostnames.update)
+            self.kube.watcher.on_models = self._set_pool_models
             self.discovery = self.kube.watcher
-            picker = self.kube.picker
         else:
             path = opts.endpoints_file or self.config.endpoints_file
             if path is None:
                 raise ConfigError("no endpoints: give --endpoints-file, --pool-name, or a file-discovery plugin")
-            self.discovery = FileDiscovery(path, self._set_endpoints, watch=self.config.watch_file)
+            self.discovery = FileDiscovery(path, self.hostnames.update, watch=self.config.watch_file)
         # Flow control (feature gate `flowControl`): requests wait by priority and fairness while the
-        # pool is saturated or empty, and are routed in the dispatch thread when their turn comes.
-        fc = self.config.flow_control
-        self.flow = FlowController(fc, router=self.router) if fc.enabled else None
-        # Gate off, Python request path: upstream's legacy admission sheds sheddable requests
-        # (objective priority < 0) with 429 while the pool is saturated.
-        self.shedder = None
-        if self.flow is None and server_class is EppServer:
-            self.shedder = FlowController(fc, router=self.router, queueing=False)
-            if self.kube is not None:
-                self.kube.on_objectives(self.shedder.set_objectives)
-        # Activator (Kubernetes mode with flow control): scale the pool's workload from/to zero.
+        # pool is saturated or empty, and are routed when their turn comes. Gate off: upstream's
+        # legacy admission sheds sheddable requests (objective priority < 0) with 429 while saturated.
+        self.flow: EppFlowControl | None = None
+        self.shedder: EppFlowControl | None = None
+        if fc.enabled:
+            self.flow = EppFlowControl(fc, self.router)
+        elif fc.objectives or self.kube is not None:
+            self.shedder = EppFlowControl(fc, self.router, queueing=False)
+        gate = (self.flow or self.shedder).gate if (self.flow or self.shedder) is not None else None
+        self._gate = gate
+        # Activator (flow control on, Kubernetes mode with a pool or static `activator:`): scale the
+        # pool's workload from/to zero, on counters read from Rust.
         self.activator = None
         if self.flow is not None and self.kube is not None and self.kube.watcher.pool is not None:
             from .activator.kube import kube_activator
@@ -100,29 +134,23 @@ class Epp:
 
             self.activator = static_activator(opts.pool_name or "default", self.flow, self.router,
                                               self.config.activator)
-        flow_args = {"flow": self.activator.flow if self.activator else self.flow} if self.flow is not None else {}
-        if self.shedder is not None:
-            flow_args = {"flow": self.shedder}
-        if self.flow is not None and self.kube is not None:
-            self.kube.on_objectives(self.flow.set_objectives)
-            flow_args["flow"] = self.kube.rewriting(flow_args["flow"])  # InferenceModelRewrite before queueing
-        self.server = server_class(
-            picker,
+        self.server = EppServer(
+            self.router,
             host=opts.grpc_host,
             port=opts.grpc_port,
             health_port=opts.grpc_health_port,
             secure=opts.secure_serving,
             cert_path=opts.cert_path,
             skip_response=opts.skip_response,
-            stats=self.router.request_stats(),
             max_body_bytes=opts.max_request_body_bytes,
-            **flow_args,
+            gate=gate,
+            **_server_flags(opts),
         )
         self.metrics: MetricsServer | None = None
         if opts.metrics_port is not None:
             registry = build_registry(self.router, opts.pool_name or "default", extra=self._collectors)
             self.metrics = MetricsServer(registry, self.ready, opts.grpc_host, opts.metrics_port,
-                                         opts.metrics_token_file)
+                                         access=self._metrics_access())
         self._serving = False
 
     @property
@@ -138,17 +166,29 @@ class Epp:
         if self.kv_events is not None:
             self.kv_events.endpoints_changed((e.hostport, _labels(e)) for e in endpoints)
         log.info("endpoints: %s", ", ".join(e.hostport for e in endpoints) or "none")
-        if self.flow is not None:
-            self.flow.notify()  # requests held for want of endpoints may go now
+        if self._gate is not None:
+            self._gate.notify()  # requests held for want of endpoints may go now
         if self.activator is not None:
             self.activator.endpoints_changed(len(endpoints))
 
+    def _set_pool_models(self, bound) -> None:
+        """Kubernetes mode: the allow-list is --model-allow-list plus the models bound to the pool
+        (its served-models annotation, its InferenceModelRewrites); on with the flag or the annotation."""
+        if self.opts.allowed_models is None and not bound.explicit:
+            self.router.set_allowed_models(self.opts.pool_name or "default", None)
+            return
+        models = sorted(set(self.opts.allowed_models or ()) | bound.models)
+        self.router.set_allowed_models(self.opts.pool_name or "default", models)
+        log.info("model allow-list: %s", ", ".join(models) or "empty (every model refused)")
+
     def _collectors(self) -> list:
-        out = []
+        from .datalayer.dns_metrics import HostnameCollector
+
+        out: list = [HostnameCollector(self.hostnames)]
         if self.flow is not None:
             from .metrics.flowcontrol import FlowControlCollector
 
-            out.append(FlowControlCollector(self.opts.pool_name or "default", self.flow))
+            out.append(FlowControlCollector(self.opts.pool_name or "default", self.flow, self.router.status))
         if self.activator is not None:
             from .activator import ActivatorCollector
 
@@ -158,6 +198,19 @@ class Epp:
 
             out.append(KvEventsCollector(self.kv_events, self.router))
         return out
+
+    def _metrics_access(self) -> MetricsAccess:
+        """Upstream's metrics flags: auth through the API server in Kubernetes mode (upstream's
+        file-discovery mode has none either), HTTPS, client certificates, pprof."""
+        opts = self.opts
+        authorize = None
+        if opts.metrics_endpoint_auth and self.kube is not None:
+            from .kube.watcher import api_client
+            from .metrics.kube_auth import KubeMetricsAuth
+
+            authorize = KubeMetricsAuth(api_client(opts.kube.kubeconfig))
+        return MetricsAccess(token_file=opts.metrics_token_file, authorize=authorize, cert_dir=opts.metrics_cert_dir,
+                             client_ca_file=opts.metrics_client_ca_file, pprof=opts.enable_pprof)
 
     @property
     def metrics_port(self) -> int | None:
@@ -170,6 +223,7 @@ class Epp:
     async def start(self) -> None:
         if self.kv_events is not None:
             self.kv_events.start()  # binds kvEventsConfig.zmqEndpoint before servers dial it
+        self.hostnames.start()
         self.discovery.start()
         self.router.start_scraper()
         if self.metrics is not None:
@@ -193,12 +247,10 @@ class Epp:
             await self.kube.stop_serving()
         if self.activator is not None:
             await self.activator.stop()
-        if self.flow is not None:
-            self.flow.close()  # still-queued requests get 503 rejected-shutting-down
-        if self.shedder is not None:
-            self.shedder.close()
+        # NOT_SERVING, still-queued requests 503 rejected-shutting-down, then the drain.
         await self.server.stop(self.opts.drain_timeout_s if drain_timeout is None else drain_timeout)
         await self.discovery.stop()
+        await self.hostnames.stop()
         self.router.stop_scraper()
         if self.kv_events is not None:
             await self.kv_events.close()
@@ -213,22 +265,20 @@ class Epp:
         await self.stop(0)
 
 
-def _ext_proc_server(opts: EppOptions, config: EppConfig) -> type[EppServer] | type[NativeEppServer]:
-    """The ext_proc server --ext-proc-impl names; `auto` is the Rust one unless the configuration
-    needs what only the Python request path has (flow control, Kubernetes mode, objectives)."""
-    impl = opts.ext_proc_impl
-    if impl not in ("auto", "python", "rust"):
-        raise ConfigError(f"--ext-proc-impl: {impl!r} is not one of auto, python, rust")
-    fc = config.flow_control
-    python_only = ("flow control (featureGates: [flowControl])" if fc.enabled
-                   else "Kubernetes mode (--pool-name, --endpoint-selector)" if opts.kube is not None
-                   else "objectives (priorities, shedding sheddable requests)" if fc.objectives else None)
-    if impl == "python" or (impl == "auto" and python_only):
-        return EppServer
-    if python_only:
-        raise ConfigError(f"--ext-proc-impl rust: {python_only} runs in the Python request path only; "
-                          "use --ext-proc-impl python or auto")
-    return NativeEppServer
+def _server_flags(opts: EppOptions) -> dict:
+    """Upstream's ext_proc flags as server arguments: health on the ext_proc port and message
+    limits. The TLS and stream-metric flags that only the removed grpc.aio server honoured are
+    accepted and named in one warning each (the Rust server keeps one certificate, default suites)."""
+    from .servertls import check_policy
+
+    check_policy(opts.tls_min_version, opts.tls_cipher_suites)
+    for flag, on in (("--enable-cert-reload", opts.cert_reload and opts.secure_serving),
+                     ("--tls-cipher-suites", bool(opts.tls_cipher_suites) and opts.secure_serving),
+                     ("--enable-grpc-stream-metrics", opts.grpc_stream_metrics)):
+        if on:
+            log.warning("%s is not honoured by the Rust ext_proc server; ignored", flag)
+    return {"health_checking": opts.health_checking, "max_recv_msg_bytes": opts.grpc_max_recv_msg_bytes,
+            "max_send_msg_bytes": opts.grpc_max_send_msg_bytes}
 
 
 def _labels(e: Endpoint) -> dict[str, str]:
@@ -239,8 +289,11 @@ def _labels(e: Endpoint) -> dict[str, str]:
 
 async def run_until(opts: EppOptions, stop: asyncio.Event) -> None:
     """Serve until `stop` is set (SIGTERM/SIGINT), then drain for --drain-timeout."""
+    from .tracing import span
+
     epp = Epp(opts)
-    await epp.start()
+    with span("sluicegate.start"):  # --tracing: the start-up (config, discovery, servers) as one span
+        await epp.start()
     try:
         # Tests and wrappers wait for this line to know the ports.
         print(f"sluicegate ready grpc={epp.port} health={epp.health_port} metrics={epp.metrics_port or 0}",

@@ -7,15 +7,8 @@ import asyncio
 import signal
 import sys
 
-
-def _bool(value: str) -> bool:
-    # Go-style flags: --secure-serving=false
-    v = value.lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+from .goflags import add_bool, duration, normalize_verbosity
+from .runflags import add_upstream_flags
 
 
 def _positive_int(value: str) -> int:
@@ -40,21 +33,26 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--endpoints-file", help="static endpoints (upstream file-discovery shape)")
     p.add_argument("--pool-name")
     p.add_argument("--pool-namespace", default=None, help="default: $NAMESPACE, then 'default'")
+    p.add_argument("--dns-server", help="ip[:port] of the DNS server for hostname endpoints (default: the system resolver)")
+    p.add_argument("--dns-refresh-interval", type=float, default=30.0,
+                   help="seconds between resolutions of a hostname endpoint (sooner when its TTL is shorter)")
+    p.add_argument("--model-allow-list", metavar="MODEL[,MODEL]",
+                   help="serve only these models; others get 404 naming the model and the pool (default: any)")
+    p.add_argument("--static-pool-name", help="without Kubernetes: the pool's name in metrics and 404s (default: 'default')")
     _add_kube_flags(p)
-    p.add_argument("--secure-serving", type=_bool, nargs="?", const=True, default=True)
+    add_bool(p, "--secure-serving", True)
     p.add_argument("--cert-path")
-    p.add_argument("--refresh-metrics-interval", type=float, default=0.05, help="seconds")
-    p.add_argument("--metrics-staleness-threshold", type=float, default=2.0, help="seconds")
-    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds")
-    p.add_argument("--ext-proc-impl", choices=("auto", "python", "rust"), default="auto",
-                   help="ext_proc server: rust (tonic), python (grpc.aio; flow control and Kubernetes mode need "
-                        "it), auto: rust unless those are on")
+    p.add_argument("--refresh-metrics-interval", type=duration, default=0.05, help="Go duration (50ms) or seconds")
+    p.add_argument("--metrics-staleness-threshold", type=duration, default=2.0, help="Go duration or seconds")
+    p.add_argument("--drain-timeout", type=duration, default=30.0, help="Go duration (30s) or seconds")
+    p.add_argument("--ext-proc-impl", choices=("auto", "python", "rust"), default=None,
+                   help="deprecated, ignored: every mode is served by the Rust ext_proc server")
     p.add_argument("--max-request-body-bytes", type=_positive_int, default=64 * 1024 * 1024,
                    help="request bodies above this get 413 as soon as they cross it (default 64 MiB)")
-    p.add_argument("--skip-response-processing", type=_bool, nargs="?", const=True, default=False,
-                   help="close the ext_proc stream after routing when the response needs no rewrite")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug (per-request lines)")
-    p.add_argument("--log-format", choices=("json", "text"), default="json")
+    add_bool(p, "--skip-response-processing", False,
+             "close the ext_proc stream after routing when the response needs no rewrite")
+    p.add_argument("--log-format", choices=("json", "text"), default=None, help="json (default) or text (console)")
+    add_upstream_flags(p)
     p.set_defaults(func=_run)
 
 
@@ -64,16 +62,22 @@ def _add_kube_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kubeconfig", help="default: in-cluster, then $KUBECONFIG / ~/.kube/config")
     p.add_argument("--endpoint-selector", help="without CRDs: pods matching k=v[,k=v] are the pool")
     p.add_argument("--endpoint-target-ports", help="without CRDs: the pool's ports, comma-separated")
-    p.add_argument("--ha-enable-leader-election", type=_bool, nargs="?", const=True, default=False)
-    p.add_argument("--enable-scale-to-zero", type=_bool, nargs="?", const=True, default=False,
-                   help="activator: scale the pool's workload to 0 after its activator.llm-d.ai/scale-down-delay idle")
-    p.add_argument("--ha-lease-duration", type=float, default=15.0, help=argparse.SUPPRESS)
-    p.add_argument("--ha-renew-deadline", type=float, default=10.0, help=argparse.SUPPRESS)
-    p.add_argument("--ha-retry-period", type=float, default=2.0, help=argparse.SUPPRESS)
+    add_bool(p, "--ha-enable-leader-election", False)
+    add_bool(p, "--enable-scale-to-zero", False,
+             "activator: scale the pool's workload to 0 after its activator.llm-d.ai/scale-down-delay idle")
+    p.add_argument("--ha-lease-duration", type=duration, default=15.0, help=argparse.SUPPRESS)
+    p.add_argument("--ha-renew-deadline", type=duration, default=10.0, help=argparse.SUPPRESS)
+    p.add_argument("--ha-retry-period", type=duration, default=2.0, help=argparse.SUPPRESS)
+
+
+def _models(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(m.strip() for m in value.split(",") if m.strip())
 
 
 def _kube_options(args: argparse.Namespace) -> dict:
-    if not (args.pool_name or args.endpoint_selector):
+    if not (args.pool_name or args.endpoint_selector) or _file_discovery(args):
         return {}
     from .kube.mode import LeaseOptions
     from .kube.watcher import KubeOptions
@@ -87,10 +91,32 @@ def _kube_options(args: argparse.Namespace) -> dict:
     return {"kube": kube, "leader_election": lease, "scale_to_zero": args.enable_scale_to_zero}
 
 
+def _file_discovery(args: argparse.Namespace) -> bool:
+    """As upstream: a config whose data layer names a discovery plugin runs on file discovery, even
+    when the chart also passes --pool-name or --endpoint-selector."""
+    import logging
+
+    from .scheduling.config import load_config
+
+    if args.endpoints_file is None and not (args.config_file or args.config_text):
+        return False
+    if args.endpoints_file is None and load_config(path=args.config_file, text=args.config_text).endpoints_file is None:
+        return False
+    logging.getLogger("sluicegate.flags").info(
+        "endpoints come from the file-discovery data layer; --pool-name / --endpoint-selector serve as labels only")
+    return True
+
+
 def _run(args: argparse.Namespace) -> int:
     from .app import EppOptions, run_until
     from .errors import ConfigError
+    from .runflags import check
 
+    try:
+        tls = check(args)
+    except ValueError as e:
+        print(f"sluicegate: {e}", file=sys.stderr)
+        return 1
     opts = EppOptions(
         grpc_host=args.grpc_host,
         grpc_port=args.grpc_port,
@@ -105,10 +131,27 @@ def _run(args: argparse.Namespace) -> int:
         drain_timeout_s=args.drain_timeout,
         skip_response=args.skip_response_processing,
         ext_proc_impl=args.ext_proc_impl,
-        pool_name=args.pool_name,
+        pool_name=args.pool_name or args.static_pool_name,
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         metrics_token_file=args.metrics_token_file,
         max_request_body_bytes=args.max_request_body_bytes,
+        health_checking=args.health_checking,
+        grpc_max_recv_msg_bytes=args.grpc_max_recv_msg_size,
+        grpc_max_send_msg_bytes=args.grpc_max_send_msg_size,
+        tls_min_version=tls.min_version,
+        tls_cipher_suites=tls.cipher_suites,
+        cert_reload=tls.reload,
+        enable_pprof=args.enable_pprof,
+        metrics_endpoint_auth=args.metrics_endpoint_auth,
+        metrics_cert_dir=args.metrics_cert_dir,
+        metrics_client_ca_file=args.metrics_client_ca_file,
+        tracing=args.tracing,
+        emit_endpoint_scores=args.emit_endpoint_scores,
+        disable_endpoint_subset_filter=args.disable_endpoint_subset_filter,
+        grpc_stream_metrics=args.enable_grpc_stream_metrics,
+        dns_server=args.dns_server,
+        dns_refresh_s=args.dns_refresh_interval,
+        allowed_models=_models(args.model_allow_list),
         **_kube_options(args),
     )
 
@@ -119,11 +162,19 @@ def _run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await run_until(opts, stop)
 
+    shutdown_tracing = None
     try:
+        if args.tracing:
+            from .tracing import start_tracing
+
+            shutdown_tracing = start_tracing()
         _run_loop(main())
     except ConfigError as e:
         print(f"sluicegate: {e}", file=sys.stderr)
         return 1
+    finally:
+        if shutdown_tracing is not None:
+            shutdown_tracing()
     return 0
 
 
@@ -201,9 +252,14 @@ def _run_loop(coro) -> None:
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
-    from .logs import setup_logging
+    from .logs import LogOptions, configure, setup_logging
 
-    setup_logging(getattr(args, "verbose", 0), getattr(args, "log_format", "text"))
+    if args.command != "run":
+        setup_logging(getattr(args, "verbose", 0), getattr(args, "log_format", "text"))
+        return
+    encoder = args.zap_encoder or {"text": "console", "json": "json", None: None}[args.log_format]
+    configure(LogOptions(verbosity=args.v, encoder=encoder, level=args.zap_log_level, devel=args.zap_devel,
+                         stacktrace_level=args.zap_stacktrace_level, time_encoding=args.zap_time_encoding))
 
 
 def _add_top(sub: argparse._SubParsersAction) -> None:
@@ -243,8 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _setup_logging(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["optimize"]:  # run every interval by controllers: skip the other
+        parser = argparse.ArgumentParser(prog="sluicegate")  # commands' imports (Rust core,
+        _add_optimize(parser.add_subparsers(dest="command", required=True))  # aiohttp, grpc)
+    else:
+        if argv[:1] == ["run"]:  # upstream's klog spellings: -v=4, -v 4, --v=4
+            argv = ["run", *normalize_verbosity(argv[1:])]
+        parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _setup_logging(args)
+    except ValueError as e:
+        print(f"sluicegate: {e}", file=sys.stderr)
+        return 1
     return args.func(args)
 
 

@@ -26,6 +26,13 @@ class NoEndpointsError(SluicegateError):
     reason = "rejected-no-endpoints"
 
 
+class ModelNotServedError(SluicegateError):
+    """The pool has a model allow-list and the request's model is not on it (HTTP 404)."""
+
+    status = 404
+    reason = ""
+
+
 class SaturatedError(SluicegateError):
     """The pool is saturated and the request was shed (HTTP 429)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.envoy
 
@@ -21,13 +24,30 @@ POLICY_FIELDS = {"requests", "errors", "ttft_p50_ms", "ttft_p99_ms", "e2e_p50_ms
                  "output_tokens_per_s", "per_endpoint"}
 
 
-@pytest.fixture(scope="module")
-def short_demo() -> dict:
-    """One 4-second demo shared by the result tests (two runs of ~6-9 s each plus start-up)."""
-    done = subprocess.run([*DEMO, "--duration", "4", "--json"], capture_output=True, text=True,
-                          timeout=90, check=False)
+# Independent samples of the p99 comparison: each seed is another workload and other simulators.
+SEEDS = (1, 2, 3)
+# Round-robin's TTFT p99 over the EPP's: 2.3-2.4x in 4 s runs measured on a quiet machine,
+# 0.66x, 1.43x and 3.04x for seeds 1-3 under a load average of ~28 on 2 cores. The claim tested
+# is "clearly lower", judged on the median of the samples.
+P99_MARGIN = 1.3
+
+
+def _demo(seed: int) -> dict:
+    done = subprocess.run([*DEMO, "--duration", "4", "--json", "--seed", str(seed)], capture_output=True,
+                          text=True, timeout=90, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def demos() -> list[dict]:
+    """Short demos, one per seed, shared by the result tests (each two runs of ~6-9 s plus start-up)."""
+    return [_demo(seed) for seed in SEEDS]
+
+
+@pytest.fixture(scope="module")
+def short_demo(demos: list[dict]) -> dict:
+    return demos[0]
 
 
 def test_json_has_both_policies_with_the_reported_fields(short_demo: dict) -> None:
@@ -58,11 +78,14 @@ def test_the_epp_sends_more_than_round_robins_half_to_the_fast_servers(short_dem
     assert fast_share > 0.55
 
 
-def test_the_epp_has_a_lower_ttft_tail_than_round_robin(short_demo: dict) -> None:
+def test_the_epp_has_a_clearly_lower_ttft_tail_than_round_robin(demos: list[dict]) -> None:
     # At 4 s the p50s are within noise of each other (0.94-1.07x measured): half the requests
     # land on idle fast servers either way. The tail is where round-robin's overloaded slow
-    # servers show: p99 was 2.3-2.4x lower with the EPP in every 4 s run measured.
-    assert short_demo["sluicegate"]["ttft_p99_ms"] < short_demo["round_robin"]["ttft_p99_ms"]
+    # servers show, by a margin in the median sample. A single 4 s sample is ~30 requests, so
+    # its p99 is its slowest request: one sample in three measured 0.66x on a loaded machine.
+    ratios = sorted(d["round_robin"]["ttft_p99_ms"] / d["sluicegate"]["ttft_p99_ms"] for d in demos)
+    print(f"\nTTFT p99 round-robin / EPP over seeds {SEEDS}: {[round(r, 2) for r in ratios]}")
+    assert ratios[len(ratios) // 2] >= P99_MARGIN, ratios
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -89,15 +112,28 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _wait_for_epp_and_envoy(demo: subprocess.Popen, timeout_s: float = 30.0) -> dict[int, str]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and demo.poll() is None:
-        children = _children(demo.pid)
-        commands = " ".join(children.values())
-        if "sluicegate run" in commands and "envoy" in commands:
-            return children
-        time.sleep(0.1)
-    raise AssertionError(f"the demo never had both an EPP and an Envoy child: {_children(demo.pid)}")
+def _wait_for_load(demo: subprocess.Popen, timeout_s: float = 60.0) -> dict[int, str]:
+    """Until the demo said its first load started and Envoy holds more descriptors than it did
+    then (connections of requests in flight); the live children of the demo then."""
+    assert demo.stderr is not None
+    deadline, said = time.monotonic() + timeout_s, b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(demo.stderr, selectors.EVENT_READ)
+        while b"requests/s for" not in said:
+            assert time.monotonic() < deadline and demo.poll() is None, f"no load started: {said[-2000:]!r}"
+            if sel.select(timeout=0.1):
+                said += os.read(demo.stderr.fileno(), 4096)
+    children = _children(demo.pid)
+    commands = " ".join(children.values())
+    assert "sluicegate run" in commands and "envoy" in commands, children
+    (envoy,) = [pid for pid, cmd in children.items() if "envoy" in cmd.split(" ", 1)[0]]
+    idle = _fds(envoy)
+    wait_until(lambda: _fds(envoy) > idle, deadline - time.monotonic(), what="Envoy connections for the load")
+    return children
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -105,8 +141,7 @@ def test_a_signal_during_the_demo_leaves_no_epp_or_envoy_process(signum: int) ->
     demo = subprocess.Popen([*DEMO, "--duration", "30", "--json"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        children = _wait_for_epp_and_envoy(demo)
-        time.sleep(1.0)  # let the load start, so requests are in flight when the signal lands
+        children = _wait_for_load(demo)  # requests are in flight when the signal lands
         demo.send_signal(signum)
         out, _ = demo.communicate(timeout=30)
     finally:

@@ -429,7 +429,7 @@ async def _wait_until_served_by(url: str, name: str, attempts: int = 100) -> Non
         status, payload = await _post(url, b'{"x":1}')
         if status == 200 and payload["backend"] == name:
             return
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # poll interval of this bounded wait
     raise AssertionError(f"requests never reached {name!r}")
 
 

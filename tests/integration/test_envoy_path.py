@@ -47,11 +47,11 @@ class Stack:
 
 
 @pytest.fixture
-def stack_factory(sims, tmp_path, ext_proc_impl):
+def stack_factory(sims, tmp_path):
     made: list[Stack] = []
 
     def make(epp_args: tuple[str, ...] = (), **kw) -> Stack:
-        s = Stack(sims, tmp_path, epp_args=("--ext-proc-impl", ext_proc_impl, *epp_args), **kw)
+        s = Stack(sims, tmp_path, epp_args=tuple(epp_args), **kw)
         made.append(s)
         return s
 

@@ -31,8 +31,8 @@ def pool(sims, tmp_path):
 
 
 @pytest.fixture
-def epp(pool, tmp_path, ext_proc_impl):
-    with EppProcess(write_endpoints(tmp_path / "endpoints.json", pool), "--ext-proc-impl", ext_proc_impl) as proc:
+def epp(pool, tmp_path):
+    with EppProcess(write_endpoints(tmp_path / "endpoints.json", pool)) as proc:
         yield proc
 
 
@@ -149,9 +149,9 @@ def test_trailers_are_answered_after_the_body(epp):
     assert json.loads(body)["model"] == MODEL and not eos
 
 
-def test_skip_response_processing_closes_the_stream_after_routing(pool, tmp_path, ext_proc_impl):
+def test_skip_response_processing_closes_the_stream_after_routing(pool, tmp_path):
     path = write_endpoints(tmp_path / "endpoints.json", pool)
-    with EppProcess(path, "--skip-response-processing", "--ext-proc-impl", ext_proc_impl) as epp:
+    with EppProcess(path, "--skip-response-processing") as epp:
         out = exchange(epp.port, [request_headers(CHAT), request_body(chat_body(), True),
                                   response_headers(), response_body(b"x", True)])
     assert kinds(out) == ["request_headers", "request_body"]
@@ -168,3 +168,26 @@ def test_a_client_that_goes_away_mid_body_leaves_the_epp_serving(epp):
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     ok = exchange(epp.port, [request_headers(CHAT), request_body(chat_body(), True)])
     assert kinds(ok)[0] == "request_headers"
+
+
+def _log_has(proc: EppProcess, *needles: str, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = proc.log_path.read_text(errors="replace")
+        if any(all(n in line for n in needles) for line in text.splitlines()):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_an_error_answered_to_envoy_is_logged_at_default_verbosity_with_the_request_id(epp):
+    out = exchange(epp.port, [request_headers(CHAT, {"x-request-id": "req-7f3a"}, subset=[]),
+                              request_body(chat_body(), True)])
+    assert out[0].immediate_response.status.code == 503
+    assert _log_has(epp, "req-7f3a", "503", "subset hint is empty"), epp.log_tail()
+
+
+def test_with_vv_each_routed_request_is_logged_with_its_request_id(pool, tmp_path):
+    with EppProcess(write_endpoints(tmp_path / "endpoints.json", pool), "-vv") as proc:
+        exchange(proc.port, [request_headers(CHAT, {"x-request-id": "req-routed-1"}), request_body(chat_body(), True)])
+        assert _log_has(proc, "req-routed-1", "routed"), proc.log_tail()

@@ -18,10 +18,10 @@ pytestmark = pytest.mark.envoy
 CHAT = {"model": "meta-llama/Llama-3.1-8B-Instruct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
 
-def test_a_request_is_routed_over_tls_to_the_epp(sims, tmp_path, ext_proc_impl):
+def test_a_request_is_routed_over_tls_to_the_epp(sims, tmp_path):
     fleet = sims.start(*(SimConfig(name=f"sim-{i}", speedup=50) for i in range(2)))
     endpoints = write_endpoints(tmp_path / "endpoints.json", [s.address for s in fleet])
-    with EppProcess(endpoints, "--secure-serving=true", "--ext-proc-impl", ext_proc_impl) as epp:
+    with EppProcess(endpoints, "--secure-serving=true") as epp:
         opts = EnvoyOptions(listen_port=0, admin_port=0, listen_address="127.0.0.1", epp_port=epp.port,
                             epp_health_port=epp.health_port, epp_tls=True, concurrency=1,
                             failure_mode_allow=False)

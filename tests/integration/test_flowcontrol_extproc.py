@@ -48,7 +48,7 @@ class InProcessEpp:
         self._lt = loop_thread
         opts = EppOptions(grpc_host="127.0.0.1", grpc_port=0, grpc_health_port=0, config_text=config_text,
                           endpoints_file=str(endpoints_file), secure_serving=False, drain_timeout_s=0,
-                          metrics_port=None, ext_proc_impl="python")
+                          metrics_port=None)
 
         async def start() -> Epp:
             epp = Epp(opts)
@@ -88,13 +88,13 @@ class Call:
     """One ext_proc stream whose messages the test sends one at a time; answers are collected
     on a reader thread."""
 
-    def __init__(self, stub, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, stub, headers: dict[str, str] | None = None, subset: list[str] | None = None) -> None:
         self._requests: queue.Queue = queue.Queue()
         self.answers: queue.Queue = queue.Queue()
         self._call = stub.Process(iter(self._requests.get, None), timeout=30)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self._requests.put(request_headers(CHAT, headers))
+        self._requests.put(request_headers(CHAT, headers, subset=subset))
         self._requests.put(request_body(BODY.encode(), True))
 
     def _read(self) -> None:
@@ -275,3 +275,33 @@ def test_without_the_gate_sheddable_requests_pass_while_the_pool_has_room(start_
     call = Call(epp.stub, {"x-llm-d-inference-objective": "batch"})
     assert call.routed(timeout=10) == pool
     call.finish()
+
+
+def test_a_subset_naming_no_endpoint_waits_and_is_served_when_one_is_written_to_the_endpoints_file(
+        sims, start_epp, tmp_path):
+    first, second = (s.address for s in sims.start(SimConfig(name="sim-a", speedup=50),
+                                                   SimConfig(name="sim-b", speedup=50)))
+    epp = start_epp(config(max_concurrency=4), [first])
+    call = Call(epp.stub, subset=[second])
+    epp.wait_stats(queued_requests=1)
+    assert call.routed(timeout=0.3) is None, "waits like a request for an empty pool (no 503)"
+    other = Call(epp.stub, subset=[first])
+    assert other.routed(timeout=10) == first, "the waiting request holds nobody up"
+    other.finish()
+    write_endpoints(tmp_path / "endpoints.json", [first, second])
+    assert call.routed(timeout=10) == second
+    call.finish()
+    assert_one_outcome_each(epp.wait_stats(in_flight=0, dispatched=2))
+
+
+def test_a_subset_naming_no_endpoint_gets_503_with_the_reason_after_its_ttl(start_epp, pool):
+    epp = start_epp(config(no_endpoint_ttl="1s", max_concurrency=4), [pool])
+    t0 = time.monotonic()
+    call = Call(epp.stub, subset=["10.9.9.9:8000"])
+    answer = call.first_answer(timeout=10)
+    took = time.monotonic() - t0
+    assert immediate(answer) == (503, "rejected-no-endpoints")
+    assert took >= 0.9, took
+    s = epp.wait_stats(queued_requests=0)
+    assert s["expired_no_endpoints"] == 1
+    assert_one_outcome_each(s)

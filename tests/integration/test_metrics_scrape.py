@@ -1,9 +1,11 @@
 """After traffic through the real Envoy, /metrics of the EPP process carries every pinned family
 with samples where the traffic went, and health answers on the metrics port; both ext_proc
-servers record the same request metrics."""
+servers record the same request metrics; with flow control on, every family upstream serves is
+there with upstream's labels."""
 
 from __future__ import annotations
 
+import json
 import urllib.request
 
 import pytest
@@ -14,6 +16,7 @@ from sluicegate.standalone import EnvoyOptions, EnvoyProcess
 from sluicegate.standalone.epp_process import EppProcess
 from tests.harness import http_request, write_endpoints
 from tests.unit.test_metrics import PINNED, exposed_families
+from tests.unit.test_metrics_upstream import NO_SAMPLES, SERVED
 
 pytestmark = pytest.mark.envoy
 
@@ -21,11 +24,12 @@ MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 N = 12
 
 
-@pytest.fixture
-def loaded_epp(sims, tmp_path, ext_proc_impl):
+def mixed_traffic(sims, tmp_path, *epp_args: str) -> EppProcess:
+    """An EPP over two simulated servers after N requests through the real Envoy (every other one
+    streamed, with usage), three fairness ids, and one bad body (400). The caller stops the EPP."""
     fleet = sims.start(*(SimConfig(name=f"sim-{i}", speedup=50) for i in range(2)))
     endpoints = write_endpoints(tmp_path / "endpoints.json", [s.address for s in fleet])
-    epp = EppProcess(endpoints, "--refresh-metrics-interval", "0.02", "--ext-proc-impl", ext_proc_impl).start()
+    epp = EppProcess(endpoints, "--refresh-metrics-interval", "0.02", *epp_args).start()
     envoy = None
     try:
         opts = EnvoyOptions(listen_port=0, admin_port=0, listen_address="127.0.0.1", epp_port=epp.port,
@@ -41,10 +45,21 @@ def loaded_epp(sims, tmp_path, ext_proc_impl):
             assert status == 200, text
         status, _, _ = http_request(envoy.url, "/v1/chat/completions", b"{not json")
         assert status == 400
-        yield epp
+    except BaseException:
+        epp.stop()
+        raise
     finally:
         if envoy is not None:
             envoy.stop_blocking()
+    return epp
+
+
+@pytest.fixture
+def loaded_epp(sims, tmp_path):
+    epp = mixed_traffic(sims, tmp_path)
+    try:
+        yield epp
+    finally:
         epp.stop()
 
 
@@ -87,3 +102,42 @@ def test_health_answers_on_the_metrics_port(loaded_epp):
     for path in ("/healthz", "/readyz"):
         with urllib.request.urlopen(f"http://127.0.0.1:{loaded_epp.metrics_port}{path}", timeout=5) as r:
             assert r.status == 200
+
+
+FLOW_CONTROL = json.dumps({"apiVersion": "llm-d.ai/v1alpha1", "kind": "EndpointPickerConfig",
+                           "featureGates": ["flowControl"]})
+
+
+def test_every_upstream_family_after_mixed_traffic_with_flow_control(sims, tmp_path):
+    """Streamed and unary requests, a bad body, flow control on: every family upstream serves is
+    scraped with upstream's type and label names, and its values match what was sent."""
+    epp = mixed_traffic(sims, tmp_path, "--config-text", FLOW_CONTROL)
+    try:
+        f = {n + ("_total" if fam.type == "counter" else ""): fam for n, fam in scrape(epp.metrics_port).items()}
+    finally:
+        epp.stop()
+    # Requests that found room were dispatched without queueing, so no band held any: the queue
+    # gauges have no series here (their labels are checked with held requests in the unit tests).
+    unqueued = {f"{p}_flow_control_queue_{k}" for p in ("llm_d_epp", "inference_extension") for k in ("size", "bytes")}
+    for name, (kind, labels) in SERVED.items():
+        assert name in f and f[name].type == kind, name
+        if name not in NO_SAMPLES | unqueued:
+            assert f[name].samples, name
+            assert all(set(s.labels) - {"le"} == labels for s in f[name].samples), name
+
+    def total(family: str, sample: str, **labels) -> float:
+        return value(f, family, sample, **labels)
+
+    assert total("llm_d_epp_request_total", "llm_d_epp_request_total", model_name=MODEL) == N
+    assert total("inference_objective_request_total", "inference_objective_request_total", model_name=MODEL) == N
+    assert total("inference_objective_running_requests", "inference_objective_running_requests") == 0
+    assert total("llm_d_epp_request_error_total", "llm_d_epp_request_error_total", error_code="BadRequest") == 1
+    # every streamed response had 8 tokens and a first chunk before its end
+    assert total("llm_d_epp_request_streaming_tpot_seconds", "llm_d_epp_request_streaming_tpot_seconds_count") \
+        == N // 2
+    # every routed request passed flow control once, dispatched; the bad body never got there
+    for prefix in ("llm_d_epp", "inference_extension"):
+        assert total(f"{prefix}_flow_control_request_queue_duration_seconds",
+                     f"{prefix}_flow_control_request_queue_duration_seconds_count", outcome="Dispatched") == N
+    assert total("llm_d_epp_flow_control_requests_total", "llm_d_epp_flow_control_requests_total",
+                 outcome="Dispatched") == N

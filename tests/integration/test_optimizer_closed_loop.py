@@ -79,7 +79,7 @@ class SimScaler:
     async def _drain(self, server: SimServer) -> None:
         deadline = time.monotonic() + 30.0
         while self.in_flight[id(server)] and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # poll interval of this bounded drain
         await server.stop()
 
     async def close(self) -> None:
@@ -122,7 +122,7 @@ async def _load(t0: float, per_server_rps: float, scaler: SimScaler, meter: Load
             start = t0 + step * STEP_S
             for i in range(int(rate * STEP_S)):
                 at = start + i / rate
-                await asyncio.sleep(max(0.0, at - time.monotonic()))
+                await asyncio.sleep(max(0.0, at - time.monotonic()))  # pacing: the open-loop arrival schedule
                 meter.arrived(SIM.model, IN_TOKENS, at)
                 server = scaler.pick()
                 scaler.in_flight[id(server)] += 1
@@ -135,7 +135,7 @@ async def _optimize(t0: float, scaler: SimScaler, meter: LoadMeter,
     stabilizer = Stabilizer(SCALE_DOWN_WINDOW_S)
     for n in range(int(len(STEPS) * STEP_S / INTERVAL_S)):
         at = t0 + (n + 0.5) * INTERVAL_S
-        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        await asyncio.sleep(max(0.0, at - time.monotonic()))  # pacing: the optimizer interval
         inp = replace(BASE, loads=(meter.load(SIM.model, at),))
         sol = greedy.solve(build_problem(inp))
         (d,) = decide(sol, inp.variants, at, stabilizer)

@@ -59,7 +59,7 @@ def test_the_epp_routes_to_the_simulator_whose_kv_events_report_the_prompt(loop_
             status, _, _ = http_request(f"http://{target.address}", CHAT, _body(f"warm-up {i} " * 30))
             assert status == 200
             i += 1
-            time.sleep(0.02)
+            time.sleep(0.02)  # pacing of the bounded warm-up loop
         prompt = _body("the one prompt the middle simulator holds " * 60)
         assert http_request(f"http://{target.address}", CHAT, prompt)[0] == 200
         deadline = time.monotonic() + 10
@@ -69,7 +69,7 @@ def test_the_epp_routes_to_the_simulator_whose_kv_events_report_the_prompt(loop_
             if routed == target.address:
                 break
             assert time.monotonic() < deadline, f"routed to {routed}, never to {target.address}"
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval of this bounded wait
         for _ in range(5):  # and it stays there: the index, not chance, decides
             answers = exchange(epp.port, [request_headers(CHAT), request_body(prompt, True)])
             assert header_set(answers[0].request_headers.response)["x-gateway-destination-endpoint"] == target.address

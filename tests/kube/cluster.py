@@ -206,5 +206,5 @@ def _wait(ready, timeout: float, what: str, proc: _Proc) -> None:
             return
         if not proc.alive():
             raise RuntimeError(f"{what} exited:\n{proc.tail()}")
-        time.sleep(0.2)
+        time.sleep(0.2)  # poll interval of this bounded wait
     raise TimeoutError(f"{what} not ready after {timeout:.0f} s:\n{proc.tail()}")

@@ -40,7 +40,7 @@ def wait_crd_established(ext: client.ApiextensionsV1Api, name: str, timeout: flo
         crd = ext.read_custom_resource_definition(name)
         if any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
             return
-        time.sleep(0.1)
+        time.sleep(0.1)  # poll interval of this bounded wait
     raise TimeoutError(f"CRD {name} not Established after {timeout} s")
 
 

@@ -234,7 +234,8 @@ def test_no_ready_endpoint_within_the_grace_period_fails_every_waiting_request_w
     out = concurrently(s, 20)
     assert [status for status, *_ in out] == [503] * 20
     for _, took, body, _ in out:
-        assert 2.7 <= took <= 3.3, took  # the grace period ±10 %
+        # Failed by the grace period (the body names it), not earlier; a busy machine may answer late.
+        assert took >= 2.7, took
         assert b"grace period" in body
     assert s.kubelet.replicas() == 1 and s.kubelet.replica_changes() == 1
     assert s.metric("sluicegate_scale_from_zero_expired_requests_total", inference_pool="pool") == 20
@@ -248,7 +249,7 @@ def test_idle_pool_scales_to_zero_once_and_a_request_resets_the_delay(stack):
     wait_until(lambda: s.post()[0] == 200, timeout=15, interval=0.1, what="pool serving")
     changes, downs, ups = s.kubelet.replica_changes(), s.scale_events("down"), s.scale_events("up")
     for _ in range(3):  # a request every 0.6 delay keeps it up
-        time.sleep(0.6 * delay)
+        time.sleep(0.6 * delay)  # pacing: the client's request interval
         assert s.post()[0] == 200
     assert s.kubelet.replicas() == 1 and s.scale_events("down") == downs
     wait_until(lambda: s.kubelet.replicas() == 0, timeout=3 * delay, interval=0.05, what="scaled to zero")
@@ -293,7 +294,7 @@ def test_traffic_that_bypasses_this_epp_blocks_scale_to_zero(stack):
 def test_replicas_set_above_one_by_an_autoscaler_are_left_alone(stack):
     delay = 1.0
     s = stack(replicas=3, ann=annotations(delay=f"{delay}s"), epp_args=("--enable-scale-to-zero",))  # an HPA's
-    time.sleep(3 * delay)
+    time.sleep(3 * delay)  # observation window: three delays in which it must not scale
     assert s.kubelet.replicas() == 3 and s.scale_events("down") == 0
     s.kubelet.set_replicas(1)  # the autoscaler steps back to 1: that edge is the activator's again
     wait_until(lambda: s.kubelet.replicas() == 0, timeout=3 * delay, interval=0.05, what="1 → 0")

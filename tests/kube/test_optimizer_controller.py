@@ -26,6 +26,8 @@ from sluicegate.optimizer.controller import ControllerOptions, OptimizerControll
 from sluicegate.optimizer.kube import VA_GROUP, VA_PLURAL, VA_VERSION
 from tests.kube.objects import install_crds
 
+pytestmark = pytest.mark.kube
+
 CRDS = Path(samples_dir()).parent / "crds"
 WINDOW_S = 300.0
 
@@ -134,7 +136,9 @@ def test_actuate_scales_targets_and_holds_a_scale_down_for_the_window(cluster_in
     assert held.desired_replicas == held_now == up.desired_replicas
     assert down.desired_replicas == held.allocation.replicas == down_now
     assert _status(kube, key)["actuation"] == {"applied": True}
-    assert _status(kube, key)["currentAlloc"] == {"numReplicas": down_now}
+    current = _status(kube, key)["currentAlloc"]
+    assert current["numReplicas"] == down_now and current["accelerator"] == "A100"
+    assert float(current["load"]["arrivalRate"]) == 600.0  # the load sized for
     # Idle granite is allowed to scale to zero; its Deployment follows.
     assert _replicas(kube, "granite-13b") == 0
 
@@ -205,10 +209,10 @@ def test_controller_tunes_the_profile_from_the_pods_vllm_metrics(cluster_inputs,
                     itls.append((r.e2e_s - r.ttft_s) * 1000 / (r.output_tokens - 1))
 
             async def optimize() -> None:
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(1.0)  # pacing, not synchronisation: the batch fills first
                 while time.monotonic() < until:
                     await ctl.run_once()
-                    await asyncio.sleep(0.4)
+                    await asyncio.sleep(0.4)  # pacing: the controller's cycle interval
 
             await asyncio.gather(*(client_loop() for _ in range(8)), optimize())
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from sluicegate.kube.policies import RewritingPicker
+from sluicegate.scheduling import Router
 from tests.kube.cluster import CRD_DIR
 from tests.kube.objects import LEGACY, Kube, wait_crd_established, wait_until
 
@@ -73,32 +73,18 @@ def test_weighted_targets_split_traffic_by_weight(kube, start_watcher):
     assert set(picks) == {"m-v1", "m-v2"} and 0.07 < share < 0.13
 
 
-class _RecordingRouter:
-    """The Picker protocol in front of which RewritingPicker sits; records the rewrite it got."""
-
-    def __init__(self) -> None:
-        self.rewrites: list[str | None] = []
-
-    def route(self, path, body, model_rewrite, subset):
-        self.rewrites.append(model_rewrite)
-        return model_rewrite
-
-    def release(self, address) -> None:
-        pass
-
-
-def test_rewriting_picker_applies_the_table_unless_the_proxy_named_a_rewrite(kube, start_watcher):
+def test_the_router_applies_the_table_unless_the_proxy_named_a_rewrite(kube, start_watcher):
     kube.create_rewrite("alias", "pool", [exact("small", ("small-v1", 1))])
     _, rec = start_watcher(kube, pool_name="pool")
     wait_until(lambda: rec.rewrites is not None and rec.rewrites)
-    inner = _RecordingRouter()
-    picker = RewritingPicker(inner)
-    picker.table = rec.rewrites
+    router = Router()
+    router.set_endpoints([("ep", "10.0.0.1:8000", {})])
+    router.set_rewrites(rec.rewrites.to_json())  # what Kubernetes mode does on every change
     body = b'{"model": "small", "messages": [{"role": "user", "content": "hi"}]}'
-    picker.route("/v1/chat/completions", body, None, None)
-    picker.route("/v1/chat/completions", body, "from-header", None)
-    picker.route("/v1/chat/completions", body.replace(b"small", b"large"), None, None)
-    assert inner.rewrites == ["small-v1", "from-header", None]
+    targets = [router.route("/v1/chat/completions", body, None, None).target_model,
+               router.route("/v1/chat/completions", body, "from-header", None).target_model,
+               router.route("/v1/chat/completions", body.replace(b"small", b"large"), None, None).target_model]
+    assert targets == ["small-v1", "from-header", None]
 
 
 def _delete_crds(ext: client.ApiextensionsV1Api, names: list[str], timeout: float = 60.0) -> None:
@@ -109,7 +95,7 @@ def _delete_crds(ext: client.ApiextensionsV1Api, names: list[str], timeout: floa
         left = {c.metadata.name for c in ext.list_custom_resource_definition().items} & set(names)
         if not left:
             return
-        time.sleep(0.2)
+        time.sleep(0.2)  # poll interval of this bounded wait
     raise TimeoutError(f"CRDs not deleted: {left}")
 
 
@@ -139,7 +125,7 @@ def test_missing_crd_turns_the_feature_off_logged_once_and_on_when_installed(con
     wait_until(lambda: rec.objectives == {"late": 4}, timeout=40, what="feature back on after CRD install")
 
 
-def test_objectives_reach_the_epps_flow_controller_live(kube, control_plane, loop_thread):
+def test_objectives_reach_the_epps_router_live(kube, control_plane, loop_thread):
     from sluicegate.app import Epp, EppOptions
     from sluicegate.kube.watcher import KubeOptions
 
@@ -157,10 +143,10 @@ def test_objectives_reach_the_epps_flow_controller_live(kube, control_plane, loo
     epp = loop_thread.run(start())
     try:
         assert epp.flow is not None
-        wait_until(lambda: epp.flow.priority_of("critical") == 10, what="objective in flow control")
+        wait_until(lambda: epp.router.priority_of("critical") == 10, what="objective in the Router")
         kube.patch_objective("critical", -3)
         kube.create_objective("batch", "pool", 2)
-        wait_until(lambda: (epp.flow.priority_of("critical"), epp.flow.priority_of("batch")) == (-3, 2),
+        wait_until(lambda: (epp.router.priority_of("critical"), epp.router.priority_of("batch")) == (-3, 2),
                    what="live priority change")
     finally:
         loop_thread.run(epp.stop(0))

@@ -20,6 +20,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from sluicegate.standalone import EnvoyOptions, EnvoyProcess
+from sluicegate.standalone.bootstrap import EPP_CLUSTER, envoy_bootstrap
 from sluicegate.standalone.epp_process import EppProcess
 from tests.harness import http_request, write_endpoints
 
@@ -81,13 +82,15 @@ class Stack:
             except RuntimeError:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.2)
+                time.sleep(0.2)  # retry interval of this bounded retry, not synchronisation
 
-    def restart_envoy(self) -> None:
+    def restart_envoy(self, wait_epp_healthy: bool = True) -> None:
+        """Stop Envoy and start it again on the same ports; back once it is ready (and, by
+        default, once its health check has found the EPP healthy)."""
         assert self.envoy is not None
         opts = self.envoy.options
         self.envoy.stop_blocking()
-        self.envoy = EnvoyProcess(replace(opts), wait_epp_healthy=True).start_blocking()
+        self.envoy = EnvoyProcess(replace(opts), wait_epp_healthy=wait_epp_healthy).start_blocking()
 
     def metrics(self) -> dict[str, float]:
         """The EPP's /metrics: sample name + sorted labels → value."""
@@ -119,6 +122,15 @@ def total(metrics: dict[str, float], name: str, **labels: str) -> float:
     want = [f"{k}={v}" for k, v in labels.items()]
     return sum(v for k, v in metrics.items()
                if k.split("{", 1)[0] == name and all(w in k.split("{", 1)[1][:-1].split(",") for w in want))
+
+
+def epp_health_check_s() -> tuple[float, float]:
+    """(interval, timeout) in seconds of the health check Envoy runs on the EPP, read from the
+    bootstrap it is given: the time scale of everything Envoy learns about the EPP."""
+    opts = EnvoyOptions(listen_port=1, admin_port=2, epp_port=3, epp_health_port=4, epp_tls=False)
+    (check,) = next(c for c in envoy_bootstrap(opts)["static_resources"]["clusters"]
+                    if c["name"] == EPP_CLUSTER)["health_checks"]
+    return float(check["interval"].removesuffix("s")), float(check["timeout"].removesuffix("s"))
 
 
 def process_usage(pid: int) -> tuple[int, int]:

@@ -5,18 +5,20 @@ request is served."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import select
 import socket
 import time
 
+import grpc
 import pytest
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as mode_pb
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sluicegate.extproc.stream import RequestStream
+from sluicegate.extproc.server import EppServer
 from sluicegate.scheduling import Router
 from sluicegate.sim.config import SimConfig
 from sluicegate.standalone.epp_process import EppProcess
@@ -66,31 +68,47 @@ def _running() -> tuple[int, int]:
     return sum(s.running for s in STATS.snapshot()), sum(e.in_flight for e in ROUTER.status())
 
 
-@settings(max_examples=20_000 if SOAK else 300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(message, max_size=12), st.integers(min_value=1, max_value=200))
+_SERVERS: dict[int, EppServer] = {}
+
+
+def _server(max_body: int) -> EppServer:
+    """One ext_proc server per body limit on the shared Router, kept for the module."""
+    if max_body not in _SERVERS:
+        server = EppServer(ROUTER, host="127.0.0.1", port=0, health_port=0, secure=False, max_body_bytes=max_body)
+        asyncio.run(server.start())
+        _SERVERS[max_body] = server
+    return _SERVERS[max_body]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_servers():
+    yield
+    for server in _SERVERS.values():
+        asyncio.run(server.stop(0))
+    _SERVERS.clear()
+
+
+@settings(max_examples=5_000 if SOAK else 200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(message, max_size=12), st.sampled_from([1, 64, 200]))
 def test_any_message_sequence_ends_in_one_outcome_with_nothing_in_flight(messages, max_body):
-    # What the gRPC layer does: feed each message, stop once finished, always close.
+    # Through the real server: whatever the proxy sends, the stream ends with one outcome recorded.
     before, running = _requests_recorded(), _running()
-    stream = RequestStream(ROUTER, stats=STATS, max_body_bytes=max_body)
-    immediates = 0
-    for req in messages:
-        answers = stream.handle(req)
-        immediates += sum(1 for a in answers if a.WhichOneof("response") == "immediate_response")
-        assert all(a.WhichOneof("response") for a in answers)
-        if stream.finished:
-            break
-    stream.close()
-    stream.close()  # a second close (error after disconnect) changes nothing
-    assert immediates <= 1
-    assert _requests_recorded() == before + 1
-    assert _running() == running
+    try:
+        answers = exchange(_server(max_body).port, messages)
+    except grpc.RpcError as e:  # a message the server cannot take ends the stream with a status
+        answers = []
+        assert e.code() != grpc.StatusCode.UNKNOWN, e
+    assert sum(1 for a in answers if a.WhichOneof("response") == "immediate_response") <= 1
+    assert all(a.WhichOneof("response") for a in answers)
+    wait_until(lambda: _requests_recorded() == before + 1 and _running() == running, timeout=5,
+               what="one outcome recorded, nothing left in flight")
 
 
 @pytest.fixture
-def epp(sims, tmp_path, ext_proc_impl):
+def epp(sims, tmp_path):
     servers = sims.start(SimConfig(name="sim-0", speedup=50))
     path = write_endpoints(tmp_path / "endpoints.json", [s.address for s in servers])
-    with EppProcess(path, "--ext-proc-impl", ext_proc_impl, "--max-request-body-bytes", "4096") as proc:
+    with EppProcess(path, "--max-request-body-bytes", "4096") as proc:
         yield proc
 
 
@@ -120,13 +138,13 @@ def test_odd_streams_over_real_grpc_end_and_leave_nothing_running(epp):
 
 
 @pytest.fixture
-def stack(sims, tmp_path, ext_proc_impl):
+def stack(sims, tmp_path):
     made: list[Stack] = []
 
     def make(**envoy_opts) -> Stack:
         servers = sims.start(*(SimConfig(name=f"sim-{i}", speedup=50) for i in range(2)))
         s = Stack(tmp_path, [x.address for x in servers],
-                  ("--ext-proc-impl", ext_proc_impl, "--max-request-body-bytes", str(64 * 1024)), **envoy_opts)
+                  ("--max-request-body-bytes", str(64 * 1024)), **envoy_opts)
         made.append(s)
         return s
 

@@ -20,7 +20,7 @@ from sluicegate.standalone.children import kill, spawn, wait_for_line
 
 from tests.harness import wait_until
 
-from .stack import CHAT, SOAK, Driver, Stack, chat, process_usage, total
+from .stack import CHAT, Driver, Stack, chat, epp_health_check_s, process_usage, total
 
 pytestmark = pytest.mark.envoy
 
@@ -60,7 +60,13 @@ def test_endpoints_with_garbage_or_hanging_metrics_are_skipped(sims, stacks):
     garbage, wedged = sims.start(SimConfig(name="garbage", speedup=50, metrics_fault="garbage"),
                                  SimConfig(name="wedged", speedup=50, metrics_fault="hang", hang_rate=1.0))
     s = stacks([x.address for x in (*healthy, garbage, wedged)], STALE)
-    time.sleep(1.5)  # a few failed scrapes (the wedged one times out after 1 s)
+    # The EPP has had good scrapes of the healthy ones and failed ones of the others (the wedged
+    # one fails only when its scrape times out).
+    wait_until(lambda: (lambda m: all(total(m, "sluicegate_endpoint_scrape_errors_total", model_server_endpoint=x.address) > 0
+                                      for x in (garbage, wedged))
+                        and all(total(m, "sluicegate_endpoint_metrics_age_seconds", model_server_endpoint=x.address) >= 0
+                                for x in healthy))(s.metrics()),
+               15, what="failed scrapes of both faulty servers, good ones of the healthy")
     served = _served_by(s, 24)
     assert set(served) <= {"ok-0", "ok-1"}, served
     m = s.metrics()
@@ -96,20 +102,25 @@ def test_requests_to_a_hung_server_end_at_the_route_timeout_and_release(sims, st
     (hung,) = sims.start(SimConfig(name="hung", speedup=50, hang_rate=1.0))
     s = stacks([healthy[0].address, hung.address], route_timeout_s=2.0)
     statuses: list[int] = []
+    timed_out: list[tuple[int, bytes, float]] = []
 
     def one(i: int) -> None:
-        statuses.append(s.post(chat(f"h{i}"), timeout=15)[0])
+        t0 = time.monotonic()
+        status, _, body = s.post(chat(f"h{i}"), timeout=15)
+        statuses.append(status)
+        if status != 200:
+            timed_out.append((status, body, time.monotonic() - t0))
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
-    t0 = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join(20)
-    took = time.monotonic() - t0
-    print(f"\nhung server: statuses {sorted(statuses)} in {took:.1f} s")
+    print(f"\nhung server: statuses {sorted(statuses)}")
     assert len(statuses) == 8 and set(statuses) <= {200, 504}, statuses
-    assert took < 10
+    # Each 504 is Envoy's route timeout ending the request (its body says so), not the client's
+    # own 15 s timeout giving up on it: no wall-clock bound needed.
+    assert all(body == b"upstream request timeout" and took >= 2.0 for st, body, took in timed_out), timed_out
     _quiet(s)  # the timed-out streams were released
 
 
@@ -123,7 +134,7 @@ def _sim_process(name: str) -> tuple[subprocess.Popen, str]:
     return proc, m.group(1).decode()
 
 
-def _stream(url: str, i: int, results: list) -> None:
+def _stream(url: str, i: int, results: list, started: threading.Semaphore) -> None:
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=20)
     try:
@@ -131,6 +142,7 @@ def _stream(url: str, i: int, results: list) -> None:
         conn.request("POST", CHAT, body, {"content-type": "application/json"})
         resp = conn.getresponse()
         endpoint = resp.getheader("x-sim-endpoint")
+        started.release()  # a model server is streaming it
         try:
             data = resp.read()
             results.append((endpoint, b"[DONE]" in data))
@@ -146,10 +158,12 @@ def test_a_server_killed_mid_stream_cuts_only_its_streams_and_is_skipped_after(s
     try:
         s = stacks([address, *(x.address for x in healthy)], STALE)
         results: list = []
-        threads = [threading.Thread(target=_stream, args=(s.url, i, results)) for i in range(9)]
+        started = threading.Semaphore(0)
+        threads = [threading.Thread(target=_stream, args=(s.url, i, results, started)) for i in range(9)]
         for t in threads:
             t.start()
-        time.sleep(1.0)
+        for _ in threads:
+            assert started.acquire(timeout=20), "a stream did not start"
         kill(proc)
         for t in threads:
             t.join(30)
@@ -158,7 +172,9 @@ def test_a_server_killed_mid_stream_cuts_only_its_streams_and_is_skipped_after(s
         assert all(ok is True for ep, ok in results if ep != "doomed-0"), results
         assert any(ep == "doomed-0" for ep, _ in results), "no stream went to the doomed server"
         assert all(ok is not True for ep, ok in results if ep == "doomed-0"), results
-        time.sleep(1.0)  # past the staleness threshold
+        wait_until(lambda: total(s.metrics(), "sluicegate_endpoint_metrics_age_seconds",
+                                 model_server_endpoint=address) > float(STALE[1]),
+                   15, what="the killed server's metrics past the staleness threshold")
         assert set(_served_by(s, 12)) <= {"ok-0", "ok-1"}
         _quiet(s)
         assert s.epp is not None and s.epp._proc is not None and s.epp._proc.poll() is None
@@ -166,24 +182,48 @@ def test_a_server_killed_mid_stream_cuts_only_its_streams_and_is_skipped_after(s
         kill(proc)
 
 
+def _first_served_s(s: Stack, budget_s: float) -> tuple[float, list[int]]:
+    """Seconds from now until a request is answered 200 (polling one request at a time, for at
+    most `budget_s` + 10 s), and the statuses answered before it."""
+    t0, before = time.monotonic(), []
+    while time.monotonic() < t0 + budget_s + 10:
+        status = s.post(chat("first"), timeout=budget_s + 10)[0]
+        if status == 200:
+            return time.monotonic() - t0, before
+        before.append(status)
+    raise AssertionError(f"not served within {budget_s + 10} s of Envoy's restart: {before}")
+
+
 def test_envoy_restart_is_served_at_once_and_leaves_no_connections_behind(sims, stacks):
+    """"At once": a new Envoy routes through the (running) EPP as soon as its first health
+    check of the EPP has answered, one check interval plus its timeout at most: the EPP keeps
+    no state of the old proxy's streams that would make it refuse or delay the new one."""
     servers = sims.start(*(SimConfig(name=f"ok-{i}", speedup=50) for i in range(2)))
     s = stacks([x.address for x in servers])
     _served_by(s, 5)
     assert s.epp is not None and s.epp.pid is not None
     _, fds_before = process_usage(s.epp.pid)
+    interval, timeout = epp_health_check_s()
+    waits = []
     for _ in range(3):
-        s.restart_envoy()
+        s.restart_envoy(wait_epp_healthy=False)  # back when Envoy is ready, health unknown
+        waits.append(_first_served_s(s, interval + timeout))
         _served_by(s, 5, "after")
     _quiet(s)
     _, fds_after = wait_until(lambda: (lambda u: u if u[1] <= fds_before + 2 else None)(process_usage(s.epp.pid)),
                               10, what="EPP descriptors back to their count")
-    print(f"\nEPP fds before {fds_before}, after 3 Envoy restarts {fds_after}")
+    print(f"\nafter each Envoy restart, first request served in (s, statuses before): {waits}; "
+          f"EPP fds before {fds_before}, after 3 Envoy restarts {fds_after}")
+    # Envoy turns ready only after its first check round, so not even one request is refused.
+    assert all(took <= interval + timeout and not refused for took, refused in waits), (waits, interval, timeout)
 
 
 def _restart_under_load(s: Stack, kill_it: bool, rate: float = 40, duration: float = 8) -> dict:
     driver = Driver(s.url, rate=rate, duration_s=duration, stream_ratio=0.0, output_tokens=8)
-    time.sleep(2.5)
+    # Under load: a second's worth of requests has gone through the EPP (the driver process
+    # takes a moment to start, longer on a busy machine).
+    wait_until(lambda: total(s.metrics(), "llm_d_epp_request_total") >= rate, duration,
+               what="load flowing through the EPP")
     t0 = time.monotonic()
     s.restart_epp(kill=kill_it)
     restart_s = time.monotonic() - t0
@@ -199,19 +239,14 @@ def _summary(label: str, res: dict) -> str:
             f"max latency {max(lat) / 1000 if lat else 0:.0f} ms, p99 {p99:.0f} ms, EPP back in {res['restart_s']:.1f} s")
 
 
-# Short form: one ext_proc server each; the long form runs every pair.
-RESTARTS = ([(h, i) for h in ("crash", "graceful") for i in ("python", "rust")] if SOAK
-            else [("crash", "rust"), ("graceful", "python")])
-
-
-@pytest.mark.parametrize("how,impl", RESTARTS)
-def test_epp_restart_under_load_with_fail_open(sims, stacks, how, impl):
+@pytest.mark.parametrize("how", ["crash", "graceful"])
+def test_epp_restart_under_load_with_fail_open(sims, stacks, how):
     servers = sims.start(*(SimConfig(name=f"ok-{i}", speedup=50) for i in range(2)))
     # The fallback destination is where fail-open sends requests while the EPP is away.
-    s = stacks([x.address for x in servers], ("--drain-timeout", "2", "--ext-proc-impl", impl),
+    s = stacks([x.address for x in servers], ("--drain-timeout", "2"),
                failure_mode_allow=True, fallback_endpoint=servers[0].address)
     res = _restart_under_load(s, kill_it=how == "crash")
-    print("\n" + _summary(f"EPP ({impl}) {how} restart, fail-open", res))
+    print("\n" + _summary(f"EPP {how} restart, fail-open", res))
     assert res["errors"] == 0  # every request got an HTTP answer, none hung or was cut
     ok = res["statuses"].get(200, 0)
     if how == "graceful":
@@ -236,7 +271,10 @@ def test_epp_down_with_fail_closed_gives_fast_5xx_and_recovers(sims, stacks):
     print("\n" + _summary("EPP down, fail-closed", res))
     assert res["errors"] == 0
     assert res["sent"] > 0 and all(500 <= st < 600 for st in res["statuses"]), res["statuses"]
-    assert max(res["latencies_us"]) < 2_000_000  # fast: no client waits for a timeout
+    # Fast: no client waits for a timeout. Envoy refuses at once while its health check holds the
+    # EPP down; before the first failed check a request may wait for a refused connection.
+    interval, timeout = epp_health_check_s()
+    assert max(res["latencies_us"]) < (interval + timeout) * 1e6, (max(res["latencies_us"]), interval, timeout)
     s.start_epp_like(old)
     wait_until(lambda: s.post(chat())[0] == 200, 15, what="routing again after the EPP came back")
     assert set(_served_by(s, 6)) <= {"ok-0", "ok-1"}

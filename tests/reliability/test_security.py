@@ -40,7 +40,7 @@ def test_client_system_headers_never_choose_the_destination(sims, tmp_path, mode
             if status == 200:
                 down.append(headers["x-sim-endpoint"])
                 assert outsider.address not in headers.get("x-sim-received-destination", "")
-            time.sleep(0.1)
+            time.sleep(0.1)  # poll interval of this bounded wait
         assert len(down) == 6 and "outsider" not in down, down
     finally:
         s.stop()

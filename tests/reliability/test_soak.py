@@ -55,10 +55,10 @@ def stack(backend, tmp_path):
     s.stop()
 
 
-@pytest.fixture(params=["python", "rust"])
-def plain_stack(backend, tmp_path, request):
+@pytest.fixture
+def plain_stack(backend, tmp_path):
     """No flow control: every held stream goes straight to the backend."""
-    s = Stack(tmp_path, [backend.address], ("--ext-proc-impl", request.param), max_concurrent_requests=20_000)
+    s = Stack(tmp_path, [backend.address], (), max_concurrent_requests=20_000)
     yield s
     s.stop()
 

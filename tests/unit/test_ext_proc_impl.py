@@ -1,76 +1,54 @@
-"""`--ext-proc-impl` picks the ext_proc server: `auto` (the default) the Rust one unless the
-configuration needs the Python request path; an explicit `rust` is refused there, naming the flag."""
+"""`--ext-proc-impl` is a deprecated no-op: every configuration (flow control, objectives,
+Kubernetes mode) is served by the one Rust ext_proc server; a value given logs one line."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
 from sluicegate.app import Epp, EppOptions
 from sluicegate.cli import build_parser
-from sluicegate.errors import ConfigError
-from sluicegate.extproc.native_server import NativeEppServer
 from sluicegate.extproc.server import EppServer
-from sluicegate.kube.watcher import KubeOptions
 from tests.harness import write_endpoints
 
+OBJECTIVES = "objectives:\n- {name: batch, priority: -1}\n"
 
-def options(tmp_path, impl: str, **kw) -> EppOptions:
+
+def options(tmp_path, impl: str | None, **kw) -> EppOptions:
     return EppOptions(grpc_host="127.0.0.1", grpc_port=0, grpc_health_port=0, metrics_port=None,
                       secure_serving=False, endpoints_file=str(write_endpoints(tmp_path / "e.json", ["10.0.0.1:80"])),
                       ext_proc_impl=impl, **kw)
 
 
-def server_class(opts: EppOptions) -> type:
-    async def build_and_stop():  # grpc.aio servers are made and stopped on a running loop
+def built(opts: EppOptions) -> Epp:
+    async def build_and_stop() -> Epp:
         epp = Epp(opts)
         await epp.server.stop(0)
-        if epp.flow is not None:
-            epp.flow.close()
-        return type(epp.server)
+        return epp
 
     return asyncio.run(build_and_stop())
 
 
-@pytest.mark.parametrize("impl, expected", [("python", EppServer), ("rust", NativeEppServer),
-                                            ("auto", NativeEppServer)])
-def test_the_flag_picks_the_server(tmp_path, impl, expected):
-    assert server_class(options(tmp_path, impl)) is expected
+@pytest.mark.parametrize("config", ["", "featureGates: [flowControl]\n", OBJECTIVES])
+def test_every_configuration_is_served_by_the_rust_server(tmp_path, config):
+    epp = built(options(tmp_path, None, config_text=config))
+    assert type(epp.server) is EppServer
+    assert (epp.flow is not None) == ("flowControl" in config)
 
 
-def test_auto_is_the_default_and_takes_python_for_flow_control(tmp_path):
-    assert EppOptions().ext_proc_impl == "auto"
-    assert build_parser().parse_args(["run"]).ext_proc_impl == "auto"
-    flow = options(tmp_path, "auto", config_text="featureGates: [flowControl]\n")
-    assert server_class(flow) is EppServer
+@pytest.mark.parametrize("impl", ["python", "rust", "auto"])
+def test_the_flag_is_accepted_and_logs_one_deprecation_line(tmp_path, caplog, impl):
+    with caplog.at_level(logging.WARNING, logger="sluicegate.app"):
+        built(options(tmp_path, impl, config_text="featureGates: [flowControl]\n"))
+    lines = [r.getMessage() for r in caplog.records if "--ext-proc-impl" in r.getMessage()]
+    assert len(lines) == 1 and "deprecated" in lines[0] and impl in lines[0]
+    assert build_parser().parse_args(["run", "--ext-proc-impl", impl]).ext_proc_impl == impl
 
 
-def test_rust_with_flow_control_is_refused_naming_the_flag(tmp_path):
-    with pytest.raises(ConfigError, match="--ext-proc-impl rust: flow control"):
-        Epp(options(tmp_path, "rust", config_text="featureGates: [flowControl]\n"))
-
-
-def test_rust_in_kubernetes_mode_is_refused_naming_the_flag(tmp_path):
-    with pytest.raises(ConfigError, match="--ext-proc-impl rust: Kubernetes mode"):
-        Epp(options(tmp_path, "rust", kube=KubeOptions(pool_name="pool")))
-
-
-def test_an_unknown_impl_is_refused(tmp_path, capsys):
-    with pytest.raises(ConfigError, match="--ext-proc-impl: 'go'"):
-        Epp(options(tmp_path, "go"))
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["run", "--ext-proc-impl", "go"])
-    assert "--ext-proc-impl" in capsys.readouterr().err
-
-
-OBJECTIVES = "objectives:\n- {name: batch, priority: -1}\n"
-
-
-def test_auto_takes_python_when_objectives_give_priorities(tmp_path):
-    assert server_class(options(tmp_path, "auto", config_text=OBJECTIVES)) is EppServer
-
-
-def test_rust_with_objectives_is_refused_naming_the_flag(tmp_path):
-    with pytest.raises(ConfigError, match="--ext-proc-impl rust: objectives"):
-        Epp(options(tmp_path, "rust", config_text=OBJECTIVES))
+def test_not_given_it_logs_nothing(tmp_path, caplog):
+    assert build_parser().parse_args(["run"]).ext_proc_impl is None
+    with caplog.at_level(logging.WARNING, logger="sluicegate.app"):
+        built(options(tmp_path, None))
+    assert not [r for r in caplog.records if "--ext-proc-impl" in r.getMessage()]

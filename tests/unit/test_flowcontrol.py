@@ -32,7 +32,7 @@ async def settle(controller: FlowController, queued: int) -> None:
     for _ in range(2000):
         if controller.stats()["queued_requests"] == queued:
             return
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.001)  # poll interval of this bounded wait
     raise AssertionError(f"queued {controller.stats()['queued_requests']}, wanted {queued}")
 
 
@@ -98,7 +98,7 @@ def test_no_more_than_max_concurrency_run_at_once():
             async with fc.admit():
                 running += 1
                 peak = max(peak, running)
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(0.002)  # the admitted work itself, not synchronisation
                 running -= 1
 
         try:
@@ -202,7 +202,7 @@ def test_with_no_endpoints_a_request_waits_then_is_routed_when_one_appears():
         try:
             waiter = asyncio.create_task(fc.acquire(path=CHAT, body=BODY))
             await settle(fc, 1)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # observation window: the waiter must stay queued
             assert not waiter.done()
             router.set_endpoints([("ep0", "10.0.0.1:8000", {})])
             fc.notify()
@@ -244,7 +244,7 @@ def test_the_utilization_detector_holds_requests_while_the_pool_is_saturated():
             router.ingest_metrics("10.0.0.1:8000", VLLM % 9)  # 9 waiting / threshold 5: saturated
             waiter = asyncio.create_task(fc.acquire(path=CHAT, body=BODY))
             await settle(fc, 1)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # observation window: the waiter must stay queued
             assert not waiter.done() and fc.saturation() >= 1.0
             router.ingest_metrics("10.0.0.1:8000", VLLM % 1)
             (await waiter).release()

@@ -24,10 +24,19 @@ def scrape(collector: FlowControlCollector) -> dict:
     return {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
 
 
+def _counts(families: dict, family: str, suffix: str) -> dict[tuple[str, str], float]:
+    out: dict[tuple[str, str], float] = {}
+    for s in families[family].samples:
+        if s.name.endswith(suffix):
+            key = (s.labels["outcome"], s.labels["priority"])
+            out[key] = out.get(key, 0) + s.value
+    return out
+
+
 def test_held_requests_show_per_band_and_outcomes_add_up():
     async def go():
         fc = FlowController(max_concurrency=1)
-        collector = FlowControlCollector("pool-a", fc)
+        collector = FlowControlCollector("pool-a", fc, lambda: [])
         try:
             holder = await fc.acquire()
             waiting = [asyncio.create_task(fc.acquire("t", p, 100)) for p in (0, 0, 5)]
@@ -50,11 +59,13 @@ def test_held_requests_show_per_band_and_outcomes_add_up():
             enqueued = f["sluicegate_flow_control_enqueued"].samples[0].value
             assert outcomes["cancelled"] == 1 and outcomes["dispatched"] == 3
             assert enqueued == sum(outcomes.values())
-            durations = {(s.labels["outcome"], s.labels["priority"]): s.value
-                         for s in f["llm_d_epp_flow_control_request_queue_duration_seconds"].samples
-                         if s.name.endswith("_count")}
-            # the holder never queued, so it has no wait to time
-            assert durations == {("Dispatched", "5"): 1, ("Dispatched", "0"): 1, ("EvictedContextCancelled", "0"): 1}
+            durations = _counts(f, "llm_d_epp_flow_control_request_queue_duration_seconds", "_count")
+            # every request that left flow control, the holder (dispatched at once, flow default-flow) too
+            assert durations == {("Dispatched", "5"): 1, ("Dispatched", "0"): 2, ("EvictedContextCancelled", "0"): 1}
+            # one outcome per request: the outcome counter agrees with the histogram, and the
+            # inference_extension_* twin with the llm_d_epp_* family
+            assert _counts(f, "llm_d_epp_flow_control_requests", "_total") == durations
+            assert _counts(f, "inference_extension_flow_control_request_queue_duration_seconds", "_count") == durations
         finally:
             fc.close()
 

@@ -171,7 +171,7 @@ def wait_for(cond, timeout: float = 10.0) -> bool:
     while time.monotonic() < deadline:
         if cond():
             return True
-        time.sleep(0.01)
+        time.sleep(0.01)  # poll interval of this bounded wait
     return False
 
 

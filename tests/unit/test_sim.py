@@ -50,7 +50,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], attempts: int = 400) 
     for _ in range(attempts):
         if await check():
             return
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # poll interval of this bounded wait
     raise AssertionError("condition never held")
 
 

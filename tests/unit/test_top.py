@@ -50,7 +50,19 @@ def test_second_frame_shows_rates_over_the_interval(router):
     out = io.StringIO()
     Console(file=out, width=120).print(render(now, before, "test"))
     frame = out.getvalue()
-    assert "last 2.0 s" in frame and "0.5" in frame  # one request in two seconds
+    assert "requests (last 2.0 s)" in frame
+    header, row = _table_rows(frame, "model"), _table_rows(frame, "llama")
+    assert header[:3] == ["model", "req/s", "errors"]
+    assert row[:3] == ["llama", "0.5", "0"]  # one request, no error, in two seconds
+    assert row[4] != "-"  # and its latency is in the interval's p50
+
+
+def _table_rows(frame: str, first_cell: str) -> list[str]:
+    """The cells of the one table row of `frame` whose first cell is `first_cell`."""
+    rows = [[c.strip() for c in line.strip().strip("│┃").split("│" if "│" in line else "┃")]
+            for line in frame.splitlines() if line.strip().startswith(("│", "┃"))]
+    (row,) = [r for r in rows if r[0] == first_cell]
+    return row
 
 
 def test_once_prints_a_frame_from_a_live_metrics_server(router, loop_thread):

@@ -1,8 +1,8 @@
 """Scale-from-zero and scale-to-zero for a pool, on top of flow control's queues."""
 
-from .activator import ActivatedFlow, Activator, ActivatorStats, Managed
+from .activator import Activator, ActivatorStats, Managed
 from .annotations import ActivatorSpec, Target, parse_annotations
 from .metrics import ActivatorCollector
 
-__all__ = ["ActivatedFlow", "Activator", "ActivatorCollector", "ActivatorSpec", "ActivatorStats", "Managed",
+__all__ = ["Activator", "ActivatorCollector", "ActivatorSpec", "ActivatorStats", "Managed",
            "Target", "parse_annotations"]

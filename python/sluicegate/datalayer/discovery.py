@@ -1,5 +1,8 @@
 """Static endpoint discovery: a YAML or JSON file in the upstream file-discovery shape
-(`endpoints: [{name, namespace, address, port, labels}]`), re-read when it changes."""
+(`endpoints: [{name, namespace, address, port, labels}]`), re-read when it changes.
+
+`port` is upstream's string (`"8000"`) or an integer; `address` is an IP (v4 or v6) or, as in
+upstream's multicluster-file-discovery, a DNS name that `datalayer.hostnames` resolves."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,19 +22,60 @@ from ..errors import ConfigError
 log = logging.getLogger(__name__)
 
 ENGINE_LABEL = "llm-d.ai/engine-type"
+# RFC 1123 subdomain, as Kubernetes validates hostnames (lower case, at most 253 characters).
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+_DNS_NAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*\.?")
+
+
+def hostport(address: str, port: int) -> str:
+    """`ip:port` as the wire carries it: IPv6 literals in brackets (`[::1]:8000`)."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
 class Endpoint:
     name: str
-    address: str  # IP
+    address: str  # an IP, or a DNS name until datalayer.hostnames resolves it
     port: int
     namespace: str = "default"
     labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def hostport(self) -> str:
-        return f"{self.address}:{self.port}"
+        return hostport(self.address, self.port)
+
+    @property
+    def is_hostname(self) -> bool:
+        return not is_ip(self.address)
+
+
+def parse_address(value: object, where: str) -> str:
+    """An IP literal (IPv6 with or without brackets) or an RFC 1123 DNS name, normalised."""
+    if isinstance(value, str):
+        text = value.strip()
+        bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+        if is_ip(bare):
+            return str(ipaddress.ip_address(bare))
+        if len(text) <= 253 and _DNS_NAME.fullmatch(text.lower()):
+            return text.lower().rstrip(".")
+    raise ConfigError(f"{where}.address: {value!r} is not an IP address or a DNS name")
+
+
+def parse_port(value: object, where: str) -> int:
+    """Upstream writes the port as a string ("8000"); an integer is accepted too."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+        raise ConfigError(f"{where}.port: {value!r} is not a port number (1-65535, integer or string)")
+    return value
 
 
 def parse_endpoints(doc: object, source: str) -> list[Endpoint]:
@@ -46,18 +91,12 @@ def parse_endpoints(doc: object, source: str) -> list[Endpoint]:
         unknown = set(raw) - {"name", "namespace", "address", "port", "labels"}
         if unknown:
             raise ConfigError(f"{where}: unknown field '{sorted(unknown)[0]}'")
-        address = raw.get("address")
-        try:
-            ipaddress.ip_address(address)
-        except (ValueError, TypeError):
-            raise ConfigError(f"{where}.address: {address!r} is not an IP address") from None
-        port = raw.get("port")
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-            raise ConfigError(f"{where}.port: {port!r} is not a port number")
+        address = parse_address(raw.get("address"), where)
+        port = parse_port(raw.get("port"), where)
         labels = raw.get("labels") or {}
         if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
             raise ConfigError(f"{where}.labels: expected a mapping of strings")
-        name = raw.get("name") or f"{address}:{port}"
+        name = raw.get("name") or hostport(address, port)
         ep = Endpoint(name=str(name), address=address, port=port, namespace=str(raw.get("namespace") or "default"), labels=labels)
         if ep.hostport in seen:
             raise ConfigError(f"{where}: duplicate endpoint {ep.hostport}")
@@ -134,9 +173,9 @@ class FileDiscovery:
 def write_endpoints_file(path: str | Path, addresses: list[str], name_prefix: str = "endpoint") -> Path:
     """Write `ip:port` addresses as an endpoints file (JSON), for the demo, tests and benches."""
     eps = []
-    for i, hostport in enumerate(addresses):
-        host, port = hostport.rsplit(":", 1)
-        eps.append({"name": f"{name_prefix}-{i}", "address": host, "port": int(port)})
+    for i, entry in enumerate(addresses):
+        host, port = entry.rsplit(":", 1)
+        eps.append({"name": f"{name_prefix}-{i}", "address": host.strip("[]"), "port": int(port)})
     p = Path(path)
     p.write_text(json.dumps({"endpoints": eps}))
     return p

@@ -1,1 +1,2 @@
-"""Wire side of the EPP: the ext_proc gRPC service, its stream state machine and protocol names."""
+"""Wire side of the EPP: the thin façade that configures, starts, drains and stops the Rust
+ext_proc server, its flow-control gate, and the protocol names (defined in Rust)."""

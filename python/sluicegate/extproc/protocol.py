@@ -1,23 +1,27 @@
-"""Wire names of the Endpoint Picker Protocol, kept byte-for-byte as upstream defines them."""
+"""Wire names of the Endpoint Picker Protocol, defined once in Rust (rust/extproc/src/protocol.rs)
+and read from there."""
 
-# Where the EPP tells the proxy to send a request: a header and dynamic metadata under envoy.lb.
-DESTINATION_ENDPOINT = "x-gateway-destination-endpoint"
-DESTINATION_NAMESPACE = "envoy.lb"
-# Where the proxy restricts the candidates: request metadata envoy.lb.subset_hint.
-SUBSET_NAMESPACE = "envoy.lb.subset_hint"
-SUBSET_KEY = "x-gateway-destination-endpoint-subset"
-# Where the proxy reports which endpoint actually served the request (response metadata).
-SERVED_ENDPOINT = "x-gateway-destination-endpoint-served"
+from .._core.extproc import (
+    BODY_CHUNK_BYTES,
+    DEFAULT_FAIRNESS_ID,
+    DESTINATION_ENDPOINT,
+    DESTINATION_NAMESPACE,
+    DROPPED_REASON,
+    EXT_PROC_SERVICE,
+    FAIRNESS_HEADERS,
+    HEALTH_SERVICES,
+    MAX_BODY_BYTES,
+    MODEL_REWRITE_HEADERS,
+    OBJECTIVE_HEADERS,
+    REQUEST_ID,
+    SERVED_ENDPOINT,
+    SLO_TTFT_HEADERS,
+    SUBSET_KEY,
+    SUBSET_NAMESPACE,
+)
 
-OBJECTIVE_HEADERS = ("x-llm-d-inference-objective", "x-gateway-inference-objective")
-FAIRNESS_HEADERS = ("x-llm-d-inference-fairness-id", "x-gateway-inference-fairness-id")
-MODEL_REWRITE_HEADERS = ("x-llm-d-model-name-rewrite", "x-gateway-model-name-rewrite")
-DEFAULT_FAIRNESS_ID = "default-flow"
-SLO_TTFT_HEADERS = ("x-llm-d-slo-ttft-ms", "x-slo-ttft-ms")
-DROPPED_REASON = "x-llm-d-request-dropped-reason"
-
-# Envoy keeps streamed body chunks under its gRPC message limit with this size (as upstream).
-BODY_CHUNK_BYTES = 62_000
-
-EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
-HEALTH_SERVICES = ("", "liveness", "readiness", EXT_PROC_SERVICE)
+__all__ = [
+    "BODY_CHUNK_BYTES", "DEFAULT_FAIRNESS_ID", "DESTINATION_ENDPOINT", "DESTINATION_NAMESPACE", "DROPPED_REASON",
+    "EXT_PROC_SERVICE", "FAIRNESS_HEADERS", "HEALTH_SERVICES", "MAX_BODY_BYTES", "MODEL_REWRITE_HEADERS",
+    "OBJECTIVE_HEADERS", "REQUEST_ID", "SERVED_ENDPOINT", "SLO_TTFT_HEADERS", "SUBSET_KEY", "SUBSET_NAMESPACE",
+]

@@ -158,7 +158,10 @@ class FlowController:
         if self.observer is not None:
             self.observer(flow, priority, c.reason if c.status != 200 else "dispatched", c.waited_s, c.decision)
         if c.status != 200:
-            raise _ERRORS.get(c.reason, errors.BadRequestError)(c.message)
+            message = c.message
+            if type(queued) is not Completion and c.reason == "rejected-no-endpoints" and queued.held:
+                message = queued.expired() or message  # its scale-from-zero grace period ended
+            raise _ERRORS.get(c.reason, errors.BadRequestError)(message)
         return Ticket(self, c.decision, c.waited_s)
 
     # observation
@@ -180,6 +183,16 @@ class FlowController:
     def notify(self) -> None:
         """Endpoints or metrics changed outside the controller: look again now."""
         self._core.notify()
+
+    def set_scale_from_zero(self, grace_s: float | None, message: str = "") -> None:
+        """While the pool is managed by an activator: a request with nothing to go to waits
+        exactly `grace_s` (flow control's own TTLs do not cut it short), then fails with
+        NoEndpointsError(`message`). None: not managed."""
+        self._core.set_scale_from_zero(grace_s, message)
+
+    def hold_counts(self) -> tuple[int, int, int]:
+        """(held for the grace period now, held in total, failed at its end in total)."""
+        return self._core.hold_counts()
 
     def close(self) -> None:
         """Evict everything queued (waiters get ShuttingDownError) and stop the dispatch thread.

@@ -2,7 +2,7 @@
 leader election. Read-only towards the API apart from the Lease: the EPP writes no status."""
 
 from .leader import LeaderElector
-from .policies import RewriteTable, RewritingPicker
+from .policies import RewriteTable
 from .watcher import KubeOptions, PoolWatcher, api_client
 
-__all__ = ["KubeOptions", "LeaderElector", "PoolWatcher", "RewriteTable", "RewritingPicker", "api_client"]
+__all__ = ["KubeOptions", "LeaderElector", "PoolWatcher", "RewriteTable", "api_client"]

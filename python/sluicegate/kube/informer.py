@@ -6,6 +6,8 @@ API server and hands the loop a coalesced "changed" signal. Broken watches recon
 seen resourceVersion with capped exponential backoff; 410 Gone (history compacted) relists.
 A 404 on the list means the resource type is not served (CRD not installed): `on_missing` is
 called once and the informer keeps checking at the backoff cap, so installing the CRD later works.
+An `optional` informer treats 403 (RBAC does not grant it) the same way: that feature is off,
+the EPP still becomes ready.
 """
 
 from __future__ import annotations
@@ -60,8 +62,9 @@ def object_key(obj: dict) -> str:
 
 class Informer:
     def __init__(self, resource: Resource, on_change: Callable[[], None],
-                 on_missing: Callable[[], None] | None = None) -> None:
+                 on_missing: Callable[[], None] | None = None, optional: bool = False) -> None:
         self.resource = resource
+        self.optional = optional
         self.stats = InformerStats()
         self._on_change = on_change
         self._on_missing = on_missing
@@ -123,8 +126,8 @@ class Informer:
                 log.info("%s: watch history expired (410), relisting", self.resource.kind)
                 self._rv = None
             except ApiException as e:
-                if e.status == 404 and self._rv is None:
-                    self._mark_missing()
+                if self._rv is None and (e.status == 404 or (e.status == 403 and self.optional)):
+                    self._mark_missing(e.status)
                     backoff = BACKOFF_CAP_S
                 elif e.status == 410:
                     self.stats.gone += 1
@@ -148,10 +151,11 @@ class Informer:
         self.stats.errors += 1
         log.warning("%s: watch failed (%s); reconnecting", self.resource.kind, what)
 
-    def _mark_missing(self) -> None:
+    def _mark_missing(self, status: int = 404) -> None:
         if not self._missing_logged:
             self._missing_logged = True
-            log.info("%s: not served by the API server (CRD not installed)", self.resource.kind)
+            why = "not served by the API server (CRD not installed)" if status == 404 else "listing is forbidden (RBAC)"
+            log.info("%s: %s", self.resource.kind, why)
             if self._on_missing is not None:
                 self._on_missing()
         if self._objects:

@@ -1,5 +1,6 @@
 """What the EPP process does differently in Kubernetes mode: endpoints, objectives and rewrites from
-the API server, and, with HA on, health SERVING only on the Lease holder.
+the API server (the last two replace the Rust Router's tables whole), and, with HA on, health
+SERVING only on the Lease holder.
 
 Followers keep their caches warm (the watchers run on every replica), so a new leader routes at
 once. On shutdown the replica reports NOT_SERVING and gives the lease up before it drains.
@@ -17,7 +18,7 @@ from typing import Awaitable, Callable
 
 from ..datalayer.discovery import Endpoint
 from .leader import LeaderElector
-from .policies import RewriteTable, RewritingFlow, RewritingPicker
+from .policies import RewriteTable
 from .watcher import KubeOptions, PoolWatcher, api_client
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,11 @@ class LeaseOptions:
 
 
 class KubeMode:
-    def __init__(self, opts: KubeOptions, lease: LeaseOptions | None, picker,
+    def __init__(self, opts: KubeOptions, lease: LeaseOptions | None, router,
                  on_endpoints: Callable[[list[Endpoint]], None]) -> None:
         api = api_client(opts.kubeconfig)
         self.opts = opts
-        self.picker = RewritingPicker(picker)
+        self.router = router
         self.priorities: dict[str, int] = {}
         self._objective_listeners: list[Callable[[dict[str, int]], None]] = []
         self.watcher = PoolWatcher(opts, api, on_endpoints, self._set_objectives, self._set_rewrites)
@@ -57,27 +58,24 @@ class KubeMode:
         self._stopping = False
         self._tasks: set[asyncio.Task] = set()
 
-    # objectives: the flow-control side registers here and gets name → priority on every change
+    # objectives: listeners (beyond the Router) get name → priority on every change
 
     def on_objectives(self, listener: Callable[[dict[str, int]], None]) -> None:
         self._objective_listeners.append(listener)
         listener(dict(self.priorities))
-
-    def rewriting(self, flow):
-        """The flow controller as the request path should see it: InferenceModelRewrite rules applied."""
-        return RewritingFlow(flow, self.picker)
 
     def priority_of(self, objective: str) -> int:
         return self.priorities.get(objective, 0)
 
     def _set_objectives(self, priorities: dict[str, int]) -> None:
         self.priorities = priorities
+        self.router.set_objectives(priorities)
         log.info("objectives: %s", ", ".join(f"{k}={v}" for k, v in sorted(priorities.items())) or "none")
         for listener in self._objective_listeners:
             listener(dict(priorities))
 
     def _set_rewrites(self, table: RewriteTable) -> None:
-        self.picker.table = table
+        self.router.set_rewrites(table.to_json())
         log.info("model rewrites: %d exact, match-all %s", len(table.exact), "on" if table.match_all else "off")
 
     # lifecycle

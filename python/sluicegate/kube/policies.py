@@ -3,17 +3,17 @@
 Both are read-only policy objects bound to one pool through `spec.poolRef.name`; the EPP writes
 no status to them (as upstream). Rewrites resolve as upstream: an Exact match on the request's
 model beats a rule with no matches (match-all); between objects, the oldest (creationTimestamp,
-then name) wins; within a rule, a target is drawn at random by weight.
+then name) wins; within a rule, a target is drawn at random by weight. Precedence is resolved
+here, once per change; the resolved tables go to the Rust Router whole (`set_objectives`,
+`set_rewrites`), where each request reads them with the body parsed once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any
-
-from ..scheduling import parse_request
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,14 @@ class RewriteTable:
         rule = self.rule_for(model)
         return rule.pick(self._rng) if rule is not None else None
 
+    def to_json(self) -> str:
+        """The table as the Rust Router takes it (`Router.set_rewrites`)."""
+        def rule(r: RewriteRule) -> dict:
+            return {"source": r.source, "targets": [{"model": t.model, "weight": t.weight} for t in r.targets]}
+
+        return json.dumps({"exact": {m: rule(r) for m, r in self.exact.items()},
+                           "matchAll": rule(self.match_all) if self.match_all is not None else None})
+
 
 def rewrite_table(objects: list[dict], pool_name: str) -> RewriteTable:
     exact: dict[str, RewriteRule] = {}
@@ -111,42 +119,3 @@ def rewrite_table(objects: list[dict], pool_name: str) -> RewriteTable:
                 if value:
                     exact.setdefault(value, rule)  # oldest first: keep the first seen
     return RewriteTable(exact, match_all)
-
-
-def resolve_rewrite(table: RewriteTable, path: str | None, body: bytes | None, header: str | None) -> str | None:
-    """The model to send upstream: a rewrite named by the proxy (`x-llm-d-model-name-rewrite`) is kept;
-    otherwise the table's rule for the request's model, if any. The body is parsed only when rules exist."""
-    if header is not None or not table or not body:
-        return header
-    return table.rewrite(parse_request(path or "/", body).model)
-
-
-class RewritingPicker:
-    """The request path with rewrites (direct routing): the current table names the model to send upstream."""
-
-    def __init__(self, picker) -> None:
-        self._picker = picker
-        self.table = RewriteTable()  # swapped whole by the watcher; read once per request
-
-    def route(self, path: str, body: bytes, model_rewrite: str | None, subset):
-        return self._picker.route(path, body, resolve_rewrite(self.table, path, body, model_rewrite), subset)
-
-    def release(self, address: str) -> None:
-        self._picker.release(address)
-
-
-class RewritingFlow:
-    """The same for requests that go through flow control (routed at dispatch): the flow controller
-    the request path sees, with the rewrite resolved before the request is queued."""
-
-    def __init__(self, flow: Any, picker: RewritingPicker) -> None:
-        self._flow = flow
-        self._picker = picker
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._flow, name)
-
-    async def acquire(self, *args: Any, path: str | None = None, body: bytes | None = None,
-                      model_rewrite: str | None = None, **kwargs: Any) -> Any:
-        model_rewrite = resolve_rewrite(self._picker.table, path, body, model_rewrite)
-        return await self._flow.acquire(*args, path=path, body=body, model_rewrite=model_rewrite, **kwargs)

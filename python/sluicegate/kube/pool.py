@@ -3,6 +3,10 @@
 A pod is an endpoint only while it is Ready, has an IP and is not being deleted; each pool
 targetPort is one endpoint (`podIP:port`, named `<pod>-rank-<i>`), narrowed by the pod's
 `llm-d.ai/active-ports` annotation. Pod labels travel with the endpoint to filters and the data layer.
+
+Beyond upstream (the Envoy AI Gateway's non-Pod backends), the selector also picks Services'
+EndpointSlices (their ready addresses, on the slice ports that are pool target ports) and
+ExternalName Services (their DNS name on each target port, resolved by datalayer.hostnames).
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ from ..datalayer.discovery import Endpoint
 from ..errors import ConfigError
 
 ACTIVE_PORTS = "llm-d.ai/active-ports"
+# An InferencePool annotation listing the models the pool serves (comma-separated): turns the
+# model allow-list on for that pool, as the Envoy AI Gateway binds models to pools.
+SERVED_MODELS = "sluicegate.io/served-models"
 LEGACY_ACTIVE_PORTS = "inference.networking.k8s.io/active-ports"
 V1_GROUP = "inference.networking.k8s.io"
 LEGACY_GROUP = "inference.networking.x-k8s.io"
@@ -42,6 +49,30 @@ def pool_spec(obj: dict) -> PoolSpec:
     if not ports:
         raise ConfigError(f"InferencePool {name}: spec.targetPorts is empty")
     return PoolSpec(selector=dict(selector), target_ports=ports, app_protocol=str(spec.get("appProtocol") or "http"))
+
+
+@dataclass(frozen=True)
+class PoolModels:
+    """The models bound to the pool: listed on it (`explicit`, which turns the allow-list on)
+    and named by its InferenceModelRewrites (the models they match and the ones they target)."""
+
+    models: frozenset[str]
+    explicit: bool
+
+
+def pool_models(pool: dict | None, rewrites: list[dict], pool_name: str) -> PoolModels:
+    ann = ((pool or {}).get("metadata") or {}).get("annotations") or {}
+    listed = ann.get(SERVED_MODELS)
+    models = {m.strip() for m in (listed or "").split(",") if m.strip()}
+    for obj in rewrites:
+        spec = obj.get("spec") or {}
+        refs = [spec.get("poolRef") or {}, *(spec.get("poolRefs") or [])]
+        if not any(isinstance(r, dict) and r.get("name") == pool_name for r in refs):
+            continue
+        for rule in spec.get("rules") or []:
+            models |= {str(t["modelRewrite"]) for t in rule.get("targets") or [] if t.get("modelRewrite")}
+            models |= {v for m in rule.get("matches") or [] if (v := ((m or {}).get("model") or {}).get("value"))}
+    return PoolModels(frozenset(models), listed is not None)
 
 
 def parse_selector(text: str, flag: str = "--endpoint-selector") -> dict[str, str]:
@@ -99,12 +130,31 @@ def active_ports(pod: dict, target_ports: tuple[int, ...]) -> list[int]:
     return [p for p in target_ports if p in declared]
 
 
-def pool_endpoints(spec: PoolSpec | None, pods: list[dict]) -> list[Endpoint]:
-    """Endpoints in a stable order (pod name, then port rank)."""
+def pool_endpoints(spec: PoolSpec | None, pods: list[dict], slices: list[dict] = (),
+                   services: list[dict] = ()) -> list[Endpoint]:
+    """Endpoints in a stable order: pods (by name, then port rank), then EndpointSlice addresses,
+    then ExternalName Services. An address two sources give is listed once (the first)."""
     if spec is None:
         return []
     out: list[Endpoint] = []
+    others: tuple[Endpoint, ...] = ()
+    if spec.selector:  # an empty selector means every pod (upstream), not every Service in the namespace
+        others = (*_slice_endpoints(spec, slices), *_external_name_endpoints(spec, services))
     seen: set[str] = set()  # two pods can briefly share an IP (reuse after deletion): first wins
+    for ep in (*_pod_endpoints(spec, pods), *others):
+        if ep.hostport not in seen:
+            seen.add(ep.hostport)
+            out.append(ep)
+    return out
+
+
+def _endpoint(md: dict, name: str, address: str, port: int, labels: dict[str, str]) -> Endpoint:
+    return Endpoint(name=name, address=address, port=port, namespace=md.get("namespace") or "default",
+                    labels=dict(labels))
+
+
+def _pod_endpoints(spec: PoolSpec, pods: list[dict]) -> list[Endpoint]:
+    out: list[Endpoint] = []
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
         md = pod["metadata"]
         labels = md.get("labels") or {}
@@ -112,9 +162,41 @@ def pool_endpoints(spec: PoolSpec | None, pods: list[dict]) -> list[Endpoint]:
             continue
         ip = pod["status"]["podIP"]
         active = set(active_ports(pod, spec.target_ports))
-        for rank, port in enumerate(spec.target_ports):
-            if port in active and f"{ip}:{port}" not in seen:
-                seen.add(f"{ip}:{port}")
-                out.append(Endpoint(name=f"{md['name']}-rank-{rank}", address=ip, port=port,
-                                    namespace=md.get("namespace") or "default", labels=dict(labels)))
+        out += [_endpoint(md, f"{md['name']}-rank-{rank}", ip, port, labels)
+                for rank, port in enumerate(spec.target_ports) if port in active]
+    return out
+
+
+def _slice_endpoints(spec: PoolSpec, slices: list[dict]) -> list[Endpoint]:
+    """Ready addresses of matching EndpointSlices (ready unset counts as ready, as the API says)."""
+    out: list[Endpoint] = []
+    for sl in sorted(slices, key=lambda s: s["metadata"]["name"]):
+        md = sl["metadata"]
+        labels = md.get("labels") or {}
+        if not selector_matches(spec.selector, labels) or sl.get("addressType") == "FQDN":
+            continue
+        # No ports on a slice means every port (API semantics): then every target port.
+        slice_ports = {p.get("port") for p in sl.get("ports") or [] if p.get("port")}
+        ranks = [(r, port) for r, port in enumerate(spec.target_ports) if not slice_ports or port in slice_ports]
+        service = labels.get("kubernetes.io/service-name", md["name"])
+        for ep in sl.get("endpoints") or []:
+            if (ep.get("conditions") or {}).get("ready") is False:
+                continue
+            out += [_endpoint(md, f"{service}-{address}-rank-{rank}", address, port, labels)
+                    for address in ep.get("addresses") or [] for rank, port in ranks]
+    return out
+
+
+def _external_name_endpoints(spec: PoolSpec, services: list[dict]) -> list[Endpoint]:
+    """Matching ExternalName Services: their DNS name on every target port."""
+    out: list[Endpoint] = []
+    for svc in sorted(services, key=lambda s: s["metadata"]["name"]):
+        md, svc_spec = svc["metadata"], svc.get("spec") or {}
+        name = svc_spec.get("externalName")
+        if svc_spec.get("type") != "ExternalName" or not name:
+            continue
+        if not selector_matches(spec.selector, md.get("labels") or {}):
+            continue
+        out += [_endpoint(md, f"{md['name']}-rank-{rank}", name.lower().rstrip("."), port, md.get("labels") or {})
+                for rank, port in enumerate(spec.target_ports)]
     return out

@@ -1,8 +1,9 @@
 """Kubernetes mode: the pool's endpoints, objectives and rewrites, kept current from the API.
 
 `PoolWatcher` runs one informer per resource and, on every change, recomputes what changed and
-hands it to the EPP through three callbacks: endpoints (the same `list[Endpoint]` file discovery
-produces), objective priorities (name → priority) and the model-rewrite table.
+hands it to the EPP through callbacks: endpoints (the same `list[Endpoint]` file discovery
+produces, from Pods, EndpointSlices and ExternalName Services), objective priorities
+(name → priority), the model-rewrite table and the pool's models (for the allow-list).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from ..datalayer.discovery import Endpoint
 from ..errors import ConfigError
 from .informer import Informer, Resource
 from .policies import RewriteTable, objective_priorities, rewrite_table
-from .pool import LEGACY_GROUP, V1_GROUP, PoolSpec, parse_ports, parse_selector, pool_endpoints, pool_spec
+from .pool import (LEGACY_GROUP, V1_GROUP, PoolModels, PoolSpec, parse_ports, parse_selector, pool_endpoints,
+                   pool_models, pool_spec)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,9 @@ class PoolWatcher:
         self._on_rewrites = on_rewrites
         self._endpoints: list[Endpoint] | None = None
         self._objectives: dict[str, int] | None = None
+        # The pool's models (allow-list); set by the EPP when it wants them, called on every change.
+        self.on_models: Callable[[PoolModels], None] | None = None
+        self._models: PoolModels | None = None
         self._off_logged: set[str] = set()
         self.last_change_at = 0.0  # time.monotonic() of the last endpoint change handed on
         ns = opts.namespace
@@ -92,6 +97,13 @@ class PoolWatcher:
             pods = Resource("Pod", core.list_namespaced_pod,
                             {"namespace": ns, "label_selector": opts.endpoint_selector})
         self.pods = Informer(pods, self._endpoints_changed)
+        # Non-Pod members (EndpointSlices of Services, ExternalName Services): optional, so a
+        # deployment whose RBAC does not grant them still becomes ready, with Pods only.
+        narrow = {"label_selector": opts.endpoint_selector} if opts.endpoint_selector else {}
+        self.slices = Informer(Resource("EndpointSlice", client.DiscoveryV1Api(api).list_namespaced_endpoint_slice,
+                                        {"namespace": ns, **narrow}), self._endpoints_changed, optional=True)
+        self.services = Informer(Resource("Service", core.list_namespaced_service, {"namespace": ns, **narrow}),
+                                 self._endpoints_changed, optional=True)
         self.objectives: list[Informer] = []
         self.rewrites: list[Informer] = []
         if opts.pool_name:
@@ -106,7 +118,8 @@ class PoolWatcher:
 
     @property
     def informers(self) -> list[Informer]:
-        return [i for i in (self.pool, self.pods, *self.objectives, *self.rewrites) if i is not None]
+        return [i for i in (self.pool, self.pods, self.slices, self.services, *self.objectives, *self.rewrites)
+                if i is not None]
 
     def start(self) -> None:
         for inf in self.informers:
@@ -138,8 +151,19 @@ class PoolWatcher:
             log.error("InferencePool %s/%s is unusable (%s); no endpoints", self.opts.namespace, self.opts.pool_name, e)
             return None
 
+    def _models_changed(self) -> None:
+        if self.on_models is None or self.pool is None:
+            return
+        pools = self.pool.objects()
+        models = pool_models(pools[0] if pools else None, [o for inf in self.rewrites for o in inf.objects()],
+                             self.opts.pool_name or "")
+        if models != self._models:
+            self._models = models
+            self.on_models(models)
+
     def _endpoints_changed(self) -> None:
-        endpoints = pool_endpoints(self._spec(), self.pods.objects())
+        self._models_changed()
+        endpoints = pool_endpoints(self._spec(), self.pods.objects(), self.slices.objects(), self.services.objects())
         if endpoints == self._endpoints:
             return
         self._endpoints = endpoints
@@ -157,6 +181,7 @@ class PoolWatcher:
 
     def _rewrites_changed(self) -> None:
         objs = [o for inf in self.rewrites for o in inf.objects()]
+        self._models_changed()
         if self._on_rewrites is not None:
             self._on_rewrites(rewrite_table(objs, self.opts.pool_name or ""))
 

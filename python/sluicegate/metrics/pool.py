@@ -76,7 +76,18 @@ class PoolCollector(Collector):
             inflight.add_metric(labels, e.in_flight)
             errors.add_metric(labels, e.scrape_errors)
             age.add_metric(labels, e.age_ms / 1000.0 if e.age_ms >= 0 else -1.0)
-        poll = CounterMetricFamily("llm_d_epp_datalayer_poll_errors", "Data-source poll errors per source type.",
+        yield from (queue, legacy, inflight, errors, age)
+        yield from _datalayer_errors(sum(e.scrape_errors for e in endpoints))
+
+
+def _datalayer_errors(poll_errors: int) -> Iterator[Metric]:
+    """Upstream's data-layer error counters under both prefixes. A failed scrape (connection,
+    status, timeout or unparsable text) counts as a poll error of the metrics data source; the
+    scraper extracts in the same step, so extract errors get no series of their own."""
+    for prefix in ("llm_d_epp", "llm_d_inference_scheduler"):
+        poll = CounterMetricFamily(f"{prefix}_datalayer_poll_errors", "Data-source poll errors per source type.",
                                    labels=["source_type"])
-        poll.add_metric(["metrics-data-source"], sum(e.scrape_errors for e in endpoints))
-        yield from (queue, legacy, inflight, errors, age, poll)
+        poll.add_metric(["metrics-data-source"], poll_errors)
+        yield poll
+        yield CounterMetricFamily(f"{prefix}_datalayer_extract_errors", "Extractor errors per source and extractor.",
+                                  labels=["source_type", "extractor_type"])

@@ -1,11 +1,11 @@
 """Per-request families, read from the Rust RequestStats when Prometheus scrapes. Canonical
 names (llm_d_epp_*) with upstream's labels, plus the legacy inference_objective_* /
-inference_extension_* twins upstream still emits (their labels drop fairness_id)."""
+inference_extension_* twins upstream still emits, each with its own older label set."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -15,7 +15,8 @@ from ..scheduling import RequestStats, SeriesSnapshot
 Hist = tuple[list[float], list[int], float]
 
 CANONICAL_LABELS = ["model_name", "target_model_name", "fairness_id", "priority"]
-LEGACY_LABELS = ["model_name", "target_model_name", "priority"]
+# The legacy inference_objective_* families keep upstream's older, narrower label sets.
+MODEL_LABELS = ["model_name", "target_model_name"]
 
 # attribute of SeriesSnapshot -> (canonical name, legacy name or None, help)
 HISTOGRAMS = (
@@ -29,10 +30,12 @@ HISTOGRAMS = (
      "Input token count distribution per request."),
     ("output_tokens", "llm_d_epp_request_output_tokens", "inference_objective_output_tokens",
      "Output token count distribution per request."),
-    ("cached_tokens", "llm_d_epp_request_cached_tokens", None,
+    ("cached_tokens", "llm_d_epp_request_cached_tokens", "inference_objective_prompt_cached_tokens",
      "Prompt tokens read from cache per request, as reported by the model server."),
     ("ntpot", "llm_d_epp_request_ntpot_seconds", "inference_objective_normalized_time_per_output_token_seconds",
      "Normalized time per output token in seconds (end-to-end latency / output tokens)."),
+    ("tpot", "llm_d_epp_request_streaming_tpot_seconds", None,
+     "Time per output token of streamed responses after the first, in seconds."),
 )
 
 
@@ -63,6 +66,17 @@ def histogram(name: str, doc: str, labels: list[str], series: Iterable[tuple[lis
     return fam
 
 
+def _grouped(snap: list[SeriesSnapshot], key: Callable[[SeriesSnapshot], tuple[str, ...]]):
+    groups: dict[tuple[str, ...], list[SeriesSnapshot]] = defaultdict(list)
+    for s in snap:
+        groups[key(s)].append(s)
+    return [(list(k), g) for k, g in groups.items()]
+
+
+def _by_model(s: SeriesSnapshot) -> tuple[str, ...]:
+    return (s.model, s.target_model)
+
+
 class RequestCollector(Collector):
     def __init__(self, stats: RequestStats) -> None:
         self._stats = stats
@@ -70,17 +84,14 @@ class RequestCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snap = self._stats.snapshot()
         canon = [([s.model, s.target_model, s.fairness_id, str(s.priority)], s) for s in snap]
-        legacy: dict[tuple[str, str, str], list[SeriesSnapshot]] = defaultdict(list)
-        for s in snap:
-            legacy[(s.model, s.target_model, str(s.priority))].append(s)
-        legacy_rows = [(list(k), v) for k, v in legacy.items()]
+        by_model = _grouped(snap, _by_model)
 
-        yield from self._counts(canon, legacy_rows)
+        yield from self._counts(snap, canon, by_model)
         for attr, name, old, doc in HISTOGRAMS:
             yield histogram(name, doc, CANONICAL_LABELS, ((v, getattr(s, attr)) for v, s in canon))
             if old is not None:
-                yield histogram(old, doc, LEGACY_LABELS,
-                                ((v, _merge([getattr(s, attr) for s in g])) for v, g in legacy_rows))
+                yield histogram(old, doc, MODEL_LABELS,
+                                ((v, _merge([getattr(s, attr) for s in g])) for v, g in by_model))
         ttft = HistogramMetricFamily(
             "llm_d_epp_request_ttft_seconds",
             "Time to first response byte in seconds; for non-streaming requests the whole duration.",
@@ -90,20 +101,24 @@ class RequestCollector(Collector):
                 if sum(h[1]):
                     ttft.add_metric([*values, streaming], histogram_buckets(h), h[2])
         yield ttft
-        yield self._attempts()
+        yield from self._attempts()
         sched = self._stats.scheduler()
         for name in ("llm_d_epp_scheduler_e2e_duration_seconds", "inference_extension_scheduler_e2e_duration_seconds"):
             yield histogram(name, "End-to-end scheduling latency distribution in seconds.", [], [([], sched)])
 
-    def _attempts(self) -> Metric:
-        fam = CounterMetricFamily("llm_d_epp_scheduler_attempts", "Total number of scheduling attempts.",
-                                  labels=["status", "target_model_name", "endpoint_name", "namespace", "port"])
-        for success, model, name, address, n in self._stats.attempts():
-            port = address.rpartition(":")[2] if address else ""
-            fam.add_metric(["success" if success else "failure", model, name, "", port], n)
-        return fam
+    def _attempts(self) -> Iterator[Metric]:
+        doc = "Total number of scheduling attempts."
+        # The legacy twin names the endpoint `pod_name`, as upstream's deprecated one does.
+        for name, endpoint_label in (("llm_d_epp_scheduler_attempts", "endpoint_name"),
+                                     ("inference_extension_scheduler_attempts", "pod_name")):
+            fam = CounterMetricFamily(name, doc,
+                                      labels=["status", "target_model_name", endpoint_label, "namespace", "port"])
+            for success, model, endpoint, address, n in self._stats.attempts():
+                port = address.rpartition(":")[2] if address else ""
+                fam.add_metric(["success" if success else "failure", model, endpoint, "", port], n)
+            yield fam
 
-    def _counts(self, canon, legacy_rows) -> Iterator[Metric]:
+    def _counts(self, snap, canon, by_model) -> Iterator[Metric]:
         doc_total = "Total number of processed requests."
         doc_err = "Total number of request errors."
         doc_run = "Current number of active running requests."
@@ -115,16 +130,19 @@ class RequestCollector(Collector):
             running.add_metric(values, s.running)
             for code, n in s.errors:
                 errs.add_metric([*values, code], n)
-        old_total = CounterMetricFamily("inference_objective_request", doc_total, labels=LEGACY_LABELS)
-        old_errs = CounterMetricFamily("inference_objective_request_error", doc_err, labels=[*LEGACY_LABELS, "error_code"])
-        old_running = GaugeMetricFamily("inference_objective_running_requests", doc_run, labels=LEGACY_LABELS)
-        for values, group in legacy_rows:
+        old_total = CounterMetricFamily("inference_objective_request", doc_total, labels=[*MODEL_LABELS, "priority"])
+        for values, group in _grouped(snap, lambda s: (s.model, s.target_model, str(s.priority))):
             old_total.add_metric(values, sum(s.requests for s in group))
-            old_running.add_metric(values, sum(s.running for s in group))
+        old_errs = CounterMetricFamily("inference_objective_request_error", doc_err,
+                                       labels=[*MODEL_LABELS, "error_code"])
+        for values, group in by_model:
             by_code: dict[str, int] = defaultdict(int)
             for s in group:
                 for code, n in s.errors:
                     by_code[code] += n
             for code, n in by_code.items():
                 old_errs.add_metric([*values, code], n)
+        old_running = GaugeMetricFamily("inference_objective_running_requests", doc_run, labels=["model_name"])
+        for values, group in _grouped(snap, lambda s: (s.model,)):
+            old_running.add_metric(values, sum(s.running for s in group))
         yield from (total, errs, running, old_total, old_errs, old_running)

@@ -10,13 +10,15 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
-
-from .fit import ProfileFit
-from .inputs import ScaleTarget, Variant
+from .inputs import ModelLoad, ModelObservation, OptimizerInput, ScaleTarget, Variant
 from .problem import Allocation, Solution
+
+if TYPE_CHECKING:  # the exporter and the fits load prometheus_client / scipy only when used
+    from prometheus_client import CollectorRegistry
+
+    from .fit import ProfileFit
 
 # Metric names and labels as the workload-variant-autoscaler emits them, so an existing
 # prometheus-adapter rule or KEDA trigger on wva_desired_replicas keeps working.
@@ -40,6 +42,8 @@ class Decision:
     allocation: Allocation
     desired_replicas: int  # after stabilization: what is written and exported
     reason: str
+    load: ModelLoad | None = None  # the load the decision was sized for
+    observation: ModelObservation | None = None  # what the model's servers reported
 
     @property
     def target(self) -> ScaleTarget:
@@ -71,7 +75,11 @@ class Stabilizer:
 
 
 def decide(sol: Solution, variants: Sequence[Variant], now: float,
-           stabilizer: Stabilizer | None = None) -> list[Decision]:
+           stabilizer: Stabilizer | None = None, *, inp: OptimizerInput | None = None,
+           observed: Mapping[tuple[str, str], ModelObservation] | None = None
+           ) -> list[Decision]:
+    """Per variant, the replicas to set; `inp` and `observed` add the load sized for and what
+    the model's servers reported (keyed by (namespace, model)) for the status."""
     by_key = {v.key: v for v in variants}
     out = []
     for a in sol.allocations:
@@ -80,7 +88,9 @@ def decide(sol: Solution, variants: Sequence[Variant], now: float,
         reason = a.reason if desired == a.replicas else (
             f"held at {desired} by the scale-down stabilization window "
             f"(optimizer: {a.replicas}; {a.reason})")
-        out.append(Decision(variant=v, allocation=a, desired_replicas=desired, reason=reason))
+        out.append(Decision(variant=v, allocation=a, desired_replicas=desired, reason=reason,
+                            load=inp.load_of(v.model, v.namespace) if inp else None,
+                            observation=(observed or {}).get((v.namespace, v.model))))
     if stabilizer:
         stabilizer.forget(by_key)
     return out
@@ -88,28 +98,65 @@ def decide(sol: Solution, variants: Sequence[Variant], now: float,
 
 def status_patch(d: Decision, now: datetime | None = None, applied: bool = False,
                  current_replicas: int | None = None) -> dict[str, Any]:
-    """The VariantAutoscaling status subresource for `d` (llmd.ai/v1alpha1 field names);
-    `currentAlloc` only when the target's replicas were read."""
+    """The VariantAutoscaling status subresource for `d` (llmd.ai/v1alpha1 field names):
+    `currentAlloc` as the autoscaler fills it (accelerator, replicas, maxBatch, cost, observed
+    TTFT/ITL averages and load; numbers as strings) when the target's replicas were read, the
+    decision, and the conditions OptimizationReady, CapacityExceeded and (when a metrics
+    source was read) MetricsAvailable."""
     stamp = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
     a = d.allocation
     ok = a.slo_met or not a.serving
-    previous = d.variant.ready_condition
-    # The condition's time moves only when its status does (a transition), not every round.
-    since = previous[1] if previous and previous[0] == ("True" if ok else "False") else stamp
-    current = {} if current_replicas is None else {
-        "currentAlloc": {"numReplicas": current_replicas}}
+    ready = (("True", "OptimizationSucceeded") if ok and not a.capacity_exceeded else
+             ("False", "CapacityExceeded") if a.capacity_exceeded else ("False", "SLONotMet"))
+    conditions = [_condition(d, "OptimizationReady", *ready, d.reason, stamp),
+                  _condition(d, "CapacityExceeded", *(
+                      ("True", "CapacityExceeded", a.capacity_exceeded) if a.capacity_exceeded
+                      else ("False", "WithinCapacity", "the allocation fits the cluster")), stamp)]
+    if d.observation is not None:
+        m = d.observation.metrics
+        conditions.append(_condition(d, "MetricsAvailable", "True" if m.available else "False",
+                                     m.reason, m.message, stamp))
+    current = {} if current_replicas is None else {"currentAlloc": _current(d, current_replicas)}
     return {"status": {
         **current,
         "desiredOptimizedAlloc": {"accelerator": a.accelerator or d.variant.profiles[0].acc,
                                   "numReplicas": d.desired_replicas, "lastRunTime": stamp,
                                   "reason": d.reason},
         "actuation": {"applied": applied},
-        "conditions": [{
-            "type": "OptimizationReady", "status": "True" if ok else "False",
-            "reason": "OptimizationSucceeded" if ok else "SLONotMet",
-            "message": d.reason, "lastTransitionTime": since,
-        }],
+        "conditions": conditions,
     }}
+
+
+def _condition(d: Decision, kind: str, status: str, reason: str, message: str, stamp: str
+               ) -> dict[str, str]:
+    # The time moves only when the status does (a transition), not every round.
+    before = next((c for c in d.variant.conditions if c[0] == kind), None)
+    since = before[2] if before and before[1] == status else stamp
+    return {"type": kind, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": since}
+
+
+def _current(d: Decision, replicas: int) -> dict[str, Any]:
+    a, obs = d.allocation, d.observation
+    load = obs.load if obs is not None and obs.load is not None else d.load
+    out: dict[str, Any] = {
+        "accelerator": d.variant.current_accelerator or a.accelerator or d.variant.profiles[0].acc,
+        "numReplicas": replicas, "maxBatch": a.max_batch,
+        "variantCost": _text(replicas * a.replica_cost)}
+    if obs is not None and obs.ttft_ms is not None:
+        out["ttftAverage"] = _text(obs.ttft_ms)
+    if obs is not None and obs.itl_ms is not None:
+        out["itlAverage"] = _text(obs.itl_ms)
+    if load is not None:
+        out["load"] = {"arrivalRate": _text(load.arrival_rps * 60.0),  # per minute
+                       "avgInputTokens": _text(load.input_tokens),
+                       "avgOutputTokens": _text(load.output_tokens)}
+    return out
+
+
+def _text(value: float) -> str:
+    # The CRD keeps these as strings with two decimals, as the autoscaler writes them.
+    return f"{value:.2f}" if math.isfinite(value) else "0.00"
 
 
 def variant_objects(decisions: Sequence[Decision], now: datetime | None = None
@@ -125,6 +172,8 @@ class MetricsExporter:
     """The gauges of the latest decisions in their own registry (serve it or render it)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        from prometheus_client import CollectorRegistry, Gauge
+
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.desired = Gauge(DESIRED_REPLICAS, "Replicas the optimizer wants for the variant",
@@ -177,6 +226,8 @@ class MetricsExporter:
                         gauge.labels(a.model, *labels).set(ms / 1000.0)
 
     def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)
 
 

@@ -3,28 +3,25 @@ ConfigMaps and OptimizerConfig; prints the allocation (table, YAML, JSON, or the
 VariantAutoscaling status it would write) and can write the metrics HPA/KEDA would read.
 With `--kube` the VariantAutoscalings and ConfigMaps come from the cluster, every
 VariantAutoscaling gets its status, `--actuate` sets the scale targets, and `--interval`
-keeps it running as the controller (serving the gauges on `--metrics-port`)."""
+keeps it running as the controller (serving the gauges on `--metrics-port`).
+
+Imports are deferred to the code that needs them: `--help` and a greedy solve must not pay
+for scipy (the exact solver), aiohttp or the Kubernetes client."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import signal
 import sys
 import time
+from typing import Any, Callable
 
-import yaml
 
-from sluicegate.errors import ConfigError
-
-from . import exact, greedy
-from .actuation import MetricsExporter, decide, variant_objects
-from .config import load_config, read_files
-from .problem import build_problem
-from .report import as_data, table
-
-SOLVERS = {"greedy": greedy.solve, "exact": exact.solve}
+def solver(name: str) -> Callable[[Any], Any]:
+    if name == "exact":
+        from .exact import solve
+    else:
+        from .greedy import solve
+    return solve
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,9 +55,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fit each profile online from its pods' vLLM /metrics on this port")
     k.add_argument("--metrics-port", type=int, default=None,
                    help="with --interval: serve the gauges on /metrics at this port")
+    k.add_argument("--prometheus-url", metavar="URL",
+                   help="a Prometheus server: observed load, TTFT and ITL per model from the "
+                        "vLLM metrics it scrapes (as the workload-variant-autoscaler queries "
+                        "them), and the MetricsAvailable condition")
+    k.add_argument("--prometheus-window", default="1m",
+                   help="range of the rate() queries (default 1m)")
+    k.add_argument("--inventory-from-nodes", action="store_true",
+                   help="accelerator counts from the Nodes' allocatable GPUs and accelerator "
+                        "labels instead of the OptimizerConfig capacity")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from sluicegate.errors import ConfigError
+
+    from .actuation import MetricsExporter, decide, variant_objects
+    from .config import load_config
+    from .problem import build_problem
+    from .report import as_data, table
+
     if args.kube:
         return _run_kube(args)
     if (args.actuate or args.interval) and not args.kube:
@@ -78,9 +95,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     solutions = []
     for name in names:
         started = time.perf_counter()
-        solutions.append((SOLVERS[name](problem), time.perf_counter() - started))
+        solutions.append((solver(name)(problem), time.perf_counter() - started))
     first = solutions[0][0]
-    decisions = decide(first, problem.input.variants, now=time.time())
+    decisions = decide(first, problem.input.variants, now=time.time(), inp=problem.input)
     if args.metrics_file:
         exporter = MetricsExporter()
         exporter.update(first, decisions)
@@ -104,10 +121,19 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def _run_kube(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    import yaml
+
+    from sluicegate.errors import ConfigError
     from sluicegate.kube.watcher import api_client
 
+    from .actuation import variant_objects
+    from .config import read_files
     from .controller import ControllerOptions, OptimizerController
     from .observe import EppLoadSource
+    from .report import table
 
     if args.solver == "both":
         print("sluicegate optimize: --kube acts on one solver: greedy or exact", file=sys.stderr)
@@ -119,9 +145,11 @@ def _run_kube(args: argparse.Namespace) -> int:
         return 1
     opts = ControllerOptions(interval_s=args.interval, scale_down_window_s=args.scale_down_window,
                              actuate=args.actuate, configmap_namespace=args.configmap_namespace,
-                             tune_port=args.tune_port)
+                             tune_port=args.tune_port, prometheus_url=args.prometheus_url,
+                             prometheus_window=args.prometheus_window,
+                             inventory_from_nodes=args.inventory_from_nodes)
     source = EppLoadSource(args.epp_metrics, args.load_window) if args.epp_metrics else None
-    controller = OptimizerController(api_client(args.kubeconfig), extra, SOLVERS[args.solver],
+    controller = OptimizerController(api_client(args.kubeconfig), extra, solver(args.solver),
                                      opts, load_source=source)
     if args.interval > 0:
         return _serve_controller(controller, args.metrics_port)
@@ -151,6 +179,9 @@ def _run_kube(args: argparse.Namespace) -> int:
 
 
 def _serve_controller(controller, metrics_port: int | None) -> int:
+    import asyncio
+    import signal
+
     from prometheus_client import start_http_server
 
     server = None

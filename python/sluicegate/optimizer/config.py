@@ -161,8 +161,8 @@ def parse_variant(obj: Any, source: str) -> Variant:
     current = _mapping(status.get("currentAlloc") or {}, f"{obj_where}: status", "currentAlloc")
     desired = _mapping(status.get("desiredOptimizedAlloc") or {}, f"{obj_where}: status",
                        "desiredOptimizedAlloc")
-    ready = next((c for c in status.get("conditions") or []
-                  if isinstance(c, Mapping) and c.get("type") == READY_CONDITION), None)
+    conditions = tuple((str(c.get("type")), str(c.get("status")), str(c.get("lastTransitionTime")))
+                       for c in status.get("conditions") or [] if isinstance(c, Mapping))
     return Variant(
         name=name, namespace=str(meta.get("namespace") or "default"),
         model=_str(spec, where, "modelID"),
@@ -173,8 +173,7 @@ def parse_variant(obj: Any, source: str) -> Variant:
         current_replicas=_int(current, f"{obj_where}: status.currentAlloc", "numReplicas",
                               minimum=0, default=None),
         current_accelerator=str(desired.get("accelerator") or ""),
-        ready_condition=(str(ready.get("status")), str(ready.get("lastTransitionTime")))
-        if ready else None)
+        conditions=conditions)
 
 
 def parse_load(entry: Any, where: str) -> ModelLoad:

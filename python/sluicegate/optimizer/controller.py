@@ -1,8 +1,9 @@
 """The in-cluster loop: every interval, read the VariantAutoscalings and ConfigMaps (plus the
-files' OptimizerConfig for capacity and load), take the observed load from the EPPs' request
-accounting when given, solve, stabilize, export the gauges, and with `actuate` set the scale
-targets; every VariantAutoscaling gets its status either way. A bad input or an API error is
-logged and the loop keeps its last decisions."""
+files' OptimizerConfig for capacity and load), take the accelerator counts from the Nodes and
+the observed load (and TTFT/ITL) from Prometheus or the EPPs' request accounting when given,
+solve, stabilize, export the gauges, and with `actuate` set the scale targets; every
+VariantAutoscaling gets its status either way. A bad input or an API error is logged and the
+loop keeps its last decisions."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from kubernetes import client
 from .actuation import Decision, MetricsExporter, Stabilizer, actuate, decide
 from .config import parse_sourced
 from .fit import ProfileFit, apply_fits
-from .inputs import AcceleratorProfile, ModelLoad, OptimizerInput, ScaleTarget, Variant
+from .inputs import (AcceleratorProfile, ModelLoad, ModelObservation, OptimizerInput,
+                     ScaleTarget, Variant)
+from .inventory import node_inventory, read_nodes
 from .kube import KubeScaler, model_server_urls, read_documents, write_status
 from .observe import EppLoadSource
 from .tuning import ProfileTuner, VllmSample, parse_vllm_metrics
@@ -35,6 +38,9 @@ class ControllerOptions:
     actuate: bool = False
     configmap_namespace: str = "workload-variant-autoscaler-system"
     tune_port: int | None = None  # model servers' metrics port: tune profiles online
+    prometheus_url: str | None = None  # observed load, TTFT and ITL from vLLM's metrics
+    prometheus_window: str = "1m"
+    inventory_from_nodes: bool = False  # accelerator counts from the Nodes
 
 
 class _Tuning:
@@ -94,10 +100,27 @@ class OptimizerController:
         self._scaler = KubeScaler(api)
         self._load_source = load_source
         self.tuning = _Tuning(api, opts.tune_port) if opts.tune_port else None
+        self._prometheus = None
+        if opts.prometheus_url:
+            from .prometheus import PrometheusSource
+
+            self._prometheus = PrometheusSource(opts.prometheus_url, opts.prometheus_window)
 
     async def run_once(self, now: float | None = None) -> tuple[Solution, list[Decision]]:
         docs = await asyncio.to_thread(read_documents, self._api, self.opts.configmap_namespace)
         inp = parse_sourced(docs + self._extra)
+        if self.opts.inventory_from_nodes:
+            inventory = node_inventory(await asyncio.to_thread(read_nodes, self._api),
+                                       inp.accelerators)
+            if inventory.unmatched:
+                log.warning("optimizer: GPUs on nodes with no accelerator-unit-costs entry "
+                            "for their device: %s", inventory.unmatched)
+            inp = inventory.apply(inp)
+        observed: dict[tuple[str, str], ModelObservation] = {}
+        if self._prometheus is not None:
+            observed = await self._prometheus.observe((v.namespace, v.model)
+                                                      for v in inp.variants)
+            inp = with_observed_load(inp, [o.load for o in observed.values() if o.load])
         if self._load_source is not None:
             await self._load_source.sample(time.monotonic())
             inp = with_observed_load(inp, self._load_source.loads())
@@ -108,11 +131,15 @@ class OptimizerController:
         problem = await asyncio.to_thread(build_problem, inp)  # sizing: numpy, seconds at most
         sol = self._solve(problem)
         decisions = decide(sol, inp.variants, time.time() if now is None else now,
-                           self._stabilizer)
+                           self._stabilizer, inp=inp, observed=observed)
         self.exporter.update(sol, decisions)
-        after = await actuate(decisions, self._scaler) if self.opts.actuate else {}
+        if self.opts.actuate:
+            after = await actuate(decisions, self._scaler)
+        else:  # currentAlloc still reports what the targets have
+            after = {d.variant.key: await self._scaler.get_replicas(d.target, d.variant.namespace)
+                     for d in decisions}
         for d in decisions:
-            await write_status(self._api, d, after.get(d.variant.key))
+            await write_status(self._api, d, after.get(d.variant.key), self.opts.actuate)
         return sol, decisions
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -130,6 +157,9 @@ class OptimizerController:
 
 
 def with_observed_load(inp: OptimizerInput, observed: Sequence[ModelLoad]) -> OptimizerInput:
-    """The configured loads, with every model the EPPs saw taking its observed load instead."""
-    seen = {x.model for x in observed}
-    return replace(inp, loads=tuple(x for x in inp.loads if x.model not in seen) + tuple(observed))
+    """The configured loads, with every model observed (by the EPPs or Prometheus) taking its
+    observed load instead (in the observed namespace only, when it names one)."""
+    def covered(x: ModelLoad) -> bool:
+        return any(o.model == x.model and (not o.namespace or o.namespace == x.namespace
+                                           or not x.namespace) for o in observed)
+    return replace(inp, loads=tuple(x for x in inp.loads if not covered(x)) + tuple(observed))

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .config import (ACCELERATOR_COSTS_CONFIGMAP, OPTIMIZER_CONFIG_KIND, READY_CONDITION,
+from .config import (ACCELERATOR_COSTS_CONFIGMAP, OPTIMIZER_CONFIG_KIND,
                      SCALE_TO_ZERO_CONFIGMAPS, SERVICE_CLASSES_CONFIGMAP, VARIANT_KIND)
 from .inputs import AcceleratorProfile, OptimizerInput, Variant
 
@@ -88,9 +88,9 @@ def _variant(v: Variant) -> dict[str, Any]:
         status["currentAlloc"] = {"numReplicas": v.current_replicas}
     if v.current_accelerator:
         status["desiredOptimizedAlloc"] = {"accelerator": v.current_accelerator}
-    if v.ready_condition:
-        status["conditions"] = [{"type": READY_CONDITION, "status": v.ready_condition[0],
-                                 "lastTransitionTime": v.ready_condition[1]}]
+    if v.conditions:
+        status["conditions"] = [{"type": t, "status": st, "lastTransitionTime": since}
+                                for t, st, since in v.conditions]
     if status:
         obj["status"] = status
     return obj

@@ -76,8 +76,9 @@ class Variant:
     scale_target: ScaleTarget | None = None
     current_replicas: int | None = None  # status.currentAlloc.numReplicas
     current_accelerator: str = ""  # status.desiredOptimizedAlloc.accelerator of the last run
-    # status.conditions OptimizationReady as (status, lastTransitionTime), to keep its time
-    ready_condition: tuple[str, str] | None = None
+    # status.conditions as (type, status, lastTransitionTime): a condition's time moves only
+    # when its status does
+    conditions: tuple[tuple[str, str, str], ...] = ()
     max_queue_per_batch: float = 10.0  # Q = this * max batch: vLLM's waiting-queue headroom
 
     @property
@@ -161,3 +162,26 @@ class OptimizerInput:
                          if r.model in ("", v.model) and r.namespace in ("", v.namespace)),
                         key=lambda r: (r.model != "", r.namespace != ""), reverse=True)
         return ranked[0].enabled if ranked else False
+
+
+@dataclass(frozen=True)
+class MetricsStatus:
+    """The MetricsAvailable condition of a model's variants: whether its servers' metrics
+    could be read (reason MetricsFound, MetricsMissing, MetricsStale or PrometheusError)."""
+
+    available: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ModelObservation:
+    """What the servers of one model report (Prometheus, or the EPP's and pods' /metrics):
+    the load sized for, the mean TTFT and ITL they achieve, and whether metrics were there."""
+
+    model: str
+    namespace: str
+    metrics: MetricsStatus
+    load: ModelLoad | None = None
+    ttft_ms: float | None = None
+    itl_ms: float | None = None

@@ -109,10 +109,10 @@ def _custom(t: ScaleTarget) -> tuple[str, str, str]:
     return group, version, t.kind.lower() + "s"
 
 
-async def write_status(api: client.ApiClient, d: Decision, current_replicas: int | None
-                       ) -> None:
-    """Status of `d`: applied when its target now has the desired replicas."""
-    body = status_patch(d, applied=current_replicas == d.desired_replicas,
+async def write_status(api: client.ApiClient, d: Decision, current_replicas: int | None,
+                       actuated: bool = True) -> None:
+    """Status of `d`: applied when actuating and its target now has the desired replicas."""
+    body = status_patch(d, applied=actuated and current_replicas == d.desired_replicas,
                         current_replicas=current_replicas)
     await asyncio.to_thread(
         client.CustomObjectsApi(api).patch_namespaced_custom_object_status, VA_GROUP,

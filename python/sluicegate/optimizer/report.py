@@ -14,6 +14,7 @@ def as_data(problem: Problem, sol: Solution) -> dict[str, Any]:
         "solver": sol.solver,
         "costCentsPerHour": round(sol.cost, 6),
         "unmet": list(sol.unmet()),
+        "capacityExceeded": sol.capacity_exceeded(),
         "unitsUsed": sol.units_used(),
         "capacity": {a: c for a, c in problem.capacity.items() if c is not None},
         "allocations": [{
@@ -31,6 +32,7 @@ def as_data(problem: Problem, sol: Solution) -> dict[str, Any]:
             "slo": {"ttftMs": a.slo.ttft_ms, "itlMs": a.slo.itl_ms},
             "predicted": {"ttftMs": _finite(a.ttft_ms), "itlMs": _finite(a.itl_ms)},
             "reason": a.reason,
+            **({"capacityExceeded": a.capacity_exceeded} if a.capacity_exceeded else {}),
         } for a in sol.allocations],
     }
 
@@ -49,6 +51,8 @@ def table(sol: Solution) -> str:
     unmet = ", ".join(sol.unmet()) or "none"
     lines.append(f"{sol.solver}: {sol.cost:.2f} cents/hour; accelerators used: {used}; "
                  f"SLO not met: {unmet}")
+    lines += [f"CapacityExceeded {model}: {why}"
+              for model, why in sorted(sol.capacity_exceeded().items())]
     return "\n".join(lines)
 
 

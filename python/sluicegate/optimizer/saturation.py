@@ -1,20 +1,22 @@
 """What a solver does with capacity left over when some models' SLOs cannot all be met: the
 workload-variant-autoscaler's saturation policies (None, PriorityExhaustive,
-PriorityRoundRobin, RoundRobin), giving unmet models replicas short of their SLO."""
+PriorityRoundRobin, RoundRobin), giving replicas short of their SLO to the models that had
+an SLO-meeting option and lost it to capacity. A model no replica count can serve within its
+SLO (no feasible option at all) is reported, not fed: replicas there buy no SLO."""
 
 from __future__ import annotations
 
-import math
 from itertools import groupby
 
 from .inputs import SaturationPolicy
-from .problem import Option, Pick, Problem, Server, fits, take
+from .problem import Option, Pick, Plan, Problem, Server, fits, take
 
 
-def fill(problem: Problem, picks: dict[str, Pick], free: dict[str, int]) -> None:
-    """Add best-effort replicas to servers with load and no SLO-meeting pick, in place."""
+def fill(problem: Problem, plan: Plan) -> None:
+    """Add best-effort replicas to the servers that lost their options to capacity, in place."""
     policy = problem.input.saturation_policy
-    unmet = sorted((s for s in problem.servers if s.load_rps > 0 and s.key not in picks),
+    unmet = sorted((s for s in problem.servers
+                    if s.load_rps > 0 and s.feasible and s.key not in plan.picks),
                    key=lambda s: (s.priority, s.key))
     if policy is SaturationPolicy.NONE or not unmet:
         return
@@ -25,50 +27,41 @@ def fill(problem: Problem, picks: dict[str, Pick], free: dict[str, int]) -> None
     exhaustive = policy is SaturationPolicy.PRIORITY_EXHAUSTIVE
     for group in groups:
         for batch in ([[s] for s in group] if exhaustive else [group]):
-            _round_robin(batch, picks, free)
+            _round_robin(batch, plan)
 
 
-def _round_robin(servers: list[Server], picks: dict[str, Pick], free: dict[str, int]) -> None:
+def _round_robin(servers: list[Server], plan: Plan) -> None:
     """One replica per server per round until none can grow (capacity or its target)."""
     growing = list(servers)
     while growing:
-        still = []
-        for s in growing:
-            if _grow(s, picks, free):
-                still.append(s)
-        growing = still
+        growing = [s for s in growing if _grow(s, plan)]
 
 
-def _grow(s: Server, picks: dict[str, Pick], free: dict[str, int]) -> bool:
-    current = picks.get(s.key)
+def _grow(s: Server, plan: Plan) -> bool:
+    current = plan.picks.get(s.key)
     if current is None:
+        held = s.key in plan.held
         for o in _by_value(s):
-            first = s.extra_usage(o, max(1, o.variant.min_replicas))
-            if _target(s, o) >= 1 and fits(first, free):
-                take(first, free)
-                picks[s.key] = Pick(o, max(1, o.variant.min_replicas))
+            first = s.extra_usage(o, max(1, o.variant.min_replicas), floor_held=held)
+            if fits(first, plan.free):
+                take(first, plan.free)
+                plan.picks[s.key] = Pick(o, max(1, o.variant.min_replicas))
+                plan.held.discard(s.key)  # the pick now carries the floors
                 return True
         return False
     o, n = current.option, current.replicas
-    assert o is not None
-    if n >= _target(s, o):
+    assert o is not None and o.replicas is not None
+    if n >= o.replicas:
         return False
     step = {o.accelerator: o.units}
-    if not fits(step, free):
+    if not fits(step, plan.free):
         return False
-    take(step, free)
-    picks[s.key] = Pick(o, n + 1)
+    take(step, plan.free)
+    plan.picks[s.key] = Pick(o, n + 1)
     return True
 
 
 def _by_value(s: Server) -> list[Option]:
-    # Throughput per cent: a replica short of the SLO still serves requests.
-    return sorted(s.options, key=lambda o: -o.params.capacity_rps() / max(o.replica_cost, 1e-9))
-
-
-def _target(s: Server, o: Option) -> int:
-    """Replicas that would meet the SLO (or carry the load at capacity), within maxReplicas."""
-    want = o.replicas if o.replicas is not None else math.ceil(
-        s.load_rps / max(o.max_rate_rps or o.params.capacity_rps(), 1e-300))
-    cap = o.variant.max_replicas
-    return min(want, cap) if cap is not None else want
+    # Throughput per cent among the options that meet the SLO with enough replicas: a
+    # replica short of the SLO still serves requests.
+    return sorted(s.feasible, key=lambda o: -o.params.capacity_rps() / max(o.replica_cost, 1e-9))

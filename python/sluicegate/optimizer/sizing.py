@@ -5,18 +5,18 @@ model's observed load needs from it."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from sluicegate.errors import ConfigError
 
-from .queueing import QueueMetrics, ServerParams, metric_arrays
+from .queueing import NUMERIC_FIELDS, ParamColumns, QueueMetrics, ServerParams, metric_arrays
 
-# Each round evaluates this many rates in one vectorised pass and keeps the bracket around the
-# first infeasible one: three rounds narrow the bracket to 1/32768 of the replica's capacity.
-_POINTS = 32
-_ROUNDS = 3
+# Bisection halves the bracket [0, capacity / served fraction] this many times: 2^-17 of the
+# replica's capacity. All options of a problem are bisected together, one numpy pass a round.
+_ROUNDS = 17
 
 
 @dataclass(frozen=True)
@@ -50,20 +50,59 @@ class SloTarget:
 def max_rate_rps(params: ServerParams, slo: SloTarget) -> float:
     """Largest arrival rate (req/s) at which one replica meets `slo`; 0 when even a lone
     request misses it. The returned rate is always one that was evaluated as feasible."""
-    # Throughput cannot exceed capacity, so beyond capacity/fraction the served share fails.
-    hi = params.capacity_rps() / slo.min_served_fraction
-    lo = 0.0
-    if not slo.met_by_each(metric_arrays(params, np.asarray([hi * 1e-9])))[0]:
-        return 0.0
+    return max_rates_rps([(params, slo)])[0]
+
+
+def max_rates_rps(jobs: Sequence[tuple[ServerParams, SloTarget]]) -> list[float]:
+    """`max_rate_rps` of every (params, slo): the options of one batch and queue size are
+    bisected together ("step" formulation: one `metric_arrays` call per round for all of
+    them, as numpy's per-call cost dominates at these sizes); the others one by one."""
+    out = [0.0] * len(jobs)
+    groups: dict[tuple[int, int, str, int], list[int]] = {}
+    for i, (p, _) in enumerate(jobs):
+        alone = i if p.formulation != "step" else -1
+        groups.setdefault((p.max_batch, p.max_queue, p.formulation, alone), []).append(i)
+    for idx in groups.values():
+        rates = _bisect([jobs[i][0] for i in idx], [jobs[i][1] for i in idx])
+        for i, rate in zip(idx, rates):
+            out[i] = float(rate)
+    return out
+
+
+def _bisect(params: Sequence[ServerParams], slos: Sequence[SloTarget]) -> np.ndarray:
+    """Per option: lo stays a rate that meets the SLO (or 0), hi one that does not. Throughput
+    cannot exceed capacity, so beyond capacity / served fraction the served share fails."""
+    first = params[0]
+    fields = {k: np.array([getattr(p, k) for p in params]) for k in NUMERIC_FIELDS}
+    ttft = np.array([s.ttft_ms for s in slos])
+    itl = np.array([s.itl_ms for s in slos])
+    fraction = np.array([s.min_served_fraction for s in slos])
+
+    def met(rows: np.ndarray, rates: np.ndarray) -> np.ndarray:
+        model = first if first.formulation != "step" else ParamColumns.of(
+            {n: v[rows] for n, v in fields.items()}, first.max_batch, first.max_queue)
+        m = metric_arrays(model, rates)
+        lam = m["arrival_rps"]
+        served = np.where(lam > 0, m["throughput_rps"] / np.where(lam > 0, lam, 1.0), 1.0)
+        return ((m["ttft_ms"] <= ttft[rows]) & (m["itl_ms"] <= itl[rows])
+                & (served >= fraction[rows]))
+
+    everyone = np.arange(len(params))
+    capacity = (np.array([first.capacity_rps()]) if first.formulation != "step" else
+                ParamColumns.of(fields, first.max_batch, first.max_queue).capacity_rps()[:, 0])
+    hi = capacity / fraction
+    lone = hi * 1e-9
+    can = met(everyone, lone)  # a lone request meets the SLO
+    lo = np.zeros_like(hi)
+    rows = np.flatnonzero(can)
     for _ in range(_ROUNDS):
-        grid = np.linspace(lo, hi, _POINTS + 1)[1:]
-        bad = np.flatnonzero(~slo.met_by_each(metric_arrays(params, grid)))
-        first_bad = int(bad[0]) if bad.size else None
-        if first_bad is None:
-            return float(hi)
-        hi = float(grid[first_bad])
-        lo = float(grid[first_bad - 1]) if first_bad > 0 else lo
-    return lo if lo > 0 else hi * 1e-9
+        if not rows.size:
+            break
+        mid = (lo[rows] + hi[rows]) / 2.0
+        ok = met(rows, mid)
+        lo[rows] = np.where(ok, mid, lo[rows])
+        hi[rows] = np.where(ok, hi[rows], mid)
+    return np.where(can, np.where(lo > 0, lo, lone), 0.0)
 
 
 def replicas_needed(load_rps: float, per_replica_rps: float, *, min_replicas: int = 0,

@@ -11,8 +11,9 @@ from .inputs import (Accelerator, AcceleratorProfile, ModelLoad, ModelSlo, Optim
 
 def random_input(seed: int, models: int, accelerators: int, *, scarcity: float = 0.6,
                  policy: SaturationPolicy = SaturationPolicy.NONE,
-                 unlimited: bool = False) -> OptimizerInput:
-    """`scarcity` scales capacity: ~1 fits every model on its cheapest type, lower is tighter."""
+                 unlimited: bool = False, floors: bool = False) -> OptimizerInput:
+    """`scarcity` scales capacity: ~1 fits every model on its cheapest type, lower is tighter;
+    `floors` gives variants random minReplicas (0-4), some beyond what the cluster holds."""
     rng = random.Random(seed)
     accs = tuple(Accelerator(name=f"ACC{j}", device=f"device-{j}",
                              cost=round(rng.uniform(10, 120), 2), count=0)
@@ -38,7 +39,8 @@ def random_input(seed: int, models: int, accelerators: int, *, scarcity: float =
                 max_batch=rng.choice([16, 32, 64])))
         variants.append(Variant(name=f"model-{i}", namespace="bench", model=model,
                                 slo_class_ref=("service-classes-config", cls.key),
-                                profiles=tuple(profiles), max_replicas=64))
+                                profiles=tuple(profiles), max_replicas=64,
+                                min_replicas=rng.choice([0, 0, 1, 2, 4]) if floors else 0))
         loads.append(ModelLoad(model=model, arrival_rps=round(rng.uniform(0.5, 30), 3),
                                input_tokens=rng.choice([128, 512, 1024]),
                                output_tokens=rng.choice([64, 128, 256])))

@@ -18,17 +18,16 @@ from ..errors import ConfigError
 from ..flowcontrol.config import PLUGIN_TYPES as FLOW_PLUGIN_TYPES
 from ..flowcontrol.config import FlowControlSettings, parse_flow_control
 from ..activator.static import StaticActivatorSettings, parse_static_activator
+from .data_layer import DATA_TYPES, DataLayer, DataPlugin, data_plugin, parse_data_layer
+from .request_handler import PARSER_TYPES, check_parser_plugin, parser_types
 
 API_VERSIONS = ("llm-d.ai/v1alpha1", "inference.networking.x-k8s.io/v1alpha1")
 KIND = "EndpointPickerConfig"
 
-# Plugin types handled here rather than by the Rust scheduler: type -> allowed parameter names.
-DISCOVERY = {"file-discovery": {"path", "watchFile"}}
-
 # Upstream's profile when no config is given (resolved by the Rust scheduler; kept for callers).
 DEFAULT_WEIGHTS = {"queue-scorer": 2.0, "kv-cache-utilization-scorer": 2.0, "prefix-cache-scorer": 3.0}
 TOP_LEVEL = {"apiVersion", "kind", "plugins", "schedulingProfiles", "featureGates", "flowControl", "dataLayer",
-             "requestHandler", "saturationDetector", "objectives", "activator"}
+             "requestHandler", "parser", "saturationDetector", "objectives", "activator"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,9 @@ class SchedulingProfile:
 class EppConfig:
     # The scheduling part of the file (plugins, schedulingProfiles) as the Rust Router reads it.
     scheduling_json: str = "{}"
+    # The Router's request-handling and data-layer settings (parsers, scrapeMetrics,
+    # metricsIntervalMs, engineLabelKey, defaultEngine), kept apart from the file's own shape.
+    request_json: str = "{}"
     profiles: tuple[SchedulingProfile, ...] = ()
     profile_handler: str = "single-profile-handler"
     endpoints_file: str | None = None
@@ -67,6 +69,9 @@ class EppConfig:
     feature_gates: tuple[str, ...] = ()
     # The precise-prefix-cache-producer (name, blockSize, socketPort, topicFilter), if any.
     precise_prefix: dict[str, Any] | None = None
+    # Parser types in resolution order (as the Router resolved them, defaults applied).
+    parsers: tuple[str, ...] = ()
+    data_layer: DataLayer = DataLayer()
     flow_control: FlowControlSettings = FlowControlSettings()
     activator: StaticActivatorSettings | None = None  # static mode's scale commands
     source: str = "<defaults>"
@@ -85,7 +90,7 @@ class EppConfig:
 
     def router_json(self, **data_layer: int) -> str:
         """The Rust Router's config; `data_layer` adds scrape/staleness settings from flags."""
-        return json.dumps({**json.loads(self.scheduling_json), **data_layer})
+        return json.dumps({**json.loads(self.scheduling_json), **json.loads(self.request_json), **data_layer})
 
     def describe(self) -> str:
         lines = [f"profile handler: {self.profile_handler}"]
@@ -97,6 +102,9 @@ class EppConfig:
         if self.precise_prefix:
             lines.append("precise prefix cache: KV events, block size {blockSize}, port {socketPort}, "
                          "topic filter {topicFilter!r}".format(**self.precise_prefix))
+        lines.append(f"parsers: {', '.join(self.parsers)}")
+        for name, kind, extractors in self.data_layer.sources:
+            lines.append(f"data source {_label(name, kind)} → extractors [{', '.join(extractors)}]")
         lines.append(f"endpoints file: {self.endpoints_file or '-'}")
         return "\n".join(lines)
 
@@ -132,14 +140,17 @@ def _parse(doc: Any, source: str) -> EppConfig:
         raise ConfigError(f"{source}: apiVersion {doc['apiVersion']!r} is not one of {', '.join(API_VERSIONS)}")
     if doc.get("kind", KIND) != KIND:
         raise ConfigError(f"{source}: kind {doc['kind']!r} is not {KIND}")
-    scheduling, data_plugins = _split_plugins(doc.get("plugins"), source)
+    scheduling, data_plugins, parsers = _split_plugins(doc.get("plugins"), source)
     if "schedulingProfiles" in doc:
         scheduling["schedulingProfiles"] = doc["schedulingProfiles"]
-    endpoints_file, watch = _discovery(doc.get("dataLayer"), data_plugins, source)
+    kinds = parser_types(doc, parsers, source)
+    data_layer = parse_data_layer(doc.get("dataLayer"), data_plugins, source)
+    handling = {**dict(data_layer.router), **({"parsers": kinds} if kinds is not None else {})}
     gates = doc.get("featureGates") or []
     if not isinstance(gates, list) or not all(isinstance(g, str) for g in gates):
         raise ConfigError(f"{source}: featureGates must be a list of names")
-    base = EppConfig(endpoints_file=endpoints_file, watch_file=watch, feature_gates=tuple(gates),
+    base = EppConfig(endpoints_file=data_layer.endpoints_file, watch_file=data_layer.watch_file,
+                     data_layer=data_layer, request_json=json.dumps(handling), feature_gates=tuple(gates),
                      flow_control=parse_flow_control(doc, source),
                      activator=parse_static_activator(doc.get("activator"), source), source=source)
     return _resolve(scheduling, base)
@@ -152,7 +163,7 @@ def _resolve(scheduling: dict[str, Any], base: EppConfig) -> EppConfig:
 
     text = json.dumps(scheduling)
     try:
-        described = json.loads(Router(text).describe())
+        described = json.loads(Router(json.dumps({**scheduling, **json.loads(base.request_json)})).describe())
     except ConfigError as e:
         raise ConfigError(f"{base.source}: {str(e).removeprefix('router config: ')}") from None
     profiles = tuple(
@@ -164,6 +175,7 @@ def _resolve(scheduling: dict[str, Any], base: EppConfig) -> EppConfig:
     handler = described["profileHandler"]
     producer = next(({k: v for k, v in p.items() if k != "type"} for p in described["producers"]), None)
     return replace(base, scheduling_json=text, profiles=profiles, precise_prefix=producer,
+                   parsers=tuple(described["parsers"]),
                    profile_handler=_label(handler["name"], handler["type"]))
 
 
@@ -173,53 +185,34 @@ def _no_unknown(mapping: dict, allowed: set[str], where: str) -> None:
         raise ConfigError(f"{where}: unknown field '{unknown[0]}'")
 
 
-def _split_plugins(raw: Any, source: str) -> tuple[dict[str, Any], dict[str, Plugin]]:
-    """Data-layer plugins (file-discovery) stay here; the rest go to the scheduler as given."""
+def _split_plugins(raw: Any, source: str) -> tuple[dict[str, Any], dict[str, DataPlugin], dict[str, str]]:
+    """Data-layer plugins and parsers are checked here (parsers as name -> type); flow-control
+    plugins are flowcontrol.config's; the rest go to the scheduler as given."""
     if raw is None:
-        return {}, {}
+        return {}, {}, {}
     if not isinstance(raw, list):
         raise ConfigError(f"{source}: plugins must be a list")
     scheduling: list[Any] = []
-    data: dict[str, Plugin] = {}
+    data: dict[str, DataPlugin] = {}
+    parsers: dict[str, str] = {}
     for i, p in enumerate(raw):
         if not isinstance(p, dict):
             raise ConfigError(f"{source}: plugins[{i}]: expected a mapping")
-        if p.get("type") in FLOW_PLUGIN_TYPES:
+        kind = p.get("type")
+        if kind in FLOW_PLUGIN_TYPES:
             continue  # flowcontrol.config parses these
-        if p.get("type") not in DISCOVERY:
+        if kind not in DATA_TYPES and kind not in PARSER_TYPES:
             scheduling.append(p)
             continue
-        where = f"{source}: plugins[{i}]"
+        name = p.get("name") or kind
+        where = f"{source}: plugins[{i}] ({name})"
         _no_unknown(p, {"name", "type", "parameters"}, where)
-        name = p.get("name") or p["type"]
-        params = p.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise ConfigError(f"{where} ({name}): parameters must be a mapping")
-        _no_unknown(params, DISCOVERY[p["type"]], f"{where} ({name}).parameters")
-        data[name] = Plugin(name=name, type=p["type"], parameters=params)
-    # Only data-layer plugins listed: the scheduler keeps upstream's default profile.
-    return ({"plugins": scheduling} if scheduling else {}), data
-
-
-def _discovery(raw: Any, plugins: dict[str, Plugin], source: str) -> tuple[str | None, bool]:
-    if raw is None:
-        return None, True
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: dataLayer must be a mapping")
-    _no_unknown(raw, {"discovery", "sources"}, f"{source}: dataLayer")
-    disc = raw.get("discovery")
-    if disc is None:
-        return None, True
-    if not isinstance(disc, dict):
-        raise ConfigError(f"{source}: dataLayer.discovery must be a mapping")
-    _no_unknown(disc, {"pluginRef"}, f"{source}: dataLayer.discovery")
-    plugin = plugins.get(disc.get("pluginRef"))
-    if plugin is None or plugin.type not in DISCOVERY:
-        raise ConfigError(f"{source}: dataLayer.discovery.pluginRef: {disc.get('pluginRef')!r} is not a file-discovery plugin")
-    path = plugin.parameters.get("path")
-    if not isinstance(path, str) or not path:
-        raise ConfigError(f"{source}: plugin {plugin.name!r} parameter path: required")
-    watch = plugin.parameters.get("watchFile", True)
-    if not isinstance(watch, bool):
-        raise ConfigError(f"{source}: plugin {plugin.name!r} parameter watchFile: {watch!r} is not true/false")
-    return path, watch
+        if name in data or name in parsers:
+            raise ConfigError(f"{where}: plugin name {name!r} is used twice")
+        if kind in PARSER_TYPES:
+            check_parser_plugin(kind, p.get("parameters"), where)
+            parsers[name] = kind
+        else:
+            data[name] = data_plugin(kind, name, p.get("parameters"), where)
+    # Only data-layer plugins or parsers listed: the scheduler keeps upstream's default profile.
+    return ({"plugins": scheduling} if scheduling else {}), data, parsers

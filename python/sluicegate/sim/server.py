@@ -82,7 +82,9 @@ class SimServer:
         app.router.add_post("/v1/chat/completions/render", self._render_chat)
         app.router.add_post("/tokenize", self._tokenize)
         app.on_response_prepare.append(self._stamp)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        # A client that leaves cancels its handler, as vLLM aborts a request whose client left;
+        # a handler that never answers (faults.py) would otherwise outlive the server's stop.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handler_cancellation=True)
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from sluicegate.standalone.ai_gateway import model_routes
 from sluicegate.standalone.options import EnvoyOptions, parse_endpoint
 
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
@@ -83,7 +84,9 @@ def _ext_proc(opts: EnvoyOptions) -> dict[str, Any]:
             "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
             # In full duplex these timeouts do not bound the stream (the route timeouts do);
             # they bound the header phases of the other modes.
-            "grpc_service": {"envoy_grpc": {"cluster_name": EPP_CLUSTER}, "timeout": "10s"},
+            # The AI Gateway shape overrides the service per model route (ai_gateway.py).
+            "grpc_service": {"envoy_grpc": {"cluster_name": opts.pools[0].epp_cluster if opts.pools else EPP_CLUSTER},
+                             "timeout": "10s"},
             "message_timeout": "10s",
             "failure_mode_allow": opts.failure_mode_allow,
             "allow_mode_override": True,
@@ -135,9 +138,9 @@ def _http_filters(opts: EnvoyOptions) -> list[dict[str, Any]]:
     return filters
 
 
-def _route(opts: EnvoyOptions) -> dict[str, Any]:
+def _route(opts: EnvoyOptions, cluster: str = UPSTREAM_CLUSTER) -> dict[str, Any]:
     action: dict[str, Any] = {
-        "cluster": UPSTREAM_CLUSTER,
+        "cluster": cluster,
         "timeout": _seconds(opts.route_timeout_s),
         "idle_timeout": _seconds(opts.idle_timeout_s),
         "retry_policy": {"retry_on": opts.retry_on, "num_retries": opts.num_retries},
@@ -178,6 +181,12 @@ def _route(opts: EnvoyOptions) -> dict[str, Any]:
     return route
 
 
+def _routes(opts: EnvoyOptions) -> list[dict[str, Any]]:
+    if opts.pools:
+        return model_routes(opts.pools, opts.model_header, lambda cluster: _route(opts, cluster))
+    return [_route(opts)]
+
+
 def _listener(opts: EnvoyOptions) -> dict[str, Any]:
     manager = {
         "@type": _TYPE
@@ -188,7 +197,7 @@ def _listener(opts: EnvoyOptions) -> dict[str, Any]:
         "stream_idle_timeout": _seconds(opts.idle_timeout_s),
         "route_config": {
             "name": "inference",
-            "virtual_hosts": [{"name": "inference", "domains": ["*"], "routes": [_route(opts)]}],
+            "virtual_hosts": [{"name": "inference", "domains": ["*"], "routes": _routes(opts)}],
         },
         "http_filters": _http_filters(opts),
     }
@@ -262,11 +271,16 @@ def _eject_on_connect_failure() -> dict[str, Any]:
     }
 
 
-def _epp_cluster(opts: EnvoyOptions) -> dict[str, Any]:
-    endpoint: dict[str, Any] = {"address": _socket_address(opts.epp_host, opts.epp_port)}
-    separate_health_port = opts.health_port != opts.epp_port
+def _epp_cluster(opts: EnvoyOptions, name: str = EPP_CLUSTER, host: str | None = None, port: int | None = None,
+                 health_port: int | None = None) -> dict[str, Any]:
+    """The EPP's cluster; name/host/ports default to the single-pool options."""
+    host = host or opts.epp_host
+    port = port or opts.epp_port
+    health_port = health_port or (opts.health_port if port == opts.epp_port else port)
+    endpoint: dict[str, Any] = {"address": _socket_address(host, port)}
+    separate_health_port = health_port != port
     if separate_health_port:
-        endpoint["health_check_config"] = {"port_value": opts.health_port}
+        endpoint["health_check_config"] = {"port_value": health_port}
     health_check: dict[str, Any] = {
         "timeout": "1s",
         "interval": "1s",
@@ -276,12 +290,12 @@ def _epp_cluster(opts: EnvoyOptions) -> dict[str, Any]:
         "grpc_health_check": {"service_name": EXT_PROC_SERVICE},
     }
     cluster: dict[str, Any] = {
-        "name": EPP_CLUSTER,
+        "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
         "typed_extension_protocol_options": _http2_options(),
         "load_assignment": {
-            "cluster_name": EPP_CLUSTER,
+            "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": endpoint}]}],
         },
         # Without active checks a dead EPP looks healthy and fail-open POSTs get 500; the
@@ -347,9 +361,9 @@ def _override_host_policy() -> dict[str, Any]:
     }
 
 
-def _upstream_cluster(opts: EnvoyOptions) -> dict[str, Any]:
+def _upstream_cluster(opts: EnvoyOptions, name: str = UPSTREAM_CLUSTER) -> dict[str, Any]:
     cluster: dict[str, Any] = {
-        "name": UPSTREAM_CLUSTER,
+        "name": name,
         "connect_timeout": "2s",
         "per_connection_buffer_limit_bytes": opts.buffer_limit_bytes,
     }
@@ -385,7 +399,12 @@ def _circuit_breakers(limit: int) -> dict[str, Any]:
 
 
 def _clusters(opts: EnvoyOptions) -> list[dict[str, Any]]:
-    if opts.upstream_mode == "round_robin":
+    if opts.pools:
+        clusters = []
+        for pool in opts.pools:
+            clusters += [_epp_cluster(opts, pool.epp_cluster, pool.epp_host, pool.epp_port, pool.epp_health_port),
+                         _upstream_cluster(opts, pool.upstream_cluster)]
+    elif opts.upstream_mode == "round_robin":
         clusters = [_upstream_cluster(opts)]  # no EPP to reach, so no cluster health-checking one
     else:
         clusters = [_epp_cluster(opts), _upstream_cluster(opts)]

@@ -12,6 +12,7 @@ import sys
 import yaml
 
 from sluicegate.errors import ConfigError
+from sluicegate.standalone.ai_gateway import parse_pool
 from sluicegate.standalone.binary import validate_bootstrap
 from sluicegate.standalone.bootstrap import envoy_bootstrap
 from sluicegate.standalone.options import PROCESSING_MODES, UPSTREAM_MODES, EnvoyOptions
@@ -41,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--route-timeout", type=float, default=_DEFAULTS.route_timeout_s, help="seconds")
     a("--idle-timeout", type=float, default=_DEFAULTS.idle_timeout_s, help="seconds")
     a("--num-retries", type=int, default=_DEFAULTS.num_retries)
+    a("--pool", dest="pools", action="append", default=[], metavar="name=N;epp=IP:PORT[;health-port=P];models=M1,M2",
+      help="AI Gateway shape: route requests whose model header names one of the models to this pool's EPP; "
+           "repeat per pool (replaces --epp-host/--epp-port)")
+    a("--model-header", default=_DEFAULTS.model_header, help="header the AI Gateway shape routes on")
     a("--format", choices=("yaml", "json"), default="yaml")
     a("--validate", action="store_true", help="also check the result with `envoy --mode validate`")
 
@@ -63,6 +68,8 @@ def options_from_args(args: argparse.Namespace) -> EnvoyOptions:
         route_timeout_s=args.route_timeout,
         idle_timeout_s=args.idle_timeout,
         num_retries=args.num_retries,
+        pools=tuple(parse_pool(p) for p in args.pools),
+        model_header=args.model_header,
     )
 
 

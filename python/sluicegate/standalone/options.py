@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sluicegate.errors import ConfigError
+from sluicegate.standalone.ai_gateway import DEFAULT_MODEL_HEADER, PoolRoute, check_pools
 
 # round_robin is the baseline without an EPP: no ext_proc, Envoy spreads requests itself.
 UpstreamMode = Literal["original_dst", "override_host", "round_robin"]
@@ -94,6 +95,10 @@ class EnvoyOptions:
     retry_on: str = "connect-failure,refused-stream,reset"
     # Circuit-breaker ceiling (connections, pending and active requests) of every cluster.
     max_concurrent_requests: int = 1024
+    # The AI Gateway shape: several pools, each with its own EPP, picked by a model header.
+    # Empty: one pool behind the EPP above.
+    pools: tuple[PoolRoute, ...] = ()
+    model_header: str = DEFAULT_MODEL_HEADER
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_concurrent_requests, int) or self.max_concurrent_requests < 1:
@@ -133,6 +138,8 @@ class EnvoyOptions:
             raise ConfigError(f"num_retries: {self.num_retries!r} must be an integer >= 0")
         if not isinstance(self.retry_on, str) or not self.retry_on.strip():
             raise ConfigError(f"retry_on: {self.retry_on!r} must name at least one retry condition")
+        object.__setattr__(self, "pools", tuple(self.pools))
+        check_pools(self.pools, self.model_header, self.upstream_mode)
         if not isinstance(self.buffer_limit_bytes, int) or self.buffer_limit_bytes < 1024:
             raise ConfigError(
                 f"buffer_limit_bytes: {self.buffer_limit_bytes!r} must be an integer >= 1024"

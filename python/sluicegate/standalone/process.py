@@ -62,12 +62,16 @@ def admin_get(admin_port: int, path: str, timeout_s: float = 2.0) -> tuple[int, 
         conn.close()
 
 
+def _is_epp_cluster(name: str) -> bool:
+    return name == EPP_CLUSTER or name.startswith(f"{EPP_CLUSTER}-")
+
+
 def _epp_health(clusters_text: str) -> bool | None:
-    """The EPP host's health from admin /clusters text, None if Envoy has no verdict yet."""
-    for line in clusters_text.splitlines():
-        if line.startswith(f"{EPP_CLUSTER}::") and "::health_flags::" in line:
-            return line.rsplit("::", 1)[1] == "healthy"
-    return None
+    """The EPP hosts' health from admin /clusters text (every pool's EPP in the AI Gateway
+    shape: `epp-<pool>`), None if Envoy has no verdict yet."""
+    verdicts = [line.rsplit("::", 1)[1] == "healthy" for line in clusters_text.splitlines()
+                if _is_epp_cluster(line.split("::", 1)[0]) and "::health_flags::" in line]
+    return all(verdicts) if verdicts else None
 
 
 class EnvoyProcess:

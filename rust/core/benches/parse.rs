@@ -4,6 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sluicegate_core::datalayer::{parse_metrics, Engine};
 use sluicegate_core::parse::{parse_request, replace_model_in_chunk, rewrite_model};
 use sluicegate_core::prefix::{block_hashes, PrefixIndex};
 
@@ -104,5 +105,39 @@ fn bench_chunk(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_parse, bench_prefix, bench_chunk);
+/// A vLLM-like scrape of about 20 KB: the gauges the EPP reads among 400 histogram bucket lines
+/// it skips, as real vLLM output is mostly buckets.
+fn vllm_scrape() -> String {
+    let model = "model_name=\"meta-llama/Llama-3.1-8B-Instruct\"";
+    let mut text = format!(
+        "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{{engine=\"0\",{model}}} 3.0\n\
+         # TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{{engine=\"0\",{model}}} 12.0\n\
+         # TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{{engine=\"0\",{model}}} 0.42\n"
+    );
+    for h in 0..20 {
+        for b in 0..20 {
+            text +=
+                &format!("vllm:h{h}_seconds_bucket{{engine=\"0\",le=\"{b}.5\",{model}}} 12.0\n");
+        }
+    }
+    text
+}
+
+fn bench_scrape(c: &mut Criterion) {
+    let text = vllm_scrape();
+    let mut group = c.benchmark_group("scrape_vllm");
+    group.throughput(Throughput::Bytes(text.len() as u64));
+    group.bench_function("parse_metrics", |b| {
+        b.iter(|| parse_metrics(black_box(&text), Engine::Vllm))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_parse,
+    bench_prefix,
+    bench_chunk,
+    bench_scrape
+);
 criterion_main!(benches);

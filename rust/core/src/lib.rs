@@ -2,6 +2,7 @@
 //! Pure Rust, no Python: request parsing, endpoint state, scheduling and (later) flow control.
 //! The `sluicegate-py` crate wraps it for Python; other gateways can embed it directly.
 
+pub mod admission;
 pub mod datalayer;
 pub mod flowcontrol;
 pub mod kvblock;

@@ -104,6 +104,9 @@ pub enum ParseError {
     EmptyBody,
     #[error("duplicate field '{0}'")]
     DuplicateField(&'static str),
+    /// No configured parser (`requestHandler.parsers`) claims the request path.
+    #[error("no parser registered matching path suffix for: {0}")]
+    NoParser(String),
 }
 
 const PROMPT_RESERVE_MAX: usize = 256 * 1024;

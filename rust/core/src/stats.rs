@@ -66,6 +66,11 @@ pub const INPUT_TOKEN_BUCKETS: &[f64] = &[
 pub const OUTPUT_TOKEN_BUCKETS: &[f64] = &[
     1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
 ];
+/// Upstream's request_streaming_tpot_seconds buckets.
+pub const TPOT_BUCKETS: &[f64] = &[
+    0.0005, 0.00205, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.125, 0.15, 0.2, 0.3, 0.4, 0.5,
+    0.6, 0.8, 1.0, 2.0,
+];
 pub const SCHEDULER_BUCKETS: &[f64] = &[
     0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
 ];
@@ -143,6 +148,8 @@ pub struct Series {
     pub ntpot: Histogram,
     /// [non-streaming, streaming]
     pub ttft: [Histogram; 2],
+    /// Streaming only: (duration - ttft) / (output tokens - 1), as upstream.
+    pub tpot: Histogram,
 }
 
 impl Series {
@@ -163,6 +170,7 @@ impl Series {
             cached_tokens: Histogram::new(INPUT_TOKEN_BUCKETS),
             ntpot: Histogram::new(NTPOT_BUCKETS),
             ttft: [Histogram::new(TTFT_BUCKETS), Histogram::new(TTFT_BUCKETS)],
+            tpot: Histogram::new(TPOT_BUCKETS),
         }
     }
 
@@ -193,7 +201,20 @@ impl Series {
         if let Some(t) = o.ttft_s {
             self.ttft[o.streaming as usize].observe(t);
         }
+        if let Some(tpot) = tpot(o) {
+            self.tpot.observe(tpot);
+        }
     }
+}
+
+/// Time per output token after the first, for a streamed response with two tokens or more whose
+/// first token came before its end (upstream skips the rest).
+fn tpot(o: &Outcome<'_>) -> Option<f64> {
+    let (duration, ttft, out) = (o.duration_s?, o.ttft_s?, o.output_tokens?);
+    if !o.streaming || out <= 1 || ttft <= 0.0 || duration <= ttft {
+        return None;
+    }
+    Some((duration - ttft) / (out - 1) as f64)
 }
 
 thread_local! {
@@ -479,5 +500,31 @@ mod tests {
         stats.finished(labels("m"), false, &Outcome::default());
         stats.finished(high, false, &Outcome::default());
         assert_eq!(stats.snapshot().len(), 2);
+    }
+
+    #[test]
+    fn tpot_is_the_time_after_the_first_token_per_later_token_of_streams_only() {
+        let stats = RequestStats::new(10);
+        let streamed = Outcome {
+            duration_s: Some(1.0),
+            ttft_s: Some(0.2),
+            output_tokens: Some(9),
+            streaming: true,
+            ..Default::default()
+        };
+        stats.finished(labels("m"), false, &streamed);
+        let one_token = Outcome {
+            output_tokens: Some(1),
+            ..streamed
+        };
+        stats.finished(labels("m"), false, &one_token);
+        let unary = Outcome {
+            streaming: false,
+            ..streamed
+        };
+        stats.finished(labels("m"), false, &unary);
+        let s = &stats.snapshot()[0];
+        assert_eq!(s.tpot.count(), 1);
+        assert!((s.tpot.sum - 0.1).abs() < 1e-12);
     }
 }

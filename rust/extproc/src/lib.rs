@@ -1,7 +1,10 @@
 //! sluicegate-extproc: the EPP's Envoy ext_proc server in Rust (tonic on tokio). Each stream runs
-//! the request state machine and calls the sluicegate-core Router directly: no Python, no GIL on
-//! the request path. Python starts it through `sluicegate._core.ExtProcServer`.
+//! the request state machine, admits the request through flow control and calls the
+//! sluicegate-core Router directly: no Python, no GIL on the request path. Python configures,
+//! starts, drains and stops it through `sluicegate._core.extproc.ExtProcServer`.
 
+pub mod admission;
+pub mod log;
 pub mod pb;
 pub mod protocol;
 pub mod responses;
@@ -9,6 +12,7 @@ mod server;
 mod service;
 pub mod stream;
 
+pub use admission::Gate;
 pub use server::{ExtProcServer, ServerError, ServerOptions, TlsPem};
 pub use service::ExternalProcessorService;
 

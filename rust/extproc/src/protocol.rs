@@ -1,5 +1,5 @@
-//! Wire names of the Endpoint Picker Protocol, byte-for-byte as upstream defines them (the same
-//! names as python/sluicegate/extproc/protocol.py).
+//! Wire names of the Endpoint Picker Protocol, byte-for-byte as upstream defines them. Defined
+//! here only: Python reads them from `sluicegate._core.extproc`.
 
 /// Where the EPP tells the proxy to send a request: a header and dynamic metadata under envoy.lb.
 pub const DESTINATION_ENDPOINT: &str = "x-gateway-destination-endpoint";
@@ -21,10 +21,22 @@ pub const FAIRNESS_HEADERS: [&str; 2] = [
 pub const MODEL_REWRITE_HEADERS: [&str; 2] =
     ["x-llm-d-model-name-rewrite", "x-gateway-model-name-rewrite"];
 pub const DEFAULT_FAIRNESS_ID: &str = "default-flow";
+/// TTFT objective in milliseconds: the key of `slo-deadline-ordering-policy`.
+pub const SLO_TTFT_HEADERS: [&str; 2] = ["x-llm-d-slo-ttft-ms", "x-slo-ttft-ms"];
+/// Envoy's request id, carried in every per-request log line.
+pub const REQUEST_ID: &str = "x-request-id";
 pub const DROPPED_REASON: &str = "x-llm-d-request-dropped-reason";
 
 /// Envoy keeps streamed body chunks under its gRPC message limit with this size (as upstream).
 pub const BODY_CHUNK_BYTES: usize = 62_000;
 
 pub const EXT_PROC_SERVICE: &str = "envoy.service.ext_proc.v3.ExternalProcessor";
-pub const HEALTH_SERVICES: [&str; 4] = ["", "liveness", "readiness", EXT_PROC_SERVICE];
+/// The gRPC health service name upstream's chart probes.
+pub const INFERENCE_EXTENSION_SERVICE: &str = "inference-extension";
+pub const HEALTH_SERVICES: [&str; 5] = [
+    "",
+    "liveness",
+    "readiness",
+    EXT_PROC_SERVICE,
+    INFERENCE_EXTENSION_SERVICE,
+];

@@ -14,10 +14,12 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::admission::Gate;
 use crate::protocol::HEALTH_SERVICES;
 use crate::service::ExternalProcessorService;
 use crate::stream::MAX_BODY_BYTES;
 use crate::SharedRouter;
+use std::sync::Arc;
 
 /// PEM certificate chain and private key for serving ext_proc over TLS.
 pub struct TlsPem {
@@ -34,6 +36,13 @@ pub struct ServerOptions {
     pub worker_threads: Option<usize>,
     /// Request bodies above this get 413 when they cross it; None = `stream::MAX_BODY_BYTES`.
     pub max_body_bytes: Option<usize>,
+    /// Flow control (or legacy shedding) in front of routing; None = route every request.
+    pub gate: Option<Arc<Gate>>,
+    /// Also serve grpc.health.v1 on the ext_proc port (upstream's --health-checking).
+    pub health_checking: bool,
+    /// gRPC message limits on the ext_proc port; None = 64 MiB.
+    pub max_recv_msg_bytes: Option<usize>,
+    pub max_send_msg_bytes: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +62,7 @@ pub enum ServerError {
 
 pub struct ExtProcServer {
     runtime: Option<Runtime>,
+    gate: Option<Arc<Gate>>,
     service: ExternalProcessorService,
     tls: Option<ServerTlsConfig>,
     listeners: Option<(StdListener, StdListener)>,
@@ -60,6 +70,8 @@ pub struct ExtProcServer {
     health_port: u16,
     health: HealthReporter,
     health_routes: Option<Routes>,
+    /// --health-checking: health on the ext_proc port, following the same status.
+    extproc_health: Option<(HealthReporter, Option<Routes>)>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -97,16 +109,24 @@ impl ExtProcServer {
             .build()
             .map_err(ServerError::Runtime)?;
         let (health, health_service) = tonic_health::server::health_reporter();
+        let extproc_health = options.health_checking.then(|| {
+            let (reporter, service) = tonic_health::server::health_reporter();
+            (reporter, Some(Routes::new(service)))
+        });
         let server = ExtProcServer {
             runtime: Some(runtime),
+            gate: options.gate.clone(),
             service: ExternalProcessorService::new(router, options.skip_response)
-                .with_max_body_bytes(options.max_body_bytes.unwrap_or(MAX_BODY_BYTES)),
+                .with_max_body_bytes(options.max_body_bytes.unwrap_or(MAX_BODY_BYTES))
+                .with_gate(options.gate)
+                .with_message_limits(options.max_recv_msg_bytes, options.max_send_msg_bytes),
             tls,
             listeners: Some(listeners),
             port,
             health_port,
             health,
             health_routes: Some(Routes::new(health_service)),
+            extproc_health,
             shutdown: watch::channel(false).0,
             tasks: Vec::new(),
         };
@@ -142,8 +162,12 @@ impl ExtProcServer {
                 .tls_config(config)
                 .map_err(|e| ServerError::Tls(error_chain(&e)))?;
         }
+        let mut ext_proc_routes = Routes::new(self.service.clone());
+        if let Some(health) = self.extproc_health.as_mut().and_then(|(_, r)| r.take()) {
+            ext_proc_routes = health.add_service(self.service.clone());
+        }
         let ext_proc = builder
-            .add_service(self.service.clone())
+            .add_routes(ext_proc_routes)
             .serve_with_incoming_shutdown(grpc, stopped(self.shutdown.subscribe()));
         let health = Server::builder()
             .add_routes(routes)
@@ -161,15 +185,19 @@ impl ExtProcServer {
         } else {
             ServingStatus::NotServing
         };
-        let health = self.health.clone();
-        runtime.block_on(async move {
-            for service in HEALTH_SERVICES {
-                health.set_service_status(service, status).await;
-            }
-        });
+        let reporters = std::iter::once(self.health.clone())
+            .chain(self.extproc_health.as_ref().map(|(r, _)| r.clone()));
+        for health in reporters {
+            runtime.block_on(async move {
+                for service in HEALTH_SERVICES {
+                    health.set_service_status(service, status).await;
+                }
+            });
+        }
     }
 
-    /// Report NOT_SERVING, let open streams finish for up to `grace`, then stop everything.
+    /// Report NOT_SERVING, answer still-queued requests 503 rejected-shutting-down, let open
+    /// streams finish for up to `grace`, then stop everything.
     pub fn stop(&mut self, grace: Duration) {
         if self.runtime.is_none() {
             return;
@@ -177,6 +205,9 @@ impl ExtProcServer {
         self.set_serving(false);
         if !grace.is_zero() {
             std::thread::sleep(grace.min(Duration::from_secs(1))); // proxies see the health flip first
+        }
+        if let Some(gate) = &self.gate {
+            gate.shutdown();
         }
         let _ = self.shutdown.send(true);
         let tasks = std::mem::take(&mut self.tasks);

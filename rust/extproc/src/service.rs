@@ -12,10 +12,13 @@ use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Status, Streaming};
 
+use crate::admission::Gate;
+use crate::log::{self, Field, Level};
 use crate::pb::{ProcessingRequest, ProcessingResponse};
 use crate::protocol;
 use crate::stream::{Outbox, RequestStream, MAX_BODY_BYTES};
 use crate::SharedRouter;
+use std::sync::Arc;
 
 const PROCESS_PATH: &str = "/envoy.service.ext_proc.v3.ExternalProcessor/Process";
 /// Bodies are buffered whole (BUFFERED mode, large prompts): allow what the Python server allows.
@@ -24,17 +27,41 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Clone)]
 pub struct ExternalProcessorService {
     router: SharedRouter,
+    gate: Option<Arc<Gate>>,
     skip_response: bool,
     max_body_bytes: usize,
+    /// gRPC message limits (--grpc-max-recv-msg-size / --grpc-max-send-msg-size).
+    max_recv_bytes: usize,
+    max_send_bytes: usize,
 }
 
 impl ExternalProcessorService {
     pub fn new(router: SharedRouter, skip_response: bool) -> ExternalProcessorService {
         ExternalProcessorService {
             router,
+            gate: None,
             skip_response,
             max_body_bytes: MAX_BODY_BYTES,
+            max_recv_bytes: MAX_MESSAGE_BYTES,
+            max_send_bytes: MAX_MESSAGE_BYTES,
         }
+    }
+
+    /// Admit requests through flow control (or legacy shedding) before routing.
+    pub fn with_gate(mut self, gate: Option<Arc<Gate>>) -> ExternalProcessorService {
+        self.gate = gate;
+        self
+    }
+
+    /// Largest gRPC message received and sent; None keeps the default (64 MiB).
+    pub fn with_message_limits(
+        mut self,
+        recv: Option<usize>,
+        send: Option<usize>,
+    ) -> ExternalProcessorService {
+        self.max_recv_bytes = recv.unwrap_or(MAX_MESSAGE_BYTES);
+        self.max_send_bytes = send.unwrap_or(MAX_MESSAGE_BYTES);
+        self
     }
 
     pub fn with_max_body_bytes(mut self, max_body_bytes: usize) -> ExternalProcessorService {
@@ -67,10 +94,10 @@ where
             });
         }
         let method = ProcessMethod(self.clone());
+        let limits = (Some(self.max_recv_bytes), Some(self.max_send_bytes));
         Box::pin(async move {
             let codec = tonic_prost::ProstCodec::<ProcessingResponse, ProcessingRequest>::default();
-            let mut grpc = Grpc::new(codec)
-                .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(MAX_MESSAGE_BYTES));
+            let mut grpc = Grpc::new(codec).apply_max_message_size_config(limits.0, limits.1);
             Ok(grpc.streaming(method, req).await)
         })
     }
@@ -85,7 +112,8 @@ impl StreamingService<ProcessingRequest> for ProcessMethod {
 
     fn call(&mut self, request: tonic::Request<Streaming<ProcessingRequest>>) -> Self::Future {
         let state = RequestStream::new(self.0.router.clone(), self.0.skip_response)
-            .with_max_body_bytes(self.0.max_body_bytes);
+            .with_max_body_bytes(self.0.max_body_bytes)
+            .with_gate(self.0.gate.clone());
         std::future::ready(Ok(tonic::Response::new(ProcessStream {
             inbound: request.into_inner(),
             state,
@@ -95,9 +123,10 @@ impl StreamingService<ProcessingRequest> for ProcessMethod {
     }
 }
 
-/// The answers of one stream: drains the outbox, then reads the next proxy message. Ends (OK)
-/// when the proxy half-closes or the state machine is finished; dropping it (client gone)
-/// drops the state machine, which releases the request.
+/// The answers of one stream: drains the outbox, waits for flow control's outcome when the
+/// request is queued, then reads the next proxy message. Ends (OK) when the proxy half-closes
+/// or the state machine is finished; dropping it (client gone) drops the state machine, which
+/// cancels a queued request and releases a running one.
 pub struct ProcessStream {
     inbound: Streaming<ProcessingRequest>,
     state: RequestStream,
@@ -114,6 +143,12 @@ impl Stream for ProcessStream {
             if let Some(answer) = this.outbox.pop_front() {
                 return Poll::Ready(Some(Ok(answer)));
             }
+            if this.state.waiting() {
+                match this.state.poll_admission(cx, &mut this.outbox) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) => continue,
+                }
+            }
             if this.inbound_done || this.state.finished() {
                 this.state.close();
                 return Poll::Ready(None);
@@ -124,6 +159,15 @@ impl Stream for ProcessStream {
                 Poll::Ready(Some(Err(status))) => {
                     this.inbound_done = true;
                     this.state.close();
+                    log::line(
+                        Level::Warning,
+                        "ext_proc stream failed",
+                        &[
+                            ("request_id", Field::Str(this.state.request_id())),
+                            ("grpc_status", Field::Str(&format!("{:?}", status.code()))),
+                            ("error", Field::Str(status.message())),
+                        ],
+                    );
                     return Poll::Ready(Some(Err(status)));
                 }
                 Poll::Ready(None) => this.inbound_done = true,

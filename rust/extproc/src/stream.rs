@@ -1,17 +1,25 @@
-//! One ext_proc stream = one HTTP request: buffer the request body, route it once, echo the rest.
-//! The Rust twin of python/sluicegate/extproc/stream.py, behaviour for behaviour; every path
-//! through it (completion, error, client gone: `Drop`) releases the request's in-flight count once
-//! and records the request's metrics once, in the Router's RequestStats as the Python path does.
+//! One ext_proc stream = one HTTP request: buffer the request body, admit it (flow control),
+//! route it once, echo the rest. Every path through it (completion, error, client gone: `Drop`)
+//! releases the request's in-flight count and flow-control place once and records the
+//! request's metrics once, in the Router's RequestStats. A request flow control queues leaves
+//! its answer pending; the gRPC layer polls `poll_admission` until the outcome arrives.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Instant;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use sluicegate_core::flowcontrol::RouteRequest;
 use sluicegate_core::parse::{find_usage, replace_model_in_chunk_cow};
 use sluicegate_core::scheduling::{Decision, RouteError};
 use sluicegate_core::stats::{Outcome, RequestLabels};
 
+use crate::admission::{Admitted, Ask, Decided, Gate, Refusal, Waiting};
+use crate::log::{self, Field, Level};
 use crate::pb::processing_request::Request;
 use crate::pb::{
     body_mode, value, HeaderValue, HttpBody, HttpHeaders, Metadata, ProcessingRequest,
@@ -37,11 +45,22 @@ impl From<RouteError> for Failure {
         let (status, reason) = match e {
             RouteError::BadRequest(_) => (400, ""),
             RouteError::NoEndpoints(_) => (503, "rejected-no-endpoints"),
+            RouteError::ModelNotServed { .. } => (404, ""),
         };
         Failure {
             status,
             message: e.to_string(),
             reason,
+        }
+    }
+}
+
+impl From<Refusal> for Failure {
+    fn from(r: Refusal) -> Failure {
+        Failure {
+            status: r.rejection.status(),
+            message: r.message,
+            reason: r.rejection.reason(),
         }
     }
 }
@@ -57,8 +76,27 @@ fn bad_request(message: String) -> Failure {
 /// Default cap on a buffered request body (as the gRPC message cap).
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
+/// What answers the request phase once the decision is known.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// Header-only request: the decision rides on the headers answer.
+    Headers,
+    /// The body is complete; `trailers` when the request trailers came and wait for an answer.
+    Body { end_of_stream: bool, trailers: bool },
+}
+
+/// A request flow control queued: its outcome, and how to answer once it comes.
+struct Pending {
+    waiting: Waiting,
+    answer: Answer,
+}
+
 pub struct RequestStream {
     router: SharedRouter,
+    gate: Option<Arc<Gate>>,
+    pending: Option<Pending>,
+    /// The request holds a flow-control place (freed when it ends).
+    placed: bool,
     skip_response: bool,
     max_body_bytes: usize,
     req_mode: i32,
@@ -74,6 +112,9 @@ pub struct RequestStream {
     served: String,
     objective: String,
     fairness_id: String,
+    priority: i32,
+    request_id: String,
+    slo_ttft: Option<Duration>,
     metrics: Metrics,
 }
 
@@ -94,7 +135,8 @@ const TAIL_BYTES: usize = 2048;
 /// HTTP status of a failed request → upstream's `error_code` label.
 fn error_code(status: u16) -> &'static str {
     match status {
-        400 | 404 | 413 => "BadRequest",
+        400 | 413 => "BadRequest",
+        404 => "NotFound", // a model the pool's allow-list does not name (upstream's code)
         429 => "ResourceExhausted",
         500 => "Internal",
         503 => "ServiceUnavailable",
@@ -106,6 +148,9 @@ impl RequestStream {
     pub fn new(router: SharedRouter, skip_response: bool) -> RequestStream {
         RequestStream {
             router,
+            gate: None,
+            pending: None,
+            placed: false,
             skip_response,
             max_body_bytes: MAX_BODY_BYTES,
             req_mode: body_mode::FULL_DUPLEX_STREAMED,
@@ -121,6 +166,9 @@ impl RequestStream {
             served: String::new(),
             objective: String::new(),
             fairness_id: protocol::DEFAULT_FAIRNESS_ID.to_owned(),
+            priority: 0,
+            request_id: String::new(),
+            slo_ttft: None,
             metrics: Metrics {
                 recorded: false,
                 started_at: Instant::now(),
@@ -136,6 +184,25 @@ impl RequestStream {
     pub fn with_max_body_bytes(mut self, n: usize) -> RequestStream {
         self.max_body_bytes = n;
         self
+    }
+
+    /// Admit through flow control (or, gate off, legacy shedding) before routing.
+    pub fn with_gate(mut self, gate: Option<Arc<Gate>>) -> RequestStream {
+        self.gate = gate;
+        self
+    }
+
+    /// True while flow control holds the request: poll `poll_admission` before reading on.
+    pub fn waiting(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    pub fn priority(&self) -> i32 {
+        self.priority
     }
 
     /// The gRPC layer closes the stream (OK) once this is set and the outbox is drained.
@@ -182,10 +249,53 @@ impl RequestStream {
         };
         if let Err(f) = result {
             out.truncate(start);
-            self.finished = true;
-            self.complete(Some(error_code(f.status)));
-            out.push_back(responses::immediate(f.status, &f.message, f.reason));
+            self.fail(f, out);
         }
+    }
+
+    /// Wait for flow control's outcome; once it comes, queue the answers it makes.
+    pub fn poll_admission(&mut self, cx: &mut Context<'_>, out: &mut Outbox) -> Poll<()> {
+        let Some(pending) = self.pending.as_mut() else {
+            return Poll::Ready(());
+        };
+        let decided = match Pin::new(&mut pending.waiting).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(d) => d,
+        };
+        let pending = self.pending.take().expect("polled");
+        let result = match decided {
+            Decided::Routed(d) => {
+                self.placed = true;
+                let body = Bytes::copy_from_slice(pending.waiting.body());
+                self.decided(d);
+                self.answer(body, pending.answer, out);
+                Ok(())
+            }
+            Decided::Failed(e) => Err(Failure::from(e)),
+            Decided::Refused(r) => Err(Failure::from(r)),
+        };
+        if let Err(f) = result {
+            self.fail(f, out);
+        }
+        Poll::Ready(())
+    }
+
+    /// Answer the request with an error instead of routing it; logged at default verbosity.
+    fn fail(&mut self, f: Failure, out: &mut Outbox) {
+        self.finished = true;
+        self.pending = None;
+        self.complete(Some(error_code(f.status)));
+        log::line(
+            Level::Warning,
+            "request answered by the endpoint picker",
+            &[
+                ("request_id", Field::Str(&self.request_id)),
+                ("status", Field::Int(i64::from(f.status))),
+                ("reason", Field::Str(f.reason)),
+                ("error", Field::Str(&f.message)),
+            ],
+        );
+        out.push_back(responses::immediate(f.status, &f.message, f.reason));
     }
 
     /// The stream ended (normally, by error, or by client disconnect).
@@ -222,13 +332,19 @@ impl RequestStream {
                 } else {
                     id
                 };
+            } else if key == protocol::REQUEST_ID {
+                self.request_id = header_text(h);
+            } else if protocol::SLO_TTFT_HEADERS.contains(&key) {
+                self.slo_ttft = slo_ttft(&header_text(h));
             }
         }
         self.subset = subset_hint(metadata.as_ref());
+        if self.gate.is_some() {
+            let policies = self.router.router().policies();
+            self.priority = policies.objectives.priority_of(&self.objective);
+        }
         if headers.end_of_stream || self.req_mode == body_mode::NONE {
-            let endpoints = self.route(&[])?.endpoints.clone();
-            out.push_back(responses::routed_headers(&endpoints, None));
-            self.after_request();
+            self.decide(Bytes::new(), Answer::Headers, out)?;
         } else if self.req_mode != body_mode::FULL_DUPLEX_STREAMED {
             out.push_back(responses::empty_request_headers());
         } // full duplex: the answer waits for the whole body
@@ -253,12 +369,12 @@ impl RequestStream {
         if !body.end_of_stream {
             return Ok(()); // STREAMED chunks are answered together once the decision is made
         }
-        self.answer_request(true, out)
+        self.answer_request(true, false, out)
     }
 
     fn on_request_trailers(&mut self, out: &mut Outbox) -> Result<(), Failure> {
         if self.decision.is_none() {
-            self.answer_request(false, out)?;
+            return self.answer_request(false, true, out);
         }
         if !self.finished {
             out.push_back(responses::empty_request_trailers());
@@ -266,9 +382,84 @@ impl RequestStream {
         Ok(())
     }
 
-    fn answer_request(&mut self, end_of_stream: bool, out: &mut Outbox) -> Result<(), Failure> {
+    fn answer_request(
+        &mut self,
+        end_of_stream: bool,
+        trailers: bool,
+        out: &mut Outbox,
+    ) -> Result<(), Failure> {
         let body = self.take_body();
-        let decision = self.route(&body)?;
+        let answer = Answer::Body {
+            end_of_stream,
+            trailers,
+        };
+        self.decide(body, answer, out)
+    }
+
+    /// Admit, route and answer; a request flow control queues is answered when its turn comes.
+    fn decide(&mut self, body: Bytes, answer: Answer, out: &mut Outbox) -> Result<(), Failure> {
+        if self.decision.is_some() || self.released || self.pending.is_some() {
+            // Out of order (a body after the trailers, or after the request ended): routing again
+            // would leak the first pick or start a request nothing ends.
+            return Err(bad_request(
+                "ext_proc: the request was routed already; message out of order".to_owned(),
+            ));
+        }
+        let Some(gate) = self.gate.clone() else {
+            self.route(&body)?;
+            self.answer(body, answer, out);
+            return Ok(());
+        };
+        let ask = Ask {
+            priority: self.priority,
+            flow: &self.fairness_id,
+            size: body.len() as u64,
+            slo_ttft: self.slo_ttft,
+        };
+        let request = RouteRequest {
+            path: self.path.clone(),
+            body: body.to_vec(),
+            model_rewrite: self.rewrite.clone(),
+            subset: self.subset.clone(),
+            headers: Vec::new(),
+        };
+        match admit(&gate, &ask, request)? {
+            Admitted::Direct => {
+                self.route(&body)?;
+            }
+            Admitted::Now(routed) => {
+                let d = routed?;
+                self.placed = true;
+                self.decided(d);
+            }
+            Admitted::Waiting(waiting) => {
+                self.pending = Some(Pending { waiting, answer });
+                return Ok(());
+            }
+            Admitted::Refused(r) => return Err(r.into()),
+        }
+        self.answer(body, answer, out);
+        Ok(())
+    }
+
+    /// The request-phase answers once the decision is made.
+    fn answer(&mut self, body: Bytes, answer: Answer, out: &mut Outbox) {
+        let Answer::Body {
+            end_of_stream,
+            trailers,
+        } = answer
+        else {
+            let endpoints = self.decision.as_ref().map(|d| d.endpoints.clone());
+            out.push_back(responses::routed_headers(
+                endpoints.as_deref().unwrap_or(""),
+                None,
+            ));
+            self.after_request();
+            return;
+        };
+        let Some(decision) = self.decision.as_mut() else {
+            return;
+        };
         let rewritten = decision.body.take().map(Bytes::from);
         let endpoints = decision.endpoints.clone();
         if self.req_mode == body_mode::FULL_DUPLEX_STREAMED {
@@ -286,7 +477,9 @@ impl RequestStream {
             out.push_back(responses::routed_body(&endpoints, rewritten));
         }
         self.after_request();
-        Ok(())
+        if trailers && !self.finished {
+            out.push_back(responses::empty_request_trailers());
+        }
     }
 
     /// The buffered body as one buffer; a body that came in one message is not copied.
@@ -304,14 +497,7 @@ impl RequestStream {
         }
     }
 
-    fn route(&mut self, body: &[u8]) -> Result<&mut Decision, Failure> {
-        if self.decision.is_some() || self.released {
-            // Out of order (a body after the trailers, or after the request ended): routing again
-            // would leak the first pick or start a request nothing ends.
-            return Err(bad_request(
-                "ext_proc: the request was routed already; message out of order".to_owned(),
-            ));
-        }
+    fn route(&mut self, body: &[u8]) -> Result<(), Failure> {
         let (router, path, rewrite, subset) = (
             self.router.router(),
             &self.path,
@@ -327,15 +513,33 @@ impl RequestStream {
             message: "internal error: panic in routing".to_owned(),
             reason: "",
         })?;
-        let decision = self.decision.insert(routed?);
+        self.decided(routed?);
+        Ok(())
+    }
+
+    /// The request runs now: count it started (and say where it went at debug level).
+    fn decided(&mut self, d: Decision) {
+        let decision = self.decision.insert(d);
         let (model, target_model) = labels_of(decision);
-        router.stats().started(RequestLabels {
+        self.router.router().stats().started(RequestLabels {
             model,
             target_model,
             fairness_id: &self.fairness_id,
-            priority: 0,
+            priority: self.priority,
         });
-        Ok(decision)
+        if log::enabled(Level::Debug) {
+            log::line(
+                Level::Debug,
+                "routed",
+                &[
+                    ("request_id", Field::Str(&self.request_id)),
+                    ("model", Field::Str(model)),
+                    ("endpoints", Field::Str(&decision.endpoints)),
+                    ("fairness_id", Field::Str(&self.fairness_id)),
+                    ("priority", Field::Int(i64::from(self.priority))),
+                ],
+            );
+        }
     }
 
     fn after_request(&mut self) {
@@ -412,8 +616,14 @@ impl RequestStream {
     fn complete(&mut self, error_code: Option<&'static str>) {
         if !self.released {
             self.released = true; // ended: nothing routes after this
+            self.pending = None; // still queued: cancelled, its place freed
             if let Some(d) = &self.decision {
                 self.router.router().release(d.primary());
+            }
+            if std::mem::take(&mut self.placed) {
+                if let Some(gate) = &self.gate {
+                    gate.release();
+                }
             }
         }
         if !self.metrics.recorded {
@@ -458,7 +668,7 @@ impl RequestStream {
             model,
             target_model,
             fairness_id: &self.fairness_id,
-            priority: 0,
+            priority: self.priority,
         };
         self.router
             .router()
@@ -477,6 +687,21 @@ impl Drop for RequestStream {
     fn drop(&mut self) {
         self.complete(None);
     }
+}
+
+/// Admission that cannot hang the request on a bug: a panic is answered 500.
+fn admit(gate: &Arc<Gate>, ask: &Ask<'_>, request: RouteRequest) -> Result<Admitted, Failure> {
+    catch_unwind(AssertUnwindSafe(|| gate.admit(ask, request))).map_err(|_| Failure {
+        status: 500,
+        message: "internal error: panic in admission".to_owned(),
+        reason: "",
+    })
+}
+
+/// `x-llm-d-slo-ttft-ms`: the TTFT objective ordering slo-deadline flows; ignored when malformed.
+fn slo_ttft(value: &str) -> Option<Duration> {
+    let ms: f64 = value.trim().parse().ok()?;
+    (ms > 0.0 && ms < 1e12).then(|| Duration::from_secs_f64(ms / 1000.0))
 }
 
 fn header_text(h: &HeaderValue) -> String {
@@ -515,4 +740,8 @@ fn subset_hint(metadata: Option<&Metadata>) -> Option<Vec<String>> {
 
 #[cfg(test)]
 #[path = "stream_tests.rs"]
-mod tests;
+pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "stream_admission_tests.rs"]
+mod admission_tests;

@@ -14,13 +14,13 @@ use crate::pb::{
     CommonResponse, HeaderMap, HttpTrailers, ListValue, ProtocolConfiguration, Struct, Value,
 };
 
-const A: &str = "10.0.0.1:8000";
-const B: &str = "10.0.0.2:8000";
+pub(crate) const A: &str = "10.0.0.1:8000";
+pub(crate) const B: &str = "10.0.0.2:8000";
 const CHAT: &str = "/v1/chat/completions";
 const MODELS: &str = "/v1/models";
-const BODY: &[u8] = br#"{"model":"llama","messages":[{"role":"user","content":"hi"}]}"#;
+pub(crate) const BODY: &[u8] = br#"{"model":"llama","messages":[{"role":"user","content":"hi"}]}"#;
 
-fn router(addresses: &[&str]) -> Arc<Router> {
+pub(crate) fn router(addresses: &[&str]) -> Arc<Router> {
     let r = Router::from_json("{}").unwrap();
     let specs: Vec<EndpointSpec> = addresses
         .iter()
@@ -34,7 +34,7 @@ fn router(addresses: &[&str]) -> Arc<Router> {
     Arc::new(r)
 }
 
-fn in_flight(r: &Router) -> u32 {
+pub(crate) fn in_flight(r: &Router) -> u32 {
     r.status().iter().map(|s| s.in_flight).sum()
 }
 
@@ -50,11 +50,15 @@ fn single_endpoint(skip_response: bool) -> (Arc<Router>, RequestStream) {
 }
 
 /// A request with a body in one message: its headers, then the body with end_of_stream.
-fn chat_request(mode: i32, extra: Vec<HeaderValue>, body: &[u8]) -> Vec<ProcessingRequest> {
+pub(crate) fn chat_request(
+    mode: i32,
+    extra: Vec<HeaderValue>,
+    body: &[u8],
+) -> Vec<ProcessingRequest> {
     vec![headers_msg(mode, false, extra), body_msg(body, true, false)]
 }
 
-fn header(key: &str, value: &str) -> HeaderValue {
+pub(crate) fn header(key: &str, value: &str) -> HeaderValue {
     HeaderValue {
         key: key.to_owned(),
         value: String::new(),
@@ -85,7 +89,7 @@ fn headers_msg(mode: i32, end_of_stream: bool, extra: Vec<HeaderValue>) -> Proce
     }
 }
 
-fn with_subset(mut req: ProcessingRequest, hint: Value) -> ProcessingRequest {
+pub(crate) fn with_subset(mut req: ProcessingRequest, hint: Value) -> ProcessingRequest {
     let fields = HashMap::from([(protocol::SUBSET_KEY.to_owned(), hint)]);
     req.metadata_context = Some(Metadata {
         filter_metadata: HashMap::from([(
@@ -96,7 +100,7 @@ fn with_subset(mut req: ProcessingRequest, hint: Value) -> ProcessingRequest {
     req
 }
 
-fn list(items: &[&str]) -> Value {
+pub(crate) fn list(items: &[&str]) -> Value {
     Value {
         kind: Some(value::Kind::ListValue(ListValue {
             values: items.iter().map(|s| Value::string(*s)).collect(),
@@ -104,7 +108,7 @@ fn list(items: &[&str]) -> Value {
     }
 }
 
-fn body_msg(data: &[u8], end_of_stream: bool, response: bool) -> ProcessingRequest {
+pub(crate) fn body_msg(data: &[u8], end_of_stream: bool, response: bool) -> ProcessingRequest {
     let body = HttpBody {
         body: Bytes::copy_from_slice(data),
         end_of_stream,
@@ -119,7 +123,7 @@ fn body_msg(data: &[u8], end_of_stream: bool, response: bool) -> ProcessingReque
     }
 }
 
-fn response_headers_msg(served: Option<&str>) -> ProcessingRequest {
+pub(crate) fn response_headers_msg(served: Option<&str>) -> ProcessingRequest {
     let metadata = served.map(|s| Metadata {
         filter_metadata: HashMap::from([(
             protocol::DESTINATION_NAMESPACE.to_owned(),
@@ -135,7 +139,10 @@ fn response_headers_msg(served: Option<&str>) -> ProcessingRequest {
     }
 }
 
-fn run(s: &mut RequestStream, messages: Vec<ProcessingRequest>) -> Vec<ProcessingResponse> {
+pub(crate) fn run(
+    s: &mut RequestStream,
+    messages: Vec<ProcessingRequest>,
+) -> Vec<ProcessingResponse> {
     let mut out = Outbox::new();
     for m in messages {
         s.handle(m, &mut out);
@@ -178,12 +185,12 @@ fn set_headers(c: &CommonResponse) -> HashMap<String, String> {
         .collect()
 }
 
-fn destination(r: &ProcessingResponse) -> String {
+pub(crate) fn destination(r: &ProcessingResponse) -> String {
     set_headers(common(r))[protocol::DESTINATION_ENDPOINT].clone()
 }
 
 /// The streamed_response chunks among `out`: (their bodies, the end_of_stream flags).
-fn streamed(out: &[ProcessingResponse]) -> (Vec<Bytes>, Vec<bool>) {
+pub(crate) fn streamed(out: &[ProcessingResponse]) -> (Vec<Bytes>, Vec<bool>) {
     out.iter()
         .filter_map(|r| match &common(r).body_mutation.as_ref()?.mutation {
             Some(Mutation::StreamedResponse(s)) => Some((s.body.clone(), s.end_of_stream)),
@@ -192,7 +199,9 @@ fn streamed(out: &[ProcessingResponse]) -> (Vec<Bytes>, Vec<bool>) {
         .unzip()
 }
 
-fn immediate_of(r: &ProcessingResponse) -> (i32, serde_json::Value, HashMap<String, String>) {
+pub(crate) fn immediate_of(
+    r: &ProcessingResponse,
+) -> (i32, serde_json::Value, HashMap<String, String>) {
     let Some(Response::ImmediateResponse(i)) = &r.response else {
         panic!("not an immediate response: {r:?}")
     };

@@ -4,6 +4,7 @@ pyo3::import_exception!(sluicegate.errors, BadRequestError);
 pyo3::import_exception!(sluicegate.errors, NoEndpointsError);
 pyo3::import_exception!(sluicegate.errors, SaturatedError);
 pyo3::import_exception!(sluicegate.errors, ConfigError);
+pyo3::import_exception!(sluicegate.errors, ModelNotServedError);
 
 use pyo3::PyErr;
 use sluicegate_core::parse::ParseError;
@@ -21,5 +22,6 @@ pub fn route_error(e: sluicegate_core::scheduling::RouteError) -> PyErr {
     match e {
         RouteError::BadRequest(p) => parse_error(p),
         RouteError::NoEndpoints(s) => NoEndpointsError::new_err(s.to_string()),
+        e @ RouteError::ModelNotServed { .. } => ModelNotServedError::new_err(e.to_string()),
     }
 }

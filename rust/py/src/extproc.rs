@@ -1,13 +1,19 @@
-//! Bindings for the Rust ext_proc server: Python builds the Router and hands the same object
-//! here; the server routes with it on its own tokio threads, never touching Python per request.
+//! Bindings for the Rust ext_proc server: Python builds the Router (and, for flow control, the
+//! FlowGate) and hands the same objects here; the server admits and routes with them on its own
+//! tokio threads, never touching Python per request. The wire names are exported from here.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use sluicegate_core::flowcontrol::FlowControlConfig;
 use sluicegate_core::scheduling::Router;
-use sluicegate_extproc::{ExtProcServer, RouterHandle, ServerError, ServerOptions, TlsPem};
+use sluicegate_extproc::log::{self, Level};
+use sluicegate_extproc::{
+    protocol, ExtProcServer, Gate, RouterHandle, ServerError, ServerOptions, TlsPem,
+};
 
 use crate::errors::config_error;
 use crate::router::PyRouter;
@@ -29,7 +35,82 @@ fn server_error(e: ServerError) -> PyErr {
     }
 }
 
-#[pyclass(name = "ExtProcServer", module = "sluicegate._core", frozen)]
+/// Flow control (or, `queueing` False, legacy shedding) in front of the ext_proc server's
+/// routing. Python reads its counters at scrape time and sets the scale-from-zero grace period.
+#[pyclass(name = "FlowGate", module = "sluicegate._core.extproc", frozen)]
+pub struct PyFlowGate {
+    gate: Arc<Gate>,
+}
+
+#[pymethods]
+impl PyFlowGate {
+    #[new]
+    #[pyo3(signature = (router, config_json = "{}", queueing = true))]
+    fn new(router: Py<PyRouter>, config_json: &str, queueing: bool) -> PyResult<Self> {
+        let config =
+            FlowControlConfig::from_json(config_json).map_err(|e| config_error(e.to_string()))?;
+        let gate = Gate::start(Arc::new(PythonRouter(router)), config, queueing)?;
+        Ok(PyFlowGate { gate })
+    }
+
+    #[getter]
+    fn queueing(&self) -> bool {
+        self.gate.queueing()
+    }
+
+    /// Endpoints or metrics changed: requests waiting for them may go now.
+    fn notify(&self) {
+        self.gate.notify();
+    }
+
+    fn saturation(&self) -> f64 {
+        self.gate.saturation()
+    }
+
+    /// The pool's scale-from-zero grace period in seconds (None: not managed) and the message
+    /// requests held for it fail with when it ends.
+    #[pyo3(signature = (grace_s, message = String::new()))]
+    fn set_scale_from_zero(&self, grace_s: Option<f64>, message: String) -> PyResult<()> {
+        let grace = grace_s.map(|g| seconds("grace_s", g)).transpose()?;
+        self.gate
+            .scale_from_zero
+            .set(grace.map(|period| (period, message)));
+        Ok(())
+    }
+
+    /// (requests held for the grace period now, held in total, failed at its end in total).
+    fn hold_counts(&self) -> (u64, u64, u64) {
+        self.gate.scale_from_zero.counts()
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        crate::flowcontrol::stats_dict(py, &self.gate.stats())
+    }
+
+    /// Answer every queued request 503 rejected-shutting-down and stop the dispatch thread.
+    fn shutdown(&self, py: Python<'_>) {
+        py.detach(|| self.gate.shutdown());
+    }
+}
+
+fn seconds(field: &str, value: f64) -> PyResult<Duration> {
+    if value.is_finite() && value > 0.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(PyValueError::new_err(format!(
+            "{field}: {value} is not a positive number of seconds"
+        )))
+    }
+}
+
+/// Per-request log lines from Rust: Python's level number (10 debug … 40 error) and format.
+#[pyfunction]
+#[pyo3(signature = (level, json = true))]
+fn configure_logging(level: u8, json: bool) {
+    log::configure(Level::from_python(level), json);
+}
+
+#[pyclass(name = "ExtProcServer", module = "sluicegate._core.extproc", frozen)]
 pub struct PyExtProcServer {
     inner: Mutex<ExtProcServer>,
     #[pyo3(get)]
@@ -49,7 +130,8 @@ impl PyExtProcServer {
     #[new]
     #[pyo3(signature = (router, host = "0.0.0.0", port = 9002, health_port = 9003, *,
                         tls_cert_pem = None, tls_key_pem = None, skip_response = false,
-                        worker_threads = None, max_body_bytes = None))]
+                        worker_threads = None, max_body_bytes = None, gate = None,
+                        health_checking = false, max_recv_msg_bytes = None, max_send_msg_bytes = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -62,6 +144,10 @@ impl PyExtProcServer {
         skip_response: bool,
         worker_threads: Option<usize>,
         max_body_bytes: Option<usize>,
+        gate: Option<Py<PyFlowGate>>,
+        health_checking: bool,
+        max_recv_msg_bytes: Option<usize>,
+        max_send_msg_bytes: Option<usize>,
     ) -> PyResult<Self> {
         let tls = match (tls_cert_pem, tls_key_pem) {
             (Some(cert), Some(key)) => Some(TlsPem { cert, key }),
@@ -80,6 +166,10 @@ impl PyExtProcServer {
             tls,
             worker_threads,
             max_body_bytes,
+            gate: gate.map(|g| g.get().gate.clone()),
+            health_checking,
+            max_recv_msg_bytes,
+            max_send_msg_bytes,
         };
         let handle = std::sync::Arc::new(PythonRouter(router));
         let server = py
@@ -115,5 +205,25 @@ impl PyExtProcServer {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyExtProcServer>()
+    m.add_class::<PyExtProcServer>()?;
+    m.add_class::<PyFlowGate>()?;
+    m.add_function(wrap_pyfunction!(configure_logging, m)?)?;
+    // Wire names, defined once in Rust.
+    m.add("DESTINATION_ENDPOINT", protocol::DESTINATION_ENDPOINT)?;
+    m.add("DESTINATION_NAMESPACE", protocol::DESTINATION_NAMESPACE)?;
+    m.add("SUBSET_NAMESPACE", protocol::SUBSET_NAMESPACE)?;
+    m.add("SUBSET_KEY", protocol::SUBSET_KEY)?;
+    m.add("SERVED_ENDPOINT", protocol::SERVED_ENDPOINT)?;
+    m.add("OBJECTIVE_HEADERS", protocol::OBJECTIVE_HEADERS)?;
+    m.add("FAIRNESS_HEADERS", protocol::FAIRNESS_HEADERS)?;
+    m.add("MODEL_REWRITE_HEADERS", protocol::MODEL_REWRITE_HEADERS)?;
+    m.add("SLO_TTFT_HEADERS", protocol::SLO_TTFT_HEADERS)?;
+    m.add("DEFAULT_FAIRNESS_ID", protocol::DEFAULT_FAIRNESS_ID)?;
+    m.add("DROPPED_REASON", protocol::DROPPED_REASON)?;
+    m.add("REQUEST_ID", protocol::REQUEST_ID)?;
+    m.add("BODY_CHUNK_BYTES", protocol::BODY_CHUNK_BYTES)?;
+    m.add("EXT_PROC_SERVICE", protocol::EXT_PROC_SERVICE)?;
+    m.add("HEALTH_SERVICES", protocol::HEALTH_SERVICES)?;
+    m.add("MAX_BODY_BYTES", sluicegate_extproc::stream::MAX_BODY_BYTES)?;
+    Ok(())
 }

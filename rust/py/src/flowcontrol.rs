@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 
 use pyo3::types::{PyBytes, PyDict};
 use sluicegate_core::flowcontrol::{
-    route_when_possible, Admission, Completion, CompletionSink, Dispatch, Dispatcher,
-    FlowControlConfig, FlowController, Item, Outcome, Rejection, RouteRequest, SaturationDetector,
+    no_candidates, route_when_possible, Admission, Completion, CompletionSink, Dispatch,
+    Dispatcher, FlowControlConfig, FlowController, FlowStats, Hold, Item, Outcome, Rejection,
+    RouteRequest, SaturationDetector, ScaleFromZero,
 };
 use sluicegate_core::scheduling::{Decision, RouteError};
 use std::sync::Mutex;
@@ -30,12 +31,35 @@ struct Target {
     router: Option<Py<PyRouter>>,
 }
 
+/// A queued request: what to route (if anything), and whether it waits its own grace period.
+struct Queued {
+    route: Option<RouteRequest>,
+    held: bool,
+}
+
+impl Target {
+    fn no_candidates_for(&self, route: Option<&RouteRequest>) -> bool {
+        self.router.as_ref().is_some_and(|r| {
+            let snapshot = r.get().inner.store().snapshot();
+            no_candidates(&snapshot, route.and_then(|r| r.subset.as_deref()))
+        })
+    }
+}
+
 impl Dispatcher for Target {
-    type Request = Option<RouteRequest>;
+    type Request = Queued;
     type Output = Routed;
 
-    fn dispatch(&self, request: &Option<RouteRequest>) -> Dispatch<Routed> {
-        match (&self.router, request) {
+    fn no_candidates(&self, q: &Queued) -> bool {
+        self.no_candidates_for(q.route.as_ref())
+    }
+
+    fn no_endpoint_ttl_applies(&self, q: &Queued) -> bool {
+        !q.held
+    }
+
+    fn dispatch(&self, q: &Queued) -> Dispatch<Routed> {
+        match (&self.router, &q.route) {
             (Some(router), Some(r)) => match route_when_possible(&router.get().inner, r) {
                 Dispatch::Done(d) => Dispatch::Done(Some(d)),
                 Dispatch::NoCandidates => Dispatch::NoCandidates,
@@ -153,7 +177,9 @@ fn rejection_error(r: Rejection) -> PyErr {
 /// A request waiting in the queue; `cancel` removes it if it has not been dispatched.
 #[pyclass(name = "QueuedRequest", module = "sluicegate._core", frozen)]
 pub struct PyQueued {
-    item: Arc<Item<Option<RouteRequest>>>,
+    item: Arc<Item<Queued>>,
+    /// Held for the scale-from-zero grace period; released when this object goes.
+    hold: Mutex<Option<Hold>>,
 }
 
 #[pymethods]
@@ -161,6 +187,20 @@ impl PyQueued {
     #[getter]
     fn id(&self) -> u64 {
         self.item.id
+    }
+
+    /// True when it waits for the scale-from-zero grace period.
+    #[getter]
+    fn held(&self) -> bool {
+        self.item.request.held
+    }
+
+    /// It failed at the end of its grace period: count it, and give the message to fail with.
+    fn expired(&self) -> Option<String> {
+        let hold = self.hold.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        let message = hold.message.to_string();
+        hold.expired();
+        Some(message)
     }
 
     fn cancel(&self) -> bool {
@@ -172,6 +212,7 @@ impl PyQueued {
 pub struct PyFlowController {
     core: Core,
     wake_reader: PipeReader,
+    scale_from_zero: ScaleFromZero,
 }
 
 #[pymethods]
@@ -190,7 +231,11 @@ impl PyFlowController {
             wake,
         };
         let core = FlowController::start(config, detector, Target { router }, sink)?;
-        Ok(PyFlowController { core, wake_reader })
+        Ok(PyFlowController {
+            core,
+            wake_reader,
+            scale_from_zero: ScaleFromZero::default(),
+        })
     }
 
     /// Read end of the wake pipe: readable when completions wait in `take_completions`.
@@ -219,7 +264,7 @@ impl PyFlowController {
         headers: Option<BTreeMap<String, String>>,
         dispatch_now: bool,
     ) -> PyResult<Py<PyAny>> {
-        let admission = Admission {
+        let mut admission = Admission {
             flow,
             priority,
             size,
@@ -237,11 +282,15 @@ impl PyFlowController {
                 .map(|(k, v)| (k.to_ascii_lowercase(), v))
                 .collect(),
         });
+        let mut queued = Queued {
+            route: request,
+            held: false,
+        };
         if dispatch_now {
-            let now = match &request {
+            let now = match &queued.route {
                 // Routing parses the body: without the GIL.
-                Some(_) => py.detach(|| self.core.dispatch_now(&admission, &request)),
-                None => self.core.dispatch_now(&admission, &request),
+                Some(_) => py.detach(|| self.core.dispatch_now(&admission, &queued)),
+                None => self.core.dispatch_now(&admission, &queued),
             };
             if let Some(outcome) = now {
                 let c = Completion {
@@ -252,12 +301,41 @@ impl PyFlowController {
                 return Ok(Py::new(py, self.completed(py, c)?)?.into_any());
             }
         }
+        let hold = if self
+            .core
+            .dispatcher()
+            .no_candidates_for(queued.route.as_ref())
+        {
+            self.scale_from_zero.hold()
+        } else {
+            None
+        };
+        if let Some(h) = &hold {
+            admission.ttl = Some(h.period);
+            queued.held = true;
+        }
         // Short and bounded (one shard lock): not worth releasing the GIL for.
         let item = self
             .core
-            .enqueue(&admission, request)
+            .enqueue(&admission, queued)
             .map_err(rejection_error)?;
-        Ok(Py::new(py, PyQueued { item })?.into_any())
+        let hold = Mutex::new(hold);
+        Ok(Py::new(py, PyQueued { item, hold })?.into_any())
+    }
+
+    /// The pool's scale-from-zero grace period in seconds (None: not managed) and the message
+    /// requests held for it fail with when it ends.
+    #[pyo3(signature = (grace_s, message = String::new()))]
+    fn set_scale_from_zero(&self, grace_s: Option<f64>, message: String) -> PyResult<()> {
+        let grace = seconds("grace_s", grace_s)?;
+        self.scale_from_zero
+            .set(grace.map(|period| (period, message)));
+        Ok(())
+    }
+
+    /// (requests held for the grace period now, held in total, failed at its end in total).
+    fn hold_counts(&self) -> (u64, u64, u64) {
+        self.scale_from_zero.counts()
     }
 
     /// Every outcome delivered since the last call, oldest first.
@@ -288,24 +366,7 @@ impl PyFlowController {
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.core.stats();
-        let d = PyDict::new(py);
-        d.set_item("queued_requests", s.queued_requests)?;
-        d.set_item("queued_bytes", s.queued_bytes)?;
-        d.set_item("bands", s.bands)?;
-        d.set_item("enqueued", s.enqueued)?;
-        d.set_item("dispatched", s.dispatched)?;
-        d.set_item("rejected_capacity", s.rejected_capacity)?;
-        d.set_item("expired_ttl", s.expired_ttl)?;
-        d.set_item("expired_no_endpoints", s.expired_no_endpoints)?;
-        d.set_item("cancelled", s.cancelled)?;
-        d.set_item("evicted", s.evicted)?;
-        d.set_item("in_flight", s.in_flight)?;
-        d.set_item("saturation", s.saturation)?;
-        d.set_item("dispatch_cycles", s.dispatch_cycles)?;
-        d.set_item("dispatch_cycle_seconds", s.dispatch_cycle_seconds)?;
-        d.set_item("queue_wait_seconds", s.queue_wait_seconds)?;
-        Ok(d)
+        stats_dict(py, &self.core.stats())
     }
 
     /// Evict every queued request (503 rejected-shutting-down) and stop the dispatch thread.
@@ -323,6 +384,27 @@ impl PyFlowController {
         }
         completion(py, c)
     }
+}
+
+/// The controller's counters as the metrics exporters read them.
+pub fn stats_dict<'py>(py: Python<'py>, s: &FlowStats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("queued_requests", s.queued_requests)?;
+    d.set_item("queued_bytes", s.queued_bytes)?;
+    d.set_item("bands", s.bands.clone())?;
+    d.set_item("enqueued", s.enqueued)?;
+    d.set_item("dispatched", s.dispatched)?;
+    d.set_item("rejected_capacity", s.rejected_capacity)?;
+    d.set_item("expired_ttl", s.expired_ttl)?;
+    d.set_item("expired_no_endpoints", s.expired_no_endpoints)?;
+    d.set_item("cancelled", s.cancelled)?;
+    d.set_item("evicted", s.evicted)?;
+    d.set_item("in_flight", s.in_flight)?;
+    d.set_item("saturation", s.saturation)?;
+    d.set_item("dispatch_cycles", s.dispatch_cycles)?;
+    d.set_item("dispatch_cycle_seconds", s.dispatch_cycle_seconds)?;
+    d.set_item("queue_wait_seconds", s.queue_wait_seconds)?;
+    Ok(d)
 }
 
 fn seconds(field: &str, value: Option<f64>) -> PyResult<Option<Duration>> {

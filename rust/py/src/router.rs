@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use sluicegate_core::admission::{Objectives, RewriteTable};
 use sluicegate_core::datalayer::{metrics, EndpointSpec, Engine};
 use sluicegate_core::scheduling::{self, RouteError, RouteOptions};
 
@@ -180,6 +181,12 @@ impl PyRouter {
         self.inner.set_endpoints(&specs);
     }
 
+    /// Serve only `models`, naming `pool` in refusals; None serves any model.
+    #[pyo3(signature = (pool, models = None))]
+    fn set_allowed_models(&self, pool: &str, models: Option<Vec<String>>) {
+        self.inner.set_allowed_models(pool, models.as_deref());
+    }
+
     #[pyo3(signature = (address, text, engine = "vllm"))]
     fn ingest_metrics(
         &self,
@@ -267,6 +274,35 @@ impl PyRouter {
     }
 
     /// The request metrics shared by every request path of this Router.
+    /// Replace every objective at once: name → priority (absent or unknown → 0).
+    fn set_objectives(&self, priorities: BTreeMap<String, i32>) {
+        self.inner.set_objectives(Objectives::new(priorities));
+    }
+
+    /// Priority of an objective as requests are admitted with it now.
+    fn priority_of(&self, objective: &str) -> i32 {
+        self.inner.policies().objectives.priority_of(objective)
+    }
+
+    /// Replace the whole InferenceModelRewrite table at once (JSON: `exact` model → rule,
+    /// `matchAll` rule; a rule is `{"source", "targets": [{"model", "weight"}]}`).
+    fn set_rewrites(&self, table_json: &str) -> PyResult<()> {
+        let table = RewriteTable::from_json(table_json).map_err(|e| config_error(e.to_string()))?;
+        self.inner.set_rewrites(table);
+        Ok(())
+    }
+
+    /// The model a request naming `model` is sent upstream as, when a rule applies (a weighted
+    /// draw when the rule has several targets).
+    #[pyo3(signature = (model))]
+    fn rewrite_of(&self, model: Option<&str>) -> Option<String> {
+        self.inner
+            .policies()
+            .rewrites
+            .rewrite(model)
+            .map(str::to_owned)
+    }
+
     fn request_stats(&self) -> crate::stats::PyRequestStats {
         crate::stats::PyRequestStats {
             inner: self.inner.stats().clone(),

@@ -32,6 +32,7 @@ pub struct PySeries {
     ntpot: PyHistogram,
     ttft: PyHistogram,
     ttft_streaming: PyHistogram,
+    tpot: PyHistogram,
 }
 
 fn hist(h: Histogram) -> PyHistogram {
@@ -58,6 +59,7 @@ impl From<Series> for PySeries {
             ntpot: hist(s.ntpot),
             ttft: hist(ttft),
             ttft_streaming: hist(ttft_streaming),
+            tpot: hist(s.tpot),
         }
     }
 }

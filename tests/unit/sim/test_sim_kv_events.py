@@ -33,7 +33,7 @@ async def _until(check, what: str, attempts: int = 500) -> None:
     for _ in range(attempts):
         if check():
             return
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # poll interval of this bounded wait
     raise AssertionError(f"never: {what}")
 
 
@@ -94,7 +94,7 @@ def test_precise_index_follows_the_simulators_cache_including_evictions() -> Non
                         assert r.status == 200
                     if subscriber.batches:
                         break
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.02)  # pacing of the bounded warm-up loop
                 async with session.post(base + CHAT, json=first) as r:
                     assert r.status == 200
                 await _until(lambda: _prefix_scores(sched, first)[server.address] == 1.0, "first prompt indexed")

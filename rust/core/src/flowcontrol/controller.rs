@@ -26,6 +26,16 @@ pub trait Dispatcher: Send + Sync + 'static {
     fn dispatch(&self, request: &Self::Request) -> Dispatch<Self::Output>;
     /// True while the pool has no endpoints at all (expiry then reports no-endpoints).
     fn pool_empty(&self) -> bool;
+    /// True while nothing `request` may go to exists (an empty pool, or no endpoint in its
+    /// subset): it waits without blocking the requests behind it, and expires as no-endpoints.
+    fn no_candidates(&self, _request: &Self::Request) -> bool {
+        self.pool_empty()
+    }
+    /// False when `request` carries its own wait for endpoints (a scale-from-zero grace period
+    /// given as its TTL) that the global no-endpoint TTL must not cut short.
+    fn no_endpoint_ttl_applies(&self, _request: &Self::Request) -> bool {
+        true
+    }
 }
 
 pub enum Dispatch<O> {

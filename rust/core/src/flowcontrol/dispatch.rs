@@ -1,6 +1,9 @@
 //! The dispatch loop, alone on its thread: merge new arrivals, expire overdue requests, then
 //! dispatch band by band for as long as saturation allows, handing outcomes over in batches.
 //! It sleeps only when there is nothing it may do; producers and releases wake it.
+//! A request with nothing to go to while the pool has endpoints (its subset hint names none of
+//! them) is parked aside: it waits like a request for an empty pool, without holding up the
+//! requests behind it, and goes back to its band when an endpoint of its subset appears.
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -17,6 +20,9 @@ const BURST: usize = 256;
 /// While blocked on something that changes by itself (metrics, endpoints), look again this often.
 const BLOCKED_POLL: Duration = Duration::from_millis(1);
 const IDLE_PARK: Duration = Duration::from_secs(1);
+/// While requests are parked for want of candidates, look again at least this often (endpoint
+/// changes also wake the loop through `notify`).
+const PARKED_POLL: Duration = Duration::from_millis(20);
 /// Before parking, watch for new work this long: a burst of arrivals then costs no futex wake
 /// (and no context switch) per request on either side.
 const SPIN: Duration = Duration::from_micros(30);
@@ -57,6 +63,8 @@ pub(crate) struct Loop<D: Dispatcher, S> {
     /// Arrival order, for the no-endpoint TTL (the same for every request).
     arrivals: VecDeque<Arc<Item<D::Request>>>,
     spare: Vec<Arc<Item<D::Request>>>,
+    /// Requests whose own candidates are missing while the pool has endpoints.
+    parked: Vec<Arc<Item<D::Request>>>,
     out: Vec<Completion<D::Output>>,
 }
 
@@ -68,6 +76,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
             by_deadline: BinaryHeap::new(),
             arrivals: VecDeque::new(),
             spare: Vec::new(),
+            parked: Vec::new(),
             out: Vec::new(),
         }
     }
@@ -84,12 +93,18 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
             }
             let now = Instant::now();
             self.expire(now);
+            self.unpark();
             let progress = self.dispatch_burst();
             self.flush();
             let wait = match progress {
                 Progress::MoreToDo => continue,
                 Progress::Blocked { poll: true } => BLOCKED_POLL,
                 Progress::Blocked { poll: false } | Progress::Idle => IDLE_PARK,
+            };
+            let wait = if self.parked.is_empty() {
+                wait
+            } else {
+                wait.min(PARKED_POLL)
             };
             let until_expiry = self.next_expiry().map(|t| t.saturating_duration_since(now));
             if self.spin_for_work() {
@@ -124,7 +139,13 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
                 }
                 self.by_deadline
                     .push(ByDeadline(item.deadline, item.clone()));
-                self.arrivals.push_back(item.clone());
+                if self
+                    .shared
+                    .dispatcher
+                    .no_endpoint_ttl_applies(&item.request)
+                {
+                    self.arrivals.push_back(item.clone());
+                }
                 let config = &self.shared.config;
                 self.bands
                     .entry(Reverse(item.priority))
@@ -151,7 +172,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
         let pool_empty = self.shared.dispatcher.pool_empty();
         while self.by_deadline.peek().is_some_and(|e| e.0 <= now) {
             let ByDeadline(_, item) = self.by_deadline.pop().expect("peeked");
-            let why = if pool_empty {
+            let why = if pool_empty || self.shared.dispatcher.no_candidates(&item.request) {
                 Rejection::NoEndpoints
             } else {
                 Rejection::TtlExpired
@@ -159,6 +180,23 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
             self.end(&item, why, now);
         }
         let ttl = self.shared.config.no_endpoint_ttl();
+        // Parked requests wait for their subset as others wait for an empty pool.
+        let mut parked = std::mem::take(&mut self.parked);
+        parked.retain(|item| {
+            if !item.is_queued() {
+                return false;
+            }
+            let overdue = item.enqueued + ttl <= now
+                && self
+                    .shared
+                    .dispatcher
+                    .no_endpoint_ttl_applies(&item.request);
+            if overdue {
+                self.end(item, Rejection::NoEndpoints, now);
+            }
+            !overdue
+        });
+        self.parked = parked;
         while let Some(front) = self.arrivals.front() {
             if !front.is_queued() {
                 self.arrivals.pop_front();
@@ -169,6 +207,32 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
                 break;
             }
         }
+    }
+
+    /// Parked requests whose subset has an endpoint now go back to the front of their band, in
+    /// the order they left it.
+    fn unpark(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let dispatcher = &self.shared.dispatcher;
+        let config = &self.shared.config;
+        let mut still = Vec::with_capacity(self.parked.len());
+        for item in std::mem::take(&mut self.parked).into_iter().rev() {
+            if !item.is_queued() {
+                continue;
+            }
+            if dispatcher.no_candidates(&item.request) {
+                still.push(item);
+                continue;
+            }
+            self.bands
+                .entry(Reverse(item.priority))
+                .or_insert_with(|| Band::new(config.band(item.priority)))
+                .push_front(item);
+        }
+        still.reverse();
+        self.parked = still;
     }
 
     fn next_expiry(&self) -> Option<Instant> {
@@ -253,8 +317,14 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
                     }
                     Dispatch::NoCandidates => {
                         item.unclaim();
-                        band.push_front(item);
-                        return Progress::Blocked { poll: true };
+                        if shared.dispatcher.pool_empty()
+                            || !shared.dispatcher.no_candidates(&item.request)
+                        {
+                            band.push_front(item);
+                            return Progress::Blocked { poll: true };
+                        }
+                        // Only this request's candidates are missing: the rest may go.
+                        self.parked.push(item);
                     }
                 }
                 dispatched = true;
@@ -271,6 +341,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
         let now = Instant::now();
         let mut all: Vec<_> = self.bands.values_mut().flat_map(|b| b.drain()).collect();
         all.extend(self.arrivals.drain(..));
+        all.append(&mut self.parked);
         for item in all {
             self.end(&item, Rejection::ShuttingDown, now);
         }

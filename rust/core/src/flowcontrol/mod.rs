@@ -26,6 +26,7 @@ mod ledger;
 mod queue;
 mod routing;
 pub mod saturation;
+mod scale_from_zero;
 
 pub use config::{
     BandConfig, FairnessPolicy, FlowConfigError, FlowControlConfig, OrderingPolicy,
@@ -33,8 +34,11 @@ pub use config::{
 };
 pub use controller::{Admission, CompletionSink, Dispatch, Dispatcher, FlowController, FlowStats};
 pub use item::{Completion, Item, Outcome, Rejection};
-pub use routing::{route_when_possible, Admit, RouteRequest};
+pub use routing::{no_candidates, route_when_possible, Admit, RouteRequest};
 pub use saturation::SaturationDetector;
+pub use scale_from_zero::{Hold, HoldCounts, ScaleFromZero};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod waiting_tests;

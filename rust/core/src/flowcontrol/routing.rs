@@ -1,9 +1,13 @@
 //! Dispatchers: `Admit` (no scheduling, the embeddable limiter) and the Router, resolving
-//! candidates lazily from the snapshot current at dispatch time.
+//! candidates lazily from the snapshot current at dispatch time. A request waits (rather than
+//! fails) while nothing it may go to exists: an empty pool, or no endpoint in its subset hint
+//! (scale from zero behind a proxy that names the candidates, upstream's "admission before
+//! resolution").
 
 use std::sync::Arc;
 
 use super::controller::{Dispatch, Dispatcher};
+use crate::datalayer::Snapshot;
 use crate::scheduling::{Decision, RouteError, RouteOptions, Router};
 
 /// Dispatch means "you may go now"; the caller picks its own upstream.
@@ -31,12 +35,28 @@ pub struct RouteRequest {
     pub headers: Vec<(String, String)>,
 }
 
-/// Schedule over the current snapshot; an empty pool waits instead of failing.
+/// True when `snapshot` holds nothing a request with `subset` may go to. A subset hint that
+/// names nothing at all never matches and is left to the scheduler to refuse (no wait).
+pub fn no_candidates(snapshot: &Snapshot, subset: Option<&[String]>) -> bool {
+    if snapshot.endpoints.is_empty() {
+        return true;
+    }
+    match subset {
+        Some(names) if !names.is_empty() => !snapshot.endpoints.iter().any(|e| {
+            names
+                .iter()
+                .any(|n| *n == e.info.address || *n == e.info.ip)
+        }),
+        _ => false,
+    }
+}
+
+/// Schedule over the current snapshot; an empty pool or subset waits instead of failing.
 pub fn route_when_possible(
     router: &Router,
     r: &RouteRequest,
 ) -> Dispatch<Result<Decision, RouteError>> {
-    if router.store().snapshot().endpoints.is_empty() {
+    if no_candidates(&router.store().snapshot(), r.subset.as_deref()) {
         return Dispatch::NoCandidates;
     }
     let options = RouteOptions {
@@ -55,5 +75,8 @@ impl Dispatcher for Arc<Router> {
     }
     fn pool_empty(&self) -> bool {
         self.store().snapshot().endpoints.is_empty()
+    }
+    fn no_candidates(&self, r: &RouteRequest) -> bool {
+        no_candidates(&self.store().snapshot(), r.subset.as_deref())
     }
 }

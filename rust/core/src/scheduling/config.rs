@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::datalayer::metrics::{Engine, ENGINE_LABEL};
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("router config: {0}")]
 pub struct ConfigError(pub String);
@@ -17,12 +19,26 @@ pub struct ConfigError(pub String);
 pub struct RouterConfig {
     pub plugins: Option<Vec<PluginSpec>>,
     pub scheduling_profiles: Option<Vec<ProfileSpec>>,
+    /// `requestHandler.parsers` resolved to parser types, in order; None = upstream's defaults.
+    pub parsers: Option<Vec<String>>,
+    /// False when the data layer has no metrics source (`injectDefaults: false` and none listed):
+    /// endpoints are then never scraped.
+    pub scrape_metrics: bool,
+    /// The metrics source's own `interval`; wins over `scrapeIntervalMs` (the flag's default).
+    pub metrics_interval_ms: Option<u64>,
+    /// core-metrics-extractor: the label naming an endpoint's engine, and the engine of
+    /// endpoints without it.
+    pub engine_label_key: Option<String>,
+    pub default_engine: Option<String>,
     /// Metrics older than this make an endpoint stale (treated as saturated).
     pub staleness_ms: u64,
     pub scrape_interval_ms: u64,
     pub scrape_timeout_ms: u64,
     /// Cap on distinct request-metric label sets; the rest count under `__other__`.
     pub max_metric_series: usize,
+    /// Upstream's --disable-endpoint-subset-filter: schedule over every endpoint even when the
+    /// proxy sent a subset hint.
+    pub ignore_subset_hint: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -65,10 +81,16 @@ impl Default for RouterConfig {
         RouterConfig {
             plugins: None,
             scheduling_profiles: None,
+            parsers: None,
+            scrape_metrics: true,
+            metrics_interval_ms: None,
+            engine_label_key: None,
+            default_engine: None,
             staleness_ms: 2000,
             scrape_interval_ms: 50,
             scrape_timeout_ms: 1000,
             max_metric_series: 1000,
+            ignore_subset_hint: false,
         }
     }
 }
@@ -120,6 +142,14 @@ impl RouterConfig {
                 return Err(ConfigError(format!("'{key}' must be >= 1, got 0")));
             }
         }
+        if self.metrics_interval_ms == Some(0) {
+            return Err(ConfigError(
+                "'metricsIntervalMs' must be >= 1, got 0".into(),
+            ));
+        }
+        if let Some(engine) = &self.default_engine {
+            Engine::from_name(engine).map_err(|e| ConfigError(format!("'defaultEngine': {e}")))?;
+        }
         Ok(())
     }
 
@@ -138,5 +168,19 @@ impl RouterConfig {
 
     pub fn staleness(&self) -> Duration {
         Duration::from_millis(self.staleness_ms)
+    }
+
+    /// The engine label every endpoint gets when the extractor reads another key, or gives a
+    /// default for endpoints without one; None = the spec's own labels decide.
+    pub fn engine_of(&self, labels: &[(String, String)]) -> Option<String> {
+        if self.engine_label_key.is_none() && self.default_engine.is_none() {
+            return None;
+        }
+        let key = self.engine_label_key.as_deref().unwrap_or(ENGINE_LABEL);
+        labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .or_else(|| self.default_engine.clone())
     }
 }

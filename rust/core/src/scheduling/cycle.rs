@@ -19,6 +19,9 @@ pub struct Request<'a> {
     pub body: &'a [u8],
     /// Request headers, names lower-case.
     pub headers: &'a [(String, String)],
+    /// The body carries image, video or audio content (read only when a multimodal decider
+    /// is configured).
+    pub multimodal: bool,
 }
 
 impl Request<'_> {

@@ -1,44 +1,27 @@
 //! Scheduling: profiles of filters -> weighted scorers -> picker over an immutable endpoint
-//! snapshot, run by a profile handler. One file per plugin, registered by upstream type name in
-//! `plugin`; `scheduler` wires them from config, `router` adds parsing, state and scraping.
+//! snapshot, run by a profile handler. `contracts` says what each kind of plugin promises;
+//! `registry` builds plugins by upstream type name from the folders of plugins (one file each);
+//! `scheduler` wires them from config, `router` adds parsing, state and scraping.
 
-mod active_request_scorer;
 pub mod config;
+mod contracts;
 pub mod cycle;
-mod disagg_profile_handler;
-mod filter;
-mod kv_cache_utilization_scorer;
-pub mod kv_events;
-mod label_selector_filter;
-mod load_aware_scorer;
-mod lora_affinity_scorer;
-mod max_score_picker;
-mod no_hit_lru_scorer;
-mod params;
-mod pd_decider;
-mod picker;
-mod picker_params;
-mod plugin;
-pub mod precise_prefix_cache_producer;
-mod precise_prefix_params;
-mod prefix_cache_scorer;
+mod filters;
+mod handler_wiring;
+mod handlers;
+mod pickers;
+mod producers;
 mod profile;
-mod profile_handler;
-mod queue_scorer;
-mod random_picker;
-mod role_filter;
+mod registry;
+mod request_parsers;
 pub mod router;
-mod running_requests_size_scorer;
 pub mod scheduler;
-mod scorer;
-mod session_affinity_scorer;
-mod single_profile_handler;
-mod stale_filter;
-mod subset_filter;
-mod token_producer;
-mod utilization_filter;
-mod weighted_random_picker;
+mod scorers;
 
+#[cfg(test)]
+mod contract_tests;
+#[cfg(test)]
+mod handler_tests;
 #[cfg(test)]
 mod plugin_tests;
 #[cfg(test)]
@@ -46,9 +29,10 @@ mod test_pool;
 
 pub use config::{ConfigError, RouterConfig};
 pub use cycle::ScheduleError;
-pub use disagg_profile_handler::PREFILLER_HEADER;
-pub use kv_events::KvEventsError;
-pub use plugin::known_types;
-pub use precise_prefix_cache_producer::{request_block_hashes, BlockIndexStats};
+pub use handlers::disagg_profile_handler::PREFILLER_HEADER;
+pub use producers::kv_events::{self, KvEventsError};
+pub use producers::precise_prefix_cache_producer::{self, request_block_hashes, BlockIndexStats};
+pub use registry::known_types;
+pub use request_parsers::known_parsers;
 pub use router::{Decision, EndpointStatus, ProfileExplanation, RouteError, RouteOptions, Router};
-pub use session_affinity_scorer::{session_token, SESSION_TOKEN_HEADER};
+pub use scorers::session_affinity_scorer::{session_token, SESSION_TOKEN_HEADER};

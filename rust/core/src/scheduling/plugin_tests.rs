@@ -2,27 +2,29 @@
 
 use std::sync::Arc;
 
-use super::cycle::Request;
-use super::filter::Filter;
-use super::label_selector_filter;
-use super::load_aware_scorer::LoadAwareScorer;
-use super::lora_affinity_scorer::LoraAffinityScorer;
-use super::no_hit_lru_scorer::NoHitLruScorer;
-use super::params::Params;
-use super::pd_decider::{PdDecider, PrefixBasedPdDecider};
-use super::plugin::{self, Plugin};
-use super::prefix_cache_scorer::PrefixCacheScorer;
-use super::role_filter::{DECODE, PREFILL, ROLE_LABEL};
-use super::running_requests_size_scorer::RunningRequestsSizeScorer;
-use super::scorer::{Picks, Scorer};
-use super::session_affinity_scorer::{session_token, SessionAffinityScorer};
-use super::test_pool::{all, cycle, pool, scores, Ep};
-use super::utilization_filter;
 use crate::datalayer::MetricsUpdate;
+use crate::scheduling::contracts::decider::PdDecider;
+use crate::scheduling::contracts::filter::Filter;
+use crate::scheduling::contracts::params::Params;
+use crate::scheduling::contracts::plugin::Plugin;
+use crate::scheduling::contracts::scorer::{Picks, Scorer};
+use crate::scheduling::cycle::Request;
+use crate::scheduling::filters::label_selector_filter;
+use crate::scheduling::filters::role_filter::{DECODE, ENCODE, PREFILL, ROLE_LABEL};
+use crate::scheduling::filters::utilization_filter;
+use crate::scheduling::handlers::pd_decider::PrefixBasedPdDecider;
+use crate::scheduling::registry;
+use crate::scheduling::scorers::load_aware_scorer::LoadAwareScorer;
+use crate::scheduling::scorers::lora_affinity_scorer::LoraAffinityScorer;
+use crate::scheduling::scorers::no_hit_lru_scorer::NoHitLruScorer;
+use crate::scheduling::scorers::prefix_cache_scorer::PrefixCacheScorer;
+use crate::scheduling::scorers::running_requests_size_scorer::RunningRequestsSizeScorer;
+use crate::scheduling::scorers::session_affinity_scorer::{session_token, SessionAffinityScorer};
+use crate::scheduling::test_pool::{all, cycle, pool, scores, Ep};
 
 fn built(kind: &str, params: &str) -> Plugin {
     let raw: serde_json::Value = serde_json::from_str(params).unwrap();
-    plugin::build(&Params {
+    registry::build(&Params {
         name: kind,
         kind,
         raw: Some(&raw),
@@ -67,6 +69,7 @@ fn prefix_scorer_scores_the_share_of_leading_blocks_routed_there_before() {
         &Picks {
             primary: vec![1],
             prefill: None,
+            ..Default::default()
         },
     );
     // A longer prompt sharing the first two of its four blocks.
@@ -90,6 +93,7 @@ fn prefix_scorer_scores_zero_for_prompts_shorter_than_a_block() {
         &Picks {
             primary: vec![0],
             prefill: None,
+            ..Default::default()
         },
     );
     assert_eq!(scores(&s, &c), vec![0.0]);
@@ -112,6 +116,7 @@ fn prefix_scorer_sizes_each_lru_from_the_endpoints_kv_cache() {
         &Picks {
             primary: vec![0],
             prefill: None,
+            ..Default::default()
         },
     );
     assert_eq!(scores(&s, &c), vec![0.5]);
@@ -176,6 +181,7 @@ fn no_hit_lru_spreads_cold_requests_to_least_recently_used_endpoints() {
         &Picks {
             primary: vec![0],
             prefill: None,
+            ..Default::default()
         },
     );
     // ep0 just took a cold request: the never-used ones now lead.
@@ -186,7 +192,7 @@ fn no_hit_lru_spreads_cold_requests_to_least_recently_used_endpoints() {
 fn no_hit_lru_is_neutral_when_some_endpoint_has_a_prefix_hit() {
     let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0)]);
     let c = cycle(&snap);
-    c.state.borrow_mut().prefix = Some(super::cycle::PrefixState {
+    c.state.borrow_mut().prefix = Some(crate::scheduling::cycle::PrefixState {
         hashes: vec![1],
         block_tokens: 64,
         matched: vec![(1, 1)],
@@ -194,25 +200,38 @@ fn no_hit_lru_is_neutral_when_some_endpoint_has_a_prefix_hit() {
     assert_eq!(scores(&NoHitLruScorer::new(16), &c), vec![0.5, 0.5]);
 }
 
-#[test]
-fn decode_filter_keeps_decode_both_and_unlabelled() {
-    let eps = vec![
-        Ep::waiting(0).label(ROLE_LABEL, "decode"),
-        Ep::waiting(0).label(ROLE_LABEL, "prefill"),
-        Ep::waiting(0).label(ROLE_LABEL, "both"),
-        Ep::waiting(0),
+/// One endpoint per role upstream defines, then one without the label.
+fn every_role() -> Vec<Ep> {
+    let roles = [
+        "encode",
+        "prefill",
+        "decode",
+        "encode-prefill",
+        "prefill-decode",
+        "encode-prefill-decode",
+        "both",
     ];
-    assert_eq!(kept(&DECODE, eps), vec![0, 2, 3]);
+    let mut eps: Vec<Ep> = roles
+        .iter()
+        .map(|r| Ep::waiting(0).label(ROLE_LABEL, r))
+        .collect();
+    eps.push(Ep::waiting(0));
+    eps
 }
 
 #[test]
-fn prefill_filter_keeps_only_prefill() {
-    let eps = vec![
-        Ep::waiting(0).label(ROLE_LABEL, "decode"),
-        Ep::waiting(0).label(ROLE_LABEL, "prefill"),
-        Ep::waiting(0),
-    ];
-    assert_eq!(kept(&PREFILL, eps), vec![1]);
+fn decode_filter_keeps_every_role_that_decodes_and_unlabelled() {
+    assert_eq!(kept(&DECODE, every_role()), vec![2, 4, 5, 6, 7]);
+}
+
+#[test]
+fn prefill_filter_keeps_every_role_that_prefills() {
+    assert_eq!(kept(&PREFILL, every_role()), vec![1, 3, 4, 5, 6]);
+}
+
+#[test]
+fn encode_filter_keeps_every_role_that_encodes() {
+    assert_eq!(kept(&ENCODE, every_role()), vec![0, 3, 5]);
 }
 
 #[test]
@@ -262,15 +281,40 @@ fn prefix_based_decider_prefills_when_uncached_tokens_reach_the_threshold() {
     let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0)]);
     let d = PrefixBasedPdDecider {
         non_cached_tokens: 100,
+        prompt_tokens: 0,
     };
     let mut c = cycle(&snap);
     c.request = prefix_request(PROMPT); // 256 tokens
     assert!(d.decide(&c, 0));
-    c.state.borrow_mut().prefix = Some(super::cycle::PrefixState {
+    c.state.borrow_mut().prefix = Some(crate::scheduling::cycle::PrefixState {
         hashes: vec![1, 2, 3, 4],
         block_tokens: 64,
         matched: vec![(1, 3)],
     });
     assert!(d.decide(&c, 0));
     assert!(!d.decide(&c, 1)); // 64 uncached tokens
+}
+
+#[test]
+fn prefix_based_decider_skips_prompts_shorter_than_prompt_tokens() {
+    let (_store, snap) = pool(vec![Ep::waiting(0)]);
+    let gate = |prompt_tokens| PrefixBasedPdDecider {
+        non_cached_tokens: 100,
+        prompt_tokens,
+    };
+    let mut c = cycle(&snap);
+    c.request = prefix_request(PROMPT); // 256 tokens, none cached
+    assert!(gate(256).decide(&c, 0));
+    assert!(!gate(257).decide(&c, 0));
+}
+
+#[test]
+fn media_is_found_only_as_a_content_block_type() {
+    use crate::scheduling::handlers::pd_decider::carries_media;
+    assert!(carries_media(
+        br#"{"content":[{"type": "image_url","image_url":{}}]}"#
+    ));
+    assert!(carries_media(br#"[{"type":"input_audio"}]"#));
+    assert!(!carries_media(br#"{"content":"say \"image_url\" twice"}"#));
+    assert!(!carries_media(br#"{"content":"plain text"}"#));
 }

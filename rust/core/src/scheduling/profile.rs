@@ -4,12 +4,12 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use super::cycle::{Cycle, ProfileTrace, ScheduleError};
-use super::filter::Filter;
-use super::picker::Picker;
-use super::scorer::Scorer;
-use super::stale_filter::StaleFilter;
-use super::subset_filter::SubsetFilter;
+use crate::scheduling::contracts::filter::Filter;
+use crate::scheduling::contracts::picker::Picker;
+use crate::scheduling::contracts::scorer::Scorer;
+use crate::scheduling::cycle::{Cycle, ProfileTrace, ScheduleError};
+use crate::scheduling::filters::stale_filter::StaleFilter;
+use crate::scheduling::filters::subset_filter::SubsetFilter;
 
 /// A configured plugin instance: its name (unique in the config), upstream type and the plugin.
 pub struct Named<T: ?Sized> {

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::datalayer::{EndpointSpec, EndpointStore, MetricsUpdate, Snapshot};
-use crate::scheduling::active_request_scorer::ActiveRequestScorer;
 use crate::scheduling::config::RouterConfig;
+use crate::scheduling::contracts::scorer::{Picks, Scorer};
 use crate::scheduling::cycle::{Cycle, ScheduleError};
-use crate::scheduling::kv_cache_utilization_scorer::KvCacheUtilizationScorer;
-use crate::scheduling::queue_scorer::QueueScorer;
 use crate::scheduling::scheduler::Scheduler;
-use crate::scheduling::scorer::{Picks, Scorer};
+use crate::scheduling::scorers::active_request_scorer::ActiveRequestScorer;
+use crate::scheduling::scorers::kv_cache_utilization_scorer::KvCacheUtilizationScorer;
+use crate::scheduling::scorers::queue_scorer::QueueScorer;
 
 const STALENESS: Duration = Duration::from_secs(2);
 

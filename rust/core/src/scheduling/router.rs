@@ -1,22 +1,30 @@
 //! The per-pool Router: parses a request, schedules it over the current endpoint snapshot and
 //! counts it in flight on the chosen endpoint; owns the store and the optional scraper.
 
+use std::fmt::Write as _;
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 
-use super::config::{ConfigError, RouterConfig};
-use super::cycle::{Cycle, ProfileTrace, Request, ScheduleError};
-use super::disagg_profile_handler::PREFILLER_HEADER;
-use super::kv_events::{decode_batch, KvEventsError};
-use super::precise_prefix_cache_producer::BlockIndexStats;
-use super::scheduler::Scheduler;
-use super::scorer::Picks;
-use super::session_affinity_scorer::session_token;
+use crate::admission::{Objectives, Policies, RewriteTable};
+use crate::datalayer::metrics::ENGINE_LABEL;
 use crate::datalayer::{parse_metrics, EndpointSpec, EndpointStore, Engine, ScrapeConfig, Scraper};
 use crate::parse::{self, ApiKind, ParseError};
+use crate::scheduling::config::{ConfigError, RouterConfig};
+use crate::scheduling::contracts::scorer::Picks;
+use crate::scheduling::cycle::{Cycle, ProfileTrace, Request, ScheduleError};
+use crate::scheduling::handlers::data_parallel_profile_handler::DATA_PARALLEL_HEADER;
+use crate::scheduling::handlers::disagg_profile_handler::{ENCODERS_HEADER, PREFILLER_HEADER};
+use crate::scheduling::handlers::pd_decider::carries_media;
+use crate::scheduling::producers::kv_events::{decode_batch, KvEventsError};
+use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndexStats;
+use crate::scheduling::request_parsers::Parsers;
+use crate::scheduling::scheduler::Scheduler;
+use crate::scheduling::scorers::session_affinity_scorer::session_token;
 use crate::stats::RequestStats;
 
 /// Where a request goes, and what the request path must change on the way.
@@ -25,6 +33,8 @@ pub struct Decision {
     /// "ip:port[,ip:port...]": primary first, then fallbacks.
     pub endpoints: String,
     primary_len: usize,
+    /// Data-parallel: the picked pod when `endpoints` names its rank-0 port instead.
+    counted: Option<String>,
     pub model: Option<String>,
     /// The model after rewrite; None when not rewritten.
     pub target_model: Option<String>,
@@ -50,8 +60,11 @@ pub struct RouteOptions<'a> {
 }
 
 impl Decision {
+    /// The picked endpoint, which the request counts against until released.
     pub fn primary(&self) -> &str {
-        &self.endpoints[..self.primary_len]
+        self.counted
+            .as_deref()
+            .unwrap_or(&self.endpoints[..self.primary_len])
     }
 }
 
@@ -61,6 +74,28 @@ pub enum RouteError {
     BadRequest(#[from] ParseError),
     #[error(transparent)]
     NoEndpoints(#[from] ScheduleError),
+    /// The pool answers only for the models on its allow-list (404 upstream of the proxy).
+    #[error("model '{model}' is not served by pool '{pool}'")]
+    ModelNotServed { model: String, pool: String },
+}
+
+/// The models a pool serves when it refuses the others (the AI Gateway's behaviour); off by
+/// default, as upstream routes any model.
+#[derive(Debug)]
+struct ModelAllowList {
+    pool: String,
+    models: HashSet<String>,
+}
+
+impl ModelAllowList {
+    /// A request naming no model is not refused: it names no unknown model. A rewritten request
+    /// passes when either the model asked for or the one it becomes is listed.
+    fn permits(&self, model: Option<&str>, rewrite: Option<&str>) -> bool {
+        match model {
+            None => true,
+            Some(m) => self.models.contains(m) || rewrite.is_some_and(|r| self.models.contains(r)),
+        }
+    }
 }
 
 /// One endpoint as operators see it.
@@ -94,8 +129,12 @@ pub struct Router {
     config: RouterConfig,
     store: Arc<EndpointStore>,
     scheduler: Scheduler,
+    parsers: Parsers,
     scraper: Mutex<Option<Scraper>>,
     stats: Arc<RequestStats>,
+    /// Objectives and model rewrites, replaced whole by the control plane.
+    policies: ArcSwap<Policies>,
+    allowed_models: ArcSwapOption<ModelAllowList>,
 }
 
 thread_local! {
@@ -105,12 +144,19 @@ thread_local! {
 impl Router {
     pub fn new(config: RouterConfig) -> Result<Router, ConfigError> {
         let scheduler = Scheduler::from_config(&config)?;
+        let parsers = match &config.parsers {
+            Some(kinds) => Parsers::new(kinds.iter().map(String::as_str))?,
+            None => Parsers::defaults(),
+        };
         Ok(Router {
             stats: Arc::new(RequestStats::new(config.max_metric_series)),
             config,
             store: Arc::new(EndpointStore::default()),
             scheduler,
+            parsers,
             scraper: Mutex::new(None),
+            policies: ArcSwap::from_pointee(Policies::default()),
+            allowed_models: ArcSwapOption::empty(),
         })
     }
 
@@ -133,13 +179,18 @@ impl Router {
 
     /// The resolved scheduling configuration (profiles, plugins, weights) as JSON.
     pub fn describe(&self) -> serde_json::Value {
-        self.scheduler.describe()
+        let mut d = self.scheduler.describe();
+        d["parsers"] = self.parsers.kinds().into();
+        d
     }
 
     /// Replace the endpoint set; plugins forget what they kept about endpoints that left.
     pub fn set_endpoints(&self, specs: &[EndpointSpec]) {
         let before = self.store.snapshot();
-        self.store.set_endpoints(specs);
+        match self.with_engine_labels(specs) {
+            Some(relabelled) => self.store.set_endpoints(&relabelled),
+            None => self.store.set_endpoints(specs),
+        }
         let after = self.store.snapshot();
         for ep in &before.endpoints {
             let kept = after
@@ -151,6 +202,40 @@ impl Router {
         }
     }
 
+    /// The core-metrics-extractor's engine label key and default engine, applied to the specs
+    /// as the label the store reads; None when neither is configured.
+    fn with_engine_labels(&self, specs: &[EndpointSpec]) -> Option<Vec<EndpointSpec>> {
+        if self.config.engine_label_key.is_none() && self.config.default_engine.is_none() {
+            return None;
+        }
+        Some(
+            specs
+                .iter()
+                .map(|spec| {
+                    let mut spec = spec.clone();
+                    let engine = self.config.engine_of(&spec.labels);
+                    // Only the configured key names the engine.
+                    spec.labels.retain(|(k, _)| k != ENGINE_LABEL);
+                    if let Some(engine) = engine {
+                        spec.labels.push((ENGINE_LABEL.to_owned(), engine));
+                    }
+                    spec
+                })
+                .collect(),
+        )
+    }
+
+    /// Serve only `models` (Some), naming `pool` in refusals, or any model (None: the default).
+    pub fn set_allowed_models(&self, pool: &str, models: Option<&[String]>) {
+        let list = models.map(|m| {
+            Arc::new(ModelAllowList {
+                pool: pool.to_owned(),
+                models: m.iter().cloned().collect(),
+            })
+        });
+        self.allowed_models.store(list);
+    }
+
     /// Feed one scrape by hand; false when no endpoint has that address.
     pub fn ingest_metrics(&self, address: &str, text: &str, engine: Engine) -> bool {
         self.store
@@ -160,9 +245,13 @@ impl Router {
     /// Start the scrape thread (no-op when it runs already).
     pub fn start_scraper(&self) -> std::io::Result<()> {
         let mut slot = self.scraper.lock();
-        if slot.is_none() {
+        if slot.is_none() && self.config.scrape_metrics {
+            let interval = self
+                .config
+                .metrics_interval_ms
+                .unwrap_or(self.config.scrape_interval_ms);
             let config = ScrapeConfig {
-                interval: std::time::Duration::from_millis(self.config.scrape_interval_ms),
+                interval: std::time::Duration::from_millis(interval),
                 timeout: std::time::Duration::from_millis(self.config.scrape_timeout_ms),
             };
             *slot = Some(Scraper::start(self.store.clone(), config)?);
@@ -175,6 +264,29 @@ impl Router {
         if let Some(s) = running {
             s.stop();
         }
+    }
+
+    /// The objectives and rewrite rules requests are admitted and routed with now.
+    pub fn policies(&self) -> arc_swap::Guard<Arc<Policies>> {
+        self.policies.load()
+    }
+
+    /// Replace every objective at once.
+    pub fn set_objectives(&self, objectives: Objectives) {
+        let rewrites = self.policies.load().rewrites.clone();
+        self.policies.store(Arc::new(Policies {
+            objectives,
+            rewrites,
+        }));
+    }
+
+    /// Replace the whole model rewrite table at once.
+    pub fn set_rewrites(&self, rewrites: RewriteTable) {
+        let objectives = self.policies.load().objectives.clone();
+        self.policies.store(Arc::new(Policies {
+            objectives,
+            rewrites,
+        }));
     }
 
     /// Parse, rewrite the model if asked, schedule, and count the request on the primary.
@@ -263,8 +375,20 @@ impl Router {
         trace: Option<&mut Vec<ProfileTrace>>,
     ) -> Result<Decision, RouteError> {
         let commit = trace.is_none();
-        let request = parse::parse_request(path, body)?;
-        let model_rewrite = options.model_rewrite;
+        let request = self.parsers.parse(path, body)?;
+        // A rewrite the proxy named wins; else the InferenceModelRewrite rule for the model.
+        let policies = self.policies.load();
+        let model_rewrite = options
+            .model_rewrite
+            .or_else(|| policies.rewrites.rewrite(request.model.as_deref()));
+        if let Some(allowed) = self.allowed_models.load().as_deref() {
+            if !allowed.permits(request.model.as_deref(), model_rewrite) {
+                return Err(RouteError::ModelNotServed {
+                    model: request.model.unwrap_or_default(),
+                    pool: allowed.pool.clone(),
+                });
+            }
+        }
         let rewritten = match model_rewrite {
             Some(target) if request.model.as_deref() != Some(target) => {
                 Some(parse::rewrite_model(body, target)?)
@@ -274,7 +398,7 @@ impl Router {
         let served_model = model_rewrite.or(request.model.as_deref()).unwrap_or("");
         let snapshot = self.store.snapshot();
         let mut cycle = Cycle::new(&snapshot, Instant::now(), self.config.staleness());
-        cycle.subset = options.subset;
+        cycle.subset = options.subset.filter(|_| !self.config.ignore_subset_hint);
         cycle.request = Request {
             model: served_model,
             prompt: request.prompt.as_bytes(),
@@ -282,11 +406,12 @@ impl Router {
             path,
             body: rewritten.as_deref().unwrap_or(body),
             headers: options.headers,
+            multimodal: self.scheduler.needs_multimodal() && carries_media(body),
         };
         if !commit {
             cycle.trace = Some(Default::default());
         }
-        let (endpoints, headers, session) =
+        let (endpoints, headers, session, counted) =
             PICKS.with_borrow_mut(|picks| -> Result<_, ScheduleError> {
                 if !commit {
                     self.scheduler.dry_run(&cycle, picks)?;
@@ -299,12 +424,17 @@ impl Router {
                     }
                     scheduled?;
                 }
+                let port = self.scheduler.primary_port();
                 let mut joined = String::with_capacity(picks.primary.len() * 22);
                 for (i, &p) in picks.primary.iter().enumerate() {
                     if i > 0 {
                         joined.push(',');
                     }
-                    joined.push_str(cycle.endpoint(p).address());
+                    let ep = cycle.endpoint(p);
+                    match port {
+                        Some(port) => write!(joined, "{}:{port}", ep.info.ip).unwrap(),
+                        None => joined.push_str(ep.address()),
+                    }
                 }
                 let primary = cycle.endpoint(picks.primary[0]);
                 if commit {
@@ -312,18 +442,13 @@ impl Router {
                     self.stats
                         .attempted(true, served_model, &primary.info.name, primary.address());
                 }
-                let headers = match picks.prefill {
-                    Some(p) => vec![(
-                        PREFILLER_HEADER.to_owned(),
-                        cycle.endpoint(p).address().to_owned(),
-                    )],
-                    None => Vec::new(),
-                };
+                let headers = stage_headers(&cycle, picks, port.is_some());
                 let session = self
                     .scheduler
                     .uses_session_affinity()
                     .then(|| session_token(&primary.info.name));
-                Ok((joined, headers, session))
+                let counted = port.map(|_| primary.address().to_owned());
+                Ok((joined, headers, session, counted))
             })?;
         if let (Some(sink), Some(recorded)) = (trace, cycle.trace.take()) {
             *sink = recorded.into_inner();
@@ -332,6 +457,7 @@ impl Router {
         Ok(Decision {
             endpoints,
             primary_len,
+            counted,
             target_model: rewritten.as_ref().and(model_rewrite.map(str::to_owned)),
             model: request.model,
             body: rewritten,
@@ -387,6 +513,28 @@ impl Drop for Router {
     }
 }
 
+/// The headers that tell the decode endpoint where its other stages run (and, data-parallel,
+/// which rank was picked).
+fn stage_headers(cycle: &Cycle<'_>, picks: &Picks, data_parallel: bool) -> Vec<(String, String)> {
+    let address = |p: u32| cycle.endpoint(p).address().to_owned();
+    let mut headers = Vec::new();
+    if let Some(p) = picks.prefill {
+        headers.push((PREFILLER_HEADER.to_owned(), address(p)));
+    }
+    if !picks.encode.is_empty() {
+        let hosts: Vec<String> = picks.encode.iter().map(|&p| address(p)).collect();
+        headers.push((ENCODERS_HEADER.to_owned(), hosts.join(",")));
+    }
+    if data_parallel {
+        headers.push((DATA_PARALLEL_HEADER.to_owned(), address(picks.primary[0])));
+    }
+    headers
+}
+
 #[cfg(test)]
 #[path = "router_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "router_config_tests.rs"]
+mod config_tests;

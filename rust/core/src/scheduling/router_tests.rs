@@ -175,7 +175,7 @@ fn kv_events_steer_the_prefix_scorer_to_the_endpoint_that_holds_the_blocks() {
     let prompt = "abcdefgh".repeat(64);
     let hashes = crate::prefix::block_hashes("llama", None, prompt.as_bytes(), 16 * 4);
     assert_eq!(hashes.len(), 8);
-    let payload = crate::scheduling::kv_events::tests::stored_batch(&hashes[..6], 16);
+    let payload = crate::scheduling::producers::kv_events::tests::stored_batch(&hashes[..6], 16);
     assert!(r
         .apply_kv_events("10.0.0.2:8000", "", &payload, Some(0))
         .unwrap());
@@ -209,4 +209,57 @@ fn kv_events_need_a_producer_and_a_valid_payload() {
         .apply_kv_events("10.0.0.1:8000", "", &[0x90], None)
         .unwrap_err();
     assert!(err.to_string().contains("batch.ts"), "{err}");
+}
+
+#[test]
+fn ignore_subset_hint_schedules_over_every_endpoint() {
+    let body = br#"{"model":"m","prompt":"hi"}"#;
+    let hint = vec!["10.9.9.9:1".to_owned()];
+    let strict = router("{}", &["10.0.0.1:8000"]);
+    assert!(strict
+        .route("/v1/completions", body, None, Some(&hint))
+        .is_err());
+    let open = router(r#"{"ignoreSubsetHint": true}"#, &["10.0.0.1:8000"]);
+    let d = open
+        .route("/v1/completions", body, None, Some(&hint))
+        .unwrap();
+    assert_eq!(d.primary(), "10.0.0.1:8000");
+}
+
+#[test]
+fn allow_list_refuses_an_unlisted_model_naming_model_and_pool() {
+    let r = router("{}", &["10.0.0.1:8000"]);
+    assert!(r.route(PATH, BODY, None, None).is_ok(), "off by default");
+    r.set_allowed_models("pool-a", Some(&["other".to_owned()]));
+    let err = r.route(PATH, BODY, None, None).unwrap_err();
+    assert_eq!(
+        err,
+        RouteError::ModelNotServed {
+            model: "llama".into(),
+            pool: "pool-a".into()
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "model 'llama' is not served by pool 'pool-a'"
+    );
+    assert!(
+        r.route(PATH, BODY, Some("other"), None).is_ok(),
+        "a rewrite to a listed model passes"
+    );
+    r.set_allowed_models("pool-a", Some(&["llama".to_owned()]));
+    assert!(r.route(PATH, BODY, None, None).is_ok());
+    r.set_allowed_models("pool-a", None);
+    let unlisted = br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#;
+    assert!(r.route(PATH, unlisted, None, None).is_ok());
+}
+
+#[test]
+fn ipv6_endpoints_are_routed_and_scraped_by_their_bracketed_address() {
+    let r = router("{}", &["[::1]:8000", "[fd00::2]:8000"]);
+    load(&r, "[::1]:8000", 9);
+    load(&r, "[fd00::2]:8000", 0);
+    let d = r.route(PATH, BODY, None, None).unwrap();
+    assert_eq!(d.primary(), "[fd00::2]:8000");
+    assert_eq!(crate::datalayer::endpoints::ip_of(d.primary()), "fd00::2");
 }

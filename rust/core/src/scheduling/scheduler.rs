@@ -1,28 +1,31 @@
 //! The Scheduler: plugins built from the config, profiles wired from plugin references, and
 //! the profile handler that runs them. Built once; a cycle reads it without locks.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::config::{ConfigError, PluginSpec, ProfileSpec, RouterConfig};
-use super::cycle::{Cycle, ScheduleError};
-use super::disagg_profile_handler::DisaggProfileHandler;
-use super::max_score_picker::MaxScorePicker;
-use super::params::Params;
-use super::pd_decider::{PdDecider, PrefixBasedPdDecider};
-use super::plugin::{self, Plugin};
-use super::precise_prefix_cache_producer::BlockIndex;
-use super::profile::{Named, SchedulingProfile};
-use super::profile_handler::{HandlerSpec, ProfileHandler};
-use super::scorer::{Picks, Scorer};
-use super::single_profile_handler::SingleProfileHandler;
+use crate::scheduling::config::{ConfigError, PluginSpec, ProfileSpec, RouterConfig};
+use crate::scheduling::contracts::params::Params;
+use crate::scheduling::contracts::plugin::Plugin;
+use crate::scheduling::contracts::profile_handler::ProfileHandler;
+use crate::scheduling::contracts::scorer::{Picks, Scorer};
+use crate::scheduling::cycle::{Cycle, ScheduleError};
+use crate::scheduling::handler_wiring::build_handler;
+use crate::scheduling::pickers::max_score_picker::MaxScorePicker;
+use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
+use crate::scheduling::profile::{Named, SchedulingProfile};
+use crate::scheduling::registry;
 
 pub struct Scheduler {
     profiles: Vec<SchedulingProfile>,
     handler: Box<dyn ProfileHandler>,
     handler_name: (String, String),
+    /// Data-parallel handlers: decisions name the picked pod at this port.
+    primary_port: Option<u16>,
+    /// An always-disagg-multimodal-decider is configured: requests must say whether they
+    /// carry images, audio or video.
+    needs_multimodal: bool,
     /// Every scorer once, for the after-pick hook.
     scorers: Vec<Arc<dyn Scorer>>,
     session_affinity: bool,
@@ -30,9 +33,9 @@ pub struct Scheduler {
     block_index: Option<(String, Arc<BlockIndex>)>,
 }
 
-struct Built {
-    spec: PluginSpec,
-    plugin: Plugin,
+pub(crate) struct Built {
+    pub spec: PluginSpec,
+    pub plugin: Plugin,
 }
 
 impl Scheduler {
@@ -46,7 +49,7 @@ impl Scheduler {
                     spec.name()
                 )));
             }
-            let plugin = plugin::build(&Params {
+            let plugin = registry::build(&Params {
                 name: spec.name(),
                 kind: &spec.kind,
                 raw: spec.parameters.as_ref(),
@@ -69,14 +72,17 @@ impl Scheduler {
             }
             profiles.push(build_profile(i, ps, &built)?);
         }
-        let (handler, handler_name) = build_handler(&built, &profiles)?;
+        let wired = build_handler(&built, &profiles)?;
+        let needs_multimodal = built
+            .iter()
+            .any(|b| b.spec.kind == "always-disagg-multimodal-decider");
         let mut scorers: Vec<Arc<dyn Scorer>> = Vec::new();
         let mut block_index: Option<(String, Arc<BlockIndex>)> = None;
         let mut tokens = None;
         for b in &built {
             match &b.plugin {
                 Plugin::Scorer(s) => scorers.push(s.clone()),
-                Plugin::Tokens(t) => tokens = Some(t.clone()),
+                Plugin::Tokens(t) => tokens = t.clone(),
                 Plugin::Producer(index) => {
                     if let Some((first, _)) = &block_index {
                         return Err(ConfigError(format!(
@@ -104,8 +110,10 @@ impl Scheduler {
         });
         Ok(Scheduler {
             profiles,
-            handler,
-            handler_name,
+            handler: wired.handler,
+            handler_name: wired.name,
+            primary_port: wired.primary_port,
+            needs_multimodal,
             scorers,
             session_affinity,
             block_index,
@@ -124,6 +132,16 @@ impl Scheduler {
     /// Run the profiles without the after-pick hooks: nothing learns from this cycle.
     pub fn dry_run(&self, cycle: &Cycle<'_>, picks: &mut Picks) -> Result<(), ScheduleError> {
         self.handler.run(&self.profiles, cycle, picks)
+    }
+
+    /// Data-parallel routing: the port every decision names (the picked pod's own address goes
+    /// in a header).
+    pub fn primary_port(&self) -> Option<u16> {
+        self.primary_port
+    }
+
+    pub fn needs_multimodal(&self) -> bool {
+        self.needs_multimodal
     }
 
     /// Whether a session-affinity scorer takes part, so decisions carry a session token.
@@ -192,7 +210,7 @@ fn implicit_profile(built: &[Built]) -> ProfileSpec {
                     Plugin::Filter(_) | Plugin::Scorer(_) | Plugin::Picker(_)
                 )
             })
-            .map(|b| super::config::PluginRef {
+            .map(|b| crate::scheduling::config::PluginRef {
                 plugin_ref: b.spec.name().to_owned(),
                 weight: None,
             })
@@ -259,7 +277,7 @@ fn build_profile(
             | Plugin::Decider(_)
             | Plugin::Producer(_)
             | Plugin::Tokens(_)
-            | Plugin::BuiltIn => {
+            | Plugin::HeadersHandler { .. } => {
                 return Err(ConfigError(format!(
                     "{at}.pluginRef: '{name}' ({kind}) cannot be used in a profile"
                 )))
@@ -276,98 +294,6 @@ fn build_profile(
         filters,
         scorers: scorers.into_iter().filter(|(_, w)| *w > 0.0).collect(),
         picker,
-    })
-}
-
-type BuiltHandler = (Box<dyn ProfileHandler>, (String, String));
-
-fn build_handler(
-    built: &[Built],
-    profiles: &[SchedulingProfile],
-) -> Result<BuiltHandler, ConfigError> {
-    let handlers: Vec<(&Built, &HandlerSpec)> = built
-        .iter()
-        .filter_map(|b| match &b.plugin {
-            Plugin::ProfileHandler(h) => Some((b, h)),
-            _ => None,
-        })
-        .collect();
-    let position: HashMap<&str, usize> = profiles
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.name.as_str(), i))
-        .collect();
-    let (b, spec) = match handlers.as_slice() {
-        [] if profiles.len() == 1 => {
-            let name = "single-profile-handler".to_owned();
-            return Ok((Box::new(SingleProfileHandler), (name.clone(), name)));
-        }
-        [] => {
-            return Err(ConfigError(format!(
-            "plugins: {} scheduling profiles need a profile handler (e.g. disagg-profile-handler)",
-            profiles.len()
-        )))
-        }
-        [one] => *one,
-        [first, second, ..] => {
-            return Err(ConfigError(format!(
-                "plugins: one profile handler allowed, got '{}' and '{}'",
-                first.0.spec.name(),
-                second.0.spec.name()
-            )))
-        }
-    };
-    let names = (b.spec.name().to_owned(), b.spec.kind.clone());
-    let err = |what: String| ConfigError(format!("plugin '{}' ({}): {what}", names.0, names.1));
-    match spec {
-        HandlerSpec::Single => {
-            if profiles.len() != 1 {
-                return Err(err(format!(
-                    "needs exactly one scheduling profile, got {}",
-                    profiles.len()
-                )));
-            }
-            Ok((Box::new(SingleProfileHandler), names))
-        }
-        HandlerSpec::Disagg {
-            decode_profile,
-            prefill_profile,
-            decider,
-            threshold,
-        } => {
-            let decode = *position.get(decode_profile.as_str()).ok_or_else(|| {
-                err(format!(
-                    "parameters.decodeProfile: no scheduling profile named '{decode_profile}'"
-                ))
-            })?;
-            let decider: Option<Arc<dyn PdDecider>> = match (decider, threshold) {
-                (Some(d), _) => Some(find_decider(built, d).ok_or_else(|| {
-                    err(format!(
-                        "parameters.prefillDeciderPluginName: no decider plugin named '{d}'"
-                    ))
-                })?),
-                (None, Some(t)) => Some(Arc::new(PrefixBasedPdDecider {
-                    non_cached_tokens: *t,
-                })),
-                (None, None) => None,
-            };
-            let prefill = position.get(prefill_profile.as_str()).copied();
-            Ok((
-                Box::new(DisaggProfileHandler {
-                    decode,
-                    prefill,
-                    decider,
-                }),
-                names,
-            ))
-        }
-    }
-}
-
-fn find_decider(built: &[Built], name: &str) -> Option<Arc<dyn PdDecider>> {
-    built.iter().find_map(|b| match &b.plugin {
-        Plugin::Decider(d) if b.spec.name() == name => Some(d.clone()),
-        _ => None,
     })
 }
 

@@ -1,14 +1,11 @@
-//! Config resolution (upstream defaults, strict errors), profile handlers, and properties that
-//! hold for any pool: scores in [0, 1], picks only among candidates that passed the filters.
+//! Config resolution (upstream defaults, strict errors) and profile handlers.
 
-use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
-use crate::datalayer::MetricsUpdate;
 use crate::scheduling::cycle::Request;
-use crate::scheduling::role_filter::ROLE_LABEL;
-use crate::scheduling::test_pool::{all, cycle, pool, Ep};
+use crate::scheduling::filters::role_filter::ROLE_LABEL;
+use crate::scheduling::test_pool::{cycle, pool, Ep};
 
 fn scheduler(config: serde_json::Value) -> Result<Scheduler, ConfigError> {
     Scheduler::from_config(&RouterConfig::from_json(&config.to_string())?)
@@ -156,7 +153,8 @@ fn disagg_handler_picks_a_prefill_endpoint_for_long_uncached_prompts() {
         picks,
         Picks {
             primary: vec![1],
-            prefill: Some(3)
+            prefill: Some(3),
+            ..Default::default()
         }
     );
 }
@@ -176,7 +174,8 @@ fn disagg_handler_stays_decode_only_below_the_threshold() {
         picks,
         Picks {
             primary: vec![1],
-            prefill: None
+            prefill: None,
+            ..Default::default()
         }
     );
 }
@@ -188,91 +187,4 @@ fn disagg_handler_needs_its_decode_profile() {
         "schedulingProfiles": [{"name": "main", "plugins": [{"pluginRef": "queue-scorer"}]}]
     }));
     assert!(e.contains("decodeProfile"), "{e}");
-}
-
-const EVERY_SCORER: [&str; 9] = [
-    "queue-scorer",
-    "kv-cache-utilization-scorer",
-    "prefix-cache-scorer",
-    "lora-affinity-scorer",
-    "running-requests-size-scorer",
-    "load-aware-scorer",
-    "active-request-scorer",
-    "session-affinity-scorer",
-    "no-hit-lru-scorer",
-];
-
-fn arb_ep() -> impl Strategy<Value = Ep> {
-    (
-        0u32..300,
-        0u32..300,
-        0.0f64..=1.0,
-        0u32..4,
-        any::<bool>(),
-        0u32..3,
-    )
-        .prop_map(|(waiting, running, kv, max_lora, decode, lora)| {
-            let mut ep = Ep::with(MetricsUpdate {
-                waiting: Some(waiting),
-                running: Some(running),
-                kv_usage: Some(kv),
-                loras: Some(crate::datalayer::metrics::LoraInfo {
-                    running: (0..lora).map(|i| format!("l{i}")).collect(),
-                    waiting: vec!["l9".into()],
-                    max_lora,
-                }),
-                ..Default::default()
-            });
-            if !decode {
-                ep = ep.label(ROLE_LABEL, "prefill");
-            }
-            ep
-        })
-}
-
-proptest! {
-    #[test]
-    fn every_scorer_stays_in_unit_interval(eps in prop::collection::vec(arb_ep(), 1..12),
-                                           prompt in prop::collection::vec(any::<u8>(), 0..2000)) {
-        let (_store, snap) = pool(eps);
-        for kind in EVERY_SCORER {
-            let s = match plugin::build(&Params { name: kind, kind, raw: None }).unwrap() {
-                Plugin::Scorer(s) => s,
-                _ => unreachable!(),
-            };
-            let mut c = cycle(&snap);
-            c.request = Request { model: "l1", prompt: &prompt, ..Default::default() };
-            let candidates = all(&c);
-            let mut out = vec![f64::NAN; candidates.len()];
-            s.score(&c, &candidates, &mut out);
-            s.picked(&c, &Picks { primary: vec![0], prefill: None });
-            s.score(&c, &candidates, &mut out);
-            prop_assert!(out.iter().all(|v| (0.0..=1.0).contains(v)), "{kind}: {out:?}");
-        }
-    }
-
-    #[test]
-    fn pickers_never_return_a_filtered_out_endpoint(
-        eps in prop::collection::vec(arb_ep(), 1..12),
-        picker in prop::sample::select(vec!["max-score-picker", "random-picker", "weighted-random-picker"]),
-        n in 1usize..4,
-    ) {
-        let decode_count = eps.iter().filter(|e| e.labels.is_empty()).count();
-        let (_store, snap) = pool(eps);
-        let s = scheduler(json!({"plugins": [
-            {"type": "decode-filter"}, {"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"},
-            {"type": picker, "parameters": {"maxNumOfEndpoints": n}}
-        ]})).unwrap();
-        let mut picks = Picks::default();
-        let result = s.schedule(&cycle(&snap), &mut picks);
-        if decode_count == 0 {
-            prop_assert!(result.is_err());
-        } else {
-            prop_assert!(result.is_ok());
-            prop_assert_eq!(picks.primary.len(), n.min(decode_count));
-            for &p in &picks.primary {
-                prop_assert!(snap.endpoints[p as usize].info.labels.is_empty());
-            }
-        }
-    }
 }

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use crate::datalayer::metrics::LoraInfo;
 use crate::datalayer::{EndpointSpec, EndpointStore, MetricsUpdate, Snapshot};
+use crate::scheduling::contracts::scorer::Scorer;
 use crate::scheduling::cycle::Cycle;
-use crate::scheduling::scorer::Scorer;
 
 pub const STALENESS: Duration = Duration::from_secs(2);
 

@@ -1,0 +1,221 @@
+"""The `dataLayer` part of an EndpointPickerConfig: discovery (file-discovery) and the sources
+with their extractors. As upstream, a metrics source and the core extractor are injected unless
+`injectDefaults: false` or a metrics source is wired already; a listed plugin named like the
+default type is the one injected. Every reference must name a listed plugin of a fitting type, and
+a listed data-layer plugin that nothing wires is an error rather than a plugin that never runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+from ..flowcontrol.config import _duration_ms
+
+# multicluster-file-discovery is upstream's variant whose addresses may be hostnames; here both
+# accept hostnames (resolved by datalayer.hostnames).
+DISCOVERY = {"file-discovery": {"path", "watchFile"}, "multicluster-file-discovery": {"path", "watchFile"}}
+METRICS_SOURCE = "metrics-data-source"
+METRICS_EXTRACTOR = "core-metrics-extractor"
+# Source type -> its parameters, and the extractor types it can feed.
+SOURCES = {
+    METRICS_SOURCE: {"scheme", "path", "insecureSkipVerify", "caCertPath", "clientCertPath", "clientKeyPath",
+                     "interval"},
+    # Endpoint add/remove events: built into the Router (plugins forget endpoints that leave).
+    "endpoint-notification-source": set(),
+}
+EXTRACTORS = {METRICS_EXTRACTOR: {"engineLabelKey", "defaultEngine", "engineConfigs"}}
+FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR}, "endpoint-notification-source": set()}
+ENGINES = ("vllm", "sglang", "trtllm-serve")
+REFUSED = {
+    "models-data-source": "polling /v1/models per endpoint is not implemented",
+    "models-data-extractor": "polling /v1/models per endpoint is not implemented",
+    "dcgm-data-source": "GPU telemetry (DCGM exporter) is not read",
+    "dcgm-extractor": "GPU telemetry (DCGM exporter) is not read",
+    "k8s-notification-source": "no extractor for Kubernetes object events exists here",
+    "topology-extractor": "endpoint topology attributes are not read",
+    "multicluster-metrics-data-source": "multi-cluster pools are not supported",
+    "multicluster-metrics-extractor": "multi-cluster pools are not supported",
+}
+DATA_TYPES = frozenset(DISCOVERY) | frozenset(SOURCES) | frozenset(EXTRACTORS) | frozenset(REFUSED)
+_FIELDS = {"injectDefaults", "sources", "discovery", "peerDiscovery", "crossReplicaSyncerPluginRef",
+           "crossReplicaSyncInterval"}
+_REFUSED_FIELDS = {"peerDiscovery", "crossReplicaSyncerPluginRef", "crossReplicaSyncInterval"}
+
+
+@dataclass(frozen=True)
+class DataPlugin:
+    name: str
+    type: str
+    parameters: dict[str, Any]
+    where: str
+
+
+@dataclass(frozen=True)
+class DataLayer:
+    endpoints_file: str | None = None
+    watch_file: bool = True
+    # What the Rust Router reads: scrapeMetrics, metricsIntervalMs, engineLabelKey, defaultEngine.
+    router: tuple[tuple[str, Any], ...] = ()
+    # (source name, type, extractor names) as wired, for check-config.
+    sources: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+
+def data_plugin(kind: str, name: str, params: Any, where: str) -> DataPlugin:
+    if kind in REFUSED:
+        raise ConfigError(f"{where}: type {kind!r} is not supported: {REFUSED[kind]}")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{where}.parameters: expected a mapping")
+    allowed = {**DISCOVERY, **SOURCES, **EXTRACTORS}[kind]
+    _no_unknown(params, allowed, f"{where}.parameters")
+    return DataPlugin(name=name, type=kind, parameters=params, where=where)
+
+
+def parse_data_layer(raw: Any, plugins: dict[str, DataPlugin], source: str) -> DataLayer:
+    where = f"{source}: dataLayer"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    _no_unknown(raw, _FIELDS, where)
+    for key in sorted(_REFUSED_FIELDS & set(raw)):
+        raise ConfigError(f"{where}.{key}: not supported (replicas share state through Redis, not peers)")
+    endpoints_file, watch = _discovery(raw.get("discovery"), plugins, where)
+    inject = raw.get("injectDefaults", True)
+    if not isinstance(inject, bool):
+        raise ConfigError(f"{where}.injectDefaults: {inject!r} is not true/false")
+    wired = _sources(raw.get("sources"), plugins, f"{where}.sources")
+    if inject and not any(plugins[s].type == METRICS_SOURCE for s, _ in wired):
+        wired.append((METRICS_SOURCE, [METRICS_EXTRACTOR]))
+    used = {s for s, _ in wired} | {e for _, es in wired for e in es}
+    if endpoints_file is not None:
+        used.add(raw["discovery"]["pluginRef"])
+    for p in plugins.values():
+        if p.name not in used:
+            raise ConfigError(f"{p.where}: {p.type} {p.name!r} is listed but not wired in dataLayer "
+                              f"(sources or discovery), so it would never run")
+    return DataLayer(endpoints_file=endpoints_file, watch_file=watch,
+                     router=tuple(_router_settings(wired, plugins, where).items()),
+                     sources=tuple((s, _type(s, plugins), tuple(es)) for s, es in wired))
+
+
+def _type(name: str, plugins: dict[str, DataPlugin]) -> str:
+    return plugins[name].type if name in plugins else name
+
+
+def _sources(raw: Any, plugins: dict[str, DataPlugin], where: str) -> list[tuple[str, list[str]]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: expected a list of {{pluginRef, extractors}}")
+    out: list[tuple[str, list[str]]] = []
+    for i, s in enumerate(raw):
+        at = f"{where}[{i}]"
+        if not isinstance(s, dict):
+            raise ConfigError(f"{at}: expected a mapping")
+        _no_unknown(s, {"pluginRef", "extractors"}, at)
+        name = s.get("pluginRef")
+        src = plugins.get(name)
+        if src is None or src.type not in SOURCES:
+            raise ConfigError(f"{at}.pluginRef: {name!r} names no data source plugin "
+                              f"(types: {', '.join(SOURCES)})")
+        if any(name == seen for seen, _ in out):
+            raise ConfigError(f"{at}.pluginRef: source {name!r} is wired twice")
+        extractors = s.get("extractors") or []
+        if not isinstance(extractors, list):
+            raise ConfigError(f"{at}.extractors: expected a list of {{pluginRef}}")
+        names = []
+        for j, e in enumerate(extractors):
+            eat = f"{at}.extractors[{j}]"
+            if not isinstance(e, dict):
+                raise ConfigError(f"{eat}: expected a mapping")
+            _no_unknown(e, {"pluginRef"}, eat)
+            ext = plugins.get(e.get("pluginRef"))
+            if ext is None or ext.type not in EXTRACTORS:
+                raise ConfigError(f"{eat}.pluginRef: {e.get('pluginRef')!r} names no extractor plugin")
+            if ext.type not in FEEDS[src.type]:
+                raise ConfigError(f"{eat}.pluginRef: {ext.type} {ext.name!r} cannot read {src.type} {name!r}")
+            names.append(ext.name)
+        out.append((name, names))
+    if sum(plugins[s].type == METRICS_SOURCE for s, _ in out) > 1:
+        raise ConfigError(f"{where}: one {METRICS_SOURCE} is supported (one scraper per pool)")
+    return out
+
+
+def _router_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin], where: str) -> dict:
+    metrics = next(((s, es) for s, es in wired if _type(s, plugins) == METRICS_SOURCE), None)
+    extractor = next((e for e in (metrics[1] if metrics else []) if _type(e, plugins) == METRICS_EXTRACTOR), None)
+    if metrics is None or extractor is None:
+        return {"scrapeMetrics": False}  # nothing is scraped, or nothing reads what is scraped
+    out: dict[str, Any] = {"scrapeMetrics": True}
+    src = plugins.get(metrics[0])
+    if src is not None:
+        out.update(_metrics_source(src.parameters, f"{src.where}.parameters"))
+    ext = plugins.get(extractor)
+    if ext is not None:
+        out.update(_metrics_extractor(ext.parameters, f"{ext.where}.parameters"))
+    return out
+
+
+def _metrics_source(p: dict[str, Any], where: str) -> dict[str, Any]:
+    scheme = p.get("scheme", "http")
+    if scheme != "http":
+        raise ConfigError(f"{where}.scheme: {scheme!r} is not supported (endpoints are scraped over plain http)")
+    path = p.get("path", "/metrics")
+    if path != "/metrics":
+        raise ConfigError(f"{where}.path: {path!r} is not supported (endpoints are scraped at /metrics)")
+    if not isinstance(p.get("insecureSkipVerify", True), bool):
+        raise ConfigError(f"{where}.insecureSkipVerify: {p['insecureSkipVerify']!r} is not true/false")
+    for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
+        if key in p:
+            raise ConfigError(f"{where}.{key}: TLS to model servers is not supported (scheme is http)")
+    if "interval" in p:
+        ms = _duration_ms(p["interval"], f"{where}.interval")
+        if ms <= 0:
+            raise ConfigError(f"{where}.interval: {p['interval']!r} must be above zero")
+        return {"metricsIntervalMs": ms}
+    return {}
+
+
+def _metrics_extractor(p: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if p.get("engineConfigs"):
+        raise ConfigError(f"{where}.engineConfigs: custom engine metric specs are not supported "
+                          f"(built in: {', '.join(ENGINES)})")
+    if "defaultEngine" in p:
+        if p["defaultEngine"] not in ENGINES:
+            raise ConfigError(f"{where}.defaultEngine: {p['defaultEngine']!r} is not one of {', '.join(ENGINES)}")
+        out["defaultEngine"] = p["defaultEngine"]
+    if "engineLabelKey" in p:
+        key = p["engineLabelKey"]
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"{where}.engineLabelKey: {key!r} is not a label key")
+        out["engineLabelKey"] = key
+    return out
+
+
+def _discovery(raw: Any, plugins: dict[str, DataPlugin], where: str) -> tuple[str | None, bool]:
+    if raw is None:
+        return None, True
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}.discovery: expected a mapping")
+    _no_unknown(raw, {"pluginRef"}, f"{where}.discovery")
+    plugin = plugins.get(raw.get("pluginRef"))
+    if plugin is None or plugin.type not in DISCOVERY:
+        raise ConfigError(f"{where}.discovery.pluginRef: {raw.get('pluginRef')!r} is not a file-discovery plugin")
+    path = plugin.parameters.get("path")
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"{plugin.where}.parameters.path: required")
+    watch = plugin.parameters.get("watchFile", True)
+    if not isinstance(watch, bool):
+        raise ConfigError(f"{plugin.where}.parameters.watchFile: {watch!r} is not true/false")
+    return path, watch
+
+
+def _no_unknown(mapping: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(mapping) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r}")

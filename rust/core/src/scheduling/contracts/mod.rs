@@ -1,0 +1,12 @@
+//! The plugin contracts: what a filter, scorer, picker, profile handler and decider promise,
+//! the parameter parsing every factory shares, and what a factory returns. Plugins depend on
+//! these; these depend on no plugin.
+
+pub mod decider;
+pub mod filter;
+pub mod params;
+pub mod picker;
+pub mod picker_params;
+pub mod plugin;
+pub mod profile_handler;
+pub mod scorer;

@@ -1,0 +1,30 @@
+//! What a plugin factory builds: one configured plugin instance of one kind. The registry maps
+//! upstream type names to factories; the scheduler wires the results into profiles.
+
+use std::sync::Arc;
+
+use crate::scheduling::contracts::decider::PdDecider;
+use crate::scheduling::contracts::filter::Filter;
+use crate::scheduling::contracts::picker::Picker;
+use crate::scheduling::contracts::profile_handler::HandlerSpec;
+use crate::scheduling::contracts::scorer::Scorer;
+use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
+
+pub enum Plugin {
+    Filter(Arc<dyn Filter>),
+    Scorer(Arc<dyn Scorer>),
+    Picker(Arc<dyn Picker>),
+    ProfileHandler(HandlerSpec),
+    Decider(Arc<dyn PdDecider>),
+    /// A data producer: the exact KV-block index fed by endpoint events.
+    Producer(Arc<BlockIndex>),
+    /// token-producer: where the precise index gets a request's token ids (None: upstream's
+    /// tokenizer-free estimate, i.e. sluicegate's byte scheme).
+    Tokens(Option<Arc<crate::tokenize::TokenSource>>),
+    /// Upstream's deprecated header handlers: the disagg handler sets these headers itself,
+    /// for the profiles named here (checked against the handler's).
+    HeadersHandler {
+        prefill_profile: String,
+        encode_profile: String,
+    },
+}

@@ -1,0 +1,57 @@
+//! The scorer contract: each scorer rates every candidate in [0, 1]; the profile clamps, weighs
+//! and sums them. A scorer may also learn from the cycle's outcome (upstream's PreRequest hook).
+
+use std::sync::Arc;
+
+use crate::scheduling::cycle::Cycle;
+use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
+
+/// What a scheduling cycle decided: snapshot positions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Picks {
+    /// The primary (decode) endpoint first, then fallbacks.
+    pub primary: Vec<u32>,
+    /// The prefill endpoint, when a disaggregation handler ran a prefill profile.
+    pub prefill: Option<u32>,
+    /// The encode endpoints, when a disaggregation handler ran an encode profile.
+    pub encode: Vec<u32>,
+}
+
+pub trait Scorer: Send + Sync {
+    /// Write one score in [0, 1] per candidate into `out` (same length and order).
+    fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]);
+
+    /// Called once the cycle has picked; stateful scorers record the decision here.
+    fn picked(&self, _cycle: &Cycle<'_>, _picks: &Picks) {}
+
+    /// The endpoint with this id left the pool: drop what is kept about it.
+    fn endpoint_removed(&self, _id: u64) {}
+
+    /// A precise-prefix-cache-producer is configured: prefix scorers read its exact index.
+    fn use_block_index(&self, _index: &Arc<BlockIndex>) {}
+}
+
+/// Min-max normalisation where less is better: the smallest value scores 1, the largest 0,
+/// and all-equal values score 1. Candidates for which `value` is None score 0 and do not
+/// take part in the range (stale endpoints count as saturated).
+pub fn score_lower_is_better(
+    candidates: &[u32],
+    out: &mut [f64],
+    value: impl Fn(u32) -> Option<f64>,
+) {
+    let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &c in candidates {
+        if let Some(v) = value(c) {
+            min = min.min(v);
+            max = max.max(v);
+        }
+    }
+    let range = max - min;
+    for (slot, &c) in out.iter_mut().zip(candidates) {
+        *slot = match value(c) {
+            None => 0.0,
+            Some(_) if range <= 0.0 => 1.0,
+            Some(v) => (max - v) / range,
+        };
+    }
+}

@@ -1,7 +1,0 @@
-//! The filter contract: a filter narrows the candidate list in place, or fails the cycle.
-
-use super::cycle::{Cycle, ScheduleError};
-
-pub trait Filter: Send + Sync {
-    fn filter(&self, cycle: &Cycle<'_>, candidates: &mut Vec<u32>) -> Result<(), ScheduleError>;
-}

@@ -1,0 +1,97 @@
+//! The plugin registry: every plugin is built by its upstream type name from its parameters.
+//! Adding a plugin is one file with a `factory` and one line here.
+
+use crate::scheduling::config::ConfigError;
+use crate::scheduling::contracts::params::Params;
+use crate::scheduling::contracts::plugin::Plugin;
+use crate::scheduling::filters::{label_selector_filter, role_filter, utilization_filter};
+use crate::scheduling::handlers::{
+    data_parallel_profile_handler, disagg_profile_handler, header_profile_handler, pd_decider,
+    single_profile_handler,
+};
+use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
+use crate::scheduling::producers::precise_prefix_cache_producer;
+use crate::scheduling::scorers::{
+    active_request_scorer, kv_cache_utilization_scorer, load_aware_scorer, lora_affinity_scorer,
+    no_hit_lru_scorer, prefix_cache_scorer, queue_scorer, running_requests_size_scorer,
+    session_affinity_scorer,
+};
+
+type Factory = fn(&Params<'_>) -> Result<Plugin, ConfigError>;
+
+const REGISTRY: &[(&str, Factory)] = &[
+    ("queue-scorer", queue_scorer::factory),
+    (
+        "kv-cache-utilization-scorer",
+        kv_cache_utilization_scorer::factory,
+    ),
+    // The name upstream used before kv-cache-utilization-scorer.
+    ("kv-cache-scorer", kv_cache_utilization_scorer::factory),
+    ("prefix-cache-scorer", prefix_cache_scorer::factory),
+    (
+        "precise-prefix-cache-producer",
+        precise_prefix_cache_producer::factory,
+    ),
+    ("token-producer", crate::scheduling::producers::token_producer::factory),
+    // Upstream's deprecated name for token-producer.
+    ("tokenizer", crate::scheduling::producers::token_producer::factory),
+    ("lora-affinity-scorer", lora_affinity_scorer::factory),
+    (
+        "running-requests-size-scorer",
+        running_requests_size_scorer::factory,
+    ),
+    ("load-aware-scorer", load_aware_scorer::factory),
+    ("active-request-scorer", active_request_scorer::factory),
+    ("session-affinity-scorer", session_affinity_scorer::factory),
+    ("no-hit-lru-scorer", no_hit_lru_scorer::factory),
+    ("decode-filter", role_filter::decode_factory),
+    ("prefill-filter", role_filter::prefill_factory),
+    ("encode-filter", role_filter::encode_factory),
+    ("label-selector-filter", label_selector_filter::factory),
+    ("utilization-filter", utilization_filter::factory),
+    ("max-score-picker", max_score_picker::factory),
+    ("random-picker", random_picker::factory),
+    ("weighted-random-picker", weighted_random_picker::factory),
+    ("single-profile-handler", single_profile_handler::factory),
+    ("disagg-profile-handler", disagg_profile_handler::factory),
+    ("pd-profile-handler", disagg_profile_handler::factory),
+    (
+        "prefill-header-handler",
+        disagg_profile_handler::headers_factory,
+    ),
+    (
+        "disagg-headers-handler",
+        disagg_profile_handler::headers_factory,
+    ),
+    ("prefix-based-pd-decider", pd_decider::prefix_based_factory),
+    ("always-disagg-pd-decider", pd_decider::always_factory),
+    (
+        "always-disagg-multimodal-decider",
+        pd_decider::multimodal_factory,
+    ),
+    (
+        "data-parallel-profile-handler",
+        data_parallel_profile_handler::factory,
+    ),
+    ("header-profile-handler", header_profile_handler::factory),
+];
+
+pub fn known_types() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|(t, _)| *t)
+}
+
+pub fn build(p: &Params<'_>) -> Result<Plugin, ConfigError> {
+    let factory = REGISTRY
+        .iter()
+        .find(|(t, _)| *t == p.kind)
+        .map(|(_, f)| f)
+        .ok_or_else(|| {
+            let known: Vec<_> = known_types().collect();
+            p.error(format_args!(
+                "unknown plugin type '{}' (known: {})",
+                p.kind,
+                known.join(", ")
+            ))
+        })?;
+    factory(p)
+}

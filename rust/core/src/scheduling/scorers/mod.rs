@@ -1,0 +1,10 @@
+//! Scorers: each rates every candidate in [0, 1]; one file per upstream type.
+pub mod active_request_scorer;
+pub mod kv_cache_utilization_scorer;
+pub mod load_aware_scorer;
+pub mod lora_affinity_scorer;
+pub mod no_hit_lru_scorer;
+pub mod prefix_cache_scorer;
+pub mod queue_scorer;
+pub mod running_requests_size_scorer;
+pub mod session_affinity_scorer;

@@ -1,0 +1,383 @@
+//! Flow control inside the ext_proc server: a request's objective picks its priority band, its
+//! fairness id its flow; it is dispatched at once when nothing waits and the pool has room,
+//! else queued, and its stream awaits the outcome on a oneshot the dispatch thread completes
+//! (no Python, no asyncio loop). Every queued request gets exactly one outcome: dispatched,
+//! rejected, or cancelled by its stream going away; a place whose stream left is freed here.
+//! With the flowControl gate off the same objectives drive upstream's legacy admission
+//! (sheddable requests, priority < 0, get 429 while the pool is saturated).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use sluicegate_core::flowcontrol::{
+    no_candidates, route_when_possible, Admission, Completion, CompletionSink, Dispatch,
+    Dispatcher, FlowControlConfig, FlowController, FlowStats, Hold, Item, Outcome, Rejection,
+    RouteRequest, SaturationDetector, ScaleFromZero,
+};
+use sluicegate_core::scheduling::{Decision, RouteError};
+use tokio::sync::oneshot;
+
+use crate::SharedRouter;
+
+pub type Routed = Result<Decision, RouteError>;
+
+/// A queued request: what to route, and whether it carries its own wait for endpoints.
+pub struct Queued {
+    route: RouteRequest,
+    held: bool,
+}
+
+pub struct RouterDispatch {
+    router: SharedRouter,
+}
+
+impl Dispatcher for RouterDispatch {
+    type Request = Queued;
+    type Output = Routed;
+    fn dispatch(&self, q: &Queued) -> Dispatch<Routed> {
+        route_when_possible(self.router.router(), &q.route)
+    }
+    fn pool_empty(&self) -> bool {
+        self.router.router().store().snapshot().endpoints.is_empty()
+    }
+    fn no_candidates(&self, q: &Queued) -> bool {
+        no_candidates(
+            &self.router.router().store().snapshot(),
+            q.route.subset.as_deref(),
+        )
+    }
+    fn no_endpoint_ttl_applies(&self, q: &Queued) -> bool {
+        !q.held
+    }
+}
+
+/// Where a queued request's outcome goes: its stream's oneshot, or (stream gone) back to the
+/// gate, which frees the place.
+enum Slot {
+    Waiting(oneshot::Sender<Completion<Routed>>),
+    /// Delivered before the stream registered (the dispatcher can be that quick).
+    Arrived(Completion<Routed>),
+    Abandoned,
+}
+
+pub struct Waiters {
+    slots: Mutex<HashMap<u64, Slot>>,
+    gate: OnceLock<Weak<Gate>>,
+}
+
+impl Waiters {
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl CompletionSink<Routed> for Waiters {
+    fn deliver(&self, batch: &mut Vec<Completion<Routed>>) {
+        let mut orphans = Vec::new();
+        {
+            let mut slots = self.slots();
+            for c in batch.drain(..) {
+                match slots.remove(&c.id) {
+                    Some(Slot::Waiting(tx)) => {
+                        if let Err(c) = tx.send(c) {
+                            orphans.push(c);
+                        }
+                    }
+                    Some(Slot::Abandoned) | Some(Slot::Arrived(_)) => orphans.push(c),
+                    None => {
+                        slots.insert(c.id, Slot::Arrived(c));
+                    }
+                }
+            }
+        }
+        if let Some(gate) = self.gate.get().and_then(Weak::upgrade) {
+            for c in orphans {
+                gate.discard(c);
+            }
+        }
+    }
+}
+
+type Controller = FlowController<RouterDispatch, Waiters>;
+
+pub struct Gate {
+    controller: Controller,
+    /// False: the flowControl gate is off; only legacy shedding applies.
+    queueing: bool,
+    router: SharedRouter,
+    pub scale_from_zero: ScaleFromZero,
+}
+
+/// How a request was admitted.
+pub enum Admitted {
+    /// Dispatched in the caller's thread: routed (a flow-control place is held when Ok).
+    Now(Routed),
+    Waiting(Waiting),
+    Refused(Refusal),
+    /// Gate off and not shed: route directly.
+    Direct,
+}
+
+/// Why flow control refused a request: the rejection and its message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub rejection: Rejection,
+    pub message: String,
+}
+
+impl Refusal {
+    fn of(rejection: Rejection) -> Refusal {
+        Refusal {
+            rejection,
+            message: rejection_message(rejection).to_owned(),
+        }
+    }
+}
+
+pub fn rejection_message(r: Rejection) -> &'static str {
+    match r {
+        Rejection::Capacity => "flow control queue is full",
+        Rejection::TtlExpired => "request waited in the flow control queue past its TTL",
+        Rejection::NoEndpoints => "no endpoints in the pool to serve the request",
+        Rejection::ShuttingDown => "the endpoint picker is shutting down",
+    }
+}
+
+/// What a request asks of admission beyond what it routes with.
+pub struct Ask<'a> {
+    pub priority: i32,
+    pub flow: &'a str,
+    pub size: u64,
+    pub slo_ttft: Option<Duration>,
+}
+
+impl Gate {
+    /// `config` is flow control's (JSON as the core takes it); `queueing` false = gate off.
+    pub fn start(
+        router: SharedRouter,
+        config: FlowControlConfig,
+        queueing: bool,
+    ) -> std::io::Result<Arc<Gate>> {
+        let store = router.router().store().clone();
+        let detector = SaturationDetector::from_config(&config.saturation_detector, Some(store))
+            .map_err(std::io::Error::other)?;
+        let waiters = Waiters {
+            slots: Mutex::new(HashMap::new()),
+            gate: OnceLock::new(),
+        };
+        let dispatch = RouterDispatch {
+            router: router.clone(),
+        };
+        let controller = FlowController::start(config, detector, dispatch, waiters)?;
+        let gate = Arc::new(Gate {
+            controller,
+            queueing,
+            router,
+            scale_from_zero: ScaleFromZero::default(),
+        });
+        let _ = gate.controller.sink().gate.set(Arc::downgrade(&gate));
+        Ok(gate)
+    }
+
+    pub fn queueing(&self) -> bool {
+        self.queueing
+    }
+
+    /// Admit one request whose body is complete.
+    pub fn admit(self: &Arc<Self>, ask: &Ask<'_>, route: RouteRequest) -> Admitted {
+        if !self.queueing {
+            if ask.priority < 0 && self.controller.saturation() >= 1.0 {
+                return Admitted::Refused(Refusal {
+                    rejection: Rejection::Capacity,
+                    message: "the pool is saturated: sheddable request shed".to_owned(),
+                });
+            }
+            return Admitted::Direct;
+        }
+        let mut admission = Admission {
+            flow: ask.flow,
+            priority: ask.priority,
+            size: ask.size,
+            ttl: None,
+            slo_ttft: ask.slo_ttft,
+        };
+        let mut queued = Queued { route, held: false };
+        if let Some(now) = self.controller.dispatch_now(&admission, &queued) {
+            if now.is_err() {
+                self.controller.release(); // refused by the scheduler: it never went anywhere
+            }
+            return Admitted::Now(now);
+        }
+        let snapshot = self.router.router().store().snapshot();
+        let hold = if no_candidates(&snapshot, queued.route.subset.as_deref()) {
+            self.scale_from_zero.hold()
+        } else {
+            None
+        };
+        if let Some(h) = &hold {
+            admission.ttl = Some(h.period);
+            queued.held = true;
+        }
+        let item = match self.controller.enqueue(&admission, queued) {
+            Ok(item) => item,
+            Err(r) => return Admitted::Refused(Refusal::of(r)),
+        };
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut slots = self.controller.sink().slots();
+            match slots.remove(&item.id) {
+                Some(Slot::Arrived(c)) => {
+                    let _ = tx.send(c);
+                }
+                _ => {
+                    slots.insert(item.id, Slot::Waiting(tx));
+                }
+            }
+        }
+        Admitted::Waiting(Waiting {
+            gate: self.clone(),
+            item,
+            rx,
+            hold,
+            done: false,
+        })
+    }
+
+    /// A dispatched request finished: its place is free.
+    pub fn release(&self) {
+        self.controller.release();
+    }
+
+    /// An outcome nobody waits for any more: free what it holds.
+    fn discard(&self, c: Completion<Routed>) {
+        match c.outcome {
+            Outcome::Dispatched(Ok(d)) => {
+                self.router.router().release(d.primary());
+                self.controller.release();
+            }
+            Outcome::Dispatched(Err(_)) => self.controller.release(),
+            Outcome::Rejected(_) => {}
+        }
+    }
+
+    /// Endpoints or metrics changed: requests waiting for them may go now.
+    pub fn notify(&self) {
+        self.controller.notify();
+    }
+
+    pub fn saturation(&self) -> f64 {
+        self.controller.saturation()
+    }
+
+    pub fn stats(&self) -> FlowStats {
+        self.controller.stats()
+    }
+
+    /// Answer everything queued 503 rejected-shutting-down and stop the dispatch thread.
+    pub fn shutdown(&self) {
+        self.controller.shutdown();
+    }
+}
+
+/// A queued request's stream side; dropping it (stream reset) cancels the request or, when
+/// its outcome is already on the way, hands the place back.
+pub struct Waiting {
+    gate: Arc<Gate>,
+    item: Arc<Item<Queued>>,
+    rx: oneshot::Receiver<Completion<Routed>>,
+    hold: Option<Hold>,
+    done: bool,
+}
+
+/// What the stream does with a queued request's outcome.
+pub enum Decided {
+    /// Routed; the request holds a flow-control place until it ends.
+    Routed(Decision),
+    Failed(RouteError),
+    Refused(Refusal),
+}
+
+impl Waiting {
+    /// The request body it was queued with.
+    pub fn body(&self) -> &[u8] {
+        &self.item.request.route.body
+    }
+
+    fn decided(&mut self, c: Completion<Routed>) -> Decided {
+        self.done = true;
+        let hold = self.hold.take();
+        match c.outcome {
+            Outcome::Dispatched(Ok(d)) => Decided::Routed(d),
+            Outcome::Dispatched(Err(e)) => {
+                self.gate.release();
+                Decided::Failed(e)
+            }
+            Outcome::Rejected(Rejection::NoEndpoints) if hold.is_some() => {
+                let hold = hold.expect("checked");
+                let message = hold.message.to_string();
+                hold.expired();
+                Decided::Refused(Refusal {
+                    rejection: Rejection::NoEndpoints,
+                    message,
+                })
+            }
+            Outcome::Rejected(r) => Decided::Refused(Refusal::of(r)),
+        }
+    }
+}
+
+impl Future for Waiting {
+    type Output = Decided;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Decided> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.rx).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(c)) => Poll::Ready(this.decided(c)),
+            // The controller went away without an outcome (it always gives one first).
+            Poll::Ready(Err(_)) => {
+                this.done = true;
+                Poll::Ready(Decided::Refused(Refusal::of(Rejection::ShuttingDown)))
+            }
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Ok(c) = self.rx.try_recv() {
+            self.gate.discard(c);
+            return;
+        }
+        let id = self.item.id;
+        if self.item.cancel() {
+            self.gate.controller.sink().slots().remove(&id);
+            return;
+        }
+        // Being dispatched or ended right now: its outcome comes to the sink, which frees it.
+        let mut slots = self.gate.controller.sink().slots();
+        match slots.remove(&id) {
+            Some(Slot::Waiting(_)) => {
+                slots.insert(id, Slot::Abandoned);
+            }
+            Some(Slot::Arrived(c)) => {
+                drop(slots);
+                self.gate.discard(c);
+            }
+            Some(Slot::Abandoned) | None => {
+                drop(slots);
+                // Sent to our oneshot between the first look and the lock.
+                if let Ok(c) = self.rx.try_recv() {
+                    self.gate.discard(c);
+                }
+            }
+        }
+    }
+}

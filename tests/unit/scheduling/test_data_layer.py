@@ -1,0 +1,77 @@
+"""dataLayer: sources and extractors wired by reference, defaults injected as upstream does,
+and what they configure reaching the Router (scraping on/off, interval, engine labels)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from sluicegate.errors import ConfigError
+from sluicegate.scheduling import Endpoint, Scheduler
+from sluicegate.scheduling.config import load_config
+
+METRICS = "- {type: metrics-data-source, parameters: {interval: 250ms}}\n- {type: core-metrics-extractor}\n"
+
+
+def router(text: str) -> dict:
+    return json.loads(load_config(text=text).router_json())
+
+
+def test_defaults_scrape_metrics_with_the_core_extractor():
+    cfg = load_config(text="plugins: [{type: queue-scorer}]")
+    assert json.loads(cfg.router_json())["scrapeMetrics"] is True
+    assert cfg.data_layer.sources == (("metrics-data-source", "metrics-data-source", ("core-metrics-extractor",)),)
+
+
+def test_a_listed_metrics_source_named_like_the_default_is_the_one_injected():
+    # The charts' default: listed with parameters, never wired by hand.
+    assert router("plugins:\n" + METRICS)["metricsIntervalMs"] == 250
+
+
+def test_explicit_sources_are_used_as_wired():
+    r = router("plugins:\n- {name: m, type: metrics-data-source, parameters: {interval: 2s}}\n"
+               "- {name: x, type: core-metrics-extractor, parameters: {defaultEngine: sglang, "
+               "engineLabelKey: example.com/engine}}\n"
+               "dataLayer: {sources: [{pluginRef: m, extractors: [{pluginRef: x}]}]}")
+    assert (r["metricsIntervalMs"], r["defaultEngine"], r["engineLabelKey"]) == (2000, "sglang", "example.com/engine")
+
+
+def test_opting_out_of_defaults_without_a_source_turns_scraping_off():
+    assert router("dataLayer: {injectDefaults: false}")["scrapeMetrics"] is False
+    # A metrics source nothing extracts from does not scrape either.
+    assert router("plugins: [{type: metrics-data-source}]\n"
+                  "dataLayer: {injectDefaults: false, sources: [{pluginRef: metrics-data-source}]}"
+                  )["scrapeMetrics"] is False
+
+
+def test_the_default_engine_reaches_endpoints_without_the_engine_label():
+    s = Scheduler(load_config(text="plugins: [{type: core-metrics-extractor, parameters: {defaultEngine: sglang}}]"))
+    s.set_endpoints([Endpoint("pod-0", "10.0.0.1:8000")])
+    s.update_metrics("10.0.0.1:8000", "sglang:num_queue_reqs 3\n", engine="sglang")
+    assert s.router.status()[0].waiting == 3
+
+
+@pytest.mark.parametrize("text, names", [
+    ("dataLayer: {sources: [{pluginRef: nope}]}", "dataLayer.sources[0].pluginRef: 'nope'"),
+    ("plugins: [{type: metrics-data-source}]\n"
+     "dataLayer: {sources: [{pluginRef: metrics-data-source, extractors: [{pluginRef: nope}]}]}",
+     "dataLayer.sources[0].extractors[0].pluginRef: 'nope'"),
+    ("dataLayer: {sorces: []}", "unknown field 'sorces'"),
+    ("dataLayer: {injectDefaults: maybe}", "injectDefaults: 'maybe'"),
+    ("plugins: [{type: metrics-data-source, parameters: {scheme: https}}]", "scheme: 'https'"),
+    ("plugins: [{type: metrics-data-source, parameters: {path: /stats}}]", "path: '/stats'"),
+    ("plugins: [{type: metrics-data-source, parameters: {intervl: 1s}}]", "unknown field 'intervl'"),
+    ("plugins: [{type: metrics-data-source, parameters: {interval: soon}}]", "interval: 'soon'"),
+    ("plugins: [{type: core-metrics-extractor, parameters: {defaultEngine: triton}}]", "defaultEngine: 'triton'"),
+    ("plugins: [{type: core-metrics-extractor, parameters: {engineConfigs: [{name: x}]}}]", "engineConfigs"),
+    ("plugins: [{name: extra, type: metrics-data-source}]", "'extra' is listed but not wired"),
+    ("plugins: [{type: dcgm-data-source, parameters: {port: 9400}}]", "'dcgm-data-source' is not supported"),
+    ("plugins: [{type: models-data-source}]", "'models-data-source' is not supported"),
+    ("dataLayer: {peerDiscovery: {pluginRef: x}}", "dataLayer.peerDiscovery: not supported"),
+])
+def test_data_layer_errors_name_the_file_field_and_value(text, names):
+    with pytest.raises(ConfigError, match=re.escape(names)) as e:
+        load_config(text=text)
+    assert str(e.value).startswith("--config-text: ")
