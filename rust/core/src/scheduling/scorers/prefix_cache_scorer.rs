@@ -129,7 +129,8 @@ impl PrefixCacheScorer {
         if w == 0.0 {
             return ratio;
         }
-        let length = ((matched * block_tokens) as f64 / self.match_length_scale_tokens as f64).min(1.0);
+        let length =
+            ((matched * block_tokens) as f64 / self.match_length_scale_tokens as f64).min(1.0);
         w * length * length + (1.0 - w) * ratio
     }
 
