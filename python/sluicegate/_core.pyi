@@ -7,7 +7,8 @@ from typing_extensions import Self
 __all__ = ["__version__", "ParsedRequest", "parse_request", "rewrite_model", "replace_model_in_chunk",
            "prefix_block_hashes", "find_usage", "request_block_hashes", "EndpointMetrics", "Decision",
            "EndpointStatus", "Router", "parse_metrics", "RequestStats", "SeriesSnapshot", "FlowController",
-           "QueuedRequest", "Completion", "ExtProcServer"]
+           "QueuedRequest", "Completion", "ExtProcServer", "vllm_block_hashes", "request_block_keys",
+           "LocalTokenizer"]
 
 __version__: str
 
@@ -287,8 +288,9 @@ def request_block_keys(tokens: list[int], block_size: int, hash_seed: str, model
                        cache_salt: str | None = None) -> list[int]:
     """llm-d's cbor-fnv block keys of a prompt's tokens, as the precise index keys them."""
 
+@final
 class LocalTokenizer:
     """A token-producer's in-process tokenizer (a tokenizer.json or model directory)."""
-    def __init__(self, path: str) -> None: ...
+    def __new__(cls, path: str) -> Self: ...
     def tokens(self, path: str, body: bytes) -> list[int]:
         """The token ids of a request body sent to `path`, as the EPP computes them."""
