@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/sluicegate/target-rustc-$(RUSTC_VERSIO
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
 
-.PHONY: setup demo test test-rust test-py bench bench-long soak lint clean kube-bins prometheus-bin tools tools-test
+.PHONY: setup demo test test-rust test-py bench bench-long soak lint clean kube-bins prometheus-bin tools tools-test redis-bin
 
 # Tool checks: each prints one line naming every missing or too old tool, then stops the build.
 # Minimum versions come from the files that need them (pyproject.toml, Cargo.toml, go.mod).
@@ -76,7 +76,7 @@ $(VENV)/.stamp-deps: pyproject.toml | tools
 demo: setup
 	$(VENV)/bin/sluicegate demo
 
-test: tools-test setup kube-bins helm-bin prometheus-bin test-rust test-py
+test: tools-test setup kube-bins helm-bin prometheus-bin redis-bin test-rust test-py
 
 kube-bins: $(KUBE_BINS)/.built
 
@@ -85,6 +85,11 @@ $(KUBE_BINS)/.built: | tools-test
 	cd tests/kube && GOFLAGS="-mod=mod -buildvcs=false" go build -trimpath -ldflags "$(KUBE_LDFLAGS)" \
 		-o $(KUBE_BINS)/ k8s.io/kubernetes/cmd/kube-apiserver ./cmd/etcd
 	touch $@
+
+# The real redis-server for the shared precise-prefix index tests (Debian's package), installed
+# when missing; the tests start it on 127.0.0.1 on a free port and stop it.
+redis-bin:
+	command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
 
 prometheus-bin: $(PROMETHEUS_BIN)/.built
 

@@ -30,12 +30,23 @@ class FleetShape:
     kv_blocks: int = 1536
     max_loras: int = 2
     loras: tuple[str, ...] = tuple(f"lora-{i}" for i in range(32))
+    # vLLM-style servers: tokenize with this tokenizer, publish vLLM's hashes (seeded) with token
+    # ids in this encoding, dialling `kv_events_endpoint` (the EPP binds it). Default: the
+    # byte scheme, each server binding its own publisher.
+    tokenizer: str = ""
+    hash_seed: str = ""
+    kv_events_endpoint: str = "tcp://127.0.0.1:*"
+    kv_events_encoding: str = "array"
 
     def argv(self) -> list[str]:
-        return ["--count", str(self.count), "--speedup", str(self.speedup),
+        argv = ["--count", str(self.count), "--speedup", str(self.speedup),
                 "--max-num-seqs", str(self.max_num_seqs), "--kv-blocks", str(self.kv_blocks),
                 "--max-loras", str(self.max_loras), "--loras", ",".join(self.loras),
-                "--kv-events-endpoint", "tcp://127.0.0.1:*"]
+                "--kv-events-endpoint", self.kv_events_endpoint,
+                "--kv-events-encoding", self.kv_events_encoding]
+        if self.tokenizer:
+            argv += ["--tokenizer", self.tokenizer, "--hash-seed", self.hash_seed]
+        return argv
 
 
 class SimFleetProcess:

@@ -12,7 +12,9 @@ import random
 from sluicegate.scheduling import Endpoint, Scheduler
 from sluicegate.scheduling.kv_events import KvEventSubscriber
 
-from benches.quality.fleet import SimFleetProcess
+from sluicegate.sim.config import DEFAULT_MODEL
+
+from benches.quality.fleet import FleetShape, SimFleetProcess
 
 def _default_profile(extra_plugins: str = "", extra_refs: str = "") -> str:
     """Upstream's default profile written out, with plugins added to it."""
@@ -35,6 +37,19 @@ schedulingProfiles:
 
 
 PRECISE = _default_profile("- {type: precise-prefix-cache-producer, parameters: {blockSize: 16}}")
+
+
+def precise_tokens(shape: FleetShape, render_url: str = "") -> str:
+    """Upstream's precise pipeline against vLLM-style servers: token-producer (in-process from
+    the servers' tokenizer, or through a server's render API) -> precise-prefix-cache-producer
+    bound where the servers publish -> prefix-cache-scorer, with speculative indexing."""
+    tokens = (f'- {{type: token-producer, parameters: {{modelName: "{DEFAULT_MODEL}", vllm: {{url: "{render_url}"}}}}}}'
+              if render_url else f'- {{type: token-producer, parameters: {{local: {{path: "{shape.tokenizer}"}}}}}}')
+    producer = ("- {type: precise-prefix-cache-producer, parameters: {"
+                f'tokenProcessorConfig: {{blockSize: 16, hashSeed: "{shape.hash_seed}"}}, '
+                f'kvEventsConfig: {{zmqEndpoint: "{shape.kv_events_endpoint}"}}, '
+                "speculativeIndexing: true, speculativeTTL: 2s}}")
+    return _default_profile(f"{tokens}\n{producer}")
 LORA = _default_profile("- {type: lora-affinity-scorer}", "  - {pluginRef: lora-affinity-scorer, weight: 2}")
 ACTIVE = _default_profile("- {type: active-request-scorer}", "  - {pluginRef: active-request-scorer, weight: 2}")
 
@@ -120,17 +135,26 @@ class SluicegatePolicy(Policy):
     """The Router as the EPP runs it: Rust scraper on the sims' /metrics, route per request,
     release when the answer is in; with `precise`, KV events feed the prefix index."""
 
-    def __init__(self, name: str, config: str | None = None, precise: bool = False) -> None:
+    def __init__(self, name: str, config: str | None = None, precise: bool = False,
+                 render: bool = False) -> None:
         self.name = name
         self.config = config
         self.precise = precise
+        self.render = render  # tokenize through the first server's render API
         self.subscriber: KvEventSubscriber | None = None
 
     async def start(self, fleet: SimFleetProcess) -> None:
         self.addresses = list(fleet.addresses)
-        self.scheduler = Scheduler(self.config)
+        config = self.config
+        if self.render:
+            config = precise_tokens(fleet.shape, f"http://{self.addresses[0]}")
+        self.scheduler = Scheduler(config)
+        if self.precise and fleet.shape.tokenizer:
+            # The servers dial the EPP: bind first, as the EPP does at start.
+            self.subscriber = KvEventSubscriber.from_config(self.scheduler.router, self.scheduler.config.precise_prefix)
+            self.subscriber.start()
         await _scrape(self.scheduler, self.addresses)
-        if self.precise:
+        if self.precise and not fleet.shape.tokenizer:
             self.subscriber = KvEventSubscriber(self.scheduler.router)
             self.subscriber.set_publishers(fleet.kv_events)
 
@@ -146,9 +170,14 @@ class SluicegatePolicy(Policy):
             await self.subscriber.close()
 
 
-def policies(workload: str, seed: int) -> list[Policy]:
+def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[Policy]:
     out: list[Policy] = [RandomPolicy(seed), RoundRobinPolicy(), LeastRequestPolicy(seed),
-                         SluicegatePolicy("sluicegate"), SluicegatePolicy("sluicegate+precise", PRECISE, True)]
+                         SluicegatePolicy("sluicegate")]
+    if shape is not None and shape.tokenizer:
+        out += [SluicegatePolicy("sluicegate+precise", precise_tokens(shape), True),
+                SluicegatePolicy("sluicegate+precise-render", None, True, render=True)]
+    else:
+        out.append(SluicegatePolicy("sluicegate+precise", PRECISE, True))
     if workload == "varied":  # EPP-side in-flight counts, what least-queue routes by
         out.append(SluicegatePolicy("sluicegate+active", ACTIVE))
     if workload == "lora":

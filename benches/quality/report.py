@@ -90,9 +90,10 @@ def plot(by_workload: Mapping[str, Sequence[Row]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    workloads = [w for w in ("shared_prefix", "varied", "lora") if w in by_workload]
+    workloads = [w for w in ("shared_prefix", "shared_prefix_vllm", "varied", "lora") if w in by_workload]
     fig, axes = plt.subplots(2, len(workloads), figsize=(5.5 * len(workloads), 8), squeeze=False)
     second = {"shared_prefix": ("prefix_hit_rate", "prefix-cache hit rate"),
+              "shared_prefix_vllm": ("prefix_hit_rate", "prefix-cache hit rate"),
               "varied": ("e2e_p50_ms", "end-to-end p50 (ms)"),
               "lora": ("adapter_loads", "LoRA adapter loads")}
     for col, workload in enumerate(workloads):

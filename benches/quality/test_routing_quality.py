@@ -5,10 +5,15 @@ fail or a policy's result is missing."""
 
 from __future__ import annotations
 
+import itertools
+import socket
+
 import pytest
 import uvloop
 
-from benches.quality.driver import WORKLOADS, capacity, run_policy
+from sluicegate.sim.toy_tokenizers import byte_level_chatml
+
+from benches.quality.driver import WORKLOADS, capacity, run_policy, workload
 from benches.quality.fleet import FleetShape
 from benches.quality.policies import policies
 
@@ -28,6 +33,38 @@ def test_routing_quality(benchmark, workload, quality_size, quality_rows):
         lambda: uvloop.run(_compare(workload, shape, quality_size.calibrate_s, quality_size.run_s)),
         rounds=1, iterations=1)
     quality_rows[workload] = rows
+    benchmark.extra_info["rows"] = rows
+    for row in rows:
+        assert row["requests"] > 0 and row["errors"] == 0, row
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_precise_routing_with_vllm_style_events(benchmark, quality_size, quality_rows, tmp_path):
+    """shared_prefix against vLLM-style servers: a tokenizer (trained here), vLLM's seeded
+    sha256_cbor block hashes with token ids in named-field events, servers dialling the EPP's
+    bound ZMQ endpoint. Approximate default vs precise (in-process tokenizer, and through a
+    server's render API), same arrivals, same run."""
+    # Trained on the workload's own words, so a token is about as long as the simulators'
+    # default ~4 characters.
+    sample = itertools.islice(workload("shared_prefix", SEED + 1, FleetShape()), 300)
+    corpus = [m["content"] for r in sample for m in r.body["messages"]]
+    tokenizer = byte_level_chatml(tmp_path / "tok", vocab_size=2000, corpus=corpus)
+    shape = FleetShape(tokenizer=str(tokenizer), hash_seed="42", kv_events_encoding="map",
+                       kv_events_endpoint=f"tcp://127.0.0.1:{_free_port()}")
+    names = {"round-robin", "sluicegate", "sluicegate+precise", "sluicegate+precise-render"}
+
+    async def compare() -> list[dict]:
+        rate = LOAD * await capacity("shared_prefix", shape, quality_size.calibrate_s, SEED)
+        return [(await run_policy("shared_prefix", p, shape, rate, quality_size.run_s, SEED)).summary()
+                for p in policies("shared_prefix", SEED, shape) if p.name in names]
+
+    rows = benchmark.pedantic(lambda: uvloop.run(compare()), rounds=1, iterations=1)
+    quality_rows["shared_prefix_vllm"] = rows
     benchmark.extra_info["rows"] = rows
     for row in rows:
         assert row["requests"] > 0 and row["errors"] == 0, row

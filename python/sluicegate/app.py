@@ -197,6 +197,10 @@ class Epp:
             from .activator import ActivatorCollector
 
             out.append(ActivatorCollector(self.activator))
+        if self.kv_events is not None:
+            from .scheduling.kv_events import KvEventsCollector
+
+            out.append(KvEventsCollector(self.kv_events, self.router))
         return out
 
     def _metrics_access(self) -> MetricsAccess:
@@ -221,6 +225,8 @@ class Epp:
         return self._serving
 
     async def start(self) -> None:
+        if self.kv_events is not None:
+            self.kv_events.start()  # binds kvEventsConfig.zmqEndpoint before servers dial it
         self.hostnames.start()
         self.discovery.start()
         self.router.start_scraper()

@@ -1,16 +1,24 @@
-"""`sluicegate run` with a precise-prefix-cache-producer: the EPP subscribes to each simulator's
-KV-event publisher (port from the endpoint's label) and routes, over real ext_proc gRPC, a prompt
-to the simulator whose KV cache holds it — a cache warmed behind the EPP's back."""
+"""`sluicegate run` with a precise-prefix-cache-producer, over real ext_proc gRPC: a prompt goes
+to the simulator whose KV cache holds it — a cache warmed behind the EPP's back. Both transports
+(the EPP dialling each simulator's publisher; vLLM-style simulators dialling the EPP's bound
+endpoint with token ids and vLLM's block hashes, keyed by the EPP's own tokenization), and
+misconfiguration made visible: a wrong hash seed, a wrong tokenizer."""
 
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import time
+from pathlib import Path
 
 import yaml
+from prometheus_client import generate_latest
 
 from sluicegate.scheduling.kv_events import PORT_LABEL
+from sluicegate.metrics import build_registry
 from sluicegate.sim.config import SimConfig
+from sluicegate.sim.toy_tokenizers import byte_level_chatml, whitespace_llama2
 from tests.harness import http_request
 
 from .extproc_client import exchange, header_set, request_body, request_headers
@@ -65,5 +73,123 @@ def test_the_epp_routes_to_the_simulator_whose_kv_events_report_the_prompt(loop_
         for _ in range(5):  # and it stays there: the index, not chance, decides
             answers = exchange(epp.port, [request_headers(CHAT), request_body(prompt, True)])
             assert header_set(answers[0].request_headers.response)["x-gateway-destination-endpoint"] == target.address
+    finally:
+        in_process.stop()
+
+
+def _precise_config(tokenizer: Path, hash_seed: str) -> str:
+    return f"""
+plugins:
+- {{type: token-producer, parameters: {{local: {{path: "{tokenizer}"}}}}}}
+- {{type: precise-prefix-cache-producer, parameters: {{
+    tokenProcessorConfig: {{blockSize: 16, hashSeed: "{hash_seed}"}},
+    kvEventsConfig: {{zmqEndpoint: "tcp://127.0.0.1:{_free_port()}"}}}}}}
+- {{type: prefix-cache-scorer}}
+- {{type: max-score-picker}}
+schedulingProfiles: [{{name: p, plugins: [{{pluginRef: prefix-cache-scorer}}, {{pluginRef: max-score-picker}}]}}]
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_vllm_style(loop_thread, sims, tmp_path, epp_tokenizer: Path, sim_tokenizer: Path,
+                      epp_seed: str, sim_seed: str = "42"):
+    """An EPP binding its ZMQ endpoint, and three simulators tokenizing with `sim_tokenizer`,
+    hashing with `sim_seed` and dialling the EPP (upstream's transport and topics)."""
+    config = _precise_config(epp_tokenizer, epp_seed)
+    endpoint = yaml.safe_load(config)["plugins"][1]["parameters"]["kvEventsConfig"]["zmqEndpoint"]
+    # The simulators dial before the EPP has bound: ZMQ keeps retrying, as vLLM's does.
+    servers = sims.start(*(SimConfig(name=f"sim-{i}", speedup=50.0, kv_events_endpoint=endpoint,
+                                     kv_events_encoding="map", tokenizer=str(sim_tokenizer), hash_seed=sim_seed)
+                           for i in range(3)))
+    path = tmp_path / "endpoints.yaml"
+    path.write_text(yaml.safe_dump({"endpoints": [
+        {"name": s.name, "address": s.address.split(":")[0], "port": int(s.address.split(":")[1])}
+        for s in servers]}))
+    return InProcessEpp(loop_thread, path, config), servers
+
+
+def _warm_until_events(epp, target) -> None:
+    deadline = time.monotonic() + 20
+    i = 0
+    while epp.router.kv_event_stats()["batches"] == 0:
+        assert time.monotonic() < deadline, "the EPP never received a KV-event batch"
+        assert http_request(f"http://{target.address}", CHAT, _body(f"warm-up {i} " * 30))[0] == 200
+        i += 1
+        time.sleep(0.02)
+
+
+def _scrape(epp) -> str:
+    return generate_latest(build_registry(epp.router, "default", extra=epp._collectors)).decode()
+
+
+def test_vllm_style_servers_dial_the_epp_and_token_keys_route_chat_to_the_holder(loop_thread, sims, tmp_path):
+    tok = byte_level_chatml(tmp_path / "tok")
+    in_process, servers = _start_vllm_style(loop_thread, sims, tmp_path, tok, tok, "42")
+    epp = in_process.epp
+    try:
+        target = servers[2]
+        _warm_until_events(epp, target)
+        prompt = _body("You are a helpful assistant. Shared system prompts make prefix caching pay off. " * 8)
+        assert http_request(f"http://{target.address}", CHAT, prompt)[0] == 200
+        deadline = time.monotonic() + 10
+        while True:
+            answers = exchange(epp.port, [request_headers(CHAT), request_body(prompt, True)])
+            routed = header_set(answers[0].request_headers.response)["x-gateway-destination-endpoint"]
+            if routed == target.address:
+                break
+            assert time.monotonic() < deadline, f"routed to {routed}, never to {target.address}"
+            time.sleep(0.05)
+        stats = epp.router.kv_event_stats()
+        assert stats["engine_hash_mismatches"] == 0 and stats["engine_hash_checks"] > 0
+        assert stats["lookup_hits"] > 0 and stats["tokenize_failures"] == 0
+        text = _scrape(epp)
+        assert f'sluicegate_kv_events_decoded_total{{pod="{target.address}"}}' in text
+        assert "llm_d_epp_kv_cache_index_lookup_hits_total" in text
+    finally:
+        in_process.stop()
+
+
+def test_a_wrong_hash_seed_shows_on_metrics_and_in_the_log_within_seconds(loop_thread, sims, tmp_path, caplog):
+    tok = byte_level_chatml(tmp_path / "tok")
+    in_process, servers = _start_vllm_style(loop_thread, sims, tmp_path, tok, tok, epp_seed="7", sim_seed="42")
+    epp = in_process.epp
+    try:
+        started = time.monotonic()
+        _warm_until_events(epp, servers[0])
+        with caplog.at_level(logging.WARNING, logger="sluicegate.scheduling.kv_events"):
+            while "PYTHONHASHSEED" not in caplog.text:
+                assert time.monotonic() - started < 15, "no warning about the hash seed"
+                http_request(f"http://{servers[0].address}", CHAT, _body(f"more {time.monotonic()} " * 30))
+                time.sleep(0.2)
+        assert "hashSeed='7'" in caplog.text
+        text = _scrape(epp)
+        mismatches = [line for line in text.splitlines()
+                      if line.startswith("sluicegate_kv_events_engine_hash_mismatches_total ")]
+        assert mismatches and float(mismatches[0].split()[1]) > 0
+    finally:
+        in_process.stop()
+
+
+def test_a_wrong_tokenizer_shows_as_lookups_that_never_hit_while_events_arrive(loop_thread, sims, tmp_path, caplog):
+    in_process, servers = _start_vllm_style(loop_thread, sims, tmp_path, whitespace_llama2(tmp_path / "epp-tok"),
+                                            byte_level_chatml(tmp_path / "sim-tok"), "42")
+    epp = in_process.epp
+    try:
+        started = time.monotonic()
+        _warm_until_events(epp, servers[0])
+        prompt = _body("The quick brown fox jumps over the lazy dog while the sky turns red. " * 8)
+        with caplog.at_level(logging.WARNING, logger="sluicegate.scheduling.kv_events"):
+            while "matched no block" not in caplog.text:
+                assert time.monotonic() - started < 15, "no warning about lookups that never hit"
+                http_request(f"http://{servers[0].address}", CHAT, prompt)
+                exchange(epp.port, [request_headers(CHAT), request_body(prompt, True)])
+                time.sleep(0.1)
+        assert "token-producer" in caplog.text
+        assert "sluicegate_kv_cache_index_hit_ratio 0.0" in _scrape(epp)
     finally:
         in_process.stop()

@@ -62,7 +62,8 @@ def test_every_example_passes_check_config(capsys):
 def test_precise_producer_settings_are_resolved():
     cfg = load_config(path=str(CONFIGS / "llmd-precise.yaml"))
     assert cfg.precise_prefix == {"name": "precise-prefix-cache-producer", "blockSize": 64,
-                                  "socketPort": 5557, "topicFilter": "kv@"}
+                                  "socketPort": 5557, "topicFilter": "kv@", "zmqEndpoint": "",
+                                  "hashSeed": "", "tokenLevel": False, "redisAddress": None}
     assert load_config().precise_prefix is None
 
 

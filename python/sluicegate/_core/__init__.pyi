@@ -4,6 +4,7 @@ sluicegate.extproc → extproc; sluicegate.metrics → stats). The names also st
 
 from . import extproc as extproc
 from . import flowcontrol as flowcontrol
+from . import kvblock as kvblock
 from . import parse as parse
 from . import scheduling as scheduling
 from . import stats as stats
@@ -100,3 +101,8 @@ __all__ = [
     "HEALTH_SERVICES",
     "MAX_BODY_BYTES",
 ]
+from .kvblock import (
+    LocalTokenizer as LocalTokenizer,
+    request_block_keys as request_block_keys,
+    vllm_block_hashes as vllm_block_hashes,
+)

@@ -96,12 +96,15 @@ class Router:
         """What `route` would decide, changing nothing (no in-flight count, no learning), and
         per profile: (name, candidates after filters, [(scorer, weight, raw scores)], totals,
         picked)."""
-    def apply_kv_events(self, address: str, payload: bytes, seq: int | None = None) -> bool:
-        """One msgpack KVEventBatch from the endpoint at `address` into the precise prefix index
-        (GIL released); False when no endpoint has that address. ValueError: bad payload, or no
-        precise-prefix-cache-producer configured."""
+    def apply_kv_events(self, address: str, payload: bytes, seq: int | None = None, model: str = "") -> bool:
+        """One msgpack KVEventBatch (either vLLM wire form) from the endpoint at `address`, for
+        `model` (from the topic), into the precise prefix index (GIL released); False when no
+        endpoint has that address. ValueError: bad payload, or no precise-prefix-cache-producer."""
     def kv_event_stats(self) -> dict[str, int] | None:
-        """batches, events, seq_gaps, block_size_mismatches; None without a producer."""
+        """The precise index's counters (batches, events, decode_failures, seq_gaps,
+        block_size_mismatches, unknown_parents, admissions, evictions, engine_hash_checks,
+        engine_hash_mismatches, lookups, lookup_blocks, lookup_hits, tokenize_failures, size);
+        None without a producer."""
     def release(self, address: str) -> None:
         """The request sent to `address` finished: drop its in-flight count."""
     def status(self) -> list[EndpointStatus]: ...

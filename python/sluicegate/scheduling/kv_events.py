@@ -1,26 +1,39 @@
-"""The control-plane side of precise-prefix-cache-producer: one ZMQ SUB socket per endpoint's
-KV-event publisher (vLLM's `--kv-events-config`), each batch handed to the Rust index in one
-call (`Router.apply_kv_events`, GIL released). Decoding and indexing are Rust; this only moves
-frames."""
+"""The control-plane side of precise-prefix-cache-producer: receives model servers' KV-event
+batches over ZMQ and hands each to the Rust index in one call (`Router.apply_kv_events`, GIL
+released); decoding and indexing are Rust. Two ways to meet the publishers:
+
+- upstream's (`kvEventsConfig.zmqEndpoint`): the EPP binds one SUB socket that every vLLM
+  dials (`--kv-events-config '{"endpoint": "tcp://epp:5557", "topic": "kv@<pod-ip>:<port>@<model>"}'`),
+  the topic naming the endpoint and model of each batch;
+- sluicegate's earlier one: a SUB socket per endpoint dialling its publisher's bound port.
+
+It also watches what the index does with the events: a warning line when lookups keep missing
+while events arrive (tokenizer, block size or model name not as the engines'), or when the
+engines' block hashes are not what `hashSeed` gives (another PYTHONHASHSEED)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import zmq
 import zmq.asyncio
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from .._core import Router
+from .kv_index_redis import SharedEventLog
 
 log = logging.getLogger(__name__)
 
 # Label naming an endpoint's publisher port when several servers share a host (sluicegate's own;
 # upstream derives "tcp://<pod ip>:<socketPort>").
 PORT_LABEL = "sluicegate.io/kv-events-port"
+WATCH_INTERVAL_S = 2.0
 
 
 def publisher_url(address: str, socket_port: int, labels: Mapping[str, str] | None = None) -> str:
@@ -30,18 +43,41 @@ def publisher_url(address: str, socket_port: int, labels: Mapping[str, str] | No
     return f"tcp://{host}:{port}"
 
 
-class KvEventSubscriber:
-    """Subscribes to each endpoint's publisher and feeds the router; `set_publishers` follows
-    the endpoint set, `close` stops every task and socket."""
+def parse_topic(topic: bytes) -> tuple[str, str] | None:
+    """(endpoint "ip:port", model) from llm-d's `kv@<ip:port>@<model>`; None for other topics."""
+    parts = topic.decode(errors="replace").split("@", 2)
+    if len(parts) != 3 or not parts[1]:
+        return None
+    return parts[1], parts[2]
 
-    def __init__(self, router: Router, topic_filter: str = "", socket_port: int = 5557) -> None:
+
+class KvEventSubscriber:
+    """Feeds the router from bound or dialled SUB sockets; counts per endpoint; `close` stops
+    every task and socket."""
+
+    def __init__(self, router: Router, topic_filter: str = "", socket_port: int = 5557,
+                 zmq_endpoint: str = "", hash_seed: str = "", redis_address: str = "") -> None:
         self._router = router
         self._topic = topic_filter.encode()
         self.socket_port = socket_port
+        self.zmq_endpoint = zmq_endpoint
+        self.hash_seed = hash_seed
         self._ctx = zmq.asyncio.Context.instance()
         self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}  # address -> (url, task)
+        self._bound: zmq.asyncio.Socket | None = None
+        self._bound_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self.bound_address = ""
         self.batches = 0
         self.errors = 0
+        self.received: Counter[str] = Counter()  # per endpoint address
+        self.decoded: Counter[str] = Counter()
+        self.failed: Counter[str] = Counter()
+        self.unknown: Counter[str] = Counter()  # batches naming no known endpoint
+        self.warnings = 0
+        # The index shared with other replicas through Redis, when configured.
+        self.shared = SharedEventLog(redis_address, self._apply_shared) if redis_address else None
+        self.shared_failed = 0
 
     @classmethod
     def from_config(cls, router: Router, precise_prefix: Mapping[str, Any] | None) -> KvEventSubscriber | None:
@@ -49,10 +85,39 @@ class KvEventSubscriber:
         None without one."""
         if not precise_prefix:
             return None
-        return cls(router, precise_prefix["topicFilter"], precise_prefix["socketPort"])
+        return cls(router, precise_prefix["topicFilter"], precise_prefix["socketPort"],
+                   precise_prefix.get("zmqEndpoint") or "", precise_prefix.get("hashSeed") or "",
+                   precise_prefix.get("redisAddress") or "")
+
+    def start(self) -> None:
+        """Bind the shared endpoint (when configured) and start watching the index."""
+        loop = asyncio.get_running_loop()
+        if self.zmq_endpoint and self._bound is None:
+            sock = self._ctx.socket(zmq.SUB)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, 100_000)
+            sock.setsockopt(zmq.SUBSCRIBE, self._topic)
+            try:
+                sock.bind(self.zmq_endpoint)
+            except zmq.ZMQError as exc:
+                sock.close()
+                raise OSError(f"kvEventsConfig.zmqEndpoint={self.zmq_endpoint!r}: {exc}") from None
+            self._bound = sock
+            self.bound_address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._bound_task = loop.create_task(self._receive_bound(sock), name="kv-events-bound")
+            log.info("kv events: bound %s for model servers to publish to (topic filter %r)",
+                     self.bound_address, self._topic.decode())
+        if self._watch_task is None:
+            self._watch_task = loop.create_task(self._watch(), name="kv-events-watch")
+        if self.shared is not None:
+            self.shared.start()
 
     def endpoints_changed(self, endpoints: Iterable[tuple[str, Mapping[str, str]]]) -> None:
-        """Follow the pool: (address, labels) of every endpoint, publishers at their host."""
+        """Follow the pool: (address, labels) of every endpoint. With a bound endpoint the
+        publishers come to us; otherwise dial each one's publisher."""
+        self.start()
+        if self.zmq_endpoint:
+            return
         self.set_publishers({a: publisher_url(a, self.socket_port, labels) for a, labels in endpoints})
 
     def set_publishers(self, publishers: Mapping[str, str]) -> None:
@@ -70,12 +135,29 @@ class KvEventSubscriber:
 
     async def close(self) -> None:
         tasks = [task for _, task in self._tasks.values()]
+        tasks += [t for t in (self._bound_task, self._watch_task) if t is not None]
         self._tasks.clear()
+        self._bound_task = self._watch_task = None
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._bound is not None:
+            self._bound.close()
+            self._bound = None
+        if self.shared is not None:
+            await self.shared.close()
+
+    async def _receive_bound(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await sock.recv_multipart()
+            named = parse_topic(frames[0])
+            if named is None:
+                self.unknown[frames[0].decode(errors="replace")] += 1
+                continue
+            address, model = named
+            self._apply(address, frames, model)
 
     async def _follow(self, address: str, url: str) -> None:
         sock = self._ctx.socket(zmq.SUB)
@@ -85,17 +167,129 @@ class KvEventSubscriber:
         try:
             while True:
                 frames = await sock.recv_multipart()
-                self._apply(address, frames)
+                named = parse_topic(frames[0])
+                self._apply(address, frames, named[1] if named else "")
         finally:
             sock.close()
 
-    def _apply(self, address: str, frames: list[bytes]) -> None:
+    def _apply(self, address: str, frames: list[bytes], model: str) -> None:
         # vLLM sends (topic, seq, payload); a publisher without sequence numbers (topic, payload).
         seq = int.from_bytes(frames[1], "big") if len(frames) == 3 and len(frames[1]) == 8 else None
+        self.received[address] += 1
         try:
-            self._router.apply_kv_events(address, frames[-1], seq)
+            if self._router.apply_kv_events(address, frames[-1], seq, model):
+                self.decoded[address] += 1
+                if self.shared is not None:
+                    self.shared.append(address, model, frames[-1], seq)
+            else:
+                self.unknown[address] += 1
             self.batches += 1
         except ValueError as exc:
             self.errors += 1
+            self.failed[address] += 1
             if self.errors <= 10 or self.errors % 1000 == 0:
                 log.warning("kv events from %s dropped (%d so far): %s", address, self.errors, exc)
+
+    def _apply_shared(self, address: str, model: str, payload: bytes, seq: int | None) -> None:
+        """A batch another replica received, from the shared log."""
+        try:
+            self._router.apply_kv_events(address, payload, seq, model)
+        except ValueError:
+            self.shared_failed += 1
+
+    async def _watch(self) -> None:
+        last = self._router.kv_event_stats() or {}
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            now = self._router.kv_event_stats() or {}
+            for line in diagnose(last, now, self.hash_seed):
+                self.warnings += 1
+                log.warning("%s", line)
+            last = now
+
+
+def diagnose(before: Mapping[str, int], after: Mapping[str, int], hash_seed: str) -> list[str]:
+    """Warning lines for what changed between two readings of the index's counters."""
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    lines = []
+    if d.get("engine_hash_mismatches", 0) > 0:
+        lines.append(
+            f"kv events: {d['engine_hash_mismatches']} of {d['engine_hash_checks']} engine block hashes "
+            f"are not vLLM's sha256_cbor with hashSeed={hash_seed!r}: the model servers run with another "
+            "PYTHONHASHSEED or --prefix-caching-hash-algo (matching still works from token ids; "
+            "set tokenProcessorConfig.hashSeed to the servers' PYTHONHASHSEED)")
+    if d.get("block_size_mismatches", 0) > 0:
+        lines.append(f"kv events: {d['block_size_mismatches']} BlockStored events of another block size "
+                     "than tokenProcessorConfig.blockSize were ignored")
+    if d.get("unknown_parents", 0) > 0 and d.get("admissions", 0) == 0:
+        lines.append(f"kv events: {d['unknown_parents']} BlockStored events continue blocks never seen "
+                     "(the EPP joined late or lost events); they are skipped until new prefixes arrive")
+    if d.get("tokenize_failures", 0) > 0:
+        lines.append(f"kv events: {d['tokenize_failures']} requests could not be tokenized "
+                     "(token-producer): they were scored as no prefix match")
+    if d.get("events", 0) > 0 and d.get("lookups", 0) >= 5 and d.get("lookup_hits", 0) == 0 \
+            and after.get("size", 0) > 0:
+        lines.append(
+            f"kv events: {d['lookups']} prefix lookups matched no block while {d['events']} events arrived "
+            f"and {after['size']} blocks are indexed — the EPP's block keys differ from the engines': "
+            "check token-producer (tokenizer, chat template), tokenProcessorConfig.blockSize and the model name")
+    return lines
+
+
+class KvEventsCollector(Collector):
+    """Upstream's llm_d_epp_kv_cache_* families where they exist, sluicegate_kv_* otherwise;
+    read from the subscriber's and the index's counters at scrape time."""
+
+    def __init__(self, subscriber: KvEventSubscriber, router: Router) -> None:
+        self._sub = subscriber
+        self._router = router
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._sub
+        for name, help_, counts in (
+            ("llm_d_epp_kv_cache_events_messages_received_total", "Messages received from ZMQ subscribers", s.received),
+            ("sluicegate_kv_events_decoded_total", "KV-event batches decoded and applied to the index", s.decoded),
+            ("sluicegate_kv_events_failed_total", "KV-event batches that did not decode", s.failed),
+            ("sluicegate_kv_events_unknown_endpoint_total", "KV-event batches naming no known endpoint", s.unknown),
+        ):
+            family = CounterMetricFamily(name, help_, labels=["pod"])
+            for address, n in sorted(counts.items()):
+                family.add_metric([address], n)
+            yield family
+        stats = self._router.kv_event_stats() or {}
+        for name, key, help_ in (
+            ("llm_d_epp_kv_cache_index_admissions_total", "admissions", "Total number of KV-block admissions"),
+            ("llm_d_epp_kv_cache_index_evictions_total", "evictions", "Total number of KV-block evictions"),
+            ("llm_d_epp_kv_cache_index_lookup_requests_total", "lookups", "Total number of lookup calls"),
+            ("llm_d_epp_kv_cache_index_lookup_hits_total", "lookup_hits",
+             "Contiguous prefix blocks matched by the best pod per lookup"),
+            ("sluicegate_kv_cache_index_lookup_blocks_total", "lookup_blocks", "Blocks asked for by lookups"),
+            ("sluicegate_kv_events_total", "events", "KV events applied"),
+            ("sluicegate_kv_events_seq_gaps_total", "seq_gaps", "Batches whose sequence number skipped ahead"),
+            ("sluicegate_kv_events_block_size_mismatches_total", "block_size_mismatches",
+             "BlockStored events of another block size than configured"),
+            ("sluicegate_kv_events_unknown_parents_total", "unknown_parents",
+             "BlockStored events continuing a block the index never saw"),
+            ("sluicegate_kv_events_engine_hash_checks_total", "engine_hash_checks",
+             "Engine block hashes recomputed with tokenProcessorConfig.hashSeed"),
+            ("sluicegate_kv_events_engine_hash_mismatches_total", "engine_hash_mismatches",
+             "Engine block hashes that differ from vLLM's sha256_cbor with hashSeed"),
+            ("sluicegate_token_producer_failures_total", "tokenize_failures", "Requests the token-producer could not tokenize"),
+        ):
+            yield CounterMetricFamily(name, help_, value=stats.get(key, 0))
+        yield GaugeMetricFamily("sluicegate_kv_cache_index_size", "Block keys confirmed by KV events",
+                                value=stats.get("size", 0))
+        blocks = stats.get("lookup_blocks", 0)
+        yield GaugeMetricFamily("sluicegate_kv_cache_index_hit_ratio",
+                                "Blocks the best endpoint held over blocks looked up, since start",
+                                value=stats.get("lookup_hits", 0) / blocks if blocks else 0.0)
+        yield CounterMetricFamily("sluicegate_kv_events_warnings_total", "Diagnostic warnings logged",
+                                  value=s.warnings)
+        if s.shared is not None:
+            yield GaugeMetricFamily("sluicegate_kv_index_redis_up", "Whether the shared index's Redis answers",
+                                    value=1.0 if s.shared.up else 0.0)
+            family = CounterMetricFamily("sluicegate_kv_index_redis_batches_total",
+                                         "KV-event batches shared through Redis", labels=["direction"])
+            family.add_metric(["appended"], s.shared.appended)
+            family.add_metric(["applied"], s.shared.applied)
+            yield family

@@ -30,9 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         ("--max-output-tokens", "max_output_tokens"), ("--seed", "seed")):
         add(flag, type=int, default=getattr(_DEFAULTS, field))
     add("--kv-events-endpoint", default="",
-        help='ZMQ endpoint each server\'s KV-event publisher binds, e.g. "tcp://127.0.0.1:*" '
-             "(free ports; printed after each address as kv=URL); default: no events")
+        help='ZMQ endpoint of each server\'s KV-event publisher: with a wildcard it binds, e.g. '
+             '"tcp://127.0.0.1:*" (free ports; printed after each address as kv=URL); without one '
+             'it dials an EPP\'s bound endpoint, e.g. "tcp://127.0.0.1:5557" (topic '
+             'kv@<address>@<model>, as llm-d expects); default: no events')
     add("--kv-events-topic", default="")
+    add("--kv-events-encoding", default=_DEFAULTS.kv_events_encoding, choices=("array", "map"),
+        help="vLLM's event wire form: msgspec arrays (older) or named-field maps (newer)")
+    add("--tokenizer", default="",
+        help="a local tokenizer.json or model directory: tokenize as vLLM does, publish vLLM's "
+             "sha256_cbor block hashes with token ids, serve /v1/*/render and /tokenize")
+    add("--hash-seed", default=_DEFAULTS.hash_seed, help="vLLM's PYTHONHASHSEED for block hashes")
     for flag, field in (("--alpha-ms", "alpha_ms"), ("--beta-ms", "beta_ms"),
                         ("--gamma-ms", "gamma_ms"), ("--delta-ms", "delta_ms"),
                         ("--lora-load-ms", "lora_load_ms"), ("--speedup", "speedup"),
@@ -55,6 +63,7 @@ def configs_from_args(args: argparse.Namespace) -> list[SimConfig]:
         seed=args.seed + i, default_output_tokens=args.default_output_tokens,
         max_output_tokens=args.max_output_tokens, fail_rate=args.fail_rate,
         kv_events_endpoint=args.kv_events_endpoint, kv_events_topic=args.kv_events_topic,
+        kv_events_encoding=args.kv_events_encoding, tokenizer=args.tokenizer, hash_seed=args.hash_seed,
     ) for i in range(args.count)]
 
 

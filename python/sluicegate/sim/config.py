@@ -38,8 +38,16 @@ class SimConfig:
     metrics_fault: str = ""  # /metrics: "" serves, "garbage" serves junk, "hang" never answers
     # ZMQ endpoint the KV-event publisher binds, as vLLM's --kv-events-config endpoint
     # (e.g. "tcp://127.0.0.1:*" for a free port); "" publishes nothing.
+    # An endpoint without a wildcard is dialled (vLLM's rule), as llm-d's EPP binds one SUB
+    # socket for every server; then the topic defaults to llm-d's "kv@<host:port>@<model>".
     kv_events_endpoint: str = ""
     kv_events_topic: str = ""
+    kv_events_encoding: str = "array"  # "array" (msgspec array_like) or "map" (named fields)
+    # A local tokenizer.json or model directory: prompts are tokenized as vLLM does, blocks carry
+    # vLLM's sha256_cbor hashes seeded by `hash_seed` (PYTHONHASHSEED), events carry token ids,
+    # and the render/tokenize endpoints answer. "" keeps the ~4 characters per token model.
+    tokenizer: str = ""
+    hash_seed: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loras", tuple(self.loras))
@@ -58,6 +66,8 @@ class SimConfig:
         _require(0.0 <= self.hang_rate <= 1.0, "hang_rate", self.hang_rate, "must be in [0, 1]")
         _require(self.metrics_fault in ("", "garbage", "hang"), "metrics_fault", self.metrics_fault,
                  "must be one of '', 'garbage', 'hang'")
+        _require(self.kv_events_encoding in ("array", "map"), "kv_events_encoding",
+                 self.kv_events_encoding, "must be 'array' or 'map'")
         # A request that fits max_model_len must fit the KV cache alone, or it would wait forever.
         _require(self.max_model_len <= self.kv_blocks * self.block_size, "max_model_len",
                  self.max_model_len, f"exceeds kv_blocks*block_size={self.kv_blocks * self.block_size}")

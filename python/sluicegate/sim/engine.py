@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sluicegate.sim.config import SimConfig
-from sluicegate.sim.kvcache import BlockAllocation, KVCache
+from sluicegate.sim.kvcache import BlockAllocation, BlockSource, KVCache
 from sluicegate.sim.lora import LoraSlots
 from sluicegate.sim.metrics import SimMetrics
 
@@ -23,14 +23,16 @@ WAITING, RUNNING, DONE = 0, 1, 2
 class SimRequest:
     """One generation as the engine sees it; the HTTP handler awaits its progress."""
 
-    __slots__ = ("prompt_tokens", "hashes", "max_tokens", "lora", "produced", "state",
+    __slots__ = ("prompt_tokens", "hashes", "source", "max_tokens", "lora", "produced", "state",
                  "aborted", "finish_reason", "alloc", "cached_tokens", "admitted_once", "arrival_sim_ms",
                  "first_token_sim_ms", "done_sim_ms", "arrival_wall", "last_token_wall", "_waiter")
 
     def __init__(self, prompt_tokens: int, hashes: list[int], max_tokens: int,
-                 lora: str | None, finish_reason: str = "length") -> None:
+                 lora: str | None, finish_reason: str = "length",
+                 source: BlockSource | None = None) -> None:
         self.prompt_tokens = prompt_tokens
         self.hashes = hashes
+        self.source = source or BlockSource(lora=lora)
         self.max_tokens = max_tokens
         self.lora = lora
         self.produced = 0
@@ -90,7 +92,7 @@ class Engine:
         self.kv = KVCache(config.kv_blocks, config.block_size,
                           record_events=bool(config.kv_events_endpoint))
         # Receives each step's KV events (the server's ZMQ publisher), when events are on.
-        self.publish_kv_events: Callable[[list[list[Any]]], None] | None = None
+        self.publish_kv_events: Callable[[list[dict[str, Any]]], None] | None = None
         self.loras = LoraSlots(config.max_loras)
         self.waiting: deque[SimRequest] = deque()
         self.running: list[SimRequest] = []
@@ -206,7 +208,7 @@ class Engine:
                 # No adapter slot: this request waits, later ones may still run (as in vLLM).
                 lora_blocked.append(self.waiting.popleft())
                 continue
-            alloc = self.kv.allocate(req.hashes, tokens)
+            alloc = self.kv.allocate(req.hashes, tokens, req.source)
             if alloc is None:
                 if req.lora:
                     self.loras.release(req.lora)

@@ -3,8 +3,11 @@ full prompt blocks are named by chained hashes, shared by reference count, and k
 release as evictable cache entries (LRU) until their space is needed. Like vLLM with KV events
 enabled, it records `BlockStored` / `BlockRemoved` events for the engine to publish.
 
-Block hashes follow sluicegate's scheme (the EPP computes the same ones): the prompt's bytes
-in blocks of `block_size` × 4, chain-hashed with xxh3, seeded by the model name and cache salt.
+Block hashes are vLLM's (sim/block_hash.py, over real token ids) when the server has a
+tokenizer; without one, sluicegate's byte scheme (the prompt's bytes in blocks of
+`block_size` × 4, chain-hashed with xxh3, seeded by the model name and cache salt), which the
+EPP reproduces without a tokenizer. Events are recorded as field maps and encoded by the
+publisher in either of vLLM's wire forms.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections import OrderedDict
 from typing import Any
 
 from sluicegate.scheduling import prefix_block_hashes
+from sluicegate.sim.block_hash import extra_keys
 
 CHARS_PER_TOKEN = 4
 
@@ -26,6 +30,22 @@ def block_hashes(text: str, block_size: int, model: str = "", cache_salt: str | 
     """Chained hashes of the prompt's full blocks; the model (a LoRA adapter's name for its
     requests) and the salt keep caches apart, as vLLM does with its extra hash keys."""
     return prefix_block_hashes(model, cache_salt, text.encode(), block_size * CHARS_PER_TOKEN)
+
+
+class BlockSource:
+    """What a prompt's stored blocks are made of, for `BlockStored` events: its token ids (None
+    under the byte scheme), the LoRA adapter and the cache salt (vLLM's extra keys)."""
+
+    __slots__ = ("token_ids", "lora", "salt")
+
+    def __init__(self, token_ids: list[int] | None = None, lora: str | None = None,
+                 salt: str | None = None) -> None:
+        self.token_ids = token_ids
+        self.lora = lora
+        self.salt = salt
+
+
+_NO_SOURCE = BlockSource()
 
 
 class BlockAllocation:
@@ -46,8 +66,9 @@ class KVCache:
     def __init__(self, num_blocks: int, block_size: int, record_events: bool = False) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
-        # vLLM's event shapes (msgspec array_like, tag first), taken by `drain_events`.
-        self._events: list[list[Any]] | None = [] if record_events else None
+        # vLLM's events as field maps (see sim/kv_events.py for the wire forms), taken by
+        # `drain_events`.
+        self._events: list[dict[str, Any]] | None = [] if record_events else None
         self._refs: dict[int, int] = {}  # hashed blocks in use, by reference count
         self._evictable: OrderedDict[int, None] = OrderedDict()  # released, LRU first
         self._private = 0
@@ -68,7 +89,8 @@ class KVCache:
             n += 1
         return n
 
-    def allocate(self, hashes: list[int], num_tokens: int) -> BlockAllocation | None:
+    def allocate(self, hashes: list[int], num_tokens: int,
+                 source: BlockSource = _NO_SOURCE) -> BlockAllocation | None:
         """Take blocks for a prompt of `num_tokens` whose full blocks hash to `hashes`, reusing
         the cached prefix; None (and no change) when the cache cannot make room."""
         hit = self.cached_prefix(hashes)
@@ -87,14 +109,27 @@ class KVCache:
             alloc.hashed.append(h)
         stored = hashes[hit:needed_blocks]
         if stored and self._events is not None:
-            parent = hashes[hit - 1] if hit else None
-            # token_ids left empty: the EPP hashes the prompt itself under the same scheme.
-            self._events.append(["BlockStored", list(stored), parent, [], self.block_size, None, None])
+            self._events.append(self._stored_event(hashes, hit, hit + len(stored), source))
         private = needed_blocks - len(alloc.hashed)
         self._make_room(private)
         self._private += private
         alloc.private = private
         return alloc
+
+    def _stored_event(self, hashes: list[int], start: int, end: int, source: BlockSource) -> dict[str, Any]:
+        bs = self.block_size
+        tokens = source.token_ids
+        event: dict[str, Any] = {
+            "type": "BlockStored", "block_hashes": list(hashes[start:end]),
+            "parent_block_hash": hashes[start - 1] if start else None,
+            # Under the byte scheme there are no token ids: the EPP hashes the prompt bytes.
+            "token_ids": list(tokens[start * bs:end * bs]) if tokens is not None else [],
+            "block_size": bs, "lora_id": None, "medium": "GPU", "lora_name": source.lora,
+        }
+        if source.lora or source.salt:
+            event["extra_keys"] = [list(extra_keys(i, source.lora, source.salt) or ()) or None
+                                   for i in range(start, end)]
+        return event
 
     def grow(self, alloc: BlockAllocation, num_tokens: int) -> bool:
         """Extend `alloc` to cover `num_tokens` (decode appends); False when no block is free."""
@@ -126,7 +161,13 @@ class KVCache:
             del self._evictable[h]
         self._refs[h] = self._refs.get(h, 0) + 1
 
-    def drain_events(self) -> list[list[Any]]:
+    def clear(self) -> None:
+        """Drop every cached (evictable) block, as vLLM's reset_prefix_cache does."""
+        self._evictable.clear()
+        if self._events is not None:
+            self._events.append({"type": "AllBlocksCleared"})
+
+    def drain_events(self) -> list[dict[str, Any]]:
         """Events since the last call (empty unless recording)."""
         if not self._events:
             return []
@@ -138,4 +179,4 @@ class KVCache:
         while self._free() < blocks:
             evicted.append(self._evictable.popitem(last=False)[0])
         if evicted and self._events is not None:
-            self._events.append(["BlockRemoved", evicted, None])
+            self._events.append({"type": "BlockRemoved", "block_hashes": evicted, "medium": "GPU"})

@@ -18,12 +18,13 @@ from sluicegate.sim.config import SimConfig
 from sluicegate.sim.engine import DONE, Engine, SimRequest, SimStats
 from sluicegate.errors import BadRequestError
 from sluicegate.scheduling import request_block_hashes
-from sluicegate.sim.kv_events import KvEventPublisher
-from sluicegate.sim.kvcache import block_hashes, count_tokens
+from sluicegate.sim.kv_events import KvEventPublisher, binds, topic_for
+from sluicegate.sim.kvcache import BlockSource, block_hashes, count_tokens
 from sluicegate.sim.metrics import CONTENT_TYPE, SimMetrics
 from sluicegate.sim.openai_api import (CHAT, COMPLETION, ApiError, FillerText, Generation,
                                        StreamFormat, full_response, parse_generation,
                                        parse_json, usage)
+from sluicegate.sim.render import PromptTokens
 
 ENDPOINT_HEADER = "x-sim-endpoint"
 RECEIVED_MODEL_HEADER = "x-sim-received-model"
@@ -51,6 +52,7 @@ class SimServer:
         self._address = ""
         self._stopping = False
         self._kv_events: KvEventPublisher | None = None
+        self.tokens = PromptTokens(self.config) if self.config.tokenizer else None
 
     @property
     def address(self) -> str:
@@ -76,6 +78,9 @@ class SimServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions/render", self._render_completions)
+        app.router.add_post("/v1/chat/completions/render", self._render_chat)
+        app.router.add_post("/tokenize", self._tokenize)
         app.on_response_prepare.append(self._stamp)
         # A client that leaves cancels its handler, as vLLM aborts a request whose client left;
         # a handler that never answers (faults.py) would otherwise outlive the server's stop.
@@ -88,8 +93,12 @@ class SimServer:
             raise
         self._runner = runner
         if self.config.kv_events_endpoint:
+            endpoint = self.config.kv_events_endpoint
+            topic = self.config.kv_events_topic
+            if not topic and not binds(endpoint):
+                topic = topic_for(f"{host}:{runner.addresses[0][1]}", self.config.model)
             try:
-                self._kv_events = KvEventPublisher(self.config.kv_events_endpoint, self.config.kv_events_topic)
+                self._kv_events = KvEventPublisher(endpoint, topic, self.config.kv_events_encoding)
             except OSError:
                 await runner.cleanup()
                 self._runner = None
@@ -152,20 +161,41 @@ class SimServer:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         return await self._generate(CHAT, request)
 
+    async def _render_completions(self, request: web.Request) -> web.Response:
+        return await self._tokens_endpoint(request, lambda t, body: t.render(COMPLETION, body))
+
+    async def _render_chat(self, request: web.Request) -> web.Response:
+        return await self._tokens_endpoint(request, lambda t, body: t.render(CHAT, body))
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        return await self._tokens_endpoint(request, lambda t, body: t.tokenize(body))
+
+    async def _tokens_endpoint(self, request: web.Request, answer) -> web.Response:
+        try:
+            if self.tokens is None:
+                raise ApiError(404, "this simulated server has no tokenizer (SimConfig.tokenizer)")
+            return web.json_response(answer(self.tokens, parse_json(await request.read())))
+        except ApiError as exc:
+            return web.json_response(exc.body(), status=exc.status)
+
     async def _generate(self, kind: str, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
-            gen, prompt_tokens = self._accept(kind, request, raw)
+            gen, prompt_tokens, ids, body = self._accept(kind, request, raw)
         except ApiError as exc:
             return web.json_response(exc.body(), status=exc.status)
         lora = gen.model if gen.model != self.config.model else None
-        # The EPP's hash scheme over the same body, so its precise index matches these blocks.
-        try:
-            hashes = request_block_hashes(request.path, raw, self.config.block_size)
-        except BadRequestError:
-            # A body the EPP would refuse (e.g. no "model"): hash the sim's own view of it.
-            hashes = block_hashes(gen.prompt, self.config.block_size, gen.model)
-        req = SimRequest(prompt_tokens, hashes, gen.max_tokens, lora, gen.finish_reason)
+        if self.tokens is not None:
+            hashes, source = self.tokens.source(ids, gen.model, body)
+        else:
+            source = BlockSource(lora=lora)
+            # The EPP's byte scheme over the same body, so its precise index matches these blocks.
+            try:
+                hashes = request_block_hashes(request.path, raw, self.config.block_size)
+            except BadRequestError:
+                # A body the EPP would refuse (e.g. no "model"): hash the sim's own view of it.
+                hashes = block_hashes(gen.prompt, self.config.block_size, gen.model)
+        req = SimRequest(prompt_tokens, hashes, gen.max_tokens, lora, gen.finish_reason, source)
         self.engine.submit(req)
         try:
             if gen.stream:
@@ -174,14 +204,16 @@ class SimServer:
         finally:
             self.engine.abort(req)  # a no-op unless the client left early
 
-    def _accept(self, kind: str, request: web.Request, raw: bytes) -> tuple[Generation, int]:
+    def _accept(self, kind: str, request: web.Request,
+                raw: bytes) -> tuple[Generation, int, list[int], dict]:
         if self._stopping:
             raise ApiError(503, "the simulated server is shutting down")
         body = parse_json(raw)
         if isinstance(body.get("model"), str):
             request[_MODEL_KEY] = body["model"]
         gen = parse_generation(kind, body, self.config)
-        prompt_tokens = count_tokens(gen.prompt)
+        ids = self.tokens.token_ids(kind, body) if self.tokens is not None else []
+        prompt_tokens = len(ids) if self.tokens is not None else count_tokens(gen.prompt)
         limit = self.config.max_model_len
         field = "messages" if kind == CHAT else "prompt"
         if prompt_tokens >= limit:
@@ -194,7 +226,7 @@ class SimServer:
             gen = replace(gen, max_tokens=limit - prompt_tokens)
         if self.config.fail_rate and self._fail_rng.random() < self.config.fail_rate:
             raise ApiError(500, "simulated server failure (fail_rate)")
-        return gen, prompt_tokens
+        return gen, prompt_tokens, ids, body
 
     async def _respond(self, gen: Generation, req: SimRequest) -> web.Response:
         while req.state != DONE:

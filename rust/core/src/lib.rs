@@ -5,7 +5,9 @@
 pub mod admission;
 pub mod datalayer;
 pub mod flowcontrol;
+pub mod kvblock;
 pub mod parse;
 pub mod prefix;
 pub mod scheduling;
 pub mod stats;
+pub mod tokenize;

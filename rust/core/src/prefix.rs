@@ -2,7 +2,7 @@
 //! A prompt is cut into fixed-size byte blocks hashed as a chain, so block i's hash stands for the
 //! whole prefix up to it; the index remembers which chains each endpoint has probably cached.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -61,7 +61,6 @@ impl Hasher for U64Hasher {
 }
 
 pub(crate) type U64Map<V> = HashMap<u64, V, BuildHasherDefault<U64Hasher>>;
-pub(crate) type U64Set = HashSet<u64, BuildHasherDefault<U64Hasher>>;
 
 const NIL: u32 = u32::MAX;
 

@@ -8,6 +8,7 @@ use pyo3::types::PyDict;
 mod errors;
 mod extproc;
 mod flowcontrol;
+mod kvblock;
 mod parse;
 mod router;
 mod stats;
@@ -43,5 +44,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     submodule(m, "stats", stats::register)?;
     submodule(m, "flowcontrol", flowcontrol::register)?;
     submodule(m, "extproc", extproc::register)?;
+    submodule(m, "kvblock", kvblock::register)?;
     Ok(())
 }

@@ -251,31 +251,26 @@ impl PyRouter {
     }
 
     /// Apply one KV-event batch (msgpack `KVEventBatch`, the last ZMQ frame) published by the
-    /// endpoint at `address`; False when no endpoint has that address. ValueError names what is
-    /// wrong with a bad payload, or that no precise-prefix-cache-producer is configured.
-    #[pyo3(signature = (address, payload, seq = None))]
+    /// endpoint at `address` for `model` (from the topic; "" when unknown); False when no
+    /// endpoint has that address. ValueError names what is wrong with a bad payload, or that no
+    /// precise-prefix-cache-producer is configured.
+    #[pyo3(signature = (address, payload, seq = None, model = ""))]
     fn apply_kv_events(
         &self,
         py: Python<'_>,
         address: &str,
         payload: &Bound<'_, PyBytes>,
         seq: Option<u64>,
+        model: &str,
     ) -> PyResult<bool> {
         let payload = payload.as_bytes();
-        py.detach(|| self.inner.apply_kv_events(address, payload, seq))
+        py.detach(|| self.inner.apply_kv_events(address, model, payload, seq))
             .map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     /// Totals of the precise KV-block index; None when no producer is configured.
     fn kv_event_stats(&self) -> Option<BTreeMap<&'static str, u64>> {
-        self.inner.kv_event_stats().map(|s| {
-            BTreeMap::from([
-                ("batches", s.batches),
-                ("events", s.events),
-                ("seq_gaps", s.seq_gaps),
-                ("block_size_mismatches", s.block_size_mismatches),
-            ])
-        })
+        self.inner.kv_event_stats().map(crate::kvblock::stats_map)
     }
 
     /// The request metrics shared by every request path of this Router.

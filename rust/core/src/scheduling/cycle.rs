@@ -14,6 +14,9 @@ pub struct Request<'a> {
     /// The flat prompt text, for prefix hashing.
     pub prompt: &'a [u8],
     pub cache_salt: Option<&'a str>,
+    /// The request path and body as received, for plugins that tokenize the request.
+    pub path: &'a str,
+    pub body: &'a [u8],
     /// Request headers, names lower-case.
     pub headers: &'a [(String, String)],
     /// The body carries image, video or audio content (read only when a multimodal decider

@@ -32,6 +32,15 @@ const REGISTRY: &[(&str, Factory)] = &[
         "precise-prefix-cache-producer",
         precise_prefix_cache_producer::factory,
     ),
+    (
+        "token-producer",
+        crate::scheduling::producers::token_producer::factory,
+    ),
+    // Upstream's deprecated name for token-producer.
+    (
+        "tokenizer",
+        crate::scheduling::producers::token_producer::factory,
+    ),
     ("lora-affinity-scorer", lora_affinity_scorer::factory),
     (
         "running-requests-size-scorer",

@@ -341,22 +341,24 @@ impl Router {
     }
 
     /// Apply one KV-event batch (msgpack `KVEventBatch`) published by the endpoint at `address`
-    /// to the precise-prefix-cache-producer's index. Ok(false) when no endpoint has that address.
+    /// for `model` ("" when the topic does not say) to the precise-prefix-cache-producer's
+    /// index. Ok(false) when no endpoint has that address.
     pub fn apply_kv_events(
         &self,
         address: &str,
+        model: &str,
         payload: &[u8],
         seq: Option<u64>,
     ) -> Result<bool, KvEventsError> {
         let index = self.scheduler.block_index().ok_or_else(|| {
             KvEventsError("no precise-prefix-cache-producer is configured".into())
         })?;
-        let batch = decode_batch(payload)?;
         let snapshot = self.store.snapshot();
         let Some(ep) = snapshot.get(address) else {
+            decode_batch(payload)?;
             return Ok(false);
         };
-        index.apply(ep.info.id, &batch, seq);
+        index.apply_payload(ep.info.id, model, payload, seq)?;
         Ok(true)
     }
 
@@ -401,6 +403,8 @@ impl Router {
             model: served_model,
             prompt: request.prompt.as_bytes(),
             cache_salt: request.cache_salt.as_deref(),
+            path,
+            body: rewritten.as_deref().unwrap_or(body),
             headers: options.headers,
             multimodal: self.scheduler.needs_multimodal() && carries_media(body),
         };

@@ -177,9 +177,9 @@ fn kv_events_steer_the_prefix_scorer_to_the_endpoint_that_holds_the_blocks() {
     assert_eq!(hashes.len(), 8);
     let payload = crate::scheduling::producers::kv_events::tests::stored_batch(&hashes[..6], 16);
     assert!(r
-        .apply_kv_events("10.0.0.2:8000", &payload, Some(0))
+        .apply_kv_events("10.0.0.2:8000", "", &payload, Some(0))
         .unwrap());
-    assert!(!r.apply_kv_events("10.9.9.9:1", &payload, None).unwrap());
+    assert!(!r.apply_kv_events("10.9.9.9:1", "", &payload, None).unwrap());
     for _ in 0..20 {
         let d = r.route("/v1/completions", &body, None, None).unwrap();
         assert_eq!(d.primary(), "10.0.0.2:8000");
@@ -201,12 +201,12 @@ fn kv_events_steer_the_prefix_scorer_to_the_endpoint_that_holds_the_blocks() {
 fn kv_events_need_a_producer_and_a_valid_payload() {
     let r = router("{}", &["10.0.0.1:8000"]);
     let err = r
-        .apply_kv_events("10.0.0.1:8000", &[0x90], None)
+        .apply_kv_events("10.0.0.1:8000", "", &[0x90], None)
         .unwrap_err();
     assert!(err.to_string().contains("precise-prefix-cache-producer"));
     let r = router(PRECISE, &["10.0.0.1:8000"]);
     let err = r
-        .apply_kv_events("10.0.0.1:8000", &[0x90], None)
+        .apply_kv_events("10.0.0.1:8000", "", &[0x90], None)
         .unwrap_err();
     assert!(err.to_string().contains("batch.ts"), "{err}");
 }

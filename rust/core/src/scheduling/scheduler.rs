@@ -78,9 +78,11 @@ impl Scheduler {
             .any(|b| b.spec.kind == "always-disagg-multimodal-decider");
         let mut scorers: Vec<Arc<dyn Scorer>> = Vec::new();
         let mut block_index: Option<(String, Arc<BlockIndex>)> = None;
+        let mut tokens = None;
         for b in &built {
             match &b.plugin {
                 Plugin::Scorer(s) => scorers.push(s.clone()),
+                Plugin::Tokens(t) => tokens = t.clone(),
                 Plugin::Producer(index) => {
                     if let Some((first, _)) = &block_index {
                         return Err(ConfigError(format!(
@@ -96,6 +98,9 @@ impl Scheduler {
         if let Some((_, index)) = &block_index {
             for s in &scorers {
                 s.use_block_index(index);
+            }
+            if let Some(t) = tokens {
+                index.use_tokens(t);
             }
         }
         let session_affinity = profiles.iter().any(|p| {
@@ -180,7 +185,9 @@ impl Scheduler {
             .map(|(name, index)| {
                 json!({"name": name, "type": "precise-prefix-cache-producer",
                        "blockSize": index.block_tokens(), "socketPort": index.socket_port,
-                       "topicFilter": index.topic_filter})
+                       "topicFilter": index.topic_filter, "zmqEndpoint": index.zmq_endpoint,
+                       "hashSeed": index.hash_seed, "tokenLevel": index.token_level(),
+                       "redisAddress": index.redis.as_ref().map(|r| r.address.clone())})
             })
             .collect();
         json!({
@@ -269,6 +276,7 @@ fn build_profile(
             Plugin::ProfileHandler(_)
             | Plugin::Decider(_)
             | Plugin::Producer(_)
+            | Plugin::Tokens(_)
             | Plugin::HeadersHandler { .. } => {
                 return Err(ConfigError(format!(
                     "{at}.pluginRef: '{name}' ({kind}) cannot be used in a profile"

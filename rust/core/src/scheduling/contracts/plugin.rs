@@ -18,6 +18,9 @@ pub enum Plugin {
     Decider(Arc<dyn PdDecider>),
     /// A data producer: the exact KV-block index fed by endpoint events.
     Producer(Arc<BlockIndex>),
+    /// token-producer: where the precise index gets a request's token ids (None: upstream's
+    /// tokenizer-free estimate, i.e. sluicegate's byte scheme).
+    Tokens(Option<Arc<crate::tokenize::TokenSource>>),
     /// Upstream's deprecated header handlers: the disagg handler sets these headers itself,
     /// for the profiles named here (checked against the handler's).
     HeadersHandler {

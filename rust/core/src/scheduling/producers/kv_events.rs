@@ -1,19 +1,28 @@
-//! vLLM's KV-cache events as they arrive over ZMQ: a msgpack `KVEventBatch` (`[ts, [event...],
-//! dp_rank?]`), each event a tagged array (`["BlockStored", hashes, parent, token_ids,
-//! block_size, lora_id?, medium?]`, `["BlockRemoved", hashes, medium?]`, `["AllBlocksCleared"]`).
-//! A small msgpack reader of its own: only what these batches use, errors naming the field.
+//! vLLM's KV-cache events as they arrive over ZMQ: a msgpack `KVEventBatch` in either of the
+//! two forms vLLM versions send — msgspec `array_like` (`[ts, [event...], dp_rank?]`, each
+//! event a tagged array `["BlockStored", block_hashes, parent_block_hash, token_ids,
+//! block_size, lora_id, medium, lora_name, extra_keys?]`) or named fields (`{"ts", "events",
+//! "data_parallel_rank"}`, each event a map tagged by `"type"`). `BlockRemoved` and
+//! `AllBlocksCleared` likewise. A small msgpack reader of its own, errors naming the field.
 
-/// One decoded event; token ids are not kept (the EPP recomputes hashes from the prompt).
+/// One decoded event.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Stored {
+    pub hashes: Vec<u64>,
+    pub parent: Option<u64>,
+    /// The tokens of the stored blocks (empty from publishers that leave them out).
+    pub token_ids: Vec<u32>,
+    pub block_size: u32,
+    pub lora_name: Option<String>,
+    /// Per block, the string extra keys the engine hashed (LoRA name, cache salt, multimodal
+    /// identifiers); empty when the event has none.
+    pub extra_keys: Vec<Vec<String>>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum KvEvent {
-    Stored {
-        hashes: Vec<u64>,
-        parent: Option<u64>,
-        block_size: u32,
-    },
-    Removed {
-        hashes: Vec<u64>,
-    },
+    Stored(Stored),
+    Removed { hashes: Vec<u64> },
     AllCleared,
 }
 
@@ -36,7 +45,7 @@ enum Value<'a> {
     Str(&'a str),
     Bin(&'a [u8]),
     Array(Vec<Value<'a>>),
-    Map,
+    Map(Vec<(Value<'a>, Value<'a>)>),
 }
 
 struct Reader<'a> {
@@ -92,11 +101,22 @@ impl<'a> Reader<'a> {
         Ok(Value::Array(items?))
     }
 
-    fn skip_map(&mut self, n: usize) -> Result<Value<'a>, KvEventsError> {
-        for _ in 0..2 * n {
-            self.value()?;
+    fn map(&mut self, n: usize) -> Result<Value<'a>, KvEventsError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(KvEventsError("msgpack nested too deeply".into()));
         }
-        Ok(Value::Map)
+        if n > (self.buf.len() - self.at) / 2 {
+            return Err(KvEventsError(format!(
+                "map of {n} at byte {} overruns the payload",
+                self.at
+            )));
+        }
+        self.depth += 1;
+        let pairs = (0..n)
+            .map(|_| Ok((self.value()?, self.value()?)))
+            .collect::<Result<Vec<_>, KvEventsError>>();
+        self.depth -= 1;
+        Ok(Value::Map(pairs?))
     }
 
     fn str(&mut self, n: usize) -> Result<Value<'a>, KvEventsError> {
@@ -111,7 +131,7 @@ impl<'a> Reader<'a> {
         Ok(match tag {
             0x00..=0x7f => Value::Int(i128::from(tag)),
             0xe0..=0xff => Value::Int(i128::from(tag as i8)),
-            0x80..=0x8f => return self.skip_map(usize::from(tag & 0x0f)),
+            0x80..=0x8f => return self.map(usize::from(tag & 0x0f)),
             0x90..=0x9f => return self.array(usize::from(tag & 0x0f)),
             0xa0..=0xbf => return self.str(usize::from(tag & 0x1f)),
             0xc0 => Value::Nil,
@@ -135,7 +155,7 @@ impl<'a> Reader<'a> {
             }
             0xde | 0xdf => {
                 let n = self.len(if tag == 0xde { 2 } else { 4 })?;
-                return self.skip_map(n);
+                return self.map(n);
             }
             other => {
                 return Err(KvEventsError(format!(
@@ -147,28 +167,21 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A block hash as vLLM sends it: an int (older vLLM, possibly negative) or bytes (newer
-/// vLLM's `ExternalBlockHash`), folded to the u64 the index keys by (bytes: the first 8,
-/// big-endian — such hashes only match hashes computed the same way). None: not a hash.
+/// A block hash as vLLM sends it: an int (possibly negative from older vLLM) or bytes (with
+/// `VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0`), folded to the u64 vLLM's int form would carry —
+/// the last 8 bytes, big-endian. None: not a hash.
 fn hash_of(v: &Value<'_>) -> Option<u64> {
     match v {
         Value::Int(i) if *i >= i128::from(i64::MIN) && *i <= i128::from(u64::MAX) => {
             Some(if *i < 0 { *i as i64 as u64 } else { *i as u64 })
         }
         Value::Bin(b) if !b.is_empty() => Some(
-            b.iter()
-                .take(8)
+            b[b.len().saturating_sub(8)..]
+                .iter()
                 .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
         ),
         _ => None,
     }
-}
-
-fn not_a_hash(v: &Value<'_>, at: impl std::fmt::Display) -> KvEventsError {
-    KvEventsError(format!(
-        "{at}: expected a block hash (int or bytes), got {}",
-        kind(v)
-    ))
 }
 
 fn kind(v: &Value<'_>) -> &'static str {
@@ -180,66 +193,180 @@ fn kind(v: &Value<'_>) -> &'static str {
         Value::Str(_) => "string",
         Value::Bin(_) => "bytes",
         Value::Array(_) => "array",
-        Value::Map => "map",
+        Value::Map(_) => "map",
     }
 }
+
+fn wrong(at: impl std::fmt::Display, expected: &str, got: &Value<'_>) -> KvEventsError {
+    KvEventsError(format!("{at}: expected {expected}, got {}", kind(got)))
+}
+
+/// An event's or batch's fields, by position (array form) or by name (map form).
+enum Fields<'v, 'a> {
+    Positional(&'static [&'static str], &'v [Value<'a>]),
+    Named(&'v [(Value<'a>, Value<'a>)]),
+}
+
+impl<'v, 'a> Fields<'v, 'a> {
+    fn get(&self, name: &str) -> Option<&'v Value<'a>> {
+        match self {
+            Fields::Positional(names, values) => names
+                .iter()
+                .position(|n| *n == name)
+                .and_then(|i| values.get(i)),
+            Fields::Named(pairs) => pairs
+                .iter()
+                .find(|(k, _)| matches!(k, Value::Str(s) if *s == name))
+                .map(|(_, v)| v),
+        }
+    }
+}
+
+const STORED: &[&str] = &[
+    "block_hashes",
+    "parent_block_hash",
+    "token_ids",
+    "block_size",
+    "lora_id",
+    "medium",
+    "lora_name",
+    "extra_keys",
+];
+const REMOVED: &[&str] = &["block_hashes", "medium"];
+const BATCH: &[&str] = &["ts", "events", "data_parallel_rank"];
 
 fn hashes(v: Option<&Value<'_>>, at: &str) -> Result<Vec<u64>, KvEventsError> {
     match v {
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
-            .map(|(i, h)| hash_of(h).ok_or_else(|| not_a_hash(h, format_args!("{at}[{i}]"))))
+            .map(|(i, h)| {
+                hash_of(h).ok_or_else(|| {
+                    wrong(format_args!("{at}[{i}]"), "a block hash (int or bytes)", h)
+                })
+            })
             .collect(),
-        Some(other) => Err(KvEventsError(format!(
-            "{at}: expected an array, got {}",
-            kind(other)
-        ))),
+        Some(other) => Err(wrong(at, "an array", other)),
         None => Err(KvEventsError(format!("{at}: missing"))),
+    }
+}
+
+fn token_ids(v: Option<&Value<'_>>, at: &str) -> Result<Vec<u32>, KvEventsError> {
+    match v {
+        None | Some(Value::Nil) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match t {
+                Value::Int(n) if *n >= 0 && *n <= i128::from(u32::MAX) => Ok(*n as u32),
+                other => Err(wrong(format_args!("{at}[{i}]"), "a token id", other)),
+            })
+            .collect(),
+        Some(other) => Err(wrong(at, "an array", other)),
+    }
+}
+
+fn opt_str(v: Option<&Value<'_>>, at: &str) -> Result<Option<String>, KvEventsError> {
+    match v {
+        None | Some(Value::Nil) => Ok(None),
+        Some(Value::Str(s)) => Ok(Some((*s).to_owned())),
+        Some(other) => Err(wrong(at, "a string or nil", other)),
+    }
+}
+
+/// Per block, the string keys (a bare string, or the first of a `[identifier, offset]` pair);
+/// keys of other types do not enter the EPP's block keys and are left out.
+fn extra_keys(v: Option<&Value<'_>>, at: &str) -> Result<Vec<Vec<String>>, KvEventsError> {
+    let items = match v {
+        None | Some(Value::Nil) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => return Err(wrong(at, "an array", other)),
+    };
+    Ok(items
+        .iter()
+        .map(|block| match block {
+            Value::Array(keys) => keys
+                .iter()
+                .filter_map(|k| match k {
+                    Value::Str(s) => Some((*s).to_owned()),
+                    Value::Array(pair) => match pair.first() {
+                        Some(Value::Str(s)) => Some((*s).to_owned()),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect())
+}
+
+fn stored(f: &Fields<'_, '_>, at: &str) -> Result<KvEvent, KvEventsError> {
+    let block_hashes = hashes(f.get("block_hashes"), &format!("{at}.block_hashes"))?;
+    let parent = match f.get("parent_block_hash") {
+        None | Some(Value::Nil) => None,
+        Some(p) => Some(hash_of(p).ok_or_else(|| {
+            wrong(
+                format_args!("{at}.parent_block_hash"),
+                "a block hash (int or bytes)",
+                p,
+            )
+        })?),
+    };
+    let block_size = match f.get("block_size") {
+        Some(Value::Int(n)) if *n >= 1 && *n <= i128::from(u32::MAX) => *n as u32,
+        _ => {
+            return Err(KvEventsError(format!(
+                "{at}.block_size: expected an integer >= 1"
+            )))
+        }
+    };
+    Ok(KvEvent::Stored(Stored {
+        hashes: block_hashes,
+        parent,
+        token_ids: token_ids(f.get("token_ids"), &format!("{at}.token_ids"))?,
+        block_size,
+        lora_name: opt_str(f.get("lora_name"), &format!("{at}.lora_name"))?,
+        extra_keys: extra_keys(f.get("extra_keys"), &format!("{at}.extra_keys"))?,
+    }))
+}
+
+/// The event's tag: first element of the array form, `type` of the map form.
+fn tag<'v>(v: &'v Value<'_>, at: &str) -> Result<&'v str, KvEventsError> {
+    match v {
+        Value::Array(items) => match items.first() {
+            Some(Value::Str(t)) => Ok(t),
+            _ => Err(KvEventsError(format!(
+                "{at}: first element must be the event tag"
+            ))),
+        },
+        Value::Map(pairs) => match Fields::Named(pairs).get("type") {
+            Some(Value::Str(t)) => Ok(t),
+            _ => Err(KvEventsError(format!(
+                "{at}: a map event needs a string 'type'"
+            ))),
+        },
+        other => Err(wrong(at, "a tagged array or a map", other)),
+    }
+}
+
+fn fields<'v, 'a>(v: &'v Value<'a>, names: &'static [&'static str]) -> Fields<'v, 'a> {
+    match v {
+        Value::Array(items) => Fields::Positional(names, items.get(1..).unwrap_or_default()),
+        Value::Map(pairs) => Fields::Named(pairs),
+        _ => Fields::Named(&[]),
     }
 }
 
 fn event(v: &Value<'_>, i: usize) -> Result<KvEvent, KvEventsError> {
     let at = format!("events[{i}]");
-    let Value::Array(fields) = v else {
-        return Err(KvEventsError(format!(
-            "{at}: expected a tagged array, got {}",
-            kind(v)
-        )));
-    };
-    let tag = match fields.first() {
-        Some(Value::Str(t)) => *t,
-        _ => {
-            return Err(KvEventsError(format!(
-                "{at}: first element must be the event tag"
-            )))
-        }
-    };
-    match tag {
-        "BlockStored" => {
-            let hashes = hashes(fields.get(1), &format!("{at}.BlockStored.block_hashes"))?;
-            let parent = match fields.get(2) {
-                None | Some(Value::Nil) => None,
-                Some(p) => Some(hash_of(p).ok_or_else(|| {
-                    not_a_hash(p, format_args!("{at}.BlockStored.parent_block_hash"))
-                })?),
-            };
-            let block_size = match fields.get(4) {
-                Some(Value::Int(n)) if *n >= 1 && *n <= i128::from(u32::MAX) => *n as u32,
-                _ => {
-                    return Err(KvEventsError(format!(
-                        "{at}.BlockStored.block_size: expected an integer >= 1"
-                    )))
-                }
-            };
-            Ok(KvEvent::Stored {
-                hashes,
-                parent,
-                block_size,
-            })
-        }
+    match tag(v, &at)? {
+        "BlockStored" => stored(&fields(v, STORED), &format!("{at}.BlockStored")),
         "BlockRemoved" => Ok(KvEvent::Removed {
-            hashes: hashes(fields.get(1), &format!("{at}.BlockRemoved.block_hashes"))?,
+            hashes: hashes(
+                fields(v, REMOVED).get("block_hashes"),
+                &format!("{at}.BlockRemoved.block_hashes"),
+            )?,
         }),
         "AllBlocksCleared" => Ok(KvEvent::AllCleared),
         other => Err(KvEventsError(format!("{at}: unknown event type '{other}'"))),
@@ -260,18 +387,17 @@ pub fn decode_batch(payload: &[u8]) -> Result<KvEventBatch, KvEventsError> {
             payload.len() - r.at
         )));
     }
-    let Value::Array(fields) = root else {
-        return Err(KvEventsError(format!(
-            "batch: expected an array, got {}",
-            kind(&root)
-        )));
+    let fields = match &root {
+        Value::Array(items) => Fields::Positional(BATCH, items),
+        Value::Map(pairs) => Fields::Named(pairs),
+        other => return Err(wrong("batch", "an array or a map", other)),
     };
-    let ts = match fields.first() {
+    let ts = match fields.get("ts") {
         Some(Value::Float(t)) => *t,
         Some(Value::Int(t)) => *t as f64,
         _ => return Err(KvEventsError("batch.ts: expected a number".into())),
     };
-    let Some(Value::Array(events)) = fields.get(1) else {
+    let Some(Value::Array(events)) = fields.get("events") else {
         return Err(KvEventsError("batch.events: expected an array".into()));
     };
     let events = events

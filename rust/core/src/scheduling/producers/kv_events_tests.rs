@@ -10,6 +10,7 @@ enum M {
     S(&'static str),
     B(Vec<u8>),
     A(Vec<M>),
+    Map(Vec<(&'static str, M)>),
 }
 
 fn enc(m: &M, out: &mut Vec<u8>) {
@@ -42,6 +43,14 @@ fn enc(m: &M, out: &mut Vec<u8>) {
             out.extend_from_slice(&(items.len() as u16).to_be_bytes());
             for i in items {
                 enc(i, out);
+            }
+        }
+        M::Map(pairs) => {
+            out.push(0xde);
+            out.extend_from_slice(&(pairs.len() as u16).to_be_bytes());
+            for (k, v) in pairs {
+                enc(&M::S(k), out);
+                enc(v, out);
             }
         }
     }
@@ -90,11 +99,13 @@ fn decodes_stored_removed_and_cleared_in_order() {
     assert_eq!(
         b.events,
         vec![
-            KvEvent::Stored {
+            KvEvent::Stored(Stored {
                 hashes: vec![u64::MAX, 7],
                 parent: Some(3),
-                block_size: 16
-            },
+                token_ids: vec![1, 2],
+                block_size: 16,
+                ..Default::default()
+            }),
             KvEvent::Removed { hashes: vec![7] },
             KvEvent::AllCleared,
         ]
@@ -102,12 +113,13 @@ fn decodes_stored_removed_and_cleared_in_order() {
 }
 
 #[test]
-fn negative_int_and_bytes_hashes_fold_to_u64() {
+fn negative_int_and_bytes_hashes_fold_to_u64_as_vllms_int_form() {
     let payload = batch(vec![M::A(vec![
         M::S("BlockRemoved"),
-        M::A(vec![M::I(-1), M::B(vec![0, 0, 0, 0, 0, 0, 1, 2, 9, 9])]),
+        M::A(vec![M::I(-1), M::B(vec![9, 9, 0, 0, 0, 0, 0, 0, 1, 2])]),
     ])]);
     let b = decode_batch(&payload).unwrap();
+    // Bytes: the last 8, big-endian, as vLLM's int conversion keeps them.
     assert_eq!(
         b.events,
         vec![KvEvent::Removed {
@@ -132,11 +144,11 @@ fn a_batch_with_a_dp_rank_and_no_parent_decodes() {
     let b = decode_batch(&payload).unwrap();
     assert_eq!(
         b.events,
-        vec![KvEvent::Stored {
+        vec![KvEvent::Stored(Stored {
             hashes: vec![5],
-            parent: None,
-            block_size: 64
-        }]
+            block_size: 64,
+            ..Default::default()
+        })]
     );
 }
 
@@ -144,7 +156,7 @@ fn a_batch_with_a_dp_rank_and_no_parent_decodes() {
 fn malformed_batches_are_errors_naming_the_field() {
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (vec![], "truncated"),
-        (bytes(M::U(3)), "batch: expected an array"),
+        (bytes(M::U(3)), "batch: expected an array or a map"),
         (bytes(M::A(vec![M::S("x"), M::A(vec![])])), "batch.ts"),
         (
             batch(vec![M::A(vec![M::S("Nope")])]),
@@ -185,4 +197,69 @@ fn deep_nesting_is_refused_not_recursed() {
         .unwrap_err()
         .to_string()
         .contains("deeply"));
+}
+
+#[test]
+fn the_named_field_form_decodes_like_the_array_form() {
+    let stored = M::Map(vec![
+        ("type", M::S("BlockStored")),
+        ("block_hashes", M::A(vec![M::U(11), M::U(12)])),
+        ("parent_block_hash", M::Nil),
+        ("token_ids", M::A((0..4).map(M::U).collect())),
+        ("block_size", M::U(2)),
+        ("lora_id", M::Nil),
+        ("medium", M::S("GPU")),
+        ("lora_name", M::S("ad")),
+        (
+            "extra_keys",
+            M::A(vec![
+                M::A(vec![M::S("ad"), M::S("salt")]),
+                M::A(vec![M::S("ad")]),
+            ]),
+        ),
+    ]);
+    let removed = M::Map(vec![
+        ("type", M::S("BlockRemoved")),
+        ("block_hashes", M::A(vec![M::U(12)])),
+        ("medium", M::Nil),
+    ]);
+    let payload = bytes(M::Map(vec![
+        ("ts", M::F(2.0)),
+        (
+            "events",
+            M::A(vec![
+                stored,
+                removed,
+                M::Map(vec![("type", M::S("AllBlocksCleared"))]),
+            ]),
+        ),
+        ("data_parallel_rank", M::U(0)),
+    ]));
+    let b = decode_batch(&payload).unwrap();
+    assert_eq!(b.ts, 2.0);
+    assert_eq!(
+        b.events,
+        vec![
+            KvEvent::Stored(Stored {
+                hashes: vec![11, 12],
+                parent: None,
+                token_ids: vec![0, 1, 2, 3],
+                block_size: 2,
+                lora_name: Some("ad".into()),
+                extra_keys: vec![vec!["ad".into(), "salt".into()], vec!["ad".into()]],
+            }),
+            KvEvent::Removed { hashes: vec![12] },
+            KvEvent::AllCleared,
+        ]
+    );
+}
+
+#[test]
+fn a_map_event_without_a_type_is_an_error() {
+    let payload = batch(vec![M::Map(vec![("block_hashes", M::A(vec![]))])]);
+    let err = decode_batch(&payload).unwrap_err().to_string();
+    assert!(
+        err.contains("events[0]: a map event needs a string 'type'"),
+        "{err}"
+    );
 }

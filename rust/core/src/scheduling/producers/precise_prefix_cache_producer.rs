@@ -1,29 +1,34 @@
 //! precise-prefix-cache-producer: an exact index of the KV-cache blocks each endpoint holds,
-//! fed by the endpoint's own KV events (vLLM `BlockStored` / `BlockRemoved` / `AllBlocksCleared`,
-//! subscribed over ZMQ by the control plane). When configured, `prefix-cache-scorer` reads this
-//! index instead of its approximate one.
+//! fed by the endpoint's own KV events (vLLM `BlockStored` / `BlockRemoved` /
+//! `AllBlocksCleared`, received over ZMQ by the control plane). `prefix-cache-scorer` reads it
+//! instead of its approximate index when one is configured.
 //!
-//! Hash scheme (shared with the simulator): the flat prompt is cut into blocks of
-//! `blockSize` tokens × 4 bytes and chain-hashed by `prefix::block_hashes`, seeded by the
-//! model name and `cache_salt`; an engine that publishes those hashes is matched exactly.
+//! Two key schemes. With a `token-producer`, upstream's: the EPP tokenizes the prompt and
+//! derives llm-d's cbor-fnv block keys (`kvblock::RequestKeys`) from the token ids, and derives
+//! the same keys from each event's `token_ids` (the engine's own hashes only name blocks), so
+//! any engine hash algorithm and seed meets it; the engine hashes are also checked against
+//! vLLM's sha256_cbor under the configured `hashSeed`, to show a misconfigured engine. Without
+//! one, sluicegate's byte scheme: the flat prompt in blocks of `blockSize` tokens × 4 bytes,
+//! chain-hashed (`prefix::block_hashes`); events whose engine publishes those hashes match.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
-use serde::Deserialize;
-
+use crate::kvblock::{external, EndpointKeys, EngineHasher, KeyIndex, RequestKeys};
 use crate::parse::{self, ParseError};
 use crate::prefix::block_hashes;
-use crate::prefix::{U64Map, U64Set};
 use crate::scheduling::config::ConfigError;
 use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
-use crate::scheduling::producers::kv_events::{KvEvent, KvEventBatch};
+use crate::scheduling::cycle::Request;
+use crate::scheduling::producers::kv_events::{decode_batch, KvEvent, KvEventsError, Stored};
+use crate::scheduling::producers::precise_prefix_params::{ProducerParams, RedisConfig};
 use crate::scheduling::scorers::prefix_cache_scorer::BYTES_PER_TOKEN;
+use crate::tokenize::TokenSource;
 
-/// The block hashes an engine following the scheme publishes for this request: what the body's
-/// model (as sent upstream), `cache_salt` and flat prompt hash to at `block_tokens` per block.
+/// The block hashes an engine following the byte scheme publishes for this request: what the
+/// body's model (as sent upstream), `cache_salt` and flat prompt hash to at `block_tokens`.
 pub fn request_block_hashes(
     path: &str,
     body: &[u8],
@@ -38,46 +43,17 @@ pub fn request_block_hashes(
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
-struct ProducerParams {
-    /// Tokens per KV block; must equal the engines' `--block-size`.
-    block_size: usize,
-    /// The port of each endpoint's ZMQ publisher (vLLM `--kv-events-config` endpoint).
-    socket_port: u16,
-    /// ZMQ topic prefix subscribed to ("" = every topic).
-    topic_filter: String,
-}
-
-impl Default for ProducerParams {
-    fn default() -> Self {
-        ProducerParams {
-            block_size: 16,
-            socket_port: 5557,
-            topic_filter: String::new(),
-        }
-    }
-}
-
 pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
     let params: ProducerParams = p.parse()?;
-    if params.block_size == 0 {
-        return Err(p.error("parameters.blockSize: must be >= 1"));
-    }
-    if params.socket_port == 0 {
-        return Err(p.error("parameters.socketPort: must be a port number >= 1"));
-    }
-    Ok(Plugin::Producer(Arc::new(BlockIndex::new(
-        params.block_size,
-        params.socket_port,
-        params.topic_filter,
-    ))))
-}
-
-#[derive(Default)]
-struct EndpointBlocks {
-    blocks: U64Set,
-    last_seq: Option<u64>,
+    let r = params.resolve().map_err(|e| p.error(e))?;
+    let mut index = BlockIndex::new(r.block_tokens, r.socket_port, r.topic_filter);
+    index.hash_seed = r.hash_seed;
+    index.keys = RequestKeys::new(&index.hash_seed, r.block_tokens);
+    index.engine = EngineHasher::new(&index.hash_seed, r.block_tokens);
+    index.zmq_endpoint = r.zmq_endpoint;
+    index.speculative_ttl = r.speculative_ttl;
+    index.redis = r.redis;
+    Ok(Plugin::Producer(Arc::new(index)))
 }
 
 /// What the index has taken in since start, for operators and tests.
@@ -85,21 +61,67 @@ struct EndpointBlocks {
 pub struct BlockIndexStats {
     pub batches: u64,
     pub events: u64,
+    /// Payloads that did not decode.
+    pub decode_failures: u64,
     /// Batches whose sequence number skipped ahead (events were lost on the way).
     pub seq_gaps: u64,
     /// `BlockStored` events of another block size than configured (they never match).
     pub block_size_mismatches: u64,
+    /// `BlockStored` events continuing a block the index never saw (skipped, as upstream).
+    pub unknown_parents: u64,
+    /// Block keys stored and removed by events.
+    pub admissions: u64,
+    pub evictions: u64,
+    /// Engine hashes checked against vLLM's sha256_cbor under `hashSeed`, and those that differ
+    /// (another seed or hash algorithm in the engine; harmless to matching, but not as configured).
+    pub engine_hash_checks: u64,
+    pub engine_hash_mismatches: u64,
+    /// Lookups, the blocks they asked for, and the leading blocks the best endpoint held.
+    pub lookups: u64,
+    pub lookup_blocks: u64,
+    pub lookup_hits: u64,
+    /// Requests the token source could not tokenize (scored as no match).
+    pub tokenize_failures: u64,
+    /// Confirmed keys over all endpoints.
+    pub size: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    events: AtomicU64,
+    decode_failures: AtomicU64,
+    seq_gaps: AtomicU64,
+    block_size_mismatches: AtomicU64,
+    unknown_parents: AtomicU64,
+    admissions: AtomicU64,
+    evictions: AtomicU64,
+    engine_hash_checks: AtomicU64,
+    engine_hash_mismatches: AtomicU64,
+    lookups: AtomicU64,
+    lookup_blocks: AtomicU64,
+    lookup_hits: AtomicU64,
+    tokenize_failures: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
 }
 
 pub struct BlockIndex {
     block_tokens: usize,
     pub socket_port: u16,
     pub topic_filter: String,
-    endpoints: RwLock<U64Map<Arc<RwLock<EndpointBlocks>>>>,
-    batches: AtomicU64,
-    events: AtomicU64,
-    seq_gaps: AtomicU64,
-    block_size_mismatches: AtomicU64,
+    /// The endpoint the EPP binds for publishers to dial ("" = dial each endpoint's publisher).
+    pub zmq_endpoint: String,
+    pub hash_seed: String,
+    pub speculative_ttl: Option<Duration>,
+    pub redis: Option<RedisConfig>,
+    keys: RequestKeys,
+    engine: EngineHasher,
+    tokens: OnceLock<Arc<TokenSource>>,
+    index: KeyIndex,
+    counters: Counters,
 }
 
 impl BlockIndex {
@@ -108,11 +130,15 @@ impl BlockIndex {
             block_tokens,
             socket_port,
             topic_filter,
-            endpoints: RwLock::default(),
-            batches: AtomicU64::new(0),
-            events: AtomicU64::new(0),
-            seq_gaps: AtomicU64::new(0),
-            block_size_mismatches: AtomicU64::new(0),
+            zmq_endpoint: String::new(),
+            hash_seed: String::new(),
+            speculative_ttl: None,
+            redis: None,
+            keys: RequestKeys::new("", block_tokens),
+            engine: EngineHasher::new("", block_tokens),
+            tokens: OnceLock::new(),
+            index: KeyIndex::default(),
+            counters: Counters::default(),
         }
     }
 
@@ -121,143 +147,221 @@ impl BlockIndex {
         self.block_tokens
     }
 
-    fn endpoint(&self, endpoint: u64) -> Option<Arc<RwLock<EndpointBlocks>>> {
-        self.endpoints.read().get(&endpoint).cloned()
+    /// A token-producer is configured: switch to token-level block keys.
+    pub fn use_tokens(&self, source: Arc<TokenSource>) {
+        let _ = self.tokens.set(source);
+    }
+
+    pub fn token_level(&self) -> bool {
+        self.tokens.get().is_some()
+    }
+
+    /// Decode and apply one payload from `endpoint`, whose publisher named `model` in its topic
+    /// (empty when unknown). Counts a payload that does not decode.
+    pub fn apply_payload(
+        &self,
+        endpoint: u64,
+        model: &str,
+        payload: &[u8],
+        seq: Option<u64>,
+    ) -> Result<(), KvEventsError> {
+        match decode_batch(payload) {
+            Ok(batch) => {
+                self.apply(endpoint, model, &batch.events, seq);
+                Ok(())
+            }
+            Err(e) => {
+                add(&self.counters.decode_failures, 1);
+                Err(e)
+            }
+        }
     }
 
     /// Apply one batch from `endpoint`. `seq` is the publisher's sequence number: a lower one
     /// than last seen means the engine restarted, so what was indexed for it is dropped.
-    pub fn apply(&self, endpoint: u64, batch: &KvEventBatch, seq: Option<u64>) {
-        let entry = match self.endpoint(endpoint) {
-            Some(e) => e,
-            None => self.endpoints.write().entry(endpoint).or_default().clone(),
-        };
+    pub fn apply(&self, endpoint: u64, model: &str, events: &[KvEvent], seq: Option<u64>) {
+        let entry = self.index.entry(endpoint);
         let mut e = entry.write();
         if let (Some(seq), Some(last)) = (seq, e.last_seq) {
             if seq <= last {
-                e.blocks.clear();
+                e.clear();
             } else if seq > last + 1 {
-                self.seq_gaps.fetch_add(1, Ordering::Relaxed);
+                add(&self.counters.seq_gaps, 1);
             }
         }
         if seq.is_some() {
             e.last_seq = seq;
         }
-        for ev in &batch.events {
+        for ev in events {
             match ev {
-                KvEvent::Stored {
-                    hashes, block_size, ..
-                } => {
-                    if *block_size as usize != self.block_tokens {
-                        self.block_size_mismatches.fetch_add(1, Ordering::Relaxed);
-                    }
-                    e.blocks.extend(hashes.iter().copied());
-                }
+                KvEvent::Stored(s) => self.store(&mut e, model, s),
                 KvEvent::Removed { hashes } => {
-                    for h in hashes {
-                        e.blocks.remove(h);
-                    }
+                    let before = e.len();
+                    e.remove(hashes);
+                    add(
+                        &self.counters.evictions,
+                        before.saturating_sub(e.len()) as u64,
+                    );
                 }
-                KvEvent::AllCleared => e.blocks.clear(),
+                KvEvent::AllCleared => {
+                    add(&self.counters.evictions, e.len() as u64);
+                    e.clear();
+                }
             }
         }
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.events
-            .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+        add(&self.counters.batches, 1);
+        add(&self.counters.events, events.len() as u64);
     }
 
-    /// How many leading blocks of `hashes` the endpoint holds right now.
-    pub fn longest_prefix_match(&self, endpoint: u64, hashes: &[u64]) -> usize {
-        let Some(e) = self.endpoint(endpoint) else {
-            return 0;
+    fn store(&self, e: &mut EndpointKeys, model: &str, s: &Stored) {
+        if s.block_size as usize != self.block_tokens {
+            add(&self.counters.block_size_mismatches, 1);
+            return;
+        }
+        if !self.token_level() || s.token_ids.is_empty() {
+            // Byte scheme: the engine's hashes are the keys.
+            let before = e.len();
+            e.store(&s.hashes, &s.hashes);
+            add(&self.counters.admissions, (e.len() - before) as u64);
+            return;
+        }
+        let parent = match s.parent {
+            None => None,
+            Some(p) => match e.request_key(p) {
+                Some(k) => Some(k),
+                None => {
+                    add(&self.counters.unknown_parents, 1);
+                    return;
+                }
+            },
         };
-        let e = e.read();
-        hashes.iter().take_while(|h| e.blocks.contains(h)).count()
+        let model = s
+            .lora_name
+            .as_deref()
+            .filter(|l| !l.is_empty())
+            .unwrap_or(model);
+        // Upstream keys a block by its extra strings other than the adapter's name (that is the
+        // model the chain is rooted in): the cache salt on block 0, multimodal identifiers.
+        let extras: Vec<Vec<String>> = s
+            .extra_keys
+            .iter()
+            .map(|keys| {
+                keys.iter()
+                    .filter(|k| Some(k.as_str()) != s.lora_name.as_deref())
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        let keys = self.keys.keys(parent, &s.token_ids, model, |i| {
+            extras.get(i).map_or(&[][..], |v| &v[..])
+        });
+        if parent.is_none() {
+            self.check_engine_hashes(s, &extras);
+        }
+        let n = keys.len().min(s.hashes.len());
+        let before = e.len();
+        e.store(&s.hashes[..n], &keys[..n]);
+        add(&self.counters.admissions, (e.len() - before) as u64);
+    }
+
+    /// A chain from the prompt's start can be recomputed as vLLM does: count whether the
+    /// engine's hashes are what the configured seed gives.
+    fn check_engine_hashes(&self, s: &Stored, extras: &[Vec<String>]) {
+        let salt = extras.first().and_then(|k| k.first()).map(String::as_str);
+        let ours = self.engine.hashes(
+            None,
+            &s.token_ids[..self.block_tokens.min(s.token_ids.len())],
+            s.lora_name.as_deref(),
+            salt,
+        );
+        if let (Some(h), Some(&theirs)) = (ours.first(), s.hashes.first()) {
+            add(&self.counters.engine_hash_checks, 1);
+            if external(h) != theirs {
+                add(&self.counters.engine_hash_mismatches, 1);
+            }
+        }
+    }
+
+    /// The block keys of a request under the index's scheme; empty when it cannot be keyed
+    /// (counted when tokenization failed).
+    pub fn request_keys(&self, r: &Request<'_>) -> Vec<u64> {
+        match self.tokens.get() {
+            Some(source) => match source.tokens(r.path, r.body) {
+                Ok(tokens) => self.keys.prompt_keys(&tokens, r.model, r.cache_salt),
+                Err(_) => {
+                    add(&self.counters.tokenize_failures, 1);
+                    Vec::new()
+                }
+            },
+            None => block_hashes(
+                r.model,
+                r.cache_salt,
+                r.prompt,
+                self.block_tokens * BYTES_PER_TOKEN,
+            ),
+        }
+    }
+
+    /// How many leading blocks of `keys` the endpoint holds right now (or was just sent).
+    pub fn longest_prefix_match(&self, endpoint: u64, keys: &[u64]) -> usize {
+        self.index
+            .get(endpoint)
+            .map_or(0, |e| e.read().longest_prefix_match(keys, Instant::now()))
+    }
+
+    /// One scoring lookup: `asked` blocks, the best endpoint holding `best` of them.
+    pub fn record_lookup(&self, asked: usize, best: usize) {
+        add(&self.counters.lookups, 1);
+        add(&self.counters.lookup_blocks, asked as u64);
+        add(&self.counters.lookup_hits, best as u64);
+    }
+
+    /// Speculative indexing: `keys` were just routed to `endpoint`.
+    pub fn speculate(&self, endpoint: u64, keys: &[u64]) {
+        if let Some(ttl) = self.speculative_ttl {
+            let now = Instant::now();
+            self.index
+                .entry(endpoint)
+                .write()
+                .speculate(keys, now + ttl, now);
+        }
     }
 
     pub fn len(&self, endpoint: u64) -> usize {
-        self.endpoint(endpoint).map_or(0, |e| e.read().blocks.len())
+        self.index.get(endpoint).map_or(0, |e| e.read().len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.endpoints
-            .read()
-            .values()
-            .all(|e| e.read().blocks.is_empty())
+        self.index.total() == 0
     }
 
     pub fn remove_endpoint(&self, endpoint: u64) {
-        self.endpoints.write().remove(&endpoint);
+        self.index.remove(endpoint);
     }
 
     pub fn stats(&self) -> BlockIndexStats {
+        let c = &self.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         BlockIndexStats {
-            batches: self.batches.load(Ordering::Relaxed),
-            events: self.events.load(Ordering::Relaxed),
-            seq_gaps: self.seq_gaps.load(Ordering::Relaxed),
-            block_size_mismatches: self.block_size_mismatches.load(Ordering::Relaxed),
+            batches: l(&c.batches),
+            events: l(&c.events),
+            decode_failures: l(&c.decode_failures),
+            seq_gaps: l(&c.seq_gaps),
+            block_size_mismatches: l(&c.block_size_mismatches),
+            unknown_parents: l(&c.unknown_parents),
+            admissions: l(&c.admissions),
+            evictions: l(&c.evictions),
+            engine_hash_checks: l(&c.engine_hash_checks),
+            engine_hash_mismatches: l(&c.engine_hash_mismatches),
+            lookups: l(&c.lookups),
+            lookup_blocks: l(&c.lookup_blocks),
+            lookup_hits: l(&c.lookup_hits),
+            tokenize_failures: l(&c.tokenize_failures),
+            size: self.index.total() as u64,
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stored(hashes: &[u64]) -> KvEvent {
-        KvEvent::Stored {
-            hashes: hashes.to_vec(),
-            parent: None,
-            block_size: 16,
-        }
-    }
-
-    fn batch(events: Vec<KvEvent>) -> KvEventBatch {
-        KvEventBatch { ts: 0.0, events }
-    }
-
-    #[test]
-    fn stored_blocks_match_until_removed() {
-        let index = BlockIndex::new(16, 5557, String::new());
-        index.apply(1, &batch(vec![stored(&[10, 11, 12])]), Some(0));
-        assert_eq!(index.longest_prefix_match(1, &[10, 11, 12, 13]), 3);
-        assert_eq!(index.longest_prefix_match(2, &[10]), 0);
-        index.apply(
-            1,
-            &batch(vec![KvEvent::Removed { hashes: vec![11] }]),
-            Some(1),
-        );
-        assert_eq!(index.longest_prefix_match(1, &[10, 11, 12]), 1);
-        index.apply(1, &batch(vec![KvEvent::AllCleared]), Some(2));
-        assert!(index.is_empty());
-        assert_eq!(index.stats().events, 3);
-        assert_eq!(index.stats().seq_gaps, 0);
-    }
-
-    #[test]
-    fn a_sequence_gap_is_counted_and_a_restart_clears_the_endpoint() {
-        let index = BlockIndex::new(16, 5557, String::new());
-        index.apply(1, &batch(vec![stored(&[1])]), Some(5));
-        index.apply(1, &batch(vec![stored(&[2])]), Some(9));
-        assert_eq!(index.stats().seq_gaps, 1);
-        assert_eq!(index.len(1), 2);
-        index.apply(1, &batch(vec![stored(&[3])]), Some(0));
-        assert_eq!(index.len(1), 1);
-        assert_eq!(index.longest_prefix_match(1, &[3]), 1);
-    }
-
-    #[test]
-    fn another_block_size_is_counted_as_a_mismatch() {
-        let index = BlockIndex::new(64, 5557, String::new());
-        index.apply(1, &batch(vec![stored(&[1])]), None);
-        assert_eq!(index.stats().block_size_mismatches, 1);
-    }
-
-    #[test]
-    fn removing_an_endpoint_forgets_its_blocks() {
-        let index = BlockIndex::new(16, 5557, String::new());
-        index.apply(1, &batch(vec![stored(&[1, 2])]), None);
-        index.remove_endpoint(1);
-        assert_eq!(index.len(1), 0);
-    }
-}
+#[path = "precise_prefix_cache_producer_tests.rs"]
+mod tests;

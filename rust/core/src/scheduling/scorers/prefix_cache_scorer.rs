@@ -30,6 +30,14 @@ struct PrefixParams {
     lru_capacity_per_server: usize,
     /// Size each endpoint's LRU from its KV-cache geometry when it reports one.
     auto_tune: bool,
+    /// Upstream's blend of the matched share and the matched length:
+    /// score = w·min(1, matched tokens / matchLengthScaleTokens)² + (1 − w)·matched share.
+    match_length_weight: f64,
+    match_length_scale_tokens: usize,
+    /// Upstream names the producer whose match info to read; here the precise producer, when
+    /// configured, is read whatever the name.
+    #[allow(dead_code)]
+    prefix_match_info_producer_name: String,
 }
 
 impl Default for PrefixParams {
@@ -39,6 +47,9 @@ impl Default for PrefixParams {
             max_prefix_blocks_to_match: 256,
             lru_capacity_per_server: 31250,
             auto_tune: true,
+            match_length_weight: 0.0,
+            match_length_scale_tokens: 8192,
+            prefix_match_info_producer_name: String::new(),
         }
     }
 }
@@ -48,6 +59,8 @@ pub struct PrefixCacheScorer {
     max_blocks: usize,
     default_capacity: usize,
     auto_tune: bool,
+    match_length_weight: f64,
+    match_length_scale_tokens: usize,
     index: PrefixIndex,
     precise: OnceLock<Arc<BlockIndex>>,
 }
@@ -63,12 +76,24 @@ pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
             return Err(p.error(format_args!("parameters.{field}: must be >= 1")));
         }
     }
-    Ok(Plugin::Scorer(Arc::new(PrefixCacheScorer::new(
+    if !(0.0..=1.0).contains(&params.match_length_weight) {
+        return Err(p.error(format_args!(
+            "parameters.matchLengthWeight: must be in [0, 1], got {}",
+            params.match_length_weight
+        )));
+    }
+    if params.match_length_scale_tokens == 0 {
+        return Err(p.error("parameters.matchLengthScaleTokens: must be >= 1"));
+    }
+    let mut scorer = PrefixCacheScorer::new(
         params.block_size,
         params.max_prefix_blocks_to_match,
         params.lru_capacity_per_server,
         params.auto_tune,
-    ))))
+    );
+    scorer.match_length_weight = params.match_length_weight;
+    scorer.match_length_scale_tokens = params.match_length_scale_tokens;
+    Ok(Plugin::Scorer(Arc::new(scorer)))
 }
 
 impl PrefixCacheScorer {
@@ -78,6 +103,8 @@ impl PrefixCacheScorer {
             max_blocks,
             default_capacity: capacity,
             auto_tune,
+            match_length_weight: 0.0,
+            match_length_scale_tokens: 8192,
             index: PrefixIndex::new(capacity),
             precise: OnceLock::new(),
         }
@@ -95,24 +122,49 @@ impl PrefixCacheScorer {
     }
 }
 
+impl PrefixCacheScorer {
+    fn blend(&self, matched: usize, total: f64, block_tokens: usize) -> f64 {
+        let ratio = matched as f64 / total;
+        let w = self.match_length_weight;
+        if w == 0.0 {
+            return ratio;
+        }
+        let length =
+            ((matched * block_tokens) as f64 / self.match_length_scale_tokens as f64).min(1.0);
+        w * length * length + (1.0 - w) * ratio
+    }
+
+    /// The request's blocks at the index's size: the precise index's keys, or the byte-scheme
+    /// hashes of the approximate one; capped at `maxPrefixBlocksToMatch` worth of tokens.
+    fn blocks(&self, cycle: &Cycle<'_>) -> (Vec<u64>, usize) {
+        let r = &cycle.request;
+        let (mut hashes, block_tokens) = match self.precise.get() {
+            Some(p) => (p.request_keys(r), p.block_tokens()),
+            None => (
+                block_hashes(
+                    r.model,
+                    r.cache_salt,
+                    r.prompt,
+                    self.block_tokens * BYTES_PER_TOKEN,
+                ),
+                self.block_tokens,
+            ),
+        };
+        hashes.truncate((self.max_blocks * self.block_tokens / block_tokens).max(1));
+        (hashes, block_tokens)
+    }
+}
+
 impl Scorer for PrefixCacheScorer {
     fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]) {
-        let r = &cycle.request;
         let precise = self.precise.get();
-        let block_tokens = precise.map_or(self.block_tokens, |p| p.block_tokens());
-        let mut hashes = block_hashes(
-            r.model,
-            r.cache_salt,
-            r.prompt,
-            block_tokens * BYTES_PER_TOKEN,
-        );
-        // The cap is in this scorer's blocks: keep the same number of tokens at the index's size.
-        hashes.truncate((self.max_blocks * self.block_tokens / block_tokens).max(1));
+        let (hashes, block_tokens) = self.blocks(cycle);
         let mut matched = Vec::new();
         if hashes.is_empty() {
             out.fill(0.0);
         } else {
             let total = hashes.len() as f64;
+            let mut best = 0;
             for (slot, &c) in out.iter_mut().zip(candidates) {
                 let id = cycle.endpoint(c).info.id;
                 let n = match precise {
@@ -122,7 +174,11 @@ impl Scorer for PrefixCacheScorer {
                 if n > 0 {
                     matched.push((c, n));
                 }
-                *slot = n as f64 / total;
+                best = best.max(n);
+                *slot = self.blend(n, total, block_tokens);
+            }
+            if let Some(p) = precise {
+                p.record_lookup(hashes.len(), best);
             }
         }
         cycle.state.borrow_mut().prefix = Some(PrefixState {
@@ -133,9 +189,6 @@ impl Scorer for PrefixCacheScorer {
     }
 
     fn picked(&self, cycle: &Cycle<'_>, picks: &Picks) {
-        if self.precise.get().is_some() {
-            return; // the endpoints' own events keep the precise index
-        }
         let state = cycle.state.borrow();
         let Some(prefix) = state.prefix.as_ref().filter(|p| !p.hashes.is_empty()) else {
             return;
@@ -144,8 +197,14 @@ impl Scorer for PrefixCacheScorer {
         // endpoint when disaggregated.
         for &e in picks.primary.first().into_iter().chain(&picks.prefill) {
             let ep = cycle.endpoint(e);
-            self.index
-                .insert(ep.info.id, &prefix.hashes, Some(self.capacity(ep)));
+            match self.precise.get() {
+                // The endpoints' own events keep the precise index; a prediction bridges the
+                // time until they arrive (speculativeIndexing).
+                Some(p) => p.speculate(ep.info.id, &prefix.hashes),
+                None => self
+                    .index
+                    .insert(ep.info.id, &prefix.hashes, Some(self.capacity(ep))),
+            }
         }
     }
 

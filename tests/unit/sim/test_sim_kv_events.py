@@ -65,10 +65,13 @@ def test_published_batches_have_vllms_frames_and_event_shapes() -> None:
                 sub.close()
         topic, seq, raw = frames
         assert topic == b"" and len(seq) == 8
-        ts, events = msgpack.unpackb(raw)
+        ts, events, dp_rank = msgpack.unpackb(raw)
+        assert dp_rank == 0
         assert isinstance(ts, float)
-        tag, hashes, parent, token_ids, block_size, lora_id, medium = events[0]
-        assert (tag, parent, token_ids, block_size, lora_id, medium) == ("BlockStored", None, [], 16, None, None)
+        # vLLM's array form: every field without a default, extra_keys (None) left out.
+        tag, hashes, parent, token_ids, block_size, lora_id, medium, lora_name = events[0]
+        assert (tag, parent, token_ids, block_size, lora_id, medium, lora_name) == \
+            ("BlockStored", None, [], 16, None, "GPU", None)
         assert hashes == request_block_hashes(CHAT, payload, 16)[:len(hashes)]
         assert len(hashes) >= 4000 // 64 - 1
     run(body)
@@ -112,3 +115,31 @@ def test_precise_index_follows_the_simulators_cache_including_evictions() -> Non
 def test_publisher_url_uses_the_endpoint_host_and_an_optional_port_label() -> None:
     assert publisher_url("10.1.2.3:8000", 5557) == "tcp://10.1.2.3:5557"
     assert publisher_url("10.1.2.3:8000", 5557, {"sluicegate.io/kv-events-port": "6000"}) == "tcp://10.1.2.3:6000"
+
+
+def test_a_bound_subscriber_takes_map_encoded_events_from_simulators_that_dial_it() -> None:
+    """Upstream's transport: the EPP binds, each server dials it and names itself in the topic
+    `kv@<address>@<model>`; here with vLLM's newer named-field encoding."""
+    async def body() -> None:
+        sched = Scheduler(PRECISE)
+        subscriber = KvEventSubscriber(sched.router, "kv@", zmq_endpoint="tcp://127.0.0.1:*")
+        subscriber.start()
+        try:
+            async with sim(kv_events_endpoint=subscriber.bound_address, kv_events_encoding="map") as (
+                    server, session, base):
+                sched.set_endpoints([Endpoint("sim", server.address), Endpoint("other", "10.0.0.9:8000")])
+                for i in range(100):
+                    async with session.post(base + CHAT, json=_request(f"warm-up {i} " * 40)) as r:
+                        assert r.status == 200
+                    if subscriber.decoded[server.address]:
+                        break
+                    await asyncio.sleep(0.02)
+                prompt = _request("bound " * 900)
+                async with session.post(base + CHAT, json=prompt) as r:
+                    assert r.status == 200
+                await _until(lambda: _prefix_scores(sched, prompt)[server.address] == 1.0, "prompt indexed")
+                assert _prefix_scores(sched, prompt)["10.0.0.9:8000"] == 0.0
+                assert subscriber.failed[server.address] == 0 and subscriber.errors == 0
+        finally:
+            await subscriber.close()
+    run(body)

@@ -1,0 +1,145 @@
+"""Two EPP replicas share the precise prefix index through a real redis-server: model servers
+publish to one replica only, and the other scores their prompts as well; with Redis stopped
+each replica keeps its own index and keeps scoring (no errors); when Redis returns, sharing
+resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sluicegate.scheduling import Endpoint, Request, Scheduler
+from sluicegate.scheduling.kv_events import KvEventSubscriber
+from tests.unit.test_sim import CHAT, run, sim
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="redis-server is not installed (make redis-bin)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1, without persistence, stopped by `stop`."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(500):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            time.sleep(0.01)
+        raise RuntimeError("redis-server did not answer PING")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(_free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _config(redis_port: int) -> str:
+    return f"""
+plugins:
+- {{type: precise-prefix-cache-producer, parameters: {{
+    tokenProcessorConfig: {{blockSize: 16}},
+    kvEventsConfig: {{zmqEndpoint: "tcp://127.0.0.1:*"}},
+    indexerConfig: {{kvBlockIndexConfig: {{redisConfig: {{address: "127.0.0.1:{redis_port}"}}}}}}}}}}
+- {{type: prefix-cache-scorer}}
+schedulingProfiles: [{{name: p, plugins: [{{pluginRef: prefix-cache-scorer}}]}}]
+"""
+
+
+def _request(content: str) -> dict:
+    return {"model": "meta-llama/Llama-3.1-8B-Instruct", "max_tokens": 2,
+            "messages": [{"role": "user", "content": content}]}
+
+
+def _score(sched: Scheduler, body: dict, address: str) -> float:
+    (profile,) = sched.schedule(Request(body), explain=True).profiles
+    return dict(profile.scorers[0].scores)[address]
+
+
+async def _until(check, what: str, attempts: int = 600) -> None:
+    for _ in range(attempts):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never: {what}")
+
+
+def test_replicas_share_the_index_fall_back_without_redis_and_recover(redis_server) -> None:
+    async def body() -> None:
+        replicas = [Scheduler(_config(redis_server.port)) for _ in range(2)]
+        subs = [KvEventSubscriber.from_config(s.router, s.config.precise_prefix) for s in replicas]
+        for sub in subs:
+            sub.start()
+        a, b = subs
+        try:
+            await _until(lambda: a.shared.up and b.shared.up, "both replicas reach Redis")
+            # The simulator publishes to replica A only.
+            async with sim(kv_events_endpoint=a.bound_address) as (server, session, base):
+                for s in replicas:
+                    s.set_endpoints([Endpoint("sim", server.address), Endpoint("other", "10.0.0.9:8000")])
+
+                async def send(content: str) -> dict:
+                    req = _request(content)
+                    async with session.post(base + CHAT, json=req) as r:
+                        assert r.status == 200
+                    return req
+
+                for i in range(100):  # until the simulator's connection to A has joined
+                    await send(f"warm-up {i} " * 40)
+                    if a.decoded[server.address]:
+                        break
+                    await asyncio.sleep(0.02)
+                first = await send("shared through redis " * 200)
+                await _until(lambda: _score(replicas[1], first, server.address) == 1.0, "B sees A's events")
+                assert b.received[server.address] == 0 and b.shared.applied > 0
+
+                redis_server.stop()
+                await _until(lambda: not a.shared.up and not b.shared.up, "both notice Redis is gone")
+                second = await send("while redis is away " * 200)
+                await _until(lambda: _score(replicas[0], second, server.address) == 1.0, "A indexes alone")
+                assert _score(replicas[1], second, server.address) == 0.0  # B keeps its own index
+                assert _score(replicas[1], first, server.address) == 1.0
+
+                redis_server.start()
+                await _until(lambda: a.shared.up and b.shared.up, "both reconnect")
+                third = await send("after redis returned " * 200)
+                await _until(lambda: _score(replicas[1], third, server.address) == 1.0, "sharing resumes")
+                assert a.errors == 0 and b.errors == 0 and b.shared_failed == 0
+        finally:
+            for sub in subs:
+                await sub.close()
+    run(body)
