@@ -207,13 +207,26 @@ class ExtProcServer:
         health_checking: bool = False,  # grpc.health.v1 on the ext_proc port too
         max_recv_msg_bytes: int | None = None,  # gRPC message limits; None = 64 MiB
         max_send_msg_bytes: int | None = None,
+        tls_reload_dir: str | None = None,  # --enable-cert-reload: re-read tls.crt/tls.key on change
+        tls_min_version: str | None = None,  # Go name: VersionTLS10 … VersionTLS13
+        tls_cipher_suites: list[str] = [],  # Go names of TLS 1.2 suites; TLS 1.3 ones stay on
+        stream_metrics: bool = False,  # --enable-grpc-stream-metrics
     ) -> Self: ...
+    def stream_metrics(self) -> tuple[int, list[int], float, list[tuple[str, int]]] | None:
+        """(streams open, cumulative bucket counts over STREAM_DURATION_BUCKETS then +Inf, sum of
+        durations in s, [(Go gRPC code name, streams ended with it)]); None when not enabled."""
     def start(self) -> None:
         """Start serving; returns at once. RuntimeError when started already or stopped."""
     def set_serving(self, serving: bool) -> None: ...
     def stop(self, drain_timeout: float = 0.0) -> None:
         """NOT_SERVING, up to min(drain_timeout, 1) s for proxies to see it, up to
         `drain_timeout` s for open streams, then stop (GIL released). Idempotent."""
+
+STREAM_DURATION_BUCKETS: list[float]  # upstream's extproc_stream_duration_seconds bounds
+GRPC_CODE_NAMES: list[str]  # gRPC codes by number as Go spells them ("OK", "Canceled", …)
+
+def configure_logging(level: int, encoder: str = "json", time_encoding: str | None = None) -> None:
+    """Rust log lines: Python level number, "json" / "console" / "text", --zap-time-encoding."""
 
 @final
 class Completion:

@@ -185,6 +185,10 @@ class Epp:
         from .datalayer.dns_metrics import HostnameCollector
 
         out: list = [HostnameCollector(self.hostnames)]
+        if self.opts.grpc_stream_metrics:
+            from .metrics.grpc_streams import StreamMetrics
+
+            out.append(StreamMetrics(self.server.stream_metrics))
         if self.flow is not None:
             from .metrics.flowcontrol import FlowControlCollector
 
@@ -260,19 +264,13 @@ class Epp:
 
 
 def _server_flags(opts: EppOptions) -> dict:
-    """Upstream's ext_proc flags as server arguments: health on the ext_proc port and message
-    limits. The TLS and stream-metric flags that only the removed grpc.aio server honoured are
-    accepted and named in one warning each (the Rust server keeps one certificate, default suites)."""
-    from .servertls import check_policy
-
-    check_policy(opts.tls_min_version, opts.tls_cipher_suites)
-    for flag, on in (("--enable-cert-reload", opts.cert_reload and opts.secure_serving),
-                     ("--tls-cipher-suites", bool(opts.tls_cipher_suites) and opts.secure_serving),
-                     ("--enable-grpc-stream-metrics", opts.grpc_stream_metrics)):
-        if on:
-            log.warning("%s is not honoured by the Rust ext_proc server; ignored", flag)
+    """Upstream's ext_proc flags as server arguments: health on the ext_proc port, message
+    limits, TLS (reload, minimum version, suites; refused by name by the server when it cannot)
+    and the stream metrics."""
     return {"health_checking": opts.health_checking, "max_recv_msg_bytes": opts.grpc_max_recv_msg_bytes,
-            "max_send_msg_bytes": opts.grpc_max_send_msg_bytes}
+            "max_send_msg_bytes": opts.grpc_max_send_msg_bytes, "cert_reload": opts.cert_reload,
+            "tls_min_version": opts.tls_min_version, "tls_cipher_suites": opts.tls_cipher_suites,
+            "stream_metrics": opts.grpc_stream_metrics}
 
 
 def _labels(e: Endpoint) -> dict[str, str]:

@@ -1,72 +1,40 @@
-"""--enable-grpc-stream-metrics on the Python ext_proc server: a server interceptor counts each
-Process stream (open now, how long it stayed open, how it ended by gRPC code, spelled as Go's
-codes.Code.String() so upstream's queries match). Health and other methods are not counted."""
+"""upstream's opt-in ext_proc stream families (--enable-grpc-stream-metrics): streams open now,
+how long each stayed open, how each ended by gRPC code as Go spells it. The Rust server counts
+each stream; this collector reads its counters at scrape time and gives them upstream's names."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from typing import Iterator
+from typing import Callable, Iterator
 
-import grpc
-from prometheus_client import Counter, Gauge, Histogram
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-PROCESS_METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
-BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600)
-# grpc.StatusCode -> Go's spelling (CamelCase; "Canceled" with one l).
-GO_CODE = {c: "".join(w.capitalize() for w in c.name.split("_")) for c in grpc.StatusCode}
-GO_CODE.update({grpc.StatusCode.OK: "OK", grpc.StatusCode.CANCELLED: "Canceled"})
+from .._core.extproc import STREAM_DURATION_BUCKETS
+
+PREFIX = "llm_d_epp_extproc_"
+# (streams open, cumulative buckets then +Inf, sum in s, [(code, ended)]) or None when off
+Snapshot = tuple[int, list[int], float, list[tuple[str, int]]]
 
 
 class StreamMetrics(Collector):
-    def __init__(self) -> None:
-        self.inflight = Gauge("llm_d_epp_extproc_streams_inflight", "Number of ext_proc gRPC streams currently open.",
-                              registry=None)
-        self.duration = Histogram("llm_d_epp_extproc_stream_duration_seconds",
-                                  "Duration an ext_proc gRPC stream stays open, in seconds.", buckets=BUCKETS,
-                                  registry=None)
-        self.total = Counter("llm_d_epp_extproc_streams", "Total ext_proc gRPC streams completed, by gRPC status code.",
-                             ["code"], registry=None)
+    def __init__(self, read: Callable[[], Snapshot | None]) -> None:
+        self._read = read
 
     def collect(self) -> Iterator[Metric]:
-        for m in (self.inflight, self.duration, self.total):
-            yield from m.collect()
+        snapshot = self._read()
+        if snapshot is None:
+            return
+        inflight, buckets, total_s, ended = snapshot
+        yield GaugeMetricFamily(f"{PREFIX}streams_inflight", "Number of ext_proc gRPC streams currently open.",
+                                value=inflight)
+        bounds = [*(floatToGoString(b) for b in STREAM_DURATION_BUCKETS), "+Inf"]
+        yield HistogramMetricFamily(f"{PREFIX}stream_duration_seconds",
+                                    "Duration an ext_proc gRPC stream stays open, in seconds.",
+                                    buckets=list(zip(bounds, buckets)), sum_value=total_s)
+        total = CounterMetricFamily(f"{PREFIX}streams", "Total ext_proc gRPC streams completed, by gRPC status code.",
+                                    labels=["code"])
+        for code, n in ended:
+            total.add_metric([code], n)
+        yield total
 
-    def interceptor(self) -> grpc.aio.ServerInterceptor:
-        return _Interceptor(self)
-
-
-class _Interceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, metrics: StreamMetrics) -> None:
-        self._m = metrics
-
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.stream_stream is None or handler_call_details.method != PROCESS_METHOD:
-            return handler
-        inner, m = handler.stream_stream, self._m
-
-        async def counted(request_iterator, context):
-            m.inflight.inc()
-            start = time.monotonic()
-            code = grpc.StatusCode.OK
-            try:
-                async for response in inner(request_iterator, context):
-                    yield response
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                if code is grpc.StatusCode.OK and context.code() not in (None, grpc.StatusCode.OK):
-                    code = context.code()
-                m.inflight.dec()
-                m.duration.observe(time.monotonic() - start)
-                m.total.labels(GO_CODE.get(code, "Unknown")).inc()
-
-        return grpc.stream_stream_rpc_method_handler(counted, request_deserializer=handler.request_deserializer,
-                                                     response_serializer=handler.response_serializer)
