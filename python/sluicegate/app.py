@@ -186,9 +186,9 @@ class Epp:
 
         out: list = [HostnameCollector(self.hostnames)]
         if self.opts.grpc_stream_metrics:
-            from .metrics.grpc_streams import NativeStreamCollector
+            from .metrics.grpc_streams import StreamMetrics
 
-            out.append(NativeStreamCollector(self.server.stream_metrics))
+            out.append(StreamMetrics(self.server.stream_metrics))
         if self.flow is not None:
             from .metrics.flowcontrol import FlowControlCollector
 
@@ -270,18 +270,13 @@ class Epp:
 
 
 def _server_flags(opts: EppOptions) -> dict:
-    """Upstream's ext_proc flags as server arguments: health on the ext_proc port and message
-    limits, stream metrics. The TLS flags that only the removed grpc.aio server honoured are
-    accepted and named in one warning each (the Rust server keeps one certificate, default suites)."""
-    from .servertls import check_policy
-
-    check_policy(opts.tls_min_version, opts.tls_cipher_suites)
-    for flag, on in (("--enable-cert-reload", opts.cert_reload and opts.secure_serving),
-                     ("--tls-cipher-suites", bool(opts.tls_cipher_suites) and opts.secure_serving)):
-        if on:
-            log.warning("%s is not honoured by the Rust ext_proc server; ignored", flag)
+    """Upstream's ext_proc flags as server arguments: health on the ext_proc port, message
+    limits, TLS (reload, minimum version, suites; refused by name by the server when it cannot)
+    and the stream metrics."""
     return {"health_checking": opts.health_checking, "max_recv_msg_bytes": opts.grpc_max_recv_msg_bytes,
-            "max_send_msg_bytes": opts.grpc_max_send_msg_bytes, "stream_metrics": opts.grpc_stream_metrics}
+            "max_send_msg_bytes": opts.grpc_max_send_msg_bytes, "cert_reload": opts.cert_reload,
+            "tls_min_version": opts.tls_min_version, "tls_cipher_suites": opts.tls_cipher_suites,
+            "stream_metrics": opts.grpc_stream_metrics}
 
 
 def _labels(e: Endpoint) -> dict[str, str]:

@@ -107,6 +107,11 @@ class JsonFormatter(logging.Formatter):
         self._time = time_encoding
         self._stack = stacktrace_level
 
+    @property
+    def time_encoding(self) -> str | None:
+        """--zap-time-encoding (None = iso8601), read by the Rust server to write alike."""
+        return self._time
+
     def fields(self, record: logging.LogRecord) -> dict:
         out = {
             "ts": _timestamp(record.created, self._time),

@@ -34,11 +34,14 @@ class ExtProcServer:
         health_checking: bool = False,  # grpc.health.v1 on the ext_proc port too
         max_recv_msg_bytes: int | None = None,  # gRPC message limits; None = 64 MiB
         max_send_msg_bytes: int | None = None,
-        stream_metrics: bool = False,  # count and time the Process streams (--enable-grpc-stream-metrics)
+        tls_reload_dir: str | None = None,  # --enable-cert-reload: re-read tls.crt/tls.key on change
+        tls_min_version: str | None = None,  # Go name: VersionTLS10 … VersionTLS13
+        tls_cipher_suites: list[str] = ...,  # Go names of TLS 1.2 suites; TLS 1.3 ones stay on
+        stream_metrics: bool = False,  # --enable-grpc-stream-metrics
     ) -> Self: ...
-    def stream_metrics(self) -> tuple[int, list[tuple[str, int]], tuple[list[float], list[int], float]] | None:
-        """With stream_metrics: (streams open, [(Go code name, ended)], duration histogram as
-        (bounds, per-bucket counts, sum)); else None."""
+    def stream_metrics(self) -> tuple[int, list[int], float, list[tuple[str, int]]] | None:
+        """(streams open, cumulative bucket counts over STREAM_DURATION_BUCKETS then +Inf, sum of
+        durations in s, [(Go gRPC code name, streams ended with it)]); None when not enabled."""
     def start(self) -> None:
         """Start serving; returns at once. RuntimeError when started already or stopped."""
     def set_serving(self, serving: bool) -> None: ...
@@ -78,8 +81,11 @@ class FlowGate:
     def shutdown(self) -> None:
         """Answer every queued request 503 rejected-shutting-down; stop the dispatch thread."""
 
-def configure_logging(level: int, json: bool = True) -> None:
-    """Per-request log lines from Rust: Python's level number (10 debug … 40 error), JSON or text."""
+def configure_logging(level: int, encoder: str = "json", time_encoding: str | None = None) -> None:
+    """Rust log lines: Python level number, "json" / "console" / "text", --zap-time-encoding."""
+
+STREAM_DURATION_BUCKETS: list[float]  # upstream's extproc_stream_duration_seconds bounds
+GRPC_CODE_NAMES: list[str]  # gRPC codes by number as Go spells them ("OK", "Canceled", …)
 
 # Wire names of the Endpoint Picker Protocol (rust/extproc/src/protocol.rs).
 DESTINATION_ENDPOINT: str
@@ -103,6 +109,8 @@ __all__ = [
     "ExtProcServer",
     "FlowGate",
     "configure_logging",
+    "STREAM_DURATION_BUCKETS",
+    "GRPC_CODE_NAMES",
     "DESTINATION_ENDPOINT",
     "DESTINATION_NAMESPACE",
     "SUBSET_NAMESPACE",

@@ -35,6 +35,9 @@ class EppServer:
         health_checking: bool = False,
         max_recv_msg_bytes: int | None = None,
         max_send_msg_bytes: int | None = None,
+        cert_reload: bool = False,
+        tls_min_version: str | None = None,
+        tls_cipher_suites: tuple[str, ...] = (),
         stream_metrics: bool = False,
     ) -> None:
         # One tokio worker: on small machines a second one costs more in wake-ups than it adds
@@ -45,7 +48,11 @@ class EppServer:
             router, host, port, health_port, tls_cert_pem=cert, tls_key_pem=key, skip_response=skip_response,
             worker_threads=worker_threads, max_body_bytes=max_body_bytes, gate=gate,
             health_checking=health_checking, max_recv_msg_bytes=max_recv_msg_bytes,
-            max_send_msg_bytes=max_send_msg_bytes, stream_metrics=stream_metrics,
+            max_send_msg_bytes=max_send_msg_bytes,
+            # upstream reloads only a certificate from --cert-path; a self-signed one never changes
+            tls_reload_dir=cert_path if secure and cert_reload and cert_path else None,
+            tls_min_version=tls_min_version, tls_cipher_suites=list(tls_cipher_suites),
+            stream_metrics=stream_metrics,
         )
         # --enable-grpc-stream-metrics: (open, [(code, ended)], duration histogram) or None
         self.stream_metrics = self._server.stream_metrics
@@ -64,11 +71,20 @@ class EppServer:
         `drain_timeout` s for open streams, then stop."""
         await asyncio.to_thread(self._server.stop, drain_timeout)
 
+    def stream_metrics(self) -> tuple[int, list[int], float, list[tuple[str, int]]] | None:
+        """The --enable-grpc-stream-metrics counts (see `_core.ExtProcServer.stream_metrics`)."""
+        return self._server.stream_metrics()
+
 
 def _log_like_python() -> None:
-    """Per-request lines from Rust at the root logger's level and in its format (set once)."""
-    from ..logs import JsonFormatter
+    """Rust's lines at the root logger's level, in its encoder and time encoding (set once), so
+    every line of the process has one format."""
+    from ..logs import ConsoleFormatter, JsonFormatter
 
     root = logging.getLogger()
-    json_format = any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
-    configure_logging(root.getEffectiveLevel(), json_format)
+    formatter = next((h.formatter for h in root.handlers if h.formatter is not None), None)
+    if isinstance(formatter, JsonFormatter):
+        encoder = "console" if isinstance(formatter, ConsoleFormatter) else "json"
+        configure_logging(root.getEffectiveLevel(), encoder, formatter.time_encoding)
+    else:
+        configure_logging(root.getEffectiveLevel(), "text" if root.handlers else "json")

@@ -12,9 +12,12 @@ mod server;
 mod service;
 pub mod stream;
 pub mod stream_metrics;
+pub mod tls;
 
 pub use admission::Gate;
 pub use server::{ExtProcServer, ServerError, ServerOptions, TlsPem};
+pub use stream_metrics::{StreamMetrics, StreamMetricsSnapshot};
+pub use tls::TlsPolicy;
 pub use service::ExternalProcessorService;
 
 use sluicegate_core::scheduling::Router;

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -16,12 +16,23 @@ pub enum Level {
 }
 
 impl Level {
+    /// zap's name (what the Python JSON and console formatters write).
     fn name(self) -> &'static str {
         match self {
             Level::Debug => "debug",
             Level::Info => "info",
-            Level::Warning => "warning",
+            Level::Warning => "warn",
             Level::Error => "error",
+        }
+    }
+
+    /// Python logging's name (the text format of the other commands).
+    fn python_name(self) -> &'static str {
+        match self {
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
         }
     }
 
@@ -36,14 +47,73 @@ impl Level {
     }
 }
 
+/// How a line is laid out: zap's JSON object or console layout (what `sluicegate run` writes,
+/// --zap-encoder), or the other commands' `asctime LEVEL logger: message` text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoder {
+    Json = 0,
+    Console = 1,
+    Text = 2,
+}
+
+impl Encoder {
+    pub fn from_name(name: &str) -> Option<Encoder> {
+        match name {
+            "json" => Some(Encoder::Json),
+            "console" => Some(Encoder::Console),
+            "text" => Some(Encoder::Text),
+            _ => None,
+        }
+    }
+}
+
+/// --zap-time-encoding: how `ts` is written (Iso8601 is the default: UTC, milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeEncoding {
+    Iso8601 = 0,
+    Epoch = 1,
+    Millis = 2,
+    Nano = 3,
+    Rfc3339 = 4,
+    Rfc3339Nano = 5,
+}
+
+/// Every time encoding by its flag value, in discriminant order.
+const TIME_ENCODINGS: [(TimeEncoding, &str); 6] = [
+    (TimeEncoding::Iso8601, "iso8601"),
+    (TimeEncoding::Epoch, "epoch"),
+    (TimeEncoding::Millis, "millis"),
+    (TimeEncoding::Nano, "nano"),
+    (TimeEncoding::Rfc3339, "rfc3339"),
+    (TimeEncoding::Rfc3339Nano, "rfc3339nano"),
+];
+
+impl TimeEncoding {
+    pub fn from_name(name: &str) -> Option<TimeEncoding> {
+        TIME_ENCODINGS
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(t, _)| *t)
+    }
+
+    fn from_u8(n: u8) -> TimeEncoding {
+        TIME_ENCODINGS
+            .get(n as usize)
+            .map_or(TimeEncoding::Iso8601, |(t, _)| *t)
+    }
+}
+
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Warning as u8);
-static JSON: AtomicBool = AtomicBool::new(true);
+static ENCODER: AtomicU8 = AtomicU8::new(Encoder::Json as u8);
+static TIME: AtomicU8 = AtomicU8::new(TimeEncoding::Iso8601 as u8);
 const LOGGER: &str = "sluicegate.extproc";
 
-/// Set once at start (the process's `-v` count and `--log-format`).
-pub fn configure(level: Level, json: bool) {
+/// Set once at start from the Python root logger (level, encoder, time encoding), so every
+/// line of the process has one format.
+pub fn configure(level: Level, encoder: Encoder, time: TimeEncoding) {
     LEVEL.store(level as u8, Ordering::Relaxed);
-    JSON.store(json, Ordering::Relaxed);
+    ENCODER.store(encoder as u8, Ordering::Relaxed);
+    TIME.store(time as u8, Ordering::Relaxed);
 }
 
 pub fn enabled(level: Level) -> bool {
@@ -56,45 +126,92 @@ pub enum Field<'a> {
     Int(i64),
 }
 
+impl Field<'_> {
+    fn json(&self) -> serde_json::Value {
+        match self {
+            Field::Str(s) => serde_json::Value::from(*s),
+            Field::Int(n) => serde_json::Value::from(*n),
+        }
+    }
+}
+
 /// Write one line to stderr when `level` is enabled; `fields` follow the message.
 pub fn line(level: Level, msg: &str, fields: &[(&str, Field<'_>)]) {
     if !enabled(level) {
         return;
     }
-    let now = SystemTime::now()
+    let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let text = if JSON.load(Ordering::Relaxed) {
-        json_line(now.as_millis() as i64, level, msg, fields)
-    } else {
-        text_line(now.as_millis() as i64, level, msg, fields)
+        .unwrap_or_default()
+        .as_nanos() as i64;
+    let time = TimeEncoding::from_u8(TIME.load(Ordering::Relaxed));
+    let text = match ENCODER.load(Ordering::Relaxed) {
+        0 => json_line(nanos, time, level, msg, fields),
+        1 => console_line(nanos, time, level, msg, fields),
+        _ => text_line(nanos, level, msg, fields),
     };
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
-fn json_line(ms: i64, level: Level, msg: &str, fields: &[(&str, Field<'_>)]) -> String {
+fn json_line(
+    nanos: i64,
+    time: TimeEncoding,
+    level: Level,
+    msg: &str,
+    fields: &[(&str, Field<'_>)],
+) -> String {
     let mut map = serde_json::Map::with_capacity(4 + fields.len());
-    map.insert("ts".into(), timestamp(ms, 'T', '.', "Z").into());
+    map.insert("ts".into(), ts(nanos, time));
     map.insert("level".into(), level.name().into());
     map.insert("logger".into(), LOGGER.into());
     map.insert("msg".into(), msg.into());
     for (k, v) in fields {
-        let v = match v {
-            Field::Str(s) => serde_json::Value::from(*s),
-            Field::Int(n) => serde_json::Value::from(*n),
-        };
-        map.insert((*k).to_owned(), v);
+        map.insert((*k).to_owned(), v.json());
     }
     let mut out = serde_json::Value::Object(map).to_string();
     out.push('\n');
     out
 }
 
-fn text_line(ms: i64, level: Level, msg: &str, fields: &[(&str, Field<'_>)]) -> String {
+/// zap's console layout as the Python ConsoleFormatter writes it: time, LEVEL, logger and
+/// message tab-separated, then the other fields as one JSON object (Python's `json.dumps`
+/// spacing, so Rust and Python lines read alike).
+fn console_line(
+    nanos: i64,
+    time: TimeEncoding,
+    level: Level,
+    msg: &str,
+    fields: &[(&str, Field<'_>)],
+) -> String {
+    let stamp = match ts(nanos, time) {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let mut out = format!(
+        "{stamp}\t{}\t{LOGGER}\t{msg}",
+        level.name().to_ascii_uppercase()
+    );
+    for (i, (k, v)) in fields.iter().enumerate() {
+        let key = serde_json::Value::from(*k);
+        let _ = write!(
+            out,
+            "{}{key}: {}",
+            if i == 0 { "\t{" } else { ", " },
+            v.json()
+        );
+    }
+    if !fields.is_empty() {
+        out.push('}');
+    }
+    out.push('\n');
+    out
+}
+
+fn text_line(nanos: i64, level: Level, msg: &str, fields: &[(&str, Field<'_>)]) -> String {
     let mut out = format!(
         "{} {} {LOGGER}: {msg}",
-        timestamp(ms, ' ', ',', ""),
-        level.name().to_ascii_uppercase()
+        timestamp(nanos, ' ', Some((',', 3)), ""),
+        level.python_name()
     );
     for (k, v) in fields {
         let _ = match v {
@@ -106,17 +223,34 @@ fn text_line(ms: i64, level: Level, msg: &str, fields: &[(&str, Field<'_>)]) -> 
     out
 }
 
-/// UTC `YYYY-MM-DD<sep>HH:MM:SS<frac>mmm<suffix>` from milliseconds since the epoch.
-fn timestamp(ms: i64, sep: char, frac: char, suffix: &str) -> String {
-    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let (y, m, d) = civil_from_days(days);
-    let (h, min, s, milli) = (
-        rest / 3_600_000,
-        rest / 60_000 % 60,
-        rest / 1000 % 60,
-        rest % 1000,
+/// `ts` as the Python JsonFormatter writes it for each --zap-time-encoding.
+fn ts(nanos: i64, time: TimeEncoding) -> serde_json::Value {
+    match time {
+        TimeEncoding::Epoch => serde_json::Value::from(nanos as f64 / 1e9),
+        TimeEncoding::Millis => serde_json::Value::from(nanos as f64 / 1e6),
+        TimeEncoding::Nano => serde_json::Value::from(nanos),
+        TimeEncoding::Rfc3339 => timestamp(nanos, 'T', None, "Z").into(),
+        TimeEncoding::Rfc3339Nano => timestamp(nanos, 'T', Some(('.', 9)), "Z").into(),
+        TimeEncoding::Iso8601 => timestamp(nanos, 'T', Some(('.', 3)), "Z").into(),
+    }
+}
+
+/// UTC `YYYY-MM-DD<sep>HH:MM:SS[<mark><digits of the fraction>]<suffix>`, truncated.
+fn timestamp(nanos: i64, sep: char, fraction: Option<(char, u32)>, suffix: &str) -> String {
+    let (secs, sub) = (
+        nanos.div_euclid(1_000_000_000),
+        nanos.rem_euclid(1_000_000_000),
     );
-    format!("{y:04}-{m:02}-{d:02}{sep}{h:02}:{min:02}:{s:02}{frac}{milli:03}{suffix}")
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    let (h, min, s) = (rest / 3600, rest / 60 % 60, rest % 60);
+    let mut out = format!("{y:04}-{m:02}-{d:02}{sep}{h:02}:{min:02}:{s:02}");
+    if let Some((mark, digits)) = fraction {
+        let value = sub / 10_i64.pow(9 - digits);
+        let _ = write!(out, "{mark}{value:0width$}", width = digits as usize);
+    }
+    out.push_str(suffix);
+    out
 }
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
@@ -136,31 +270,72 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 mod tests {
     use super::*;
 
+    // 2026-12-04 22:33:29.123456789 UTC
+    const T: i64 = 1_796_423_609_123_456_789;
+    const FIELDS: [(&str, Field<'static>); 2] = [
+        ("request_id", Field::Str("r1")),
+        ("status", Field::Int(503)),
+    ];
+
     #[test]
-    fn timestamps_are_utc_with_milliseconds() {
-        assert_eq!(timestamp(0, 'T', '.', "Z"), "1970-01-01T00:00:00.000Z");
-        // 2026-12-04 22:33:29.123 UTC
+    fn each_time_encoding_writes_ts_as_the_python_formatter_does() {
+        let cases = [
+            (
+                TimeEncoding::Iso8601,
+                serde_json::json!("2026-12-04T22:33:29.123Z"),
+            ),
+            (
+                TimeEncoding::Rfc3339,
+                serde_json::json!("2026-12-04T22:33:29Z"),
+            ),
+            (
+                TimeEncoding::Rfc3339Nano,
+                serde_json::json!("2026-12-04T22:33:29.123456789Z"),
+            ),
+            (TimeEncoding::Nano, serde_json::json!(T)),
+            (TimeEncoding::Millis, serde_json::json!(T as f64 / 1e6)),
+            (TimeEncoding::Epoch, serde_json::json!(T as f64 / 1e9)),
+        ];
+        for (encoding, expected) in cases {
+            assert_eq!(ts(T, encoding), expected, "{encoding:?}");
+        }
         assert_eq!(
-            timestamp(1_796_423_609_123, ' ', ',', ""),
-            "2026-12-04 22:33:29,123"
+            timestamp(0, 'T', Some(('.', 3)), "Z"),
+            "1970-01-01T00:00:00.000Z"
         );
     }
 
     #[test]
-    fn json_lines_carry_the_fields_after_the_message() {
-        let line = json_line(
-            0,
-            Level::Warning,
-            "answered",
-            &[
-                ("request_id", Field::Str("r1")),
-                ("status", Field::Int(503)),
-            ],
-        );
+    fn json_lines_carry_zap_level_names_and_the_fields_after_the_message() {
+        let line = json_line(0, TimeEncoding::Nano, Level::Warning, "answered", &FIELDS);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["level"], "warning");
+        assert_eq!(v["level"], "warn");
+        assert_eq!(v["ts"], 0);
         assert_eq!(v["logger"], LOGGER);
         assert_eq!(v["request_id"], "r1");
         assert_eq!(v["status"], 503);
+    }
+
+    #[test]
+    fn console_lines_are_tab_separated_with_the_fields_as_json() {
+        let line = console_line(T, TimeEncoding::Rfc3339, Level::Debug, "routed", &FIELDS);
+        assert_eq!(
+            line,
+            "2026-12-04T22:33:29Z\tDEBUG\tsluicegate.extproc\trouted\t{\"request_id\": \"r1\", \"status\": 503}\n"
+        );
+    }
+
+    #[test]
+    fn text_lines_follow_python_logging_basic_layout() {
+        let line = text_line(
+            T,
+            Level::Warning,
+            "stream failed",
+            &[("code", Field::Int(1))],
+        );
+        assert_eq!(
+            line,
+            "2026-12-04 22:33:29,123 WARNING sluicegate.extproc: stream failed code=1\n"
+        );
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
@@ -18,7 +18,8 @@ use crate::admission::Gate;
 use crate::protocol::HEALTH_SERVICES;
 use crate::service::ExternalProcessorService;
 use crate::stream::MAX_BODY_BYTES;
-use crate::stream_metrics::{Counted, StreamMetrics};
+use crate::stream_metrics::{StreamMetrics, StreamMetricsSnapshot};
+use crate::tls::{self, TlsPolicy};
 use crate::SharedRouter;
 use std::sync::Arc;
 
@@ -33,6 +34,10 @@ pub struct ServerOptions {
     /// Close each stream after routing when the response needs no rewrite.
     pub skip_response: bool,
     pub tls: Option<TlsPem>,
+    /// Upstream's TLS flags (reload, min version, suites); used only with `tls`.
+    pub tls_policy: TlsPolicy,
+    /// --enable-grpc-stream-metrics: count each ext_proc stream.
+    pub stream_metrics: bool,
     /// tokio worker threads; None = one per CPU.
     pub worker_threads: Option<usize>,
     /// Request bodies above this get 413 when they cross it; None = `stream::MAX_BODY_BYTES`.
@@ -44,8 +49,6 @@ pub struct ServerOptions {
     /// gRPC message limits on the ext_proc port; None = 64 MiB.
     pub max_recv_msg_bytes: Option<usize>,
     pub max_send_msg_bytes: Option<usize>,
-    /// --enable-grpc-stream-metrics: count and time the ext_proc streams here.
-    pub stream_metrics: Option<Arc<StreamMetrics>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +60,7 @@ pub enum ServerError {
     },
     #[error("cannot start the ext_proc runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("tls_cert_pem/tls_key_pem: {0}")]
+    #[error("ext_proc TLS: {0}")]
     Tls(String),
     #[error("ext_proc server {0}")]
     State(&'static str),
@@ -67,7 +70,8 @@ pub struct ExtProcServer {
     runtime: Option<Runtime>,
     gate: Option<Arc<Gate>>,
     service: ExternalProcessorService,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stream_metrics: Option<Arc<StreamMetrics>>,
     listeners: Option<(StdListener, StdListener)>,
     port: u16,
     health_port: u16,
@@ -75,7 +79,6 @@ pub struct ExtProcServer {
     health_routes: Option<Routes>,
     /// --health-checking: health on the ext_proc port, following the same status.
     extproc_health: Option<(HealthReporter, Option<Routes>)>,
-    stream_metrics: Option<Arc<StreamMetrics>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -89,15 +92,16 @@ impl ExtProcServer {
         health_port: u16,
         options: ServerOptions,
     ) -> Result<ExtProcServer, ServerError> {
+        // A bad certificate, key or policy is refused here, not on the first connection.
         let tls = options
             .tls
-            .map(|pem| ServerTlsConfig::new().identity(Identity::from_pem(pem.cert, pem.key)));
-        if let Some(config) = &tls {
-            // Reject a bad certificate or key here, not on the first connection.
-            Server::builder()
-                .tls_config(config.clone())
-                .map_err(|e| ServerError::Tls(error_chain(&e)))?;
-        }
+            .map(|pem| tls::server_config(&pem.cert, &pem.key, &options.tls_policy))
+            .transpose()
+            .map_err(ServerError::Tls)?
+            .map(Arc::new);
+        let stream_metrics = options
+            .stream_metrics
+            .then(|| Arc::new(StreamMetrics::default()));
         let listeners = (bind(host, port)?, bind(host, health_port)?);
         let (port, health_port) = (
             local_port(&listeners.0, host)?,
@@ -123,15 +127,16 @@ impl ExtProcServer {
             service: ExternalProcessorService::new(router, options.skip_response)
                 .with_max_body_bytes(options.max_body_bytes.unwrap_or(MAX_BODY_BYTES))
                 .with_gate(options.gate)
-                .with_message_limits(options.max_recv_msg_bytes, options.max_send_msg_bytes),
+                .with_message_limits(options.max_recv_msg_bytes, options.max_send_msg_bytes)
+                .with_stream_metrics(stream_metrics.clone()),
             tls,
+            stream_metrics,
             listeners: Some(listeners),
             port,
             health_port,
             health,
             health_routes: Some(Routes::new(health_service)),
             extproc_health,
-            stream_metrics: options.stream_metrics,
             shutdown: watch::channel(false).0,
             tasks: Vec::new(),
         };
@@ -147,6 +152,11 @@ impl ExtProcServer {
         self.health_port
     }
 
+    /// The ext_proc stream counts; None when --enable-grpc-stream-metrics is off.
+    pub fn stream_metrics(&self) -> Option<StreamMetricsSnapshot> {
+        self.stream_metrics.as_ref().map(|m| m.snapshot())
+    }
+
     /// Serve ext_proc and health on the runtime's threads; returns at once.
     pub fn start(&mut self) -> Result<(), ServerError> {
         let runtime = self
@@ -159,36 +169,28 @@ impl ExtProcServer {
             return Err(ServerError::State("is started already"));
         };
         let _entered = runtime.enter();
-        let grpc = incoming(grpc, &self.port.to_string())?;
-        let health = incoming(health, &self.health_port.to_string())?;
-        let mut builder = Server::builder();
-        if let Some(config) = self.tls.clone() {
-            builder = builder
-                .tls_config(config)
-                .map_err(|e| ServerError::Tls(error_chain(&e)))?;
+        let grpc = listen(grpc, &self.port.to_string())?;
+        let health = listen(health, &self.health_port.to_string())?;
+        let mut ext_proc_routes = Routes::new(self.service.clone());
+        if let Some(health) = self.extproc_health.as_mut().and_then(|(_, r)| r.take()) {
+            ext_proc_routes = health.add_service(self.service.clone());
         }
-        let health_routes = self.extproc_health.as_mut().and_then(|(_, r)| r.take());
-        let ext_proc_routes = match (&self.stream_metrics, health_routes) {
-            (Some(metrics), health) => {
-                let counted = Counted {
-                    inner: self.service.clone(),
-                    metrics: metrics.clone(),
-                };
-                match health {
-                    Some(h) => h.add_service(counted),
-                    None => Routes::new(counted),
-                }
-            }
-            (None, Some(h)) => h.add_service(self.service.clone()),
-            (None, None) => Routes::new(self.service.clone()),
+        let ext_proc = Server::builder().add_routes(ext_proc_routes);
+        let stop = stopped(self.shutdown.subscribe());
+        let task = match self.tls.clone() {
+            Some(config) => runtime.spawn(report(
+                "ext_proc",
+                ext_proc.serve_with_incoming_shutdown(tls::incoming(grpc, config), stop),
+            )),
+            None => runtime.spawn(report(
+                "ext_proc",
+                ext_proc.serve_with_incoming_shutdown(plain(grpc), stop),
+            )),
         };
-        let ext_proc = builder
-            .add_routes(ext_proc_routes)
-            .serve_with_incoming_shutdown(grpc, stopped(self.shutdown.subscribe()));
+        self.tasks.push(task);
         let health = Server::builder()
             .add_routes(routes)
-            .serve_with_incoming_shutdown(health, stopped(self.shutdown.subscribe()));
-        self.tasks.push(runtime.spawn(report("ext_proc", ext_proc)));
+            .serve_with_incoming_shutdown(plain(health), stopped(self.shutdown.subscribe()));
         self.tasks.push(runtime.spawn(report("health", health)));
         Ok(())
     }
@@ -270,14 +272,16 @@ fn local_port(listener: &StdListener, host: &str) -> Result<u16, ServerError> {
         })
 }
 
-fn incoming(listener: StdListener, port: &str) -> Result<TcpIncoming, ServerError> {
-    let listener =
-        tokio::net::TcpListener::from_std(listener).map_err(|source| ServerError::Bind {
-            address: format!("port {port}"),
-            source,
-        })?;
+fn listen(listener: StdListener, port: &str) -> Result<tokio::net::TcpListener, ServerError> {
+    tokio::net::TcpListener::from_std(listener).map_err(|source| ServerError::Bind {
+        address: format!("port {port}"),
+        source,
+    })
+}
+
+fn plain(listener: tokio::net::TcpListener) -> TcpIncoming {
     // Every ext_proc message is small and latency-bound: never wait for Nagle.
-    Ok(TcpIncoming::from(listener).with_nodelay(Some(true)))
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

@@ -17,6 +17,7 @@ use crate::log::{self, Field, Level};
 use crate::pb::{ProcessingRequest, ProcessingResponse};
 use crate::protocol;
 use crate::stream::{Outbox, RequestStream, MAX_BODY_BYTES};
+use crate::stream_metrics::{OpenStream, StreamMetrics};
 use crate::SharedRouter;
 use std::sync::Arc;
 
@@ -33,6 +34,8 @@ pub struct ExternalProcessorService {
     /// gRPC message limits (--grpc-max-recv-msg-size / --grpc-max-send-msg-size).
     max_recv_bytes: usize,
     max_send_bytes: usize,
+    /// --enable-grpc-stream-metrics: each Process stream counted; None = not counted.
+    stream_metrics: Option<Arc<StreamMetrics>>,
 }
 
 impl ExternalProcessorService {
@@ -44,7 +47,17 @@ impl ExternalProcessorService {
             max_body_bytes: MAX_BODY_BYTES,
             max_recv_bytes: MAX_MESSAGE_BYTES,
             max_send_bytes: MAX_MESSAGE_BYTES,
+            stream_metrics: None,
         }
+    }
+
+    /// Count each Process stream (open, duration, ending code) into `metrics`.
+    pub fn with_stream_metrics(
+        mut self,
+        metrics: Option<Arc<StreamMetrics>>,
+    ) -> ExternalProcessorService {
+        self.stream_metrics = metrics;
+        self
     }
 
     /// Admit requests through flow control (or legacy shedding) before routing.
@@ -119,6 +132,7 @@ impl StreamingService<ProcessingRequest> for ProcessMethod {
             state,
             outbox: VecDeque::with_capacity(4),
             inbound_done: false,
+            counted: self.0.stream_metrics.as_ref().map(|m| m.opened()),
         })))
     }
 }
@@ -132,6 +146,16 @@ pub struct ProcessStream {
     state: RequestStream,
     outbox: Outbox,
     inbound_done: bool,
+    /// Open in the stream metrics until the stream ends (dropped unfinished = Canceled).
+    counted: Option<OpenStream>,
+}
+
+impl ProcessStream {
+    fn ended(&mut self, code: tonic::Code) {
+        if let Some(open) = self.counted.as_mut() {
+            open.finish(code);
+        }
+    }
 }
 
 impl Stream for ProcessStream {
@@ -151,6 +175,7 @@ impl Stream for ProcessStream {
             }
             if this.inbound_done || this.state.finished() {
                 this.state.close();
+                this.ended(tonic::Code::Ok);
                 return Poll::Ready(None);
             }
             match Pin::new(&mut this.inbound).poll_next(cx) {
@@ -168,6 +193,11 @@ impl Stream for ProcessStream {
                             ("error", Field::Str(status.message())),
                         ],
                     );
+                    // As upstream's handler: the proxy cancelling its stream ends it cleanly.
+                    this.ended(match status.code() {
+                        tonic::Code::Cancelled => tonic::Code::Ok,
+                        code => code,
+                    });
                     return Poll::Ready(Some(Err(status)));
                 }
                 Poll::Ready(None) => this.inbound_done = true,

@@ -10,10 +10,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use sluicegate_core::flowcontrol::FlowControlConfig;
 use sluicegate_core::scheduling::Router;
-use sluicegate_extproc::log::{self, Level};
-use sluicegate_extproc::stream_metrics::StreamMetrics;
+use sluicegate_extproc::log::{self, Encoder, Level, TimeEncoding};
+use sluicegate_extproc::stream_metrics::{BUCKETS, CODE_NAMES};
 use sluicegate_extproc::{
-    protocol, ExtProcServer, Gate, RouterHandle, ServerError, ServerOptions, TlsPem,
+    protocol, ExtProcServer, Gate, RouterHandle, ServerError, ServerOptions, TlsPem, TlsPolicy,
 };
 
 use crate::errors::config_error;
@@ -152,11 +152,26 @@ fn seconds(field: &str, value: f64) -> PyResult<Duration> {
     }
 }
 
-/// Per-request log lines from Rust: Python's level number (10 debug … 40 error) and format.
+/// Log lines from Rust: Python's level number (10 debug … 40 error), the encoder ("json",
+/// "console" or "text") and --zap-time-encoding (None = iso8601), set once for the process.
 #[pyfunction]
-#[pyo3(signature = (level, json = true))]
-fn configure_logging(level: u8, json: bool) {
-    log::configure(Level::from_python(level), json);
+#[pyo3(signature = (level, encoder = "json", time_encoding = None))]
+fn configure_logging(level: u8, encoder: &str, time_encoding: Option<&str>) -> PyResult<()> {
+    let encoder = Encoder::from_name(encoder).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "encoder: {encoder:?} is not one of json, console, text"
+        ))
+    })?;
+    let time = match time_encoding {
+        None => TimeEncoding::Iso8601,
+        Some(name) => TimeEncoding::from_name(name).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "time_encoding: {name:?} is not one of epoch, millis, nano, iso8601, rfc3339, rfc3339nano"
+            ))
+        })?,
+    };
+    log::configure(Level::from_python(level), encoder, time);
+    Ok(())
 }
 
 #[pyclass(name = "ExtProcServer", module = "sluicegate._core.extproc", frozen)]
@@ -166,7 +181,6 @@ pub struct PyExtProcServer {
     port: u16,
     #[pyo3(get)]
     health_port: u16,
-    streams: Option<Arc<StreamMetrics>>,
 }
 
 impl PyExtProcServer {
@@ -182,6 +196,7 @@ impl PyExtProcServer {
                         tls_cert_pem = None, tls_key_pem = None, skip_response = false,
                         worker_threads = None, max_body_bytes = None, gate = None,
                         health_checking = false, max_recv_msg_bytes = None, max_send_msg_bytes = None,
+                        tls_reload_dir = None, tls_min_version = None, tls_cipher_suites = Vec::new(),
                         stream_metrics = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -199,6 +214,9 @@ impl PyExtProcServer {
         health_checking: bool,
         max_recv_msg_bytes: Option<usize>,
         max_send_msg_bytes: Option<usize>,
+        tls_reload_dir: Option<std::path::PathBuf>,
+        tls_min_version: Option<String>,
+        tls_cipher_suites: Vec<String>,
         stream_metrics: bool,
     ) -> PyResult<Self> {
         let tls = match (tls_cert_pem, tls_key_pem) {
@@ -222,10 +240,14 @@ impl PyExtProcServer {
             health_checking,
             max_recv_msg_bytes,
             max_send_msg_bytes,
-            stream_metrics: stream_metrics.then(Default::default),
+            tls_policy: TlsPolicy {
+                reload_dir: tls_reload_dir,
+                min_version: tls_min_version,
+                cipher_suites: tls_cipher_suites,
+            },
+            stream_metrics,
         };
-        let streams = options.stream_metrics.clone();
-        let handle = Arc::new(PythonRouter(router));
+        let handle = std::sync::Arc::new(PythonRouter(router));
         let server = py
             .detach(|| ExtProcServer::new(handle, host, port, health_port, options))
             .map_err(server_error)?;
@@ -233,21 +255,19 @@ impl PyExtProcServer {
             port: server.port(),
             health_port: server.health_port(),
             inner: Mutex::new(server),
-            streams,
         })
     }
 
-    /// With stream_metrics: (streams open, [(Go code name, ended)], duration histogram as
-    /// (bounds, per-bucket counts, sum)); else None.
+    /// --enable-grpc-stream-metrics counts, read at scrape time: (streams open now, cumulative
+    /// duration bucket counts matching STREAM_DURATION_BUCKETS then +Inf, sum of durations in
+    /// seconds, {Go code name: streams ended with it}); None when not enabled.
     #[allow(clippy::type_complexity)]
-    fn stream_metrics(&self) -> Option<(i64, Vec<(&'static str, u64)>, (Vec<f64>, Vec<u64>, f64))> {
-        let snap = self.streams.as_ref()?.snapshot();
-        let d = snap.duration;
-        Some((
-            snap.inflight,
-            snap.ended,
-            (d.bounds.to_vec(), d.counts, d.sum),
-        ))
+    fn stream_metrics(
+        &self,
+        py: Python<'_>,
+    ) -> Option<(i64, Vec<u64>, f64, Vec<(&'static str, u64)>)> {
+        self.with(py, |s| s.stream_metrics())
+            .map(|m| (m.inflight, m.buckets, m.sum_seconds, m.ended))
     }
 
     /// Serve ext_proc and health on the server's own threads; returns at once.
@@ -293,5 +313,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EXT_PROC_SERVICE", protocol::EXT_PROC_SERVICE)?;
     m.add("HEALTH_SERVICES", protocol::HEALTH_SERVICES)?;
     m.add("MAX_BODY_BYTES", sluicegate_extproc::stream::MAX_BODY_BYTES)?;
+    m.add("STREAM_DURATION_BUCKETS", BUCKETS.to_vec())?;
+    m.add("GRPC_CODE_NAMES", CODE_NAMES.to_vec())?;
     Ok(())
 }
