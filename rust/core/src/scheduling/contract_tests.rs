@@ -19,10 +19,24 @@ use crate::scheduling::scheduler::Scheduler;
 use crate::scheduling::test_pool::{all, cycle, pool, Ep};
 
 /// Parameters a type needs to build at all; every other type is built with none.
-const SAMPLE_PARAMS: &[(&str, &str)] = &[(
-    "label-selector-filter",
-    r#"{"matchLabels": {"llm-d.ai/role": "decode"}}"#,
-)];
+const SAMPLE_PARAMS: &[(&str, &str)] = &[
+    (
+        "label-selector-filter",
+        r#"{"matchLabels": {"llm-d.ai/role": "decode"}}"#,
+    ),
+    (
+        "by-label-selector",
+        r#"{"matchLabels": {"llm-d.ai/role": "decode"}}"#,
+    ),
+    (
+        "by-label",
+        r#"{"label": "llm-d.ai/role", "validValues": ["decode"], "allowsNoLabel": true}"#,
+    ),
+    (
+        "utilization-filter",
+        r#"{"conditions": [{"metric": "waiting-queue", "maxValue": 50}], "fallbackOnEmpty": true}"#,
+    ),
+];
 
 fn sample(kind: &str) -> Option<Value> {
     SAMPLE_PARAMS
@@ -192,4 +206,27 @@ fn handler_scheduler(kind: &str) -> Scheduler {
     let config = json!({"plugins": plugins, "schedulingProfiles": profiles});
     Scheduler::from_config(&RouterConfig::from_json(&config.to_string()).unwrap())
         .unwrap_or_else(|e| panic!("{kind}: {e}"))
+}
+
+#[test]
+fn a_refused_upstream_type_is_named_with_its_reason() {
+    let e = registry::build(&Params {
+        name: "l",
+        kind: "latency-scorer",
+        raw: None,
+    })
+    .err()
+    .unwrap();
+    assert!(
+        e.0.contains(
+            "'latency-scorer' is not supported by sluicegate: needs predicted-latency-producer"
+        ),
+        "{e}"
+    );
+    for (kind, _) in crate::scheduling::unsupported::UNSUPPORTED {
+        assert!(
+            !known_types().any(|k| k == *kind),
+            "{kind} is both registered and refused"
+        );
+    }
 }

@@ -17,6 +17,7 @@ mod request_parsers;
 pub mod router;
 pub mod scheduler;
 mod scorers;
+mod unsupported;
 
 #[cfg(test)]
 mod contract_tests;
@@ -36,3 +37,4 @@ pub use registry::known_types;
 pub use request_parsers::known_parsers;
 pub use router::{Decision, EndpointStatus, ProfileExplanation, RouteError, RouteOptions, Router};
 pub use scorers::session_affinity_scorer::{session_token, SESSION_TOKEN_HEADER};
+pub use unsupported::UNSUPPORTED;

@@ -11,7 +11,6 @@ use crate::scheduling::contracts::scorer::{Picks, Scorer};
 use crate::scheduling::cycle::Request;
 use crate::scheduling::filters::label_selector_filter;
 use crate::scheduling::filters::role_filter::{DECODE, ENCODE, PREFILL, ROLE_LABEL};
-use crate::scheduling::filters::utilization_filter;
 use crate::scheduling::handlers::pd_decider::PrefixBasedPdDecider;
 use crate::scheduling::registry;
 use crate::scheduling::scorers::load_aware_scorer::LoadAwareScorer;
@@ -36,6 +35,13 @@ fn filter_of(kind: &str, params: &str) -> Arc<dyn Filter> {
     match built(kind, params) {
         Plugin::Filter(f) => f,
         _ => panic!("{kind} is not a filter"),
+    }
+}
+
+fn scorer_of(kind: &str, params: &str) -> Arc<dyn Scorer> {
+    match built(kind, params) {
+        Plugin::Scorer(s) => s,
+        _ => panic!("{kind} is not a scorer"),
     }
 }
 
@@ -255,25 +261,84 @@ fn label_selector_filter_applies_match_labels_and_expressions() {
     let _ = label_selector_filter::factory;
 }
 
+fn loaded(waiting: u32, kv: f64) -> Ep {
+    Ep::with(MetricsUpdate {
+        waiting: Some(waiting),
+        running: Some(3),
+        kv_usage: Some(kv),
+        ..Default::default()
+    })
+}
+
 #[test]
-fn utilization_filter_drops_saturated_endpoints_but_never_all() {
+fn utilization_filter_keeps_endpoints_under_every_condition() {
     let f = filter_of(
         "utilization-filter",
-        r#"{"queueThreshold": 5, "kvCacheUsageThreshold": 0.9}"#,
+        r#"{"conditions": [{"metric": "waiting-queue", "maxValue": 5},
+                           {"metric": "kv-cache-utilization", "maxValue": 0.9},
+                           {"metric": "running-requests", "maxValue": 3}]}"#,
     );
-    let ep = |w, kv| {
-        Ep::with(MetricsUpdate {
-            waiting: Some(w),
-            kv_usage: Some(kv),
-            ..Default::default()
+    let eps = vec![loaded(1, 0.5), loaded(9, 0.5), loaded(1, 0.95)];
+    assert_eq!(kept(&*f, eps), vec![0]);
+    // Without fallbackOnEmpty, none left is none left (the profile then fails the cycle).
+    assert_eq!(kept(&*f, vec![loaded(9, 0.5)]), Vec::<u32>::new());
+}
+
+#[test]
+fn utilization_filter_falls_back_to_all_when_asked() {
+    let f = filter_of(
+        "utilization-filter",
+        r#"{"conditions": [{"metric": "active-requests", "maxValue": 0}], "fallbackOnEmpty": true}"#,
+    );
+    let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0)]);
+    let c = cycle(&snap);
+    snap.endpoints[0]
+        .info
+        .in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut candidates = all(&c);
+    f.filter(&c, &mut candidates).unwrap();
+    assert_eq!(candidates, vec![1]);
+    snap.endpoints[1]
+        .info
+        .in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut candidates = all(&c);
+    f.filter(&c, &mut candidates).unwrap();
+    assert_eq!(candidates, vec![0, 1]);
+}
+
+#[test]
+fn utilization_filter_parameters_are_checked() {
+    for (params, needle) in [
+        (r#"{}"#, "conditions"),
+        (
+            r#"{"conditions": [{"metric": "gpu-heat", "maxValue": 1}]}"#,
+            "gpu-heat",
+        ),
+        (
+            r#"{"conditions": [{"metric": "kv-cache-utilization", "maxValue": 2}]}"#,
+            "maxValue",
+        ),
+        (
+            r#"{"conditions": [{"metric": "waiting-queue"}]}"#,
+            "maxValue: required",
+        ),
+        (
+            r#"{"conditions": [{"metric": "waiting-queue", "maxValue": 1}], "inFlightLoadProducerName": "x"}"#,
+            "inFlightLoadProducerName",
+        ),
+    ] {
+        let raw: serde_json::Value = serde_json::from_str(params).unwrap();
+        let e = registry::build(&Params {
+            name: "u",
+            kind: "utilization-filter",
+            raw: Some(&raw),
         })
-    };
-    assert_eq!(
-        kept(&*f, vec![ep(1, 0.5), ep(9, 0.5), ep(1, 0.95)]),
-        vec![0]
-    );
-    assert_eq!(kept(&*f, vec![ep(9, 0.5), ep(1, 0.95)]), vec![0, 1]);
-    let _ = utilization_filter::factory;
+        .err()
+        .unwrap();
+        assert!(e.0.contains(needle), "{params}: {e}");
+    }
 }
 
 #[test]
@@ -317,4 +382,100 @@ fn media_is_found_only_as_a_content_block_type() {
     assert!(carries_media(br#"[{"type":"input_audio"}]"#));
     assert!(!carries_media(br#"{"content":"say \"image_url\" twice"}"#));
     assert!(!carries_media(br#"{"content":"plain text"}"#));
+}
+
+#[test]
+fn header_based_testing_filter_keeps_what_the_header_names_in_its_order() {
+    let f = filter_of("header-based-testing-filter", "null");
+    let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0), Ep::waiting(0)]);
+    let run = |value: Option<&str>| {
+        let headers: Vec<(String, String)> = value
+            .map(|v| vec![("test-epp-endpoint-selection".into(), v.into())])
+            .unwrap_or_default();
+        let mut c = cycle(&snap);
+        c.request.headers = &headers;
+        let mut candidates = all(&c);
+        f.filter(&c, &mut candidates).unwrap();
+        candidates
+    };
+    assert_eq!(run(Some("10.0.0.3:8000, 10.0.0.1")), vec![2, 0]);
+    assert_eq!(run(Some("10.0.0.2:9999,10.0.0.9")), Vec::<u32>::new());
+    assert_eq!(run(Some("10.0.0.2,10.0.0.2:8000")), vec![1]);
+    assert_eq!(run(None), Vec::<u32>::new());
+}
+
+#[test]
+fn by_label_keeps_valid_values_and_unlabelled_only_when_allowed() {
+    let eps = || {
+        vec![
+            Ep::waiting(0).label("tier", "gold"),
+            Ep::waiting(0).label("tier", "bronze"),
+            Ep::waiting(0),
+        ]
+    };
+    let strict = filter_of("by-label", r#"{"label": "tier", "validValues": ["gold"]}"#);
+    assert_eq!(kept(&*strict, eps()), vec![0]);
+    let open = filter_of(
+        "by-label",
+        r#"{"label": "tier", "validValues": ["gold"], "allowsNoLabel": true}"#,
+    );
+    assert_eq!(kept(&*open, eps()), vec![0, 2]);
+}
+
+#[test]
+fn session_id_strategy_binds_a_session_to_its_pick_until_the_ttl() {
+    let s = scorer_of(
+        "session-affinity-scorer",
+        r#"{"strategy": "session_id",
+            "sessionIdConfig": {"sources": [{"header": "X-Session-Id"}], "evictionTtlSeconds": 60}}"#,
+    );
+    let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0)]);
+    let headers = |id: &str| vec![("x-session-id".to_owned(), id.to_owned())];
+    let (a, b) = (headers("a"), headers("b"));
+    let mut c = cycle(&snap);
+    c.request.headers = &a;
+    assert_eq!(scores(&*s, &c), vec![0.0, 0.0]);
+    s.picked(
+        &c,
+        &Picks {
+            primary: vec![1],
+            ..Default::default()
+        },
+    );
+    assert_eq!(scores(&*s, &c), vec![0.0, 1.0]);
+    let mut other = cycle(&snap);
+    other.request.headers = &b;
+    assert_eq!(scores(&*s, &other), vec![0.0, 0.0]);
+    let mut later = cycle(&snap);
+    later.request.headers = &a;
+    later.now += std::time::Duration::from_secs(61);
+    assert_eq!(scores(&*s, &later), vec![0.0, 0.0]);
+    s.endpoint_removed(snap.endpoints[1].info.id);
+    assert_eq!(scores(&*s, &c), vec![0.0, 0.0]);
+}
+
+#[test]
+fn session_affinity_parameters_we_cannot_honour_are_refused() {
+    for (params, needle) in [
+        (r#"{"strategy": "sticky"}"#, "strategy"),
+        (r#"{"profileName": "prefill"}"#, "profileName"),
+        (
+            r#"{"encodedEndpointHeaderConfig": {"header": "x-token-prefill"}}"#,
+            "x-token-prefill",
+        ),
+        (
+            r#"{"strategy": "session_id", "sessionIdConfig": {"sources": [{"attribute": "agent-identity"}]}}"#,
+            "agent-identity",
+        ),
+    ] {
+        let raw: serde_json::Value = serde_json::from_str(params).unwrap();
+        let e = registry::build(&Params {
+            name: "s",
+            kind: "session-affinity-scorer",
+            raw: Some(&raw),
+        })
+        .err()
+        .unwrap();
+        assert!(e.0.contains(needle), "{params}: {e}");
+    }
 }

@@ -4,7 +4,10 @@
 use crate::scheduling::config::ConfigError;
 use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
-use crate::scheduling::filters::{label_selector_filter, role_filter, utilization_filter};
+use crate::scheduling::filters::{
+    by_label_filter, header_based_testing_filter, label_selector_filter, role_filter,
+    utilization_filter,
+};
 use crate::scheduling::handlers::{
     data_parallel_profile_handler, disagg_profile_handler, header_profile_handler, pd_decider,
     single_profile_handler,
@@ -16,6 +19,7 @@ use crate::scheduling::scorers::{
     no_hit_lru_scorer, prefix_cache_scorer, queue_scorer, running_requests_size_scorer,
     session_affinity_scorer,
 };
+use crate::scheduling::unsupported;
 
 type Factory = fn(&Params<'_>) -> Result<Plugin, ConfigError>;
 
@@ -44,7 +48,14 @@ const REGISTRY: &[(&str, Factory)] = &[
     ("decode-filter", role_filter::decode_factory),
     ("prefill-filter", role_filter::prefill_factory),
     ("encode-filter", role_filter::encode_factory),
+    (
+        "header-based-testing-filter",
+        header_based_testing_filter::factory,
+    ),
     ("label-selector-filter", label_selector_filter::factory),
+    // Deprecated upstream names.
+    ("by-label-selector", label_selector_filter::factory),
+    ("by-label", by_label_filter::factory),
     ("utilization-filter", utilization_filter::factory),
     ("max-score-picker", max_score_picker::factory),
     ("random-picker", random_picker::factory),
@@ -83,6 +94,12 @@ pub fn build(p: &Params<'_>) -> Result<Plugin, ConfigError> {
         .find(|(t, _)| *t == p.kind)
         .map(|(_, f)| f)
         .ok_or_else(|| {
+            if let Some(why) = unsupported::reason(p.kind) {
+                return p.error(format_args!(
+                    "upstream plugin type '{}' is not supported by sluicegate: {why}",
+                    p.kind
+                ));
+            }
             let known: Vec<_> = known_types().collect();
             p.error(format_args!(
                 "unknown plugin type '{}' (known: {})",
