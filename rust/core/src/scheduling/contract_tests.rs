@@ -32,6 +32,11 @@ const SAMPLE_PARAMS: &[(&str, &str)] = &[
         "by-label",
         r#"{"label": "llm-d.ai/role", "validValues": ["decode"], "allowsNoLabel": true}"#,
     ),
+    ("context-length-aware", r#"{"enableFiltering": true}"#),
+    (
+        "header-label-affinity-scorer",
+        r#"{"headerName": "x-zone", "labelKey": "zone"}"#,
+    ),
     (
         "utilization-filter",
         r#"{"conditions": [{"metric": "waiting-queue", "maxValue": 50}], "fallbackOnEmpty": true}"#,
@@ -104,7 +109,7 @@ proptest! {
     fn filters_never_add_an_endpoint(eps in prop::collection::vec(arb_ep(), 1..12),
                                      prompt in prop::collection::vec(any::<u8>(), 0..600)) {
         let (_store, snap) = pool(eps);
-        for (kind, f) in of_kind(|p| match p { Plugin::Filter(f) => Some(f), _ => None }) {
+        for (kind, f) in of_kind(|p| match p { Plugin::Filter(f) | Plugin::FilterAndScorer(f, _) => Some(f), _ => None }) {
             let mut c = cycle(&snap);
             c.request = Request { model: "l1", prompt: &prompt, ..Default::default() };
             let before = all(&c);
@@ -122,7 +127,7 @@ proptest! {
     fn scorers_stay_in_the_unit_interval(eps in prop::collection::vec(arb_ep(), 1..12),
                                          prompt in prop::collection::vec(any::<u8>(), 0..2000)) {
         let (_store, snap) = pool(eps);
-        for (kind, s) in of_kind(|p| match p { Plugin::Scorer(s) => Some(s), _ => None }) {
+        for (kind, s) in of_kind(|p| match p { Plugin::Scorer(s) | Plugin::FilterAndScorer(_, s) => Some(s), _ => None }) {
             let mut c = cycle(&snap);
             c.request = Request { model: "l1", prompt: &prompt, ..Default::default() };
             let candidates = all(&c);

@@ -479,3 +479,48 @@ fn session_affinity_parameters_we_cannot_honour_are_refused() {
         assert!(e.0.contains(needle), "{params}: {e}");
     }
 }
+
+#[test]
+fn context_length_aware_prefers_the_tightest_range_that_fits_and_can_filter() {
+    let eps = || {
+        vec![
+            Ep::waiting(0).label("llm-d.ai/context-length-range", "0-128"),
+            Ep::waiting(0).label("llm-d.ai/context-length-range", "0-2048"),
+            Ep::waiting(0).label("llm-d.ai/context-length-range", "0-128000"),
+            Ep::waiting(0),
+        ]
+    };
+    let (_store, snap) = pool(eps());
+    let mut c = cycle(&snap);
+    c.request = prefix_request(PROMPT); // 256 tokens
+    let s = scorer_of("context-length-aware", "{}");
+    let got = scores(&*s, &c);
+    assert!(got[1] > got[2] && got[2] > 0.3 && got[0] < 0.3, "{got:?}");
+    assert_eq!(got[3], 0.5);
+    let Plugin::FilterAndScorer(f, _) =
+        built("context-length-aware", r#"{"enableFiltering": true}"#)
+    else {
+        panic!("enableFiltering makes a filter too");
+    };
+    let mut candidates = all(&c);
+    f.filter(&c, &mut candidates).unwrap();
+    assert_eq!(candidates, vec![1, 2, 3]);
+}
+
+#[test]
+fn header_label_affinity_scores_the_endpoints_whose_label_the_header_names() {
+    let s = scorer_of(
+        "header-label-affinity-scorer",
+        r#"{"headerName": "X-Preferred-Zone", "labelKey": "zone"}"#,
+    );
+    let (_store, snap) = pool(vec![
+        Ep::waiting(0).label("zone", "a"),
+        Ep::waiting(0).label("zone", "b"),
+        Ep::waiting(0),
+    ]);
+    let headers = vec![("x-preferred-zone".to_owned(), "b".to_owned())];
+    let mut c = cycle(&snap);
+    assert_eq!(scores(&*s, &c), vec![0.0, 0.0, 0.0]);
+    c.request.headers = &headers;
+    assert_eq!(scores(&*s, &c), vec![0.0, 1.0, 0.0]);
+}

@@ -15,9 +15,9 @@ use crate::scheduling::handlers::{
 use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
 use crate::scheduling::producers::precise_prefix_cache_producer;
 use crate::scheduling::scorers::{
-    active_request_scorer, kv_cache_utilization_scorer, load_aware_scorer, lora_affinity_scorer,
-    no_hit_lru_scorer, prefix_cache_scorer, queue_scorer, running_requests_size_scorer,
-    session_affinity_scorer,
+    active_request_scorer, context_length_aware, header_label_affinity_scorer,
+    kv_cache_utilization_scorer, load_aware_scorer, lora_affinity_scorer, no_hit_lru_scorer,
+    prefix_cache_scorer, queue_scorer, running_requests_size_scorer, session_affinity_scorer,
 };
 use crate::scheduling::unsupported;
 
@@ -43,6 +43,11 @@ const REGISTRY: &[(&str, Factory)] = &[
     ),
     ("load-aware-scorer", load_aware_scorer::factory),
     ("active-request-scorer", active_request_scorer::factory),
+    ("context-length-aware", context_length_aware::factory),
+    (
+        "header-label-affinity-scorer",
+        header_label_affinity_scorer::factory,
+    ),
     ("session-affinity-scorer", session_affinity_scorer::factory),
     ("no-hit-lru-scorer", no_hit_lru_scorer::factory),
     ("decode-filter", role_filter::decode_factory),

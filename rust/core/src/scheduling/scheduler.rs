@@ -80,7 +80,7 @@ impl Scheduler {
         let mut block_index: Option<(String, Arc<BlockIndex>)> = None;
         for b in &built {
             match &b.plugin {
-                Plugin::Scorer(s) => scorers.push(s.clone()),
+                Plugin::Scorer(s) | Plugin::FilterAndScorer(_, s) => scorers.push(s.clone()),
                 Plugin::Producer(index) => {
                     if let Some((first, _)) = &block_index {
                         return Err(ConfigError(format!(
@@ -200,7 +200,10 @@ fn implicit_profile(built: &[Built]) -> ProfileSpec {
             .filter(|b| {
                 matches!(
                     b.plugin,
-                    Plugin::Filter(_) | Plugin::Scorer(_) | Plugin::Picker(_)
+                    Plugin::Filter(_)
+                        | Plugin::Scorer(_)
+                        | Plugin::FilterAndScorer(..)
+                        | Plugin::Picker(_)
                 )
             })
             .map(|b| crate::scheduling::config::PluginRef {
@@ -237,20 +240,27 @@ fn build_profile(
                 kind,
                 plugin: f.clone(),
             }),
-            Plugin::Scorer(s) => {
-                let weight = r.weight.unwrap_or(1.0);
-                if !weight.is_finite() || weight < 0.0 {
-                    return Err(ConfigError(format!(
-                        "{at}.weight: weight of '{name}' must be a finite number >= 0, got {weight}"
-                    )));
-                }
+            Plugin::Scorer(s) => scorers.push((
+                Named {
+                    plugin: s.clone(),
+                    name: name.clone(),
+                    kind,
+                },
+                weight(&at, &name, r.weight)?,
+            )),
+            Plugin::FilterAndScorer(f, s) => {
+                filters.push(Named {
+                    name: name.clone(),
+                    kind: kind.clone(),
+                    plugin: f.clone(),
+                });
                 scorers.push((
                     Named {
-                        name,
-                        kind,
                         plugin: s.clone(),
+                        name: name.clone(),
+                        kind,
                     },
-                    weight,
+                    weight(&at, &name, r.weight)?,
                 ));
             }
             Plugin::Picker(p) => {
@@ -287,6 +297,16 @@ fn build_profile(
         scorers: scorers.into_iter().filter(|(_, w)| *w > 0.0).collect(),
         picker,
     })
+}
+
+fn weight(at: &str, name: &str, weight: Option<f64>) -> Result<f64, ConfigError> {
+    let weight = weight.unwrap_or(1.0);
+    if !weight.is_finite() || weight < 0.0 {
+        return Err(ConfigError(format!(
+            "{at}.weight: weight of '{name}' must be a finite number >= 0, got {weight}"
+        )));
+    }
+    Ok(weight)
 }
 
 #[cfg(test)]

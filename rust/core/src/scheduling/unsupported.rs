@@ -46,15 +46,7 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "inflight-load-producer",
         "in-flight load is counted by the Router itself (always on)",
     ),
-    (
-        "context-length-aware",
-        "context-length-aware scoring is not implemented",
-    ),
     ("token-load-scorer", "token-load scoring is not implemented"),
-    (
-        "header-label-affinity-scorer",
-        "header-to-label affinity is not implemented",
-    ),
     (
         "endpoint-attribute-filter",
         "endpoint attributes come from data sources sluicegate does not read (e.g. DCGM)",

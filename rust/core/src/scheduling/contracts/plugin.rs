@@ -13,6 +13,8 @@ use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 pub enum Plugin {
     Filter(Arc<dyn Filter>),
     Scorer(Arc<dyn Scorer>),
+    /// One instance that filters and scores (upstream adds both roles when a profile names it).
+    FilterAndScorer(Arc<dyn Filter>, Arc<dyn Scorer>),
     Picker(Arc<dyn Picker>),
     ProfileHandler(HandlerSpec),
     Decider(Arc<dyn PdDecider>),
