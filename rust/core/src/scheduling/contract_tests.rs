@@ -217,15 +217,13 @@ fn handler_scheduler(kind: &str) -> Scheduler {
 fn a_refused_upstream_type_is_named_with_its_reason() {
     let e = registry::build(&Params {
         name: "l",
-        kind: "latency-scorer",
+        kind: "agent-identity",
         raw: None,
     })
     .err()
     .unwrap();
     assert!(
-        e.0.contains(
-            "'latency-scorer' is not supported by sluicegate: needs predicted-latency-producer"
-        ),
+        e.0.contains("'agent-identity' is not supported by sluicegate: agent identity headers"),
         "{e}"
     );
     for (kind, _) in crate::scheduling::unsupported::UNSUPPORTED {

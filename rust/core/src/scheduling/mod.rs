@@ -24,6 +24,8 @@ mod contract_tests;
 #[cfg(test)]
 mod handler_tests;
 #[cfg(test)]
+mod latency_tests;
+#[cfg(test)]
 mod plugin_tests;
 #[cfg(test)]
 mod test_pool;

@@ -6,18 +6,19 @@ use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::filters::{
     by_label_filter, header_based_testing_filter, label_selector_filter, role_filter,
-    utilization_filter,
+    slo_headroom_tier_filter, utilization_filter,
 };
 use crate::scheduling::handlers::{
     data_parallel_profile_handler, disagg_profile_handler, header_profile_handler, pd_decider,
     single_profile_handler,
 };
 use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
-use crate::scheduling::producers::precise_prefix_cache_producer;
+use crate::scheduling::producers::{precise_prefix_cache_producer, predicted_latency_producer};
 use crate::scheduling::scorers::{
     active_request_scorer, context_length_aware, header_label_affinity_scorer,
-    kv_cache_utilization_scorer, load_aware_scorer, lora_affinity_scorer, no_hit_lru_scorer,
-    prefix_cache_scorer, queue_scorer, running_requests_size_scorer, session_affinity_scorer,
+    kv_cache_utilization_scorer, latency_scorer, load_aware_scorer, lora_affinity_scorer,
+    no_hit_lru_scorer, prefix_cache_scorer, queue_scorer, running_requests_size_scorer,
+    session_affinity_scorer,
 };
 use crate::scheduling::unsupported;
 
@@ -62,6 +63,15 @@ const REGISTRY: &[(&str, Factory)] = &[
     ("by-label-selector", label_selector_filter::factory),
     ("by-label", by_label_filter::factory),
     ("utilization-filter", utilization_filter::factory),
+    ("latency-scorer", latency_scorer::factory),
+    (
+        "slo-headroom-tier-filter",
+        slo_headroom_tier_filter::factory,
+    ),
+    (
+        "predicted-latency-producer",
+        predicted_latency_producer::factory,
+    ),
     ("max-score-picker", max_score_picker::factory),
     ("random-picker", random_picker::factory),
     ("weighted-random-picker", weighted_random_picker::factory),

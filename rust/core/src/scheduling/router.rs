@@ -18,6 +18,7 @@ use crate::scheduling::handlers::data_parallel_profile_handler::DATA_PARALLEL_HE
 use crate::scheduling::handlers::disagg_profile_handler::{ENCODERS_HEADER, PREFILLER_HEADER};
 use crate::scheduling::handlers::pd_decider::carries_media;
 use crate::scheduling::producers::kv_events::{decode_batch, KvEventsError};
+use crate::scheduling::producers::latency_predictor::Features;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndexStats;
 use crate::scheduling::request_parsers::Parsers;
 use crate::scheduling::scheduler::Scheduler;
@@ -32,6 +33,8 @@ pub struct Decision {
     primary_len: usize,
     /// Data-parallel: the picked pod when `endpoints` names its rank-0 port instead.
     counted: Option<String>,
+    /// What the latency predictor saw for the primary; trains it when the request finishes.
+    latency_features: Option<Features>,
     pub model: Option<String>,
     /// The model after rewrite; None when not rewritten.
     pub target_model: Option<String>,
@@ -331,7 +334,7 @@ impl Router {
         if !commit {
             cycle.trace = Some(Default::default());
         }
-        let (endpoints, headers, session, counted) =
+        let (endpoints, headers, session, counted, latency_features) =
             PICKS.with_borrow_mut(|picks| -> Result<_, ScheduleError> {
                 if !commit {
                     self.scheduler.dry_run(&cycle, picks)?;
@@ -368,7 +371,11 @@ impl Router {
                     .uses_session_affinity()
                     .then(|| session_token(&primary.info.name));
                 let counted = port.map(|_| primary.address().to_owned());
-                Ok((joined, headers, session, counted))
+                let features = self
+                    .scheduler
+                    .latency_producer()
+                    .map(|p| p.features_of(&cycle, picks.primary[0]));
+                Ok((joined, headers, session, counted, features))
             })?;
         if let (Some(sink), Some(recorded)) = (trace, cycle.trace.take()) {
             *sink = recorded.into_inner();
@@ -378,6 +385,7 @@ impl Router {
             endpoints,
             primary_len,
             counted,
+            latency_features,
             target_model: rewritten.as_ref().and(model_rewrite.map(str::to_owned)),
             model: request.model,
             body: rewritten,
@@ -386,6 +394,18 @@ impl Router {
             headers,
             session_token: session,
         })
+    }
+
+    /// A routed request finished after `ttft_s` to its first byte and `tpot_s` per output token
+    /// after that: the latency predictor learns from it (no-op without one).
+    pub fn observe_latency(&self, decision: &Decision, ttft_s: f64, tpot_s: Option<f64>) {
+        if let (Some(p), Some(x)) = (
+            self.scheduler.latency_producer(),
+            &decision.latency_features,
+        ) {
+            p.predictor
+                .observe(x, ttft_s * 1000.0, tpot_s.map(|t| t * 1000.0));
+        }
     }
 
     /// The request sent to `address` finished; false when the address is not in the pool.

@@ -14,8 +14,12 @@ use crate::scheduling::cycle::{Cycle, ScheduleError};
 use crate::scheduling::handler_wiring::build_handler;
 use crate::scheduling::pickers::max_score_picker::MaxScorePicker;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
+use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
 use crate::scheduling::profile::{Named, SchedulingProfile};
 use crate::scheduling::registry;
+
+/// Plugin types that read predicted-latency-producer's output.
+const LATENCY_CONSUMERS: [&str; 2] = ["latency-scorer", "slo-headroom-tier-filter"];
 
 pub struct Scheduler {
     profiles: Vec<SchedulingProfile>,
@@ -29,6 +33,8 @@ pub struct Scheduler {
     /// Every scorer once, for the after-pick hook.
     scorers: Vec<Arc<dyn Scorer>>,
     session_affinity: bool,
+    /// predicted-latency-producer, listed or created for the latency plugins that need it.
+    latency: Option<Arc<PredictedLatencyProducer>>,
     /// The precise-prefix-cache-producer's index, when one is configured.
     block_index: Option<(String, Arc<BlockIndex>)>,
 }
@@ -78,8 +84,15 @@ impl Scheduler {
             .any(|b| b.spec.kind == "always-disagg-multimodal-decider");
         let mut scorers: Vec<Arc<dyn Scorer>> = Vec::new();
         let mut block_index: Option<(String, Arc<BlockIndex>)> = None;
+        let mut latency: Option<Arc<PredictedLatencyProducer>> = None;
         for b in &built {
             match &b.plugin {
+                Plugin::LatencyProducer(p) if latency.replace(p.clone()).is_some() => {
+                    return Err(ConfigError(format!(
+                        "plugins: one predicted-latency-producer allowed, '{}' is another",
+                        b.spec.name()
+                    )));
+                }
                 Plugin::Scorer(s) | Plugin::FilterAndScorer(_, s) => scorers.push(s.clone()),
                 Plugin::Producer(index) => {
                     if let Some((first, _)) = &block_index {
@@ -98,6 +111,14 @@ impl Scheduler {
                 s.use_block_index(index);
             }
         }
+        // As upstream, the latency plugins get a default producer when none is listed.
+        if latency.is_none()
+            && built
+                .iter()
+                .any(|b| LATENCY_CONSUMERS.contains(&b.spec.kind.as_str()))
+        {
+            latency = Some(Arc::default());
+        }
         let session_affinity = profiles.iter().any(|p| {
             p.scorers
                 .iter()
@@ -111,13 +132,14 @@ impl Scheduler {
             needs_multimodal,
             scorers,
             session_affinity,
+            latency,
             block_index,
         })
     }
 
     /// Run the profiles for one request; `picks` receives snapshot positions.
     pub fn schedule(&self, cycle: &Cycle<'_>, picks: &mut Picks) -> Result<(), ScheduleError> {
-        self.handler.run(&self.profiles, cycle, picks)?;
+        self.dry_run(cycle, picks)?;
         for s in &self.scorers {
             s.picked(cycle, picks);
         }
@@ -126,7 +148,15 @@ impl Scheduler {
 
     /// Run the profiles without the after-pick hooks: nothing learns from this cycle.
     pub fn dry_run(&self, cycle: &Cycle<'_>, picks: &mut Picks) -> Result<(), ScheduleError> {
+        if let Some(latency) = &self.latency {
+            latency.prepare(cycle);
+        }
         self.handler.run(&self.profiles, cycle, picks)
+    }
+
+    /// The predicted-latency-producer, when latency plugins are configured.
+    pub fn latency_producer(&self) -> Option<&Arc<PredictedLatencyProducer>> {
+        self.latency.as_ref()
     }
 
     /// Data-parallel routing: the port every decision names (the picked pod's own address goes
@@ -276,6 +306,8 @@ fn build_profile(
                     plugin: p.clone(),
                 });
             }
+            // It runs before every profile; naming it in one (as the charts do) changes nothing.
+            Plugin::LatencyProducer(_) => {}
             Plugin::ProfileHandler(_)
             | Plugin::Decider(_)
             | Plugin::Producer(_)

@@ -40,7 +40,7 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     (
         "session-id-producer",
-        "session ids are read by session-affinity-scorer from x-session-token",
+        "session ids are read from request headers by session-affinity-scorer (session_id strategy)",
     ),
     (
         "inflight-load-producer",
@@ -84,24 +84,12 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "multi-cluster pools are not supported",
     ),
     (
-        "predicted-latency-producer",
-        "no latency predictor is trained here yet",
-    ),
-    (
-        "latency-scorer",
-        "needs predicted-latency-producer, which is not implemented",
-    ),
-    (
-        "slo-headroom-tier-filter",
-        "needs predicted-latency-producer, which is not implemented",
-    ),
-    (
         "prefix-cache-affinity-filter",
-        "needs predicted-latency-producer, which is not implemented",
+        "prefix matches are scored after the filters here, so no filter can read them",
     ),
     (
         "latency-slo-admitter",
-        "needs predicted-latency-producer, which is not implemented",
+        "admission by predicted latency is not implemented (use flow control)",
     ),
     (
         "probabilistic-admitter",

@@ -9,6 +9,7 @@ use crate::scheduling::contracts::picker::Picker;
 use crate::scheduling::contracts::profile_handler::HandlerSpec;
 use crate::scheduling::contracts::scorer::Scorer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
+use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
 
 pub enum Plugin {
     Filter(Arc<dyn Filter>),
@@ -20,6 +21,8 @@ pub enum Plugin {
     Decider(Arc<dyn PdDecider>),
     /// A data producer: the exact KV-block index fed by endpoint events.
     Producer(Arc<BlockIndex>),
+    /// predicted-latency-producer: runs before the profiles; a profile may name it.
+    LatencyProducer(Arc<PredictedLatencyProducer>),
     /// Upstream's deprecated header handlers: the disagg handler sets these headers itself,
     /// for the profiles named here (checked against the handler's).
     HeadersHandler {
