@@ -524,3 +524,20 @@ fn header_label_affinity_scores_the_endpoints_whose_label_the_header_names() {
     c.request.headers = &headers;
     assert_eq!(scores(&*s, &c), vec![0.0, 1.0, 0.0]);
 }
+
+#[test]
+fn inflight_load_producer_names_the_built_in_counter_and_refuses_token_estimates() {
+    assert!(matches!(
+        built("inflight-load-producer", "{}"),
+        Plugin::InFlightCounter
+    ));
+    let raw = serde_json::json!({"addEstimatedOutputTokens": true});
+    let e = registry::build(&Params {
+        name: "i",
+        kind: "inflight-load-producer",
+        raw: Some(&raw),
+    })
+    .err()
+    .unwrap();
+    assert!(e.0.contains("addEstimatedOutputTokens"), "{e}");
+}

@@ -13,7 +13,9 @@ use crate::scheduling::handlers::{
     single_profile_handler,
 };
 use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
-use crate::scheduling::producers::{precise_prefix_cache_producer, predicted_latency_producer};
+use crate::scheduling::producers::{
+    inflight_load_producer, precise_prefix_cache_producer, predicted_latency_producer,
+};
 use crate::scheduling::scorers::{
     active_request_scorer, context_length_aware, header_label_affinity_scorer,
     kv_cache_utilization_scorer, latency_scorer, load_aware_scorer, lora_affinity_scorer,
@@ -68,6 +70,7 @@ const REGISTRY: &[(&str, Factory)] = &[
         "slo-headroom-tier-filter",
         slo_headroom_tier_filter::factory,
     ),
+    ("inflight-load-producer", inflight_load_producer::factory),
     (
         "predicted-latency-producer",
         predicted_latency_producer::factory,

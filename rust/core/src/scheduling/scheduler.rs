@@ -311,6 +311,7 @@ fn build_profile(
             Plugin::ProfileHandler(_)
             | Plugin::Decider(_)
             | Plugin::Producer(_)
+            | Plugin::InFlightCounter
             | Plugin::HeadersHandler { .. } => {
                 return Err(ConfigError(format!(
                     "{at}.pluginRef: '{name}' ({kind}) cannot be used in a profile"

@@ -42,10 +42,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "session-id-producer",
         "session ids are read from request headers by session-affinity-scorer (session_id strategy)",
     ),
-    (
-        "inflight-load-producer",
-        "in-flight load is counted by the Router itself (always on)",
-    ),
     ("token-load-scorer", "token-load scoring is not implemented"),
     (
         "endpoint-attribute-filter",

@@ -21,6 +21,8 @@ pub enum Plugin {
     Decider(Arc<dyn PdDecider>),
     /// A data producer: the exact KV-block index fed by endpoint events.
     Producer(Arc<BlockIndex>),
+    /// inflight-load-producer: names the in-flight counter the Router always keeps.
+    InFlightCounter,
     /// predicted-latency-producer: runs before the profiles; a profile may name it.
     LatencyProducer(Arc<PredictedLatencyProducer>),
     /// Upstream's deprecated header handlers: the disagg handler sets these headers itself,
