@@ -22,6 +22,8 @@ mod unsupported;
 #[cfg(test)]
 mod contract_tests;
 #[cfg(test)]
+mod filter_tests;
+#[cfg(test)]
 mod handler_tests;
 #[cfg(test)]
 mod latency_tests;

@@ -8,15 +8,13 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::datalayer::metrics::ENGINE_LABEL;
 use crate::datalayer::{parse_metrics, EndpointSpec, EndpointStore, Engine, ScrapeConfig, Scraper};
 use crate::parse::{self, ApiKind, ParseError};
 use crate::scheduling::config::{ConfigError, RouterConfig};
 use crate::scheduling::contracts::scorer::Picks;
 use crate::scheduling::cycle::{Cycle, ProfileTrace, Request, ScheduleError};
-use crate::scheduling::handlers::data_parallel_profile_handler::DATA_PARALLEL_HEADER;
-use crate::scheduling::handlers::disagg_profile_handler::{ENCODERS_HEADER, PREFILLER_HEADER};
 use crate::scheduling::handlers::pd_decider::carries_media;
+use crate::scheduling::handlers::stage_headers::stage_headers;
 use crate::scheduling::producers::kv_events::{decode_batch, KvEventsError};
 use crate::scheduling::producers::latency_predictor::Features;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndexStats;
@@ -160,7 +158,7 @@ impl Router {
     /// Replace the endpoint set; plugins forget what they kept about endpoints that left.
     pub fn set_endpoints(&self, specs: &[EndpointSpec]) {
         let before = self.store.snapshot();
-        match self.with_engine_labels(specs) {
+        match self.config.relabel(specs) {
             Some(relabelled) => self.store.set_endpoints(&relabelled),
             None => self.store.set_endpoints(specs),
         }
@@ -173,29 +171,6 @@ impl Router {
                 self.scheduler.endpoint_removed(ep.info.id);
             }
         }
-    }
-
-    /// The core-metrics-extractor's engine label key and default engine, applied to the specs
-    /// as the label the store reads; None when neither is configured.
-    fn with_engine_labels(&self, specs: &[EndpointSpec]) -> Option<Vec<EndpointSpec>> {
-        if self.config.engine_label_key.is_none() && self.config.default_engine.is_none() {
-            return None;
-        }
-        Some(
-            specs
-                .iter()
-                .map(|spec| {
-                    let mut spec = spec.clone();
-                    let engine = self.config.engine_of(&spec.labels);
-                    // Only the configured key names the engine.
-                    spec.labels.retain(|(k, _)| k != ENGINE_LABEL);
-                    if let Some(engine) = engine {
-                        spec.labels.push((ENGINE_LABEL.to_owned(), engine));
-                    }
-                    spec
-                })
-                .collect(),
-        )
     }
 
     /// Feed one scrape by hand; false when no endpoint has that address.
@@ -451,24 +426,6 @@ impl Drop for Router {
     fn drop(&mut self) {
         self.stop_scraper();
     }
-}
-
-/// The headers that tell the decode endpoint where its other stages run (and, data-parallel,
-/// which rank was picked).
-fn stage_headers(cycle: &Cycle<'_>, picks: &Picks, data_parallel: bool) -> Vec<(String, String)> {
-    let address = |p: u32| cycle.endpoint(p).address().to_owned();
-    let mut headers = Vec::new();
-    if let Some(p) = picks.prefill {
-        headers.push((PREFILLER_HEADER.to_owned(), address(p)));
-    }
-    if !picks.encode.is_empty() {
-        let hosts: Vec<String> = picks.encode.iter().map(|&p| address(p)).collect();
-        headers.push((ENCODERS_HEADER.to_owned(), hosts.join(",")));
-    }
-    if data_parallel {
-        headers.push((DATA_PARALLEL_HEADER.to_owned(), address(picks.primary[0])));
-    }
-    headers
 }
 
 #[cfg(test)]
