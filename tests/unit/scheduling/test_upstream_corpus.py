@@ -45,3 +45,15 @@ def test_config_starts_and_routes_a_request(name):
     assert picked in ADDRESSES, (name, result)
     if any(p.filters and "decode-filter" in p.filters for p in s.config.profiles[-1:]):
         assert picked in DECODE, (name, result)
+
+
+REFUSED = Path(__file__).parents[2] / "data" / "configs" / "upstream-refused"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in REFUSED.glob("*.yaml")))
+def test_upstream_examples_needing_what_is_not_here_are_refused_by_name(name, capsys):
+    path = REFUSED / name
+    kind = path.read_text().splitlines()[0].removeprefix("# refused: ")
+    assert main(["check-config", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert str(path) in err and kind in err, err
