@@ -63,7 +63,9 @@ def _config(scorers: list[tuple[str, float]], chosen: dict, picker: tuple[str, i
     if chosen["utilization"] is not None:
         queue, kv = chosen["utilization"]
         plugins.append({"type": "utilization-filter",
-                        "parameters": {"queueThreshold": queue, "kvCacheUsageThreshold": kv}})
+                        "parameters": {"conditions": [{"metric": "waiting-queue", "maxValue": queue},
+                                                      {"metric": "kv-cache-utilization", "maxValue": kv}],
+                                       "fallbackOnEmpty": True}})
         refs.insert(0, {"pluginRef": "utilization-filter"})
     kind, n = picker
     plugins.append({"type": kind, "parameters": {"maxNumOfEndpoints": n}})

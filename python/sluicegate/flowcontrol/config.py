@@ -34,7 +34,8 @@ PLUGIN_PARAMETERS: dict[str, set[str]] = {
 PLUGIN_TYPES = frozenset(PLUGIN_PARAMETERS)
 
 _FLOW_FIELDS = {"maxBytes", "maxRequests", "defaultRequestTTL", "noEndpointRequestTTL", "defaultPriorityBand",
-                "defaultNegativePriorityBand", "priorityBands", "usageLimitPolicyPluginRef", "saturationDetector"}
+                "defaultNegativePriorityBand", "priorityBands", "usageLimitPolicyPluginRef", "saturationDetector",
+                "enableEviction"}
 _BAND_FIELDS = {"priority", "maxBytes", "maxRequests", "fairnessPolicyRef", "orderingPolicyRef"}
 _LEGACY_DETECTOR_FIELDS = {"queueDepthThreshold", "kvCacheUtilThreshold", "metricsStalenessThreshold"}
 _BAND_MAX_REQUESTS = 5000
@@ -96,6 +97,9 @@ def parse_flow_control(doc: dict[str, Any], source: str = "config") -> FlowContr
     where = f"{source}: flowControl"
     fc = _mapping(doc.get("flowControl"), where)
     _no_unknown(fc, _FLOW_FIELDS, where)
+    if fc.get("enableEviction", False) is not False:
+        raise ConfigError(f"{where}.enableEviction: {fc['enableEviction']!r} is not supported "
+                          "(flow control does not evict dispatched requests)")
     no_ep = fc.get("noEndpointRequestTTL")
     negative = fc.get("defaultNegativePriorityBand")
     return FlowControlSettings(

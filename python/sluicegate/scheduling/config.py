@@ -144,7 +144,8 @@ def _parse(doc: Any, source: str) -> EppConfig:
     if "schedulingProfiles" in doc:
         scheduling["schedulingProfiles"] = doc["schedulingProfiles"]
     kinds = parser_types(doc, parsers, source)
-    data_layer = parse_data_layer(doc.get("dataLayer"), data_plugins, source)
+    others = {p.get("name") or p.get("type"): p.get("type") for p in scheduling.get("plugins", [])}
+    data_layer = parse_data_layer(doc.get("dataLayer"), data_plugins, source, others)
     handling = {**dict(data_layer.router), **({"parsers": kinds} if kinds is not None else {})}
     gates = doc.get("featureGates") or []
     if not isinstance(gates, list) or not all(isinstance(g, str) for g in gates):

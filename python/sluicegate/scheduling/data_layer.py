@@ -26,7 +26,11 @@ SOURCES = {
     "endpoint-notification-source": set(),
 }
 EXTRACTORS = {METRICS_EXTRACTOR: {"engineLabelKey", "defaultEngine", "engineConfigs"}}
-FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR}, "endpoint-notification-source": set()}
+FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR},
+         # The precise producer forgets a removed endpoint's blocks (the Router tells it).
+         "endpoint-notification-source": {"precise-prefix-cache-producer"}}
+# Scheduling plugins that may be wired as extractors (they live in the Rust registry).
+SCHEDULING_EXTRACTORS = {"precise-prefix-cache-producer"}
 ENGINES = ("vllm", "sglang", "trtllm-serve")
 REFUSED = {
     "models-data-source": "polling /v1/models per endpoint is not implemented",
@@ -74,7 +78,9 @@ def data_plugin(kind: str, name: str, params: Any, where: str) -> DataPlugin:
     return DataPlugin(name=name, type=kind, parameters=params, where=where)
 
 
-def parse_data_layer(raw: Any, plugins: dict[str, DataPlugin], source: str) -> DataLayer:
+def parse_data_layer(raw: Any, plugins: dict[str, DataPlugin], source: str,
+                     scheduling: dict[str, str] | None = None) -> DataLayer:
+    """`scheduling` maps the other listed plugins' names to their types."""
     where = f"{source}: dataLayer"
     if raw is None:
         raw = {}
@@ -87,10 +93,10 @@ def parse_data_layer(raw: Any, plugins: dict[str, DataPlugin], source: str) -> D
     inject = raw.get("injectDefaults", True)
     if not isinstance(inject, bool):
         raise ConfigError(f"{where}.injectDefaults: {inject!r} is not true/false")
-    wired = _sources(raw.get("sources"), plugins, f"{where}.sources")
+    wired = _sources(raw.get("sources"), plugins, scheduling or {}, f"{where}.sources")
     if inject and not any(plugins[s].type == METRICS_SOURCE for s, _ in wired):
         wired.append((METRICS_SOURCE, [METRICS_EXTRACTOR]))
-    used = {s for s, _ in wired} | {e for _, es in wired for e in es}
+    used = {s for s, _ in wired} | {e for _, es in wired for e in es if e in plugins}
     if endpoints_file is not None:
         used.add(raw["discovery"]["pluginRef"])
     for p in plugins.values():
@@ -106,7 +112,8 @@ def _type(name: str, plugins: dict[str, DataPlugin]) -> str:
     return plugins[name].type if name in plugins else name
 
 
-def _sources(raw: Any, plugins: dict[str, DataPlugin], where: str) -> list[tuple[str, list[str]]]:
+def _sources(raw: Any, plugins: dict[str, DataPlugin], scheduling: dict[str, str],
+             where: str) -> list[tuple[str, list[str]]]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -133,12 +140,14 @@ def _sources(raw: Any, plugins: dict[str, DataPlugin], where: str) -> list[tuple
             if not isinstance(e, dict):
                 raise ConfigError(f"{eat}: expected a mapping")
             _no_unknown(e, {"pluginRef"}, eat)
-            ext = plugins.get(e.get("pluginRef"))
-            if ext is None or ext.type not in EXTRACTORS:
-                raise ConfigError(f"{eat}.pluginRef: {e.get('pluginRef')!r} names no extractor plugin")
-            if ext.type not in FEEDS[src.type]:
-                raise ConfigError(f"{eat}.pluginRef: {ext.type} {ext.name!r} cannot read {src.type} {name!r}")
-            names.append(ext.name)
+            ref = e.get("pluginRef")
+            ext = plugins.get(ref)
+            kind = ext.type if ext is not None else scheduling.get(ref)
+            if kind not in EXTRACTORS and kind not in SCHEDULING_EXTRACTORS:
+                raise ConfigError(f"{eat}.pluginRef: {ref!r} names no extractor plugin")
+            if kind not in FEEDS[src.type]:
+                raise ConfigError(f"{eat}.pluginRef: {kind} {ref!r} cannot read {src.type} {name!r}")
+            names.append(ref)
         out.append((name, names))
     if sum(plugins[s].type == METRICS_SOURCE for s, _ in out) > 1:
         raise ConfigError(f"{where}: one {METRICS_SOURCE} is supported (one scraper per pool)")

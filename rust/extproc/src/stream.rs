@@ -664,6 +664,15 @@ impl RequestStream {
             ttft_s: m.ttft_s,
             streaming: self.decision.as_ref().is_some_and(|d| d.stream),
         };
+        // A served request trains the latency predictor (predicted-latency-producer), if any.
+        if let (None, Some(d), Some(ttft), Some(total)) =
+            (error_code, &self.decision, outcome.ttft_s, outcome.duration_s)
+        {
+            let tpot = usage
+                .filter(|u| u.completion_tokens > 1)
+                .map(|u| (total - ttft) / (u.completion_tokens - 1) as f64);
+            self.router.router().observe_latency(d, ttft, tpot);
+        }
         let labels = RequestLabels {
             model,
             target_model,

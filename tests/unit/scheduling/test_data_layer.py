@@ -75,3 +75,4 @@ def test_data_layer_errors_name_the_file_field_and_value(text, names):
     with pytest.raises(ConfigError, match=re.escape(names)) as e:
         load_config(text=text)
     assert str(e.value).startswith("--config-text: ")
+

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::datalayer::metrics::{Engine, ENGINE_LABEL};
+use crate::datalayer::EndpointSpec;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("router config: {0}")]
@@ -168,6 +169,29 @@ impl RouterConfig {
 
     pub fn staleness(&self) -> Duration {
         Duration::from_millis(self.staleness_ms)
+    }
+
+    /// The core-metrics-extractor's engine label key and default engine, applied to the specs
+    /// as the label the store reads; None when neither is configured.
+    pub fn relabel(&self, specs: &[EndpointSpec]) -> Option<Vec<EndpointSpec>> {
+        if self.engine_label_key.is_none() && self.default_engine.is_none() {
+            return None;
+        }
+        Some(
+            specs
+                .iter()
+                .map(|spec| {
+                    let mut spec = spec.clone();
+                    let engine = self.engine_of(&spec.labels);
+                    // Only the configured key names the engine.
+                    spec.labels.retain(|(k, _)| k != ENGINE_LABEL);
+                    if let Some(engine) = engine {
+                        spec.labels.push((ENGINE_LABEL.to_owned(), engine));
+                    }
+                    spec
+                })
+                .collect(),
+        )
     }
 
     /// The engine label every endpoint gets when the extractor reads another key, or gives a

@@ -19,10 +19,29 @@ use crate::scheduling::scheduler::Scheduler;
 use crate::scheduling::test_pool::{all, cycle, pool, Ep};
 
 /// Parameters a type needs to build at all; every other type is built with none.
-const SAMPLE_PARAMS: &[(&str, &str)] = &[(
-    "label-selector-filter",
-    r#"{"matchLabels": {"llm-d.ai/role": "decode"}}"#,
-)];
+const SAMPLE_PARAMS: &[(&str, &str)] = &[
+    (
+        "label-selector-filter",
+        r#"{"matchLabels": {"llm-d.ai/role": "decode"}}"#,
+    ),
+    (
+        "by-label-selector",
+        r#"{"matchLabels": {"llm-d.ai/role": "decode"}}"#,
+    ),
+    (
+        "by-label",
+        r#"{"label": "llm-d.ai/role", "validValues": ["decode"], "allowsNoLabel": true}"#,
+    ),
+    ("context-length-aware", r#"{"enableFiltering": true}"#),
+    (
+        "header-label-affinity-scorer",
+        r#"{"headerName": "x-zone", "labelKey": "zone"}"#,
+    ),
+    (
+        "utilization-filter",
+        r#"{"conditions": [{"metric": "waiting-queue", "maxValue": 50}], "fallbackOnEmpty": true}"#,
+    ),
+];
 
 fn sample(kind: &str) -> Option<Value> {
     SAMPLE_PARAMS
@@ -90,7 +109,7 @@ proptest! {
     fn filters_never_add_an_endpoint(eps in prop::collection::vec(arb_ep(), 1..12),
                                      prompt in prop::collection::vec(any::<u8>(), 0..600)) {
         let (_store, snap) = pool(eps);
-        for (kind, f) in of_kind(|p| match p { Plugin::Filter(f) => Some(f), _ => None }) {
+        for (kind, f) in of_kind(|p| match p { Plugin::Filter(f) | Plugin::FilterAndScorer(f, _) => Some(f), _ => None }) {
             let mut c = cycle(&snap);
             c.request = Request { model: "l1", prompt: &prompt, ..Default::default() };
             let before = all(&c);
@@ -108,7 +127,7 @@ proptest! {
     fn scorers_stay_in_the_unit_interval(eps in prop::collection::vec(arb_ep(), 1..12),
                                          prompt in prop::collection::vec(any::<u8>(), 0..2000)) {
         let (_store, snap) = pool(eps);
-        for (kind, s) in of_kind(|p| match p { Plugin::Scorer(s) => Some(s), _ => None }) {
+        for (kind, s) in of_kind(|p| match p { Plugin::Scorer(s) | Plugin::FilterAndScorer(_, s) => Some(s), _ => None }) {
             let mut c = cycle(&snap);
             c.request = Request { model: "l1", prompt: &prompt, ..Default::default() };
             let candidates = all(&c);
@@ -192,4 +211,25 @@ fn handler_scheduler(kind: &str) -> Scheduler {
     let config = json!({"plugins": plugins, "schedulingProfiles": profiles});
     Scheduler::from_config(&RouterConfig::from_json(&config.to_string()).unwrap())
         .unwrap_or_else(|e| panic!("{kind}: {e}"))
+}
+
+#[test]
+fn a_refused_upstream_type_is_named_with_its_reason() {
+    let e = registry::build(&Params {
+        name: "l",
+        kind: "agent-identity",
+        raw: None,
+    })
+    .err()
+    .unwrap();
+    assert!(
+        e.0.contains("'agent-identity' is not supported by sluicegate: agent identity headers"),
+        "{e}"
+    );
+    for (kind, _) in crate::scheduling::unsupported::UNSUPPORTED {
+        assert!(
+            !known_types().any(|k| k == *kind),
+            "{kind} is both registered and refused"
+        );
+    }
 }

@@ -63,9 +63,28 @@ pub struct ProfileTrace {
     pub picked: Vec<u32>,
 }
 
+/// The predicted-latency-producer's output for this cycle, by snapshot position.
+#[derive(Debug, Default)]
+pub struct LatencyState {
+    /// (TTFT ms, TPOT ms); None where the predictor had nothing.
+    pub predicted: Vec<Option<(f64, f64)>>,
+    /// The request's SLOs in ms (0 when absent), times the buffer factor.
+    pub ttft_slo: f64,
+    pub tpot_slo: f64,
+}
+
+impl LatencyState {
+    /// (TTFT headroom, TPOT headroom): SLO minus prediction, positive = meets it.
+    pub fn headroom(&self, candidate: u32) -> Option<(f64, f64)> {
+        let (ttft, tpot) = (*self.predicted.get(candidate as usize)?)?;
+        Some((self.ttft_slo - ttft, self.tpot_slo - tpot))
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct CycleState {
     pub prefix: Option<PrefixState>,
+    pub latency: Option<LatencyState>,
 }
 
 pub struct Cycle<'a> {

@@ -17,11 +17,16 @@ mod request_parsers;
 pub mod router;
 pub mod scheduler;
 mod scorers;
+mod unsupported;
 
 #[cfg(test)]
 mod contract_tests;
 #[cfg(test)]
+mod filter_tests;
+#[cfg(test)]
 mod handler_tests;
+#[cfg(test)]
+mod latency_tests;
 #[cfg(test)]
 mod plugin_tests;
 #[cfg(test)]
@@ -36,3 +41,4 @@ pub use registry::known_types;
 pub use request_parsers::known_parsers;
 pub use router::{Decision, EndpointStatus, ProfileExplanation, RouteError, RouteOptions, Router};
 pub use scorers::session_affinity_scorer::{session_token, SESSION_TOKEN_HEADER};
+pub use unsupported::UNSUPPORTED;

@@ -1,17 +1,11 @@
 //! One behaviour per plugin, over real snapshots.
 
-use std::sync::Arc;
-
 use crate::datalayer::MetricsUpdate;
 use crate::scheduling::contracts::decider::PdDecider;
-use crate::scheduling::contracts::filter::Filter;
 use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::scorer::{Picks, Scorer};
 use crate::scheduling::cycle::Request;
-use crate::scheduling::filters::label_selector_filter;
-use crate::scheduling::filters::role_filter::{DECODE, ENCODE, PREFILL, ROLE_LABEL};
-use crate::scheduling::filters::utilization_filter;
 use crate::scheduling::handlers::pd_decider::PrefixBasedPdDecider;
 use crate::scheduling::registry;
 use crate::scheduling::scorers::load_aware_scorer::LoadAwareScorer;
@@ -20,32 +14,7 @@ use crate::scheduling::scorers::no_hit_lru_scorer::NoHitLruScorer;
 use crate::scheduling::scorers::prefix_cache_scorer::PrefixCacheScorer;
 use crate::scheduling::scorers::running_requests_size_scorer::RunningRequestsSizeScorer;
 use crate::scheduling::scorers::session_affinity_scorer::{session_token, SessionAffinityScorer};
-use crate::scheduling::test_pool::{all, cycle, pool, scores, Ep};
-
-fn built(kind: &str, params: &str) -> Plugin {
-    let raw: serde_json::Value = serde_json::from_str(params).unwrap();
-    registry::build(&Params {
-        name: kind,
-        kind,
-        raw: Some(&raw),
-    })
-    .unwrap()
-}
-
-fn filter_of(kind: &str, params: &str) -> Arc<dyn Filter> {
-    match built(kind, params) {
-        Plugin::Filter(f) => f,
-        _ => panic!("{kind} is not a filter"),
-    }
-}
-
-fn kept(f: &dyn Filter, eps: Vec<Ep>) -> Vec<u32> {
-    let (_store, snap) = pool(eps);
-    let c = cycle(&snap);
-    let mut candidates = all(&c);
-    f.filter(&c, &mut candidates).unwrap();
-    candidates
-}
+use crate::scheduling::test_pool::{all, built, cycle, pool, scorer_of, scores, Ep};
 
 const PROMPT: &[u8] = &[b'x'; 256 * 4];
 
@@ -200,82 +169,6 @@ fn no_hit_lru_is_neutral_when_some_endpoint_has_a_prefix_hit() {
     assert_eq!(scores(&NoHitLruScorer::new(16), &c), vec![0.5, 0.5]);
 }
 
-/// One endpoint per role upstream defines, then one without the label.
-fn every_role() -> Vec<Ep> {
-    let roles = [
-        "encode",
-        "prefill",
-        "decode",
-        "encode-prefill",
-        "prefill-decode",
-        "encode-prefill-decode",
-        "both",
-    ];
-    let mut eps: Vec<Ep> = roles
-        .iter()
-        .map(|r| Ep::waiting(0).label(ROLE_LABEL, r))
-        .collect();
-    eps.push(Ep::waiting(0));
-    eps
-}
-
-#[test]
-fn decode_filter_keeps_every_role_that_decodes_and_unlabelled() {
-    assert_eq!(kept(&DECODE, every_role()), vec![2, 4, 5, 6, 7]);
-}
-
-#[test]
-fn prefill_filter_keeps_every_role_that_prefills() {
-    assert_eq!(kept(&PREFILL, every_role()), vec![1, 3, 4, 5, 6]);
-}
-
-#[test]
-fn encode_filter_keeps_every_role_that_encodes() {
-    assert_eq!(kept(&ENCODE, every_role()), vec![0, 3, 5]);
-}
-
-#[test]
-fn label_selector_filter_applies_match_labels_and_expressions() {
-    let f = filter_of(
-        "label-selector-filter",
-        r#"{"matchLabels": {"zone": "a"},
-            "matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100", "a100"]},
-                                 {"key": "draining", "operator": "DoesNotExist"}]}"#,
-    );
-    let eps = vec![
-        Ep::waiting(0).label("zone", "a").label("gpu", "h100"),
-        Ep::waiting(0).label("zone", "b").label("gpu", "h100"),
-        Ep::waiting(0).label("zone", "a").label("gpu", "l4"),
-        Ep::waiting(0)
-            .label("zone", "a")
-            .label("gpu", "a100")
-            .label("draining", "1"),
-    ];
-    assert_eq!(kept(&*f, eps), vec![0]);
-    let _ = label_selector_filter::factory;
-}
-
-#[test]
-fn utilization_filter_drops_saturated_endpoints_but_never_all() {
-    let f = filter_of(
-        "utilization-filter",
-        r#"{"queueThreshold": 5, "kvCacheUsageThreshold": 0.9}"#,
-    );
-    let ep = |w, kv| {
-        Ep::with(MetricsUpdate {
-            waiting: Some(w),
-            kv_usage: Some(kv),
-            ..Default::default()
-        })
-    };
-    assert_eq!(
-        kept(&*f, vec![ep(1, 0.5), ep(9, 0.5), ep(1, 0.95)]),
-        vec![0]
-    );
-    assert_eq!(kept(&*f, vec![ep(9, 0.5), ep(1, 0.95)]), vec![0, 1]);
-    let _ = utilization_filter::factory;
-}
-
 #[test]
 fn prefix_based_decider_prefills_when_uncached_tokens_reach_the_threshold() {
     let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0)]);
@@ -317,4 +210,124 @@ fn media_is_found_only_as_a_content_block_type() {
     assert!(carries_media(br#"[{"type":"input_audio"}]"#));
     assert!(!carries_media(br#"{"content":"say \"image_url\" twice"}"#));
     assert!(!carries_media(br#"{"content":"plain text"}"#));
+}
+
+#[test]
+fn session_id_strategy_binds_a_session_to_its_pick_until_the_ttl() {
+    let s = scorer_of(
+        "session-affinity-scorer",
+        r#"{"strategy": "session_id",
+            "sessionIdConfig": {"sources": [{"header": "X-Session-Id"}], "evictionTtlSeconds": 60}}"#,
+    );
+    let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0)]);
+    let headers = |id: &str| vec![("x-session-id".to_owned(), id.to_owned())];
+    let (a, b) = (headers("a"), headers("b"));
+    let mut c = cycle(&snap);
+    c.request.headers = &a;
+    assert_eq!(scores(&*s, &c), vec![0.0, 0.0]);
+    s.picked(
+        &c,
+        &Picks {
+            primary: vec![1],
+            ..Default::default()
+        },
+    );
+    assert_eq!(scores(&*s, &c), vec![0.0, 1.0]);
+    let mut other = cycle(&snap);
+    other.request.headers = &b;
+    assert_eq!(scores(&*s, &other), vec![0.0, 0.0]);
+    let mut later = cycle(&snap);
+    later.request.headers = &a;
+    later.now += std::time::Duration::from_secs(61);
+    assert_eq!(scores(&*s, &later), vec![0.0, 0.0]);
+    s.endpoint_removed(snap.endpoints[1].info.id);
+    assert_eq!(scores(&*s, &c), vec![0.0, 0.0]);
+}
+
+#[test]
+fn session_affinity_parameters_we_cannot_honour_are_refused() {
+    for (params, needle) in [
+        (r#"{"strategy": "sticky"}"#, "strategy"),
+        (r#"{"profileName": "prefill"}"#, "profileName"),
+        (
+            r#"{"encodedEndpointHeaderConfig": {"header": "x-token-prefill"}}"#,
+            "x-token-prefill",
+        ),
+        (
+            r#"{"strategy": "session_id", "sessionIdConfig": {"sources": [{"attribute": "agent-identity"}]}}"#,
+            "agent-identity",
+        ),
+    ] {
+        let raw: serde_json::Value = serde_json::from_str(params).unwrap();
+        let e = registry::build(&Params {
+            name: "s",
+            kind: "session-affinity-scorer",
+            raw: Some(&raw),
+        })
+        .err()
+        .unwrap();
+        assert!(e.0.contains(needle), "{params}: {e}");
+    }
+}
+
+#[test]
+fn context_length_aware_prefers_the_tightest_range_that_fits_and_can_filter() {
+    let eps = || {
+        vec![
+            Ep::waiting(0).label("llm-d.ai/context-length-range", "0-128"),
+            Ep::waiting(0).label("llm-d.ai/context-length-range", "0-2048"),
+            Ep::waiting(0).label("llm-d.ai/context-length-range", "0-128000"),
+            Ep::waiting(0),
+        ]
+    };
+    let (_store, snap) = pool(eps());
+    let mut c = cycle(&snap);
+    c.request = prefix_request(PROMPT); // 256 tokens
+    let s = scorer_of("context-length-aware", "{}");
+    let got = scores(&*s, &c);
+    assert!(got[1] > got[2] && got[2] > 0.3 && got[0] < 0.3, "{got:?}");
+    assert_eq!(got[3], 0.5);
+    let Plugin::FilterAndScorer(f, _) =
+        built("context-length-aware", r#"{"enableFiltering": true}"#)
+    else {
+        panic!("enableFiltering makes a filter too");
+    };
+    let mut candidates = all(&c);
+    f.filter(&c, &mut candidates).unwrap();
+    assert_eq!(candidates, vec![1, 2, 3]);
+}
+
+#[test]
+fn header_label_affinity_scores_the_endpoints_whose_label_the_header_names() {
+    let s = scorer_of(
+        "header-label-affinity-scorer",
+        r#"{"headerName": "X-Preferred-Zone", "labelKey": "zone"}"#,
+    );
+    let (_store, snap) = pool(vec![
+        Ep::waiting(0).label("zone", "a"),
+        Ep::waiting(0).label("zone", "b"),
+        Ep::waiting(0),
+    ]);
+    let headers = vec![("x-preferred-zone".to_owned(), "b".to_owned())];
+    let mut c = cycle(&snap);
+    assert_eq!(scores(&*s, &c), vec![0.0, 0.0, 0.0]);
+    c.request.headers = &headers;
+    assert_eq!(scores(&*s, &c), vec![0.0, 1.0, 0.0]);
+}
+
+#[test]
+fn inflight_load_producer_names_the_built_in_counter_and_refuses_token_estimates() {
+    assert!(matches!(
+        built("inflight-load-producer", "{}"),
+        Plugin::InFlightCounter
+    ));
+    let raw = serde_json::json!({"addEstimatedOutputTokens": true});
+    let e = registry::build(&Params {
+        name: "i",
+        kind: "inflight-load-producer",
+        raw: Some(&raw),
+    })
+    .err()
+    .unwrap();
+    assert!(e.0.contains("addEstimatedOutputTokens"), "{e}");
 }

@@ -119,15 +119,21 @@ fn kv_cache_scorer_is_one_minus_usage() {
 }
 
 #[test]
-fn active_request_scorer_normalises_in_flight_counts() {
+fn active_request_scorer_scales_busy_endpoints_below_the_idle_ones() {
     let t = Instant::now();
     let snap = snapshot(t, &[Some((0, 0.0)), Some((0, 0.0)), None]);
     snap.endpoints[0].info.in_flight.store(4, Ordering::Relaxed);
     snap.endpoints[1].info.in_flight.store(2, Ordering::Relaxed);
+    let c = cycle(&snap, t, None);
     assert_eq!(
-        scores(&ActiveRequestScorer, &cycle(&snap, t, None)),
+        scores(&ActiveRequestScorer::default(), &c),
         vec![0.0, 0.5, 1.0]
     );
+    let tolerant = ActiveRequestScorer {
+        idle_threshold: 2,
+        max_busy_score: 0.5,
+    };
+    assert_eq!(scores(&tolerant, &c), vec![0.0, 1.0, 1.0]);
 }
 
 #[test]

@@ -4,18 +4,25 @@
 use crate::scheduling::config::ConfigError;
 use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
-use crate::scheduling::filters::{label_selector_filter, role_filter, utilization_filter};
+use crate::scheduling::filters::{
+    by_label_filter, header_based_testing_filter, label_selector_filter, role_filter,
+    slo_headroom_tier_filter, utilization_filter,
+};
 use crate::scheduling::handlers::{
     data_parallel_profile_handler, disagg_profile_handler, header_profile_handler, pd_decider,
     single_profile_handler,
 };
 use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
-use crate::scheduling::producers::precise_prefix_cache_producer;
+use crate::scheduling::producers::{
+    inflight_load_producer, precise_prefix_cache_producer, predicted_latency_producer,
+};
 use crate::scheduling::scorers::{
-    active_request_scorer, kv_cache_utilization_scorer, load_aware_scorer, lora_affinity_scorer,
+    active_request_scorer, context_length_aware, header_label_affinity_scorer,
+    kv_cache_utilization_scorer, latency_scorer, load_aware_scorer, lora_affinity_scorer,
     no_hit_lru_scorer, prefix_cache_scorer, queue_scorer, running_requests_size_scorer,
     session_affinity_scorer,
 };
+use crate::scheduling::unsupported;
 
 type Factory = fn(&Params<'_>) -> Result<Plugin, ConfigError>;
 
@@ -48,13 +55,35 @@ const REGISTRY: &[(&str, Factory)] = &[
     ),
     ("load-aware-scorer", load_aware_scorer::factory),
     ("active-request-scorer", active_request_scorer::factory),
+    ("context-length-aware", context_length_aware::factory),
+    (
+        "header-label-affinity-scorer",
+        header_label_affinity_scorer::factory,
+    ),
     ("session-affinity-scorer", session_affinity_scorer::factory),
     ("no-hit-lru-scorer", no_hit_lru_scorer::factory),
     ("decode-filter", role_filter::decode_factory),
     ("prefill-filter", role_filter::prefill_factory),
     ("encode-filter", role_filter::encode_factory),
+    (
+        "header-based-testing-filter",
+        header_based_testing_filter::factory,
+    ),
     ("label-selector-filter", label_selector_filter::factory),
+    // Deprecated upstream names.
+    ("by-label-selector", label_selector_filter::factory),
+    ("by-label", by_label_filter::factory),
     ("utilization-filter", utilization_filter::factory),
+    ("latency-scorer", latency_scorer::factory),
+    (
+        "slo-headroom-tier-filter",
+        slo_headroom_tier_filter::factory,
+    ),
+    ("inflight-load-producer", inflight_load_producer::factory),
+    (
+        "predicted-latency-producer",
+        predicted_latency_producer::factory,
+    ),
     ("max-score-picker", max_score_picker::factory),
     ("random-picker", random_picker::factory),
     ("weighted-random-picker", weighted_random_picker::factory),
@@ -92,6 +121,12 @@ pub fn build(p: &Params<'_>) -> Result<Plugin, ConfigError> {
         .find(|(t, _)| *t == p.kind)
         .map(|(_, f)| f)
         .ok_or_else(|| {
+            if let Some(why) = unsupported::reason(p.kind) {
+                return p.error(format_args!(
+                    "upstream plugin type '{}' is not supported by sluicegate: {why}",
+                    p.kind
+                ));
+            }
             let known: Vec<_> = known_types().collect();
             p.error(format_args!(
                 "unknown plugin type '{}' (known: {})",

@@ -11,16 +11,15 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 
 use crate::admission::{Objectives, Policies, RewriteTable};
-use crate::datalayer::metrics::ENGINE_LABEL;
 use crate::datalayer::{parse_metrics, EndpointSpec, EndpointStore, Engine, ScrapeConfig, Scraper};
 use crate::parse::{self, ApiKind, ParseError};
 use crate::scheduling::config::{ConfigError, RouterConfig};
 use crate::scheduling::contracts::scorer::Picks;
 use crate::scheduling::cycle::{Cycle, ProfileTrace, Request, ScheduleError};
-use crate::scheduling::handlers::data_parallel_profile_handler::DATA_PARALLEL_HEADER;
-use crate::scheduling::handlers::disagg_profile_handler::{ENCODERS_HEADER, PREFILLER_HEADER};
 use crate::scheduling::handlers::pd_decider::carries_media;
+use crate::scheduling::handlers::stage_headers::stage_headers;
 use crate::scheduling::producers::kv_events::{decode_batch, KvEventsError};
+use crate::scheduling::producers::latency_predictor::Features;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndexStats;
 use crate::scheduling::request_parsers::Parsers;
 use crate::scheduling::scheduler::Scheduler;
@@ -35,6 +34,8 @@ pub struct Decision {
     primary_len: usize,
     /// Data-parallel: the picked pod when `endpoints` names its rank-0 port instead.
     counted: Option<String>,
+    /// What the latency predictor saw for the primary; trains it when the request finishes.
+    latency_features: Option<Features>,
     pub model: Option<String>,
     /// The model after rewrite; None when not rewritten.
     pub target_model: Option<String>,
@@ -187,7 +188,7 @@ impl Router {
     /// Replace the endpoint set; plugins forget what they kept about endpoints that left.
     pub fn set_endpoints(&self, specs: &[EndpointSpec]) {
         let before = self.store.snapshot();
-        match self.with_engine_labels(specs) {
+        match self.config.relabel(specs) {
             Some(relabelled) => self.store.set_endpoints(&relabelled),
             None => self.store.set_endpoints(specs),
         }
@@ -200,29 +201,6 @@ impl Router {
                 self.scheduler.endpoint_removed(ep.info.id);
             }
         }
-    }
-
-    /// The core-metrics-extractor's engine label key and default engine, applied to the specs
-    /// as the label the store reads; None when neither is configured.
-    fn with_engine_labels(&self, specs: &[EndpointSpec]) -> Option<Vec<EndpointSpec>> {
-        if self.config.engine_label_key.is_none() && self.config.default_engine.is_none() {
-            return None;
-        }
-        Some(
-            specs
-                .iter()
-                .map(|spec| {
-                    let mut spec = spec.clone();
-                    let engine = self.config.engine_of(&spec.labels);
-                    // Only the configured key names the engine.
-                    spec.labels.retain(|(k, _)| k != ENGINE_LABEL);
-                    if let Some(engine) = engine {
-                        spec.labels.push((ENGINE_LABEL.to_owned(), engine));
-                    }
-                    spec
-                })
-                .collect(),
-        )
     }
 
     /// Serve only `models` (Some), naming `pool` in refusals, or any model (None: the default).
@@ -411,7 +389,7 @@ impl Router {
         if !commit {
             cycle.trace = Some(Default::default());
         }
-        let (endpoints, headers, session, counted) =
+        let (endpoints, headers, session, counted, latency_features) =
             PICKS.with_borrow_mut(|picks| -> Result<_, ScheduleError> {
                 if !commit {
                     self.scheduler.dry_run(&cycle, picks)?;
@@ -448,7 +426,11 @@ impl Router {
                     .uses_session_affinity()
                     .then(|| session_token(&primary.info.name));
                 let counted = port.map(|_| primary.address().to_owned());
-                Ok((joined, headers, session, counted))
+                let features = self
+                    .scheduler
+                    .latency_producer()
+                    .map(|p| p.features_of(&cycle, picks.primary[0]));
+                Ok((joined, headers, session, counted, features))
             })?;
         if let (Some(sink), Some(recorded)) = (trace, cycle.trace.take()) {
             *sink = recorded.into_inner();
@@ -458,6 +440,7 @@ impl Router {
             endpoints,
             primary_len,
             counted,
+            latency_features,
             target_model: rewritten.as_ref().and(model_rewrite.map(str::to_owned)),
             model: request.model,
             body: rewritten,
@@ -466,6 +449,18 @@ impl Router {
             headers,
             session_token: session,
         })
+    }
+
+    /// A routed request finished after `ttft_s` to its first byte and `tpot_s` per output token
+    /// after that: the latency predictor learns from it (no-op without one).
+    pub fn observe_latency(&self, decision: &Decision, ttft_s: f64, tpot_s: Option<f64>) {
+        if let (Some(p), Some(x)) = (
+            self.scheduler.latency_producer(),
+            &decision.latency_features,
+        ) {
+            p.predictor
+                .observe(x, ttft_s * 1000.0, tpot_s.map(|t| t * 1000.0));
+        }
     }
 
     /// The request sent to `address` finished; false when the address is not in the pool.
@@ -511,24 +506,6 @@ impl Drop for Router {
     fn drop(&mut self) {
         self.stop_scraper();
     }
-}
-
-/// The headers that tell the decode endpoint where its other stages run (and, data-parallel,
-/// which rank was picked).
-fn stage_headers(cycle: &Cycle<'_>, picks: &Picks, data_parallel: bool) -> Vec<(String, String)> {
-    let address = |p: u32| cycle.endpoint(p).address().to_owned();
-    let mut headers = Vec::new();
-    if let Some(p) = picks.prefill {
-        headers.push((PREFILLER_HEADER.to_owned(), address(p)));
-    }
-    if !picks.encode.is_empty() {
-        let hosts: Vec<String> = picks.encode.iter().map(|&p| address(p)).collect();
-        headers.push((ENCODERS_HEADER.to_owned(), hosts.join(",")));
-    }
-    if data_parallel {
-        headers.push((DATA_PARALLEL_HEADER.to_owned(), address(picks.primary[0])));
-    }
-    headers
 }
 
 #[cfg(test)]

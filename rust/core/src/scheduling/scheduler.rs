@@ -14,8 +14,12 @@ use crate::scheduling::cycle::{Cycle, ScheduleError};
 use crate::scheduling::handler_wiring::build_handler;
 use crate::scheduling::pickers::max_score_picker::MaxScorePicker;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
+use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
 use crate::scheduling::profile::{Named, SchedulingProfile};
 use crate::scheduling::registry;
+
+/// Plugin types that read predicted-latency-producer's output.
+const LATENCY_CONSUMERS: [&str; 2] = ["latency-scorer", "slo-headroom-tier-filter"];
 
 pub struct Scheduler {
     profiles: Vec<SchedulingProfile>,
@@ -29,6 +33,8 @@ pub struct Scheduler {
     /// Every scorer once, for the after-pick hook.
     scorers: Vec<Arc<dyn Scorer>>,
     session_affinity: bool,
+    /// predicted-latency-producer, listed or created for the latency plugins that need it.
+    latency: Option<Arc<PredictedLatencyProducer>>,
     /// The precise-prefix-cache-producer's index, when one is configured.
     block_index: Option<(String, Arc<BlockIndex>)>,
 }
@@ -79,9 +85,16 @@ impl Scheduler {
         let mut scorers: Vec<Arc<dyn Scorer>> = Vec::new();
         let mut block_index: Option<(String, Arc<BlockIndex>)> = None;
         let mut tokens = None;
+        let mut latency: Option<Arc<PredictedLatencyProducer>> = None;
         for b in &built {
             match &b.plugin {
-                Plugin::Scorer(s) => scorers.push(s.clone()),
+                Plugin::LatencyProducer(p) if latency.replace(p.clone()).is_some() => {
+                    return Err(ConfigError(format!(
+                        "plugins: one predicted-latency-producer allowed, '{}' is another",
+                        b.spec.name()
+                    )));
+                }
+                Plugin::Scorer(s) | Plugin::FilterAndScorer(_, s) => scorers.push(s.clone()),
                 Plugin::Tokens(t) => tokens = t.clone(),
                 Plugin::Producer(index) => {
                     if let Some((first, _)) = &block_index {
@@ -103,6 +116,14 @@ impl Scheduler {
                 index.use_tokens(t);
             }
         }
+        // As upstream, the latency plugins get a default producer when none is listed.
+        if latency.is_none()
+            && built
+                .iter()
+                .any(|b| LATENCY_CONSUMERS.contains(&b.spec.kind.as_str()))
+        {
+            latency = Some(Arc::default());
+        }
         let session_affinity = profiles.iter().any(|p| {
             p.scorers
                 .iter()
@@ -116,13 +137,14 @@ impl Scheduler {
             needs_multimodal,
             scorers,
             session_affinity,
+            latency,
             block_index,
         })
     }
 
     /// Run the profiles for one request; `picks` receives snapshot positions.
     pub fn schedule(&self, cycle: &Cycle<'_>, picks: &mut Picks) -> Result<(), ScheduleError> {
-        self.handler.run(&self.profiles, cycle, picks)?;
+        self.dry_run(cycle, picks)?;
         for s in &self.scorers {
             s.picked(cycle, picks);
         }
@@ -131,7 +153,15 @@ impl Scheduler {
 
     /// Run the profiles without the after-pick hooks: nothing learns from this cycle.
     pub fn dry_run(&self, cycle: &Cycle<'_>, picks: &mut Picks) -> Result<(), ScheduleError> {
+        if let Some(latency) = &self.latency {
+            latency.prepare(cycle);
+        }
         self.handler.run(&self.profiles, cycle, picks)
+    }
+
+    /// The predicted-latency-producer, when latency plugins are configured.
+    pub fn latency_producer(&self) -> Option<&Arc<PredictedLatencyProducer>> {
+        self.latency.as_ref()
     }
 
     /// Data-parallel routing: the port every decision names (the picked pod's own address goes
@@ -207,7 +237,10 @@ fn implicit_profile(built: &[Built]) -> ProfileSpec {
             .filter(|b| {
                 matches!(
                     b.plugin,
-                    Plugin::Filter(_) | Plugin::Scorer(_) | Plugin::Picker(_)
+                    Plugin::Filter(_)
+                        | Plugin::Scorer(_)
+                        | Plugin::FilterAndScorer(..)
+                        | Plugin::Picker(_)
                 )
             })
             .map(|b| crate::scheduling::config::PluginRef {
@@ -244,20 +277,27 @@ fn build_profile(
                 kind,
                 plugin: f.clone(),
             }),
-            Plugin::Scorer(s) => {
-                let weight = r.weight.unwrap_or(1.0);
-                if !weight.is_finite() || weight < 0.0 {
-                    return Err(ConfigError(format!(
-                        "{at}.weight: weight of '{name}' must be a finite number >= 0, got {weight}"
-                    )));
-                }
+            Plugin::Scorer(s) => scorers.push((
+                Named {
+                    plugin: s.clone(),
+                    name: name.clone(),
+                    kind,
+                },
+                weight(&at, &name, r.weight)?,
+            )),
+            Plugin::FilterAndScorer(f, s) => {
+                filters.push(Named {
+                    name: name.clone(),
+                    kind: kind.clone(),
+                    plugin: f.clone(),
+                });
                 scorers.push((
                     Named {
-                        name,
-                        kind,
                         plugin: s.clone(),
+                        name: name.clone(),
+                        kind,
                     },
-                    weight,
+                    weight(&at, &name, r.weight)?,
                 ));
             }
             Plugin::Picker(p) => {
@@ -273,10 +313,13 @@ fn build_profile(
                     plugin: p.clone(),
                 });
             }
+            // It runs before every profile; naming it in one (as the charts do) changes nothing.
+            Plugin::LatencyProducer(_) => {}
             Plugin::ProfileHandler(_)
             | Plugin::Decider(_)
             | Plugin::Producer(_)
             | Plugin::Tokens(_)
+            | Plugin::InFlightCounter
             | Plugin::HeadersHandler { .. } => {
                 return Err(ConfigError(format!(
                     "{at}.pluginRef: '{name}' ({kind}) cannot be used in a profile"
@@ -295,6 +338,16 @@ fn build_profile(
         scorers: scorers.into_iter().filter(|(_, w)| *w > 0.0).collect(),
         picker,
     })
+}
+
+fn weight(at: &str, name: &str, weight: Option<f64>) -> Result<f64, ConfigError> {
+    let weight = weight.unwrap_or(1.0);
+    if !weight.is_finite() || weight < 0.0 {
+        return Err(ConfigError(format!(
+            "{at}.weight: weight of '{name}' must be a finite number >= 0, got {weight}"
+        )));
+    }
+    Ok(weight)
 }
 
 #[cfg(test)]

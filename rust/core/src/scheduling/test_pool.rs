@@ -5,8 +5,12 @@ use std::time::{Duration, Instant};
 
 use crate::datalayer::metrics::LoraInfo;
 use crate::datalayer::{EndpointSpec, EndpointStore, MetricsUpdate, Snapshot};
+use crate::scheduling::contracts::filter::Filter;
+use crate::scheduling::contracts::params::Params;
+use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::scorer::Scorer;
 use crate::scheduling::cycle::Cycle;
+use crate::scheduling::registry;
 
 pub const STALENESS: Duration = Duration::from_secs(2);
 
@@ -83,4 +87,37 @@ pub fn scores(scorer: &dyn Scorer, c: &Cycle<'_>) -> Vec<f64> {
 
 pub fn cycle(snap: &Snapshot) -> Cycle<'_> {
     Cycle::new(snap, Instant::now(), STALENESS)
+}
+
+/// A plugin built by the registry from JSON parameters, named after its type.
+pub fn built(kind: &str, params: &str) -> Plugin {
+    let raw: serde_json::Value = serde_json::from_str(params).unwrap();
+    registry::build(&Params {
+        name: kind,
+        kind,
+        raw: Some(&raw),
+    })
+    .unwrap()
+}
+
+pub fn filter_of(kind: &str, params: &str) -> Arc<dyn Filter> {
+    match built(kind, params) {
+        Plugin::Filter(f) => f,
+        _ => panic!("{kind} is not a filter"),
+    }
+}
+
+pub fn scorer_of(kind: &str, params: &str) -> Arc<dyn Scorer> {
+    match built(kind, params) {
+        Plugin::Scorer(s) => s,
+        _ => panic!("{kind} is not a scorer"),
+    }
+}
+
+pub fn kept(f: &dyn Filter, eps: Vec<Ep>) -> Vec<u32> {
+    let (_store, snap) = pool(eps);
+    let c = cycle(&snap);
+    let mut candidates = all(&c);
+    f.filter(&c, &mut candidates).unwrap();
+    candidates
 }

@@ -9,10 +9,13 @@ use crate::scheduling::contracts::picker::Picker;
 use crate::scheduling::contracts::profile_handler::HandlerSpec;
 use crate::scheduling::contracts::scorer::Scorer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
+use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
 
 pub enum Plugin {
     Filter(Arc<dyn Filter>),
     Scorer(Arc<dyn Scorer>),
+    /// One instance that filters and scores (upstream adds both roles when a profile names it).
+    FilterAndScorer(Arc<dyn Filter>, Arc<dyn Scorer>),
     Picker(Arc<dyn Picker>),
     ProfileHandler(HandlerSpec),
     Decider(Arc<dyn PdDecider>),
@@ -21,6 +24,10 @@ pub enum Plugin {
     /// token-producer: where the precise index gets a request's token ids (None: upstream's
     /// tokenizer-free estimate, i.e. sluicegate's byte scheme).
     Tokens(Option<Arc<crate::tokenize::TokenSource>>),
+    /// inflight-load-producer: names the in-flight counter the Router always keeps.
+    InFlightCounter,
+    /// predicted-latency-producer: runs before the profiles; a profile may name it.
+    LatencyProducer(Arc<PredictedLatencyProducer>),
     /// Upstream's deprecated header handlers: the disagg handler sets these headers itself,
     /// for the profiles named here (checked against the handler's).
     HeadersHandler {

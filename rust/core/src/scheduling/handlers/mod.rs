@@ -5,3 +5,4 @@ pub mod disagg_profile_handler;
 pub mod header_profile_handler;
 pub mod pd_decider;
 pub mod single_profile_handler;
+pub mod stage_headers;

@@ -1,5 +1,8 @@
 //! Data producers: state built outside the cycle (endpoint KV events) that plugins read.
+pub mod inflight_load_producer;
 pub mod kv_events;
+pub mod latency_predictor;
 pub mod precise_prefix_cache_producer;
 pub mod precise_prefix_params;
 pub mod token_producer;
+pub mod predicted_latency_producer;

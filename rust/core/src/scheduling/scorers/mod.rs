@@ -1,6 +1,9 @@
 //! Scorers: each rates every candidate in [0, 1]; one file per upstream type.
 pub mod active_request_scorer;
+pub mod context_length_aware;
+pub mod header_label_affinity_scorer;
 pub mod kv_cache_utilization_scorer;
+pub mod latency_scorer;
 pub mod load_aware_scorer;
 pub mod lora_affinity_scorer;
 pub mod no_hit_lru_scorer;

@@ -1,0 +1,123 @@
+//! Upstream plugin types that sluicegate does not run, each with the reason. A config naming one
+//! is refused with that reason at load time: never accepted and then ignored.
+
+pub const UNSUPPORTED: &[(&str, &str)] = &[
+    (
+        "approx-prefix-cache-producer",
+        "the prefix-cache scorer keeps its own approximate index",
+    ),
+    (
+        "multicluster-approx-prefix-cache-producer",
+        "multi-cluster pools are not supported",
+    ),
+    (
+        "precise-prefix-cache-scorer",
+        "use prefix-cache-scorer with a precise-prefix-cache-producer",
+    ),
+    (
+        "burst-prefix-cache-producer",
+        "burst prefix-cache prediction is not implemented",
+    ),
+    (
+        "p2p-source-producer",
+        "peer-to-peer KV transfer sources are not implemented",
+    ),
+    (
+        "mm-embeddings-cache-producer",
+        "multimodal embedding caches are not tracked",
+    ),
+    (
+        "mm-embeddings-cache-scorer",
+        "multimodal embedding caches are not tracked",
+    ),
+    (
+        "session-id-producer",
+        "session ids are read from request headers by session-affinity-scorer (session_id strategy)",
+    ),
+    ("token-load-scorer", "token-load scoring is not implemented"),
+    (
+        "endpoint-attribute-filter",
+        "endpoint attributes come from data sources sluicegate does not read (e.g. DCGM)",
+    ),
+    (
+        "endpoint-attribute-scorer",
+        "endpoint attributes come from data sources sluicegate does not read (e.g. DCGM)",
+    ),
+    (
+        "topology-affinity-filter",
+        "endpoint topology attributes are not read",
+    ),
+    (
+        "topology-affinity-scorer",
+        "endpoint topology attributes are not read",
+    ),
+    (
+        "session-affinity-filter",
+        "use session-affinity-scorer (a soft preference) instead",
+    ),
+    (
+        "multicluster-session-affinity-filter",
+        "multi-cluster pools are not supported",
+    ),
+    (
+        "multicluster-queue-scorer",
+        "multi-cluster pools are not supported",
+    ),
+    (
+        "multicluster-kv-cache-utilization-scorer",
+        "multi-cluster pools are not supported",
+    ),
+    (
+        "multicluster-prefix-cache-scorer",
+        "multi-cluster pools are not supported",
+    ),
+    (
+        "prefix-cache-affinity-filter",
+        "prefix matches are scored after the filters here, so no filter can read them",
+    ),
+    (
+        "latency-slo-admitter",
+        "admission by predicted latency is not implemented (use flow control)",
+    ),
+    (
+        "probabilistic-admitter",
+        "admission by probability is not implemented (use flow control)",
+    ),
+    (
+        "disaggregatedset-rollout-screener",
+        "rollout screening is not implemented",
+    ),
+    (
+        "request-attribute-reporter",
+        "request attribute reporting is not implemented",
+    ),
+    ("agent-identity", "agent identity headers are not processed"),
+    (
+        "program-aware-fairness",
+        "program-aware fairness is not implemented in flow control",
+    ),
+    (
+        "soft-reflective-ceiling-policy",
+        "the soft reflective ceiling usage policy is not implemented",
+    ),
+    (
+        "sheddable-eviction-filter",
+        "flow control does not evict dispatched requests",
+    ),
+    (
+        "priority-then-time-eviction-order-policy",
+        "flow control does not evict dispatched requests",
+    ),
+    (
+        "destination-endpoint-served-verifier",
+        "response-header plugins are not run (the served endpoint is in envoy.lb metadata)",
+    ),
+];
+
+/// The reason a known upstream type is refused, if it is one.
+pub fn reason(kind: &str) -> Option<&'static str> {
+    UNSUPPORTED
+        .iter()
+        .find(|(t, _)| *t == kind)
+        .map(|(_, r)| *r)
+}
