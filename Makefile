@@ -45,6 +45,19 @@ tools:
 tools-test:
 	$(call check_tools,1)
 
+# The real kube-apiserver and etcd for tests/kube, built from tests/kube/go.mod through the Go
+# module proxy and cached outside the clone per Kubernetes version (skipped when present).
+KUBE_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2}' tests/kube/go.mod)
+KUBE_BINS := $(HOME)/.cache/sluicegate/kube-$(KUBE_VERSION)
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 \
+	-X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(KUBE_VERSION)))
+# The real helm CLI for the chart tests (lint, template, rendered manifests applied in tests/kube).
+HELM_VERSION := v3.19.5
+HELM_BIN := $(HOME)/.cache/sluicegate/helm-$(HELM_VERSION)
+
+setup: .stamp-ext
+
 $(VENV)/.stamp-deps: pyproject.toml | tools
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "maturin==1.16.0"
