@@ -79,7 +79,10 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self.samples.append(process_usage(self._pid))
+            try:
+                self.samples.append(process_usage(self._pid))
+            except FileNotFoundError:
+                return  # the EPP is gone (a failed run stops the stack): nothing more to sample
             self.times.append(time.monotonic())
 
     def stop(self) -> list[tuple[int, int]]:
