@@ -24,15 +24,12 @@ POLICY_FIELDS = {"requests", "errors", "ttft_p50_ms", "ttft_p99_ms", "e2e_p50_ms
                  "output_tokens_per_s", "per_endpoint"}
 
 
-# Independent samples of the p99 comparison: each seed is another workload and other simulators.
-SEEDS = (1, 2, 3)
-# Round-robin's TTFT p99 over the EPP's: 2.3-2.4x in 4 s runs measured on a quiet machine,
-# 0.66x, 1.43x and 3.04x for seeds 1-3 under a load average of ~28 on 2 cores. The claim tested
-# is "clearly lower", judged on the median of the samples.
-P99_MARGIN = 1.3
+# pytest-timeout counts a test's fixture set-up: the first test that asks for the demo waits
+# for it (bounded by its own 90 s).
+DEMO_TIMEOUT_S = 90 + 60
 
 
-def _demo(seed: int) -> dict:
+def run_demo(seed: int) -> dict:
     done = subprocess.run([*DEMO, "--duration", "4", "--json", "--seed", str(seed)], capture_output=True,
                           text=True, timeout=90, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -40,16 +37,13 @@ def _demo(seed: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def demos() -> list[dict]:
-    """Short demos, one per seed, shared by the result tests (each two runs of ~6-9 s plus start-up)."""
-    return [_demo(seed) for seed in SEEDS]
+def short_demo() -> dict:
+    """One 4-second demo shared by the result tests (two runs of ~6-9 s each plus start-up).
+    Its latency comparison is a bench (benches/test_demo_p99.py): timing, not correctness."""
+    return run_demo(0)
 
 
-@pytest.fixture(scope="module")
-def short_demo(demos: list[dict]) -> dict:
-    return demos[0]
-
-
+@pytest.mark.timeout(DEMO_TIMEOUT_S)
 def test_json_has_both_policies_with_the_reported_fields(short_demo: dict) -> None:
     assert set(short_demo) == {"sluicegate", "round_robin"}
     for result in short_demo.values():
@@ -57,35 +51,29 @@ def test_json_has_both_policies_with_the_reported_fields(short_demo: dict) -> No
         assert result["requests"] > 0
 
 
+@pytest.mark.timeout(DEMO_TIMEOUT_S)
 def test_no_request_fails_under_either_policy(short_demo: dict) -> None:
     assert [short_demo[p]["errors"] for p in ("sluicegate", "round_robin")] == [0, 0]
 
 
+@pytest.mark.timeout(DEMO_TIMEOUT_S)
 def test_the_same_seeded_load_reaches_both_policies(short_demo: dict) -> None:
     assert short_demo["sluicegate"]["requests"] == short_demo["round_robin"]["requests"]
 
 
+@pytest.mark.timeout(DEMO_TIMEOUT_S)
 def test_every_endpoint_serves_requests_under_the_epp(short_demo: dict) -> None:
     served = short_demo["sluicegate"]["per_endpoint"]
     assert set(served) == ENDPOINTS and min(served.values()) > 0
 
 
+@pytest.mark.timeout(DEMO_TIMEOUT_S)
 def test_the_epp_sends_more_than_round_robins_half_to_the_fast_servers(short_demo: dict) -> None:
     # Round-robin gives each server a quarter; the EPP gave the fast pair ~68% in every run
     # measured, so 55% leaves room for noise yet fails a picker that ignores load.
     served = short_demo["sluicegate"]["per_endpoint"]
     fast_share = (served["fast-0"] + served["fast-1"]) / sum(served.values())
     assert fast_share > 0.55
-
-
-def test_the_epp_has_a_clearly_lower_ttft_tail_than_round_robin(demos: list[dict]) -> None:
-    # At 4 s the p50s are within noise of each other (0.94-1.07x measured): half the requests
-    # land on idle fast servers either way. The tail is where round-robin's overloaded slow
-    # servers show, by a margin in the median sample. A single 4 s sample is ~30 requests, so
-    # its p99 is its slowest request: one sample in three measured 0.66x on a loaded machine.
-    ratios = sorted(d["round_robin"]["ttft_p99_ms"] / d["sluicegate"]["ttft_p99_ms"] for d in demos)
-    print(f"\nTTFT p99 round-robin / EPP over seeds {SEEDS}: {[round(r, 2) for r in ratios]}")
-    assert ratios[len(ratios) // 2] >= P99_MARGIN, ratios
 
 
 def _children(pid: int) -> dict[int, str]:

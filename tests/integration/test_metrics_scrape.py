@@ -15,8 +15,8 @@ from sluicegate.sim.config import SimConfig
 from sluicegate.standalone import EnvoyOptions, EnvoyProcess
 from sluicegate.standalone.epp_process import EppProcess
 from tests.harness import http_request, write_endpoints
-from tests.unit.test_metrics import PINNED, exposed_families
-from tests.unit.test_metrics_upstream import NO_SAMPLES, SERVED
+from tests.unit.metrics.test_metrics import PINNED, exposed_families
+from tests.unit.metrics.test_metrics_upstream import NO_SAMPLES, SERVED
 
 pytestmark = pytest.mark.envoy
 

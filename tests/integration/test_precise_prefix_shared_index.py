@@ -17,7 +17,7 @@ import pytest
 
 from sluicegate.scheduling import Endpoint, Request, Scheduler
 from sluicegate.scheduling.kv_events import KvEventSubscriber
-from tests.unit.test_sim import CHAT, run, sim
+from tests.unit.sim.test_sim import CHAT, run, sim
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is not installed (make redis-bin)")

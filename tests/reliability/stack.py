@@ -150,6 +150,7 @@ class Driver:
         self._proc = subprocess.Popen([sys.executable, "-m", "benches.load.driver", json.dumps(cfg)],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         self._out: tuple[str, str] = ("", "")
+        self._timed_out = False
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -157,12 +158,15 @@ class Driver:
         try:
             self._out = self._proc.communicate(timeout=self._timeout)
         except subprocess.TimeoutExpired:
+            self._timed_out = True
             self._proc.kill()
             self._out = self._proc.communicate()
 
     def result(self) -> dict:
         self._reader.join(self._timeout + 10)
         out, err = self._out
+        if self._timed_out:  # killed: its output is cut (seen as bad JSON under two CPU burners)
+            raise RuntimeError(f"load driver did not finish within {self._timeout:.0f} s: {err[-2000:]}")
         if self._proc.returncode != 0:
             raise RuntimeError(f"load driver failed: {err[-2000:]}")
         res = json.loads(out.strip().splitlines()[-1])

@@ -1,14 +1,18 @@
 """Sustained load through the real Envoy and the EPP process (flow control on): memory and file
 descriptors stay flat, nothing stays running or queued, no gRPC stream stays open on the proxy,
 and every request admitted to flow control has exactly one outcome that matches what the client
-saw. Short form here (20 s); `SLUICEGATE_SOAK=1` (`make soak`) runs 30 minutes and holds 10k
-concurrent streams. `SLUICEGATE_SOAK_RATE` sets the rate (req/s), `SLUICEGATE_SOAK_DURATION_S` the
+saw. Short form here (60 s at 200 req/s: 12k requests, so a leak of 150 B per request would
+grow the RSS by 1.8 MB, which the RSS slope bound sees); `SLUICEGATE_SOAK=1` (`make soak`) runs
+30 minutes and holds 10k concurrent streams. `SLUICEGATE_SOAK_RATE` sets the rate (req/s), `SLUICEGATE_SOAK_DURATION_S` the
 length of the steady phase (s)."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
+
+import numpy as np
 
 import pytest
 
@@ -22,9 +26,11 @@ from .stack import ROOT, SOAK, Driver, Stack, process_usage, total
 
 pytestmark = pytest.mark.envoy
 
-DURATION_S = float(os.environ.get("SLUICEGATE_SOAK_DURATION_S", "1800" if SOAK else "20"))
-WARMUP_S = 60.0 if SOAK else 5.0
-RATE = float(os.environ.get("SLUICEGATE_SOAK_RATE", "200" if SOAK else "100"))
+DURATION_S = float(os.environ.get("SLUICEGATE_SOAK_DURATION_S", "1800" if SOAK else "60"))
+WARMUP_S = 60.0 if SOAK else 10.0
+RATE = float(os.environ.get("SLUICEGATE_SOAK_RATE", "200"))
+# The RSS growth per request the steady phase may show, in bytes: half the leak it must catch.
+LEAK_BOUND_B = 75.0
 HELD_STREAMS = 10_000 if SOAK else 500
 # Small limits so the burst phase queues, expires and rejects: every outcome gets exercised.
 FLOW_CONFIG = """
@@ -32,6 +38,12 @@ featureGates: [flowControl]
 plugins:
 - type: concurrency-detector
   parameters: {maxConcurrency: 8}
+- type: queue-scorer
+- type: prefix-cache-scorer  # a small LRU: a bounded cache filling must not look like a leak
+  parameters: {lruCapacityPerServer: 64, autoTune: false}
+schedulingProfiles:
+- name: default
+  plugins: [{pluginRef: queue-scorer}, {pluginRef: prefix-cache-scorer}]
 flowControl:
   defaultRequestTTL: 1s
   maxRequests: 40
@@ -47,18 +59,9 @@ def backend():
 
 
 @pytest.fixture
-def stack(backend, tmp_path):
-    config = tmp_path / "epp.yaml"
-    config.write_text(FLOW_CONFIG)
-    s = Stack(tmp_path, [backend.address], ("--config-file", str(config)), max_concurrent_requests=20_000)
-    yield s
-    s.stop()
-
-
-@pytest.fixture
 def plain_stack(backend, tmp_path):
     """No flow control: every held stream goes straight to the backend."""
-    s = Stack(tmp_path, [backend.address], (), max_concurrent_requests=20_000)
+    s = Stack(tmp_path, [backend.address], max_concurrent_requests=20_000)
     yield s
     s.stop()
 
@@ -68,6 +71,7 @@ class Sampler:
 
     def __init__(self, pid: int, interval: float = 1.0) -> None:
         self.samples: list[tuple[int, int]] = []
+        self.times: list[float] = []
         self._pid, self._interval = pid, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -75,7 +79,11 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self.samples.append(process_usage(self._pid))
+            try:
+                self.samples.append(process_usage(self._pid))
+            except FileNotFoundError:
+                return  # the EPP is gone (a failed run stops the stack): nothing more to sample
+            self.times.append(time.monotonic())
 
     def stop(self) -> list[tuple[int, int]]:
         self._stop.set()
@@ -108,27 +116,52 @@ def _flow_outcomes(m: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def test_soak_memory_and_descriptors_stay_flat_and_nothing_is_lost(stack):
-    assert stack.epp is not None and stack.epp.pid is not None
-    pid = stack.epp.pid
-    warm = Driver(stack.url, rate=RATE, duration_s=WARMUP_S, stream_ratio=0.3, output_tokens=8).result()
-    assert warm["errors"] == 0, warm["statuses"]
-    _idle(stack)
-    rss0, fds0 = process_usage(pid)
-    sampler = Sampler(pid)
-    steady = Driver(stack.url, rate=RATE, duration_s=DURATION_S, stream_ratio=0.3, output_tokens=8).result()
-    samples = sampler.stop()
-    # Over capacity for a moment: streams held 0.5 s at 200/s against maxConcurrency 8.
-    burst = Driver(stack.url, rate=200, duration_s=2, stream_ratio=1.0, output_tokens=10,
-                   token_interval_ms=50).result()
-    m = _idle(stack)
-    rss1, fds1 = process_usage(pid)
+@pytest.fixture(scope="module")
+def soak(backend, tmp_path_factory) -> dict:
+    """Warm-up, the steady phase sampled every second, an over-capacity burst, then idle: what
+    the soak tests judge (one run shared by them)."""
+    tmp = tmp_path_factory.mktemp("soak")
+    config = tmp / "epp.yaml"
+    config.write_text(FLOW_CONFIG)
+    stack = Stack(tmp, [backend.address], ("--config-file", str(config)), max_concurrent_requests=20_000)
+    try:
+        assert stack.epp is not None and stack.epp.pid is not None
+        pid = stack.epp.pid
+        warm = Driver(stack.url, rate=RATE, duration_s=WARMUP_S, stream_ratio=0.3, output_tokens=8).result()
+        assert warm["errors"] == 0, warm["statuses"]
+        _idle(stack)
+        rss0, fds0 = process_usage(pid)
+        sampler = Sampler(pid)
+        steady = Driver(stack.url, rate=RATE, duration_s=DURATION_S, stream_ratio=0.3, output_tokens=8).result()
+        samples = sampler.stop()
+        # RSS against time while the load ran, as bytes per request sent (the driver's real rate).
+        slope_kib_s = float(np.polyfit(sampler.times, [r for r, _ in samples], 1)[0])
+        per_request_b = slope_kib_s * 1024 / (steady["sent"] / DURATION_S)
+        # Over capacity for a moment: streams held 0.5 s at 200/s against maxConcurrency 8.
+        burst = Driver(stack.url, rate=200, duration_s=2, stream_ratio=1.0, output_tokens=10,
+                       token_interval_ms=50).result()
+        m = _idle(stack)
+        rss1, fds1 = process_usage(pid)
+    finally:
+        stack.stop()
     peak_rss = max(r for r, _ in samples) if samples else rss1
     flow = _flow_outcomes(m)
     print(f"\nsoak {DURATION_S:.0f} s at {RATE:.0f} req/s: sent {steady['sent']}, statuses {steady['statuses']}, "
           f"errors {steady['errors']}; burst statuses {burst['statuses']}\n"
           f"EPP RSS after warm-up {rss0 / 1024:.1f} MiB, peak {peak_rss / 1024:.1f} MiB, end {rss1 / 1024:.1f} MiB "
-          f"({100 * (rss1 - rss0) / rss0:+.1f}%); fds {fds0} -> {fds1}\nflow control: {flow}")
+          f"({100 * (rss1 - rss0) / rss0:+.1f}%), slope {per_request_b:+.1f} B/request over {len(samples)} samples; "
+          f"fds {fds0} -> {fds1}\nflow control: {flow}")
+    return {"warm": warm, "steady": steady, "burst": burst, "flow": flow, "rss": (rss0, rss1),
+            "fds": (fds0, fds1), "samples": samples, "per_request_b": per_request_b}
+
+
+SOAK_TIMEOUT_S = WARMUP_S + DURATION_S + 120  # plus start-up, burst and drain on a busy machine
+
+
+@pytest.mark.timeout(SOAK_TIMEOUT_S)
+def test_soak_descriptors_stay_flat_and_nothing_is_lost(soak):
+    warm, steady, burst, flow = soak["warm"], soak["steady"], soak["burst"], soak["flow"]
+    (rss0, rss1), (fds0, fds1) = soak["rss"], soak["fds"]
     # Below capacity: (almost) everything dispatched; a stall of the shared machine may expire a few.
     assert steady["errors"] == 0 and steady["statuses"].get(200, 0) >= 0.99 * steady["sent"], steady["statuses"]
     assert burst["errors"] == 0
@@ -146,6 +179,14 @@ def test_soak_memory_and_descriptors_stay_flat_and_nothing_is_lost(stack):
     assert ok == flow["dispatched"], (ok, flow)
     assert refused == flow["rejected_capacity"] + flow["expired_ttl"] + flow["expired_no_endpoints"] + flow["evicted"]
     assert refused > 0, "the burst should have gone over capacity"
+
+
+@pytest.mark.timeout(SOAK_TIMEOUT_S)
+@pytest.mark.xfail(strict=False, reason="measured 187 and 197 B/request (60 s at 200 req/s, flow-control "
+                   "path, prefix LRU 64 blocks; 2 busy vCPU, 2026-12-04): a leak or allocator growth, "
+                   "open in issue 17")
+def test_soak_rss_grows_less_than_half_of_a_150_b_per_request_leak(soak):
+    assert soak["per_request_b"] < LEAK_BOUND_B, f"RSS grew {soak['per_request_b']:.0f} B per request ({soak['samples']})"
 
 
 def test_held_streams_all_open_and_all_are_released(plain_stack):

@@ -19,7 +19,7 @@ from sluicegate._core import LocalTokenizer, request_block_keys, vllm_block_hash
 from sluicegate.scheduling import Endpoint, Request, Scheduler
 from sluicegate.sim import block_hash
 from sluicegate.sim.toy_tokenizers import byte_level_chatml, whitespace_llama2
-from tests.unit.test_sim import run, sim
+from tests.unit.sim.test_sim import run, sim
 
 SEED = "42"
 BLOCK = 16

@@ -13,7 +13,7 @@ import zmq.asyncio
 
 from sluicegate.scheduling import Endpoint, Request, Scheduler, request_block_hashes
 from sluicegate.scheduling.kv_events import KvEventSubscriber, publisher_url
-from tests.unit.test_sim import CHAT, run, sim
+from tests.unit.sim.test_sim import CHAT, run, sim
 
 PRECISE = """
 plugins:

@@ -16,7 +16,7 @@ from sluicegate.errors import NoEndpointsError
 from sluicegate.metrics import MetricsServer, build_registry
 from sluicegate.scheduling import Router, find_usage
 
-PINNED = frozenset(Path(__file__).parent.parent.joinpath("data", "metric_families.txt").read_text().split())
+PINNED = frozenset(Path(__file__).parents[2].joinpath("data", "metric_families.txt").read_text().split())
 PREFIXES = ("llm_d_epp_", "llm_d_inference_scheduler_", "inference_", "sluicegate_")
 
 

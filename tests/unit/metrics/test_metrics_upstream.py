@@ -16,9 +16,9 @@ from sluicegate.flowcontrol import FlowController
 from sluicegate.metrics import build_registry
 from sluicegate.metrics.flowcontrol import FlowControlCollector
 from sluicegate.scheduling import Router
-from tests.unit.test_flowcontrol import run, settle
+from tests.unit.flowcontrol.test_flowcontrol import run, settle
 
-SPEC = Path(__file__).parent.parent / "data" / "upstream_metric_families.txt"
+SPEC = Path(__file__).parents[2] / "data" / "upstream_metric_families.txt"
 
 
 def upstream_families() -> tuple[dict[str, tuple[str, frozenset[str]]], set[str]]:

@@ -1,4 +1,4 @@
-"""Upstream-shaped EndpointPickerConfig files (tests/unit/configs, written after the examples in
+"""Upstream-shaped EndpointPickerConfig files (tests/unit/scheduling/configs, written after the examples in
 the Inference Extension and llm-d repositories) load, resolve as upstream would, and survive a
 round trip through the resolved scheduling JSON unchanged."""
 

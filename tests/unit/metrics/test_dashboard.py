@@ -7,12 +7,12 @@ import json
 import re
 from pathlib import Path
 
-from tests.unit.test_metrics import PINNED as CORE
+from tests.unit.metrics.test_metrics import PINNED as CORE
 
-DATA = Path(__file__).parents[1] / "data"
+DATA = Path(__file__).parents[2] / "data"
 PINNED = CORE | frozenset((DATA / "metric_families_flowcontrol.txt").read_text().split()) \
     | frozenset((DATA / "metric_families_activator.txt").read_text().split())
-DASHBOARD = Path(__file__).parents[2] / "charts" / "sluicegate" / "dashboards" / "sluicegate-epp.json"
+DASHBOARD = Path(__file__).parents[3] / "charts" / "sluicegate" / "dashboards" / "sluicegate-epp.json"
 _SUFFIXES = ("_bucket", "_sum", "_count")
 
 

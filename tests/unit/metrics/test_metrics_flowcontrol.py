@@ -11,11 +11,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sluicegate.flowcontrol import FlowController
 from sluicegate.metrics.flowcontrol import FlowControlCollector
-from tests.unit.test_flowcontrol import run, settle
-from tests.unit.test_metrics import exposed_families
+from tests.unit.flowcontrol.test_flowcontrol import run, settle
+from tests.unit.metrics.test_metrics import exposed_families
 
 PINNED_FLOW = frozenset(
-    Path(__file__).parent.parent.joinpath("data", "metric_families_flowcontrol.txt").read_text().split())
+    Path(__file__).parents[2].joinpath("data", "metric_families_flowcontrol.txt").read_text().split())
 
 
 def scrape(collector: FlowControlCollector) -> dict:
