@@ -1,6 +1,6 @@
 //! PyO3 bindings: converts types and errors at the edge; all logic lives in sluicegate-core and
 //! sluicegate-extproc. One submodule per concept (`sluicegate._core.parse`, `.scheduling`,
-//! `.flowcontrol`, `.extproc`, `.stats`), each imported by its one Python façade.
+//! `.flowcontrol`, `.extproc`, `.stats`, `.optimizer`), each imported by its one Python façade.
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -8,6 +8,7 @@ use pyo3::types::PyDict;
 mod errors;
 mod extproc;
 mod flowcontrol;
+mod optimizer;
 mod parse;
 mod router;
 mod stats;
@@ -43,5 +44,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     submodule(m, "stats", stats::register)?;
     submodule(m, "flowcontrol", flowcontrol::register)?;
     submodule(m, "extproc", extproc::register)?;
+    submodule(m, "optimizer", optimizer::register)?;
     Ok(())
 }
