@@ -237,6 +237,10 @@ mod tests {
             "{lone:?}"
         );
         assert!((lone.itl_ms - 8.31).abs() < 1e-3, "{lone:?}");
+        let idle = p.evaluate(0.0);
+        assert_eq!(idle.ttft_ms, 6.0 + 0.021 * 128.0);
+        assert_eq!(idle.itl_ms, 8.2 + 0.11);
+        assert_eq!(idle.throughput_rps, 0.0);
         let busy = p.evaluate(0.9 * p.capacity_rps());
         assert!(
             busy.ttft_ms > lone.ttft_ms && busy.itl_ms > lone.itl_ms,
