@@ -1,7 +1,8 @@
 """Optimizer solve time and quality: greedy and the exact MILP against a brute-force baseline
 on small instances (same answers, time ratios), on 100 models × 6 accelerator types (issue
 targets: greedy ≤ 50 ms, exact ≤ 5 s), greedy's cost gap over 200 random instances, and
-sizing + solve of 100 random problems against sizing one option at a time (the naive way).
+sizing + solve of 100 random problems against sizing one option at a time in numpy (the naive
+way), and sizing alone with the Rust kernel against the numpy reference it replaced.
 
 Sizing (the queueing model's max rate per option) happens when the problem is built and is
 timed separately: it is the same work for every solver."""
@@ -18,7 +19,7 @@ import pytest
 from sluicegate.optimizer import exact, greedy
 from sluicegate.optimizer.problem import Pick, Plan, Problem, build_problem, fits, take
 from sluicegate.optimizer.solution import solution
-from sluicegate.optimizer.sizing import max_rate_rps
+from sluicegate.optimizer.sizing import max_rate_rps, max_rates_rps
 from sluicegate.optimizer.synthetic import random_input
 
 QUICK = os.environ.get("SLUICEGATE_BENCH_QUICK", "") not in ("", "0", "false")
@@ -153,9 +154,9 @@ def test_sizing_and_solve_hundred_problems_against_one_option_at_a_time(benchmar
         for inp in inputs:
             greedy.solve(build_problem(inp))
 
-    def naive() -> None:  # every option sized alone, then the same solves
+    def naive() -> None:  # every option sized alone by the numpy model, then the same solves
         for params, slo in jobs:
-            max_rate_rps(params, slo)
+            max_rate_rps(params, slo, kernel="numpy")
         for p in problems:
             greedy.solve(p)
 
@@ -166,5 +167,30 @@ def test_sizing_and_solve_hundred_problems_against_one_option_at_a_time(benchmar
     benchmark.extra_info.update(problems=len(inputs), options=len(jobs), ours_s=ours_s,
                                 naive_s=naive_s, naive_over_ours=naive_s / ours_s)
     print(f"\n100 problems ({len(jobs)} options with load): sizing + greedy solve "
-          f"{ours_s * 1e3:.0f} ms, one option at a time {naive_s * 1e3:.0f} ms "
+          f"{ours_s * 1e3:.0f} ms, one option at a time in numpy {naive_s * 1e3:.0f} ms "
           f"({naive_s / ours_s:.2f}x)")
+
+
+def test_sizing_rust_kernel_against_numpy_reference(benchmark) -> None:
+    """Sizing only (what build_problem does per problem: all its loaded options in one
+    max_rates_rps call), the Rust kernel against the numpy implementation, same run."""
+    problems = [build_problem(inp) for inp in _hundred_problems()]
+    per_problem = [[(o.params, s.slo) for s in p.servers if s.load_rps > 0 for o in s.options]
+                   for p in problems]
+    options = sum(len(jobs) for jobs in per_problem)
+
+    def size(kernel: str) -> list[list[float]]:
+        return [max_rates_rps(jobs, kernel=kernel) for jobs in per_problem]
+
+    fast, slow = size("rust"), size("numpy")
+    for f_rates, s_rates in zip(fast, slow):
+        assert f_rates == pytest.approx(s_rates, rel=1e-9, abs=0.0)
+    rounds = 1 if QUICK else 3
+    numpy_s = min(_median_s(lambda: size("numpy"), 1) for _ in range(rounds))
+    benchmark.pedantic(size, args=("rust",), rounds=max(rounds, 5), iterations=1)
+    rust_s = benchmark.stats.stats.min
+    benchmark.extra_info.update(problems=len(problems), options=options, rust_s=rust_s,
+                                numpy_s=numpy_s, numpy_over_rust=numpy_s / rust_s)
+    print(f"\nsizing 100 problems ({options} options with load): Rust kernel "
+          f"{rust_s * 1e3:.0f} ms, numpy reference {numpy_s * 1e3:.0f} ms "
+          f"({numpy_s / rust_s:.1f}x)")

@@ -5,6 +5,7 @@ sluicegate.extproc → extproc; sluicegate.metrics → stats). The names also st
 from . import extproc as extproc
 from . import flowcontrol as flowcontrol
 from . import kvblock as kvblock
+from . import optimizer as optimizer
 from . import parse as parse
 from . import scheduling as scheduling
 from . import stats as stats
@@ -32,6 +33,10 @@ from .flowcontrol import (
     Completion as Completion,
     QueuedRequest as QueuedRequest,
     FlowController as FlowController,
+)
+from .optimizer import (
+    evaluate_step as evaluate_step,
+    max_rates_step as max_rates_step,
 )
 from .extproc import (
     ExtProcServer as ExtProcServer,
@@ -77,6 +82,9 @@ __all__ = [
     "RequestStats",
     "SeriesSnapshot",
     "flowcontrol",
+    "optimizer",
+    "max_rates_step",
+    "evaluate_step",
     "FlowController",
     "QueuedRequest",
     "Completion",

@@ -12,11 +12,17 @@ import numpy as np
 
 from sluicegate.errors import ConfigError
 
-from .queueing import NUMERIC_FIELDS, ParamColumns, QueueMetrics, ServerParams, metric_arrays
+from .queueing import (NUMERIC_FIELDS, ParamColumns, QueueMetrics, ServerParams, analyze,
+                       metric_arrays)
 
 # Bisection halves the bracket [0, capacity / served fraction] this many times: 2^-17 of the
-# replica's capacity. All options of a problem are bisected together, one numpy pass a round.
+# replica's capacity (the Rust kernel's BISECTION_ROUNDS is the same).
 _ROUNDS = 17
+
+# Who sizes "step" options: the Rust core's kernel (sluicegate._core.optimizer, same arithmetic
+# one option at a time, ~10x faster than numpy at these array sizes) or the numpy reference
+# below, which the kernel is tested against and the bench times it against.
+KERNELS = ("rust", "numpy")
 
 
 @dataclass(frozen=True)
@@ -47,26 +53,63 @@ class SloTarget:
                 & (served >= self.min_served_fraction))
 
 
-def max_rate_rps(params: ServerParams, slo: SloTarget) -> float:
+def max_rate_rps(params: ServerParams, slo: SloTarget, *, kernel: str = "rust") -> float:
     """Largest arrival rate (req/s) at which one replica meets `slo`; 0 when even a lone
     request misses it. The returned rate is always one that was evaluated as feasible."""
-    return max_rates_rps([(params, slo)])[0]
+    return max_rates_rps([(params, slo)], kernel=kernel)[0]
 
 
-def max_rates_rps(jobs: Sequence[tuple[ServerParams, SloTarget]]) -> list[float]:
-    """`max_rate_rps` of every (params, slo): the options of one batch and queue size are
-    bisected together ("step" formulation: one `metric_arrays` call per round for all of
-    them, as numpy's per-call cost dominates at these sizes); the others one by one."""
+def predict(params: ServerParams, slo: SloTarget, arrival_rps: float, *,
+            kernel: str = "rust") -> tuple[bool, float, float]:
+    """(SLO met, mean TTFT ms, mean ITL ms) of one replica at `arrival_rps`: what a plan
+    reports for the option it picked ("step" options by `kernel`, the others by numpy)."""
+    if kernel not in KERNELS:
+        raise ConfigError(f"kernel={kernel!r}: expected one of {', '.join(KERNELS)}")
+    if params.formulation != "step" or kernel == "numpy":
+        m = analyze(params, arrival_rps)
+        return slo.met_by(m), m.ttft_ms, m.itl_ms
+    from sluicegate._core import optimizer  # the extension loads only when a plan is made
+
+    throughput, ttft, itl = optimizer.evaluate_step(
+        params.max_batch, params.max_queue, *(float(getattr(params, k)) for k in NUMERIC_FIELDS),
+        float(arrival_rps))
+    served = throughput / arrival_rps if arrival_rps > 0 else 1.0
+    return (ttft <= slo.ttft_ms and itl <= slo.itl_ms and served >= slo.min_served_fraction,
+            ttft, itl)
+
+
+def max_rates_rps(jobs: Sequence[tuple[ServerParams, SloTarget]], *,
+                  kernel: str = "rust") -> list[float]:
+    """`max_rate_rps` of every (params, slo), grouped by batch and queue size. "step" options
+    go to `kernel`: "rust" (the default) or "numpy" (each group bisected together, one
+    `metric_arrays` call per round, as numpy's per-call cost dominates at these sizes). The
+    other formulations are only in numpy, one option at a time."""
+    if kernel not in KERNELS:
+        raise ConfigError(f"kernel={kernel!r}: expected one of {', '.join(KERNELS)}")
     out = [0.0] * len(jobs)
     groups: dict[tuple[int, int, str, int], list[int]] = {}
     for i, (p, _) in enumerate(jobs):
         alone = i if p.formulation != "step" else -1
         groups.setdefault((p.max_batch, p.max_queue, p.formulation, alone), []).append(i)
-    for idx in groups.values():
-        rates = _bisect([jobs[i][0] for i in idx], [jobs[i][1] for i in idx])
+    for (b, q, formulation, _), idx in groups.items():
+        params, slos = [jobs[i][0] for i in idx], [jobs[i][1] for i in idx]
+        if formulation == "step" and kernel == "rust":
+            rates = _bisect_rust(b, q, params, slos)
+        else:
+            rates = _bisect(params, slos)
         for i, rate in zip(idx, rates):
             out[i] = float(rate)
     return out
+
+
+def _bisect_rust(max_batch: int, max_queue: int, params: Sequence[ServerParams],
+                 slos: Sequence[SloTarget]) -> list[float]:
+    from sluicegate._core import optimizer  # the extension loads only when sizing runs
+
+    return optimizer.max_rates_step(
+        max_batch, max_queue, *([float(getattr(p, k)) for p in params] for k in NUMERIC_FIELDS),
+        [s.ttft_ms for s in slos], [s.itl_ms for s in slos],
+        [s.min_served_fraction for s in slos])
 
 
 def _bisect(params: Sequence[ServerParams], slos: Sequence[SloTarget]) -> np.ndarray:

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .problem import Pick, Plan, Problem, Server, replica_cost
-from .queueing import analyze
-from .sizing import SloTarget
+from .sizing import SloTarget, predict
 
 
 @dataclass(frozen=True)
@@ -145,8 +144,7 @@ def _serving_allocation(s: Server, pick: Pick, common: dict, exceeded: str) -> A
                           itl_ms=0.0 if idle else float("inf"), reason=why,
                           capacity_exceeded=exceeded, max_batch=o.params.max_batch,
                           replica_cost=o.replica_cost)
-    m = analyze(o.params, s.load_rps / n)  # only for what was picked
-    met = s.slo.met_by(m)
+    met, ttft, itl = predict(o.params, s.slo, s.load_rps / n)  # only for what was picked
     if s.load_rps == 0:
         why = f"no load; minReplicas={n}" if n > 1 or o.variant.min_replicas else \
             "no load; scale to zero not allowed"
@@ -157,8 +155,8 @@ def _serving_allocation(s: Server, pick: Pick, common: dict, exceeded: str) -> A
     else:
         why = f"minReplicas={n}; {_no_option(s)}"
     return Allocation(**common, accelerator=o.accelerator, replicas=n, units=n * o.units,
-                      cost=n * o.replica_cost, serving=True, slo_met=met, ttft_ms=m.ttft_ms,
-                      itl_ms=m.itl_ms, reason=why, capacity_exceeded=exceeded,
+                      cost=n * o.replica_cost, serving=True, slo_met=met, ttft_ms=ttft,
+                      itl_ms=itl, reason=why, capacity_exceeded=exceeded,
                       max_batch=o.params.max_batch, replica_cost=o.replica_cost)
 
 

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod datalayer;
 pub mod flowcontrol;
 pub mod kvblock;
+pub mod optimizer;
 pub mod parse;
 pub mod prefix;
 pub mod scheduling;

@@ -1,6 +1,6 @@
 //! PyO3 bindings: converts types and errors at the edge; all logic lives in sluicegate-core and
 //! sluicegate-extproc. One submodule per concept (`sluicegate._core.parse`, `.scheduling`,
-//! `.flowcontrol`, `.extproc`, `.stats`), each imported by its one Python façade.
+//! `.flowcontrol`, `.extproc`, `.stats`, `.optimizer`), each imported by its one Python façade.
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -9,6 +9,7 @@ mod errors;
 mod extproc;
 mod flowcontrol;
 mod kvblock;
+mod optimizer;
 mod parse;
 mod router;
 mod stats;
@@ -45,5 +46,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     submodule(m, "flowcontrol", flowcontrol::register)?;
     submodule(m, "extproc", extproc::register)?;
     submodule(m, "kvblock", kvblock::register)?;
+    submodule(m, "optimizer", optimizer::register)?;
     Ok(())
 }
