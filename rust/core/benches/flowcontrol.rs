@@ -85,7 +85,10 @@ fn wait_until(counter: &AtomicU64, target: u64) {
 fn thread_cpu_ns(tid: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
         .unwrap_or_else(|e| panic!("/proc/self/task/{tid}/schedstat: {e}"));
-    text.split_whitespace().next().and_then(|v| v.parse().ok()).expect("schedstat run time")
+    text.split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("schedstat run time")
 }
 
 fn own_tid() -> String {

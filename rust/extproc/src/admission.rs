@@ -60,7 +60,7 @@ impl Dispatcher for RouterDispatch {
 enum Slot {
     Waiting(oneshot::Sender<Completion<Routed>>),
     /// Delivered before the stream registered (the dispatcher can be that quick).
-    Arrived(Completion<Routed>),
+    Arrived(Box<Completion<Routed>>),
     Abandoned,
 }
 
@@ -89,7 +89,7 @@ impl CompletionSink<Routed> for Waiters {
                     }
                     Some(Slot::Abandoned) | Some(Slot::Arrived(_)) => orphans.push(c),
                     None => {
-                        slots.insert(c.id, Slot::Arrived(c));
+                        slots.insert(c.id, Slot::Arrived(Box::new(c)));
                     }
                 }
             }
@@ -257,7 +257,7 @@ impl Gate {
             let mut slots = self.controller.sink().slots();
             match slots.remove(&item.id) {
                 Some(Slot::Arrived(c)) => {
-                    let _ = tx.send(c);
+                    let _ = tx.send(*c);
                 }
                 _ => {
                     slots.insert(item.id, Slot::Waiting(tx));
@@ -449,7 +449,7 @@ impl Drop for Waiting {
             }
             Some(Slot::Arrived(c)) => {
                 drop(slots);
-                self.gate.discard(c);
+                self.gate.discard(*c);
             }
             Some(Slot::Abandoned) | None => {
                 drop(slots);

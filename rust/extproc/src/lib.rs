@@ -16,9 +16,9 @@ pub mod tls;
 
 pub use admission::Gate;
 pub use server::{ExtProcServer, ServerError, ServerOptions, TlsPem};
+pub use service::ExternalProcessorService;
 pub use stream_metrics::{StreamMetrics, StreamMetricsSnapshot};
 pub use tls::TlsPolicy;
-pub use service::ExternalProcessorService;
 
 use sluicegate_core::scheduling::Router;
 

@@ -665,9 +665,12 @@ impl RequestStream {
             streaming: self.decision.as_ref().is_some_and(|d| d.stream),
         };
         // A served request trains the latency predictor (predicted-latency-producer), if any.
-        if let (None, Some(d), Some(ttft), Some(total)) =
-            (error_code, &self.decision, outcome.ttft_s, outcome.duration_s)
-        {
+        if let (None, Some(d), Some(ttft), Some(total)) = (
+            error_code,
+            &self.decision,
+            outcome.ttft_s,
+            outcome.duration_s,
+        ) {
             let tpot = usage
                 .filter(|u| u.completion_tokens > 1)
                 .map(|u| (total - ttft) / (u.completion_tokens - 1) as f64);

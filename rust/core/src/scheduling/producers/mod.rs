@@ -4,5 +4,5 @@ pub mod kv_events;
 pub mod latency_predictor;
 pub mod precise_prefix_cache_producer;
 pub mod precise_prefix_params;
-pub mod token_producer;
 pub mod predicted_latency_producer;
+pub mod token_producer;
