@@ -15,7 +15,7 @@ FAST_LEASE = ("--ha-lease-duration", "3", "--ha-renew-deadline", "2", "--ha-retr
 class KubeEpp(EppProcess):
     def __init__(self, kubeconfig, namespace: str, *extra: str, pool: str = "pool") -> None:
         super().__init__("-", "--kubeconfig", str(kubeconfig), "--pool-name", pool, "--pool-namespace", namespace,
-                         "--metrics-port", "0", "-v", *extra)
+                         "--metrics-port", "0", "--metrics-endpoint-auth=false", "-v", *extra)
         i = self.args.index("--endpoints-file")
         del self.args[i:i + 2]  # endpoints come from the API server
 
