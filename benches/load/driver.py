@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -213,6 +214,9 @@ def main() -> None:
     cfg = json.loads(sys.argv[1])
     run = hold_streams if cfg.get("hold_streams") else open_loop
     out = uvloop.run(run(cfg))
+    # The loop may leave stdout non-blocking: a result above the pipe's 128 KiB would then be cut
+    # mid-write while the reader is slow (seen under load as JSON ending at byte 131072).
+    os.set_blocking(sys.stdout.fileno(), True)
     print(json.dumps(out), flush=True)
 
 

@@ -119,8 +119,9 @@ def test_requests_to_a_hung_server_end_at_the_route_timeout_and_release(sims, st
     print(f"\nhung server: statuses {sorted(statuses)}")
     assert len(statuses) == 8 and set(statuses) <= {200, 504}, statuses
     # Each 504 is Envoy's route timeout ending the request (its body says so), not the client's
-    # own 15 s timeout giving up on it: no wall-clock bound needed.
-    assert all(body == b"upstream request timeout" and took >= 2.0 for st, body, took in timed_out), timed_out
+    # own 15 s timeout giving up on it: no wall-clock bound needed. The lower bound allows for
+    # Envoy's timer, which starts on its own clock and fired 0.8 ms early here once.
+    assert all(body == b"upstream request timeout" and took >= 1.9 for st, body, took in timed_out), timed_out
     _quiet(s)  # the timed-out streams were released
 
 
