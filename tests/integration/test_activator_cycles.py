@@ -22,7 +22,7 @@ SCALE_DOWN_DELAY_S = 1.0
 def wait_for_calls(s: StaticStack, n: int, timeout_s: float) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while len(s.calls()) < n and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll interval of this bounded wait
     return s.calls()
 
 
@@ -42,7 +42,7 @@ def wait_for_scale_downs(s: StaticStack, n: int, timeout_s: float) -> bool:
     while scale_downs(s) < n:
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll interval of this bounded wait
     return True
 
 

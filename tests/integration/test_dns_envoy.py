@@ -58,7 +58,7 @@ class DnsStack:
             served.append(self.post(i)[1])
             if predicate(served):
                 return served
-            time.sleep(0.02)
+            time.sleep(0.02)  # pacing: requests until the predicate holds (bounded)
         raise AssertionError(f"not reached after {limit} requests; served: {sorted(set(served))}")
 
     def metrics(self) -> str:
@@ -74,7 +74,7 @@ class DnsStack:
         while self.endpoints() != expected:
             if time.monotonic() > deadline:
                 raise AssertionError(f"EPP endpoints {sorted(self.endpoints())}, expected {sorted(expected)}")
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval of this bounded wait
 
     def stop(self) -> None:
         self.envoy.stop_blocking()

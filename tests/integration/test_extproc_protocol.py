@@ -176,7 +176,7 @@ def _log_has(proc: EppProcess, *needles: str, timeout: float = 5.0) -> bool:
         text = proc.log_path.read_text(errors="replace")
         if any(all(n in line for n in needles) for line in text.splitlines()):
             return True
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll interval of this bounded wait
     return False
 
 

@@ -84,7 +84,7 @@ def test_an_open_stream_is_in_flight_until_the_client_goes(server):
         channel.close()
     deadline = time.monotonic() + 5
     while server.stream_metrics()[0] and time.monotonic() < deadline:
-        time.sleep(0.02)
+        time.sleep(0.02)  # poll interval of this bounded wait
     inflight, buckets, _, codes = server.stream_metrics()
     assert inflight == 0 and buckets[-1] == 1
     assert sum(n for _, n in codes) == 1

@@ -149,7 +149,7 @@ def in_flight(router: Router) -> int:
 def wait_released(router: Router, timeout_s: float = 2.0) -> int:
     deadline = time.monotonic() + timeout_s
     while in_flight(router) and time.monotonic() < deadline:
-        time.sleep(0.01)
+        time.sleep(0.01)  # poll interval of this bounded wait
     return in_flight(router)
 
 
@@ -195,7 +195,7 @@ def test_a_client_gone_mid_body_is_released(server, router):
     def half_sent():
         yield request_headers(CHAT)
         yield request_body(b'{"model": "m", ', False)
-        time.sleep(1.0)
+        time.sleep(1.0)  # stall: the body stays unfinished past the client's 0.3 s deadline
 
     with pytest.raises(grpc.RpcError):
         exchange(server.port, half_sent(), timeout=0.3)

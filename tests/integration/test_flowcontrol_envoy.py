@@ -93,7 +93,7 @@ def test_an_empty_pool_holds_the_request_until_the_endpoints_file_names_a_server
     result: list = []
     t = threading.Thread(target=lambda: result.append(http_request(url, CHAT, chat(4), timeout=30)))
     t.start()
-    time.sleep(1.0)
+    time.sleep(1.0)  # observation window: the request must not be answered meanwhile
     assert not result, "answered while the pool was empty"
     write_endpoints(endpoints, [server.address])
     t.join(30)

@@ -4,14 +4,13 @@ serving a real simulator; one place, so waiting requests go by their x-priority.
 from __future__ import annotations
 
 import threading
-import time
 
 from aiohttp import web
 
 from sluicegate.flowcontrol import FlowController
 from sluicegate.flowcontrol.example_proxy import build_app
 from sluicegate.sim.config import SimConfig
-from tests.harness import http_request
+from tests.harness import http_request, wait_until
 
 CHAT = "/v1/chat/completions"
 
@@ -44,9 +43,10 @@ def test_the_example_proxy_admits_one_at_a_time_by_priority(loop_thread, sims):
     try:
         threads = [threading.Thread(target=send, args=a) for a in
                    [("holder", 0, 60), ("low-0", -1, 10), ("low-1", -1, 10), ("high-0", 5, 10), ("high-1", 5, 10)]]
-        for t in threads:
+        for i, t in enumerate(threads):  # arrival order is the input: each is in the controller before the next
             t.start()
-            time.sleep(0.05)
+            wait_until(lambda: loop_thread.run(_stats(controller))["submitted"] == i + 1,
+                       what=f"request {i} submitted")
         for t in threads:
             t.join(30)
         assert done == [("holder", 200), ("high-0", 200), ("high-1", 200), ("low-0", 200), ("low-1", 200)]

@@ -71,7 +71,7 @@ class InProcessEpp:
             if all(s[k] == v for k, v in want.items()):
                 return s
             assert time.monotonic() < deadline, f"stats {s} never reached {want}"
-            time.sleep(0.005)
+            time.sleep(0.005)  # poll interval of this bounded wait
 
     def stop(self, drain_timeout: float = 0.0) -> None:
         if self.channel is not None:
@@ -205,7 +205,9 @@ def test_with_no_endpoints_a_request_gets_503_after_the_no_endpoint_ttl(start_ep
     t0 = time.monotonic()
     status, reason = immediate(Call(epp.stub).first_answer())
     assert (status, reason) == (503, "rejected-no-endpoints")
-    assert 0.25 <= time.monotonic() - t0 < 5
+    # It waited the no-endpoint TTL; no upper wall-clock bound (the reason and the count below
+    # say it was that TTL and not the 30 s request TTL).
+    assert 0.25 <= time.monotonic() - t0
     assert_one_outcome_each(epp.wait_stats(expired_no_endpoints=1))
 
 
@@ -271,7 +273,7 @@ def test_without_the_gate_sheddable_requests_pass_while_the_pool_has_room(start_
     deadline = time.monotonic() + 10
     while epp.stats()["saturation"] >= 1.0:  # until the first scrape of the idle simulator
         assert time.monotonic() < deadline, "the simulator's metrics never arrived"
-        time.sleep(0.02)
+        time.sleep(0.02)  # poll interval of this bounded wait
     call = Call(epp.stub, {"x-llm-d-inference-objective": "batch"})
     assert call.routed(timeout=10) == pool
     call.finish()

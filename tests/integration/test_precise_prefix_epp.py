@@ -120,7 +120,7 @@ def _warm_until_events(epp, target) -> None:
         assert time.monotonic() < deadline, "the EPP never received a KV-event batch"
         assert http_request(f"http://{target.address}", CHAT, _body(f"warm-up {i} " * 30))[0] == 200
         i += 1
-        time.sleep(0.02)
+        time.sleep(0.02)  # pacing: warm-up requests until the first event batch
 
 
 def _scrape(epp) -> str:
@@ -143,7 +143,7 @@ def test_vllm_style_servers_dial_the_epp_and_token_keys_route_chat_to_the_holder
             if routed == target.address:
                 break
             assert time.monotonic() < deadline, f"routed to {routed}, never to {target.address}"
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval of this bounded wait
         stats = epp.router.kv_event_stats()
         assert stats["engine_hash_mismatches"] == 0 and stats["engine_hash_checks"] > 0
         assert stats["lookup_hits"] > 0 and stats["tokenize_failures"] == 0
@@ -165,7 +165,7 @@ def test_a_wrong_hash_seed_shows_on_metrics_and_in_the_log_within_seconds(loop_t
             while "PYTHONHASHSEED" not in caplog.text:
                 assert time.monotonic() - started < 15, "no warning about the hash seed"
                 http_request(f"http://{servers[0].address}", CHAT, _body(f"more {time.monotonic()} " * 30))
-                time.sleep(0.2)
+                time.sleep(0.2)  # pacing: requests until the warning shows (bounded)
         assert "hashSeed='7'" in caplog.text
         text = _scrape(epp)
         mismatches = [line for line in text.splitlines()
@@ -188,7 +188,7 @@ def test_a_wrong_tokenizer_shows_as_lookups_that_never_hit_while_events_arrive(l
                 assert time.monotonic() - started < 15, "no warning about lookups that never hit"
                 http_request(f"http://{servers[0].address}", CHAT, prompt)
                 exchange(epp.port, [request_headers(CHAT), request_body(prompt, True)])
-                time.sleep(0.1)
+                time.sleep(0.1)  # pacing: requests until the warning shows (bounded)
         assert "token-producer" in caplog.text
         assert "sluicegate_kv_cache_index_hit_ratio 0.0" in _scrape(epp)
     finally:

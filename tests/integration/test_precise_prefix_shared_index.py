@@ -48,7 +48,7 @@ class RedisServer:
                     return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
-            time.sleep(0.01)
+            time.sleep(0.01)  # poll interval of this bounded wait
         raise RuntimeError("redis-server did not answer PING")
 
     def stop(self) -> None:
@@ -94,7 +94,7 @@ async def _until(check, what: str, attempts: int = 600) -> None:
     for _ in range(attempts):
         if check():
             return
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # poll interval of this bounded wait
     raise AssertionError(f"never: {what}")
 
 
@@ -122,7 +122,7 @@ def test_replicas_share_the_index_fall_back_without_redis_and_recover(redis_serv
                     await send(f"warm-up {i} " * 40)
                     if a.decoded[server.address]:
                         break
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.02)  # pacing: warm-up requests (bounded)
                 first = await send("shared through redis " * 200)
                 await _until(lambda: _score(replicas[1], first, server.address) == 1.0, "B sees A's events")
                 assert b.received[server.address] == 0 and b.shared.applied > 0

@@ -82,7 +82,7 @@ def stream_families_once_closed(metrics_port: int) -> dict:
             families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
         if families["llm_d_epp_extproc_streams_inflight"].samples[0].value == 0 or time.monotonic() > deadline:
             return families
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll interval of this bounded wait
 
 
 def test_every_upstream_flag_at_once_and_health_on_the_ext_proc_port(sims, tmp_path):

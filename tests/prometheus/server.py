@@ -63,7 +63,7 @@ class PrometheusServer:
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError("prometheus did not become ready: " + self.log_tail())
-            time.sleep(0.2)
+            time.sleep(0.2)  # poll interval of this bounded wait
         return self
 
     def _ready(self) -> bool:

@@ -62,6 +62,6 @@ def wait_for_rate(source: PrometheusSource, namespace: str, model: str, settle_s
         seen = asyncio.run(source.observe([(namespace, model)]))[(namespace, model)]
         if (seen.load is not None and seen.load.arrival_rps > 0) or time.monotonic() > deadline:
             break
-        time.sleep(1.0)
-    time.sleep(settle_s)
+        time.sleep(1.0)  # poll interval of this bounded wait
+    time.sleep(settle_s)  # observation window: rate() is right once its whole range holds samples
     return asyncio.run(source.observe([(namespace, model)]))[(namespace, model)]

@@ -137,7 +137,7 @@ def test_the_first_held_request_asks_for_a_scale_up_at_once_not_at_the_next_tick
         for _ in range(500):
             if act.stats.scale_ups:
                 break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # poll interval of this bounded wait
         assert calls.read_text() == "up\n" and act.stats.scale_ups == 1 and act.stats.waiting == 1
         waiting.cancel()
         await asyncio.gather(waiting, return_exceptions=True)

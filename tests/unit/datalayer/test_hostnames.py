@@ -22,7 +22,7 @@ async def _until(predicate, timeout=10.0):
     for _ in range(int(timeout / 0.02)):
         if predicate():
             return
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # poll interval of this bounded wait
     raise AssertionError("condition not reached in time")
 
 
@@ -130,7 +130,7 @@ def test_a_hostname_removed_from_discovery_stops_being_followed(dns_server):
         await _until(lambda: last == ["127.0.0.2:8000"])
         r.update([])
         assert last == [] and not r.hostnames
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop turn, not time: the cancelled tasks run their cancellation
         assert all(t.done() or t.cancelling() for t in r._tasks.values())
         await r.stop()
 

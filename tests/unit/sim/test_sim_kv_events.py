@@ -133,7 +133,7 @@ def test_a_bound_subscriber_takes_map_encoded_events_from_simulators_that_dial_i
                         assert r.status == 200
                     if subscriber.decoded[server.address]:
                         break
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.02)  # pacing: warm-up requests (bounded)
                 prompt = _request("bound " * 900)
                 async with session.post(base + CHAT, json=prompt) as r:
                     assert r.status == 200
