@@ -58,6 +58,8 @@ from .extproc import (
     EXT_PROC_SERVICE as EXT_PROC_SERVICE,
     HEALTH_SERVICES as HEALTH_SERVICES,
     MAX_BODY_BYTES as MAX_BODY_BYTES,
+    STREAM_DURATION_BUCKETS as STREAM_DURATION_BUCKETS,
+    GRPC_CODE_NAMES as GRPC_CODE_NAMES,
 )
 
 __version__: str
@@ -108,6 +110,12 @@ __all__ = [
     "EXT_PROC_SERVICE",
     "HEALTH_SERVICES",
     "MAX_BODY_BYTES",
+    "STREAM_DURATION_BUCKETS",
+    "GRPC_CODE_NAMES",
+    "kvblock",
+    "LocalTokenizer",
+    "request_block_keys",
+    "vllm_block_hashes",
 ]
 from .kvblock import (
     LocalTokenizer as LocalTokenizer,

@@ -17,3 +17,9 @@ class LocalTokenizer:
     def __new__(cls, path: str) -> Self: ...
     def tokens(self, path: str, body: bytes) -> list[int]:
         """The token ids of a request body sent to `path`, as the EPP computes them."""
+
+__all__ = [
+    "LocalTokenizer",
+    "request_block_keys",
+    "vllm_block_hashes",
+]
