@@ -11,6 +11,7 @@ use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::profile_handler::{HandlerSpec, ProfileHandler};
 use crate::scheduling::contracts::scorer::Picks;
 use crate::scheduling::cycle::{Cycle, ScheduleError};
+use crate::scheduling::handlers::single_profile_handler::SingleProfileHandler;
 use crate::scheduling::profile::SchedulingProfile;
 
 pub const DATA_PARALLEL_HEADER: &str = "x-data-parallel-host-port";
@@ -39,7 +40,8 @@ pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
     }))
 }
 
-/// Runs the one profile; the Router rewrites the port and adds the header.
+/// Runs the one profile as the single-profile handler does; the Router rewrites the port and
+/// adds the header.
 pub struct DataParallelProfileHandler;
 
 impl ProfileHandler for DataParallelProfileHandler {
@@ -49,8 +51,6 @@ impl ProfileHandler for DataParallelProfileHandler {
         cycle: &Cycle<'_>,
         picks: &mut Picks,
     ) -> Result<(), ScheduleError> {
-        picks.prefill = None;
-        picks.encode.clear();
-        profiles[0].schedule(cycle, &mut picks.primary)
+        SingleProfileHandler.run(profiles, cycle, picks)
     }
 }
