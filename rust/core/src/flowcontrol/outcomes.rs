@@ -432,6 +432,49 @@ mod tests {
     }
 
     #[test]
+    fn a_flow_gauge_counts_its_requests_and_is_forgotten_once_idle() {
+        let m = FlowMetrics::new(10);
+        let g = m.gauge("tenant", 2, "m", "m");
+        g.enter(100);
+        g.enter(50);
+        let (rows, _) = m.snapshot();
+        assert_eq!((rows[0].requests, rows[0].bytes), (2, 150));
+        assert_eq!((rows[0].fairness_id.as_str(), rows[0].model.as_str()), ("tenant", "m"));
+        g.leave(100);
+        g.leave(50);
+        // held by a request (the handle here): kept even past the idle time
+        assert_eq!(m.snapshot_forgetting(Duration::ZERO).0.len(), 1);
+        drop(g);
+        assert_eq!(m.snapshot().0[0].requests, 0, "kept at 0 while recently active");
+        assert!(m.snapshot_forgetting(Duration::ZERO).0.is_empty());
+        // a new request of the flow starts a fresh series
+        assert!(Arc::ptr_eq(&m.gauge("tenant", 2, "m", "m"), &m.gauge("tenant", 2, "m", "m")));
+    }
+
+    #[test]
+    fn enqueue_durations_per_flow_and_outcome_fold_flows_past_the_cap() {
+        let m = FlowMetrics::new(2);
+        m.enqueued("a", 0, ENQUEUED, Duration::from_micros(50));
+        m.enqueued("a", 0, ENQUEUED, Duration::from_micros(150));
+        m.enqueued("b", 0, "RejectedCapacity", Duration::from_micros(10));
+        m.enqueued("c", 0, ENQUEUED, Duration::from_micros(10));
+        let (_, rows) = m.snapshot();
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| (r.fairness_id.as_str(), r.outcome, r.duration.count()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (OVERFLOW, ENQUEUED, 1),
+                ("a", ENQUEUED, 2),
+                ("b", "RejectedCapacity", 1)
+            ]
+        );
+        assert!(m.snapshot_forgetting(Duration::ZERO).1.is_empty());
+    }
+
+    #[test]
     fn label_sets_past_the_cap_fold_into_the_overflow_model() {
         let q = QueueDurations::new(1);
         q.observe(labels("a", "m1"), QueueOutcome::Dispatched, 0.1);
