@@ -356,9 +356,16 @@ impl Router {
         let request = self.parsers.parse(path, body)?;
         // A rewrite the proxy named wins; else the InferenceModelRewrite rule for the model.
         let policies = self.policies.load();
-        let model_rewrite = options
-            .model_rewrite
-            .or_else(|| policies.rewrites.rewrite(request.model.as_deref()));
+        let rule = match options.model_rewrite {
+            None => policies.rewrites.rule_for(request.model.as_deref()),
+            Some(_) => None,
+        };
+        let model_rewrite = options.model_rewrite.or_else(|| rule.map(|r| r.pick()));
+        if let (true, Some(rule), Some(target)) = (commit, rule, model_rewrite) {
+            let name = rule.source.rsplit('/').next().unwrap_or("");
+            let model = request.model.as_deref().unwrap_or("");
+            self.stats.rewrote(name, model, target);
+        }
         if let Some(allowed) = self.allowed_models.load().as_deref() {
             if !allowed.permits(request.model.as_deref(), model_rewrite) {
                 return Err(RouteError::ModelNotServed {

@@ -332,12 +332,12 @@ fn build_profile(
         kind: "max-score-picker".into(),
         plugin: Arc::new(MaxScorePicker { max_endpoints: 1 }),
     });
-    Ok(SchedulingProfile {
-        name: ps.name.clone(),
+    Ok(SchedulingProfile::new(
+        ps.name.clone(),
         filters,
-        scorers: scorers.into_iter().filter(|(_, w)| *w > 0.0).collect(),
+        scorers.into_iter().filter(|(_, w)| *w > 0.0).collect(),
         picker,
-    })
+    ))
 }
 
 fn weight(at: &str, name: &str, weight: Option<f64>) -> Result<f64, ConfigError> {
