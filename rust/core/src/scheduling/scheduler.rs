@@ -11,6 +11,7 @@ use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::profile_handler::ProfileHandler;
 use crate::scheduling::contracts::scorer::{Picks, Scorer};
 use crate::scheduling::cycle::{Cycle, ScheduleError};
+use crate::scheduling::filters::endpoint_attribute_filter::GPU_ATTRIBUTE_CONSUMERS;
 use crate::scheduling::handler_wiring::build_handler;
 use crate::scheduling::pickers::max_score_picker::MaxScorePicker;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
@@ -77,6 +78,19 @@ impl Scheduler {
                 )));
             }
             profiles.push(build_profile(i, ps, &built)?);
+        }
+        if config.gpu_telemetry.is_none() {
+            if let Some(b) = built
+                .iter()
+                .find(|b| GPU_ATTRIBUTE_CONSUMERS.contains(&b.spec.kind.as_str()))
+            {
+                return Err(ConfigError(format!(
+                    "plugin '{}' ({}) reads GPUUtilization, but no dcgm-data-source feeds a \
+                     dcgm-extractor in dataLayer.sources",
+                    b.spec.name(),
+                    b.spec.kind
+                )));
+            }
         }
         let wired = build_handler(&built, &profiles)?;
         let needs_multimodal = built

@@ -36,14 +36,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     ("token-load-scorer", "token-load scoring is not implemented"),
     (
-        "endpoint-attribute-filter",
-        "endpoint attributes come from data sources sluicegate does not read (e.g. DCGM)",
-    ),
-    (
-        "endpoint-attribute-scorer",
-        "endpoint attributes come from data sources sluicegate does not read (e.g. DCGM)",
-    ),
-    (
         "topology-affinity-filter",
         "endpoint topology attributes are not read",
     ),
