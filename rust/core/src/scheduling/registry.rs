@@ -14,7 +14,7 @@ use crate::scheduling::handlers::{
 };
 use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
 use crate::scheduling::producers::{
-    inflight_load_producer, precise_prefix_cache_producer, predicted_latency_producer,
+    approx_prefix_cache_producer, inflight_load_producer, precise_prefix_cache_producer, predicted_latency_producer,
 };
 use crate::scheduling::scorers::{
     active_request_scorer, context_length_aware, endpoint_attribute_scorer,
@@ -39,6 +39,10 @@ const REGISTRY: &[(&str, Factory)] = &[
     (
         "precise-prefix-cache-producer",
         precise_prefix_cache_producer::factory,
+    ),
+    (
+        "approx-prefix-cache-producer",
+        approx_prefix_cache_producer::factory,
     ),
     (
         "token-producer",

@@ -3,10 +3,6 @@
 
 pub const UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "approx-prefix-cache-producer",
-        "the prefix-cache scorer keeps its own approximate index",
-    ),
-    (
         "multicluster-approx-prefix-cache-producer",
         "multi-cluster pools are not supported",
     ),
