@@ -15,8 +15,8 @@ use sluicegate_core::flowcontrol::{
     Dispatcher, FlowControlConfig, FlowController, FlowStats, Hold, Item, Outcome, QueueDurations,
     QueueLabels, QueueOutcome, Rejection, RouteRequest, SaturationDetector, ScaleFromZero,
 };
-use sluicegate_core::scheduling::{Decision, RouteError};
 use sluicegate_core::parse::model_of;
+use sluicegate_core::scheduling::{Decision, RouteError};
 use std::sync::Mutex;
 
 use sluicegate_extproc::admission::rejection_message;
@@ -450,6 +450,11 @@ impl PyFlowController {
     /// (per-flow queue gauges, enqueue durations, dispatch-cycle durations).
     fn flow_metrics(&self) -> crate::extproc::FlowMetricRows {
         crate::extproc::flow_metric_rows(self.core.metrics())
+    }
+
+    /// As FlowGate.queue_totals.
+    fn queue_totals(&self) -> Vec<(i32, &'static str, u64)> {
+        self.queue_durations.totals()
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
