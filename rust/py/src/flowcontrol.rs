@@ -296,7 +296,6 @@ impl PyFlowController {
         headers: Option<BTreeMap<String, String>>,
         dispatch_now: bool,
     ) -> PyResult<Py<PyAny>> {
-        let model: String;
         let mut admission = Admission {
             flow,
             priority,
@@ -336,7 +335,7 @@ impl PyFlowController {
             }
         }
         // Queued: its flow's gauges are labelled with the model the body names.
-        model = (queued.route.as_ref())
+        let model = (queued.route.as_ref())
             .and_then(|r| model_of(&r.body))
             .unwrap_or_default();
         admission.model = &model;
