@@ -17,6 +17,7 @@ use super::item::{Completion, Item, Rejection};
 use super::ledger::{BandShared, Ledger};
 use super::outcomes::{FlowMetrics, QueueOutcome, ENQUEUED};
 use super::saturation::SaturationDetector;
+use super::usage_limits::{BandPosition, UsageLimiter};
 
 /// What the dispatch thread does with a request once policy says it may go.
 pub trait Dispatcher: Send + Sync + 'static {
@@ -111,6 +112,8 @@ pub(crate) struct Shared<D: Dispatcher, S> {
     pub dispatcher: D,
     pub sink: S,
     pub detector: SaturationDetector,
+    /// The usage-limit policy with its state.
+    pub limits: UsageLimiter,
     pub ledger: Arc<Ledger>,
     bands: ArcSwap<HashMap<i32, Arc<BandShared>>>,
     band_writer: Mutex<()>,
@@ -179,8 +182,10 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             max_bytes: config.max_bytes,
             ..Default::default()
         });
+        let limits = UsageLimiter::new(config.usage_limit_policy.clone());
         let shared = Arc::new(Shared {
             config,
+            limits,
             dispatcher,
             sink,
             detector,
@@ -218,11 +223,12 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         if s.shutdown.load(Ordering::Acquire) || l.queued.requests.load(Ordering::SeqCst) > 0 {
             return None; // whatever waits goes first
         }
-        let ceiling = self.ceiling_of(admission.priority);
+        let at = self.position_of(admission.priority);
         let now = Instant::now();
         l.in_flight
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (s.detector.saturation(now, n) < ceiling).then_some(n + 1)
+                let saturation = s.detector.saturation(now, n);
+                (saturation < s.limits.peek(saturation).ceiling(at)).then_some(n + 1)
             })
             .ok()?;
         match s.dispatcher.dispatch(request) {
@@ -238,13 +244,10 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         }
     }
 
-    /// The usage-limit ceiling of `priority`'s band, ranked among the bands provisioned so far
-    /// (what the dispatcher ranks it among).
-    fn ceiling_of(&self, priority: i32) -> f64 {
-        let bands = self.shared.bands.load();
-        let rank = bands.keys().filter(|&&p| p > priority).count();
-        let n = bands.len() + usize::from(!bands.contains_key(&priority));
-        self.shared.config.usage_limit_policy.ceiling(rank, n)
+    /// Where `priority`'s band ranks among the bands provisioned so far (what the dispatcher
+    /// ranks it among), for its usage-limit ceiling.
+    fn position_of(&self, priority: i32) -> BandPosition {
+        BandPosition::among(priority, self.shared.bands.load().keys().copied())
     }
 
     /// A fresh id for an outcome that never queued.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::band::Band;
 use super::controller::{CompletionSink, Dispatch, Dispatcher, Shared};
 use super::item::{Completion, Item, Outcome, Rejection};
+use super::usage_limits::BandPosition;
 
 /// Dispatches between two hand-overs of completions, so callers hear early.
 const BURST: usize = 256;
@@ -285,19 +286,30 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
         let shared = &*self.shared;
         let l = &*shared.ledger;
         let nbands = self.bands.len();
+        let highest = self.bands.keys().next().map_or(0, |p| p.0);
+        let lowest = self.bands.keys().next_back().map_or(0, |p| p.0);
         for _ in 0..BURST {
             let saturation = shared
                 .detector
                 .saturation(now, l.in_flight.load(Ordering::SeqCst));
+            let ceilings = shared.limits.cycle(saturation);
             let mut dispatched = false;
-            for (rank, band) in self.bands.values_mut().enumerate() {
+            for (rank, (&Reverse(priority), band)) in self.bands.iter_mut().enumerate() {
                 if !band.has_live() {
                     continue;
                 }
-                if saturation >= shared.config.usage_limit_policy.ceiling(rank, nbands) {
+                let at = BandPosition {
+                    rank,
+                    bands: nbands,
+                    priority,
+                    highest,
+                    lowest,
+                };
+                if saturation >= ceilings.ceiling(at) {
                     // Head-of-line: lower bands wait too, no priority inversion.
                     return Progress::Blocked {
-                        poll: shared.detector.changes_on_its_own(),
+                        poll: shared.detector.changes_on_its_own()
+                            || shared.limits.alternates(saturation),
                     };
                 }
                 let Some(item) = band.claim_next() else {

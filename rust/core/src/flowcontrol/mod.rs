@@ -28,9 +28,10 @@ mod queue;
 mod routing;
 pub mod saturation;
 mod scale_from_zero;
+pub mod usage_limits;
 
 pub use config::{
-    BandConfig, FairnessPolicy, FlowConfigError, FlowControlConfig, OrderingPolicy,
+    BandConfig, FairnessPolicy, FlowConfigError, FlowControlConfig, HoldbackDomain, OrderingPolicy,
     SaturationConfig, UsageLimit,
 };
 pub use controller::{Admission, CompletionSink, Dispatch, Dispatcher, FlowController, FlowStats};
