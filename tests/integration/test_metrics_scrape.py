@@ -207,10 +207,12 @@ def test_every_upstream_family_after_mixed_traffic_with_flow_control(sims, tmp_p
                  "llm_d_epp_request_processing_duration_seconds_count") == sent + 1
     assert total("llm_d_epp_response_processing_duration_seconds",
                  "llm_d_epp_response_processing_duration_seconds_count") == sent
-    # the picker ran once per routed request, under both prefixes
+    # the picker ran once per routed request, the parser once per body (the bad one too)
     for prefix in ("llm_d_epp", "inference_extension"):
         assert total(f"{prefix}_plugin_duration_seconds", f"{prefix}_plugin_duration_seconds_count",
                      extension_point="Picker") == sent
+        assert total(f"{prefix}_plugin_duration_seconds", f"{prefix}_plugin_duration_seconds_count",
+                     extension_point="RequestParsing", plugin_type="openai-parser") == sent + 1
     # sluicegate's own ledger counts every admission, the bad body too (the Router parses it at
     # dispatch); upstream's families count only parsed requests, as upstream parses first
     assert total("sluicegate_flow_control_requests_total", "sluicegate_flow_control_requests_total",
