@@ -709,10 +709,7 @@ impl RequestStream {
         let usage = find_usage(&m.tail);
         let saw_response = m.ttft_s.is_some();
         let failed = m.failed_model.as_deref().unwrap_or("");
-        let (model, target_model) = self
-            .decision
-            .as_ref()
-            .map_or((failed, failed), labels_of);
+        let (model, target_model) = self.decision.as_ref().map_or((failed, failed), labels_of);
         let streaming = self.decision.as_ref().is_some_and(|d| d.stream);
         let stats = self.router.router().stats();
         // The EPP's time on the response: its handlers (streamed), or headers to end (unary).

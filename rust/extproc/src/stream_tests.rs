@@ -715,7 +715,8 @@ fn a_503_for_a_subset_naming_no_member_is_counted_under_the_requests_model() {
 #[test]
 fn a_streamed_response_records_the_gaps_between_its_chunks_and_the_epps_time_on_it() {
     let (r, mut s) = single_endpoint(false);
-    let streamed = br#"{"model":"llama","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let streamed =
+        br#"{"model":"llama","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     run(
         &mut s,
         chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], streamed),
@@ -728,9 +729,7 @@ fn a_streamed_response_records_the_gaps_between_its_chunks_and_the_epps_time_on_
         b"data: [DONE]\n\n",
     ];
     let mut msgs = vec![response_headers_msg(None)];
-    msgs.extend(
-        (chunks.iter().enumerate()).map(|(i, c)| body_msg(c, i == chunks.len() - 1, true)),
-    );
+    msgs.extend((chunks.iter().enumerate()).map(|(i, c)| body_msg(c, i == chunks.len() - 1, true)));
     run(&mut s, msgs);
     drop(s);
     let series = &r.stats().snapshot()[0];
