@@ -92,6 +92,7 @@ impl Scheduler {
                 )));
             }
         }
+        bind_topology(&built)?;
         let wired = build_handler(&built, &profiles)?;
         let needs_multimodal = built
             .iter()
@@ -333,6 +334,7 @@ fn build_profile(
             | Plugin::Decider(_)
             | Plugin::Producer(_)
             | Plugin::Tokens(_)
+            | Plugin::Topology(_)
             | Plugin::InFlightCounter
             | Plugin::HeadersHandler { .. } => {
                 return Err(ConfigError(format!(
@@ -367,3 +369,29 @@ fn weight(at: &str, name: &str, weight: Option<f64>) -> Result<f64, ConfigError>
 #[cfg(test)]
 #[path = "scheduler_tests.rs"]
 mod tests;
+
+/// Give each topology-affinity plugin the topology-extractor it names.
+fn bind_topology(built: &[Built]) -> Result<(), ConfigError> {
+    for b in built {
+        let source = match &b.plugin {
+            Plugin::Filter(f) => f.topology(),
+            Plugin::Scorer(s) => s.topology(),
+            _ => None,
+        };
+        let Some(source) = source else { continue };
+        let keys = built.iter().find_map(|e| match &e.plugin {
+            Plugin::Topology(keys) if e.spec.name() == source.producer => Some(keys),
+            _ => None,
+        });
+        let Some(keys) = keys else {
+            return Err(ConfigError(format!(
+                "plugin '{}' ({}): parameters.topologyProducerName: no topology-extractor named '{}' is listed",
+                b.spec.name(),
+                b.spec.kind,
+                source.producer
+            )));
+        };
+        source.bind(keys.clone());
+    }
+    Ok(())
+}

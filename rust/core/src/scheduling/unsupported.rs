@@ -36,14 +36,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     ("token-load-scorer", "token-load scoring is not implemented"),
     (
-        "topology-affinity-filter",
-        "endpoint topology attributes are not read",
-    ),
-    (
-        "topology-affinity-scorer",
-        "endpoint topology attributes are not read",
-    ),
-    (
         "session-affinity-filter",
         "use session-affinity-scorer (a soft preference) instead",
     ),

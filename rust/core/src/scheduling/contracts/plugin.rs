@@ -24,6 +24,8 @@ pub enum Plugin {
     /// token-producer: where the precise index gets a request's token ids (None: upstream's
     /// tokenizer-free estimate, i.e. sluicegate's byte scheme).
     Tokens(Option<Arc<crate::tokenize::TokenSource>>),
+    /// topology-extractor: the label keys of an endpoint's locality.
+    Topology(Arc<crate::scheduling::producers::topology_extractor::TopologyKeys>),
     /// inflight-load-producer: names the in-flight counter the Router always keeps.
     InFlightCounter,
     /// predicted-latency-producer: runs before the profiles; a profile may name it.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::scheduling::cycle::Cycle;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
+use crate::scheduling::producers::topology_extractor::TopologySource;
 
 /// What a scheduling cycle decided: snapshot positions.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -29,6 +30,11 @@ pub trait Scorer: Send + Sync {
 
     /// A precise-prefix-cache-producer is configured: prefix scorers read its exact index.
     fn use_block_index(&self, _index: &Arc<BlockIndex>) {}
+
+    /// The topology-extractor this scorer reads, for the scheduler to bind.
+    fn topology(&self) -> Option<&TopologySource> {
+        None
+    }
 }
 
 /// Min-max normalisation where less is better: the smallest value scores 1, the largest 0,

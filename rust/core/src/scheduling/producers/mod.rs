@@ -6,3 +6,4 @@ pub mod precise_prefix_cache_producer;
 pub mod precise_prefix_params;
 pub mod predicted_latency_producer;
 pub mod token_producer;
+pub mod topology_extractor;
