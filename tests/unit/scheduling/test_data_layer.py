@@ -112,5 +112,5 @@ def test_a_topology_extractor_may_be_wired_to_endpoint_notifications():
             "[{pluginRef: topology-extractor}]}]}\n")
     cfg = load_config(text=text)
     assert [s.type for s in cfg.profiles[0].scorers] == ["topology-affinity-scorer"]
-    with pytest.raises(ConfigError, match="unknown field 'rak'"):
+    with pytest.raises(ConfigError, match="parameters.rak: unknown field"):
         load_config(text=text.replace("rack: rack", "rak: rack"))
