@@ -14,7 +14,7 @@ use crate::scheduling::handlers::{
 };
 use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
 use crate::scheduling::producers::{
-    inflight_load_producer, precise_prefix_cache_producer, predicted_latency_producer,
+    agent_identity, inflight_load_producer, precise_prefix_cache_producer, predicted_latency_producer,
     topology_extractor,
 };
 use crate::scheduling::scorers::{
@@ -91,6 +91,7 @@ const REGISTRY: &[(&str, Factory)] = &[
     ),
     ("inflight-load-producer", inflight_load_producer::factory),
     ("topology-extractor", topology_extractor::factory),
+    ("agent-identity", agent_identity::factory),
     ("topology-affinity-filter", topology_affinity_filter::factory),
     ("topology-affinity-scorer", topology_affinity_scorer::factory),
     (

@@ -477,6 +477,15 @@ impl Router {
         }
     }
 
+    /// The agent session identity among request headers (lower-case names) when an
+    /// agent-identity plugin is listed: the request's fairness id unless it names one.
+    pub fn agent_identity<'h, I>(&self, headers: I) -> Option<&'h str>
+    where
+        I: Iterator<Item = (&'h str, &'h str)> + Clone,
+    {
+        self.scheduler.agent_identity()?.identify(headers)
+    }
+
     /// The request sent to `address` finished; false when the address is not in the pool.
     pub fn release(&self, address: &str) -> bool {
         let snapshot = self.store.snapshot();

@@ -14,6 +14,7 @@ use crate::scheduling::cycle::{Cycle, ScheduleError};
 use crate::scheduling::filters::endpoint_attribute_filter::GPU_ATTRIBUTE_CONSUMERS;
 use crate::scheduling::handler_wiring::build_handler;
 use crate::scheduling::pickers::max_score_picker::MaxScorePicker;
+use crate::scheduling::producers::agent_identity::AgentIdentity;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
 use crate::scheduling::profile::{Named, SchedulingProfile};
@@ -36,6 +37,8 @@ pub struct Scheduler {
     session_affinity: bool,
     /// predicted-latency-producer, listed or created for the latency plugins that need it.
     latency: Option<Arc<PredictedLatencyProducer>>,
+    /// agent-identity, when listed: session headers that name the fairness id.
+    agent_identity: Option<Arc<AgentIdentity>>,
     /// The precise-prefix-cache-producer's index, when one is configured.
     block_index: Option<(String, Arc<BlockIndex>)>,
 }
@@ -101,8 +104,15 @@ impl Scheduler {
         let mut block_index: Option<(String, Arc<BlockIndex>)> = None;
         let mut tokens = None;
         let mut latency: Option<Arc<PredictedLatencyProducer>> = None;
+        let mut agent_identity = None;
         for b in &built {
             match &b.plugin {
+                Plugin::AgentIdentity(a) if agent_identity.replace(a.clone()).is_some() => {
+                    return Err(ConfigError(format!(
+                        "plugins: one agent-identity allowed, '{}' is another",
+                        b.spec.name()
+                    )));
+                }
                 Plugin::LatencyProducer(p) if latency.replace(p.clone()).is_some() => {
                     return Err(ConfigError(format!(
                         "plugins: one predicted-latency-producer allowed, '{}' is another",
@@ -153,6 +163,7 @@ impl Scheduler {
             scorers,
             session_affinity,
             latency,
+            agent_identity,
             block_index,
         })
     }
@@ -172,6 +183,11 @@ impl Scheduler {
             latency.prepare(cycle);
         }
         self.handler.run(&self.profiles, cycle, picks)
+    }
+
+    /// agent-identity, when listed.
+    pub fn agent_identity(&self) -> Option<&Arc<AgentIdentity>> {
+        self.agent_identity.as_ref()
     }
 
     /// The predicted-latency-producer, when latency plugins are configured.
@@ -335,6 +351,7 @@ fn build_profile(
             | Plugin::Producer(_)
             | Plugin::Tokens(_)
             | Plugin::Topology(_)
+            | Plugin::AgentIdentity(_)
             | Plugin::InFlightCounter
             | Plugin::HeadersHandler { .. } => {
                 return Err(ConfigError(format!(

@@ -75,7 +75,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "request-attribute-reporter",
         "request attribute reporting is not implemented",
     ),
-    ("agent-identity", "agent identity headers are not processed"),
     (
         "program-aware-fairness",
         "program-aware fairness is not implemented in flow control",

@@ -26,6 +26,8 @@ pub enum Plugin {
     Tokens(Option<Arc<crate::tokenize::TokenSource>>),
     /// topology-extractor: the label keys of an endpoint's locality.
     Topology(Arc<crate::scheduling::producers::topology_extractor::TopologyKeys>),
+    /// agent-identity: the session headers that name a request's fairness id.
+    AgentIdentity(Arc<crate::scheduling::producers::agent_identity::AgentIdentity>),
     /// inflight-load-producer: names the in-flight counter the Router always keeps.
     InFlightCounter,
     /// predicted-latency-producer: runs before the profiles; a profile may name it.

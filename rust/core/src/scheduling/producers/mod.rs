@@ -1,4 +1,5 @@
 //! Data producers: state built outside the cycle (endpoint KV events) that plugins read.
+pub mod agent_identity;
 pub mod inflight_load_producer;
 pub mod kv_events;
 pub mod latency_predictor;
