@@ -573,21 +573,24 @@ impl RequestStream {
         metadata: Option<Metadata>,
         out: &mut Outbox,
     ) {
-        let served = metadata
+        let lb = metadata
             .as_ref()
-            .and_then(|m| m.filter_metadata.get(protocol::DESTINATION_NAMESPACE))
-            .and_then(|s| s.fields.get(protocol::SERVED_ENDPOINT));
+            .and_then(|m| m.filter_metadata.get(protocol::DESTINATION_NAMESPACE));
+        let served = lb.and_then(|s| s.fields.get(protocol::SERVED_ENDPOINT));
         if let Some(v) = served {
             self.served = v.as_str().to_owned();
         }
+        let verdict = self
+            .router
+            .router()
+            .served_verdict(lb.is_some(), served.map(|v| v.as_str()));
         if headers.end_of_stream {
             self.complete(None);
         }
-        out.push_back(if self.rewriting_back().is_some() {
-            responses::response_headers_without_length()
-        } else {
-            responses::empty_response_headers()
-        });
+        out.push_back(responses::response_headers(
+            self.rewriting_back().is_some(),
+            verdict,
+        ));
     }
 
     fn on_response_body(&mut self, body: HttpBody, out: &mut Outbox) {

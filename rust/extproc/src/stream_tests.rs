@@ -588,6 +588,31 @@ fn agent_identity_names_the_fairness_queue_unless_the_request_does() {
 }
 
 #[test]
+fn the_served_verifier_reports_the_endpoint_the_proxy_says_served() {
+    let config = r#"{"plugins": [{"type": "destination-endpoint-served-verifier"}, {"type": "queue-scorer"}]}"#;
+    let r = Arc::new(Router::from_json(config).unwrap());
+    r.set_endpoints(&[EndpointSpec {
+        name: "a".into(),
+        address: A.into(),
+        labels: vec![],
+    }]);
+    let verdict = |served: Option<&str>| {
+        let mut s = stream(&r, false);
+        let out = run(
+            &mut s,
+            vec![
+                headers_msg(body_mode::FULL_DUPLEX_STREAMED, false, vec![]),
+                body_msg(BODY, true, false),
+                response_headers_msg(served),
+            ],
+        );
+        set_headers(common(&out[2])).remove("x-conformance-test-served-endpoint")
+    };
+    assert_eq!(verdict(Some(A)).as_deref(), Some(A));
+    assert_eq!(verdict(None).as_deref(), Some("fail: missing envoy lb metadata"));
+}
+
+#[test]
 fn no_endpoints_in_the_pool_is_a_503() {
     let r = router(&[]);
     let mut s = stream(&r, false);

@@ -92,6 +92,10 @@ const REGISTRY: &[(&str, Factory)] = &[
     ("inflight-load-producer", inflight_load_producer::factory),
     ("topology-extractor", topology_extractor::factory),
     ("agent-identity", agent_identity::factory),
+    (
+        "destination-endpoint-served-verifier",
+        crate::scheduling::producers::served_verifier::factory,
+    ),
     ("topology-affinity-filter", topology_affinity_filter::factory),
     ("topology-affinity-scorer", topology_affinity_scorer::factory),
     (

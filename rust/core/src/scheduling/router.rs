@@ -486,6 +486,15 @@ impl Router {
         self.scheduler.agent_identity()?.identify(headers)
     }
 
+    /// destination-endpoint-served-verifier: the response header (name, value) reporting the
+    /// served endpoint, given what the proxy's `envoy.lb` metadata held; None when not listed.
+    pub fn served_verdict(&self, lb: bool, served: Option<&str>) -> Option<(&'static str, String)> {
+        use crate::scheduling::producers::served_verifier::{verdict, RESULT_HEADER};
+        self.scheduler
+            .verifies_served()
+            .then(|| (RESULT_HEADER, verdict(lb, served)))
+    }
+
     /// The request sent to `address` finished; false when the address is not in the pool.
     pub fn release(&self, address: &str) -> bool {
         let snapshot = self.store.snapshot();

@@ -37,6 +37,8 @@ pub struct Scheduler {
     session_affinity: bool,
     /// predicted-latency-producer, listed or created for the latency plugins that need it.
     latency: Option<Arc<PredictedLatencyProducer>>,
+    /// destination-endpoint-served-verifier is listed.
+    verifies_served: bool,
     /// agent-identity, when listed: session headers that name the fairness id.
     agent_identity: Option<Arc<AgentIdentity>>,
     /// The precise-prefix-cache-producer's index, when one is configured.
@@ -163,6 +165,7 @@ impl Scheduler {
             scorers,
             session_affinity,
             latency,
+            verifies_served: built.iter().any(|b| matches!(b.plugin, Plugin::ServedVerifier)),
             agent_identity,
             block_index,
         })
@@ -183,6 +186,11 @@ impl Scheduler {
             latency.prepare(cycle);
         }
         self.handler.run(&self.profiles, cycle, picks)
+    }
+
+    /// Whether responses carry the served endpoint for the conformance suite.
+    pub fn verifies_served(&self) -> bool {
+        self.verifies_served
     }
 
     /// agent-identity, when listed.
@@ -352,6 +360,7 @@ fn build_profile(
             | Plugin::Tokens(_)
             | Plugin::Topology(_)
             | Plugin::AgentIdentity(_)
+            | Plugin::ServedVerifier
             | Plugin::InFlightCounter
             | Plugin::HeadersHandler { .. } => {
                 return Err(ConfigError(format!(

@@ -91,10 +91,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "priority-then-time-eviction-order-policy",
         "flow control does not evict dispatched requests",
     ),
-    (
-        "destination-endpoint-served-verifier",
-        "response-header plugins are not run (the served endpoint is in envoy.lb metadata)",
-    ),
 ];
 
 /// The reason a known upstream type is refused, if it is one.

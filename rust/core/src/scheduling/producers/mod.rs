@@ -6,5 +6,6 @@ pub mod latency_predictor;
 pub mod precise_prefix_cache_producer;
 pub mod precise_prefix_params;
 pub mod predicted_latency_producer;
+pub mod served_verifier;
 pub mod token_producer;
 pub mod topology_extractor;
