@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use sluicegate_core::flowcontrol::RouteRequest;
 use sluicegate_core::parse::{find_usage, replace_model_in_chunk_cow};
-use sluicegate_core::scheduling::{Decision, RouteError};
+use sluicegate_core::scheduling::cycle::ScheduleError;
+use sluicegate_core::scheduling::{Decision, RouteError, RouteOptions};
 use sluicegate_core::stats::{Outcome, RequestLabels};
 
 use crate::admission::{Admitted, Ask, Decided, Gate, Refusal, Waiting};
@@ -44,6 +45,8 @@ impl From<RouteError> for Failure {
     fn from(e: RouteError) -> Failure {
         let (status, reason) = match e {
             RouteError::BadRequest(_) => (400, ""),
+            // An admitter's refusal: upstream answers it 500 ("request cannot be admitted").
+            RouteError::NoEndpoints(ScheduleError::NotAdmitted(_)) => (500, ""),
             RouteError::NoEndpoints(_) => (503, "rejected-no-endpoints"),
             RouteError::ModelNotServed { .. } => (404, ""),
         };
@@ -115,6 +118,8 @@ pub struct RequestStream {
     priority: i32,
     request_id: String,
     slo_ttft: Option<Duration>,
+    /// The SLO headers the scheduler reads (empty unless the request sends them).
+    slo_headers: Vec<(String, String)>,
     metrics: Metrics,
 }
 
@@ -169,6 +174,7 @@ impl RequestStream {
             priority: 0,
             request_id: String::new(),
             slo_ttft: None,
+            slo_headers: Vec::new(),
             metrics: Metrics {
                 recorded: false,
                 started_at: Instant::now(),
@@ -337,9 +343,12 @@ impl RequestStream {
             } else if protocol::SLO_TTFT_HEADERS.contains(&key) {
                 self.slo_ttft = slo_ttft(&header_text(h));
             }
+            if protocol::SCHEDULER_SLO_HEADERS.contains(&key) {
+                self.slo_headers.push((key.to_owned(), header_text(h)));
+            }
         }
         self.subset = subset_hint(metadata.as_ref());
-        if self.gate.is_some() {
+        if self.gate.is_some() || self.router.router().has_admitters() {
             let policies = self.router.router().policies();
             self.priority = policies.objectives.priority_of(&self.objective);
         }
@@ -421,7 +430,8 @@ impl RequestStream {
             body: body.to_vec(),
             model_rewrite: self.rewrite.clone(),
             subset: self.subset.clone(),
-            headers: Vec::new(),
+            headers: self.slo_headers.clone(),
+            priority: self.priority,
         };
         match admit(&gate, &ask, request)? {
             Admitted::Direct => {
@@ -498,21 +508,20 @@ impl RequestStream {
     }
 
     fn route(&mut self, body: &[u8]) -> Result<(), Failure> {
-        let (router, path, rewrite, subset) = (
-            self.router.router(),
-            &self.path,
-            self.rewrite.as_deref(),
-            self.subset.as_deref(),
-        );
+        let (router, path) = (self.router.router(), &self.path);
+        let options = RouteOptions {
+            model_rewrite: self.rewrite.as_deref(),
+            subset: self.subset.as_deref(),
+            headers: &self.slo_headers,
+            priority: self.priority,
+        };
         // A bug must not hang the request: a panic is answered 500 and the stream closed.
-        let routed = catch_unwind(AssertUnwindSafe(|| {
-            router.route(path, body, rewrite, subset)
-        }))
-        .map_err(|_| Failure {
-            status: 500,
-            message: "internal error: panic in routing".to_owned(),
-            reason: "",
-        })?;
+        let routed = catch_unwind(AssertUnwindSafe(|| router.route_with(path, body, &options)))
+            .map_err(|_| Failure {
+                status: 500,
+                message: "internal error: panic in routing".to_owned(),
+                reason: "",
+            })?;
         self.decided(routed?);
         Ok(())
     }

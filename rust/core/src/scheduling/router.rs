@@ -58,6 +58,8 @@ pub struct RouteOptions<'a> {
     pub subset: Option<&'a [String]>,
     /// Request headers, for session affinity and other header-driven plugins.
     pub headers: &'a [(String, String)],
+    /// The request's objective priority, for admitters (< 0: sheddable).
+    pub priority: i32,
 }
 
 impl Decision {
@@ -279,6 +281,7 @@ impl Router {
             model_rewrite,
             subset,
             headers: &[],
+            priority: 0,
         };
         self.route_with(path, body, &options)
     }
@@ -385,6 +388,7 @@ impl Router {
             body: rewritten.as_deref().unwrap_or(body),
             headers: options.headers,
             multimodal: self.scheduler.needs_multimodal() && carries_media(body),
+            priority: options.priority,
         };
         if !commit {
             cycle.trace = Some(Default::default());
@@ -461,6 +465,11 @@ impl Router {
             p.predictor
                 .observe(x, ttft_s * 1000.0, tpot_s.map(|t| t * 1000.0));
         }
+    }
+
+    /// Whether admitters are configured: the request path must then say the priority.
+    pub fn has_admitters(&self) -> bool {
+        self.scheduler.has_admitters()
     }
 
     /// The request sent to `address` finished; false when the address is not in the pool.

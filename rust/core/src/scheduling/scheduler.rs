@@ -6,11 +6,14 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::scheduling::config::{ConfigError, PluginSpec, ProfileSpec, RouterConfig};
+use crate::scheduling::contracts::admitter::Admitter;
+use crate::scheduling::contracts::filter::Filter;
 use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::profile_handler::ProfileHandler;
 use crate::scheduling::contracts::scorer::{Picks, Scorer};
 use crate::scheduling::cycle::{Cycle, ScheduleError};
+use crate::scheduling::filters::subset_filter::SubsetFilter;
 use crate::scheduling::handler_wiring::build_handler;
 use crate::scheduling::pickers::max_score_picker::MaxScorePicker;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
@@ -37,6 +40,8 @@ pub struct Scheduler {
     latency: Option<Arc<PredictedLatencyProducer>>,
     /// The precise-prefix-cache-producer's index, when one is configured.
     block_index: Option<(String, Arc<BlockIndex>)>,
+    /// Admitters in `plugins:` order; they run after the producers, before the profiles.
+    admitters: Vec<Arc<dyn Admitter>>,
 }
 
 pub(crate) struct Built {
@@ -86,8 +91,10 @@ impl Scheduler {
         let mut block_index: Option<(String, Arc<BlockIndex>)> = None;
         let mut tokens = None;
         let mut latency: Option<Arc<PredictedLatencyProducer>> = None;
+        let mut admitters: Vec<Arc<dyn Admitter>> = Vec::new();
         for b in &built {
             match &b.plugin {
+                Plugin::Admitter(a) => admitters.push(a.clone()),
                 Plugin::LatencyProducer(p) if latency.replace(p.clone()).is_some() => {
                     return Err(ConfigError(format!(
                         "plugins: one predicted-latency-producer allowed, '{}' is another",
@@ -118,9 +125,10 @@ impl Scheduler {
         }
         // As upstream, the latency plugins get a default producer when none is listed.
         if latency.is_none()
-            && built
-                .iter()
-                .any(|b| LATENCY_CONSUMERS.contains(&b.spec.kind.as_str()))
+            && built.iter().any(|b| {
+                LATENCY_CONSUMERS.contains(&b.spec.kind.as_str())
+                    || b.spec.kind == "latency-slo-admitter"
+            })
         {
             latency = Some(Arc::default());
         }
@@ -139,6 +147,7 @@ impl Scheduler {
             session_affinity,
             latency,
             block_index,
+            admitters,
         })
     }
 
@@ -156,7 +165,28 @@ impl Scheduler {
         if let Some(latency) = &self.latency {
             latency.prepare(cycle);
         }
+        if !self.admitters.is_empty() {
+            self.admit(cycle)?;
+        }
         self.handler.run(&self.profiles, cycle, picks)
+    }
+
+    /// Run the admitters over the endpoints the request may go to; the first refusal wins.
+    fn admit(&self, cycle: &Cycle<'_>) -> Result<(), ScheduleError> {
+        let mut candidates: Vec<u32> = (0..cycle.snapshot.endpoints.len() as u32).collect();
+        if SubsetFilter.filter(cycle, &mut candidates).is_err() {
+            return Ok(()); // the profiles refuse it with the subset's reason
+        }
+        for a in &self.admitters {
+            a.admit(cycle, &candidates)
+                .map_err(ScheduleError::NotAdmitted)?;
+        }
+        Ok(())
+    }
+
+    /// Whether admitters are configured (the request path then reads the priority).
+    pub fn has_admitters(&self) -> bool {
+        !self.admitters.is_empty()
     }
 
     /// The predicted-latency-producer, when latency plugins are configured.
@@ -313,8 +343,9 @@ fn build_profile(
                     plugin: p.clone(),
                 });
             }
-            // It runs before every profile; naming it in one (as the charts do) changes nothing.
-            Plugin::LatencyProducer(_) => {}
+            // They run before every profile; naming one in a profile (as the charts and the
+            // latency-slo-admitter README do) changes nothing, as upstream.
+            Plugin::LatencyProducer(_) | Plugin::Admitter(_) => {}
             Plugin::ProfileHandler(_)
             | Plugin::Decider(_)
             | Plugin::Producer(_)
