@@ -685,6 +685,9 @@ impl RequestStream {
                 .map(|u| (total - ttft) / (u.completion_tokens - 1) as f64);
             self.router.router().observe_latency(d, ttft, tpot);
         }
+        if let (Some(gate), Some(u), true) = (&self.gate, usage, self.decision.is_some()) {
+            gate.completed(&self.fairness_id, u.prompt_tokens, u.completion_tokens);
+        }
         let labels = RequestLabels {
             model,
             target_model,
