@@ -2,12 +2,15 @@
 speaking ext_proc as Envoy does: probabilistic-admitter sheds a sheddable request the pool is
 too full for (HTTP 500, as upstream answers an admitter's refusal) and admits critical ones,
 both with flow control queueing and with the gate off; priority-holdback holds a low band while
-a high one still goes."""
+a high one still goes; program-aware-fairness serves the program with less attained service
+(tokens from the responses' usage) ahead of an older request of a heavier one."""
 
 from __future__ import annotations
 
+import json
 import socket
 
+from .extproc_client import response_body, response_headers
 from .test_flowcontrol_extproc import Call, immediate, pool, start_epp  # noqa: F401  (fixtures)
 
 
@@ -63,21 +66,25 @@ def test_probabilistic_admitter_sheds_with_the_gate_off(start_epp):  # noqa: F81
     check_admitter(start_epp(ADMITTER, [address]), address)
 
 
-HOLDBACK = """
+def gated(max_concurrency: int, policy: str, flow_control: str) -> str:
+    """Flow control on, saturation by in-flight requests, one policy plugin and its reference."""
+    return f"""
 featureGates: [flowControl]
 plugins:
 - type: concurrency-detector
-  parameters: {maxConcurrency: 2}
-- type: priority-holdback-policy
-  parameters: {minCeiling: 0.5}
+  parameters: {{maxConcurrency: {max_concurrency}}}
+- {policy}
 flowControl:
-  saturationDetector: {pluginRef: concurrency-detector}
-  usageLimitPolicyPluginRef: priority-holdback-policy
-  priorityBands: [{priority: 1}, {priority: -1}]
+  saturationDetector: {{pluginRef: concurrency-detector}}
+  {flow_control}
 objectives:
-- {name: critical, priority: 1}
-- {name: batch, priority: -1}
+- {{name: critical, priority: 1}}
+- {{name: batch, priority: -1}}
 """
+
+
+HOLDBACK = gated(2, "{type: priority-holdback-policy, parameters: {minCeiling: 0.5}}",
+                 "usageLimitPolicyPluginRef: priority-holdback-policy\n  priorityBands: [{priority: 1}, {priority: -1}]")
 
 
 def test_priority_holdback_holds_the_low_band_at_its_ceiling(start_epp, pool):  # noqa: F811
@@ -95,3 +102,41 @@ def test_priority_holdback_holds_the_low_band_at_its_ceiling(start_epp, pool):  
     assert low.routed(timeout=10) == pool
     low.finish()
     epp.wait_stats(in_flight=0, dispatched=3)
+
+
+PROGRAM_AWARE = gated(
+    1, "{type: program-aware-fairness, parameters: {lasWeightService: 1.0, lasWeightHeadWait: 0.0}}",
+    "defaultPriorityBand: {fairnessPolicyRef: program-aware-fairness}")
+
+
+def flow(name: str) -> dict[str, str]:
+    return {"x-llm-d-inference-fairness-id": name}
+
+
+def finish_with_usage(call: Call, prompt: int, completion: int) -> None:
+    usage = {"usage": {"prompt_tokens": prompt, "completion_tokens": completion}}
+    call._requests.put(response_headers())
+    call._requests.put(response_body(json.dumps(usage).encode(), True))
+    call._requests.put(None)
+    call._reader.join(10)
+
+
+def test_program_aware_fairness_serves_the_program_with_less_service_first(start_epp, pool):  # noqa: F811
+    epp = start_epp(PROGRAM_AWARE, [pool])
+    heavy = Call(epp.stub, flow("heavy"))
+    assert heavy.routed(timeout=10) == pool
+    finish_with_usage(heavy, 5000, 3000)  # heavy's service: 5000 + 2·3000 tokens
+    epp.wait_stats(in_flight=0)
+    holder = Call(epp.stub, flow("other"))
+    assert holder.routed(timeout=10) == pool
+    older = Call(epp.stub, flow("heavy"))
+    epp.wait_stats(queued_requests=1)
+    light = Call(epp.stub, flow("light"))
+    epp.wait_stats(queued_requests=2)
+    holder.finish()
+    assert light.routed(timeout=10) == pool, "the program with less service goes first"
+    assert older.routed(timeout=0.05) is None
+    light.finish()
+    assert older.routed(timeout=10) == pool
+    older.finish()
+    epp.wait_stats(in_flight=0, dispatched=4)
