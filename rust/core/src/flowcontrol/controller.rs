@@ -238,6 +238,9 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
     /// Where `priority`'s band ranks among the bands provisioned so far (what the dispatcher
     /// ranks it among), for its usage-limit ceiling.
     fn position_of(&self, priority: i32) -> BandPosition {
+        if !self.shared.limits.ranks() {
+            return BandPosition::default();
+        }
         let bands = self.shared.bands.load();
         let configured = self.shared.config.priority_bands.iter();
         let others = configured

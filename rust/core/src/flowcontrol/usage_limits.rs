@@ -92,7 +92,7 @@ fn one() -> f64 {
 }
 
 /// Where a band stands among the bands ranked together (0 = the highest priority).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BandPosition {
     pub rank: usize,
     pub bands: usize,
@@ -147,6 +147,11 @@ impl UsageLimiter {
 
     pub fn policy(&self) -> &UsageLimit {
         &self.policy
+    }
+
+    /// Whether a ceiling depends on the band's place; the static policy's callers skip ranking.
+    pub fn ranks(&self) -> bool {
+        !matches!(self.policy, UsageLimit::Static { .. })
     }
 
     /// One dispatch cycle's ceilings; advances the shared tick when some band alternates.
