@@ -61,10 +61,10 @@ impl ProgramAwareConfig {
             ("lasHalfLifeSeconds", self.las_half_life_seconds),
             ("evictionTtlSeconds", self.eviction_ttl_seconds),
         ];
-        if let Some((k, v)) = non_negative.iter().find(|(_, v)| !(*v >= 0.0)) {
+        if let Some((k, v)) = non_negative.iter().find(|(_, v)| v.is_nan() || *v < 0.0) {
             return Err(format!("program-aware-fairness: {k} must be >= 0, got {v}"));
         }
-        if !(self.eviction_sweep_seconds > 0.0) {
+        if self.eviction_sweep_seconds.is_nan() || self.eviction_sweep_seconds <= 0.0 {
             return Err(format!(
                 "program-aware-fairness: evictionSweepSeconds must be > 0, got {}",
                 self.eviction_sweep_seconds

@@ -160,7 +160,7 @@ impl UsageLimiter {
         if matches!(self.policy, UsageLimit::SoftReflectiveCeiling) && alternating(saturation) {
             // The 1e-9 keeps the period finite just below saturation 1.0.
             let period = (saturation / (1.0 - saturation + 1e-9)).round().max(1.0) as u64;
-            open = (self.tick.fetch_add(1, Ordering::Relaxed) + 1) % period == 0;
+            open = (self.tick.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(period);
         }
         Ceilings {
             policy: &self.policy,
