@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..flowcontrol.config import DETECTORS
 from ..flowcontrol.config import PLUGIN_TYPES as FLOW_PLUGIN_TYPES
 from ..flowcontrol.config import FlowControlSettings, parse_flow_control
 from ..activator.static import StaticActivatorSettings, parse_static_activator
@@ -140,7 +141,7 @@ def _parse(doc: Any, source: str) -> EppConfig:
         raise ConfigError(f"{source}: apiVersion {doc['apiVersion']!r} is not one of {', '.join(API_VERSIONS)}")
     if doc.get("kind", KIND) != KIND:
         raise ConfigError(f"{source}: kind {doc['kind']!r} is not {KIND}")
-    scheduling, data_plugins, parsers = _split_plugins(doc.get("plugins"), source)
+    scheduling, data_plugins, parsers = _split_plugins(doc.get("plugins"), source, _profile_refs(doc))
     if "schedulingProfiles" in doc:
         scheduling["schedulingProfiles"] = doc["schedulingProfiles"]
     kinds = parser_types(doc, parsers, source)
@@ -186,9 +187,23 @@ def _no_unknown(mapping: dict, allowed: set[str], where: str) -> None:
         raise ConfigError(f"{where}: unknown field '{unknown[0]}'")
 
 
-def _split_plugins(raw: Any, source: str) -> tuple[dict[str, Any], dict[str, DataPlugin], dict[str, str]]:
+def _profile_refs(doc: dict) -> set[str]:
+    """Every pluginRef of every scheduling profile (malformed profiles are the scheduler's to report)."""
+    refs: set[str] = set()
+    profiles = doc.get("schedulingProfiles")
+    for p in profiles if isinstance(profiles, list) else []:
+        plugins = p.get("plugins") if isinstance(p, dict) else None
+        for r in plugins if isinstance(plugins, list) else []:
+            if isinstance(r, dict) and isinstance(r.get("pluginRef"), str):
+                refs.add(r["pluginRef"])
+    return refs
+
+
+def _split_plugins(raw: Any, source: str, profile_refs: set[str]) -> tuple[dict[str, Any], dict[str, DataPlugin],
+                                                                          dict[str, str]]:
     """Data-layer plugins and parsers are checked here (parsers as name -> type); flow-control
-    plugins are flowcontrol.config's; the rest go to the scheduler as given."""
+    plugins are flowcontrol.config's, except that a saturation detector a profile names is also
+    the scheduler's (its filter role, where `headroom` acts); the rest go to the scheduler."""
     if raw is None:
         return {}, {}, {}
     if not isinstance(raw, list):
@@ -201,6 +216,8 @@ def _split_plugins(raw: Any, source: str) -> tuple[dict[str, Any], dict[str, Dat
             raise ConfigError(f"{source}: plugins[{i}]: expected a mapping")
         kind = p.get("type")
         if kind in FLOW_PLUGIN_TYPES:
+            if kind in DETECTORS and (p.get("name") or kind) in profile_refs:
+                scheduling.append(p)
             continue  # flowcontrol.config parses these
         if kind not in DATA_TYPES and kind not in PARSER_TYPES:
             scheduling.append(p)

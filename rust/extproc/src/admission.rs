@@ -330,6 +330,12 @@ impl Gate {
         self.controller.release();
     }
 
+    /// A routed request of `flow` ended with this usage (program-aware fairness's service).
+    pub fn completed(&self, flow: &str, prompt_tokens: u64, completion_tokens: u64) {
+        self.controller
+            .completed(flow, prompt_tokens, completion_tokens);
+    }
+
     /// An outcome nobody waits for any more: free what it holds.
     fn discard(&self, c: Completion<Routed>) {
         match c.outcome {

@@ -23,6 +23,8 @@ pub const MODEL_REWRITE_HEADERS: [&str; 2] =
 pub const DEFAULT_FAIRNESS_ID: &str = "default-flow";
 /// TTFT objective in milliseconds: the key of `slo-deadline-ordering-policy`.
 pub const SLO_TTFT_HEADERS: [&str; 2] = ["x-llm-d-slo-ttft-ms", "x-slo-ttft-ms"];
+/// The latency SLOs the scheduler's predicted-latency plugins and latency-slo-admitter read.
+pub const SCHEDULER_SLO_HEADERS: [&str; 2] = ["x-llm-d-slo-ttft-ms", "x-llm-d-slo-tpot-ms"];
 /// Envoy's request id, carried in every per-request log line.
 pub const REQUEST_ID: &str = "x-request-id";
 pub const DROPPED_REASON: &str = "x-llm-d-request-dropped-reason";

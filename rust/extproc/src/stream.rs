@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use sluicegate_core::flowcontrol::RouteRequest;
 use sluicegate_core::parse::{find_usage, model_of, replace_model_in_chunk_cow};
-use sluicegate_core::scheduling::{Decision, RouteError};
+use sluicegate_core::scheduling::cycle::ScheduleError;
+use sluicegate_core::scheduling::{Decision, RouteError, RouteOptions};
 use sluicegate_core::stats::{ChunkGaps, Outcome, RequestLabels, RequestStats};
 
 use crate::admission::{Admitted, Ask, Decided, Gate, Refusal, Waiting};
@@ -44,6 +45,8 @@ impl From<RouteError> for Failure {
     fn from(e: RouteError) -> Failure {
         let (status, reason) = match e {
             RouteError::BadRequest(_) => (400, ""),
+            // An admitter's refusal: upstream answers it 500 ("request cannot be admitted").
+            RouteError::NoEndpoints(ScheduleError::NotAdmitted(_)) => (500, ""),
             RouteError::NoEndpoints(_) => (503, "rejected-no-endpoints"),
             RouteError::ModelNotServed { .. } => (404, ""),
         };
@@ -115,6 +118,8 @@ pub struct RequestStream {
     priority: i32,
     request_id: String,
     slo_ttft: Option<Duration>,
+    /// The SLO headers the scheduler reads (empty unless the request sends them).
+    slo_headers: Vec<(String, String)>,
     metrics: Metrics,
 }
 
@@ -190,6 +195,7 @@ impl RequestStream {
             priority: 0,
             request_id: String::new(),
             slo_ttft: None,
+            slo_headers: Vec::new(),
             metrics: Metrics {
                 recorded: false,
                 started_at: Instant::now(),
@@ -369,6 +375,9 @@ impl RequestStream {
             } else if protocol::SLO_TTFT_HEADERS.contains(&key) {
                 self.slo_ttft = slo_ttft(&header_text(h));
             }
+            if protocol::SCHEDULER_SLO_HEADERS.contains(&key) {
+                self.slo_headers.push((key.to_owned(), header_text(h)));
+            }
         }
         if !explicit_fairness {
             // agent-identity: an agent's session header names the fairness queue.
@@ -379,7 +388,7 @@ impl RequestStream {
             }
         }
         self.subset = subset_hint(metadata.as_ref());
-        if self.gate.is_some() {
+        if self.gate.is_some() || self.router.router().has_admitters() {
             let policies = self.router.router().policies();
             self.priority = policies.objectives.priority_of(&self.objective);
         }
@@ -461,7 +470,8 @@ impl RequestStream {
             body: body.to_vec(),
             model_rewrite: self.rewrite.clone(),
             subset: self.subset.clone(),
-            headers: Vec::new(),
+            headers: self.slo_headers.clone(),
+            priority: self.priority,
         };
         match admit(&gate, &ask, request)? {
             Admitted::Direct => {
@@ -538,21 +548,20 @@ impl RequestStream {
     }
 
     fn route(&mut self, body: &[u8]) -> Result<(), Failure> {
-        let (router, path, rewrite, subset) = (
-            self.router.router(),
-            &self.path,
-            self.rewrite.as_deref(),
-            self.subset.as_deref(),
-        );
+        let (router, path) = (self.router.router(), &self.path);
+        let options = RouteOptions {
+            model_rewrite: self.rewrite.as_deref(),
+            subset: self.subset.as_deref(),
+            headers: &self.slo_headers,
+            priority: self.priority,
+        };
         // A bug must not hang the request: a panic is answered 500 and the stream closed.
-        let routed = catch_unwind(AssertUnwindSafe(|| {
-            router.route(path, body, rewrite, subset)
-        }))
-        .map_err(|_| Failure {
-            status: 500,
-            message: "internal error: panic in routing".to_owned(),
-            reason: "",
-        })?;
+        let routed = catch_unwind(AssertUnwindSafe(|| router.route_with(path, body, &options)))
+            .map_err(|_| Failure {
+                status: 500,
+                message: "internal error: panic in routing".to_owned(),
+                reason: "",
+            })?;
         self.decided(routed?);
         Ok(())
     }
@@ -757,6 +766,9 @@ impl RequestStream {
                 .filter(|u| u.completion_tokens > 1)
                 .map(|u| (total - ttft) / (u.completion_tokens - 1) as f64);
             self.router.router().observe_latency(d, ttft, tpot);
+        }
+        if let (Some(gate), Some(u), true) = (&self.gate, usage, self.decision.is_some()) {
+            gate.completed(&self.fairness_id, u.prompt_tokens, u.completion_tokens);
         }
         let labels = RequestLabels {
             model,

@@ -364,6 +364,7 @@ fn detached<T: Send>(
         model_rewrite,
         subset: subset.as_deref(),
         headers: &headers,
+        priority: 0,
     };
     py.detach(|| f(path, body, &options)).map_err(route_error)
 }

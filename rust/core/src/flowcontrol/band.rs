@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::config::{BandConfig, FairnessPolicy};
 use super::item::Item;
+use super::program_aware::Candidate;
 use super::queue::FlowQueue;
 
 pub struct Band<R> {
@@ -86,6 +87,7 @@ impl<R> Band<R> {
             let i = match self.config.fairness_policy {
                 FairnessPolicy::GlobalStrict => self.oldest_head()?,
                 FairnessPolicy::RoundRobin => self.next_in_turn()?,
+                FairnessPolicy::ProgramAware => self.least_served()?,
             };
             let item = self.flows[i].pop().expect("flow has a head");
             if self.flows[i].is_empty() {
@@ -115,6 +117,38 @@ impl<R> Band<R> {
                 Some(_) => self.arm(i), // its head moved on (claimed, cancelled): re-enter it
             }
         }
+    }
+
+    /// program-aware-fairness: the flow its policy scores highest among the backlogged ones.
+    fn least_served(&mut self) -> Option<usize> {
+        let policy = self.config.program_aware.0.clone()?;
+        let mut i = 0;
+        while i < self.flows.len() {
+            if self.flows[i].head().is_some() {
+                i += 1;
+            } else {
+                self.remove_flow(i);
+            }
+        }
+        let now = std::time::Instant::now();
+        let heads: Vec<(u64, std::time::Instant)> = self
+            .flows
+            .iter_mut()
+            .map(|f| f.head().map_or((0, now), |h| (h.id, h.enqueued)))
+            .collect();
+        let candidates: Vec<Candidate<'_>> = self
+            .flows
+            .iter()
+            .zip(&heads)
+            .map(|(f, &(head_id, head_enqueued))| Candidate {
+                flow: &f.key,
+                head_enqueued,
+                head_id,
+            })
+            .collect();
+        let i = policy.pick(&candidates, now)?;
+        policy.dispatched(&self.flows[i].key, now);
+        Some(i)
     }
 
     fn next_in_turn(&mut self) -> Option<usize> {

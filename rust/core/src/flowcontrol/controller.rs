@@ -247,7 +247,24 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
     /// Where `priority`'s band ranks among the bands provisioned so far (what the dispatcher
     /// ranks it among), for its usage-limit ceiling.
     fn position_of(&self, priority: i32) -> BandPosition {
-        BandPosition::among(priority, self.shared.bands.load().keys().copied())
+        if !self.shared.limits.ranks() {
+            return BandPosition::default();
+        }
+        let bands = self.shared.bands.load();
+        let configured = self.shared.config.priority_bands.iter();
+        let others = configured
+            .map(|b| b.priority)
+            .filter(|p| !bands.contains_key(p))
+            .chain(bands.keys().copied());
+        BandPosition::among(priority, others)
+    }
+
+    /// A dispatched request of `flow` finished having used these tokens (its response's
+    /// usage): program-aware-fairness counts them as the program's service. No-op otherwise.
+    pub fn completed(&self, flow: &str, prompt_tokens: u64, completion_tokens: u64) {
+        if let Some(p) = &self.shared.config.program_aware_policy.0 {
+            p.completed(flow, prompt_tokens, completion_tokens, Instant::now());
+        }
     }
 
     /// A fresh id for an outcome that never queued.

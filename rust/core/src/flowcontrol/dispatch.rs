@@ -285,25 +285,33 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
     fn dispatch_some(&mut self, now: Instant) -> Progress {
         let shared = &*self.shared;
         let l = &*shared.ledger;
-        let nbands = self.bands.len();
-        let highest = self.bands.keys().next().map_or(0, |p| p.0);
-        let lowest = self.bands.keys().next_back().map_or(0, |p| p.0);
+        // Bands are only added while merging arrivals, so one ranking serves the whole burst.
+        let ranks = shared.limits.ranks();
+        let configured = &shared.config.priority_bands;
+        let provisioned: Vec<i32> = if ranks {
+            self.bands.keys().map(|p| p.0).collect()
+        } else {
+            Vec::new()
+        };
         for _ in 0..BURST {
             let saturation = shared
                 .detector
                 .saturation(now, l.in_flight.load(Ordering::SeqCst));
             let ceilings = shared.limits.cycle(saturation);
             let mut dispatched = false;
-            for (rank, (&Reverse(priority), band)) in self.bands.iter_mut().enumerate() {
+            for (&Reverse(priority), band) in self.bands.iter_mut() {
                 if !band.has_live() {
                     continue;
                 }
-                let at = BandPosition {
-                    rank,
-                    bands: nbands,
-                    priority,
-                    highest,
-                    lowest,
+                let at = if ranks {
+                    let others = configured
+                        .iter()
+                        .map(|b| b.priority)
+                        .filter(|p| !provisioned.contains(p))
+                        .chain(provisioned.iter().copied());
+                    BandPosition::among(priority, others)
+                } else {
+                    BandPosition::default()
                 };
                 if saturation >= ceilings.ceiling(at) {
                     // Head-of-line: lower bands wait too, no priority inversion.

@@ -24,6 +24,7 @@ mod dispatch;
 mod item;
 mod ledger;
 mod outcomes;
+pub mod program_aware;
 mod queue;
 mod routing;
 pub mod saturation;

@@ -33,6 +33,8 @@ pub struct RouteRequest {
     pub subset: Option<Vec<String>>,
     /// Request headers for header-driven plugins (session affinity, ...).
     pub headers: Vec<(String, String)>,
+    /// The objective's priority, for admitters.
+    pub priority: i32,
 }
 
 /// True when `snapshot` holds nothing a request with `subset` may go to. A subset hint that
@@ -63,6 +65,7 @@ pub fn route_when_possible(
         model_rewrite: r.model_rewrite.as_deref(),
         subset: r.subset.as_deref(),
         headers: &r.headers,
+        priority: r.priority,
     };
     Dispatch::Done(router.route_with(&r.path, &r.body, &options))
 }

@@ -19,6 +19,8 @@ pub struct Request<'a> {
     pub body: &'a [u8],
     /// Request headers, names lower-case.
     pub headers: &'a [(String, String)],
+    /// The request's objective priority (< 0: sheddable), read by admitters.
+    pub priority: i32,
     /// The body carries image, video or audio content (read only when a multimodal decider
     /// is configured).
     pub multimodal: bool,
@@ -132,4 +134,7 @@ impl<'a> Cycle<'a> {
 pub enum ScheduleError {
     #[error("no endpoints: {0}")]
     NoEndpoints(String),
+    /// An admitter refused the request (upstream answers 500).
+    #[error("request cannot be admitted: {0}")]
+    NotAdmitted(String),
 }

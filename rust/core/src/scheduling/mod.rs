@@ -3,6 +3,7 @@
 //! `registry` builds plugins by upstream type name from the folders of plugins (one file each);
 //! `scheduler` wires them from config, `router` adds parsing, state and scraping.
 
+mod admitters;
 pub mod config;
 mod contracts;
 pub mod cycle;
@@ -19,6 +20,8 @@ pub mod scheduler;
 mod scorers;
 mod unsupported;
 
+#[cfg(test)]
+mod admitter_tests;
 #[cfg(test)]
 mod contract_tests;
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! The plugin registry: every plugin is built by its upstream type name from its parameters.
 //! Adding a plugin is one file with a `factory` and one line here.
 
+use crate::scheduling::admitters::{latency_slo_admitter, probabilistic_admitter};
 use crate::scheduling::config::ConfigError;
 use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::filters::{
     by_label_filter, endpoint_attribute_filter, header_based_testing_filter, label_selector_filter,
-    role_filter, slo_headroom_tier_filter, topology_affinity_filter, utilization_filter,
+    role_filter, saturation_detector_filter, slo_headroom_tier_filter, topology_affinity_filter,
+    utilization_filter,
 };
 use crate::scheduling::handlers::{
     data_parallel_profile_handler, disagg_profile_handler, header_profile_handler, pd_decider,
@@ -79,6 +81,15 @@ const REGISTRY: &[(&str, Factory)] = &[
     ("by-label-selector", label_selector_filter::factory),
     ("by-label", by_label_filter::factory),
     ("utilization-filter", utilization_filter::factory),
+    // The detectors' filter role (their saturation role is flow control's).
+    (
+        "utilization-detector",
+        saturation_detector_filter::utilization_factory,
+    ),
+    (
+        "concurrency-detector",
+        saturation_detector_filter::concurrency_factory,
+    ),
     ("latency-scorer", latency_scorer::factory),
     (
         "endpoint-attribute-filter",
@@ -111,6 +122,8 @@ const REGISTRY: &[(&str, Factory)] = &[
         "predicted-latency-producer",
         predicted_latency_producer::factory,
     ),
+    ("latency-slo-admitter", latency_slo_admitter::factory),
+    ("probabilistic-admitter", probabilistic_admitter::factory),
     ("max-score-picker", max_score_picker::factory),
     ("random-picker", random_picker::factory),
     ("weighted-random-picker", weighted_random_picker::factory),

@@ -59,6 +59,8 @@ pub struct RouteOptions<'a> {
     pub subset: Option<&'a [String]>,
     /// Request headers, for session affinity and other header-driven plugins.
     pub headers: &'a [(String, String)],
+    /// The request's objective priority, for admitters (< 0: sheddable).
+    pub priority: i32,
 }
 
 impl Decision {
@@ -297,6 +299,7 @@ impl Router {
             model_rewrite,
             subset,
             headers: &[],
+            priority: 0,
         };
         self.route_with(path, body, &options)
     }
@@ -410,6 +413,7 @@ impl Router {
             body: rewritten.as_deref().unwrap_or(body),
             headers: options.headers,
             multimodal: self.scheduler.needs_multimodal() && carries_media(body),
+            priority: options.priority,
         };
         if !commit {
             cycle.trace = Some(Default::default());
@@ -504,6 +508,11 @@ impl Router {
         self.scheduler
             .verifies_served()
             .then(|| (RESULT_HEADER, verdict(lb, served)))
+    }
+
+    /// Whether admitters are configured: the request path must then say the priority.
+    pub fn has_admitters(&self) -> bool {
+        self.scheduler.has_admitters()
     }
 
     /// The request sent to `address` finished; false when the address is not in the pool.

@@ -6,12 +6,15 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::scheduling::config::{ConfigError, PluginSpec, ProfileSpec, RouterConfig};
+use crate::scheduling::contracts::admitter::Admitter;
+use crate::scheduling::contracts::filter::Filter;
 use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::profile_handler::ProfileHandler;
 use crate::scheduling::contracts::scorer::{Picks, PrefixProducers, Scorer};
 use crate::scheduling::cycle::{Cycle, ScheduleError};
 use crate::scheduling::filters::endpoint_attribute_filter::GPU_ATTRIBUTE_CONSUMERS;
+use crate::scheduling::filters::subset_filter::SubsetFilter;
 use crate::scheduling::handler_wiring::build_handler;
 use crate::scheduling::pickers::max_score_picker::MaxScorePicker;
 use crate::scheduling::producers::agent_identity::AgentIdentity;
@@ -46,6 +49,8 @@ pub struct Scheduler {
     block_index: Option<(String, Arc<BlockIndex>)>,
     /// The approx-prefix-cache-producers, by name.
     approx: Vec<(String, Arc<ApproxPrefixProducer>)>,
+    /// Admitters in `plugins:` order; they run after the producers, before the profiles.
+    admitters: Vec<Arc<dyn Admitter>>,
 }
 
 pub(crate) struct Built {
@@ -111,8 +116,10 @@ impl Scheduler {
         let mut tokens = None;
         let mut latency: Option<Arc<PredictedLatencyProducer>> = None;
         let mut agent_identity = None;
+        let mut admitters: Vec<Arc<dyn Admitter>> = Vec::new();
         for b in &built {
             match &b.plugin {
+                Plugin::Admitter(a) => admitters.push(a.clone()),
                 Plugin::AgentIdentity(a) if agent_identity.replace(a.clone()).is_some() => {
                     return Err(ConfigError(format!(
                         "plugins: one agent-identity allowed, '{}' is another",
@@ -159,9 +166,10 @@ impl Scheduler {
         }
         // As upstream, the latency plugins get a default producer when none is listed.
         if latency.is_none()
-            && built
-                .iter()
-                .any(|b| LATENCY_CONSUMERS.contains(&b.spec.kind.as_str()))
+            && built.iter().any(|b| {
+                LATENCY_CONSUMERS.contains(&b.spec.kind.as_str())
+                    || b.spec.kind == "latency-slo-admitter"
+            })
         {
             latency = Some(Arc::default());
         }
@@ -185,6 +193,7 @@ impl Scheduler {
             agent_identity,
             block_index,
             approx,
+            admitters,
         })
     }
 
@@ -202,6 +211,9 @@ impl Scheduler {
         if let Some(latency) = &self.latency {
             latency.prepare(cycle);
         }
+        if !self.admitters.is_empty() {
+            self.admit(cycle)?;
+        }
         self.handler.run(&self.profiles, cycle, picks)
     }
 
@@ -213,6 +225,24 @@ impl Scheduler {
     /// agent-identity, when listed.
     pub fn agent_identity(&self) -> Option<&Arc<AgentIdentity>> {
         self.agent_identity.as_ref()
+    }
+
+    /// Run the admitters over the endpoints the request may go to; the first refusal wins.
+    fn admit(&self, cycle: &Cycle<'_>) -> Result<(), ScheduleError> {
+        let mut candidates: Vec<u32> = (0..cycle.snapshot.endpoints.len() as u32).collect();
+        if SubsetFilter.filter(cycle, &mut candidates).is_err() {
+            return Ok(()); // the profiles refuse it with the subset's reason
+        }
+        for a in &self.admitters {
+            a.admit(cycle, &candidates)
+                .map_err(ScheduleError::NotAdmitted)?;
+        }
+        Ok(())
+    }
+
+    /// Whether admitters are configured (the request path then reads the priority).
+    pub fn has_admitters(&self) -> bool {
+        !self.admitters.is_empty()
     }
 
     /// The predicted-latency-producer, when latency plugins are configured.
@@ -372,8 +402,9 @@ fn build_profile(
                     plugin: p.clone(),
                 });
             }
-            // It runs before every profile; naming it in one (as the charts do) changes nothing.
-            Plugin::LatencyProducer(_) => {}
+            // They run before every profile; naming one in a profile (as the charts and the
+            // latency-slo-admitter README do) changes nothing, as upstream.
+            Plugin::LatencyProducer(_) | Plugin::Admitter(_) => {}
             Plugin::ProfileHandler(_)
             | Plugin::Decider(_)
             | Plugin::Producer(_)

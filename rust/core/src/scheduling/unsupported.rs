@@ -56,14 +56,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "prefix matches are scored after the filters here, so no filter can read them",
     ),
     (
-        "latency-slo-admitter",
-        "admission by predicted latency is not implemented (use flow control)",
-    ),
-    (
-        "probabilistic-admitter",
-        "admission by probability is not implemented (use flow control)",
-    ),
-    (
         "disaggregatedset-rollout-screener",
         "rollout screening is not implemented",
     ),
@@ -74,10 +66,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
     (
         "program-aware-fairness",
         "program-aware fairness is not implemented in flow control",
-    ),
-    (
-        "soft-reflective-ceiling-policy",
-        "the soft reflective ceiling usage policy is not implemented",
     ),
     (
         "sheddable-eviction-filter",

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::scheduling::contracts::admitter::Admitter;
 use crate::scheduling::contracts::decider::PdDecider;
 use crate::scheduling::contracts::filter::Filter;
 use crate::scheduling::contracts::picker::Picker;
@@ -37,6 +38,8 @@ pub enum Plugin {
     InFlightCounter,
     /// predicted-latency-producer: runs before the profiles; a profile may name it.
     LatencyProducer(Arc<PredictedLatencyProducer>),
+    /// Runs before every profile and may refuse the request (latency-slo-, probabilistic-admitter).
+    Admitter(Arc<dyn Admitter>),
     /// Upstream's deprecated header handlers: the disagg handler sets these headers itself,
     /// for the profiles named here (checked against the handler's).
     HeadersHandler {
