@@ -77,6 +77,9 @@ class Policy:
     def pick(self, path: str, body: bytes) -> str:
         raise NotImplementedError
 
+    async def pick_async(self, path: str, body: bytes) -> str:
+        return self.pick(path, body)
+
     def done(self, address: str) -> None:
         pass
 
@@ -168,6 +171,14 @@ class SluicegatePolicy(Policy):
 
     def pick(self, path: str, body: bytes) -> str:
         return self.scheduler.router.route(path, body).primary
+
+    async def pick_async(self, path: str, body: bytes) -> str:
+        # A policy that tokenizes (in-process, or a round trip to a server's render API) routes
+        # off the event loop, as the EPP does off the proxy's: the loop keeps sending arrivals
+        # on time and reading answers while a request is tokenized.
+        if self.render or (self.config is not None and "token-producer" in self.config):
+            return await asyncio.to_thread(self.pick, path, body)
+        return self.pick(path, body)
 
     def done(self, address: str) -> None:
         self.scheduler.release(address)
