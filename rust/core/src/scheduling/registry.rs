@@ -14,7 +14,8 @@ use crate::scheduling::handlers::{
 };
 use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
 use crate::scheduling::producers::{
-    approx_prefix_cache_producer, inflight_load_producer, precise_prefix_cache_producer, predicted_latency_producer,
+    approx_prefix_cache_producer, inflight_load_producer, precise_prefix_cache_producer,
+    predicted_latency_producer,
 };
 use crate::scheduling::scorers::{
     active_request_scorer, context_length_aware, header_label_affinity_scorer,

@@ -119,7 +119,9 @@ impl Tokenizer {
     fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>, TokenizeError> {
         // A post-processor may add tokens around the whole text: pieces only without one.
         match &self.pieces {
-            Some(pieces) if !special => pieces.encode(text, |piece| self.encode_whole(piece, false)),
+            Some(pieces) if !special => {
+                pieces.encode(text, |piece| self.encode_whole(piece, false))
+            }
             _ => self.encode_whole(text, special),
         }
     }
