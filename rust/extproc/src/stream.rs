@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use sluicegate_core::flowcontrol::RouteRequest;
 use sluicegate_core::parse::{find_usage, replace_model_in_chunk_cow};
-use sluicegate_core::scheduling::{Decision, RouteError};
+use sluicegate_core::scheduling::{Decision, RouteError, RouteOptions};
 use sluicegate_core::stats::{Outcome, RequestLabels};
 
 use crate::admission::{Admitted, Ask, Decided, Gate, Refusal, Waiting};
@@ -26,7 +26,7 @@ use crate::pb::{
     ProcessingResponse,
 };
 use crate::protocol;
-use crate::responses::{self, Phase};
+use crate::responses::{self, Phase, Route};
 use crate::SharedRouter;
 
 /// Answers queued for the proxy; the gRPC layer drains it after each request message.
@@ -104,6 +104,9 @@ pub struct RequestStream {
     path: String,
     rewrite: Option<String>,
     subset: Option<Vec<String>>,
+    /// The request's headers (names lower-case, no pseudo-headers), collected only when some
+    /// plugin reads them.
+    headers: Vec<(String, String)>,
     parts: Vec<Bytes>,
     chunks: usize,
     decision: Option<Decision>,
@@ -158,6 +161,7 @@ impl RequestStream {
             path: "/".to_owned(),
             rewrite: None,
             subset: None,
+            headers: Vec::new(),
             parts: Vec::new(),
             chunks: 0,
             decision: None,
@@ -317,8 +321,13 @@ impl RequestStream {
             self.req_mode = c.request_body_mode;
             self.resp_mode = c.response_body_mode;
         }
+        let keep_headers = self.router.router().reads_headers();
         for h in headers.headers.iter().flat_map(|m| m.headers.iter()) {
             let key = h.key.as_str();
+            if keep_headers && !key.starts_with(':') {
+                self.headers
+                    .push((key.to_ascii_lowercase(), header_text(h)));
+            }
             if key == ":path" {
                 self.path = header_text(h);
             } else if protocol::MODEL_REWRITE_HEADERS.contains(&key) {
@@ -421,7 +430,7 @@ impl RequestStream {
             body: body.to_vec(),
             model_rewrite: self.rewrite.clone(),
             subset: self.subset.clone(),
-            headers: Vec::new(),
+            headers: self.headers.clone(),
         };
         match admit(&gate, &ask, request)? {
             Admitted::Direct => {
@@ -444,27 +453,27 @@ impl RequestStream {
 
     /// The request-phase answers once the decision is made.
     fn answer(&mut self, body: Bytes, answer: Answer, out: &mut Outbox) {
+        let Some(decision) = self.decision.as_mut() else {
+            return;
+        };
+        let rewritten = decision.body.take().map(Bytes::from);
+        let route = Route {
+            endpoints: &decision.endpoints,
+            headers: &decision.headers,
+            scores: decision.endpoint_scores.as_deref(),
+        };
         let Answer::Body {
             end_of_stream,
             trailers,
         } = answer
         else {
-            let endpoints = self.decision.as_ref().map(|d| d.endpoints.clone());
-            out.push_back(responses::routed_headers(
-                endpoints.as_deref().unwrap_or(""),
-                None,
-            ));
+            out.push_back(responses::routed_headers(&route, None));
             self.after_request();
             return;
         };
-        let Some(decision) = self.decision.as_mut() else {
-            return;
-        };
-        let rewritten = decision.body.take().map(Bytes::from);
-        let endpoints = decision.endpoints.clone();
         if self.req_mode == body_mode::FULL_DUPLEX_STREAMED {
             let body = rewritten.unwrap_or(body);
-            out.push_back(responses::routed_headers(&endpoints, Some(body.len())));
+            out.push_back(responses::routed_headers(&route, Some(body.len())));
             responses::push_streamed_chunks(out, body, end_of_stream, Phase::Request);
         } else {
             // STREAMED sent earlier chunks unanswered: answer each; a rewritten body replaces them all.
@@ -474,7 +483,7 @@ impl RequestStream {
                 responses::empty_request_body()
             };
             out.extend(std::iter::repeat_n(held, self.chunks.saturating_sub(1)));
-            out.push_back(responses::routed_body(&endpoints, rewritten));
+            out.push_back(responses::routed_body(&route, rewritten));
         }
         self.after_request();
         if trailers && !self.finished {
@@ -498,21 +507,19 @@ impl RequestStream {
     }
 
     fn route(&mut self, body: &[u8]) -> Result<(), Failure> {
-        let (router, path, rewrite, subset) = (
-            self.router.router(),
-            &self.path,
-            self.rewrite.as_deref(),
-            self.subset.as_deref(),
-        );
+        let (router, path) = (self.router.router(), &self.path);
+        let options = RouteOptions {
+            model_rewrite: self.rewrite.as_deref(),
+            subset: self.subset.as_deref(),
+            headers: &self.headers,
+        };
         // A bug must not hang the request: a panic is answered 500 and the stream closed.
-        let routed = catch_unwind(AssertUnwindSafe(|| {
-            router.route(path, body, rewrite, subset)
-        }))
-        .map_err(|_| Failure {
-            status: 500,
-            message: "internal error: panic in routing".to_owned(),
-            reason: "",
-        })?;
+        let routed = catch_unwind(AssertUnwindSafe(|| router.route_with(path, body, &options)))
+            .map_err(|_| Failure {
+                status: 500,
+                message: "internal error: panic in routing".to_owned(),
+                reason: "",
+            })?;
         self.decided(routed?);
         Ok(())
     }
@@ -544,11 +551,12 @@ impl RequestStream {
 
     fn after_request(&mut self) {
         // Full duplex ignores mode_override: the only way to skip the response phase is to close.
+        // Not when the response must be rewritten back or carry headers (a session token).
         if self.skip_response
             && self
                 .decision
                 .as_ref()
-                .is_some_and(|d| d.target_model.is_none())
+                .is_some_and(|d| d.target_model.is_none() && d.response_headers.is_empty())
         {
             self.finished = true;
             self.complete(None);
@@ -573,11 +581,14 @@ impl RequestStream {
         if headers.end_of_stream {
             self.complete(None);
         }
-        out.push_back(if self.rewriting_back().is_some() {
-            responses::response_headers_without_length()
-        } else {
-            responses::empty_response_headers()
-        });
+        let add = self
+            .decision
+            .as_ref()
+            .map_or(&[][..], |d| &d.response_headers[..]);
+        out.push_back(responses::response_headers(
+            add,
+            self.rewriting_back().is_some(),
+        ));
     }
 
     fn on_response_body(&mut self, body: HttpBody, out: &mut Outbox) {
@@ -710,7 +721,8 @@ fn admit(gate: &Arc<Gate>, ask: &Ask<'_>, request: RouteRequest) -> Result<Admit
     })
 }
 
-/// `x-llm-d-slo-ttft-ms`: the TTFT objective ordering slo-deadline flows; ignored when malformed.
+/// `x-llm-d-slo-ttft-ms` (or its alias): the TTFT objective ordering slo-deadline flows;
+/// ignored when malformed.
 fn slo_ttft(value: &str) -> Option<Duration> {
     let ms: f64 = value.trim().parse().ok()?;
     (ms > 0.0 && ms < 1e12).then(|| Duration::from_secs_f64(ms / 1000.0))

@@ -37,6 +37,7 @@ const SAMPLE_PARAMS: &[(&str, &str)] = &[
         "header-label-affinity-scorer",
         r#"{"headerName": "x-zone", "labelKey": "zone"}"#,
     ),
+    ("session-id-producer", r#"{"headerName": "x-session-id"}"#),
     (
         "utilization-filter",
         r#"{"conditions": [{"metric": "waiting-queue", "maxValue": 50}], "fallbackOnEmpty": true}"#,

@@ -1,7 +1,20 @@
-//! The filter contract: a filter narrows the candidate list in place, or fails the cycle.
+//! The filter contract: a filter narrows the candidate list in place, or fails the cycle. A
+//! stateful filter may learn from the cycle's outcome, as a scorer does.
 
+use crate::scheduling::contracts::scorer::Picks;
 use crate::scheduling::cycle::{Cycle, ScheduleError};
 
 pub trait Filter: Send + Sync {
     fn filter(&self, cycle: &Cycle<'_>, candidates: &mut Vec<u32>) -> Result<(), ScheduleError>;
+
+    /// Called once the cycle has picked (only for filters that say `learns`).
+    fn picked(&self, _cycle: &Cycle<'_>, _picks: &Picks) {}
+
+    /// The endpoint with this id left the pool: drop what is kept about it.
+    fn endpoint_removed(&self, _id: u64) {}
+
+    /// Whether `picked` and `endpoint_removed` do anything (the scheduler calls them only then).
+    fn learns(&self) -> bool {
+        false
+    }
 }

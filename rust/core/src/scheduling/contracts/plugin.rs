@@ -10,6 +10,7 @@ use crate::scheduling::contracts::profile_handler::HandlerSpec;
 use crate::scheduling::contracts::scorer::Scorer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
+use crate::scheduling::producers::session_id_producer::SessionIdProducer;
 
 pub enum Plugin {
     Filter(Arc<dyn Filter>),
@@ -26,6 +27,8 @@ pub enum Plugin {
     Tokens(Option<Arc<crate::tokenize::TokenSource>>),
     /// inflight-load-producer: names the in-flight counter the Router always keeps.
     InFlightCounter,
+    /// session-id-producer: publishes the request's session id as a request attribute.
+    SessionIdProducer(Arc<SessionIdProducer>),
     /// predicted-latency-producer: runs before the profiles; a profile may name it.
     LatencyProducer(Arc<PredictedLatencyProducer>),
     /// Upstream's deprecated header handlers: the disagg handler sets these headers itself,

@@ -5,4 +5,5 @@ pub mod latency_predictor;
 pub mod precise_prefix_cache_producer;
 pub mod precise_prefix_params;
 pub mod predicted_latency_producer;
+pub mod session_id_producer;
 pub mod token_producer;
