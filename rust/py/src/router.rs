@@ -108,8 +108,10 @@ impl PyDecision {
                 .find(|(k, _)| k == scheduling::SESSION_TOKEN_HEADER)
                 .map(|(_, v)| v.clone()),
             response_headers: (!d.response_headers.is_empty())
-                .then(|| d.response_headers.into_iter().collect()),
-            endpoint_scores: d.endpoint_scores.map(|s| s.into_iter().collect()),
+                .then(|| d.response_headers.into_vec().into_iter().collect()),
+            endpoint_scores: d
+                .endpoint_scores
+                .map(|s| s.into_vec().into_iter().collect()),
         }
     }
 }

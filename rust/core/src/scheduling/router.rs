@@ -49,11 +49,12 @@ pub struct Decision {
     /// Headers the proxy must add to the response to the client: with session affinity
     /// (encoded_endpoint_header), the token naming the primary (`x-session-token` by default),
     /// for the client to send back; empty when none.
-    pub response_headers: Vec<(String, String)>,
+    /// (Boxed slices keep a Decision small: it travels by value through flow control.)
+    pub response_headers: Box<[(String, String)]>,
     /// With `emitEndpointScores` (upstream's --emit-endpoint-scores): every endpoint the primary
     /// profile scored ("ip:port") with its weighted score; None otherwise, and for
     /// data-parallel decisions, whose destination port is not the scored endpoint's (as upstream).
-    pub endpoint_scores: Option<Vec<(String, f64)>>,
+    pub endpoint_scores: Option<Box<[(String, f64)]>>,
 }
 
 /// The optional inputs of a route beyond path and body.
@@ -437,7 +438,7 @@ impl Router {
                         .attempted(true, served_model, &primary.info.name, primary.address());
                 }
                 let headers = stage_headers(&cycle, picks, port.is_some());
-                let session: Vec<(String, String)> = self
+                let session: Box<[(String, String)]> = self
                     .scheduler
                     .token_headers()
                     .iter()

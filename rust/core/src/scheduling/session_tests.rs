@@ -177,7 +177,7 @@ fn the_filter_beats_the_load_and_the_response_carries_the_token_header() {
     let first = route(&r, &[]);
     assert_eq!(first.primary(), A);
     assert_eq!(
-        first.response_headers,
+        first.response_headers.to_vec(),
         vec![("x-my-token".to_owned(), session_token("pod-1"))]
     );
     waiting(&r, A, 9);
@@ -283,7 +283,7 @@ fn decisions_carry_the_primary_profiles_weighted_scores_when_asked() {
     waiting(&r, B, 5);
     waiting(&r, C, 10);
     let d = route(&r, &[]);
-    let mut s = d.endpoint_scores.unwrap();
+    let mut s = d.endpoint_scores.unwrap().into_vec();
     s.sort_by(|x, y| x.0.cmp(&y.0));
     assert_eq!(s, vec![(A.into(), 2.0), (B.into(), 1.0), (C.into(), 0.0)]);
     // Endpoints the proxy's subset leaves out are not scored.
@@ -298,7 +298,10 @@ fn decisions_carry_the_primary_profiles_weighted_scores_when_asked() {
             },
         )
         .unwrap();
-    assert_eq!(d.endpoint_scores, Some(vec![(B.into(), 2.0)]));
+    assert_eq!(
+        d.endpoint_scores.as_deref(),
+        Some(&[(B.to_owned(), 2.0)][..])
+    );
 }
 
 #[test]
@@ -335,7 +338,7 @@ fn disaggregated_decisions_report_the_decode_profile_and_data_parallel_none() {
         d.headers,
         vec![("x-prefiller-host-port".to_owned(), A.to_owned())]
     );
-    let mut s = d.endpoint_scores.unwrap();
+    let mut s = d.endpoint_scores.unwrap().into_vec();
     s.sort_by(|x, y| x.0.cmp(&y.0));
     assert_eq!(s, vec![(B.into(), 1.0), (C.into(), 0.0)]);
     let dp = scored(
