@@ -769,3 +769,7 @@ pub(crate) mod tests;
 #[cfg(test)]
 #[path = "stream_admission_tests.rs"]
 mod admission_tests;
+
+#[cfg(test)]
+#[path = "stream_headers_tests.rs"]
+mod headers_tests;
