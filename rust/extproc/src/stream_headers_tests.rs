@@ -118,3 +118,57 @@ fn the_data_parallel_rank_goes_upstream_as_a_request_header() {
     assert_eq!(set[protocol::DESTINATION_ENDPOINT], "10.0.0.2:9000");
     assert_eq!(set[protocol::DATA_PARALLEL_HEADER], B);
 }
+
+#[test]
+fn a_request_flow_control_queued_is_routed_with_its_headers() {
+    use std::task::{Context, Waker};
+    use std::time::{Duration, Instant};
+
+    use sluicegate_core::flowcontrol::FlowControlConfig;
+
+    use crate::admission::Gate;
+
+    let r = router(serde_json::json!({
+        "plugins": [{"type": "queue-scorer"}, {"type": "session-affinity-filter"}],
+        "schedulingProfiles": [{"name": "p", "plugins": [
+            {"pluginRef": "session-affinity-filter"}, {"pluginRef": "queue-scorer"}]}]
+    }));
+    let one_at_a_time =
+        r#"{"saturationDetector": {"type": "concurrency-detector", "maxConcurrency": 1}}"#;
+    let config = FlowControlConfig::from_json(one_at_a_time).unwrap();
+    let gate = Gate::start(r.clone(), config, true, Default::default()).unwrap();
+    let gated = || RequestStream::new(r.clone(), false).with_gate(Some(gate.clone()));
+    let mut first = gated();
+    run(
+        &mut first,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY),
+    );
+    let token = session_token(&format!("pod-{B}"));
+    let mut second = gated();
+    let extra = vec![header(protocol::SESSION_TOKEN_HEADER, &token)];
+    let out = run(
+        &mut second,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, extra, BODY),
+    );
+    // Routed by the gate (at once or when its turn comes), from the request it was handed.
+    let out = if second.waiting() {
+        run(
+            &mut first,
+            vec![
+                response_headers_msg(None),
+                super::tests::body_msg(b"{}", true, true),
+            ],
+        );
+        let mut out = Outbox::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while second.poll_admission(&mut cx, &mut out).is_pending() {
+            assert!(Instant::now() < deadline, "admission never decided");
+            std::thread::sleep(Duration::from_millis(1)); // poll interval of this bounded wait
+        }
+        Vec::from(out)
+    } else {
+        out
+    };
+    assert_eq!(set_headers(&out[0])[protocol::DESTINATION_ENDPOINT], B);
+}
