@@ -466,9 +466,11 @@ impl<D: Dispatcher> Queues<D> {
 /// The dispatch thread: cycles while there is work, sleeps until woken or a deadline is due.
 pub(crate) fn run<D: Dispatcher, S: CompletionSink<D::Output>>(s: Arc<Shared<D, S>>) {
     loop {
-        let bits = s.pending.swap(0, Ordering::AcqRel);
         let stopping = s.shutdown.load(Ordering::SeqCst);
         let mut q = s.queues.lock();
+        // Taken under the lock, as callers' cycles do: whoever merges an inbox shard holds the
+        // queues, so a request never overtakes one that was handed in before it.
+        let bits = s.pending.swap(0, Ordering::AcqRel);
         if stopping {
             q.take_inbox(&s, ALL_SHARDS);
             q.evict_all();
