@@ -216,6 +216,16 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         admission: &Admission<'_>,
         request: &D::Request,
     ) -> Option<D::Output> {
+        self.dispatch_now_with(admission, || self.shared.dispatcher.dispatch(request))
+    }
+
+    /// `dispatch_now` with the caller's own `dispatch` (a request it holds borrowed, so nothing
+    /// is copied unless it must queue).
+    pub fn dispatch_now_with<T>(
+        &self,
+        admission: &Admission<'_>,
+        dispatch: impl FnOnce() -> Dispatch<T>,
+    ) -> Option<T> {
         let s = &*self.shared;
         let l = &*s.ledger;
         if s.shutdown.load(Ordering::Acquire) || l.queued.requests.load(Ordering::SeqCst) > 0 {
@@ -228,7 +238,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
                 (s.detector.saturation(now, n) < ceiling).then_some(n + 1)
             })
             .ok()?;
-        match s.dispatcher.dispatch(request) {
+        match dispatch() {
             Dispatch::Done(output) => {
                 l.enqueued.fetch_add(1, Ordering::Relaxed);
                 l.dispatched.fetch_add(1, Ordering::Relaxed);

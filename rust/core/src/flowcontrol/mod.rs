@@ -36,7 +36,9 @@ pub use config::{
 pub use controller::{Admission, CompletionSink, Dispatch, Dispatcher, FlowController, FlowStats};
 pub use item::{Completion, Item, Outcome, Rejection};
 pub use outcomes::{QueueDurations, QueueLabels, QueueOutcome, QueueSeries, QUEUE_BUCKETS};
-pub use routing::{no_candidates, route_when_possible, Admit, RouteRequest};
+pub use routing::{
+    no_candidates, route_view_when_possible, route_when_possible, Admit, RouteRequest, RouteView,
+};
 pub use saturation::SaturationDetector;
 pub use scale_from_zero::{Hold, HoldCounts, OnFirstHold, ScaleFromZero};
 

@@ -6,8 +6,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
 use super::item::Rejection;
 use crate::stats::{Histogram, OVERFLOW};
@@ -89,8 +90,40 @@ pub struct QueueSeries {
     pub duration: Histogram,
 }
 
+/// One label set's histogram as requests record it: atomics, so recorders never wait on each
+/// other (nor on a recorder the scheduler preempted).
+struct Series {
+    labels: QueueSeries,
+    counts: Box<[AtomicU64]>,
+    /// f64 bits.
+    sum: AtomicU64,
+}
+
+impl Series {
+    fn observe(&self, seconds: f64) {
+        let i = QUEUE_BUCKETS.partition_point(|b| *b < seconds);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + seconds).to_bits())
+            });
+    }
+
+    fn read(&self) -> QueueSeries {
+        let mut out = self.labels.clone();
+        for (c, a) in out.duration.counts.iter_mut().zip(self.counts.iter()) {
+            *c = a.load(Ordering::Relaxed);
+        }
+        out.duration.sum = f64::from_bits(self.sum.load(Ordering::Relaxed));
+        out
+    }
+}
+
+/// Label sets are few and long-lived: a request takes the map's read lock (shared with every
+/// other request) to find its own; only a new label set takes the write lock.
 pub struct QueueDurations {
-    series: Mutex<HashMap<String, QueueSeries>>,
+    series: RwLock<HashMap<String, Series>>,
     max_series: usize,
 }
 
@@ -102,7 +135,7 @@ impl QueueDurations {
     /// `max_series` caps distinct label sets; later ones count under model `__other__`.
     pub fn new(max_series: usize) -> QueueDurations {
         QueueDurations {
-            series: Mutex::new(HashMap::new()),
+            series: RwLock::new(HashMap::new()),
             max_series: max_series.max(1),
         }
     }
@@ -110,37 +143,38 @@ impl QueueDurations {
     /// One request left flow control after `seconds`; no allocation once its label set exists.
     pub fn observe(&self, l: QueueLabels<'_>, outcome: QueueOutcome, seconds: f64) {
         KEY.with_borrow_mut(|key| {
-            let mut map = self.series.lock();
-            let mut l = l;
             write_key(key, &l, outcome);
+            if let Some(s) = self.series.read().get(key.as_str()) {
+                s.observe(seconds);
+                return;
+            }
+            let mut map = self.series.write();
+            let mut l = l;
             if !map.contains_key(key.as_str()) && map.len() >= self.max_series {
                 l.model = OVERFLOW;
                 l.target_model = OVERFLOW;
                 write_key(key, &l, outcome);
             }
-            if let Some(s) = map.get_mut(key.as_str()) {
-                s.duration.observe(seconds);
-                return;
-            }
-            let mut duration = Histogram::new(QUEUE_BUCKETS);
-            duration.observe(seconds);
-            map.insert(
-                key.clone(),
-                QueueSeries {
-                    fairness_id: l.fairness_id.to_owned(),
-                    priority: l.priority,
-                    outcome: outcome.name(),
-                    model: l.model.to_owned(),
-                    target_model: l.target_model.to_owned(),
-                    duration,
-                },
-            );
+            map.entry(key.clone())
+                .or_insert_with(|| Series {
+                    labels: QueueSeries {
+                        fairness_id: l.fairness_id.to_owned(),
+                        priority: l.priority,
+                        outcome: outcome.name(),
+                        model: l.model.to_owned(),
+                        target_model: l.target_model.to_owned(),
+                        duration: Histogram::new(QUEUE_BUCKETS),
+                    },
+                    counts: (0..=QUEUE_BUCKETS.len()).map(|_| AtomicU64::new(0)).collect(),
+                    sum: AtomicU64::new(0f64.to_bits()),
+                })
+                .observe(seconds);
         })
     }
 
     /// Every label set, ordered so scrapes are stable.
     pub fn snapshot(&self) -> Vec<QueueSeries> {
-        let mut out: Vec<QueueSeries> = self.series.lock().values().cloned().collect();
+        let mut out: Vec<QueueSeries> = self.series.read().values().map(Series::read).collect();
         out.sort_by(|a, b| {
             (
                 &a.fairness_id,
