@@ -22,14 +22,17 @@ DEFAULT_FLOW = "default-flow"
 FAIRNESS = ("global-strict-fairness-policy", "round-robin-fairness-policy")
 ORDERING = ("fcfs-ordering-policy", "edf-ordering-policy", "slo-deadline-ordering-policy")
 DETECTORS = ("utilization-detector", "concurrency-detector")
-USAGE_LIMITS = ("static-usage-limit-policy", "priority-holdback-policy")
-# Flow-control plugin types → their parameters (the scheduler never sees these plugins).
+USAGE_LIMITS = ("static-usage-limit-policy", "priority-holdback-policy", "soft-reflective-ceiling-policy")
+# Flow-control plugin types → their parameters. Detectors are also scheduling filters (their
+# `headroom` only acts there): a profile naming one gets it from the Rust scheduler.
 PLUGIN_PARAMETERS: dict[str, set[str]] = {
     **{t: set() for t in FAIRNESS + ORDERING},
-    "utilization-detector": {"queueDepthThreshold", "kvCacheUtilThreshold", "metricsStalenessThreshold"},
-    "concurrency-detector": {"maxConcurrency", "concurrencyMode"},
+    "utilization-detector": {"queueDepthThreshold", "kvCacheUtilThreshold", "metricsStalenessThreshold", "headroom"},
+    "concurrency-detector": {"maxConcurrency", "maxTokenConcurrency", "concurrencyMode", "headroom",
+                             "inFlightLoadProducerName"},
     "static-usage-limit-policy": {"threshold"},
-    "priority-holdback-policy": {"highThreshold", "lowThreshold"},
+    "priority-holdback-policy": {"shape", "domain", "minCeiling", "maxCeiling"},
+    "soft-reflective-ceiling-policy": set(),
 }
 PLUGIN_TYPES = frozenset(PLUGIN_PARAMETERS)
 
@@ -162,13 +165,6 @@ def _quantity(m: dict, key: str, where: str, default: int = 0) -> int:
     return int(float(match.group(1)) * _QUANTITY_UNITS[match.group(2)])
 
 
-def _number(m: dict, key: str, default: float, where: str) -> float:
-    v = m.get(key, default)
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-        raise ConfigError(f"{where}.{key}: {v!r} is not a positive number")
-    return float(v)
-
-
 def _duration_ms(value: Any, where: str) -> int:
     """A Go duration ("60s", "1m30s", "500ms", "0s") or a number of seconds; ≥ 0."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
@@ -249,9 +245,37 @@ def _usage_limit(ref: Any, where: str, plugins: dict) -> dict[str, Any]:
     kind, params = _resolve(ref or USAGE_LIMITS[0], USAGE_LIMITS, plugins, where)
     w = f"{where} ({kind}).parameters"
     if kind == "static-usage-limit-policy":
-        return {"type": kind, "ceiling": _number(params, "threshold", 1.0, w)}
-    return {"type": kind, "highCeiling": _number(params, "highThreshold", 1.0, w),
-            "lowCeiling": _number(params, "lowThreshold", 0.8, w)}
+        return {"type": kind, "ceiling": _fraction(params, "threshold", 1.0, w, low_open=False, high=None)}
+    if kind == "soft-reflective-ceiling-policy":
+        return {"type": kind}
+    # priority-holdback-policy, upstream's shape: ceilings from maxCeiling (highest band) down to
+    # minCeiling (lowest), evenly by rank or proportionally to the priority value.
+    if "minCeiling" not in params:
+        raise ConfigError(f"{w}.minCeiling: required (the ceiling of the lowest priority, in [0.0, 1.0))")
+    shape = params.get("shape", "linear")
+    if shape != "linear":
+        raise ConfigError(f"{w}.shape: {shape!r} is not supported (only 'linear', as upstream)")
+    domain = params.get("domain", "rank")
+    if domain not in ("rank", "value"):
+        raise ConfigError(f"{w}.domain: {domain!r} must be 'rank' or 'value'")
+    low = _fraction(params, "minCeiling", 0.0, w, low_open=False, high_open=True)
+    high = _fraction(params, "maxCeiling", 1.0, w)
+    if low >= high:
+        raise ConfigError(f"{w}.minCeiling: {low} must be below maxCeiling ({high})")
+    return {"type": kind, "minCeiling": low, "maxCeiling": high, "domain": domain}
+
+
+def _fraction(m: dict, key: str, default: float, where: str, *, low_open: bool = True,
+              high: float | None = 1.0, high_open: bool = False) -> float:
+    """A number in (0, 1] by default; `low_open=False` admits 0, `high=None` lifts the top."""
+    v = m.get(key, default)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+    if ok:
+        ok = (v > 0 if low_open else v >= 0) and (high is None or (v < high if high_open else v <= high))
+    if not ok:
+        lo, hi = "(0.0" if low_open else "[0.0", "" if high is None else (f"{high})" if high_open else f"{high}]")
+        raise ConfigError(f"{where}.{key}: {v!r} must be a number in {lo}, {hi or 'inf)'}")
+    return float(v)
 
 
 def _detector(flow_ref: Any, legacy: Any, source: str, plugins: dict) -> dict[str, Any]:
@@ -274,18 +298,32 @@ def _detector(flow_ref: Any, legacy: Any, source: str, plugins: dict) -> dict[st
 
 
 def _detector_params(kind: str, params: dict[str, Any], where: str) -> dict[str, Any]:
+    """Upstream's defaults and bounds; `headroom` (≥ 0) only widens the filter role."""
+    _fraction(params, "headroom", 0.0, where, low_open=False, high=None)
     if kind == "concurrency-detector":
         mode = params.get("concurrencyMode", "requests")
+        if mode not in ("requests", "tokens", "hybrid"):
+            raise ConfigError(f"{where}.concurrencyMode: {mode!r} must be 'requests', 'tokens' or 'hybrid'")
         if mode != "requests":
-            raise ConfigError(f"{where}.concurrencyMode: {mode!r} is not supported (only 'requests')")
-        n = params.get("maxConcurrency")
-        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-            raise ConfigError(f"{where}.maxConcurrency: {n!r} is not a positive integer (required)")
-        return {"type": kind, "maxConcurrency": n}
-    return {"type": kind, "queueDepthThreshold": _number(params, "queueDepthThreshold", 5, where),
-            "kvCacheUtilThreshold": _number(params, "kvCacheUtilThreshold", 0.8, where),
-            "metricsStalenessMs": _duration_ms(params.get("metricsStalenessThreshold", "200ms"),
-                                               f"{where}.metricsStalenessThreshold")}
+            raise ConfigError(f"{where}.concurrencyMode: {mode!r} is not supported yet: in-flight tokens are not "
+                              "counted per request here (use 'requests')")
+        if params.get("inFlightLoadProducerName"):
+            raise ConfigError(f"{where}.inFlightLoadProducerName: the concurrency detector counts the requests "
+                              "flow control dispatched itself; it reads no producer")
+        for key, default in (("maxConcurrency", 100), ("maxTokenConcurrency", 1_000_000)):
+            n = params.get(key, default)
+            if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+                raise ConfigError(f"{where}.{key}: {n!r} is not a positive integer")
+        return {"type": kind, "maxConcurrency": params.get("maxConcurrency", 100)}
+    depth = params.get("queueDepthThreshold", 5)
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth <= 0:
+        raise ConfigError(f"{where}.queueDepthThreshold: {depth!r} is not a positive integer")
+    staleness = _duration_ms(params.get("metricsStalenessThreshold", "200ms"), f"{where}.metricsStalenessThreshold")
+    if staleness <= 0:
+        raise ConfigError(f"{where}.metricsStalenessThreshold: must be > 0")
+    return {"type": kind, "queueDepthThreshold": float(depth),
+            "kvCacheUtilThreshold": _fraction(params, "kvCacheUtilThreshold", 0.8, where),
+            "metricsStalenessMs": staleness}
 
 
 def _objectives(raw: Any, where: str) -> dict[str, int]:

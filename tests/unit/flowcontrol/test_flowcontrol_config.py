@@ -23,7 +23,7 @@ plugins:
 - type: edf-ordering-policy
 - name: holdback
   type: priority-holdback-policy
-  parameters: {highThreshold: 1.0, lowThreshold: 0.6}
+  parameters: {minCeiling: 0.6, maxCeiling: 1.0, domain: value, shape: linear}
 - name: util
   type: utilization-detector
   parameters: {queueDepthThreshold: 3, kvCacheUtilThreshold: 0.9, metricsStalenessThreshold: 150ms}
@@ -58,7 +58,8 @@ def test_a_full_config_reads_every_upstream_field():
     assert (band.priority, band.fairness_policy, band.ordering_policy, band.max_bytes) == (
         10, "round-robin-fairness-policy", "edf-ordering-policy", 500_000_000)
     assert band.max_requests == 5000, "0 or omitted band limits take the system default"
-    assert fc.usage_limit == {"type": "priority-holdback-policy", "highCeiling": 1.0, "lowCeiling": 0.6}
+    assert fc.usage_limit == {"type": "priority-holdback-policy", "minCeiling": 0.6, "maxCeiling": 1.0,
+                              "domain": "value"}
     assert fc.detector == {"type": "utilization-detector", "queueDepthThreshold": 3.0,
                            "kvCacheUtilThreshold": 0.9, "metricsStalenessMs": 150}
     assert fc.objectives == {"premium": 10, "batch": -1}
@@ -117,14 +118,39 @@ def test_flow_control_plugins_do_not_reach_the_scheduler():
     ({"plugins": [{"name": "x", "type": "fcfs-ordering-policy"}],
       "flowControl": {"priorityBands": [{"priority": 1, "fairnessPolicyRef": "x"}]}},
      "fairnessPolicyRef: plugin 'x' is a fcfs-ordering-policy"),
-    ({"flowControl": {"saturationDetector": {"pluginRef": "concurrency-detector"}}},
-     "maxConcurrency: None is not a positive integer"),
+    ({"plugins": [{"type": "concurrency-detector", "parameters": {"maxConcurrency": 0}}],
+      "flowControl": {"saturationDetector": {"pluginRef": "concurrency-detector"}}},
+     "maxConcurrency: 0 is not a positive integer"),
+    ({"plugins": [{"type": "concurrency-detector", "parameters": {"headroom": -0.1}}],
+      "flowControl": {"saturationDetector": {"pluginRef": "concurrency-detector"}}},
+     "headroom: -0.1 must be a number in [0.0, inf)"),
+    ({"plugins": [{"type": "concurrency-detector", "parameters": {"concurrencyMode": "bytes"}}],
+      "flowControl": {"saturationDetector": {"pluginRef": "concurrency-detector"}}},
+     "concurrencyMode: 'bytes' must be 'requests', 'tokens' or 'hybrid'"),
+    ({"plugins": [{"type": "utilization-detector", "parameters": {"kvCacheUtilThreshold": 1.5}}]},
+     "kvCacheUtilThreshold: 1.5 must be a number in (0.0, 1.0]"),
+    ({"plugins": [{"type": "priority-holdback-policy", "parameters": {"maxCeiling": 0.9}}],
+      "flowControl": {"usageLimitPolicyPluginRef": "priority-holdback-policy"}},
+     "parameters.minCeiling: required"),
+    ({"plugins": [{"type": "priority-holdback-policy", "parameters": {"minCeiling": 0.9, "maxCeiling": 0.5}}],
+      "flowControl": {"usageLimitPolicyPluginRef": "priority-holdback-policy"}},
+     "minCeiling: 0.9 must be below maxCeiling (0.5)"),
+    ({"plugins": [{"type": "priority-holdback-policy", "parameters": {"minCeiling": 0.2, "domain": "log"}}],
+      "flowControl": {"usageLimitPolicyPluginRef": "priority-holdback-policy"}},
+     "domain: 'log' must be 'rank' or 'value'"),
+    ({"plugins": [{"type": "priority-holdback-policy", "parameters": {"minCeiling": 0.2, "shape": "sigmoid"}}],
+      "flowControl": {"usageLimitPolicyPluginRef": "priority-holdback-policy"}},
+     "shape: 'sigmoid' is not supported"),
+    ({"plugins": [{"type": "priority-holdback-policy", "parameters": {"highThreshold": 0.2}}]},
+     "unknown field 'highThreshold'"),
+    ({"plugins": [{"type": "soft-reflective-ceiling-policy", "parameters": {"k": 1}}]},
+     "soft-reflective-ceiling-policy).parameters: unknown field 'k'"),
     ({"plugins": [{"type": "utilization-detector", "parameters": {"queueDepth": 1}}]},
      "utilization-detector).parameters: unknown field 'queueDepth'"),
     ({"plugins": [{"type": "utilization-detector", "parameters": {"queueDepthThreshold": 0}}]}, None),
     ({"flowControl": {"usageLimitPolicyPluginRef": "static-usage-limit-policy"},
       "plugins": [{"type": "static-usage-limit-policy", "parameters": {"threshold": -1}}]},
-     "parameters.threshold: -1 is not a positive number"),
+     "parameters.threshold: -1 must be a number in [0.0, inf)"),
     ({"saturationDetector": {"pluginRef": "utilization-detector", "queueDepthThreshold": 3}},
      "saturationDetector: give pluginRef or inline thresholds"),
     ({"objectives": [{"name": "a", "priority": 1.5}]}, "objectives[0].priority: 1.5"),
@@ -134,7 +160,7 @@ def test_flow_control_plugins_do_not_reach_the_scheduler():
 def test_bad_input_is_an_error_naming_the_field(doc, field):
     if field is None:  # accepted by the parser, refused where it is used
         doc = {**doc, "flowControl": {"saturationDetector": {"pluginRef": "utilization-detector"}}}
-        field = "queueDepthThreshold: 0 is not a positive number"
+        field = "queueDepthThreshold: 0 is not a positive integer"
     with pytest.raises(ConfigError) as e:
         parse_flow_control(doc, source="epp.yaml")
     assert field in str(e.value) and str(e.value).startswith("epp.yaml: ")
@@ -145,3 +171,18 @@ def test_to_json_is_what_the_rust_core_reads():
     assert doc["defaultNegativePriorityBand"]["maxRequests"] == 10
     assert doc["noEndpointRequestTtlMs"] == 5000 and doc["defaultRequestTtlMs"] == 90_000
     assert doc["priorityBands"][0]["fairnessPolicy"] == "round-robin-fairness-policy"
+
+
+def test_upstream_detector_defaults_and_soft_reflective_policy():
+    fc = parse_flow_control({
+        "plugins": [{"type": "concurrency-detector", "parameters": {"headroom": 0.2, "maxTokenConcurrency": 5000}},
+                    {"type": "soft-reflective-ceiling-policy"}],
+        "flowControl": {"saturationDetector": {"pluginRef": "concurrency-detector"},
+                        "usageLimitPolicyPluginRef": "soft-reflective-ceiling-policy"}})
+    assert fc.detector == {"type": "concurrency-detector", "maxConcurrency": 100}
+    assert fc.usage_limit == {"type": "soft-reflective-ceiling-policy"}
+    holdback = parse_flow_control({
+        "plugins": [{"type": "priority-holdback-policy", "parameters": {"minCeiling": 0.4}}],
+        "flowControl": {"usageLimitPolicyPluginRef": "priority-holdback-policy"}})
+    assert holdback.usage_limit == {"type": "priority-holdback-policy", "minCeiling": 0.4, "maxCeiling": 1.0,
+                                    "domain": "rank"}

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::usage_limits::{HoldbackDomain, UsageLimit};
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("flow control config: {0}")]
 pub struct FlowConfigError(pub String);
@@ -57,52 +59,6 @@ impl Default for BandConfig {
             max_bytes: default_band_bytes(),
             fairness_policy: FairnessPolicy::default(),
             ordering_policy: OrderingPolicy::default(),
-        }
-    }
-}
-
-/// When a band may dispatch: while pool saturation is below its ceiling.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", deny_unknown_fields)]
-pub enum UsageLimit {
-    /// One ceiling for every band.
-    #[serde(rename = "static-usage-limit-policy")]
-    Static {
-        #[serde(default = "one")]
-        ceiling: f64,
-    },
-    /// The highest band stops at `highCeiling`, the lowest at `lowCeiling`, bands between
-    /// linearly by rank: lower priorities yield before the pool is full.
-    #[serde(rename = "priority-holdback-policy", rename_all = "camelCase")]
-    PriorityHoldback {
-        #[serde(default = "one")]
-        high_ceiling: f64,
-        #[serde(default = "holdback_low")]
-        low_ceiling: f64,
-    },
-}
-
-impl Default for UsageLimit {
-    fn default() -> Self {
-        UsageLimit::Static { ceiling: 1.0 }
-    }
-}
-
-impl UsageLimit {
-    /// Ceiling of the band at `rank` (0 = highest priority) among `bands` bands.
-    pub fn ceiling(&self, rank: usize, bands: usize) -> f64 {
-        match *self {
-            UsageLimit::Static { ceiling } => ceiling,
-            UsageLimit::PriorityHoldback {
-                high_ceiling,
-                low_ceiling,
-            } => {
-                if bands <= 1 {
-                    return high_ceiling;
-                }
-                let t = rank as f64 / (bands - 1) as f64;
-                high_ceiling + (low_ceiling - high_ceiling) * t
-            }
         }
     }
 }
@@ -180,6 +136,7 @@ impl FlowControlConfig {
     }
 
     fn validate(&self) -> Result<(), FlowConfigError> {
+        self.usage_limit_policy.validate().map_err(FlowConfigError)?;
         if let SaturationConfig::Concurrency { max_concurrency: 0 } = self.saturation_detector {
             return Err(FlowConfigError("maxConcurrency must be > 0".into()));
         }
@@ -242,12 +199,6 @@ fn default_band_bytes() -> u64 {
 }
 fn default_ttl_ms() -> u64 {
     60_000
-}
-fn one() -> f64 {
-    1.0
-}
-fn holdback_low() -> f64 {
-    0.8
 }
 fn queue_depth() -> f64 {
     5.0

@@ -17,7 +17,9 @@ use super::config::{FlowControlConfig, OrderingPolicy};
 use super::dispatch::{self, Queues, INLINE_BURST};
 use super::item::{Completion, Item, Rejection};
 use super::ledger::{BandShared, Ledger};
+use super::outcomes::{FlowMetrics, QueueOutcome, ENQUEUED};
 use super::saturation::SaturationDetector;
+use super::usage_limits::{BandPosition, UsageLimiter};
 
 /// What the dispatch thread does with a request once policy says it may go.
 pub trait Dispatcher: Send + Sync + 'static {
@@ -71,6 +73,9 @@ pub struct Admission<'a> {
     pub ttl: Option<Duration>,
     /// TTFT objective, the key of `slo-deadline-ordering-policy`.
     pub slo_ttft: Option<Duration>,
+    /// The request's model and the one it is sent as ("" when unknown): queue-gauge labels.
+    pub model: &'a str,
+    pub target_model: &'a str,
 }
 
 /// A snapshot of the counters, for metrics exporters.
@@ -80,6 +85,11 @@ pub struct FlowStats {
     pub queued_bytes: u64,
     /// (priority, queued requests, queued bytes), highest priority first.
     pub bands: Vec<(i32, u64, u64)>,
+    /// (priority, max requests, max bytes) of the same bands; 0 = no limit.
+    pub band_limits: Vec<(i32, u64, u64)>,
+    /// Global limits; 0 = none.
+    pub max_requests: u64,
+    pub max_bytes: u64,
     pub enqueued: u64,
     pub dispatched: u64,
     pub rejected_capacity: u64,
@@ -107,6 +117,8 @@ pub(crate) struct Shared<D: Dispatcher, S> {
     pub dispatcher: D,
     pub sink: S,
     pub detector: SaturationDetector,
+    /// The usage-limit policy with its state.
+    pub limits: UsageLimiter,
     pub ledger: Arc<Ledger>,
     bands: ArcSwap<HashMap<i32, Arc<BandShared>>>,
     band_writer: Mutex<()>,
@@ -181,8 +193,10 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             max_bytes: config.max_bytes,
             ..Default::default()
         });
+        let limits = UsageLimiter::new(config.usage_limit_policy.clone());
         let shared = Arc::new(Shared {
             config,
+            limits,
             dispatcher,
             sink,
             detector,
@@ -231,11 +245,12 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         if s.shutdown.load(Ordering::Acquire) || l.queued.requests.load(Ordering::SeqCst) > 0 {
             return None; // whatever waits goes first
         }
-        let ceiling = self.ceiling_of(admission.priority);
+        let at = self.position_of(admission.priority);
         let now = Instant::now();
         l.in_flight
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (s.detector.saturation(now, n) < ceiling).then_some(n + 1)
+                let saturation = s.detector.saturation(now, n);
+                (saturation < s.limits.peek(saturation).ceiling(at)).then_some(n + 1)
             })
             .ok()?;
         match dispatch() {
@@ -251,13 +266,10 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         }
     }
 
-    /// The usage-limit ceiling of `priority`'s band, ranked among the bands provisioned so far
-    /// (what the dispatcher ranks it among).
-    fn ceiling_of(&self, priority: i32) -> f64 {
-        let bands = self.shared.bands.load();
-        let rank = bands.keys().filter(|&&p| p > priority).count();
-        let n = bands.len() + usize::from(!bands.contains_key(&priority));
-        self.shared.config.usage_limit_policy.ceiling(rank, n)
+    /// Where `priority`'s band ranks among the bands provisioned so far (what the dispatcher
+    /// ranks it among), for its usage-limit ceiling.
+    fn position_of(&self, priority: i32) -> BandPosition {
+        BandPosition::among(priority, self.shared.bands.load().keys().copied())
     }
 
     /// A fresh id for an outcome that never queued.
@@ -273,19 +285,27 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         request: D::Request,
     ) -> Result<Arc<Item<D::Request>>, Rejection> {
         let s = &*self.shared;
+        let now = Instant::now();
+        let metrics = &s.ledger.metrics;
+        let (flow, priority) = (admission.flow, admission.priority);
+        let refused = |r: Rejection| {
+            metrics.enqueued(flow, priority, QueueOutcome::from(r).name(), now.elapsed());
+            Err(r)
+        };
         if s.shutdown.load(Ordering::Acquire) {
-            return Err(Rejection::ShuttingDown);
+            return refused(Rejection::ShuttingDown);
         }
         let band = s.band(admission.priority);
         if !band.try_reserve(admission.size) {
             s.ledger.rejected_capacity.fetch_add(1, Ordering::Relaxed);
-            return Err(if s.dispatcher.pool_empty() {
+            return refused(if s.dispatcher.pool_empty() {
                 Rejection::NoEndpoints
             } else {
                 Rejection::Capacity
             });
         }
-        let now = Instant::now();
+        let gauge = metrics.gauge(flow, priority, admission.model, admission.target_model);
+        gauge.enter(admission.size);
         let deadline = now + admission.ttl.unwrap_or(s.config.default_ttl());
         let order_deadline = match (band.ordering, admission.slo_ttft) {
             (OrderingPolicy::SloDeadline, Some(slo)) => now + slo,
@@ -302,6 +322,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             order_deadline,
             request,
             band,
+            gauge,
         ));
         s.ledger.enqueued.fetch_add(1, Ordering::Relaxed);
         // Queues free: take the request in and dispatch here, no hand-off to another thread.
@@ -310,12 +331,14 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
                 let bits = s.pending.swap(0, Ordering::AcqRel);
                 q.take_inbox(s, bits);
                 q.admit(s, item.clone());
+                metrics.enqueued(flow, priority, ENQUEUED, now.elapsed());
                 self.finish_cycle(q, bits & LOOK_AGAIN != 0);
                 return Ok(item);
             }
         }
         let shard = SHARD.with(Cell::get);
         s.inbox[shard].lock().push(item.clone());
+        metrics.enqueued(flow, priority, ENQUEUED, now.elapsed());
         s.signal(1 << shard);
         // Shutdown may have drained the inboxes between the check above and the push: whoever
         // ends the item first owns its outcome.
@@ -403,7 +426,14 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             })
             .collect();
         bands.sort_by_key(|b| std::cmp::Reverse(b.0));
+        let mut band_limits: Vec<_> = (self.shared.bands.load().values())
+            .map(|b| (b.priority, b.max_requests, b.max_bytes))
+            .collect();
+        band_limits.sort_by_key(|b| std::cmp::Reverse(b.0));
         FlowStats {
+            band_limits,
+            max_requests: l.max_requests,
+            max_bytes: l.max_bytes,
             queued_requests: get(&l.queued.requests),
             queued_bytes: get(&l.queued.bytes),
             bands,
@@ -420,6 +450,11 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             dispatch_cycle_seconds: get(&l.dispatch_cycle_nanos) as f64 / 1e9,
             queue_wait_seconds: get(&l.queue_wait_nanos) as f64 / 1e9,
         }
+    }
+
+    /// Per-flow gauges, enqueue and dispatch-cycle durations.
+    pub fn metrics(&self) -> &FlowMetrics {
+        &self.shared.ledger.metrics
     }
 
     /// Evict everything queued (503 rejected-shutting-down) and stop the dispatch thread.

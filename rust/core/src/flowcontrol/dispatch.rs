@@ -20,6 +20,7 @@ use super::band::Band;
 use super::controller::{CompletionSink, Dispatch, Dispatcher, Shared, ALL_SHARDS};
 use super::item::{Completion, Item, Outcome, Rejection};
 use super::ledger::BandShared;
+use super::usage_limits::BandPosition;
 
 /// Dispatches between two hand-overs of completions on the dispatch thread, so callers hear early.
 pub(crate) const BURST: usize = 256;
@@ -192,9 +193,11 @@ impl<D: Dispatcher> Queues<D> {
         self.unpark(s);
         let progress = self.dispatch_some(s, now, burst);
         let l = &s.ledger;
+        let took = now.elapsed();
         l.dispatch_cycles.fetch_add(1, Ordering::Relaxed);
         l.dispatch_cycle_nanos
-            .fetch_add(now.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        l.metrics.dispatch_cycle.observe_duration(took);
         self.flush(s);
         progress
     }
@@ -378,21 +381,31 @@ impl<D: Dispatcher> Queues<D> {
     fn dispatch_some<S>(&mut self, s: &Shared<D, S>, now: Instant, burst: usize) -> Progress {
         let l = &*s.ledger;
         let nbands = self.bands.len();
+        let highest = self.bands.keys().next().map_or(0, |p| p.0);
+        let lowest = self.bands.keys().next_back().map_or(0, |p| p.0);
         let (mut dispatched, mut waited_nanos) = (0u64, 0u64);
         let mut progress = Progress::MoreToDo;
         'burst: for _ in 0..burst {
             let saturation = s
                 .detector
                 .saturation(now, l.in_flight.load(Ordering::SeqCst));
+            let ceilings = s.limits.cycle(saturation);
             let mut went = false;
-            for (rank, band) in self.bands.values_mut().enumerate() {
+            for (rank, (&Reverse(priority), band)) in self.bands.iter_mut().enumerate() {
                 if !band.has_live() {
                     continue;
                 }
-                if saturation >= s.config.usage_limit_policy.ceiling(rank, nbands) {
+                let at = BandPosition {
+                    rank,
+                    bands: nbands,
+                    priority,
+                    highest,
+                    lowest,
+                };
+                if saturation >= ceilings.ceiling(at) {
                     // Head-of-line: lower bands wait too, no priority inversion.
                     progress = Progress::Blocked {
-                        poll: s.detector.changes_on_its_own(),
+                        poll: s.detector.changes_on_its_own() || s.limits.alternates(saturation),
                     };
                     break 'burst;
                 }

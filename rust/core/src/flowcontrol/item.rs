@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ledger::{BandShared, Ledger};
+use super::outcomes::FlowGauge;
 
 const QUEUED: u8 = 0;
 const CLAIMED: u8 = 1;
@@ -75,6 +76,8 @@ pub struct Item<R> {
     pub request: R,
     state: AtomicU8,
     band: Arc<BandShared>,
+    /// Its flow's queue gauges (counted in on enqueue, out when it leaves the queue).
+    gauge: Arc<FlowGauge>,
 }
 
 impl<R> Item<R> {
@@ -90,6 +93,7 @@ impl<R> Item<R> {
         order_deadline: Instant,
         request: R,
         band: Arc<BandShared>,
+        gauge: Arc<FlowGauge>,
     ) -> Self {
         Item {
             id,
@@ -103,6 +107,7 @@ impl<R> Item<R> {
             request,
             state: AtomicU8::new(QUEUED),
             band,
+            gauge,
         }
     }
 
@@ -124,6 +129,7 @@ impl<R> Item<R> {
     /// A claimed item was dispatched; the dispatcher hands its capacity back (`band`), in a batch.
     pub(crate) fn finish_dispatched(&self) {
         self.state.store(DONE, Ordering::Release);
+        self.gauge.leave(self.size);
     }
 
     pub(crate) fn band(&self) -> &Arc<BandShared> {
@@ -162,5 +168,6 @@ impl<R> Item<R> {
 
     fn leave(&self) {
         self.band.release(self.size);
+        self.gauge.leave(self.size);
     }
 }

@@ -28,14 +28,18 @@ mod queue;
 mod routing;
 pub mod saturation;
 mod scale_from_zero;
+pub mod usage_limits;
 
 pub use config::{
-    BandConfig, FairnessPolicy, FlowConfigError, FlowControlConfig, OrderingPolicy,
+    BandConfig, FairnessPolicy, FlowConfigError, FlowControlConfig, HoldbackDomain, OrderingPolicy,
     SaturationConfig, UsageLimit,
 };
 pub use controller::{Admission, CompletionSink, Dispatch, Dispatcher, FlowController, FlowStats};
 pub use item::{Completion, Item, Outcome, Rejection};
-pub use outcomes::{QueueDurations, QueueLabels, QueueOutcome, QueueSeries, QUEUE_BUCKETS};
+pub use outcomes::{
+    EnqueueSeries, FlowGauge, FlowGaugeRow, FlowMetrics, QueueDurations, QueueLabels,
+    QueueOutcome, QueueSeries, ENQUEUED, FLOW_GC_IDLE, QUEUE_BUCKETS,
+};
 pub use routing::{
     no_candidates, route_view_when_possible, route_when_possible, Admit, RouteRequest, RouteView,
 };

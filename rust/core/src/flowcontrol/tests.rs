@@ -480,21 +480,9 @@ fn concurrency_limit_holds_requests_until_release() {
 }
 
 #[test]
-fn holdback_gives_lower_bands_lower_ceilings() {
-    let p = UsageLimit::PriorityHoldback {
-        high_ceiling: 1.0,
-        low_ceiling: 0.6,
-    };
-    assert_eq!(p.ceiling(0, 3), 1.0);
-    assert!((p.ceiling(1, 3) - 0.8).abs() < 1e-9);
-    assert!((p.ceiling(2, 3) - 0.6).abs() < 1e-9);
-    assert_eq!(p.ceiling(0, 1), 1.0);
-}
-
-#[test]
 fn holdback_stops_a_lower_band_that_a_higher_one_would_pass() {
     let cfg = config(
-        r#"{"usageLimitPolicy": {"type": "priority-holdback-policy", "highCeiling": 1.0, "lowCeiling": 0.5}}"#,
+        r#"{"usageLimitPolicy": {"type": "priority-holdback-policy", "maxCeiling": 1.0, "minCeiling": 0.5}}"#,
     );
     let (seen, sink) = collector();
     let detector = SaturationDetector::Concurrency {
@@ -573,4 +561,29 @@ fn unknown_config_fields_are_errors_naming_them() {
     let e = FlowControlConfig::from_json(r#"{"defaultPriorityBand": {"fairnessPolicy": "nope"}}"#)
         .unwrap_err();
     assert!(e.to_string().contains("nope"), "{e}");
+}
+
+#[test]
+fn soft_reflective_ceiling_lets_a_gated_band_through_without_a_release_and_stops_it_when_full() {
+    let cfg = config(r#"{"usageLimitPolicy": {"type": "soft-reflective-ceiling-policy"}}"#);
+    let (seen, sink) = collector();
+    let detector = SaturationDetector::Concurrency {
+        store: None,
+        max_concurrency: 4,
+    };
+    let fc = FlowController::start(cfg, detector, Gate::new(true, false), sink).unwrap();
+    for i in 0..3 {
+        fc.enqueue(&adm("hi", 1), ("hi".into(), i)).unwrap();
+    }
+    wait_for(&seen, 3);
+    // 3 of 4 in flight: saturation 0.75, past the low band's reflection (0.25), so it is open
+    // one dispatch cycle in three; it goes although nothing is released.
+    fc.enqueue(&adm("lo", 0), ("lo".into(), 0)).unwrap();
+    wait_for(&seen, 4);
+    // Now 4 of 4: saturation 1.0 closes every band below the top one for good.
+    fc.enqueue(&adm("lo", 0), ("lo".into(), 1)).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(seen.lock().unwrap().len(), 4, "the low band must wait at saturation 1.0");
+    fc.release();
+    wait_for(&seen, 5);
 }
