@@ -332,7 +332,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
                 q.take_inbox(s, bits);
                 q.admit(s, item.clone());
                 metrics.enqueued(flow, priority, ENQUEUED, now.elapsed());
-                self.finish_cycle(q, bits & LOOK_AGAIN != 0);
+                self.finish_cycle(q, bits & LOOK_AGAIN != 0, Some(now));
                 return Ok(item);
             }
         }
@@ -351,9 +351,14 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
 
     /// A short cycle in the caller's thread (the queues' lock held); the dispatch thread is woken
     /// for whatever the cycle leaves to it.
-    fn finish_cycle(&self, mut q: parking_lot::MutexGuard<'_, Queues<D>>, asked: bool) {
+    fn finish_cycle(
+        &self,
+        mut q: parking_lot::MutexGuard<'_, Queues<D>>,
+        asked: bool,
+        now: Option<Instant>,
+    ) {
         let s = &*self.shared;
-        let progress = q.cycle(s, INLINE_BURST);
+        let progress = q.cycle(s, INLINE_BURST, now);
         let wake = asked || q.needs_thread(s, &progress);
         drop(q);
         if wake {
@@ -369,7 +374,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
                 let mut q = q;
                 let bits = s.pending.swap(0, Ordering::AcqRel);
                 q.take_inbox(s, bits);
-                self.finish_cycle(q, bits & LOOK_AGAIN != 0);
+                self.finish_cycle(q, bits & LOOK_AGAIN != 0, None);
             }
             _ => s.wake(),
         }

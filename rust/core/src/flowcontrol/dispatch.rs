@@ -181,14 +181,16 @@ impl<D: Dispatcher> Queues<D> {
             .push(item);
     }
 
-    /// Expire, unpark, dispatch up to `burst` requests and hand the outcomes over.
+    /// Expire, unpark, dispatch up to `burst` requests and hand the outcomes over; `now` when
+    /// the caller has just read the clock.
     pub fn cycle<S: CompletionSink<D::Output>>(
         &mut self,
         s: &Shared<D, S>,
         burst: usize,
+        now: Option<Instant>,
     ) -> Progress {
         self.compact(s);
-        let now = Instant::now();
+        let now = now.unwrap_or_else(Instant::now);
         self.expire(s, now);
         self.unpark(s);
         let progress = self.dispatch_some(s, now, burst);
@@ -491,7 +493,7 @@ pub(crate) fn run<D: Dispatcher, S: CompletionSink<D::Output>>(s: Arc<Shared<D, 
             return;
         }
         q.take_inbox(&s, bits);
-        let progress = q.cycle(&s, BURST);
+        let progress = q.cycle(&s, BURST, None);
         q.changed = false;
         let wait = q.sleep_for(&s, &progress);
         drop(q);
