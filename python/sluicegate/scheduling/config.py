@@ -19,6 +19,7 @@ from ..flowcontrol.config import DETECTORS
 from ..flowcontrol.config import PLUGIN_TYPES as FLOW_PLUGIN_TYPES
 from ..flowcontrol.config import FlowControlSettings, parse_flow_control
 from ..activator.static import StaticActivatorSettings, parse_static_activator
+from ..rewrites import parse_static as parse_static_rewrites
 from .data_layer import DATA_TYPES, DataLayer, DataPlugin, data_plugin, parse_data_layer
 from .request_handler import PARSER_TYPES, check_parser_plugin, parser_types
 
@@ -28,7 +29,7 @@ KIND = "EndpointPickerConfig"
 # Upstream's profile when no config is given (resolved by the Rust scheduler; kept for callers).
 DEFAULT_WEIGHTS = {"queue-scorer": 2.0, "kv-cache-utilization-scorer": 2.0, "prefix-cache-scorer": 3.0}
 TOP_LEVEL = {"apiVersion", "kind", "plugins", "schedulingProfiles", "featureGates", "flowControl", "dataLayer",
-             "requestHandler", "parser", "saturationDetector", "objectives", "activator"}
+             "requestHandler", "parser", "saturationDetector", "objectives", "activator", "rewrites"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ class EppConfig:
     data_layer: DataLayer = DataLayer()
     flow_control: FlowControlSettings = FlowControlSettings()
     activator: StaticActivatorSettings | None = None  # static mode's scale commands
+    # Static InferenceModelRewrites (`rewrites:`), resolved, as `Router.set_rewrites` takes them.
+    rewrites_json: str | None = None
     source: str = "<defaults>"
 
     @property
@@ -154,8 +157,14 @@ def _parse(doc: Any, source: str) -> EppConfig:
     base = EppConfig(endpoints_file=data_layer.endpoints_file, watch_file=data_layer.watch_file,
                      data_layer=data_layer, request_json=json.dumps(handling), feature_gates=tuple(gates),
                      flow_control=parse_flow_control(doc, source),
-                     activator=parse_static_activator(doc.get("activator"), source), source=source)
+                     activator=parse_static_activator(doc.get("activator"), source),
+                     rewrites_json=_rewrites_json(doc.get("rewrites"), source), source=source)
     return _resolve(scheduling, base)
+
+
+def _rewrites_json(raw: Any, source: str) -> str | None:
+    table = parse_static_rewrites(raw, f"{source}: rewrites")
+    return None if table is None else table.to_json()
 
 
 def _resolve(scheduling: dict[str, Any], base: EppConfig) -> EppConfig:

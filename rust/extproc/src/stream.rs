@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use sluicegate_core::flowcontrol::RouteRequest;
+use sluicegate_core::flowcontrol::RouteView;
 use sluicegate_core::parse::{find_usage, model_of, replace_model_in_chunk_cow};
 use sluicegate_core::scheduling::cycle::ScheduleError;
 use sluicegate_core::scheduling::{Decision, RouteError, RouteOptions};
@@ -468,12 +468,12 @@ impl RequestStream {
             size: body.len() as u64,
             slo_ttft: self.slo_ttft,
         };
-        let request = RouteRequest {
-            path: self.path.clone(),
-            body: body.to_vec(),
-            model_rewrite: self.rewrite.clone(),
-            subset: self.subset.clone(),
-            headers: self.headers.clone(),
+        let request = RouteView {
+            path: &self.path,
+            body: &body,
+            model_rewrite: self.rewrite.as_deref(),
+            subset: self.subset.as_deref(),
+            headers: &self.headers,
             priority: self.priority,
         };
         match admit(&gate, &ask, request)? {
@@ -802,7 +802,7 @@ impl Drop for RequestStream {
 }
 
 /// Admission that cannot hang the request on a bug: a panic is answered 500.
-fn admit(gate: &Arc<Gate>, ask: &Ask<'_>, request: RouteRequest) -> Result<Admitted, Failure> {
+fn admit(gate: &Arc<Gate>, ask: &Ask<'_>, request: RouteView<'_>) -> Result<Admitted, Failure> {
     catch_unwind(AssertUnwindSafe(|| gate.admit(ask, request))).map_err(|_| Failure {
         status: 500,
         message: "internal error: panic in admission".to_owned(),

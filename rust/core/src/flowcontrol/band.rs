@@ -19,6 +19,9 @@ pub struct Band<R> {
     /// Global-strict: (item id, flow) with at least one entry at or below each flow's head id,
     /// so the smallest entry that still names its flow's head is the oldest head (no scan).
     heads: BinaryHeap<Reverse<(u64, Arc<str>)>>,
+    /// The flow emptied last, kept with its buffer: a tenant whose every request goes as soon as
+    /// it comes (the common, unsaturated case) does not build and free a queue per request.
+    idle: Option<FlowQueue<R>>,
 }
 
 impl<R> Band<R> {
@@ -29,6 +32,7 @@ impl<R> Band<R> {
             index: HashMap::new(),
             cursor: 0,
             heads: BinaryHeap::new(),
+            idle: None,
         }
     }
 
@@ -48,10 +52,11 @@ impl<R> Band<R> {
         let i = match self.index.get(&item.flow) {
             Some(&i) => i,
             None => {
-                self.flows.push(FlowQueue::new(
-                    item.flow.clone(),
-                    self.config.ordering_policy,
-                ));
+                let flow = match self.idle.take() {
+                    Some(f) if f.key == item.flow => f,
+                    _ => FlowQueue::new(item.flow.clone(), self.config.ordering_policy),
+                };
+                self.flows.push(flow);
                 self.index.insert(item.flow.clone(), self.flows.len() - 1);
                 self.flows.len() - 1
             }
@@ -176,10 +181,12 @@ impl<R> Band<R> {
             if let Some(moved) = self.flows.get(i) {
                 self.index.insert(moved.key.clone(), i);
             }
+            self.keep_idle(gone);
             return;
         }
         let gone = self.flows.remove(i);
         self.index.remove(&gone.key);
+        self.keep_idle(gone);
         for (j, f) in self.flows.iter().enumerate().skip(i) {
             if let Some(slot) = self.index.get_mut(&f.key) {
                 *slot = j;
@@ -187,6 +194,12 @@ impl<R> Band<R> {
         }
         if i < self.cursor {
             self.cursor -= 1;
+        }
+    }
+
+    fn keep_idle(&mut self, flow: FlowQueue<R>) {
+        if flow.is_empty() {
+            self.idle = Some(flow);
         }
     }
 
