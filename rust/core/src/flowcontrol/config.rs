@@ -136,7 +136,9 @@ impl FlowControlConfig {
     }
 
     fn validate(&self) -> Result<(), FlowConfigError> {
-        self.usage_limit_policy.validate().map_err(FlowConfigError)?;
+        self.usage_limit_policy
+            .validate()
+            .map_err(FlowConfigError)?;
         if let SaturationConfig::Concurrency { max_concurrency: 0 } = self.saturation_detector {
             return Err(FlowConfigError("maxConcurrency must be > 0".into()));
         }

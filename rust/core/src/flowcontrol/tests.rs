@@ -583,7 +583,11 @@ fn soft_reflective_ceiling_lets_a_gated_band_through_without_a_release_and_stops
     // Now 4 of 4: saturation 1.0 closes every band below the top one for good.
     fc.enqueue(&adm("lo", 0), ("lo".into(), 1)).unwrap();
     std::thread::sleep(Duration::from_millis(30));
-    assert_eq!(seen.lock().unwrap().len(), 4, "the low band must wait at saturation 1.0");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        4,
+        "the low band must wait at saturation 1.0"
+    );
     fc.release();
     wait_for(&seen, 5);
 }

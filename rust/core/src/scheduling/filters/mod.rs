@@ -8,4 +8,5 @@ pub mod role_filter;
 pub mod slo_headroom_tier_filter;
 pub mod stale_filter;
 pub mod subset_filter;
+pub mod topology_affinity_filter;
 pub mod utilization_filter;
