@@ -8,6 +8,7 @@ echo the request headers they received and report the queue length the test sets
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -116,11 +117,16 @@ class Stack:
         return self.post(headers=headers)[0]["served_by"]
 
     def load(self, **waiting: int) -> None:
-        """Set queue lengths by server name and wait until a plain request follows them."""
+        """Set queue lengths by server name and wait until the EPP's scrapes show them."""
         for s in self.servers:
             s.waiting = waiting.get(s.name, s.waiting)
-        idle = min(self.servers, key=lambda s: s.waiting).name
-        wait_until(lambda: self.served_by() == idle, what=f"the EPP routing to {idle}")
+
+        def seen() -> bool:
+            text = http_request(f"http://127.0.0.1:{self.epp.metrics_port}", "/metrics")[2].decode()
+            return all(re.search(rf'^inference_pool_per_pod_queue_size{{[^}}]*model_server_pod="{s.name}"[^}}]*}} '
+                                 rf'{s.waiting}(\.0)?$', text, re.M) for s in self.servers)
+
+        wait_until(seen, what=f"the EPP seeing queues {waiting}")
 
     def stop(self) -> None:
         self.envoy.stop_blocking()
