@@ -571,19 +571,32 @@ fn agent_identity_names_the_fairness_queue_unless_the_request_does() {
     let r = Arc::new(Router::from_json(config).unwrap());
     let fairness = |extra: Vec<HeaderValue>| {
         let mut s = stream(&r, false);
-        run(&mut s, vec![headers_msg(body_mode::FULL_DUPLEX_STREAMED, false, extra)]);
+        run(
+            &mut s,
+            vec![headers_msg(body_mode::FULL_DUPLEX_STREAMED, false, extra)],
+        );
         s.fairness_id().to_owned()
     };
     let claude = header("x-claude-code-session-id", "cc-42");
     assert_eq!(fairness(vec![claude.clone()]), "cc-42");
-    assert_eq!(fairness(vec![claude.clone(), header("x-my-agent", "mine")]), "mine");
+    assert_eq!(
+        fairness(vec![claude.clone(), header("x-my-agent", "mine")]),
+        "mine"
+    );
     let explicit = header("x-llm-d-inference-fairness-id", "tenant-a");
     assert_eq!(fairness(vec![claude, explicit]), "tenant-a");
     assert_eq!(fairness(vec![]), protocol::DEFAULT_FAIRNESS_ID);
     // Without the plugin, session headers mean nothing to flow control.
     let (_plain, mut s) = single_endpoint(false);
     let claude = header("x-claude-code-session-id", "cc-42");
-    run(&mut s, vec![headers_msg(body_mode::FULL_DUPLEX_STREAMED, false, vec![claude])]);
+    run(
+        &mut s,
+        vec![headers_msg(
+            body_mode::FULL_DUPLEX_STREAMED,
+            false,
+            vec![claude],
+        )],
+    );
     assert_eq!(s.fairness_id(), protocol::DEFAULT_FAIRNESS_ID);
 }
 
@@ -609,7 +622,10 @@ fn the_served_verifier_reports_the_endpoint_the_proxy_says_served() {
         set_headers(common(&out[2])).remove("x-conformance-test-served-endpoint")
     };
     assert_eq!(verdict(Some(A)).as_deref(), Some(A));
-    assert_eq!(verdict(None).as_deref(), Some("fail: missing envoy lb metadata"));
+    assert_eq!(
+        verdict(None).as_deref(),
+        Some("fail: missing envoy lb metadata")
+    );
 }
 
 #[test]

@@ -246,7 +246,11 @@ impl Router {
                 path: gpu.path.clone(),
             };
             let every = gpu.interval_ms.unwrap_or(self.config.scrape_interval_ms);
-            running.push(Scraper::start_gpu(self.store.clone(), config(every), probe)?);
+            running.push(Scraper::start_gpu(
+                self.store.clone(),
+                config(every),
+                probe,
+            )?);
         }
         Ok(())
     }

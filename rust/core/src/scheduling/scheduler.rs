@@ -165,7 +165,9 @@ impl Scheduler {
             scorers,
             session_affinity,
             latency,
-            verifies_served: built.iter().any(|b| matches!(b.plugin, Plugin::ServedVerifier)),
+            verifies_served: built
+                .iter()
+                .any(|b| matches!(b.plugin, Plugin::ServedVerifier)),
             agent_identity,
             block_index,
         })

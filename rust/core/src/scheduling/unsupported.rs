@@ -8,7 +8,7 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     (
         "multicluster-approx-prefix-cache-producer",
-        "multi-cluster pools are not supported",
+        "the cluster-scoped alias of approx-prefix-cache-producer, which is not registered here",
     ),
     (
         "precise-prefix-cache-scorer",
@@ -34,30 +34,29 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "session-id-producer",
         "session ids are read from request headers by session-affinity-scorer (session_id strategy)",
     ),
-    ("token-load-scorer", "token-load scoring is not implemented"),
+    (
+        "token-load-scorer",
+        "in-flight token estimates (tokenized prompt sizes held until the first streamed byte) are not kept; in-flight requests are (active-request-scorer)",
+    ),
     (
         "session-affinity-filter",
         "use session-affinity-scorer (a soft preference) instead",
     ),
     (
         "multicluster-session-affinity-filter",
-        "multi-cluster pools are not supported",
+        "the cluster-scoped alias of session-affinity-filter, which is not registered here",
     ),
     (
         "multicluster-queue-scorer",
-        "multi-cluster pools are not supported",
+        "it reads the pool averages other clusters' EPPs publish (multicluster-metrics-data-source), which sluicegate does not read",
     ),
     (
         "multicluster-kv-cache-utilization-scorer",
-        "multi-cluster pools are not supported",
-    ),
-    (
-        "multicluster-prefix-cache-scorer",
-        "multi-cluster pools are not supported",
+        "it reads the pool averages other clusters' EPPs publish (multicluster-metrics-data-source), which sluicegate does not read",
     ),
     (
         "prefix-cache-affinity-filter",
-        "prefix matches are scored after the filters here, so no filter can read them",
+        "prefix matches are scored after the filters here, and its TTFT gate reads in-flight tokens, which are not kept",
     ),
     (
         "latency-slo-admitter",
@@ -73,7 +72,7 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     (
         "request-attribute-reporter",
-        "request attribute reporting is not implemented",
+        "its values are CEL expressions over the response usage, and no CEL evaluator is built in",
     ),
     (
         "program-aware-fairness",

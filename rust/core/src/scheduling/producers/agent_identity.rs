@@ -63,8 +63,8 @@ impl AgentIdentity {
 
 #[cfg(test)]
 mod tests {
-    use crate::scheduling::test_pool::built;
     use crate::scheduling::contracts::plugin::Plugin;
+    use crate::scheduling::test_pool::built;
 
     fn identity(params: &str) -> std::sync::Arc<super::AgentIdentity> {
         match built("agent-identity", params) {
@@ -76,9 +76,16 @@ mod tests {
     #[test]
     fn the_first_non_empty_header_in_priority_order_wins() {
         let a = identity("{}");
-        let h = [("session_id", "old"), ("x-session-affinity", ""), ("session-id", "codex-1")];
+        let h = [
+            ("session_id", "old"),
+            ("x-session-affinity", ""),
+            ("session-id", "codex-1"),
+        ];
         assert_eq!(a.identify(h.iter().copied()), Some("codex-1"));
-        let h = [("session-id", "codex-1"), ("x-claude-code-session-id", "cc-7")];
+        let h = [
+            ("session-id", "codex-1"),
+            ("x-claude-code-session-id", "cc-7"),
+        ];
         assert_eq!(a.identify(h.iter().copied()), Some("cc-7"));
         assert_eq!(a.identify([("x-other", "v")].iter().copied()), None);
     }
@@ -86,7 +93,10 @@ mod tests {
     #[test]
     fn additional_headers_come_before_the_built_in_ones() {
         let a = identity(r#"{"additionalSessionHeaders": ["X-My-Agent-Session"]}"#);
-        let h = [("x-claude-code-session-id", "cc-7"), ("x-my-agent-session", "mine")];
+        let h = [
+            ("x-claude-code-session-id", "cc-7"),
+            ("x-my-agent-session", "mine"),
+        ];
         assert_eq!(a.identify(h.iter().copied()), Some("mine"));
         let e = crate::scheduling::registry::build(&crate::scheduling::contracts::params::Params {
             name: "a",
@@ -95,6 +105,9 @@ mod tests {
         })
         .err()
         .unwrap();
-        assert!(e.0.contains("parameters.additionalSessionHeaders[0]: 'bad header'"), "{e}");
+        assert!(
+            e.0.contains("parameters.additionalSessionHeaders[0]: 'bad header'"),
+            "{e}"
+        );
     }
 }

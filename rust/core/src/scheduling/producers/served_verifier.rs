@@ -32,7 +32,10 @@ mod tests {
     #[test]
     fn the_verdict_names_what_the_proxy_left_out() {
         assert_eq!(verdict(true, Some("10.0.0.1:8000")), "10.0.0.1:8000");
-        assert_eq!(verdict(true, None), "fail: missing destination endpoint served metadata");
+        assert_eq!(
+            verdict(true, None),
+            "fail: missing destination endpoint served metadata"
+        );
         assert_eq!(verdict(false, None), "fail: missing envoy lb metadata");
     }
 }

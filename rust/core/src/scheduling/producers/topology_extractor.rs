@@ -33,7 +33,8 @@ struct ExtractorParams {
 
 pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
     let params: ExtractorParams = p.parse()?;
-    let key = |v: Option<String>, default: &str| v.filter(|s| !s.is_empty()).unwrap_or(default.into());
+    let key =
+        |v: Option<String>, default: &str| v.filter(|s| !s.is_empty()).unwrap_or(default.into());
     Ok(Plugin::Topology(Arc::new(TopologyKeys {
         levels: [
             key(params.hostname, "kubernetes.io/hostname"),
@@ -169,7 +170,10 @@ mod tests {
         let extractor = json!({"type": "topology-extractor"});
         let queue = json!({"pluginRef": "queue-scorer", "weight": 1});
         // Queue alone picks the emptiest prefill endpoint, far from decode.
-        let base = scheduler(json!([{"pluginRef": "prefill-filter"}, queue]), extractor.clone());
+        let base = scheduler(
+            json!([{"pluginRef": "prefill-filter"}, queue]),
+            extractor.clone(),
+        );
         assert_eq!(prefill_pick(&base), Some(1));
         // The filter keeps rack-or-closer (3 and 4); queue then prefers 3 (same rack).
         let filtered = scheduler(
@@ -196,9 +200,15 @@ mod tests {
             .iter()
             .map(|&i| keys.compare(c.endpoint(0), c.endpoint(i)))
             .collect();
-        assert_eq!(levels, vec![0, super::LEVEL_NONE, 2, 1, 0, super::LEVEL_NONE]);
+        assert_eq!(
+            levels,
+            vec![0, super::LEVEL_NONE, 2, 1, 0, super::LEVEL_NONE]
+        );
         // An endpoint without topology never matches, even against another without it.
-        assert_eq!(keys.compare(c.endpoint(5), c.endpoint(5)), super::LEVEL_NONE);
+        assert_eq!(
+            keys.compare(c.endpoint(5), c.endpoint(5)),
+            super::LEVEL_NONE
+        );
         assert!(!keys.known(c.endpoint(5)));
     }
 
@@ -227,10 +237,14 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.0.contains("'near' (topology-affinity-filter): parameters.topologyProducerName: no topology-extractor named 'topology-extractor'"), "{e}");
-        Scheduler::from_config(&RouterConfig::from_json(&config(json!({"topologyProducerName": "topo"}))).unwrap())
-            .unwrap();
+        Scheduler::from_config(
+            &RouterConfig::from_json(&config(json!({"topologyProducerName": "topo"}))).unwrap(),
+        )
+        .unwrap();
         let bad = config(json!({"topologyProducerName": "topo", "minAffinity": "datacenter"}));
-        let e = Scheduler::from_config(&RouterConfig::from_json(&bad).unwrap()).err().unwrap();
+        let e = Scheduler::from_config(&RouterConfig::from_json(&bad).unwrap())
+            .err()
+            .unwrap();
         assert!(e.0.contains("parameters.minAffinity: 'datacenter'"), "{e}");
     }
 }
