@@ -39,12 +39,23 @@ const REGISTRY: &[(&str, Factory)] = &[
     // The name upstream used before kv-cache-utilization-scorer.
     ("kv-cache-scorer", kv_cache_utilization_scorer::factory),
     ("prefix-cache-scorer", prefix_cache_scorer::factory),
+    // Upstream's cluster-scoped type: the same scorer over cluster endpoints
+    // (multicluster-file-discovery).
+    (
+        "multicluster-prefix-cache-scorer",
+        prefix_cache_scorer::factory,
+    ),
     (
         "precise-prefix-cache-producer",
         precise_prefix_cache_producer::factory,
     ),
     (
         "approx-prefix-cache-producer",
+        approx_prefix_cache_producer::factory,
+    ),
+    // Upstream's cluster-scoped type: the same producer over cluster endpoints.
+    (
+        "multicluster-approx-prefix-cache-producer",
         approx_prefix_cache_producer::factory,
     ),
     (

@@ -3,10 +3,6 @@
 
 pub const UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "multicluster-approx-prefix-cache-producer",
-        "multi-cluster pools are not supported",
-    ),
-    (
         "precise-prefix-cache-scorer",
         "use prefix-cache-scorer with a precise-prefix-cache-producer",
     ),
@@ -26,22 +22,21 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "mm-embeddings-cache-scorer",
         "multimodal embedding caches are not tracked",
     ),
-    ("token-load-scorer", "token-load scoring is not implemented"),
+    (
+        "token-load-scorer",
+        "in-flight token estimates (tokenized prompt sizes held until the first streamed byte) are not kept; in-flight requests are (active-request-scorer)",
+    ),
     (
         "multicluster-queue-scorer",
-        "multi-cluster pools are not supported",
+        "it reads the pool averages other clusters' EPPs publish (multicluster-metrics-data-source), which sluicegate does not read",
     ),
     (
         "multicluster-kv-cache-utilization-scorer",
-        "multi-cluster pools are not supported",
-    ),
-    (
-        "multicluster-prefix-cache-scorer",
-        "multi-cluster pools are not supported",
+        "it reads the pool averages other clusters' EPPs publish (multicluster-metrics-data-source), which sluicegate does not read",
     ),
     (
         "prefix-cache-affinity-filter",
-        "prefix matches are scored after the filters here, so no filter can read them",
+        "prefix matches are scored after the filters here, and its TTFT gate reads in-flight tokens, which are not kept",
     ),
     (
         "disaggregatedset-rollout-screener",
@@ -49,7 +44,7 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     (
         "request-attribute-reporter",
-        "request attribute reporting is not implemented",
+        "its values are CEL expressions over the response usage, and no CEL evaluator is built in",
     ),
     (
         "program-aware-fairness",
