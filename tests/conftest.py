@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 from hypothesis import settings
 
-from tests.harness import LoopThread, SimFleet
+from tests.harness import HoldingProxy, LoopThread, SimFleet
 
 # CI runs the property tests on a fixed sequence of examples, so a red CI names a change, not a
 # lucky draw; local runs keep exploring new examples (what found the bugs fixed so far).
@@ -40,6 +40,20 @@ def sims(loop_thread: LoopThread) -> Iterator[SimFleet]:
     fleet = SimFleet(loop_thread)
     yield fleet
     fleet.stop_all()
+
+
+@pytest.fixture
+def holding_proxy(loop_thread: LoopThread) -> Iterator:
+    """make(upstream "host:port") → a started HoldingProxy in front of it; all stopped after."""
+    made: list[HoldingProxy] = []
+
+    def make(upstream: str) -> HoldingProxy:
+        made.append(HoldingProxy(loop_thread, upstream).start())
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.stop()
 
 
 def _pending(lt: LoopThread) -> list:

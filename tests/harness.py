@@ -1,4 +1,5 @@
-"""Test harness: a background event loop for in-process simulators, and endpoint files.
+"""Test harness: a background event loop for in-process simulators, a proxy that holds chosen
+requests until the test lets them go, endpoint files, and readings of a /metrics page.
 
 Every server started here is stopped by its owner; every wait is bounded.
 """
@@ -9,9 +10,12 @@ import asyncio
 import json
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import uvloop
+from aiohttp import ClientSession, web
+from prometheus_client.parser import text_string_to_metric_families
 
 from sluicegate.datalayer.discovery import write_endpoints_file
 from sluicegate.sim.config import SimConfig
@@ -90,6 +94,73 @@ class SimFleet:
             self.stop(s)
 
 
+class HoldingProxy:
+    """A reverse proxy on the test loop in front of one server (`upstream` = "host:port"): a
+    request carrying the header `x-test-hold` waits at the proxy until `release()`, then goes on;
+    every other request passes straight through. A test keeps a server's place busy for exactly
+    as long as it needs (until its other requests are queued), not for a guessed time."""
+
+    HEADER = "x-test-hold"
+    _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+
+    def __init__(self, loop_thread: LoopThread, upstream: str) -> None:
+        self._lt = loop_thread
+        self._upstream = f"http://{upstream}"
+        self._runner: web.AppRunner | None = None
+        self._session: ClientSession | None = None
+        self._released: asyncio.Event | None = None
+        self.held = 0  # requests waiting at the proxy now
+        self.address = ""
+
+    def start(self) -> "HoldingProxy":
+        async def go() -> int:
+            self._released = asyncio.Event()
+            self._session = ClientSession(auto_decompress=False)
+            app = web.Application(client_max_size=64 * 1024 * 1024)
+            app.router.add_route("*", "/{tail:.*}", self._forward)
+            self._runner = web.AppRunner(app)
+            await self._runner.setup()
+            await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+            return self._runner.addresses[0][1]
+
+        self.address = f"127.0.0.1:{self._lt.run(go())}"
+        return self
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        assert self._session is not None and self._released is not None
+        body = await request.read()
+        if self.HEADER in request.headers:
+            self.held += 1
+            try:
+                await self._released.wait()
+            finally:
+                self.held -= 1
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in self._HOP_BY_HOP}
+        async with self._session.request(request.method, self._upstream + request.path_qs,
+                                         headers=headers, data=body) as up:
+            payload = await up.read()
+            return web.Response(status=up.status, body=payload, headers={
+                k: v for k, v in up.headers.items() if k.lower() not in self._HOP_BY_HOP})
+
+    def release(self) -> None:
+        """Let every held request (and any later one) go on to the upstream."""
+        assert self._released is not None
+        self._lt.loop.call_soon_threadsafe(self._released.set)
+
+    def stop(self) -> None:
+        async def go() -> None:
+            if self._released is not None:
+                self._released.set()
+            if self._runner is not None:
+                await self._runner.cleanup()
+                self._runner = None
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+
+        self._lt.run(go())
+
+
 def write_endpoints(path: Path, addresses: list[str]) -> Path:
     return write_endpoints_file(path, addresses, name_prefix="sim")
 
@@ -122,3 +193,22 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.02, what: s
             return last
         time.sleep(interval)  # poll interval of this bounded wait
     raise AssertionError(f"{what} not reached after {timeout} s (last: {last!r})")
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The /metrics page of 127.0.0.1:`port`: sample name + sorted labels → value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}"] = s.value
+    return out
+
+
+def total(metrics: dict[str, float], name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    want = [f"{k}={v}" for k, v in labels.items()]
+    return sum(v for k, v in metrics.items()
+               if k.split("{", 1)[0] == name and all(w in k.split("{", 1)[1][:-1].split(",") for w in want))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+import threading
+from typing import Iterable, Iterator
 
 import grpc
 from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
@@ -59,6 +60,26 @@ def exchange(port: int, messages: Iterable[pb.ProcessingRequest], timeout: float
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.ExternalProcessorStub(channel)
         return list(stub.Process(iter(messages), timeout=timeout))
+
+
+def gone_mid_body(port: int, path: str, deadline_s: float = 0.3) -> grpc.RpcError:
+    """A client that sends the headers and half a body, then nothing, and gives up at its
+    deadline: the stream stays open, body unfinished, until the deadline has cancelled it (an
+    event, not a sleep racing the deadline). Returns the error the client got."""
+    gave_up = threading.Event()
+
+    def half_sent() -> Iterator[pb.ProcessingRequest]:
+        yield request_headers(path)
+        yield request_body(b'{"model": "m", ', False)
+        gave_up.wait(30)  # until the client has given up (bounded)
+
+    try:
+        exchange(port, half_sent(), timeout=deadline_s)
+    except grpc.RpcError as e:
+        return e
+    finally:
+        gave_up.set()
+    raise AssertionError("the half-sent stream was answered before its deadline")
 
 
 def header_set(common: pb.CommonResponse) -> dict[str, str]:

@@ -5,14 +5,13 @@ endpoints file names a server."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from sluicegate.sim.config import SimConfig
 from sluicegate.standalone import EnvoyOptions, EnvoyProcess
 from sluicegate.standalone.epp_process import EppProcess
-from tests.harness import http_request, write_endpoints
+from tests.harness import HoldingProxy, http_request, scrape, total, wait_until, write_endpoints
 
 pytestmark = pytest.mark.envoy
 
@@ -38,47 +37,55 @@ def chat(max_tokens: int) -> dict:
 
 @pytest.fixture
 def stack(sims, tmp_path):
-    """(start(addresses) → Envoy URL, endpoints file); everything started is stopped."""
+    """(start(addresses) → (Envoy URL, EPP process), endpoints file); everything started is stopped."""
     procs: list = []
     endpoints = tmp_path / "endpoints.json"
     config = tmp_path / "epp.yaml"
     config.write_text(CONFIG)
 
-    def start(addresses: list[str]) -> str:
+    def start(addresses: list[str]) -> tuple[str, EppProcess]:
         epp = EppProcess(write_endpoints(endpoints, addresses), "--config-file", str(config)).start()
         procs.append(epp)
         opts = EnvoyOptions(listen_port=0, admin_port=0, listen_address="127.0.0.1", epp_port=epp.port,
                             epp_health_port=epp.health_port, epp_tls=False, concurrency=1)
         envoy = EnvoyProcess(opts, wait_epp_healthy=True).start_blocking()
         procs.append(envoy)
-        return envoy.url
+        return envoy.url, epp
 
     yield start, endpoints
     for p in reversed(procs):
         p.stop_blocking() if isinstance(p, EnvoyProcess) else p.stop()
 
 
-def test_a_saturated_pool_serves_the_waiting_high_priority_requests_first(stack, sims):
-    # One place (maxConcurrency 1) on a server that takes ~0.3 s a request: the rest wait in the
-    # EPP and go, as the server frees its place, premium before batch, each in arrival order.
-    (server,) = sims.start(SimConfig(name="sim-0", speedup=1, alpha_ms=8.0))
+def test_a_saturated_pool_serves_the_waiting_high_priority_requests_first(stack, sims, holding_proxy):
+    # One place (maxConcurrency 1), taken by a holder the proxy in front of the server keeps until
+    # every other request waits in the EPP; then they go, as the place frees, premium before
+    # batch, each in arrival order.
+    (server,) = sims.start(SimConfig(name="sim-0", speedup=10))
+    proxy = holding_proxy(server.address)
     start, _ = stack
-    url = start([server.address])
+    url, epp = start([proxy.address])
     done: list[tuple[str, int]] = []
     lock = threading.Lock()
 
-    def send(name: str, objective: str | None, max_tokens: int) -> None:
+    def send(name: str, objective: str | None, hold: bool = False) -> None:
         headers = {"x-llm-d-inference-objective": objective} if objective else {}
-        status, _, body = http_request(url, CHAT, chat(max_tokens), headers, timeout=60)
+        if hold:
+            headers[HoldingProxy.HEADER] = "1"
+        status, _, body = http_request(url, CHAT, chat(8), headers, timeout=60)
         with lock:
             done.append((name, status))
 
-    threads = [threading.Thread(target=send, args=("holder", None, 100))]
-    threads += [threading.Thread(target=send, args=(f"batch-{i}", "batch", 30)) for i in range(3)]
-    threads += [threading.Thread(target=send, args=(f"premium-{i}", "premium", 30)) for i in range(3)]
-    for t in threads:
+    threads = [threading.Thread(target=send, args=("holder", None, True))]
+    threads += [threading.Thread(target=send, args=(f"batch-{i}", "batch")) for i in range(3)]
+    threads += [threading.Thread(target=send, args=(f"premium-{i}", "premium")) for i in range(3)]
+    threads[0].start()
+    wait_until(lambda: proxy.held == 1, what="the holder at the server")
+    for i, t in enumerate(threads[1:]):  # arrival order is the order sent: each waits before the next
         t.start()
-        time.sleep(0.05)  # arrival order is the order sent; all arrive while the holder runs
+        wait_until(lambda: total(scrape(epp.metrics_port), "llm_d_epp_flow_control_queue_size") == i + 1,
+                   what=f"request {i + 1} queued in the EPP")
+    proxy.release()
     for t in threads:
         t.join(60)
     assert all(status == 200 for _, status in done), done
@@ -89,11 +96,12 @@ def test_a_saturated_pool_serves_the_waiting_high_priority_requests_first(stack,
 def test_an_empty_pool_holds_the_request_until_the_endpoints_file_names_a_server(stack, sims, tmp_path):
     (server,) = sims.start(SimConfig(name="sim-0", speedup=50))
     start, endpoints = stack
-    url = start([])
+    url, epp = start([])
     result: list = []
     t = threading.Thread(target=lambda: result.append(http_request(url, CHAT, chat(4), timeout=30)))
     t.start()
-    time.sleep(1.0)  # observation window: the request must not be answered meanwhile
+    wait_until(lambda: total(scrape(epp.metrics_port), "llm_d_epp_flow_control_queue_size") == 1,
+               what="the request waiting in the EPP")
     assert not result, "answered while the pool was empty"
     write_endpoints(endpoints, [server.address])
     t.join(30)

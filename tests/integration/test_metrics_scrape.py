@@ -6,6 +6,8 @@ there with upstream's labels."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.request
 
 import pytest
@@ -16,7 +18,7 @@ from sluicegate.standalone import EnvoyOptions, EnvoyProcess
 from sluicegate.standalone.epp_process import EppProcess
 from tests.harness import http_request, write_endpoints
 from tests.unit.metrics.test_metrics import PINNED, exposed_families
-from tests.unit.metrics.test_metrics_upstream import NO_SAMPLES, SERVED
+from tests.unit.metrics.test_metrics_upstream import GLOBAL_CAPACITY, NO_SAMPLES, SERVED
 
 pytestmark = pytest.mark.envoy
 
@@ -104,43 +106,138 @@ def test_health_answers_on_the_metrics_port(loaded_epp):
             assert r.status == 200
 
 
+# Flow control on, one place per endpoint: a burst queues behind two long requests.
 FLOW_CONTROL = json.dumps({"apiVersion": "llm-d.ai/v1alpha1", "kind": "EndpointPickerConfig",
-                           "featureGates": ["flowControl"]})
+                           "featureGates": ["flowControl"],
+                           "plugins": [{"type": "concurrency-detector", "parameters": {"maxConcurrency": 1}}],
+                           "flowControl": {"saturationDetector": {"pluginRef": "concurrency-detector"}}})
+BURST = 5  # two go at once (one place on each of the two servers), three queue
+# Model-rewrite rules come from InferenceModelRewrite objects (Kubernetes mode); the unit test
+# (tests/unit/metrics/test_metrics_upstream.py) checks that family's samples.
+KUBE_ONLY = {"inference_extension_model_rewrite_decisions_total", "llm_d_epp_model_rewrite_decisions_total"}
+
+
+def counter_families(port: int) -> dict:
+    return {n + ("_total" if fam.type == "counter" else ""): fam for n, fam in scrape(port).items()}
+
+
+def wait_for(what: str, probe, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = probe()
+        if got:
+            return got
+        time.sleep(0.02)  # poll interval of a bounded wait
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def burst(url: str, port: int) -> dict:
+    """BURST long requests of flow "burst" at once once nothing runs: the scrape taken while three
+    of them wait in their flow's queue."""
+    wait_for("no request running", lambda: value(scrape(port), "llm_d_epp_request_running",
+                                                   "llm_d_epp_request_running") == 0 or None)
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "long"}], "max_tokens": 2500}
+    statuses: list[int] = []
+    threads = [threading.Thread(target=lambda: statuses.append(http_request(
+        url, "/v1/chat/completions", body, {"x-llm-d-inference-fairness-id": "burst"}, timeout=60)[0]))
+        for _ in range(BURST)]
+    for t in threads:
+        t.start()
+
+    def three_queued():
+        f = counter_families(port)
+        held = value(f, "llm_d_epp_flow_control_queue_size", "llm_d_epp_flow_control_queue_size",
+                     fairness_id="burst", model_name=MODEL, target_model_name=MODEL)
+        return f if held == BURST - 2 else None
+
+    held = wait_for("three burst requests queued", three_queued)
+    for t in threads:
+        t.join(60)
+    assert statuses == [200] * BURST
+    return held
 
 
 def test_every_upstream_family_after_mixed_traffic_with_flow_control(sims, tmp_path):
-    """Streamed and unary requests, a bad body, flow control on: every family upstream serves is
-    scraped with upstream's type and label names, and its values match what was sent."""
-    epp = mixed_traffic(sims, tmp_path, "--config-text", FLOW_CONTROL)
+    """Streamed and unary requests, a bad body, a burst that queues, flow control on, the stream
+    metrics on: every family upstream serves is scraped with upstream's type and label names,
+    and its values match what was sent."""
+    epp = mixed_traffic(sims, tmp_path, "--config-text", FLOW_CONTROL, "--enable-grpc-stream-metrics")
+    envoy = None
     try:
-        f = {n + ("_total" if fam.type == "counter" else ""): fam for n, fam in scrape(epp.metrics_port).items()}
+        opts = EnvoyOptions(listen_port=0, admin_port=0, listen_address="127.0.0.1", epp_port=epp.port,
+                            epp_health_port=epp.health_port, epp_tls=False, concurrency=1)
+        envoy = EnvoyProcess(opts, wait_epp_healthy=True).start_blocking()
+        held = burst(envoy.url, epp.metrics_port)
+        envoy.stop_blocking()
+        envoy = None
+        f = wait_for("every stream closed", lambda: (lambda f: f if value(
+            f, "llm_d_epp_extproc_streams_inflight", "llm_d_epp_extproc_streams_inflight") == 0 else None)(
+            counter_families(epp.metrics_port)))
     finally:
+        if envoy is not None:
+            envoy.stop_blocking()
         epp.stop()
-    # Requests that found room were dispatched without queueing, so no band held any: the queue
-    # gauges have no series here (their labels are checked with held requests in the unit tests).
-    unqueued = {f"{p}_flow_control_queue_{k}" for p in ("llm_d_epp", "inference_extension") for k in ("size", "bytes")}
     for name, (kind, labels) in SERVED.items():
         assert name in f and f[name].type == kind, name
-        if name not in NO_SAMPLES | unqueued:
+        if name not in NO_SAMPLES | GLOBAL_CAPACITY | KUBE_ONLY:
             assert f[name].samples, name
             assert all(set(s.labels) - {"le"} == labels for s in f[name].samples), name
 
     def total(family: str, sample: str, **labels) -> float:
         return value(f, family, sample, **labels)
 
-    assert total("llm_d_epp_request_total", "llm_d_epp_request_total", model_name=MODEL) == N
-    assert total("inference_objective_request_total", "inference_objective_request_total", model_name=MODEL) == N
+    sent = N + BURST
+    assert total("llm_d_epp_request_total", "llm_d_epp_request_total", model_name=MODEL) == sent
+    assert total("inference_objective_request_total", "inference_objective_request_total", model_name=MODEL) == sent
     assert total("inference_objective_running_requests", "inference_objective_running_requests") == 0
     assert total("llm_d_epp_request_error_total", "llm_d_epp_request_error_total", error_code="BadRequest") == 1
     # every streamed response had 8 tokens and a first chunk before its end
     assert total("llm_d_epp_request_streaming_tpot_seconds", "llm_d_epp_request_streaming_tpot_seconds_count") \
         == N // 2
+    # gaps between the chunks of the streamed responses only (each came in more than one chunk)
+    assert total("llm_d_epp_request_streaming_itl_seconds", "llm_d_epp_request_streaming_itl_seconds_count") >= N // 2
+    for tenant in ("tenant-0", "tenant-1", "tenant-2"):
+        assert total("llm_d_epp_request_streaming_itl_seconds", "llm_d_epp_request_streaming_itl_seconds_count",
+                     fairness_id=tenant) > 0
+    assert total("llm_d_epp_request_streaming_itl_seconds", "llm_d_epp_request_streaming_itl_seconds_count",
+                 fairness_id="burst") == 0
+    # every request's request phase (the bad body's too); a response phase for each routed one
+    assert total("llm_d_epp_request_processing_duration_seconds",
+                 "llm_d_epp_request_processing_duration_seconds_count") == sent + 1
+    assert total("llm_d_epp_response_processing_duration_seconds",
+                 "llm_d_epp_response_processing_duration_seconds_count") == sent
+    # the picker ran once per routed request, under both prefixes
+    for prefix in ("llm_d_epp", "inference_extension"):
+        assert total(f"{prefix}_plugin_duration_seconds", f"{prefix}_plugin_duration_seconds_count",
+                     extension_point="Picker") == sent
     # sluicegate's own ledger counts every admission, the bad body too (the Router parses it at
     # dispatch); upstream's families count only parsed requests, as upstream parses first
     assert total("sluicegate_flow_control_requests_total", "sluicegate_flow_control_requests_total",
-                 outcome="dispatched") == N + 1
+                 outcome="dispatched") == sent + 1
     for prefix in ("llm_d_epp", "inference_extension"):
         assert total(f"{prefix}_flow_control_request_queue_duration_seconds",
-                     f"{prefix}_flow_control_request_queue_duration_seconds_count", outcome="Dispatched") == N
+                     f"{prefix}_flow_control_request_queue_duration_seconds_count", outcome="Dispatched") == sent
+        # the three that queued went through an enqueue; the rest were dispatched at once
+        assert total(f"{prefix}_flow_control_request_enqueue_duration_seconds",
+                     f"{prefix}_flow_control_request_enqueue_duration_seconds_count",
+                     fairness_id="burst", outcome="NotYetFinalized") == BURST - 2
+        assert total(f"{prefix}_flow_control_request_enqueue_duration_seconds",
+                     f"{prefix}_flow_control_request_enqueue_duration_seconds_count") == BURST - 2
+        assert total(f"{prefix}_flow_control_dispatch_cycle_duration_seconds",
+                     f"{prefix}_flow_control_dispatch_cycle_duration_seconds_count") >= 1
+        # per flow and model while they waited; the flow stays, at 0, once they left
+        assert value(held, f"{prefix}_flow_control_queue_bytes", f"{prefix}_flow_control_queue_bytes",
+                     fairness_id="burst", model_name=MODEL) > 0
+        assert total(f"{prefix}_flow_control_queue_size", f"{prefix}_flow_control_queue_size",
+                     fairness_id="burst", model_name=MODEL) == 0
     assert total("llm_d_epp_flow_control_requests_total", "llm_d_epp_flow_control_requests_total",
-                 outcome="Dispatched") == N
+                 outcome="Dispatched") == sent
+    # three of a band's default 5000 requests were queued at once
+    assert value(held, "llm_d_epp_flow_control_capacity_utilization_requests",
+                 "llm_d_epp_flow_control_capacity_utilization_requests", priority="0") == pytest.approx(3 / 5000)
+    assert total("llm_d_epp_flow_control_capacity_utilization_requests",
+                 "llm_d_epp_flow_control_capacity_utilization_requests") == 0
+    # the stream families: one stream per request, every one closed OK
+    assert total("llm_d_epp_extproc_streams_total", "llm_d_epp_extproc_streams_total", code="OK") == sent + 1
+    assert total("llm_d_epp_extproc_stream_duration_seconds", "llm_d_epp_extproc_stream_duration_seconds_count") \
+        == sent + 1

@@ -13,16 +13,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from sluicegate.standalone import EnvoyOptions, EnvoyProcess
 from sluicegate.standalone.bootstrap import EPP_CLUSTER, envoy_bootstrap
 from sluicegate.standalone.epp_process import EppProcess
-from tests.harness import http_request, write_endpoints
+from tests.harness import http_request, scrape, write_endpoints
 
 ROOT = Path(__file__).parents[2]
 CHAT = "/v1/chat/completions"
@@ -104,24 +101,6 @@ class Stack:
         if self.epp is not None:
             self.epp.stop()
             self.epp = None
-
-
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}"] = s.value
-    return out
-
-
-def total(metrics: dict[str, float], name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    want = [f"{k}={v}" for k, v in labels.items()]
-    return sum(v for k, v in metrics.items()
-               if k.split("{", 1)[0] == name and all(w in k.split("{", 1)[1][:-1].split(",") for w in want))
 
 
 def epp_health_check_s() -> tuple[float, float]:

@@ -22,11 +22,11 @@ from sluicegate.extproc.server import EppServer
 from sluicegate.scheduling import Router
 from sluicegate.sim.config import SimConfig
 from sluicegate.standalone.epp_process import EppProcess
-from tests.harness import wait_until, write_endpoints
+from tests.harness import scrape, total, wait_until, write_endpoints
 from tests.integration.extproc_client import (exchange, request_body, request_headers, request_trailers,
                                               response_body, response_headers)
 
-from .stack import CHAT, MODEL, SOAK, Stack, chat, scrape, total
+from .stack import CHAT, MODEL, SOAK, Stack, chat
 
 A, B = "10.0.0.1:8000", "10.0.0.2:8000"
 GOOD = json.dumps(chat()).encode()

@@ -20,9 +20,9 @@ from benches.load.driver import held_streams
 from benches.stack import BackendProcess
 from sluicegate.standalone import admin_get
 
-from tests.harness import wait_until
+from tests.harness import total, wait_until
 
-from .stack import ROOT, SOAK, Driver, Stack, process_usage, total
+from .stack import ROOT, SOAK, Driver, Stack, process_usage
 
 pytestmark = pytest.mark.envoy
 

@@ -78,6 +78,12 @@ class FlowGate:
     def queue_durations(self) -> list[tuple[tuple[str, int, str, str, str], tuple[list[float], list[int], float]]]:
         """((fairness id, priority, outcome, model, target model), (bounds, per-bucket counts with
         +Inf last, sum)): time in flow control per label set, upstream's QueueOutcome names."""
+    def flow_metrics(self) -> tuple[list[tuple[str, int, str, str, int, int]],
+                                    list[tuple[tuple[str, int, str], tuple[list[float], list[int], float]]],
+                                    tuple[list[float], list[int], float]]:
+        """((fairness id, priority, model, target model, queued requests, queued bytes) per flow
+        and model, ((fairness id, priority, outcome), enqueue-duration histogram), dispatch-cycle
+        histogram); flows idle for five minutes are forgotten."""
     def shutdown(self) -> None:
         """Answer every queued request 503 rejected-shutting-down; stop the dispatch thread."""
 

@@ -80,6 +80,12 @@ class FlowController:
         for any other)."""
     def queue_durations(self) -> list[tuple[tuple[str, int, str, str, str], tuple[list[float], list[int], float]]]:
         """As FlowGate.queue_durations."""
+    def flow_metrics(self) -> tuple[list[tuple[str, int, str, str, int, int]],
+                                    list[tuple[tuple[str, int, str], tuple[list[float], list[int], float]]],
+                                    tuple[list[float], list[int], float]]:
+        """((fairness id, priority, model, target model, queued requests, queued bytes) per flow
+        and model, ((fairness id, priority, outcome), enqueue-duration histogram), dispatch-cycle
+        histogram); flows idle for five minutes are forgotten."""
     def stats(self) -> dict[str, Any]:
         """queued_requests, queued_bytes, bands [(priority, requests, bytes)], enqueued, dispatched,
         rejected_capacity, expired_ttl, expired_no_endpoints, cancelled, evicted, in_flight,

@@ -26,6 +26,7 @@ class SeriesSnapshot:
     ttft: _Histogram
     ttft_streaming: _Histogram
     tpot: _Histogram  # streamed responses: (duration - ttft) / (output tokens - 1)
+    itl: _Histogram  # streamed responses: gaps between consecutive body chunks
 
 @final
 class RequestStats:
@@ -44,8 +45,16 @@ class RequestStats:
     def scheduler(self) -> _Histogram: ...
     def attempts(self) -> list[tuple[bool, str, str, str, int]]:
         """(success, target model, endpoint name, endpoint "ip:port", count) per scheduling outcome."""
+    def processing(self) -> tuple[_Histogram, _Histogram]:
+        """(request processing, response processing) durations in seconds."""
+    def rewrites(self) -> list[tuple[str, str, str, int]]:
+        """(rewrite rule, request model, target model, count) per weighted model-rewrite decision."""
+
+def plugin_timings() -> list[tuple[str, str, str, _Histogram]]:
+    """Per-call plugin durations of this process: (extension point, plugin type, name, histogram)."""
 
 __all__ = [
     "RequestStats",
+    "plugin_timings",
     "SeriesSnapshot",
 ]

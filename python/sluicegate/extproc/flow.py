@@ -32,6 +32,10 @@ class EppFlowControl:
         """Time in flow control per label set and outcome (histograms kept in Rust)."""
         return self.gate.queue_durations()
 
+    def flow_metrics(self) -> tuple[list, list, Any]:
+        """(queue gauges per flow and model, enqueue durations, dispatch-cycle durations)."""
+        return self.gate.flow_metrics()
+
     def saturation(self) -> float:
         return self.gate.saturation()
 

@@ -172,6 +172,11 @@ class FlowController:
         kept in Rust, upstream's QueueOutcome names (what the metrics collector reads)."""
         return self._core.queue_durations()
 
+    def flow_metrics(self) -> tuple[list, list, Any]:
+        """(queue gauges per flow and model, enqueue durations, dispatch-cycle durations), kept
+        in Rust (what the metrics collector reads)."""
+        return self._core.flow_metrics()
+
     def saturation(self) -> float:
         return self._core.saturation()
 

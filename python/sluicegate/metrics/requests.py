@@ -10,6 +10,7 @@ from typing import Callable, Iterable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .._core.stats import plugin_timings
 from ..scheduling import RequestStats, SeriesSnapshot
 
 Hist = tuple[list[float], list[int], float]
@@ -36,7 +37,10 @@ HISTOGRAMS = (
      "Normalized time per output token in seconds (end-to-end latency / output tokens)."),
     ("tpot", "llm_d_epp_request_streaming_tpot_seconds", None,
      "Time per output token of streamed responses after the first, in seconds."),
+    ("itl", "llm_d_epp_request_streaming_itl_seconds", None,
+     "Inter-token latency of streamed responses: the time between consecutive response body chunks."),
 )
+PLUGIN_PREFIXES = ("llm_d_epp", "inference_extension")
 
 
 def histogram_buckets(h: Hist) -> list[tuple[str, float]]:
@@ -105,6 +109,36 @@ class RequestCollector(Collector):
         sched = self._stats.scheduler()
         for name in ("llm_d_epp_scheduler_e2e_duration_seconds", "inference_extension_scheduler_e2e_duration_seconds"):
             yield histogram(name, "End-to-end scheduling latency distribution in seconds.", [], [([], sched)])
+        request, response = self._stats.processing()
+        yield histogram("llm_d_epp_request_processing_duration_seconds",
+                        "EPP request processing latency in seconds, from request receipt until its body was "
+                        "handled, admission control included.", [], [([], request)])
+        yield histogram("llm_d_epp_response_processing_duration_seconds",
+                        "EPP response processing latency in seconds: its chunk handlers' time for a streamed "
+                        "response, response headers to completion otherwise.", [], [([], response)])
+        yield from self._plugins()
+        yield from self._rewrites()
+
+    def _plugins(self) -> Iterator[Metric]:
+        rows = [([point, kind, name], h) for point, kind, name, h in plugin_timings()]
+        for prefix in PLUGIN_PREFIXES:
+            yield histogram(f"{prefix}_plugin_duration_seconds",
+                            "Plugin processing latency in seconds per extension point, plugin type and name.",
+                            ["extension_point", "plugin_type", "plugin_name"], rows)
+        # Plugins are compiled Rust with typed access to endpoint data: an undeclared read or
+        # write cannot happen, so upstream's violation counter is declared with no series.
+        yield CounterMetricFamily("llm_d_epp_plugin_data_scope_violations",
+                                  "Endpoint attribute accesses rejected because the plugin did not declare the key.",
+                                  labels=["extension_point", "plugin_type", "plugin_name", "access"])
+
+    def _rewrites(self) -> Iterator[Metric]:
+        rows = self._stats.rewrites()
+        for prefix in PLUGIN_PREFIXES:
+            fam = CounterMetricFamily(f"{prefix}_model_rewrite_decisions", "Total number of model rewrite decisions.",
+                                      labels=["model_rewrite_name", "model_name", "target_model"])
+            for rule, model, target, n in rows:
+                fam.add_metric([rule, model, target], n)
+            yield fam
 
     def _attempts(self) -> Iterator[Metric]:
         doc = "Total number of scheduling attempts."

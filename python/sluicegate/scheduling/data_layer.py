@@ -18,15 +18,19 @@ from ..flowcontrol.config import _duration_ms
 DISCOVERY = {"file-discovery": {"path", "watchFile"}, "multicluster-file-discovery": {"path", "watchFile"}}
 METRICS_SOURCE = "metrics-data-source"
 METRICS_EXTRACTOR = "core-metrics-extractor"
+DCGM_SOURCE = "dcgm-data-source"
+DCGM_EXTRACTOR = "dcgm-extractor"
 # Source type -> its parameters, and the extractor types it can feed.
 SOURCES = {
     METRICS_SOURCE: {"scheme", "path", "insecureSkipVerify", "caCertPath", "clientCertPath", "clientKeyPath",
                      "interval"},
     # Endpoint add/remove events: built into the Router (plugins forget endpoints that leave).
     "endpoint-notification-source": set(),
+    # The NVIDIA DCGM exporter next to each endpoint (GPU utilization).
+    DCGM_SOURCE: {"scheme", "path", "port", "insecureSkipVerify", "useNodeAddress", "interval"},
 }
-EXTRACTORS = {METRICS_EXTRACTOR: {"engineLabelKey", "defaultEngine", "engineConfigs"}}
-FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR},
+EXTRACTORS = {METRICS_EXTRACTOR: {"engineLabelKey", "defaultEngine", "engineConfigs"}, DCGM_EXTRACTOR: set()}
+FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR}, DCGM_SOURCE: {DCGM_EXTRACTOR},
          # The precise producer forgets a removed endpoint's blocks (the Router tells it).
          "endpoint-notification-source": {"precise-prefix-cache-producer"}}
 # Scheduling plugins that may be wired as extractors (they live in the Rust registry).
@@ -35,8 +39,6 @@ ENGINES = ("vllm", "sglang", "trtllm-serve")
 REFUSED = {
     "models-data-source": "polling /v1/models per endpoint is not implemented",
     "models-data-extractor": "polling /v1/models per endpoint is not implemented",
-    "dcgm-data-source": "GPU telemetry (DCGM exporter) is not read",
-    "dcgm-extractor": "GPU telemetry (DCGM exporter) is not read",
     "k8s-notification-source": "no extractor for Kubernetes object events exists here",
     "topology-extractor": "endpoint topology attributes are not read",
     "multicluster-metrics-data-source": "multi-cluster pools are not supported",
@@ -104,7 +106,7 @@ def parse_data_layer(raw: Any, plugins: dict[str, DataPlugin], source: str,
             raise ConfigError(f"{p.where}: {p.type} {p.name!r} is listed but not wired in dataLayer "
                               f"(sources or discovery), so it would never run")
     return DataLayer(endpoints_file=endpoints_file, watch_file=watch,
-                     router=tuple(_router_settings(wired, plugins, where).items()),
+                     router=tuple(_router_settings(wired, plugins).items()),
                      sources=tuple((s, _type(s, plugins), tuple(es)) for s, es in wired))
 
 
@@ -149,12 +151,42 @@ def _sources(raw: Any, plugins: dict[str, DataPlugin], scheduling: dict[str, str
                 raise ConfigError(f"{eat}.pluginRef: {kind} {ref!r} cannot read {src.type} {name!r}")
             names.append(ref)
         out.append((name, names))
-    if sum(plugins[s].type == METRICS_SOURCE for s, _ in out) > 1:
-        raise ConfigError(f"{where}: one {METRICS_SOURCE} is supported (one scraper per pool)")
+    for kind in (METRICS_SOURCE, DCGM_SOURCE):
+        if sum(plugins[s].type == kind for s, _ in out) > 1:
+            raise ConfigError(f"{where}: one {kind} is supported (one scraper per pool)")
     return out
 
 
-def _router_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin], where: str) -> dict:
+def _router_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
+    return {**_metrics_settings(wired, plugins), **_gpu_settings(wired, plugins)}
+
+
+def _gpu_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
+    """A dcgm-data-source feeding a dcgm-extractor: the Router polls each endpoint's exporter."""
+    for name, extractors in wired:
+        src = plugins.get(name)
+        if src is None or src.type != DCGM_SOURCE:
+            continue
+        at = f"{src.where}.parameters"
+        if not extractors:
+            raise ConfigError(f"{src.where}: {DCGM_SOURCE} {name!r} feeds no {DCGM_EXTRACTOR}, "
+                              f"so what it scrapes is never read")
+        p = src.parameters
+        timing = _plain_http(p, at, "DCGM exporters")
+        if p.get("useNodeAddress", False) is not False:
+            raise ConfigError(f"{at}.useNodeAddress: node addresses are not known here (discovery gives "
+                              f"endpoint addresses); run the exporter as a sidecar and poll the endpoint IP")
+        port = p.get("port", 9400)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ConfigError(f"{at}.port: {port!r} is not a port number")
+        path = p.get("path", "/metrics")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigError(f"{at}.path: {path!r} is not an absolute URL path")
+        return {"gpuTelemetry": {"port": port, "path": path, **timing}}
+    return {}
+
+
+def _metrics_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
     metrics = next(((s, es) for s, es in wired if _type(s, plugins) == METRICS_SOURCE), None)
     extractor = next((e for e in (metrics[1] if metrics else []) if _type(e, plugins) == METRICS_EXTRACTOR), None)
     if metrics is None or extractor is None:
@@ -169,24 +201,30 @@ def _router_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, Data
     return out
 
 
-def _metrics_source(p: dict[str, Any], where: str) -> dict[str, Any]:
+def _plain_http(p: dict[str, Any], where: str, what: str) -> dict[str, Any]:
+    """An HTTP source's scheme, TLS and interval parameters: plain http only; {intervalMs} when set."""
     scheme = p.get("scheme", "http")
     if scheme != "http":
-        raise ConfigError(f"{where}.scheme: {scheme!r} is not supported (endpoints are scraped over plain http)")
-    path = p.get("path", "/metrics")
-    if path != "/metrics":
-        raise ConfigError(f"{where}.path: {path!r} is not supported (endpoints are scraped at /metrics)")
+        raise ConfigError(f"{where}.scheme: {scheme!r} is not supported ({what} are scraped over plain http)")
     if not isinstance(p.get("insecureSkipVerify", True), bool):
         raise ConfigError(f"{where}.insecureSkipVerify: {p['insecureSkipVerify']!r} is not true/false")
-    for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
-        if key in p:
-            raise ConfigError(f"{where}.{key}: TLS to model servers is not supported (scheme is http)")
     if "interval" in p:
         ms = _duration_ms(p["interval"], f"{where}.interval")
         if ms <= 0:
             raise ConfigError(f"{where}.interval: {p['interval']!r} must be above zero")
-        return {"metricsIntervalMs": ms}
+        return {"intervalMs": ms}
     return {}
+
+
+def _metrics_source(p: dict[str, Any], where: str) -> dict[str, Any]:
+    timing = _plain_http(p, where, "endpoints")
+    path = p.get("path", "/metrics")
+    if path != "/metrics":
+        raise ConfigError(f"{where}.path: {path!r} is not supported (endpoints are scraped at /metrics)")
+    for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
+        if key in p:
+            raise ConfigError(f"{where}.{key}: TLS to model servers is not supported (scheme is http)")
+    return {"metricsIntervalMs": timing["intervalMs"]} if timing else {}
 
 
 def _metrics_extractor(p: dict[str, Any], where: str) -> dict[str, Any]:

@@ -129,6 +129,31 @@ pub fn parse_request(path: &str, body: &[u8]) -> Result<ParsedRequest, ParseErro
     finish(kind, top, sink)
 }
 
+/// Only the top-level `"model"` string of a JSON body (None when absent or not JSON): the
+/// label of a request that is queued or refused before the router parses it. Skips the rest.
+pub fn model_of(body: &[u8]) -> Option<String> {
+    struct ModelOnly;
+    impl<'de> Visitor<'de> for ModelOnly {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut model = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == "model" && model.is_none() {
+                    model = map.next_value::<Option<String>>()?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(model)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    de.deserialize_map(ModelOnly).ok().flatten()
+}
+
 /// The body as `&str`: checked once here so serde_json can borrow strings without re-checking.
 pub(crate) fn json_text(body: &[u8]) -> Result<&str, ParseError> {
     let text = std::str::from_utf8(body).map_err(|e| {

@@ -11,17 +11,42 @@ use xxhash_rust::xxh3::xxh3_64;
 
 /// Chained hashes of the full `block_bytes`-sized blocks of `prompt`:
 /// h0 = xxh3(model, salt), h_i = xxh3(h_{i-1} ++ block_i). A trailing partial block is not
-/// hashed (it cannot be a cached block yet); `block_bytes == 0` yields no blocks.
+/// hashed (an engine publishes full blocks only); `block_bytes == 0` yields no blocks.
 pub fn block_hashes(
     model: &str,
     cache_salt: Option<&str>,
     prompt: &[u8],
     block_bytes: usize,
 ) -> Vec<u64> {
-    if block_bytes == 0 {
+    chain(model, cache_salt, prompt, block_bytes, false, usize::MAX)
+}
+
+/// The approximate index's blocks, as upstream's approx-prefix-cache-producer cuts them: the
+/// same chain as `block_hashes`, with a trailing partial block hashed too (an exact repeat of a
+/// short prompt still matches), at most `max_blocks`.
+pub fn prompt_block_hashes(
+    model: &str,
+    cache_salt: Option<&str>,
+    prompt: &[u8],
+    block_bytes: usize,
+    max_blocks: usize,
+) -> Vec<u64> {
+    chain(model, cache_salt, prompt, block_bytes, true, max_blocks)
+}
+
+fn chain(
+    model: &str,
+    cache_salt: Option<&str>,
+    prompt: &[u8],
+    block_bytes: usize,
+    tail: bool,
+    max_blocks: usize,
+) -> Vec<u64> {
+    if block_bytes == 0 || max_blocks == 0 {
         return Vec::new();
     }
-    let mut hashes = Vec::with_capacity(prompt.len() / block_bytes);
+    let blocks = prompt.len().div_ceil(block_bytes).min(max_blocks);
+    let mut hashes = Vec::with_capacity(blocks);
     let mut buf = Vec::with_capacity(8 + block_bytes.max(model.len() + 2));
     // Seed: the model, then whether a salt is present and the salt, so None and Some("") differ.
     buf.extend_from_slice(model.as_bytes());
@@ -31,7 +56,10 @@ pub fn block_hashes(
         buf.extend_from_slice(salt.as_bytes());
     }
     let mut prev = xxh3_64(&buf);
-    for block in prompt.chunks_exact(block_bytes) {
+    for block in prompt.chunks(block_bytes).take(max_blocks) {
+        if block.len() < block_bytes && !tail {
+            break;
+        }
         buf.clear();
         buf.extend_from_slice(&prev.to_le_bytes());
         buf.extend_from_slice(block);
@@ -252,6 +280,18 @@ mod tests {
         assert_eq!(block_hashes("m", None, &[7u8; 1000], 256).len(), 3);
         assert!(block_hashes("m", None, &[7u8; 255], 256).is_empty());
         assert!(block_hashes("m", None, &[7u8; 1000], 0).is_empty());
+    }
+
+    #[test]
+    fn prompt_block_hashes_add_the_partial_tail_and_stop_at_the_cap() {
+        let p = [7u8; 1000];
+        let full = block_hashes("m", None, &p, 256);
+        let all = prompt_block_hashes("m", None, &p, 256, usize::MAX);
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[..3], full[..]);
+        assert_eq!(prompt_block_hashes("m", None, &p, 256, 2), full[..2]);
+        assert_eq!(prompt_block_hashes("m", None, &[7u8; 10], 256, 8).len(), 1);
+        assert!(prompt_block_hashes("m", None, &p, 256, 0).is_empty());
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::hash::{BuildHasher, RandomState};
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -74,6 +76,20 @@ pub const TPOT_BUCKETS: &[f64] = &[
 pub const SCHEDULER_BUCKETS: &[f64] = &[
     0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
 ];
+/// Upstream's request_streaming_itl_seconds buckets.
+pub const ITL_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0,
+];
+/// Upstream's request_processing_duration_seconds buckets.
+pub const REQUEST_PROCESSING_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.04, 0.06, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+/// Upstream's response_processing_duration_seconds buckets.
+pub const RESPONSE_PROCESSING_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0,
+];
 
 /// A Prometheus histogram: cumulative counts are computed at read time.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +120,124 @@ impl Histogram {
     }
 }
 
+/// The most buckets (bounds + 1) an [`AtomicHistogram`] holds.
+const MAX_SLOTS: usize = 40;
+
+/// A histogram recorded with relaxed atomics (no lock, no allocation), for families without
+/// labels or with labels bound once (a plugin, a flow). Read whole at scrape time.
+pub struct AtomicHistogram {
+    bounds: &'static [f64],
+    counts: [AtomicU64; MAX_SLOTS],
+    /// f64 bits.
+    sum: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub const fn new(bounds: &'static [f64]) -> Self {
+        assert!(bounds.len() < MAX_SLOTS);
+        AtomicHistogram {
+            bounds,
+            counts: [const { AtomicU64::new(0) }; MAX_SLOTS],
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, v: f64) {
+        let i = self.bounds.partition_point(|b| *b < v);
+        self.counts[i].fetch_add(1, Relaxed);
+        let _ = self.sum.fetch_update(Relaxed, Relaxed, |bits| {
+            Some((f64::from_bits(bits) + v).to_bits())
+        });
+    }
+
+    pub fn observe_duration(&self, d: Duration) {
+        self.observe(d.as_secs_f64());
+    }
+
+    pub fn snapshot(&self) -> Histogram {
+        Histogram {
+            bounds: self.bounds,
+            counts: self.counts[..=self.bounds.len()]
+                .iter()
+                .map(|c| c.load(Relaxed))
+                .collect(),
+            sum: f64::from_bits(self.sum.load(Relaxed)),
+        }
+    }
+}
+
+/// Gaps between one streamed response's chunks, kept with the request (no lock per chunk) and
+/// folded into its series when it ends: upstream's request_streaming_itl_seconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChunkGaps {
+    counts: [u32; 16],
+    sum: f64,
+}
+
+impl ChunkGaps {
+    pub fn observe(&mut self, seconds: f64) {
+        let i = ITL_BUCKETS.partition_point(|b| *b < seconds);
+        self.counts[i] += 1;
+        self.sum += seconds;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|&n| u64::from(n)).sum()
+    }
+
+    fn add_to(&self, h: &mut Histogram) {
+        for (total, n) in h.counts.iter_mut().zip(self.counts) {
+            *total += u64::from(n);
+        }
+        h.sum += self.sum;
+    }
+}
+
+/// How long one plugin took per call, by extension point: upstream's plugin_duration_seconds.
+pub struct PluginTiming {
+    pub extension_point: &'static str,
+    pub kind: String,
+    pub name: String,
+    pub duration: AtomicHistogram,
+}
+
+/// The process's plugin timings, one per (extension point, plugin type, plugin name) as
+/// upstream's vector: a configuration rebuilt with the same plugin keeps counting in its series.
+static PLUGIN_TIMINGS: Mutex<Vec<Arc<PluginTiming>>> = Mutex::new(Vec::new());
+
+/// The timing handle of one plugin at one extension point, bound when the plugin is configured.
+pub fn plugin_timing(extension_point: &'static str, kind: &str, name: &str) -> Arc<PluginTiming> {
+    let mut all = PLUGIN_TIMINGS.lock();
+    if let Some(t) = all
+        .iter()
+        .find(|t| t.extension_point == extension_point && t.kind == kind && t.name == name)
+    {
+        return t.clone();
+    }
+    let t = Arc::new(PluginTiming {
+        extension_point,
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        duration: AtomicHistogram::new(SCHEDULER_BUCKETS),
+    });
+    all.push(t.clone());
+    t
+}
+
+/// Every plugin timing: (extension point, plugin type, plugin name, histogram).
+pub fn plugin_timings() -> Vec<(&'static str, String, String, Histogram)> {
+    let all: Vec<Arc<PluginTiming>> = PLUGIN_TIMINGS.lock().clone();
+    let mut out: Vec<_> = all
+        .iter()
+        .map(|t| {
+            let h = t.duration.snapshot();
+            (t.extension_point, t.kind.clone(), t.name.clone(), h)
+        })
+        .collect();
+    out.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
+    out
+}
+
 /// Who a request was for: the label set of every per-request family.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLabels<'a> {
@@ -126,6 +260,8 @@ pub struct Outcome<'a> {
     pub duration_s: Option<f64>,
     pub ttft_s: Option<f64>,
     pub streaming: bool,
+    /// Gaps between the chunks of a streamed response.
+    pub itl: Option<&'a ChunkGaps>,
 }
 
 /// Everything counted for one label set.
@@ -150,6 +286,8 @@ pub struct Series {
     pub ttft: [Histogram; 2],
     /// Streaming only: (duration - ttft) / (output tokens - 1), as upstream.
     pub tpot: Histogram,
+    /// Streaming only: time between consecutive response chunks.
+    pub itl: Histogram,
 }
 
 impl Series {
@@ -171,6 +309,7 @@ impl Series {
             ntpot: Histogram::new(NTPOT_BUCKETS),
             ttft: [Histogram::new(TTFT_BUCKETS), Histogram::new(TTFT_BUCKETS)],
             tpot: Histogram::new(TPOT_BUCKETS),
+            itl: Histogram::new(ITL_BUCKETS),
         }
     }
 
@@ -204,6 +343,9 @@ impl Series {
         if let Some(tpot) = tpot(o) {
             self.tpot.observe(tpot);
         }
+        if let Some(gaps) = o.itl {
+            gaps.add_to(&mut self.itl);
+        }
     }
 }
 
@@ -230,6 +372,21 @@ pub struct RequestStats {
     scheduler: Mutex<Histogram>,
     /// "success\0target model\0endpoint name\0endpoint address" -> scheduling attempts.
     attempts: Mutex<HashMap<String, u64>>,
+    /// "rule\0model\0target" -> weighted model-rewrite decisions.
+    rewrites: Mutex<HashMap<String, u64>>,
+    /// From request receipt until its body was handled (admission and routing included).
+    pub request_processing: AtomicHistogram,
+    /// The EPP's own time on a response: its chunk handlers (streamed) or headers to end.
+    pub response_processing: AtomicHistogram,
+}
+
+/// Model-rewrite decisions of one rule, request model and picked target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rewrites {
+    pub rule: String,
+    pub model: String,
+    pub target: String,
+    pub count: u64,
 }
 
 /// Scheduling attempts of one outcome, target model and picked endpoint (empty on failure).
@@ -252,7 +409,47 @@ impl RequestStats {
             series: Default::default(),
             scheduler: Mutex::new(Histogram::new(SCHEDULER_BUCKETS)),
             attempts: Mutex::new(HashMap::new()),
+            rewrites: Mutex::new(HashMap::new()),
+            request_processing: AtomicHistogram::new(REQUEST_PROCESSING_BUCKETS),
+            response_processing: AtomicHistogram::new(RESPONSE_PROCESSING_BUCKETS),
         }
+    }
+
+    /// A weighted model-rewrite rule sent a request for `model` to `target` (upstream's
+    /// model_rewrite_decisions_total). Request models past the series cap count as `__other__`.
+    pub fn rewrote(&self, rule: &str, model: &str, target: &str) {
+        KEY.with_borrow_mut(|key| {
+            rewrite_key(key, rule, model, target);
+            let mut map = self.rewrites.lock();
+            if let Some(n) = map.get_mut(key.as_str()) {
+                *n += 1;
+                return;
+            }
+            if map.len() >= self.max_series {
+                rewrite_key(key, rule, OVERFLOW, target);
+            }
+            *map.entry(key.clone()).or_insert(0) += 1;
+        })
+    }
+
+    pub fn rewrites(&self) -> Vec<Rewrites> {
+        let mut out: Vec<Rewrites> = self
+            .rewrites
+            .lock()
+            .iter()
+            .map(|(key, n)| {
+                let mut parts = key.split('\0');
+                let mut next = || parts.next().unwrap_or("").to_owned();
+                Rewrites {
+                    rule: next(),
+                    model: next(),
+                    target: next(),
+                    count: *n,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.rule, &a.model, &a.target).cmp(&(&b.rule, &b.model, &b.target)));
+        out
     }
 
     /// A request was routed and is now running.
@@ -378,6 +575,16 @@ impl RequestStats {
     }
 }
 
+fn rewrite_key(key: &mut String, rule: &str, model: &str, target: &str) {
+    key.clear();
+    for (i, part) in [rule, model, target].into_iter().enumerate() {
+        if i > 0 {
+            key.push('\0');
+        }
+        key.push_str(part);
+    }
+}
+
 fn attempt_key(key: &mut String, success: bool, model: &str, name: &str, address: &str) {
     key.clear();
     key.push(if success { '1' } else { '0' });
@@ -500,6 +707,65 @@ mod tests {
         stats.finished(labels("m"), false, &Outcome::default());
         stats.finished(high, false, &Outcome::default());
         assert_eq!(stats.snapshot().len(), 2);
+    }
+
+    #[test]
+    fn chunk_gaps_fold_into_the_series_itl_histogram() {
+        let stats = RequestStats::new(10);
+        let mut gaps = ChunkGaps::default();
+        for g in [0.002, 0.03, 5.0] {
+            gaps.observe(g);
+        }
+        let o = Outcome {
+            streaming: true,
+            itl: Some(&gaps),
+            ..Default::default()
+        };
+        stats.finished(labels("m"), false, &o);
+        stats.finished(labels("m"), false, &o);
+        let s = &stats.snapshot()[0];
+        assert_eq!(s.itl.count(), 6);
+        assert_eq!(s.itl.counts[1], 2); // 0.002 <= 0.005
+        assert_eq!(*s.itl.counts.last().unwrap(), 2); // 5 s is above the last bound
+        assert!((s.itl.sum - 2.0 * 5.032).abs() < 1e-9);
+    }
+
+    #[test]
+    fn atomic_histogram_counts_like_the_plain_one() {
+        let a = AtomicHistogram::new(&[1.0, 2.0]);
+        let mut h = Histogram::new(&[1.0, 2.0]);
+        for v in [0.5, 1.0, 1.5, 2.0, 9.0] {
+            a.observe(v);
+            h.observe(v);
+        }
+        assert_eq!(a.snapshot(), h);
+    }
+
+    #[test]
+    fn a_plugin_timing_is_bound_once_per_point_type_and_name() {
+        let a = plugin_timing("Filter", "test-filter", "stats-test-a");
+        let again = plugin_timing("Filter", "test-filter", "stats-test-a");
+        assert!(Arc::ptr_eq(&a, &again));
+        a.duration.observe(0.0003);
+        let row = plugin_timings()
+            .into_iter()
+            .find(|t| t.2 == "stats-test-a")
+            .expect("listed");
+        assert_eq!((row.0, row.1.as_str(), row.3.count()), ("Filter", "test-filter", 1));
+    }
+
+    #[test]
+    fn rewrites_count_per_rule_model_and_target() {
+        let stats = RequestStats::new(10);
+        stats.rewrote("canary", "m", "m-v2");
+        stats.rewrote("canary", "m", "m-v2");
+        stats.rewrote("canary", "m", "m-v1");
+        let got: Vec<_> = stats
+            .rewrites()
+            .iter()
+            .map(|r| (r.target.clone(), r.count))
+            .collect();
+        assert_eq!(got, vec![("m-v1".into(), 1), ("m-v2".into(), 2)]);
     }
 
     #[test]

@@ -15,9 +15,11 @@ use std::time::Duration;
 
 use sluicegate_core::flowcontrol::{
     no_candidates, route_when_possible, Admission, Completion, CompletionSink, Dispatch,
-    Dispatcher, FlowControlConfig, FlowController, FlowStats, Hold, Item, Outcome, QueueDurations,
-    QueueLabels, QueueOutcome, Rejection, RouteRequest, SaturationDetector, ScaleFromZero,
+    Dispatcher, FlowControlConfig, FlowController, FlowMetrics, FlowStats, Hold, Item, Outcome,
+    QueueDurations, QueueLabels, QueueOutcome, Rejection, RouteRequest, SaturationDetector,
+    ScaleFromZero,
 };
+use sluicegate_core::parse::model_of;
 use sluicegate_core::scheduling::{Decision, RouteError};
 use tokio::sync::oneshot;
 
@@ -61,7 +63,9 @@ enum Slot {
     Waiting(oneshot::Sender<Completion<Routed>>),
     /// Delivered before the stream registered (the dispatcher can be that quick).
     Arrived(Box<Completion<Routed>>),
-    Abandoned,
+    /// The stream left while its request was being dispatched: the outcome it gets is recorded
+    /// (and its place freed) when it comes, so every count agrees on one outcome.
+    Abandoned(Arc<Item<Queued>>),
 }
 
 pub struct Waiters {
@@ -84,10 +88,11 @@ impl CompletionSink<Routed> for Waiters {
                 match slots.remove(&c.id) {
                     Some(Slot::Waiting(tx)) => {
                         if let Err(c) = tx.send(c) {
-                            orphans.push(c);
+                            orphans.push((c, None));
                         }
                     }
-                    Some(Slot::Abandoned) | Some(Slot::Arrived(_)) => orphans.push(c),
+                    Some(Slot::Abandoned(item)) => orphans.push((c, Some(item))),
+                    Some(Slot::Arrived(_)) => orphans.push((c, None)),
                     None => {
                         slots.insert(c.id, Slot::Arrived(Box::new(c)));
                     }
@@ -95,7 +100,10 @@ impl CompletionSink<Routed> for Waiters {
             }
         }
         if let Some(gate) = self.gate.get().and_then(Weak::upgrade) {
-            for c in orphans {
+            for (c, item) in orphans {
+                if let Some(item) = item {
+                    gate.record(&item, &c);
+                }
                 gate.discard(c);
             }
         }
@@ -218,6 +226,7 @@ impl Gate {
             size: ask.size,
             ttl: None,
             slo_ttft: ask.slo_ttft,
+            ..Default::default()
         };
         let mut queued = Queued { route, held: false };
         if let Some(now) = self.controller.dispatch_now(&admission, &queued) {
@@ -245,6 +254,11 @@ impl Gate {
             admission.ttl = Some(h.period);
             queued.held = true;
         }
+        // Queued: its flow's gauges are labelled with the model it names (parsed at dispatch).
+        let model = model_of(&queued.route.body).unwrap_or_default();
+        let target_model = queued.route.model_rewrite.clone();
+        admission.model = &model;
+        admission.target_model = target_model.as_deref().unwrap_or(&model);
         let item = match self.controller.enqueue(&admission, queued) {
             Ok(item) => item,
             Err(r) => {
@@ -293,6 +307,22 @@ impl Gate {
             target_model,
         };
         self.queue_durations.observe(labels, outcome, seconds);
+    }
+
+    /// The one queue-duration observation of a queued request, from the outcome it was given.
+    fn record(&self, item: &Item<Queued>, c: &Completion<Routed>) {
+        let (outcome, decision) = match &c.outcome {
+            Outcome::Dispatched(routed) if unparsable(routed) => return,
+            Outcome::Dispatched(routed) => (QueueOutcome::Dispatched, routed.as_ref().ok()),
+            Outcome::Rejected(r) => ((*r).into(), None),
+        };
+        let waited = c.waited.as_secs_f64();
+        self.left(&item.flow, item.priority, outcome, decision, waited);
+    }
+
+    /// Per-flow queue gauges, enqueue and dispatch-cycle durations.
+    pub fn flow_metrics(&self) -> &FlowMetrics {
+        self.controller.metrics()
     }
 
     /// A dispatched request finished: its place is free.
@@ -386,16 +416,8 @@ impl Waiting {
 }
 
 impl Waiting {
-    /// The one queue-duration observation of this request, from the outcome it was given.
     fn record(&self, c: &Completion<Routed>) {
-        let (outcome, decision) = match &c.outcome {
-            Outcome::Dispatched(routed) if unparsable(routed) => return,
-            Outcome::Dispatched(routed) => (QueueOutcome::Dispatched, routed.as_ref().ok()),
-            Outcome::Rejected(r) => ((*r).into(), None),
-        };
-        let (flow, priority) = (&*self.item.flow, self.item.priority);
-        self.gate
-            .left(flow, priority, outcome, decision, c.waited.as_secs_f64());
+        self.gate.record(&self.item, c);
     }
 
     /// The stream went away before an outcome reached it: counted as cancelled by the client.
@@ -439,28 +461,30 @@ impl Drop for Waiting {
             self.gate.discard(c);
             return;
         }
-        // No outcome reached the stream: the client went away while it waited (a place that is
-        // dispatched meanwhile is freed by the sink; the request still left as cancelled).
-        self.record_cancelled();
+        // No outcome reached the stream: the client went away while it waited.
         let id = self.item.id;
         if self.item.cancel() {
+            self.record_cancelled();
             self.gate.controller.sink().slots().remove(&id);
             return;
         }
-        // Being dispatched or ended right now: its outcome comes to the sink, which frees it.
+        // Being dispatched or ended right now: that outcome is the request's (as upstream, whoever
+        // finalizes first decides), recorded and freed when it comes to the sink.
         let mut slots = self.gate.controller.sink().slots();
         match slots.remove(&id) {
             Some(Slot::Waiting(_)) => {
-                slots.insert(id, Slot::Abandoned);
+                slots.insert(id, Slot::Abandoned(self.item.clone()));
             }
             Some(Slot::Arrived(c)) => {
                 drop(slots);
+                self.record(&c);
                 self.gate.discard(*c);
             }
-            Some(Slot::Abandoned) | None => {
+            Some(Slot::Abandoned(_)) | None => {
                 drop(slots);
                 // Sent to our oneshot between the first look and the lock.
                 if let Ok(c) = self.rx.try_recv() {
+                    self.record(&c);
                     self.gate.discard(c);
                 }
             }

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sluicegate_core::flowcontrol::RouteRequest;
-use sluicegate_core::parse::{find_usage, replace_model_in_chunk_cow};
+use sluicegate_core::parse::{find_usage, model_of, replace_model_in_chunk_cow};
 use sluicegate_core::scheduling::cycle::ScheduleError;
 use sluicegate_core::scheduling::{Decision, RouteError, RouteOptions};
-use sluicegate_core::stats::{Outcome, RequestLabels};
+use sluicegate_core::stats::{ChunkGaps, Outcome, RequestLabels, RequestStats};
 
 use crate::admission::{Admitted, Ask, Decided, Gate, Refusal, Waiting};
 use crate::log::{self, Field, Level};
@@ -132,6 +132,27 @@ struct Metrics {
     response_bytes: u64,
     /// The response's last bytes, where the `usage` object is.
     tail: Vec<u8>,
+    /// The request phase's processing time is recorded (routed or answered by the EPP).
+    request_timed: bool,
+    /// Streamed responses: gaps between body chunks, and when the last one came.
+    itl: ChunkGaps,
+    last_chunk: Option<Instant>,
+    /// When the response headers came; the EPP's own time on the response so far.
+    response_at: Option<Instant>,
+    response_handling: Duration,
+    /// The model a request names that failed before it was routed (its error's label).
+    failed_model: Option<String>,
+}
+
+impl Metrics {
+    /// The request phase ended (routed, queued then routed, or refused): time since receipt.
+    fn request_done(&mut self, stats: &RequestStats) {
+        if !std::mem::replace(&mut self.request_timed, true) {
+            stats
+                .request_processing
+                .observe_duration(self.started_at.elapsed());
+        }
+    }
 }
 
 /// Enough of the response's end for its usage object (as the Python path keeps).
@@ -182,6 +203,12 @@ impl RequestStream {
                 request_bytes: 0,
                 response_bytes: 0,
                 tail: Vec::new(),
+                request_timed: false,
+                itl: ChunkGaps::default(),
+                last_chunk: None,
+                response_at: None,
+                response_handling: Duration::ZERO,
+                failed_model: None,
             },
         }
     }
@@ -277,8 +304,8 @@ impl RequestStream {
                 self.answer(body, pending.answer, out);
                 Ok(())
             }
-            Decided::Failed(e) => Err(Failure::from(e)),
-            Decided::Refused(r) => Err(Failure::from(r)),
+            Decided::Failed(e) => Err(self.named(pending.waiting.body(), e.into())),
+            Decided::Refused(r) => Err(self.named(pending.waiting.body(), r.into())),
         };
         if let Err(f) = result {
             self.fail(f, out);
@@ -290,6 +317,9 @@ impl RequestStream {
     fn fail(&mut self, f: Failure, out: &mut Outbox) {
         self.finished = true;
         self.pending = None;
+        if self.metrics.response_at.is_none() {
+            self.metrics.request_done(self.router.router().stats());
+        }
         self.complete(Some(error_code(f.status)));
         log::line(
             Level::Warning,
@@ -415,7 +445,7 @@ impl RequestStream {
             ));
         }
         let Some(gate) = self.gate.clone() else {
-            self.route(&body)?;
+            self.route(&body).map_err(|f| self.named(&body, f))?;
             self.answer(body, answer, out);
             return Ok(());
         };
@@ -435,10 +465,10 @@ impl RequestStream {
         };
         match admit(&gate, &ask, request)? {
             Admitted::Direct => {
-                self.route(&body)?;
+                self.route(&body).map_err(|f| self.named(&body, f))?;
             }
             Admitted::Now(routed) => {
-                let d = routed?;
+                let d = routed.map_err(|e| self.named(&body, e.into()))?;
                 self.placed = true;
                 self.decided(d);
             }
@@ -446,7 +476,7 @@ impl RequestStream {
                 self.pending = Some(Pending { waiting, answer });
                 return Ok(());
             }
-            Admitted::Refused(r) => return Err(r.into()),
+            Admitted::Refused(r) => return Err(self.named(&body, r.into())),
         }
         self.answer(body, answer, out);
         Ok(())
@@ -526,8 +556,18 @@ impl RequestStream {
         Ok(())
     }
 
+    /// A request refused after its body parsed keeps the model it names for its error's labels
+    /// (as upstream, which parses first); a body that does not parse has none.
+    fn named(&mut self, body: &[u8], f: Failure) -> Failure {
+        if f.status != 400 {
+            self.metrics.failed_model = model_of(body);
+        }
+        f
+    }
+
     /// The request runs now: count it started (and say where it went at debug level).
     fn decided(&mut self, d: Decision) {
+        self.metrics.request_done(self.router.router().stats());
         let decision = self.decision.insert(d);
         let (model, target_model) = labels_of(decision);
         self.router.router().stats().started(RequestLabels {
@@ -579,6 +619,8 @@ impl RequestStream {
         if let Some(v) = served {
             self.served = v.as_str().to_owned();
         }
+        let at = Instant::now();
+        self.metrics.response_at.get_or_insert(at);
         if headers.end_of_stream {
             self.complete(None);
         }
@@ -587,9 +629,16 @@ impl RequestStream {
         } else {
             responses::empty_response_headers()
         });
+        self.metrics.response_handling += at.elapsed();
     }
 
     fn on_response_body(&mut self, body: HttpBody, out: &mut Outbox) {
+        let at = Instant::now();
+        self.on_response_chunk(body, out);
+        self.metrics.response_handling += at.elapsed();
+    }
+
+    fn on_response_chunk(&mut self, body: HttpBody, out: &mut Outbox) {
         self.observe_response(&body.body);
         if body.end_of_stream {
             self.complete(None);
@@ -650,6 +699,13 @@ impl RequestStream {
         m.ttft_s
             .get_or_insert_with(|| m.started_at.elapsed().as_secs_f64());
         m.response_bytes += chunk.len() as u64;
+        // Inter-token latency: the gap since the previous chunk of a streamed response.
+        if !chunk.is_empty() && self.decision.as_ref().is_some_and(|d| d.stream) {
+            let now = Instant::now();
+            if let Some(last) = m.last_chunk.replace(now) {
+                m.itl.observe((now - last).as_secs_f64());
+            }
+        }
         let keep = chunk.len().min(TAIL_BYTES);
         let drop = (m.tail.len() + keep).saturating_sub(TAIL_BYTES);
         m.tail.drain(..drop);
@@ -661,7 +717,19 @@ impl RequestStream {
         m.recorded = true;
         let usage = find_usage(&m.tail);
         let saw_response = m.ttft_s.is_some();
-        let (model, target_model) = self.decision.as_ref().map_or(("", ""), labels_of);
+        let failed = m.failed_model.as_deref().unwrap_or("");
+        let (model, target_model) = self.decision.as_ref().map_or((failed, failed), labels_of);
+        let streaming = self.decision.as_ref().is_some_and(|d| d.stream);
+        let stats = self.router.router().stats();
+        // The EPP's time on the response: its handlers (streamed), or headers to end (unary).
+        if let Some(at) = m.response_at {
+            let took = if streaming {
+                m.response_handling
+            } else {
+                at.elapsed()
+            };
+            stats.response_processing.observe_duration(took);
+        }
         let outcome = Outcome {
             error_code,
             request_bytes: Some(m.request_bytes),
@@ -671,7 +739,8 @@ impl RequestStream {
             cached_tokens: usage.map(|u| u.cached_tokens()).filter(|n| *n > 0),
             duration_s: saw_response.then(|| m.started_at.elapsed().as_secs_f64()),
             ttft_s: m.ttft_s,
-            streaming: self.decision.as_ref().is_some_and(|d| d.stream),
+            streaming,
+            itl: (m.itl.count() > 0).then_some(&m.itl),
         };
         // A served request trains the latency predictor (predicted-latency-producer), if any.
         if let (None, Some(d), Some(ttft), Some(total)) = (
@@ -694,10 +763,7 @@ impl RequestStream {
             fairness_id: &self.fairness_id,
             priority: self.priority,
         };
-        self.router
-            .router()
-            .stats()
-            .finished(labels, self.decision.is_some(), &outcome);
+        stats.finished(labels, self.decision.is_some(), &outcome);
     }
 }
 

@@ -690,3 +690,51 @@ fn a_body_after_the_response_ended_is_refused_and_nothing_stays_running() {
     let running: i64 = r.stats().snapshot().iter().map(|x| x.running).sum();
     assert_eq!(running, 0);
 }
+
+#[test]
+fn a_503_for_a_subset_naming_no_member_is_counted_under_the_requests_model() {
+    let r = router(&[A]);
+    let mut s = stream(&r, false);
+    let headers = with_subset(
+        headers_msg(body_mode::FULL_DUPLEX_STREAMED, false, vec![]),
+        list(&["10.9.9.9:1"]),
+    );
+    run(&mut s, vec![headers, body_msg(BODY, true, false)]);
+    drop(s);
+    let series = r.stats().snapshot();
+    assert_eq!(
+        (series[0].model.as_str(), series[0].target_model.as_str()),
+        ("llama", "llama")
+    );
+    assert_eq!(series[0].errors, vec![("ServiceUnavailable".to_owned(), 1)]);
+    // the request phase ended (refused); no response phase
+    assert_eq!(r.stats().request_processing.snapshot().count(), 1);
+    assert_eq!(r.stats().response_processing.snapshot().count(), 0);
+}
+
+#[test]
+fn a_streamed_response_records_the_gaps_between_its_chunks_and_the_epps_time_on_it() {
+    let (r, mut s) = single_endpoint(false);
+    let streamed = br#"{"model":"llama","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    run(
+        &mut s,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], streamed),
+    );
+    assert_eq!(r.stats().request_processing.snapshot().count(), 1);
+    let chunks = [
+        &b"data: {\"choices\":[]}\n\n"[..],
+        b"", // an empty chunk is no token: no gap
+        b"data: {\"choices\":[]}\n\n",
+        b"data: [DONE]\n\n",
+    ];
+    let mut msgs = vec![response_headers_msg(None)];
+    msgs.extend(
+        (chunks.iter().enumerate()).map(|(i, c)| body_msg(c, i == chunks.len() - 1, true)),
+    );
+    run(&mut s, msgs);
+    drop(s);
+    let series = &r.stats().snapshot()[0];
+    assert_eq!(series.itl.count(), 2); // three chunks with bytes: two gaps
+    assert!(series.itl.sum >= 0.0);
+    assert_eq!(r.stats().response_processing.snapshot().count(), 1);
+}

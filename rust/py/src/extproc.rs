@@ -63,6 +63,37 @@ pub(crate) fn queue_rows(
         .collect()
 }
 
+/// ((fairness id, priority, model, target model, requests, bytes) per flow and model,
+///  ((fairness id, priority, outcome), enqueue-duration histogram), dispatch-cycle histogram)
+pub(crate) type FlowMetricRows = (
+    Vec<(String, i32, String, String, i64, i64)>,
+    Vec<((String, i32, &'static str), crate::stats::PyHistogram)>,
+    crate::stats::PyHistogram,
+);
+
+pub(crate) fn flow_metric_rows(m: &sluicegate_core::flowcontrol::FlowMetrics) -> FlowMetricRows {
+    let (gauges, enqueue) = m.snapshot();
+    let gauges = gauges
+        .into_iter()
+        .map(|g| {
+            let (requests, bytes) = (g.requests, g.bytes);
+            (g.fairness_id, g.priority, g.model, g.target_model, requests, bytes)
+        })
+        .collect();
+    let enqueue = enqueue
+        .into_iter()
+        .map(|e| {
+            let labels = (e.fairness_id, e.priority, e.outcome);
+            (labels, crate::stats::hist(e.duration))
+        })
+        .collect();
+    (
+        gauges,
+        enqueue,
+        crate::stats::hist(m.dispatch_cycle.snapshot()),
+    )
+}
+
 #[pyclass(name = "FlowGate", module = "sluicegate._core.extproc", frozen)]
 pub struct PyFlowGate {
     gate: Arc<Gate>,
@@ -134,6 +165,11 @@ impl PyFlowGate {
     /// histogram each, upstream's QueueOutcome names and buckets.
     fn queue_durations(&self) -> Vec<QueueDurationRow> {
         queue_rows(&self.gate.queue_durations)
+    }
+
+    /// (per-flow queue gauges, enqueue durations, dispatch-cycle durations).
+    fn flow_metrics(&self) -> FlowMetricRows {
+        flow_metric_rows(self.gate.flow_metrics())
     }
 
     /// Answer every queued request 503 rejected-shutting-down and stop the dispatch thread.

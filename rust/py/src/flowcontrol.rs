@@ -16,6 +16,7 @@ use sluicegate_core::flowcontrol::{
     QueueLabels, QueueOutcome, Rejection, RouteRequest, SaturationDetector, ScaleFromZero,
 };
 use sluicegate_core::scheduling::{Decision, RouteError};
+use sluicegate_core::parse::model_of;
 use std::sync::Mutex;
 
 use sluicegate_extproc::admission::rejection_message;
@@ -295,12 +296,14 @@ impl PyFlowController {
         headers: Option<BTreeMap<String, String>>,
         dispatch_now: bool,
     ) -> PyResult<Py<PyAny>> {
+        let model: String;
         let mut admission = Admission {
             flow,
             priority,
             size,
             ttl: seconds("ttl", ttl)?,
             slo_ttft: seconds("slo_ttft", slo_ttft)?,
+            ..Default::default()
         };
         let request = path.map(|path| RouteRequest {
             path,
@@ -333,6 +336,12 @@ impl PyFlowController {
                 return Ok(Py::new(py, self.completed(py, c)?)?.into_any());
             }
         }
+        // Queued: its flow's gauges are labelled with the model the body names.
+        model = (queued.route.as_ref())
+            .and_then(|r| model_of(&r.body))
+            .unwrap_or_default();
+        admission.model = &model;
+        admission.target_model = &model;
         let hold = if self
             .core
             .dispatcher()
@@ -439,6 +448,11 @@ impl PyFlowController {
         crate::extproc::queue_rows(&self.queue_durations)
     }
 
+    /// (per-flow queue gauges, enqueue durations, dispatch-cycle durations).
+    fn flow_metrics(&self) -> crate::extproc::FlowMetricRows {
+        crate::extproc::flow_metric_rows(self.core.metrics())
+    }
+
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         stats_dict(py, &self.core.stats())
     }
@@ -466,6 +480,9 @@ pub fn stats_dict<'py>(py: Python<'py>, s: &FlowStats) -> PyResult<Bound<'py, Py
     d.set_item("queued_requests", s.queued_requests)?;
     d.set_item("queued_bytes", s.queued_bytes)?;
     d.set_item("bands", s.bands.clone())?;
+    d.set_item("band_limits", s.band_limits.clone())?;
+    d.set_item("max_requests", s.max_requests)?;
+    d.set_item("max_bytes", s.max_bytes)?;
     d.set_item("enqueued", s.enqueued)?;
     d.set_item("dispatched", s.dispatched)?;
     d.set_item("rejected_capacity", s.rejected_capacity)?;

@@ -33,6 +33,7 @@ pub struct PySeries {
     ttft: PyHistogram,
     ttft_streaming: PyHistogram,
     tpot: PyHistogram,
+    itl: PyHistogram,
 }
 
 pub(crate) fn hist(h: Histogram) -> PyHistogram {
@@ -60,6 +61,7 @@ impl From<Series> for PySeries {
             ttft: hist(ttft),
             ttft_streaming: hist(ttft_streaming),
             tpot: hist(s.tpot),
+            itl: hist(s.itl),
         }
     }
 }
@@ -122,6 +124,7 @@ impl PyRequestStats {
             duration_s,
             ttft_s,
             streaming,
+            itl: None,
         };
         self.inner.finished(labels, was_started, &outcome);
     }
@@ -154,10 +157,34 @@ impl PyRequestStats {
     fn scheduler(&self) -> PyHistogram {
         hist(self.inner.scheduler_histogram())
     }
+
+    /// (request processing, response processing) durations in seconds.
+    fn processing(&self) -> (PyHistogram, PyHistogram) {
+        (
+            hist(self.inner.request_processing.snapshot()),
+            hist(self.inner.response_processing.snapshot()),
+        )
+    }
+
+    /// (rewrite rule, request model, target model, count) per weighted model-rewrite decision.
+    fn rewrites(&self) -> Vec<(String, String, String, u64)> {
+        (self.inner.rewrites().into_iter())
+            .map(|r| (r.rule, r.model, r.target, r.count))
+            .collect()
+    }
+}
+
+/// Per-call plugin durations of this process: (extension point, plugin type, name, histogram).
+#[pyfunction]
+fn plugin_timings() -> Vec<(&'static str, String, String, PyHistogram)> {
+    (sluicegate_core::stats::plugin_timings().into_iter())
+        .map(|(point, kind, name, h)| (point, kind, name, hist(h)))
+        .collect()
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyRequestStats>()?;
     m.add_class::<PySeries>()?;
+    m.add_function(wrap_pyfunction!(plugin_timings, m)?)?;
     Ok(())
 }

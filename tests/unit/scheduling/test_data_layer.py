@@ -15,6 +15,10 @@ from sluicegate.scheduling.config import load_config
 METRICS = "- {type: metrics-data-source, parameters: {interval: 250ms}}\n- {type: core-metrics-extractor}\n"
 
 
+DCGM = "- {type: dcgm-extractor}\n- {type: dcgm-data-source, parameters: %s}\n"
+DCGM_WIRED = ("dataLayer: {sources: [{pluginRef: dcgm-data-source, extractors: [{pluginRef: dcgm-extractor}]}]}\n")
+
+
 def router(text: str) -> dict:
     return json.loads(load_config(text=text).router_json())
 
@@ -53,6 +57,22 @@ def test_the_default_engine_reaches_endpoints_without_the_engine_label():
     assert s.router.status()[0].waiting == 3
 
 
+def test_a_dcgm_source_feeding_its_extractor_tells_the_router_where_to_poll():
+    r = router("plugins:\n" + DCGM % "{port: 9500, path: /gpu, interval: 2s}" + DCGM_WIRED)
+    assert r["gpuTelemetry"] == {"port": 9500, "path": "/gpu", "intervalMs": 2000}
+    assert r["scrapeMetrics"] is True  # the default metrics source is still injected
+    assert router("plugins:\n" + DCGM % "{}" + DCGM_WIRED)["gpuTelemetry"] == {"port": 9400, "path": "/metrics"}
+    assert "gpuTelemetry" not in router("dataLayer: {injectDefaults: true}")
+
+
+def test_gpu_attribute_plugins_need_a_dcgm_source():
+    text = ("plugins:\n- {type: endpoint-attribute-scorer, name: gpu, parameters: {attributeKey: GPUUtilization, "
+            "producer: dcgm-extractor, algorithm: {type: linear_lower_is_better}}}\n")
+    with pytest.raises(ConfigError, match=re.escape("'gpu' (endpoint-attribute-scorer) reads GPUUtilization")):
+        load_config(text=text)
+    assert load_config(text=text + DCGM % "{}" + DCGM_WIRED).profiles
+
+
 @pytest.mark.parametrize("text, names", [
     ("dataLayer: {sources: [{pluginRef: nope}]}", "dataLayer.sources[0].pluginRef: 'nope'"),
     ("plugins: [{type: metrics-data-source}]\n"
@@ -67,7 +87,14 @@ def test_the_default_engine_reaches_endpoints_without_the_engine_label():
     ("plugins: [{type: core-metrics-extractor, parameters: {defaultEngine: triton}}]", "defaultEngine: 'triton'"),
     ("plugins: [{type: core-metrics-extractor, parameters: {engineConfigs: [{name: x}]}}]", "engineConfigs"),
     ("plugins: [{name: extra, type: metrics-data-source}]", "'extra' is listed but not wired"),
-    ("plugins: [{type: dcgm-data-source, parameters: {port: 9400}}]", "'dcgm-data-source' is not supported"),
+    ("plugins: [{type: dcgm-data-source, parameters: {port: 9400}}]", "'dcgm-data-source' is listed but not wired"),
+    ("plugins:\n" + DCGM % "{useNodeAddress: true}" + DCGM_WIRED, "parameters.useNodeAddress: node addresses"),
+    ("plugins:\n" + DCGM % "{scheme: https}" + DCGM_WIRED, "parameters.scheme: 'https'"),
+    ("plugins:\n" + DCGM % "{port: 0}" + DCGM_WIRED, "parameters.port: 0"),
+    ("plugins:\n" + DCGM % "{prot: 9400}" + DCGM_WIRED, "unknown field 'prot'"),
+    ("plugins: [{type: dcgm-extractor, parameters: {metric: x}}]", "unknown field 'metric'"),
+    ("plugins:\n" + DCGM % "{}" + "- {type: core-metrics-extractor}\ndataLayer: {sources: [{pluginRef: "
+     "dcgm-data-source, extractors: [{pluginRef: core-metrics-extractor}]}]}", "cannot read dcgm-data-source"),
     ("plugins: [{type: models-data-source}]", "'models-data-source' is not supported"),
     ("dataLayer: {peerDiscovery: {pluginRef: x}}", "dataLayer.peerDiscovery: not supported"),
 ])

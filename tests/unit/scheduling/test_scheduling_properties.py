@@ -7,7 +7,7 @@ import math
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sluicegate.errors import NoEndpointsError
@@ -97,7 +97,24 @@ def _filter_chain(state_of: dict[str, dict], subset: list[str] | None, chosen: d
     return left
 
 
+def _at_the_kv_threshold(kv_max: float) -> dict:
+    """An @example: one endpoint's KV use exactly at the utilization filter's maxValue (kept), one
+    a float above it (filtered out)."""
+    state = {"role": None, "accelerator": "h100", "waiting": 0, "running": 0, "running_loras": [],
+             "waiting_loras": [], "max_lora": 0}
+    return {"states": [{**state, "kv": kv_max}, {**state, "kv": math.nextafter(kv_max, 1.0)}],
+            "scorers": [("queue-scorer", 1.0)],
+            "chosen": {"decode": False, "h100_only": False, "utilization": (0, kv_max)},
+            "picker": ("max-score-picker", 2),
+            "reqs": [{"model": "base", "prompt": "", "subset": None, "session": None}]}
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The config reaches Rust as JSON: serde_json's default float parsing read some values one ulp
+# low (a draw with maxValue 3.9e-112 found it; 2.5578676688204392e-76 is one such value), so the
+# endpoint at exactly maxValue was filtered out. Now parsed exactly (float_roundtrip).
+@example(**_at_the_kv_threshold(3.9e-112))
+@example(**_at_the_kv_threshold(2.5578676688204392e-76))
 @given(
     states=st.lists(endpoint_state, min_size=1, max_size=12),
     scorers=st.lists(st.tuples(st.sampled_from(SCORERS), st.floats(0.1, 5.0)), min_size=1, max_size=5,

@@ -33,6 +33,37 @@ pub struct EndpointInfo {
     /// Requests this EPP sent and that have not finished; lives across snapshots so it
     /// tracks load between scrapes.
     pub in_flight: Arc<AtomicU32>,
+    /// Values data sources publish between scrapes (e.g. GPU utilization); live across
+    /// snapshots like `in_flight`.
+    pub attributes: Arc<EndpointAttributes>,
+}
+
+/// Per-endpoint attributes written by data sources other than the engine metrics scrape,
+/// read lock-free by the plugins that consume them.
+#[derive(Debug)]
+pub struct EndpointAttributes {
+    /// dcgm-extractor's `GPUUtilization` in [0, 1], as f64 bits; NaN = never extracted.
+    gpu_utilization: AtomicU64,
+}
+
+impl Default for EndpointAttributes {
+    fn default() -> Self {
+        EndpointAttributes {
+            gpu_utilization: AtomicU64::new(f64::NAN.to_bits()),
+        }
+    }
+}
+
+impl EndpointAttributes {
+    pub fn gpu_utilization(&self) -> Option<f64> {
+        let v = f64::from_bits(self.gpu_utilization.load(Ordering::Relaxed));
+        (!v.is_nan()).then_some(v)
+    }
+
+    pub fn set_gpu_utilization(&self, value: f64) {
+        self.gpu_utilization
+            .store(value.to_bits(), Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -129,11 +160,15 @@ impl EndpointStore {
                     prev.clone()
                 }
                 Some(prev) => Arc::new(Endpoint {
-                    info: Arc::new(self.info(spec, &prev.info.in_flight)),
+                    info: Arc::new(self.info(
+                        spec,
+                        prev.info.in_flight.clone(),
+                        prev.info.attributes.clone(),
+                    )),
                     ..(**prev).clone()
                 }),
                 None => Arc::new(Endpoint {
-                    info: Arc::new(self.info(spec, &Arc::new(AtomicU32::new(0)))),
+                    info: Arc::new(self.info(spec, Arc::default(), Arc::default())),
                     metrics: EndpointMetrics::default(),
                     scraped_at: None,
                     scrape_errors: 0,
@@ -151,7 +186,12 @@ impl EndpointStore {
         }));
     }
 
-    fn info(&self, spec: &EndpointSpec, in_flight: &Arc<AtomicU32>) -> EndpointInfo {
+    fn info(
+        &self,
+        spec: &EndpointSpec,
+        in_flight: Arc<AtomicU32>,
+        attributes: Arc<EndpointAttributes>,
+    ) -> EndpointInfo {
         let engine = spec
             .labels
             .iter()
@@ -165,7 +205,8 @@ impl EndpointStore {
             ip: ip_of(&spec.address).to_owned(),
             labels: spec.labels.clone(),
             engine,
-            in_flight: in_flight.clone(),
+            in_flight,
+            attributes,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Endpoint state: metrics parsing, the endpoint store and its snapshots, the scraper.
 
+pub mod dcgm;
 pub mod endpoints;
 mod exposition;
 mod http_get;
@@ -8,6 +9,6 @@ pub mod scrape;
 #[cfg(test)]
 mod test_server;
 
-pub use endpoints::{Endpoint, EndpointSpec, EndpointStore, Snapshot};
+pub use endpoints::{Endpoint, EndpointAttributes, EndpointSpec, EndpointStore, Snapshot};
 pub use metrics::{parse_metrics, EndpointMetrics, Engine, MetricsUpdate};
 pub use scrape::{ScrapeConfig, Scraper};

@@ -1,6 +1,8 @@
 //! The metrics scraper: one thread running a single-threaded tokio runtime, one task per
 //! endpoint polling GET http://address/metrics on a kept-alive connection. Results are
 //! published to the store in batches, so many endpoints finishing together cost one snapshot.
+//! A scraper started with a `GpuProbe` polls each endpoint's DCGM exporter instead and writes
+//! the GPU utilization into the endpoint's live attributes (no snapshot).
 
 use std::collections::HashMap;
 use std::io;
@@ -12,7 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle as TaskHandle;
 use tokio::time::{interval, timeout, MissedTickBehavior};
 
-use super::endpoints::{EndpointStore, ScrapeResult};
+use super::dcgm::{gpu_utilization, GpuProbe};
+use super::endpoints::{EndpointAttributes, EndpointStore, ScrapeResult};
 use super::http_get::Connection;
 use super::metrics::{parse_metrics, Engine, MetricsUpdate};
 
@@ -41,6 +44,23 @@ pub struct Scraper {
 
 impl Scraper {
     pub fn start(store: Arc<EndpointStore>, config: ScrapeConfig) -> io::Result<Scraper> {
+        Scraper::start_probe(store, config, None)
+    }
+
+    /// Poll every endpoint's DCGM exporter (dcgm-data-source) for its GPU utilization.
+    pub fn start_gpu(
+        store: Arc<EndpointStore>,
+        config: ScrapeConfig,
+        probe: GpuProbe,
+    ) -> io::Result<Scraper> {
+        Scraper::start_probe(store, config, Some(Arc::new(probe)))
+    }
+
+    fn start_probe(
+        store: Arc<EndpointStore>,
+        config: ScrapeConfig,
+        gpu: Option<Arc<GpuProbe>>,
+    ) -> io::Result<Scraper> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -48,7 +68,7 @@ impl Scraper {
         let (stop, stopped) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name(THREAD_NAME.into())
-            .spawn(move || runtime.block_on(supervise(store, config, stopped)))?;
+            .spawn(move || runtime.block_on(supervise(store, config, gpu, stopped)))?;
         Ok(Scraper {
             stop,
             thread: Some(thread),
@@ -77,6 +97,7 @@ impl Drop for Scraper {
 async fn supervise(
     store: Arc<EndpointStore>,
     config: ScrapeConfig,
+    gpu: Option<Arc<GpuProbe>>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let (results, mut inbox) = mpsc::unbounded_channel::<ScrapeResult>();
@@ -87,7 +108,7 @@ async fn supervise(
     loop {
         tokio::select! {
             _ = stopped.changed() => break,
-            _ = reconcile.tick() => follow_endpoint_set(&store, config, &results, &mut tasks),
+            _ = reconcile.tick() => follow_endpoint_set(&store, config, gpu.as_ref(), &results, &mut tasks),
             _ = inbox.recv_many(&mut batch, 4096) => {
                 store.apply_scrapes(&batch);
                 batch.clear();
@@ -103,6 +124,7 @@ async fn supervise(
 fn follow_endpoint_set(
     store: &EndpointStore,
     config: ScrapeConfig,
+    gpu: Option<&Arc<GpuProbe>>,
     results: &mpsc::UnboundedSender<ScrapeResult>,
     tasks: &mut HashMap<u64, TaskHandle<()>>,
 ) {
@@ -110,6 +132,12 @@ fn follow_endpoint_set(
     for ep in &snapshot.endpoints {
         let info = &ep.info;
         tasks.entry(info.id).or_insert_with(|| {
+            if let Some(probe) = gpu {
+                let address = probe.address(&info.ip);
+                let conn = Connection::new(&address, &probe.path);
+                let attributes = info.attributes.clone();
+                return tokio::spawn(poll_gpu(conn, info.name.clone(), attributes, config));
+            }
             let target = Target {
                 id: info.id,
                 address: info.address.clone(),
@@ -166,6 +194,31 @@ async fn scrape_forever(
             .is_err()
         {
             return;
+        }
+    }
+}
+
+/// dcgm-data-source + dcgm-extractor for one endpoint: a failed poll keeps the last value.
+async fn poll_gpu(
+    mut conn: Connection,
+    pod: String,
+    attributes: Arc<EndpointAttributes>,
+    config: ScrapeConfig,
+) {
+    let mut body = Vec::new();
+    let mut tick = interval(config.interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match timeout(config.timeout, conn.get(&mut body)).await {
+            Ok(Ok(())) => {
+                let text = String::from_utf8_lossy(&body);
+                if let Ok(v) = gpu_utilization(&text, &pod) {
+                    attributes.set_gpu_utilization(v);
+                }
+            }
+            Ok(Err(_)) => {}
+            Err(_) => conn.reset(),
         }
     }
 }

@@ -15,6 +15,7 @@ use super::config::{FlowControlConfig, OrderingPolicy};
 use super::dispatch::Loop;
 use super::item::{Completion, Item, Rejection};
 use super::ledger::{BandShared, Ledger};
+use super::outcomes::{FlowMetrics, QueueOutcome, ENQUEUED};
 use super::saturation::SaturationDetector;
 use super::usage_limits::{BandPosition, UsageLimiter};
 
@@ -70,6 +71,9 @@ pub struct Admission<'a> {
     pub ttl: Option<Duration>,
     /// TTFT objective, the key of `slo-deadline-ordering-policy`.
     pub slo_ttft: Option<Duration>,
+    /// The request's model and the one it is sent as ("" when unknown): queue-gauge labels.
+    pub model: &'a str,
+    pub target_model: &'a str,
 }
 
 /// A snapshot of the counters, for metrics exporters.
@@ -79,6 +83,11 @@ pub struct FlowStats {
     pub queued_bytes: u64,
     /// (priority, queued requests, queued bytes), highest priority first.
     pub bands: Vec<(i32, u64, u64)>,
+    /// (priority, max requests, max bytes) of the same bands; 0 = no limit.
+    pub band_limits: Vec<(i32, u64, u64)>,
+    /// Global limits; 0 = none.
+    pub max_requests: u64,
+    pub max_bytes: u64,
     pub enqueued: u64,
     pub dispatched: u64,
     pub rejected_capacity: u64,
@@ -271,18 +280,27 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         request: D::Request,
     ) -> Result<Arc<Item<D::Request>>, Rejection> {
         let s = &*self.shared;
+        let started = Instant::now();
+        let metrics = &s.ledger.metrics;
+        let (flow, priority) = (admission.flow, admission.priority);
+        let refused = |r: Rejection| {
+            metrics.enqueued(flow, priority, QueueOutcome::from(r).name(), started.elapsed());
+            Err(r)
+        };
         if s.shutdown.load(Ordering::Acquire) {
-            return Err(Rejection::ShuttingDown);
+            return refused(Rejection::ShuttingDown);
         }
         let band = s.band(admission.priority);
         if !band.try_reserve(admission.size) {
             s.ledger.rejected_capacity.fetch_add(1, Ordering::Relaxed);
-            return Err(if s.dispatcher.pool_empty() {
+            return refused(if s.dispatcher.pool_empty() {
                 Rejection::NoEndpoints
             } else {
                 Rejection::Capacity
             });
         }
+        let gauge = metrics.gauge(flow, priority, admission.model, admission.target_model);
+        gauge.enter(admission.size);
         let now = Instant::now();
         let deadline = now + admission.ttl.unwrap_or(s.config.default_ttl());
         let order_deadline = match (band.ordering, admission.slo_ttft) {
@@ -299,10 +317,12 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             order_deadline,
             request,
             band,
+            gauge,
         ));
         s.ledger.enqueued.fetch_add(1, Ordering::Relaxed);
         let shard = SHARD.with(Cell::get);
         s.inbox[shard].lock().push(item.clone());
+        metrics.enqueued(flow, priority, ENQUEUED, started.elapsed());
         s.wake();
         // Shutdown may have drained the inboxes between the check above and the push: whoever
         // ends the item first owns its outcome.
@@ -364,7 +384,14 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             })
             .collect();
         bands.sort_by_key(|b| std::cmp::Reverse(b.0));
+        let mut band_limits: Vec<_> = (self.shared.bands.load().values())
+            .map(|b| (b.priority, b.max_requests, b.max_bytes))
+            .collect();
+        band_limits.sort_by_key(|b| std::cmp::Reverse(b.0));
         FlowStats {
+            band_limits,
+            max_requests: l.max_requests,
+            max_bytes: l.max_bytes,
             queued_requests: get(&l.queued.requests),
             queued_bytes: get(&l.queued.bytes),
             bands,
@@ -381,6 +408,11 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             dispatch_cycle_seconds: get(&l.dispatch_cycle_nanos) as f64 / 1e9,
             queue_wait_seconds: get(&l.queue_wait_nanos) as f64 / 1e9,
         }
+    }
+
+    /// Per-flow gauges, enqueue and dispatch-cycle durations.
+    pub fn metrics(&self) -> &FlowMetrics {
+        &self.shared.ledger.metrics
     }
 
     /// Evict everything queued (503 rejected-shutting-down) and stop the dispatch thread.

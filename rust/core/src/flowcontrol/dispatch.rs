@@ -274,9 +274,11 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
         let started = Instant::now();
         let progress = self.dispatch_some(started);
         let l = &self.shared.ledger;
+        let took = started.elapsed();
         l.dispatch_cycles.fetch_add(1, Ordering::Relaxed);
         l.dispatch_cycle_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        l.metrics.dispatch_cycle.observe_duration(took);
         progress
     }
 

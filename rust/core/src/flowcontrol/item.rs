@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ledger::{BandShared, Ledger};
+use super::outcomes::FlowGauge;
 
 const QUEUED: u8 = 0;
 const CLAIMED: u8 = 1;
@@ -73,6 +74,8 @@ pub struct Item<R> {
     pub request: R,
     state: AtomicU8,
     band: Arc<BandShared>,
+    /// Its flow's queue gauges (counted in on enqueue, out when it leaves the queue).
+    gauge: Arc<FlowGauge>,
 }
 
 impl<R> Item<R> {
@@ -87,6 +90,7 @@ impl<R> Item<R> {
         order_deadline: Instant,
         request: R,
         band: Arc<BandShared>,
+        gauge: Arc<FlowGauge>,
     ) -> Self {
         Item {
             id,
@@ -99,6 +103,7 @@ impl<R> Item<R> {
             request,
             state: AtomicU8::new(QUEUED),
             band,
+            gauge,
         }
     }
 
@@ -155,5 +160,6 @@ impl<R> Item<R> {
 
     fn leave(&self) {
         self.band.release(self.size);
+        self.gauge.leave(self.size);
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::config::OrderingPolicy;
+use super::outcomes::FlowMetrics;
 
 #[derive(Default, Debug)]
 pub struct Counters {
@@ -48,6 +49,8 @@ pub struct Ledger {
     pub dispatch_cycles: AtomicU64,
     pub dispatch_cycle_nanos: AtomicU64,
     pub queue_wait_nanos: AtomicU64,
+    /// Per-flow gauges, enqueue and dispatch-cycle durations (upstream's families).
+    pub metrics: FlowMetrics,
 }
 
 /// The producer-visible half of a band: its limits and counters.

@@ -37,7 +37,10 @@ pub use config::{
 };
 pub use controller::{Admission, CompletionSink, Dispatch, Dispatcher, FlowController, FlowStats};
 pub use item::{Completion, Item, Outcome, Rejection};
-pub use outcomes::{QueueDurations, QueueLabels, QueueOutcome, QueueSeries, QUEUE_BUCKETS};
+pub use outcomes::{
+    EnqueueSeries, FlowGauge, FlowGaugeRow, FlowMetrics, QueueDurations, QueueLabels,
+    QueueOutcome, QueueSeries, ENQUEUED, FLOW_GC_IDLE, QUEUE_BUCKETS,
+};
 pub use routing::{no_candidates, route_when_possible, Admit, RouteRequest};
 pub use saturation::SaturationDetector;
 pub use scale_from_zero::{Hold, HoldCounts, OnFirstHold, ScaleFromZero};

@@ -2,15 +2,24 @@
 //! `flow_control_request_queue_duration_seconds` (fairness id, priority, outcome, model, target
 //! model). Recorded once per request where its outcome is decided, read when Prometheus
 //! scrapes; the requests-by-outcome counter is the histograms' counts, so the two always agree.
+//! Also the per-flow families (queue size and bytes per flow and model, enqueue durations) and
+//! the dispatch-cycle histogram; a flow idle for `FLOW_GC_IDLE` loses its series, as upstream's
+//! registry garbage-collects idle flows, so client-chosen fairness ids cannot grow them forever.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::item::Rejection;
-use crate::stats::{Histogram, OVERFLOW};
+use crate::stats::{AtomicHistogram, Histogram, OVERFLOW, SCHEDULER_BUCKETS};
+
+/// Upstream's default flow GC timeout: a flow with nothing queued for this long is forgotten.
+pub const FLOW_GC_IDLE: Duration = Duration::from_secs(300);
 
 /// Upstream's buckets for the queue-duration histogram, in seconds.
 pub const QUEUE_BUCKETS: &[f64] = &[
@@ -90,8 +99,10 @@ pub struct QueueSeries {
 }
 
 pub struct QueueDurations {
-    series: Mutex<HashMap<String, QueueSeries>>,
+    /// Label set -> (series, ms since `epoch` of its last observation).
+    series: Mutex<HashMap<String, (QueueSeries, u64)>>,
     max_series: usize,
+    epoch: Instant,
 }
 
 thread_local! {
@@ -104,43 +115,56 @@ impl QueueDurations {
         QueueDurations {
             series: Mutex::new(HashMap::new()),
             max_series: max_series.max(1),
+            epoch: Instant::now(),
         }
     }
 
     /// One request left flow control after `seconds`; no allocation once its label set exists.
     pub fn observe(&self, l: QueueLabels<'_>, outcome: QueueOutcome, seconds: f64) {
+        let at = millis_since(self.epoch);
         KEY.with_borrow_mut(|key| {
             let mut map = self.series.lock();
             let mut l = l;
             write_key(key, &l, outcome);
             if !map.contains_key(key.as_str()) && map.len() >= self.max_series {
+                l.fairness_id = OVERFLOW;
                 l.model = OVERFLOW;
                 l.target_model = OVERFLOW;
                 write_key(key, &l, outcome);
             }
-            if let Some(s) = map.get_mut(key.as_str()) {
+            if let Some((s, touched)) = map.get_mut(key.as_str()) {
                 s.duration.observe(seconds);
+                *touched = at;
                 return;
             }
             let mut duration = Histogram::new(QUEUE_BUCKETS);
             duration.observe(seconds);
-            map.insert(
-                key.clone(),
-                QueueSeries {
-                    fairness_id: l.fairness_id.to_owned(),
-                    priority: l.priority,
-                    outcome: outcome.name(),
-                    model: l.model.to_owned(),
-                    target_model: l.target_model.to_owned(),
-                    duration,
-                },
-            );
+            let series = QueueSeries {
+                fairness_id: l.fairness_id.to_owned(),
+                priority: l.priority,
+                outcome: outcome.name(),
+                model: l.model.to_owned(),
+                target_model: l.target_model.to_owned(),
+                duration,
+            };
+            map.insert(key.clone(), (series, at));
         })
     }
 
-    /// Every label set, ordered so scrapes are stable.
+    /// Every label set, ordered so scrapes are stable; label sets nothing left with for
+    /// `FLOW_GC_IDLE` are forgotten first.
     pub fn snapshot(&self) -> Vec<QueueSeries> {
-        let mut out: Vec<QueueSeries> = self.series.lock().values().cloned().collect();
+        self.snapshot_forgetting(FLOW_GC_IDLE)
+    }
+
+    /// `snapshot`, forgetting label sets idle for `idle`.
+    pub fn snapshot_forgetting(&self, idle: Duration) -> Vec<QueueSeries> {
+        let now = millis_since(self.epoch);
+        let idle = idle.as_millis() as u64;
+        let mut map = self.series.lock();
+        map.retain(|_, (_, touched)| now.saturating_sub(*touched) < idle);
+        let mut out: Vec<QueueSeries> = map.values().map(|(s, _)| s.clone()).collect();
+        drop(map);
         out.sort_by(|a, b| {
             (
                 &a.fairness_id,
@@ -159,6 +183,213 @@ impl QueueDurations {
         });
         out
     }
+}
+
+fn millis_since(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+/// Requests of one flow and model held in flow control now: upstream's queue_size and
+/// queue_bytes series (fairness id, priority, model, target model). Bound when a request
+/// queues; it counts itself out when it leaves.
+#[derive(Debug)]
+pub struct FlowGauge {
+    pub fairness_id: String,
+    pub priority: i32,
+    pub model: String,
+    pub target_model: String,
+    requests: AtomicI64,
+    bytes: AtomicI64,
+    /// ms since the metrics' epoch when it last held nothing.
+    idle_since: AtomicU64,
+    epoch: Instant,
+}
+
+impl FlowGauge {
+    pub(crate) fn enter(&self, size: u64) {
+        self.requests.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(size as i64, Relaxed);
+    }
+
+    pub(crate) fn leave(&self, size: u64) {
+        self.bytes.fetch_sub(size as i64, Relaxed);
+        if self.requests.fetch_sub(1, Relaxed) == 1 {
+            self.idle_since.store(millis_since(self.epoch), Relaxed);
+        }
+    }
+}
+
+/// A gauge row as a scrape reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowGaugeRow {
+    pub fairness_id: String,
+    pub priority: i32,
+    pub model: String,
+    pub target_model: String,
+    pub requests: i64,
+    pub bytes: i64,
+}
+
+/// Enqueue durations of one flow by outcome ("NotYetFinalized" when it went into its queue).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnqueueSeries {
+    pub fairness_id: String,
+    pub priority: i32,
+    pub outcome: &'static str,
+    pub duration: Histogram,
+}
+
+/// Upstream's outcome of an enqueue that put the request in its queue.
+pub const ENQUEUED: &str = "NotYetFinalized";
+
+/// The per-flow families and the dispatch-cycle histogram of one flow controller.
+pub struct FlowMetrics {
+    epoch: Instant,
+    max_series: usize,
+    gauges: Mutex<HashMap<String, Arc<FlowGauge>>>,
+    /// flow\0priority\0outcome -> (series, ms since epoch of the last observation)
+    enqueue: Mutex<HashMap<String, (EnqueueSeries, u64)>>,
+    /// One observation per pass of the dispatch loop (merge, expire, dispatch).
+    pub dispatch_cycle: AtomicHistogram,
+}
+
+impl std::fmt::Debug for FlowMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowMetrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for FlowMetrics {
+    fn default() -> Self {
+        FlowMetrics::new(2000)
+    }
+}
+
+impl FlowMetrics {
+    /// `max_series` caps the flow/model gauges; later models count under `__other__`.
+    pub fn new(max_series: usize) -> FlowMetrics {
+        FlowMetrics {
+            epoch: Instant::now(),
+            max_series: max_series.max(1),
+            gauges: Mutex::new(HashMap::new()),
+            enqueue: Mutex::new(HashMap::new()),
+            dispatch_cycle: AtomicHistogram::new(SCHEDULER_BUCKETS),
+        }
+    }
+
+    /// The gauge of one flow and model, created on its first queued request.
+    pub fn gauge(&self, flow: &str, priority: i32, model: &str, target: &str) -> Arc<FlowGauge> {
+        KEY.with_borrow_mut(|key| {
+            let mut map = self.gauges.lock();
+            gauge_key(key, flow, priority, model, target);
+            if let Some(g) = map.get(key.as_str()) {
+                return g.clone();
+            }
+            let (flow, model, target) = if map.len() >= self.max_series {
+                gauge_key(key, OVERFLOW, priority, OVERFLOW, OVERFLOW);
+                if let Some(g) = map.get(key.as_str()) {
+                    return g.clone();
+                }
+                (OVERFLOW, OVERFLOW, OVERFLOW)
+            } else {
+                (flow, model, target)
+            };
+            let g = Arc::new(FlowGauge {
+                fairness_id: flow.to_owned(),
+                priority,
+                model: model.to_owned(),
+                target_model: target.to_owned(),
+                requests: AtomicI64::new(0),
+                bytes: AtomicI64::new(0),
+                idle_since: AtomicU64::new(millis_since(self.epoch)),
+                epoch: self.epoch,
+            });
+            map.insert(key.clone(), g.clone());
+            g
+        })
+    }
+
+    /// Queueing one request took `elapsed`; `outcome` is `ENQUEUED` or its rejection's name.
+    pub fn enqueued(&self, flow: &str, priority: i32, outcome: &'static str, elapsed: Duration) {
+        let at = millis_since(self.epoch);
+        KEY.with_borrow_mut(|key| {
+            key.clear();
+            let _ = write!(key, "{flow}\0{priority}\0{outcome}");
+            let mut map = self.enqueue.lock();
+            let mut flow = flow;
+            if !map.contains_key(key.as_str()) && map.len() >= self.max_series {
+                flow = OVERFLOW;
+                key.clear();
+                let _ = write!(key, "{flow}\0{priority}\0{outcome}");
+            }
+            if let Some((s, touched)) = map.get_mut(key.as_str()) {
+                s.duration.observe(elapsed.as_secs_f64());
+                *touched = at;
+                return;
+            }
+            let mut duration = Histogram::new(SCHEDULER_BUCKETS);
+            duration.observe(elapsed.as_secs_f64());
+            let series = EnqueueSeries {
+                fairness_id: flow.to_owned(),
+                priority,
+                outcome,
+                duration,
+            };
+            map.insert(key.clone(), (series, at));
+        })
+    }
+
+    /// Gauges and enqueue durations, ordered; flows idle for `FLOW_GC_IDLE` are forgotten.
+    pub fn snapshot(&self) -> (Vec<FlowGaugeRow>, Vec<EnqueueSeries>) {
+        self.snapshot_forgetting(FLOW_GC_IDLE)
+    }
+
+    /// `snapshot`, forgetting flows idle (nothing held, nothing enqueued) for `idle`.
+    pub fn snapshot_forgetting(&self, idle: Duration) -> (Vec<FlowGaugeRow>, Vec<EnqueueSeries>) {
+        let now = millis_since(self.epoch);
+        let idle = idle.as_millis() as u64;
+        let mut gauges: Vec<FlowGaugeRow> = {
+            let mut map = self.gauges.lock();
+            // A gauge someone still holds (a queued request) is never idle.
+            map.retain(|_, g| {
+                Arc::strong_count(g) > 1
+                    || g.requests.load(Relaxed) != 0
+                    || now.saturating_sub(g.idle_since.load(Relaxed)) < idle
+            });
+            map.values()
+                .map(|g| FlowGaugeRow {
+                    fairness_id: g.fairness_id.clone(),
+                    priority: g.priority,
+                    model: g.model.clone(),
+                    target_model: g.target_model.clone(),
+                    requests: g.requests.load(Relaxed),
+                    bytes: g.bytes.load(Relaxed),
+                })
+                .collect()
+        };
+        gauges.sort_by(|a, b| {
+            (&a.fairness_id, a.priority, &a.model, &a.target_model).cmp(&(
+                &b.fairness_id,
+                b.priority,
+                &b.model,
+                &b.target_model,
+            ))
+        });
+        let mut enqueue: Vec<EnqueueSeries> = {
+            let mut map = self.enqueue.lock();
+            map.retain(|_, (_, touched)| now.saturating_sub(*touched) < idle);
+            map.values().map(|(s, _)| s.clone()).collect()
+        };
+        enqueue.sort_by(|a, b| {
+            (&a.fairness_id, a.priority, a.outcome).cmp(&(&b.fairness_id, b.priority, b.outcome))
+        });
+        (gauges, enqueue)
+    }
+}
+
+fn gauge_key(key: &mut String, flow: &str, priority: i32, model: &str, target: &str) {
+    key.clear();
+    let _ = write!(key, "{flow}\0{priority}\0{model}\0{target}");
 }
 
 fn write_key(key: &mut String, l: &QueueLabels<'_>, outcome: QueueOutcome) {
@@ -198,6 +429,49 @@ mod tests {
         assert_eq!((s[0].outcome, s[0].duration.count()), ("Dispatched", 2));
         assert_eq!((s[1].outcome, s[1].duration.count()), ("EvictedTTL", 1));
         assert_eq!(s[0].duration.sum, 0.202);
+    }
+
+    #[test]
+    fn a_flow_gauge_counts_its_requests_and_is_forgotten_once_idle() {
+        let m = FlowMetrics::new(10);
+        let g = m.gauge("tenant", 2, "m", "m");
+        g.enter(100);
+        g.enter(50);
+        let (rows, _) = m.snapshot();
+        assert_eq!((rows[0].requests, rows[0].bytes), (2, 150));
+        assert_eq!((rows[0].fairness_id.as_str(), rows[0].model.as_str()), ("tenant", "m"));
+        g.leave(100);
+        g.leave(50);
+        // held by a request (the handle here): kept even past the idle time
+        assert_eq!(m.snapshot_forgetting(Duration::ZERO).0.len(), 1);
+        drop(g);
+        assert_eq!(m.snapshot().0[0].requests, 0, "kept at 0 while recently active");
+        assert!(m.snapshot_forgetting(Duration::ZERO).0.is_empty());
+        // a new request of the flow starts a fresh series
+        assert!(Arc::ptr_eq(&m.gauge("tenant", 2, "m", "m"), &m.gauge("tenant", 2, "m", "m")));
+    }
+
+    #[test]
+    fn enqueue_durations_per_flow_and_outcome_fold_flows_past_the_cap() {
+        let m = FlowMetrics::new(2);
+        m.enqueued("a", 0, ENQUEUED, Duration::from_micros(50));
+        m.enqueued("a", 0, ENQUEUED, Duration::from_micros(150));
+        m.enqueued("b", 0, "RejectedCapacity", Duration::from_micros(10));
+        m.enqueued("c", 0, ENQUEUED, Duration::from_micros(10));
+        let (_, rows) = m.snapshot();
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| (r.fairness_id.as_str(), r.outcome, r.duration.count()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (OVERFLOW, ENQUEUED, 1),
+                ("a", ENQUEUED, 2),
+                ("b", "RejectedCapacity", 1)
+            ]
+        );
+        assert!(m.snapshot_forgetting(Duration::ZERO).1.is_empty());
     }
 
     #[test]

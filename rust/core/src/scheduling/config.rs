@@ -31,6 +31,8 @@ pub struct RouterConfig {
     /// endpoints without it.
     pub engine_label_key: Option<String>,
     pub default_engine: Option<String>,
+    /// dcgm-data-source wired to a dcgm-extractor: poll each endpoint's DCGM exporter.
+    pub gpu_telemetry: Option<GpuTelemetry>,
     /// Metrics older than this make an endpoint stale (treated as saturated).
     pub staleness_ms: u64,
     pub scrape_interval_ms: u64,
@@ -40,6 +42,16 @@ pub struct RouterConfig {
     /// Upstream's --disable-endpoint-subset-filter: schedule over every endpoint even when the
     /// proxy sent a subset hint.
     pub ignore_subset_hint: bool,
+}
+
+/// Where and how often the DCGM exporter next to each endpoint is polled.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GpuTelemetry {
+    pub port: u16,
+    pub path: String,
+    /// None: every scrape tick, as upstream's `interval` when omitted.
+    pub interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -87,6 +99,7 @@ impl Default for RouterConfig {
             metrics_interval_ms: None,
             engine_label_key: None,
             default_engine: None,
+            gpu_telemetry: None,
             staleness_ms: 2000,
             scrape_interval_ms: 50,
             scrape_timeout_ms: 1000,
@@ -147,6 +160,13 @@ impl RouterConfig {
             return Err(ConfigError(
                 "'metricsIntervalMs' must be >= 1, got 0".into(),
             ));
+        }
+        if let Some(gpu) = &self.gpu_telemetry {
+            if gpu.port == 0 || gpu.interval_ms == Some(0) || !gpu.path.starts_with('/') {
+                return Err(ConfigError(format!(
+                    "'gpuTelemetry': port and intervalMs must be >= 1 and path absolute, got {gpu:?}"
+                )));
+            }
         }
         if let Some(engine) = &self.default_engine {
             Engine::from_name(engine).map_err(|e| ConfigError(format!("'defaultEngine': {e}")))?;

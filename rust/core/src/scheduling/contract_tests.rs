@@ -38,6 +38,16 @@ const SAMPLE_PARAMS: &[(&str, &str)] = &[
         r#"{"headerName": "x-zone", "labelKey": "zone"}"#,
     ),
     (
+        "endpoint-attribute-filter",
+        r#"{"attribute": "GPUUtilization", "producer": "dcgm-extractor", "onMissing": "Fail",
+            "algorithm": {"type": "threshold", "threshold": {"operator": "LessThanOrEqual", "value": 0.9}}}"#,
+    ),
+    (
+        "endpoint-attribute-scorer",
+        r#"{"attributeKey": "GPUUtilization", "producer": "dcgm-extractor",
+            "algorithm": {"type": "linear_lower_is_better"}}"#,
+    ),
+    (
         "utilization-filter",
         r#"{"conditions": [{"metric": "waiting-queue", "maxValue": 50}], "fallbackOnEmpty": true}"#,
     ),
@@ -74,9 +84,10 @@ fn arb_ep() -> impl Strategy<Value = Ep> {
         0u32..4,
         0usize..3,
         0u32..3,
+        prop::option::of(0.0f64..=1.0),
     )
-        .prop_map(|(waiting, running, kv, max_lora, role, lora)| {
-            let ep = Ep::with(MetricsUpdate {
+        .prop_map(|(waiting, running, kv, max_lora, role, lora, gpu)| {
+            let mut ep = Ep::with(MetricsUpdate {
                 waiting: Some(waiting),
                 running: Some(running),
                 kv_usage: Some(kv),
@@ -87,6 +98,7 @@ fn arb_ep() -> impl Strategy<Value = Ep> {
                 }),
                 ..Default::default()
             });
+            ep.gpu = gpu;
             match role {
                 0 => ep,
                 1 => ep.label(ROLE_LABEL, "decode"),

@@ -39,6 +39,8 @@ impl Request<'_> {
 /// disaggregation decider, and by the scorer itself when the pick is known.
 #[derive(Debug, Default)]
 pub struct PrefixState {
+    /// Which producer cut these blocks (its address): with two prefix scorers, the last one's.
+    pub producer: usize,
     pub hashes: Vec<u64>,
     pub block_tokens: usize,
     /// (candidate, leading blocks it has cached); candidates with no match are left out.

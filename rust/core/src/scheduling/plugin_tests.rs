@@ -11,12 +11,25 @@ use crate::scheduling::registry;
 use crate::scheduling::scorers::load_aware_scorer::LoadAwareScorer;
 use crate::scheduling::scorers::lora_affinity_scorer::LoraAffinityScorer;
 use crate::scheduling::scorers::no_hit_lru_scorer::NoHitLruScorer;
+use crate::scheduling::producers::approx_prefix_cache_producer::{
+    ApproxParams, ApproxPrefixProducer,
+};
 use crate::scheduling::scorers::prefix_cache_scorer::PrefixCacheScorer;
 use crate::scheduling::scorers::running_requests_size_scorer::RunningRequestsSizeScorer;
 use crate::scheduling::scorers::session_affinity_scorer::{session_token, SessionAffinityScorer};
 use crate::scheduling::test_pool::{all, built, cycle, pool, scorer_of, scores, Ep};
 
 const PROMPT: &[u8] = &[b'x'; 256 * 4];
+
+fn prefix_scorer() -> PrefixCacheScorer {
+    PrefixCacheScorer::new(
+        ApproxPrefixProducer::new(ApproxParams {
+            lru_capacity_per_server: 1000,
+            ..ApproxParams::default()
+        })
+        .unwrap(),
+    )
+}
 
 fn prefix_request(prompt: &[u8]) -> Request<'_> {
     Request {
@@ -29,7 +42,7 @@ fn prefix_request(prompt: &[u8]) -> Request<'_> {
 #[test]
 fn prefix_scorer_scores_the_share_of_leading_blocks_routed_there_before() {
     let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0)]);
-    let s = PrefixCacheScorer::new(64, 256, 1000, true);
+    let s = prefix_scorer();
     let mut c = cycle(&snap);
     c.request = prefix_request(&PROMPT[..512]);
     assert_eq!(scores(&s, &c), vec![0.0, 0.0]);
@@ -52,11 +65,13 @@ fn prefix_scorer_scores_the_share_of_leading_blocks_routed_there_before() {
 }
 
 #[test]
-fn prefix_scorer_scores_zero_for_prompts_shorter_than_a_block() {
+fn prefix_scorer_matches_a_repeated_prompt_shorter_than_a_block() {
+    // As upstream, the trailing partial block is hashed too.
     let (_store, snap) = pool(vec![Ep::waiting(0)]);
-    let s = PrefixCacheScorer::new(64, 256, 1000, true);
+    let s = prefix_scorer();
     let mut c = cycle(&snap);
     c.request = prefix_request(b"short");
+    assert_eq!(scores(&s, &c), vec![0.0]);
     s.picked(
         &c,
         &Picks {
@@ -65,18 +80,18 @@ fn prefix_scorer_scores_zero_for_prompts_shorter_than_a_block() {
             ..Default::default()
         },
     );
-    assert_eq!(scores(&s, &c), vec![0.0]);
+    assert_eq!(scores(&s, &c), vec![1.0]);
 }
 
 #[test]
-fn prefix_scorer_sizes_each_lru_from_the_endpoints_kv_cache() {
-    // 2 GPU blocks of 64 tokens hold 2 of our 64-token blocks.
+fn prefix_scorer_sizes_each_lru_from_the_endpoints_kv_cache_block_count() {
+    // As upstream: 2 GPU blocks (of 16 tokens) make an LRU of 2 of our 64-token blocks.
     let (_store, snap) = pool(vec![Ep::with(MetricsUpdate {
-        block_size: Some(64),
+        block_size: Some(16),
         num_gpu_blocks: Some(2),
         ..Default::default()
     })]);
-    let s = PrefixCacheScorer::new(64, 256, 1000, true);
+    let s = prefix_scorer();
     let mut c = cycle(&snap);
     c.request = prefix_request(PROMPT);
     scores(&s, &c);
@@ -165,6 +180,7 @@ fn no_hit_lru_is_neutral_when_some_endpoint_has_a_prefix_hit() {
         hashes: vec![1],
         block_tokens: 64,
         matched: vec![(1, 1)],
+        ..Default::default()
     });
     assert_eq!(scores(&NoHitLruScorer::new(16), &c), vec![0.5, 0.5]);
 }
@@ -183,6 +199,7 @@ fn prefix_based_decider_prefills_when_uncached_tokens_reach_the_threshold() {
         hashes: vec![1, 2, 3, 4],
         block_tokens: 64,
         matched: vec![(1, 3)],
+        ..Default::default()
     });
     assert!(d.decide(&c, 0));
     assert!(!d.decide(&c, 1)); // 64 uncached tokens

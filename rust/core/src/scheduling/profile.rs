@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::scheduling::contracts::filter::Filter;
 use crate::scheduling::contracts::picker::Picker;
@@ -10,6 +11,7 @@ use crate::scheduling::contracts::scorer::Scorer;
 use crate::scheduling::cycle::{Cycle, ProfileTrace, ScheduleError};
 use crate::scheduling::filters::stale_filter::StaleFilter;
 use crate::scheduling::filters::subset_filter::SubsetFilter;
+use crate::stats::{plugin_timing, PluginTiming};
 
 /// A configured plugin instance: its name (unique in the config), upstream type and the plugin.
 pub struct Named<T: ?Sized> {
@@ -33,6 +35,8 @@ pub struct SchedulingProfile {
     pub filters: Vec<Named<dyn Filter>>,
     pub scorers: Vec<(Named<dyn Scorer>, f64)>,
     pub picker: Named<dyn Picker>,
+    /// Per-call durations of the filters, scorers and picker, in that order (bound once).
+    timings: Vec<Arc<PluginTiming>>,
 }
 
 #[derive(Default)]
@@ -47,6 +51,27 @@ thread_local! {
 }
 
 impl SchedulingProfile {
+    pub fn new(
+        name: String,
+        filters: Vec<Named<dyn Filter>>,
+        scorers: Vec<(Named<dyn Scorer>, f64)>,
+        picker: Named<dyn Picker>,
+    ) -> Self {
+        let timings = (filters.iter().map(|f| plugin_timing("Filter", &f.kind, &f.name)))
+            .chain(
+                (scorers.iter()).map(|(s, _)| plugin_timing("Scorer", &s.kind, &s.name)),
+            )
+            .chain([plugin_timing("Picker", &picker.kind, &picker.name)])
+            .collect();
+        SchedulingProfile {
+            name,
+            filters,
+            scorers,
+            picker,
+            timings,
+        }
+    }
+
     /// Run one cycle; `picked` receives snapshot positions, best first.
     pub fn schedule(&self, cycle: &Cycle<'_>, picked: &mut Vec<u32>) -> Result<(), ScheduleError> {
         if cycle.snapshot.endpoints.is_empty() {
@@ -61,8 +86,17 @@ impl SchedulingProfile {
             // Built in, ahead of the configured filters: the proxy's subset hint, then freshness.
             SubsetFilter.filter(cycle, &mut s.candidates)?;
             StaleFilter.filter(cycle, &mut s.candidates)?;
-            for f in &self.filters {
-                f.plugin.filter(cycle, &mut s.candidates)?;
+            // One clock read per plugin: each call's end is the next one's start.
+            let mut at = Instant::now();
+            let mut timed = |i: usize| {
+                let now = Instant::now();
+                self.timings[i].duration.observe_duration(now - at);
+                at = now;
+            };
+            for (i, f) in self.filters.iter().enumerate() {
+                let filtered = f.plugin.filter(cycle, &mut s.candidates);
+                timed(i);
+                filtered?;
                 if s.candidates.is_empty() {
                     return Err(ScheduleError::NoEndpoints(format!(
                         "no endpoint passed filter '{}' of profile '{}'",
@@ -79,10 +113,12 @@ impl SchedulingProfile {
                 candidates: s.candidates.clone(),
                 ..Default::default()
             });
-            for (scorer, weight) in &self.scorers {
+            let first_scorer = self.filters.len();
+            for (i, (scorer, weight)) in self.scorers.iter().enumerate() {
                 scorer
                     .plugin
                     .score(cycle, &s.candidates, &mut s.scores[..n]);
+                timed(first_scorer + i);
                 if let Some(t) = trace.as_mut() {
                     t.scores
                         .push((scorer.name.clone(), *weight, s.scores[..n].to_vec()));
@@ -99,6 +135,7 @@ impl SchedulingProfile {
             self.picker
                 .plugin
                 .pick(&mut s.candidates, &mut s.totals, picked);
+            timed(self.timings.len() - 1);
             if let (Some(mut t), Some(sink)) = (trace, cycle.trace.as_ref()) {
                 t.picked = picked.clone();
                 sink.borrow_mut().push(t);

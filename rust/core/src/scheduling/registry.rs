@@ -6,8 +6,8 @@ use crate::scheduling::config::ConfigError;
 use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::filters::{
-    by_label_filter, header_based_testing_filter, label_selector_filter, role_filter,
-    saturation_detector_filter, slo_headroom_tier_filter, utilization_filter,
+    by_label_filter, endpoint_attribute_filter, header_based_testing_filter, label_selector_filter,
+    role_filter, saturation_detector_filter, slo_headroom_tier_filter, utilization_filter,
 };
 use crate::scheduling::handlers::{
     data_parallel_profile_handler, disagg_profile_handler, header_profile_handler, pd_decider,
@@ -15,13 +15,14 @@ use crate::scheduling::handlers::{
 };
 use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
 use crate::scheduling::producers::{
-    inflight_load_producer, precise_prefix_cache_producer, predicted_latency_producer,
+    approx_prefix_cache_producer, inflight_load_producer, precise_prefix_cache_producer,
+    predicted_latency_producer,
 };
 use crate::scheduling::scorers::{
-    active_request_scorer, context_length_aware, header_label_affinity_scorer,
-    kv_cache_utilization_scorer, latency_scorer, load_aware_scorer, lora_affinity_scorer,
-    no_hit_lru_scorer, prefix_cache_scorer, queue_scorer, running_requests_size_scorer,
-    session_affinity_scorer,
+    active_request_scorer, context_length_aware, endpoint_attribute_scorer,
+    header_label_affinity_scorer, kv_cache_utilization_scorer, latency_scorer, load_aware_scorer,
+    lora_affinity_scorer, no_hit_lru_scorer, prefix_cache_scorer, queue_scorer,
+    running_requests_size_scorer, session_affinity_scorer,
 };
 use crate::scheduling::unsupported;
 
@@ -39,6 +40,10 @@ const REGISTRY: &[(&str, Factory)] = &[
     (
         "precise-prefix-cache-producer",
         precise_prefix_cache_producer::factory,
+    ),
+    (
+        "approx-prefix-cache-producer",
+        approx_prefix_cache_producer::factory,
     ),
     (
         "token-producer",
@@ -85,6 +90,14 @@ const REGISTRY: &[(&str, Factory)] = &[
         saturation_detector_filter::concurrency_factory,
     ),
     ("latency-scorer", latency_scorer::factory),
+    (
+        "endpoint-attribute-filter",
+        endpoint_attribute_filter::factory,
+    ),
+    (
+        "endpoint-attribute-scorer",
+        endpoint_attribute_scorer::factory,
+    ),
     (
         "slo-headroom-tier-filter",
         slo_headroom_tier_filter::factory,

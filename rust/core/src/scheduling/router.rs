@@ -11,6 +11,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 
 use crate::admission::{Objectives, Policies, RewriteTable};
+use crate::datalayer::dcgm::GpuProbe;
 use crate::datalayer::{parse_metrics, EndpointSpec, EndpointStore, Engine, ScrapeConfig, Scraper};
 use crate::parse::{self, ApiKind, ParseError};
 use crate::scheduling::config::{ConfigError, RouterConfig};
@@ -133,7 +134,8 @@ pub struct Router {
     store: Arc<EndpointStore>,
     scheduler: Scheduler,
     parsers: Parsers,
-    scraper: Mutex<Option<Scraper>>,
+    /// The metrics scraper and the GPU telemetry scraper, when running.
+    scraper: Mutex<Vec<Scraper>>,
     stats: Arc<RequestStats>,
     /// Objectives and model rewrites, replaced whole by the control plane.
     policies: ArcSwap<Policies>,
@@ -157,7 +159,7 @@ impl Router {
             store: Arc::new(EndpointStore::default()),
             scheduler,
             parsers,
-            scraper: Mutex::new(None),
+            scraper: Mutex::new(Vec::new()),
             policies: ArcSwap::from_pointee(Policies::default()),
             allowed_models: ArcSwapOption::empty(),
         })
@@ -222,26 +224,38 @@ impl Router {
             .ingest(address, &parse_metrics(text, engine), Instant::now())
     }
 
-    /// Start the scrape thread (no-op when it runs already).
+    /// Start the scrape threads (no-op when they run already): the engine metrics when a
+    /// metrics source is wired, the DCGM exporters when a dcgm-data-source is.
     pub fn start_scraper(&self) -> std::io::Result<()> {
-        let mut slot = self.scraper.lock();
-        if slot.is_none() && self.config.scrape_metrics {
-            let interval = self
-                .config
-                .metrics_interval_ms
-                .unwrap_or(self.config.scrape_interval_ms);
-            let config = ScrapeConfig {
-                interval: std::time::Duration::from_millis(interval),
-                timeout: std::time::Duration::from_millis(self.config.scrape_timeout_ms),
+        let mut running = self.scraper.lock();
+        if !running.is_empty() {
+            return Ok(());
+        }
+        let base = self
+            .config
+            .metrics_interval_ms
+            .unwrap_or(self.config.scrape_interval_ms);
+        let config = |interval: u64| ScrapeConfig {
+            interval: std::time::Duration::from_millis(interval),
+            timeout: std::time::Duration::from_millis(self.config.scrape_timeout_ms),
+        };
+        if self.config.scrape_metrics {
+            running.push(Scraper::start(self.store.clone(), config(base))?);
+        }
+        if let Some(gpu) = &self.config.gpu_telemetry {
+            let probe = GpuProbe {
+                port: gpu.port,
+                path: gpu.path.clone(),
             };
-            *slot = Some(Scraper::start(self.store.clone(), config)?);
+            let every = gpu.interval_ms.unwrap_or(self.config.scrape_interval_ms);
+            running.push(Scraper::start_gpu(self.store.clone(), config(every), probe)?);
         }
         Ok(())
     }
 
     pub fn stop_scraper(&self) {
-        let running = self.scraper.lock().take();
-        if let Some(s) = running {
+        let running = std::mem::take(&mut *self.scraper.lock());
+        for s in running {
             s.stop();
         }
     }
@@ -359,9 +373,16 @@ impl Router {
         let request = self.parsers.parse(path, body)?;
         // A rewrite the proxy named wins; else the InferenceModelRewrite rule for the model.
         let policies = self.policies.load();
-        let model_rewrite = options
-            .model_rewrite
-            .or_else(|| policies.rewrites.rewrite(request.model.as_deref()));
+        let rule = match options.model_rewrite {
+            None => policies.rewrites.rule_for(request.model.as_deref()),
+            Some(_) => None,
+        };
+        let model_rewrite = options.model_rewrite.or_else(|| rule.map(|r| r.pick()));
+        if let (true, Some(rule), Some(target)) = (commit, rule, model_rewrite) {
+            let name = rule.source.rsplit('/').next().unwrap_or("");
+            let model = request.model.as_deref().unwrap_or("");
+            self.stats.rewrote(name, model, target);
+        }
         if let Some(allowed) = self.allowed_models.load().as_deref() {
             if !allowed.permits(request.model.as_deref(), model_rewrite) {
                 return Err(RouteError::ModelNotServed {

@@ -11,11 +11,13 @@ use crate::scheduling::contracts::filter::Filter;
 use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::profile_handler::ProfileHandler;
-use crate::scheduling::contracts::scorer::{Picks, Scorer};
+use crate::scheduling::contracts::scorer::{Picks, PrefixProducers, Scorer};
 use crate::scheduling::cycle::{Cycle, ScheduleError};
+use crate::scheduling::filters::endpoint_attribute_filter::GPU_ATTRIBUTE_CONSUMERS;
 use crate::scheduling::filters::subset_filter::SubsetFilter;
 use crate::scheduling::handler_wiring::build_handler;
 use crate::scheduling::pickers::max_score_picker::MaxScorePicker;
+use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
 use crate::scheduling::profile::{Named, SchedulingProfile};
@@ -42,6 +44,8 @@ pub struct Scheduler {
     block_index: Option<(String, Arc<BlockIndex>)>,
     /// Admitters in `plugins:` order; they run after the producers, before the profiles.
     admitters: Vec<Arc<dyn Admitter>>,
+    /// The approx-prefix-cache-producers, by name.
+    approx: Vec<(String, Arc<ApproxPrefixProducer>)>,
 }
 
 pub(crate) struct Built {
@@ -83,12 +87,26 @@ impl Scheduler {
             }
             profiles.push(build_profile(i, ps, &built)?);
         }
+        if config.gpu_telemetry.is_none() {
+            if let Some(b) = built
+                .iter()
+                .find(|b| GPU_ATTRIBUTE_CONSUMERS.contains(&b.spec.kind.as_str()))
+            {
+                return Err(ConfigError(format!(
+                    "plugin '{}' ({}) reads GPUUtilization, but no dcgm-data-source feeds a \
+                     dcgm-extractor in dataLayer.sources",
+                    b.spec.name(),
+                    b.spec.kind
+                )));
+            }
+        }
         let wired = build_handler(&built, &profiles)?;
         let needs_multimodal = built
             .iter()
             .any(|b| b.spec.kind == "always-disagg-multimodal-decider");
         let mut scorers: Vec<Arc<dyn Scorer>> = Vec::new();
         let mut block_index: Option<(String, Arc<BlockIndex>)> = None;
+        let mut approx: Vec<(String, Arc<ApproxPrefixProducer>)> = Vec::new();
         let mut tokens = None;
         let mut latency: Option<Arc<PredictedLatencyProducer>> = None;
         let mut admitters: Vec<Arc<dyn Admitter>> = Vec::new();
@@ -103,6 +121,7 @@ impl Scheduler {
                 }
                 Plugin::Scorer(s) | Plugin::FilterAndScorer(_, s) => scorers.push(s.clone()),
                 Plugin::Tokens(t) => tokens = t.clone(),
+                Plugin::ApproxProducer(a) => approx.push((b.spec.name().to_owned(), a.clone())),
                 Plugin::Producer(index) => {
                     if let Some((first, _)) = &block_index {
                         return Err(ConfigError(format!(
@@ -115,10 +134,19 @@ impl Scheduler {
                 _ => {}
             }
         }
+        let producers = PrefixProducers {
+            precise: block_index.as_ref().map(|(n, i)| (n.as_str(), i)),
+            approx: &approx,
+        };
+        for (s, b) in built.iter().filter_map(|b| match &b.plugin {
+            Plugin::Scorer(s) | Plugin::FilterAndScorer(_, s) => Some((s, b)),
+            _ => None,
+        }) {
+            s.use_prefix_producers(&producers).map_err(|e| {
+                ConfigError(format!("plugin '{}' ({}): {e}", b.spec.name(), b.spec.kind))
+            })?;
+        }
         if let Some((_, index)) = &block_index {
-            for s in &scorers {
-                s.use_block_index(index);
-            }
             if let Some(t) = tokens {
                 index.use_tokens(t);
             }
@@ -148,6 +176,7 @@ impl Scheduler {
             latency,
             block_index,
             admitters,
+            approx,
         })
     }
 
@@ -215,6 +244,9 @@ impl Scheduler {
         }
         if let Some((_, index)) = &self.block_index {
             index.remove_endpoint(id);
+        }
+        for (_, a) in &self.approx {
+            a.remove_endpoint(id);
         }
     }
 
@@ -349,6 +381,7 @@ fn build_profile(
             Plugin::ProfileHandler(_)
             | Plugin::Decider(_)
             | Plugin::Producer(_)
+            | Plugin::ApproxProducer(_)
             | Plugin::Tokens(_)
             | Plugin::InFlightCounter
             | Plugin::HeadersHandler { .. } => {
@@ -363,12 +396,12 @@ fn build_profile(
         kind: "max-score-picker".into(),
         plugin: Arc::new(MaxScorePicker { max_endpoints: 1 }),
     });
-    Ok(SchedulingProfile {
-        name: ps.name.clone(),
+    Ok(SchedulingProfile::new(
+        ps.name.clone(),
         filters,
-        scorers: scorers.into_iter().filter(|(_, w)| *w > 0.0).collect(),
+        scorers.into_iter().filter(|(_, w)| *w > 0.0).collect(),
         picker,
-    })
+    ))
 }
 
 fn weight(at: &str, name: &str, weight: Option<f64>) -> Result<f64, ConfigError> {

@@ -188,3 +188,42 @@ fn disagg_handler_needs_its_decode_profile() {
     }));
     assert!(e.contains("decodeProfile"), "{e}");
 }
+
+#[test]
+fn prefix_scorers_read_the_approx_producer_they_name() {
+    let s = scheduler(json!({
+        "plugins": [
+            {"name": "small", "type": "approx-prefix-cache-producer", "parameters": {"autoTune": false}},
+            {"name": "big", "type": "approx-prefix-cache-producer",
+             "parameters": {"autoTune": false, "blockSizeTokens": 128}},
+            {"name": "s1", "type": "prefix-cache-scorer", "parameters": {"prefixMatchInfoProducerName": "small"}},
+            {"name": "s2", "type": "prefix-cache-scorer", "parameters": {"prefixMatchInfoProducerName": "big"}}
+        ],
+        "schedulingProfiles": [{"name": "p", "plugins": [{"pluginRef": "s1"}, {"pluginRef": "s2"}]}]
+    }))
+    .unwrap();
+    let (_store, snap) = pool(vec![Ep::waiting(0)]);
+    let prompt = [b'p'; 4000];
+    let mut c = cycle(&snap);
+    c.request = Request {
+        model: "m",
+        prompt: &prompt,
+        ..Default::default()
+    };
+    s.schedule(&c, &mut Picks::default()).unwrap();
+    let id = snap.endpoints[0].info.id;
+    // 4000 bytes in blocks of 64 and 128 estimated tokens (4 bytes each), partial tail included.
+    let blocks: Vec<(String, usize)> = s.approx.iter().map(|(n, a)| (n.clone(), a.len(id))).collect();
+    assert_eq!(blocks, vec![("small".into(), 16), ("big".into(), 8)]);
+}
+
+#[test]
+fn a_prefix_scorer_naming_a_missing_producer_is_refused() {
+    let e = error(json!({"plugins": [
+        {"type": "prefix-cache-scorer", "parameters": {"prefixMatchInfoProducerName": "nope"}}
+    ]}));
+    assert!(
+        e.contains("prefix-cache-scorer") && e.contains("prefixMatchInfoProducerName") && e.contains("nope"),
+        "{e}"
+    );
+}

@@ -19,6 +19,8 @@ pub const STALENESS: Duration = Duration::from_secs(2);
 pub struct Ep {
     pub labels: Vec<(String, String)>,
     pub update: MetricsUpdate,
+    /// dcgm-extractor's GPUUtilization; None = never extracted.
+    pub gpu: Option<f64>,
 }
 
 impl Ep {
@@ -33,11 +35,17 @@ impl Ep {
         Ep {
             labels: vec![],
             update,
+            gpu: None,
         }
     }
 
     pub fn label(mut self, k: &str, v: &str) -> Ep {
         self.labels.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn gpu(mut self, utilization: f64) -> Ep {
+        self.gpu = Some(utilization);
         self
     }
 
@@ -71,6 +79,11 @@ pub fn pool(eps: Vec<Ep>) -> (EndpointStore, Arc<Snapshot>) {
         store.ingest(&spec.address, &e.update, now);
     }
     let snap = store.snapshot();
+    for (ep, e) in snap.endpoints.iter().zip(&eps) {
+        if let Some(v) = e.gpu {
+            ep.info.attributes.set_gpu_utilization(v);
+        }
+    }
     (store, snap)
 }
 

@@ -3,10 +3,6 @@
 
 pub const UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "approx-prefix-cache-producer",
-        "the prefix-cache scorer keeps its own approximate index",
-    ),
-    (
         "multicluster-approx-prefix-cache-producer",
         "multi-cluster pools are not supported",
     ),
@@ -35,14 +31,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "session ids are read from request headers by session-affinity-scorer (session_id strategy)",
     ),
     ("token-load-scorer", "token-load scoring is not implemented"),
-    (
-        "endpoint-attribute-filter",
-        "endpoint attributes come from data sources sluicegate does not read (e.g. DCGM)",
-    ),
-    (
-        "endpoint-attribute-scorer",
-        "endpoint attributes come from data sources sluicegate does not read (e.g. DCGM)",
-    ),
     (
         "topology-affinity-filter",
         "endpoint topology attributes are not read",

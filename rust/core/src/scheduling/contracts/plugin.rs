@@ -9,6 +9,7 @@ use crate::scheduling::contracts::filter::Filter;
 use crate::scheduling::contracts::picker::Picker;
 use crate::scheduling::contracts::profile_handler::HandlerSpec;
 use crate::scheduling::contracts::scorer::Scorer;
+use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
 
@@ -22,6 +23,8 @@ pub enum Plugin {
     Decider(Arc<dyn PdDecider>),
     /// A data producer: the exact KV-block index fed by endpoint events.
     Producer(Arc<BlockIndex>),
+    /// approx-prefix-cache-producer: the index of blocks routed to each endpoint.
+    ApproxProducer(Arc<ApproxPrefixProducer>),
     /// token-producer: where the precise index gets a request's token ids (None: upstream's
     /// tokenizer-free estimate, i.e. sluicegate's byte scheme).
     Tokens(Option<Arc<crate::tokenize::TokenSource>>),

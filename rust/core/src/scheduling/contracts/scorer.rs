@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::scheduling::cycle::Cycle;
+use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 
 /// What a scheduling cycle decided: snapshot positions.
@@ -27,8 +28,18 @@ pub trait Scorer: Send + Sync {
     /// The endpoint with this id left the pool: drop what is kept about it.
     fn endpoint_removed(&self, _id: u64) {}
 
-    /// A precise-prefix-cache-producer is configured: prefix scorers read its exact index.
-    fn use_block_index(&self, _index: &Arc<BlockIndex>) {}
+    /// The configured prefix producers, by name: prefix scorers bind to theirs (an error names
+    /// the parameter that refers to a missing one).
+    fn use_prefix_producers(&self, _producers: &PrefixProducers<'_>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The prefix producers a config built, for the scorers that read them.
+#[derive(Clone, Copy)]
+pub struct PrefixProducers<'a> {
+    pub precise: Option<(&'a str, &'a Arc<BlockIndex>)>,
+    pub approx: &'a [(String, Arc<ApproxPrefixProducer>)],
 }
 
 /// Min-max normalisation where less is better: the smallest value scores 1, the largest 0,

@@ -1,6 +1,7 @@
 //! Filters: each narrows the candidate list (never adds to it). Stale and subset filters are
 //! built into every profile; the rest are configured by upstream type name.
 pub mod by_label_filter;
+pub mod endpoint_attribute_filter;
 pub mod header_based_testing_filter;
 pub mod label_selector_filter;
 pub mod role_filter;

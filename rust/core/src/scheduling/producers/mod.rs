@@ -1,4 +1,5 @@
 //! Data producers: state built outside the cycle (endpoint KV events) that plugins read.
+pub mod approx_prefix_cache_producer;
 pub mod inflight_load_producer;
 pub mod kv_events;
 pub mod latency_predictor;

@@ -1,6 +1,7 @@
 //! Scorers: each rates every candidate in [0, 1]; one file per upstream type.
 pub mod active_request_scorer;
 pub mod context_length_aware;
+pub mod endpoint_attribute_scorer;
 pub mod header_label_affinity_scorer;
 pub mod kv_cache_utilization_scorer;
 pub mod latency_scorer;

@@ -1,81 +1,110 @@
-//! prefix-cache-scorer: hashes the prompt in chained blocks and scores each endpoint by the share
-//! of leading blocks it holds. Approximate by default: the blocks the EPP has routed there before
-//! (an LRU per endpoint, sized from the endpoint's KV cache when it reports one), learnt after
-//! each pick. Precise when a precise-prefix-cache-producer is configured: the blocks the
-//! endpoint's own KV events say it holds, at the engine's block size.
+//! prefix-cache-scorer: scores each endpoint by the share of the request's leading blocks it
+//! holds, as a prefix producer reports them (upstream's `PrefixCacheMatchInfo`). Approximate by
+//! default: an approx-prefix-cache-producer's index of the blocks the EPP routed there before,
+//! learnt after each pick (the one named by `prefixMatchInfoProducerName`, else the one
+//! configured, else the scorer's own with upstream's defaults). Precise when a
+//! precise-prefix-cache-producer is configured: the blocks the endpoint's own KV events say
+//! it holds, at the engine's block size.
 
 use std::sync::{Arc, OnceLock};
 
 use serde::Deserialize;
 
-use crate::datalayer::Endpoint;
-use crate::prefix::{block_hashes, PrefixIndex};
 use crate::scheduling::config::ConfigError;
 use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
-use crate::scheduling::contracts::scorer::{Picks, Scorer};
+use crate::scheduling::contracts::scorer::{Picks, PrefixProducers, Scorer};
 use crate::scheduling::cycle::{Cycle, PrefixState};
+pub use crate::scheduling::producers::approx_prefix_cache_producer::BYTES_PER_TOKEN;
+use crate::scheduling::producers::approx_prefix_cache_producer::{
+    ApproxParams, ApproxPrefixProducer,
+};
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
-
-/// Without a tokenizer a token is taken to be about four bytes of prompt text.
-pub const BYTES_PER_TOKEN: usize = 4;
 
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 struct PrefixParams {
-    /// Block size in tokens.
-    #[serde(alias = "blockSizeTokens", alias = "hashBlockSize")]
-    block_size: usize,
-    max_prefix_blocks_to_match: usize,
-    lru_capacity_per_server: usize,
-    /// Size each endpoint's LRU from its KV-cache geometry when it reports one.
-    auto_tune: bool,
+    /// The producer whose match info to read ("" = the one configured, or the scorer's own).
+    prefix_match_info_producer_name: String,
     /// Upstream's blend of the matched share and the matched length:
     /// score = w·min(1, matched tokens / matchLengthScaleTokens)² + (1 − w)·matched share.
     match_length_weight: f64,
     match_length_scale_tokens: usize,
-    /// Upstream names the producer whose match info to read; here the precise producer, when
-    /// configured, is read whatever the name.
-    #[allow(dead_code)]
-    prefix_match_info_producer_name: String,
+    // The scorer's older parameters (before upstream split off the producer): they configure
+    // the scorer's own approximate producer.
+    auto_tune: Option<bool>,
+    #[serde(alias = "blockSizeTokens", alias = "hashBlockSize")]
+    block_size: Option<usize>,
+    max_prefix_blocks_to_match: Option<usize>,
+    max_prefix_tokens_to_match: Option<usize>,
+    lru_capacity_per_server: Option<usize>,
 }
 
 impl Default for PrefixParams {
     fn default() -> Self {
         PrefixParams {
-            block_size: 64,
-            max_prefix_blocks_to_match: 256,
-            lru_capacity_per_server: 31250,
-            auto_tune: true,
+            prefix_match_info_producer_name: String::new(),
             match_length_weight: 0.0,
             match_length_scale_tokens: 8192,
-            prefix_match_info_producer_name: String::new(),
+            auto_tune: None,
+            block_size: None,
+            max_prefix_blocks_to_match: None,
+            max_prefix_tokens_to_match: None,
+            lru_capacity_per_server: None,
+        }
+    }
+}
+
+impl PrefixParams {
+    fn own_producer(&self) -> ApproxParams {
+        let mut p = ApproxParams::default();
+        if let Some(v) = self.auto_tune {
+            p.auto_tune = v;
+        }
+        if let Some(v) = self.block_size {
+            p.block_size_tokens = v;
+        }
+        if let Some(v) = self.max_prefix_blocks_to_match {
+            // Named alone, the block cap is meant to apply.
+            p.max_prefix_blocks_to_match = v;
+            p.max_prefix_tokens_to_match = 0;
+        }
+        if let Some(v) = self.max_prefix_tokens_to_match {
+            p.max_prefix_tokens_to_match = v;
+        }
+        if let Some(v) = self.lru_capacity_per_server {
+            p.lru_capacity_per_server = v;
+        }
+        p
+    }
+}
+
+/// Where the scorer reads prefix matches from.
+enum Source {
+    Approx(Arc<ApproxPrefixProducer>),
+    Precise(Arc<BlockIndex>),
+}
+
+impl Source {
+    /// Tells producers apart within a cycle.
+    fn id(&self) -> usize {
+        match self {
+            Source::Approx(a) => Arc::as_ptr(a) as usize,
+            Source::Precise(p) => Arc::as_ptr(p) as usize,
         }
     }
 }
 
 pub struct PrefixCacheScorer {
-    block_tokens: usize,
-    max_blocks: usize,
-    default_capacity: usize,
-    auto_tune: bool,
+    producer_name: String,
     match_length_weight: f64,
     match_length_scale_tokens: usize,
-    index: PrefixIndex,
-    precise: OnceLock<Arc<BlockIndex>>,
+    own: Arc<ApproxPrefixProducer>,
+    linked: OnceLock<Source>,
 }
 
 pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
     let params: PrefixParams = p.parse()?;
-    for (field, value) in [
-        ("blockSize", params.block_size),
-        ("maxPrefixBlocksToMatch", params.max_prefix_blocks_to_match),
-        ("lruCapacityPerServer", params.lru_capacity_per_server),
-    ] {
-        if value == 0 {
-            return Err(p.error(format_args!("parameters.{field}: must be >= 1")));
-        }
-    }
     if !(0.0..=1.0).contains(&params.match_length_weight) {
         return Err(p.error(format_args!(
             "parameters.matchLengthWeight: must be in [0, 1], got {}",
@@ -85,44 +114,34 @@ pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
     if params.match_length_scale_tokens == 0 {
         return Err(p.error("parameters.matchLengthScaleTokens: must be >= 1"));
     }
-    let mut scorer = PrefixCacheScorer::new(
-        params.block_size,
-        params.max_prefix_blocks_to_match,
-        params.lru_capacity_per_server,
-        params.auto_tune,
-    );
+    let own = ApproxPrefixProducer::new(params.own_producer()).map_err(|e| p.error(e))?;
+    let mut scorer = PrefixCacheScorer::new(own);
+    scorer.producer_name = params.prefix_match_info_producer_name;
     scorer.match_length_weight = params.match_length_weight;
     scorer.match_length_scale_tokens = params.match_length_scale_tokens;
     Ok(Plugin::Scorer(Arc::new(scorer)))
 }
 
 impl PrefixCacheScorer {
-    pub fn new(block_tokens: usize, max_blocks: usize, capacity: usize, auto_tune: bool) -> Self {
+    /// A scorer with its own approximate producer.
+    pub fn new(producer: ApproxPrefixProducer) -> Self {
         PrefixCacheScorer {
-            block_tokens,
-            max_blocks,
-            default_capacity: capacity,
-            auto_tune,
+            producer_name: String::new(),
             match_length_weight: 0.0,
             match_length_scale_tokens: 8192,
-            index: PrefixIndex::new(capacity),
-            precise: OnceLock::new(),
+            own: Arc::new(producer),
+            linked: OnceLock::new(),
         }
     }
 
-    /// LRU bound in our blocks: the endpoint's KV cache converted from its block size.
-    fn capacity(&self, ep: &Endpoint) -> usize {
-        let m = &ep.metrics;
-        if self.auto_tune && m.num_gpu_blocks > 0 && m.block_size > 0 {
-            let tokens = m.num_gpu_blocks.saturating_mul(u64::from(m.block_size));
-            ((tokens / self.block_tokens as u64) as usize).max(1)
-        } else {
-            self.default_capacity
+    fn source(&self) -> Source {
+        match self.linked.get() {
+            Some(Source::Precise(p)) => Source::Precise(p.clone()),
+            Some(Source::Approx(a)) => Source::Approx(a.clone()),
+            None => Source::Approx(self.own.clone()),
         }
     }
-}
 
-impl PrefixCacheScorer {
     fn blend(&self, matched: usize, total: f64, block_tokens: usize) -> f64 {
         let ratio = matched as f64 / total;
         let w = self.match_length_weight;
@@ -134,31 +153,24 @@ impl PrefixCacheScorer {
         w * length * length + (1.0 - w) * ratio
     }
 
-    /// The request's blocks at the index's size: the precise index's keys, or the byte-scheme
-    /// hashes of the approximate one; capped at `maxPrefixBlocksToMatch` worth of tokens.
-    fn blocks(&self, cycle: &Cycle<'_>) -> (Vec<u64>, usize) {
-        let r = &cycle.request;
-        let (mut hashes, block_tokens) = match self.precise.get() {
-            Some(p) => (p.request_keys(r), p.block_tokens()),
-            None => (
-                block_hashes(
-                    r.model,
-                    r.cache_salt,
-                    r.prompt,
-                    self.block_tokens * BYTES_PER_TOKEN,
-                ),
-                self.block_tokens,
-            ),
-        };
-        hashes.truncate((self.max_blocks * self.block_tokens / block_tokens).max(1));
-        (hashes, block_tokens)
+    /// The request's blocks at the producer's size: the precise index's keys, or the
+    /// approximate producer's estimated-token blocks.
+    fn blocks(&self, source: &Source, cycle: &Cycle<'_>, candidates: &[u32]) -> (Vec<u64>, usize) {
+        match source {
+            Source::Precise(p) => (p.request_keys(&cycle.request), p.block_tokens()),
+            Source::Approx(a) => {
+                let first = candidates.first().map(|&c| cycle.endpoint(c));
+                let block_tokens = a.block_tokens(first);
+                (a.hashes(&cycle.request, block_tokens), block_tokens)
+            }
+        }
     }
 }
 
 impl Scorer for PrefixCacheScorer {
     fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]) {
-        let precise = self.precise.get();
-        let (hashes, block_tokens) = self.blocks(cycle);
+        let source = self.source();
+        let (hashes, block_tokens) = self.blocks(&source, cycle, candidates);
         let mut matched = Vec::new();
         if hashes.is_empty() {
             out.fill(0.0);
@@ -167,9 +179,9 @@ impl Scorer for PrefixCacheScorer {
             let mut best = 0;
             for (slot, &c) in out.iter_mut().zip(candidates) {
                 let id = cycle.endpoint(c).info.id;
-                let n = match precise {
-                    Some(p) => p.longest_prefix_match(id, &hashes),
-                    None => self.index.longest_prefix_match(id, &hashes),
+                let n = match &source {
+                    Source::Precise(p) => p.longest_prefix_match(id, &hashes),
+                    Source::Approx(a) => a.longest_prefix_match(id, &hashes),
                 };
                 if n > 0 {
                     matched.push((c, n));
@@ -177,11 +189,12 @@ impl Scorer for PrefixCacheScorer {
                 best = best.max(n);
                 *slot = self.blend(n, total, block_tokens);
             }
-            if let Some(p) = precise {
+            if let Source::Precise(p) = &source {
                 p.record_lookup(hashes.len(), best);
             }
         }
         cycle.state.borrow_mut().prefix = Some(PrefixState {
+            producer: source.id(),
             hashes,
             block_tokens,
             matched,
@@ -189,30 +202,60 @@ impl Scorer for PrefixCacheScorer {
     }
 
     fn picked(&self, cycle: &Cycle<'_>, picks: &Picks) {
+        let source = self.source();
         let state = cycle.state.borrow();
-        let Some(prefix) = state.prefix.as_ref().filter(|p| !p.hashes.is_empty()) else {
-            return;
+        let rehashed;
+        let hashes = match state.prefix.as_ref() {
+            Some(p) if p.producer == source.id() => &p.hashes,
+            // Another prefix scorer, reading another producer, scored after this one.
+            _ => {
+                rehashed = self.blocks(&source, cycle, &picks.primary).0;
+                &rehashed
+            }
         };
+        if hashes.is_empty() {
+            return;
+        }
         // The model server caches the prompt where it runs: the primary, and the prefill
         // endpoint when disaggregated.
         for &e in picks.primary.first().into_iter().chain(&picks.prefill) {
             let ep = cycle.endpoint(e);
-            match self.precise.get() {
+            match &source {
                 // The endpoints' own events keep the precise index; a prediction bridges the
                 // time until they arrive (speculativeIndexing).
-                Some(p) => p.speculate(ep.info.id, &prefix.hashes),
-                None => self
-                    .index
-                    .insert(ep.info.id, &prefix.hashes, Some(self.capacity(ep))),
+                Source::Precise(p) => p.speculate(ep.info.id, hashes),
+                Source::Approx(a) => a.record(ep, hashes),
             }
         }
     }
 
     fn endpoint_removed(&self, id: u64) {
-        self.index.remove_endpoint(id);
+        // A configured producer hears of it from the scheduler itself.
+        self.own.remove_endpoint(id);
     }
 
-    fn use_block_index(&self, index: &Arc<BlockIndex>) {
-        let _ = self.precise.set(index.clone());
+    /// Bind to the producer named by `prefixMatchInfoProducerName`; unnamed, to the precise
+    /// producer, else the one approximate producer, else keep the scorer's own.
+    fn use_prefix_producers(&self, producers: &PrefixProducers<'_>) -> Result<(), String> {
+        let name = self.producer_name.as_str();
+        let source = if name.is_empty() {
+            match (producers.precise, producers.approx) {
+                (Some((_, p)), _) => Some(Source::Precise(p.clone())),
+                (None, [(_, a)]) => Some(Source::Approx(a.clone())),
+                _ => None,
+            }
+        } else if let Some((_, p)) = producers.precise.filter(|(n, _)| *n == name) {
+            Some(Source::Precise(p.clone()))
+        } else if let Some((_, a)) = producers.approx.iter().find(|(n, _)| n == name) {
+            Some(Source::Approx(a.clone()))
+        } else {
+            return Err(format!(
+                "parameters.prefixMatchInfoProducerName: no prefix producer named '{name}'"
+            ));
+        };
+        if let Some(source) = source {
+            let _ = self.linked.set(source);
+        }
+        Ok(())
     }
 }
