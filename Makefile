@@ -15,7 +15,7 @@ RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml C
 # Minimum versions come from the files that need them (pyproject.toml, Cargo.toml, go.mod).
 PY_MIN := $(shell sed -n 's/^requires-python = ">=\([0-9.]*\)"/\1/p' pyproject.toml)
 RUST_MIN := $(shell sed -n 's/^rust-version = "\([0-9.]*\)"/\1/p' Cargo.toml)
-GO_MIN := $(shell awk '$$1 == "go" {print $$2}' tests/kube/go.mod)
+GO_MIN := $(shell awk '$$1 == "go" {print $$2}' tests/kube/go.mod tests/prometheus/go.mod | sort -V | tail -1)
 # ok if version $(1) >= $(2) (dotted numbers)
 define version_ge
 [ "$$(printf '%s\n%s\n' "$(2)" "$(1)" | sort -V | head -1)" = "$(2)" ]
@@ -33,7 +33,7 @@ define check_tools
 	elif ! $(call version_ge,$$rv,$(RUST_MIN)); then missing="$$missing rustc >= $(RUST_MIN) (found $$rv)"; fi; \
 	command -v cc >/dev/null || command -v gcc >/dev/null || missing="$$missing a C compiler (gcc or cc)"; \
 	if [ "$(1)" = 1 ]; then gv=$$(go env GOVERSION 2>/dev/null | sed 's/^go//'); \
-	  if [ -z "$$gv" ]; then missing="$$missing go (>= $(GO_MIN), go.dev/dl: make test builds kube-apiserver, etcd and helm)"; \
+	  if [ -z "$$gv" ]; then missing="$$missing go (>= $(GO_MIN), go.dev/dl: make test builds kube-apiserver, etcd, helm and prometheus)"; \
 	  elif ! $(call version_ge,$$gv,$(GO_MIN)); then missing="$$missing go >= $(GO_MIN) (found $$gv)"; fi; fi; \
 	if [ -n "$$missing" ]; then echo "missing:$$missing"; exit 1; fi
 endef
@@ -41,7 +41,7 @@ endef
 tools:
 	$(call check_tools,0)
 
-# `make test` also builds kube-apiserver, etcd and helm from source with Go.
+# `make test` also builds kube-apiserver, etcd, helm and Prometheus from source with Go.
 tools-test:
 	$(call check_tools,1)
 

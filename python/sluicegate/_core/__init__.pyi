@@ -28,6 +28,7 @@ from .scheduling import (
 from .stats import (
     SeriesSnapshot as SeriesSnapshot,
     RequestStats as RequestStats,
+    plugin_timings as plugin_timings,
 )
 from .flowcontrol import (
     Completion as Completion,
@@ -82,6 +83,7 @@ __all__ = [
     "parse_metrics",
     "stats",
     "RequestStats",
+    "plugin_timings",
     "SeriesSnapshot",
     "flowcontrol",
     "optimizer",

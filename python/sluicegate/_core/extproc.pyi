@@ -84,6 +84,8 @@ class FlowGate:
         """((fairness id, priority, model, target model, queued requests, queued bytes) per flow
         and model, ((fairness id, priority, outcome), enqueue-duration histogram), dispatch-cycle
         histogram); flows idle for five minutes are forgotten."""
+    def queue_totals(self) -> list[tuple[int, str, int]]:
+        """(priority, outcome, requests) that left flow control; idle flows leave these alone."""
     def shutdown(self) -> None:
         """Answer every queued request 503 rejected-shutting-down; stop the dispatch thread."""
 

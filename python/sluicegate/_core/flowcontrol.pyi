@@ -86,6 +86,8 @@ class FlowController:
         """((fairness id, priority, model, target model, queued requests, queued bytes) per flow
         and model, ((fairness id, priority, outcome), enqueue-duration histogram), dispatch-cycle
         histogram); flows idle for five minutes are forgotten."""
+    def queue_totals(self) -> list[tuple[int, str, int]]:
+        """(priority, outcome, requests) that left flow control; idle flows leave these alone."""
     def stats(self) -> dict[str, Any]:
         """queued_requests, queued_bytes, bands [(priority, requests, bytes)], enqueued, dispatched,
         rejected_capacity, expired_ttl, expired_no_endpoints, cancelled, evicted, in_flight,

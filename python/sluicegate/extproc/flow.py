@@ -32,6 +32,10 @@ class EppFlowControl:
         """Time in flow control per label set and outcome (histograms kept in Rust)."""
         return self.gate.queue_durations()
 
+    def queue_totals(self) -> list[tuple[int, str, int]]:
+        """(priority, outcome, requests) that left flow control."""
+        return self.gate.queue_totals()
+
     def flow_metrics(self) -> tuple[list, list, Any]:
         """(queue gauges per flow and model, enqueue durations, dispatch-cycle durations)."""
         return self.gate.flow_metrics()

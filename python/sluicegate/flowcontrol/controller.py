@@ -172,6 +172,10 @@ class FlowController:
         kept in Rust, upstream's QueueOutcome names (what the metrics collector reads)."""
         return self._core.queue_durations()
 
+    def queue_totals(self) -> list[tuple[int, str, int]]:
+        """(priority, outcome, requests) that left the controller (kept when idle flows go)."""
+        return self._core.queue_totals()
+
     def flow_metrics(self) -> tuple[list, list, Any]:
         """(queue gauges per flow and model, enqueue durations, dispatch-cycle durations), kept
         in Rust (what the metrics collector reads)."""

@@ -11,7 +11,6 @@ pending."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -29,6 +28,7 @@ class QueueSource(Protocol):
     def stats(self) -> dict[str, Any]: ...
     def saturation(self) -> float: ...
     def queue_durations(self) -> list: ...
+    def queue_totals(self) -> list[tuple[int, str, int]]: ...
     def flow_metrics(self) -> tuple[list, list, Any]: ...
 
 
@@ -78,8 +78,8 @@ class FlowControlCollector(Collector):
         yield from self._queue_families()
 
     def _queue_families(self) -> Iterator[Metric]:
-        # One Rust observation per request feeds both: the counter is the histograms' counts, so
-        # a request's outcome is the same in each (a client gone while dispatching is one outcome).
+        # One Rust observation per request feeds both, so a request's outcome is the same in each
+        # (a client gone while dispatching is one outcome); the counter outlives idle flows' series.
         rows = [((flow, str(priority), outcome, self._pool, model, target), h)
                 for (flow, priority, outcome, model, target), h in self._flow.queue_durations()]
         for prefix in PREFIXES:
@@ -89,11 +89,8 @@ class FlowControlCollector(Collector):
                              "target_model_name"], rows)
         requests = CounterMetricFamily("llm_d_epp_flow_control_requests", "Requests that left Flow Control, by outcome.",
                                        labels=["outcome", "priority", "inference_pool"])
-        totals: dict[tuple[str, str], int] = defaultdict(int)
-        for (_, priority, outcome, _, _, _), h in rows:
-            totals[(outcome, priority)] += sum(h[1])
-        for (outcome, priority), n in sorted(totals.items()):
-            requests.add_metric([outcome, priority, self._pool], n)
+        for priority, outcome, n in self._flow.queue_totals():
+            requests.add_metric([outcome, str(priority), self._pool], n)
         yield requests
 
     def _gauges(self, prefix: str, gauges: list) -> Iterator[Metric]:

@@ -31,16 +31,16 @@ SOURCES = {
 }
 EXTRACTORS = {METRICS_EXTRACTOR: {"engineLabelKey", "defaultEngine", "engineConfigs"}, DCGM_EXTRACTOR: set()}
 FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR}, DCGM_SOURCE: {DCGM_EXTRACTOR},
-         # The precise producer forgets a removed endpoint's blocks (the Router tells it).
-         "endpoint-notification-source": {"precise-prefix-cache-producer"}}
+         # The precise producer forgets a removed endpoint's blocks (the Router tells it); the topology
+         # extractor reads the labels of the endpoint set as it changes.
+         "endpoint-notification-source": {"precise-prefix-cache-producer", "topology-extractor"}}
 # Scheduling plugins that may be wired as extractors (they live in the Rust registry).
-SCHEDULING_EXTRACTORS = {"precise-prefix-cache-producer"}
+SCHEDULING_EXTRACTORS = {"precise-prefix-cache-producer", "topology-extractor"}
 ENGINES = ("vllm", "sglang", "trtllm-serve")
 REFUSED = {
     "models-data-source": "polling /v1/models per endpoint is not implemented",
     "models-data-extractor": "polling /v1/models per endpoint is not implemented",
     "k8s-notification-source": "no extractor for Kubernetes object events exists here",
-    "topology-extractor": "endpoint topology attributes are not read",
     "multicluster-metrics-data-source": "multi-cluster pools are not supported",
     "multicluster-metrics-extractor": "multi-cluster pools are not supported",
 }

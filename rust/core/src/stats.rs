@@ -87,8 +87,7 @@ pub const REQUEST_PROCESSING_BUCKETS: &[f64] = &[
 ];
 /// Upstream's response_processing_duration_seconds buckets.
 pub const RESPONSE_PROCESSING_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
 /// A Prometheus histogram: cumulative counts are computed at read time.
@@ -751,7 +750,10 @@ mod tests {
             .into_iter()
             .find(|t| t.2 == "stats-test-a")
             .expect("listed");
-        assert_eq!((row.0, row.1.as_str(), row.3.count()), ("Filter", "test-filter", 1));
+        assert_eq!(
+            (row.0, row.1.as_str(), row.3.count()),
+            ("Filter", "test-filter", 1)
+        );
     }
 
     #[test]

@@ -186,12 +186,20 @@ pub fn replaced_response_body(body: Bytes) -> ProcessingResponse {
     }))
 }
 
-/// The body will change size when the model is rewritten back: let the proxy re-frame it.
-pub fn response_headers_without_length() -> ProcessingResponse {
+/// The response-headers answer: without `content-length` when the body will change size (the
+/// model is rewritten back; the proxy re-frames it), with `header` set when one is given.
+pub fn response_headers(drop_length: bool, header: Option<(&str, String)>) -> ProcessingResponse {
+    if !drop_length && header.is_none() {
+        return empty_response_headers();
+    }
     let common = CommonResponse {
         header_mutation: Some(HeaderMutation {
-            set_headers: Vec::new(),
-            remove_headers: vec!["content-length".to_owned()],
+            set_headers: header.map(|(k, v)| set(k, v)).into_iter().collect(),
+            remove_headers: if drop_length {
+                vec!["content-length".to_owned()]
+            } else {
+                Vec::new()
+            },
         }),
         ..Default::default()
     };

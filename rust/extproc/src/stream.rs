@@ -353,6 +353,7 @@ impl RequestStream {
             self.req_mode = c.request_body_mode;
             self.resp_mode = c.response_body_mode;
         }
+        let mut explicit_fairness = false;
         for h in headers.headers.iter().flat_map(|m| m.headers.iter()) {
             let key = h.key.as_str();
             if key == ":path" {
@@ -362,6 +363,7 @@ impl RequestStream {
             } else if protocol::OBJECTIVE_HEADERS.contains(&key) {
                 self.objective = header_text(h);
             } else if protocol::FAIRNESS_HEADERS.contains(&key) {
+                explicit_fairness = true;
                 let id = header_text(h);
                 self.fairness_id = if id.is_empty() {
                     protocol::DEFAULT_FAIRNESS_ID.to_owned()
@@ -375,6 +377,14 @@ impl RequestStream {
             }
             if protocol::SCHEDULER_SLO_HEADERS.contains(&key) {
                 self.slo_headers.push((key.to_owned(), header_text(h)));
+            }
+        }
+        if !explicit_fairness {
+            // agent-identity: an agent's session header names the fairness queue.
+            let all = headers.headers.iter().flat_map(|m| m.headers.iter());
+            let pairs = all.map(|h| (h.key.as_str(), header_str(h)));
+            if let Some(id) = self.router.router().agent_identity(pairs) {
+                self.fairness_id = id.to_owned();
             }
         }
         self.subset = subset_hint(metadata.as_ref());
@@ -612,23 +622,26 @@ impl RequestStream {
         metadata: Option<Metadata>,
         out: &mut Outbox,
     ) {
-        let served = metadata
+        let lb = metadata
             .as_ref()
-            .and_then(|m| m.filter_metadata.get(protocol::DESTINATION_NAMESPACE))
-            .and_then(|s| s.fields.get(protocol::SERVED_ENDPOINT));
+            .and_then(|m| m.filter_metadata.get(protocol::DESTINATION_NAMESPACE));
+        let served = lb.and_then(|s| s.fields.get(protocol::SERVED_ENDPOINT));
         if let Some(v) = served {
             self.served = v.as_str().to_owned();
         }
         let at = Instant::now();
         self.metrics.response_at.get_or_insert(at);
+        let verdict = self
+            .router
+            .router()
+            .served_verdict(lb.is_some(), served.map(|v| v.as_str()));
         if headers.end_of_stream {
             self.complete(None);
         }
-        out.push_back(if self.rewriting_back().is_some() {
-            responses::response_headers_without_length()
-        } else {
-            responses::empty_response_headers()
-        });
+        out.push_back(responses::response_headers(
+            self.rewriting_back().is_some(),
+            verdict,
+        ));
         self.metrics.response_handling += at.elapsed();
     }
 
@@ -792,6 +805,15 @@ fn admit(gate: &Arc<Gate>, ask: &Ask<'_>, request: RouteRequest) -> Result<Admit
 fn slo_ttft(value: &str) -> Option<Duration> {
     let ms: f64 = value.trim().parse().ok()?;
     (ms > 0.0 && ms < 1e12).then(|| Duration::from_secs_f64(ms / 1000.0))
+}
+
+/// The header's value without copying; a raw value that is not UTF-8 reads as empty.
+fn header_str(h: &HeaderValue) -> &str {
+    if h.raw_value.is_empty() {
+        &h.value
+    } else {
+        std::str::from_utf8(&h.raw_value).unwrap_or("")
+    }
 }
 
 fn header_text(h: &HeaderValue) -> String {

@@ -202,3 +202,53 @@ fn gate_off_sheds_a_sheddable_request_while_saturated_and_routes_the_rest() {
         "not shed: routed, and the pool is empty"
     );
 }
+
+/// (outcome, count) of the queue-duration histograms, every flow and model together.
+fn left_by_outcome(g: &Gate) -> Vec<(&'static str, u64)> {
+    let mut out: Vec<(&'static str, u64)> = Vec::new();
+    for s in g.queue_durations.snapshot() {
+        match out.iter_mut().find(|(o, _)| *o == s.outcome) {
+            Some((_, n)) => *n += s.duration.count(),
+            None => out.push((s.outcome, s.duration.count())),
+        }
+    }
+    out
+}
+
+#[test]
+fn a_stream_gone_once_its_request_was_dispatched_counts_dispatched_everywhere() {
+    let r = router(&[A]);
+    let g = gate(&r, ONE_AT_A_TIME, true);
+    let mut first = gated(&r, &g);
+    run(
+        &mut first,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY),
+    );
+    let mut second = gated(&r, &g);
+    run(
+        &mut second,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], BODY),
+    );
+    // queued, labelled with its flow and the model its body names
+    let (gauges, enqueued) = g.flow_metrics().snapshot();
+    let held: Vec<_> = (gauges.iter())
+        .map(|f| (f.fairness_id.as_str(), f.model.as_str(), f.requests))
+        .collect();
+    assert_eq!(held, vec![(protocol::DEFAULT_FAIRNESS_ID, "llama", 1)]);
+    assert_eq!(enqueued[0].duration.count(), 1);
+    end_response(&mut first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while g.stats().dispatched < 2 {
+        assert!(Instant::now() < deadline, "never dispatched");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(second); // the client hangs up before its stream saw the outcome
+    let stats = g.stats();
+    assert_eq!(
+        (stats.dispatched, stats.cancelled, stats.in_flight),
+        (2, 0, 0)
+    );
+    assert_eq!(left_by_outcome(&g), vec![("Dispatched", 2)]);
+    assert_eq!(g.queue_durations.totals(), vec![(0, "Dispatched", 2)]);
+    assert_eq!(g.flow_metrics().snapshot().0[0].requests, 0);
+}

@@ -565,6 +565,70 @@ fn objective_fairness_and_a_value_only_header_are_read() {
 }
 
 #[test]
+fn agent_identity_names_the_fairness_queue_unless_the_request_does() {
+    let config = r#"{"plugins": [{"type": "agent-identity",
+        "parameters": {"additionalSessionHeaders": ["x-my-agent"]}}, {"type": "queue-scorer"}]}"#;
+    let r = Arc::new(Router::from_json(config).unwrap());
+    let fairness = |extra: Vec<HeaderValue>| {
+        let mut s = stream(&r, false);
+        run(
+            &mut s,
+            vec![headers_msg(body_mode::FULL_DUPLEX_STREAMED, false, extra)],
+        );
+        s.fairness_id().to_owned()
+    };
+    let claude = header("x-claude-code-session-id", "cc-42");
+    assert_eq!(fairness(vec![claude.clone()]), "cc-42");
+    assert_eq!(
+        fairness(vec![claude.clone(), header("x-my-agent", "mine")]),
+        "mine"
+    );
+    let explicit = header("x-llm-d-inference-fairness-id", "tenant-a");
+    assert_eq!(fairness(vec![claude, explicit]), "tenant-a");
+    assert_eq!(fairness(vec![]), protocol::DEFAULT_FAIRNESS_ID);
+    // Without the plugin, session headers mean nothing to flow control.
+    let (_plain, mut s) = single_endpoint(false);
+    let claude = header("x-claude-code-session-id", "cc-42");
+    run(
+        &mut s,
+        vec![headers_msg(
+            body_mode::FULL_DUPLEX_STREAMED,
+            false,
+            vec![claude],
+        )],
+    );
+    assert_eq!(s.fairness_id(), protocol::DEFAULT_FAIRNESS_ID);
+}
+
+#[test]
+fn the_served_verifier_reports_the_endpoint_the_proxy_says_served() {
+    let config = r#"{"plugins": [{"type": "destination-endpoint-served-verifier"}, {"type": "queue-scorer"}]}"#;
+    let r = Arc::new(Router::from_json(config).unwrap());
+    r.set_endpoints(&[EndpointSpec {
+        name: "a".into(),
+        address: A.into(),
+        labels: vec![],
+    }]);
+    let verdict = |served: Option<&str>| {
+        let mut s = stream(&r, false);
+        let out = run(
+            &mut s,
+            vec![
+                headers_msg(body_mode::FULL_DUPLEX_STREAMED, false, vec![]),
+                body_msg(BODY, true, false),
+                response_headers_msg(served),
+            ],
+        );
+        set_headers(common(&out[2])).remove("x-conformance-test-served-endpoint")
+    };
+    assert_eq!(verdict(Some(A)).as_deref(), Some(A));
+    assert_eq!(
+        verdict(None).as_deref(),
+        Some("fail: missing envoy lb metadata")
+    );
+}
+
+#[test]
 fn no_endpoints_in_the_pool_is_a_503() {
     let r = router(&[]);
     let mut s = stream(&r, false);
@@ -715,7 +779,8 @@ fn a_503_for_a_subset_naming_no_member_is_counted_under_the_requests_model() {
 #[test]
 fn a_streamed_response_records_the_gaps_between_its_chunks_and_the_epps_time_on_it() {
     let (r, mut s) = single_endpoint(false);
-    let streamed = br#"{"model":"llama","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let streamed =
+        br#"{"model":"llama","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     run(
         &mut s,
         chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], streamed),
@@ -728,9 +793,7 @@ fn a_streamed_response_records_the_gaps_between_its_chunks_and_the_epps_time_on_
         b"data: [DONE]\n\n",
     ];
     let mut msgs = vec![response_headers_msg(None)];
-    msgs.extend(
-        (chunks.iter().enumerate()).map(|(i, c)| body_msg(c, i == chunks.len() - 1, true)),
-    );
+    msgs.extend((chunks.iter().enumerate()).map(|(i, c)| body_msg(c, i == chunks.len() - 1, true)));
     run(&mut s, msgs);
     drop(s);
     let series = &r.stats().snapshot()[0];

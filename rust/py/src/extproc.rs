@@ -77,7 +77,14 @@ pub(crate) fn flow_metric_rows(m: &sluicegate_core::flowcontrol::FlowMetrics) ->
         .into_iter()
         .map(|g| {
             let (requests, bytes) = (g.requests, g.bytes);
-            (g.fairness_id, g.priority, g.model, g.target_model, requests, bytes)
+            (
+                g.fairness_id,
+                g.priority,
+                g.model,
+                g.target_model,
+                requests,
+                bytes,
+            )
         })
         .collect();
     let enqueue = enqueue
@@ -170,6 +177,11 @@ impl PyFlowGate {
     /// (per-flow queue gauges, enqueue durations, dispatch-cycle durations).
     fn flow_metrics(&self) -> FlowMetricRows {
         flow_metric_rows(self.gate.flow_metrics())
+    }
+
+    /// (priority, outcome, requests) that left flow control, kept when idle flows are forgotten.
+    fn queue_totals(&self) -> Vec<(i32, &'static str, u64)> {
+        self.gate.queue_durations.totals()
     }
 
     /// Answer every queued request 503 rejected-shutting-down and stop the dispatch thread.

@@ -15,8 +15,8 @@ use sluicegate_core::flowcontrol::{
     Dispatcher, FlowControlConfig, FlowController, FlowStats, Hold, Item, Outcome, QueueDurations,
     QueueLabels, QueueOutcome, Rejection, RouteRequest, SaturationDetector, ScaleFromZero,
 };
-use sluicegate_core::scheduling::{Decision, RouteError};
 use sluicegate_core::parse::model_of;
+use sluicegate_core::scheduling::{Decision, RouteError};
 use std::sync::Mutex;
 
 use sluicegate_extproc::admission::rejection_message;
@@ -296,7 +296,6 @@ impl PyFlowController {
         headers: Option<BTreeMap<String, String>>,
         dispatch_now: bool,
     ) -> PyResult<Py<PyAny>> {
-        let model: String;
         let mut admission = Admission {
             flow,
             priority,
@@ -337,7 +336,7 @@ impl PyFlowController {
             }
         }
         // Queued: its flow's gauges are labelled with the model the body names.
-        model = (queued.route.as_ref())
+        let model = (queued.route.as_ref())
             .and_then(|r| model_of(&r.body))
             .unwrap_or_default();
         admission.model = &model;
@@ -451,6 +450,11 @@ impl PyFlowController {
     /// (per-flow queue gauges, enqueue durations, dispatch-cycle durations).
     fn flow_metrics(&self) -> crate::extproc::FlowMetricRows {
         crate::extproc::flow_metric_rows(self.core.metrics())
+    }
+
+    /// As FlowGate.queue_totals.
+    fn queue_totals(&self) -> Vec<(i32, &'static str, u64)> {
+        self.queue_durations.totals()
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

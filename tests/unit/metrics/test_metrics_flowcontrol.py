@@ -1,4 +1,4 @@
-"""Flow-control families: queue size and bytes per band, saturation, outcomes, read from a real
+"""Flow-control families: queue size and bytes per flow, saturation, outcomes, read from a real
 FlowController holding real requests."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _counts(families: dict, family: str, suffix: str) -> dict[tuple[str, str], f
     return out
 
 
-def test_held_requests_show_per_band_and_outcomes_add_up():
+def test_held_requests_show_per_flow_and_outcomes_add_up():
     async def go():
         fc = FlowController(max_concurrency=1)
         collector = FlowControlCollector("pool-a", fc, lambda: [])

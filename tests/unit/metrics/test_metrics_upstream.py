@@ -162,7 +162,7 @@ def test_new_families_follow_the_traffic(exposition):
     # the routed requests ran every plugin of the default profile once each (and failed before
     # any on the subset hint naming no endpoint)
     plugins = samples("llm_d_epp_plugin_duration_seconds", "llm_d_epp_plugin_duration_seconds_count")
-    assert {s.labels["extension_point"] for s in plugins} >= {"Scorer", "Picker"}
+    assert {s.labels["extension_point"] for s in plugins} >= {"RequestParsing", "Scorer", "Picker"}
     pickers = [s for s in plugins if s.labels["extension_point"] == "Picker"]
     assert sum(s.value for s in pickers) >= 2
     rewrites = {(s.labels["model_rewrite_name"], s.labels["model_name"], s.labels["target_model"]): s.value

@@ -103,3 +103,14 @@ def test_data_layer_errors_name_the_file_field_and_value(text, names):
         load_config(text=text)
     assert str(e.value).startswith("--config-text: ")
 
+
+
+def test_a_topology_extractor_may_be_wired_to_endpoint_notifications():
+    text = ("plugins:\n- {type: endpoint-notification-source}\n- {type: topology-extractor, parameters: {rack: rack}}\n"
+            "- {type: topology-affinity-scorer}\n"
+            "dataLayer: {sources: [{pluginRef: endpoint-notification-source, extractors: "
+            "[{pluginRef: topology-extractor}]}]}\n")
+    cfg = load_config(text=text)
+    assert [s.type for s in cfg.profiles[0].scorers] == ["topology-affinity-scorer"]
+    with pytest.raises(ConfigError, match="parameters.rak: unknown field"):
+        load_config(text=text.replace("rack: rack", "rak: rack"))

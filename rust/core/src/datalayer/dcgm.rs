@@ -48,7 +48,9 @@ pub fn gpu_utilization(text: &str, pod: &str) -> Result<f64, String> {
         }
     }
     match (declared, found) {
-        (None, None) => Err(format!("metric {GPU_UTIL_METRIC} not found in the DCGM response")),
+        (None, None) => Err(format!(
+            "metric {GPU_UTIL_METRIC} not found in the DCGM response"
+        )),
         (Some(kind), _) if kind != "gauge" => Err(format!(
             "metric {GPU_UTIL_METRIC} is a {kind}, expected a gauge"
         )),
@@ -96,11 +98,17 @@ DCGM_FI_DEV_GPU_UTIL{gpu=\"2\",UUID=\"GPU-c\",device=\"nvidia2\",modelName=\"NVI
     fn missing_foreign_or_untyped_families_are_errors() {
         let e = gpu_utilization(DAEMONSET, "other-pod").unwrap_err();
         assert!(e.contains("no samples for pod 'other-pod'"), "{e}");
-        let e = gpu_utilization("# TYPE DCGM_FI_DEV_SM_CLOCK gauge\nDCGM_FI_DEV_SM_CLOCK 1\n", "")
-            .unwrap_err();
+        let e = gpu_utilization(
+            "# TYPE DCGM_FI_DEV_SM_CLOCK gauge\nDCGM_FI_DEV_SM_CLOCK 1\n",
+            "",
+        )
+        .unwrap_err();
         assert!(e.contains("not found"), "{e}");
-        let e = gpu_utilization("# TYPE DCGM_FI_DEV_GPU_UTIL counter\nDCGM_FI_DEV_GPU_UTIL 5\n", "")
-            .unwrap_err();
+        let e = gpu_utilization(
+            "# TYPE DCGM_FI_DEV_GPU_UTIL counter\nDCGM_FI_DEV_GPU_UTIL 5\n",
+            "",
+        )
+        .unwrap_err();
         assert!(e.contains("expected a gauge"), "{e}");
         let e = gpu_utilization("DCGM_FI_DEV_GPU_UTIL 5\n", "").unwrap_err();
         assert!(e.contains("TYPE"), "{e}");
@@ -146,10 +154,19 @@ DCGM_FI_DEV_GPU_UTIL{gpu=\"2\",UUID=\"GPU-c\",device=\"nvidia2\",modelName=\"NVI
         };
         router.set_endpoints(&[spec("vllm-0", 8000), spec("vllm-1", 8001)]);
         for a in ["127.0.0.1:8000", "127.0.0.1:8001"] {
-            router.ingest_metrics(a, "vllm:num_requests_waiting 0\n", crate::datalayer::Engine::Vllm);
+            router.ingest_metrics(
+                a,
+                "vllm:num_requests_waiting 0\n",
+                crate::datalayer::Engine::Vllm,
+            );
         }
         router.start_scraper().unwrap();
-        let gpu = |i: usize| router.store().snapshot().endpoints[i].info.attributes.gpu_utilization();
+        let gpu = |i: usize| {
+            router.store().snapshot().endpoints[i]
+                .info
+                .attributes
+                .gpu_utilization()
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while (gpu(0), gpu(1)) != (Some(0.8), Some(0.95)) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -177,6 +194,9 @@ DCGM_FI_DEV_GPU_UTIL{gpu=\"2\",UUID=\"GPU-c\",device=\"nvidia2\",modelName=\"NVI
             "parameters": {"attributeKey": "GPUUtilization", "producer": "dcgm-extractor",
               "algorithm": {"type": "linear_lower_is_better"}}}]}"#;
         let e = crate::scheduling::Router::from_json(config).err().unwrap();
-        assert!(e.0.contains("'g' (endpoint-attribute-scorer)") && e.0.contains("dcgm-data-source"), "{e}");
+        assert!(
+            e.0.contains("'g' (endpoint-attribute-scorer)") && e.0.contains("dcgm-data-source"),
+            "{e}"
+        );
     }
 }

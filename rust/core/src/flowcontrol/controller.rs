@@ -284,7 +284,12 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         let metrics = &s.ledger.metrics;
         let (flow, priority) = (admission.flow, admission.priority);
         let refused = |r: Rejection| {
-            metrics.enqueued(flow, priority, QueueOutcome::from(r).name(), started.elapsed());
+            metrics.enqueued(
+                flow,
+                priority,
+                QueueOutcome::from(r).name(),
+                started.elapsed(),
+            );
             Err(r)
         };
         if s.shutdown.load(Ordering::Acquire) {

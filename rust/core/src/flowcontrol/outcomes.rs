@@ -101,6 +101,8 @@ pub struct QueueSeries {
 pub struct QueueDurations {
     /// Label set -> (series, ms since `epoch` of its last observation).
     series: Mutex<HashMap<String, (QueueSeries, u64)>>,
+    /// (priority, outcome) -> requests: upstream's requests_total, which no flow GC touches.
+    totals: Mutex<HashMap<(i32, &'static str), u64>>,
     max_series: usize,
     epoch: Instant,
 }
@@ -114,6 +116,7 @@ impl QueueDurations {
     pub fn new(max_series: usize) -> QueueDurations {
         QueueDurations {
             series: Mutex::new(HashMap::new()),
+            totals: Mutex::new(HashMap::new()),
             max_series: max_series.max(1),
             epoch: Instant::now(),
         }
@@ -122,6 +125,9 @@ impl QueueDurations {
     /// One request left flow control after `seconds`; no allocation once its label set exists.
     pub fn observe(&self, l: QueueLabels<'_>, outcome: QueueOutcome, seconds: f64) {
         let at = millis_since(self.epoch);
+        *(self.totals.lock())
+            .entry((l.priority, outcome.name()))
+            .or_insert(0) += 1;
         KEY.with_borrow_mut(|key| {
             let mut map = self.series.lock();
             let mut l = l;
@@ -149,6 +155,15 @@ impl QueueDurations {
             };
             map.insert(key.clone(), (series, at));
         })
+    }
+
+    /// Requests that left flow control per (priority, outcome), ordered.
+    pub fn totals(&self) -> Vec<(i32, &'static str, u64)> {
+        let mut out: Vec<_> = (self.totals.lock().iter())
+            .map(|(&(priority, outcome), &n)| (priority, outcome, n))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Every label set, ordered so scrapes are stable; label sets nothing left with for
@@ -439,16 +454,26 @@ mod tests {
         g.enter(50);
         let (rows, _) = m.snapshot();
         assert_eq!((rows[0].requests, rows[0].bytes), (2, 150));
-        assert_eq!((rows[0].fairness_id.as_str(), rows[0].model.as_str()), ("tenant", "m"));
+        assert_eq!(
+            (rows[0].fairness_id.as_str(), rows[0].model.as_str()),
+            ("tenant", "m")
+        );
         g.leave(100);
         g.leave(50);
         // held by a request (the handle here): kept even past the idle time
         assert_eq!(m.snapshot_forgetting(Duration::ZERO).0.len(), 1);
         drop(g);
-        assert_eq!(m.snapshot().0[0].requests, 0, "kept at 0 while recently active");
+        assert_eq!(
+            m.snapshot().0[0].requests,
+            0,
+            "kept at 0 while recently active"
+        );
         assert!(m.snapshot_forgetting(Duration::ZERO).0.is_empty());
         // a new request of the flow starts a fresh series
-        assert!(Arc::ptr_eq(&m.gauge("tenant", 2, "m", "m"), &m.gauge("tenant", 2, "m", "m")));
+        assert!(Arc::ptr_eq(
+            &m.gauge("tenant", 2, "m", "m"),
+            &m.gauge("tenant", 2, "m", "m")
+        ));
     }
 
     #[test]
@@ -472,6 +497,15 @@ mod tests {
             ]
         );
         assert!(m.snapshot_forgetting(Duration::ZERO).1.is_empty());
+    }
+
+    #[test]
+    fn forgetting_idle_flows_leaves_the_outcome_totals_alone() {
+        let q = QueueDurations::new(10);
+        q.observe(labels("a", "m"), QueueOutcome::Dispatched, 0.1);
+        q.observe(labels("b", "m"), QueueOutcome::Dispatched, 0.1);
+        assert!(q.snapshot_forgetting(Duration::ZERO).is_empty());
+        assert_eq!(q.totals(), vec![(1, "Dispatched", 2)]);
     }
 
     #[test]

@@ -229,13 +229,13 @@ fn handler_scheduler(kind: &str) -> Scheduler {
 fn a_refused_upstream_type_is_named_with_its_reason() {
     let e = registry::build(&Params {
         name: "l",
-        kind: "agent-identity",
+        kind: "p2p-source-producer",
         raw: None,
     })
     .err()
     .unwrap();
     assert!(
-        e.0.contains("'agent-identity' is not supported by sluicegate: agent identity headers"),
+        e.0.contains("'p2p-source-producer' is not supported by sluicegate: peer-to-peer"),
         "{e}"
     );
     for (kind, _) in crate::scheduling::unsupported::UNSUPPORTED {

@@ -88,6 +88,9 @@ impl LatencyState {
 #[derive(Debug, Default)]
 pub struct CycleState {
     pub prefix: Option<PrefixState>,
+    /// The endpoint an earlier profile picked for this request (the decode pick, before the
+    /// prefill profile runs), for plugins that place the next pick near it.
+    pub peer: Option<u32>,
     pub latency: Option<LatencyState>,
 }
 

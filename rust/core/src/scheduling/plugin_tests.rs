@@ -7,13 +7,13 @@ use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::scorer::{Picks, Scorer};
 use crate::scheduling::cycle::Request;
 use crate::scheduling::handlers::pd_decider::PrefixBasedPdDecider;
+use crate::scheduling::producers::approx_prefix_cache_producer::{
+    ApproxParams, ApproxPrefixProducer,
+};
 use crate::scheduling::registry;
 use crate::scheduling::scorers::load_aware_scorer::LoadAwareScorer;
 use crate::scheduling::scorers::lora_affinity_scorer::LoraAffinityScorer;
 use crate::scheduling::scorers::no_hit_lru_scorer::NoHitLruScorer;
-use crate::scheduling::producers::approx_prefix_cache_producer::{
-    ApproxParams, ApproxPrefixProducer,
-};
 use crate::scheduling::scorers::prefix_cache_scorer::PrefixCacheScorer;
 use crate::scheduling::scorers::running_requests_size_scorer::RunningRequestsSizeScorer;
 use crate::scheduling::scorers::session_affinity_scorer::{session_token, SessionAffinityScorer};

@@ -57,12 +57,12 @@ impl SchedulingProfile {
         scorers: Vec<(Named<dyn Scorer>, f64)>,
         picker: Named<dyn Picker>,
     ) -> Self {
-        let timings = (filters.iter().map(|f| plugin_timing("Filter", &f.kind, &f.name)))
-            .chain(
-                (scorers.iter()).map(|(s, _)| plugin_timing("Scorer", &s.kind, &s.name)),
-            )
-            .chain([plugin_timing("Picker", &picker.kind, &picker.name)])
-            .collect();
+        let timings = (filters
+            .iter()
+            .map(|f| plugin_timing("Filter", &f.kind, &f.name)))
+        .chain((scorers.iter()).map(|(s, _)| plugin_timing("Scorer", &s.kind, &s.name)))
+        .chain([plugin_timing("Picker", &picker.kind, &picker.name)])
+        .collect();
         SchedulingProfile {
             name,
             filters,

@@ -3,12 +3,16 @@
 //! whatever is left, and parsers listed after it are never reached. An explicit list gains no
 //! fallback, so a path no listed parser claims is refused (400), as upstream does.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::parse::{self, ApiKind, ParseError, ParsedRequest};
 use crate::scheduling::config::ConfigError;
 use crate::scheduling::scorers::prefix_cache_scorer::BYTES_PER_TOKEN;
+use crate::stats::{plugin_timing, PluginTiming};
 
 /// Upstream's list when none is configured: a path none of the first three claims is forwarded.
 pub const DEFAULT_PARSERS: [&str; 4] = [
@@ -83,6 +87,8 @@ pub fn known_parsers() -> impl Iterator<Item = &'static str> {
 pub struct Parsers {
     claimed: Vec<&'static ParserType>,
     fallback: Option<&'static ParserType>,
+    /// Per-call durations (upstream's RequestParsing plugin_duration_seconds), by parser type.
+    timings: Vec<(&'static str, Arc<PluginTiming>)>,
 }
 
 impl Parsers {
@@ -91,6 +97,7 @@ impl Parsers {
         let mut parsers = Parsers {
             claimed: Vec::new(),
             fallback: None,
+            timings: Vec::new(),
         };
         for kind in kinds {
             let t = TYPES.iter().find(|t| t.kind == kind).ok_or_else(|| {
@@ -108,6 +115,9 @@ impl Parsers {
                 parsers.claimed.push(t);
             }
         }
+        parsers.timings = (parsers.claimed.iter().chain(parsers.fallback.iter()))
+            .map(|t| (t.kind, plugin_timing("RequestParsing", t.kind, t.kind)))
+            .collect();
         Ok(parsers)
     }
 
@@ -148,6 +158,15 @@ impl Parsers {
         let t = self
             .pick(path)
             .ok_or_else(|| ParseError::NoParser(path.to_owned()))?;
+        let started = Instant::now();
+        let parsed = Self::read(t, path, body);
+        if let Some((_, timing)) = self.timings.iter().find(|(k, _)| std::ptr::eq(*k, t.kind)) {
+            timing.duration.observe_duration(started.elapsed());
+        }
+        parsed
+    }
+
+    fn read(t: &ParserType, path: &str, body: &[u8]) -> Result<ParsedRequest, ParseError> {
         match t.reader {
             Reader::Api => parse::parse_request(path, body),
             Reader::VllmGenerate => generate(body, "token_ids", Tokens::Vllm),

@@ -248,7 +248,11 @@ impl Router {
                 path: gpu.path.clone(),
             };
             let every = gpu.interval_ms.unwrap_or(self.config.scrape_interval_ms);
-            running.push(Scraper::start_gpu(self.store.clone(), config(every), probe)?);
+            running.push(Scraper::start_gpu(
+                self.store.clone(),
+                config(every),
+                probe,
+            )?);
         }
         Ok(())
     }
@@ -491,6 +495,24 @@ impl Router {
     /// Whether admitters are configured: the request path must then say the priority.
     pub fn has_admitters(&self) -> bool {
         self.scheduler.has_admitters()
+    }
+
+    /// The agent session identity among request headers (lower-case names) when an
+    /// agent-identity plugin is listed: the request's fairness id unless it names one.
+    pub fn agent_identity<'h, I>(&self, headers: I) -> Option<&'h str>
+    where
+        I: Iterator<Item = (&'h str, &'h str)> + Clone,
+    {
+        self.scheduler.agent_identity()?.identify(headers)
+    }
+
+    /// destination-endpoint-served-verifier: the response header (name, value) reporting the
+    /// served endpoint, given what the proxy's `envoy.lb` metadata held; None when not listed.
+    pub fn served_verdict(&self, lb: bool, served: Option<&str>) -> Option<(&'static str, String)> {
+        use crate::scheduling::producers::served_verifier::{verdict, RESULT_HEADER};
+        self.scheduler
+            .verifies_served()
+            .then(|| (RESULT_HEADER, verdict(lb, served)))
     }
 
     /// The request sent to `address` finished; false when the address is not in the pool.

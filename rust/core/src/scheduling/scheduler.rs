@@ -17,6 +17,7 @@ use crate::scheduling::filters::endpoint_attribute_filter::GPU_ATTRIBUTE_CONSUME
 use crate::scheduling::filters::subset_filter::SubsetFilter;
 use crate::scheduling::handler_wiring::build_handler;
 use crate::scheduling::pickers::max_score_picker::MaxScorePicker;
+use crate::scheduling::producers::agent_identity::AgentIdentity;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
@@ -40,6 +41,10 @@ pub struct Scheduler {
     session_affinity: bool,
     /// predicted-latency-producer, listed or created for the latency plugins that need it.
     latency: Option<Arc<PredictedLatencyProducer>>,
+    /// destination-endpoint-served-verifier is listed.
+    verifies_served: bool,
+    /// agent-identity, when listed: session headers that name the fairness id.
+    agent_identity: Option<Arc<AgentIdentity>>,
     /// The precise-prefix-cache-producer's index, when one is configured.
     block_index: Option<(String, Arc<BlockIndex>)>,
     /// Admitters in `plugins:` order; they run after the producers, before the profiles.
@@ -100,6 +105,7 @@ impl Scheduler {
                 )));
             }
         }
+        bind_topology(&built)?;
         let wired = build_handler(&built, &profiles)?;
         let needs_multimodal = built
             .iter()
@@ -110,8 +116,15 @@ impl Scheduler {
         let mut tokens = None;
         let mut latency: Option<Arc<PredictedLatencyProducer>> = None;
         let mut admitters: Vec<Arc<dyn Admitter>> = Vec::new();
+        let mut agent_identity = None;
         for b in &built {
             match &b.plugin {
+                Plugin::AgentIdentity(a) if agent_identity.replace(a.clone()).is_some() => {
+                    return Err(ConfigError(format!(
+                        "plugins: one agent-identity allowed, '{}' is another",
+                        b.spec.name()
+                    )));
+                }
                 Plugin::Admitter(a) => admitters.push(a.clone()),
                 Plugin::LatencyProducer(p) if latency.replace(p.clone()).is_some() => {
                     return Err(ConfigError(format!(
@@ -174,6 +187,10 @@ impl Scheduler {
             scorers,
             session_affinity,
             latency,
+            verifies_served: built
+                .iter()
+                .any(|b| matches!(b.plugin, Plugin::ServedVerifier)),
+            agent_identity,
             block_index,
             admitters,
             approx,
@@ -216,6 +233,16 @@ impl Scheduler {
     /// Whether admitters are configured (the request path then reads the priority).
     pub fn has_admitters(&self) -> bool {
         !self.admitters.is_empty()
+    }
+
+    /// Whether responses carry the served endpoint for the conformance suite.
+    pub fn verifies_served(&self) -> bool {
+        self.verifies_served
+    }
+
+    /// agent-identity, when listed.
+    pub fn agent_identity(&self) -> Option<&Arc<AgentIdentity>> {
+        self.agent_identity.as_ref()
     }
 
     /// The predicted-latency-producer, when latency plugins are configured.
@@ -383,6 +410,9 @@ fn build_profile(
             | Plugin::Producer(_)
             | Plugin::ApproxProducer(_)
             | Plugin::Tokens(_)
+            | Plugin::Topology(_)
+            | Plugin::AgentIdentity(_)
+            | Plugin::ServedVerifier
             | Plugin::InFlightCounter
             | Plugin::HeadersHandler { .. } => {
                 return Err(ConfigError(format!(
@@ -417,3 +447,29 @@ fn weight(at: &str, name: &str, weight: Option<f64>) -> Result<f64, ConfigError>
 #[cfg(test)]
 #[path = "scheduler_tests.rs"]
 mod tests;
+
+/// Give each topology-affinity plugin the topology-extractor it names.
+fn bind_topology(built: &[Built]) -> Result<(), ConfigError> {
+    for b in built {
+        let source = match &b.plugin {
+            Plugin::Filter(f) => f.topology(),
+            Plugin::Scorer(s) => s.topology(),
+            _ => None,
+        };
+        let Some(source) = source else { continue };
+        let keys = built.iter().find_map(|e| match &e.plugin {
+            Plugin::Topology(keys) if e.spec.name() == source.producer => Some(keys),
+            _ => None,
+        });
+        let Some(keys) = keys else {
+            return Err(ConfigError(format!(
+                "plugin '{}' ({}): parameters.topologyProducerName: no topology-extractor named '{}' is listed",
+                b.spec.name(),
+                b.spec.kind,
+                source.producer
+            )));
+        };
+        source.bind(keys.clone());
+    }
+    Ok(())
+}

@@ -213,7 +213,11 @@ fn prefix_scorers_read_the_approx_producer_they_name() {
     s.schedule(&c, &mut Picks::default()).unwrap();
     let id = snap.endpoints[0].info.id;
     // 4000 bytes in blocks of 64 and 128 estimated tokens (4 bytes each), partial tail included.
-    let blocks: Vec<(String, usize)> = s.approx.iter().map(|(n, a)| (n.clone(), a.len(id))).collect();
+    let blocks: Vec<(String, usize)> = s
+        .approx
+        .iter()
+        .map(|(n, a)| (n.clone(), a.len(id)))
+        .collect();
     assert_eq!(blocks, vec![("small".into(), 16), ("big".into(), 8)]);
 }
 
@@ -223,7 +227,9 @@ fn a_prefix_scorer_naming_a_missing_producer_is_refused() {
         {"type": "prefix-cache-scorer", "parameters": {"prefixMatchInfoProducerName": "nope"}}
     ]}));
     assert!(
-        e.contains("prefix-cache-scorer") && e.contains("prefixMatchInfoProducerName") && e.contains("nope"),
+        e.contains("prefix-cache-scorer")
+            && e.contains("prefixMatchInfoProducerName")
+            && e.contains("nope"),
         "{e}"
     );
 }

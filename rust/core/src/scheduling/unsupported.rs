@@ -32,14 +32,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     ("token-load-scorer", "token-load scoring is not implemented"),
     (
-        "topology-affinity-filter",
-        "endpoint topology attributes are not read",
-    ),
-    (
-        "topology-affinity-scorer",
-        "endpoint topology attributes are not read",
-    ),
-    (
         "session-affinity-filter",
         "use session-affinity-scorer (a soft preference) instead",
     ),
@@ -71,7 +63,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "request-attribute-reporter",
         "request attribute reporting is not implemented",
     ),
-    ("agent-identity", "agent identity headers are not processed"),
     (
         "program-aware-fairness",
         "program-aware fairness is not implemented in flow control",
@@ -83,10 +74,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
     (
         "priority-then-time-eviction-order-policy",
         "flow control does not evict dispatched requests",
-    ),
-    (
-        "destination-endpoint-served-verifier",
-        "response-header plugins are not run (the served endpoint is in envoy.lb metadata)",
     ),
 ];
 

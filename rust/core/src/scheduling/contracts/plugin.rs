@@ -28,6 +28,12 @@ pub enum Plugin {
     /// token-producer: where the precise index gets a request's token ids (None: upstream's
     /// tokenizer-free estimate, i.e. sluicegate's byte scheme).
     Tokens(Option<Arc<crate::tokenize::TokenSource>>),
+    /// topology-extractor: the label keys of an endpoint's locality.
+    Topology(Arc<crate::scheduling::producers::topology_extractor::TopologyKeys>),
+    /// agent-identity: the session headers that name a request's fairness id.
+    AgentIdentity(Arc<crate::scheduling::producers::agent_identity::AgentIdentity>),
+    /// destination-endpoint-served-verifier: responses report the served endpoint in a header.
+    ServedVerifier,
     /// inflight-load-producer: names the in-flight counter the Router always keeps.
     InFlightCounter,
     /// predicted-latency-producer: runs before the profiles; a profile may name it.

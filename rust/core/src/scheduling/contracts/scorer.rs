@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::scheduling::cycle::Cycle;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
+use crate::scheduling::producers::topology_extractor::TopologySource;
 
 /// What a scheduling cycle decided: snapshot positions.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -27,6 +28,11 @@ pub trait Scorer: Send + Sync {
 
     /// The endpoint with this id left the pool: drop what is kept about it.
     fn endpoint_removed(&self, _id: u64) {}
+
+    /// The topology-extractor this scorer reads, for the scheduler to bind.
+    fn topology(&self) -> Option<&TopologySource> {
+        None
+    }
 
     /// The configured prefix producers, by name: prefix scorers bind to theirs (an error names
     /// the parameter that refers to a missing one).

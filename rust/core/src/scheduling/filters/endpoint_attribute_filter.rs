@@ -193,13 +193,20 @@ mod tests {
     }
 
     fn pool() -> Vec<Ep> {
-        vec![Ep::waiting(0).gpu(0.95), Ep::waiting(0).gpu(0.5), Ep::waiting(0)]
+        vec![
+            Ep::waiting(0).gpu(0.95),
+            Ep::waiting(0).gpu(0.5),
+            Ep::waiting(0),
+        ]
     }
 
     #[test]
     fn busy_gpus_are_dropped_and_missing_ones_pass_by_default() {
         assert_eq!(kept(&*gpu_filter(""), pool()), vec![1, 2]);
-        assert_eq!(kept(&*gpu_filter(r#""onMissing": "Fail","#), pool()), vec![1]);
+        assert_eq!(
+            kept(&*gpu_filter(r#""onMissing": "Fail","#), pool()),
+            vec![1]
+        );
     }
 
     #[test]
@@ -212,7 +219,13 @@ mod tests {
 
     #[test]
     fn every_operator_compares_the_value_with_the_threshold() {
-        let eps = || vec![Ep::waiting(0).gpu(0.2), Ep::waiting(0).gpu(0.5), Ep::waiting(0).gpu(0.8)];
+        let eps = || {
+            vec![
+                Ep::waiting(0).gpu(0.2),
+                Ep::waiting(0).gpu(0.5),
+                Ep::waiting(0).gpu(0.8),
+            ]
+        };
         for (op, want) in [
             ("LessThan", vec![0]),
             ("LessThanOrEqual", vec![0, 1]),
@@ -246,20 +259,33 @@ mod tests {
             .0
         };
         let algo = r#""algorithm": {"type": "threshold", "threshold": {"operator": "LessThan", "value": 1}}"#;
-        let e = err(&format!(r#"{{"attribute": "num_requests_running", {algo}}}"#));
-        assert!(e.contains("parameters.attribute") && e.contains("customMetrics"), "{e}");
-        let e = err(&format!(r#"{{"attribute": "GPUUtilization/dcgm-extractor", {algo}}}"#));
+        let e = err(&format!(
+            r#"{{"attribute": "num_requests_running", {algo}}}"#
+        ));
+        assert!(
+            e.contains("parameters.attribute") && e.contains("customMetrics"),
+            "{e}"
+        );
+        let e = err(&format!(
+            r#"{{"attribute": "GPUUtilization/dcgm-extractor", {algo}}}"#
+        ));
         assert!(e.contains("producer: 'dcgm-extractor'"), "{e}");
-        let e = err(&format!(r#"{{"attribute": "x", "producer": "my-extractor", {algo}}}"#));
+        let e = err(&format!(
+            r#"{{"attribute": "x", "producer": "my-extractor", {algo}}}"#
+        ));
         assert!(e.contains("from producer 'my-extractor'"), "{e}");
-        let e = err(r#"{"attribute": "GPUUtilization", "producer": "dcgm-extractor", "algorithm": {"type": "topK"}}"#);
+        let e = err(
+            r#"{"attribute": "GPUUtilization", "producer": "dcgm-extractor", "algorithm": {"type": "topK"}}"#,
+        );
         assert!(e.contains("parameters.algorithm.type"), "{e}");
         let e = err(&format!(
             r#"{{"attribute": "GPUUtilization", "producer": "dcgm-extractor", "onMissing": "Drop", {algo}}}"#
         ));
         assert!(e.contains("parameters.onMissing"), "{e}");
-        let e = err(r#"{"attribute": "GPUUtilization", "producer": "dcgm-extractor",
-            "algorithm": {"type": "threshold", "threshold": {"operator": "Between", "value": 1}}}"#);
+        let e = err(
+            r#"{"attribute": "GPUUtilization", "producer": "dcgm-extractor",
+            "algorithm": {"type": "threshold", "threshold": {"operator": "Between", "value": 1}}}"#,
+        );
         assert!(e.contains("parameters.algorithm"), "{e}");
     }
 }

@@ -9,4 +9,5 @@ pub mod saturation_detector_filter;
 pub mod slo_headroom_tier_filter;
 pub mod stale_filter;
 pub mod subset_filter;
+pub mod topology_affinity_filter;
 pub mod utilization_filter;

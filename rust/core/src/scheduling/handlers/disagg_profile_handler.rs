@@ -218,6 +218,7 @@ impl ProfileHandler for DisaggProfileHandler {
         self.run_encode(profiles, cycle, picks);
         if let Some(decider) = &self.prefill_decider {
             if decider.decide(cycle, picks.primary[0]) {
+                cycle.state.borrow_mut().peer = Some(picks.primary[0]);
                 self.run_prefill(profiles, cycle, picks);
             }
         }

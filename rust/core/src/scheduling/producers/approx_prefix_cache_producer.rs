@@ -71,7 +71,8 @@ pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
 
 impl ApproxPrefixProducer {
     pub fn new(mut params: ApproxParams) -> Result<Self, String> {
-        if params.block_size > 0 && params.block_size_tokens == ApproxParams::default().block_size_tokens
+        if params.block_size > 0
+            && params.block_size_tokens == ApproxParams::default().block_size_tokens
         {
             params.block_size_tokens = params.block_size;
         }
@@ -186,7 +187,8 @@ mod tests {
         assert_eq!(p.block_tokens(None), 64);
         assert_eq!(p.block_tokens(Some(&endpoint(16, 0))), 64);
         assert_eq!(p.block_tokens(Some(&endpoint(128, 0))), 128);
-        let fixed = producer(serde_json::json!({"autoTune": false, "blockSizeTokens": 96})).unwrap();
+        let fixed =
+            producer(serde_json::json!({"autoTune": false, "blockSizeTokens": 96})).unwrap();
         assert_eq!(fixed.block_tokens(Some(&endpoint(128, 0))), 96);
     }
 
@@ -205,9 +207,13 @@ mod tests {
         };
         let capped = producer(serde_json::json!({"maxPrefixTokensToMatch": 256})).unwrap();
         assert_eq!(capped.hashes(&r, 64).len(), 4);
-        let blocks = producer(serde_json::json!({"maxPrefixTokensToMatch": 0, "maxPrefixBlocksToMatch": 3})).unwrap();
+        let blocks =
+            producer(serde_json::json!({"maxPrefixTokensToMatch": 0, "maxPrefixBlocksToMatch": 3}))
+                .unwrap();
         assert_eq!(blocks.hashes(&r, 64).len(), 3);
-        let all = producer(serde_json::json!({"maxPrefixTokensToMatch": 0, "maxPrefixBlocksToMatch": 0})).unwrap();
+        let all =
+            producer(serde_json::json!({"maxPrefixTokensToMatch": 0, "maxPrefixBlocksToMatch": 0}))
+                .unwrap();
         assert_eq!(all.hashes(&r, 64).len(), 10);
     }
 
@@ -226,9 +232,13 @@ mod tests {
 
     #[test]
     fn bad_params_name_the_field() {
-        let e = producer(serde_json::json!({"lruCapacityPerServer": 0})).err().unwrap();
+        let e = producer(serde_json::json!({"lruCapacityPerServer": 0}))
+            .err()
+            .unwrap();
         assert!(e.contains("lruCapacityPerServer"), "{e}");
-        let e = producer(serde_json::json!({"blockSizeTokens": 0})).err().unwrap();
+        let e = producer(serde_json::json!({"blockSizeTokens": 0}))
+            .err()
+            .unwrap();
         assert!(e.contains("blockSizeTokens"), "{e}");
     }
 }

@@ -1,4 +1,5 @@
 //! Data producers: state built outside the cycle (endpoint KV events) that plugins read.
+pub mod agent_identity;
 pub mod approx_prefix_cache_producer;
 pub mod inflight_load_producer;
 pub mod kv_events;
@@ -6,4 +7,6 @@ pub mod latency_predictor;
 pub mod precise_prefix_cache_producer;
 pub mod precise_prefix_params;
 pub mod predicted_latency_producer;
+pub mod served_verifier;
 pub mod token_producer;
+pub mod topology_extractor;

@@ -146,16 +146,27 @@ mod tests {
     }
 
     fn gpus() -> Vec<Ep> {
-        vec![Ep::waiting(0).gpu(0.2), Ep::waiting(0).gpu(0.6), Ep::waiting(0).gpu(1.0), Ep::waiting(0)]
+        vec![
+            Ep::waiting(0).gpu(0.2),
+            Ep::waiting(0).gpu(0.6),
+            Ep::waiting(0).gpu(1.0),
+            Ep::waiting(0),
+        ]
     }
 
     #[test]
     fn adaptive_range_spans_the_candidates_and_missing_scores_zero() {
         let low = scored(r#"{"type": "linear_lower_is_better"}"#, gpus());
         assert!(close(&low, &[1.0, 0.5, 0.0, 0.0]), "{low:?}");
-        let high = scored(r#"{"type": "linear_higher_is_better", "normalization": {"adaptiveRange": {}}}"#, gpus());
+        let high = scored(
+            r#"{"type": "linear_higher_is_better", "normalization": {"adaptiveRange": {}}}"#,
+            gpus(),
+        );
         assert!(close(&high, &[0.0, 0.5, 1.0, 0.0]), "{high:?}");
-        let same = scored(r#"{"type": "linear_higher_is_better"}"#, vec![Ep::waiting(0).gpu(0.3), Ep::waiting(0).gpu(0.3)]);
+        let same = scored(
+            r#"{"type": "linear_higher_is_better"}"#,
+            vec![Ep::waiting(0).gpu(0.3), Ep::waiting(0).gpu(0.3)],
+        );
         assert_eq!(same, vec![1.0, 1.0]);
     }
 
@@ -185,13 +196,14 @@ mod tests {
                 r#"{{"attributeKey": "GPUUtilization", "producer": "dcgm-extractor", "algorithm": {algorithm}}}"#
             ))
             .unwrap();
-            let e = crate::scheduling::registry::build(&crate::scheduling::contracts::params::Params {
-                name: "s",
-                kind: "endpoint-attribute-scorer",
-                raw: Some(&raw),
-            })
-            .err()
-            .unwrap();
+            let e =
+                crate::scheduling::registry::build(&crate::scheduling::contracts::params::Params {
+                    name: "s",
+                    kind: "endpoint-attribute-scorer",
+                    raw: Some(&raw),
+                })
+                .err()
+                .unwrap();
             assert!(e.0.contains(field), "{algorithm}: {e}");
         }
     }
