@@ -64,10 +64,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "request attribute reporting is not implemented",
     ),
     (
-        "program-aware-fairness",
-        "program-aware fairness is not implemented in flow control",
-    ),
-    (
         "sheddable-eviction-filter",
         "flow control does not evict dispatched requests",
     ),
