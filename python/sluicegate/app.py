@@ -87,6 +87,7 @@ class Epp:
             self.config.router_json(
                 scrapeIntervalMs=opts.refresh_metrics_interval_ms, stalenessMs=opts.metrics_staleness_ms,
                 ignoreSubsetHint=opts.disable_endpoint_subset_filter,
+                emitEndpointScores=opts.emit_endpoint_scores,
             )
         )
         if opts.allowed_models is not None:

@@ -27,7 +27,7 @@ use crate::pb::{
     ProcessingResponse,
 };
 use crate::protocol;
-use crate::responses::{self, Phase};
+use crate::responses::{self, Phase, Route};
 use crate::SharedRouter;
 
 /// Answers queued for the proxy; the gRPC layer drains it after each request message.
@@ -107,6 +107,9 @@ pub struct RequestStream {
     path: String,
     rewrite: Option<String>,
     subset: Option<Vec<String>>,
+    /// The request's headers (names lower-case, no pseudo-headers), collected only when some
+    /// plugin reads them.
+    headers: Vec<(String, String)>,
     parts: Vec<Bytes>,
     chunks: usize,
     decision: Option<Decision>,
@@ -118,8 +121,6 @@ pub struct RequestStream {
     priority: i32,
     request_id: String,
     slo_ttft: Option<Duration>,
-    /// The SLO headers the scheduler reads (empty unless the request sends them).
-    slo_headers: Vec<(String, String)>,
     metrics: Metrics,
 }
 
@@ -184,6 +185,7 @@ impl RequestStream {
             path: "/".to_owned(),
             rewrite: None,
             subset: None,
+            headers: Vec::new(),
             parts: Vec::new(),
             chunks: 0,
             decision: None,
@@ -195,7 +197,6 @@ impl RequestStream {
             priority: 0,
             request_id: String::new(),
             slo_ttft: None,
-            slo_headers: Vec::new(),
             metrics: Metrics {
                 recorded: false,
                 started_at: Instant::now(),
@@ -354,8 +355,13 @@ impl RequestStream {
             self.resp_mode = c.response_body_mode;
         }
         let mut explicit_fairness = false;
+        let keep_headers = self.router.router().reads_headers();
         for h in headers.headers.iter().flat_map(|m| m.headers.iter()) {
             let key = h.key.as_str();
+            if keep_headers && !key.starts_with(':') {
+                self.headers
+                    .push((key.to_ascii_lowercase(), header_text(h)));
+            }
             if key == ":path" {
                 self.path = header_text(h);
             } else if protocol::MODEL_REWRITE_HEADERS.contains(&key) {
@@ -374,9 +380,6 @@ impl RequestStream {
                 self.request_id = header_text(h);
             } else if protocol::SLO_TTFT_HEADERS.contains(&key) {
                 self.slo_ttft = slo_ttft(&header_text(h));
-            }
-            if protocol::SCHEDULER_SLO_HEADERS.contains(&key) {
-                self.slo_headers.push((key.to_owned(), header_text(h)));
             }
         }
         if !explicit_fairness {
@@ -470,7 +473,7 @@ impl RequestStream {
             body: body.to_vec(),
             model_rewrite: self.rewrite.clone(),
             subset: self.subset.clone(),
-            headers: self.slo_headers.clone(),
+            headers: self.headers.clone(),
             priority: self.priority,
         };
         match admit(&gate, &ask, request)? {
@@ -494,27 +497,27 @@ impl RequestStream {
 
     /// The request-phase answers once the decision is made.
     fn answer(&mut self, body: Bytes, answer: Answer, out: &mut Outbox) {
+        let Some(decision) = self.decision.as_mut() else {
+            return;
+        };
+        let rewritten = decision.body.take().map(Bytes::from);
+        let route = Route {
+            endpoints: &decision.endpoints,
+            headers: &decision.headers,
+            scores: decision.endpoint_scores.as_deref(),
+        };
         let Answer::Body {
             end_of_stream,
             trailers,
         } = answer
         else {
-            let endpoints = self.decision.as_ref().map(|d| d.endpoints.clone());
-            out.push_back(responses::routed_headers(
-                endpoints.as_deref().unwrap_or(""),
-                None,
-            ));
+            out.push_back(responses::routed_headers(&route, None));
             self.after_request();
             return;
         };
-        let Some(decision) = self.decision.as_mut() else {
-            return;
-        };
-        let rewritten = decision.body.take().map(Bytes::from);
-        let endpoints = decision.endpoints.clone();
         if self.req_mode == body_mode::FULL_DUPLEX_STREAMED {
             let body = rewritten.unwrap_or(body);
-            out.push_back(responses::routed_headers(&endpoints, Some(body.len())));
+            out.push_back(responses::routed_headers(&route, Some(body.len())));
             responses::push_streamed_chunks(out, body, end_of_stream, Phase::Request);
         } else {
             // STREAMED sent earlier chunks unanswered: answer each; a rewritten body replaces them all.
@@ -524,7 +527,7 @@ impl RequestStream {
                 responses::empty_request_body()
             };
             out.extend(std::iter::repeat_n(held, self.chunks.saturating_sub(1)));
-            out.push_back(responses::routed_body(&endpoints, rewritten));
+            out.push_back(responses::routed_body(&route, rewritten));
         }
         self.after_request();
         if trailers && !self.finished {
@@ -552,7 +555,7 @@ impl RequestStream {
         let options = RouteOptions {
             model_rewrite: self.rewrite.as_deref(),
             subset: self.subset.as_deref(),
-            headers: &self.slo_headers,
+            headers: &self.headers,
             priority: self.priority,
         };
         // A bug must not hang the request: a panic is answered 500 and the stream closed.
@@ -603,11 +606,12 @@ impl RequestStream {
 
     fn after_request(&mut self) {
         // Full duplex ignores mode_override: the only way to skip the response phase is to close.
+        // Not when the response must be rewritten back or carry headers (a session token).
         if self.skip_response
             && self
                 .decision
                 .as_ref()
-                .is_some_and(|d| d.target_model.is_none())
+                .is_some_and(|d| d.target_model.is_none() && d.response_headers.is_empty())
         {
             self.finished = true;
             self.complete(None);
@@ -638,9 +642,14 @@ impl RequestStream {
         if headers.end_of_stream {
             self.complete(None);
         }
+        let add = self
+            .decision
+            .as_ref()
+            .map_or(&[][..], |d| &d.response_headers[..]);
         out.push_back(responses::response_headers(
-            self.rewriting_back().is_some(),
+            add,
             verdict,
+            self.rewriting_back().is_some(),
         ));
         self.metrics.response_handling += at.elapsed();
     }
@@ -801,7 +810,8 @@ fn admit(gate: &Arc<Gate>, ask: &Ask<'_>, request: RouteRequest) -> Result<Admit
     })
 }
 
-/// `x-llm-d-slo-ttft-ms`: the TTFT objective ordering slo-deadline flows; ignored when malformed.
+/// `x-llm-d-slo-ttft-ms` (or its alias): the TTFT objective ordering slo-deadline flows;
+/// ignored when malformed.
 fn slo_ttft(value: &str) -> Option<Duration> {
     let ms: f64 = value.trim().parse().ok()?;
     (ms > 0.0 && ms < 1e12).then(|| Duration::from_secs_f64(ms / 1000.0))
@@ -857,3 +867,7 @@ pub(crate) mod tests;
 #[cfg(test)]
 #[path = "stream_admission_tests.rs"]
 mod admission_tests;
+
+#[cfg(test)]
+#[path = "stream_headers_tests.rs"]
+mod headers_tests;

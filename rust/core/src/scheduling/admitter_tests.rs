@@ -98,7 +98,7 @@ fn predicted(c: &crate::scheduling::cycle::Cycle<'_>, ttft: &[f64], slo: f64) {
     c.state.borrow_mut().latency = Some(LatencyState {
         predicted: ttft.iter().map(|t| Some((*t, 10.0))).collect(),
         ttft_slo: slo,
-        tpot_slo: 0.0,
+        tpot_slo: None,
     });
 }
 

@@ -7,8 +7,8 @@ use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::filters::{
     by_label_filter, endpoint_attribute_filter, header_based_testing_filter, label_selector_filter,
-    role_filter, saturation_detector_filter, slo_headroom_tier_filter, topology_affinity_filter,
-    utilization_filter,
+    role_filter, saturation_detector_filter, session_affinity_filter, slo_headroom_tier_filter,
+    topology_affinity_filter, utilization_filter,
 };
 use crate::scheduling::handlers::{
     data_parallel_profile_handler, disagg_profile_handler, header_profile_handler, pd_decider,
@@ -17,7 +17,8 @@ use crate::scheduling::handlers::{
 use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
 use crate::scheduling::producers::{
     agent_identity, approx_prefix_cache_producer, inflight_load_producer,
-    precise_prefix_cache_producer, predicted_latency_producer, topology_extractor,
+    precise_prefix_cache_producer, predicted_latency_producer, session_id_producer,
+    topology_extractor,
 };
 use crate::scheduling::scorers::{
     active_request_scorer, context_length_aware, endpoint_attribute_scorer,
@@ -68,6 +69,13 @@ const REGISTRY: &[(&str, Factory)] = &[
         header_label_affinity_scorer::factory,
     ),
     ("session-affinity-scorer", session_affinity_scorer::factory),
+    ("session-affinity-filter", session_affinity_filter::factory),
+    // Cluster identity comes from discovery: pinning the endpoint pins its cluster.
+    (
+        "multicluster-session-affinity-filter",
+        session_affinity_filter::factory,
+    ),
+    ("session-id-producer", session_id_producer::factory),
     ("no-hit-lru-scorer", no_hit_lru_scorer::factory),
     ("decode-filter", role_filter::decode_factory),
     ("prefill-filter", role_filter::prefill_factory),

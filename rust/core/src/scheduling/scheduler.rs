@@ -21,11 +21,58 @@ use crate::scheduling::producers::agent_identity::AgentIdentity;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
+use crate::scheduling::producers::session_id_producer::SessionIdProducer;
 use crate::scheduling::profile::{Named, SchedulingProfile};
 use crate::scheduling::registry;
+use crate::scheduling::session::{self, SessionSource, Strategy};
 
 /// Plugin types that read predicted-latency-producer's output.
 const LATENCY_CONSUMERS: [&str; 2] = ["latency-scorer", "slo-headroom-tier-filter"];
+
+/// Plugin types that never read request headers: a config of only these lets the request path
+/// skip collecting them. Any other type (new ones included) gets the headers.
+const HEADER_BLIND: &[&str] = &[
+    "queue-scorer",
+    "kv-cache-utilization-scorer",
+    "kv-cache-scorer",
+    "prefix-cache-scorer",
+    "precise-prefix-cache-producer",
+    "token-producer",
+    "tokenizer",
+    "lora-affinity-scorer",
+    "running-requests-size-scorer",
+    "load-aware-scorer",
+    "active-request-scorer",
+    "context-length-aware",
+    "no-hit-lru-scorer",
+    "decode-filter",
+    "prefill-filter",
+    "encode-filter",
+    "label-selector-filter",
+    "by-label-selector",
+    "by-label",
+    "utilization-filter",
+    "inflight-load-producer",
+    "max-score-picker",
+    "random-picker",
+    "weighted-random-picker",
+    "single-profile-handler",
+    "disagg-profile-handler",
+    "pd-profile-handler",
+    "prefill-header-handler",
+    "disagg-headers-handler",
+    "prefix-based-pd-decider",
+    "always-disagg-pd-decider",
+    "always-disagg-multimodal-decider",
+    "data-parallel-profile-handler",
+];
+
+/// The session-affinity plugin types (`scheduling::session`).
+const SESSION_KINDS: [&str; 3] = [
+    "session-affinity-scorer",
+    "session-affinity-filter",
+    "multicluster-session-affinity-filter",
+];
 
 pub struct Scheduler {
     profiles: Vec<SchedulingProfile>,
@@ -38,7 +85,15 @@ pub struct Scheduler {
     needs_multimodal: bool,
     /// Every scorer once, for the after-pick hook.
     scorers: Vec<Arc<dyn Scorer>>,
-    session_affinity: bool,
+    /// Filters that learn from the pick (session-affinity-filter, session_id), once each.
+    learners: Vec<Arc<dyn Filter>>,
+    /// Response headers naming the primary for the client to send back (session affinity,
+    /// encoded_endpoint_header), once each.
+    token_headers: Vec<String>,
+    /// session-id-producers: request attributes published before the profiles run.
+    attribute_producers: Vec<Arc<SessionIdProducer>>,
+    /// Some configured plugin reads request headers.
+    reads_headers: bool,
     /// predicted-latency-producer, listed or created for the latency plugins that need it.
     latency: Option<Arc<PredictedLatencyProducer>>,
     /// destination-endpoint-served-verifier is listed.
@@ -47,10 +102,10 @@ pub struct Scheduler {
     agent_identity: Option<Arc<AgentIdentity>>,
     /// The precise-prefix-cache-producer's index, when one is configured.
     block_index: Option<(String, Arc<BlockIndex>)>,
-    /// Admitters in `plugins:` order; they run after the producers, before the profiles.
-    admitters: Vec<Arc<dyn Admitter>>,
     /// The approx-prefix-cache-producers, by name.
     approx: Vec<(String, Arc<ApproxPrefixProducer>)>,
+    /// Admitters in `plugins:` order; they run after the producers, before the profiles.
+    admitters: Vec<Arc<dyn Admitter>>,
 }
 
 pub(crate) struct Built {
@@ -115,17 +170,21 @@ impl Scheduler {
         let mut approx: Vec<(String, Arc<ApproxPrefixProducer>)> = Vec::new();
         let mut tokens = None;
         let mut latency: Option<Arc<PredictedLatencyProducer>> = None;
-        let mut admitters: Vec<Arc<dyn Admitter>> = Vec::new();
         let mut agent_identity = None;
+        let mut admitters: Vec<Arc<dyn Admitter>> = Vec::new();
+        let mut learners: Vec<Arc<dyn Filter>> = Vec::new();
+        let mut attribute_producers: Vec<Arc<SessionIdProducer>> = Vec::new();
         for b in &built {
             match &b.plugin {
+                Plugin::Admitter(a) => admitters.push(a.clone()),
+                Plugin::SessionIdProducer(p) => attribute_producers.push(p.clone()),
+                Plugin::Filter(f) if f.learns() => learners.push(f.clone()),
                 Plugin::AgentIdentity(a) if agent_identity.replace(a.clone()).is_some() => {
                     return Err(ConfigError(format!(
                         "plugins: one agent-identity allowed, '{}' is another",
                         b.spec.name()
                     )));
                 }
-                Plugin::Admitter(a) => admitters.push(a.clone()),
                 Plugin::LatencyProducer(p) if latency.replace(p.clone()).is_some() => {
                     return Err(ConfigError(format!(
                         "plugins: one predicted-latency-producer allowed, '{}' is another",
@@ -173,11 +232,10 @@ impl Scheduler {
         {
             latency = Some(Arc::default());
         }
-        let session_affinity = profiles.iter().any(|p| {
-            p.scorers
-                .iter()
-                .any(|(s, _)| s.kind == "session-affinity-scorer")
-        });
+        let token_headers = session_wiring(&built, &profiles, &attribute_producers)?;
+        let reads_headers = built
+            .iter()
+            .any(|b| !HEADER_BLIND.contains(&b.spec.kind.as_str()));
         Ok(Scheduler {
             profiles,
             handler: wired.handler,
@@ -185,15 +243,18 @@ impl Scheduler {
             primary_port: wired.primary_port,
             needs_multimodal,
             scorers,
-            session_affinity,
+            learners,
+            token_headers,
+            attribute_producers,
+            reads_headers,
             latency,
             verifies_served: built
                 .iter()
                 .any(|b| matches!(b.plugin, Plugin::ServedVerifier)),
             agent_identity,
             block_index,
-            admitters,
             approx,
+            admitters,
         })
     }
 
@@ -202,6 +263,9 @@ impl Scheduler {
         self.dry_run(cycle, picks)?;
         for s in &self.scorers {
             s.picked(cycle, picks);
+        }
+        for f in &self.learners {
+            f.picked(cycle, picks);
         }
         Ok(())
     }
@@ -215,6 +279,16 @@ impl Scheduler {
             self.admit(cycle)?;
         }
         self.handler.run(&self.profiles, cycle, picks)
+    }
+
+    /// Whether responses carry the served endpoint for the conformance suite.
+    pub fn verifies_served(&self) -> bool {
+        self.verifies_served
+    }
+
+    /// agent-identity, when listed.
+    pub fn agent_identity(&self) -> Option<&Arc<AgentIdentity>> {
+        self.agent_identity.as_ref()
     }
 
     /// Run the admitters over the endpoints the request may go to; the first refusal wins.
@@ -235,16 +309,6 @@ impl Scheduler {
         !self.admitters.is_empty()
     }
 
-    /// Whether responses carry the served endpoint for the conformance suite.
-    pub fn verifies_served(&self) -> bool {
-        self.verifies_served
-    }
-
-    /// agent-identity, when listed.
-    pub fn agent_identity(&self) -> Option<&Arc<AgentIdentity>> {
-        self.agent_identity.as_ref()
-    }
-
     /// The predicted-latency-producer, when latency plugins are configured.
     pub fn latency_producer(&self) -> Option<&Arc<PredictedLatencyProducer>> {
         self.latency.as_ref()
@@ -260,14 +324,32 @@ impl Scheduler {
         self.needs_multimodal
     }
 
-    /// Whether a session-affinity scorer takes part, so decisions carry a session token.
-    pub fn uses_session_affinity(&self) -> bool {
-        self.session_affinity
+    /// The response headers that carry the primary's session token (session affinity with
+    /// encoded_endpoint_header in a profile); empty when none.
+    pub fn token_headers(&self) -> &[String] {
+        &self.token_headers
+    }
+
+    /// Whether some plugin reads request headers (else the request path need not collect them).
+    pub fn reads_headers(&self) -> bool {
+        self.reads_headers
+    }
+
+    /// The request attributes the data producers publish for these headers ("DataType/Producer",
+    /// value); empty (no allocation) when none is configured.
+    pub fn request_attributes(&self, headers: &[(String, String)]) -> Vec<(String, String)> {
+        self.attribute_producers
+            .iter()
+            .filter_map(|p| Some((p.key.clone(), p.produce(headers)?)))
+            .collect()
     }
 
     pub fn endpoint_removed(&self, id: u64) {
         for s in &self.scorers {
             s.endpoint_removed(id);
+        }
+        for f in &self.learners {
+            f.endpoint_removed(id);
         }
         if let Some((_, index)) = &self.block_index {
             index.remove_endpoint(id);
@@ -406,6 +488,7 @@ fn build_profile(
             // latency-slo-admitter README do) changes nothing, as upstream.
             Plugin::LatencyProducer(_) | Plugin::Admitter(_) => {}
             Plugin::ProfileHandler(_)
+            | Plugin::SessionIdProducer(_)
             | Plugin::Decider(_)
             | Plugin::Producer(_)
             | Plugin::ApproxProducer(_)
@@ -432,6 +515,54 @@ fn build_profile(
         scorers.into_iter().filter(|(_, w)| *w > 0.0).collect(),
         picker,
     ))
+}
+
+/// The session plugins a profile uses: their token response headers, and every attribute
+/// source they read checked against the producers configured.
+fn session_wiring(
+    built: &[Built],
+    profiles: &[SchedulingProfile],
+    producers: &[Arc<SessionIdProducer>],
+) -> Result<Vec<String>, ConfigError> {
+    let mut headers: Vec<String> = Vec::new();
+    for b in built
+        .iter()
+        .filter(|b| SESSION_KINDS.contains(&b.spec.kind.as_str()))
+    {
+        let name = b.spec.name();
+        let used = profiles.iter().any(|p| {
+            p.filters.iter().any(|f| f.name == name)
+                || p.scorers.iter().any(|(s, _)| s.name == name)
+        });
+        let params = Params {
+            name,
+            kind: &b.spec.kind,
+            raw: b.spec.parameters.as_ref(),
+        };
+        match session::parse(&params)? {
+            Strategy::Encoded { header } if used && !headers.contains(&header) => {
+                headers.push(header)
+            }
+            Strategy::Encoded { .. } => {}
+            Strategy::SessionId(ids) => {
+                for (i, s) in ids.sources.iter().enumerate() {
+                    let SessionSource::Attribute(key) = s else {
+                        continue;
+                    };
+                    if !producers.iter().any(|p| &p.key == key) {
+                        let published: Vec<&str> =
+                            producers.iter().map(|p| p.key.as_str()).collect();
+                        return Err(params.error(format_args!(
+                            "parameters.sessionIdConfig.sources[{i}]: no configured plugin publishes \
+                             attribute '{key}' (attribute/producer; published here: [{}])",
+                            published.join(", ")
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(headers)
 }
 
 fn weight(at: &str, name: &str, weight: Option<f64>) -> Result<f64, ConfigError> {

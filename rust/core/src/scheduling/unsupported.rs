@@ -26,19 +26,7 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "mm-embeddings-cache-scorer",
         "multimodal embedding caches are not tracked",
     ),
-    (
-        "session-id-producer",
-        "session ids are read from request headers by session-affinity-scorer (session_id strategy)",
-    ),
     ("token-load-scorer", "token-load scoring is not implemented"),
-    (
-        "session-affinity-filter",
-        "use session-affinity-scorer (a soft preference) instead",
-    ),
-    (
-        "multicluster-session-affinity-filter",
-        "multi-cluster pools are not supported",
-    ),
     (
         "multicluster-queue-scorer",
         "multi-cluster pools are not supported",

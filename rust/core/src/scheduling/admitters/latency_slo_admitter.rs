@@ -43,7 +43,7 @@ impl Admitter for LatencySloAdmitter {
         let Some(latency) = state.latency.as_ref() else {
             return Ok(()); // no predictions (no SLO header makes them meaningless too)
         };
-        if latency.ttft_slo <= 0.0 && latency.tpot_slo <= 0.0 {
+        if latency.ttft_slo <= 0.0 && latency.tpot_slo.is_none_or(|s| s <= 0.0) {
             return Ok(());
         }
         let meets = |c: u32| {
