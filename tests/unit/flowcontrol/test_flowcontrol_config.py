@@ -4,12 +4,14 @@ name the field."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from sluicegate.errors import ConfigError
 from sluicegate.flowcontrol import FlowController
 from sluicegate.flowcontrol.config import parse_flow_control
+from sluicegate.scheduling import Router
 from sluicegate.scheduling.config import load_config
 
 FULL = """
@@ -210,3 +212,17 @@ def test_program_aware_fairness_bad_parameters_are_named(params, field):
     with pytest.raises(ConfigError) as e:
         parse_flow_control(doc)
     assert field in str(e.value)
+
+
+CORPUS = Path(__file__).parents[2] / "data" / "configs" / "upstream"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.glob("*.yaml")
+                                        if "flowControl" in p.read_text()))
+def test_every_corpus_flow_control_section_starts_the_rust_controller(name):
+    config = load_config(path=str(CORPUS / name))
+    controller = FlowController(config.flow_control, router=Router(config.router_json()))
+    try:
+        assert controller.stats()["queued_requests"] == 0
+    finally:
+        controller.close()

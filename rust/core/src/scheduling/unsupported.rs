@@ -47,10 +47,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "its values are CEL expressions over the response usage, and no CEL evaluator is built in",
     ),
     (
-        "program-aware-fairness",
-        "program-aware fairness is not implemented in flow control",
-    ),
-    (
         "sheddable-eviction-filter",
         "flow control does not evict dispatched requests",
     ),
