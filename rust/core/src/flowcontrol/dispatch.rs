@@ -107,7 +107,10 @@ impl Freed {
 
     fn settle(&mut self) {
         if let Some(band) = self.band.take() {
-            band.release_many(std::mem::take(&mut self.requests), std::mem::take(&mut self.bytes));
+            band.release_many(
+                std::mem::take(&mut self.requests),
+                std::mem::take(&mut self.bytes),
+            );
         }
     }
 }
@@ -290,8 +293,8 @@ impl<D: Dispatcher> Queues<D> {
                 if !item.is_queued() {
                     return false;
                 }
-                let overdue = item.enqueued + ttl <= now
-                    && dispatcher.no_endpoint_ttl_applies(&item.request);
+                let overdue =
+                    item.enqueued + ttl <= now && dispatcher.no_endpoint_ttl_applies(&item.request);
                 if overdue {
                     self.end(item, Rejection::NoEndpoints, now);
                 }
@@ -339,8 +342,8 @@ impl<D: Dispatcher> Queues<D> {
 
     fn next_expiry<S>(&self, s: &Shared<D, S>) -> Option<Instant> {
         let ttl = s.config.no_endpoint_ttl();
-        let empty = (!self.fifo.is_empty() || !self.arrivals.is_empty())
-            && s.dispatcher.pool_empty();
+        let empty =
+            (!self.fifo.is_empty() || !self.arrivals.is_empty()) && s.dispatcher.pool_empty();
         let fifo = self.fifo.front().map(|i| {
             if empty {
                 i.deadline.min(i.enqueued + ttl)
@@ -428,8 +431,7 @@ impl<D: Dispatcher> Queues<D> {
                     }
                     Dispatch::NoCandidates => {
                         item.unclaim();
-                        if s.dispatcher.pool_empty() || !s.dispatcher.no_candidates(&item.request)
-                        {
+                        if s.dispatcher.pool_empty() || !s.dispatcher.no_candidates(&item.request) {
                             band.push_front(item);
                             progress = Progress::Blocked { poll: true };
                             break 'burst;

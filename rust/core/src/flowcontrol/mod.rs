@@ -37,8 +37,8 @@ pub use config::{
 pub use controller::{Admission, CompletionSink, Dispatch, Dispatcher, FlowController, FlowStats};
 pub use item::{Completion, Item, Outcome, Rejection};
 pub use outcomes::{
-    EnqueueSeries, FlowGauge, FlowGaugeRow, FlowMetrics, QueueDurations, QueueLabels,
-    QueueOutcome, QueueSeries, ENQUEUED, FLOW_GC_IDLE, QUEUE_BUCKETS,
+    EnqueueSeries, FlowGauge, FlowGaugeRow, FlowMetrics, QueueDurations, QueueLabels, QueueOutcome,
+    QueueSeries, ENQUEUED, FLOW_GC_IDLE, QUEUE_BUCKETS,
 };
 pub use routing::{
     no_candidates, route_view_when_possible, route_when_possible, Admit, RouteRequest, RouteView,
