@@ -1,7 +1,8 @@
-//! The flow controller: a producer that finds the queues free takes its request in and runs a
-//! short dispatch cycle itself; one that finds them busy leaves its request in a sharded inbox
-//! (no global lock to wait on) for whoever holds them next. The dispatch thread runs what callers
-//! leave behind: long bursts, retries while blocked, and deadlines.
+//! The flow controller: producers leave requests in sharded inboxes (no global lock to wait on)
+//! and the dispatch thread merges and dispatches them in batches, pipelined with the producers.
+//! Room made by a release is used in the releasing caller's thread when the queues are free (a
+//! short cycle, no wake of the dispatch thread); the thread runs the rest: long bursts, retries
+//! while blocked, and deadlines.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -342,17 +343,6 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             gauge,
         ));
         s.ledger.enqueued.fetch_add(1, Ordering::Relaxed);
-        // Queues free: take the request in and dispatch here, no hand-off to another thread.
-        if let Some(mut q) = s.queues.try_lock() {
-            if !s.shutdown.load(Ordering::SeqCst) {
-                let bits = s.pending.swap(0, Ordering::AcqRel);
-                q.take_inbox(s, bits);
-                q.admit(s, item.clone());
-                metrics.enqueued(flow, priority, ENQUEUED, now.elapsed());
-                self.finish_cycle(q, bits & LOOK_AGAIN != 0, Some(now));
-                return Ok(item);
-            }
-        }
         let shard = SHARD.with(Cell::get);
         s.inbox[shard].lock().push(item.clone());
         metrics.enqueued(flow, priority, ENQUEUED, now.elapsed());
@@ -368,14 +358,9 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
 
     /// A short cycle in the caller's thread (the queues' lock held); the dispatch thread is woken
     /// for whatever the cycle leaves to it.
-    fn finish_cycle(
-        &self,
-        mut q: parking_lot::MutexGuard<'_, Queues<D>>,
-        asked: bool,
-        now: Option<Instant>,
-    ) {
+    fn finish_cycle(&self, mut q: parking_lot::MutexGuard<'_, Queues<D>>, asked: bool) {
         let s = &*self.shared;
-        let progress = q.cycle(s, INLINE_BURST, now);
+        let progress = q.cycle(s, INLINE_BURST);
         let wake = asked || q.needs_thread(s, &progress);
         drop(q);
         if wake {
@@ -391,7 +376,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
                 let mut q = q;
                 let bits = s.pending.swap(0, Ordering::AcqRel);
                 q.take_inbox(s, bits);
-                self.finish_cycle(q, bits & LOOK_AGAIN != 0, None);
+                self.finish_cycle(q, bits & LOOK_AGAIN != 0);
             }
             _ => s.wake(),
         }

@@ -1,10 +1,10 @@
 //! The queues and the dispatch cycle: merge new arrivals, expire overdue requests, then dispatch
 //! band by band for as long as saturation allows, handing outcomes over in batches.
 //!
-//! The queues sit behind one lock and a cycle runs wherever it is cheapest: a producer or a
-//! releasing caller that finds the lock free runs a short cycle itself (its request goes without
-//! a hand-off to another thread, and no thread is woken), the dispatch thread runs the rest —
-//! bursts longer than a caller should carry, retries while blocked, and timers (TTL expiry).
+//! The queues sit behind one lock. The dispatch thread merges producers' arrivals and dispatches
+//! them in batches (pipelined with the producers); a releasing caller that finds the lock free
+//! runs a short cycle itself, so room made by a finished request is used without waking the
+//! thread. The thread runs the rest: long bursts, retries while blocked, timers (TTL expiry).
 //! The thread sleeps only when there is nothing it may do; whoever leaves work behind wakes it.
 //! A request with nothing to go to while the pool has endpoints (its subset hint names none of
 //! them) is parked aside: it waits like a request for an empty pool, without holding up the
@@ -184,16 +184,14 @@ impl<D: Dispatcher> Queues<D> {
             .push(item);
     }
 
-    /// Expire, unpark, dispatch up to `burst` requests and hand the outcomes over; `now` when
-    /// the caller has just read the clock.
+    /// Expire, unpark, dispatch up to `burst` requests and hand the outcomes over.
     pub fn cycle<S: CompletionSink<D::Output>>(
         &mut self,
         s: &Shared<D, S>,
         burst: usize,
-        now: Option<Instant>,
     ) -> Progress {
         self.compact(s);
-        let now = now.unwrap_or_else(Instant::now);
+        let now = Instant::now();
         self.expire(s, now);
         self.unpark(s);
         let progress = self.dispatch_some(s, now, burst);
@@ -503,7 +501,7 @@ pub(crate) fn run<D: Dispatcher, S: CompletionSink<D::Output>>(s: Arc<Shared<D, 
             return;
         }
         q.take_inbox(&s, bits);
-        let progress = q.cycle(&s, BURST, None);
+        let progress = q.cycle(&s, BURST);
         q.changed = false;
         let wait = q.sleep_for(&s, &progress);
         drop(q);
