@@ -8,7 +8,8 @@ own CPU per request so every result says how much of the machine the driver took
 
 Config keys: url, rate (req/s), duration_s, arrival ("poisson" | "burst"; bursts of
 `burst_size` every burst_size/rate s), seed, plus the workload (`sharegpt_like`): stream_ratio,
-shared_prefix_ratio, output_tokens, objectives, fairness_ids, token_interval_ms; and
+shared_prefix_ratio, output_tokens, objectives, fairness_ids, token_interval_ms, model (the model
+requests name); and
 `hold_streams`: open that many streams at once, print `open <n>` when all have their first
 byte, then let them finish (memory at N concurrent streams).
 """
@@ -122,7 +123,8 @@ def requests(cfg: dict, host: str):
     extra = {}
     if cfg.get("token_interval_ms"):
         extra[INTERVAL_HEADER] = str(cfg["token_interval_ms"])
-    for req in sharegpt_like(cfg.get("seed", 0), stream_ratio=cfg.get("stream_ratio", 0.5),
+    named = {"model": cfg["model"]} if cfg.get("model") else {}
+    for req in sharegpt_like(cfg.get("seed", 0), **named, stream_ratio=cfg.get("stream_ratio", 0.5),
                              shared_prefix_ratio=cfg.get("shared_prefix_ratio", 0.3),
                              output_tokens=cfg.get("output_tokens"),
                              objectives=tuple(cfg.get("objectives", ())),

@@ -5,11 +5,12 @@
   run` starts it with no config (the plain path), and the EPP with flow control on, two
   objectives (priorities 10 and -5) and requests carrying one of two fairness ids. Reports EPP
   CPU per request and added p50/p99 of both EPP stacks, and production over plain as ratios.
+  The production config also carries an InferenceModelRewrite table (`rewrites:`): every request
+  names `chat`, which it rewrites by weight (and the responses back).
 - `test_memory_flow_control`: 200 req/s through Envoy to the flow-control stack; EPP RSS sampled
   every second, growth after the first 15 s in MiB and bytes per request.
 
-Neither stack passes `--ext-proc-impl`: the EPP picks its request path itself, so the same bench
-measures whichever path the production configuration gets (today the Python one).
+Both stacks run the one (Rust) request path; they differ only in configuration.
 Short form by default; `SLUICEGATE_BENCH_LONG=1` runs longer steps and the full 150 s memory run.
 Results go to benches/out/load.json (sections `production_shape`, `memory_flow_control`).
 """
@@ -41,8 +42,19 @@ flowControl:
 objectives:
 - {name: premium, priority: 10}
 - {name: batch, priority: -5}
+rewrites:
+- name: chat-rollout
+  rules:
+  - matches: [{model: {value: chat}}]
+    targets: [{modelRewrite: meta-llama/Llama-3.1-8B-Instruct, weight: 90},
+              {modelRewrite: meta-llama/Llama-3.1-8B-Instruct-canary, weight: 10}]
+- name: default-model
+  rules:
+  - targets: [{modelRewrite: meta-llama/Llama-3.1-8B-Instruct}]
 """
-WORKLOAD = dict(stream_ratio=0.5, shared_prefix_ratio=0.3, output_tokens=16,
+# Requests name `chat`, a model the production config rewrites (weighted); the plain path sends
+# the same requests on unchanged.
+WORKLOAD = dict(stream_ratio=0.5, shared_prefix_ratio=0.3, output_tokens=16, model="chat",
                 objectives=["premium", "batch"], fairness_ids=["tenant-a", "tenant-b"])
 RATES = (100, 500)
 STEP_S = 20.0 if LONG else 8.0

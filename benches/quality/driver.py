@@ -124,7 +124,7 @@ async def _run_policy(name: str, policy: Policy, shape: FleetShape, rate: float,
 
             async def one(request: WorkloadRequest) -> None:
                 body = _body(request)
-                address = policy.pick(request.path, body)
+                address = await policy.pick_async(request.path, body)
                 try:
                     result.samples.append(await _send(session, address, request.path, body))
                 finally:

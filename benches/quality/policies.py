@@ -36,6 +36,14 @@ schedulingProfiles:
 """
 
 
+# The approximate scorer as it was before approx-prefix-cache-producer (sluicegate ≤ 2026-12-05),
+# on this fleet: its LRU held the KV cache converted to 64-token blocks (1536 × 16 / 64 = 384),
+# 256 blocks matched at most; it did not hash a trailing partial block (the one difference
+# parameters cannot restore; it never matches a longer prompt of the same chat).
+PREVIOUS = _default_profile().replace(
+    "- {type: prefix-cache-scorer}",
+    "- {type: prefix-cache-scorer, parameters: {autoTune: false, lruCapacityPerServer: 384, "
+    "maxPrefixTokensToMatch: 16384}}")
 PRECISE = _default_profile("- {type: precise-prefix-cache-producer, parameters: {blockSize: 16}}")
 
 
@@ -68,6 +76,9 @@ class Policy:
 
     def pick(self, path: str, body: bytes) -> str:
         raise NotImplementedError
+
+    async def pick_async(self, path: str, body: bytes) -> str:
+        return self.pick(path, body)
 
     def done(self, address: str) -> None:
         pass
@@ -161,6 +172,14 @@ class SluicegatePolicy(Policy):
     def pick(self, path: str, body: bytes) -> str:
         return self.scheduler.router.route(path, body).primary
 
+    async def pick_async(self, path: str, body: bytes) -> str:
+        # A policy that tokenizes (in-process, or a round trip to a server's render API) routes
+        # off the event loop, as the EPP does off the proxy's: the loop keeps sending arrivals
+        # on time and reading answers while a request is tokenized.
+        if self.render or (self.config is not None and "token-producer" in self.config):
+            return await asyncio.to_thread(self.pick, path, body)
+        return self.pick(path, body)
+
     def done(self, address: str) -> None:
         self.scheduler.release(address)
 
@@ -173,6 +192,8 @@ class SluicegatePolicy(Policy):
 def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[Policy]:
     out: list[Policy] = [RandomPolicy(seed), RoundRobinPolicy(), LeastRequestPolicy(seed),
                          SluicegatePolicy("sluicegate")]
+    if workload == "shared_prefix":
+        out.append(SluicegatePolicy("sluicegate-previous", PREVIOUS))
     if shape is not None and shape.tokenizer:
         out += [SluicegatePolicy("sluicegate+precise", precise_tokens(shape), True),
                 SluicegatePolicy("sluicegate+precise-render", None, True, render=True)]

@@ -6,6 +6,7 @@ fail or a policy's result is missing."""
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 
 import pytest
@@ -21,8 +22,14 @@ LOAD = 0.7
 SEED = 0
 
 
+def _fixed_rate() -> float:
+    """SLUICEGATE_QUALITY_RATE fixes the rate (req/s): the calibration follows this machine's
+    load, and runs to compare need the same arrivals."""
+    return float(os.environ.get("SLUICEGATE_QUALITY_RATE", "0"))
+
+
 async def _compare(workload: str, shape: FleetShape, calibrate_s: float, run_s: float) -> list[dict]:
-    rate = LOAD * await capacity(workload, shape, calibrate_s, SEED)
+    rate = _fixed_rate() or LOAD * await capacity(workload, shape, calibrate_s, SEED)
     return [(await run_policy(workload, p, shape, rate, run_s, SEED)).summary() for p in policies(workload, SEED)]
 
 
@@ -56,10 +63,11 @@ def test_precise_routing_with_vllm_style_events(benchmark, quality_size, quality
     tokenizer = byte_level_chatml(tmp_path / "tok", vocab_size=2000, corpus=corpus)
     shape = FleetShape(tokenizer=str(tokenizer), hash_seed="42", kv_events_encoding="map",
                        kv_events_endpoint=f"tcp://127.0.0.1:{_free_port()}")
-    names = {"round-robin", "sluicegate", "sluicegate+precise", "sluicegate+precise-render"}
+    names = {"round-robin", "sluicegate", "sluicegate-previous", "sluicegate+precise",
+             "sluicegate+precise-render"}
 
     async def compare() -> list[dict]:
-        rate = LOAD * await capacity("shared_prefix", shape, quality_size.calibrate_s, SEED)
+        rate = _fixed_rate() or LOAD * await capacity("shared_prefix", shape, quality_size.calibrate_s, SEED)
         return [(await run_policy("shared_prefix", p, shape, rate, quality_size.run_s, SEED)).summary()
                 for p in policies("shared_prefix", SEED, shape) if p.name in names]
 

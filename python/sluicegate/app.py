@@ -87,6 +87,7 @@ class Epp:
             self.config.router_json(
                 scrapeIntervalMs=opts.refresh_metrics_interval_ms, stalenessMs=opts.metrics_staleness_ms,
                 ignoreSubsetHint=opts.disable_endpoint_subset_filter,
+                emitEndpointScores=opts.emit_endpoint_scores,
             )
         )
         if opts.allowed_models is not None:
@@ -96,6 +97,9 @@ class Epp:
         fc = self.config.flow_control
         # Objectives (priority per name): static ones now; Kubernetes mode replaces them whole.
         self.router.set_objectives(dict(fc.objectives))
+        # Model rewrites: the config's static table now; Kubernetes mode replaces it whole.
+        if self.config.rewrites_json is not None:
+            self.router.set_rewrites(self.config.rewrites_json)
         self.kube = None
         # Discovery's endpoints pass through here: hostnames become one endpoint per DNS address.
         self.hostnames = HostnameResolution(self._set_endpoints, Resolver(opts.dns_server) if opts.dns_server else None,

@@ -51,7 +51,8 @@ def add_upstream_flags(p: argparse.ArgumentParser) -> None:
                    help="accepted; pool gauges are computed at each scrape here")
     add_bool(p, "--allow-experimental-plugins", False, "allow plugins marked experimental")
     add_bool(p, "--disable-endpoint-subset-filter", False, "ignore the proxy's endpoint subset hint")
-    add_bool(p, "--emit-endpoint-scores", False, "send the scheduler's scores in envoy.lb metadata")
+    add_bool(p, "--emit-endpoint-scores", False, "send the primary profile's weighted scores per endpoint in envoy.lb metadata "
+             "x-gateway-destination-endpoint-scores")
     add_bool(p, "--enable-grpc-stream-metrics", False, "extproc_streams_* and extproc_stream_duration_seconds")
     for dest, (flag, default) in METRIC_NAME_FLAGS.items():
         p.add_argument(flag, dest=dest, default=None, help=f"deprecated upstream; only {default} is read")
@@ -86,6 +87,4 @@ def check(args: argparse.Namespace) -> TlsPolicy:
         log.info("--refresh-prometheus-metrics-interval: pool gauges are computed at each scrape; nothing to refresh")
     if args.allow_experimental_plugins:
         log.info("--allow-experimental-plugins: no sluicegate plugin is marked experimental; nothing changes")
-    if args.emit_endpoint_scores:
-        log.warning("--emit-endpoint-scores: accepted, not applied yet by sluicegate (README flag table)")
     return TlsPolicy(args.tls_min_version, suites, args.enable_cert_reload)

@@ -19,7 +19,8 @@ from sluicegate.app import Epp, EppOptions
 from sluicegate.sim.config import SimConfig
 from tests.harness import write_endpoints
 
-from .extproc_client import header_set, request_body, request_headers, response_body, response_headers
+from .extproc_client import (exchange, header_set, request_body, request_headers, response_body, response_headers,
+                             streamed_body)
 
 CHAT = "/v1/chat/completions"
 BODY = json.dumps({"model": "meta-llama/Llama-3.1-8B-Instruct", "messages": [{"role": "user", "content": "hi"}]})
@@ -307,3 +308,36 @@ def test_a_subset_naming_no_endpoint_gets_503_with_the_reason_after_its_ttl(star
     s = epp.wait_stats(queued_requests=0)
     assert s["expired_no_endpoints"] == 1
     assert_one_outcome_each(s)
+
+
+STATIC_REWRITES = """
+rewrites:
+- name: llama-canary
+  rules:
+  - matches: [{model: {value: meta-llama/Llama-3.1-8B-Instruct}}]
+    targets: [{modelRewrite: llama-canary, weight: 1}]
+- name: later-exact
+  rules:
+  - matches: [{model: {value: meta-llama/Llama-3.1-8B-Instruct}}]
+    targets: [{modelRewrite: never-picked}]
+- name: everything-else
+  rules:
+  - targets: [{modelRewrite: fallback}]
+"""
+
+
+@pytest.mark.parametrize("model, sent_as", [("meta-llama/Llama-3.1-8B-Instruct", "llama-canary"),
+                                            ("some-other-model", "fallback")])
+def test_static_rewrites_in_the_config_rewrite_the_request_through_flow_control(start_epp, pool, model, sent_as):
+    """The config's `rewrites:` table: exact beats match-all, the first (oldest) entry wins, and the
+    response names the model the client asked for again."""
+    epp = start_epp(config(max_concurrency=100) + STATIC_REWRITES, [pool])
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    resp_chunk = b'{"id":"1","model":"' + sent_as.encode() + b'","choices":[]}'
+    out = exchange(epp.epp.port, [request_headers(CHAT, {"x-llm-d-inference-objective": "premium"}),
+                                  request_body(body, True), response_headers(), response_body(resp_chunk, True)])
+    sent, _ = streamed_body(out)
+    assert json.loads(sent)["model"] == sent_as
+    back, eos = streamed_body(out, "response_body")
+    assert eos and json.loads(back)["model"] == model
+    assert epp.wait_stats(dispatched=1, queued_requests=0)

@@ -89,9 +89,10 @@ class FlowController:
     def queue_totals(self) -> list[tuple[int, str, int]]:
         """(priority, outcome, requests) that left flow control; idle flows leave these alone."""
     def stats(self) -> dict[str, Any]:
-        """queued_requests, queued_bytes, bands [(priority, requests, bytes)], enqueued, dispatched,
-        rejected_capacity, expired_ttl, expired_no_endpoints, cancelled, evicted, in_flight,
-        saturation, dispatch_cycles, dispatch_cycle_seconds, queue_wait_seconds."""
+        """queued_requests, queued_bytes, bands [(priority, requests, bytes)], band_limits
+        [(priority, max requests, max bytes)], max_requests, max_bytes (0: no limit), enqueued,
+        dispatched, rejected_capacity, expired_ttl, expired_no_endpoints, cancelled, evicted,
+        in_flight, saturation, dispatch_cycles, dispatch_cycle_seconds, queue_wait_seconds."""
     def shutdown(self) -> None:
         """Evict every queued request (503 rejected-shutting-down) and stop the dispatch thread."""
 

@@ -35,7 +35,9 @@ class Decision:
     stream: bool
     kind: str
     headers: dict[str, str] | None  # to add upstream, e.g. x-prefiller-host-port; None when none
+    response_headers: dict[str, str] | None  # to add to the client's response (session token); None when none
     session_token: str | None  # x-session-token naming the primary, with session affinity
+    endpoint_scores: dict[str, float] | None  # "ip:port" -> weighted score (emitEndpointScores); else None
 
 @final
 class EndpointStatus:
@@ -56,7 +58,7 @@ class Router:
     def __new__(cls, config_json: str = "{}") -> Self:
         """config_json: the scheduling part of an EndpointPickerConfig as JSON ("plugins",
         "schedulingProfiles") plus "stalenessMs", "scrapeIntervalMs", "scrapeTimeoutMs",
-        "maxMetricSeries", "ignoreSubsetHint"; none of the first two gives upstream's default profile (queue-scorer 2,
+        "maxMetricSeries", "ignoreSubsetHint", "emitEndpointScores"; none of the first two gives upstream's default profile (queue-scorer 2,
         kv-cache-utilization-scorer 2, prefix-cache-scorer 3, max-score-picker). Unknown keys,
         plugin types or parameters raise ConfigError naming the plugin and the field."""
     def describe(self) -> str:

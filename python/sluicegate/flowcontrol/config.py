@@ -19,7 +19,8 @@ from ..errors import ConfigError
 
 FEATURE_GATE = "flowControl"
 DEFAULT_FLOW = "default-flow"
-FAIRNESS = ("global-strict-fairness-policy", "round-robin-fairness-policy")
+FAIRNESS = ("global-strict-fairness-policy", "round-robin-fairness-policy", "program-aware-fairness")
+PROGRAM_AWARE = "program-aware-fairness"
 ORDERING = ("fcfs-ordering-policy", "edf-ordering-policy", "slo-deadline-ordering-policy")
 DETECTORS = ("utilization-detector", "concurrency-detector")
 USAGE_LIMITS = ("static-usage-limit-policy", "priority-holdback-policy", "soft-reflective-ceiling-policy")
@@ -27,6 +28,8 @@ USAGE_LIMITS = ("static-usage-limit-policy", "priority-holdback-policy", "soft-r
 # `headroom` only acts there): a profile naming one gets it from the Rust scheduler.
 PLUGIN_PARAMETERS: dict[str, set[str]] = {
     **{t: set() for t in FAIRNESS + ORDERING},
+    PROGRAM_AWARE: {"strategy", "lasWeightService", "lasWeightHeadWait", "lasHalfLifeSeconds", "evictionTtlSeconds",
+                    "evictionSweepSeconds"},
     "utilization-detector": {"queueDepthThreshold", "kvCacheUtilThreshold", "metricsStalenessThreshold", "headroom"},
     "concurrency-detector": {"maxConcurrency", "maxTokenConcurrency", "concurrencyMode", "headroom",
                              "inFlightLoadProducerName"},
@@ -75,6 +78,8 @@ class FlowControlSettings:
     bands: tuple[Band, ...] = ()
     usage_limit: dict[str, Any] = field(default_factory=lambda: {"type": "static-usage-limit-policy", "ceiling": 1.0})
     detector: dict[str, Any] = field(default_factory=lambda: {"type": "utilization-detector"})
+    # program-aware-fairness's parameters (one instance per controller); None when no band uses it.
+    program_aware: dict[str, Any] | None = None
     # InferenceObjective name → priority (static mode); absent or unknown → 0.
     objectives: dict[str, int] = field(default_factory=dict)
 
@@ -90,6 +95,8 @@ class FlowControlSettings:
             doc["defaultNegativePriorityBand"] = self.default_negative_band.to_dict()
         if self.no_endpoint_request_ttl_ms is not None:
             doc["noEndpointRequestTtlMs"] = self.no_endpoint_request_ttl_ms
+        if self.program_aware is not None:
+            doc["programAware"] = self.program_aware
         return json.dumps(doc)
 
 
@@ -105,7 +112,9 @@ def parse_flow_control(doc: dict[str, Any], source: str = "config") -> FlowContr
                           "(flow control does not evict dispatched requests)")
     no_ep = fc.get("noEndpointRequestTTL")
     negative = fc.get("defaultNegativePriorityBand")
+    program_aware = _program_aware(fc, plugins, where)
     return FlowControlSettings(
+        program_aware=program_aware,
         enabled=_gate_on(doc.get("featureGates"), source),
         max_requests=_quantity(fc, "maxRequests", where),
         max_bytes=_quantity(fc, "maxBytes", where),
@@ -324,6 +333,36 @@ def _detector_params(kind: str, params: dict[str, Any], where: str) -> dict[str,
     return {"type": kind, "queueDepthThreshold": float(depth),
             "kvCacheUtilThreshold": _fraction(params, "kvCacheUtilThreshold", 0.8, where),
             "metricsStalenessMs": staleness}
+
+
+def _program_aware(fc: dict, plugins: dict, where: str) -> dict[str, Any] | None:
+    """The parameters of the program-aware-fairness plugin the bands name (one per config: its
+    programs' service is shared by every band using it, as upstream's instance is)."""
+    refs: set[str] = set()
+    templates = [("defaultPriorityBand", fc.get("defaultPriorityBand")),
+                 ("defaultNegativePriorityBand", fc.get("defaultNegativePriorityBand"))]
+    bands = fc.get("priorityBands") if isinstance(fc.get("priorityBands"), list) else []
+    for field_name, band in templates + [(f"priorityBands[{i}]", b) for i, b in enumerate(bands)]:
+        ref = band.get("fairnessPolicyRef") if isinstance(band, dict) else None
+        if ref == PROGRAM_AWARE or (ref in plugins and plugins[ref][0] == PROGRAM_AWARE):
+            refs.add(ref)
+    if not refs:
+        return None
+    if len(refs) > 1:
+        raise ConfigError(f"{where}: bands name {len(refs)} program-aware-fairness plugins "
+                          f"({', '.join(sorted(refs))}); one is supported")
+    (ref,) = refs
+    params = dict(plugins[ref][1]) if ref in plugins else {}
+    w = f"{where}: plugin {ref!r} (program-aware-fairness).parameters"
+    strategy = params.get("strategy", "las")
+    if strategy not in ("las", ""):
+        raise ConfigError(f"{w}.strategy: {strategy!r} is not supported (only 'las', as upstream)")
+    for key in ("lasWeightService", "lasWeightHeadWait", "lasHalfLifeSeconds", "evictionTtlSeconds"):
+        if key in params:
+            _fraction(params, key, 0.0, w, low_open=False, high=None)
+    if "evictionSweepSeconds" in params:
+        _fraction(params, "evictionSweepSeconds", 300.0, w, high=None)
+    return {k: (float(v) if k != "strategy" else v) for k, v in params.items()}
 
 
 def _objectives(raw: Any, where: str) -> dict[str, int]:

@@ -10,10 +10,11 @@ here, once per change; the resolved tables go to the Rust Router whole (`set_obj
 
 from __future__ import annotations
 
-import json
 import logging
-import random
-from dataclasses import dataclass
+
+from ..rewrites import RewriteRule, RewriteTable, RewriteTarget, resolve
+
+__all__ = ["RewriteRule", "RewriteTable", "RewriteTarget", "objective_priorities", "rewrite_table"]
 
 log = logging.getLogger(__name__)
 
@@ -49,73 +50,9 @@ def objective_priorities(objects: list[dict], pool_name: str) -> dict[str, int]:
     return out
 
 
-@dataclass(frozen=True)
-class RewriteTarget:
-    model: str
-    weight: int
-
-
-@dataclass(frozen=True)
-class RewriteRule:
-    source: str  # "<namespace>/<name>" of the InferenceModelRewrite, for logs
-    targets: tuple[RewriteTarget, ...]
-
-    def pick(self, rng: random.Random) -> str:
-        if len(self.targets) == 1:
-            return self.targets[0].model
-        return rng.choices([t.model for t in self.targets], weights=[t.weight for t in self.targets])[0]
-
-
-class RewriteTable:
-    """Immutable lookup: request model → rewritten model (or None)."""
-
-    def __init__(self, exact: dict[str, RewriteRule] | None = None, match_all: RewriteRule | None = None,
-                 seed: int | None = None) -> None:
-        self.exact = exact or {}
-        self.match_all = match_all
-        self._rng = random.Random(seed)
-
-    def __bool__(self) -> bool:
-        return bool(self.exact) or self.match_all is not None
-
-    def rule_for(self, model: str | None) -> RewriteRule | None:
-        if model is not None and model in self.exact:
-            return self.exact[model]
-        return self.match_all
-
-    def rewrite(self, model: str | None) -> str | None:
-        rule = self.rule_for(model)
-        return rule.pick(self._rng) if rule is not None else None
-
-    def to_json(self) -> str:
-        """The table as the Rust Router takes it (`Router.set_rewrites`)."""
-        def rule(r: RewriteRule) -> dict:
-            return {"source": r.source, "targets": [{"model": t.model, "weight": t.weight} for t in r.targets]}
-
-        return json.dumps({"exact": {m: rule(r) for m, r in self.exact.items()},
-                           "matchAll": rule(self.match_all) if self.match_all is not None else None})
-
-
 def rewrite_table(objects: list[dict], pool_name: str) -> RewriteTable:
-    exact: dict[str, RewriteRule] = {}
-    match_all: RewriteRule | None = None
-    for obj in sorted((o for o in objects if _bound_to(o, pool_name)), key=_age_key):
+    def spec(obj: dict) -> tuple[str, dict]:
         md = obj["metadata"]
-        source = f"{md.get('namespace', '')}/{md['name']}"
-        for i, raw in enumerate((obj.get("spec") or {}).get("rules") or []):
-            targets = tuple(
-                RewriteTarget(model=str(t["modelRewrite"]), weight=int(t.get("weight") or 1))
-                for t in raw.get("targets") or [] if t.get("modelRewrite")
-            )
-            if not targets:
-                log.warning("InferenceModelRewrite %s: rules[%d] has no targets; ignored", source, i)
-                continue
-            rule = RewriteRule(source=source, targets=targets)
-            matches = raw.get("matches") or []
-            if not matches:
-                match_all = match_all or rule  # the oldest match-all wins
-            for m in matches:
-                value = ((m or {}).get("model") or {}).get("value")
-                if value:
-                    exact.setdefault(value, rule)  # oldest first: keep the first seen
-    return RewriteTable(exact, match_all)
+        return f"{md.get('namespace', '')}/{md['name']}", obj.get("spec") or {}
+
+    return resolve(spec(o) for o in sorted((o for o in objects if _bound_to(o, pool_name)), key=_age_key))

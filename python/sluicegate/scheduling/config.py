@@ -15,9 +15,11 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..flowcontrol.config import DETECTORS
 from ..flowcontrol.config import PLUGIN_TYPES as FLOW_PLUGIN_TYPES
 from ..flowcontrol.config import FlowControlSettings, parse_flow_control
 from ..activator.static import StaticActivatorSettings, parse_static_activator
+from ..rewrites import parse_static as parse_static_rewrites
 from .data_layer import DATA_TYPES, DataLayer, DataPlugin, data_plugin, parse_data_layer
 from .request_handler import PARSER_TYPES, check_parser_plugin, parser_types
 
@@ -27,7 +29,7 @@ KIND = "EndpointPickerConfig"
 # Upstream's profile when no config is given (resolved by the Rust scheduler; kept for callers).
 DEFAULT_WEIGHTS = {"queue-scorer": 2.0, "kv-cache-utilization-scorer": 2.0, "prefix-cache-scorer": 3.0}
 TOP_LEVEL = {"apiVersion", "kind", "plugins", "schedulingProfiles", "featureGates", "flowControl", "dataLayer",
-             "requestHandler", "parser", "saturationDetector", "objectives", "activator"}
+             "requestHandler", "parser", "saturationDetector", "objectives", "activator", "rewrites"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class EppConfig:
     data_layer: DataLayer = DataLayer()
     flow_control: FlowControlSettings = FlowControlSettings()
     activator: StaticActivatorSettings | None = None  # static mode's scale commands
+    # Static InferenceModelRewrites (`rewrites:`), resolved, as `Router.set_rewrites` takes them.
+    rewrites_json: str | None = None
     source: str = "<defaults>"
 
     @property
@@ -140,7 +144,7 @@ def _parse(doc: Any, source: str) -> EppConfig:
         raise ConfigError(f"{source}: apiVersion {doc['apiVersion']!r} is not one of {', '.join(API_VERSIONS)}")
     if doc.get("kind", KIND) != KIND:
         raise ConfigError(f"{source}: kind {doc['kind']!r} is not {KIND}")
-    scheduling, data_plugins, parsers = _split_plugins(doc.get("plugins"), source)
+    scheduling, data_plugins, parsers = _split_plugins(doc.get("plugins"), source, _profile_refs(doc))
     if "schedulingProfiles" in doc:
         scheduling["schedulingProfiles"] = doc["schedulingProfiles"]
     kinds = parser_types(doc, parsers, source)
@@ -153,8 +157,14 @@ def _parse(doc: Any, source: str) -> EppConfig:
     base = EppConfig(endpoints_file=data_layer.endpoints_file, watch_file=data_layer.watch_file,
                      data_layer=data_layer, request_json=json.dumps(handling), feature_gates=tuple(gates),
                      flow_control=parse_flow_control(doc, source),
-                     activator=parse_static_activator(doc.get("activator"), source), source=source)
+                     activator=parse_static_activator(doc.get("activator"), source),
+                     rewrites_json=_rewrites_json(doc.get("rewrites"), source), source=source)
     return _resolve(scheduling, base)
+
+
+def _rewrites_json(raw: Any, source: str) -> str | None:
+    table = parse_static_rewrites(raw, f"{source}: rewrites")
+    return None if table is None else table.to_json()
 
 
 def _resolve(scheduling: dict[str, Any], base: EppConfig) -> EppConfig:
@@ -186,9 +196,23 @@ def _no_unknown(mapping: dict, allowed: set[str], where: str) -> None:
         raise ConfigError(f"{where}: unknown field '{unknown[0]}'")
 
 
-def _split_plugins(raw: Any, source: str) -> tuple[dict[str, Any], dict[str, DataPlugin], dict[str, str]]:
+def _profile_refs(doc: dict) -> set[str]:
+    """Every pluginRef of every scheduling profile (malformed profiles are the scheduler's to report)."""
+    refs: set[str] = set()
+    profiles = doc.get("schedulingProfiles")
+    for p in profiles if isinstance(profiles, list) else []:
+        plugins = p.get("plugins") if isinstance(p, dict) else None
+        for r in plugins if isinstance(plugins, list) else []:
+            if isinstance(r, dict) and isinstance(r.get("pluginRef"), str):
+                refs.add(r["pluginRef"])
+    return refs
+
+
+def _split_plugins(raw: Any, source: str, profile_refs: set[str]) -> tuple[dict[str, Any], dict[str, DataPlugin],
+                                                                          dict[str, str]]:
     """Data-layer plugins and parsers are checked here (parsers as name -> type); flow-control
-    plugins are flowcontrol.config's; the rest go to the scheduler as given."""
+    plugins are flowcontrol.config's, except that a saturation detector a profile names is also
+    the scheduler's (its filter role, where `headroom` acts); the rest go to the scheduler."""
     if raw is None:
         return {}, {}, {}
     if not isinstance(raw, list):
@@ -201,6 +225,8 @@ def _split_plugins(raw: Any, source: str) -> tuple[dict[str, Any], dict[str, Dat
             raise ConfigError(f"{source}: plugins[{i}]: expected a mapping")
         kind = p.get("type")
         if kind in FLOW_PLUGIN_TYPES:
+            if kind in DETECTORS and (p.get("name") or kind) in profile_refs:
+                scheduling.append(p)
             continue  # flowcontrol.config parses these
         if kind not in DATA_TYPES and kind not in PARSER_TYPES:
             scheduling.append(p)

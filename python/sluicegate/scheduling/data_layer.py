@@ -41,8 +41,8 @@ REFUSED = {
     "models-data-source": "polling /v1/models per endpoint is not implemented",
     "models-data-extractor": "polling /v1/models per endpoint is not implemented",
     "k8s-notification-source": "no extractor for Kubernetes object events exists here",
-    "multicluster-metrics-data-source": "multi-cluster pools are not supported",
-    "multicluster-metrics-extractor": "multi-cluster pools are not supported",
+    "multicluster-metrics-data-source": "the pool averages of other clusters' EPPs are not scraped",
+    "multicluster-metrics-extractor": "the pool averages of other clusters' EPPs are not scraped",
 }
 DATA_TYPES = frozenset(DISCOVERY) | frozenset(SOURCES) | frozenset(EXTRACTORS) | frozenset(REFUSED)
 _FIELDS = {"injectDefaults", "sources", "discovery", "peerDiscovery", "crossReplicaSyncerPluginRef",

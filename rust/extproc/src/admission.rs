@@ -14,10 +14,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use sluicegate_core::flowcontrol::{
-    no_candidates, route_when_possible, Admission, Completion, CompletionSink, Dispatch,
-    Dispatcher, FlowControlConfig, FlowController, FlowMetrics, FlowStats, Hold, Item, Outcome,
-    QueueDurations, QueueLabels, QueueOutcome, Rejection, RouteRequest, SaturationDetector,
-    ScaleFromZero,
+    no_candidates, route_view_when_possible, route_when_possible, Admission, Completion,
+    CompletionSink, Dispatch, Dispatcher, FlowControlConfig, FlowController, FlowMetrics,
+    FlowStats, Hold, Item, Outcome, QueueDurations, QueueLabels, QueueOutcome, Rejection,
+    RouteRequest, RouteView, SaturationDetector, ScaleFromZero,
 };
 use sluicegate_core::parse::model_of;
 use sluicegate_core::scheduling::{Decision, RouteError};
@@ -209,8 +209,9 @@ impl Gate {
         self.queueing
     }
 
-    /// Admit one request whose body is complete.
-    pub fn admit(self: &Arc<Self>, ask: &Ask<'_>, route: RouteRequest) -> Admitted {
+    /// Admit one request whose body is complete. It is routed from `route` as the stream holds
+    /// it when it may go at once; only a request that must queue is copied.
+    pub fn admit(self: &Arc<Self>, ask: &Ask<'_>, route: RouteView<'_>) -> Admitted {
         if !self.queueing {
             if ask.priority < 0 && self.controller.saturation() >= 1.0 {
                 return Admitted::Refused(Refusal {
@@ -228,8 +229,11 @@ impl Gate {
             slo_ttft: ask.slo_ttft,
             ..Default::default()
         };
-        let mut queued = Queued { route, held: false };
-        if let Some(now) = self.controller.dispatch_now(&admission, &queued) {
+        let router = self.router.router();
+        let now = self
+            .controller
+            .dispatch_now_with(&admission, || route_view_when_possible(router, route));
+        if let Some(now) = now {
             if now.is_err() {
                 self.controller.release(); // refused by the scheduler: it never went anywhere
             }
@@ -244,8 +248,12 @@ impl Gate {
             }
             return Admitted::Now(now);
         }
-        let snapshot = self.router.router().store().snapshot();
-        let hold = if no_candidates(&snapshot, queued.route.subset.as_deref()) {
+        let mut queued = Queued {
+            route: route.to_request(),
+            held: false,
+        };
+        let snapshot = router.store().snapshot();
+        let hold = if no_candidates(&snapshot, route.subset) {
             self.scale_from_zero.hold()
         } else {
             None
@@ -328,6 +336,12 @@ impl Gate {
     /// A dispatched request finished: its place is free.
     pub fn release(&self) {
         self.controller.release();
+    }
+
+    /// A routed request of `flow` ended with this usage (program-aware fairness's service).
+    pub fn completed(&self, flow: &str, prompt_tokens: u64, completion_tokens: u64) {
+        self.controller
+            .completed(flow, prompt_tokens, completion_tokens);
     }
 
     /// An outcome nobody waits for any more: free what it holds.

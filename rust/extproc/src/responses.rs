@@ -76,15 +76,28 @@ fn set(key: &str, value: impl Into<Bytes>) -> HeaderValueOption {
     }
 }
 
-/// Request-phase answer that routes to `endpoints` ("ip:port[,ip:port...]").
-fn destination_mutation(endpoints: &str, content_length: Option<usize>) -> CommonResponse {
-    let mut headers = Vec::with_capacity(2);
+/// What routes a request: the destination, the headers the decision adds to the request (stage
+/// peers, data-parallel rank), and with --emit-endpoint-scores the primary profile's scores.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Route<'a> {
+    /// "ip:port[,ip:port...]": primary first, then fallbacks.
+    pub endpoints: &'a str,
+    pub headers: &'a [(String, String)],
+    pub scores: Option<&'a [(String, f64)]>,
+}
+
+/// Request-phase answer that routes to `route.endpoints`.
+fn destination_mutation(route: &Route<'_>, content_length: Option<usize>) -> CommonResponse {
+    let mut headers = Vec::with_capacity(2 + route.headers.len());
     headers.push(set(
         protocol::DESTINATION_ENDPOINT,
-        Bytes::copy_from_slice(endpoints.as_bytes()),
+        Bytes::copy_from_slice(route.endpoints.as_bytes()),
     ));
     if let Some(n) = content_length {
         headers.push(set("content-length", n.to_string()));
+    }
+    for (k, v) in route.headers {
+        headers.push(set(k, Bytes::copy_from_slice(v.as_bytes())));
     }
     CommonResponse {
         header_mutation: Some(HeaderMutation {
@@ -96,13 +109,27 @@ fn destination_mutation(endpoints: &str, content_length: Option<usize>) -> Commo
     }
 }
 
-fn destination_metadata(endpoints: &str) -> Struct {
-    let inner = Struct {
+/// envoy.lb: the destination and, when the decision carries them, the scores (as upstream: a
+/// struct of "ip:port" -> number, only when there are scores).
+fn destination_metadata(route: &Route<'_>) -> Struct {
+    let mut inner = Struct {
         fields: HashMap::from([(
             protocol::DESTINATION_ENDPOINT.to_owned(),
-            Value::string(endpoints),
+            Value::string(route.endpoints),
         )]),
     };
+    if let Some(scores) = route.scores.filter(|s| !s.is_empty()) {
+        let scores = Struct {
+            fields: scores
+                .iter()
+                .map(|(address, score)| (address.clone(), Value::number(*score)))
+                .collect(),
+        };
+        inner.fields.insert(
+            protocol::DESTINATION_ENDPOINT_SCORES.to_owned(),
+            Value::structure(scores),
+        );
+    }
     Struct {
         fields: HashMap::from([(
             protocol::DESTINATION_NAMESPACE.to_owned(),
@@ -112,18 +139,18 @@ fn destination_metadata(endpoints: &str) -> Struct {
 }
 
 /// Full duplex and header-only requests: the decision rides on the request-headers answer.
-pub fn routed_headers(endpoints: &str, content_length: Option<usize>) -> ProcessingResponse {
+pub fn routed_headers(route: &Route<'_>, content_length: Option<usize>) -> ProcessingResponse {
     ProcessingResponse {
         response: Some(Response::RequestHeaders(HeadersResponse {
-            response: Some(destination_mutation(endpoints, content_length)),
+            response: Some(destination_mutation(route, content_length)),
         })),
-        dynamic_metadata: Some(destination_metadata(endpoints)),
+        dynamic_metadata: Some(destination_metadata(route)),
     }
 }
 
 /// BUFFERED/STREAMED modes: the decision rides on the body answer (headers are held until then).
-pub fn routed_body(endpoints: &str, body: Option<Bytes>) -> ProcessingResponse {
-    let mut common = destination_mutation(endpoints, body.as_ref().map(Bytes::len));
+pub fn routed_body(route: &Route<'_>, body: Option<Bytes>) -> ProcessingResponse {
+    let mut common = destination_mutation(route, body.as_ref().map(Bytes::len));
     if let Some(body) = body {
         common.body_mutation = Some(BodyMutation {
             mutation: Some(Mutation::Body(body)),
@@ -133,7 +160,7 @@ pub fn routed_body(endpoints: &str, body: Option<Bytes>) -> ProcessingResponse {
         response: Some(Response::RequestBody(BodyResponse {
             response: Some(common),
         })),
-        dynamic_metadata: Some(destination_metadata(endpoints)),
+        dynamic_metadata: Some(destination_metadata(route)),
     }
 }
 
@@ -186,15 +213,26 @@ pub fn replaced_response_body(body: Bytes) -> ProcessingResponse {
     }))
 }
 
-/// The response-headers answer: without `content-length` when the body will change size (the
-/// model is rewritten back; the proxy re-frames it), with `header` set when one is given.
-pub fn response_headers(drop_length: bool, header: Option<(&str, String)>) -> ProcessingResponse {
-    if !drop_length && header.is_none() {
+/// The response-headers answer: headers the decision adds for the client (a session token),
+/// the served-endpoint verdict when destination-endpoint-served-verifier is listed, and
+/// `content-length` removed when the body will change size (the model is rewritten back; the
+/// proxy re-frames it).
+pub fn response_headers(
+    add: &[(String, String)],
+    verdict: Option<(&str, String)>,
+    drop_length: bool,
+) -> ProcessingResponse {
+    if add.is_empty() && verdict.is_none() && !drop_length {
         return empty_response_headers();
     }
+    let mut set_headers: Vec<HeaderValueOption> = add
+        .iter()
+        .map(|(k, v)| set(k, Bytes::copy_from_slice(v.as_bytes())))
+        .collect();
+    set_headers.extend(verdict.map(|(k, v)| set(k, v)));
     let common = CommonResponse {
         header_mutation: Some(HeaderMutation {
-            set_headers: header.map(|(k, v)| set(k, v)).into_iter().collect(),
+            set_headers,
             remove_headers: if drop_length {
                 vec!["content-length".to_owned()]
             } else {

@@ -13,9 +13,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use sluicegate_core::flowcontrol::RouteRequest;
+use sluicegate_core::flowcontrol::RouteView;
 use sluicegate_core::parse::{find_usage, model_of, replace_model_in_chunk_cow};
-use sluicegate_core::scheduling::{Decision, RouteError};
+use sluicegate_core::scheduling::cycle::ScheduleError;
+use sluicegate_core::scheduling::{Decision, RouteError, RouteOptions};
 use sluicegate_core::stats::{ChunkGaps, Outcome, RequestLabels, RequestStats};
 
 use crate::admission::{Admitted, Ask, Decided, Gate, Refusal, Waiting};
@@ -26,7 +27,7 @@ use crate::pb::{
     ProcessingResponse,
 };
 use crate::protocol;
-use crate::responses::{self, Phase};
+use crate::responses::{self, Phase, Route};
 use crate::SharedRouter;
 
 /// Answers queued for the proxy; the gRPC layer drains it after each request message.
@@ -44,6 +45,8 @@ impl From<RouteError> for Failure {
     fn from(e: RouteError) -> Failure {
         let (status, reason) = match e {
             RouteError::BadRequest(_) => (400, ""),
+            // An admitter's refusal: upstream answers it 500 ("request cannot be admitted").
+            RouteError::NoEndpoints(ScheduleError::NotAdmitted(_)) => (500, ""),
             RouteError::NoEndpoints(_) => (503, "rejected-no-endpoints"),
             RouteError::ModelNotServed { .. } => (404, ""),
         };
@@ -104,6 +107,9 @@ pub struct RequestStream {
     path: String,
     rewrite: Option<String>,
     subset: Option<Vec<String>>,
+    /// The request's headers (names lower-case, no pseudo-headers), collected only when some
+    /// plugin reads them.
+    headers: Vec<(String, String)>,
     parts: Vec<Bytes>,
     chunks: usize,
     decision: Option<Decision>,
@@ -179,6 +185,7 @@ impl RequestStream {
             path: "/".to_owned(),
             rewrite: None,
             subset: None,
+            headers: Vec::new(),
             parts: Vec::new(),
             chunks: 0,
             decision: None,
@@ -348,8 +355,13 @@ impl RequestStream {
             self.resp_mode = c.response_body_mode;
         }
         let mut explicit_fairness = false;
+        let keep_headers = self.router.router().reads_headers();
         for h in headers.headers.iter().flat_map(|m| m.headers.iter()) {
             let key = h.key.as_str();
+            if keep_headers && !key.starts_with(':') {
+                self.headers
+                    .push((key.to_ascii_lowercase(), header_text(h)));
+            }
             if key == ":path" {
                 self.path = header_text(h);
             } else if protocol::MODEL_REWRITE_HEADERS.contains(&key) {
@@ -379,7 +391,7 @@ impl RequestStream {
             }
         }
         self.subset = subset_hint(metadata.as_ref());
-        if self.gate.is_some() {
+        if self.gate.is_some() || self.router.router().has_admitters() {
             let policies = self.router.router().policies();
             self.priority = policies.objectives.priority_of(&self.objective);
         }
@@ -456,12 +468,13 @@ impl RequestStream {
             size: body.len() as u64,
             slo_ttft: self.slo_ttft,
         };
-        let request = RouteRequest {
-            path: self.path.clone(),
-            body: body.to_vec(),
-            model_rewrite: self.rewrite.clone(),
-            subset: self.subset.clone(),
-            headers: Vec::new(),
+        let request = RouteView {
+            path: &self.path,
+            body: &body,
+            model_rewrite: self.rewrite.as_deref(),
+            subset: self.subset.as_deref(),
+            headers: &self.headers,
+            priority: self.priority,
         };
         match admit(&gate, &ask, request)? {
             Admitted::Direct => {
@@ -484,27 +497,27 @@ impl RequestStream {
 
     /// The request-phase answers once the decision is made.
     fn answer(&mut self, body: Bytes, answer: Answer, out: &mut Outbox) {
+        let Some(decision) = self.decision.as_mut() else {
+            return;
+        };
+        let rewritten = decision.body.take().map(Bytes::from);
+        let route = Route {
+            endpoints: &decision.endpoints,
+            headers: &decision.headers,
+            scores: decision.endpoint_scores.as_deref(),
+        };
         let Answer::Body {
             end_of_stream,
             trailers,
         } = answer
         else {
-            let endpoints = self.decision.as_ref().map(|d| d.endpoints.clone());
-            out.push_back(responses::routed_headers(
-                endpoints.as_deref().unwrap_or(""),
-                None,
-            ));
+            out.push_back(responses::routed_headers(&route, None));
             self.after_request();
             return;
         };
-        let Some(decision) = self.decision.as_mut() else {
-            return;
-        };
-        let rewritten = decision.body.take().map(Bytes::from);
-        let endpoints = decision.endpoints.clone();
         if self.req_mode == body_mode::FULL_DUPLEX_STREAMED {
             let body = rewritten.unwrap_or(body);
-            out.push_back(responses::routed_headers(&endpoints, Some(body.len())));
+            out.push_back(responses::routed_headers(&route, Some(body.len())));
             responses::push_streamed_chunks(out, body, end_of_stream, Phase::Request);
         } else {
             // STREAMED sent earlier chunks unanswered: answer each; a rewritten body replaces them all.
@@ -514,7 +527,7 @@ impl RequestStream {
                 responses::empty_request_body()
             };
             out.extend(std::iter::repeat_n(held, self.chunks.saturating_sub(1)));
-            out.push_back(responses::routed_body(&endpoints, rewritten));
+            out.push_back(responses::routed_body(&route, rewritten));
         }
         self.after_request();
         if trailers && !self.finished {
@@ -538,21 +551,20 @@ impl RequestStream {
     }
 
     fn route(&mut self, body: &[u8]) -> Result<(), Failure> {
-        let (router, path, rewrite, subset) = (
-            self.router.router(),
-            &self.path,
-            self.rewrite.as_deref(),
-            self.subset.as_deref(),
-        );
+        let (router, path) = (self.router.router(), &self.path);
+        let options = RouteOptions {
+            model_rewrite: self.rewrite.as_deref(),
+            subset: self.subset.as_deref(),
+            headers: &self.headers,
+            priority: self.priority,
+        };
         // A bug must not hang the request: a panic is answered 500 and the stream closed.
-        let routed = catch_unwind(AssertUnwindSafe(|| {
-            router.route(path, body, rewrite, subset)
-        }))
-        .map_err(|_| Failure {
-            status: 500,
-            message: "internal error: panic in routing".to_owned(),
-            reason: "",
-        })?;
+        let routed = catch_unwind(AssertUnwindSafe(|| router.route_with(path, body, &options)))
+            .map_err(|_| Failure {
+                status: 500,
+                message: "internal error: panic in routing".to_owned(),
+                reason: "",
+            })?;
         self.decided(routed?);
         Ok(())
     }
@@ -594,11 +606,12 @@ impl RequestStream {
 
     fn after_request(&mut self) {
         // Full duplex ignores mode_override: the only way to skip the response phase is to close.
+        // Not when the response must be rewritten back or carry headers (a session token).
         if self.skip_response
             && self
                 .decision
                 .as_ref()
-                .is_some_and(|d| d.target_model.is_none())
+                .is_some_and(|d| d.target_model.is_none() && d.response_headers.is_empty())
         {
             self.finished = true;
             self.complete(None);
@@ -629,9 +642,14 @@ impl RequestStream {
         if headers.end_of_stream {
             self.complete(None);
         }
+        let add = self
+            .decision
+            .as_ref()
+            .map_or(&[][..], |d| &d.response_headers[..]);
         out.push_back(responses::response_headers(
-            self.rewriting_back().is_some(),
+            add,
             verdict,
+            self.rewriting_back().is_some(),
         ));
         self.metrics.response_handling += at.elapsed();
     }
@@ -758,6 +776,9 @@ impl RequestStream {
                 .map(|u| (total - ttft) / (u.completion_tokens - 1) as f64);
             self.router.router().observe_latency(d, ttft, tpot);
         }
+        if let (Some(gate), Some(u), true) = (&self.gate, usage, self.decision.is_some()) {
+            gate.completed(&self.fairness_id, u.prompt_tokens, u.completion_tokens);
+        }
         let labels = RequestLabels {
             model,
             target_model,
@@ -781,7 +802,7 @@ impl Drop for RequestStream {
 }
 
 /// Admission that cannot hang the request on a bug: a panic is answered 500.
-fn admit(gate: &Arc<Gate>, ask: &Ask<'_>, request: RouteRequest) -> Result<Admitted, Failure> {
+fn admit(gate: &Arc<Gate>, ask: &Ask<'_>, request: RouteView<'_>) -> Result<Admitted, Failure> {
     catch_unwind(AssertUnwindSafe(|| gate.admit(ask, request))).map_err(|_| Failure {
         status: 500,
         message: "internal error: panic in admission".to_owned(),
@@ -789,7 +810,8 @@ fn admit(gate: &Arc<Gate>, ask: &Ask<'_>, request: RouteRequest) -> Result<Admit
     })
 }
 
-/// `x-llm-d-slo-ttft-ms`: the TTFT objective ordering slo-deadline flows; ignored when malformed.
+/// `x-llm-d-slo-ttft-ms` (or its alias): the TTFT objective ordering slo-deadline flows;
+/// ignored when malformed.
 fn slo_ttft(value: &str) -> Option<Duration> {
     let ms: f64 = value.trim().parse().ok()?;
     (ms > 0.0 && ms < 1e12).then(|| Duration::from_secs_f64(ms / 1000.0))
@@ -845,3 +867,7 @@ pub(crate) mod tests;
 #[cfg(test)]
 #[path = "stream_admission_tests.rs"]
 mod admission_tests;
+
+#[cfg(test)]
+#[path = "stream_headers_tests.rs"]
+mod headers_tests;

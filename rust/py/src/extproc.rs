@@ -353,7 +353,17 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("OBJECTIVE_HEADERS", protocol::OBJECTIVE_HEADERS)?;
     m.add("FAIRNESS_HEADERS", protocol::FAIRNESS_HEADERS)?;
     m.add("MODEL_REWRITE_HEADERS", protocol::MODEL_REWRITE_HEADERS)?;
+    m.add(
+        "DESTINATION_ENDPOINT_SCORES",
+        protocol::DESTINATION_ENDPOINT_SCORES,
+    )?;
     m.add("SLO_TTFT_HEADERS", protocol::SLO_TTFT_HEADERS)?;
+    m.add("SLO_TPOT_HEADERS", protocol::SLO_TPOT_HEADERS)?;
+    m.add("PREFILLER_HEADER", protocol::PREFILLER_HEADER)?;
+    m.add("ENCODERS_HEADER", protocol::ENCODERS_HEADER)?;
+    m.add("DATA_PARALLEL_HEADER", protocol::DATA_PARALLEL_HEADER)?;
+    m.add("SESSION_TOKEN_HEADER", protocol::SESSION_TOKEN_HEADER)?;
+    m.add("SESSION_ID_HEADER", protocol::SESSION_ID_HEADER)?;
     m.add("DEFAULT_FAIRNESS_ID", protocol::DEFAULT_FAIRNESS_ID)?;
     m.add("DROPPED_REASON", protocol::DROPPED_REASON)?;
     m.add("REQUEST_ID", protocol::REQUEST_ID)?;

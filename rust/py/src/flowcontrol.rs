@@ -314,6 +314,7 @@ impl PyFlowController {
                 .into_iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v))
                 .collect(),
+            priority,
         });
         let mut queued = Queued {
             route: request,

@@ -85,7 +85,9 @@ pub struct PyDecision {
     stream: bool,
     kind: &'static str,
     headers: Option<BTreeMap<String, String>>,
+    response_headers: Option<BTreeMap<String, String>>,
     session_token: Option<String>,
+    endpoint_scores: Option<BTreeMap<String, f64>>,
 }
 
 impl PyDecision {
@@ -100,7 +102,16 @@ impl PyDecision {
             stream: d.stream,
             kind: d.kind.as_str(),
             headers: (!d.headers.is_empty()).then(|| d.headers.into_iter().collect()),
-            session_token: d.session_token,
+            session_token: d
+                .response_headers
+                .iter()
+                .find(|(k, _)| k == scheduling::SESSION_TOKEN_HEADER)
+                .map(|(_, v)| v.clone()),
+            response_headers: (!d.response_headers.is_empty())
+                .then(|| d.response_headers.into_vec().into_iter().collect()),
+            endpoint_scores: d
+                .endpoint_scores
+                .map(|s| s.into_vec().into_iter().collect()),
         }
     }
 }
@@ -364,6 +375,7 @@ fn detached<T: Send>(
         model_rewrite,
         subset: subset.as_deref(),
         headers: &headers,
+        priority: 0,
     };
     py.detach(|| f(path, body, &options)).map_err(route_error)
 }

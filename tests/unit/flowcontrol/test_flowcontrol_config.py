@@ -4,12 +4,14 @@ name the field."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from sluicegate.errors import ConfigError
 from sluicegate.flowcontrol import FlowController
 from sluicegate.flowcontrol.config import parse_flow_control
+from sluicegate.scheduling import Router
 from sluicegate.scheduling.config import load_config
 
 FULL = """
@@ -186,3 +188,41 @@ def test_upstream_detector_defaults_and_soft_reflective_policy():
         "flowControl": {"usageLimitPolicyPluginRef": "priority-holdback-policy"}})
     assert holdback.usage_limit == {"type": "priority-holdback-policy", "minCeiling": 0.4, "maxCeiling": 1.0,
                                     "domain": "rank"}
+
+
+def test_program_aware_fairness_parameters_reach_the_core():
+    doc = {"plugins": [{"name": "pa", "type": "program-aware-fairness",
+                        "parameters": {"lasHalfLifeSeconds": 0, "evictionSweepSeconds": 30}}],
+           "flowControl": {"priorityBands": [{"priority": 1, "fairnessPolicyRef": "pa"}]}}
+    fc = parse_flow_control(doc)
+    assert fc.bands[0].fairness_policy == "program-aware-fairness"
+    assert json.loads(fc.to_json())["programAware"] == {"lasHalfLifeSeconds": 0.0, "evictionSweepSeconds": 30.0}
+    assert parse_flow_control({}).program_aware is None
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"strategy": "drr"}, "strategy: 'drr' is not supported"),
+    ({"evictionSweepSeconds": 0}, "evictionSweepSeconds: 0 must be a number in (0.0, inf)"),
+    ({"lasWeightService": -1}, "lasWeightService: -1 must be a number in [0.0, inf)"),
+    ({"lasWeight": 1}, "unknown field 'lasWeight'"),
+])
+def test_program_aware_fairness_bad_parameters_are_named(params, field):
+    doc = {"plugins": [{"type": "program-aware-fairness", "parameters": params}],
+           "flowControl": {"defaultPriorityBand": {"fairnessPolicyRef": "program-aware-fairness"}}}
+    with pytest.raises(ConfigError) as e:
+        parse_flow_control(doc)
+    assert field in str(e.value)
+
+
+CORPUS = Path(__file__).parents[2] / "data" / "configs" / "upstream"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.glob("*.yaml")
+                                        if "flowControl" in p.read_text()))
+def test_every_corpus_flow_control_section_starts_the_rust_controller(name):
+    config = load_config(path=str(CORPUS / name))
+    controller = FlowController(config.flow_control, router=Router(config.router_json()))
+    try:
+        assert controller.stats()["queued_requests"] == 0
+    finally:
+        controller.close()

@@ -16,8 +16,13 @@ def test_eviction_off_is_accepted_and_on_is_refused():
         load_config(text="featureGates: [flowControl]\nflowControl: {enableEviction: true}")
 
 
-@pytest.mark.parametrize("kind", ["program-aware-fairness", "soft-reflective-ceiling-policy",
-                                  "sheddable-eviction-filter", "priority-then-time-eviction-order-policy"])
+@pytest.mark.parametrize("kind", ["sheddable-eviction-filter", "priority-then-time-eviction-order-policy"])
 def test_flow_control_plugins_not_run_here_are_refused_by_name(kind):
     with pytest.raises(ConfigError, match=re.escape(f"'{kind}' is not supported by sluicegate")):
         load_config(text=f"plugins: [{{type: {kind}}}, {{type: queue-scorer}}]")
+
+
+@pytest.mark.parametrize("kind", ["program-aware-fairness", "soft-reflective-ceiling-policy",
+                                  "probabilistic-admitter", "latency-slo-admitter"])
+def test_flow_control_and_admission_plugins_run_here_are_accepted(kind):
+    load_config(text=f"plugins: [{{type: {kind}}}, {{type: queue-scorer}}]")

@@ -136,6 +136,29 @@ def test_render_and_tokenize_endpoints_answer_the_ids_the_epp_computes(tokenizer
     run(body)
 
 
+def test_remembered_chat_pieces_give_the_ids_of_a_whole_encode(tokenizer_dir) -> None:
+    """The in-process tokenizer encodes a rendered chat piece by piece and remembers long pieces:
+    a second conversation on the same system prompt, and the next turn of the first, are still
+    tokenized exactly as the server renders them."""
+    chats = [
+        [{"role": "system", "content": TEXT}, {"role": "user", "content": "weather in the city?"}],
+        [{"role": "system", "content": TEXT}, {"role": "user", "content": "and in the hills? " * 8}],
+        [{"role": "system", "content": TEXT}, {"role": "user", "content": "weather in the city?"},
+         {"role": "assistant", "content": "Sunny. " * 12}, {"role": "user", "content": "tomorrow?"}],
+    ]
+
+    async def body() -> None:
+        async with sim(tokenizer=str(tokenizer_dir)) as (server, session, base):
+            local = LocalTokenizer(str(tokenizer_dir))
+            for messages in chats * 2:
+                req = {"model": BASE, "messages": messages}
+                async with session.post(base + "/v1/chat/completions/render", json=req) as r:
+                    assert r.status == 200
+                    ids = (await r.json())["token_ids"]
+                assert local.tokens("/v1/chat/completions", json.dumps(req).encode()) == ids
+    run(body)
+
+
 def test_a_precise_scheduler_fed_the_events_matches_the_prompt_on_that_server(tokenizer_dir) -> None:
     """End to end through the index: events in, llm-d keys derived from their token ids, the
     same keys from the EPP's own tokenization of the request."""

@@ -180,7 +180,7 @@ DCGM_FI_DEV_GPU_UTIL{gpu=\"2\",UUID=\"GPU-c\",device=\"nvidia2\",modelName=\"NVI
         }
         // vllm-0 heats up, vllm-1 cools down: the filter follows.
         exporter.set_body(&DAEMONSET.replace("} 80", "} 97").replace("} 95", "} 10"));
-        while gpu(1) != Some(0.1) && std::time::Instant::now() < deadline {
+        while (gpu(0), gpu(1)) != (Some(0.97), Some(0.1)) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let d = router.route("/v1/completions", body, None, None).unwrap();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::config::{BandConfig, FairnessPolicy};
 use super::item::Item;
+use super::program_aware::Candidate;
 use super::queue::FlowQueue;
 
 pub struct Band<R> {
@@ -18,6 +19,9 @@ pub struct Band<R> {
     /// Global-strict: (item id, flow) with at least one entry at or below each flow's head id,
     /// so the smallest entry that still names its flow's head is the oldest head (no scan).
     heads: BinaryHeap<Reverse<(u64, Arc<str>)>>,
+    /// The flow emptied last, kept with its buffer: a tenant whose every request goes as soon as
+    /// it comes (the common, unsaturated case) does not build and free a queue per request.
+    idle: Option<FlowQueue<R>>,
 }
 
 impl<R> Band<R> {
@@ -28,6 +32,7 @@ impl<R> Band<R> {
             index: HashMap::new(),
             cursor: 0,
             heads: BinaryHeap::new(),
+            idle: None,
         }
     }
 
@@ -47,10 +52,11 @@ impl<R> Band<R> {
         let i = match self.index.get(&item.flow) {
             Some(&i) => i,
             None => {
-                self.flows.push(FlowQueue::new(
-                    item.flow.clone(),
-                    self.config.ordering_policy,
-                ));
+                let flow = match self.idle.take() {
+                    Some(f) if f.key == item.flow => f,
+                    _ => FlowQueue::new(item.flow.clone(), self.config.ordering_policy),
+                };
+                self.flows.push(flow);
                 self.index.insert(item.flow.clone(), self.flows.len() - 1);
                 self.flows.len() - 1
             }
@@ -86,6 +92,7 @@ impl<R> Band<R> {
             let i = match self.config.fairness_policy {
                 FairnessPolicy::GlobalStrict => self.oldest_head()?,
                 FairnessPolicy::RoundRobin => self.next_in_turn()?,
+                FairnessPolicy::ProgramAware => self.least_served()?,
             };
             let item = self.flows[i].pop().expect("flow has a head");
             if self.flows[i].is_empty() {
@@ -117,6 +124,38 @@ impl<R> Band<R> {
         }
     }
 
+    /// program-aware-fairness: the flow its policy scores highest among the backlogged ones.
+    fn least_served(&mut self) -> Option<usize> {
+        let policy = self.config.program_aware.0.clone()?;
+        let mut i = 0;
+        while i < self.flows.len() {
+            if self.flows[i].head().is_some() {
+                i += 1;
+            } else {
+                self.remove_flow(i);
+            }
+        }
+        let now = std::time::Instant::now();
+        let heads: Vec<(u64, std::time::Instant)> = self
+            .flows
+            .iter_mut()
+            .map(|f| f.head().map_or((0, now), |h| (h.id, h.enqueued)))
+            .collect();
+        let candidates: Vec<Candidate<'_>> = self
+            .flows
+            .iter()
+            .zip(&heads)
+            .map(|(f, &(head_id, head_enqueued))| Candidate {
+                flow: &f.key,
+                head_enqueued,
+                head_id,
+            })
+            .collect();
+        let i = policy.pick(&candidates, now)?;
+        policy.dispatched(&self.flows[i].key, now);
+        Some(i)
+    }
+
     fn next_in_turn(&mut self) -> Option<usize> {
         while !self.flows.is_empty() {
             if self.cursor >= self.flows.len() {
@@ -142,10 +181,12 @@ impl<R> Band<R> {
             if let Some(moved) = self.flows.get(i) {
                 self.index.insert(moved.key.clone(), i);
             }
+            self.keep_idle(gone);
             return;
         }
         let gone = self.flows.remove(i);
         self.index.remove(&gone.key);
+        self.keep_idle(gone);
         for (j, f) in self.flows.iter().enumerate().skip(i) {
             if let Some(slot) = self.index.get_mut(&f.key) {
                 *slot = j;
@@ -153,6 +194,12 @@ impl<R> Band<R> {
         }
         if i < self.cursor {
             self.cursor -= 1;
+        }
+    }
+
+    fn keep_idle(&mut self, flow: FlowQueue<R>) {
+        if flow.is_empty() {
+            self.idle = Some(flow);
         }
     }
 

@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use serde::Deserialize;
+
+use super::program_aware::{ProgramAware, ProgramAwareConfig};
 
 pub use super::usage_limits::{HoldbackDomain, UsageLimit};
 
@@ -20,6 +24,22 @@ pub enum FairnessPolicy {
     GlobalStrict,
     #[serde(rename = "round-robin-fairness-policy")]
     RoundRobin,
+    /// Least attained service per program (fairness id); see `program_aware`.
+    #[serde(rename = "program-aware-fairness")]
+    ProgramAware,
+}
+
+/// The controller's one program-aware-fairness instance, shared by the bands that use it.
+#[derive(Debug, Clone, Default)]
+pub struct SharedProgramAware(pub Option<Arc<ProgramAware>>);
+
+impl PartialEq for SharedProgramAware {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            (a, b) => a.is_none() && b.is_none(),
+        }
+    }
 }
 
 /// How a flow orders its own requests.
@@ -49,6 +69,9 @@ pub struct BandConfig {
     pub fairness_policy: FairnessPolicy,
     #[serde(default)]
     pub ordering_policy: OrderingPolicy,
+    /// Set by `FlowControlConfig::band` for program-aware bands.
+    #[serde(skip)]
+    pub program_aware: SharedProgramAware,
 }
 
 impl Default for BandConfig {
@@ -59,6 +82,7 @@ impl Default for BandConfig {
             max_bytes: default_band_bytes(),
             fairness_policy: FairnessPolicy::default(),
             ordering_policy: OrderingPolicy::default(),
+            program_aware: SharedProgramAware::default(),
         }
     }
 }
@@ -119,6 +143,12 @@ pub struct FlowControlConfig {
     pub usage_limit_policy: UsageLimit,
     #[serde(default)]
     pub saturation_detector: SaturationConfig,
+    /// program-aware-fairness's parameters (one instance per controller); defaults when a band
+    /// names the policy without them.
+    #[serde(default)]
+    pub program_aware: Option<ProgramAwareConfig>,
+    #[serde(skip)]
+    pub program_aware_policy: SharedProgramAware,
 }
 
 impl Default for FlowControlConfig {
@@ -129,9 +159,20 @@ impl Default for FlowControlConfig {
 
 impl FlowControlConfig {
     pub fn from_json(text: &str) -> Result<Self, FlowConfigError> {
-        let c: FlowControlConfig =
+        let mut c: FlowControlConfig =
             serde_json::from_str(text).map_err(|e| FlowConfigError(e.to_string()))?;
         c.validate()?;
+        let bands = std::iter::once(&c.default_priority_band)
+            .chain(&c.default_negative_priority_band)
+            .chain(&c.priority_bands);
+        if bands
+            .into_iter()
+            .any(|b| b.fairness_policy == FairnessPolicy::ProgramAware)
+        {
+            let params = c.program_aware.clone().unwrap_or_default();
+            params.validate().map_err(FlowConfigError)?;
+            c.program_aware_policy = SharedProgramAware(Some(Arc::new(ProgramAware::new(params))));
+        }
         Ok(c)
     }
 
@@ -166,6 +207,14 @@ impl FlowControlConfig {
 
     /// The settings of the band serving `priority`.
     pub fn band(&self, priority: i32) -> BandConfig {
+        let mut band = self.band_template(priority);
+        if band.fairness_policy == FairnessPolicy::ProgramAware {
+            band.program_aware = self.program_aware_policy.clone();
+        }
+        band
+    }
+
+    fn band_template(&self, priority: i32) -> BandConfig {
         self.priority_bands
             .iter()
             .find(|b| b.priority == priority)

@@ -1,9 +1,11 @@
-//! The flow controller: producers enqueue from any thread into sharded inboxes (no global
-//! lock), the dispatch thread owns every queue and decides what goes next.
+//! The flow controller: a producer that finds the queues free takes its request in and runs a
+//! short dispatch cycle itself; one that finds them busy leaves its request in a sharded inbox
+//! (no global lock to wait on) for whoever holds them next. The dispatch thread runs what callers
+//! leave behind: long bursts, retries while blocked, and deadlines.
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -12,7 +14,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use super::config::{FlowControlConfig, OrderingPolicy};
-use super::dispatch::Loop;
+use super::dispatch::{self, Queues, INLINE_BURST};
 use super::item::{Completion, Item, Rejection};
 use super::ledger::{BandShared, Ledger};
 use super::outcomes::{FlowMetrics, QueueOutcome, ENQUEUED};
@@ -103,6 +105,9 @@ pub struct FlowStats {
 }
 
 const SHARDS: usize = 16;
+/// `Shared::pending` bits: one per inbox shard holding arrivals, and one for "look again".
+pub(crate) const ALL_SHARDS: u32 = (1 << SHARDS) - 1;
+const LOOK_AGAIN: u32 = 1 << 31;
 
 /// One shard of arrivals not yet merged by the dispatcher.
 pub(crate) type Inbox<R> = Mutex<Vec<Arc<Item<R>>>>;
@@ -118,20 +123,26 @@ pub(crate) struct Shared<D: Dispatcher, S> {
     bands: ArcSwap<HashMap<i32, Arc<BandShared>>>,
     band_writer: Mutex<()>,
     pub inbox: Vec<Inbox<D::Request>>,
+    pub queues: Mutex<Queues<D>>,
     next_id: AtomicU64,
-    pub notified: AtomicBool,
+    /// Work for the dispatch thread (`ALL_SHARDS` bits, `LOOK_AGAIN`); it takes all at once.
+    pub pending: AtomicU32,
     pub shutdown: AtomicBool,
     thread: std::sync::OnceLock<Thread>,
 }
 
 impl<D: Dispatcher, S> Shared<D, S> {
-    pub fn wake(&self) {
-        // The load first keeps the flag's cache line shared while the dispatcher is awake anyway.
-        if !self.notified.load(Ordering::SeqCst) && !self.notified.swap(true, Ordering::SeqCst) {
+    /// Tell the dispatch thread about `bits`; only the first signal since it last looked wakes it.
+    fn signal(&self, bits: u32) {
+        if self.pending.fetch_or(bits, Ordering::AcqRel) == 0 {
             if let Some(t) = self.thread.get() {
                 t.unpark();
             }
         }
+    }
+
+    pub fn wake(&self) {
+        self.signal(LOOK_AGAIN);
     }
 
     fn band(&self, priority: i32) -> Arc<BandShared> {
@@ -193,15 +204,16 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             bands: ArcSwap::from_pointee(HashMap::new()),
             band_writer: Mutex::new(()),
             inbox: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            queues: Mutex::new(Queues::new()),
             next_id: AtomicU64::new(1),
-            notified: AtomicBool::new(false),
+            pending: AtomicU32::new(0),
             shutdown: AtomicBool::new(false),
             thread: std::sync::OnceLock::new(),
         });
-        let mut lp = Loop::new(shared.clone());
+        let for_thread = shared.clone();
         let handle = std::thread::Builder::new()
             .name("sluicegate-flow-dispatch".into())
-            .spawn(move || lp.run())?;
+            .spawn(move || dispatch::run(for_thread))?;
         let _ = shared.thread.set(handle.thread().clone());
         shared.wake();
         Ok(FlowController {
@@ -218,6 +230,16 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         admission: &Admission<'_>,
         request: &D::Request,
     ) -> Option<D::Output> {
+        self.dispatch_now_with(admission, || self.shared.dispatcher.dispatch(request))
+    }
+
+    /// `dispatch_now` with the caller's own `dispatch` (a request it holds borrowed, so nothing
+    /// is copied unless it must queue).
+    pub fn dispatch_now_with<T>(
+        &self,
+        admission: &Admission<'_>,
+        dispatch: impl FnOnce() -> Dispatch<T>,
+    ) -> Option<T> {
         let s = &*self.shared;
         let l = &*s.ledger;
         if s.shutdown.load(Ordering::Acquire) || l.queued.requests.load(Ordering::SeqCst) > 0 {
@@ -231,7 +253,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
                 (saturation < s.limits.peek(saturation).ceiling(at)).then_some(n + 1)
             })
             .ok()?;
-        match s.dispatcher.dispatch(request) {
+        match dispatch() {
             Dispatch::Done(output) => {
                 l.enqueued.fetch_add(1, Ordering::Relaxed);
                 l.dispatched.fetch_add(1, Ordering::Relaxed);
@@ -247,7 +269,24 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
     /// Where `priority`'s band ranks among the bands provisioned so far (what the dispatcher
     /// ranks it among), for its usage-limit ceiling.
     fn position_of(&self, priority: i32) -> BandPosition {
-        BandPosition::among(priority, self.shared.bands.load().keys().copied())
+        if !self.shared.limits.ranks() {
+            return BandPosition::default();
+        }
+        let bands = self.shared.bands.load();
+        let configured = self.shared.config.priority_bands.iter();
+        let others = configured
+            .map(|b| b.priority)
+            .filter(|p| !bands.contains_key(p))
+            .chain(bands.keys().copied());
+        BandPosition::among(priority, others)
+    }
+
+    /// A dispatched request of `flow` finished having used these tokens (its response's
+    /// usage): program-aware-fairness counts them as the program's service. No-op otherwise.
+    pub fn completed(&self, flow: &str, prompt_tokens: u64, completion_tokens: u64) {
+        if let Some(p) = &self.shared.config.program_aware_policy.0 {
+            p.completed(flow, prompt_tokens, completion_tokens, Instant::now());
+        }
     }
 
     /// A fresh id for an outcome that never queued.
@@ -263,16 +302,11 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         request: D::Request,
     ) -> Result<Arc<Item<D::Request>>, Rejection> {
         let s = &*self.shared;
-        let started = Instant::now();
+        let now = Instant::now();
         let metrics = &s.ledger.metrics;
         let (flow, priority) = (admission.flow, admission.priority);
         let refused = |r: Rejection| {
-            metrics.enqueued(
-                flow,
-                priority,
-                QueueOutcome::from(r).name(),
-                started.elapsed(),
-            );
+            metrics.enqueued(flow, priority, QueueOutcome::from(r).name(), now.elapsed());
             Err(r)
         };
         if s.shutdown.load(Ordering::Acquire) {
@@ -289,7 +323,6 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         }
         let gauge = metrics.gauge(flow, priority, admission.model, admission.target_model);
         gauge.enter(admission.size);
-        let now = Instant::now();
         let deadline = now + admission.ttl.unwrap_or(s.config.default_ttl());
         let order_deadline = match (band.ordering, admission.slo_ttft) {
             (OrderingPolicy::SloDeadline, Some(slo)) => now + slo,
@@ -302,16 +335,28 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             admission.size,
             now,
             deadline,
+            admission.ttl.is_none(),
             order_deadline,
             request,
             band,
             gauge,
         ));
         s.ledger.enqueued.fetch_add(1, Ordering::Relaxed);
+        // Queues free: take the request in and dispatch here, no hand-off to another thread.
+        if let Some(mut q) = s.queues.try_lock() {
+            if !s.shutdown.load(Ordering::SeqCst) {
+                let bits = s.pending.swap(0, Ordering::AcqRel);
+                q.take_inbox(s, bits);
+                q.admit(s, item.clone());
+                metrics.enqueued(flow, priority, ENQUEUED, now.elapsed());
+                self.finish_cycle(q, bits & LOOK_AGAIN != 0, Some(now));
+                return Ok(item);
+            }
+        }
         let shard = SHARD.with(Cell::get);
         s.inbox[shard].lock().push(item.clone());
-        metrics.enqueued(flow, priority, ENQUEUED, started.elapsed());
-        s.wake();
+        metrics.enqueued(flow, priority, ENQUEUED, now.elapsed());
+        s.signal(1 << shard);
         // Shutdown may have drained the inboxes between the check above and the push: whoever
         // ends the item first owns its outcome.
         if s.shutdown.load(Ordering::Acquire) && item.finish_queued() {
@@ -319,6 +364,37 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             return Err(Rejection::ShuttingDown);
         }
         Ok(item)
+    }
+
+    /// A short cycle in the caller's thread (the queues' lock held); the dispatch thread is woken
+    /// for whatever the cycle leaves to it.
+    fn finish_cycle(
+        &self,
+        mut q: parking_lot::MutexGuard<'_, Queues<D>>,
+        asked: bool,
+        now: Option<Instant>,
+    ) {
+        let s = &*self.shared;
+        let progress = q.cycle(s, INLINE_BURST, now);
+        let wake = asked || q.needs_thread(s, &progress);
+        drop(q);
+        if wake {
+            s.wake();
+        }
+    }
+
+    /// Room was made: dispatch what waits, here when the queues are free, else on the thread.
+    fn kick(&self) {
+        let s = &*self.shared;
+        match s.queues.try_lock() {
+            Some(q) if !s.shutdown.load(Ordering::SeqCst) => {
+                let mut q = q;
+                let bits = s.pending.swap(0, Ordering::AcqRel);
+                q.take_inbox(s, bits);
+                self.finish_cycle(q, bits & LOOK_AGAIN != 0, None);
+            }
+            _ => s.wake(),
+        }
     }
 
     /// A dispatched request finished: it no longer counts in flight.
@@ -329,11 +405,11 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 Some(n.saturating_sub(1))
             });
-        // Only a waiting request can use the room; with none queued, the next enqueue wakes the
-        // dispatcher itself. SeqCst pairs with the enqueue's reservation and the dispatcher's
-        // in-flight read, so a request queued meanwhile is never left asleep.
+        // Only a waiting request can use the room; with none queued, the next enqueue dispatches
+        // itself. SeqCst pairs with the enqueue's reservation and the dispatcher's in-flight
+        // read, so a request queued meanwhile is never left asleep.
         if l.queued.requests.load(Ordering::SeqCst) > 0 {
-            self.shared.wake();
+            self.kick();
         }
     }
 
@@ -406,7 +482,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
     /// Evict everything queued (503 rejected-shutting-down) and stop the dispatch thread.
     pub fn shutdown(&self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
-        self.shared.wake();
+        self.shared.signal(LOOK_AGAIN);
         if let Some(t) = self.shared.thread.get() {
             t.unpark();
         }

@@ -1,6 +1,11 @@
-//! The dispatch loop, alone on its thread: merge new arrivals, expire overdue requests, then
-//! dispatch band by band for as long as saturation allows, handing outcomes over in batches.
-//! It sleeps only when there is nothing it may do; producers and releases wake it.
+//! The queues and the dispatch cycle: merge new arrivals, expire overdue requests, then dispatch
+//! band by band for as long as saturation allows, handing outcomes over in batches.
+//!
+//! The queues sit behind one lock and a cycle runs wherever it is cheapest: a producer or a
+//! releasing caller that finds the lock free runs a short cycle itself (its request goes without
+//! a hand-off to another thread, and no thread is woken), the dispatch thread runs the rest —
+//! bursts longer than a caller should carry, retries while blocked, and timers (TTL expiry).
+//! The thread sleeps only when there is nothing it may do; whoever leaves work behind wakes it.
 //! A request with nothing to go to while the pool has endpoints (its subset hint names none of
 //! them) is parked aside: it waits like a request for an empty pool, without holding up the
 //! requests behind it, and goes back to its band when an endpoint of its subset appears.
@@ -12,12 +17,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::band::Band;
-use super::controller::{CompletionSink, Dispatch, Dispatcher, Shared};
+use super::controller::{CompletionSink, Dispatch, Dispatcher, Shared, ALL_SHARDS};
 use super::item::{Completion, Item, Outcome, Rejection};
+use super::ledger::BandShared;
 use super::usage_limits::BandPosition;
 
-/// Dispatches between two hand-overs of completions, so callers hear early.
-const BURST: usize = 256;
+/// Dispatches between two hand-overs of completions on the dispatch thread, so callers hear early.
+pub(crate) const BURST: usize = 256;
+/// Dispatches a caller's own cycle may make before leaving the rest to the dispatch thread.
+pub(crate) const INLINE_BURST: usize = 8;
 /// While blocked on something that changes by itself (metrics, endpoints), look again this often.
 const BLOCKED_POLL: Duration = Duration::from_millis(1);
 const IDLE_PARK: Duration = Duration::from_secs(1);
@@ -47,7 +55,7 @@ impl<R> Ord for ByDeadline<R> {
     }
 }
 
-enum Progress {
+pub(crate) enum Progress {
     Idle,
     /// Saturated or no candidates; `poll` when only an outside change can unblock it.
     Blocked {
@@ -56,168 +64,266 @@ enum Progress {
     MoreToDo,
 }
 
-pub(crate) struct Loop<D: Dispatcher, S> {
-    shared: Arc<Shared<D, S>>,
+/// Everything queued, owned by whoever holds the lock around it.
+pub(crate) struct Queues<D: Dispatcher> {
     /// Highest priority first.
     bands: BTreeMap<Reverse<i32>, Band<D::Request>>,
+    /// Requests with the configured TTL to which the no-endpoint TTL applies, in arrival order:
+    /// both of their deadlines follow that order, so expiry looks at the front only and an
+    /// ended request is dropped when it reaches the front (no heap, no per-request search).
+    fifo: VecDeque<Arc<Item<D::Request>>>,
+    /// Every other request, by TTL deadline.
     by_deadline: BinaryHeap<ByDeadline<D::Request>>,
-    /// Arrival order, for the no-endpoint TTL (the same for every request).
+    /// Requests with their own TTL to which the no-endpoint TTL applies, in arrival order.
     arrivals: VecDeque<Arc<Item<D::Request>>>,
     spare: Vec<Arc<Item<D::Request>>>,
     /// Requests whose own candidates are missing while the pool has endpoints.
     parked: Vec<Arc<Item<D::Request>>>,
     out: Vec<Completion<D::Output>>,
+    /// Queue capacity freed by this cycle's dispatches, handed back once per cycle.
+    freed: Freed,
+    /// Requests came in or were parked since the dispatch thread planned its sleep.
+    pub changed: bool,
 }
 
-impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
-    pub fn new(shared: Arc<Shared<D, S>>) -> Self {
-        Loop {
-            shared,
+/// Capacity of dispatched requests not yet handed back: one band at a time (a burst mostly
+/// drains one band), the global count with it.
+#[derive(Default)]
+struct Freed {
+    band: Option<Arc<BandShared>>,
+    requests: u64,
+    bytes: u64,
+}
+
+impl Freed {
+    fn add(&mut self, band: &Arc<BandShared>, size: u64) {
+        if !self.band.as_ref().is_some_and(|b| Arc::ptr_eq(b, band)) {
+            self.settle();
+            self.band = Some(band.clone());
+        }
+        self.requests += 1;
+        self.bytes += size;
+    }
+
+    fn settle(&mut self) {
+        if let Some(band) = self.band.take() {
+            band.release_many(
+                std::mem::take(&mut self.requests),
+                std::mem::take(&mut self.bytes),
+            );
+        }
+    }
+}
+
+fn by_arrival<R>(q: &mut VecDeque<Arc<Item<R>>>, item: Arc<Item<R>>) {
+    // Producers on other threads merge shard by shard: keep the queue in arrival order.
+    if q.back().is_none_or(|b| b.enqueued <= item.enqueued) {
+        q.push_back(item);
+    } else {
+        let i = q.partition_point(|x| x.enqueued <= item.enqueued);
+        q.insert(i, item);
+    }
+}
+
+fn drop_ended<R>(q: &mut VecDeque<Arc<Item<R>>>) {
+    while q.front().is_some_and(|i| !i.is_queued()) {
+        q.pop_front();
+    }
+}
+
+impl<D: Dispatcher> Queues<D> {
+    pub fn new() -> Self {
+        Queues {
             bands: BTreeMap::new(),
+            fifo: VecDeque::new(),
             by_deadline: BinaryHeap::new(),
             arrivals: VecDeque::new(),
             spare: Vec::new(),
             parked: Vec::new(),
             out: Vec::new(),
+            freed: Freed::default(),
+            changed: false,
         }
     }
 
-    pub fn run(&mut self) {
-        loop {
-            self.shared.notified.store(false, Ordering::SeqCst);
-            let stopping = self.shared.shutdown.load(Ordering::SeqCst);
-            self.take_inbox();
-            if stopping {
-                self.evict_all();
-                self.flush();
-                return;
+    /// Merge what producers left in the inbox shards named by `bits`.
+    pub fn take_inbox<S>(&mut self, s: &Shared<D, S>, bits: u32) {
+        let mut bits = bits & ALL_SHARDS;
+        while bits != 0 {
+            let shard = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            std::mem::swap(&mut *s.inbox[shard].lock(), &mut self.spare);
+            let mut spare = std::mem::take(&mut self.spare);
+            for item in spare.drain(..) {
+                self.admit(s, item);
             }
-            let now = Instant::now();
-            self.expire(now);
-            self.unpark();
-            let progress = self.dispatch_burst();
-            self.flush();
-            let wait = match progress {
-                Progress::MoreToDo => continue,
-                Progress::Blocked { poll: true } => BLOCKED_POLL,
-                Progress::Blocked { poll: false } | Progress::Idle => IDLE_PARK,
-            };
-            let wait = if self.parked.is_empty() {
-                wait
-            } else {
-                wait.min(PARKED_POLL)
-            };
-            let until_expiry = self.next_expiry().map(|t| t.saturating_duration_since(now));
-            if self.spin_for_work() {
-                continue;
-            }
-            std::thread::park_timeout(until_expiry.map_or(wait, |d| d.min(wait)));
+            self.spare = spare;
         }
     }
 
-    /// True when someone woke the dispatcher within `SPIN`.
-    fn spin_for_work(&self) -> bool {
-        let start = Instant::now();
-        loop {
-            for _ in 0..64 {
-                if self.shared.notified.load(Ordering::Acquire) {
-                    return true;
-                }
-                std::hint::spin_loop();
+    /// Take one request into the queues.
+    pub fn admit<S>(&mut self, s: &Shared<D, S>, item: Arc<Item<D::Request>>) {
+        if !item.is_queued() {
+            return; // cancelled before it reached a queue
+        }
+        self.changed = true;
+        let applies = s.dispatcher.no_endpoint_ttl_applies(&item.request);
+        if item.default_ttl && applies {
+            by_arrival(&mut self.fifo, item.clone());
+        } else {
+            self.by_deadline
+                .push(ByDeadline(item.deadline, item.clone()));
+            if applies {
+                by_arrival(&mut self.arrivals, item.clone());
             }
-            if start.elapsed() >= SPIN {
-                return false;
+        }
+        let config = &s.config;
+        self.bands
+            .entry(Reverse(item.priority))
+            .or_insert_with(|| Band::new(config.band(item.priority)))
+            .push(item);
+    }
+
+    /// Expire, unpark, dispatch up to `burst` requests and hand the outcomes over; `now` when
+    /// the caller has just read the clock.
+    pub fn cycle<S: CompletionSink<D::Output>>(
+        &mut self,
+        s: &Shared<D, S>,
+        burst: usize,
+        now: Option<Instant>,
+    ) -> Progress {
+        self.compact(s);
+        let now = now.unwrap_or_else(Instant::now);
+        self.expire(s, now);
+        self.unpark(s);
+        let progress = self.dispatch_some(s, now, burst);
+        let l = &s.ledger;
+        let took = now.elapsed();
+        l.dispatch_cycles.fetch_add(1, Ordering::Relaxed);
+        l.dispatch_cycle_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        l.metrics.dispatch_cycle.observe_duration(took);
+        self.flush(s);
+        progress
+    }
+
+    /// Whether the dispatch thread must look after what a caller's cycle left behind: more to
+    /// dispatch, a block only polling ends, or requests whose deadlines it has not planned for.
+    pub fn needs_thread<S>(&self, s: &Shared<D, S>, progress: &Progress) -> bool {
+        match progress {
+            Progress::MoreToDo | Progress::Blocked { poll: true } => true,
+            Progress::Idle | Progress::Blocked { poll: false } => {
+                self.changed && s.ledger.queued.requests.load(Ordering::SeqCst) > 0
             }
         }
     }
 
-    fn take_inbox(&mut self) {
-        for shard in &self.shared.inbox {
-            std::mem::swap(&mut *shard.lock(), &mut self.spare);
-            for item in self.spare.drain(..) {
-                if !item.is_queued() {
-                    continue; // cancelled before it reached a queue
-                }
-                self.by_deadline
-                    .push(ByDeadline(item.deadline, item.clone()));
-                if self
-                    .shared
-                    .dispatcher
-                    .no_endpoint_ttl_applies(&item.request)
-                {
-                    self.arrivals.push_back(item.clone());
-                }
-                let config = &self.shared.config;
-                self.bands
-                    .entry(Reverse(item.priority))
-                    .or_insert_with(|| Band::new(config.band(item.priority)))
-                    .push(item);
-            }
-        }
-        self.compact();
+    /// How long the dispatch thread may sleep after a cycle that ended with `progress`.
+    pub fn sleep_for<S>(&self, s: &Shared<D, S>, progress: &Progress) -> Duration {
+        let wait = match progress {
+            Progress::MoreToDo => Duration::ZERO,
+            Progress::Blocked { poll: true } => BLOCKED_POLL,
+            Progress::Blocked { poll: false } | Progress::Idle => IDLE_PARK,
+        };
+        let wait = if self.parked.is_empty() {
+            wait
+        } else {
+            wait.min(PARKED_POLL)
+        };
+        let now = Instant::now();
+        self.next_expiry(s)
+            .map_or(wait, |t| wait.min(t.saturating_duration_since(now)))
     }
 
-    /// Index entries of items that ended stay until their deadline; rebuild when they dominate.
-    fn compact(&mut self) {
-        let live = self.shared.ledger.queued.requests.load(Ordering::Relaxed) as usize;
+    /// Index entries of requests that ended stay until they reach the front or their deadline;
+    /// rebuild when they dominate.
+    fn compact<S>(&mut self, s: &Shared<D, S>) {
+        let live = s.ledger.queued.requests.load(Ordering::Relaxed) as usize;
         let limit = 2 * live + 1024;
         if self.by_deadline.len() > limit {
             self.by_deadline.retain(|e| e.1.is_queued());
+        }
+        if self.fifo.len() > limit {
+            self.fifo.retain(|i| i.is_queued());
         }
         if self.arrivals.len() > limit {
             self.arrivals.retain(|i| i.is_queued());
         }
     }
 
-    fn expire(&mut self, now: Instant) {
-        let pool_empty = self.shared.dispatcher.pool_empty();
+    fn expire<S>(&mut self, s: &Shared<D, S>, now: Instant) {
+        let dispatcher = &s.dispatcher;
+        let ttl = s.config.no_endpoint_ttl();
+        // Asked at most once per cycle, and only when something could expire.
+        let mut pool_empty = None;
+        let mut is_empty = || *pool_empty.get_or_insert_with(|| dispatcher.pool_empty());
         while self.by_deadline.peek().is_some_and(|e| e.0 <= now) {
             let ByDeadline(_, item) = self.by_deadline.pop().expect("peeked");
-            let why = if pool_empty || self.shared.dispatcher.no_candidates(&item.request) {
+            if !item.is_queued() {
+                continue;
+            }
+            let why = if is_empty() || dispatcher.no_candidates(&item.request) {
                 Rejection::NoEndpoints
             } else {
                 Rejection::TtlExpired
             };
             self.end(&item, why, now);
         }
-        let ttl = self.shared.config.no_endpoint_ttl();
-        // Parked requests wait for their subset as others wait for an empty pool.
-        let mut parked = std::mem::take(&mut self.parked);
-        parked.retain(|item| {
-            if !item.is_queued() {
-                return false;
-            }
-            let overdue = item.enqueued + ttl <= now
-                && self
-                    .shared
-                    .dispatcher
-                    .no_endpoint_ttl_applies(&item.request);
-            if overdue {
-                self.end(item, Rejection::NoEndpoints, now);
-            }
-            !overdue
-        });
-        self.parked = parked;
-        while let Some(front) = self.arrivals.front() {
-            if !front.is_queued() {
-                self.arrivals.pop_front();
-            } else if pool_empty && front.enqueued + ttl <= now {
-                let item = self.arrivals.pop_front().expect("front");
-                self.end(&item, Rejection::NoEndpoints, now);
+        loop {
+            drop_ended(&mut self.fifo);
+            let Some(front) = self.fifo.front() else {
+                break;
+            };
+            let why = if front.deadline <= now {
+                if is_empty() || dispatcher.no_candidates(&front.request) {
+                    Rejection::NoEndpoints
+                } else {
+                    Rejection::TtlExpired
+                }
+            } else if front.enqueued + ttl <= now && is_empty() {
+                Rejection::NoEndpoints
             } else {
                 break;
+            };
+            let item = self.fifo.pop_front().expect("front");
+            self.end(&item, why, now);
+        }
+        // Parked requests wait for their subset as others wait for an empty pool.
+        if !self.parked.is_empty() {
+            let mut parked = std::mem::take(&mut self.parked);
+            parked.retain(|item| {
+                if !item.is_queued() {
+                    return false;
+                }
+                let overdue =
+                    item.enqueued + ttl <= now && dispatcher.no_endpoint_ttl_applies(&item.request);
+                if overdue {
+                    self.end(item, Rejection::NoEndpoints, now);
+                }
+                !overdue
+            });
+            self.parked = parked;
+        }
+        loop {
+            drop_ended(&mut self.arrivals);
+            match self.arrivals.front() {
+                Some(front) if front.enqueued + ttl <= now && is_empty() => {
+                    let item = self.arrivals.pop_front().expect("front");
+                    self.end(&item, Rejection::NoEndpoints, now);
+                }
+                _ => break,
             }
         }
     }
 
     /// Parked requests whose subset has an endpoint now go back to the front of their band, in
     /// the order they left it.
-    fn unpark(&mut self) {
+    fn unpark<S>(&mut self, s: &Shared<D, S>) {
         if self.parked.is_empty() {
             return;
         }
-        let dispatcher = &self.shared.dispatcher;
-        let config = &self.shared.config;
+        let dispatcher = &s.dispatcher;
+        let config = &s.config;
         let mut still = Vec::with_capacity(self.parked.len());
         for item in std::mem::take(&mut self.parked).into_iter().rev() {
             if !item.is_queued() {
@@ -236,19 +342,26 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
         self.parked = still;
     }
 
-    fn next_expiry(&self) -> Option<Instant> {
-        let ttl_deadline = self.by_deadline.peek().map(|e| e.0);
-        let no_endpoint = if self.shared.dispatcher.pool_empty() {
-            self.arrivals
-                .front()
-                .map(|i| i.enqueued + self.shared.config.no_endpoint_ttl())
-        } else {
-            None
-        };
-        match (ttl_deadline, no_endpoint) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+    fn next_expiry<S>(&self, s: &Shared<D, S>) -> Option<Instant> {
+        let ttl = s.config.no_endpoint_ttl();
+        let empty =
+            (!self.fifo.is_empty() || !self.arrivals.is_empty()) && s.dispatcher.pool_empty();
+        let fifo = self.fifo.front().map(|i| {
+            if empty {
+                i.deadline.min(i.enqueued + ttl)
+            } else {
+                i.deadline
+            }
+        });
+        let arrivals = self
+            .arrivals
+            .front()
+            .filter(|_| empty)
+            .map(|i| i.enqueued + ttl);
+        [self.by_deadline.peek().map(|e| e.0), fifo, arrivals]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn end(&mut self, item: &Item<D::Request>, why: Rejection, now: Instant) {
@@ -270,59 +383,56 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
         });
     }
 
-    fn dispatch_burst(&mut self) -> Progress {
-        let started = Instant::now();
-        let progress = self.dispatch_some(started);
-        let l = &self.shared.ledger;
-        let took = started.elapsed();
-        l.dispatch_cycles.fetch_add(1, Ordering::Relaxed);
-        l.dispatch_cycle_nanos
-            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
-        l.metrics.dispatch_cycle.observe_duration(took);
-        progress
-    }
-
-    fn dispatch_some(&mut self, now: Instant) -> Progress {
-        let shared = &*self.shared;
-        let l = &*shared.ledger;
-        let nbands = self.bands.len();
-        let highest = self.bands.keys().next().map_or(0, |p| p.0);
-        let lowest = self.bands.keys().next_back().map_or(0, |p| p.0);
-        for _ in 0..BURST {
-            let saturation = shared
+    fn dispatch_some<S>(&mut self, s: &Shared<D, S>, now: Instant, burst: usize) -> Progress {
+        let l = &*s.ledger;
+        // Bands are only added while merging arrivals, so one ranking serves the whole burst.
+        let ranks = s.limits.ranks();
+        let configured = &s.config.priority_bands;
+        let provisioned: Vec<i32> = if ranks {
+            self.bands.keys().map(|p| p.0).collect()
+        } else {
+            Vec::new()
+        };
+        let (mut dispatched, mut waited_nanos) = (0u64, 0u64);
+        let mut progress = Progress::MoreToDo;
+        'burst: for _ in 0..burst {
+            let saturation = s
                 .detector
                 .saturation(now, l.in_flight.load(Ordering::SeqCst));
-            let ceilings = shared.limits.cycle(saturation);
-            let mut dispatched = false;
-            for (rank, (&Reverse(priority), band)) in self.bands.iter_mut().enumerate() {
+            let ceilings = s.limits.cycle(saturation);
+            let mut went = false;
+            for (&Reverse(priority), band) in self.bands.iter_mut() {
                 if !band.has_live() {
                     continue;
                 }
-                let at = BandPosition {
-                    rank,
-                    bands: nbands,
-                    priority,
-                    highest,
-                    lowest,
+                let at = if ranks {
+                    let others = configured
+                        .iter()
+                        .map(|b| b.priority)
+                        .filter(|p| !provisioned.contains(p))
+                        .chain(provisioned.iter().copied());
+                    BandPosition::among(priority, others)
+                } else {
+                    BandPosition::default()
                 };
                 if saturation >= ceilings.ceiling(at) {
                     // Head-of-line: lower bands wait too, no priority inversion.
-                    return Progress::Blocked {
-                        poll: shared.detector.changes_on_its_own()
-                            || shared.limits.alternates(saturation),
+                    progress = Progress::Blocked {
+                        poll: s.detector.changes_on_its_own() || s.limits.alternates(saturation),
                     };
+                    break 'burst;
                 }
                 let Some(item) = band.claim_next() else {
                     continue;
                 };
-                match shared.dispatcher.dispatch(&item.request) {
+                match s.dispatcher.dispatch(&item.request) {
                     Dispatch::Done(output) => {
-                        item.finish_claimed();
+                        item.finish_dispatched();
+                        self.freed.add(item.band(), item.size);
                         l.in_flight.fetch_add(1, Ordering::AcqRel);
-                        l.dispatched.fetch_add(1, Ordering::Relaxed);
+                        dispatched += 1;
                         let waited = now.saturating_duration_since(item.enqueued);
-                        l.queue_wait_nanos
-                            .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+                        waited_nanos += waited.as_nanos() as u64;
                         self.out.push(Completion {
                             id: item.id,
                             outcome: Outcome::Dispatched(output),
@@ -331,41 +441,91 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> Loop<D, S> {
                     }
                     Dispatch::NoCandidates => {
                         item.unclaim();
-                        if shared.dispatcher.pool_empty()
-                            || !shared.dispatcher.no_candidates(&item.request)
-                        {
+                        if s.dispatcher.pool_empty() || !s.dispatcher.no_candidates(&item.request) {
                             band.push_front(item);
-                            return Progress::Blocked { poll: true };
+                            progress = Progress::Blocked { poll: true };
+                            break 'burst;
                         }
                         // Only this request's candidates are missing: the rest may go.
                         self.parked.push(item);
+                        self.changed = true;
                     }
                 }
-                dispatched = true;
+                went = true;
                 break;
             }
-            if !dispatched {
-                return Progress::Idle;
+            if !went {
+                progress = Progress::Idle;
+                break;
             }
         }
-        Progress::MoreToDo
+        self.freed.settle();
+        if dispatched > 0 {
+            l.dispatched.fetch_add(dispatched, Ordering::Relaxed);
+            l.queue_wait_nanos
+                .fetch_add(waited_nanos, Ordering::Relaxed);
+        }
+        progress
     }
 
-    fn evict_all(&mut self) {
+    pub fn evict_all(&mut self) {
         let now = Instant::now();
         let mut all: Vec<_> = self.bands.values_mut().flat_map(|b| b.drain()).collect();
+        all.extend(self.fifo.drain(..));
         all.extend(self.arrivals.drain(..));
         all.append(&mut self.parked);
+        all.extend(self.by_deadline.drain().map(|e| e.1));
         for item in all {
             self.end(&item, Rejection::ShuttingDown, now);
         }
-        self.by_deadline.clear();
     }
 
-    fn flush(&mut self) {
+    pub fn flush<S: CompletionSink<D::Output>>(&mut self, s: &Shared<D, S>) {
         if !self.out.is_empty() {
-            self.shared.sink.deliver(&mut self.out);
+            s.sink.deliver(&mut self.out);
             self.out.clear();
+        }
+    }
+}
+
+/// The dispatch thread: cycles while there is work, sleeps until woken or a deadline is due.
+pub(crate) fn run<D: Dispatcher, S: CompletionSink<D::Output>>(s: Arc<Shared<D, S>>) {
+    loop {
+        let stopping = s.shutdown.load(Ordering::SeqCst);
+        let mut q = s.queues.lock();
+        // Taken under the lock, as callers' cycles do: whoever merges an inbox shard holds the
+        // queues, so a request never overtakes one that was handed in before it.
+        let bits = s.pending.swap(0, Ordering::AcqRel);
+        if stopping {
+            q.take_inbox(&s, ALL_SHARDS);
+            q.evict_all();
+            q.flush(&s);
+            return;
+        }
+        q.take_inbox(&s, bits);
+        let progress = q.cycle(&s, BURST, None);
+        q.changed = false;
+        let wait = q.sleep_for(&s, &progress);
+        drop(q);
+        if matches!(progress, Progress::MoreToDo) || spin_for_work(&s) {
+            continue;
+        }
+        std::thread::park_timeout(wait);
+    }
+}
+
+/// True when someone woke the dispatcher within `SPIN`.
+fn spin_for_work<D: Dispatcher, S>(s: &Shared<D, S>) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if s.pending.load(Ordering::Acquire) != 0 {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= SPIN {
+            return false;
         }
     }
 }

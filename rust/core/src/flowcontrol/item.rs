@@ -69,6 +69,8 @@ pub struct Item<R> {
     pub enqueued: Instant,
     /// TTL deadline.
     pub deadline: Instant,
+    /// The deadline is the configured default TTL's (not the request's own).
+    pub default_ttl: bool,
     /// Key of EDF / SLO ordering.
     pub order_deadline: Instant,
     pub request: R,
@@ -87,6 +89,7 @@ impl<R> Item<R> {
         size: u64,
         enqueued: Instant,
         deadline: Instant,
+        default_ttl: bool,
         order_deadline: Instant,
         request: R,
         band: Arc<BandShared>,
@@ -99,6 +102,7 @@ impl<R> Item<R> {
             size,
             enqueued,
             deadline,
+            default_ttl,
             order_deadline,
             request,
             state: AtomicU8::new(QUEUED),
@@ -122,10 +126,14 @@ impl<R> Item<R> {
         self.state.store(QUEUED, Ordering::Release);
     }
 
-    /// A claimed item was dispatched: it leaves the queue's accounting.
-    pub(crate) fn finish_claimed(&self) {
+    /// A claimed item was dispatched; the dispatcher hands its capacity back (`band`), in a batch.
+    pub(crate) fn finish_dispatched(&self) {
         self.state.store(DONE, Ordering::Release);
-        self.leave();
+        self.gauge.leave(self.size);
+    }
+
+    pub(crate) fn band(&self) -> &Arc<BandShared> {
+        &self.band
     }
 
     /// End a queued item (expiry, eviction); false when someone else ended it first.

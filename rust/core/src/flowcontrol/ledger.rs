@@ -1,8 +1,23 @@
 //! Capacity accounting and outcome counters, shared by producers, cancellers and the
-//! dispatcher as atomics (no lock): per band and global queued requests/bytes.
+//! dispatcher as atomics (no lock): per band and global queued requests/bytes. Counters one
+//! side writes and the other reads sit on cache lines of their own (no false sharing between a
+//! producer's reservation and the dispatcher's counts).
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// A value alone on its cache lines (128 bytes: adjacent-line prefetch pairs them on x86).
+#[derive(Default, Debug)]
+#[repr(align(128))]
+pub struct Padded<T>(pub T);
+
+impl<T> Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 
 use super::config::OrderingPolicy;
 use super::outcomes::FlowMetrics;
@@ -26,26 +41,33 @@ impl Counters {
     }
 
     fn sub(&self, size: u64) {
-        self.requests.fetch_sub(1, Ordering::AcqRel);
-        self.bytes.fetch_sub(size, Ordering::AcqRel);
+        self.sub_many(1, size);
+    }
+
+    fn sub_many(&self, requests: u64, bytes: u64) {
+        self.requests.fetch_sub(requests, Ordering::AcqRel);
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
 }
 
 /// Counters of the whole controller; `stats()` reads them.
 #[derive(Default, Debug)]
 pub struct Ledger {
-    pub queued: Counters,
+    /// Producers add, the dispatcher and cancellers subtract.
+    pub queued: Padded<Counters>,
     pub max_requests: u64,
     pub max_bytes: u64,
-    pub enqueued: AtomicU64,
+    /// Producers only.
+    pub enqueued: Padded<AtomicU64>,
+    /// Dispatched and not yet released by the caller.
+    pub in_flight: Padded<AtomicU64>,
+    // The rest: the dispatcher's (and cancellers'), rarely written by producers.
     pub dispatched: AtomicU64,
     pub rejected_capacity: AtomicU64,
     pub expired_ttl: AtomicU64,
     pub expired_no_endpoints: AtomicU64,
     pub cancelled: AtomicU64,
     pub evicted: AtomicU64,
-    /// Dispatched and not yet released by the caller.
-    pub in_flight: AtomicU64,
     pub dispatch_cycles: AtomicU64,
     pub dispatch_cycle_nanos: AtomicU64,
     pub queue_wait_nanos: AtomicU64,
@@ -60,7 +82,7 @@ pub struct BandShared {
     pub max_requests: u64,
     pub max_bytes: u64,
     pub ordering: OrderingPolicy,
-    pub counters: Counters,
+    pub counters: Padded<Counters>,
     pub ledger: Arc<Ledger>,
 }
 
@@ -82,7 +104,14 @@ impl BandShared {
     }
 
     pub fn release(&self, size: u64) {
-        self.counters.sub(size);
-        self.ledger.queued.sub(size);
+        self.release_many(1, size);
+    }
+
+    /// `requests` requests of `bytes` in all left the band's queues.
+    pub fn release_many(&self, requests: u64, bytes: u64) {
+        if requests > 0 {
+            self.counters.sub_many(requests, bytes);
+            self.ledger.queued.sub_many(requests, bytes);
+        }
     }
 }

@@ -24,6 +24,7 @@ mod dispatch;
 mod item;
 mod ledger;
 mod outcomes;
+pub mod program_aware;
 mod queue;
 mod routing;
 pub mod saturation;
@@ -40,7 +41,9 @@ pub use outcomes::{
     EnqueueSeries, FlowGauge, FlowGaugeRow, FlowMetrics, QueueDurations, QueueLabels, QueueOutcome,
     QueueSeries, ENQUEUED, FLOW_GC_IDLE, QUEUE_BUCKETS,
 };
-pub use routing::{no_candidates, route_when_possible, Admit, RouteRequest};
+pub use routing::{
+    no_candidates, route_view_when_possible, route_when_possible, Admit, RouteRequest, RouteView,
+};
 pub use saturation::SaturationDetector;
 pub use scale_from_zero::{Hold, HoldCounts, OnFirstHold, ScaleFromZero};
 

@@ -8,7 +8,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -328,14 +327,12 @@ impl FlowMetrics {
     pub fn enqueued(&self, flow: &str, priority: i32, outcome: &'static str, elapsed: Duration) {
         let at = millis_since(self.epoch);
         KEY.with_borrow_mut(|key| {
-            key.clear();
-            let _ = write!(key, "{flow}\0{priority}\0{outcome}");
+            join_key(key, &[flow], priority, &[outcome]);
             let mut map = self.enqueue.lock();
             let mut flow = flow;
             if !map.contains_key(key.as_str()) && map.len() >= self.max_series {
                 flow = OVERFLOW;
-                key.clear();
-                let _ = write!(key, "{flow}\0{priority}\0{outcome}");
+                join_key(key, &[flow], priority, &[outcome]);
             }
             if let Some((s, touched)) = map.get_mut(key.as_str()) {
                 s.duration.observe(elapsed.as_secs_f64());
@@ -403,26 +400,61 @@ impl FlowMetrics {
 }
 
 fn gauge_key(key: &mut String, flow: &str, priority: i32, model: &str, target: &str) {
+    join_key(key, &[flow], priority, &[model, target]);
+}
+
+/// `before\0...\0priority\0after\0...` into `key`, without the formatting machinery (a key is
+/// built on every enqueue and every outcome).
+fn join_key(key: &mut String, before: &[&str], priority: i32, after: &[&str]) {
     key.clear();
-    let _ = write!(key, "{flow}\0{priority}\0{model}\0{target}");
+    for part in before {
+        key.push_str(part);
+        key.push('\0');
+    }
+    let mut digits = [0u8; 11];
+    let mut n = priority.unsigned_abs();
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if priority < 0 {
+        key.push('-');
+    }
+    key.push_str(std::str::from_utf8(&digits[at..]).expect("ascii digits"));
+    for part in after {
+        key.push('\0');
+        key.push_str(part);
+    }
 }
 
 fn write_key(key: &mut String, l: &QueueLabels<'_>, outcome: QueueOutcome) {
-    key.clear();
-    let _ = write!(
+    join_key(
         key,
-        "{}\0{}\0{}\0{}\0{}",
-        l.fairness_id,
+        &[l.fairness_id],
         l.priority,
-        outcome.name(),
-        l.model,
-        l.target_model
+        &[outcome.name(), l.model, l.target_model],
     );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_join_the_labels_as_formatting_would() {
+        let mut key = String::new();
+        for p in [0, 7, -5, i32::MIN, i32::MAX] {
+            join_key(&mut key, &["tenant"], p, &["Dispatched", "m", "t"]);
+            assert_eq!(key, format!("tenant\0{p}\0Dispatched\0m\0t"));
+        }
+        join_key(&mut key, &["a"], 3, &[]);
+        assert_eq!(key, "a\03");
+    }
 
     fn labels<'a>(flow: &'a str, model: &'a str) -> QueueLabels<'a> {
         QueueLabels {

@@ -33,6 +33,8 @@ pub struct RouteRequest {
     pub subset: Option<Vec<String>>,
     /// Request headers for header-driven plugins (session affinity, ...).
     pub headers: Vec<(String, String)>,
+    /// The objective's priority, for admitters.
+    pub priority: i32,
 }
 
 /// True when `snapshot` holds nothing a request with `subset` may go to. A subset hint that
@@ -51,20 +53,68 @@ pub fn no_candidates(snapshot: &Snapshot, subset: Option<&[String]>) -> bool {
     }
 }
 
+/// A request to route as its caller holds it, borrowed: nothing is copied until it must queue.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteView<'a> {
+    pub path: &'a str,
+    pub body: &'a [u8],
+    pub model_rewrite: Option<&'a str>,
+    pub subset: Option<&'a [String]>,
+    pub headers: &'a [(String, String)],
+    /// The objective's priority, for admitters.
+    pub priority: i32,
+}
+
+impl RouteRequest {
+    pub fn view(&self) -> RouteView<'_> {
+        RouteView {
+            path: &self.path,
+            body: &self.body,
+            model_rewrite: self.model_rewrite.as_deref(),
+            subset: self.subset.as_deref(),
+            headers: &self.headers,
+            priority: self.priority,
+        }
+    }
+}
+
+impl RouteView<'_> {
+    /// The request as the queue keeps it.
+    pub fn to_request(&self) -> RouteRequest {
+        RouteRequest {
+            path: self.path.to_owned(),
+            body: self.body.to_vec(),
+            model_rewrite: self.model_rewrite.map(str::to_owned),
+            subset: self.subset.map(<[String]>::to_vec),
+            headers: self.headers.to_vec(),
+            priority: self.priority,
+        }
+    }
+}
+
 /// Schedule over the current snapshot; an empty pool or subset waits instead of failing.
 pub fn route_when_possible(
     router: &Router,
     r: &RouteRequest,
 ) -> Dispatch<Result<Decision, RouteError>> {
-    if no_candidates(&router.store().snapshot(), r.subset.as_deref()) {
+    route_view_when_possible(router, r.view())
+}
+
+/// `route_when_possible` for a borrowed request.
+pub fn route_view_when_possible(
+    router: &Router,
+    r: RouteView<'_>,
+) -> Dispatch<Result<Decision, RouteError>> {
+    if no_candidates(&router.store().snapshot(), r.subset) {
         return Dispatch::NoCandidates;
     }
     let options = RouteOptions {
-        model_rewrite: r.model_rewrite.as_deref(),
-        subset: r.subset.as_deref(),
-        headers: &r.headers,
+        model_rewrite: r.model_rewrite,
+        subset: r.subset,
+        headers: r.headers,
+        priority: r.priority,
     };
-    Dispatch::Done(router.route_with(&r.path, &r.body, &options))
+    Dispatch::Done(router.route_with(r.path, r.body, &options))
 }
 
 impl Dispatcher for Arc<Router> {

@@ -92,7 +92,7 @@ fn one() -> f64 {
 }
 
 /// Where a band stands among the bands ranked together (0 = the highest priority).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BandPosition {
     pub rank: usize,
     pub bands: usize,
@@ -149,13 +149,18 @@ impl UsageLimiter {
         &self.policy
     }
 
+    /// Whether a ceiling depends on the band's place; the static policy's callers skip ranking.
+    pub fn ranks(&self) -> bool {
+        !matches!(self.policy, UsageLimit::Static { .. })
+    }
+
     /// One dispatch cycle's ceilings; advances the shared tick when some band alternates.
     pub fn cycle(&self, saturation: f64) -> Ceilings<'_> {
         let mut open = false;
         if matches!(self.policy, UsageLimit::SoftReflectiveCeiling) && alternating(saturation) {
             // The 1e-9 keeps the period finite just below saturation 1.0.
             let period = (saturation / (1.0 - saturation + 1e-9)).round().max(1.0) as u64;
-            open = (self.tick.fetch_add(1, Ordering::Relaxed) + 1) % period == 0;
+            open = (self.tick.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(period);
         }
         Ceilings {
             policy: &self.policy,

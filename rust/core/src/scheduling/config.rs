@@ -42,6 +42,8 @@ pub struct RouterConfig {
     /// Upstream's --disable-endpoint-subset-filter: schedule over every endpoint even when the
     /// proxy sent a subset hint.
     pub ignore_subset_hint: bool,
+    /// Upstream's --emit-endpoint-scores: decisions carry the primary profile's weighted scores.
+    pub emit_endpoint_scores: bool,
 }
 
 /// Where and how often the DCGM exporter next to each endpoint is polled.
@@ -105,6 +107,7 @@ impl Default for RouterConfig {
             scrape_timeout_ms: 1000,
             max_metric_series: 1000,
             ignore_subset_hint: false,
+            emit_endpoint_scores: false,
         }
     }
 }

@@ -37,6 +37,7 @@ const SAMPLE_PARAMS: &[(&str, &str)] = &[
         "header-label-affinity-scorer",
         r#"{"headerName": "x-zone", "labelKey": "zone"}"#,
     ),
+    ("session-id-producer", r#"{"headerName": "x-session-id"}"#),
     (
         "endpoint-attribute-filter",
         r#"{"attribute": "GPUUtilization", "producer": "dcgm-extractor", "onMissing": "Fail",

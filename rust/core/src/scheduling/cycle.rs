@@ -19,6 +19,11 @@ pub struct Request<'a> {
     pub body: &'a [u8],
     /// Request headers, names lower-case.
     pub headers: &'a [(String, String)],
+    /// The request's objective priority (< 0: sheddable), read by admitters.
+    pub priority: i32,
+    /// Request attributes data producers published (session-id-producer), keyed by upstream's
+    /// DataKey string "DataType/ProducerName".
+    pub attributes: &'a [(String, String)],
     /// The body carries image, video or audio content (read only when a multimodal decider
     /// is configured).
     pub multimodal: bool,
@@ -29,6 +34,18 @@ impl Request<'_> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first of `names` (a header and its deprecated aliases) the request carries.
+    pub fn header_of(&self, names: &[&str]) -> Option<&str> {
+        names.iter().find_map(|n| self.header(n))
+    }
+
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
 }
@@ -70,16 +87,21 @@ pub struct ProfileTrace {
 pub struct LatencyState {
     /// (TTFT ms, TPOT ms); None where the predictor had nothing.
     pub predicted: Vec<Option<(f64, f64)>>,
-    /// The request's SLOs in ms (0 when absent), times the buffer factor.
+    /// The request's TTFT SLO in ms (0 when absent).
     pub ttft_slo: f64,
-    pub tpot_slo: f64,
+    /// The request's TPOT SLO in ms times the buffer factor (0 when absent); None when TPOT is
+    /// not judged (upstream judges it only in streaming mode): TPOT headroom is then 0.
+    pub tpot_slo: Option<f64>,
 }
 
 impl LatencyState {
     /// (TTFT headroom, TPOT headroom): SLO minus prediction, positive = meets it.
     pub fn headroom(&self, candidate: u32) -> Option<(f64, f64)> {
         let (ttft, tpot) = (*self.predicted.get(candidate as usize)?)?;
-        Some((self.ttft_slo - ttft, self.tpot_slo - tpot))
+        Some((
+            self.ttft_slo - ttft,
+            self.tpot_slo.map_or(0.0, |slo| slo - tpot),
+        ))
     }
 }
 
@@ -90,6 +112,9 @@ pub struct CycleState {
     /// prefill profile runs), for plugins that place the next pick near it.
     pub peer: Option<u32>,
     pub latency: Option<LatencyState>,
+    /// Session plugins (by address) whose session was bound to an endpoint that was not a
+    /// candidate: the session moves to this cycle's pick.
+    pub sessions_moved: Vec<usize>,
 }
 
 pub struct Cycle<'a> {
@@ -102,6 +127,9 @@ pub struct Cycle<'a> {
     pub state: RefCell<CycleState>,
     /// Some when the cycle is explained: each profile run appends its trace.
     pub trace: Option<RefCell<Vec<ProfileTrace>>>,
+    /// Some when decisions carry scores (--emit-endpoint-scores): the primary profile's
+    /// candidates after its filters, with their weighted scores.
+    pub primary_scores: Option<RefCell<Vec<(u32, f64)>>>,
 }
 
 impl<'a> Cycle<'a> {
@@ -114,6 +142,7 @@ impl<'a> Cycle<'a> {
             request: Request::default(),
             state: RefCell::default(),
             trace: None,
+            primary_scores: None,
         }
     }
 
@@ -132,4 +161,7 @@ impl<'a> Cycle<'a> {
 pub enum ScheduleError {
     #[error("no endpoints: {0}")]
     NoEndpoints(String),
+    /// An admitter refused the request (upstream answers 500).
+    #[error("request cannot be admitted: {0}")]
+    NotAdmitted(String),
 }

@@ -177,3 +177,79 @@ fn by_label_keeps_valid_values_and_unlabelled_only_when_allowed() {
     );
     assert_eq!(kept(&*open, eps()), vec![0, 2]);
 }
+
+#[test]
+fn utilization_detector_filter_widens_its_thresholds_by_headroom_and_fails_open() {
+    let ep = |waiting: u32, kv: f64| {
+        Ep::with(MetricsUpdate {
+            waiting: Some(waiting),
+            kv_usage: Some(kv),
+            ..Default::default()
+        })
+    };
+    let eps = vec![ep(4, 0.1), ep(5, 0.1), ep(0, 0.85), ep(6, 0.1)];
+    let strict = filter_of("utilization-detector", "{}");
+    assert_eq!(kept(&*strict, eps.clone()), vec![0]);
+    // headroom 0.2: queue limit 6, KV limit 0.96.
+    let burst = filter_of("utilization-detector", r#"{"headroom": 0.2}"#);
+    assert_eq!(kept(&*burst, eps.clone()), vec![0, 1, 2]);
+    // Every endpoint past its limit: all kept, the scorers pick the least bad.
+    assert_eq!(kept(&*strict, vec![ep(9, 0.9), ep(7, 0.1)]), vec![0, 1]);
+}
+
+#[test]
+fn concurrency_detector_filter_limits_in_flight_per_endpoint_with_headroom() {
+    let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0), Ep::waiting(0)]);
+    for (i, n) in [(0, 1u32), (1, 2), (2, 3)] {
+        snap.endpoints[i]
+            .info
+            .in_flight
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    let c = cycle(&snap);
+    let run = |params: &str| {
+        let f = filter_of("concurrency-detector", params);
+        let mut cands = all(&c);
+        f.filter(&c, &mut cands).unwrap();
+        cands
+    };
+    assert_eq!(run(r#"{"maxConcurrency": 2}"#), vec![0]);
+    // ⌊2 · 1.5⌋ = 3: two in flight may take one more, three may not.
+    assert_eq!(run(r#"{"maxConcurrency": 2, "headroom": 0.5}"#), vec![0, 1]);
+}
+
+#[test]
+fn detector_filters_refuse_what_they_cannot_honour_by_name() {
+    for (kind, params, want) in [
+        (
+            "concurrency-detector",
+            r#"{"concurrencyMode": "tokens"}"#,
+            "concurrencyMode: 'tokens' is not supported",
+        ),
+        (
+            "concurrency-detector",
+            r#"{"headroom": -1}"#,
+            "headroom: must be >= 0",
+        ),
+        (
+            "utilization-detector",
+            r#"{"kvCacheUtilThreshold": 2}"#,
+            "kvCacheUtilThreshold",
+        ),
+        (
+            "utilization-detector",
+            r#"{"metricsStalenessThreshold": "soon"}"#,
+            "metricsStalenessThreshold",
+        ),
+    ] {
+        let raw: serde_json::Value = serde_json::from_str(params).unwrap();
+        let Err(e) = registry::build(&Params {
+            name: kind,
+            kind,
+            raw: Some(&raw),
+        }) else {
+            panic!("{kind} {params} accepted")
+        };
+        assert!(e.to_string().contains(want), "{e}");
+    }
+}

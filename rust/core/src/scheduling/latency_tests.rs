@@ -138,3 +138,56 @@ fn latency_plugins_get_a_producer_and_parameters_are_checked() {
         assert!(e.0.contains(needle), "{e}");
     }
 }
+
+#[test]
+fn the_tpot_slo_counts_in_streaming_mode_under_either_header_name() {
+    let routed = |streaming: bool, tpot_header: &str| {
+        let config = json!({
+            "plugins": [
+                {"type": "predicted-latency-producer", "parameters": {"streamingMode": streaming}},
+                {"type": "slo-headroom-tier-filter", "parameters": {"epsilonExploreNeg": 0.0}},
+                {"type": "latency-scorer", "parameters": {"tpotWeight": 0.0}}],
+            "schedulingProfiles": [{"name": "default", "plugins": [
+                {"pluginRef": "slo-headroom-tier-filter"}, {"pluginRef": "latency-scorer"}]}]
+        });
+        let r = Router::from_json(&config.to_string()).unwrap();
+        r.set_endpoints(&[A, B].map(|a| EndpointSpec {
+            name: a.into(),
+            address: a.into(),
+            labels: vec![],
+        }));
+        load(&r, A, 0, 0.5);
+        load(&r, B, 10, 0.1);
+        // A: 20 ms to the first token, 5 ms per token after; B: 320 ms and 40 ms.
+        for i in 0..30 {
+            let (target, ttft, tpot) = if i % 2 == 0 {
+                (A, 0.020, 0.005)
+            } else {
+                (B, 0.320, 0.040)
+            };
+            let only = [target.to_owned()];
+            let d = r
+                .route_with(
+                    CHAT,
+                    BODY,
+                    &RouteOptions {
+                        subset: Some(&only),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            r.release(d.primary());
+            r.observe_latency(&d, ttft, Some(tpot));
+        }
+        let slos = vec![
+            ("x-llm-d-slo-ttft-ms".to_owned(), "1000".to_owned()),
+            (tpot_header.to_owned(), "20".to_owned()),
+        ];
+        route(&r, &slos, None)
+    };
+    // Both meet the TTFT SLO and "least" packs towards it: B, unless B's TPOT (40 ms) misses a
+    // 20 ms TPOT SLO, which counts only in streaming mode (as upstream).
+    assert_eq!(routed(false, "x-llm-d-slo-tpot-ms"), B);
+    assert_eq!(routed(true, "x-llm-d-slo-tpot-ms"), A);
+    assert_eq!(routed(true, "x-slo-tpot-ms"), A);
+}

@@ -16,7 +16,8 @@ use crate::scheduling::scorers::lora_affinity_scorer::LoraAffinityScorer;
 use crate::scheduling::scorers::no_hit_lru_scorer::NoHitLruScorer;
 use crate::scheduling::scorers::prefix_cache_scorer::PrefixCacheScorer;
 use crate::scheduling::scorers::running_requests_size_scorer::RunningRequestsSizeScorer;
-use crate::scheduling::scorers::session_affinity_scorer::{session_token, SessionAffinityScorer};
+use crate::scheduling::scorers::session_affinity_scorer::SessionAffinityScorer;
+use crate::scheduling::session::session_token;
 use crate::scheduling::test_pool::{all, built, cycle, pool, scorer_of, scores, Ep};
 
 const PROMPT: &[u8] = &[b'x'; 256 * 4];
@@ -147,11 +148,9 @@ fn session_affinity_scores_the_endpoint_named_by_the_token() {
     let headers = vec![("x-session-token".to_string(), session_token("ep1"))];
     let mut c = cycle(&snap);
     c.request.headers = &headers;
-    assert_eq!(scores(&SessionAffinityScorer, &c), vec![0.0, 1.0]);
-    assert_eq!(
-        scores(&SessionAffinityScorer, &cycle(&snap)),
-        vec![0.0, 0.0]
-    );
+    let s = SessionAffinityScorer::default();
+    assert_eq!(scores(&s, &c), vec![0.0, 1.0]);
+    assert_eq!(scores(&s, &cycle(&snap)), vec![0.0, 0.0]);
 }
 
 #[test]
@@ -267,12 +266,12 @@ fn session_affinity_parameters_we_cannot_honour_are_refused() {
         (r#"{"strategy": "sticky"}"#, "strategy"),
         (r#"{"profileName": "prefill"}"#, "profileName"),
         (
-            r#"{"encodedEndpointHeaderConfig": {"header": "x-token-prefill"}}"#,
-            "x-token-prefill",
+            r#"{"strategy": "session_id", "sessionIdConfig": {"sources": [{"header": "a", "attribute": "b"}]}}"#,
+            "sources[0]: exactly one of header or attribute",
         ),
         (
-            r#"{"strategy": "session_id", "sessionIdConfig": {"sources": [{"attribute": "agent-identity"}]}}"#,
-            "agent-identity",
+            r#"{"strategy": "session_id", "sessionIdConfig": {"evictionTtlSeconds": -1}}"#,
+            "evictionTtlSeconds",
         ),
     ] {
         let raw: serde_json::Value = serde_json::from_str(params).unwrap();

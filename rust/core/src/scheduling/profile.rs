@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::scheduling::contracts::filter::Filter;
 use crate::scheduling::contracts::picker::Picker;
-use crate::scheduling::contracts::scorer::Scorer;
+use crate::scheduling::contracts::scorer::{Picks, Scorer};
 use crate::scheduling::cycle::{Cycle, ProfileTrace, ScheduleError};
 use crate::scheduling::filters::stale_filter::StaleFilter;
 use crate::scheduling::filters::subset_filter::SubsetFilter;
@@ -74,6 +74,25 @@ impl SchedulingProfile {
 
     /// Run one cycle; `picked` receives snapshot positions, best first.
     pub fn schedule(&self, cycle: &Cycle<'_>, picked: &mut Vec<u32>) -> Result<(), ScheduleError> {
+        self.run(cycle, picked, false)
+    }
+
+    /// Run as the primary profile, whose picks are where the request goes (and whose scores a
+    /// decision reports when asked).
+    pub fn schedule_primary(
+        &self,
+        cycle: &Cycle<'_>,
+        picks: &mut Picks,
+    ) -> Result<(), ScheduleError> {
+        self.run(cycle, &mut picks.primary, true)
+    }
+
+    fn run(
+        &self,
+        cycle: &Cycle<'_>,
+        picked: &mut Vec<u32>,
+        primary: bool,
+    ) -> Result<(), ScheduleError> {
         if cycle.snapshot.endpoints.is_empty() {
             return Err(ScheduleError::NoEndpoints(
                 "the pool has no endpoints".into(),
@@ -131,6 +150,11 @@ impl SchedulingProfile {
             }
             if let Some(t) = trace.as_mut() {
                 t.totals = s.totals.clone();
+            }
+            if let Some(sink) = cycle.primary_scores.as_ref().filter(|_| primary) {
+                let mut sink = sink.borrow_mut();
+                sink.clear();
+                sink.extend(s.candidates.iter().copied().zip(s.totals.iter().copied()));
             }
             self.picker
                 .plugin

@@ -1,12 +1,14 @@
 //! The plugin registry: every plugin is built by its upstream type name from its parameters.
 //! Adding a plugin is one file with a `factory` and one line here.
 
+use crate::scheduling::admitters::{latency_slo_admitter, probabilistic_admitter};
 use crate::scheduling::config::ConfigError;
 use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::filters::{
     by_label_filter, endpoint_attribute_filter, header_based_testing_filter, label_selector_filter,
-    role_filter, slo_headroom_tier_filter, topology_affinity_filter, utilization_filter,
+    role_filter, saturation_detector_filter, session_affinity_filter, slo_headroom_tier_filter,
+    topology_affinity_filter, utilization_filter,
 };
 use crate::scheduling::handlers::{
     data_parallel_profile_handler, disagg_profile_handler, header_profile_handler, pd_decider,
@@ -15,7 +17,8 @@ use crate::scheduling::handlers::{
 use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
 use crate::scheduling::producers::{
     agent_identity, approx_prefix_cache_producer, inflight_load_producer,
-    precise_prefix_cache_producer, predicted_latency_producer, topology_extractor,
+    precise_prefix_cache_producer, predicted_latency_producer, session_id_producer,
+    topology_extractor,
 };
 use crate::scheduling::scorers::{
     active_request_scorer, context_length_aware, endpoint_attribute_scorer,
@@ -36,12 +39,23 @@ const REGISTRY: &[(&str, Factory)] = &[
     // The name upstream used before kv-cache-utilization-scorer.
     ("kv-cache-scorer", kv_cache_utilization_scorer::factory),
     ("prefix-cache-scorer", prefix_cache_scorer::factory),
+    // Upstream's cluster-scoped type: the same scorer over cluster endpoints
+    // (multicluster-file-discovery).
+    (
+        "multicluster-prefix-cache-scorer",
+        prefix_cache_scorer::factory,
+    ),
     (
         "precise-prefix-cache-producer",
         precise_prefix_cache_producer::factory,
     ),
     (
         "approx-prefix-cache-producer",
+        approx_prefix_cache_producer::factory,
+    ),
+    // Upstream's cluster-scoped type: the same producer over cluster endpoints.
+    (
+        "multicluster-approx-prefix-cache-producer",
         approx_prefix_cache_producer::factory,
     ),
     (
@@ -66,6 +80,13 @@ const REGISTRY: &[(&str, Factory)] = &[
         header_label_affinity_scorer::factory,
     ),
     ("session-affinity-scorer", session_affinity_scorer::factory),
+    ("session-affinity-filter", session_affinity_filter::factory),
+    // Cluster identity comes from discovery: pinning the endpoint pins its cluster.
+    (
+        "multicluster-session-affinity-filter",
+        session_affinity_filter::factory,
+    ),
+    ("session-id-producer", session_id_producer::factory),
     ("no-hit-lru-scorer", no_hit_lru_scorer::factory),
     ("decode-filter", role_filter::decode_factory),
     ("prefill-filter", role_filter::prefill_factory),
@@ -79,6 +100,15 @@ const REGISTRY: &[(&str, Factory)] = &[
     ("by-label-selector", label_selector_filter::factory),
     ("by-label", by_label_filter::factory),
     ("utilization-filter", utilization_filter::factory),
+    // The detectors' filter role (their saturation role is flow control's).
+    (
+        "utilization-detector",
+        saturation_detector_filter::utilization_factory,
+    ),
+    (
+        "concurrency-detector",
+        saturation_detector_filter::concurrency_factory,
+    ),
     ("latency-scorer", latency_scorer::factory),
     (
         "endpoint-attribute-filter",
@@ -111,6 +141,8 @@ const REGISTRY: &[(&str, Factory)] = &[
         "predicted-latency-producer",
         predicted_latency_producer::factory,
     ),
+    ("latency-slo-admitter", latency_slo_admitter::factory),
+    ("probabilistic-admitter", probabilistic_admitter::factory),
     ("max-score-picker", max_score_picker::factory),
     ("random-picker", random_picker::factory),
     ("weighted-random-picker", weighted_random_picker::factory),

@@ -24,7 +24,7 @@ use crate::scheduling::producers::latency_predictor::Features;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndexStats;
 use crate::scheduling::request_parsers::Parsers;
 use crate::scheduling::scheduler::Scheduler;
-use crate::scheduling::scorers::session_affinity_scorer::session_token;
+use crate::scheduling::session::session_token;
 use crate::stats::RequestStats;
 
 /// Where a request goes, and what the request path must change on the way.
@@ -47,9 +47,15 @@ pub struct Decision {
     /// Headers the proxy must add to the request upstream (e.g. `x-prefiller-host-port` when a
     /// prefill endpoint was picked); empty when none.
     pub headers: Vec<(String, String)>,
-    /// When session affinity is configured: the `x-session-token` value naming the primary,
-    /// for the proxy to return on the response so the client can send it back.
-    pub session_token: Option<String>,
+    /// Headers the proxy must add to the response to the client: with session affinity
+    /// (encoded_endpoint_header), the token naming the primary (`x-session-token` by default),
+    /// for the client to send back; empty when none.
+    /// (Boxed slices keep a Decision small: it travels by value through flow control.)
+    pub response_headers: Box<[(String, String)]>,
+    /// With `emitEndpointScores` (upstream's --emit-endpoint-scores): every endpoint the primary
+    /// profile scored ("ip:port") with its weighted score; None otherwise, and for
+    /// data-parallel decisions, whose destination port is not the scored endpoint's (as upstream).
+    pub endpoint_scores: Option<Box<[(String, f64)]>>,
 }
 
 /// The optional inputs of a route beyond path and body.
@@ -59,6 +65,8 @@ pub struct RouteOptions<'a> {
     pub subset: Option<&'a [String]>,
     /// Request headers, for session affinity and other header-driven plugins.
     pub headers: &'a [(String, String)],
+    /// The request's objective priority, for admitters (< 0: sheddable).
+    pub priority: i32,
 }
 
 impl Decision {
@@ -180,6 +188,12 @@ impl Router {
         &self.store
     }
 
+    /// Whether routing reads request headers (session affinity, header-driven plugins, SLO
+    /// headers): when false a request path need not pass them.
+    pub fn reads_headers(&self) -> bool {
+        self.scheduler.reads_headers()
+    }
+
     /// The resolved scheduling configuration (profiles, plugins, weights) as JSON.
     pub fn describe(&self) -> serde_json::Value {
         let mut d = self.scheduler.describe();
@@ -297,6 +311,7 @@ impl Router {
             model_rewrite,
             subset,
             headers: &[],
+            priority: 0,
         };
         self.route_with(path, body, &options)
     }
@@ -400,8 +415,13 @@ impl Router {
         };
         let served_model = model_rewrite.or(request.model.as_deref()).unwrap_or("");
         let snapshot = self.store.snapshot();
+        let attributes = self.scheduler.request_attributes(options.headers);
+        let port = self.scheduler.primary_port();
         let mut cycle = Cycle::new(&snapshot, Instant::now(), self.config.staleness());
         cycle.subset = options.subset.filter(|_| !self.config.ignore_subset_hint);
+        if self.config.emit_endpoint_scores && port.is_none() {
+            cycle.primary_scores = Some(Default::default());
+        }
         cycle.request = Request {
             model: served_model,
             prompt: request.prompt.as_bytes(),
@@ -409,7 +429,9 @@ impl Router {
             path,
             body: rewritten.as_deref().unwrap_or(body),
             headers: options.headers,
+            attributes: &attributes,
             multimodal: self.scheduler.needs_multimodal() && carries_media(body),
+            priority: options.priority,
         };
         if !commit {
             cycle.trace = Some(Default::default());
@@ -427,7 +449,6 @@ impl Router {
                     }
                     scheduled?;
                 }
-                let port = self.scheduler.primary_port();
                 let mut joined = String::with_capacity(picks.primary.len() * 22);
                 for (i, &p) in picks.primary.iter().enumerate() {
                     if i > 0 {
@@ -446,10 +467,12 @@ impl Router {
                         .attempted(true, served_model, &primary.info.name, primary.address());
                 }
                 let headers = stage_headers(&cycle, picks, port.is_some());
-                let session = self
+                let session: Box<[(String, String)]> = self
                     .scheduler
-                    .uses_session_affinity()
-                    .then(|| session_token(&primary.info.name));
+                    .token_headers()
+                    .iter()
+                    .map(|h| (h.clone(), session_token(&primary.info.name)))
+                    .collect();
                 let counted = port.map(|_| primary.address().to_owned());
                 let features = self
                     .scheduler
@@ -457,6 +480,13 @@ impl Router {
                     .map(|p| p.features_of(&cycle, picks.primary[0]));
                 Ok((joined, headers, session, counted, features))
             })?;
+        let endpoint_scores = cycle.primary_scores.take().map(|scored| {
+            scored
+                .into_inner()
+                .into_iter()
+                .map(|(c, score)| (cycle.endpoint(c).address().to_owned(), score))
+                .collect()
+        });
         if let (Some(sink), Some(recorded)) = (trace, cycle.trace.take()) {
             *sink = recorded.into_inner();
         }
@@ -472,7 +502,8 @@ impl Router {
             stream: request.stream,
             kind: request.kind,
             headers,
-            session_token: session,
+            response_headers: session,
+            endpoint_scores,
         })
     }
 
@@ -504,6 +535,11 @@ impl Router {
         self.scheduler
             .verifies_served()
             .then(|| (RESULT_HEADER, verdict(lb, served)))
+    }
+
+    /// Whether admitters are configured: the request path must then say the priority.
+    pub fn has_admitters(&self) -> bool {
+        self.scheduler.has_admitters()
     }
 
     /// The request sent to `address` finished; false when the address is not in the pool.

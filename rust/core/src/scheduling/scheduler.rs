@@ -6,23 +6,73 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::scheduling::config::{ConfigError, PluginSpec, ProfileSpec, RouterConfig};
+use crate::scheduling::contracts::admitter::Admitter;
+use crate::scheduling::contracts::filter::Filter;
 use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::profile_handler::ProfileHandler;
 use crate::scheduling::contracts::scorer::{Picks, PrefixProducers, Scorer};
 use crate::scheduling::cycle::{Cycle, ScheduleError};
 use crate::scheduling::filters::endpoint_attribute_filter::GPU_ATTRIBUTE_CONSUMERS;
+use crate::scheduling::filters::subset_filter::SubsetFilter;
 use crate::scheduling::handler_wiring::build_handler;
 use crate::scheduling::pickers::max_score_picker::MaxScorePicker;
 use crate::scheduling::producers::agent_identity::AgentIdentity;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
+use crate::scheduling::producers::session_id_producer::SessionIdProducer;
 use crate::scheduling::profile::{Named, SchedulingProfile};
 use crate::scheduling::registry;
+use crate::scheduling::session::{self, SessionSource, Strategy};
 
 /// Plugin types that read predicted-latency-producer's output.
 const LATENCY_CONSUMERS: [&str; 2] = ["latency-scorer", "slo-headroom-tier-filter"];
+
+/// Plugin types that never read request headers: a config of only these lets the request path
+/// skip collecting them. Any other type (new ones included) gets the headers.
+const HEADER_BLIND: &[&str] = &[
+    "queue-scorer",
+    "kv-cache-utilization-scorer",
+    "kv-cache-scorer",
+    "prefix-cache-scorer",
+    "precise-prefix-cache-producer",
+    "token-producer",
+    "tokenizer",
+    "lora-affinity-scorer",
+    "running-requests-size-scorer",
+    "load-aware-scorer",
+    "active-request-scorer",
+    "context-length-aware",
+    "no-hit-lru-scorer",
+    "decode-filter",
+    "prefill-filter",
+    "encode-filter",
+    "label-selector-filter",
+    "by-label-selector",
+    "by-label",
+    "utilization-filter",
+    "inflight-load-producer",
+    "max-score-picker",
+    "random-picker",
+    "weighted-random-picker",
+    "single-profile-handler",
+    "disagg-profile-handler",
+    "pd-profile-handler",
+    "prefill-header-handler",
+    "disagg-headers-handler",
+    "prefix-based-pd-decider",
+    "always-disagg-pd-decider",
+    "always-disagg-multimodal-decider",
+    "data-parallel-profile-handler",
+];
+
+/// The session-affinity plugin types (`scheduling::session`).
+const SESSION_KINDS: [&str; 3] = [
+    "session-affinity-scorer",
+    "session-affinity-filter",
+    "multicluster-session-affinity-filter",
+];
 
 pub struct Scheduler {
     profiles: Vec<SchedulingProfile>,
@@ -35,7 +85,15 @@ pub struct Scheduler {
     needs_multimodal: bool,
     /// Every scorer once, for the after-pick hook.
     scorers: Vec<Arc<dyn Scorer>>,
-    session_affinity: bool,
+    /// Filters that learn from the pick (session-affinity-filter, session_id), once each.
+    learners: Vec<Arc<dyn Filter>>,
+    /// Response headers naming the primary for the client to send back (session affinity,
+    /// encoded_endpoint_header), once each.
+    token_headers: Vec<String>,
+    /// session-id-producers: request attributes published before the profiles run.
+    attribute_producers: Vec<Arc<SessionIdProducer>>,
+    /// Some configured plugin reads request headers.
+    reads_headers: bool,
     /// predicted-latency-producer, listed or created for the latency plugins that need it.
     latency: Option<Arc<PredictedLatencyProducer>>,
     /// destination-endpoint-served-verifier is listed.
@@ -46,6 +104,8 @@ pub struct Scheduler {
     block_index: Option<(String, Arc<BlockIndex>)>,
     /// The approx-prefix-cache-producers, by name.
     approx: Vec<(String, Arc<ApproxPrefixProducer>)>,
+    /// Admitters in `plugins:` order; they run after the producers, before the profiles.
+    admitters: Vec<Arc<dyn Admitter>>,
 }
 
 pub(crate) struct Built {
@@ -111,8 +171,14 @@ impl Scheduler {
         let mut tokens = None;
         let mut latency: Option<Arc<PredictedLatencyProducer>> = None;
         let mut agent_identity = None;
+        let mut admitters: Vec<Arc<dyn Admitter>> = Vec::new();
+        let mut learners: Vec<Arc<dyn Filter>> = Vec::new();
+        let mut attribute_producers: Vec<Arc<SessionIdProducer>> = Vec::new();
         for b in &built {
             match &b.plugin {
+                Plugin::Admitter(a) => admitters.push(a.clone()),
+                Plugin::SessionIdProducer(p) => attribute_producers.push(p.clone()),
+                Plugin::Filter(f) if f.learns() => learners.push(f.clone()),
                 Plugin::AgentIdentity(a) if agent_identity.replace(a.clone()).is_some() => {
                     return Err(ConfigError(format!(
                         "plugins: one agent-identity allowed, '{}' is another",
@@ -159,17 +225,17 @@ impl Scheduler {
         }
         // As upstream, the latency plugins get a default producer when none is listed.
         if latency.is_none()
-            && built
-                .iter()
-                .any(|b| LATENCY_CONSUMERS.contains(&b.spec.kind.as_str()))
+            && built.iter().any(|b| {
+                LATENCY_CONSUMERS.contains(&b.spec.kind.as_str())
+                    || b.spec.kind == "latency-slo-admitter"
+            })
         {
             latency = Some(Arc::default());
         }
-        let session_affinity = profiles.iter().any(|p| {
-            p.scorers
-                .iter()
-                .any(|(s, _)| s.kind == "session-affinity-scorer")
-        });
+        let token_headers = session_wiring(&built, &profiles, &attribute_producers)?;
+        let reads_headers = built
+            .iter()
+            .any(|b| !HEADER_BLIND.contains(&b.spec.kind.as_str()));
         Ok(Scheduler {
             profiles,
             handler: wired.handler,
@@ -177,7 +243,10 @@ impl Scheduler {
             primary_port: wired.primary_port,
             needs_multimodal,
             scorers,
-            session_affinity,
+            learners,
+            token_headers,
+            attribute_producers,
+            reads_headers,
             latency,
             verifies_served: built
                 .iter()
@@ -185,6 +254,7 @@ impl Scheduler {
             agent_identity,
             block_index,
             approx,
+            admitters,
         })
     }
 
@@ -194,6 +264,9 @@ impl Scheduler {
         for s in &self.scorers {
             s.picked(cycle, picks);
         }
+        for f in &self.learners {
+            f.picked(cycle, picks);
+        }
         Ok(())
     }
 
@@ -201,6 +274,9 @@ impl Scheduler {
     pub fn dry_run(&self, cycle: &Cycle<'_>, picks: &mut Picks) -> Result<(), ScheduleError> {
         if let Some(latency) = &self.latency {
             latency.prepare(cycle);
+        }
+        if !self.admitters.is_empty() {
+            self.admit(cycle)?;
         }
         self.handler.run(&self.profiles, cycle, picks)
     }
@@ -213,6 +289,24 @@ impl Scheduler {
     /// agent-identity, when listed.
     pub fn agent_identity(&self) -> Option<&Arc<AgentIdentity>> {
         self.agent_identity.as_ref()
+    }
+
+    /// Run the admitters over the endpoints the request may go to; the first refusal wins.
+    fn admit(&self, cycle: &Cycle<'_>) -> Result<(), ScheduleError> {
+        let mut candidates: Vec<u32> = (0..cycle.snapshot.endpoints.len() as u32).collect();
+        if SubsetFilter.filter(cycle, &mut candidates).is_err() {
+            return Ok(()); // the profiles refuse it with the subset's reason
+        }
+        for a in &self.admitters {
+            a.admit(cycle, &candidates)
+                .map_err(ScheduleError::NotAdmitted)?;
+        }
+        Ok(())
+    }
+
+    /// Whether admitters are configured (the request path then reads the priority).
+    pub fn has_admitters(&self) -> bool {
+        !self.admitters.is_empty()
     }
 
     /// The predicted-latency-producer, when latency plugins are configured.
@@ -230,14 +324,32 @@ impl Scheduler {
         self.needs_multimodal
     }
 
-    /// Whether a session-affinity scorer takes part, so decisions carry a session token.
-    pub fn uses_session_affinity(&self) -> bool {
-        self.session_affinity
+    /// The response headers that carry the primary's session token (session affinity with
+    /// encoded_endpoint_header in a profile); empty when none.
+    pub fn token_headers(&self) -> &[String] {
+        &self.token_headers
+    }
+
+    /// Whether some plugin reads request headers (else the request path need not collect them).
+    pub fn reads_headers(&self) -> bool {
+        self.reads_headers
+    }
+
+    /// The request attributes the data producers publish for these headers ("DataType/Producer",
+    /// value); empty (no allocation) when none is configured.
+    pub fn request_attributes(&self, headers: &[(String, String)]) -> Vec<(String, String)> {
+        self.attribute_producers
+            .iter()
+            .filter_map(|p| Some((p.key.clone(), p.produce(headers)?)))
+            .collect()
     }
 
     pub fn endpoint_removed(&self, id: u64) {
         for s in &self.scorers {
             s.endpoint_removed(id);
+        }
+        for f in &self.learners {
+            f.endpoint_removed(id);
         }
         if let Some((_, index)) = &self.block_index {
             index.remove_endpoint(id);
@@ -372,9 +484,11 @@ fn build_profile(
                     plugin: p.clone(),
                 });
             }
-            // It runs before every profile; naming it in one (as the charts do) changes nothing.
-            Plugin::LatencyProducer(_) => {}
+            // They run before every profile; naming one in a profile (as the charts and the
+            // latency-slo-admitter README do) changes nothing, as upstream.
+            Plugin::LatencyProducer(_) | Plugin::Admitter(_) => {}
             Plugin::ProfileHandler(_)
+            | Plugin::SessionIdProducer(_)
             | Plugin::Decider(_)
             | Plugin::Producer(_)
             | Plugin::ApproxProducer(_)
@@ -401,6 +515,54 @@ fn build_profile(
         scorers.into_iter().filter(|(_, w)| *w > 0.0).collect(),
         picker,
     ))
+}
+
+/// The session plugins a profile uses: their token response headers, and every attribute
+/// source they read checked against the producers configured.
+fn session_wiring(
+    built: &[Built],
+    profiles: &[SchedulingProfile],
+    producers: &[Arc<SessionIdProducer>],
+) -> Result<Vec<String>, ConfigError> {
+    let mut headers: Vec<String> = Vec::new();
+    for b in built
+        .iter()
+        .filter(|b| SESSION_KINDS.contains(&b.spec.kind.as_str()))
+    {
+        let name = b.spec.name();
+        let used = profiles.iter().any(|p| {
+            p.filters.iter().any(|f| f.name == name)
+                || p.scorers.iter().any(|(s, _)| s.name == name)
+        });
+        let params = Params {
+            name,
+            kind: &b.spec.kind,
+            raw: b.spec.parameters.as_ref(),
+        };
+        match session::parse(&params)? {
+            Strategy::Encoded { header } if used && !headers.contains(&header) => {
+                headers.push(header)
+            }
+            Strategy::Encoded { .. } => {}
+            Strategy::SessionId(ids) => {
+                for (i, s) in ids.sources.iter().enumerate() {
+                    let SessionSource::Attribute(key) = s else {
+                        continue;
+                    };
+                    if !producers.iter().any(|p| &p.key == key) {
+                        let published: Vec<&str> =
+                            producers.iter().map(|p| p.key.as_str()).collect();
+                        return Err(params.error(format_args!(
+                            "parameters.sessionIdConfig.sources[{i}]: no configured plugin publishes \
+                             attribute '{key}' (attribute/producer; published here: [{}])",
+                            published.join(", ")
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(headers)
 }
 
 fn weight(at: &str, name: &str, weight: Option<f64>) -> Result<f64, ConfigError> {

@@ -3,10 +3,6 @@
 
 pub const UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "multicluster-approx-prefix-cache-producer",
-        "multi-cluster pools are not supported",
-    ),
-    (
         "precise-prefix-cache-scorer",
         "use prefix-cache-scorer with a precise-prefix-cache-producer",
     ),
@@ -27,41 +23,20 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "multimodal embedding caches are not tracked",
     ),
     (
-        "session-id-producer",
-        "session ids are read from request headers by session-affinity-scorer (session_id strategy)",
-    ),
-    ("token-load-scorer", "token-load scoring is not implemented"),
-    (
-        "session-affinity-filter",
-        "use session-affinity-scorer (a soft preference) instead",
-    ),
-    (
-        "multicluster-session-affinity-filter",
-        "multi-cluster pools are not supported",
+        "token-load-scorer",
+        "in-flight token estimates (tokenized prompt sizes held until the first streamed byte) are not kept; in-flight requests are (active-request-scorer)",
     ),
     (
         "multicluster-queue-scorer",
-        "multi-cluster pools are not supported",
+        "it reads the pool averages other clusters' EPPs publish (multicluster-metrics-data-source), which sluicegate does not read",
     ),
     (
         "multicluster-kv-cache-utilization-scorer",
-        "multi-cluster pools are not supported",
-    ),
-    (
-        "multicluster-prefix-cache-scorer",
-        "multi-cluster pools are not supported",
+        "it reads the pool averages other clusters' EPPs publish (multicluster-metrics-data-source), which sluicegate does not read",
     ),
     (
         "prefix-cache-affinity-filter",
-        "prefix matches are scored after the filters here, so no filter can read them",
-    ),
-    (
-        "latency-slo-admitter",
-        "admission by predicted latency is not implemented (use flow control)",
-    ),
-    (
-        "probabilistic-admitter",
-        "admission by probability is not implemented (use flow control)",
+        "prefix matches are scored after the filters here, and its TTFT gate reads in-flight tokens, which are not kept",
     ),
     (
         "disaggregatedset-rollout-screener",
@@ -69,15 +44,7 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     (
         "request-attribute-reporter",
-        "request attribute reporting is not implemented",
-    ),
-    (
-        "program-aware-fairness",
-        "program-aware fairness is not implemented in flow control",
-    ),
-    (
-        "soft-reflective-ceiling-policy",
-        "the soft reflective ceiling usage policy is not implemented",
+        "its values are CEL expressions over the response usage, and no CEL evaluator is built in",
     ),
     (
         "sheddable-eviction-filter",

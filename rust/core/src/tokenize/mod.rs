@@ -4,11 +4,13 @@
 //! compute — the same ids vLLM's render endpoints return.
 
 mod chat_template;
+mod pieces;
 mod render;
 
 use std::path::{Path, PathBuf};
 
 use chat_template::ChatTemplate;
+use pieces::PieceCache;
 pub use render::RenderClient;
 
 /// Where a token-producer gets token ids: in-process from a tokenizer.json, or from the model
@@ -32,6 +34,8 @@ impl TokenSource {
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     chat: Option<ChatTemplate>,
+    /// Rendered chats are encoded piece by piece, repeated pieces remembered.
+    pieces: Option<PieceCache>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,7 +86,12 @@ impl Tokenizer {
             }
             Err(_) => None,
         };
-        Ok(Tokenizer { inner, chat })
+        let pieces = PieceCache::new(&inner);
+        Ok(Tokenizer {
+            inner,
+            chat,
+            pieces,
+        })
     }
 
     /// A completion prompt's ids, special tokens added as the model server does.
@@ -108,6 +117,16 @@ impl Tokenizer {
     }
 
     fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>, TokenizeError> {
+        // A post-processor may add tokens around the whole text: pieces only without one.
+        match &self.pieces {
+            Some(pieces) if !special => {
+                pieces.encode(text, |piece| self.encode_whole(piece, false))
+            }
+            _ => self.encode_whole(text, special),
+        }
+    }
+
+    fn encode_whole(&self, text: &str, special: bool) -> Result<Vec<u32>, TokenizeError> {
         Ok(self
             .inner
             .encode_fast(text, special)

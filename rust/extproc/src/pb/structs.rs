@@ -46,6 +46,12 @@ impl Value {
         }
     }
 
+    pub fn number(n: f64) -> Value {
+        Value {
+            kind: Some(value::Kind::NumberValue(n)),
+        }
+    }
+
     pub fn structure(s: Struct) -> Value {
         Value {
             kind: Some(value::Kind::StructValue(s)),

@@ -1,5 +1,7 @@
-//! The filter contract: a filter narrows the candidate list in place, or fails the cycle.
+//! The filter contract: a filter narrows the candidate list in place, or fails the cycle. A
+//! stateful filter may learn from the cycle's outcome, as a scorer does.
 
+use crate::scheduling::contracts::scorer::Picks;
 use crate::scheduling::cycle::{Cycle, ScheduleError};
 use crate::scheduling::producers::topology_extractor::TopologySource;
 
@@ -9,5 +11,16 @@ pub trait Filter: Send + Sync {
     /// The topology-extractor this filter reads, for the scheduler to bind.
     fn topology(&self) -> Option<&TopologySource> {
         None
+    }
+
+    /// Called once the cycle has picked (only for filters that say `learns`).
+    fn picked(&self, _cycle: &Cycle<'_>, _picks: &Picks) {}
+
+    /// The endpoint with this id left the pool: drop what is kept about it.
+    fn endpoint_removed(&self, _id: u64) {}
+
+    /// Whether `picked` and `endpoint_removed` do anything (the scheduler calls them only then).
+    fn learns(&self) -> bool {
+        false
     }
 }

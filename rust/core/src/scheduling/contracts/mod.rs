@@ -1,7 +1,8 @@
-//! The plugin contracts: what a filter, scorer, picker, profile handler and decider promise,
+//! The plugin contracts: what an admitter, filter, scorer, picker, profile handler and decider promise,
 //! the parameter parsing every factory shares, and what a factory returns. Plugins depend on
 //! these; these depend on no plugin.
 
+pub mod admitter;
 pub mod decider;
 pub mod filter;
 pub mod params;

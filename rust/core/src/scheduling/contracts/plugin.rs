@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::scheduling::contracts::admitter::Admitter;
 use crate::scheduling::contracts::decider::PdDecider;
 use crate::scheduling::contracts::filter::Filter;
 use crate::scheduling::contracts::picker::Picker;
@@ -11,6 +12,7 @@ use crate::scheduling::contracts::scorer::Scorer;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
+use crate::scheduling::producers::session_id_producer::SessionIdProducer;
 
 pub enum Plugin {
     Filter(Arc<dyn Filter>),
@@ -35,8 +37,12 @@ pub enum Plugin {
     ServedVerifier,
     /// inflight-load-producer: names the in-flight counter the Router always keeps.
     InFlightCounter,
+    /// session-id-producer: publishes the request's session id as a request attribute.
+    SessionIdProducer(Arc<SessionIdProducer>),
     /// predicted-latency-producer: runs before the profiles; a profile may name it.
     LatencyProducer(Arc<PredictedLatencyProducer>),
+    /// Runs before every profile and may refuse the request (latency-slo-, probabilistic-admitter).
+    Admitter(Arc<dyn Admitter>),
     /// Upstream's deprecated header handlers: the disagg handler sets these headers itself,
     /// for the profiles named here (checked against the handler's).
     HeadersHandler {

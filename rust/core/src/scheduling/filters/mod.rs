@@ -5,6 +5,8 @@ pub mod endpoint_attribute_filter;
 pub mod header_based_testing_filter;
 pub mod label_selector_filter;
 pub mod role_filter;
+pub mod saturation_detector_filter;
+pub mod session_affinity_filter;
 pub mod slo_headroom_tier_filter;
 pub mod stale_filter;
 pub mod subset_filter;

@@ -210,11 +210,11 @@ impl ProfileHandler for DisaggProfileHandler {
         picks.encode.clear();
         if self.prefill_first {
             self.run_prefill(profiles, cycle, picks);
-            profiles[self.decode].schedule(cycle, &mut picks.primary)?;
+            profiles[self.decode].schedule_primary(cycle, picks)?;
             self.run_encode(profiles, cycle, picks);
             return Ok(());
         }
-        profiles[self.decode].schedule(cycle, &mut picks.primary)?;
+        profiles[self.decode].schedule_primary(cycle, picks)?;
         self.run_encode(profiles, cycle, picks);
         if let Some(decider) = &self.prefill_decider {
             if decider.decide(cycle, picks.primary[0]) {

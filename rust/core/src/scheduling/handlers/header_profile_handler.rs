@@ -86,6 +86,6 @@ impl ProfileHandler for HeaderProfileHandler {
     ) -> Result<(), ScheduleError> {
         picks.prefill = None;
         picks.encode.clear();
-        profiles[self.choose(cycle)?].schedule(cycle, &mut picks.primary)
+        profiles[self.choose(cycle)?].schedule_primary(cycle, picks)
     }
 }

@@ -24,6 +24,6 @@ impl ProfileHandler for SingleProfileHandler {
     ) -> Result<(), ScheduleError> {
         picks.prefill = None;
         picks.encode.clear();
-        profiles[0].schedule(cycle, &mut picks.primary)
+        profiles[0].schedule_primary(cycle, picks)
     }
 }

@@ -8,5 +8,6 @@ pub mod precise_prefix_cache_producer;
 pub mod precise_prefix_params;
 pub mod predicted_latency_producer;
 pub mod served_verifier;
+pub mod session_id_producer;
 pub mod token_producer;
 pub mod topology_extractor;

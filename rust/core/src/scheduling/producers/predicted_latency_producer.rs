@@ -1,7 +1,9 @@
 //! predicted-latency-producer (llm-d): before the profiles run, predicts each endpoint's TTFT and
 //! TPOT for this request with the in-process predictor, and the headroom to the request's SLOs
-//! (`x-llm-d-slo-ttft-ms`, `x-llm-d-slo-tpot-ms`; absent = 0, so headroom is minus the
-//! prediction). latency-scorer and slo-headroom-tier-filter read them. Each finished request
+//! (`x-llm-d-slo-ttft-ms`, `x-llm-d-slo-tpot-ms`, or their deprecated aliases `x-slo-ttft-ms`,
+//! `x-slo-tpot-ms`; absent = 0, so headroom is minus the prediction). As upstream, the TPOT SLO
+//! (times `sloBufferFactor`) is judged only with `streamingMode: true`; otherwise TPOT headroom
+//! is 0. latency-scorer and slo-headroom-tier-filter read them. Each finished request
 //! trains the predictor with its observed TTFT and TPOT (`Router::observe_latency`).
 
 use std::sync::Arc;
@@ -15,8 +17,10 @@ use crate::scheduling::cycle::{Cycle, LatencyState};
 use crate::scheduling::producers::latency_predictor::{features, Features, LatencyPredictor};
 use crate::scheduling::scorers::prefix_cache_scorer::BYTES_PER_TOKEN;
 
-pub const TTFT_SLO_HEADER: &str = "x-llm-d-slo-ttft-ms";
-pub const TPOT_SLO_HEADER: &str = "x-llm-d-slo-tpot-ms";
+/// The request's time-to-first-token SLO in ms, then its deprecated alias (as upstream).
+pub const SLO_TTFT_HEADERS: [&str; 2] = ["x-llm-d-slo-ttft-ms", "x-slo-ttft-ms"];
+/// The request's time-per-output-token SLO in ms, then its deprecated alias (as upstream).
+pub const SLO_TPOT_HEADERS: [&str; 2] = ["x-llm-d-slo-tpot-ms", "x-slo-tpot-ms"];
 
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
@@ -56,6 +60,8 @@ pub struct PredictedLatencyProducer {
     slo_buffer_factor: f64,
     /// False: training only (upstream's predictInProduce: false).
     predict: bool,
+    /// Upstream's streamingMode: only then is the TPOT SLO judged.
+    streaming: bool,
 }
 
 impl Default for PredictedLatencyProducer {
@@ -64,6 +70,7 @@ impl Default for PredictedLatencyProducer {
             predictor: Arc::default(),
             slo_buffer_factor: 1.0,
             predict: true,
+            streaming: false,
         }
     }
 }
@@ -87,7 +94,6 @@ pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
         params.sampling_mean,
         params.max_decode_token_samples_for_prediction,
         params.context_ttl,
-        params.streaming_mode,
         params.endpoint_role_label,
     );
     Ok(Plugin::LatencyProducer(Arc::new(
@@ -95,14 +101,15 @@ pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
             predictor: Arc::default(),
             slo_buffer_factor: params.slo_buffer_factor,
             predict: params.predict_in_produce,
+            streaming: params.streaming_mode,
         },
     )))
 }
 
-fn slo(cycle: &Cycle<'_>, header: &str) -> f64 {
+fn slo(cycle: &Cycle<'_>, names: &[&str]) -> f64 {
     cycle
         .request
-        .header(header)
+        .header_of(names)
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|v| v.is_finite() && *v > 0.0)
         .unwrap_or(0.0)
@@ -136,8 +143,11 @@ impl PredictedLatencyProducer {
         }
         cycle.state.borrow_mut().latency = Some(LatencyState {
             predicted,
-            ttft_slo: slo(cycle, TTFT_SLO_HEADER) * self.slo_buffer_factor,
-            tpot_slo: slo(cycle, TPOT_SLO_HEADER) * self.slo_buffer_factor,
+            // As upstream: the buffer factor loosens the TPOT SLO only.
+            ttft_slo: slo(cycle, &SLO_TTFT_HEADERS),
+            tpot_slo: self
+                .streaming
+                .then(|| slo(cycle, &SLO_TPOT_HEADERS) * self.slo_buffer_factor),
         });
     }
 }

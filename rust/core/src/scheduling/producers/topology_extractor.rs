@@ -135,7 +135,7 @@ mod tests {
             at("prefill", 5, "h2", "r9", "z1"), // same zone
             at("prefill", 6, "h3", "r1", "z1"), // same rack
             at("prefill", 9, "h1", "r1", "z1"), // same host, busiest
-            at("prefill", 0, "", "", ""),       // no topology
+            at("prefill", 1, "", "", ""),       // no topology (not tied with 1)
         ]
     }
 

@@ -1,0 +1,264 @@
+"""The headers and metadata a decision carries, end to end through the real Envoy: the disaggregated
+stage peer and the data-parallel rank reach the model server, session affinity pins by
+x-session-id and by the x-session-token the client got back, and --emit-endpoint-scores puts the
+primary profile's scores in envoy.lb metadata (copied into a request header by the route here, so
+the server can show what Envoy held). The model servers are small HTTP servers of this test that
+echo the request headers they received and report the queue length the test sets."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+import sluicegate.standalone.process as envoy_process
+from sluicegate.extproc.protocol import (
+    DATA_PARALLEL_HEADER,
+    DESTINATION_ENDPOINT_SCORES,
+    DESTINATION_NAMESPACE,
+    PREFILLER_HEADER,
+    SESSION_ID_HEADER,
+    SESSION_TOKEN_HEADER,
+)
+from sluicegate.standalone import EnvoyOptions, EnvoyProcess
+from sluicegate.standalone.epp_process import EppProcess
+from tests.harness import http_request, wait_until
+
+pytestmark = pytest.mark.envoy
+
+CHAT = "/v1/chat/completions"
+SCORES_HEADER = "x-test-endpoint-scores"
+
+
+class EchoServer:
+    """A model server stand-in: /metrics with a settable queue; POSTs answered with a chat
+    completion whose `received_headers` are the request headers it got."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.waiting = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _send(self, body: bytes, content_type: str) -> None:
+                self.send_response(200)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._send(f"vllm:num_requests_waiting {server.waiting}\nvllm:num_requests_running 0\n"
+                           f"vllm:kv_cache_usage_perc 0.1\n".encode(), "text/plain")
+
+            def _read_body(self) -> bytes:
+                if self.headers.get("transfer-encoding", "").lower() != "chunked":
+                    return self.rfile.read(int(self.headers.get("content-length") or 0))
+                data = b""
+                while (size := int(self.rfile.readline().strip() or b"0", 16)) > 0:
+                    data += self.rfile.read(size)
+                    self.rfile.readline()
+                self.rfile.readline()
+                return data
+
+            def do_POST(self) -> None:
+                request = json.loads(self._read_body())
+                self._send(json.dumps({
+                    "id": "c", "object": "chat.completion", "model": request.get("model"),
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": "ok"}}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+                    "served_by": server.name,
+                    "received_headers": {k.lower(): v for k, v in self.headers.items()},
+                }).encode(), "application/json")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+class Stack:
+    def __init__(self, tmp_path: Path, servers: list[EchoServer], config: str,
+                 labels: list[dict[str, str]] | None = None, epp_args: tuple[str, ...] = ()) -> None:
+        self.servers = servers
+        endpoints = [{"name": s.name, "address": s.address.split(":")[0], "port": int(s.address.split(":")[1]),
+                      "labels": (labels or [{}] * len(servers))[i]} for i, s in enumerate(servers)]
+        (tmp_path / "endpoints.json").write_text(json.dumps({"endpoints": endpoints}))
+        (tmp_path / "config.yaml").write_text(config)
+        self.epp = EppProcess(tmp_path / "endpoints.json", "--config-file", str(tmp_path / "config.yaml"),
+                              *epp_args).start()
+        opts = EnvoyOptions(listen_port=0, admin_port=0, listen_address="127.0.0.1", epp_port=self.epp.port,
+                            epp_health_port=self.epp.health_port, epp_tls=False, concurrency=1)
+        self.envoy = EnvoyProcess(opts, wait_epp_healthy=True).start_blocking()
+
+    def post(self, content: str = "hi", headers: dict[str, str] | None = None) -> tuple[dict, dict[str, str]]:
+        body = {"model": "m", "messages": [{"role": "user", "content": content}], "max_tokens": 1}
+        status, resp_headers, data = http_request(self.envoy.url, CHAT, body, headers)
+        assert status == 200, data
+        return json.loads(data), resp_headers
+
+    def served_by(self, headers: dict[str, str] | None = None) -> str:
+        return self.post(headers=headers)[0]["served_by"]
+
+    def load(self, **waiting: int) -> None:
+        """Set queue lengths by server name and wait until the EPP's scrapes show them."""
+        for s in self.servers:
+            s.waiting = waiting.get(s.name, s.waiting)
+
+        def seen() -> bool:
+            text = http_request(f"http://127.0.0.1:{self.epp.metrics_port}", "/metrics")[2].decode()
+            return all(re.search(rf'^inference_pool_per_pod_queue_size{{[^}}]*model_server_pod="{s.name}"[^}}]*}} '
+                                 rf'{s.waiting}(\.0)?$', text, re.M) for s in self.servers)
+
+        wait_until(seen, what=f"the EPP seeing queues {waiting}")
+
+    def stop(self) -> None:
+        self.envoy.stop_blocking()
+        self.epp.stop()
+
+
+@pytest.fixture
+def stack(tmp_path, monkeypatch):
+    """make(names, config): echo servers, then the EPP with `config` (or config(servers)) and Envoy.
+    Envoy's route copies envoy.lb's scores into a request header, so the server shows them."""
+    original = envoy_process.envoy_bootstrap
+
+    def with_scores_header(opts):
+        bootstrap = original(opts)
+        listener = bootstrap["static_resources"]["listeners"][0]
+        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        for host in manager["route_config"]["virtual_hosts"]:
+            for route in host["routes"]:
+                route.setdefault("request_headers_to_add", []).append({
+                    "header": {"key": SCORES_HEADER,
+                               "value": f"%DYNAMIC_METADATA({DESTINATION_NAMESPACE}:{DESTINATION_ENDPOINT_SCORES})%"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"})
+        return bootstrap
+
+    monkeypatch.setattr(envoy_process, "envoy_bootstrap", with_scores_header)
+    made: list[Stack] = []
+    servers: list[EchoServer] = []
+
+    def make(names: list[str], config, **kw) -> Stack:
+        mine = [EchoServer(n) for n in names]
+        servers.extend(mine)
+        text = config(mine) if callable(config) else config
+        made.append(Stack(tmp_path, mine, text, **kw))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.stop()
+    for server in servers:
+        server.stop()
+
+
+def test_the_decode_server_learns_its_prefill_peer(stack):
+    config = """
+plugins:
+- {type: prefill-filter}
+- {type: decode-filter}
+- {type: queue-scorer}
+- {type: always-disagg-pd-decider}
+- {type: disagg-profile-handler, parameters: {deciders: {prefill: always-disagg-pd-decider}}}
+schedulingProfiles:
+- {name: prefill, plugins: [{pluginRef: prefill-filter}, {pluginRef: queue-scorer}]}
+- {name: decode, plugins: [{pluginRef: decode-filter}, {pluginRef: queue-scorer}]}
+"""
+    role = "llm-d.ai/role"
+    s = stack(["p", "d"], config, labels=[{role: "prefill"}, {role: "decode"}])
+    answer = wait_until(lambda: (a := s.post()[0])["received_headers"].get(PREFILLER_HEADER) and a,
+                        what="a request carrying its prefill peer")
+    assert answer["served_by"] == "d"
+    assert answer["received_headers"][PREFILLER_HEADER] == s.servers[0].address
+
+
+def test_data_parallel_goes_to_the_rank_zero_port_naming_the_picked_rank(stack):
+    def config(servers: list[EchoServer]) -> str:
+        port = servers[0].address.split(":")[1]
+        return (f"plugins: [{{type: data-parallel-profile-handler, parameters: {{primaryPort: {port}}}}},"
+                " {type: queue-scorer}]\n")
+
+    s = stack(["rank0", "rank1"], config)
+    s.servers[0].waiting = 9
+    answer = wait_until(
+        lambda: (a := s.post()[0])["received_headers"].get(DATA_PARALLEL_HEADER) == s.servers[1].address and a,
+        what="rank1 picked")
+    assert answer["served_by"] == "rank0"  # the picked pod's IP at the rank-0 port
+
+
+def test_a_session_id_stays_on_its_server_while_other_requests_follow_the_load(stack):
+    config = """
+plugins:
+- {type: queue-scorer}
+- {type: session-affinity-filter, parameters: {strategy: session_id}}
+schedulingProfiles:
+- {name: default, plugins: [{pluginRef: session-affinity-filter}, {pluginRef: queue-scorer}]}
+"""
+    s = stack(["a", "b"], config)
+    s.load(a=0, b=9)
+    session = {SESSION_ID_HEADER: "conversation-1"}
+    assert s.served_by(session) == "a"
+    s.load(a=9, b=0)
+    assert s.served_by(session) == "a"
+    assert s.served_by({SESSION_ID_HEADER: "conversation-2"}) == "b"
+
+
+def test_the_client_gets_a_session_token_that_brings_it_back(stack):
+    config = """
+plugins:
+- {type: queue-scorer}
+- {type: session-affinity-scorer}
+schedulingProfiles:
+- {name: default, plugins: [{pluginRef: queue-scorer}, {pluginRef: session-affinity-scorer, weight: 10}]}
+"""
+    s = stack(["a", "b"], config)
+    s.load(a=0, b=9)
+    answer, headers = s.post()
+    assert answer["served_by"] == "a"
+    token = headers[SESSION_TOKEN_HEADER]
+    s.load(a=9, b=0)
+    assert s.served_by({SESSION_TOKEN_HEADER: token}) == "a"
+
+
+def test_emit_endpoint_scores_puts_the_weighted_scores_in_envoy_lb_metadata(stack):
+    config = """
+plugins:
+- {type: queue-scorer}
+schedulingProfiles:
+- {name: default, plugins: [{pluginRef: queue-scorer, weight: 2}]}
+"""
+    s = stack(["a", "b", "c"], config, epp_args=("--emit-endpoint-scores",))
+    a, b, c = (x.address for x in s.servers)
+    for server, waiting in zip(s.servers, (0, 5, 10)):
+        server.waiting = waiting
+    want = {a: 2.0, b: 1.0, c: 0.0}
+
+    def scores():
+        got = s.post()[0]["received_headers"].get(SCORES_HEADER)
+        return got is not None and json.loads(got) == want and got
+
+    wait_until(scores, what=f"scores {want}")
+
+
+def test_without_the_flag_no_scores_are_sent(stack):
+    s = stack(["a"], "plugins: [{type: queue-scorer}]\n")
+    answer = s.post()[0]
+    assert answer["served_by"] == "a"
+    assert answer["received_headers"].get(SCORES_HEADER) in (None, "", "-")
