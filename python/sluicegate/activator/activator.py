@@ -94,6 +94,11 @@ class Activator:
         self.ready_endpoints: int | None = None  # None until discovery first reports
         self._scale_up: asyncio.Task[None] | None = None
         self._episode_until = 0.0  # a scale-up was asked for; no new one before this
+        # Requests held up to the end of the last episode (Rust's running count): they were asked
+        # for, and their own grace period answers them; only a request held after it asks again.
+        self._covered = 0
+        self._episode_end: asyncio.TimerHandle | None = None
+        self._retry = False  # the last scale-up failed: ask again after RETRY_S whatever waits
         self._idle_since = time.monotonic()
         self._submitted = -1
         self._task: asyncio.Task[None] | None = None
@@ -113,6 +118,8 @@ class Activator:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self.flow.hold_fd())
         self._loop = None
+        if self._episode_end is not None:
+            self._episode_end.cancel()
         for t in (self._task, self._scale_up):
             if t is not None and not t.done():
                 t.cancel()
@@ -135,6 +142,9 @@ class Activator:
         self.ready_endpoints = ready
         if ready > 0:
             self._episode_until = 0.0
+            if self._episode_end is not None:
+                self._episode_end.cancel()
+                self._episode_end = None
 
     # scale from zero
 
@@ -156,8 +166,20 @@ class Activator:
         now = time.monotonic()
         if now < self._episode_until or (self._scale_up is not None and not self._scale_up.done()):
             return
+        held = self.flow.hold_counts()[1]
+        if not self._retry and self._covered and held <= self._covered:
+            return  # all still waiting arrived during the last episode: their grace period ends them
+        self._retry = False
         self._episode_until = now + managed.grace_s
-        self._scale_up = asyncio.get_running_loop().create_task(self._do_scale_up(managed))
+        loop = asyncio.get_running_loop()
+        if self._episode_end is not None:
+            self._episode_end.cancel()
+        self._episode_end = loop.call_later(managed.grace_s, self._end_episode)
+        self._scale_up = loop.create_task(self._do_scale_up(managed))
+
+    def _end_episode(self) -> None:
+        self._episode_end = None
+        self._covered = self.flow.hold_counts()[1]
 
     async def _do_scale_up(self, managed: Managed) -> None:
         try:
@@ -168,6 +190,7 @@ class Activator:
         except Exception as e:  # noqa: BLE001 — the requests still fail cleanly at the grace period
             log.error("activator: InferencePool %s: scaling %s up failed: %s", self.pool, managed.target, e)
             self._episode_until = time.monotonic() + RETRY_S  # requests still waiting then ask again
+            self._retry = True
 
     # scale to zero, and picking up annotation changes
 
@@ -187,7 +210,8 @@ class Activator:
             return
         s = self.flow.stats()
         # Requests wait while the pool is at zero (held, or queued before the settings were known):
-        # one scale-up per episode; again after a failed one, or once an episode ended unserved.
+        # one scale-up per episode; again after a failed one, or for a request held after an
+        # episode ended unserved (those held during it are answered by their grace period).
         if self.ready_endpoints == 0 and s["queued_requests"]:
             self._ask_scale_up(self.managed)
         now = time.monotonic()

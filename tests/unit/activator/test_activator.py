@@ -85,6 +85,29 @@ def test_nothing_ready_within_the_grace_period_fails_every_waiter_and_leaves_no_
     uvloop.run(main())
 
 
+def test_requests_held_during_an_unserved_episode_ask_no_second_scale_up_but_a_later_one_does(tmp_path):
+    # One request starts the episode; another is held just before it ends and still waits after
+    # it: its own grace period answers it, so no second scale-up (the static command would start
+    # a second server). A request held after the episode ended asks again.
+    async def main():
+        _, flow, act, calls = setup(tmp_path, grace_s=0.6)
+        await managed(act)
+        first = asyncio.ensure_future(act.flow.acquire())
+        await until(lambda: act.stats.scale_ups == 1, "the first held request's scale-up")
+        await asyncio.sleep(0.4)  # pacing: the second arrives late in the episode, not synchronisation
+        late = asyncio.ensure_future(act.flow.acquire())
+        results = await asyncio.gather(first, late, return_exceptions=True)
+        assert all(isinstance(r, NoEndpointsError) for r in results), results
+        assert calls.read_text() == "up\n"  # the late one waited past the episode's end, alone
+        after = await asyncio.gather(act.flow.acquire(), return_exceptions=True)
+        assert isinstance(after[0], NoEndpointsError)
+        assert calls.read_text() == "up\nup\n"  # a request held after the episode: a new one
+        await act.stop()
+        flow.close()
+
+    uvloop.run(main())
+
+
 @pytest.mark.parametrize("ready", [1, None])
 def test_pool_with_endpoints_or_not_yet_discovered_is_not_held(tmp_path, ready):
     async def main():
