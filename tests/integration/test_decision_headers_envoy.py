@@ -1,5 +1,5 @@
 """The headers and metadata a decision carries, end to end through the real Envoy: the disaggregated
-stage peer and the data-parallel rank reach the model server, session affinity pins by
+stage peers (prefill, encode) and the data-parallel rank reach the model server, session affinity pins by
 x-session-id and by the x-session-token the client got back, and --emit-endpoint-scores puts the
 primary profile's scores in envoy.lb metadata (copied into a request header by the route here, so
 the server can show what Envoy held). The model servers are small HTTP servers of this test that
@@ -20,6 +20,7 @@ from sluicegate.extproc.protocol import (
     DATA_PARALLEL_HEADER,
     DESTINATION_ENDPOINT_SCORES,
     DESTINATION_NAMESPACE,
+    ENCODERS_HEADER,
     PREFILLER_HEADER,
     SESSION_ID_HEADER,
     SESSION_TOKEN_HEADER,
@@ -107,7 +108,7 @@ class Stack:
                             epp_health_port=self.epp.health_port, epp_tls=False, concurrency=1)
         self.envoy = EnvoyProcess(opts, wait_epp_healthy=True).start_blocking()
 
-    def post(self, content: str = "hi", headers: dict[str, str] | None = None) -> tuple[dict, dict[str, str]]:
+    def post(self, content: str | list = "hi", headers: dict[str, str] | None = None) -> tuple[dict, dict[str, str]]:
         body = {"model": "m", "messages": [{"role": "user", "content": content}], "max_tokens": 1}
         status, resp_headers, data = http_request(self.envoy.url, CHAT, body, headers)
         assert status == 200, data
@@ -187,6 +188,32 @@ schedulingProfiles:
                         what="a request carrying its prefill peer")
     assert answer["served_by"] == "d"
     assert answer["received_headers"][PREFILLER_HEADER] == s.servers[0].address
+
+
+def test_a_request_with_an_image_tells_the_decode_server_its_encoder(stack):
+    """E/PD: media goes to an encode server first; the decode server learns where from
+    x-encoder-hosts-ports. A text-only request has no encode stage."""
+    config = """
+plugins:
+- {type: encode-filter}
+- {type: decode-filter}
+- {type: queue-scorer}
+- {type: always-disagg-multimodal-decider}
+- {type: disagg-profile-handler, parameters: {deciders: {encode: always-disagg-multimodal-decider}}}
+schedulingProfiles:
+- {name: encode, plugins: [{pluginRef: encode-filter}, {pluginRef: queue-scorer}]}
+- {name: decode, plugins: [{pluginRef: decode-filter}, {pluginRef: queue-scorer}]}
+"""
+    role = "llm-d.ai/role"
+    s = stack(["e", "d"], config, labels=[{role: "encode"}, {role: "decode"}])
+    image = [{"type": "text", "text": "what is this?"},
+             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    answer = wait_until(lambda: (a := s.post(image)[0])["received_headers"].get(ENCODERS_HEADER) and a,
+                        what="a request carrying its encoder")
+    assert answer["served_by"] == "d"
+    assert answer["received_headers"][ENCODERS_HEADER] == s.servers[0].address
+    text = s.post("just words")[0]
+    assert text["served_by"] == "d" and ENCODERS_HEADER not in text["received_headers"]
 
 
 def test_data_parallel_goes_to_the_rank_zero_port_naming_the_picked_rank(stack):
