@@ -1,9 +1,10 @@
-"""The headers and metadata a decision carries, end to end through the real Envoy: the disaggregated
-stage peers (prefill, encode) and the data-parallel rank reach the model server, session affinity pins by
-x-session-id and by the x-session-token the client got back, and --emit-endpoint-scores puts the
-primary profile's scores in envoy.lb metadata (copied into a request header by the route here, so
-the server can show what Envoy held). The model servers are small HTTP servers of this test that
-echo the request headers they received and report the queue length the test sets."""
+"""The headers and metadata a decision carries, end to end through the real Envoy: the
+disaggregated stage peers (prefill, encode) and the data-parallel rank reach the model server,
+session affinity pins by x-session-id and by the x-session-token the client got back (one per
+stage with disaggregation, `profileName`), and --emit-endpoint-scores puts the primary profile's
+scores in envoy.lb metadata (copied into a request header by the route here, so the server can
+show what Envoy held). The model servers are small HTTP servers of this test that echo the
+request headers they received and report the queue length the test sets."""
 
 from __future__ import annotations
 
@@ -262,6 +263,42 @@ schedulingProfiles:
     token = headers[SESSION_TOKEN_HEADER]
     s.load(a=9, b=0)
     assert s.served_by({SESSION_TOKEN_HEADER: token}) == "a"
+
+
+def test_with_disaggregation_each_stage_has_its_token_and_both_stages_come_back(stack):
+    """P/D with a session filter per stage (upstream's pairing): the prefill one, `profileName:
+    prefill`, writes the prefill pick in x-session-token-prefill; sent back with x-session-token,
+    both stages stay where they were while the loads turn."""
+    config = """
+plugins:
+- {type: prefill-filter}
+- {type: decode-filter}
+- {type: queue-scorer}
+- {type: always-disagg-pd-decider}
+- {type: disagg-profile-handler, parameters: {deciders: {prefill: always-disagg-pd-decider}}}
+- {name: session-decode, type: session-affinity-filter}
+- name: session-prefill
+  type: session-affinity-filter
+  parameters: {profileName: prefill, encodedEndpointHeaderConfig: {header: x-session-token-prefill}}
+schedulingProfiles:
+- {name: prefill, plugins: [{pluginRef: prefill-filter}, {pluginRef: session-prefill}, {pluginRef: queue-scorer}]}
+- {name: decode, plugins: [{pluginRef: decode-filter}, {pluginRef: session-decode}, {pluginRef: queue-scorer}]}
+"""
+    role = "llm-d.ai/role"
+    s = stack(["p1", "p2", "d1", "d2"], config,
+              labels=[{role: "prefill"}, {role: "prefill"}, {role: "decode"}, {role: "decode"}])
+    p1, p2, _, _ = (x.address for x in s.servers)
+    s.load(p1=0, p2=9, d1=0, d2=9)
+    answer, headers = s.post()
+    assert (answer["served_by"], answer["received_headers"][PREFILLER_HEADER]) == ("d1", p1)
+    tokens = {SESSION_TOKEN_HEADER: headers[SESSION_TOKEN_HEADER], "x-session-token-prefill":
+              headers["x-session-token-prefill"]}
+    assert tokens[SESSION_TOKEN_HEADER] != tokens["x-session-token-prefill"]
+    s.load(p1=9, p2=0, d1=9, d2=0)
+    again = s.post(headers=tokens)[0]
+    assert (again["served_by"], again["received_headers"][PREFILLER_HEADER]) == ("d1", p1)
+    fresh = s.post()[0]
+    assert (fresh["served_by"], fresh["received_headers"][PREFILLER_HEADER]) == ("d2", p2)
 
 
 def test_emit_endpoint_scores_puts_the_weighted_scores_in_envoy_lb_metadata(stack):
