@@ -1,16 +1,18 @@
 """The headers and metadata a decision carries, end to end through the real Envoy: the
 disaggregated stage peers (prefill, encode) and the data-parallel rank reach the model server,
 session affinity pins by x-session-id and by the x-session-token the client got back (one per
-stage with disaggregation, `profileName`), and --emit-endpoint-scores puts the primary profile's
-scores in envoy.lb metadata (copied into a request header by the route here, so the server can
+stage with disaggregation, `profileName`), x-llm-d-slo-tpot-ms steers the latency plugins, and
+--emit-endpoint-scores puts the primary profile's scores in envoy.lb metadata (copied into a request header by the route here, so the server can
 show what Envoy held). The model servers are small HTTP servers of this test that echo the
 request headers they received and report the queue length the test sets."""
 
 from __future__ import annotations
 
 import json
+import base64
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -37,12 +39,16 @@ SCORES_HEADER = "x-test-endpoint-scores"
 
 
 class EchoServer:
-    """A model server stand-in: /metrics with a settable queue; POSTs answered with a chat
-    completion whose `received_headers` are the request headers it got."""
+    """A model server stand-in: /metrics with a settable queue and KV-cache use; POSTs answered
+    with a chat completion whose `received_headers` are the request headers it got. With `timing`
+    (first-token seconds, seconds per further token, tokens) the answer comes in two chunks: the
+    first after the first-token time, the rest after the other tokens' time."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.waiting = 0
+        self.kv = 0.1
+        self.timing: tuple[float, float, int] | None = None
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,7 +67,7 @@ class EchoServer:
 
             def do_GET(self) -> None:
                 self._send(f"vllm:num_requests_waiting {server.waiting}\nvllm:num_requests_running 0\n"
-                           f"vllm:kv_cache_usage_perc 0.1\n".encode(), "text/plain")
+                           f"vllm:kv_cache_usage_perc {server.kv}\n".encode(), "text/plain")
 
             def _read_body(self) -> bytes:
                 if self.headers.get("transfer-encoding", "").lower() != "chunked":
@@ -75,14 +81,28 @@ class EchoServer:
 
             def do_POST(self) -> None:
                 request = json.loads(self._read_body())
-                self._send(json.dumps({
+                tokens = server.timing[2] if server.timing else 1
+                body = json.dumps({
                     "id": "c", "object": "chat.completion", "model": request.get("model"),
                     "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": "ok"}}],
-                    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+                                 "message": {"role": "assistant", "content": "ok " * tokens}}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": tokens, "total_tokens": 3 + tokens},
                     "served_by": server.name,
                     "received_headers": {k.lower(): v for k, v in self.headers.items()},
-                }).encode(), "application/json")
+                }).encode()
+                if server.timing is None:
+                    self._send(body, "application/json")
+                    return
+                first_token_s, per_token_s, _ = server.timing
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                for delay, part in ((first_token_s, body[:10]), (per_token_s * (tokens - 1), body[10:])):
+                    time.sleep(delay)  # the server's own timing, which the EPP measures
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.address = f"127.0.0.1:{self.httpd.server_address[1]}"
@@ -299,6 +319,35 @@ schedulingProfiles:
     assert (again["served_by"], again["received_headers"][PREFILLER_HEADER]) == ("d1", p1)
     fresh = s.post()[0]
     assert (fresh["served_by"], fresh["received_headers"][PREFILLER_HEADER]) == ("d2", p2)
+
+
+def test_the_tpot_slo_header_keeps_a_request_off_the_server_too_slow_per_token(stack):
+    """x-llm-d-slo-tpot-ms reaches the latency plugins (predicted-latency-producer in streaming
+    mode): once the predictor has learned each server's timing from requests pinned to it, a
+    request whose SLOs both servers meet packs onto the slow one (less headroom, still valid); the
+    same request asking for 20 ms per token goes to the fast one."""
+    config = """
+plugins:
+- {type: predicted-latency-producer, parameters: {streamingMode: true}}
+- {type: slo-headroom-tier-filter, parameters: {epsilonExploreNeg: 0.0}}
+- {type: latency-scorer, parameters: {tpotWeight: 0.0}}
+- {type: session-affinity-filter}
+schedulingProfiles:
+- name: default
+  plugins: [{pluginRef: session-affinity-filter}, {pluginRef: slo-headroom-tier-filter}, {pluginRef: latency-scorer}]
+"""
+    s = stack(["fast", "slow"], config)
+    fast, slow = s.servers
+    fast.kv, slow.kv = 0.5, 0.1
+    fast.timing, slow.timing = (0.02, 0.005, 5), (0.2, 0.04, 5)
+    s.load(fast=0, slow=10)
+    for _ in range(6):  # the predictor trusts itself after 8 samples
+        for server in (fast, slow):
+            token = base64.b64encode(server.name.encode()).decode()
+            assert s.served_by({SESSION_TOKEN_HEADER: token}) == server.name
+    ttft = {"x-llm-d-slo-ttft-ms": "1000"}
+    assert s.served_by({**ttft, "x-llm-d-slo-tpot-ms": "1000"}) == "slow"
+    assert s.served_by({**ttft, "x-llm-d-slo-tpot-ms": "20"}) == "fast"
 
 
 def test_emit_endpoint_scores_puts_the_weighted_scores_in_envoy_lb_metadata(stack):
