@@ -126,7 +126,7 @@ class HoldingProxy:
         self.address = f"127.0.0.1:{self._lt.run(go())}"
         return self
 
-    async def _forward(self, request: web.Request) -> web.Response:
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None and self._released is not None
         body = await request.read()
         if self.HEADER in request.headers:
@@ -138,9 +138,14 @@ class HoldingProxy:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in self._HOP_BY_HOP}
         async with self._session.request(request.method, self._upstream + request.path_qs,
                                          headers=headers, data=body) as up:
-            payload = await up.read()
-            return web.Response(status=up.status, body=payload, headers={
+            # chunk by chunk, as the server sent them: a streamed response stays streamed
+            response = web.StreamResponse(status=up.status, headers={
                 k: v for k, v in up.headers.items() if k.lower() not in self._HOP_BY_HOP})
+            await response.prepare(request)
+            async for chunk in up.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
 
     def release(self) -> None:
         """Let every held request (and any later one) go on to the upstream."""

@@ -1,15 +1,18 @@
-"""The headers and metadata a decision carries, end to end through the real Envoy: the disaggregated
-stage peer and the data-parallel rank reach the model server, session affinity pins by
-x-session-id and by the x-session-token the client got back, and --emit-endpoint-scores puts the
-primary profile's scores in envoy.lb metadata (copied into a request header by the route here, so
-the server can show what Envoy held). The model servers are small HTTP servers of this test that
-echo the request headers they received and report the queue length the test sets."""
+"""The headers and metadata a decision carries, end to end through the real Envoy: the
+disaggregated stage peers (prefill, encode) and the data-parallel rank reach the model server,
+session affinity pins by x-session-id and by the x-session-token the client got back (one per
+stage with disaggregation, `profileName`), x-llm-d-slo-tpot-ms steers the latency plugins, and
+--emit-endpoint-scores puts the primary profile's scores in envoy.lb metadata (copied into a request header by the route here, so the server can
+show what Envoy held). The model servers are small HTTP servers of this test that echo the
+request headers they received and report the queue length the test sets."""
 
 from __future__ import annotations
 
 import json
+import base64
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from sluicegate.extproc.protocol import (
     DATA_PARALLEL_HEADER,
     DESTINATION_ENDPOINT_SCORES,
     DESTINATION_NAMESPACE,
+    ENCODERS_HEADER,
     PREFILLER_HEADER,
     SESSION_ID_HEADER,
     SESSION_TOKEN_HEADER,
@@ -35,12 +39,16 @@ SCORES_HEADER = "x-test-endpoint-scores"
 
 
 class EchoServer:
-    """A model server stand-in: /metrics with a settable queue; POSTs answered with a chat
-    completion whose `received_headers` are the request headers it got."""
+    """A model server stand-in: /metrics with a settable queue and KV-cache use; POSTs answered
+    with a chat completion whose `received_headers` are the request headers it got. With `timing`
+    (first-token seconds, seconds per further token, tokens) the answer comes in two chunks: the
+    first after the first-token time, the rest after the other tokens' time."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.waiting = 0
+        self.kv = 0.1
+        self.timing: tuple[float, float, int] | None = None
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -59,7 +67,7 @@ class EchoServer:
 
             def do_GET(self) -> None:
                 self._send(f"vllm:num_requests_waiting {server.waiting}\nvllm:num_requests_running 0\n"
-                           f"vllm:kv_cache_usage_perc 0.1\n".encode(), "text/plain")
+                           f"vllm:kv_cache_usage_perc {server.kv}\n".encode(), "text/plain")
 
             def _read_body(self) -> bytes:
                 if self.headers.get("transfer-encoding", "").lower() != "chunked":
@@ -73,14 +81,28 @@ class EchoServer:
 
             def do_POST(self) -> None:
                 request = json.loads(self._read_body())
-                self._send(json.dumps({
+                tokens = server.timing[2] if server.timing else 1
+                body = json.dumps({
                     "id": "c", "object": "chat.completion", "model": request.get("model"),
                     "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": "ok"}}],
-                    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+                                 "message": {"role": "assistant", "content": "ok " * tokens}}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": tokens, "total_tokens": 3 + tokens},
                     "served_by": server.name,
                     "received_headers": {k.lower(): v for k, v in self.headers.items()},
-                }).encode(), "application/json")
+                }).encode()
+                if server.timing is None:
+                    self._send(body, "application/json")
+                    return
+                first_token_s, per_token_s, _ = server.timing
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                for delay, part in ((first_token_s, body[:10]), (per_token_s * (tokens - 1), body[10:])):
+                    time.sleep(delay)  # the server's own timing, which the EPP measures
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.address = f"127.0.0.1:{self.httpd.server_address[1]}"
@@ -107,7 +129,7 @@ class Stack:
                             epp_health_port=self.epp.health_port, epp_tls=False, concurrency=1)
         self.envoy = EnvoyProcess(opts, wait_epp_healthy=True).start_blocking()
 
-    def post(self, content: str = "hi", headers: dict[str, str] | None = None) -> tuple[dict, dict[str, str]]:
+    def post(self, content: str | list = "hi", headers: dict[str, str] | None = None) -> tuple[dict, dict[str, str]]:
         body = {"model": "m", "messages": [{"role": "user", "content": content}], "max_tokens": 1}
         status, resp_headers, data = http_request(self.envoy.url, CHAT, body, headers)
         assert status == 200, data
@@ -189,6 +211,32 @@ schedulingProfiles:
     assert answer["received_headers"][PREFILLER_HEADER] == s.servers[0].address
 
 
+def test_a_request_with_an_image_tells_the_decode_server_its_encoder(stack):
+    """E/PD: media goes to an encode server first; the decode server learns where from
+    x-encoder-hosts-ports. A text-only request has no encode stage."""
+    config = """
+plugins:
+- {type: encode-filter}
+- {type: decode-filter}
+- {type: queue-scorer}
+- {type: always-disagg-multimodal-decider}
+- {type: disagg-profile-handler, parameters: {deciders: {encode: always-disagg-multimodal-decider}}}
+schedulingProfiles:
+- {name: encode, plugins: [{pluginRef: encode-filter}, {pluginRef: queue-scorer}]}
+- {name: decode, plugins: [{pluginRef: decode-filter}, {pluginRef: queue-scorer}]}
+"""
+    role = "llm-d.ai/role"
+    s = stack(["e", "d"], config, labels=[{role: "encode"}, {role: "decode"}])
+    image = [{"type": "text", "text": "what is this?"},
+             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    answer = wait_until(lambda: (a := s.post(image)[0])["received_headers"].get(ENCODERS_HEADER) and a,
+                        what="a request carrying its encoder")
+    assert answer["served_by"] == "d"
+    assert answer["received_headers"][ENCODERS_HEADER] == s.servers[0].address
+    text = s.post("just words")[0]
+    assert text["served_by"] == "d" and ENCODERS_HEADER not in text["received_headers"]
+
+
 def test_data_parallel_goes_to_the_rank_zero_port_naming_the_picked_rank(stack):
     def config(servers: list[EchoServer]) -> str:
         port = servers[0].address.split(":")[1]
@@ -235,6 +283,71 @@ schedulingProfiles:
     token = headers[SESSION_TOKEN_HEADER]
     s.load(a=9, b=0)
     assert s.served_by({SESSION_TOKEN_HEADER: token}) == "a"
+
+
+def test_with_disaggregation_each_stage_has_its_token_and_both_stages_come_back(stack):
+    """P/D with a session filter per stage (upstream's pairing): the prefill one, `profileName:
+    prefill`, writes the prefill pick in x-session-token-prefill; sent back with x-session-token,
+    both stages stay where they were while the loads turn."""
+    config = """
+plugins:
+- {type: prefill-filter}
+- {type: decode-filter}
+- {type: queue-scorer}
+- {type: always-disagg-pd-decider}
+- {type: disagg-profile-handler, parameters: {deciders: {prefill: always-disagg-pd-decider}}}
+- {name: session-decode, type: session-affinity-filter}
+- name: session-prefill
+  type: session-affinity-filter
+  parameters: {profileName: prefill, encodedEndpointHeaderConfig: {header: x-session-token-prefill}}
+schedulingProfiles:
+- {name: prefill, plugins: [{pluginRef: prefill-filter}, {pluginRef: session-prefill}, {pluginRef: queue-scorer}]}
+- {name: decode, plugins: [{pluginRef: decode-filter}, {pluginRef: session-decode}, {pluginRef: queue-scorer}]}
+"""
+    role = "llm-d.ai/role"
+    s = stack(["p1", "p2", "d1", "d2"], config,
+              labels=[{role: "prefill"}, {role: "prefill"}, {role: "decode"}, {role: "decode"}])
+    p1, p2, _, _ = (x.address for x in s.servers)
+    s.load(p1=0, p2=9, d1=0, d2=9)
+    answer, headers = s.post()
+    assert (answer["served_by"], answer["received_headers"][PREFILLER_HEADER]) == ("d1", p1)
+    tokens = {SESSION_TOKEN_HEADER: headers[SESSION_TOKEN_HEADER], "x-session-token-prefill":
+              headers["x-session-token-prefill"]}
+    assert tokens[SESSION_TOKEN_HEADER] != tokens["x-session-token-prefill"]
+    s.load(p1=9, p2=0, d1=9, d2=0)
+    again = s.post(headers=tokens)[0]
+    assert (again["served_by"], again["received_headers"][PREFILLER_HEADER]) == ("d1", p1)
+    fresh = s.post()[0]
+    assert (fresh["served_by"], fresh["received_headers"][PREFILLER_HEADER]) == ("d2", p2)
+
+
+def test_the_tpot_slo_header_keeps_a_request_off_the_server_too_slow_per_token(stack):
+    """x-llm-d-slo-tpot-ms reaches the latency plugins (predicted-latency-producer in streaming
+    mode): once the predictor has learned each server's timing from requests pinned to it, a
+    request whose SLOs both servers meet packs onto the slow one (less headroom, still valid); the
+    same request asking for 20 ms per token goes to the fast one."""
+    config = """
+plugins:
+- {type: predicted-latency-producer, parameters: {streamingMode: true}}
+- {type: slo-headroom-tier-filter, parameters: {epsilonExploreNeg: 0.0}}
+- {type: latency-scorer, parameters: {tpotWeight: 0.0}}
+- {type: session-affinity-filter}
+schedulingProfiles:
+- name: default
+  plugins: [{pluginRef: session-affinity-filter}, {pluginRef: slo-headroom-tier-filter}, {pluginRef: latency-scorer}]
+"""
+    s = stack(["fast", "slow"], config)
+    fast, slow = s.servers
+    fast.kv, slow.kv = 0.5, 0.1
+    fast.timing, slow.timing = (0.02, 0.005, 5), (0.2, 0.04, 5)
+    s.load(fast=0, slow=10)
+    for _ in range(6):  # the predictor trusts itself after 8 samples
+        for server in (fast, slow):
+            token = base64.b64encode(server.name.encode()).decode()
+            assert s.served_by({SESSION_TOKEN_HEADER: token}) == server.name
+    ttft = {"x-llm-d-slo-ttft-ms": "1000"}
+    assert s.served_by({**ttft, "x-llm-d-slo-tpot-ms": "1000"}) == "slow"
+    assert s.served_by({**ttft, "x-llm-d-slo-tpot-ms": "20"}) == "fast"
 
 
 def test_emit_endpoint_scores_puts_the_weighted_scores_in_envoy_lb_metadata(stack):

@@ -1,10 +1,11 @@
 """After traffic through the real Envoy, /metrics of the EPP process carries every pinned family
-with samples where the traffic went, and health answers on the metrics port; both ext_proc
-servers record the same request metrics; with flow control on, every family upstream serves is
-there with upstream's labels."""
+with samples where the traffic went, and health answers on the metrics port; with flow control
+on, every family upstream serves is there with upstream's type, labels and buckets, and its values
+follow what was sent; a refused request keeps its model, a client's hang-up is one outcome."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -16,9 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sluicegate.sim.config import SimConfig
 from sluicegate.standalone import EnvoyOptions, EnvoyProcess
 from sluicegate.standalone.epp_process import EppProcess
-from tests.harness import http_request, write_endpoints
+from tests.harness import HoldingProxy, http_request, write_endpoints
+from tests.integration.extproc_client import exchange, request_body, request_headers
 from tests.unit.metrics.test_metrics import PINNED, exposed_families
-from tests.unit.metrics.test_metrics_upstream import GLOBAL_CAPACITY, NO_SAMPLES, SERVED
+from tests.unit.metrics.test_metrics_upstream import BUCKETS, GLOBAL_CAPACITY, NO_SAMPLES, SERVED, bucket_bounds
 
 pytestmark = pytest.mark.envoy
 
@@ -26,11 +28,13 @@ MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 N = 12
 
 
-def mixed_traffic(sims, tmp_path, *epp_args: str) -> EppProcess:
+def mixed_traffic(sims, tmp_path, *epp_args: str, front=None) -> EppProcess:
     """An EPP over two simulated servers after N requests through the real Envoy (every other one
-    streamed, with usage), three fairness ids, and one bad body (400). The caller stops the EPP."""
+    streamed, with usage), three fairness ids, and one bad body (400). The caller stops the EPP.
+    `front` (server address → the address the EPP is given) puts something in front of each."""
     fleet = sims.start(*(SimConfig(name=f"sim-{i}", speedup=50) for i in range(2)))
-    endpoints = write_endpoints(tmp_path / "endpoints.json", [s.address for s in fleet])
+    addresses = [front(s.address) if front else s.address for s in fleet]
+    endpoints = write_endpoints(tmp_path / "endpoints.json", addresses)
     epp = EppProcess(endpoints, "--refresh-metrics-interval", "0.02", *epp_args).start()
     envoy = None
     try:
@@ -131,15 +135,17 @@ def wait_for(what: str, probe, timeout: float = 20.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def burst(url: str, port: int) -> dict:
-    """BURST long requests of flow "burst" at once once nothing runs: the scrape taken while three
-    of them wait in their flow's queue."""
+def burst(url: str, port: int, proxies: list[HoldingProxy]) -> dict:
+    """BURST requests of flow "burst" at once once nothing runs: the scrape taken while three of
+    them wait in their flow's queue and the two dispatched ones are held by `proxies` (one in
+    front of each server) until then."""
     wait_for("no request running", lambda: value(scrape(port), "llm_d_epp_request_running",
                                                    "llm_d_epp_request_running") == 0 or None)
     body = {"model": MODEL, "messages": [{"role": "user", "content": "long"}], "max_tokens": 2000}
     statuses: list[int] = []
+    headers = {"x-llm-d-inference-fairness-id": "burst", HoldingProxy.HEADER: "1"}
     threads = [threading.Thread(target=lambda: statuses.append(http_request(
-        url, "/v1/chat/completions", body, {"x-llm-d-inference-fairness-id": "burst"}, timeout=60)[0]))
+        url, "/v1/chat/completions", body, headers, timeout=60)[0]))
         for _ in range(BURST)]
     for t in threads:
         t.start()
@@ -151,23 +157,27 @@ def burst(url: str, port: int) -> dict:
         return f if held == BURST - 2 else None
 
     held = wait_for("three burst requests queued", three_queued)
+    for p in proxies:
+        p.release()
     for t in threads:
         t.join(60)
     assert statuses == [200] * BURST
     return held
 
 
-def test_every_upstream_family_after_mixed_traffic_with_flow_control(sims, tmp_path):
+def test_every_upstream_family_after_mixed_traffic_with_flow_control(sims, tmp_path, holding_proxy):
     """Streamed and unary requests, a bad body, a burst that queues, flow control on, the stream
     metrics on: every family upstream serves is scraped with upstream's type and label names,
     and its values match what was sent."""
-    epp = mixed_traffic(sims, tmp_path, "--config-text", FLOW_CONTROL, "--enable-grpc-stream-metrics")
+    proxies: list[HoldingProxy] = []
+    epp = mixed_traffic(sims, tmp_path, "--config-text", FLOW_CONTROL, "--enable-grpc-stream-metrics",
+                        front=lambda address: (proxies.append(holding_proxy(address)), proxies[-1].address)[1])
     envoy = None
     try:
         opts = EnvoyOptions(listen_port=0, admin_port=0, listen_address="127.0.0.1", epp_port=epp.port,
                             epp_health_port=epp.health_port, epp_tls=False, concurrency=1)
         envoy = EnvoyProcess(opts, wait_epp_healthy=True).start_blocking()
-        held = burst(envoy.url, epp.metrics_port)
+        held = burst(envoy.url, epp.metrics_port, proxies)
         envoy.stop_blocking()
         envoy = None
         f = wait_for("every stream closed", lambda: (lambda f: f if value(
@@ -182,6 +192,8 @@ def test_every_upstream_family_after_mixed_traffic_with_flow_control(sims, tmp_p
         if name not in NO_SAMPLES | GLOBAL_CAPACITY | KUBE_ONLY:
             assert f[name].samples, name
             assert all(set(s.labels) - {"le"} == labels for s in f[name].samples), name
+            if kind == "histogram":
+                assert bucket_bounds(f[name]) == BUCKETS[name], name
 
     def total(family: str, sample: str, **labels) -> float:
         return value(f, family, sample, **labels)
@@ -245,3 +257,71 @@ def test_every_upstream_family_after_mixed_traffic_with_flow_control(sims, tmp_p
     assert total("llm_d_epp_extproc_streams_total", "llm_d_epp_extproc_streams_total") == sent + 1
     assert total("llm_d_epp_extproc_stream_duration_seconds", "llm_d_epp_extproc_stream_duration_seconds_count") \
         == sent + 1
+
+
+def test_a_503_for_a_subset_naming_no_member_is_counted_with_the_requests_model(sims, tmp_path):
+    """Envoy's subset hint names no pool member: the 503 is counted with the model the body named
+    (upstream labels it so), not with an empty model."""
+    sim = sims.start(SimConfig(name="sim-0", speedup=50))[0]
+    epp = EppProcess(write_endpoints(tmp_path / "endpoints.json", [sim.address])).start()
+    try:
+        body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}).encode()
+        out = exchange(epp.port, [request_headers("/v1/chat/completions", subset=["10.9.9.9:8000"]),
+                                  request_body(body, True)])
+        assert out[0].immediate_response.status.code == 503
+        f = scrape(epp.metrics_port)
+    finally:
+        epp.stop()
+    for family, code in (("llm_d_epp_request_error", "ServiceUnavailable"),
+                         ("inference_objective_request_error", "ServiceUnavailable")):
+        assert value(f, family, f"{family}_total", model_name=MODEL, error_code=code) == 1
+        assert value(f, family, f"{family}_total", model_name="") == 0
+
+
+def test_a_client_hang_up_while_queued_is_one_outcome_in_every_family(sims, tmp_path, holding_proxy):
+    """Flow control on, one place: a request held at the server keeps it, a second waits in its
+    queue and its client hangs up. The outcome counter, both queue-duration histograms and
+    sluicegate's ledger count the same two outcomes: one dispatched, one cancelled."""
+    sim = sims.start(SimConfig(name="sim-0", speedup=50))[0]
+    proxy = holding_proxy(sim.address)
+    epp = EppProcess(write_endpoints(tmp_path / "endpoints.json", [proxy.address]),
+                     "--refresh-metrics-interval", "0.02", "--config-text", FLOW_CONTROL).start()
+    envoy = None
+    try:
+        opts = EnvoyOptions(listen_port=0, admin_port=0, listen_address="127.0.0.1", epp_port=epp.port,
+                            epp_health_port=epp.health_port, epp_tls=False, concurrency=1)
+        envoy = EnvoyProcess(opts, wait_epp_healthy=True).start_blocking()
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        statuses: list[int] = []
+        held = threading.Thread(target=lambda: statuses.append(http_request(
+            envoy.url, "/v1/chat/completions", body, {HoldingProxy.HEADER: "1"}, timeout=60)[0]))
+        held.start()
+        wait_for("the first request at the server", lambda: proxy.held == 1)
+        host, port = envoy.url.removeprefix("http://").rsplit(":", 1)
+        leaving = http.client.HTTPConnection(host, int(port), timeout=10)
+        leaving.request("POST", "/v1/chat/completions", json.dumps(body), {"content-type": "application/json"})
+        wait_for("the second request queued", lambda: value(
+            scrape(epp.metrics_port), "llm_d_epp_flow_control_queue_size", "llm_d_epp_flow_control_queue_size",
+            model_name=MODEL) == 1)
+        leaving.close()  # the client hangs up while its request waits
+        wait_for("the queue emptied", lambda: value(
+            scrape(epp.metrics_port), "llm_d_epp_flow_control_queue_size", "llm_d_epp_flow_control_queue_size") == 0)
+        proxy.release()
+        held.join(60)
+        assert statuses == [200]
+        f = wait_for("both outcomes counted", lambda: (lambda f: f if value(
+            f, "llm_d_epp_flow_control_requests_total", "llm_d_epp_flow_control_requests_total") == 2 else None)(
+            counter_families(epp.metrics_port)))
+    finally:
+        if envoy is not None:
+            envoy.stop_blocking()
+        epp.stop()
+    want = {"Dispatched": 1, "EvictedContextCancelled": 1}
+    requests = "llm_d_epp_flow_control_requests_total"
+    assert {o: value(f, requests, requests, outcome=o) for o in want} == want
+    for prefix in ("llm_d_epp", "inference_extension"):
+        name = f"{prefix}_flow_control_request_queue_duration_seconds"
+        assert {o: value(f, name, f"{name}_count", outcome=o) for o in want} == want, prefix
+    ledger = {o: value(f, "sluicegate_flow_control_requests_total", "sluicegate_flow_control_requests_total",
+                       outcome=o) for o in ("dispatched", "cancelled")}
+    assert ledger == {"dispatched": 1, "cancelled": 1}

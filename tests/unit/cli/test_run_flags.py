@@ -4,6 +4,7 @@ klog verbosity, zap flags; what cannot be honoured is refused with the flag's na
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,9 @@ from sluicegate.runflags import check
 
 CHART_ARGS = Path(__file__).parents[2] / "data" / "upstream_chart_args"
 RENDERED = sorted(CHART_ARGS.glob("*.yaml"))
+UPSTREAM_FLAGS = [line for line in (Path(__file__).parents[2] / "data" / "upstream_flags.txt").read_text().splitlines()
+                  if line.startswith("--")]
+README = Path(__file__).parents[3] / "README.md"
 
 
 def chart_args(name: str) -> list[str]:
@@ -41,6 +45,27 @@ def test_the_every_flag_list_sets_each_value_as_upstream_reads_it():
     assert a.health_checking and a.enable_grpc_stream_metrics and a.secure_serving
     assert not a.enable_pprof and not a.metrics_endpoint_auth
     assert check(a).min_version == "VersionTLS12"
+
+
+@pytest.mark.parametrize("arg", UPSTREAM_FLAGS, ids=[a.split("=")[0] for a in UPSTREAM_FLAGS])
+def test_every_upstream_flag_parses_in_upstreams_syntax_and_sets_its_value(arg):
+    flag = arg.split("=")[0]
+    dest = flag.removeprefix("--").replace("-", "_")
+    default = getattr(parse(), dest)
+    assert getattr(parse(arg), dest) not in (None, default), f"{arg} left {dest} at {default!r}"
+
+
+def test_every_upstream_flag_has_its_status_in_the_readme_flag_table():
+    lines = README.read_text().splitlines()
+    start = lines.index("| upstream flag | here |")
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(re.split(r"(?<!\\)\|", line)[1])  # the flag column (an escaped \| is in a cell)
+    flags = [a.split("=")[0] for a in UPSTREAM_FLAGS]
+    missing = [f for f in flags if not any(f"`{f}`" in row or f"`{f} " in row for row in rows)]
+    assert not missing, f"not in the README's flag table: {missing}"
 
 
 @pytest.mark.parametrize("text, seconds", [("50ms", 0.05), ("30s", 30.0), ("1m", 60.0), ("1m30s", 90.0),

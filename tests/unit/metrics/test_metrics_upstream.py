@@ -23,17 +23,21 @@ from tests.unit.flowcontrol.test_flowcontrol import run, settle
 SPEC = Path(__file__).parents[2] / "data" / "upstream_metric_families.txt"
 
 
-def upstream_families() -> dict[str, tuple[str, frozenset[str]]]:
+def upstream_families() -> tuple[dict[str, tuple[str, frozenset[str]]], dict[str, list[float]]]:
+    """name → (type, label names), and histogram name → its bucket bounds, as upstream has them."""
     served: dict[str, tuple[str, frozenset[str]]] = {}
+    buckets: dict[str, list[float]] = {}
     for line in SPEC.read_text().splitlines():
         if not line or line.startswith("#"):
             continue
-        name, kind, labels = line.split()
+        name, kind, labels, *bounds = line.split()
         served[name] = (kind, frozenset() if labels == "-" else frozenset(labels.split(",")))
-    return served
+        if kind == "histogram":
+            buckets[name] = [float(b) for b in bounds[0].split(",")]
+    return served, buckets
 
 
-SERVED = upstream_families()
+SERVED, BUCKETS = upstream_families()
 STREAM_FAMILIES = {n for n in SERVED if n.startswith("llm_d_epp_extproc_")}
 # Families upstream shows only once something of their kind happened; here they are declared
 # (HELP/TYPE) and carry no sample, so their label names cannot be read back: extract errors, a
@@ -100,6 +104,19 @@ def test_upstream_family_is_exposed_with_upstreams_type_and_labels(exposition, n
     assert family.samples, f"{name} has no samples after the traffic"
     for s in family.samples:
         assert set(s.labels) - {"le"} == labels, (s.name, s.labels)
+    if kind == "histogram":
+        assert bucket_bounds(family) == BUCKETS[name]
+
+
+def bucket_bounds(family) -> list[float]:
+    """The finite `le` bounds of a histogram family's first series, in order."""
+    bounds: list[float] = []
+    for s in family.samples:
+        if s.name.endswith("_bucket") and s.labels["le"] != "+Inf":
+            if bounds and float(s.labels["le"]) <= bounds[-1]:
+                break  # the next series starts
+            bounds.append(float(s.labels["le"]))
+    return bounds
 
 
 def test_families_not_upstreams_are_sluicegates_own(exposition):

@@ -264,7 +264,6 @@ fn session_id_strategy_binds_a_session_to_its_pick_until_the_ttl() {
 fn session_affinity_parameters_we_cannot_honour_are_refused() {
     for (params, needle) in [
         (r#"{"strategy": "sticky"}"#, "strategy"),
-        (r#"{"profileName": "prefill"}"#, "profileName"),
         (
             r#"{"strategy": "session_id", "sessionIdConfig": {"sources": [{"header": "a", "attribute": "b"}]}}"#,
             "sources[0]: exactly one of header or attribute",

@@ -467,11 +467,18 @@ impl Router {
                         .attempted(true, served_model, &primary.info.name, primary.address());
                 }
                 let headers = stage_headers(&cycle, picks, port.is_some());
+                // upstream's profileName: the token names that profile's pick, none if it did not run
                 let session: Box<[(String, String)]> = self
                     .scheduler
                     .token_headers()
                     .iter()
-                    .map(|h| (h.clone(), session_token(&primary.info.name)))
+                    .filter_map(|(h, profile)| {
+                        let picked = match profile {
+                            None => picks.primary[0],
+                            Some(at) => picks.of_profile(*at)?,
+                        };
+                        Some((h.clone(), session_token(&cycle.endpoint(picked).info.name)))
+                    })
                     .collect();
                 let counted = port.map(|_| primary.address().to_owned());
                 let features = self

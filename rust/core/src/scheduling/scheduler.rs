@@ -24,7 +24,7 @@ use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyPr
 use crate::scheduling::producers::session_id_producer::SessionIdProducer;
 use crate::scheduling::profile::{Named, SchedulingProfile};
 use crate::scheduling::registry;
-use crate::scheduling::session::{self, SessionSource, Strategy};
+use crate::scheduling::session::{self, ProfileRef, SessionSource, Strategy};
 
 /// Plugin types that read predicted-latency-producer's output.
 const LATENCY_CONSUMERS: [&str; 2] = ["latency-scorer", "slo-headroom-tier-filter"];
@@ -89,7 +89,7 @@ pub struct Scheduler {
     learners: Vec<Arc<dyn Filter>>,
     /// Response headers naming the primary for the client to send back (session affinity,
     /// encoded_endpoint_header), once each.
-    token_headers: Vec<String>,
+    token_headers: Vec<(String, Option<usize>)>,
     /// session-id-producers: request attributes published before the profiles run.
     attribute_producers: Vec<Arc<SessionIdProducer>>,
     /// Some configured plugin reads request headers.
@@ -326,7 +326,7 @@ impl Scheduler {
 
     /// The response headers that carry the primary's session token (session affinity with
     /// encoded_endpoint_header in a profile); empty when none.
-    pub fn token_headers(&self) -> &[String] {
+    pub fn token_headers(&self) -> &[(String, Option<usize>)] {
         &self.token_headers
     }
 
@@ -517,14 +517,16 @@ fn build_profile(
     ))
 }
 
-/// The session plugins a profile uses: their token response headers, and every attribute
-/// source they read checked against the producers configured.
+/// The session plugins a profile uses: their token response headers (with the profile whose
+/// pick each names), their `profileName`s bound to profiles, and every attribute source they
+/// read checked against the producers configured.
 fn session_wiring(
     built: &[Built],
     profiles: &[SchedulingProfile],
     producers: &[Arc<SessionIdProducer>],
-) -> Result<Vec<String>, ConfigError> {
-    let mut headers: Vec<String> = Vec::new();
+) -> Result<Vec<(String, Option<usize>)>, ConfigError> {
+    let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+    let mut headers: Vec<(String, Option<usize>)> = Vec::new();
     for b in built
         .iter()
         .filter(|b| SESSION_KINDS.contains(&b.spec.kind.as_str()))
@@ -539,11 +541,23 @@ fn session_wiring(
             kind: &b.spec.kind,
             raw: b.spec.parameters.as_ref(),
         };
+        let instance = match &b.plugin {
+            Plugin::Filter(f) => f.session_profile(),
+            Plugin::Scorer(s) => s.session_profile(),
+            Plugin::FilterAndScorer(f, s) => f.session_profile().or(s.session_profile()),
+            _ => None,
+        };
+        if let Some(profile) = instance {
+            profile.bind(&names).map_err(|e| params.error(e))?;
+        }
         match session::parse(&params)? {
-            Strategy::Encoded { header } if used && !headers.contains(&header) => {
-                headers.push(header)
+            Strategy::Encoded { header, profile } => {
+                let profile = ProfileRef::new(profile);
+                let wired = (header, profile.bind(&names).map_err(|e| params.error(e))?);
+                if used && !headers.contains(&wired) {
+                    headers.push(wired);
+                }
             }
-            Strategy::Encoded { .. } => {}
             Strategy::SessionId(ids) => {
                 for (i, s) in ids.sources.iter().enumerate() {
                     let SessionSource::Attribute(key) = s else {

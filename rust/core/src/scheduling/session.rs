@@ -9,8 +9,13 @@
 //!   the id is bound to the endpoint picked for it and forgotten after `evictionTtlSeconds`
 //!   unused. A bound session whose endpoint is not among the candidates rebinds to the new pick;
 //!   one whose endpoint was a candidate but lost the pick keeps its binding.
+//!
+//! `profileName` (upstream's, e.g. `prefill` with disaggregation): the token written, or the
+//! binding made, names the endpoint that profile picked instead of the primary one; nothing when
+//! that profile did not run for the request. The name must be one of the scheduling profiles.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -69,18 +74,57 @@ pub enum Strategy {
     /// The request and response header carrying the encoded endpoint name (lower-case).
     Encoded {
         header: String,
+        /// `profileName`: whose pick the response token names (None: the primary's).
+        profile: Option<String>,
     },
     SessionId(SessionIds),
+}
+
+/// A session plugin's `profileName`, resolved to a position in the scheduler's profile list
+/// once the profiles are built.
+#[derive(Default)]
+pub struct ProfileRef {
+    pub name: Option<String>,
+    position: OnceLock<usize>,
+}
+
+impl ProfileRef {
+    pub fn new(name: Option<String>) -> ProfileRef {
+        ProfileRef {
+            name,
+            position: OnceLock::new(),
+        }
+    }
+
+    /// Resolve the name against the profiles' names (in the scheduler's order).
+    pub fn bind(&self, profiles: &[&str]) -> Result<Option<usize>, String> {
+        let Some(name) = &self.name else {
+            return Ok(None);
+        };
+        let at = profiles.iter().position(|p| p == name).ok_or_else(|| {
+            format!(
+                "parameters.profileName: '{name}' is not a scheduling profile (profiles: {})",
+                profiles.join(", ")
+            )
+        })?;
+        let _ = self.position.set(at);
+        Ok(Some(at))
+    }
+
+    /// The endpoint this plugin's profile picked: the primary without a `profileName`.
+    pub fn pick(&self, picks: &Picks) -> Option<u32> {
+        match (&self.name, self.position.get()) {
+            (None, _) => picks.primary.first().copied(),
+            (Some(_), Some(&at)) => picks.of_profile(at),
+            (Some(_), None) => None,
+        }
+    }
 }
 
 /// Parse the parameters session-affinity-scorer and -filter share.
 pub fn parse(p: &Params<'_>) -> Result<Strategy, ConfigError> {
     let params: SessionParams = p.parse()?;
-    if let Some(profile) = params.profile_name.filter(|n| !n.is_empty()) {
-        return Err(p.error(format_args!(
-            "parameters.profileName: '{profile}': pinning a profile other than the primary is not supported"
-        )));
-    }
+    let profile = params.profile_name.filter(|n| !n.is_empty());
     match params
         .strategy
         .as_deref()
@@ -88,10 +132,12 @@ pub fn parse(p: &Params<'_>) -> Result<Strategy, ConfigError> {
     {
         "encoded_endpoint_header" => Ok(Strategy::Encoded {
             header: normalize_header(&params.encoded_endpoint_header_config.header),
+            profile,
         }),
         "session_id" => Ok(Strategy::SessionId(session_ids(
             p,
             params.session_id_config,
+            profile,
         )?)),
         other => Err(p.error(format_args!(
             "parameters.strategy: '{other}' is not encoded_endpoint_header or session_id"
@@ -107,7 +153,11 @@ fn normalize_header(name: &str) -> String {
     }
 }
 
-fn session_ids(p: &Params<'_>, c: SessionIdConfig) -> Result<SessionIds, ConfigError> {
+fn session_ids(
+    p: &Params<'_>,
+    c: SessionIdConfig,
+    profile: Option<String>,
+) -> Result<SessionIds, ConfigError> {
     let mut sources = Vec::with_capacity(c.sources.len().max(1));
     for (i, s) in c.sources.iter().enumerate() {
         sources.push(match (s.header.trim(), s.attribute.trim()) {
@@ -150,6 +200,7 @@ fn session_ids(p: &Params<'_>, c: SessionIdConfig) -> Result<SessionIds, ConfigE
         ttl: Duration::from_secs_f64(seconds[0].1),
         sweep: Duration::from_secs_f64(seconds[1].1),
         state: Mutex::new(Bindings::default()),
+        profile: ProfileRef::new(profile),
     })
 }
 
@@ -159,6 +210,8 @@ pub struct SessionIds {
     ttl: Duration,
     sweep: Duration,
     state: Mutex<Bindings>,
+    /// `profileName`: whose pick a session is bound to.
+    pub profile: ProfileRef,
 }
 
 #[derive(Default)]
@@ -204,14 +257,15 @@ impl SessionIds {
         self as *const SessionIds as usize
     }
 
-    /// The cycle picked: bind a new session to the pick and refresh a kept one; a session moves
-    /// to the pick only when its endpoint was not a candidate (not when it merely lost).
+    /// The cycle picked: bind a new session to the pick (of its profile) and refresh a kept one;
+    /// a session moves to the pick only when its endpoint was not a candidate (not when it
+    /// merely lost).
     pub fn commit(&self, cycle: &Cycle<'_>, picks: &Picks) {
-        let (Some(session), Some(&primary)) = (self.session(cycle), picks.primary.first()) else {
+        let (Some(session), Some(picked)) = (self.session(cycle), self.profile.pick(picks)) else {
             return;
         };
         let moved = cycle.state.borrow().sessions_moved.contains(&self.key());
-        let id = cycle.endpoint(primary).info.id;
+        let id = cycle.endpoint(picked).info.id;
         let mut state = self.state.lock();
         let (ttl, now) = (self.ttl, cycle.now);
         match state.by_session.get_mut(session) {

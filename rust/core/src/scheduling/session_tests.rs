@@ -354,3 +354,119 @@ fn disaggregated_decisions_report_the_decode_profile_and_data_parallel_none() {
     );
     assert_eq!(d.endpoint_scores, None);
 }
+
+/// P/D with a session filter per stage, as upstream's README pairs them: decode writes
+/// `x-session-token`, prefill (`profileName: prefill`) `x-session-token-prefill`; the first
+/// `session` strategy is "encoded_endpoint_header" or "session_id".
+fn pd_with_session_filters(strategy: &str) -> Value {
+    let (decode, prefill) = if strategy == "session_id" {
+        (
+            json!({"strategy": "session_id"}),
+            json!({"strategy": "session_id", "profileName": "prefill"}),
+        )
+    } else {
+        (
+            json!({}),
+            json!({"profileName": "prefill",
+                   "encodedEndpointHeaderConfig": {"header": "x-session-token-prefill"}}),
+        )
+    };
+    json!({
+        "plugins": [
+            {"type": "prefill-filter"}, {"type": "decode-filter"}, {"type": "queue-scorer"},
+            {"type": "always-disagg-pd-decider"},
+            {"type": "disagg-profile-handler", "parameters": {"deciders": {"prefill": "always-disagg-pd-decider"}}},
+            {"name": "session-decode", "type": "session-affinity-filter", "parameters": decode},
+            {"name": "session-prefill", "type": "session-affinity-filter", "parameters": prefill}
+        ],
+        "schedulingProfiles": [
+            {"name": "prefill", "plugins": [{"pluginRef": "prefill-filter"}, {"pluginRef": "session-prefill"},
+                                             {"pluginRef": "queue-scorer"}]},
+            {"name": "decode", "plugins": [{"pluginRef": "decode-filter"}, {"pluginRef": "session-decode"},
+                                            {"pluginRef": "queue-scorer"}]}
+        ]
+    })
+}
+
+/// Prefill A, B and decode C, D (names pod-1 … pod-4), all idle.
+fn pd_pool(config: Value) -> Router {
+    let r = Router::from_json(&config.to_string()).unwrap();
+    let role = |a: &str, role: &str| spec(a, &[("llm-d.ai/role", role)]);
+    r.set_endpoints(&[
+        role(A, "prefill"),
+        role(B, "prefill"),
+        role(C, "decode"),
+        role("10.0.0.4:8000", "decode"),
+    ]);
+    for a in [A, B, C, "10.0.0.4:8000"] {
+        waiting(&r, a, 0);
+    }
+    r
+}
+
+fn prefill_of(d: &Decision) -> &str {
+    let (_, v) = d
+        .headers
+        .iter()
+        .find(|(k, _)| k == "x-prefiller-host-port")
+        .expect("a prefill stage");
+    v
+}
+
+#[test]
+fn profile_name_writes_the_prefill_pick_in_its_own_token_and_pins_it() {
+    let r = pd_pool(pd_with_session_filters("encoded_endpoint_header"));
+    waiting(&r, A, 0);
+    waiting(&r, B, 9);
+    waiting(&r, C, 0);
+    waiting(&r, "10.0.0.4:8000", 9);
+    let first = route(&r, &[]);
+    assert_eq!((first.primary(), prefill_of(&first)), (C, A));
+    let mut tokens = first.response_headers.to_vec();
+    tokens.sort();
+    assert_eq!(
+        tokens,
+        vec![
+            ("x-session-token".to_owned(), session_token("pod-3")),
+            ("x-session-token-prefill".to_owned(), session_token("pod-1")),
+        ]
+    );
+    // The loads turn; both tokens sent back keep both stages where they were.
+    waiting(&r, A, 9);
+    waiting(&r, B, 0);
+    waiting(&r, C, 9);
+    waiting(&r, "10.0.0.4:8000", 0);
+    let again = route(&r, &tokens);
+    assert_eq!((again.primary(), prefill_of(&again)), (C, A));
+    let fresh = route(&r, &[]);
+    assert_eq!((fresh.primary(), prefill_of(&fresh)), ("10.0.0.4:8000", B));
+}
+
+#[test]
+fn profile_name_binds_a_session_id_to_the_prefill_pick() {
+    let r = pd_pool(pd_with_session_filters("session_id"));
+    waiting(&r, B, 9);
+    waiting(&r, "10.0.0.4:8000", 9);
+    let sid = headers(&[("x-session-id", "s-1")]);
+    let first = route(&r, &sid);
+    assert_eq!((first.primary(), prefill_of(&first)), (C, A));
+    waiting(&r, A, 9);
+    waiting(&r, B, 0);
+    waiting(&r, C, 9);
+    waiting(&r, "10.0.0.4:8000", 0);
+    let again = route(&r, &sid);
+    assert_eq!((again.primary(), prefill_of(&again)), (C, A));
+}
+
+#[test]
+fn profile_name_must_be_a_scheduling_profile() {
+    let mut config = pd_with_session_filters("encoded_endpoint_header");
+    config["plugins"][6]["parameters"]["profileName"] = json!("prefil");
+    let e = Router::from_json(&config.to_string())
+        .err()
+        .expect("refused");
+    assert!(
+        e.to_string().contains("plugin 'session-prefill' (session-affinity-filter): parameters.profileName: 'prefil' is not a scheduling profile (profiles: prefill, decode)"),
+        "{e}"
+    );
+}

@@ -4,12 +4,18 @@
 use crate::scheduling::contracts::scorer::Picks;
 use crate::scheduling::cycle::{Cycle, ScheduleError};
 use crate::scheduling::producers::topology_extractor::TopologySource;
+use crate::scheduling::session::ProfileRef;
 
 pub trait Filter: Send + Sync {
     fn filter(&self, cycle: &Cycle<'_>, candidates: &mut Vec<u32>) -> Result<(), ScheduleError>;
 
     /// The topology-extractor this filter reads, for the scheduler to bind.
     fn topology(&self) -> Option<&TopologySource> {
+        None
+    }
+
+    /// A session filter's `profileName`, for the scheduler to bind to a profile.
+    fn session_profile(&self) -> Option<&ProfileRef> {
         None
     }
 

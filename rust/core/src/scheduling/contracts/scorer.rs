@@ -7,6 +7,7 @@ use crate::scheduling::cycle::Cycle;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::topology_extractor::TopologySource;
+use crate::scheduling::session::ProfileRef;
 
 /// What a scheduling cycle decided: snapshot positions.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -17,6 +18,32 @@ pub struct Picks {
     pub prefill: Option<u32>,
     /// The encode endpoints, when a disaggregation handler ran an encode profile.
     pub encode: Vec<u32>,
+    /// Positions in the scheduler's profile list of the profiles behind `primary`, `prefill`
+    /// and `encode` (set by the profile handler; a session plugin's `profileName` reads them).
+    pub profiles: StageProfiles,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageProfiles {
+    pub primary: usize,
+    pub prefill: Option<usize>,
+    pub encode: Option<usize>,
+}
+
+impl Picks {
+    /// The endpoint the profile at position `profile` picked for this request: none when that
+    /// profile did not run or picked nothing (as upstream's lookup in the profile results).
+    pub fn of_profile(&self, profile: usize) -> Option<u32> {
+        if profile == self.profiles.primary {
+            self.primary.first().copied()
+        } else if Some(profile) == self.profiles.prefill {
+            self.prefill
+        } else if Some(profile) == self.profiles.encode {
+            self.encode.first().copied()
+        } else {
+            None
+        }
+    }
 }
 
 pub trait Scorer: Send + Sync {
@@ -28,6 +55,11 @@ pub trait Scorer: Send + Sync {
 
     /// The endpoint with this id left the pool: drop what is kept about it.
     fn endpoint_removed(&self, _id: u64) {}
+
+    /// A session scorer's `profileName`, for the scheduler to bind to a profile.
+    fn session_profile(&self) -> Option<&ProfileRef> {
+        None
+    }
 
     /// The topology-extractor this scorer reads, for the scheduler to bind.
     fn topology(&self) -> Option<&TopologySource> {

@@ -13,11 +13,11 @@ use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::scorer::Picks;
 use crate::scheduling::cycle::{Cycle, ScheduleError};
-use crate::scheduling::session::{self, SessionIds, Strategy};
+use crate::scheduling::session::{self, ProfileRef, SessionIds, Strategy};
 
 pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
     Ok(Plugin::Filter(match session::parse(p)? {
-        Strategy::Encoded { header } => Arc::new(TokenFilter { header }),
+        Strategy::Encoded { header, .. } => Arc::new(TokenFilter { header }),
         Strategy::SessionId(ids) => Arc::new(SessionIdFilter { ids }),
     }))
 }
@@ -61,6 +61,10 @@ impl Filter for SessionIdFilter {
 
     fn endpoint_removed(&self, id: u64) {
         self.ids.endpoint_removed(id);
+    }
+
+    fn session_profile(&self) -> Option<&ProfileRef> {
+        Some(&self.ids.profile)
     }
 
     fn learns(&self) -> bool {

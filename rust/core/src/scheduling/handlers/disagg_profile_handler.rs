@@ -17,7 +17,7 @@ use crate::scheduling::contracts::decider::PdDecider;
 use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::profile_handler::{DisaggSpec, HandlerSpec, ProfileHandler};
-use crate::scheduling::contracts::scorer::Picks;
+use crate::scheduling::contracts::scorer::{Picks, StageProfiles};
 use crate::scheduling::cycle::{Cycle, ScheduleError};
 use crate::scheduling::profile::SchedulingProfile;
 
@@ -208,6 +208,11 @@ impl ProfileHandler for DisaggProfileHandler {
     ) -> Result<(), ScheduleError> {
         picks.prefill = None;
         picks.encode.clear();
+        picks.profiles = StageProfiles {
+            primary: self.decode,
+            prefill: self.prefill,
+            encode: self.encode,
+        };
         if self.prefill_first {
             self.run_prefill(profiles, cycle, picks);
             profiles[self.decode].schedule_primary(cycle, picks)?;

@@ -9,7 +9,7 @@ use crate::scheduling::config::ConfigError;
 use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::profile_handler::{HandlerSpec, ProfileHandler};
-use crate::scheduling::contracts::scorer::Picks;
+use crate::scheduling::contracts::scorer::{Picks, StageProfiles};
 use crate::scheduling::cycle::{Cycle, ScheduleError};
 use crate::scheduling::profile::SchedulingProfile;
 
@@ -86,6 +86,11 @@ impl ProfileHandler for HeaderProfileHandler {
     ) -> Result<(), ScheduleError> {
         picks.prefill = None;
         picks.encode.clear();
-        profiles[self.choose(cycle)?].schedule_primary(cycle, picks)
+        let chosen = self.choose(cycle)?;
+        picks.profiles = StageProfiles {
+            primary: chosen,
+            ..Default::default()
+        };
+        profiles[chosen].schedule_primary(cycle, picks)
     }
 }

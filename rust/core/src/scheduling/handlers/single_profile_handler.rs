@@ -4,7 +4,7 @@ use crate::scheduling::config::ConfigError;
 use crate::scheduling::contracts::params::{NoParams, Params};
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::profile_handler::{HandlerSpec, ProfileHandler};
-use crate::scheduling::contracts::scorer::Picks;
+use crate::scheduling::contracts::scorer::{Picks, StageProfiles};
 use crate::scheduling::cycle::{Cycle, ScheduleError};
 use crate::scheduling::profile::SchedulingProfile;
 
@@ -24,6 +24,7 @@ impl ProfileHandler for SingleProfileHandler {
     ) -> Result<(), ScheduleError> {
         picks.prefill = None;
         picks.encode.clear();
+        picks.profiles = StageProfiles::default();
         profiles[0].schedule_primary(cycle, picks)
     }
 }

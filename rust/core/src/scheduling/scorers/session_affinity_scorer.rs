@@ -9,11 +9,11 @@ use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::scorer::{Picks, Scorer};
 use crate::scheduling::cycle::Cycle;
-use crate::scheduling::session::{self, SessionIds, Strategy};
+use crate::scheduling::session::{self, ProfileRef, SessionIds, Strategy};
 
 pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
     Ok(Plugin::Scorer(match session::parse(p)? {
-        Strategy::Encoded { header } => Arc::new(SessionAffinityScorer { header }),
+        Strategy::Encoded { header, .. } => Arc::new(SessionAffinityScorer { header }),
         Strategy::SessionId(ids) => Arc::new(SessionIdScorer { ids }),
     }))
 }
@@ -63,5 +63,9 @@ impl Scorer for SessionIdScorer {
 
     fn endpoint_removed(&self, id: u64) {
         self.ids.endpoint_removed(id);
+    }
+
+    fn session_profile(&self) -> Option<&ProfileRef> {
+        Some(&self.ids.profile)
     }
 }
