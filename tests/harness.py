@@ -101,13 +101,16 @@ class HoldingProxy:
     """A reverse proxy on the test loop in front of one server (`upstream` = "host:port"): a
     request carrying the header `x-test-hold` waits at the proxy until `release()`, then goes on;
     every other request passes straight through. A test keeps a server's place busy for exactly
-    as long as it needs (until its other requests are queued), not for a guessed time."""
+    as long as it needs (until its other requests are queued), not for a guessed time. With
+    `hold_body`, a request whose body contains it is held too (for clients that send no header
+    of the test's choosing, such as the EPP's own calls)."""
 
     HEADER = "x-test-hold"
     _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 
-    def __init__(self, loop_thread: LoopThread, upstream: str) -> None:
+    def __init__(self, loop_thread: LoopThread, upstream: str, hold_body: bytes | None = None) -> None:
         self._lt = loop_thread
+        self._hold_body = hold_body
         self._upstream = f"http://{upstream}"
         self._runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
@@ -132,7 +135,7 @@ class HoldingProxy:
     async def _forward(self, request: web.Request) -> web.Response:
         assert self._session is not None and self._released is not None
         body = await request.read()
-        if self.HEADER in request.headers:
+        if self.HEADER in request.headers or (self._hold_body is not None and self._hold_body in body):
             self.held += 1
             try:
                 await self._released.wait()
