@@ -11,6 +11,7 @@ import json
 import random
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -208,9 +209,11 @@ def test_two_replicas_sharing_redis_keep_one_epps_hit_rate_and_survive_a_redis_o
         try:
             wait_until(lambda: len(statuses) >= 20, timeout=30, what="requests flowing")
             redis_server.stop()
+            stopped = time.monotonic()
             wait_until(lambda: all(m.get("sluicegate_kv_index_redis_up{}") == 0.0 for m in two.metrics()),
                        timeout=15, what="both replicas notice Redis is gone")
             during = two.metrics()
+            noticed_s = time.monotonic() - stopped
             sent = len(statuses)
             wait_until(lambda: len(statuses) >= sent + 60, timeout=60, what="requests served without Redis")
             after_outage = two.metrics()
@@ -218,9 +221,12 @@ def test_two_replicas_sharing_redis_keep_one_epps_hit_rate_and_survive_a_redis_o
             for d, a in zip(during, after_outage):
                 assert total(a, BLOCKS) > total(d, BLOCKS)
                 assert total(a, HITS) > total(d, HITS)
+            outage_requests = len(statuses) - sent
             redis_server.start()
+            restarted = time.monotonic()
             wait_until(lambda: all(m.get("sluicegate_kv_index_redis_up{}") == 1.0 for m in two.metrics()),
                        timeout=20, what="both replicas reconnect")
+            reconnected_s = time.monotonic() - restarted
             back = two.metrics()
 
             def applied_again() -> bool:
@@ -240,7 +246,9 @@ def test_two_replicas_sharing_redis_keep_one_epps_hit_rate_and_survive_a_redis_o
 
         # After the outage a new shared prefix learned through one replica is found by both.
         rate_after = two.hit_rate(_workload(seed=20))
-        print(f"hit rate after Redis returned: {rate_after:.3f}; requests during the run {len(statuses)}")
+        print(f"hit rate after Redis returned: {rate_after:.3f}; requests during the run {len(statuses)}, "
+              f"{outage_requests}+ while Redis was away; outage noticed after {noticed_s:.2f} s, "
+              f"reconnected {reconnected_s:.2f} s after Redis returned")
         assert abs(rate_after - rate_one) <= 0.05 * rate_one
     finally:
         two.stop()

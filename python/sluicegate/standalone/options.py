@@ -159,6 +159,12 @@ class EnvoyOptions:
             _check_port(replica.port, f"epp_replicas[{i}].port", allow_zero=False)
             if replica.health_port is not None:
                 _check_port(replica.health_port, f"epp_replicas[{i}].health_port", allow_zero=False)
+        if self.epp_tls and any((r.health_port not in (None, r.port)) != (self.health_port != self.epp_port)
+                                for r in self.epp_replicas):
+            # One health-check socket for the cluster: TLS on the ext_proc port, or plaintext
+            # on a separate health port, the same for every replica.
+            raise ConfigError("epp_replicas: with epp_tls every replica needs a separate health port "
+                              "exactly when epp_health_port is separate")
         if self.epp_replicas and self.pools:
             raise ConfigError("epp_replicas: not with pools (each pool names its own EPP)")
         object.__setattr__(self, "pools", tuple(self.pools))
