@@ -25,6 +25,7 @@ MAX_LEN = 200_000  # batches kept in the stream (approximate trim)
 # Reconnect attempts while Redis is away: the first after RETRY_MIN_S, doubling up to RETRY_MAX_S.
 RETRY_MIN_S = 0.25
 RETRY_MAX_S = 2.0
+MAX_PENDING = 10_000  # batches queued for appending; beyond, new ones are dropped (counted)
 READ_BLOCK_MS = 1000  # one XREAD waits this long for new batches (below the socket timeout)
 
 
@@ -52,6 +53,7 @@ class SharedEventLog:
         self.appended = 0
         self.applied = 0
         self.failures = 0
+        self.dropped = 0
 
     def start(self) -> None:
         if self._task is None:
@@ -72,6 +74,9 @@ class SharedEventLog:
         """Queue a locally received batch for the stream (sent at once by the append task,
         never blocking the caller); dropped while Redis is away."""
         if not self.up:
+            return
+        if len(self._pending) >= MAX_PENDING:  # Redis slower than the events: share what it takes
+            self.dropped += 1
             return
         entry = {b"o": self._origin, b"e": address.encode(), b"m": model.encode(), b"p": payload}
         if seq is not None:
