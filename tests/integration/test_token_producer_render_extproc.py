@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import yaml
 
 from sluicegate.sim.config import SimConfig
@@ -21,9 +22,13 @@ DESTINATION = "x-gateway-destination-endpoint"
 HOLD = b"hold this prompt at the render endpoint"
 
 
-def _config(render: str) -> str:
-    return f"""
+def _config(render: str, flow_control: bool = False) -> str:
+    gate = ("featureGates: [flowControl]\nflowControl: {saturationDetector: {pluginRef: concurrency-detector}}\n"
+            if flow_control else "")
+    detector = "- {type: concurrency-detector, parameters: {maxConcurrency: 100}}\n" if flow_control else ""
+    return f"""{gate}
 plugins:
+{detector}
 - {{type: token-producer, parameters: {{modelName: "meta-llama/Llama-3.1-8B-Instruct", vllm: {{url: "http://{render}"}}}}}}
 - {{type: precise-prefix-cache-producer, parameters: {{
     tokenProcessorConfig: {{blockSize: 16}}, kvEventsConfig: {{zmqEndpoint: "tcp://127.0.0.1:{free_port()}"}}}}}}
@@ -33,7 +38,7 @@ schedulingProfiles: [{{name: p, plugins: [{{pluginRef: prefix-cache-scorer}}, {{
 """
 
 
-def _epp(loop_thread, sims, tmp_path, render: str | None, holding_proxy=None):
+def _epp(loop_thread, sims, tmp_path, render: str | None, holding_proxy=None, flow_control: bool = False):
     tokenizer = byte_level_chatml(tmp_path / "tok")
     servers = sims.start(*(SimConfig(name=f"sim-{i}", speedup=50.0, tokenizer=str(tokenizer)) for i in range(2)))
     path = tmp_path / "endpoints.yaml"
@@ -41,7 +46,7 @@ def _epp(loop_thread, sims, tmp_path, render: str | None, holding_proxy=None):
         {"name": s.name, "address": s.address.split(":")[0], "port": int(s.address.split(":")[1])}
         for s in servers]}))
     proxy = holding_proxy(servers[0].address, HOLD) if holding_proxy else None
-    return InProcessEpp(loop_thread, path, _config(render or proxy.address)), servers, proxy
+    return InProcessEpp(loop_thread, path, _config(render or proxy.address, flow_control)), servers, proxy
 
 
 def _routed(port: int, text: str, timeout: float = 10.0) -> str:
@@ -49,9 +54,12 @@ def _routed(port: int, text: str, timeout: float = 10.0) -> str:
     return header_set(answers[0].request_headers.response)[DESTINATION]
 
 
-def test_a_held_render_call_does_not_hold_up_other_requests(loop_thread, sims, tmp_path, holding_proxy):
-    in_process, servers, proxy = _epp(loop_thread, sims, tmp_path, None, holding_proxy)
+@pytest.mark.parametrize("flow_control", [False, True])
+def test_a_held_render_call_does_not_hold_up_other_requests(loop_thread, sims, tmp_path, holding_proxy,
+                                                            flow_control):
+    in_process, servers, proxy = _epp(loop_thread, sims, tmp_path, None, holding_proxy, flow_control)
     epp = in_process.epp
+    assert (epp.flow is not None) == flow_control
     addresses = {s.address for s in servers}
     held: list[str] = []
     try:
