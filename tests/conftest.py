@@ -44,11 +44,12 @@ def sims(loop_thread: LoopThread) -> Iterator[SimFleet]:
 
 @pytest.fixture
 def holding_proxy(loop_thread: LoopThread) -> Iterator:
-    """make(upstream "host:port") → a started HoldingProxy in front of it; all stopped after."""
+    """make(upstream "host:port"[, hold_body]) → a started HoldingProxy in front of it; all
+    stopped after."""
     made: list[HoldingProxy] = []
 
-    def make(upstream: str) -> HoldingProxy:
-        made.append(HoldingProxy(loop_thread, upstream).start())
+    def make(upstream: str, hold_body: bytes | None = None) -> HoldingProxy:
+        made.append(HoldingProxy(loop_thread, upstream, hold_body).start())
         return made[-1]
 
     yield make

@@ -7,7 +7,10 @@ Every server started here is stopped by its owner; every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import subprocess
 import threading
 import time
 import urllib.request
@@ -98,13 +101,16 @@ class HoldingProxy:
     """A reverse proxy on the test loop in front of one server (`upstream` = "host:port"): a
     request carrying the header `x-test-hold` waits at the proxy until `release()`, then goes on;
     every other request passes straight through. A test keeps a server's place busy for exactly
-    as long as it needs (until its other requests are queued), not for a guessed time."""
+    as long as it needs (until its other requests are queued), not for a guessed time. With
+    `hold_body`, a request whose body contains it is held too (for clients that send no header
+    of the test's choosing, such as the EPP's own calls)."""
 
     HEADER = "x-test-hold"
     _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 
-    def __init__(self, loop_thread: LoopThread, upstream: str) -> None:
+    def __init__(self, loop_thread: LoopThread, upstream: str, hold_body: bytes | None = None) -> None:
         self._lt = loop_thread
+        self._hold_body = hold_body
         self._upstream = f"http://{upstream}"
         self._runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
@@ -129,7 +135,7 @@ class HoldingProxy:
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None and self._released is not None
         body = await request.read()
-        if self.HEADER in request.headers:
+        if self.HEADER in request.headers or (self._hold_body is not None and self._hold_body in body):
             self.held += 1
             try:
                 await self._released.wait()
@@ -217,3 +223,38 @@ def total(metrics: dict[str, float], name: str, **labels: str) -> float:
     want = [f"{k}={v}" for k, v in labels.items()]
     return sum(v for k, v in metrics.items()
                if k.split("{", 1)[0] == name and all(w in k.split("{", 1)[1][:-1].split(",") for w in want))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1, without persistence, stopped by `stop`."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(500):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            time.sleep(0.01)  # poll interval of this bounded wait
+        raise RuntimeError("redis-server did not answer PING")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None

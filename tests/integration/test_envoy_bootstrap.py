@@ -27,6 +27,7 @@ from sluicegate.errors import ConfigError
 from sluicegate.standalone import (
     EnvoyOptions,
     EnvoyProcess,
+    EppReplica,
     EnvoyStartError,
     envoy_bootstrap,
     find_free_port,
@@ -213,6 +214,30 @@ def test_static_upstream_mode_without_endpoints_is_rejected_naming_the_field(mod
 def test_fallback_endpoint_must_be_ip_and_port() -> None:
     with pytest.raises(ConfigError, match="fallback_endpoint"):
         EnvoyOptions(fallback_endpoint="model-server:8000")
+
+
+@pytest.mark.envoy
+@pytest.mark.parametrize("tls", [False, True])
+def test_epp_replicas_are_hosts_of_the_one_epp_cluster_each_checked_on_its_health_port(tls: bool) -> None:
+    opts = EnvoyOptions(epp_port=9002, epp_health_port=9003, epp_tls=tls,
+                        epp_replicas=(EppReplica("10.0.0.7", 9102, 9103),))
+    bootstrap = envoy_bootstrap(opts)
+    validate_bootstrap(bootstrap)
+    (epp,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "epp"]
+    hosts = [(e["endpoint"]["address"]["socket_address"]["address"],
+              e["endpoint"]["address"]["socket_address"]["port_value"],
+              e["endpoint"]["health_check_config"]["port_value"])
+             for e in epp["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert hosts == [("127.0.0.1", 9002, 9003), ("10.0.0.7", 9102, 9103)]
+
+
+def test_a_bad_epp_replica_is_rejected_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"epp_replicas\[0\].host"):
+        EnvoyOptions(epp_replicas=(EppReplica("epp-1", 9002),))
+    with pytest.raises(ConfigError, match=r"epp_replicas\[0\].port"):
+        EnvoyOptions(epp_replicas=(EppReplica("10.0.0.7", 0),))
+    with pytest.raises(ConfigError, match="separate health port"):
+        EnvoyOptions(epp_tls=True, epp_replicas=(EppReplica("10.0.0.7", 9102),))
 
 
 # -- the process ---------------------------------------------------------------------------------

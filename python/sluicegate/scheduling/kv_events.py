@@ -292,4 +292,5 @@ class KvEventsCollector(Collector):
                                          "KV-event batches shared through Redis", labels=["direction"])
             family.add_metric(["appended"], s.shared.appended)
             family.add_metric(["applied"], s.shared.applied)
+            family.add_metric(["dropped"], s.shared.dropped)
             yield family

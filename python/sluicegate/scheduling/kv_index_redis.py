@@ -22,7 +22,11 @@ log = logging.getLogger(__name__)
 
 STREAM = "sluicegate:kv-events"
 MAX_LEN = 200_000  # batches kept in the stream (approximate trim)
-RETRY_S = 1.0
+# Reconnect attempts while Redis is away: the first after RETRY_MIN_S, doubling up to RETRY_MAX_S.
+RETRY_MIN_S = 0.25
+RETRY_MAX_S = 2.0
+MAX_PENDING = 10_000  # batches queued for appending; beyond, new ones are dropped (counted)
+READ_BLOCK_MS = 1000  # one XREAD waits this long for new batches (below the socket timeout)
 
 
 def redis_url(address: str) -> str:
@@ -42,45 +46,72 @@ class SharedEventLog:
         self._origin = f"{os.getpid()}-{uuid.uuid4().hex[:8]}".encode()
         self._last_id = b"$"
         self._task: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self._pending: list[dict[bytes, bytes]] = []
         self.up = False
         self.appended = 0
         self.applied = 0
         self.failures = 0
+        self.dropped = 0
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._follow(), name="kv-events-redis")
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._follow(), name="kv-events-redis")
+            self._writer = loop.create_task(self._write(), name="kv-events-redis-append")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._writer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._writer = None
         await self._client.aclose()
 
     def append(self, address: str, model: str, payload: bytes, seq: int | None) -> None:
-        """Queue a locally received batch for the stream (sent by the follow loop, never
-        blocking the caller); dropped while Redis is away."""
+        """Queue a locally received batch for the stream (sent at once by the append task,
+        never blocking the caller); dropped while Redis is away."""
         if not self.up:
+            return
+        if len(self._pending) >= MAX_PENDING:  # Redis slower than the events: share what it takes
+            self.dropped += 1
             return
         entry = {b"o": self._origin, b"e": address.encode(), b"m": model.encode(), b"p": payload}
         if seq is not None:
             entry[b"s"] = str(seq).encode()
         self._pending.append(entry)
+        self._wake.set()
 
-    async def _flush(self) -> None:
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
-        async with self._client.pipeline(transaction=False) as pipe:
-            for entry in pending:
-                pipe.xadd(STREAM, entry, maxlen=MAX_LEN, approximate=True)
-            await pipe.execute()
-        self.appended += len(pending)
+    async def _write(self) -> None:
+        """Appends each queued batch as soon as it is queued (on its own connection, so the
+        other replicas see it within a round trip, not after this one's read times out)."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            pending, self._pending = self._pending, []
+            if not pending or not self.up:
+                continue
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for entry in pending:
+                        pipe.xadd(STREAM, entry, maxlen=MAX_LEN, approximate=True)
+                    await pipe.execute()
+                self.appended += len(pending)
+            except (RedisError, OSError) as exc:
+                self._down(exc)  # the follow loop reconnects
+
+    def _down(self, exc: BaseException) -> None:
+        self.failures += 1
+        if self.up:
+            log.warning("kv index: Redis at %s unreachable (%s); serving from this replica's "
+                        "own index until it returns", self.address, exc)
+        self.up = False
+        self._pending.clear()
 
     async def _follow(self) -> None:
+        retry = RETRY_MIN_S
         while True:
             try:
                 if not self.up:
@@ -89,9 +120,9 @@ class SharedEventLog:
                         newest = await self._client.xrevrange(STREAM, count=1)
                         self._last_id = newest[0][0] if newest else b"0-0"
                     self.up = True
+                    retry = RETRY_MIN_S
                     log.info("kv index: sharing through Redis at %s", self.address)
-                await self._flush()
-                answer = await self._client.xread({STREAM: self._last_id}, count=512, block=20)
+                answer = await self._client.xread({STREAM: self._last_id}, count=512, block=READ_BLOCK_MS)
                 for _, entries in answer or ():
                     for entry_id, fields in entries:
                         self._last_id = entry_id
@@ -101,10 +132,6 @@ class SharedEventLog:
                         self._apply(fields[b"e"].decode(), fields[b"m"].decode(), fields[b"p"], seq)
                         self.applied += 1
             except (RedisError, OSError) as exc:
-                self.failures += 1
-                if self.up:
-                    log.warning("kv index: Redis at %s unreachable (%s); serving from this replica's "
-                                "own index until it returns", self.address, exc)
-                self.up = False
-                self._pending.clear()
-                await asyncio.sleep(RETRY_S)
+                self._down(exc)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, RETRY_MAX_S)

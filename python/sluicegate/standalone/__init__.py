@@ -5,12 +5,13 @@
 
 from sluicegate.standalone.binary import envoy_binary_path, validate_bootstrap
 from sluicegate.standalone.bootstrap import bootstrap_yaml, envoy_bootstrap
-from sluicegate.standalone.options import EnvoyOptions
+from sluicegate.standalone.options import EnvoyOptions, EppReplica
 from sluicegate.standalone.ports import find_free_port
 from sluicegate.standalone.process import EnvoyProcess, EnvoyStartError, admin_get
 
 __all__ = [
     "EnvoyOptions",
+    "EppReplica",
     "EnvoyProcess",
     "EnvoyStartError",
     "admin_get",

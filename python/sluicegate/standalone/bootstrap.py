@@ -277,10 +277,16 @@ def _epp_cluster(opts: EnvoyOptions, name: str = EPP_CLUSTER, host: str | None =
     host = host or opts.epp_host
     port = port or opts.epp_port
     health_port = health_port or (opts.health_port if port == opts.epp_port else port)
-    endpoint: dict[str, Any] = {"address": _socket_address(host, port)}
-    separate_health_port = health_port != port
-    if separate_health_port:
-        endpoint["health_check_config"] = {"port_value": health_port}
+    hosts = [(host, port, health_port)]
+    if name == EPP_CLUSTER:
+        hosts += [(r.host, r.port, r.health_port or r.port) for r in opts.epp_replicas]
+    lb_endpoints = []
+    for h, p, hp in hosts:
+        endpoint: dict[str, Any] = {"address": _socket_address(h, p)}
+        if hp != p:
+            endpoint["health_check_config"] = {"port_value": hp}
+        lb_endpoints.append({"endpoint": endpoint})
+    separate_health_port = any(hp != p for _, p, hp in hosts)
     health_check: dict[str, Any] = {
         "timeout": "1s",
         "interval": "1s",
@@ -296,7 +302,7 @@ def _epp_cluster(opts: EnvoyOptions, name: str = EPP_CLUSTER, host: str | None =
         "typed_extension_protocol_options": _http2_options(),
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": endpoint}]}],
+            "endpoints": [{"lb_endpoints": lb_endpoints}],
         },
         # Without active checks a dead EPP looks healthy and fail-open POSTs get 500; the
         # default 60 s no_traffic_interval would leave that blind spot after start-up.

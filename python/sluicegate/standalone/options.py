@@ -59,6 +59,16 @@ def _check_positive(value: float, field_name: str) -> None:
 
 
 @dataclass(frozen=True)
+class EppReplica:
+    """One more EPP replica of the same pool: ext_proc on host:port, gRPC health on health_port
+    (None = on port)."""
+
+    host: str
+    port: int
+    health_port: int | None = None
+
+
+@dataclass(frozen=True)
 class EnvoyOptions:
     """One Envoy listener → ext_proc (the EPP) → the model-server endpoint the EPP picked.
 
@@ -99,6 +109,9 @@ class EnvoyOptions:
     # Empty: one pool behind the EPP above.
     pools: tuple[PoolRoute, ...] = ()
     model_header: str = DEFAULT_MODEL_HEADER
+    # Active-active EPP replicas: more hosts of the one EPP cluster, next to epp_host:epp_port;
+    # Envoy spreads the ext_proc streams over the healthy ones.
+    epp_replicas: tuple[EppReplica, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_concurrent_requests, int) or self.max_concurrent_requests < 1:
@@ -138,6 +151,22 @@ class EnvoyOptions:
             raise ConfigError(f"num_retries: {self.num_retries!r} must be an integer >= 0")
         if not isinstance(self.retry_on, str) or not self.retry_on.strip():
             raise ConfigError(f"retry_on: {self.retry_on!r} must name at least one retry condition")
+        object.__setattr__(self, "epp_replicas", tuple(self.epp_replicas))
+        for i, replica in enumerate(self.epp_replicas):
+            if not isinstance(replica, EppReplica):
+                raise ConfigError(f"epp_replicas[{i}]: {replica!r} is not an EppReplica")
+            _check_ip(replica.host, f"epp_replicas[{i}].host")
+            _check_port(replica.port, f"epp_replicas[{i}].port", allow_zero=False)
+            if replica.health_port is not None:
+                _check_port(replica.health_port, f"epp_replicas[{i}].health_port", allow_zero=False)
+        if self.epp_tls and any((r.health_port not in (None, r.port)) != (self.health_port != self.epp_port)
+                                for r in self.epp_replicas):
+            # One health-check socket for the cluster: TLS on the ext_proc port, or plaintext
+            # on a separate health port, the same for every replica.
+            raise ConfigError("epp_replicas: with epp_tls every replica needs a separate health port "
+                              "exactly when epp_health_port is separate")
+        if self.epp_replicas and self.pools:
+            raise ConfigError("epp_replicas: not with pools (each pool names its own EPP)")
         object.__setattr__(self, "pools", tuple(self.pools))
         check_pools(self.pools, self.model_header, self.upstream_mode)
         if not isinstance(self.buffer_limit_bytes, int) or self.buffer_limit_bytes < 1024:

@@ -18,6 +18,7 @@ use sluicegate_core::parse::{find_usage, model_of, replace_model_in_chunk_cow};
 use sluicegate_core::scheduling::cycle::ScheduleError;
 use sluicegate_core::scheduling::{Decision, RouteError, RouteOptions};
 use sluicegate_core::stats::{ChunkGaps, Outcome, RequestLabels, RequestStats};
+use sluicegate_core::tokenize::{PreTokenized, TokenizeError};
 
 use crate::admission::{Admitted, Ask, Decided, Gate, Refusal, Waiting};
 use crate::log::{self, Field, Level};
@@ -88,6 +89,15 @@ enum Answer {
     Body { end_of_stream: bool, trailers: bool },
 }
 
+/// A request being tokenized through the model server's render API before it is admitted
+/// and routed: the call runs on tokio's blocking pool, bounded by a timeout, so no routing
+/// thread waits on it.
+struct Tokenizing {
+    call: Pin<Box<dyn Future<Output = PreTokenized> + Send>>,
+    body: Bytes,
+    answer: Answer,
+}
+
 /// A request flow control queued: its outcome, and how to answer once it comes.
 struct Pending {
     waiting: Waiting,
@@ -98,6 +108,9 @@ pub struct RequestStream {
     router: SharedRouter,
     gate: Option<Arc<Gate>>,
     pending: Option<Pending>,
+    tokenizing: Option<Tokenizing>,
+    /// The prompt's token ids when the token-producer tokenizes remotely (or why it could not).
+    tokens: Option<Arc<PreTokenized>>,
     /// The request holds a flow-control place (freed when it ends).
     placed: bool,
     skip_response: bool,
@@ -177,6 +190,8 @@ impl RequestStream {
             router,
             gate: None,
             pending: None,
+            tokenizing: None,
+            tokens: None,
             placed: false,
             skip_response,
             max_body_bytes: MAX_BODY_BYTES,
@@ -226,9 +241,10 @@ impl RequestStream {
         self
     }
 
-    /// True while flow control holds the request: poll `poll_admission` before reading on.
+    /// True while the request is being tokenized or flow control holds it: poll
+    /// `poll_admission` before reading on.
     pub fn waiting(&self) -> bool {
-        self.pending.is_some()
+        self.pending.is_some() || self.tokenizing.is_some()
     }
 
     pub fn request_id(&self) -> &str {
@@ -289,6 +305,18 @@ impl RequestStream {
 
     /// Wait for flow control's outcome; once it comes, queue the answers it makes.
     pub fn poll_admission(&mut self, cx: &mut Context<'_>, out: &mut Outbox) -> Poll<()> {
+        if let Some(t) = self.tokenizing.as_mut() {
+            let tokens = match t.call.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(tokens) => tokens,
+            };
+            let t = self.tokenizing.take().expect("polled");
+            self.tokens = Some(Arc::new(tokens));
+            if let Err(f) = self.decide(t.body, t.answer, out) {
+                self.fail(f, out);
+            }
+            return Poll::Ready(());
+        }
         let Some(pending) = self.pending.as_mut() else {
             return Poll::Ready(());
         };
@@ -318,6 +346,7 @@ impl RequestStream {
     fn fail(&mut self, f: Failure, out: &mut Outbox) {
         self.finished = true;
         self.pending = None;
+        self.tokenizing = None;
         if self.metrics.response_at.is_none() {
             self.metrics.request_done(self.router.router().stats());
         }
@@ -450,12 +479,22 @@ impl RequestStream {
 
     /// Admit, route and answer; a request flow control queues is answered when its turn comes.
     fn decide(&mut self, body: Bytes, answer: Answer, out: &mut Outbox) -> Result<(), Failure> {
-        if self.decision.is_some() || self.released || self.pending.is_some() {
+        if self.decision.is_some()
+            || self.released
+            || self.pending.is_some()
+            || self.tokenizing.is_some()
+        {
             // Out of order (a body after the trailers, or after the request ended): routing again
             // would leak the first pick or start a request nothing ends.
             return Err(bad_request(
                 "ext_proc: the request was routed already; message out of order".to_owned(),
             ));
+        }
+        if self.tokens.is_none() && !body.is_empty() {
+            if let Some(call) = self.tokenize(&body) {
+                self.tokenizing = Some(Tokenizing { call, body, answer });
+                return Ok(());
+            }
         }
         let Some(gate) = self.gate.clone() else {
             self.route(&body).map_err(|f| self.named(&body, f))?;
@@ -475,6 +514,7 @@ impl RequestStream {
             subset: self.subset.as_deref(),
             headers: &self.headers,
             priority: self.priority,
+            tokens: self.tokens.as_ref(),
         };
         match admit(&gate, &ask, request)? {
             Admitted::Direct => {
@@ -493,6 +533,26 @@ impl RequestStream {
         }
         self.answer(body, answer, out);
         Ok(())
+    }
+
+    /// When the token-producer tokenizes through the render API: that call for this body, run
+    /// on the blocking pool and bounded by the client's timeout (a failure is scored as no
+    /// prefix match and counted). None when tokenizing is local or no runtime runs us.
+    fn tokenize(&self, body: &Bytes) -> Option<Pin<Box<dyn Future<Output = PreTokenized> + Send>>> {
+        let source = self.router.router().remote_tokens()?;
+        let limit = source.call_timeout()?;
+        tokio::runtime::Handle::try_current().ok()?;
+        let (path, body) = (self.path.clone(), body.clone());
+        let call = tokio::task::spawn_blocking(move || source.tokens(&path, &body));
+        Some(Box::pin(async move {
+            match tokio::time::timeout(limit, call).await {
+                Ok(Ok(tokens)) => tokens,
+                Ok(Err(e)) => Err(TokenizeError(format!("render call failed: {e}"))),
+                Err(_) => Err(TokenizeError(format!(
+                    "render call took longer than {limit:?}"
+                ))),
+            }
+        }))
     }
 
     /// The request-phase answers once the decision is made.
@@ -557,6 +617,7 @@ impl RequestStream {
             subset: self.subset.as_deref(),
             headers: &self.headers,
             priority: self.priority,
+            tokens: self.tokens.as_deref(),
         };
         // A bug must not hang the request: a panic is answered 500 and the stream closed.
         let routed = catch_unwind(AssertUnwindSafe(|| router.route_with(path, body, &options)))

@@ -315,6 +315,7 @@ impl PyFlowController {
                 .map(|(k, v)| (k.to_ascii_lowercase(), v))
                 .collect(),
             priority,
+            tokens: None,
         });
         let mut queued = Queued {
             route: request,

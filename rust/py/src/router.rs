@@ -376,6 +376,7 @@ fn detached<T: Send>(
         subset: subset.as_deref(),
         headers: &headers,
         priority: 0,
+        tokens: None,
     };
     py.detach(|| f(path, body, &options)).map_err(route_error)
 }

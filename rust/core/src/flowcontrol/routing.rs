@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::controller::{Dispatch, Dispatcher};
 use crate::datalayer::Snapshot;
 use crate::scheduling::{Decision, RouteError, RouteOptions, Router};
+use crate::tokenize::PreTokenized;
 
 /// Dispatch means "you may go now"; the caller picks its own upstream.
 pub struct Admit;
@@ -35,6 +36,8 @@ pub struct RouteRequest {
     pub headers: Vec<(String, String)>,
     /// The objective's priority, for admitters.
     pub priority: i32,
+    /// Token ids computed before routing (see `Router::remote_tokens`).
+    pub tokens: Option<Arc<PreTokenized>>,
 }
 
 /// True when `snapshot` holds nothing a request with `subset` may go to. A subset hint that
@@ -63,6 +66,7 @@ pub struct RouteView<'a> {
     pub headers: &'a [(String, String)],
     /// The objective's priority, for admitters.
     pub priority: i32,
+    pub tokens: Option<&'a Arc<PreTokenized>>,
 }
 
 impl RouteRequest {
@@ -74,6 +78,7 @@ impl RouteRequest {
             subset: self.subset.as_deref(),
             headers: &self.headers,
             priority: self.priority,
+            tokens: self.tokens.as_ref(),
         }
     }
 }
@@ -88,6 +93,7 @@ impl RouteView<'_> {
             subset: self.subset.map(<[String]>::to_vec),
             headers: self.headers.to_vec(),
             priority: self.priority,
+            tokens: self.tokens.cloned(),
         }
     }
 }
@@ -113,6 +119,7 @@ pub fn route_view_when_possible(
         subset: r.subset,
         headers: r.headers,
         priority: r.priority,
+        tokens: r.tokens.map(|t| &**t),
     };
     Dispatch::Done(router.route_with(r.path, r.body, &options))
 }

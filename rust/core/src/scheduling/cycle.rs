@@ -27,6 +27,9 @@ pub struct Request<'a> {
     /// The body carries image, video or audio content (read only when a multimodal decider
     /// is configured).
     pub multimodal: bool,
+    /// The prompt's token ids, computed before the cycle when the token-producer needs the
+    /// network (render API); None: a plugin that needs them tokenizes in the cycle.
+    pub tokens: Option<&'a crate::tokenize::PreTokenized>,
 }
 
 impl Request<'_> {

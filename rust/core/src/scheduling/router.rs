@@ -26,6 +26,7 @@ use crate::scheduling::request_parsers::Parsers;
 use crate::scheduling::scheduler::Scheduler;
 use crate::scheduling::session::session_token;
 use crate::stats::RequestStats;
+use crate::tokenize::TokenSource;
 
 /// Where a request goes, and what the request path must change on the way.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +68,8 @@ pub struct RouteOptions<'a> {
     pub headers: &'a [(String, String)],
     /// The request's objective priority, for admitters (< 0: sheddable).
     pub priority: i32,
+    /// Token ids computed before the cycle (see `Router::remote_tokens`).
+    pub tokens: Option<&'a crate::tokenize::PreTokenized>,
 }
 
 impl Decision {
@@ -312,6 +315,7 @@ impl Router {
             subset,
             headers: &[],
             priority: 0,
+            tokens: None,
         };
         self.route_with(path, body, &options)
     }
@@ -373,6 +377,16 @@ impl Router {
         Ok(true)
     }
 
+    /// The token-producer's source when tokenizing needs the network (the model server's
+    /// render API): the ext_proc server then tokenizes each request off its routing path and
+    /// passes the ids in `RouteOptions::tokens`, so a slow or dead render endpoint never stalls
+    /// the cycles of other requests. None when no precise index or the tokenizer is local.
+    pub fn remote_tokens(&self) -> Option<Arc<TokenSource>> {
+        self.scheduler
+            .block_index()
+            .and_then(|i| i.remote_tokens().cloned())
+    }
+
     /// Totals of the precise index; None when no producer is configured.
     pub fn kv_event_stats(&self) -> Option<BlockIndexStats> {
         self.scheduler.block_index().map(|i| i.stats())
@@ -432,6 +446,7 @@ impl Router {
             attributes: &attributes,
             multimodal: self.scheduler.needs_multimodal() && carries_media(body),
             priority: options.priority,
+            tokens: options.tokens,
         };
         if !commit {
             cycle.trace = Some(Default::default());

@@ -20,7 +20,24 @@ pub enum TokenSource {
     Render(RenderClient),
 }
 
+/// A request's token ids computed before its scheduling cycle, or why they could not be.
+pub type PreTokenized = Result<Vec<u32>, TokenizeError>;
+
 impl TokenSource {
+    /// True when tokenizing costs a network round trip (the render API): callers then do it
+    /// before the scheduling cycle, off the routing thread, and hand the ids in.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, TokenSource::Render(_))
+    }
+
+    /// How long one remote call may take in all (connect, send, answer); None when local.
+    pub fn call_timeout(&self) -> Option<std::time::Duration> {
+        match self {
+            TokenSource::Local(_) => None,
+            TokenSource::Render(r) => Some(r.timeout() * 3),
+        }
+    }
+
     /// The token ids of a request body sent to `path` (chat when it ends in chat/completions).
     pub fn tokens(&self, path: &str, body: &[u8]) -> Result<Vec<u32>, TokenizeError> {
         let chat = path.trim_end_matches('/').ends_with("chat/completions");

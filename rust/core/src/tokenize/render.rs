@@ -62,6 +62,11 @@ impl RenderClient {
         Ok(BufReader::new(s))
     }
 
+    /// The bound on each connect, write and read of a call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The prompt's token ids from the render endpoint for `chat` or completions.
     pub fn tokens(&self, chat: bool, body: &[u8]) -> Result<Vec<u32>, TokenizeError> {
         let mut v: serde_json::Value =

@@ -156,6 +156,12 @@ impl BlockIndex {
         self.tokens.get().is_some()
     }
 
+    /// The token-producer's source when it needs the network: requests are then tokenized
+    /// before their cycle (`Request::tokens`).
+    pub fn remote_tokens(&self) -> Option<&Arc<TokenSource>> {
+        self.tokens.get().filter(|s| s.is_remote())
+    }
+
     /// Decode and apply one payload from `endpoint`, whose publisher named `model` in its topic
     /// (empty when unknown). Counts a payload that does not decode.
     pub fn apply_payload(
@@ -285,14 +291,21 @@ impl BlockIndex {
     /// The block keys of a request under the index's scheme; empty when it cannot be keyed
     /// (counted when tokenization failed).
     pub fn request_keys(&self, r: &Request<'_>) -> Vec<u64> {
-        match self.tokens.get() {
-            Some(source) => match source.tokens(r.path, r.body) {
-                Ok(tokens) => self.keys.prompt_keys(&tokens, r.model, r.cache_salt),
-                Err(_) => {
-                    add(&self.counters.tokenize_failures, 1);
-                    Vec::new()
-                }
-            },
+        let computed;
+        let tokens = match (r.tokens, self.tokens.get()) {
+            (_, None) => None,
+            (Some(before), Some(_)) => Some(before),
+            (None, Some(source)) => {
+                computed = source.tokens(r.path, r.body);
+                Some(&computed)
+            }
+        };
+        match tokens {
+            Some(Ok(tokens)) => self.keys.prompt_keys(tokens, r.model, r.cache_salt),
+            Some(Err(_)) => {
+                add(&self.counters.tokenize_failures, 1);
+                Vec::new()
+            }
             None => block_hashes(
                 r.model,
                 r.cache_salt,
