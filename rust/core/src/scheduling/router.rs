@@ -254,6 +254,16 @@ impl Router {
         if self.config.scrape_metrics {
             running.push(Scraper::start(self.store.clone(), config(base))?);
         }
+        if let Some(probe) = self.config.pool_probe().map_err(std::io::Error::other)? {
+            let every = (self.config.pool_metrics.as_ref())
+                .and_then(|p| p.interval_ms)
+                .unwrap_or(self.config.scrape_interval_ms);
+            running.push(Scraper::start_pool(
+                self.store.clone(),
+                config(every),
+                probe,
+            )?);
+        }
         if let Some(gpu) = &self.config.gpu_telemetry {
             let probe = GpuProbe {
                 port: gpu.port,

@@ -24,6 +24,7 @@ use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyPr
 use crate::scheduling::producers::session_id_producer::SessionIdProducer;
 use crate::scheduling::profile::{Named, SchedulingProfile};
 use crate::scheduling::registry;
+use crate::scheduling::scorers::multicluster_scorers::POOL_METRICS_CONSUMERS;
 use crate::scheduling::session::{self, SessionSource, Strategy};
 
 /// Plugin types that read predicted-latency-producer's output.
@@ -155,6 +156,20 @@ impl Scheduler {
                 return Err(ConfigError(format!(
                     "plugin '{}' ({}) reads GPUUtilization, but no dcgm-data-source feeds a \
                      dcgm-extractor in dataLayer.sources",
+                    b.spec.name(),
+                    b.spec.kind
+                )));
+            }
+        }
+        if config.pool_metrics.is_none() {
+            if let Some(b) = built
+                .iter()
+                .find(|b| POOL_METRICS_CONSUMERS.contains(&b.spec.kind.as_str()))
+            {
+                return Err(ConfigError(format!(
+                    "plugin '{}' ({}) reads the pool averages of cluster endpoints, but no \
+                     multicluster-metrics-data-source feeds a multicluster-metrics-extractor in \
+                     dataLayer.sources",
                     b.spec.name(),
                     b.spec.kind
                 )));
