@@ -26,6 +26,7 @@ use crate::scheduling::scorers::{
     lora_affinity_scorer, multicluster_scorers, no_hit_lru_scorer, prefix_cache_scorer,
     queue_scorer, running_requests_size_scorer, session_affinity_scorer, topology_affinity_scorer,
 };
+use crate::scheduling::screeners::disaggregatedset_rollout_screener;
 use crate::scheduling::unsupported;
 
 type Factory = fn(&Params<'_>) -> Result<Plugin, ConfigError>;
@@ -39,6 +40,10 @@ const REGISTRY: &[(&str, Factory)] = &[
     // The name upstream used before kv-cache-utilization-scorer.
     ("kv-cache-scorer", kv_cache_utilization_scorer::factory),
     ("prefix-cache-scorer", prefix_cache_scorer::factory),
+    (
+        "disaggregatedset-rollout-screener",
+        disaggregatedset_rollout_screener::factory,
+    ),
     // Cluster endpoints scored by the pool averages their EPPs publish.
     (
         "multicluster-queue-scorer",

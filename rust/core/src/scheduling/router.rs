@@ -477,12 +477,14 @@ impl Router {
                         .attempted(true, served_model, &primary.info.name, primary.address());
                 }
                 let headers = stage_headers(&cycle, picks, port.is_some());
-                let session: Box<[(String, String)]> = self
+                let mut stamped: Vec<(String, String)> = self
                     .scheduler
                     .token_headers()
                     .iter()
                     .map(|h| (h.clone(), session_token(&primary.info.name)))
                     .collect();
+                self.scheduler.stamp(&cycle, picks.primary[0], &mut stamped);
+                let session: Box<[(String, String)]> = stamped.into_boxed_slice();
                 let counted = port.map(|_| primary.address().to_owned());
                 let features = self
                     .scheduler

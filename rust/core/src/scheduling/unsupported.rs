@@ -31,10 +31,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "prefix matches are scored after the filters here, and its TTFT gate reads in-flight tokens, which are not kept",
     ),
     (
-        "disaggregatedset-rollout-screener",
-        "rollout screening is not implemented",
-    ),
-    (
         "request-attribute-reporter",
         "its values are CEL expressions over the response usage, and no CEL evaluator is built in",
     ),
