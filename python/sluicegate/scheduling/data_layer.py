@@ -47,7 +47,9 @@ ENGINES = ("vllm", "sglang", "trtllm-serve")
 REFUSED = {
     "models-data-source": "polling /v1/models per endpoint is not implemented",
     "models-data-extractor": "polling /v1/models per endpoint is not implemented",
-    "k8s-notification-source": "no extractor for Kubernetes object events exists here",
+    "k8s-notification-source": ("it passes a Kubernetes GVK watch's object events to extractors, and none here "
+                                "reads them (disaggregatedset-rollout-screener, upstream's one built-in reader, "
+                                "counts the pool's endpoints instead)"),
 }
 DATA_TYPES = frozenset(DISCOVERY) | frozenset(SOURCES) | frozenset(EXTRACTORS) | frozenset(REFUSED)
 _FIELDS = {"injectDefaults", "sources", "discovery", "peerDiscovery", "crossReplicaSyncerPluginRef",
