@@ -260,8 +260,7 @@ impl Eviction {
         }
         // Blocked at saturation >= ceiling: at the boundary (net 0) one revocation unblocks.
         let n = ((net / credit).ceil() as usize)
-            .max(1)
-            .min(MAX_REVOCATIONS_PER_DECISION)
+            .clamp(1, MAX_REVOCATIONS_PER_DECISION)
             .min(evictable);
         for _ in 0..n {
             let Some(&(priority, Reverse(token))) = s.victims.first() else {
