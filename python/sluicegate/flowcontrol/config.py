@@ -24,10 +24,13 @@ PROGRAM_AWARE = "program-aware-fairness"
 ORDERING = ("fcfs-ordering-policy", "edf-ordering-policy", "slo-deadline-ordering-policy")
 DETECTORS = ("utilization-detector", "concurrency-detector")
 USAGE_LIMITS = ("static-usage-limit-policy", "priority-holdback-policy", "soft-reflective-ceiling-policy")
+# In-flight eviction's victim filter and order. Upstream wires exactly these two whenever
+# `enableEviction` is on; listing them under `plugins:` (no parameters) changes nothing, as there.
+EVICTION = ("sheddable-eviction-filter", "priority-then-time-eviction-order-policy")
 # Flow-control plugin types → their parameters. Detectors are also scheduling filters (their
 # `headroom` only acts there): a profile naming one gets it from the Rust scheduler.
 PLUGIN_PARAMETERS: dict[str, set[str]] = {
-    **{t: set() for t in FAIRNESS + ORDERING},
+    **{t: set() for t in FAIRNESS + ORDERING + EVICTION},
     PROGRAM_AWARE: {"strategy", "lasWeightService", "lasWeightHeadWait", "lasHalfLifeSeconds", "evictionTtlSeconds",
                     "evictionSweepSeconds"},
     "utilization-detector": {"queueDepthThreshold", "kvCacheUtilThreshold", "metricsStalenessThreshold", "headroom"},
@@ -80,6 +83,8 @@ class FlowControlSettings:
     detector: dict[str, Any] = field(default_factory=lambda: {"type": "utilization-detector"})
     # program-aware-fairness's parameters (one instance per controller); None when no band uses it.
     program_aware: dict[str, Any] | None = None
+    # flowControl.enableEviction: revoke dispatched sheddable requests for waiting higher-priority ones.
+    enable_eviction: bool = False
     # InferenceObjective name → priority (static mode); absent or unknown → 0.
     objectives: dict[str, int] = field(default_factory=dict)
 
@@ -97,6 +102,8 @@ class FlowControlSettings:
             doc["noEndpointRequestTtlMs"] = self.no_endpoint_request_ttl_ms
         if self.program_aware is not None:
             doc["programAware"] = self.program_aware
+        if self.enable_eviction:
+            doc["enableEviction"] = True
         return json.dumps(doc)
 
 
@@ -107,14 +114,15 @@ def parse_flow_control(doc: dict[str, Any], source: str = "config") -> FlowContr
     where = f"{source}: flowControl"
     fc = _mapping(doc.get("flowControl"), where)
     _no_unknown(fc, _FLOW_FIELDS, where)
-    if fc.get("enableEviction", False) is not False:
-        raise ConfigError(f"{where}.enableEviction: {fc['enableEviction']!r} is not supported "
-                          "(flow control does not evict dispatched requests)")
+    eviction = fc.get("enableEviction", False)
+    if not isinstance(eviction, bool):
+        raise ConfigError(f"{where}.enableEviction: {eviction!r} is not a boolean")
     no_ep = fc.get("noEndpointRequestTTL")
     negative = fc.get("defaultNegativePriorityBand")
     program_aware = _program_aware(fc, plugins, where)
     return FlowControlSettings(
         program_aware=program_aware,
+        enable_eviction=eviction,
         enabled=_gate_on(doc.get("featureGates"), source),
         max_requests=_quantity(fc, "maxRequests", where),
         max_bytes=_quantity(fc, "maxBytes", where),

@@ -5,9 +5,8 @@ Rust where each thing happens (queue size and bytes per flow and model, enqueue,
 queue durations, requests by outcome). sluicegate's own outcome counters keep
 `enqueued = dispatched + rejected + expired + cancelled + queued` checkable from outside.
 
-sluicegate never revokes requests already dispatched (upstream's eviction-based reclamation), so
-the revocation and reclaim families are served with their true values: nothing issued, nothing
-pending."""
+The revocation and reclaim families come from in-flight eviction (`flowControl.enableEviction`);
+with it off they carry their true values: nothing issued, nothing pending."""
 
 from __future__ import annotations
 
@@ -134,22 +133,30 @@ class FlowControlCollector(Collector):
             yield g
 
     def _reclamation(self, stats: dict) -> Iterator[Metric]:
+        # With enableEviction off nothing is ever revoked: the families carry their true zeros.
+        ev = stats.get("eviction") or {}
+        issued_by = dict(ev.get("issued", []))
         issued = CounterMetricFamily("llm_d_epp_flow_control_revocations_issued",
                                      "In-flight eviction revocations issued, by the demand band's priority.",
                                      labels=["priority", "inference_pool"])
-        for priority, _, _ in stats["band_limits"]:
-            issued.add_metric([str(priority), self._pool], 0)
+        for priority in sorted({p for p, _, _ in stats["band_limits"]} | set(issued_by), reverse=True):
+            issued.add_metric([str(priority), self._pool], issued_by.get(priority, 0))
         ended = CounterMetricFamily("llm_d_epp_flow_control_revocations",
                                     "In-flight eviction revocations by terminal outcome.",
                                     labels=["outcome", "inference_pool"])
         for outcome in ("confirmed", "timed_out"):
-            ended.add_metric([outcome, self._pool], 0)
+            ended.add_metric([outcome, self._pool], ev.get(outcome, 0))
         yield from (issued, ended)
         for name, doc in (("reclaim_target", "Last computed reclamation deficit, in saturation-gauge units."),
                           ("pending_reclaim", "Sum of outstanding and cooling pending-reclaim debits.")):
             g = GaugeMetricFamily(f"llm_d_epp_flow_control_{name}", doc, labels=["inference_pool"])
-            g.add_metric([self._pool], 0)
+            g.add_metric([self._pool], ev.get(name, 0.0))
             yield g
+        if "confirmation" in ev:
+            yield histogram("llm_d_epp_flow_control_revocation_confirmation_seconds",
+                            "Time from revocation issue to confirmed stream termination.",
+                            ["inference_pool"], [([self._pool], ev["confirmation"])])
+            return
         confirmation = HistogramMetricFamily("llm_d_epp_flow_control_revocation_confirmation_seconds",
                                              "Time from revocation issue to confirmed stream termination.",
                                              labels=["inference_pool"])

@@ -20,6 +20,11 @@ METRICS_SOURCE = "metrics-data-source"
 METRICS_EXTRACTOR = "core-metrics-extractor"
 DCGM_SOURCE = "dcgm-data-source"
 DCGM_EXTRACTOR = "dcgm-extractor"
+# A cluster-scoped EPP's endpoints are other clusters: their EPPs' published pool averages.
+MC_SOURCE = "multicluster-metrics-data-source"
+MC_EXTRACTOR = "multicluster-metrics-extractor"
+MC_METRICS = {"kvCacheUtilizationMetric": "llm_d_epp_average_kv_cache_utilization",
+              "queueSizeMetric": "llm_d_epp_average_queue_size"}
 # Source type -> its parameters, and the extractor types it can feed.
 SOURCES = {
     METRICS_SOURCE: {"scheme", "path", "insecureSkipVerify", "caCertPath", "clientCertPath", "clientKeyPath",
@@ -28,9 +33,11 @@ SOURCES = {
     "endpoint-notification-source": set(),
     # The NVIDIA DCGM exporter next to each endpoint (GPU utilization).
     DCGM_SOURCE: {"scheme", "path", "port", "insecureSkipVerify", "useNodeAddress", "interval"},
+    MC_SOURCE: {"scheme", "path", "insecureSkipVerify", "caCertPath", "clientCertPath", "clientKeyPath", "interval"},
 }
-EXTRACTORS = {METRICS_EXTRACTOR: {"engineLabelKey", "defaultEngine", "engineConfigs"}, DCGM_EXTRACTOR: set()}
-FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR}, DCGM_SOURCE: {DCGM_EXTRACTOR},
+EXTRACTORS = {METRICS_EXTRACTOR: {"engineLabelKey", "defaultEngine", "engineConfigs"}, DCGM_EXTRACTOR: set(),
+              MC_EXTRACTOR: set(MC_METRICS)}
+FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR}, DCGM_SOURCE: {DCGM_EXTRACTOR}, MC_SOURCE: {MC_EXTRACTOR},
          # The precise producer forgets a removed endpoint's blocks (the Router tells it); the topology
          # extractor reads the labels of the endpoint set as it changes.
          "endpoint-notification-source": {"precise-prefix-cache-producer", "topology-extractor"}}
@@ -40,9 +47,9 @@ ENGINES = ("vllm", "sglang", "trtllm-serve")
 REFUSED = {
     "models-data-source": "polling /v1/models per endpoint is not implemented",
     "models-data-extractor": "polling /v1/models per endpoint is not implemented",
-    "k8s-notification-source": "no extractor for Kubernetes object events exists here",
-    "multicluster-metrics-data-source": "the pool averages of other clusters' EPPs are not scraped",
-    "multicluster-metrics-extractor": "the pool averages of other clusters' EPPs are not scraped",
+    "k8s-notification-source": ("it passes a Kubernetes GVK watch's object events to extractors, and none here "
+                                "reads them (disaggregatedset-rollout-screener, upstream's one built-in reader, "
+                                "counts the pool's endpoints instead)"),
 }
 DATA_TYPES = frozenset(DISCOVERY) | frozenset(SOURCES) | frozenset(EXTRACTORS) | frozenset(REFUSED)
 _FIELDS = {"injectDefaults", "sources", "discovery", "peerDiscovery", "crossReplicaSyncerPluginRef",
@@ -151,14 +158,50 @@ def _sources(raw: Any, plugins: dict[str, DataPlugin], scheduling: dict[str, str
                 raise ConfigError(f"{eat}.pluginRef: {kind} {ref!r} cannot read {src.type} {name!r}")
             names.append(ref)
         out.append((name, names))
-    for kind in (METRICS_SOURCE, DCGM_SOURCE):
+    for kind in (METRICS_SOURCE, DCGM_SOURCE, MC_SOURCE):
         if sum(plugins[s].type == kind for s, _ in out) > 1:
             raise ConfigError(f"{where}: one {kind} is supported (one scraper per pool)")
     return out
 
 
 def _router_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
-    return {**_metrics_settings(wired, plugins), **_gpu_settings(wired, plugins)}
+    return {**_metrics_settings(wired, plugins), **_gpu_settings(wired, plugins), **_pool_settings(wired, plugins)}
+
+
+def _pool_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
+    """A multicluster-metrics-data-source feeding a multicluster-metrics-extractor: the Router polls
+    each (cluster) endpoint's /metrics for the pool averages its EPP publishes."""
+    for name, extractors in wired:
+        src = plugins.get(name)
+        if src is None or src.type != MC_SOURCE:
+            continue
+        at = f"{src.where}.parameters"
+        if not extractors:
+            raise ConfigError(f"{src.where}: {MC_SOURCE} {name!r} feeds no {MC_EXTRACTOR}, "
+                              f"so what it scrapes is never read")
+        p = src.parameters
+        # Upstream defaults to https here (a cross-cluster trust boundary); this scraper speaks plain
+        # http only, so the scheme must be chosen explicitly rather than silently downgraded.
+        if p.get("scheme", "https") != "http":
+            raise ConfigError(f"{at}.scheme: {p.get('scheme', 'https')!r} (upstream's default is https) is not "
+                              f"supported: peer clusters' metrics are scraped over plain http here; set scheme: http")
+        for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
+            if key in p:
+                raise ConfigError(f"{at}.{key}: TLS to peer clusters is not supported (scheme is http)")
+        timing = _plain_http(p, at, "peer clusters")
+        path = p.get("path", "/metrics")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigError(f"{at}.path: {path!r} is not an absolute URL path")
+        ext = plugins[extractors[0]]
+        specs = {}
+        for key, default in MC_METRICS.items():
+            spec = ext.parameters.get(key) or default
+            if not isinstance(spec, str):
+                raise ConfigError(f"{ext.where}.parameters.{key}: {spec!r} is not a metric spec like "
+                                  f"'{default}' or '{default}{{name=\"pool\"}}'")
+            specs[key] = spec
+        return {"poolMetrics": {"path": path, **specs, **timing}}
+    return {}
 
 
 def _gpu_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:

@@ -166,6 +166,29 @@ fn unparsable(routed: &Routed) -> bool {
 /// Label sets of the queue-duration histogram before the rest fold into model `__other__`.
 const MAX_QUEUE_SERIES: usize = 2000;
 
+/// A dispatched request as in-flight eviction tracks it (`enableEviction`): its token, and
+/// the signal that it was chosen as a victim.
+pub struct Tracked {
+    token: u64,
+    revoked: Option<oneshot::Receiver<()>>,
+}
+
+impl Tracked {
+    /// Ready (true) once the request is revoked; a tracker gone without revoking never is.
+    pub fn poll_revoked(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let Some(rx) = self.revoked.as_mut() else {
+            return Poll::Pending;
+        };
+        match Pin::new(rx).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                self.revoked = None;
+                Poll::Ready(r.is_ok())
+            }
+        }
+    }
+}
+
 /// What a request asks of admission beyond what it routes with.
 pub struct Ask<'a> {
     pub priority: i32,
@@ -336,6 +359,30 @@ impl Gate {
     /// A dispatched request finished: its place is free.
     pub fn release(&self) {
         self.controller.release();
+    }
+
+    /// A request holding a place is running: with eviction on, it is tracked (a victim if
+    /// sheddable) until `untrack`.
+    pub fn track(&self, priority: i32) -> Option<Tracked> {
+        let eviction = self.controller.eviction()?;
+        let (tx, rx) = oneshot::channel();
+        let token = eviction.track(
+            priority,
+            Box::new(move || {
+                let _ = tx.send(());
+            }),
+        );
+        Some(Tracked {
+            token,
+            revoked: Some(rx),
+        })
+    }
+
+    /// The tracked request ended (its revocation, if any, is confirmed).
+    pub fn untrack(&self, tracked: Tracked) {
+        if let Some(eviction) = self.controller.eviction() {
+            eviction.untrack(tracked.token, std::time::Instant::now());
+        }
     }
 
     /// A routed request of `flow` ended with this usage (program-aware fairness's service).

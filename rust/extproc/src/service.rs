@@ -173,6 +173,10 @@ impl Stream for ProcessStream {
                     Poll::Ready(()) => continue,
                 }
             }
+            // A running request flow control revoked is answered now (in-flight eviction).
+            if this.state.poll_revoked(cx, &mut this.outbox).is_ready() {
+                continue;
+            }
             if this.inbound_done || this.state.finished() {
                 this.state.close();
                 this.ended(tonic::Code::Ok);

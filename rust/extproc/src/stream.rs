@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use sluicegate_core::flowcontrol::eviction::{EVICTED_MESSAGE, EVICTED_REASON};
 use sluicegate_core::flowcontrol::RouteView;
 use sluicegate_core::parse::{find_usage, model_of, replace_model_in_chunk_cow};
 use sluicegate_core::scheduling::cycle::ScheduleError;
@@ -20,7 +21,7 @@ use sluicegate_core::scheduling::{Decision, RouteError, RouteOptions};
 use sluicegate_core::stats::{ChunkGaps, Outcome, RequestLabels, RequestStats};
 use sluicegate_core::tokenize::{PreTokenized, TokenizeError};
 
-use crate::admission::{Admitted, Ask, Decided, Gate, Refusal, Waiting};
+use crate::admission::{Admitted, Ask, Decided, Gate, Refusal, Tracked, Waiting};
 use crate::log::{self, Field, Level};
 use crate::pb::processing_request::Request;
 use crate::pb::{
@@ -113,6 +114,8 @@ pub struct RequestStream {
     tokens: Option<Arc<PreTokenized>>,
     /// The request holds a flow-control place (freed when it ends).
     placed: bool,
+    /// In-flight eviction tracks it while it runs (`enableEviction`).
+    tracked: Option<Tracked>,
     skip_response: bool,
     max_body_bytes: usize,
     req_mode: i32,
@@ -193,6 +196,7 @@ impl RequestStream {
             tokenizing: None,
             tokens: None,
             placed: false,
+            tracked: None,
             skip_response,
             max_body_bytes: MAX_BODY_BYTES,
             req_mode: body_mode::FULL_DUPLEX_STREAMED,
@@ -327,7 +331,7 @@ impl RequestStream {
         let pending = self.pending.take().expect("polled");
         let result = match decided {
             Decided::Routed(d) => {
-                self.placed = true;
+                self.place();
                 let body = Bytes::copy_from_slice(pending.waiting.body());
                 self.decided(d);
                 self.answer(body, pending.answer, out);
@@ -340,6 +344,34 @@ impl RequestStream {
             self.fail(f, out);
         }
         Poll::Ready(())
+    }
+
+    /// The request holds a flow-control place now; with eviction on it may be revoked.
+    fn place(&mut self) {
+        self.placed = true;
+        self.tracked = self.gate.as_ref().and_then(|g| g.track(self.priority));
+    }
+
+    /// Ready once flow control revoked the running request (in-flight eviction): it is answered
+    /// 429 `evicted` as upstream does, which makes the proxy reset the model server's stream.
+    pub fn poll_revoked(&mut self, cx: &mut Context<'_>, out: &mut Outbox) -> Poll<()> {
+        let Some(tracked) = self.tracked.as_mut() else {
+            return Poll::Pending;
+        };
+        match tracked.poll_revoked(cx) {
+            Poll::Ready(true) if !self.released => {
+                self.fail(
+                    Failure {
+                        status: 429,
+                        message: EVICTED_MESSAGE.to_owned(),
+                        reason: EVICTED_REASON,
+                    },
+                    out,
+                );
+                Poll::Ready(())
+            }
+            _ => Poll::Pending,
+        }
     }
 
     /// Answer the request with an error instead of routing it; logged at default verbosity.
@@ -522,7 +554,7 @@ impl RequestStream {
             }
             Admitted::Now(routed) => {
                 let d = routed.map_err(|e| self.named(&body, e.into()))?;
-                self.placed = true;
+                self.place();
                 self.decided(d);
             }
             Admitted::Waiting(waiting) => {
@@ -763,6 +795,9 @@ impl RequestStream {
             }
             if std::mem::take(&mut self.placed) {
                 if let Some(gate) = &self.gate {
+                    if let Some(tracked) = self.tracked.take() {
+                        gate.untrack(tracked);
+                    }
                     gate.release();
                 }
             }

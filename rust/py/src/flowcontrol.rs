@@ -500,6 +500,19 @@ pub fn stats_dict<'py>(py: Python<'py>, s: &FlowStats) -> PyResult<Bound<'py, Py
     d.set_item("dispatch_cycles", s.dispatch_cycles)?;
     d.set_item("dispatch_cycle_seconds", s.dispatch_cycle_seconds)?;
     d.set_item("queue_wait_seconds", s.queue_wait_seconds)?;
+    if let Some(e) = &s.eviction {
+        let ev = PyDict::new(py);
+        ev.set_item("issued", e.issued.clone())?;
+        ev.set_item("confirmed", e.confirmed)?;
+        ev.set_item("timed_out", e.timed_out)?;
+        ev.set_item("reclaim_target", e.reclaim_target)?;
+        ev.set_item("pending_reclaim", e.pending_reclaim)?;
+        let h = &e.confirmation;
+        ev.set_item("confirmation", (h.bounds.to_vec(), h.counts.clone(), h.sum))?;
+        ev.set_item("tracked", e.tracked)?;
+        ev.set_item("evictable", e.evictable)?;
+        d.set_item("eviction", ev)?;
+    }
     Ok(d)
 }
 

@@ -44,17 +44,49 @@ pub struct EndpointInfo {
 pub struct EndpointAttributes {
     /// dcgm-extractor's `GPUUtilization` in [0, 1], as f64 bits; NaN = never extracted.
     gpu_utilization: AtomicU64,
+    /// multicluster-metrics-extractor's pool averages of a cluster endpoint (f64 bits; NaN =
+    /// never extracted).
+    pool_kv_cache_utilization: AtomicU64,
+    pool_queue_size: AtomicU64,
 }
 
 impl Default for EndpointAttributes {
     fn default() -> Self {
         EndpointAttributes {
             gpu_utilization: AtomicU64::new(f64::NAN.to_bits()),
+            pool_kv_cache_utilization: AtomicU64::new(f64::NAN.to_bits()),
+            pool_queue_size: AtomicU64::new(f64::NAN.to_bits()),
         }
     }
 }
 
+fn read_f64(a: &AtomicU64) -> Option<f64> {
+    let v = f64::from_bits(a.load(Ordering::Relaxed));
+    (!v.is_nan()).then_some(v)
+}
+
 impl EndpointAttributes {
+    /// `llm-d.ai/multicluster-kv-cache-utilization`: the cluster's pool-average KV use.
+    pub fn pool_kv_cache_utilization(&self) -> Option<f64> {
+        read_f64(&self.pool_kv_cache_utilization)
+    }
+
+    /// `llm-d.ai/multicluster-queue-size`: the cluster's pool-average queue size.
+    pub fn pool_queue_size(&self) -> Option<f64> {
+        read_f64(&self.pool_queue_size)
+    }
+
+    /// Store what one poll found; a metric it lacked keeps its last value.
+    pub fn set_pool_metrics(&self, kv_cache_utilization: Option<f64>, queue_size: Option<f64>) {
+        if let Some(v) = kv_cache_utilization {
+            self.pool_kv_cache_utilization
+                .store(v.to_bits(), Ordering::Relaxed);
+        }
+        if let Some(v) = queue_size {
+            self.pool_queue_size.store(v.to_bits(), Ordering::Relaxed);
+        }
+    }
+
     pub fn gpu_utilization(&self) -> Option<f64> {
         let v = f64::from_bits(self.gpu_utilization.load(Ordering::Relaxed));
         (!v.is_nan()).then_some(v)

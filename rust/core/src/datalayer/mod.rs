@@ -5,9 +5,10 @@ pub mod endpoints;
 mod exposition;
 mod http_get;
 pub mod metrics;
+pub mod pool_metrics;
 pub mod scrape;
 #[cfg(test)]
-mod test_server;
+pub(crate) mod test_server;
 
 pub use endpoints::{Endpoint, EndpointAttributes, EndpointSpec, EndpointStore, Snapshot};
 pub use metrics::{parse_metrics, EndpointMetrics, Engine, MetricsUpdate};

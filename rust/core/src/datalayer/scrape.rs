@@ -18,6 +18,13 @@ use super::dcgm::{gpu_utilization, GpuProbe};
 use super::endpoints::{EndpointAttributes, EndpointStore, ScrapeResult};
 use super::http_get::Connection;
 use super::metrics::{parse_metrics, Engine, MetricsUpdate};
+use super::pool_metrics::PoolProbe;
+
+/// A poller that writes endpoint attributes instead of the engine metrics.
+enum Probe {
+    Gpu(GpuProbe),
+    Pool(PoolProbe),
+}
 
 pub const THREAD_NAME: &str = "sluicegate-scrape";
 
@@ -53,13 +60,22 @@ impl Scraper {
         config: ScrapeConfig,
         probe: GpuProbe,
     ) -> io::Result<Scraper> {
-        Scraper::start_probe(store, config, Some(Arc::new(probe)))
+        Scraper::start_probe(store, config, Some(Arc::new(Probe::Gpu(probe))))
+    }
+
+    /// Poll every (cluster) endpoint for its pool averages (multicluster-metrics-data-source).
+    pub fn start_pool(
+        store: Arc<EndpointStore>,
+        config: ScrapeConfig,
+        probe: PoolProbe,
+    ) -> io::Result<Scraper> {
+        Scraper::start_probe(store, config, Some(Arc::new(Probe::Pool(probe))))
     }
 
     fn start_probe(
         store: Arc<EndpointStore>,
         config: ScrapeConfig,
-        gpu: Option<Arc<GpuProbe>>,
+        gpu: Option<Arc<Probe>>,
     ) -> io::Result<Scraper> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -97,7 +113,7 @@ impl Drop for Scraper {
 async fn supervise(
     store: Arc<EndpointStore>,
     config: ScrapeConfig,
-    gpu: Option<Arc<GpuProbe>>,
+    gpu: Option<Arc<Probe>>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let (results, mut inbox) = mpsc::unbounded_channel::<ScrapeResult>();
@@ -124,7 +140,7 @@ async fn supervise(
 fn follow_endpoint_set(
     store: &EndpointStore,
     config: ScrapeConfig,
-    gpu: Option<&Arc<GpuProbe>>,
+    gpu: Option<&Arc<Probe>>,
     results: &mpsc::UnboundedSender<ScrapeResult>,
     tasks: &mut HashMap<u64, TaskHandle<()>>,
 ) {
@@ -132,11 +148,20 @@ fn follow_endpoint_set(
     for ep in &snapshot.endpoints {
         let info = &ep.info;
         tasks.entry(info.id).or_insert_with(|| {
-            if let Some(probe) = gpu {
-                let address = probe.address(&info.ip);
-                let conn = Connection::new(&address, &probe.path);
-                let attributes = info.attributes.clone();
-                return tokio::spawn(poll_gpu(conn, info.name.clone(), attributes, config));
+            match gpu.map(|p| &**p) {
+                Some(Probe::Gpu(probe)) => {
+                    let address = probe.address(&info.ip);
+                    let conn = Connection::new(&address, &probe.path);
+                    let attributes = info.attributes.clone();
+                    return tokio::spawn(poll_gpu(conn, info.name.clone(), attributes, config));
+                }
+                Some(Probe::Pool(_)) => {
+                    let probe = gpu.expect("matched").clone();
+                    let attributes = info.attributes.clone();
+                    let address = info.address.clone();
+                    return tokio::spawn(poll_pool(address, probe, attributes, config));
+                }
+                None => {}
             }
             let target = Target {
                 id: info.id,
@@ -216,6 +241,34 @@ async fn poll_gpu(
                 if let Ok(v) = gpu_utilization(&text, &pod) {
                     attributes.set_gpu_utilization(v);
                 }
+            }
+            Ok(Err(_)) => {}
+            Err(_) => conn.reset(),
+        }
+    }
+}
+
+/// multicluster-metrics-data-source + -extractor for one cluster endpoint: a failed poll or a
+/// missing metric keeps the last value.
+async fn poll_pool(
+    address: String,
+    probe: Arc<Probe>,
+    attributes: Arc<EndpointAttributes>,
+    config: ScrapeConfig,
+) {
+    let Probe::Pool(probe) = &*probe else {
+        return;
+    };
+    let mut conn = Connection::new(&address, &probe.path);
+    let mut body = Vec::new();
+    let mut tick = interval(config.interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match timeout(config.timeout, conn.get(&mut body)).await {
+            Ok(Ok(())) => {
+                let (kv, queue) = probe.read(&String::from_utf8_lossy(&body));
+                attributes.set_pool_metrics(kv, queue);
             }
             Ok(Err(_)) => {}
             Err(_) => conn.reset(),

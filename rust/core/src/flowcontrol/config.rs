@@ -149,6 +149,16 @@ pub struct FlowControlConfig {
     pub program_aware: Option<ProgramAwareConfig>,
     #[serde(skip)]
     pub program_aware_policy: SharedProgramAware,
+    /// `enableEviction`: revoke dispatched sheddable requests for higher-priority waiting ones
+    /// (see `eviction`).
+    #[serde(default)]
+    pub enable_eviction: bool,
+    /// The pause after a confirmed revocation; None = derived from the detector, as upstream.
+    #[serde(default)]
+    pub eviction_confirmation_grace_ms: Option<u64>,
+    /// How long a revocation may stay unconfirmed; None = upstream's 10 s.
+    #[serde(default)]
+    pub eviction_confirmation_timeout_ms: Option<u64>,
 }
 
 impl Default for FlowControlConfig {
@@ -180,6 +190,11 @@ impl FlowControlConfig {
         self.usage_limit_policy
             .validate()
             .map_err(FlowConfigError)?;
+        if self.eviction_confirmation_timeout_ms == Some(0) {
+            return Err(FlowConfigError(
+                "evictionConfirmationTimeoutMs must be > 0".into(),
+            ));
+        }
         if let SaturationConfig::Concurrency { max_concurrency: 0 } = self.saturation_detector {
             return Err(FlowConfigError("maxConcurrency must be > 0".into()));
         }
@@ -193,6 +208,38 @@ impl FlowControlConfig {
             }
         }
         Ok(())
+    }
+
+    /// The eviction tracker when `enableEviction` is on, its grace derived from the detector
+    /// as upstream's: a `leading` sensor (the concurrency count) drops with the stream; scraped
+    /// metrics show freed room only after the engine reclaims it and a fresh scrape (50 ms
+    /// refresh, the staleness bound) lands.
+    pub fn eviction(&self, leading: bool) -> Option<super::eviction::Eviction> {
+        use super::eviction::{
+            Eviction, CONFIRMATION_TIMEOUT, ENGINE_RECLAIM_BUDGET, LEADING_SENSOR_GRACE,
+        };
+        if !self.enable_eviction {
+            return None;
+        }
+        let staleness_ms = match &self.saturation_detector {
+            SaturationConfig::Utilization {
+                metrics_staleness_ms,
+                ..
+            } => *metrics_staleness_ms,
+            SaturationConfig::Concurrency { .. } => staleness_ms(),
+        };
+        let derived = if leading {
+            LEADING_SENSOR_GRACE
+        } else {
+            Duration::from_millis(50 + staleness_ms) + ENGINE_RECLAIM_BUDGET
+        };
+        let grace = self
+            .eviction_confirmation_grace_ms
+            .map_or(derived, Duration::from_millis);
+        let timeout = self
+            .eviction_confirmation_timeout_ms
+            .map_or(CONFIRMATION_TIMEOUT, Duration::from_millis);
+        Some(Eviction::new(grace, timeout))
     }
 
     pub fn default_ttl(&self) -> Duration {

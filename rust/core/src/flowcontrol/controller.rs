@@ -103,6 +103,8 @@ pub struct FlowStats {
     pub dispatch_cycles: u64,
     pub dispatch_cycle_seconds: f64,
     pub queue_wait_seconds: f64,
+    /// In-flight eviction; None when `enableEviction` is off.
+    pub eviction: Option<super::eviction::EvictionStats>,
 }
 
 const SHARDS: usize = 16;
@@ -121,6 +123,8 @@ pub(crate) struct Shared<D: Dispatcher, S> {
     /// The usage-limit policy with its state.
     pub limits: UsageLimiter,
     pub ledger: Arc<Ledger>,
+    /// In-flight eviction (`enableEviction`).
+    pub eviction: Option<super::eviction::Eviction>,
     bands: ArcSwap<HashMap<i32, Arc<BandShared>>>,
     band_writer: Mutex<()>,
     pub inbox: Vec<Inbox<D::Request>>,
@@ -195,7 +199,9 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             ..Default::default()
         });
         let limits = UsageLimiter::new(config.usage_limit_policy.clone());
+        let eviction = config.eviction(!detector.changes_on_its_own());
         let shared = Arc::new(Shared {
+            eviction,
             config,
             limits,
             dispatcher,
@@ -408,6 +414,11 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         self.shared.detector.saturation(Instant::now(), in_flight)
     }
 
+    /// In-flight eviction, when `enableEviction` is on: the caller tracks what it dispatched.
+    pub fn eviction(&self) -> Option<&super::eviction::Eviction> {
+        self.shared.eviction.as_ref()
+    }
+
     pub fn dispatcher(&self) -> &D {
         &self.shared.dispatcher
     }
@@ -456,6 +467,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             dispatch_cycles: get(&l.dispatch_cycles),
             dispatch_cycle_seconds: get(&l.dispatch_cycle_nanos) as f64 / 1e9,
             queue_wait_seconds: get(&l.queue_wait_nanos) as f64 / 1e9,
+            eviction: self.shared.eviction.as_ref().map(|e| e.stats()),
         }
     }
 

@@ -391,8 +391,22 @@ impl<D: Dispatcher> Queues<D> {
         } else {
             Vec::new()
         };
+        let position = |priority: i32| {
+            if ranks {
+                let others = configured
+                    .iter()
+                    .map(|b| b.priority)
+                    .filter(|p| !provisioned.contains(p))
+                    .chain(provisioned.iter().copied());
+                BandPosition::among(priority, others)
+            } else {
+                BandPosition::default()
+            }
+        };
         let (mut dispatched, mut waited_nanos) = (0u64, 0u64);
         let mut progress = Progress::MoreToDo;
+        // (blocked band, saturation, its ceilings) when head-of-line blocking ended the burst.
+        let mut blocked = None;
         'burst: for _ in 0..burst {
             let saturation = s
                 .detector
@@ -403,21 +417,13 @@ impl<D: Dispatcher> Queues<D> {
                 if !band.has_live() {
                     continue;
                 }
-                let at = if ranks {
-                    let others = configured
-                        .iter()
-                        .map(|b| b.priority)
-                        .filter(|p| !provisioned.contains(p))
-                        .chain(provisioned.iter().copied());
-                    BandPosition::among(priority, others)
-                } else {
-                    BandPosition::default()
-                };
+                let at = position(priority);
                 if saturation >= ceilings.ceiling(at) {
                     // Head-of-line: lower bands wait too, no priority inversion.
                     progress = Progress::Blocked {
                         poll: s.detector.changes_on_its_own() || s.limits.alternates(saturation),
                     };
+                    blocked = Some((priority, saturation, ceilings));
                     break 'burst;
                 }
                 let Some(item) = band.claim_next() else {
@@ -455,6 +461,17 @@ impl<D: Dispatcher> Queues<D> {
             if !went {
                 progress = Progress::Idle;
                 break;
+            }
+        }
+        if let (Some((priority, saturation, ceilings)), Some(ev)) = (blocked, &s.eviction) {
+            // Demand: this band and those below it that hold requests (upstream's trigger).
+            let demand: Vec<(i32, f64)> = (self.bands.range_mut(Reverse(priority)..))
+                .filter_map(|(p, b)| b.has_live().then_some(p.0))
+                .map(|p| (p, ceilings.ceiling(position(p))))
+                .collect();
+            ev.on_blocked(now, saturation, demand);
+            if ev.busy() {
+                progress = Progress::Blocked { poll: true }; // a grace or timeout ends by itself
             }
         }
         self.freed.settle();

@@ -21,6 +21,7 @@ mod band;
 pub mod config;
 mod controller;
 mod dispatch;
+pub mod eviction;
 mod item;
 mod ledger;
 mod outcomes;
@@ -36,6 +37,7 @@ pub use config::{
     SaturationConfig, UsageLimit,
 };
 pub use controller::{Admission, CompletionSink, Dispatch, Dispatcher, FlowController, FlowStats};
+pub use eviction::{Eviction, EvictionStats};
 pub use item::{Completion, Item, Outcome, Rejection};
 pub use outcomes::{
     EnqueueSeries, FlowGauge, FlowGaugeRow, FlowMetrics, QueueDurations, QueueLabels, QueueOutcome,

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::datalayer::metrics::{Engine, ENGINE_LABEL};
+use crate::datalayer::pool_metrics::{MetricSpec, PoolProbe};
 use crate::datalayer::EndpointSpec;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -33,6 +34,9 @@ pub struct RouterConfig {
     pub default_engine: Option<String>,
     /// dcgm-data-source wired to a dcgm-extractor: poll each endpoint's DCGM exporter.
     pub gpu_telemetry: Option<GpuTelemetry>,
+    /// multicluster-metrics-data-source wired to a multicluster-metrics-extractor: poll each
+    /// (cluster) endpoint's published pool averages.
+    pub pool_metrics: Option<PoolMetrics>,
     /// Metrics older than this make an endpoint stale (treated as saturated).
     pub staleness_ms: u64,
     pub scrape_interval_ms: u64,
@@ -44,6 +48,18 @@ pub struct RouterConfig {
     pub ignore_subset_hint: bool,
     /// Upstream's --emit-endpoint-scores: decisions carry the primary profile's weighted scores.
     pub emit_endpoint_scores: bool,
+}
+
+/// Where each cluster endpoint's pool averages are polled, and which metrics carry them
+/// (upstream's spec strings: `name` or `name{label="value"}`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PoolMetrics {
+    pub path: String,
+    pub kv_cache_utilization_metric: String,
+    pub queue_size_metric: String,
+    /// None: every scrape tick.
+    pub interval_ms: Option<u64>,
 }
 
 /// Where and how often the DCGM exporter next to each endpoint is polled.
@@ -102,6 +118,7 @@ impl Default for RouterConfig {
             engine_label_key: None,
             default_engine: None,
             gpu_telemetry: None,
+            pool_metrics: None,
             staleness_ms: 2000,
             scrape_interval_ms: 50,
             scrape_timeout_ms: 1000,
@@ -171,6 +188,14 @@ impl RouterConfig {
                 )));
             }
         }
+        if let Some(pool) = &self.pool_metrics {
+            if pool.interval_ms == Some(0) || !pool.path.starts_with('/') {
+                return Err(ConfigError(format!(
+                    "'poolMetrics': intervalMs must be >= 1 and path absolute, got {pool:?}"
+                )));
+            }
+            self.pool_probe()?;
+        }
         if let Some(engine) = &self.default_engine {
             Engine::from_name(engine).map_err(|e| ConfigError(format!("'defaultEngine': {e}")))?;
         }
@@ -188,6 +213,24 @@ impl RouterConfig {
             }
             (plugins, profiles) => (plugins.clone().unwrap_or_default(), profiles.clone()),
         }
+    }
+
+    /// The multicluster extractor's probe, its metric specs parsed.
+    pub fn pool_probe(&self) -> Result<Option<PoolProbe>, ConfigError> {
+        let Some(pool) = &self.pool_metrics else {
+            return Ok(None);
+        };
+        let spec = |field: &str, text: &str| {
+            MetricSpec::parse(text).map_err(|e| ConfigError(format!("'poolMetrics.{field}': {e}")))
+        };
+        Ok(Some(PoolProbe {
+            path: pool.path.clone(),
+            kv_cache_utilization: spec(
+                "kvCacheUtilizationMetric",
+                &pool.kv_cache_utilization_metric,
+            )?,
+            queue_size: spec("queueSizeMetric", &pool.queue_size_metric)?,
+        }))
     }
 
     pub fn staleness(&self) -> Duration {

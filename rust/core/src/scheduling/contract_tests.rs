@@ -49,6 +49,12 @@ const SAMPLE_PARAMS: &[(&str, &str)] = &[
             "algorithm": {"type": "linear_lower_is_better"}}"#,
     ),
     (
+        "disaggregatedset-rollout-screener",
+        r#"{"scope": {"labelSelector": "llm-d.ai/role"}, "revisionGating": {"mode": "sum",
+            "revisionLabelKey": "zone", "roleLabelKey": "llm-d.ai/role", "requireRoles": {"values": ["decode"]}},
+            "headerSelectors": [{"name": "z", "headerName": "x-zone", "labelKey": "zone", "mode": "strict"}]}"#,
+    ),
+    (
         "utilization-filter",
         r#"{"conditions": [{"metric": "waiting-queue", "maxValue": 50}], "fallbackOnEmpty": true}"#,
     ),
@@ -131,6 +137,21 @@ proptest! {
                 let mut seen = kept.clone();
                 seen.dedup();
                 prop_assert_eq!(seen.len(), kept.len(), "{} repeated an endpoint", kind);
+                prop_assert!(kept.iter().all(|k| before.contains(k)), "{}: {:?}", kind, kept);
+            }
+        }
+    }
+
+    #[test]
+    fn screeners_never_add_an_endpoint(eps in prop::collection::vec(arb_ep(), 1..12)) {
+        let (_store, snap) = pool(eps);
+        for (kind, s) in of_kind(|p| match p { Plugin::Screener(s) => Some(s), _ => None }) {
+            let c = cycle(&snap);
+            let before = all(&c);
+            let mut kept = before.clone();
+            if s.screen(&c, &mut kept).is_ok() {
+                prop_assert!(!kept.is_empty(), "{} kept nothing without refusing", kind);
+                prop_assert!(kept.windows(2).all(|w| w[0] < w[1]), "{}: {:?}", kind, kept);
                 prop_assert!(kept.iter().all(|k| before.contains(k)), "{}: {:?}", kind, kept);
             }
         }

@@ -118,6 +118,8 @@ pub struct CycleState {
     /// Session plugins (by address) whose session was bound to an endpoint that was not a
     /// candidate: the session moves to this cycle's pick.
     pub sessions_moved: Vec<usize>,
+    /// The endpoints the screeners left for every profile (ascending); None = no screener.
+    pub screened: Option<Vec<u32>>,
 }
 
 pub struct Cycle<'a> {

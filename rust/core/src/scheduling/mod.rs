@@ -18,6 +18,7 @@ mod request_parsers;
 pub mod router;
 pub mod scheduler;
 mod scorers;
+mod screeners;
 mod session;
 mod unsupported;
 

@@ -104,6 +104,9 @@ impl SchedulingProfile {
                 .extend(0..cycle.snapshot.endpoints.len() as u32);
             // Built in, ahead of the configured filters: the proxy's subset hint, then freshness.
             SubsetFilter.filter(cycle, &mut s.candidates)?;
+            if let Some(screened) = &cycle.state.borrow().screened {
+                s.candidates.retain(|c| screened.binary_search(c).is_ok());
+            }
             StaleFilter.filter(cycle, &mut s.candidates)?;
             // One clock read per plugin: each call's end is the next one's start.
             let mut at = Instant::now();

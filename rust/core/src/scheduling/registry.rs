@@ -23,9 +23,10 @@ use crate::scheduling::producers::{
 use crate::scheduling::scorers::{
     active_request_scorer, context_length_aware, endpoint_attribute_scorer,
     header_label_affinity_scorer, kv_cache_utilization_scorer, latency_scorer, load_aware_scorer,
-    lora_affinity_scorer, no_hit_lru_scorer, prefix_cache_scorer, queue_scorer,
-    running_requests_size_scorer, session_affinity_scorer, topology_affinity_scorer,
+    lora_affinity_scorer, multicluster_scorers, no_hit_lru_scorer, prefix_cache_scorer,
+    queue_scorer, running_requests_size_scorer, session_affinity_scorer, topology_affinity_scorer,
 };
+use crate::scheduling::screeners::disaggregatedset_rollout_screener;
 use crate::scheduling::unsupported;
 
 type Factory = fn(&Params<'_>) -> Result<Plugin, ConfigError>;
@@ -39,6 +40,19 @@ const REGISTRY: &[(&str, Factory)] = &[
     // The name upstream used before kv-cache-utilization-scorer.
     ("kv-cache-scorer", kv_cache_utilization_scorer::factory),
     ("prefix-cache-scorer", prefix_cache_scorer::factory),
+    (
+        "disaggregatedset-rollout-screener",
+        disaggregatedset_rollout_screener::factory,
+    ),
+    // Cluster endpoints scored by the pool averages their EPPs publish.
+    (
+        "multicluster-queue-scorer",
+        multicluster_scorers::queue_factory,
+    ),
+    (
+        "multicluster-kv-cache-utilization-scorer",
+        multicluster_scorers::kv_cache_utilization_factory,
+    ),
     // Upstream's cluster-scoped type: the same scorer over cluster endpoints
     // (multicluster-file-discovery).
     (

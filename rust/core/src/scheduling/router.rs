@@ -257,6 +257,16 @@ impl Router {
         if self.config.scrape_metrics {
             running.push(Scraper::start(self.store.clone(), config(base))?);
         }
+        if let Some(probe) = self.config.pool_probe().map_err(std::io::Error::other)? {
+            let every = (self.config.pool_metrics.as_ref())
+                .and_then(|p| p.interval_ms)
+                .unwrap_or(self.config.scrape_interval_ms);
+            running.push(Scraper::start_pool(
+                self.store.clone(),
+                config(every),
+                probe,
+            )?);
+        }
         if let Some(gpu) = &self.config.gpu_telemetry {
             let probe = GpuProbe {
                 port: gpu.port,
@@ -483,7 +493,7 @@ impl Router {
                 }
                 let headers = stage_headers(&cycle, picks, port.is_some());
                 // upstream's profileName: the token names that profile's pick, none if it did not run
-                let session: Box<[(String, String)]> = self
+                let mut stamped: Vec<(String, String)> = self
                     .scheduler
                     .token_headers()
                     .iter()
@@ -495,6 +505,8 @@ impl Router {
                         Some((h.clone(), session_token(&cycle.endpoint(picked).info.name)))
                     })
                     .collect();
+                self.scheduler.stamp(&cycle, picks.primary[0], &mut stamped);
+                let session: Box<[(String, String)]> = stamped.into_boxed_slice();
                 let counted = port.map(|_| primary.address().to_owned());
                 let features = self
                     .scheduler

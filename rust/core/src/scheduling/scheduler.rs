@@ -12,6 +12,7 @@ use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::profile_handler::ProfileHandler;
 use crate::scheduling::contracts::scorer::{Picks, PrefixProducers, Scorer};
+use crate::scheduling::contracts::screener::Screener;
 use crate::scheduling::cycle::{Cycle, ScheduleError};
 use crate::scheduling::filters::endpoint_attribute_filter::GPU_ATTRIBUTE_CONSUMERS;
 use crate::scheduling::filters::subset_filter::SubsetFilter;
@@ -24,6 +25,7 @@ use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyPr
 use crate::scheduling::producers::session_id_producer::SessionIdProducer;
 use crate::scheduling::profile::{Named, SchedulingProfile};
 use crate::scheduling::registry;
+use crate::scheduling::scorers::multicluster_scorers::POOL_METRICS_CONSUMERS;
 use crate::scheduling::session::{self, ProfileRef, SessionSource, Strategy};
 
 /// Plugin types that read predicted-latency-producer's output.
@@ -106,6 +108,8 @@ pub struct Scheduler {
     approx: Vec<(String, Arc<ApproxPrefixProducer>)>,
     /// Admitters in `plugins:` order; they run after the producers, before the profiles.
     admitters: Vec<Arc<dyn Admitter>>,
+    /// Screeners in `plugins:` order; they narrow every profile's endpoints, after admission.
+    screeners: Vec<Arc<dyn Screener>>,
 }
 
 pub(crate) struct Built {
@@ -160,6 +164,20 @@ impl Scheduler {
                 )));
             }
         }
+        if config.pool_metrics.is_none() {
+            if let Some(b) = built
+                .iter()
+                .find(|b| POOL_METRICS_CONSUMERS.contains(&b.spec.kind.as_str()))
+            {
+                return Err(ConfigError(format!(
+                    "plugin '{}' ({}) reads the pool averages of cluster endpoints, but no \
+                     multicluster-metrics-data-source feeds a multicluster-metrics-extractor in \
+                     dataLayer.sources",
+                    b.spec.name(),
+                    b.spec.kind
+                )));
+            }
+        }
         bind_topology(&built)?;
         let wired = build_handler(&built, &profiles)?;
         let needs_multimodal = built
@@ -172,11 +190,13 @@ impl Scheduler {
         let mut latency: Option<Arc<PredictedLatencyProducer>> = None;
         let mut agent_identity = None;
         let mut admitters: Vec<Arc<dyn Admitter>> = Vec::new();
+        let mut screeners: Vec<Arc<dyn Screener>> = Vec::new();
         let mut learners: Vec<Arc<dyn Filter>> = Vec::new();
         let mut attribute_producers: Vec<Arc<SessionIdProducer>> = Vec::new();
         for b in &built {
             match &b.plugin {
                 Plugin::Admitter(a) => admitters.push(a.clone()),
+                Plugin::Screener(s) => screeners.push(s.clone()),
                 Plugin::SessionIdProducer(p) => attribute_producers.push(p.clone()),
                 Plugin::Filter(f) if f.learns() => learners.push(f.clone()),
                 Plugin::AgentIdentity(a) if agent_identity.replace(a.clone()).is_some() => {
@@ -255,6 +275,7 @@ impl Scheduler {
             block_index,
             approx,
             admitters,
+            screeners,
         })
     }
 
@@ -278,7 +299,31 @@ impl Scheduler {
         if !self.admitters.is_empty() {
             self.admit(cycle)?;
         }
+        if !self.screeners.is_empty() {
+            self.screen(cycle)?;
+        }
         self.handler.run(&self.profiles, cycle, picks)
+    }
+
+    /// Narrow the endpoints every profile may use (after the subset hint); none left is a 503.
+    fn screen(&self, cycle: &Cycle<'_>) -> Result<(), ScheduleError> {
+        let mut candidates: Vec<u32> = (0..cycle.snapshot.endpoints.len() as u32).collect();
+        if SubsetFilter.filter(cycle, &mut candidates).is_err() {
+            return Ok(()); // the profiles refuse it with the subset's reason
+        }
+        for s in &self.screeners {
+            s.screen(cycle, &mut candidates)
+                .map_err(ScheduleError::NoEndpoints)?;
+        }
+        cycle.state.borrow_mut().screened = Some(candidates);
+        Ok(())
+    }
+
+    /// Response headers the screeners stamp from the picked endpoint.
+    pub fn stamp(&self, cycle: &Cycle<'_>, picked: u32, out: &mut Vec<(String, String)>) {
+        for s in &self.screeners {
+            s.stamp(cycle, picked, out);
+        }
     }
 
     /// Whether responses carry the served endpoint for the conformance suite.
@@ -488,6 +533,7 @@ fn build_profile(
             // latency-slo-admitter README do) changes nothing, as upstream.
             Plugin::LatencyProducer(_) | Plugin::Admitter(_) => {}
             Plugin::ProfileHandler(_)
+            | Plugin::Screener(_)
             | Plugin::SessionIdProducer(_)
             | Plugin::Decider(_)
             | Plugin::Producer(_)

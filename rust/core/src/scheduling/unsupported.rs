@@ -27,32 +27,12 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "in-flight token estimates (tokenized prompt sizes held until the first streamed byte) are not kept; in-flight requests are (active-request-scorer)",
     ),
     (
-        "multicluster-queue-scorer",
-        "it reads the pool averages other clusters' EPPs publish (multicluster-metrics-data-source), which sluicegate does not read",
-    ),
-    (
-        "multicluster-kv-cache-utilization-scorer",
-        "it reads the pool averages other clusters' EPPs publish (multicluster-metrics-data-source), which sluicegate does not read",
-    ),
-    (
         "prefix-cache-affinity-filter",
         "prefix matches are scored after the filters here, and its TTFT gate reads in-flight tokens, which are not kept",
     ),
     (
-        "disaggregatedset-rollout-screener",
-        "rollout screening is not implemented",
-    ),
-    (
         "request-attribute-reporter",
         "its values are CEL expressions over the response usage, and no CEL evaluator is built in",
-    ),
-    (
-        "sheddable-eviction-filter",
-        "flow control does not evict dispatched requests",
-    ),
-    (
-        "priority-then-time-eviction-order-policy",
-        "flow control does not evict dispatched requests",
     ),
 ];
 

@@ -1,4 +1,4 @@
-//! The plugin contracts: what an admitter, filter, scorer, picker, profile handler and decider promise,
+//! The plugin contracts: what an admitter, filter, scorer, picker, profile handler, decider and screener promise,
 //! the parameter parsing every factory shares, and what a factory returns. Plugins depend on
 //! these; these depend on no plugin.
 
@@ -11,3 +11,4 @@ pub mod picker_params;
 pub mod plugin;
 pub mod profile_handler;
 pub mod scorer;
+pub mod screener;

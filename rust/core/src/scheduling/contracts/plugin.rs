@@ -9,6 +9,7 @@ use crate::scheduling::contracts::filter::Filter;
 use crate::scheduling::contracts::picker::Picker;
 use crate::scheduling::contracts::profile_handler::HandlerSpec;
 use crate::scheduling::contracts::scorer::Scorer;
+use crate::scheduling::contracts::screener::Screener;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
@@ -43,6 +44,8 @@ pub enum Plugin {
     LatencyProducer(Arc<PredictedLatencyProducer>),
     /// Runs before every profile and may refuse the request (latency-slo-, probabilistic-admitter).
     Admitter(Arc<dyn Admitter>),
+    /// Runs once before every profile and narrows the endpoints they may use.
+    Screener(Arc<dyn Screener>),
     /// Upstream's deprecated header handlers: the disagg handler sets these headers itself,
     /// for the profiles named here (checked against the handler's).
     HeadersHandler {
