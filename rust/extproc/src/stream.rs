@@ -661,6 +661,12 @@ impl RequestStream {
     }
 
     fn on_response_chunk(&mut self, body: HttpBody, out: &mut Outbox) {
+        if self.metrics.ttft_s.is_none() {
+            // The first response byte: prefill is done, the prompt tokens it held go back.
+            if let Some(d) = &mut self.decision {
+                self.router.router().first_byte(d);
+            }
+        }
         self.observe_response(&body.body);
         if body.end_of_stream {
             self.complete(None);
@@ -697,8 +703,8 @@ impl RequestStream {
         if !self.released {
             self.released = true; // ended: nothing routes after this
             self.pending = None; // still queued: cancelled, its place freed
-            if let Some(d) = &self.decision {
-                self.router.router().release(d.primary());
+            if let Some(d) = &mut self.decision {
+                self.router.router().finish(d);
             }
             if std::mem::take(&mut self.placed) {
                 if let Some(gate) = &self.gate {

@@ -7,8 +7,8 @@ use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::filters::{
     by_label_filter, endpoint_attribute_filter, header_based_testing_filter, label_selector_filter,
-    role_filter, saturation_detector_filter, session_affinity_filter, slo_headroom_tier_filter,
-    topology_affinity_filter, utilization_filter,
+    prefix_cache_affinity_filter, role_filter, saturation_detector_filter, session_affinity_filter,
+    slo_headroom_tier_filter, topology_affinity_filter, utilization_filter,
 };
 use crate::scheduling::handlers::{
     data_parallel_profile_handler, disagg_profile_handler, header_profile_handler, pd_decider,
@@ -24,7 +24,8 @@ use crate::scheduling::scorers::{
     active_request_scorer, context_length_aware, endpoint_attribute_scorer,
     header_label_affinity_scorer, kv_cache_utilization_scorer, latency_scorer, load_aware_scorer,
     lora_affinity_scorer, no_hit_lru_scorer, prefix_cache_scorer, queue_scorer,
-    running_requests_size_scorer, session_affinity_scorer, topology_affinity_scorer,
+    running_requests_size_scorer, session_affinity_scorer, token_load_scorer,
+    topology_affinity_scorer,
 };
 use crate::scheduling::unsupported;
 
@@ -123,6 +124,11 @@ const REGISTRY: &[(&str, Factory)] = &[
         slo_headroom_tier_filter::factory,
     ),
     ("inflight-load-producer", inflight_load_producer::factory),
+    ("token-load-scorer", token_load_scorer::factory),
+    (
+        "prefix-cache-affinity-filter",
+        prefix_cache_affinity_filter::factory,
+    ),
     ("topology-extractor", topology_extractor::factory),
     ("agent-identity", agent_identity::factory),
     (

@@ -37,6 +37,11 @@ pub struct Decision {
     counted: Option<String>,
     /// What the latency predictor saw for the primary; trains it when the request finishes.
     latency_features: Option<Features>,
+    /// Estimated tokens this request holds on the primary (inflight-load-producer) until
+    /// `Router::first_byte` or `Router::finish` gives them back.
+    pub held_tokens: u64,
+    /// The held tokens go back at the first response byte (else when the response ends).
+    tokens_until_first_byte: bool,
     pub model: Option<String>,
     /// The model after rewrite; None when not rewritten.
     pub target_model: Option<String>,
@@ -117,6 +122,10 @@ pub struct EndpointStatus {
     pub running: u32,
     pub kv_usage: f64,
     pub in_flight: u32,
+    /// Estimated tokens of the in-flight requests (inflight-load-producer).
+    pub in_flight_tokens: u64,
+    /// The models the endpoint's /v1/models listed (models-data-source); None before any.
+    pub models: Option<Vec<String>>,
     /// Since the last good scrape; None when never scraped.
     pub age_ms: Option<u64>,
     pub stale: bool,
@@ -436,8 +445,8 @@ impl Router {
         if !commit {
             cycle.trace = Some(Default::default());
         }
-        let (endpoints, headers, session, counted, latency_features) =
-            PICKS.with_borrow_mut(|picks| -> Result<_, ScheduleError> {
+        let (endpoints, headers, session, counted, latency_features, held_tokens) = PICKS
+            .with_borrow_mut(|picks| -> Result<_, ScheduleError> {
                 if !commit {
                     self.scheduler.dry_run(&cycle, picks)?;
                 } else {
@@ -461,8 +470,14 @@ impl Router {
                     }
                 }
                 let primary = cycle.endpoint(picks.primary[0]);
+                let held = self.scheduler.in_flight_load().held(
+                    &cycle,
+                    picks.primary[0],
+                    request.max_tokens,
+                );
                 if commit {
                     primary.info.in_flight.fetch_add(1, Ordering::Relaxed);
+                    primary.info.attributes.add_in_flight_tokens(held);
                     self.stats
                         .attempted(true, served_model, &primary.info.name, primary.address());
                 }
@@ -478,7 +493,7 @@ impl Router {
                     .scheduler
                     .latency_producer()
                     .map(|p| p.features_of(&cycle, picks.primary[0]));
-                Ok((joined, headers, session, counted, features))
+                Ok((joined, headers, session, counted, features, held))
             })?;
         let endpoint_scores = cycle.primary_scores.take().map(|scored| {
             scored
@@ -496,6 +511,8 @@ impl Router {
             primary_len,
             counted,
             latency_features,
+            held_tokens: if commit { held_tokens } else { 0 },
+            tokens_until_first_byte: self.scheduler.in_flight_load().released_at_first_byte(),
             target_model: rewritten.as_ref().and(model_rewrite.map(str::to_owned)),
             model: request.model,
             body: rewritten,
@@ -542,17 +559,46 @@ impl Router {
         self.scheduler.has_admitters()
     }
 
+    /// The first response byte of a routed request arrived: its prefill is done, so the
+    /// prompt tokens it held go back (unless an output estimate is held to the end).
+    pub fn first_byte(&self, decision: &mut Decision) {
+        if decision.tokens_until_first_byte {
+            self.release_tokens(decision);
+        }
+    }
+
+    /// A routed request ended (or was abandoned): the tokens it still holds go back, and the
+    /// request no longer counts in flight. Idempotent for the tokens.
+    pub fn finish(&self, decision: &mut Decision) {
+        self.release_tokens(decision);
+        self.release(decision.primary());
+    }
+
+    fn release_tokens(&self, decision: &mut Decision) {
+        let tokens = std::mem::take(&mut decision.held_tokens);
+        if tokens > 0 {
+            self.release_held(decision.primary(), 0, tokens);
+        }
+    }
+
     /// The request sent to `address` finished; false when the address is not in the pool.
     pub fn release(&self, address: &str) -> bool {
+        self.release_held(address, 1, 0)
+    }
+
+    /// Give back `requests` in-flight requests and `tokens` in-flight tokens held at
+    /// `address` (the Python request paths release by address); false when not in the pool.
+    pub fn release_held(&self, address: &str, requests: u32, tokens: u64) -> bool {
         let snapshot = self.store.snapshot();
         let Some(ep) = snapshot.get(address) else {
             return false;
         };
+        ep.info.attributes.release_in_flight_tokens(tokens);
         let _ = ep
             .info
             .in_flight
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(1))
+                Some(n.saturating_sub(requests))
             });
         true
     }
@@ -571,6 +617,12 @@ impl Router {
                 running: ep.metrics.running,
                 kv_usage: ep.metrics.kv_usage,
                 in_flight: ep.in_flight(),
+                in_flight_tokens: ep.in_flight_tokens(),
+                models: ep
+                    .info
+                    .attributes
+                    .models()
+                    .map(|m| m.iter().map(|d| d.id.clone()).collect()),
                 age_ms: ep
                     .scraped_at
                     .map(|t| now.saturating_duration_since(t).as_millis() as u64),
@@ -594,3 +646,7 @@ mod tests;
 #[cfg(test)]
 #[path = "router_config_tests.rs"]
 mod config_tests;
+
+#[cfg(test)]
+#[path = "in_flight_load_tests.rs"]
+mod in_flight_load_tests;

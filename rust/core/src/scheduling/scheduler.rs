@@ -19,12 +19,16 @@ use crate::scheduling::handler_wiring::build_handler;
 use crate::scheduling::pickers::max_score_picker::MaxScorePicker;
 use crate::scheduling::producers::agent_identity::AgentIdentity;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
+use crate::scheduling::producers::inflight_load_producer::TokenEstimate;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
 use crate::scheduling::producers::session_id_producer::SessionIdProducer;
 use crate::scheduling::profile::{Named, SchedulingProfile};
 use crate::scheduling::registry;
 use crate::scheduling::session::{self, SessionSource, Strategy};
+
+/// Filter types that read prefix matches before the scorers run.
+const PREFIX_FILTERS: [&str; 1] = ["prefix-cache-affinity-filter"];
 
 /// Plugin types that read predicted-latency-producer's output.
 const LATENCY_CONSUMERS: [&str; 2] = ["latency-scorer", "slo-headroom-tier-filter"];
@@ -106,6 +110,8 @@ pub struct Scheduler {
     approx: Vec<(String, Arc<ApproxPrefixProducer>)>,
     /// Admitters in `plugins:` order; they run after the producers, before the profiles.
     admitters: Vec<Arc<dyn Admitter>>,
+    /// inflight-load-producer's token estimate (its defaults when not listed).
+    in_flight_load: TokenEstimate,
 }
 
 pub(crate) struct Built {
@@ -174,8 +180,15 @@ impl Scheduler {
         let mut admitters: Vec<Arc<dyn Admitter>> = Vec::new();
         let mut learners: Vec<Arc<dyn Filter>> = Vec::new();
         let mut attribute_producers: Vec<Arc<SessionIdProducer>> = Vec::new();
+        let mut in_flight_load: Option<TokenEstimate> = None;
         for b in &built {
             match &b.plugin {
+                Plugin::InFlightLoad(t) if in_flight_load.replace(t.clone()).is_some() => {
+                    return Err(ConfigError(format!(
+                        "plugins: one inflight-load-producer allowed, '{}' is another",
+                        b.spec.name()
+                    )));
+                }
                 Plugin::Admitter(a) => admitters.push(a.clone()),
                 Plugin::SessionIdProducer(p) => attribute_producers.push(p.clone()),
                 Plugin::Filter(f) if f.learns() => learners.push(f.clone()),
@@ -206,17 +219,44 @@ impl Scheduler {
                 _ => {}
             }
         }
+        // As upstream's data-layer DAG, a filter that reads prefix matches gets the default
+        // approximate producer when none is listed (prefix scorers then read it too).
+        if block_index.is_none()
+            && approx.is_empty()
+            && built
+                .iter()
+                .any(|b| PREFIX_FILTERS.contains(&b.spec.kind.as_str()))
+        {
+            let default = ApproxPrefixProducer::new(Default::default()).map_err(ConfigError)?;
+            approx.push(("approx-prefix-cache-producer".into(), Arc::new(default)));
+        }
         let producers = PrefixProducers {
             precise: block_index.as_ref().map(|(n, i)| (n.as_str(), i)),
             approx: &approx,
         };
-        for (s, b) in built.iter().filter_map(|b| match &b.plugin {
-            Plugin::Scorer(s) | Plugin::FilterAndScorer(_, s) => Some((s, b)),
-            _ => None,
-        }) {
-            s.use_prefix_producers(&producers).map_err(|e| {
+        for b in &built {
+            let bound = match &b.plugin {
+                Plugin::Scorer(s) => s.use_prefix_producers(&producers),
+                Plugin::Filter(f) => f.use_prefix_producers(&producers),
+                Plugin::FilterAndScorer(f, s) => f
+                    .use_prefix_producers(&producers)
+                    .and_then(|()| s.use_prefix_producers(&producers)),
+                _ => Ok(()),
+            };
+            bound.map_err(|e| {
                 ConfigError(format!("plugin '{}' ({}): {e}", b.spec.name(), b.spec.kind))
             })?;
+        }
+        let in_flight_load = in_flight_load.unwrap_or_default();
+        if let Some(name) = &in_flight_load.prefix_producer {
+            let known = producers.precise.is_some_and(|(n, _)| n == name)
+                || approx.iter().any(|(n, _)| n == name);
+            if !known {
+                return Err(ConfigError(format!(
+                    "plugin inflight-load-producer: parameters.prefixMatchInfoProducerName: \
+                     no prefix producer named '{name}'"
+                )));
+            }
         }
         if let Some((_, index)) = &block_index {
             if let Some(t) = tokens {
@@ -228,6 +268,7 @@ impl Scheduler {
             && built.iter().any(|b| {
                 LATENCY_CONSUMERS.contains(&b.spec.kind.as_str())
                     || b.spec.kind == "latency-slo-admitter"
+                    || reads_predicted_ttft(b)
             })
         {
             latency = Some(Arc::default());
@@ -255,7 +296,13 @@ impl Scheduler {
             block_index,
             approx,
             admitters,
+            in_flight_load,
         })
+    }
+
+    /// How routed requests' in-flight tokens are estimated.
+    pub fn in_flight_load(&self) -> &TokenEstimate {
+        &self.in_flight_load
     }
 
     /// Run the profiles for one request; `picks` receives snapshot positions.
@@ -496,7 +543,7 @@ fn build_profile(
             | Plugin::Topology(_)
             | Plugin::AgentIdentity(_)
             | Plugin::ServedVerifier
-            | Plugin::InFlightCounter
+            | Plugin::InFlightLoad(_)
             | Plugin::HeadersHandler { .. } => {
                 return Err(ConfigError(format!(
                     "{at}.pluginRef: '{name}' ({kind}) cannot be used in a profile"
@@ -515,6 +562,16 @@ fn build_profile(
         scorers.into_iter().filter(|(_, w)| *w > 0.0).collect(),
         picker,
     ))
+}
+
+/// A prefix-cache-affinity-filter whose TTFT gate reads the latency predictor.
+fn reads_predicted_ttft(b: &Built) -> bool {
+    b.spec.kind == "prefix-cache-affinity-filter"
+        && b.spec
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("ttftSource"))
+            .is_some_and(|s| s == "latencyPredictor")
 }
 
 /// The session plugins a profile uses: their token response headers, and every attribute

@@ -23,20 +23,12 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "multimodal embedding caches are not tracked",
     ),
     (
-        "token-load-scorer",
-        "in-flight token estimates (tokenized prompt sizes held until the first streamed byte) are not kept; in-flight requests are (active-request-scorer)",
-    ),
-    (
         "multicluster-queue-scorer",
         "it reads the pool averages other clusters' EPPs publish (multicluster-metrics-data-source), which sluicegate does not read",
     ),
     (
         "multicluster-kv-cache-utilization-scorer",
         "it reads the pool averages other clusters' EPPs publish (multicluster-metrics-data-source), which sluicegate does not read",
-    ),
-    (
-        "prefix-cache-affinity-filter",
-        "prefix matches are scored after the filters here, and its TTFT gate reads in-flight tokens, which are not kept",
     ),
     (
         "disaggregatedset-rollout-screener",

@@ -1,7 +1,7 @@
 //! The filter contract: a filter narrows the candidate list in place, or fails the cycle. A
 //! stateful filter may learn from the cycle's outcome, as a scorer does.
 
-use crate::scheduling::contracts::scorer::Picks;
+use crate::scheduling::contracts::scorer::{Picks, PrefixProducers};
 use crate::scheduling::cycle::{Cycle, ScheduleError};
 use crate::scheduling::producers::topology_extractor::TopologySource;
 
@@ -11,6 +11,12 @@ pub trait Filter: Send + Sync {
     /// The topology-extractor this filter reads, for the scheduler to bind.
     fn topology(&self) -> Option<&TopologySource> {
         None
+    }
+
+    /// The configured prefix producers, for filters that read prefix matches to bind to one
+    /// (an error names the parameter that refers to a missing one).
+    fn use_prefix_producers(&self, _producers: &PrefixProducers<'_>) -> Result<(), String> {
+        Ok(())
     }
 
     /// Called once the cycle has picked (only for filters that say `learns`).
