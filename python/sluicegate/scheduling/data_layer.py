@@ -20,6 +20,8 @@ METRICS_SOURCE = "metrics-data-source"
 METRICS_EXTRACTOR = "core-metrics-extractor"
 DCGM_SOURCE = "dcgm-data-source"
 DCGM_EXTRACTOR = "dcgm-extractor"
+MODELS_SOURCE = "models-data-source"
+MODELS_EXTRACTOR = "models-data-extractor"
 # Source type -> its parameters, and the extractor types it can feed.
 SOURCES = {
     METRICS_SOURCE: {"scheme", "path", "insecureSkipVerify", "caCertPath", "clientCertPath", "clientKeyPath",
@@ -28,9 +30,13 @@ SOURCES = {
     "endpoint-notification-source": set(),
     # The NVIDIA DCGM exporter next to each endpoint (GPU utilization).
     DCGM_SOURCE: {"scheme", "path", "port", "insecureSkipVerify", "useNodeAddress", "interval"},
+    # Each endpoint's OpenAI model list (its models and LoRA adapters).
+    MODELS_SOURCE: {"scheme", "path", "insecureSkipVerify", "caCertPath", "clientCertPath", "clientKeyPath",
+                    "interval"},
 }
-EXTRACTORS = {METRICS_EXTRACTOR: {"engineLabelKey", "defaultEngine", "engineConfigs"}, DCGM_EXTRACTOR: set()}
-FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR}, DCGM_SOURCE: {DCGM_EXTRACTOR},
+EXTRACTORS = {METRICS_EXTRACTOR: {"engineLabelKey", "defaultEngine", "engineConfigs"}, DCGM_EXTRACTOR: set(),
+              MODELS_EXTRACTOR: set()}
+FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR}, DCGM_SOURCE: {DCGM_EXTRACTOR}, MODELS_SOURCE: {MODELS_EXTRACTOR},
          # The precise producer forgets a removed endpoint's blocks (the Router tells it); the topology
          # extractor reads the labels of the endpoint set as it changes.
          "endpoint-notification-source": {"precise-prefix-cache-producer", "topology-extractor"}}
@@ -38,8 +44,6 @@ FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR}, DCGM_SOURCE: {DCGM_EXTRACTOR},
 SCHEDULING_EXTRACTORS = {"precise-prefix-cache-producer", "topology-extractor"}
 ENGINES = ("vllm", "sglang", "trtllm-serve")
 REFUSED = {
-    "models-data-source": "polling /v1/models per endpoint is not implemented",
-    "models-data-extractor": "polling /v1/models per endpoint is not implemented",
     "k8s-notification-source": "no extractor for Kubernetes object events exists here",
     "multicluster-metrics-data-source": "the pool averages of other clusters' EPPs are not scraped",
     "multicluster-metrics-extractor": "the pool averages of other clusters' EPPs are not scraped",
@@ -151,14 +155,37 @@ def _sources(raw: Any, plugins: dict[str, DataPlugin], scheduling: dict[str, str
                 raise ConfigError(f"{eat}.pluginRef: {kind} {ref!r} cannot read {src.type} {name!r}")
             names.append(ref)
         out.append((name, names))
-    for kind in (METRICS_SOURCE, DCGM_SOURCE):
+    for kind in (METRICS_SOURCE, DCGM_SOURCE, MODELS_SOURCE):
         if sum(plugins[s].type == kind for s, _ in out) > 1:
             raise ConfigError(f"{where}: one {kind} is supported (one scraper per pool)")
     return out
 
 
 def _router_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
-    return {**_metrics_settings(wired, plugins), **_gpu_settings(wired, plugins)}
+    return {**_metrics_settings(wired, plugins), **_gpu_settings(wired, plugins),
+            **_models_settings(wired, plugins)}
+
+
+def _models_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
+    """A models-data-source feeding a models-data-extractor: the Router polls each endpoint's list."""
+    for name, extractors in wired:
+        src = plugins.get(name)
+        if src is None or src.type != MODELS_SOURCE:
+            continue
+        if not extractors:
+            raise ConfigError(f"{src.where}: {MODELS_SOURCE} {name!r} feeds no {MODELS_EXTRACTOR}, "
+                              f"so what it polls is never read")
+        at = f"{src.where}.parameters"
+        p = src.parameters
+        timing = _plain_http(p, at, "model lists")
+        for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
+            if key in p:
+                raise ConfigError(f"{at}.{key}: TLS to model servers is not supported (scheme is http)")
+        path = p.get("path", "/v1/models")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigError(f"{at}.path: {path!r} is not an absolute URL path")
+        return {"modelsSource": {"path": path, **timing}}
+    return {}
 
 
 def _gpu_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:

@@ -2,7 +2,8 @@
 //! endpoint polling GET http://address/metrics on a kept-alive connection. Results are
 //! published to the store in batches, so many endpoints finishing together cost one snapshot.
 //! A scraper started with a `GpuProbe` polls each endpoint's DCGM exporter instead and writes
-//! the GPU utilization into the endpoint's live attributes (no snapshot).
+//! the GPU utilization into the endpoint's live attributes (no snapshot); one started with a
+//! models path polls each endpoint's model list (models-data-source) the same way.
 
 use std::collections::HashMap;
 use std::io;
@@ -18,6 +19,7 @@ use super::dcgm::{gpu_utilization, GpuProbe};
 use super::endpoints::{EndpointAttributes, EndpointStore, ScrapeResult};
 use super::http_get::Connection;
 use super::metrics::{parse_metrics, Engine, MetricsUpdate};
+use super::models::parse_models;
 
 pub const THREAD_NAME: &str = "sluicegate-scrape";
 
@@ -42,9 +44,29 @@ pub struct Scraper {
     thread: Option<JoinHandle<()>>,
 }
 
+/// What a scraper polls on each endpoint.
+#[derive(Clone)]
+enum Probe {
+    /// The engine's /metrics, published to the store's snapshot.
+    Metrics,
+    /// The DCGM exporter next to it.
+    Gpu(Arc<GpuProbe>),
+    /// Its model list at this path.
+    Models(Arc<str>),
+}
+
 impl Scraper {
     pub fn start(store: Arc<EndpointStore>, config: ScrapeConfig) -> io::Result<Scraper> {
-        Scraper::start_probe(store, config, None)
+        Scraper::start_probe(store, config, Probe::Metrics)
+    }
+
+    /// Poll every endpoint's model list at `path` (models-data-source).
+    pub fn start_models(
+        store: Arc<EndpointStore>,
+        config: ScrapeConfig,
+        path: &str,
+    ) -> io::Result<Scraper> {
+        Scraper::start_probe(store, config, Probe::Models(path.into()))
     }
 
     /// Poll every endpoint's DCGM exporter (dcgm-data-source) for its GPU utilization.
@@ -53,13 +75,13 @@ impl Scraper {
         config: ScrapeConfig,
         probe: GpuProbe,
     ) -> io::Result<Scraper> {
-        Scraper::start_probe(store, config, Some(Arc::new(probe)))
+        Scraper::start_probe(store, config, Probe::Gpu(Arc::new(probe)))
     }
 
     fn start_probe(
         store: Arc<EndpointStore>,
         config: ScrapeConfig,
-        gpu: Option<Arc<GpuProbe>>,
+        probe: Probe,
     ) -> io::Result<Scraper> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -68,7 +90,7 @@ impl Scraper {
         let (stop, stopped) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name(THREAD_NAME.into())
-            .spawn(move || runtime.block_on(supervise(store, config, gpu, stopped)))?;
+            .spawn(move || runtime.block_on(supervise(store, config, probe, stopped)))?;
         Ok(Scraper {
             stop,
             thread: Some(thread),
@@ -97,7 +119,7 @@ impl Drop for Scraper {
 async fn supervise(
     store: Arc<EndpointStore>,
     config: ScrapeConfig,
-    gpu: Option<Arc<GpuProbe>>,
+    probe: Probe,
     mut stopped: watch::Receiver<bool>,
 ) {
     let (results, mut inbox) = mpsc::unbounded_channel::<ScrapeResult>();
@@ -108,7 +130,7 @@ async fn supervise(
     loop {
         tokio::select! {
             _ = stopped.changed() => break,
-            _ = reconcile.tick() => follow_endpoint_set(&store, config, gpu.as_ref(), &results, &mut tasks),
+            _ = reconcile.tick() => follow_endpoint_set(&store, config, &probe, &results, &mut tasks),
             _ = inbox.recv_many(&mut batch, 4096) => {
                 store.apply_scrapes(&batch);
                 batch.clear();
@@ -124,7 +146,7 @@ async fn supervise(
 fn follow_endpoint_set(
     store: &EndpointStore,
     config: ScrapeConfig,
-    gpu: Option<&Arc<GpuProbe>>,
+    probe: &Probe,
     results: &mpsc::UnboundedSender<ScrapeResult>,
     tasks: &mut HashMap<u64, TaskHandle<()>>,
 ) {
@@ -132,11 +154,17 @@ fn follow_endpoint_set(
     for ep in &snapshot.endpoints {
         let info = &ep.info;
         tasks.entry(info.id).or_insert_with(|| {
-            if let Some(probe) = gpu {
-                let address = probe.address(&info.ip);
-                let conn = Connection::new(&address, &probe.path);
-                let attributes = info.attributes.clone();
-                return tokio::spawn(poll_gpu(conn, info.name.clone(), attributes, config));
+            let attributes = info.attributes.clone();
+            match probe {
+                Probe::Gpu(gpu) => {
+                    let conn = Connection::new(&gpu.address(&info.ip), &gpu.path);
+                    return tokio::spawn(poll_gpu(conn, info.name.clone(), attributes, config));
+                }
+                Probe::Models(path) => {
+                    let conn = Connection::new(&info.address, path);
+                    return tokio::spawn(poll_models(conn, attributes, config));
+                }
+                Probe::Metrics => {}
             }
             let target = Target {
                 id: info.id,
@@ -215,6 +243,30 @@ async fn poll_gpu(
                 let text = String::from_utf8_lossy(&body);
                 if let Ok(v) = gpu_utilization(&text, &pod) {
                     attributes.set_gpu_utilization(v);
+                }
+            }
+            Ok(Err(_)) => {}
+            Err(_) => conn.reset(),
+        }
+    }
+}
+
+/// models-data-source + models-data-extractor for one endpoint: a failed poll keeps the last
+/// list, as upstream.
+async fn poll_models(
+    mut conn: Connection,
+    attributes: Arc<EndpointAttributes>,
+    config: ScrapeConfig,
+) {
+    let mut body = Vec::new();
+    let mut tick = interval(config.interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match timeout(config.timeout, conn.get(&mut body)).await {
+            Ok(Ok(())) => {
+                if let Ok(models) = parse_models(&body) {
+                    attributes.set_models(models.into());
                 }
             }
             Ok(Err(_)) => {}

@@ -33,6 +33,8 @@ pub struct RouterConfig {
     pub default_engine: Option<String>,
     /// dcgm-data-source wired to a dcgm-extractor: poll each endpoint's DCGM exporter.
     pub gpu_telemetry: Option<GpuTelemetry>,
+    /// models-data-source wired to a models-data-extractor: poll each endpoint's model list.
+    pub models_source: Option<ModelsSource>,
     /// Metrics older than this make an endpoint stale (treated as saturated).
     pub staleness_ms: u64,
     pub scrape_interval_ms: u64,
@@ -51,6 +53,15 @@ pub struct RouterConfig {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GpuTelemetry {
     pub port: u16,
+    pub path: String,
+    /// None: every scrape tick, as upstream's `interval` when omitted.
+    pub interval_ms: Option<u64>,
+}
+
+/// Where and how often each endpoint's model list is polled.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ModelsSource {
     pub path: String,
     /// None: every scrape tick, as upstream's `interval` when omitted.
     pub interval_ms: Option<u64>,
@@ -102,6 +113,7 @@ impl Default for RouterConfig {
             engine_label_key: None,
             default_engine: None,
             gpu_telemetry: None,
+            models_source: None,
             staleness_ms: 2000,
             scrape_interval_ms: 50,
             scrape_timeout_ms: 1000,
@@ -168,6 +180,13 @@ impl RouterConfig {
             if gpu.port == 0 || gpu.interval_ms == Some(0) || !gpu.path.starts_with('/') {
                 return Err(ConfigError(format!(
                     "'gpuTelemetry': port and intervalMs must be >= 1 and path absolute, got {gpu:?}"
+                )));
+            }
+        }
+        if let Some(models) = &self.models_source {
+            if models.interval_ms == Some(0) || !models.path.starts_with('/') {
+                return Err(ConfigError(format!(
+                    "'modelsSource': intervalMs must be >= 1 and path absolute, got {models:?}"
                 )));
             }
         }

@@ -246,7 +246,8 @@ impl Router {
     }
 
     /// Start the scrape threads (no-op when they run already): the engine metrics when a
-    /// metrics source is wired, the DCGM exporters when a dcgm-data-source is.
+    /// metrics source is wired, the DCGM exporters when a dcgm-data-source is, the model lists
+    /// when a models-data-source is.
     pub fn start_scraper(&self) -> std::io::Result<()> {
         let mut running = self.scraper.lock();
         if !running.is_empty() {
@@ -273,6 +274,14 @@ impl Router {
                 self.store.clone(),
                 config(every),
                 probe,
+            )?);
+        }
+        if let Some(models) = &self.config.models_source {
+            let every = models.interval_ms.unwrap_or(self.config.scrape_interval_ms);
+            running.push(Scraper::start_models(
+                self.store.clone(),
+                config(every),
+                &models.path,
             )?);
         }
         Ok(())
