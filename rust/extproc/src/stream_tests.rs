@@ -817,7 +817,10 @@ fn prompt_tokens_are_held_until_the_first_response_byte_and_the_request_until_th
             response_headers_msg(Some(A)),
         ],
     );
-    assert!(in_flight_tokens(&r) > 0, "the prompt is held while prefilling");
+    assert!(
+        in_flight_tokens(&r) > 0,
+        "the prompt is held while prefilling"
+    );
     run(&mut s, vec![body_msg(b"data: 1\n\n", false, true)]);
     assert_eq!((in_flight_tokens(&r), in_flight(&r)), (0, 1));
     run(&mut s, vec![body_msg(b"data: [DONE]\n\n", true, true)]);

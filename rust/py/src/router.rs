@@ -97,7 +97,7 @@ impl PyDecision {
     pub(crate) fn from_core(py: Python<'_>, d: scheduling::Decision) -> Self {
         PyDecision {
             primary: d.primary().to_owned(),
-            held_tokens: d.held_tokens,
+            held_tokens: u64::from(d.held_tokens),
             body: d.body.as_deref().map(|b| PyBytes::new(py, b).unbind()),
             endpoints: d.endpoints,
             model: d.model,

@@ -39,7 +39,8 @@ pub struct Decision {
     latency_features: Option<Features>,
     /// Estimated tokens this request holds on the primary (inflight-load-producer) until
     /// `Router::first_byte` or `Router::finish` gives them back.
-    pub held_tokens: u64,
+    /// (u32 keeps a Decision within the size that travels through flow control by value.)
+    pub held_tokens: u32,
     /// The held tokens go back at the first response byte (else when the response ends).
     tokens_until_first_byte: bool,
     pub model: Option<String>,
@@ -486,7 +487,10 @@ impl Router {
                 );
                 if commit {
                     primary.info.in_flight.fetch_add(1, Ordering::Relaxed);
-                    primary.info.attributes.add_in_flight_tokens(held);
+                    primary
+                        .info
+                        .attributes
+                        .add_in_flight_tokens(u64::from(held));
                     self.stats
                         .attempted(true, served_model, &primary.info.name, primary.address());
                 }
@@ -586,7 +590,7 @@ impl Router {
     fn release_tokens(&self, decision: &mut Decision) {
         let tokens = std::mem::take(&mut decision.held_tokens);
         if tokens > 0 {
-            self.release_held(decision.primary(), 0, tokens);
+            self.release_held(decision.primary(), 0, u64::from(tokens));
         }
     }
 

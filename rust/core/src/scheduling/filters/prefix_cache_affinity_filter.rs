@@ -91,13 +91,13 @@ pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
             params.exploration_probability
         ));
     }
-    if !(params.max_ttft_penalty_ms >= 0.0) {
+    if params.max_ttft_penalty_ms.is_nan() || params.max_ttft_penalty_ms < 0.0 {
         return fail(format!(
             "parameters.maxTTFTPenaltyMs: must be >= 0, got {}",
             params.max_ttft_penalty_ms
         ));
     }
-    if !(params.peak_prefill_throughput >= 0.0) {
+    if params.peak_prefill_throughput.is_nan() || params.peak_prefill_throughput < 0.0 {
         return fail(format!(
             "parameters.peakPrefillThroughput: must be >= 0, got {}",
             params.peak_prefill_throughput

@@ -81,10 +81,10 @@ impl TokenEstimate {
     /// The tokens a request routed to `candidate` holds there: its uncached prompt tokens, plus
     /// the output estimate when asked (from the whole prompt, capped by the request's own
     /// `max_tokens` and by `maxEstimatedOutputTokens`).
-    pub fn held(&self, cycle: &Cycle<'_>, candidate: u32, max_tokens: Option<u64>) -> u64 {
+    pub fn held(&self, cycle: &Cycle<'_>, candidate: u32, max_tokens: Option<u64>) -> u32 {
         let uncached = cycle.uncached_prompt_tokens(candidate);
         if !self.add_estimated_output_tokens {
-            return uncached;
+            return saturate(uncached);
         }
         let input = cycle.prompt_tokens();
         let mut output = (input as f64 * self.output_ratio).round() as u64;
@@ -94,7 +94,7 @@ impl TokenEstimate {
         {
             output = output.min(cap);
         }
-        uncached + output
+        saturate(uncached + output)
     }
 
     /// Whether the tokens are given back at the first response byte (prefill done) rather
@@ -102,4 +102,8 @@ impl TokenEstimate {
     pub fn released_at_first_byte(&self) -> bool {
         !self.add_estimated_output_tokens
     }
+}
+
+fn saturate(tokens: u64) -> u32 {
+    u32::try_from(tokens).unwrap_or(u32::MAX)
 }
