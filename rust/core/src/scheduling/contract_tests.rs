@@ -49,6 +49,10 @@ const SAMPLE_PARAMS: &[(&str, &str)] = &[
             "algorithm": {"type": "linear_lower_is_better"}}"#,
     ),
     (
+        "request-attribute-reporter",
+        r#"{"attributes": [{"key": {"name": "cost"}, "expression": "usage.completion_tokens"}]}"#,
+    ),
+    (
         "utilization-filter",
         r#"{"conditions": [{"metric": "waiting-queue", "maxValue": 50}], "fallbackOnEmpty": true}"#,
     ),

@@ -17,8 +17,8 @@ use crate::scheduling::handlers::{
 use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
 use crate::scheduling::producers::{
     agent_identity, approx_prefix_cache_producer, inflight_load_producer,
-    precise_prefix_cache_producer, predicted_latency_producer, session_id_producer,
-    topology_extractor,
+    precise_prefix_cache_producer, predicted_latency_producer, request_attribute_reporter,
+    session_id_producer, topology_extractor,
 };
 use crate::scheduling::scorers::{
     active_request_scorer, context_length_aware, endpoint_attribute_scorer,
@@ -125,6 +125,10 @@ const REGISTRY: &[(&str, Factory)] = &[
     ),
     ("inflight-load-producer", inflight_load_producer::factory),
     ("token-load-scorer", token_load_scorer::factory),
+    (
+        "request-attribute-reporter",
+        request_attribute_reporter::factory,
+    ),
     (
         "prefix-cache-affinity-filter",
         prefix_cache_affinity_filter::factory,

@@ -567,6 +567,22 @@ impl Router {
             .then(|| (RESULT_HEADER, verdict(lb, served)))
     }
 
+    /// What the request-attribute-reporters report for a response with this `usage` object:
+    /// (metadata namespace, key, value) each; empty when none is configured or none applies.
+    pub fn usage_attributes(&self, usage: &serde_json::Value) -> Vec<(&str, &str, i64)> {
+        self.scheduler
+            .reporters()
+            .iter()
+            .filter_map(|r| Some((r.namespace.as_str(), r.name.as_str(), r.report(usage)?)))
+            .collect()
+    }
+
+    /// Whether request-attribute-reporters are configured (the response path then reads the
+    /// usage object).
+    pub fn reports_usage(&self) -> bool {
+        !self.scheduler.reporters().is_empty()
+    }
+
     /// Whether admitters are configured: the request path must then say the priority.
     pub fn has_admitters(&self) -> bool {
         self.scheduler.has_admitters()

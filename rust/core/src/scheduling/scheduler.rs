@@ -22,6 +22,7 @@ use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProd
 use crate::scheduling::producers::inflight_load_producer::TokenEstimate;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
+use crate::scheduling::producers::request_attribute_reporter::AttributeReporter;
 use crate::scheduling::producers::session_id_producer::SessionIdProducer;
 use crate::scheduling::profile::{Named, SchedulingProfile};
 use crate::scheduling::registry;
@@ -112,6 +113,8 @@ pub struct Scheduler {
     admitters: Vec<Arc<dyn Admitter>>,
     /// inflight-load-producer's token estimate (its defaults when not listed).
     in_flight_load: TokenEstimate,
+    /// request-attribute-reporters, in `plugins:` order.
+    reporters: Vec<Arc<AttributeReporter>>,
 }
 
 pub(crate) struct Built {
@@ -181,8 +184,10 @@ impl Scheduler {
         let mut learners: Vec<Arc<dyn Filter>> = Vec::new();
         let mut attribute_producers: Vec<Arc<SessionIdProducer>> = Vec::new();
         let mut in_flight_load: Option<TokenEstimate> = None;
+        let mut reporters: Vec<Arc<AttributeReporter>> = Vec::new();
         for b in &built {
             match &b.plugin {
+                Plugin::AttributeReporter(r) => reporters.push(r.clone()),
                 Plugin::InFlightLoad(t) if in_flight_load.replace(t.clone()).is_some() => {
                     return Err(ConfigError(format!(
                         "plugins: one inflight-load-producer allowed, '{}' is another",
@@ -297,7 +302,13 @@ impl Scheduler {
             approx,
             admitters,
             in_flight_load,
+            reporters,
         })
+    }
+
+    /// The request-attribute-reporters, which report values computed from response usage.
+    pub fn reporters(&self) -> &[Arc<AttributeReporter>] {
+        &self.reporters
     }
 
     /// How routed requests' in-flight tokens are estimated.
@@ -531,9 +542,10 @@ fn build_profile(
                     plugin: p.clone(),
                 });
             }
-            // They run before every profile; naming one in a profile (as the charts and the
-            // latency-slo-admitter README do) changes nothing, as upstream.
-            Plugin::LatencyProducer(_) | Plugin::Admitter(_) => {}
+            // They run before every profile (the reporter when the response ends); naming one in
+            // a profile (as the charts and the latency-slo-admitter README do) changes nothing,
+            // as upstream.
+            Plugin::LatencyProducer(_) | Plugin::Admitter(_) | Plugin::AttributeReporter(_) => {}
             Plugin::ProfileHandler(_)
             | Plugin::SessionIdProducer(_)
             | Plugin::Decider(_)

@@ -35,10 +35,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "rollout screening is not implemented",
     ),
     (
-        "request-attribute-reporter",
-        "its values are CEL expressions over the response usage, and no CEL evaluator is built in",
-    ),
-    (
         "sheddable-eviction-filter",
         "flow control does not evict dispatched requests",
     ),

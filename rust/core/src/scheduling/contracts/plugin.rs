@@ -37,6 +37,10 @@ pub enum Plugin {
     ServedVerifier,
     /// inflight-load-producer: how the in-flight tokens the Router keeps are estimated.
     InFlightLoad(crate::scheduling::producers::inflight_load_producer::TokenEstimate),
+    /// request-attribute-reporter: reports a value computed from the response usage.
+    AttributeReporter(
+        Arc<crate::scheduling::producers::request_attribute_reporter::AttributeReporter>,
+    ),
     /// session-id-producer: publishes the request's session id as a request attribute.
     SessionIdProducer(Arc<SessionIdProducer>),
     /// predicted-latency-producer: runs before the profiles; a profile may name it.
