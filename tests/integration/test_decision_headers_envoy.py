@@ -375,3 +375,22 @@ def test_without_the_flag_no_scores_are_sent(stack):
     answer = s.post()[0]
     assert answer["served_by"] == "a"
     assert answer["received_headers"].get(SCORES_HEADER) in (None, "", "-")
+
+
+def test_a_prompt_stays_on_the_server_holding_its_prefix_while_new_prompts_follow_the_load(stack):
+    config = """
+plugins:
+- {type: queue-scorer}
+- {type: prefix-cache-affinity-filter, parameters: {affinityThreshold: 0.8}}
+- {type: token-load-scorer}
+schedulingProfiles:
+- name: default
+  plugins: [{pluginRef: prefix-cache-affinity-filter}, {pluginRef: queue-scorer}, {pluginRef: token-load-scorer}]
+"""
+    s = stack(["a", "b"], config)
+    s.load(a=0, b=9)
+    prompt = "You are a helpful assistant. " * 40
+    assert s.post(prompt)[0]["served_by"] == "a"
+    s.load(a=9, b=0)
+    assert s.post(prompt)[0]["served_by"] == "a"
+    assert s.post("A different conversation. " * 40)[0]["served_by"] == "b"

@@ -38,6 +38,7 @@ class Decision:
     response_headers: dict[str, str] | None  # to add to the client's response (session token); None when none
     session_token: str | None  # x-session-token naming the primary, with session affinity
     endpoint_scores: dict[str, float] | None  # "ip:port" -> weighted score (emitEndpointScores); else None
+    held_tokens: int  # estimated tokens held on the primary; give back with Router.release
 
 @final
 class EndpointStatus:
@@ -47,6 +48,8 @@ class EndpointStatus:
     running: int
     kv_usage: float
     in_flight: int
+    in_flight_tokens: int  # estimated tokens of the in-flight requests (inflight-load-producer)
+    models: list[str] | None  # what the endpoint's /v1/models listed (models-data-source)
     age_ms: int  # since the last good scrape; -1 when never scraped
     stale: bool
     scrape_errors: int
@@ -107,8 +110,9 @@ class Router:
         block_size_mismatches, unknown_parents, admissions, evictions, engine_hash_checks,
         engine_hash_mismatches, lookups, lookup_blocks, lookup_hits, tokenize_failures, size);
         None without a producer."""
-    def release(self, address: str) -> None:
-        """The request sent to `address` finished: drop its in-flight count."""
+    def release(self, address: str, held_tokens: int = 0) -> None:
+        """The request sent to `address` finished: drop its in-flight count and the tokens its
+        decision held (`Decision.held_tokens`)."""
     def status(self) -> list[EndpointStatus]: ...
     def set_objectives(self, priorities: Mapping[str, int]) -> None:
         """Replace every objective at once: InferenceObjective name → priority (absent → 0)."""

@@ -280,5 +280,5 @@ class FlowController:
 
     def _release(self, decision: Decision | None) -> None:
         if decision is not None and self._router is not None:
-            self._router.release(decision.primary)
+            self._router.release(decision.primary, decision.held_tokens)
         self._core.release()

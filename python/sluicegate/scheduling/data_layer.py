@@ -25,6 +25,8 @@ MC_SOURCE = "multicluster-metrics-data-source"
 MC_EXTRACTOR = "multicluster-metrics-extractor"
 MC_METRICS = {"kvCacheUtilizationMetric": "llm_d_epp_average_kv_cache_utilization",
               "queueSizeMetric": "llm_d_epp_average_queue_size"}
+MODELS_SOURCE = "models-data-source"
+MODELS_EXTRACTOR = "models-data-extractor"
 # Source type -> its parameters, and the extractor types it can feed.
 SOURCES = {
     METRICS_SOURCE: {"scheme", "path", "insecureSkipVerify", "caCertPath", "clientCertPath", "clientKeyPath",
@@ -34,10 +36,14 @@ SOURCES = {
     # The NVIDIA DCGM exporter next to each endpoint (GPU utilization).
     DCGM_SOURCE: {"scheme", "path", "port", "insecureSkipVerify", "useNodeAddress", "interval"},
     MC_SOURCE: {"scheme", "path", "insecureSkipVerify", "caCertPath", "clientCertPath", "clientKeyPath", "interval"},
+    # Each endpoint's OpenAI model list (its models and LoRA adapters).
+    MODELS_SOURCE: {"scheme", "path", "insecureSkipVerify", "caCertPath", "clientCertPath", "clientKeyPath",
+                    "interval"},
 }
 EXTRACTORS = {METRICS_EXTRACTOR: {"engineLabelKey", "defaultEngine", "engineConfigs"}, DCGM_EXTRACTOR: set(),
-              MC_EXTRACTOR: set(MC_METRICS)}
+              MC_EXTRACTOR: set(MC_METRICS), MODELS_EXTRACTOR: set()}
 FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR}, DCGM_SOURCE: {DCGM_EXTRACTOR}, MC_SOURCE: {MC_EXTRACTOR},
+         MODELS_SOURCE: {MODELS_EXTRACTOR},
          # The precise producer forgets a removed endpoint's blocks (the Router tells it); the topology
          # extractor reads the labels of the endpoint set as it changes.
          "endpoint-notification-source": {"precise-prefix-cache-producer", "topology-extractor"}}
@@ -45,8 +51,6 @@ FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR}, DCGM_SOURCE: {DCGM_EXTRACTOR}, MC_
 SCHEDULING_EXTRACTORS = {"precise-prefix-cache-producer", "topology-extractor"}
 ENGINES = ("vllm", "sglang", "trtllm-serve")
 REFUSED = {
-    "models-data-source": "polling /v1/models per endpoint is not implemented",
-    "models-data-extractor": "polling /v1/models per endpoint is not implemented",
     "k8s-notification-source": ("it passes a Kubernetes GVK watch's object events to extractors, and none here "
                                 "reads them (disaggregatedset-rollout-screener, upstream's one built-in reader, "
                                 "counts the pool's endpoints instead)"),
@@ -158,14 +162,15 @@ def _sources(raw: Any, plugins: dict[str, DataPlugin], scheduling: dict[str, str
                 raise ConfigError(f"{eat}.pluginRef: {kind} {ref!r} cannot read {src.type} {name!r}")
             names.append(ref)
         out.append((name, names))
-    for kind in (METRICS_SOURCE, DCGM_SOURCE, MC_SOURCE):
+    for kind in (METRICS_SOURCE, DCGM_SOURCE, MC_SOURCE, MODELS_SOURCE):
         if sum(plugins[s].type == kind for s, _ in out) > 1:
             raise ConfigError(f"{where}: one {kind} is supported (one scraper per pool)")
     return out
 
 
 def _router_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
-    return {**_metrics_settings(wired, plugins), **_gpu_settings(wired, plugins), **_pool_settings(wired, plugins)}
+    return {**_metrics_settings(wired, plugins), **_gpu_settings(wired, plugins), **_pool_settings(wired, plugins),
+            **_models_settings(wired, plugins)}
 
 
 def _pool_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
@@ -201,6 +206,27 @@ def _pool_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPl
                                   f"'{default}' or '{default}{{name=\"pool\"}}'")
             specs[key] = spec
         return {"poolMetrics": {"path": path, **specs, **timing}}
+
+
+def _models_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
+    """A models-data-source feeding a models-data-extractor: the Router polls each endpoint's list."""
+    for name, extractors in wired:
+        src = plugins.get(name)
+        if src is None or src.type != MODELS_SOURCE:
+            continue
+        if not extractors:
+            raise ConfigError(f"{src.where}: {MODELS_SOURCE} {name!r} feeds no {MODELS_EXTRACTOR}, "
+                              f"so what it polls is never read")
+        at = f"{src.where}.parameters"
+        p = src.parameters
+        timing = _plain_http(p, at, "model lists")
+        for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
+            if key in p:
+                raise ConfigError(f"{at}.{key}: TLS to model servers is not supported (scheme is http)")
+        path = p.get("path", "/v1/models")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigError(f"{at}.path: {path!r} is not an absolute URL path")
+        return {"modelsSource": {"path": path, **timing}}
     return {}
 
 

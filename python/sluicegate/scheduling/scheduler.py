@@ -63,6 +63,7 @@ class Result:
     headers: Mapping[str, str]  # to add upstream, e.g. x-prefiller-host-port
     session_token: str | None
     profiles: tuple[ProfileRun, ...] = ()  # filled when explained
+    held_tokens: int = 0  # estimated tokens held on the primary; give back with `release`
 
     @property
     def primary(self) -> str:
@@ -100,13 +101,14 @@ class Scheduler:
         d, runs = self.router.explain(request.path, body, request.model_rewrite, subset, headers=headers)
         return _result(d, tuple(_profile_run(*run) for run in runs))
 
-    def release(self, address: str) -> None:
-        self.router.release(address)
+    def release(self, address: str, held_tokens: int = 0) -> None:
+        self.router.release(address, held_tokens)
 
 
 def _result(d: Any, profiles: tuple[ProfileRun, ...] = ()) -> Result:
     return Result(endpoints=tuple(d.endpoints.split(",")), model=d.model, target_model=d.target_model,
-                  body=d.body, headers=d.headers or {}, session_token=d.session_token, profiles=profiles)
+                  body=d.body, headers=d.headers or {}, session_token=d.session_token, profiles=profiles,
+                  held_tokens=d.held_tokens)
 
 
 def _profile_run(name: str, candidates: list[str], scores: list[tuple[str, float, list[float]]],

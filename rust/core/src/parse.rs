@@ -12,7 +12,7 @@ mod usage;
 
 use fields::{Key, Sink, Str, Target};
 pub use rewrite::{replace_model_in_chunk, replace_model_in_chunk_cow, rewrite_model};
-pub use usage::{find_usage, Usage};
+pub use usage::{find_usage, find_usage_object, Usage};
 
 /// Which API a request speaks, chosen by the longest matching suffix of its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

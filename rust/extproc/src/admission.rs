@@ -394,8 +394,8 @@ impl Gate {
     /// An outcome nobody waits for any more: free what it holds.
     fn discard(&self, c: Completion<Routed>) {
         match c.outcome {
-            Outcome::Dispatched(Ok(d)) => {
-                self.router.router().release(d.primary());
+            Outcome::Dispatched(Ok(mut d)) => {
+                self.router.router().finish(&mut d);
                 self.controller.release();
             }
             Outcome::Dispatched(Err(_)) => self.controller.release(),

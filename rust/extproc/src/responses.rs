@@ -138,6 +138,21 @@ fn destination_metadata(route: &Route<'_>) -> Struct {
     }
 }
 
+/// Values reported for a finished response (request-attribute-reporter): `namespace.key`.
+pub fn reported_metadata<'a>(values: impl Iterator<Item = (&'a str, &'a str, i64)>) -> Struct {
+    let mut out = Struct::default();
+    for (namespace, key, value) in values {
+        let inner = out
+            .fields
+            .entry(namespace.to_owned())
+            .or_insert_with(|| Value::structure(Struct::default()));
+        if let Some(crate::pb::value::Kind::StructValue(s)) = &mut inner.kind {
+            s.fields.insert(key.to_owned(), Value::number(value as f64));
+        }
+    }
+    out
+}
+
 /// Full duplex and header-only requests: the decision rides on the request-headers answer.
 pub fn routed_headers(route: &Route<'_>, content_length: Option<usize>) -> ProcessingResponse {
     ProcessingResponse {

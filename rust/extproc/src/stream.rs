@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use sluicegate_core::flowcontrol::eviction::{EVICTED_MESSAGE, EVICTED_REASON};
 use sluicegate_core::flowcontrol::RouteView;
-use sluicegate_core::parse::{find_usage, model_of, replace_model_in_chunk_cow};
+use sluicegate_core::parse::{find_usage, find_usage_object, model_of, replace_model_in_chunk_cow};
 use sluicegate_core::scheduling::cycle::ScheduleError;
 use sluicegate_core::scheduling::{Decision, RouteError, RouteOptions};
 use sluicegate_core::stats::{ChunkGaps, Outcome, RequestLabels, RequestStats};
@@ -754,6 +754,33 @@ impl RequestStream {
     }
 
     fn on_response_chunk(&mut self, body: HttpBody, out: &mut Outbox) {
+        if self.metrics.ttft_s.is_none() {
+            // The first response byte: prefill is done, the prompt tokens it held go back.
+            if let Some(d) = &mut self.decision {
+                self.router.router().first_byte(d);
+            }
+        }
+        let end = body.end_of_stream;
+        self.answer_response_chunk(body, out);
+        if end {
+            if let (Some(md), Some(last)) = (self.reported_metadata(), out.back_mut()) {
+                last.dynamic_metadata = Some(md);
+            }
+        }
+    }
+
+    /// request-attribute-reporter: the values computed from the finished response's usage.
+    fn reported_metadata(&self) -> Option<crate::pb::Struct> {
+        let router = self.router.router();
+        if !router.reports_usage() || self.decision.is_none() {
+            return None;
+        }
+        let usage = serde_json::Value::Object(find_usage_object(&self.metrics.tail)?);
+        let values = router.usage_attributes(&usage);
+        (!values.is_empty()).then(|| responses::reported_metadata(values.into_iter()))
+    }
+
+    fn answer_response_chunk(&mut self, body: HttpBody, out: &mut Outbox) {
         self.observe_response(&body.body);
         if body.end_of_stream {
             self.complete(None);
@@ -790,8 +817,8 @@ impl RequestStream {
         if !self.released {
             self.released = true; // ended: nothing routes after this
             self.pending = None; // still queued: cancelled, its place freed
-            if let Some(d) = &self.decision {
-                self.router.router().release(d.primary());
+            if let Some(d) = &mut self.decision {
+                self.router.router().finish(d);
             }
             if std::mem::take(&mut self.placed) {
                 if let Some(gate) = &self.gate {

@@ -801,3 +801,85 @@ fn a_streamed_response_records_the_gaps_between_its_chunks_and_the_epps_time_on_
     assert!(series.itl.sum >= 0.0);
     assert_eq!(r.stats().response_processing.snapshot().count(), 1);
 }
+
+fn in_flight_tokens(r: &Router) -> u64 {
+    r.status().iter().map(|s| s.in_flight_tokens).sum()
+}
+
+#[test]
+fn prompt_tokens_are_held_until_the_first_response_byte_and_the_request_until_the_end() {
+    let (r, mut s) = single_endpoint(false);
+    run(
+        &mut s,
+        vec![
+            headers_msg(body_mode::FULL_DUPLEX_STREAMED, false, vec![]),
+            body_msg(BODY, true, false),
+            response_headers_msg(Some(A)),
+        ],
+    );
+    assert!(
+        in_flight_tokens(&r) > 0,
+        "the prompt is held while prefilling"
+    );
+    run(&mut s, vec![body_msg(b"data: 1\n\n", false, true)]);
+    assert_eq!((in_flight_tokens(&r), in_flight(&r)), (0, 1));
+    run(&mut s, vec![body_msg(b"data: [DONE]\n\n", true, true)]);
+    assert_eq!((in_flight_tokens(&r), in_flight(&r)), (0, 0));
+}
+
+#[test]
+fn a_stream_dropped_before_its_first_byte_gives_back_its_tokens() {
+    let (r, mut s) = single_endpoint(false);
+    run(
+        &mut s,
+        vec![
+            headers_msg(body_mode::FULL_DUPLEX_STREAMED, false, vec![]),
+            body_msg(BODY, true, false),
+        ],
+    );
+    assert!(in_flight_tokens(&r) > 0);
+    drop(s);
+    assert_eq!((in_flight_tokens(&r), in_flight(&r)), (0, 0));
+}
+
+#[test]
+fn the_attribute_reporter_sends_its_value_with_the_last_response_chunk() {
+    let r = Router::from_json(
+        r#"{"plugins": [{"type": "request-attribute-reporter", "parameters": {"attributes": [
+            {"key": {"namespace": "envoy.lb", "name": "x-gateway-inference-request-cost"},
+             "expression": "usage.prompt_tokens + usage.completion_tokens",
+             "condition": "has(usage.completion_tokens)"}]}}]}"#,
+    )
+    .unwrap();
+    r.set_endpoints(&[EndpointSpec {
+        name: A.into(),
+        address: A.into(),
+        labels: vec![],
+    }]);
+    let r = Arc::new(r);
+    let mut s = stream(&r, false);
+    let out = run(
+        &mut s,
+        vec![
+            headers_msg(body_mode::FULL_DUPLEX_STREAMED, false, vec![]),
+            body_msg(BODY, true, false),
+            response_headers_msg(Some(A)),
+            body_msg(b"data: {\"choices\":[]}\n\n", false, true),
+        ],
+    );
+    assert!(out.last().unwrap().dynamic_metadata.is_none());
+    let last = br#"data: {"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":30}}
+
+data: [DONE]
+
+"#;
+    let out = run(&mut s, vec![body_msg(last, true, true)]);
+    let md = out.last().unwrap().dynamic_metadata.as_ref().unwrap();
+    let Some(value::Kind::StructValue(lb)) = &md.fields["envoy.lb"].kind else {
+        panic!("no envoy.lb struct: {md:?}")
+    };
+    assert_eq!(
+        lb.fields["x-gateway-inference-request-cost"].kind,
+        Some(value::Kind::NumberValue(42.0))
+    );
+}

@@ -88,6 +88,8 @@ pub struct PyDecision {
     response_headers: Option<BTreeMap<String, String>>,
     session_token: Option<String>,
     endpoint_scores: Option<BTreeMap<String, f64>>,
+    /// Estimated tokens held on the primary: give them back with `release(primary, held_tokens)`.
+    held_tokens: u64,
 }
 
 impl PyDecision {
@@ -95,6 +97,7 @@ impl PyDecision {
     pub(crate) fn from_core(py: Python<'_>, d: scheduling::Decision) -> Self {
         PyDecision {
             primary: d.primary().to_owned(),
+            held_tokens: u64::from(d.held_tokens),
             body: d.body.as_deref().map(|b| PyBytes::new(py, b).unbind()),
             endpoints: d.endpoints,
             model: d.model,
@@ -141,6 +144,8 @@ pub struct PyEndpointStatus {
     running: u32,
     kv_usage: f64,
     in_flight: u32,
+    in_flight_tokens: u64,
+    models: Option<Vec<String>>,
     age_ms: i64,
     stale: bool,
     scrape_errors: u64,
@@ -151,13 +156,14 @@ impl PyEndpointStatus {
     fn __repr__(&self) -> String {
         format!(
             "EndpointStatus(name={:?}, address={:?}, waiting={}, running={}, kv_usage={}, in_flight={}, \
-             age_ms={}, stale={}, scrape_errors={})",
+             in_flight_tokens={}, age_ms={}, stale={}, scrape_errors={})",
             self.name,
             self.address,
             self.waiting,
             self.running,
             self.kv_usage,
             self.in_flight,
+            self.in_flight_tokens,
             self.age_ms,
             self.stale,
             self.scrape_errors
@@ -320,8 +326,9 @@ impl PyRouter {
         }
     }
 
-    fn release(&self, address: &str) {
-        self.inner.release(address);
+    #[pyo3(signature = (address, held_tokens = 0))]
+    fn release(&self, address: &str, held_tokens: u64) {
+        self.inner.release_held(address, 1, held_tokens);
     }
 
     fn status(&self) -> Vec<PyEndpointStatus> {
@@ -335,6 +342,8 @@ impl PyRouter {
                 running: s.running,
                 kv_usage: s.kv_usage,
                 in_flight: s.in_flight,
+                in_flight_tokens: s.in_flight_tokens,
+                models: s.models,
                 age_ms: s.age_ms.map_or(-1, |a| a.min(i64::MAX as u64) as i64),
                 stale: s.stale,
                 scrape_errors: s.scrape_errors,

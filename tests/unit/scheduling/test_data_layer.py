@@ -11,11 +11,16 @@ import pytest
 from sluicegate.errors import ConfigError
 from sluicegate.scheduling import Endpoint, Scheduler
 from sluicegate.scheduling.config import load_config
+from sluicegate.sim.config import SimConfig
+from tests.unit.scheduling.test_router import wait_for
 
 METRICS = "- {type: metrics-data-source, parameters: {interval: 250ms}}\n- {type: core-metrics-extractor}\n"
 
 
 DCGM = "- {type: dcgm-extractor}\n- {type: dcgm-data-source, parameters: %s}\n"
+MODELS = "- {type: models-data-extractor}\n- {type: models-data-source, parameters: %s}\n"
+MODELS_WIRED = ("dataLayer: {sources: [{pluginRef: models-data-source, extractors: "
+                "[{pluginRef: models-data-extractor}]}]}\n")
 DCGM_WIRED = ("dataLayer: {sources: [{pluginRef: dcgm-data-source, extractors: [{pluginRef: dcgm-extractor}]}]}\n")
 
 
@@ -65,6 +70,28 @@ def test_a_dcgm_source_feeding_its_extractor_tells_the_router_where_to_poll():
     assert "gpuTelemetry" not in router("dataLayer: {injectDefaults: true}")
 
 
+def test_a_models_source_feeding_its_extractor_tells_the_router_where_to_poll():
+    r = router("plugins:\n" + MODELS % "{path: /models, interval: 5s}" + MODELS_WIRED)
+    assert r["modelsSource"] == {"path": "/models", "intervalMs": 5000}
+    assert router("plugins:\n" + MODELS % "{}" + MODELS_WIRED)["modelsSource"] == {"path": "/v1/models"}
+    assert "modelsSource" not in router("dataLayer: {injectDefaults: true}")
+
+
+def test_each_endpoint_reports_the_models_and_adapters_its_v1_models_lists(sims):
+    (sim,) = sims.start(SimConfig(model="base", loras=("sql-lora", "chat-lora")))
+    wired = MODELS_WIRED.replace("dataLayer: {", "dataLayer: {injectDefaults: false, ")
+    cfg = load_config(text="plugins:\n" + MODELS % "{interval: 20ms}" + wired)
+    s = Scheduler(cfg)
+    s.set_endpoints([Endpoint("sim-0", sim.address)])
+    assert s.router.status()[0].models is None  # not polled yet
+    s.router.start_scraper()
+    try:
+        assert wait_for(lambda: s.router.status()[0].models is not None)
+    finally:
+        s.router.stop_scraper()
+    assert s.router.status()[0].models == ["base", "sql-lora", "chat-lora"]
+
+
 def test_gpu_attribute_plugins_need_a_dcgm_source():
     text = ("plugins:\n- {type: endpoint-attribute-scorer, name: gpu, parameters: {attributeKey: GPUUtilization, "
             "producer: dcgm-extractor, algorithm: {type: linear_lower_is_better}}}\n")
@@ -95,7 +122,14 @@ def test_gpu_attribute_plugins_need_a_dcgm_source():
     ("plugins: [{type: dcgm-extractor, parameters: {metric: x}}]", "unknown field 'metric'"),
     ("plugins:\n" + DCGM % "{}" + "- {type: core-metrics-extractor}\ndataLayer: {sources: [{pluginRef: "
      "dcgm-data-source, extractors: [{pluginRef: core-metrics-extractor}]}]}", "cannot read dcgm-data-source"),
-    ("plugins: [{type: models-data-source}]", "'models-data-source' is not supported"),
+    ("plugins: [{type: models-data-source}]", "'models-data-source' is listed but not wired"),
+    ("plugins:\n" + MODELS % "{scheme: https}" + MODELS_WIRED, "parameters.scheme: 'https'"),
+    ("plugins:\n" + MODELS % "{caCertPath: /ca.pem}" + MODELS_WIRED, "parameters.caCertPath: TLS"),
+    ("plugins:\n" + MODELS % "{path: v1/models}" + MODELS_WIRED, "parameters.path: 'v1/models'"),
+    ("plugins:\n" + MODELS % "{interval: 0s}" + MODELS_WIRED, "parameters.interval: '0s'"),
+    ("plugins: [{type: models-data-extractor, parameters: {x: 1}}]", "unknown field 'x'"),
+    ("plugins: [{type: models-data-source}]\ndataLayer: {sources: [{pluginRef: models-data-source}]}",
+     "feeds no models-data-extractor"),
     ("dataLayer: {peerDiscovery: {pluginRef: x}}", "dataLayer.peerDiscovery: not supported"),
 ])
 def test_data_layer_errors_name_the_file_field_and_value(text, names):

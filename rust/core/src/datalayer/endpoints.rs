@@ -48,6 +48,20 @@ pub struct EndpointAttributes {
     /// never extracted).
     pool_kv_cache_utilization: AtomicU64,
     pool_queue_size: AtomicU64,
+    /// inflight-load-producer's `InFlightLoad.Tokens`: the estimated prompt (and, when asked,
+    /// output) tokens of the requests this EPP sent here and holds until they release them.
+    in_flight_tokens: AtomicU64,
+    /// models-data-extractor's model list, as the endpoint's /v1/models last answered.
+    models: parking_lot::RwLock<Option<Arc<[ModelData]>>>,
+}
+
+/// One entry of an endpoint's /v1/models answer (upstream's `ModelData`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ModelData {
+    pub id: String,
+    /// The base model a LoRA adapter derives from; None for a base model.
+    #[serde(default)]
+    pub parent: Option<String>,
 }
 
 impl Default for EndpointAttributes {
@@ -56,6 +70,8 @@ impl Default for EndpointAttributes {
             gpu_utilization: AtomicU64::new(f64::NAN.to_bits()),
             pool_kv_cache_utilization: AtomicU64::new(f64::NAN.to_bits()),
             pool_queue_size: AtomicU64::new(f64::NAN.to_bits()),
+            in_flight_tokens: AtomicU64::new(0),
+            models: parking_lot::RwLock::new(None),
         }
     }
 }
@@ -96,6 +112,33 @@ impl EndpointAttributes {
         self.gpu_utilization
             .store(value.to_bits(), Ordering::Relaxed);
     }
+
+    pub fn in_flight_tokens(&self) -> u64 {
+        self.in_flight_tokens.load(Ordering::Relaxed)
+    }
+
+    pub fn add_in_flight_tokens(&self, tokens: u64) {
+        self.in_flight_tokens.fetch_add(tokens, Ordering::Relaxed);
+    }
+
+    /// Give back tokens a request held; never below zero (a release after the endpoint's
+    /// counter was reset must not wrap).
+    pub fn release_in_flight_tokens(&self, tokens: u64) {
+        let _ = self
+            .in_flight_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(tokens))
+            });
+    }
+
+    /// The models the endpoint's /v1/models listed last; None before the first answer.
+    pub fn models(&self) -> Option<Arc<[ModelData]>> {
+        self.models.read().clone()
+    }
+
+    pub fn set_models(&self, models: Arc<[ModelData]>) {
+        *self.models.write() = Some(models);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +157,11 @@ impl Endpoint {
 
     pub fn in_flight(&self) -> u32 {
         self.info.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Estimated tokens of this EPP's requests in flight here (inflight-load-producer).
+    pub fn in_flight_tokens(&self) -> u64 {
+        self.info.attributes.in_flight_tokens()
     }
 
     /// Fresh when a good scrape is younger than `staleness`.

@@ -5,11 +5,14 @@ pub mod endpoints;
 mod exposition;
 mod http_get;
 pub mod metrics;
+pub mod models;
 pub mod pool_metrics;
 pub mod scrape;
 #[cfg(test)]
 pub(crate) mod test_server;
 
-pub use endpoints::{Endpoint, EndpointAttributes, EndpointSpec, EndpointStore, Snapshot};
+pub use endpoints::{
+    Endpoint, EndpointAttributes, EndpointSpec, EndpointStore, ModelData, Snapshot,
+};
 pub use metrics::{parse_metrics, EndpointMetrics, Engine, MetricsUpdate};
 pub use scrape::{ScrapeConfig, Scraper};

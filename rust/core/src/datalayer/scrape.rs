@@ -2,7 +2,8 @@
 //! endpoint polling GET http://address/metrics on a kept-alive connection. Results are
 //! published to the store in batches, so many endpoints finishing together cost one snapshot.
 //! A scraper started with a `GpuProbe` polls each endpoint's DCGM exporter instead and writes
-//! the GPU utilization into the endpoint's live attributes (no snapshot).
+//! the GPU utilization into the endpoint's live attributes (no snapshot); one started with a
+//! models path polls each endpoint's model list (models-data-source) the same way.
 
 use std::collections::HashMap;
 use std::io;
@@ -18,13 +19,8 @@ use super::dcgm::{gpu_utilization, GpuProbe};
 use super::endpoints::{EndpointAttributes, EndpointStore, ScrapeResult};
 use super::http_get::Connection;
 use super::metrics::{parse_metrics, Engine, MetricsUpdate};
+use super::models::parse_models;
 use super::pool_metrics::PoolProbe;
-
-/// A poller that writes endpoint attributes instead of the engine metrics.
-enum Probe {
-    Gpu(GpuProbe),
-    Pool(PoolProbe),
-}
 
 pub const THREAD_NAME: &str = "sluicegate-scrape";
 
@@ -49,9 +45,31 @@ pub struct Scraper {
     thread: Option<JoinHandle<()>>,
 }
 
+/// What a scraper polls on each endpoint.
+#[derive(Clone)]
+enum Probe {
+    /// The engine's /metrics, published to the store's snapshot.
+    Metrics,
+    /// The DCGM exporter next to it.
+    Gpu(Arc<GpuProbe>),
+    /// Its model list at this path.
+    Models(Arc<str>),
+    /// A cluster endpoint's EPP: the pool averages it publishes (multicluster-metrics-data-source).
+    Pool(Arc<PoolProbe>),
+}
+
 impl Scraper {
     pub fn start(store: Arc<EndpointStore>, config: ScrapeConfig) -> io::Result<Scraper> {
-        Scraper::start_probe(store, config, None)
+        Scraper::start_probe(store, config, Probe::Metrics)
+    }
+
+    /// Poll every endpoint's model list at `path` (models-data-source).
+    pub fn start_models(
+        store: Arc<EndpointStore>,
+        config: ScrapeConfig,
+        path: &str,
+    ) -> io::Result<Scraper> {
+        Scraper::start_probe(store, config, Probe::Models(path.into()))
     }
 
     /// Poll every endpoint's DCGM exporter (dcgm-data-source) for its GPU utilization.
@@ -60,7 +78,7 @@ impl Scraper {
         config: ScrapeConfig,
         probe: GpuProbe,
     ) -> io::Result<Scraper> {
-        Scraper::start_probe(store, config, Some(Arc::new(Probe::Gpu(probe))))
+        Scraper::start_probe(store, config, Probe::Gpu(Arc::new(probe)))
     }
 
     /// Poll every (cluster) endpoint for its pool averages (multicluster-metrics-data-source).
@@ -69,13 +87,13 @@ impl Scraper {
         config: ScrapeConfig,
         probe: PoolProbe,
     ) -> io::Result<Scraper> {
-        Scraper::start_probe(store, config, Some(Arc::new(Probe::Pool(probe))))
+        Scraper::start_probe(store, config, Probe::Pool(Arc::new(probe)))
     }
 
     fn start_probe(
         store: Arc<EndpointStore>,
         config: ScrapeConfig,
-        gpu: Option<Arc<Probe>>,
+        probe: Probe,
     ) -> io::Result<Scraper> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -84,7 +102,7 @@ impl Scraper {
         let (stop, stopped) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name(THREAD_NAME.into())
-            .spawn(move || runtime.block_on(supervise(store, config, gpu, stopped)))?;
+            .spawn(move || runtime.block_on(supervise(store, config, probe, stopped)))?;
         Ok(Scraper {
             stop,
             thread: Some(thread),
@@ -113,7 +131,7 @@ impl Drop for Scraper {
 async fn supervise(
     store: Arc<EndpointStore>,
     config: ScrapeConfig,
-    gpu: Option<Arc<Probe>>,
+    probe: Probe,
     mut stopped: watch::Receiver<bool>,
 ) {
     let (results, mut inbox) = mpsc::unbounded_channel::<ScrapeResult>();
@@ -124,7 +142,7 @@ async fn supervise(
     loop {
         tokio::select! {
             _ = stopped.changed() => break,
-            _ = reconcile.tick() => follow_endpoint_set(&store, config, gpu.as_ref(), &results, &mut tasks),
+            _ = reconcile.tick() => follow_endpoint_set(&store, config, &probe, &results, &mut tasks),
             _ = inbox.recv_many(&mut batch, 4096) => {
                 store.apply_scrapes(&batch);
                 batch.clear();
@@ -140,7 +158,7 @@ async fn supervise(
 fn follow_endpoint_set(
     store: &EndpointStore,
     config: ScrapeConfig,
-    gpu: Option<&Arc<Probe>>,
+    probe: &Probe,
     results: &mpsc::UnboundedSender<ScrapeResult>,
     tasks: &mut HashMap<u64, TaskHandle<()>>,
 ) {
@@ -148,20 +166,21 @@ fn follow_endpoint_set(
     for ep in &snapshot.endpoints {
         let info = &ep.info;
         tasks.entry(info.id).or_insert_with(|| {
-            match gpu.map(|p| &**p) {
-                Some(Probe::Gpu(probe)) => {
-                    let address = probe.address(&info.ip);
-                    let conn = Connection::new(&address, &probe.path);
-                    let attributes = info.attributes.clone();
+            let attributes = info.attributes.clone();
+            match probe {
+                Probe::Gpu(gpu) => {
+                    let conn = Connection::new(&gpu.address(&info.ip), &gpu.path);
                     return tokio::spawn(poll_gpu(conn, info.name.clone(), attributes, config));
                 }
-                Some(Probe::Pool(_)) => {
-                    let probe = gpu.expect("matched").clone();
-                    let attributes = info.attributes.clone();
-                    let address = info.address.clone();
-                    return tokio::spawn(poll_pool(address, probe, attributes, config));
+                Probe::Models(path) => {
+                    let conn = Connection::new(&info.address, path);
+                    return tokio::spawn(poll_models(conn, attributes, config));
                 }
-                None => {}
+                Probe::Pool(pool) => {
+                    let conn = Connection::new(&info.address, &pool.path);
+                    return tokio::spawn(poll_pool(conn, pool.clone(), attributes, config));
+                }
+                Probe::Metrics => {}
             }
             let target = Target {
                 id: info.id,
@@ -248,18 +267,34 @@ async fn poll_gpu(
     }
 }
 
+/// models-data-source + models-data-extractor for one endpoint: a failed poll keeps the last
+/// list, as upstream.
+async fn poll_models(conn: Connection, attributes: Arc<EndpointAttributes>, config: ScrapeConfig) {
+    poll_attribute(conn, config, |body| {
+        if let Ok(models) = parse_models(body) {
+            attributes.set_models(models.into());
+        }
+    })
+    .await
+}
+
 /// multicluster-metrics-data-source + -extractor for one cluster endpoint: a failed poll or a
 /// missing metric keeps the last value.
 async fn poll_pool(
-    address: String,
-    probe: Arc<Probe>,
+    conn: Connection,
+    probe: Arc<PoolProbe>,
     attributes: Arc<EndpointAttributes>,
     config: ScrapeConfig,
 ) {
-    let Probe::Pool(probe) = &*probe else {
-        return;
-    };
-    let mut conn = Connection::new(&address, &probe.path);
+    poll_attribute(conn, config, |body| {
+        let (kv, queue) = probe.read(&String::from_utf8_lossy(body));
+        attributes.set_pool_metrics(kv, queue);
+    })
+    .await
+}
+
+/// Poll one endpoint every interval and hand each good answer's body to `apply`.
+async fn poll_attribute(mut conn: Connection, config: ScrapeConfig, apply: impl Fn(&[u8])) {
     let mut body = Vec::new();
     let mut tick = interval(config.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -267,8 +302,7 @@ async fn poll_pool(
         tick.tick().await;
         match timeout(config.timeout, conn.get(&mut body)).await {
             Ok(Ok(())) => {
-                let (kv, queue) = probe.read(&String::from_utf8_lossy(&body));
-                attributes.set_pool_metrics(kv, queue);
+                apply(&body);
             }
             Ok(Err(_)) => {}
             Err(_) => conn.reset(),

@@ -115,3 +115,38 @@ fn a_response_without_engine_metrics_is_an_error_not_a_scrape() {
     scraper.stop();
     assert!(store.snapshot().endpoints[0].scraped_at.is_none());
 }
+
+fn model_ids(store: &EndpointStore) -> Option<Vec<String>> {
+    let snap = store.snapshot();
+    let models = snap.endpoints[0].info.attributes.models()?;
+    Some(models.iter().map(|m| m.id.clone()).collect())
+}
+
+#[test]
+fn model_lists_reach_the_endpoint_attributes_and_a_bad_answer_keeps_the_last() {
+    let list = |ids: &[&str]| {
+        let data: Vec<_> = ids
+            .iter()
+            .map(|id| serde_json::json!({"id": id, "object": "model", "parent": null}))
+            .collect();
+        serde_json::json!({"object": "list", "data": data}).to_string()
+    };
+    let server = MetricsServer::start(&list(&["llama"]));
+    let store = Arc::new(EndpointStore::default());
+    store.set_endpoints(&[spec(&server.address)]);
+    let scraper = Scraper::start_models(store.clone(), FAST, "/v1/models").unwrap();
+    assert!(eventually(
+        || model_ids(&store) == Some(vec!["llama".into()])
+    ));
+    server.set_body(&list(&["llama", "sql-lora"]));
+    assert!(eventually(
+        || model_ids(&store).is_some_and(|m| m.len() == 2)
+    ));
+    server.set_body("not json");
+    // Several polls of the bad answer later the last good list is still there.
+    let connections = server.connections();
+    std::thread::sleep(FAST.interval * 10);
+    assert_eq!(connections, server.connections());
+    assert_eq!(model_ids(&store).map(|m| m.len()), Some(2));
+    scraper.stop();
+}

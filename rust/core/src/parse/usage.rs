@@ -33,6 +33,15 @@ impl Usage {
 
 /// The last non-null `"usage": {...}` object in `tail`, if one is complete there.
 pub fn find_usage(tail: &[u8]) -> Option<Usage> {
+    find_usage_as(tail)
+}
+
+/// `find_usage` with every field the object has, for expressions over it.
+pub fn find_usage_object(tail: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    find_usage_as(tail)
+}
+
+fn find_usage_as<T: serde::de::DeserializeOwned>(tail: &[u8]) -> Option<T> {
     let finder = memmem::FinderRev::new(b"\"usage\"");
     let mut end = tail.len();
     while let Some(at) = finder.rfind(&tail[..end]) {

@@ -37,6 +37,8 @@ pub struct RouterConfig {
     /// multicluster-metrics-data-source wired to a multicluster-metrics-extractor: poll each
     /// (cluster) endpoint's published pool averages.
     pub pool_metrics: Option<PoolMetrics>,
+    /// models-data-source wired to a models-data-extractor: poll each endpoint's model list.
+    pub models_source: Option<ModelsSource>,
     /// Metrics older than this make an endpoint stale (treated as saturated).
     pub staleness_ms: u64,
     pub scrape_interval_ms: u64,
@@ -67,6 +69,15 @@ pub struct PoolMetrics {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GpuTelemetry {
     pub port: u16,
+    pub path: String,
+    /// None: every scrape tick, as upstream's `interval` when omitted.
+    pub interval_ms: Option<u64>,
+}
+
+/// Where and how often each endpoint's model list is polled.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ModelsSource {
     pub path: String,
     /// None: every scrape tick, as upstream's `interval` when omitted.
     pub interval_ms: Option<u64>,
@@ -119,6 +130,7 @@ impl Default for RouterConfig {
             default_engine: None,
             gpu_telemetry: None,
             pool_metrics: None,
+            models_source: None,
             staleness_ms: 2000,
             scrape_interval_ms: 50,
             scrape_timeout_ms: 1000,
@@ -195,6 +207,13 @@ impl RouterConfig {
                 )));
             }
             self.pool_probe()?;
+        }
+        if let Some(models) = &self.models_source {
+            if models.interval_ms == Some(0) || !models.path.starts_with('/') {
+                return Err(ConfigError(format!(
+                    "'modelsSource': intervalMs must be >= 1 and path absolute, got {models:?}"
+                )));
+            }
         }
         if let Some(engine) = &self.default_engine {
             Engine::from_name(engine).map_err(|e| ConfigError(format!("'defaultEngine': {e}")))?;

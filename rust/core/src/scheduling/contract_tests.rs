@@ -55,6 +55,10 @@ const SAMPLE_PARAMS: &[(&str, &str)] = &[
             "headerSelectors": [{"name": "z", "headerName": "x-zone", "labelKey": "zone", "mode": "strict"}]}"#,
     ),
     (
+        "request-attribute-reporter",
+        r#"{"attributes": [{"key": {"name": "cost"}, "expression": "usage.completion_tokens"}]}"#,
+    ),
+    (
         "utilization-filter",
         r#"{"conditions": [{"metric": "waiting-queue", "maxValue": 50}], "fallbackOnEmpty": true}"#,
     ),

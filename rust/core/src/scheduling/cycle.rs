@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use crate::datalayer::{Endpoint, Snapshot};
+use crate::scheduling::producers::approx_prefix_cache_producer::BYTES_PER_TOKEN;
 
 /// The request as plugins see it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -158,6 +159,23 @@ impl<'a> Cycle<'a> {
 
     pub fn is_fresh(&self, candidate: u32) -> bool {
         self.endpoint(candidate).is_fresh(self.now, self.staleness)
+    }
+
+    /// The request's prompt in estimated tokens (upstream's tokenizer-free estimate).
+    pub fn prompt_tokens(&self) -> u64 {
+        self.request.prompt.len().div_ceil(BYTES_PER_TOKEN) as u64
+    }
+
+    /// The prompt tokens `candidate` would have to compute: the prompt less the leading blocks
+    /// it holds, as the cycle's prefix match found them (the whole prompt when none ran).
+    pub fn uncached_prompt_tokens(&self, candidate: u32) -> u64 {
+        let cached = self
+            .state
+            .borrow()
+            .prefix
+            .as_ref()
+            .map_or(0, |p| (p.matched_blocks(candidate) * p.block_tokens) as u64);
+        self.prompt_tokens().saturating_sub(cached)
     }
 }
 

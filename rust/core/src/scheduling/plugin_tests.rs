@@ -331,18 +331,36 @@ fn header_label_affinity_scores_the_endpoints_whose_label_the_header_names() {
 }
 
 #[test]
-fn inflight_load_producer_names_the_built_in_counter_and_refuses_token_estimates() {
-    assert!(matches!(
-        built("inflight-load-producer", "{}"),
-        Plugin::InFlightCounter
-    ));
-    let raw = serde_json::json!({"addEstimatedOutputTokens": true});
-    let e = registry::build(&Params {
-        name: "i",
-        kind: "inflight-load-producer",
-        raw: Some(&raw),
-    })
-    .err()
-    .unwrap();
-    assert!(e.0.contains("addEstimatedOutputTokens"), "{e}");
+fn inflight_load_producer_sets_the_token_estimate_and_names_bad_fields() {
+    let Plugin::InFlightLoad(t) = built(
+        "inflight-load-producer",
+        r#"{"addEstimatedOutputTokens": true, "outputRatio": 0.5, "maxEstimatedOutputTokens": 100}"#,
+    ) else {
+        panic!("not an in-flight load producer")
+    };
+    assert!(t.add_estimated_output_tokens && !t.released_at_first_byte());
+    assert_eq!(
+        (t.output_ratio, t.max_estimated_output_tokens),
+        (0.5, Some(100))
+    );
+    for (raw, field) in [
+        (serde_json::json!({"outputRatio": -1.0}), "outputRatio"),
+        (
+            serde_json::json!({"maxEstimatedOutputTokens": -1}),
+            "maxEstimatedOutputTokens",
+        ),
+        (
+            serde_json::json!({"syncCrossReplicaState": true}),
+            "syncCrossReplicaState",
+        ),
+    ] {
+        let e = registry::build(&Params {
+            name: "i",
+            kind: "inflight-load-producer",
+            raw: Some(&raw),
+        })
+        .err()
+        .unwrap();
+        assert!(e.0.contains(field), "{e}");
+    }
 }

@@ -7,8 +7,8 @@ use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::filters::{
     by_label_filter, endpoint_attribute_filter, header_based_testing_filter, label_selector_filter,
-    role_filter, saturation_detector_filter, session_affinity_filter, slo_headroom_tier_filter,
-    topology_affinity_filter, utilization_filter,
+    prefix_cache_affinity_filter, role_filter, saturation_detector_filter, session_affinity_filter,
+    slo_headroom_tier_filter, topology_affinity_filter, utilization_filter,
 };
 use crate::scheduling::handlers::{
     data_parallel_profile_handler, disagg_profile_handler, header_profile_handler, pd_decider,
@@ -17,14 +17,15 @@ use crate::scheduling::handlers::{
 use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
 use crate::scheduling::producers::{
     agent_identity, approx_prefix_cache_producer, inflight_load_producer,
-    precise_prefix_cache_producer, predicted_latency_producer, session_id_producer,
-    topology_extractor,
+    precise_prefix_cache_producer, predicted_latency_producer, request_attribute_reporter,
+    session_id_producer, topology_extractor,
 };
 use crate::scheduling::scorers::{
     active_request_scorer, context_length_aware, endpoint_attribute_scorer,
     header_label_affinity_scorer, kv_cache_utilization_scorer, latency_scorer, load_aware_scorer,
     lora_affinity_scorer, multicluster_scorers, no_hit_lru_scorer, prefix_cache_scorer,
-    queue_scorer, running_requests_size_scorer, session_affinity_scorer, topology_affinity_scorer,
+    queue_scorer, running_requests_size_scorer, session_affinity_scorer, token_load_scorer,
+    topology_affinity_scorer,
 };
 use crate::scheduling::screeners::disaggregatedset_rollout_screener;
 use crate::scheduling::unsupported;
@@ -137,6 +138,15 @@ const REGISTRY: &[(&str, Factory)] = &[
         slo_headroom_tier_filter::factory,
     ),
     ("inflight-load-producer", inflight_load_producer::factory),
+    ("token-load-scorer", token_load_scorer::factory),
+    (
+        "request-attribute-reporter",
+        request_attribute_reporter::factory,
+    ),
+    (
+        "prefix-cache-affinity-filter",
+        prefix_cache_affinity_filter::factory,
+    ),
     ("topology-extractor", topology_extractor::factory),
     ("agent-identity", agent_identity::factory),
     (

@@ -38,6 +38,12 @@ pub struct Decision {
     counted: Option<String>,
     /// What the latency predictor saw for the primary; trains it when the request finishes.
     latency_features: Option<Features>,
+    /// Estimated tokens this request holds on the primary (inflight-load-producer) until
+    /// `Router::first_byte` or `Router::finish` gives them back.
+    /// (u32 keeps a Decision within the size that travels through flow control by value.)
+    pub held_tokens: u32,
+    /// The held tokens go back at the first response byte (else when the response ends).
+    tokens_until_first_byte: bool,
     pub model: Option<String>,
     /// The model after rewrite; None when not rewritten.
     pub target_model: Option<String>,
@@ -120,6 +126,10 @@ pub struct EndpointStatus {
     pub running: u32,
     pub kv_usage: f64,
     pub in_flight: u32,
+    /// Estimated tokens of the in-flight requests (inflight-load-producer).
+    pub in_flight_tokens: u64,
+    /// The models the endpoint's /v1/models listed (models-data-source); None before any.
+    pub models: Option<Vec<String>>,
     /// Since the last good scrape; None when never scraped.
     pub age_ms: Option<u64>,
     pub stale: bool,
@@ -240,7 +250,8 @@ impl Router {
     }
 
     /// Start the scrape threads (no-op when they run already): the engine metrics when a
-    /// metrics source is wired, the DCGM exporters when a dcgm-data-source is.
+    /// metrics source is wired, the DCGM exporters when a dcgm-data-source is, the model lists
+    /// when a models-data-source is.
     pub fn start_scraper(&self) -> std::io::Result<()> {
         let mut running = self.scraper.lock();
         if !running.is_empty() {
@@ -277,6 +288,14 @@ impl Router {
                 self.store.clone(),
                 config(every),
                 probe,
+            )?);
+        }
+        if let Some(models) = &self.config.models_source {
+            let every = models.interval_ms.unwrap_or(self.config.scrape_interval_ms);
+            running.push(Scraper::start_models(
+                self.store.clone(),
+                config(every),
+                &models.path,
             )?);
         }
         Ok(())
@@ -461,8 +480,8 @@ impl Router {
         if !commit {
             cycle.trace = Some(Default::default());
         }
-        let (endpoints, headers, session, counted, latency_features) =
-            PICKS.with_borrow_mut(|picks| -> Result<_, ScheduleError> {
+        let (endpoints, headers, session, counted, latency_features, held_tokens) = PICKS
+            .with_borrow_mut(|picks| -> Result<_, ScheduleError> {
                 if !commit {
                     self.scheduler.dry_run(&cycle, picks)?;
                 } else {
@@ -486,8 +505,17 @@ impl Router {
                     }
                 }
                 let primary = cycle.endpoint(picks.primary[0]);
+                let held = self.scheduler.in_flight_load().held(
+                    &cycle,
+                    picks.primary[0],
+                    request.max_tokens,
+                );
                 if commit {
                     primary.info.in_flight.fetch_add(1, Ordering::Relaxed);
+                    primary
+                        .info
+                        .attributes
+                        .add_in_flight_tokens(u64::from(held));
                     self.stats
                         .attempted(true, served_model, &primary.info.name, primary.address());
                 }
@@ -512,7 +540,7 @@ impl Router {
                     .scheduler
                     .latency_producer()
                     .map(|p| p.features_of(&cycle, picks.primary[0]));
-                Ok((joined, headers, session, counted, features))
+                Ok((joined, headers, session, counted, features, held))
             })?;
         let endpoint_scores = cycle.primary_scores.take().map(|scored| {
             scored
@@ -530,6 +558,8 @@ impl Router {
             primary_len,
             counted,
             latency_features,
+            held_tokens: if commit { held_tokens } else { 0 },
+            tokens_until_first_byte: self.scheduler.in_flight_load().released_at_first_byte(),
             target_model: rewritten.as_ref().and(model_rewrite.map(str::to_owned)),
             model: request.model,
             body: rewritten,
@@ -571,22 +601,67 @@ impl Router {
             .then(|| (RESULT_HEADER, verdict(lb, served)))
     }
 
+    /// What the request-attribute-reporters report for a response with this `usage` object:
+    /// (metadata namespace, key, value) each; empty when none is configured or none applies.
+    pub fn usage_attributes(&self, usage: &serde_json::Value) -> Vec<(&str, &str, i64)> {
+        self.scheduler
+            .reporters()
+            .iter()
+            .filter_map(|r| Some((r.namespace.as_str(), r.name.as_str(), r.report(usage)?)))
+            .collect()
+    }
+
+    /// Whether request-attribute-reporters are configured (the response path then reads the
+    /// usage object).
+    pub fn reports_usage(&self) -> bool {
+        !self.scheduler.reporters().is_empty()
+    }
+
     /// Whether admitters are configured: the request path must then say the priority.
     pub fn has_admitters(&self) -> bool {
         self.scheduler.has_admitters()
     }
 
+    /// The first response byte of a routed request arrived: its prefill is done, so the
+    /// prompt tokens it held go back (unless an output estimate is held to the end).
+    pub fn first_byte(&self, decision: &mut Decision) {
+        if decision.tokens_until_first_byte {
+            self.release_tokens(decision);
+        }
+    }
+
+    /// A routed request ended (or was abandoned): the tokens it still holds go back, and the
+    /// request no longer counts in flight. Idempotent for the tokens.
+    pub fn finish(&self, decision: &mut Decision) {
+        self.release_tokens(decision);
+        self.release(decision.primary());
+    }
+
+    fn release_tokens(&self, decision: &mut Decision) {
+        let tokens = std::mem::take(&mut decision.held_tokens);
+        if tokens > 0 {
+            self.release_held(decision.primary(), 0, u64::from(tokens));
+        }
+    }
+
     /// The request sent to `address` finished; false when the address is not in the pool.
     pub fn release(&self, address: &str) -> bool {
+        self.release_held(address, 1, 0)
+    }
+
+    /// Give back `requests` in-flight requests and `tokens` in-flight tokens held at
+    /// `address` (the Python request paths release by address); false when not in the pool.
+    pub fn release_held(&self, address: &str, requests: u32, tokens: u64) -> bool {
         let snapshot = self.store.snapshot();
         let Some(ep) = snapshot.get(address) else {
             return false;
         };
+        ep.info.attributes.release_in_flight_tokens(tokens);
         let _ = ep
             .info
             .in_flight
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(1))
+                Some(n.saturating_sub(requests))
             });
         true
     }
@@ -605,6 +680,12 @@ impl Router {
                 running: ep.metrics.running,
                 kv_usage: ep.metrics.kv_usage,
                 in_flight: ep.in_flight(),
+                in_flight_tokens: ep.in_flight_tokens(),
+                models: ep
+                    .info
+                    .attributes
+                    .models()
+                    .map(|m| m.iter().map(|d| d.id.clone()).collect()),
                 age_ms: ep
                     .scraped_at
                     .map(|t| now.saturating_duration_since(t).as_millis() as u64),
@@ -628,3 +709,7 @@ mod tests;
 #[cfg(test)]
 #[path = "router_config_tests.rs"]
 mod config_tests;
+
+#[cfg(test)]
+#[path = "in_flight_load_tests.rs"]
+mod in_flight_load_tests;

@@ -20,13 +20,18 @@ use crate::scheduling::handler_wiring::build_handler;
 use crate::scheduling::pickers::max_score_picker::MaxScorePicker;
 use crate::scheduling::producers::agent_identity::AgentIdentity;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
+use crate::scheduling::producers::inflight_load_producer::TokenEstimate;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
+use crate::scheduling::producers::request_attribute_reporter::AttributeReporter;
 use crate::scheduling::producers::session_id_producer::SessionIdProducer;
 use crate::scheduling::profile::{Named, SchedulingProfile};
 use crate::scheduling::registry;
 use crate::scheduling::scorers::multicluster_scorers::POOL_METRICS_CONSUMERS;
 use crate::scheduling::session::{self, ProfileRef, SessionSource, Strategy};
+
+/// Filter types that read prefix matches before the scorers run.
+const PREFIX_FILTERS: [&str; 1] = ["prefix-cache-affinity-filter"];
 
 /// Plugin types that read predicted-latency-producer's output.
 const LATENCY_CONSUMERS: [&str; 2] = ["latency-scorer", "slo-headroom-tier-filter"];
@@ -45,6 +50,9 @@ const HEADER_BLIND: &[&str] = &[
     "running-requests-size-scorer",
     "load-aware-scorer",
     "active-request-scorer",
+    "token-load-scorer",
+    "prefix-cache-affinity-filter",
+    "request-attribute-reporter",
     "context-length-aware",
     "no-hit-lru-scorer",
     "decode-filter",
@@ -110,6 +118,10 @@ pub struct Scheduler {
     admitters: Vec<Arc<dyn Admitter>>,
     /// Screeners in `plugins:` order; they narrow every profile's endpoints, after admission.
     screeners: Vec<Arc<dyn Screener>>,
+    /// inflight-load-producer's token estimate (its defaults when not listed).
+    in_flight_load: TokenEstimate,
+    /// request-attribute-reporters, in `plugins:` order.
+    reporters: Vec<Arc<AttributeReporter>>,
 }
 
 pub(crate) struct Built {
@@ -193,8 +205,17 @@ impl Scheduler {
         let mut screeners: Vec<Arc<dyn Screener>> = Vec::new();
         let mut learners: Vec<Arc<dyn Filter>> = Vec::new();
         let mut attribute_producers: Vec<Arc<SessionIdProducer>> = Vec::new();
+        let mut in_flight_load: Option<TokenEstimate> = None;
+        let mut reporters: Vec<Arc<AttributeReporter>> = Vec::new();
         for b in &built {
             match &b.plugin {
+                Plugin::AttributeReporter(r) => reporters.push(r.clone()),
+                Plugin::InFlightLoad(t) if in_flight_load.replace(t.clone()).is_some() => {
+                    return Err(ConfigError(format!(
+                        "plugins: one inflight-load-producer allowed, '{}' is another",
+                        b.spec.name()
+                    )));
+                }
                 Plugin::Admitter(a) => admitters.push(a.clone()),
                 Plugin::Screener(s) => screeners.push(s.clone()),
                 Plugin::SessionIdProducer(p) => attribute_producers.push(p.clone()),
@@ -226,17 +247,44 @@ impl Scheduler {
                 _ => {}
             }
         }
+        // As upstream's data-layer DAG, a filter that reads prefix matches gets the default
+        // approximate producer when none is listed (prefix scorers then read it too).
+        if block_index.is_none()
+            && approx.is_empty()
+            && built
+                .iter()
+                .any(|b| PREFIX_FILTERS.contains(&b.spec.kind.as_str()))
+        {
+            let default = ApproxPrefixProducer::new(Default::default()).map_err(ConfigError)?;
+            approx.push(("approx-prefix-cache-producer".into(), Arc::new(default)));
+        }
         let producers = PrefixProducers {
             precise: block_index.as_ref().map(|(n, i)| (n.as_str(), i)),
             approx: &approx,
         };
-        for (s, b) in built.iter().filter_map(|b| match &b.plugin {
-            Plugin::Scorer(s) | Plugin::FilterAndScorer(_, s) => Some((s, b)),
-            _ => None,
-        }) {
-            s.use_prefix_producers(&producers).map_err(|e| {
+        for b in &built {
+            let bound = match &b.plugin {
+                Plugin::Scorer(s) => s.use_prefix_producers(&producers),
+                Plugin::Filter(f) => f.use_prefix_producers(&producers),
+                Plugin::FilterAndScorer(f, s) => f
+                    .use_prefix_producers(&producers)
+                    .and_then(|()| s.use_prefix_producers(&producers)),
+                _ => Ok(()),
+            };
+            bound.map_err(|e| {
                 ConfigError(format!("plugin '{}' ({}): {e}", b.spec.name(), b.spec.kind))
             })?;
+        }
+        let in_flight_load = in_flight_load.unwrap_or_default();
+        if let Some(name) = &in_flight_load.prefix_producer {
+            let known = producers.precise.is_some_and(|(n, _)| n == name)
+                || approx.iter().any(|(n, _)| n == name);
+            if !known {
+                return Err(ConfigError(format!(
+                    "plugin inflight-load-producer: parameters.prefixMatchInfoProducerName: \
+                     no prefix producer named '{name}'"
+                )));
+            }
         }
         if let Some((_, index)) = &block_index {
             if let Some(t) = tokens {
@@ -248,6 +296,7 @@ impl Scheduler {
             && built.iter().any(|b| {
                 LATENCY_CONSUMERS.contains(&b.spec.kind.as_str())
                     || b.spec.kind == "latency-slo-admitter"
+                    || reads_predicted_ttft(b)
             })
         {
             latency = Some(Arc::default());
@@ -276,7 +325,19 @@ impl Scheduler {
             approx,
             admitters,
             screeners,
+            in_flight_load,
+            reporters,
         })
+    }
+
+    /// The request-attribute-reporters, which report values computed from response usage.
+    pub fn reporters(&self) -> &[Arc<AttributeReporter>] {
+        &self.reporters
+    }
+
+    /// How routed requests' in-flight tokens are estimated.
+    pub fn in_flight_load(&self) -> &TokenEstimate {
+        &self.in_flight_load
     }
 
     /// Run the profiles for one request; `picks` receives snapshot positions.
@@ -529,9 +590,10 @@ fn build_profile(
                     plugin: p.clone(),
                 });
             }
-            // They run before every profile; naming one in a profile (as the charts and the
-            // latency-slo-admitter README do) changes nothing, as upstream.
-            Plugin::LatencyProducer(_) | Plugin::Admitter(_) => {}
+            // They run before every profile (the reporter when the response ends); naming one in
+            // a profile (as the charts and the latency-slo-admitter README do) changes nothing,
+            // as upstream.
+            Plugin::LatencyProducer(_) | Plugin::Admitter(_) | Plugin::AttributeReporter(_) => {}
             Plugin::ProfileHandler(_)
             | Plugin::Screener(_)
             | Plugin::SessionIdProducer(_)
@@ -542,7 +604,7 @@ fn build_profile(
             | Plugin::Topology(_)
             | Plugin::AgentIdentity(_)
             | Plugin::ServedVerifier
-            | Plugin::InFlightCounter
+            | Plugin::InFlightLoad(_)
             | Plugin::HeadersHandler { .. } => {
                 return Err(ConfigError(format!(
                     "{at}.pluginRef: '{name}' ({kind}) cannot be used in a profile"
@@ -561,6 +623,16 @@ fn build_profile(
         scorers.into_iter().filter(|(_, w)| *w > 0.0).collect(),
         picker,
     ))
+}
+
+/// A prefix-cache-affinity-filter whose TTFT gate reads the latency predictor.
+fn reads_predicted_ttft(b: &Built) -> bool {
+    b.spec.kind == "prefix-cache-affinity-filter"
+        && b.spec
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("ttftSource"))
+            .is_some_and(|s| s == "latencyPredictor")
 }
 
 /// The session plugins a profile uses: their token response headers (with the profile whose

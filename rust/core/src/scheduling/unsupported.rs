@@ -22,18 +22,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "mm-embeddings-cache-scorer",
         "multimodal embedding caches are not tracked",
     ),
-    (
-        "token-load-scorer",
-        "in-flight token estimates (tokenized prompt sizes held until the first streamed byte) are not kept; in-flight requests are (active-request-scorer)",
-    ),
-    (
-        "prefix-cache-affinity-filter",
-        "prefix matches are scored after the filters here, and its TTFT gate reads in-flight tokens, which are not kept",
-    ),
-    (
-        "request-attribute-reporter",
-        "its values are CEL expressions over the response usage, and no CEL evaluator is built in",
-    ),
 ];
 
 /// The reason a known upstream type is refused, if it is one.

@@ -1,7 +1,7 @@
 //! The filter contract: a filter narrows the candidate list in place, or fails the cycle. A
 //! stateful filter may learn from the cycle's outcome, as a scorer does.
 
-use crate::scheduling::contracts::scorer::Picks;
+use crate::scheduling::contracts::scorer::{Picks, PrefixProducers};
 use crate::scheduling::cycle::{Cycle, ScheduleError};
 use crate::scheduling::producers::topology_extractor::TopologySource;
 use crate::scheduling::session::ProfileRef;
@@ -17,6 +17,12 @@ pub trait Filter: Send + Sync {
     /// A session filter's `profileName`, for the scheduler to bind to a profile.
     fn session_profile(&self) -> Option<&ProfileRef> {
         None
+    }
+
+    /// The configured prefix producers, for filters that read prefix matches to bind to one
+    /// (an error names the parameter that refers to a missing one).
+    fn use_prefix_producers(&self, _producers: &PrefixProducers<'_>) -> Result<(), String> {
+        Ok(())
     }
 
     /// Called once the cycle has picked (only for filters that say `learns`).

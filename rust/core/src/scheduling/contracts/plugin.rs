@@ -36,8 +36,12 @@ pub enum Plugin {
     AgentIdentity(Arc<crate::scheduling::producers::agent_identity::AgentIdentity>),
     /// destination-endpoint-served-verifier: responses report the served endpoint in a header.
     ServedVerifier,
-    /// inflight-load-producer: names the in-flight counter the Router always keeps.
-    InFlightCounter,
+    /// inflight-load-producer: how the in-flight tokens the Router keeps are estimated.
+    InFlightLoad(crate::scheduling::producers::inflight_load_producer::TokenEstimate),
+    /// request-attribute-reporter: reports a value computed from the response usage.
+    AttributeReporter(
+        Arc<crate::scheduling::producers::request_attribute_reporter::AttributeReporter>,
+    ),
     /// session-id-producer: publishes the request's session id as a request attribute.
     SessionIdProducer(Arc<SessionIdProducer>),
     /// predicted-latency-producer: runs before the profiles; a profile may name it.

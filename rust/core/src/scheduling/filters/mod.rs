@@ -4,6 +4,7 @@ pub mod by_label_filter;
 pub mod endpoint_attribute_filter;
 pub mod header_based_testing_filter;
 pub mod label_selector_filter;
+pub mod prefix_cache_affinity_filter;
 pub mod role_filter;
 pub mod saturation_detector_filter;
 pub mod session_affinity_filter;

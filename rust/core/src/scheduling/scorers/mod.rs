@@ -13,4 +13,5 @@ pub mod prefix_cache_scorer;
 pub mod queue_scorer;
 pub mod running_requests_size_scorer;
 pub mod session_affinity_scorer;
+pub mod token_load_scorer;
 pub mod topology_affinity_scorer;
