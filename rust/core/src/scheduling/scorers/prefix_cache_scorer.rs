@@ -178,11 +178,14 @@ impl PrefixCacheScorer {
     }
 
     /// The share of a match that counts at this candidate: slack / (slack + its waiting
-    /// requests beyond `shallowest`); whole when either queue is unknown or slack is 0.
+    /// requests beyond `shallowest`); whole when either queue is unknown or slack is 0. The
+    /// in-flight counts move while the cycle runs, hence the saturating difference.
     fn queue_share(&self, cycle: &Cycle<'_>, c: u32, shallowest: Option<u32>) -> f64 {
         let slack = self.affinity_queue_slack;
         match (waiting(cycle, c), shallowest) {
-            (Some(w), Some(least)) if slack > 0.0 => slack / (slack + f64::from(w - least)),
+            (Some(w), Some(least)) if slack > 0.0 => {
+                slack / (slack + f64::from(w.saturating_sub(least)))
+            }
             _ => 1.0,
         }
     }
