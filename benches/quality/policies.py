@@ -44,6 +44,10 @@ PREVIOUS = _default_profile().replace(
     "- {type: prefix-cache-scorer}",
     "- {type: prefix-cache-scorer, parameters: {autoTune: false, lruCapacityPerServer: 384, "
     "maxPrefixTokensToMatch: 16384}}")
+# The default profile with upstream's prefix scorer: a cached prefix counts whatever the queue
+# (affinityQueueSlack 0), so a hot prefix stays on the server that first cached it.
+UPSTREAM_SCORER = _default_profile().replace(
+    "- {type: prefix-cache-scorer}", "- {type: prefix-cache-scorer, parameters: {affinityQueueSlack: 0}}")
 PRECISE = _default_profile("- {type: precise-prefix-cache-producer, parameters: {blockSize: 16}}")
 
 
@@ -194,6 +198,7 @@ def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[
                          SluicegatePolicy("sluicegate")]
     if workload == "shared_prefix":
         out.append(SluicegatePolicy("sluicegate-previous", PREVIOUS))
+        out.append(SluicegatePolicy("sluicegate-upstream-scorer", UPSTREAM_SCORER))
     if shape is not None and shape.tokenizer:
         out += [SluicegatePolicy("sluicegate+precise", precise_tokens(shape), True),
                 SluicegatePolicy("sluicegate+precise-render", None, True, render=True)]

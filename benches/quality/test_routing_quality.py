@@ -63,8 +63,8 @@ def test_precise_routing_with_vllm_style_events(benchmark, quality_size, quality
     tokenizer = byte_level_chatml(tmp_path / "tok", vocab_size=2000, corpus=corpus)
     shape = FleetShape(tokenizer=str(tokenizer), hash_seed="42", kv_events_encoding="map",
                        kv_events_endpoint=f"tcp://127.0.0.1:{_free_port()}")
-    names = {"round-robin", "sluicegate", "sluicegate-previous", "sluicegate+precise",
-             "sluicegate+precise-render"}
+    names = {"round-robin", "sluicegate", "sluicegate-previous", "sluicegate-upstream-scorer",
+             "sluicegate+precise", "sluicegate+precise-render"}
 
     async def compare() -> list[dict]:
         rate = _fixed_rate() or LOAD * await capacity("shared_prefix", shape, quality_size.calibrate_s, SEED)

@@ -219,3 +219,70 @@ fn a_prefix_scorer_naming_a_missing_producer_is_refused() {
         "{e}"
     );
 }
+
+/// Route one long prompt over three idle endpoints with `config`, then give the endpoints
+/// `queues` (the first pick's own first) and route the same prompt again: (first, second).
+fn repeated_prompt_picks(config: serde_json::Value, queues: [u32; 3]) -> (u32, u32) {
+    let s = scheduler(config).unwrap();
+    let (store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0), Ep::waiting(0)]);
+    let prompt = [b'p'; 8000];
+    let request = Request {
+        model: "m",
+        prompt: &prompt,
+        ..Default::default()
+    };
+    let mut c = cycle(&snap);
+    c.request = request;
+    let mut picks = Picks::default();
+    s.schedule(&c, &mut picks).unwrap();
+    let first = picks.primary[0];
+    let others = (0..3u32).filter(|&i| i != first);
+    let now = std::time::Instant::now();
+    for (i, waiting) in std::iter::once(first).chain(others).zip(queues) {
+        let update = crate::datalayer::MetricsUpdate {
+            waiting: Some(waiting),
+            ..Default::default()
+        };
+        assert!(store.ingest(&format!("10.0.0.{}:8000", i + 1), &update, now));
+    }
+    let snap = store.snapshot();
+    let mut c = cycle(&snap);
+    c.request = request;
+    let mut picks = Picks::default();
+    s.schedule(&c, &mut picks).unwrap();
+    (first, picks.primary[0])
+}
+
+#[test]
+fn a_hot_prefix_spreads_when_its_servers_queue_is_deep() {
+    let (first, second) = repeated_prompt_picks(json!({}), [6, 0, 0]);
+    assert_ne!(first, second);
+}
+
+#[test]
+fn a_prefix_stays_on_its_server_while_queues_are_level() {
+    let (first, second) = repeated_prompt_picks(json!({}), [3, 3, 3]);
+    assert_eq!(first, second);
+}
+
+#[test]
+fn without_queue_slack_a_prefix_stays_whatever_the_queue_as_upstream() {
+    let upstream = json!({
+        "plugins": [{"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"},
+                    {"type": "prefix-cache-scorer", "parameters": {"affinityQueueSlack": 0}}],
+        "schedulingProfiles": [{"name": "default", "plugins": [
+            {"pluginRef": "queue-scorer", "weight": 2},
+            {"pluginRef": "kv-cache-utilization-scorer", "weight": 2},
+            {"pluginRef": "prefix-cache-scorer", "weight": 3}]}]
+    });
+    let (first, second) = repeated_prompt_picks(upstream, [6, 0, 0]);
+    assert_eq!(first, second);
+}
+
+#[test]
+fn a_negative_queue_slack_is_refused() {
+    let e = error(json!({"plugins": [
+        {"type": "prefix-cache-scorer", "parameters": {"affinityQueueSlack": -1}}
+    ]}));
+    assert!(e.contains("affinityQueueSlack"), "{e}");
+}

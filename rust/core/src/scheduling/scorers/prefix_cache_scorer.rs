@@ -5,6 +5,13 @@
 //! configured, else the scorer's own with upstream's defaults). Precise when a
 //! precise-prefix-cache-producer is configured: the blocks the endpoint's own KV events say
 //! it holds, at the engine's block size.
+//!
+//! Unlike upstream's scorer, a cached prefix yields to a deeper queue (`affinityQueueSlack`):
+//! with upstream's default weights (prefix 3 against queue 2 + KV 2) a full match wins over
+//! any queue, so a hot prefix piles onto the one server that first cached it while others
+//! idle. Here an endpoint's score is scaled by slack / (slack + requests it has waiting beyond
+//! the shallowest candidate's queue), so a hot prefix spreads to a second server once its
+//! first server's queue is deep, and stays put while queues are level.
 
 use std::sync::{Arc, OnceLock};
 
@@ -20,6 +27,10 @@ use crate::scheduling::producers::approx_prefix_cache_producer::{
     ApproxParams, ApproxPrefixProducer,
 };
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
+use crate::scheduling::scorers::queue_scorer::waiting;
+
+/// Waiting requests beyond the shallowest queue at which a cached prefix counts half.
+pub const AFFINITY_QUEUE_SLACK: f64 = 2.0;
 
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
@@ -30,6 +41,9 @@ struct PrefixParams {
     /// score = w·min(1, matched tokens / matchLengthScaleTokens)² + (1 − w)·matched share.
     match_length_weight: f64,
     match_length_scale_tokens: usize,
+    /// Requests waiting beyond the shallowest candidate queue at which a match counts half;
+    /// 0 = matches count whatever the queue (upstream's scorer).
+    affinity_queue_slack: f64,
     // The scorer's older parameters (before upstream split off the producer): they configure
     // the scorer's own approximate producer.
     auto_tune: Option<bool>,
@@ -46,6 +60,7 @@ impl Default for PrefixParams {
             prefix_match_info_producer_name: String::new(),
             match_length_weight: 0.0,
             match_length_scale_tokens: 8192,
+            affinity_queue_slack: AFFINITY_QUEUE_SLACK,
             auto_tune: None,
             block_size: None,
             max_prefix_blocks_to_match: None,
@@ -99,6 +114,7 @@ pub struct PrefixCacheScorer {
     producer_name: String,
     match_length_weight: f64,
     match_length_scale_tokens: usize,
+    affinity_queue_slack: f64,
     own: Arc<ApproxPrefixProducer>,
     linked: OnceLock<Source>,
 }
@@ -114,11 +130,18 @@ pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
     if params.match_length_scale_tokens == 0 {
         return Err(p.error("parameters.matchLengthScaleTokens: must be >= 1"));
     }
+    let slack = params.affinity_queue_slack;
+    if !(slack.is_finite() && slack >= 0.0) {
+        return Err(p.error(format_args!(
+            "parameters.affinityQueueSlack: must be >= 0, got {slack}"
+        )));
+    }
     let own = ApproxPrefixProducer::new(params.own_producer()).map_err(|e| p.error(e))?;
     let mut scorer = PrefixCacheScorer::new(own);
     scorer.producer_name = params.prefix_match_info_producer_name;
     scorer.match_length_weight = params.match_length_weight;
     scorer.match_length_scale_tokens = params.match_length_scale_tokens;
+    scorer.affinity_queue_slack = slack;
     Ok(Plugin::Scorer(Arc::new(scorer)))
 }
 
@@ -129,6 +152,7 @@ impl PrefixCacheScorer {
             producer_name: String::new(),
             match_length_weight: 0.0,
             match_length_scale_tokens: 8192,
+            affinity_queue_slack: AFFINITY_QUEUE_SLACK,
             own: Arc::new(producer),
             linked: OnceLock::new(),
         }
@@ -151,6 +175,19 @@ impl PrefixCacheScorer {
         let length =
             ((matched * block_tokens) as f64 / self.match_length_scale_tokens as f64).min(1.0);
         w * length * length + (1.0 - w) * ratio
+    }
+
+    /// The share of a match that counts at this candidate: slack / (slack + its waiting
+    /// requests beyond `shallowest`); whole when either queue is unknown or slack is 0. The
+    /// in-flight counts move while the cycle runs, hence the saturating difference.
+    fn queue_share(&self, cycle: &Cycle<'_>, c: u32, shallowest: Option<u32>) -> f64 {
+        let slack = self.affinity_queue_slack;
+        match (waiting(cycle, c), shallowest) {
+            (Some(w), Some(least)) if slack > 0.0 => {
+                slack / (slack + f64::from(w.saturating_sub(least)))
+            }
+            _ => 1.0,
+        }
     }
 
     /// The request's blocks at the producer's size: the precise index's keys, or the
@@ -176,6 +213,7 @@ impl Scorer for PrefixCacheScorer {
             out.fill(0.0);
         } else {
             let total = hashes.len() as f64;
+            let shallowest = candidates.iter().filter_map(|&c| waiting(cycle, c)).min();
             let mut best = 0;
             for (slot, &c) in out.iter_mut().zip(candidates) {
                 let id = cycle.endpoint(c).info.id;
@@ -187,7 +225,11 @@ impl Scorer for PrefixCacheScorer {
                     matched.push((c, n));
                 }
                 best = best.max(n);
-                *slot = self.blend(n, total, block_tokens);
+                *slot = if n == 0 {
+                    0.0
+                } else {
+                    self.blend(n, total, block_tokens) * self.queue_share(cycle, c, shallowest)
+                };
             }
             if let Source::Precise(p) = &source {
                 p.record_lookup(hashes.len(), best);

@@ -20,12 +20,16 @@ pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
 
 impl Scorer for QueueScorer {
     fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]) {
-        score_lower_is_better(candidates, out, |c| {
-            let ep = cycle.endpoint(c);
-            let routed_waiting = ep.in_flight().saturating_sub(ep.metrics.running);
-            cycle
-                .is_fresh(c)
-                .then(|| ep.metrics.waiting.max(routed_waiting) as f64)
-        });
+        score_lower_is_better(candidates, out, |c| waiting(cycle, c).map(f64::from));
     }
+}
+
+/// Requests waiting at the candidate: the scraped queue, or this EPP's requests in flight
+/// beyond those the server reports running, whichever is larger; None when stale.
+pub fn waiting(cycle: &Cycle<'_>, c: u32) -> Option<u32> {
+    let ep = cycle.endpoint(c);
+    let routed_waiting = ep.in_flight().saturating_sub(ep.metrics.running);
+    cycle
+        .is_fresh(c)
+        .then(|| ep.metrics.waiting.max(routed_waiting))
 }
