@@ -173,61 +173,57 @@ def _router_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, Data
             **_models_settings(wired, plugins)}
 
 
+def _http_source(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin], kind: str, extractor: str,
+                 what: str, default_path: str) -> tuple[DataPlugin, DataPlugin, dict] | None:
+    """The one `kind` source wired to an `extractor`, polled over plain http: (source, extractor,
+    its path and timing), or None when the config has none."""
+    for name, extractors in wired:
+        src = plugins.get(name)
+        if src is None or src.type != kind:
+            continue
+        if not extractors:
+            raise ConfigError(f"{src.where}: {kind} {name!r} feeds no {extractor}, so what it polls is never read")
+        at = f"{src.where}.parameters"
+        p = src.parameters
+        for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
+            if key in p:
+                raise ConfigError(f"{at}.{key}: TLS to {what} is not supported (scheme is http)")
+        timing = _plain_http(p, at, what)
+        path = p.get("path", default_path)
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigError(f"{at}.path: {path!r} is not an absolute URL path")
+        return src, plugins[extractors[0]], {"path": path, **timing}
+    return None
+
+
 def _pool_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
     """A multicluster-metrics-data-source feeding a multicluster-metrics-extractor: the Router polls
     each (cluster) endpoint's /metrics for the pool averages its EPP publishes."""
-    for name, extractors in wired:
+    for name, _ in wired:
         src = plugins.get(name)
-        if src is None or src.type != MC_SOURCE:
-            continue
-        at = f"{src.where}.parameters"
-        if not extractors:
-            raise ConfigError(f"{src.where}: {MC_SOURCE} {name!r} feeds no {MC_EXTRACTOR}, "
-                              f"so what it scrapes is never read")
-        p = src.parameters
         # Upstream defaults to https here (a cross-cluster trust boundary); this scraper speaks plain
         # http only, so the scheme must be chosen explicitly rather than silently downgraded.
-        if p.get("scheme", "https") != "http":
-            raise ConfigError(f"{at}.scheme: {p.get('scheme', 'https')!r} (upstream's default is https) is not "
-                              f"supported: peer clusters' metrics are scraped over plain http here; set scheme: http")
-        for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
-            if key in p:
-                raise ConfigError(f"{at}.{key}: TLS to peer clusters is not supported (scheme is http)")
-        timing = _plain_http(p, at, "peer clusters")
-        path = p.get("path", "/metrics")
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ConfigError(f"{at}.path: {path!r} is not an absolute URL path")
-        ext = plugins[extractors[0]]
-        specs = {}
-        for key, default in MC_METRICS.items():
-            spec = ext.parameters.get(key) or default
-            if not isinstance(spec, str):
-                raise ConfigError(f"{ext.where}.parameters.{key}: {spec!r} is not a metric spec like "
-                                  f"'{default}' or '{default}{{name=\"pool\"}}'")
-            specs[key] = spec
-        return {"poolMetrics": {"path": path, **specs, **timing}}
+        if src is not None and src.type == MC_SOURCE and src.parameters.get("scheme", "https") != "http":
+            raise ConfigError(f"{src.where}.parameters.scheme: {src.parameters.get('scheme', 'https')!r} (upstream's "
+                              f"default is https) is not supported: peer clusters' metrics are scraped over plain "
+                              f"http here; set scheme: http")
+    found = _http_source(wired, plugins, MC_SOURCE, MC_EXTRACTOR, "peer clusters", "/metrics")
+    if found is None:
+        return {}
+    _, ext, settings = found
+    for key, default in MC_METRICS.items():
+        spec = ext.parameters.get(key) or default
+        if not isinstance(spec, str):
+            raise ConfigError(f"{ext.where}.parameters.{key}: {spec!r} is not a metric spec like "
+                              f"'{default}' or '{default}{{name=\"pool\"}}'")
+        settings[key] = spec
+    return {"poolMetrics": settings}
 
 
 def _models_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
     """A models-data-source feeding a models-data-extractor: the Router polls each endpoint's list."""
-    for name, extractors in wired:
-        src = plugins.get(name)
-        if src is None or src.type != MODELS_SOURCE:
-            continue
-        if not extractors:
-            raise ConfigError(f"{src.where}: {MODELS_SOURCE} {name!r} feeds no {MODELS_EXTRACTOR}, "
-                              f"so what it polls is never read")
-        at = f"{src.where}.parameters"
-        p = src.parameters
-        timing = _plain_http(p, at, "model lists")
-        for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
-            if key in p:
-                raise ConfigError(f"{at}.{key}: TLS to model servers is not supported (scheme is http)")
-        path = p.get("path", "/v1/models")
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ConfigError(f"{at}.path: {path!r} is not an absolute URL path")
-        return {"modelsSource": {"path": path, **timing}}
-    return {}
+    found = _http_source(wired, plugins, MODELS_SOURCE, MODELS_EXTRACTOR, "model servers", "/v1/models")
+    return {} if found is None else {"modelsSource": found[2]}
 
 
 def _gpu_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:

@@ -244,27 +244,17 @@ async fn scrape_forever(
 
 /// dcgm-data-source + dcgm-extractor for one endpoint: a failed poll keeps the last value.
 async fn poll_gpu(
-    mut conn: Connection,
+    conn: Connection,
     pod: String,
     attributes: Arc<EndpointAttributes>,
     config: ScrapeConfig,
 ) {
-    let mut body = Vec::new();
-    let mut tick = interval(config.interval);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match timeout(config.timeout, conn.get(&mut body)).await {
-            Ok(Ok(())) => {
-                let text = String::from_utf8_lossy(&body);
-                if let Ok(v) = gpu_utilization(&text, &pod) {
-                    attributes.set_gpu_utilization(v);
-                }
-            }
-            Ok(Err(_)) => {}
-            Err(_) => conn.reset(),
+    poll_attribute(conn, config, |body| {
+        if let Ok(v) = gpu_utilization(&String::from_utf8_lossy(body), &pod) {
+            attributes.set_gpu_utilization(v);
         }
-    }
+    })
+    .await
 }
 
 /// models-data-source + models-data-extractor for one endpoint: a failed poll keeps the last
@@ -301,9 +291,7 @@ async fn poll_attribute(mut conn: Connection, config: ScrapeConfig, apply: impl 
     loop {
         tick.tick().await;
         match timeout(config.timeout, conn.get(&mut body)).await {
-            Ok(Ok(())) => {
-                apply(&body);
-            }
+            Ok(Ok(())) => apply(&body),
             Ok(Err(_)) => {}
             Err(_) => conn.reset(),
         }
