@@ -538,7 +538,7 @@ mod tests {
             assert_eq!(key, format!("tenant\0{p}\0Dispatched\0m\0t"));
         }
         join_key(&mut key, &["a"], 3, &[]);
-        assert_eq!(key, "a\03");
+        assert_eq!(key, "a\x003");
     }
 
     fn labels<'a>(flow: &'a str, model: &'a str) -> QueueLabels<'a> {
