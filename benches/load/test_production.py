@@ -4,7 +4,9 @@
   stacks started side by side: Envoy alone (the baseline of added latency), the EPP as `sluicegate
   run` starts it with no config (the plain path), and the EPP with flow control on, two
   objectives (priorities 10 and -5) and requests carrying one of two fairness ids. Reports EPP
-  CPU per request and added p50/p99 of both EPP stacks, and production over plain as ratios.
+  CPU per request and added p50/p99 of both EPP stacks, and production over plain as ratios,
+  per round (each rate runs `SLUICEGATE_BENCH_ROUNDS` rounds, 2 by default, the two EPP stacks in
+  alternating order around the Envoy step) and pooled over the rounds.
   The production config also carries an InferenceModelRewrite table (`rewrites:`): every request
   names `chat`, which it rewrites by weight (and the responses back).
 - `test_memory_flow_control`: 200 req/s through Envoy to the flow-control stack; EPP RSS sampled
@@ -17,6 +19,7 @@ Results go to benches/out/load.json (sections `production_shape`, `memory_flow_c
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -57,6 +60,8 @@ rewrites:
 WORKLOAD = dict(stream_ratio=0.5, shared_prefix_ratio=0.3, output_tokens=16, model="chat",
                 objectives=["premium", "batch"], fairness_ids=["tenant-a", "tenant-b"])
 RATES = (100, 500)
+# Each rate runs every stack this often, the EPP stacks in alternating order.
+ROUNDS = int(os.environ.get("SLUICEGATE_BENCH_ROUNDS", "2"))
 STEP_S = 20.0 if LONG else 8.0
 MEMORY_RATE, MEMORY_S, MEMORY_WARMUP_S = 200, (150.0 if LONG else 45.0), 15.0
 
@@ -92,40 +97,75 @@ def _run(stack: LoadStack, rate: float) -> dict:
     lat = out["latencies_us"]
     return {"sent": out["sent"], "ok": out["statuses"].get("200", 0),
             "statuses": out["statuses"], "errors": out["errors"],
-            "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
-            "epp_cpu_ms_per_request": 1000 * cpu_s / max(1, out["sent"])}
+            "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99), "cpu_s": cpu_s,
+            "epp_cpu_ms_per_request": 1000 * cpu_s / max(1, out["sent"]), "latencies_us": lat}
 
 
-@pytest.mark.timeout(120 + len(RATES) * 3 * (STEP_S + 30))
+def _compare(plain: dict, envoy: dict, production: dict) -> dict:
+    """Both EPP stacks against Envoy alone, production over plain as ratios."""
+    row = {"plain": plain, "envoy": envoy, "production": production}
+    for name in ("plain", "production"):
+        row[name]["added_p50_ms"] = row[name]["p50_ms"] - envoy["p50_ms"]
+        row[name]["added_p99_ms"] = row[name]["p99_ms"] - envoy["p99_ms"]
+    row["cpu_ratio"] = production["epp_cpu_ms_per_request"] / plain["epp_cpu_ms_per_request"]
+    row["added_p50_ratio"] = production["added_p50_ms"] / max(1e-3, plain["added_p50_ms"])
+    row["added_p99_ratio"] = production["added_p99_ms"] / max(1e-3, plain["added_p99_ms"])
+    return row
+
+
+def _pooled(runs: list[dict]) -> dict:
+    """One stack's rounds at one rate as if they were one step."""
+    lat = [v for r in runs for v in r["latencies_us"]]
+    sent, cpu_s = sum(r["sent"] for r in runs), sum(r["cpu_s"] for r in runs)
+    return {"sent": sent, "ok": sum(r["ok"] for r in runs), "errors": sum(r["errors"] for r in runs),
+            "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99), "cpu_s": cpu_s,
+            "epp_cpu_ms_per_request": 1000 * cpu_s / max(1, sent)}
+
+
+def _without_latencies(row: dict) -> dict:
+    return {k: ({kk: vv for kk, vv in v.items() if kk != "latencies_us"} if isinstance(v, dict) else v)
+            for k, v in row.items()}
+
+
+def _line(label: str, s: dict) -> str:
+    p, q = s["plain"], s["production"]
+    return (f"{label}  epp cpu ms/req plain {p['epp_cpu_ms_per_request']:.3f} "
+            f"production {q['epp_cpu_ms_per_request']:.3f} (x{s['cpu_ratio']:.2f})  "
+            f"added p50 {p['added_p50_ms']:.2f} / {q['added_p50_ms']:.2f} ms (x{s['added_p50_ratio']:.2f})  "
+            f"added p99 {p['added_p99_ms']:.2f} / {q['added_p99_ms']:.2f} ms (x{s['added_p99_ratio']:.2f})  "
+            f"envoy p99 {s['envoy']['p99_ms']:.2f} ms  "
+            f"non-200 plain {p['sent'] - p['ok']} production {q['sent'] - q['ok']}")
+
+
+@pytest.mark.timeout(120 + len(RATES) * ROUNDS * 3 * (STEP_S + 30))
 def test_production_shape(benchmark, production_stacks):
     steps: list[dict] = []
+    pooled: list[dict] = []
 
     def run() -> None:
         for rate in RATES:
-            # Baseline between the two EPP runs: both see the machine as it was around them.
-            plain = _run(production_stacks["load-plain"], rate)
-            envoy = _run(production_stacks["load-envoy"], rate)
-            production = _run(production_stacks["load-production"], rate)
-            row = {"rate": rate, "plain": plain, "envoy": envoy, "production": production}
-            for name in ("plain", "production"):
-                row[name]["added_p50_ms"] = row[name]["p50_ms"] - envoy["p50_ms"]
-                row[name]["added_p99_ms"] = row[name]["p99_ms"] - envoy["p99_ms"]
-            row["cpu_ratio"] = production["epp_cpu_ms_per_request"] / plain["epp_cpu_ms_per_request"]
-            row["added_p50_ratio"] = production["added_p50_ms"] / max(1e-3, plain["added_p50_ms"])
-            row["added_p99_ratio"] = production["added_p99_ms"] / max(1e-3, plain["added_p99_ms"])
-            steps.append(row)
+            runs: dict[str, list[dict]] = {"plain": [], "envoy": [], "production": []}
+            for r in range(ROUNDS):
+                # Baseline between the two EPP runs, and the EPP runs in the other order every
+                # other round: both see the machine as it was around them.
+                order = ("plain", "envoy", "production") if r % 2 == 0 else ("production", "envoy", "plain")
+                got = {name: _run(production_stacks[f"load-{name}"], rate) for name in order}
+                for name, step in got.items():
+                    runs[name].append(step)
+                steps.append({"rate": rate, "round": r, "order": order, **_compare(**got)})
+            pooled.append({"rate": rate, "rounds": ROUNDS, **_compare(**{k: _pooled(v) for k, v in runs.items()})})
 
     benchmark.pedantic(run, rounds=1, iterations=1)
-    record("production_shape", {"steps": steps, "step_s": STEP_S, "workload": WORKLOAD,
-                                "config": PRODUCTION_CONFIG})
+    steps[:] = [_without_latencies(s) for s in steps]
+    record("production_shape", {"steps": steps, "pooled": pooled, "step_s": STEP_S, "rounds": ROUNDS,
+                                "workload": WORKLOAD, "config": PRODUCTION_CONFIG})
     for s in steps:
-        p, q = s["plain"], s["production"]
-        print(f"\n{s['rate']:>4} req/s  epp cpu ms/req plain {p['epp_cpu_ms_per_request']:.3f} "
-              f"production {q['epp_cpu_ms_per_request']:.3f} (x{s['cpu_ratio']:.2f})  "
-              f"added p50 {p['added_p50_ms']:.2f} / {q['added_p50_ms']:.2f} ms (x{s['added_p50_ratio']:.2f})  "
-              f"added p99 {p['added_p99_ms']:.2f} / {q['added_p99_ms']:.2f} ms (x{s['added_p99_ratio']:.2f})  "
-              f"non-200 plain {p['sent'] - p['ok']} production {q['sent'] - q['ok']}")
+        print("\n" + _line(f"{s['rate']:>4} req/s round {s['round']}", s), end="")
+    for s in pooled:
+        print("\n" + _line(f"{s['rate']:>4} req/s {s['rounds']} rounds pooled", s), end="")
+    print()
     benchmark.extra_info["steps"] = steps
+    benchmark.extra_info["pooled"] = pooled
     for s in steps:
         for name in ("plain", "envoy", "production"):
             r = s[name]

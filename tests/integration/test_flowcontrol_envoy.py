@@ -4,7 +4,9 @@ endpoints file names a server."""
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 
 import pytest
 
@@ -38,10 +40,14 @@ def chat(max_tokens: int) -> dict:
 @pytest.fixture
 def stack(sims, tmp_path):
     """(start(addresses) → (Envoy URL, EPP process), endpoints file); everything started is stopped."""
+    yield from _stack(tmp_path, CONFIG)
+
+
+def _stack(tmp_path, config_text: str):
     procs: list = []
     endpoints = tmp_path / "endpoints.json"
     config = tmp_path / "epp.yaml"
-    config.write_text(CONFIG)
+    config.write_text(config_text)
 
     def start(addresses: list[str]) -> tuple[str, EppProcess]:
         epp = EppProcess(write_endpoints(endpoints, addresses), "--config-file", str(config)).start()
@@ -108,3 +114,35 @@ def test_an_empty_pool_holds_the_request_until_the_endpoints_file_names_a_server
     status, headers, body = result[0]
     assert status == 200, body
     assert headers["x-sim-endpoint"] == "sim-0"
+
+
+def _answered_lines(epp: EppProcess, timeout: float = 5.0) -> list[dict]:
+    """The EPP's log lines for requests it answered itself (JSON, its default format)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [json.loads(line) for line in epp.log_path.read_text(errors="replace").splitlines()
+                 if line.startswith("{")]
+        found = [line for line in lines if line.get("msg") == "request answered by the endpoint picker"]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)  # poll interval of this bounded wait
+
+
+@pytest.fixture
+def short_ttl_stack(tmp_path):
+    yield from _stack(tmp_path, CONFIG.replace("defaultRequestTTL: 60s", "defaultRequestTTL: 1s"))
+
+
+def test_a_request_the_epp_rejects_through_envoy_is_logged_at_default_verbosity_with_id_and_reason(
+        short_ttl_stack):
+    # Empty pool, 1 s TTL: the request waits, then the EPP answers 503 rejected-no-endpoints
+    # itself. The EPP runs at its default verbosity (warnings); that answer is one line naming
+    # the request by the id Envoy gave it, with the status and the reason.
+    start, _ = short_ttl_stack
+    url, epp = start([])
+    status, headers, body = http_request(url, CHAT, chat(4), {"x-request-id": "req-ttl-503"}, timeout=30)
+    assert status == 503, body
+    assert headers["x-llm-d-request-dropped-reason"] == "rejected-no-endpoints"
+    lines = _answered_lines(epp)
+    assert [(line["level"], line["request_id"], line["status"], line["reason"]) for line in lines] == [
+        ("warn", "req-ttl-503", 503, "rejected-no-endpoints")], epp.log_tail()

@@ -131,6 +131,12 @@ pub struct AtomicHistogram {
     sum: AtomicU64,
 }
 
+impl std::fmt::Debug for AtomicHistogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.snapshot().fmt(f)
+    }
+}
+
 impl AtomicHistogram {
     pub const fn new(bounds: &'static [f64]) -> Self {
         assert!(bounds.len() < MAX_SLOTS);
@@ -151,6 +157,10 @@ impl AtomicHistogram {
 
     pub fn observe_duration(&self, d: Duration) {
         self.observe(d.as_secs_f64());
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Relaxed)).sum()
     }
 
     pub fn snapshot(&self) -> Histogram {

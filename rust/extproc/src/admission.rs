@@ -348,7 +348,7 @@ impl Gate {
             Outcome::Rejected(r) => ((*r).into(), None),
         };
         let waited = c.waited.as_secs_f64();
-        self.left(&item.flow, item.priority, outcome, decision, waited);
+        self.left(item.flow(), item.priority, outcome, decision, waited);
     }
 
     /// Per-flow queue gauges, enqueue and dispatch-cycle durations.
@@ -478,7 +478,7 @@ impl Waiting {
     /// The stream went away before an outcome reached it: counted as cancelled by the client.
     fn record_cancelled(&self) {
         let waited = self.item.enqueued.elapsed().as_secs_f64();
-        let (flow, priority) = (&*self.item.flow, self.item.priority);
+        let (flow, priority) = (&**self.item.flow(), self.item.priority);
         self.gate.left(
             flow,
             priority,

@@ -49,15 +49,15 @@ impl<R> Band<R> {
     }
 
     pub fn push(&mut self, item: Arc<Item<R>>) {
-        let i = match self.index.get(&item.flow) {
+        let i = match self.index.get(item.flow()) {
             Some(&i) => i,
             None => {
                 let flow = match self.idle.take() {
-                    Some(f) if f.key == item.flow => f,
-                    _ => FlowQueue::new(item.flow.clone(), self.config.ordering_policy),
+                    Some(f) if f.key == *item.flow() => f,
+                    _ => FlowQueue::new(item.flow().clone(), self.config.ordering_policy),
                 };
                 self.flows.push(flow);
-                self.index.insert(item.flow.clone(), self.flows.len() - 1);
+                self.index.insert(item.flow().clone(), self.flows.len() - 1);
                 self.flows.len() - 1
             }
         };
@@ -70,7 +70,7 @@ impl<R> Band<R> {
 
     /// Give back an item whose dispatch must wait; it goes first in its flow again.
     pub fn push_front(&mut self, item: Arc<Item<R>>) {
-        let flow = item.flow.clone();
+        let flow = item.flow().clone();
         match self.index.get(&flow) {
             Some(&i) => {
                 self.flows[i].push_front(item);

@@ -5,7 +5,6 @@
 //! while blocked, and deadlines.
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{JoinHandle, Thread};
@@ -18,7 +17,7 @@ use super::config::{FlowControlConfig, OrderingPolicy};
 use super::dispatch::{self, Queues, INLINE_BURST};
 use super::item::{Completion, Item, Rejection};
 use super::ledger::{BandShared, Ledger};
-use super::outcomes::{FlowMetrics, QueueOutcome, ENQUEUED};
+use super::outcomes::{FlowMetrics, QueueOutcome};
 use super::saturation::SaturationDetector;
 use super::usage_limits::{BandPosition, UsageLimiter};
 
@@ -125,7 +124,11 @@ pub(crate) struct Shared<D: Dispatcher, S> {
     pub ledger: Arc<Ledger>,
     /// In-flight eviction (`enableEviction`).
     pub eviction: Option<super::eviction::Eviction>,
-    bands: ArcSwap<HashMap<i32, Arc<BandShared>>>,
+    /// Per-flow gauges, enqueue and dispatch-cycle durations (upstream's families). A flow's
+    /// gauge holds its band (not the other way round: no cycle through the ledger).
+    pub metrics: FlowMetrics,
+    /// Few (one per priority in use): a scan beats hashing.
+    bands: ArcSwap<Vec<Arc<BandShared>>>,
     band_writer: Mutex<()>,
     pub inbox: Vec<Inbox<D::Request>>,
     pub queues: Mutex<Queues<D>>,
@@ -151,13 +154,15 @@ impl<D: Dispatcher, S> Shared<D, S> {
     }
 
     fn band(&self, priority: i32) -> Arc<BandShared> {
-        if let Some(b) = self.bands.load().get(&priority) {
-            return b.clone();
+        let find =
+            |bands: &[Arc<BandShared>]| bands.iter().find(|b| b.priority == priority).cloned();
+        if let Some(b) = find(&self.bands.load()) {
+            return b;
         }
         let _w = self.band_writer.lock();
         let current = self.bands.load_full();
-        if let Some(b) = current.get(&priority) {
-            return b.clone();
+        if let Some(b) = find(&current) {
+            return b;
         }
         let cfg = self.config.band(priority);
         let band = Arc::new(BandShared {
@@ -169,7 +174,7 @@ impl<D: Dispatcher, S> Shared<D, S> {
             ledger: self.ledger.clone(),
         });
         let mut next = (*current).clone();
-        next.insert(priority, band.clone());
+        next.push(band.clone());
         self.bands.store(Arc::new(next));
         band
     }
@@ -208,7 +213,8 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             sink,
             detector,
             ledger,
-            bands: ArcSwap::from_pointee(HashMap::new()),
+            metrics: FlowMetrics::default(),
+            bands: ArcSwap::from_pointee(Vec::new()),
             band_writer: Mutex::new(()),
             inbox: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
             queues: Mutex::new(Queues::new()),
@@ -283,8 +289,8 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         let configured = self.shared.config.priority_bands.iter();
         let others = configured
             .map(|b| b.priority)
-            .filter(|p| !bands.contains_key(p))
-            .chain(bands.keys().copied());
+            .filter(|p| !bands.iter().any(|b| b.priority == *p))
+            .chain(bands.iter().map(|b| b.priority));
         BandPosition::among(priority, others)
     }
 
@@ -310,7 +316,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
     ) -> Result<Arc<Item<D::Request>>, Rejection> {
         let s = &*self.shared;
         let now = Instant::now();
-        let metrics = &s.ledger.metrics;
+        let metrics = &s.metrics;
         let (flow, priority) = (admission.flow, admission.priority);
         let refused = |r: Rejection| {
             metrics.enqueued(flow, priority, QueueOutcome::from(r).name(), now.elapsed());
@@ -319,7 +325,15 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         if s.shutdown.load(Ordering::Acquire) {
             return refused(Rejection::ShuttingDown);
         }
-        let band = s.band(admission.priority);
+        // One lookup finds the flow's gauge, and with it its band and interned key.
+        let gauge = metrics.gauge(
+            flow,
+            priority,
+            admission.model,
+            admission.target_model,
+            || s.band(priority),
+        );
+        let band = gauge.band();
         if !band.try_reserve(admission.size) {
             s.ledger.rejected_capacity.fetch_add(1, Ordering::Relaxed);
             return refused(if s.dispatcher.pool_empty() {
@@ -328,16 +342,16 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
                 Rejection::Capacity
             });
         }
-        let gauge = metrics.gauge(flow, priority, admission.model, admission.target_model);
         gauge.enter(admission.size);
         let deadline = now + admission.ttl.unwrap_or(s.config.default_ttl());
         let order_deadline = match (band.ordering, admission.slo_ttft) {
             (OrderingPolicy::SloDeadline, Some(slo)) => now + slo,
             _ => deadline,
         };
+        let own_flow = (!gauge.is_flow(flow)).then(|| Arc::from(flow));
         let item = Arc::new(Item::new(
             s.next_id.fetch_add(1, Ordering::Relaxed),
-            Arc::from(admission.flow),
+            own_flow,
             admission.priority,
             admission.size,
             now,
@@ -345,14 +359,21 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             admission.ttl.is_none(),
             order_deadline,
             request,
-            band,
             gauge,
         ));
         s.ledger.enqueued.fetch_add(1, Ordering::Relaxed);
         let shard = SHARD.with(Cell::get);
-        s.inbox[shard].lock().push(item.clone());
-        metrics.enqueued(flow, priority, ENQUEUED, now.elapsed());
-        s.signal(1 << shard);
+        let first = {
+            let mut inbox = s.inbox[shard].lock();
+            inbox.push(item.clone());
+            inbox.len() == 1
+        };
+        metrics.enqueued_into(item.gauge(), flow, now.elapsed());
+        // A shard with arrivals in it was signalled when its first came and not taken since
+        // (whoever takes it clears its bit first, then empties it under its lock).
+        if first {
+            s.signal(1 << shard);
+        }
         // Shutdown may have drained the inboxes between the check above and the push: whoever
         // ends the item first owns its outcome.
         if s.shutdown.load(Ordering::Acquire) && item.finish_queued() {
@@ -434,7 +455,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             .shared
             .bands
             .load()
-            .values()
+            .iter()
             .map(|b| {
                 (
                     b.priority,
@@ -444,7 +465,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             })
             .collect();
         bands.sort_by_key(|b| std::cmp::Reverse(b.0));
-        let mut band_limits: Vec<_> = (self.shared.bands.load().values())
+        let mut band_limits: Vec<_> = (self.shared.bands.load().iter())
             .map(|b| (b.priority, b.max_requests, b.max_bytes))
             .collect();
         band_limits.sort_by_key(|b| std::cmp::Reverse(b.0));
@@ -473,7 +494,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
 
     /// Per-flow gauges, enqueue and dispatch-cycle durations.
     pub fn metrics(&self) -> &FlowMetrics {
-        &self.shared.ledger.metrics
+        &self.shared.metrics
     }
 
     /// Evict everything queued (503 rejected-shutting-down) and stop the dispatch thread.

@@ -20,6 +20,7 @@ use super::band::Band;
 use super::controller::{CompletionSink, Dispatch, Dispatcher, Shared, ALL_SHARDS};
 use super::item::{Completion, Item, Outcome, Rejection};
 use super::ledger::BandShared;
+use super::outcomes::FlowGauge;
 use super::usage_limits::BandPosition;
 
 /// Dispatches between two hand-overs of completions on the dispatch thread, so callers hear early.
@@ -35,6 +36,8 @@ const PARKED_POLL: Duration = Duration::from_millis(20);
 /// Before parking, watch for new work this long: a burst of arrivals then costs no futex wake
 /// (and no context switch) per request on either side.
 const SPIN: Duration = Duration::from_micros(30);
+/// While spinning, look for arrivals this often (what a queued request may wait for its batch).
+const GATHER: Duration = Duration::from_micros(1);
 
 struct ByDeadline<R>(Instant, Arc<Item<R>>);
 
@@ -86,30 +89,56 @@ pub(crate) struct Queues<D: Dispatcher> {
     pub changed: bool,
 }
 
-/// Capacity of dispatched requests not yet handed back: one band at a time (a burst mostly
-/// drains one band), the global count with it.
+/// Capacity of dispatched requests not yet handed back, and their flow gauges not yet counted
+/// down: one band and one gauge at a time (a burst mostly drains one band, often one flow),
+/// the global count with the band. Each is a cache line the producers write too, so touching
+/// it once per run instead of once per request saves a line transfer per request.
 #[derive(Default)]
 struct Freed {
     band: Option<Arc<BandShared>>,
     requests: u64,
     bytes: u64,
+    gauge: Option<Arc<FlowGauge>>,
+    gauge_requests: u64,
+    gauge_bytes: u64,
 }
 
 impl Freed {
-    fn add(&mut self, band: &Arc<BandShared>, size: u64) {
+    fn add<R>(&mut self, item: &Item<R>) {
+        let (band, gauge) = (item.band(), item.gauge());
         if !self.band.as_ref().is_some_and(|b| Arc::ptr_eq(b, band)) {
-            self.settle();
+            self.settle_band();
             self.band = Some(band.clone());
         }
         self.requests += 1;
-        self.bytes += size;
+        self.bytes += item.size;
+        if !self.gauge.as_ref().is_some_and(|g| Arc::ptr_eq(g, gauge)) {
+            self.settle_gauge();
+            self.gauge = Some(gauge.clone());
+        }
+        self.gauge_requests += 1;
+        self.gauge_bytes += item.size;
     }
 
     fn settle(&mut self) {
+        self.settle_band();
+        self.settle_gauge();
+    }
+
+    fn settle_band(&mut self) {
         if let Some(band) = self.band.take() {
             band.release_many(
                 std::mem::take(&mut self.requests),
                 std::mem::take(&mut self.bytes),
+            );
+        }
+    }
+
+    fn settle_gauge(&mut self) {
+        if let Some(gauge) = self.gauge.take() {
+            gauge.leave_many(
+                std::mem::take(&mut self.gauge_requests),
+                std::mem::take(&mut self.gauge_bytes),
             );
         }
     }
@@ -200,7 +229,7 @@ impl<D: Dispatcher> Queues<D> {
         l.dispatch_cycles.fetch_add(1, Ordering::Relaxed);
         l.dispatch_cycle_nanos
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
-        l.metrics.dispatch_cycle.observe_duration(took);
+        s.metrics.dispatch_cycle.observe_duration(took);
         self.flush(s);
         progress
     }
@@ -432,7 +461,7 @@ impl<D: Dispatcher> Queues<D> {
                 match s.dispatcher.dispatch(&item.request) {
                     Dispatch::Done(output) => {
                         item.finish_dispatched();
-                        self.freed.add(item.band(), item.size);
+                        self.freed.add(&item);
                         l.in_flight.fetch_add(1, Ordering::AcqRel);
                         dispatched += 1;
                         let waited = now.saturating_duration_since(item.enqueued);
@@ -529,17 +558,21 @@ pub(crate) fn run<D: Dispatcher, S: CompletionSink<D::Output>>(s: Arc<Shared<D, 
     }
 }
 
-/// True when someone woke the dispatcher within `SPIN`.
+/// True when someone woke the dispatcher within `SPIN`. Arrivals are looked for no more often
+/// than every `GATHER`: a producer then hands in a run of requests at the cost of one (one
+/// signal, the inbox and its lock staying in the producer's cache meanwhile) instead of
+/// trading those cache lines with the dispatcher per request.
 fn spin_for_work<D: Dispatcher, S>(s: &Shared<D, S>) -> bool {
     let start = Instant::now();
     loop {
-        for _ in 0..64 {
-            if s.pending.load(Ordering::Acquire) != 0 {
-                return true;
-            }
+        for _ in 0..16 {
             std::hint::spin_loop();
         }
-        if start.elapsed() >= SPIN {
+        let spun = start.elapsed();
+        if spun >= GATHER && s.pending.load(Ordering::Acquire) != 0 {
+            return true;
+        }
+        if spun >= SPIN {
             return false;
         }
     }

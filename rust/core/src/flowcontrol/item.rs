@@ -63,7 +63,8 @@ pub struct Completion<O> {
 
 pub struct Item<R> {
     pub id: u64,
-    pub flow: Arc<str>,
+    /// The fairness id when its gauge is not the flow's own (the overflow gauge).
+    own_flow: Option<Arc<str>>,
     pub priority: i32,
     pub size: u64,
     pub enqueued: Instant,
@@ -75,8 +76,8 @@ pub struct Item<R> {
     pub order_deadline: Instant,
     pub request: R,
     state: AtomicU8,
-    band: Arc<BandShared>,
-    /// Its flow's queue gauges (counted in on enqueue, out when it leaves the queue).
+    /// Its flow's queue gauges (counted in on enqueue, out when it leaves the queue), its band
+    /// and usually its fairness id.
     gauge: Arc<FlowGauge>,
 }
 
@@ -84,7 +85,7 @@ impl<R> Item<R> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: u64,
-        flow: Arc<str>,
+        own_flow: Option<Arc<str>>,
         priority: i32,
         size: u64,
         enqueued: Instant,
@@ -92,12 +93,11 @@ impl<R> Item<R> {
         default_ttl: bool,
         order_deadline: Instant,
         request: R,
-        band: Arc<BandShared>,
         gauge: Arc<FlowGauge>,
     ) -> Self {
         Item {
             id,
-            flow,
+            own_flow,
             priority,
             size,
             enqueued,
@@ -106,9 +106,13 @@ impl<R> Item<R> {
             order_deadline,
             request,
             state: AtomicU8::new(QUEUED),
-            band,
             gauge,
         }
+    }
+
+    /// Its fairness id.
+    pub fn flow(&self) -> &Arc<str> {
+        self.own_flow.as_ref().unwrap_or(&self.gauge.fairness_id)
     }
 
     pub fn is_queued(&self) -> bool {
@@ -126,14 +130,18 @@ impl<R> Item<R> {
         self.state.store(QUEUED, Ordering::Release);
     }
 
-    /// A claimed item was dispatched; the dispatcher hands its capacity back (`band`), in a batch.
+    /// A claimed item was dispatched; the dispatcher hands its capacity back (`band`) and counts
+    /// it out of its gauge (`gauge`), in a batch.
     pub(crate) fn finish_dispatched(&self) {
         self.state.store(DONE, Ordering::Release);
-        self.gauge.leave(self.size);
     }
 
     pub(crate) fn band(&self) -> &Arc<BandShared> {
-        &self.band
+        self.gauge.band()
+    }
+
+    pub(crate) fn gauge(&self) -> &Arc<FlowGauge> {
+        &self.gauge
     }
 
     /// End a queued item (expiry, eviction); false when someone else ended it first.
@@ -163,11 +171,11 @@ impl<R> Item<R> {
     }
 
     pub(crate) fn ledger(&self) -> &Ledger {
-        &self.band.ledger
+        &self.band().ledger
     }
 
     fn leave(&self) {
-        self.band.release(self.size);
+        self.band().release(self.size);
         self.gauge.leave(self.size);
     }
 }

@@ -20,7 +20,6 @@ impl<T> Deref for Padded<T> {
 }
 
 use super::config::OrderingPolicy;
-use super::outcomes::FlowMetrics;
 
 #[derive(Default, Debug)]
 pub struct Counters {
@@ -71,8 +70,6 @@ pub struct Ledger {
     pub dispatch_cycles: AtomicU64,
     pub dispatch_cycle_nanos: AtomicU64,
     pub queue_wait_nanos: AtomicU64,
-    /// Per-flow gauges, enqueue and dispatch-cycle durations (upstream's families).
-    pub metrics: FlowMetrics,
 }
 
 /// The producer-visible half of a band: its limits and counters.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::item::Rejection;
+use super::ledger::BandShared;
 use crate::stats::{AtomicHistogram, Histogram, OVERFLOW, SCHEDULER_BUCKETS};
 
 /// Upstream's default flow GC timeout: a flow with nothing queued for this long is forgotten.
@@ -205,13 +206,20 @@ fn millis_since(epoch: Instant) -> u64 {
 
 /// Requests of one flow and model held in flow control now: upstream's queue_size and
 /// queue_bytes series (fairness id, priority, model, target model). Bound when a request
-/// queues; it counts itself out when it leaves.
+/// queues; it counts itself out when it leaves. It also carries what every enqueue of its flow
+/// needs, found with the one lookup that binds it: its band, the fairness id interned (shared by
+/// the flow's queued requests, not copied per request) and its flow's enqueue-duration series.
+/// A queued request holds its gauge and nothing else shared: one reference count per request
+/// for producer and dispatcher to pass between them.
 #[derive(Debug)]
 pub struct FlowGauge {
-    pub fairness_id: String,
+    pub fairness_id: Arc<str>,
     pub priority: i32,
     pub model: String,
     pub target_model: String,
+    band: Arc<BandShared>,
+    /// Its flow's "NotYetFinalized" enqueue durations; None for the overflow gauge (many flows).
+    enqueued: Option<Arc<EnqueueCell>>,
     requests: AtomicI64,
     bytes: AtomicI64,
     /// ms since the metrics' epoch when it last held nothing.
@@ -226,10 +234,24 @@ impl FlowGauge {
     }
 
     pub(crate) fn leave(&self, size: u64) {
-        self.bytes.fetch_sub(size as i64, Relaxed);
-        if self.requests.fetch_sub(1, Relaxed) == 1 {
+        self.leave_many(1, size);
+    }
+
+    /// `requests` requests of `bytes` in all left the queue (a dispatch batch).
+    pub(crate) fn leave_many(&self, requests: u64, bytes: u64) {
+        self.bytes.fetch_sub(bytes as i64, Relaxed);
+        if self.requests.fetch_sub(requests as i64, Relaxed) == requests as i64 {
             self.idle_since.store(millis_since(self.epoch), Relaxed);
         }
+    }
+
+    /// Whether this gauge is `flow`'s own (not the overflow gauge of many flows).
+    pub(crate) fn is_flow(&self, flow: &str) -> bool {
+        &*self.fairness_id == flow
+    }
+
+    pub(crate) fn band(&self) -> &Arc<BandShared> {
+        &self.band
     }
 }
 
@@ -253,6 +275,25 @@ pub struct EnqueueSeries {
     pub duration: Histogram,
 }
 
+/// One enqueue series as it is recorded: lock-free, so a flow's gauge can hold its own.
+#[derive(Debug)]
+struct EnqueueCell {
+    fairness_id: String,
+    priority: i32,
+    outcome: &'static str,
+    duration: AtomicHistogram,
+    /// ms since the metrics' epoch of the last observation.
+    touched: AtomicU64,
+    epoch: Instant,
+}
+
+impl EnqueueCell {
+    fn observe(&self, elapsed: Duration) {
+        self.duration.observe_duration(elapsed);
+        self.touched.store(millis_since(self.epoch), Relaxed);
+    }
+}
+
 /// Upstream's outcome of an enqueue that put the request in its queue.
 pub const ENQUEUED: &str = "NotYetFinalized";
 
@@ -261,8 +302,8 @@ pub struct FlowMetrics {
     epoch: Instant,
     max_series: usize,
     gauges: Mutex<HashMap<String, Arc<FlowGauge>>>,
-    /// flow\0priority\0outcome -> (series, ms since epoch of the last observation)
-    enqueue: Mutex<HashMap<String, (EnqueueSeries, u64)>>,
+    /// flow\0priority\0outcome -> series
+    enqueue: Mutex<HashMap<String, Arc<EnqueueCell>>>,
     /// One observation per pass of the dispatch loop (merge, expire, dispatch).
     pub dispatch_cycle: AtomicHistogram,
 }
@@ -291,8 +332,15 @@ impl FlowMetrics {
         }
     }
 
-    /// The gauge of one flow and model, created on its first queued request.
-    pub fn gauge(&self, flow: &str, priority: i32, model: &str, target: &str) -> Arc<FlowGauge> {
+    /// The gauge of one flow and model, created (in `band`, the priority's) on its first request.
+    pub(crate) fn gauge(
+        &self,
+        flow: &str,
+        priority: i32,
+        model: &str,
+        target: &str,
+        band: impl FnOnce() -> Arc<BandShared>,
+    ) -> Arc<FlowGauge> {
         KEY.with_borrow_mut(|key| {
             let mut map = self.gauges.lock();
             gauge_key(key, flow, priority, model, target);
@@ -308,11 +356,17 @@ impl FlowMetrics {
             } else {
                 (flow, model, target)
             };
+            // Lock order: gauges, then enqueue series (nowhere the other way round).
+            let enqueued = (flow != OVERFLOW)
+                .then(|| self.enqueue_cell(&mut String::new(), flow, priority, ENQUEUED))
+                .filter(|c| c.fairness_id == flow);
             let g = Arc::new(FlowGauge {
-                fairness_id: flow.to_owned(),
+                fairness_id: Arc::from(flow),
                 priority,
                 model: model.to_owned(),
                 target_model: target.to_owned(),
+                band: band(),
+                enqueued,
                 requests: AtomicI64::new(0),
                 bytes: AtomicI64::new(0),
                 idle_since: AtomicU64::new(millis_since(self.epoch)),
@@ -325,30 +379,50 @@ impl FlowMetrics {
 
     /// Queueing one request took `elapsed`; `outcome` is `ENQUEUED` or its rejection's name.
     pub fn enqueued(&self, flow: &str, priority: i32, outcome: &'static str, elapsed: Duration) {
-        let at = millis_since(self.epoch);
-        KEY.with_borrow_mut(|key| {
+        KEY.with_borrow_mut(|key| self.enqueue_cell(key, flow, priority, outcome))
+            .observe(elapsed);
+    }
+
+    /// A request of `gauge`'s flow went into its queue after `elapsed`: through the series the
+    /// gauge holds, without a lookup when it holds one.
+    pub fn enqueued_into(&self, gauge: &FlowGauge, flow: &str, elapsed: Duration) {
+        match &gauge.enqueued {
+            // No last-use time: a series a gauge holds is never forgotten, and the gauge is
+            // forgotten only once idle longer than the series would be.
+            Some(cell) => cell.duration.observe_duration(elapsed),
+            None => self.enqueued(flow, gauge.priority, ENQUEUED, elapsed),
+        }
+    }
+
+    /// The series of (flow, priority, outcome), made on first use; past the cap, the
+    /// overflow flow's.
+    fn enqueue_cell(
+        &self,
+        key: &mut String,
+        flow: &str,
+        priority: i32,
+        outcome: &'static str,
+    ) -> Arc<EnqueueCell> {
+        join_key(key, &[flow], priority, &[outcome]);
+        let mut map = self.enqueue.lock();
+        let mut flow = flow;
+        if !map.contains_key(key.as_str()) && map.len() >= self.max_series {
+            flow = OVERFLOW;
             join_key(key, &[flow], priority, &[outcome]);
-            let mut map = self.enqueue.lock();
-            let mut flow = flow;
-            if !map.contains_key(key.as_str()) && map.len() >= self.max_series {
-                flow = OVERFLOW;
-                join_key(key, &[flow], priority, &[outcome]);
-            }
-            if let Some((s, touched)) = map.get_mut(key.as_str()) {
-                s.duration.observe(elapsed.as_secs_f64());
-                *touched = at;
-                return;
-            }
-            let mut duration = Histogram::new(SCHEDULER_BUCKETS);
-            duration.observe(elapsed.as_secs_f64());
-            let series = EnqueueSeries {
-                fairness_id: flow.to_owned(),
-                priority,
-                outcome,
-                duration,
-            };
-            map.insert(key.clone(), (series, at));
-        })
+        }
+        if let Some(c) = map.get(key.as_str()) {
+            return c.clone();
+        }
+        let cell = Arc::new(EnqueueCell {
+            fairness_id: flow.to_owned(),
+            priority,
+            outcome,
+            duration: AtomicHistogram::new(SCHEDULER_BUCKETS),
+            touched: AtomicU64::new(millis_since(self.epoch)),
+            epoch: self.epoch,
+        });
+        map.insert(key.clone(), cell.clone());
+        cell
     }
 
     /// Gauges and enqueue durations, ordered; flows idle for `FLOW_GC_IDLE` are forgotten.
@@ -370,7 +444,7 @@ impl FlowMetrics {
             });
             map.values()
                 .map(|g| FlowGaugeRow {
-                    fairness_id: g.fairness_id.clone(),
+                    fairness_id: g.fairness_id.to_string(),
                     priority: g.priority,
                     model: g.model.clone(),
                     target_model: g.target_model.clone(),
@@ -389,8 +463,19 @@ impl FlowMetrics {
         });
         let mut enqueue: Vec<EnqueueSeries> = {
             let mut map = self.enqueue.lock();
-            map.retain(|_, (_, touched)| now.saturating_sub(*touched) < idle);
-            map.values().map(|(s, _)| s.clone()).collect()
+            // A series a gauge holds (a flow still queueing) is never idle.
+            map.retain(|_, c| {
+                Arc::strong_count(c) > 1 || now.saturating_sub(c.touched.load(Relaxed)) < idle
+            });
+            map.values()
+                .filter(|c| c.duration.count() > 0)
+                .map(|c| EnqueueSeries {
+                    fairness_id: c.fairness_id.clone(),
+                    priority: c.priority,
+                    outcome: c.outcome,
+                    duration: c.duration.snapshot(),
+                })
+                .collect()
         };
         enqueue.sort_by(|a, b| {
             (&a.fairness_id, a.priority, a.outcome).cmp(&(&b.fairness_id, b.priority, b.outcome))
@@ -478,10 +563,21 @@ mod tests {
         assert_eq!(s[0].duration.sum, 0.202);
     }
 
+    fn band() -> Arc<BandShared> {
+        Arc::new(BandShared {
+            priority: 2,
+            max_requests: 0,
+            max_bytes: 0,
+            ordering: Default::default(),
+            counters: Default::default(),
+            ledger: Default::default(),
+        })
+    }
+
     #[test]
     fn a_flow_gauge_counts_its_requests_and_is_forgotten_once_idle() {
         let m = FlowMetrics::new(10);
-        let g = m.gauge("tenant", 2, "m", "m");
+        let g = m.gauge("tenant", 2, "m", "m", band);
         g.enter(100);
         g.enter(50);
         let (rows, _) = m.snapshot();
@@ -503,8 +599,8 @@ mod tests {
         assert!(m.snapshot_forgetting(Duration::ZERO).0.is_empty());
         // a new request of the flow starts a fresh series
         assert!(Arc::ptr_eq(
-            &m.gauge("tenant", 2, "m", "m"),
-            &m.gauge("tenant", 2, "m", "m")
+            &m.gauge("tenant", 2, "m", "m", band),
+            &m.gauge("tenant", 2, "m", "m", band)
         ));
     }
 
