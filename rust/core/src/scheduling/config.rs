@@ -224,14 +224,17 @@ impl RouterConfig {
     /// The plugins and profiles to build, upstream defaults applied. Plugins without profiles
     /// make one profile "default" of every plugin that can sit in a profile (decided by the
     /// scheduler, which knows each plugin's kind); `None` profiles signal that case.
-    pub fn resolved(&self) -> (Vec<PluginSpec>, Option<Vec<ProfileSpec>>) {
-        match (&self.plugins, &self.scheduling_profiles) {
+    pub fn resolved(&self) -> Result<(Vec<PluginSpec>, Option<Vec<ProfileSpec>>), ConfigError> {
+        Ok(match (&self.plugins, &self.scheduling_profiles) {
             (None, None) => {
                 let (plugins, profiles) = default_plugins_and_profile();
                 (plugins, Some(profiles))
             }
-            (plugins, profiles) => (plugins.clone().unwrap_or_default(), profiles.clone()),
-        }
+            (plugins, profiles) => (
+                expand_precise_scorers(plugins.clone().unwrap_or_default())?,
+                profiles.clone(),
+            ),
+        })
     }
 
     /// The multicluster extractor's probe, its metric specs parsed.
@@ -292,4 +295,45 @@ impl RouterConfig {
             .map(|(_, v)| v.clone())
             .or_else(|| self.default_engine.clone())
     }
+}
+
+/// upstream's deprecated `precise-prefix-cache-scorer`: a prefix-cache-scorer (same name) bound
+/// to the configured precise-prefix-cache-producer, or, when none is configured, to one made from
+/// the scorer's own parameters (named `<scorer>-producer`), as upstream composes it. Parameters
+/// beside a configured producer (upstream ignores them with a warning) are refused.
+fn expand_precise_scorers(mut plugins: Vec<PluginSpec>) -> Result<Vec<PluginSpec>, ConfigError> {
+    const DEPRECATED: &str = "precise-prefix-cache-scorer";
+    const PRODUCER: &str = "precise-prefix-cache-producer";
+    for i in 0..plugins.len() {
+        if plugins[i].kind != DEPRECATED {
+            continue;
+        }
+        let scorer = plugins[i].clone();
+        let producer = match plugins.iter().find(|p| p.kind == PRODUCER) {
+            Some(p) if scorer.parameters.is_some() => {
+                return Err(ConfigError(format!(
+                    "plugins[{i}] ('{}', {DEPRECATED}).parameters: a {PRODUCER} ('{}') is configured, \
+                     so these would be ignored; remove them (or the producer)",
+                    scorer.name(),
+                    p.name()
+                )));
+            }
+            Some(p) => p.name().to_owned(),
+            None => {
+                let name = format!("{}-producer", scorer.name());
+                plugins.push(PluginSpec {
+                    name: Some(name.clone()),
+                    kind: PRODUCER.into(),
+                    parameters: scorer.parameters.clone(),
+                });
+                name
+            }
+        };
+        plugins[i] = PluginSpec {
+            name: Some(scorer.name().to_owned()),
+            kind: "prefix-cache-scorer".into(),
+            parameters: Some(serde_json::json!({ "prefixMatchInfoProducerName": producer })),
+        };
+    }
+    Ok(plugins)
 }

@@ -168,9 +168,37 @@ const PRECISE: &str = r#"{"plugins": [
     {"type": "prefix-cache-scorer"}],
   "schedulingProfiles": [{"name": "p", "plugins": [{"pluginRef": "prefix-cache-scorer"}]}]}"#;
 
+/// upstream's deprecated composite: the same producer and scorer behind one plugin type.
+const PRECISE_DEPRECATED: &str = r#"{"plugins": [
+    {"name": "precise", "type": "precise-prefix-cache-scorer", "parameters": {"blockSize": 16}}],
+  "schedulingProfiles": [{"name": "p", "plugins": [{"pluginRef": "precise"}]}]}"#;
+
 #[test]
 fn kv_events_steer_the_prefix_scorer_to_the_endpoint_that_holds_the_blocks() {
-    let r = router(PRECISE, &["10.0.0.1:8000", "10.0.0.2:8000"]);
+    kv_events_steer(PRECISE);
+}
+
+#[test]
+fn the_deprecated_precise_scorer_makes_its_producer_and_routes_the_same() {
+    kv_events_steer(PRECISE_DEPRECATED);
+    // Beside a configured producer its own parameters would be ignored upstream: refused here.
+    let both = r#"{"plugins": [
+        {"type": "precise-prefix-cache-producer", "parameters": {"blockSize": 16}},
+        {"type": "precise-prefix-cache-scorer", "parameters": {"blockSize": 32}}]}"#;
+    let err = crate::scheduling::scheduler::Scheduler::from_config(
+        &RouterConfig::from_json(both).unwrap(),
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        err.0.contains("plugins[1]") && err.0.contains(".parameters"),
+        "{}",
+        err.0
+    );
+}
+
+fn kv_events_steer(config: &str) {
+    let r = router(config, &["10.0.0.1:8000", "10.0.0.2:8000"]);
     let body = long_body();
     let prompt = "abcdefgh".repeat(64);
     let hashes = crate::prefix::block_hashes("llama", None, prompt.as_bytes(), 16 * 4);

@@ -131,7 +131,7 @@ pub(crate) struct Built {
 
 impl Scheduler {
     pub fn from_config(config: &RouterConfig) -> Result<Scheduler, ConfigError> {
-        let (specs, profile_specs) = config.resolved();
+        let (specs, profile_specs) = config.resolved()?;
         let mut built: Vec<Built> = Vec::with_capacity(specs.len());
         for (i, spec) in specs.into_iter().enumerate() {
             if built.iter().any(|b| b.spec.name() == spec.name()) {

@@ -3,10 +3,6 @@
 
 pub const UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "precise-prefix-cache-scorer",
-        "use prefix-cache-scorer with a precise-prefix-cache-producer",
-    ),
-    (
         "burst-prefix-cache-producer",
         "burst prefix-cache prediction is not implemented",
     ),
