@@ -8,17 +8,9 @@ const PATH: &str = "/v1/completions";
 const A: &str = "10.0.0.1:8000";
 const B: &str = "10.0.0.2:8000";
 
+/// A Router over `addresses`, each reporting an empty queue.
 fn router(json: &str, addresses: &[&str]) -> Router {
-    let r = Router::from_json(json).unwrap();
-    let specs: Vec<EndpointSpec> = addresses
-        .iter()
-        .map(|a| EndpointSpec {
-            name: a.to_string(),
-            address: a.to_string(),
-            labels: vec![],
-        })
-        .collect();
-    r.set_endpoints(&specs);
+    let r = super::tests::router(json, addresses);
     for a in addresses {
         load(&r, a, 0);
     }
