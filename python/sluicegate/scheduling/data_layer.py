@@ -44,11 +44,12 @@ EXTRACTORS = {METRICS_EXTRACTOR: {"engineLabelKey", "defaultEngine", "engineConf
               MC_EXTRACTOR: set(MC_METRICS), MODELS_EXTRACTOR: set()}
 FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR}, DCGM_SOURCE: {DCGM_EXTRACTOR}, MC_SOURCE: {MC_EXTRACTOR},
          MODELS_SOURCE: {MODELS_EXTRACTOR},
-         # The precise producer forgets a removed endpoint's blocks (the Router tells it); the topology
-         # extractor reads the labels of the endpoint set as it changes.
-         "endpoint-notification-source": {"precise-prefix-cache-producer", "topology-extractor"}}
+         # The precise and multimodal producers forget a removed endpoint's state (the Router tells
+         # them); the topology extractor reads the labels of the endpoint set as it changes.
+         "endpoint-notification-source": {"mm-embeddings-cache-producer", "precise-prefix-cache-producer",
+                                          "topology-extractor"}}
 # Scheduling plugins that may be wired as extractors (they live in the Rust registry).
-SCHEDULING_EXTRACTORS = {"precise-prefix-cache-producer", "topology-extractor"}
+SCHEDULING_EXTRACTORS = {"mm-embeddings-cache-producer", "precise-prefix-cache-producer", "topology-extractor"}
 ENGINES = ("vllm", "sglang", "trtllm-serve")
 REFUSED = {
     "k8s-notification-source": ("it passes a Kubernetes GVK watch's object events to extractors, and none here "

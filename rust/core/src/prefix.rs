@@ -251,6 +251,15 @@ impl PrefixIndex {
         hashes.iter().take_while(|&&h| lru.contains(h)).count()
     }
 
+    /// How many of `hashes`, wherever they stand, are recorded for `endpoint`.
+    pub fn count_held(&self, endpoint: u64, hashes: &[u64]) -> usize {
+        let Some(lru) = self.endpoint(endpoint) else {
+            return 0;
+        };
+        let lru = lru.read();
+        hashes.iter().filter(|&&h| lru.contains(h)).count()
+    }
+
     /// Forget an endpoint (it left the pool or restarted with an empty cache).
     pub fn remove_endpoint(&self, endpoint: u64) {
         self.endpoints.write().remove(&endpoint);

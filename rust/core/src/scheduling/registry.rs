@@ -17,15 +17,15 @@ use crate::scheduling::handlers::{
 use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
 use crate::scheduling::producers::{
     agent_identity, approx_prefix_cache_producer, inflight_load_producer,
-    precise_prefix_cache_producer, predicted_latency_producer, request_attribute_reporter,
-    session_id_producer, topology_extractor,
+    mm_embeddings_cache_producer, precise_prefix_cache_producer, predicted_latency_producer,
+    request_attribute_reporter, session_id_producer, topology_extractor,
 };
 use crate::scheduling::scorers::{
     active_request_scorer, context_length_aware, endpoint_attribute_scorer,
     header_label_affinity_scorer, kv_cache_utilization_scorer, latency_scorer, load_aware_scorer,
-    lora_affinity_scorer, multicluster_scorers, no_hit_lru_scorer, prefix_cache_scorer,
-    queue_scorer, running_requests_size_scorer, session_affinity_scorer, token_load_scorer,
-    topology_affinity_scorer,
+    lora_affinity_scorer, mm_embeddings_cache_scorer, multicluster_scorers, no_hit_lru_scorer,
+    prefix_cache_scorer, queue_scorer, running_requests_size_scorer, session_affinity_scorer,
+    token_load_scorer, topology_affinity_scorer,
 };
 use crate::scheduling::screeners::disaggregatedset_rollout_screener;
 use crate::scheduling::unsupported;
@@ -83,6 +83,14 @@ const REGISTRY: &[(&str, Factory)] = &[
         crate::scheduling::producers::token_producer::factory,
     ),
     ("lora-affinity-scorer", lora_affinity_scorer::factory),
+    (
+        "mm-embeddings-cache-producer",
+        mm_embeddings_cache_producer::factory,
+    ),
+    (
+        "mm-embeddings-cache-scorer",
+        mm_embeddings_cache_scorer::factory,
+    ),
     (
         "running-requests-size-scorer",
         running_requests_size_scorer::factory,

@@ -21,6 +21,7 @@ use crate::scheduling::pickers::max_score_picker::MaxScorePicker;
 use crate::scheduling::producers::agent_identity::AgentIdentity;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
 use crate::scheduling::producers::inflight_load_producer::TokenEstimate;
+use crate::scheduling::producers::mm_embeddings_cache_producer::MmEmbeddingsProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
 use crate::scheduling::producers::request_attribute_reporter::AttributeReporter;
@@ -47,6 +48,8 @@ const HEADER_BLIND: &[&str] = &[
     "token-producer",
     "tokenizer",
     "lora-affinity-scorer",
+    "mm-embeddings-cache-producer",
+    "mm-embeddings-cache-scorer",
     "running-requests-size-scorer",
     "load-aware-scorer",
     "active-request-scorer",
@@ -114,6 +117,8 @@ pub struct Scheduler {
     block_index: Option<(String, Arc<BlockIndex>)>,
     /// The approx-prefix-cache-producers, by name.
     approx: Vec<(String, Arc<ApproxPrefixProducer>)>,
+    /// The mm-embeddings-cache-producers, by name.
+    mm: Vec<(String, Arc<MmEmbeddingsProducer>)>,
     /// Admitters in `plugins:` order; they run after the producers, before the profiles.
     admitters: Vec<Arc<dyn Admitter>>,
     /// Screeners in `plugins:` order; they narrow every profile's endpoints, after admission.
@@ -198,6 +203,7 @@ impl Scheduler {
         let mut scorers: Vec<Arc<dyn Scorer>> = Vec::new();
         let mut block_index: Option<(String, Arc<BlockIndex>)> = None;
         let mut approx: Vec<(String, Arc<ApproxPrefixProducer>)> = Vec::new();
+        let mut mm: Vec<(String, Arc<MmEmbeddingsProducer>)> = Vec::new();
         let mut tokens = None;
         let mut latency: Option<Arc<PredictedLatencyProducer>> = None;
         let mut agent_identity = None;
@@ -235,6 +241,7 @@ impl Scheduler {
                 Plugin::Scorer(s) | Plugin::FilterAndScorer(_, s) => scorers.push(s.clone()),
                 Plugin::Tokens(t) => tokens = t.clone(),
                 Plugin::ApproxProducer(a) => approx.push((b.spec.name().to_owned(), a.clone())),
+                Plugin::MmEmbeddings(m) => mm.push((b.spec.name().to_owned(), m.clone())),
                 Plugin::Producer(index) => {
                     if let Some((first, _)) = &block_index {
                         return Err(ConfigError(format!(
@@ -261,6 +268,7 @@ impl Scheduler {
         let producers = PrefixProducers {
             precise: block_index.as_ref().map(|(n, i)| (n.as_str(), i)),
             approx: &approx,
+            mm: &mm,
         };
         for b in &built {
             let bound = match &b.plugin {
@@ -323,6 +331,7 @@ impl Scheduler {
             agent_identity,
             block_index,
             approx,
+            mm,
             admitters,
             screeners,
             in_flight_load,
@@ -463,6 +472,9 @@ impl Scheduler {
         for (_, a) in &self.approx {
             a.remove_endpoint(id);
         }
+        for (_, m) in &self.mm {
+            m.remove_endpoint(id);
+        }
     }
 
     /// The exact KV-block index, when a precise-prefix-cache-producer is configured.
@@ -600,6 +612,7 @@ fn build_profile(
             | Plugin::Decider(_)
             | Plugin::Producer(_)
             | Plugin::ApproxProducer(_)
+            | Plugin::MmEmbeddings(_)
             | Plugin::Tokens(_)
             | Plugin::Topology(_)
             | Plugin::AgentIdentity(_)

@@ -10,14 +10,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "p2p-source-producer",
         "peer-to-peer KV transfer sources are not implemented",
     ),
-    (
-        "mm-embeddings-cache-producer",
-        "multimodal embedding caches are not tracked",
-    ),
-    (
-        "mm-embeddings-cache-scorer",
-        "multimodal embedding caches are not tracked",
-    ),
 ];
 
 /// The reason a known upstream type is refused, if it is one.

@@ -11,6 +11,7 @@ use crate::scheduling::contracts::profile_handler::HandlerSpec;
 use crate::scheduling::contracts::scorer::Scorer;
 use crate::scheduling::contracts::screener::Screener;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
+use crate::scheduling::producers::mm_embeddings_cache_producer::MmEmbeddingsProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
 use crate::scheduling::producers::session_id_producer::SessionIdProducer;
@@ -27,6 +28,8 @@ pub enum Plugin {
     Producer(Arc<BlockIndex>),
     /// approx-prefix-cache-producer: the index of blocks routed to each endpoint.
     ApproxProducer(Arc<ApproxPrefixProducer>),
+    /// mm-embeddings-cache-producer: which endpoints recently encoded each multimodal item.
+    MmEmbeddings(Arc<MmEmbeddingsProducer>),
     /// token-producer: where the precise index gets a request's token ids (None: upstream's
     /// tokenizer-free estimate, i.e. sluicegate's byte scheme).
     Tokens(Option<Arc<crate::tokenize::TokenSource>>),

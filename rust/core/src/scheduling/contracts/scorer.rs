@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::scheduling::cycle::Cycle;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
+use crate::scheduling::producers::mm_embeddings_cache_producer::MmEmbeddingsProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::topology_extractor::TopologySource;
 use crate::scheduling::session::ProfileRef;
@@ -73,11 +74,13 @@ pub trait Scorer: Send + Sync {
     }
 }
 
-/// The prefix producers a config built, for the scorers that read them.
+/// The producers a config built (prefix caches, multimodal caches), for the plugins that read
+/// them.
 #[derive(Clone, Copy)]
 pub struct PrefixProducers<'a> {
     pub precise: Option<(&'a str, &'a Arc<BlockIndex>)>,
     pub approx: &'a [(String, Arc<ApproxPrefixProducer>)],
+    pub mm: &'a [(String, Arc<MmEmbeddingsProducer>)],
 }
 
 /// Min-max normalisation where less is better: the smallest value scores 1, the largest 0,

@@ -7,6 +7,7 @@ pub mod kv_cache_utilization_scorer;
 pub mod latency_scorer;
 pub mod load_aware_scorer;
 pub mod lora_affinity_scorer;
+pub mod mm_embeddings_cache_scorer;
 pub mod multicluster_scorers;
 pub mod no_hit_lru_scorer;
 pub mod prefix_cache_scorer;
