@@ -83,6 +83,8 @@ pub struct Route<'a> {
     /// "ip:port[,ip:port...]": primary first, then fallbacks.
     pub endpoints: &'a str,
     pub headers: &'a [(String, String)],
+    /// Inbound request headers the decision strips.
+    pub remove: &'a [&'a str],
     pub scores: Option<&'a [(String, f64)]>,
 }
 
@@ -102,7 +104,7 @@ fn destination_mutation(route: &Route<'_>, content_length: Option<usize>) -> Com
     CommonResponse {
         header_mutation: Some(HeaderMutation {
             set_headers: headers,
-            remove_headers: Vec::new(),
+            remove_headers: route.remove.iter().map(|&h| h.to_owned()).collect(),
         }),
         clear_route_cache: true,
         ..Default::default()

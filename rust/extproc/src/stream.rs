@@ -596,6 +596,7 @@ impl RequestStream {
         let route = Route {
             endpoints: &decision.endpoints,
             headers: &decision.headers,
+            remove: decision.removed_headers(),
             scores: decision.endpoint_scores.as_deref(),
         };
         let Answer::Body {

@@ -172,3 +172,64 @@ fn a_request_flow_control_queued_is_routed_with_its_headers() {
     };
     assert_eq!(set_headers(&out[0])[protocol::DESTINATION_ENDPOINT], B);
 }
+
+fn removed_headers(r: &ProcessingResponse) -> Vec<String> {
+    let (Some(Response::RequestHeaders(h)) | Some(Response::ResponseHeaders(h))) = &r.response
+    else {
+        panic!("not a headers answer: {r:?}")
+    };
+    h.response
+        .iter()
+        .flat_map(|c| c.header_mutation.iter())
+        .flat_map(|m| m.remove_headers.iter().cloned())
+        .collect()
+}
+
+/// A chat body whose prompt is `text` repeated to five 64-token blocks (4 bytes a token).
+fn long_chat(text: &str) -> Vec<u8> {
+    let prompt = text.repeat(1280 / text.len());
+    serde_json::json!({"model": "m", "messages": [{"role": "user", "content": prompt}]})
+        .to_string()
+        .into_bytes()
+}
+
+#[test]
+fn the_kv_cache_source_header_names_the_holder_and_an_inbound_one_is_stripped() {
+    use sluicegate_core::datalayer::Engine;
+    use sluicegate_core::scheduling::KV_CACHE_SOURCE_HEADER;
+    let r = router(serde_json::json!({"plugins": [
+        {"type": "approx-prefix-cache-producer", "parameters": {"autoTune": false}},
+        {"type": "prefix-cache-scorer"},
+        {"type": "queue-scorer"},
+        {"type": "p2p-source-producer"}],
+     "schedulingProfiles": [{"name": "default", "plugins": [
+        {"pluginRef": "prefix-cache-scorer", "weight": 1},
+        {"pluginRef": "queue-scorer", "weight": 3}]}]}));
+    let load = |address: &str, waiting: u32| {
+        let text = format!("vllm:num_requests_waiting {waiting}\nvllm:kv_cache_usage_perc 0.1\n");
+        assert!(r.ingest_metrics(address, &text, Engine::Vllm));
+    };
+    load(A, 0);
+    load(B, 0);
+    let body = long_chat("the shared system prompt ");
+    let forged = || vec![header(KV_CACHE_SOURCE_HEADER, "192.0.2.9:8000")];
+    let mut s = RequestStream::new(r.clone(), true);
+    let out = run(
+        &mut s,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, forged(), &body),
+    );
+    let holder = set_headers(&out[0])[protocol::DESTINATION_ENDPOINT].clone();
+    // Nobody held the prompt: no source is named, and the forged one is removed.
+    assert!(!set_headers(&out[0]).contains_key(KV_CACHE_SOURCE_HEADER));
+    assert_eq!(removed_headers(&out[0]), [KV_CACHE_SOURCE_HEADER]);
+    load(&holder, 10);
+    let mut s = RequestStream::new(r.clone(), true);
+    let out = run(
+        &mut s,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, forged(), &body),
+    );
+    let set = set_headers(&out[0]);
+    assert_ne!(set[protocol::DESTINATION_ENDPOINT], holder);
+    assert_eq!(set[KV_CACHE_SOURCE_HEADER], holder);
+    assert!(removed_headers(&out[0]).is_empty());
+}

@@ -44,6 +44,7 @@ pub use cycle::ScheduleError;
 pub use handlers::data_parallel_profile_handler::DATA_PARALLEL_HEADER;
 pub use handlers::disagg_profile_handler::{ENCODERS_HEADER, PREFILLER_HEADER};
 pub use producers::kv_events::{self, KvEventsError};
+pub use producers::p2p_source_producer::KV_CACHE_SOURCE_HEADER;
 pub use producers::precise_prefix_cache_producer::{self, request_block_hashes, BlockIndexStats};
 pub use producers::predicted_latency_producer::{SLO_TPOT_HEADERS, SLO_TTFT_HEADERS};
 pub use registry::known_types;

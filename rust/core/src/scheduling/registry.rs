@@ -17,8 +17,9 @@ use crate::scheduling::handlers::{
 use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
 use crate::scheduling::producers::{
     agent_identity, approx_prefix_cache_producer, inflight_load_producer,
-    mm_embeddings_cache_producer, precise_prefix_cache_producer, predicted_latency_producer,
-    request_attribute_reporter, session_id_producer, topology_extractor,
+    mm_embeddings_cache_producer, p2p_source_producer, precise_prefix_cache_producer,
+    predicted_latency_producer, request_attribute_reporter, session_id_producer,
+    topology_extractor,
 };
 use crate::scheduling::scorers::{
     active_request_scorer, context_length_aware, endpoint_attribute_scorer,
@@ -111,6 +112,7 @@ const REGISTRY: &[(&str, Factory)] = &[
     ),
     ("session-id-producer", session_id_producer::factory),
     ("no-hit-lru-scorer", no_hit_lru_scorer::factory),
+    ("p2p-source-producer", p2p_source_producer::factory),
     ("decode-filter", role_filter::decode_factory),
     ("prefill-filter", role_filter::prefill_factory),
     ("encode-filter", role_filter::encode_factory),

@@ -21,6 +21,7 @@ use crate::scheduling::handlers::pd_decider::carries_media;
 use crate::scheduling::handlers::stage_headers::stage_headers;
 use crate::scheduling::producers::kv_events::{decode_batch, KvEventsError};
 use crate::scheduling::producers::latency_predictor::Features;
+use crate::scheduling::producers::p2p_source_producer::KV_CACHE_SOURCE_HEADER;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndexStats;
 use crate::scheduling::request_parsers::Parsers;
 use crate::scheduling::scheduler::Scheduler;
@@ -59,6 +60,9 @@ pub struct Decision {
     /// for the client to send back; empty when none.
     /// (Boxed slices keep a Decision small: it travels by value through flow control.)
     pub response_headers: Box<[(String, String)]>,
+    /// A p2p-source-producer is listed and named no source: an inbound
+    /// `x-kv-cache-source-host-port` must be removed (a flag keeps the Decision small).
+    strip_kv_source: bool,
     /// With `emitEndpointScores` (upstream's --emit-endpoint-scores): every endpoint the primary
     /// profile scored ("ip:port") with its weighted score; None otherwise, and for
     /// data-parallel decisions, whose destination port is not the scored endpoint's (as upstream).
@@ -79,6 +83,15 @@ pub struct RouteOptions<'a> {
 }
 
 impl Decision {
+    /// Request headers the proxy must remove; empty when none.
+    pub fn removed_headers(&self) -> &'static [&'static str] {
+        if self.strip_kv_source {
+            &[KV_CACHE_SOURCE_HEADER]
+        } else {
+            &[]
+        }
+    }
+
     /// The picked endpoint, which the request counts against until released.
     pub fn primary(&self) -> &str {
         self.counted
@@ -480,8 +493,10 @@ impl Router {
         if !commit {
             cycle.trace = Some(Default::default());
         }
-        let (endpoints, headers, session, counted, latency_features, held_tokens) = PICKS
-            .with_borrow_mut(|picks| -> Result<_, ScheduleError> {
+        // Before the cycle: its picks teach the prefix producers this request's blocks.
+        let kv_sources = self.scheduler.kv_sources(&cycle);
+        let (endpoints, (headers, removed), session, counted, latency_features, held_tokens) =
+            PICKS.with_borrow_mut(|picks| -> Result<_, ScheduleError> {
                 if !commit {
                     self.scheduler.dry_run(&cycle, picks)?;
                 } else {
@@ -492,6 +507,7 @@ impl Router {
                         self.stats.attempted(false, served_model, "", "");
                     }
                     scheduled?;
+                    self.scheduler.kv_sources_learn(&cycle, picks, &kv_sources);
                 }
                 let mut joined = String::with_capacity(picks.primary.len() * 22);
                 for (i, &p) in picks.primary.iter().enumerate() {
@@ -519,7 +535,10 @@ impl Router {
                     self.stats
                         .attempted(true, served_model, &primary.info.name, primary.address());
                 }
-                let headers = stage_headers(&cycle, picks, port.is_some());
+                let mut headers = stage_headers(&cycle, picks, port.is_some());
+                let removed =
+                    self.scheduler
+                        .source_headers(&cycle, picks, &kv_sources, &mut headers);
                 // upstream's profileName: the token names that profile's pick, none if it did not run
                 let mut stamped: Vec<(String, String)> = self
                     .scheduler
@@ -540,7 +559,7 @@ impl Router {
                     .scheduler
                     .latency_producer()
                     .map(|p| p.features_of(&cycle, picks.primary[0]));
-                Ok((joined, headers, session, counted, features, held))
+                Ok((joined, (headers, removed), session, counted, features, held))
             })?;
         let endpoint_scores = cycle.primary_scores.take().map(|scored| {
             scored
@@ -566,6 +585,7 @@ impl Router {
             stream: request.stream,
             kind: request.kind,
             headers,
+            strip_kv_source: removed,
             response_headers: session,
             endpoint_scores,
         })

@@ -22,6 +22,7 @@ use crate::scheduling::producers::agent_identity::AgentIdentity;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
 use crate::scheduling::producers::inflight_load_producer::TokenEstimate;
 use crate::scheduling::producers::mm_embeddings_cache_producer::MmEmbeddingsProducer;
+use crate::scheduling::producers::p2p_source_producer::{P2pSourceProducer, SourceCandidates};
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
 use crate::scheduling::producers::request_attribute_reporter::AttributeReporter;
@@ -31,8 +32,8 @@ use crate::scheduling::registry;
 use crate::scheduling::scorers::multicluster_scorers::POOL_METRICS_CONSUMERS;
 use crate::scheduling::session::{self, ProfileRef, SessionSource, Strategy};
 
-/// Filter types that read prefix matches before the scorers run.
-const PREFIX_FILTERS: [&str; 1] = ["prefix-cache-affinity-filter"];
+/// Types that read prefix matches before the scorers run.
+const PREFIX_FILTERS: [&str; 2] = ["prefix-cache-affinity-filter", "p2p-source-producer"];
 
 /// Plugin types that read predicted-latency-producer's output.
 const LATENCY_CONSUMERS: [&str; 2] = ["latency-scorer", "slo-headroom-tier-filter"];
@@ -119,6 +120,8 @@ pub struct Scheduler {
     approx: Vec<(String, Arc<ApproxPrefixProducer>)>,
     /// The mm-embeddings-cache-producers, by name.
     mm: Vec<(String, Arc<MmEmbeddingsProducer>)>,
+    /// p2p-source-producers: they read prefix matches before the profiles, set a header after.
+    kv_sources: Vec<Arc<P2pSourceProducer>>,
     /// Admitters in `plugins:` order; they run after the producers, before the profiles.
     admitters: Vec<Arc<dyn Admitter>>,
     /// Screeners in `plugins:` order; they narrow every profile's endpoints, after admission.
@@ -204,6 +207,7 @@ impl Scheduler {
         let mut block_index: Option<(String, Arc<BlockIndex>)> = None;
         let mut approx: Vec<(String, Arc<ApproxPrefixProducer>)> = Vec::new();
         let mut mm: Vec<(String, Arc<MmEmbeddingsProducer>)> = Vec::new();
+        let mut kv_sources: Vec<Arc<P2pSourceProducer>> = Vec::new();
         let mut tokens = None;
         let mut latency: Option<Arc<PredictedLatencyProducer>> = None;
         let mut agent_identity = None;
@@ -242,6 +246,7 @@ impl Scheduler {
                 Plugin::Tokens(t) => tokens = t.clone(),
                 Plugin::ApproxProducer(a) => approx.push((b.spec.name().to_owned(), a.clone())),
                 Plugin::MmEmbeddings(m) => mm.push((b.spec.name().to_owned(), m.clone())),
+                Plugin::P2pSource(p) => kv_sources.push(p.clone()),
                 Plugin::Producer(index) => {
                     if let Some((first, _)) = &block_index {
                         return Err(ConfigError(format!(
@@ -254,7 +259,7 @@ impl Scheduler {
                 _ => {}
             }
         }
-        // As upstream's data-layer DAG, a filter that reads prefix matches gets the default
+        // As upstream's data-layer DAG, a plugin that reads prefix matches gets the default
         // approximate producer when none is listed (prefix scorers then read it too).
         if block_index.is_none()
             && approx.is_empty()
@@ -270,8 +275,10 @@ impl Scheduler {
             approx: &approx,
             mm: &mm,
         };
+        let profile_names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
         for b in &built {
             let bound = match &b.plugin {
+                Plugin::P2pSource(p) => p.bind(&producers, &profile_names),
                 Plugin::Scorer(s) => s.use_prefix_producers(&producers),
                 Plugin::Filter(f) => f.use_prefix_producers(&producers),
                 Plugin::FilterAndScorer(f, s) => f
@@ -332,6 +339,7 @@ impl Scheduler {
             block_index,
             approx,
             mm,
+            kv_sources,
             admitters,
             screeners,
             in_flight_load,
@@ -477,6 +485,38 @@ impl Scheduler {
         }
     }
 
+    /// What each p2p-source-producer finds before the profiles run (empty when none is listed).
+    pub fn kv_sources(&self, cycle: &Cycle<'_>) -> Vec<SourceCandidates> {
+        self.kv_sources.iter().map(|p| p.prepare(cycle)).collect()
+    }
+
+    /// A committed cycle's picks, for the prefix producers the p2p-source-producers read.
+    pub fn kv_sources_learn(&self, cycle: &Cycle<'_>, picks: &Picks, found: &[SourceCandidates]) {
+        for (p, f) in self.kv_sources.iter().zip(found) {
+            p.learn(cycle, f, picks);
+        }
+    }
+
+    /// Add the request headers the p2p-source-producers set once the cycle picked; true when one
+    /// is listed but none set it (an inbound value is then stripped).
+    pub fn source_headers(
+        &self,
+        cycle: &Cycle<'_>,
+        picks: &Picks,
+        found: &[SourceCandidates],
+        headers: &mut Vec<(String, String)>,
+    ) -> bool {
+        let mut set = false;
+        for (p, f) in self.kv_sources.iter().zip(found) {
+            if let Some(h) = p.header(cycle, f, picks) {
+                headers.retain(|(k, _)| *k != h.0);
+                headers.push(h);
+                set = true;
+            }
+        }
+        !self.kv_sources.is_empty() && !set
+    }
+
     /// The exact KV-block index, when a precise-prefix-cache-producer is configured.
     pub fn block_index(&self) -> Option<&Arc<BlockIndex>> {
         self.block_index.as_ref().map(|(_, index)| index)
@@ -613,6 +653,7 @@ fn build_profile(
             | Plugin::Producer(_)
             | Plugin::ApproxProducer(_)
             | Plugin::MmEmbeddings(_)
+            | Plugin::P2pSource(_)
             | Plugin::Tokens(_)
             | Plugin::Topology(_)
             | Plugin::AgentIdentity(_)

@@ -12,6 +12,7 @@ use crate::scheduling::contracts::scorer::Scorer;
 use crate::scheduling::contracts::screener::Screener;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
 use crate::scheduling::producers::mm_embeddings_cache_producer::MmEmbeddingsProducer;
+use crate::scheduling::producers::p2p_source_producer::P2pSourceProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::predicted_latency_producer::PredictedLatencyProducer;
 use crate::scheduling::producers::session_id_producer::SessionIdProducer;
@@ -30,6 +31,8 @@ pub enum Plugin {
     ApproxProducer(Arc<ApproxPrefixProducer>),
     /// mm-embeddings-cache-producer: which endpoints recently encoded each multimodal item.
     MmEmbeddings(Arc<MmEmbeddingsProducer>),
+    /// p2p-source-producer: names a peer to pull the cached prompt prefix from.
+    P2pSource(Arc<P2pSourceProducer>),
     /// token-producer: where the precise index gets a request's token ids (None: upstream's
     /// tokenizer-free estimate, i.e. sluicegate's byte scheme).
     Tokens(Option<Arc<crate::tokenize::TokenSource>>),

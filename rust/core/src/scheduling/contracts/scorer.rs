@@ -83,6 +83,67 @@ pub struct PrefixProducers<'a> {
     pub mm: &'a [(String, Arc<MmEmbeddingsProducer>)],
 }
 
+impl PrefixProducers<'_> {
+    /// The prefix producer `prefixMatchInfoProducerName` names; unnamed: the precise one, else
+    /// the one approximate one, else None (the reader keeps its own or has none).
+    pub fn resolve(&self, name: &str) -> Result<Option<PrefixSource>, String> {
+        if name.is_empty() {
+            return Ok(match (self.precise, self.approx) {
+                (Some((_, p)), _) => Some(PrefixSource::Precise(p.clone())),
+                (None, [(_, a)]) => Some(PrefixSource::Approx(a.clone())),
+                _ => None,
+            });
+        }
+        if let Some((_, p)) = self.precise.filter(|(n, _)| *n == name) {
+            return Ok(Some(PrefixSource::Precise(p.clone())));
+        }
+        match self.approx.iter().find(|(n, _)| n == name) {
+            Some((_, a)) => Ok(Some(PrefixSource::Approx(a.clone()))),
+            None => Err(format!(
+                "parameters.prefixMatchInfoProducerName: no prefix producer named '{name}'"
+            )),
+        }
+    }
+}
+
+/// A prefix producer whose matches a plugin reads (upstream's PrefixCacheMatchInfo).
+#[derive(Clone)]
+pub enum PrefixSource {
+    Approx(Arc<ApproxPrefixProducer>),
+    Precise(Arc<BlockIndex>),
+}
+
+impl PrefixSource {
+    /// Tells producers apart within a cycle.
+    pub fn id(&self) -> usize {
+        match self {
+            PrefixSource::Approx(a) => Arc::as_ptr(a) as usize,
+            PrefixSource::Precise(p) => Arc::as_ptr(p) as usize,
+        }
+    }
+
+    /// The request's blocks at the producer's size, and that size in tokens: the precise index's
+    /// keys, or the approximate producer's estimated-token blocks.
+    pub fn blocks(&self, cycle: &Cycle<'_>, candidates: &[u32]) -> (Vec<u64>, usize) {
+        match self {
+            PrefixSource::Precise(p) => (p.request_keys(&cycle.request), p.block_tokens()),
+            PrefixSource::Approx(a) => {
+                let first = candidates.first().map(|&c| cycle.endpoint(c));
+                let block_tokens = a.block_tokens(first);
+                (a.hashes(&cycle.request, block_tokens), block_tokens)
+            }
+        }
+    }
+
+    /// How many leading blocks of `hashes` the endpoint with this id holds.
+    pub fn matched(&self, _cycle: &Cycle<'_>, endpoint: u64, hashes: &[u64]) -> usize {
+        match self {
+            PrefixSource::Precise(p) => p.longest_prefix_match(endpoint, hashes),
+            PrefixSource::Approx(a) => a.longest_prefix_match(endpoint, hashes),
+        }
+    }
+}
+
 /// Min-max normalisation where less is better: the smallest value scores 1, the largest 0,
 /// and all-equal values score 1. Candidates for which `value` is None score 0 and do not
 /// take part in the range (stale endpoints count as saturated).

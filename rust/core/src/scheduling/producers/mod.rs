@@ -5,6 +5,7 @@ pub mod inflight_load_producer;
 pub mod kv_events;
 pub mod latency_predictor;
 pub mod mm_embeddings_cache_producer;
+pub mod p2p_source_producer;
 pub mod precise_prefix_cache_producer;
 pub mod precise_prefix_params;
 pub mod predicted_latency_producer;

@@ -20,13 +20,12 @@ use serde::Deserialize;
 use crate::scheduling::config::ConfigError;
 use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
-use crate::scheduling::contracts::scorer::{Picks, PrefixProducers, Scorer};
+use crate::scheduling::contracts::scorer::{Picks, PrefixProducers, PrefixSource, Scorer};
 use crate::scheduling::cycle::{Cycle, PrefixState};
 pub use crate::scheduling::producers::approx_prefix_cache_producer::BYTES_PER_TOKEN;
 use crate::scheduling::producers::approx_prefix_cache_producer::{
     ApproxParams, ApproxPrefixProducer,
 };
-use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::scorers::queue_scorer::waiting;
 
 /// Waiting requests beyond the shallowest queue at which a cached prefix counts half.
@@ -94,29 +93,13 @@ impl PrefixParams {
     }
 }
 
-/// Where the scorer reads prefix matches from.
-enum Source {
-    Approx(Arc<ApproxPrefixProducer>),
-    Precise(Arc<BlockIndex>),
-}
-
-impl Source {
-    /// Tells producers apart within a cycle.
-    fn id(&self) -> usize {
-        match self {
-            Source::Approx(a) => Arc::as_ptr(a) as usize,
-            Source::Precise(p) => Arc::as_ptr(p) as usize,
-        }
-    }
-}
-
 pub struct PrefixCacheScorer {
     producer_name: String,
     match_length_weight: f64,
     match_length_scale_tokens: usize,
     affinity_queue_slack: f64,
     own: Arc<ApproxPrefixProducer>,
-    linked: OnceLock<Source>,
+    linked: OnceLock<PrefixSource>,
 }
 
 pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
@@ -158,11 +141,10 @@ impl PrefixCacheScorer {
         }
     }
 
-    fn source(&self) -> Source {
+    fn source(&self) -> PrefixSource {
         match self.linked.get() {
-            Some(Source::Precise(p)) => Source::Precise(p.clone()),
-            Some(Source::Approx(a)) => Source::Approx(a.clone()),
-            None => Source::Approx(self.own.clone()),
+            Some(linked) => linked.clone(),
+            None => PrefixSource::Approx(self.own.clone()),
         }
     }
 
@@ -189,25 +171,12 @@ impl PrefixCacheScorer {
             _ => 1.0,
         }
     }
-
-    /// The request's blocks at the producer's size: the precise index's keys, or the
-    /// approximate producer's estimated-token blocks.
-    fn blocks(&self, source: &Source, cycle: &Cycle<'_>, candidates: &[u32]) -> (Vec<u64>, usize) {
-        match source {
-            Source::Precise(p) => (p.request_keys(&cycle.request), p.block_tokens()),
-            Source::Approx(a) => {
-                let first = candidates.first().map(|&c| cycle.endpoint(c));
-                let block_tokens = a.block_tokens(first);
-                (a.hashes(&cycle.request, block_tokens), block_tokens)
-            }
-        }
-    }
 }
 
 impl Scorer for PrefixCacheScorer {
     fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]) {
         let source = self.source();
-        let (hashes, block_tokens) = self.blocks(&source, cycle, candidates);
+        let (hashes, block_tokens) = source.blocks(cycle, candidates);
         let mut matched = Vec::new();
         if hashes.is_empty() {
             out.fill(0.0);
@@ -217,10 +186,7 @@ impl Scorer for PrefixCacheScorer {
             let mut best = 0;
             for (slot, &c) in out.iter_mut().zip(candidates) {
                 let id = cycle.endpoint(c).info.id;
-                let n = match &source {
-                    Source::Precise(p) => p.longest_prefix_match(id, &hashes),
-                    Source::Approx(a) => a.longest_prefix_match(id, &hashes),
-                };
+                let n = source.matched(cycle, id, &hashes);
                 if n > 0 {
                     matched.push((c, n));
                 }
@@ -231,7 +197,7 @@ impl Scorer for PrefixCacheScorer {
                     self.blend(n, total, block_tokens) * self.queue_share(cycle, c, shallowest)
                 };
             }
-            if let Source::Precise(p) = &source {
+            if let PrefixSource::Precise(p) = &source {
                 p.record_lookup(hashes.len(), best);
             }
         }
@@ -251,7 +217,7 @@ impl Scorer for PrefixCacheScorer {
             Some(p) if p.producer == source.id() => &p.hashes,
             // Another prefix scorer, reading another producer, scored after this one.
             _ => {
-                rehashed = self.blocks(&source, cycle, &picks.primary).0;
+                rehashed = source.blocks(cycle, &picks.primary).0;
                 &rehashed
             }
         };
@@ -265,8 +231,8 @@ impl Scorer for PrefixCacheScorer {
             match &source {
                 // The endpoints' own events keep the precise index; a prediction bridges the
                 // time until they arrive (speculativeIndexing).
-                Source::Precise(p) => p.speculate(ep.info.id, hashes),
-                Source::Approx(a) => a.record(ep, hashes),
+                PrefixSource::Precise(p) => p.speculate(ep.info.id, hashes),
+                PrefixSource::Approx(a) => a.record(ep, hashes),
             }
         }
     }
@@ -279,23 +245,7 @@ impl Scorer for PrefixCacheScorer {
     /// Bind to the producer named by `prefixMatchInfoProducerName`; unnamed, to the precise
     /// producer, else the one approximate producer, else keep the scorer's own.
     fn use_prefix_producers(&self, producers: &PrefixProducers<'_>) -> Result<(), String> {
-        let name = self.producer_name.as_str();
-        let source = if name.is_empty() {
-            match (producers.precise, producers.approx) {
-                (Some((_, p)), _) => Some(Source::Precise(p.clone())),
-                (None, [(_, a)]) => Some(Source::Approx(a.clone())),
-                _ => None,
-            }
-        } else if let Some((_, p)) = producers.precise.filter(|(n, _)| *n == name) {
-            Some(Source::Precise(p.clone()))
-        } else if let Some((_, a)) = producers.approx.iter().find(|(n, _)| n == name) {
-            Some(Source::Approx(a.clone()))
-        } else {
-            return Err(format!(
-                "parameters.prefixMatchInfoProducerName: no prefix producer named '{name}'"
-            ));
-        };
-        if let Some(source) = source {
+        if let Some(source) = producers.resolve(&self.producer_name)? {
             let _ = self.linked.set(source);
         }
         Ok(())
