@@ -17,7 +17,7 @@ use sluicegate_core::flowcontrol::eviction::{EVICTED_MESSAGE, EVICTED_REASON};
 use sluicegate_core::flowcontrol::RouteView;
 use sluicegate_core::parse::{find_usage, find_usage_object, model_of, replace_model_in_chunk_cow};
 use sluicegate_core::scheduling::cycle::ScheduleError;
-use sluicegate_core::scheduling::{Decision, RouteError, RouteOptions};
+use sluicegate_core::scheduling::{BurstTicket, Decision, RouteError, RouteOptions};
 use sluicegate_core::stats::{ChunkGaps, Outcome, RequestLabels, RequestStats};
 use sluicegate_core::tokenize::{PreTokenized, TokenizeError};
 
@@ -99,6 +99,13 @@ struct Tokenizing {
     answer: Answer,
 }
 
+/// A request waiting for its burst-prefix-cache-producer window to seal.
+struct Bursting {
+    ticket: BurstTicket,
+    body: Bytes,
+    answer: Answer,
+}
+
 /// A request flow control queued: its outcome, and how to answer once it comes.
 struct Pending {
     waiting: Waiting,
@@ -110,6 +117,9 @@ pub struct RequestStream {
     gate: Option<Arc<Gate>>,
     pending: Option<Pending>,
     tokenizing: Option<Tokenizing>,
+    bursting: Option<Bursting>,
+    /// The burst window's assignment once waited for (see `RouteOptions::burst`).
+    burst: Option<Option<u64>>,
     /// The prompt's token ids when the token-producer tokenizes remotely (or why it could not).
     tokens: Option<Arc<PreTokenized>>,
     /// The request holds a flow-control place (freed when it ends).
@@ -194,6 +204,8 @@ impl RequestStream {
             gate: None,
             pending: None,
             tokenizing: None,
+            bursting: None,
+            burst: None,
             tokens: None,
             placed: false,
             tracked: None,
@@ -248,7 +260,7 @@ impl RequestStream {
     /// True while the request is being tokenized or flow control holds it: poll
     /// `poll_admission` before reading on.
     pub fn waiting(&self) -> bool {
-        self.pending.is_some() || self.tokenizing.is_some()
+        self.pending.is_some() || self.tokenizing.is_some() || self.bursting.is_some()
     }
 
     pub fn request_id(&self) -> &str {
@@ -309,6 +321,18 @@ impl RequestStream {
 
     /// Wait for flow control's outcome; once it comes, queue the answers it makes.
     pub fn poll_admission(&mut self, cx: &mut Context<'_>, out: &mut Outbox) -> Poll<()> {
+        if let Some(b) = self.bursting.as_mut() {
+            let placed = match Pin::new(&mut b.ticket).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(placed) => placed.ok().flatten(),
+            };
+            let b = self.bursting.take().expect("polled");
+            self.burst = Some(placed);
+            if let Err(f) = self.decide(b.body, b.answer, out) {
+                self.fail(f, out);
+            }
+            return Poll::Ready(());
+        }
         if let Some(t) = self.tokenizing.as_mut() {
             let tokens = match t.call.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -379,6 +403,7 @@ impl RequestStream {
         self.finished = true;
         self.pending = None;
         self.tokenizing = None;
+        self.bursting = None;
         if self.metrics.response_at.is_none() {
             self.metrics.request_done(self.router.router().stats());
         }
@@ -515,6 +540,7 @@ impl RequestStream {
             || self.released
             || self.pending.is_some()
             || self.tokenizing.is_some()
+            || self.bursting.is_some()
         {
             // Out of order (a body after the trailers, or after the request ended): routing again
             // would leak the first pick or start a request nothing ends.
@@ -526,6 +552,22 @@ impl RequestStream {
             if let Some(call) = self.tokenize(&body) {
                 self.tokenizing = Some(Tokenizing { call, body, answer });
                 return Ok(());
+            }
+        }
+        if self.burst.is_none() {
+            let router = self.router.router();
+            match router.burst_ticket(&self.path, &body, self.subset.as_deref()) {
+                Some(Ok(ticket)) => {
+                    self.bursting = Some(Bursting {
+                        ticket,
+                        body,
+                        answer,
+                    });
+                    return Ok(());
+                }
+                // The window is full: routed without the producer's data, as upstream.
+                Some(Err(_)) => self.burst = Some(None),
+                None => {}
             }
         }
         let Some(gate) = self.gate.clone() else {
@@ -547,6 +589,7 @@ impl RequestStream {
             headers: &self.headers,
             priority: self.priority,
             tokens: self.tokens.as_ref(),
+            burst: self.burst,
         };
         match admit(&gate, &ask, request)? {
             Admitted::Direct => {
@@ -651,6 +694,7 @@ impl RequestStream {
             headers: &self.headers,
             priority: self.priority,
             tokens: self.tokens.as_deref(),
+            burst: self.burst,
         };
         // A bug must not hang the request: a panic is answered 500 and the stream closed.
         let routed = catch_unwind(AssertUnwindSafe(|| router.route_with(path, body, &options)))

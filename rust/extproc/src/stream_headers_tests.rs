@@ -193,6 +193,20 @@ fn long_chat(text: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Poll a stream waiting before its decision until decided (bounded), returning the answers.
+fn settle(s: &mut RequestStream) -> Vec<ProcessingResponse> {
+    use std::task::{Context, Waker};
+    use std::time::{Duration, Instant};
+    let mut out = Outbox::new();
+    let mut cx = Context::from_waker(Waker::noop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.poll_admission(&mut cx, &mut out).is_pending() {
+        assert!(Instant::now() < deadline, "the request was never decided");
+        std::thread::sleep(Duration::from_millis(1)); // poll interval of this bounded wait
+    }
+    Vec::from(out)
+}
+
 #[test]
 fn the_kv_cache_source_header_names_the_holder_and_an_inbound_one_is_stripped() {
     use sluicegate_core::datalayer::Engine;
@@ -232,4 +246,42 @@ fn the_kv_cache_source_header_names_the_holder_and_an_inbound_one_is_stripped() 
     assert_ne!(set[protocol::DESTINATION_ENDPOINT], holder);
     assert_eq!(set[KV_CACHE_SOURCE_HEADER], holder);
     assert!(removed_headers(&out[0]).is_empty());
+}
+
+#[test]
+fn a_burst_of_streams_waits_for_its_window_and_each_prompt_lands_on_one_endpoint() {
+    let r = router(serde_json::json!({"plugins": [
+        {"type": "burst-prefix-cache-producer", "parameters": {"windowDurationMs": 300}},
+        {"type": "prefix-cache-scorer",
+         "parameters": {"prefixMatchInfoProducerName": "burst-prefix-cache-producer"}},
+        {"type": "max-score-picker"}]}));
+    let bodies = [
+        long_chat("rollout prompt one "),
+        long_chat("rollout prompt two "),
+    ];
+    let mut streams: Vec<(usize, RequestStream)> = (0..6)
+        .map(|i| {
+            let mut s = RequestStream::new(r.clone(), true);
+            let out = run(
+                &mut s,
+                chat_request(body_mode::FULL_DUPLEX_STREAMED, vec![], &bodies[i % 2]),
+            );
+            // Answered once the window seals, not before.
+            assert!(s.waiting() && out.len() <= 1, "{out:?}");
+            (i % 2, s)
+        })
+        .collect();
+    let mut landed: [std::collections::BTreeSet<String>; 2] = Default::default();
+    for (prompt, s) in &mut streams {
+        let out = settle(s);
+        let routed = out.iter().find(|o| {
+            matches!(&o.response, Some(Response::RequestHeaders(_)))
+                && set_headers(o).contains_key(protocol::DESTINATION_ENDPOINT)
+        });
+        let routed = routed.unwrap_or_else(|| panic!("not routed: {out:?}"));
+        landed[*prompt].insert(set_headers(routed)[protocol::DESTINATION_ENDPOINT].clone());
+    }
+    assert_eq!(landed[0].len(), 1, "{landed:?}");
+    assert_eq!(landed[1].len(), 1, "{landed:?}");
+    assert_ne!(landed[0], landed[1]);
 }

@@ -316,6 +316,7 @@ impl PyFlowController {
                 .collect(),
             priority,
             tokens: None,
+            burst: None,
         });
         let mut queued = Queued {
             route: request,

@@ -386,6 +386,7 @@ fn detached<T: Send>(
         headers: &headers,
         priority: 0,
         tokens: None,
+        burst: None,
     };
     py.detach(|| f(path, body, &options)).map_err(route_error)
 }

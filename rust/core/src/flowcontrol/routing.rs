@@ -38,6 +38,8 @@ pub struct RouteRequest {
     pub priority: i32,
     /// Token ids computed before routing (see `Router::remote_tokens`).
     pub tokens: Option<Arc<PreTokenized>>,
+    /// The burst window's assignment when waited for already (see `RouteOptions::burst`).
+    pub burst: Option<Option<u64>>,
 }
 
 /// True when `snapshot` holds nothing a request with `subset` may go to. A subset hint that
@@ -67,6 +69,7 @@ pub struct RouteView<'a> {
     /// The objective's priority, for admitters.
     pub priority: i32,
     pub tokens: Option<&'a Arc<PreTokenized>>,
+    pub burst: Option<Option<u64>>,
 }
 
 impl RouteRequest {
@@ -79,6 +82,7 @@ impl RouteRequest {
             headers: &self.headers,
             priority: self.priority,
             tokens: self.tokens.as_ref(),
+            burst: self.burst,
         }
     }
 }
@@ -94,6 +98,7 @@ impl RouteView<'_> {
             headers: self.headers.to_vec(),
             priority: self.priority,
             tokens: self.tokens.cloned(),
+            burst: self.burst,
         }
     }
 }
@@ -120,6 +125,7 @@ pub fn route_view_when_possible(
         headers: r.headers,
         priority: r.priority,
         tokens: r.tokens.map(|t| &**t),
+        burst: r.burst,
     };
     Dispatch::Done(router.route_with(r.path, r.body, &options))
 }

@@ -31,6 +31,9 @@ pub struct Request<'a> {
     /// The prompt's token ids, computed before the cycle when the token-producer needs the
     /// network (render API); None: a plugin that needs them tokenizes in the cycle.
     pub tokens: Option<&'a crate::tokenize::PreTokenized>,
+    /// The endpoint (id) the burst-prefix-cache-producer's window assigned the request to;
+    /// None: no affinity, or no such producer.
+    pub burst: Option<u64>,
 }
 
 impl Request<'_> {

@@ -43,6 +43,7 @@ pub use config::{ConfigError, RouterConfig};
 pub use cycle::ScheduleError;
 pub use handlers::data_parallel_profile_handler::DATA_PARALLEL_HEADER;
 pub use handlers::disagg_profile_handler::{ENCODERS_HEADER, PREFILLER_HEADER};
+pub use producers::burst_prefix_cache_producer::Ticket as BurstTicket;
 pub use producers::kv_events::{self, KvEventsError};
 pub use producers::p2p_source_producer::KV_CACHE_SOURCE_HEADER;
 pub use producers::precise_prefix_cache_producer::{self, request_block_hashes, BlockIndexStats};

@@ -16,10 +16,10 @@ use crate::scheduling::handlers::{
 };
 use crate::scheduling::pickers::{max_score_picker, random_picker, weighted_random_picker};
 use crate::scheduling::producers::{
-    agent_identity, approx_prefix_cache_producer, inflight_load_producer,
-    mm_embeddings_cache_producer, p2p_source_producer, precise_prefix_cache_producer,
-    predicted_latency_producer, request_attribute_reporter, session_id_producer,
-    topology_extractor,
+    agent_identity, approx_prefix_cache_producer, burst_prefix_cache_producer,
+    inflight_load_producer, mm_embeddings_cache_producer, p2p_source_producer,
+    precise_prefix_cache_producer, predicted_latency_producer, request_attribute_reporter,
+    session_id_producer, topology_extractor,
 };
 use crate::scheduling::scorers::{
     active_request_scorer, context_length_aware, endpoint_attribute_scorer,
@@ -73,6 +73,10 @@ const REGISTRY: &[(&str, Factory)] = &[
     (
         "multicluster-approx-prefix-cache-producer",
         approx_prefix_cache_producer::factory,
+    ),
+    (
+        "burst-prefix-cache-producer",
+        burst_prefix_cache_producer::factory,
     ),
     (
         "token-producer",

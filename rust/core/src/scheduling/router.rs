@@ -15,10 +15,15 @@ use crate::datalayer::dcgm::GpuProbe;
 use crate::datalayer::{parse_metrics, EndpointSpec, EndpointStore, Engine, ScrapeConfig, Scraper};
 use crate::parse::{self, ApiKind, ParseError};
 use crate::scheduling::config::{ConfigError, RouterConfig};
+use crate::scheduling::contracts::filter::Filter;
 use crate::scheduling::contracts::scorer::Picks;
 use crate::scheduling::cycle::{Cycle, ProfileTrace, Request, ScheduleError};
+use crate::scheduling::filters::subset_filter::SubsetFilter;
 use crate::scheduling::handlers::pd_decider::carries_media;
 use crate::scheduling::handlers::stage_headers::stage_headers;
+use crate::scheduling::producers::burst_prefix_cache_producer::{
+    BurstPrefixProducer, Replica, Ticket,
+};
 use crate::scheduling::producers::kv_events::{decode_batch, KvEventsError};
 use crate::scheduling::producers::latency_predictor::Features;
 use crate::scheduling::producers::p2p_source_producer::KV_CACHE_SOURCE_HEADER;
@@ -80,6 +85,10 @@ pub struct RouteOptions<'a> {
     pub priority: i32,
     /// Token ids computed before the cycle (see `Router::remote_tokens`).
     pub tokens: Option<&'a crate::tokenize::PreTokenized>,
+    /// The burst-prefix-cache-producer's window, already waited for (see `Router::burst_ticket`):
+    /// Some(the endpoint id it assigned, or None for no affinity). None: `route_with` waits for
+    /// the window on the calling thread itself.
+    pub burst: Option<Option<u64>>,
 }
 
 impl Decision {
@@ -358,6 +367,7 @@ impl Router {
             headers: &[],
             priority: 0,
             tokens: None,
+            burst: None,
         };
         self.route_with(path, body, &options)
     }
@@ -429,6 +439,44 @@ impl Router {
             .and_then(|i| i.remote_tokens().cloned())
     }
 
+    /// Join the burst-prefix-cache-producer's window with this request; the ticket resolves
+    /// when the window seals, and its value goes in `RouteOptions::burst`. None when no burst
+    /// producer is listed or the body does not parse (routing then refuses it); Some(Err) when
+    /// the window is full (the request is then routed without the producer's data, as upstream).
+    pub fn burst_ticket(
+        &self,
+        path: &str,
+        body: &[u8],
+        subset: Option<&[String]>,
+    ) -> Option<Result<Ticket, String>> {
+        let producer = self.scheduler.burst_producer()?;
+        let request = self.parsers.parse(path, body).ok()?;
+        let hashes = producer.hashes(
+            request.model.as_deref().unwrap_or(""),
+            request.cache_salt.as_deref(),
+            request.prompt.as_bytes(),
+        );
+        let snapshot = self.store.snapshot();
+        let mut cycle = Cycle::new(&snapshot, Instant::now(), self.config.staleness());
+        cycle.subset = subset.filter(|_| !self.config.ignore_subset_hint);
+        let mut candidates: Vec<u32> = (0..snapshot.endpoints.len() as u32).collect();
+        if SubsetFilter.filter(&cycle, &mut candidates).is_err() {
+            candidates.clear();
+        }
+        let replicas: Arc<[Replica]> = candidates
+            .iter()
+            .map(|&c| {
+                let ep = cycle.endpoint(c);
+                Replica {
+                    id: ep.info.id,
+                    name: ep.info.name.clone(),
+                    running: ep.metrics.running,
+                }
+            })
+            .collect();
+        Some(producer.join(hashes, replicas))
+    }
+
     /// Totals of the precise index; None when no producer is configured.
     pub fn kv_event_stats(&self) -> Option<BlockIndexStats> {
         self.scheduler.block_index().map(|i| i.stats())
@@ -470,6 +518,15 @@ impl Router {
             _ => None,
         };
         let served_model = model_rewrite.or(request.model.as_deref()).unwrap_or("");
+        // A committed route waits for its burst window here unless its caller did already.
+        let burst = match options.burst {
+            Some(placed) => placed,
+            None if commit => self
+                .burst_ticket(path, body, options.subset)
+                .and_then(Result::ok)
+                .and_then(BurstPrefixProducer::wait),
+            None => None,
+        };
         let snapshot = self.store.snapshot();
         let attributes = self.scheduler.request_attributes(options.headers);
         let port = self.scheduler.primary_port();
@@ -489,6 +546,7 @@ impl Router {
             multimodal: self.scheduler.needs_multimodal() && carries_media(body),
             priority: options.priority,
             tokens: options.tokens,
+            burst,
         };
         if !commit {
             cycle.trace = Some(Default::default());

@@ -20,6 +20,7 @@ use crate::scheduling::handler_wiring::build_handler;
 use crate::scheduling::pickers::max_score_picker::MaxScorePicker;
 use crate::scheduling::producers::agent_identity::AgentIdentity;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
+use crate::scheduling::producers::burst_prefix_cache_producer::BurstPrefixProducer;
 use crate::scheduling::producers::inflight_load_producer::TokenEstimate;
 use crate::scheduling::producers::mm_embeddings_cache_producer::MmEmbeddingsProducer;
 use crate::scheduling::producers::p2p_source_producer::{P2pSourceProducer, SourceCandidates};
@@ -46,6 +47,7 @@ const HEADER_BLIND: &[&str] = &[
     "kv-cache-scorer",
     "prefix-cache-scorer",
     "precise-prefix-cache-producer",
+    "burst-prefix-cache-producer",
     "token-producer",
     "tokenizer",
     "lora-affinity-scorer",
@@ -120,6 +122,8 @@ pub struct Scheduler {
     approx: Vec<(String, Arc<ApproxPrefixProducer>)>,
     /// The mm-embeddings-cache-producers, by name.
     mm: Vec<(String, Arc<MmEmbeddingsProducer>)>,
+    /// The burst-prefix-cache-producer, by name: its window is waited for before the cycle.
+    burst: Option<(String, Arc<BurstPrefixProducer>)>,
     /// p2p-source-producers: they read prefix matches before the profiles, set a header after.
     kv_sources: Vec<Arc<P2pSourceProducer>>,
     /// Admitters in `plugins:` order; they run after the producers, before the profiles.
@@ -208,6 +212,7 @@ impl Scheduler {
         let mut approx: Vec<(String, Arc<ApproxPrefixProducer>)> = Vec::new();
         let mut mm: Vec<(String, Arc<MmEmbeddingsProducer>)> = Vec::new();
         let mut kv_sources: Vec<Arc<P2pSourceProducer>> = Vec::new();
+        let mut burst: Option<(String, Arc<BurstPrefixProducer>)> = None;
         let mut tokens = None;
         let mut latency: Option<Arc<PredictedLatencyProducer>> = None;
         let mut agent_identity = None;
@@ -247,6 +252,15 @@ impl Scheduler {
                 Plugin::ApproxProducer(a) => approx.push((b.spec.name().to_owned(), a.clone())),
                 Plugin::MmEmbeddings(m) => mm.push((b.spec.name().to_owned(), m.clone())),
                 Plugin::P2pSource(p) => kv_sources.push(p.clone()),
+                Plugin::BurstProducer(p) => {
+                    if let Some((first, _)) = &burst {
+                        return Err(ConfigError(format!(
+                            "plugins: one burst-prefix-cache-producer allowed, got '{first}' and '{}'",
+                            b.spec.name()
+                        )));
+                    }
+                    burst = Some((b.spec.name().to_owned(), p.clone()));
+                }
                 Plugin::Producer(index) => {
                     if let Some((first, _)) = &block_index {
                         return Err(ConfigError(format!(
@@ -274,6 +288,7 @@ impl Scheduler {
             precise: block_index.as_ref().map(|(n, i)| (n.as_str(), i)),
             approx: &approx,
             mm: &mm,
+            burst: burst.as_ref().map(|(n, p)| (n.as_str(), p)),
         };
         let profile_names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
         for b in &built {
@@ -340,6 +355,7 @@ impl Scheduler {
             approx,
             mm,
             kv_sources,
+            burst,
             admitters,
             screeners,
             in_flight_load,
@@ -483,6 +499,11 @@ impl Scheduler {
         for (_, m) in &self.mm {
             m.remove_endpoint(id);
         }
+    }
+
+    /// The burst-prefix-cache-producer, when one is listed.
+    pub fn burst_producer(&self) -> Option<&Arc<BurstPrefixProducer>> {
+        self.burst.as_ref().map(|(_, p)| p)
     }
 
     /// What each p2p-source-producer finds before the profiles run (empty when none is listed).
@@ -654,6 +675,7 @@ fn build_profile(
             | Plugin::ApproxProducer(_)
             | Plugin::MmEmbeddings(_)
             | Plugin::P2pSource(_)
+            | Plugin::BurstProducer(_)
             | Plugin::Tokens(_)
             | Plugin::Topology(_)
             | Plugin::AgentIdentity(_)

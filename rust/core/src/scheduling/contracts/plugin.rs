@@ -11,6 +11,7 @@ use crate::scheduling::contracts::profile_handler::HandlerSpec;
 use crate::scheduling::contracts::scorer::Scorer;
 use crate::scheduling::contracts::screener::Screener;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
+use crate::scheduling::producers::burst_prefix_cache_producer::BurstPrefixProducer;
 use crate::scheduling::producers::mm_embeddings_cache_producer::MmEmbeddingsProducer;
 use crate::scheduling::producers::p2p_source_producer::P2pSourceProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
@@ -29,6 +30,8 @@ pub enum Plugin {
     Producer(Arc<BlockIndex>),
     /// approx-prefix-cache-producer: the index of blocks routed to each endpoint.
     ApproxProducer(Arc<ApproxPrefixProducer>),
+    /// burst-prefix-cache-producer: places each window of requests jointly.
+    BurstProducer(Arc<BurstPrefixProducer>),
     /// mm-embeddings-cache-producer: which endpoints recently encoded each multimodal item.
     MmEmbeddings(Arc<MmEmbeddingsProducer>),
     /// p2p-source-producer: names a peer to pull the cached prompt prefix from.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::scheduling::cycle::Cycle;
 use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
+use crate::scheduling::producers::burst_prefix_cache_producer::BurstPrefixProducer;
 use crate::scheduling::producers::mm_embeddings_cache_producer::MmEmbeddingsProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::producers::topology_extractor::TopologySource;
@@ -81,6 +82,7 @@ pub struct PrefixProducers<'a> {
     pub precise: Option<(&'a str, &'a Arc<BlockIndex>)>,
     pub approx: &'a [(String, Arc<ApproxPrefixProducer>)],
     pub mm: &'a [(String, Arc<MmEmbeddingsProducer>)],
+    pub burst: Option<(&'a str, &'a Arc<BurstPrefixProducer>)>,
 }
 
 impl PrefixProducers<'_> {
@@ -97,6 +99,9 @@ impl PrefixProducers<'_> {
         if let Some((_, p)) = self.precise.filter(|(n, _)| *n == name) {
             return Ok(Some(PrefixSource::Precise(p.clone())));
         }
+        if let Some((_, b)) = self.burst.filter(|(n, _)| *n == name) {
+            return Ok(Some(PrefixSource::Burst(b.clone())));
+        }
         match self.approx.iter().find(|(n, _)| n == name) {
             Some((_, a)) => Ok(Some(PrefixSource::Approx(a.clone()))),
             None => Err(format!(
@@ -111,6 +116,8 @@ impl PrefixProducers<'_> {
 pub enum PrefixSource {
     Approx(Arc<ApproxPrefixProducer>),
     Precise(Arc<BlockIndex>),
+    /// A full match on the replica the request's window assigned it, none elsewhere.
+    Burst(Arc<BurstPrefixProducer>),
 }
 
 impl PrefixSource {
@@ -119,6 +126,7 @@ impl PrefixSource {
         match self {
             PrefixSource::Approx(a) => Arc::as_ptr(a) as usize,
             PrefixSource::Precise(p) => Arc::as_ptr(p) as usize,
+            PrefixSource::Burst(b) => Arc::as_ptr(b) as usize,
         }
     }
 
@@ -132,14 +140,20 @@ impl PrefixSource {
                 let block_tokens = a.block_tokens(first);
                 (a.hashes(&cycle.request, block_tokens), block_tokens)
             }
+            PrefixSource::Burst(b) => {
+                let r = &cycle.request;
+                (b.hashes(r.model, r.cache_salt, r.prompt), b.block_tokens())
+            }
         }
     }
 
     /// How many leading blocks of `hashes` the endpoint with this id holds.
-    pub fn matched(&self, _cycle: &Cycle<'_>, endpoint: u64, hashes: &[u64]) -> usize {
+    pub fn matched(&self, cycle: &Cycle<'_>, endpoint: u64, hashes: &[u64]) -> usize {
         match self {
             PrefixSource::Precise(p) => p.longest_prefix_match(endpoint, hashes),
             PrefixSource::Approx(a) => a.longest_prefix_match(endpoint, hashes),
+            PrefixSource::Burst(_) if cycle.request.burst == Some(endpoint) => hashes.len(),
+            PrefixSource::Burst(_) => 0,
         }
     }
 }

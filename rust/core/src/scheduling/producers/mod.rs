@@ -1,6 +1,7 @@
 //! Data producers: state built outside the cycle (endpoint KV events) that plugins read.
 pub mod agent_identity;
 pub mod approx_prefix_cache_producer;
+pub mod burst_prefix_cache_producer;
 pub mod inflight_load_producer;
 pub mod kv_events;
 pub mod latency_predictor;

@@ -233,6 +233,8 @@ impl Scorer for PrefixCacheScorer {
                 // time until they arrive (speculativeIndexing).
                 PrefixSource::Precise(p) => p.speculate(ep.info.id, hashes),
                 PrefixSource::Approx(a) => a.record(ep, hashes),
+                // The window's assignment is the prediction; nothing outlives it.
+                PrefixSource::Burst(_) => {}
             }
         }
     }
