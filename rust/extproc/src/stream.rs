@@ -1034,7 +1034,7 @@ pub(crate) mod tests;
 
 #[cfg(test)]
 #[path = "stream_admission_tests.rs"]
-mod admission_tests;
+pub(crate) mod admission_tests;
 
 #[cfg(test)]
 #[path = "stream_headers_tests.rs"]

@@ -27,7 +27,7 @@ fn gated(r: &Arc<sluicegate_core::scheduling::Router>, g: &Arc<Gate>) -> Request
 }
 
 /// Poll the admission until it is decided (bounded), returning the answers it queued.
-fn settle(s: &mut RequestStream) -> Vec<ProcessingResponse> {
+pub(crate) fn settle(s: &mut RequestStream) -> Vec<ProcessingResponse> {
     let mut out = Outbox::new();
     let mut cx = Context::from_waker(Waker::noop());
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -22,14 +22,18 @@ fn router(config: serde_json::Value) -> Arc<Router> {
     Arc::new(r)
 }
 
-fn set_headers(r: &ProcessingResponse) -> HashMap<String, String> {
+/// The header mutation of a headers answer (none when it mutates nothing).
+fn mutation(r: &ProcessingResponse) -> Option<&crate::pb::HeaderMutation> {
     let (Some(Response::RequestHeaders(h)) | Some(Response::ResponseHeaders(h))) = &r.response
     else {
         panic!("not a headers answer: {r:?}")
     };
-    h.response
+    h.response.as_ref()?.header_mutation.as_ref()
+}
+
+fn set_headers(r: &ProcessingResponse) -> HashMap<String, String> {
+    mutation(r)
         .iter()
-        .flat_map(|c| c.header_mutation.iter())
         .flat_map(|m| m.set_headers.iter())
         .filter_map(|o| o.header.as_ref())
         .map(|h| (h.key.clone(), header_text(h)))
@@ -174,15 +178,7 @@ fn a_request_flow_control_queued_is_routed_with_its_headers() {
 }
 
 fn removed_headers(r: &ProcessingResponse) -> Vec<String> {
-    let (Some(Response::RequestHeaders(h)) | Some(Response::ResponseHeaders(h))) = &r.response
-    else {
-        panic!("not a headers answer: {r:?}")
-    };
-    h.response
-        .iter()
-        .flat_map(|c| c.header_mutation.iter())
-        .flat_map(|m| m.remove_headers.iter().cloned())
-        .collect()
+    mutation(r).map_or_else(Vec::new, |m| m.remove_headers.clone())
 }
 
 /// A chat body whose prompt is `text` repeated to five 64-token blocks (4 bytes a token).
@@ -191,20 +187,6 @@ fn long_chat(text: &str) -> Vec<u8> {
     serde_json::json!({"model": "m", "messages": [{"role": "user", "content": prompt}]})
         .to_string()
         .into_bytes()
-}
-
-/// Poll a stream waiting before its decision until decided (bounded), returning the answers.
-fn settle(s: &mut RequestStream) -> Vec<ProcessingResponse> {
-    use std::task::{Context, Waker};
-    use std::time::{Duration, Instant};
-    let mut out = Outbox::new();
-    let mut cx = Context::from_waker(Waker::noop());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while s.poll_admission(&mut cx, &mut out).is_pending() {
-        assert!(Instant::now() < deadline, "the request was never decided");
-        std::thread::sleep(Duration::from_millis(1)); // poll interval of this bounded wait
-    }
-    Vec::from(out)
 }
 
 #[test]
@@ -273,7 +255,7 @@ fn a_burst_of_streams_waits_for_its_window_and_each_prompt_lands_on_one_endpoint
         .collect();
     let mut landed: [std::collections::BTreeSet<String>; 2] = Default::default();
     for (prompt, s) in &mut streams {
-        let out = settle(s);
+        let out = super::admission_tests::settle(s);
         let routed = out.iter().find(|o| {
             matches!(&o.response, Some(Response::RequestHeaders(_)))
                 && set_headers(o).contains_key(protocol::DESTINATION_ENDPOINT)

@@ -74,6 +74,18 @@ def test_precise_producer_settings_are_resolved():
     ("plugins: [{type: queue-scorer}, {type: precise-prefix-cache-producer}]\n"
      "schedulingProfiles: [{name: p, plugins: [{pluginRef: precise-prefix-cache-producer}]}]",
      "cannot be used in a profile"),
+    ("plugins: [{type: mm-embeddings-cache-producer, parameters: {cacheSizeInMB: 2048}}]", "cacheSizeInMB"),
+    ("plugins: [{type: mm-embeddings-cache-scorer, parameters: {producerName: nope}}]", "producerName.*'nope'"),
+    ("plugins: [{type: p2p-source-producer, parameters: {minCachedTokenDelta: 0}}]", "minCachedTokenDelta"),
+    ("plugins: [{type: p2p-source-producer, parameters: {prefixMatchInfoProducerName: nope}}]",
+     "prefixMatchInfoProducerName.*'nope'"),
+    ("plugins: [{type: burst-prefix-cache-producer, parameters: {windowDurationMs: 0}}]", "windowDurationMs"),
+    ("plugins: [{type: burst-prefix-cache-producer, parameters: {balanceBy: bytes}}]", "balanceBy"),
+    ("plugins: [{type: burst-prefix-cache-producer}, {type: burst-prefix-cache-producer, name: b}]",
+     "one burst-prefix-cache-producer allowed"),
+    ("plugins: [{type: queue-scorer}, {type: burst-prefix-cache-producer}]\n"
+     "schedulingProfiles: [{name: p, plugins: [{pluginRef: burst-prefix-cache-producer}]}]",
+     "cannot be used in a profile"),
 ])
 def test_invalid_upstream_shapes_name_the_plugin_and_field(text, names):
     from sluicegate.errors import ConfigError

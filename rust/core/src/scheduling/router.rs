@@ -782,7 +782,7 @@ impl Drop for Router {
 
 #[cfg(test)]
 #[path = "router_tests.rs"]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 #[path = "router_config_tests.rs"]

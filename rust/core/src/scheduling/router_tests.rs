@@ -6,7 +6,7 @@ const BODY: &[u8] =
     br#"{"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
 const PATH: &str = "/v1/chat/completions";
 
-pub(super) fn router(json: &str, addresses: &[&str]) -> Router {
+pub(crate) fn router(json: &str, addresses: &[&str]) -> Router {
     let r = Router::from_json(json).unwrap();
     let specs: Vec<EndpointSpec> = addresses
         .iter()

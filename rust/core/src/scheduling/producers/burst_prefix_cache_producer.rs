@@ -130,10 +130,12 @@ impl BurstPrefixProducer {
         let max_blocks = match p.max_prefix_tokens_to_match {
             0 => DEFAULT_MAX_BLOCKS,
             t if t >= p.block_size_tokens => (t / p.block_size_tokens) as usize,
-            t => return Err(format!(
+            t => {
+                return Err(format!(
                 "parameters.maxPrefixTokensToMatch: must be 0 or >= blockSizeTokens ({}), got {t}",
                 p.block_size_tokens
-            )),
+            ))
+            }
         };
         if p.min_colocate_blocks < 0 {
             return Err(format!(
@@ -595,9 +597,6 @@ mod tests {
     }
 
     mod through_the_router {
-        use crate::datalayer::EndpointSpec;
-        use crate::scheduling::router::Router;
-
         const CONFIG: &str = r#"{"plugins": [
             {"type": "burst-prefix-cache-producer", "parameters": {"windowDurationMs": 300}},
             {"type": "prefix-cache-scorer",
@@ -613,15 +612,13 @@ mod tests {
 
         #[test]
         fn concurrent_requests_sharing_a_prompt_land_together_and_groups_spread() {
-            let r = Router::from_json(CONFIG).unwrap();
-            let specs: Vec<EndpointSpec> = (1..=4)
-                .map(|i| EndpointSpec {
-                    name: format!("ep{i}"),
-                    address: format!("10.0.0.{i}:8000"),
-                    labels: vec![],
-                })
-                .collect();
-            r.set_endpoints(&specs);
+            let addresses = [
+                "10.0.0.1:8000",
+                "10.0.0.2:8000",
+                "10.0.0.3:8000",
+                "10.0.0.4:8000",
+            ];
+            let r = crate::scheduling::router::tests::router(CONFIG, &addresses);
             let prompts = [
                 body("rollout step prompt A "),
                 body("rollout step prompt B "),

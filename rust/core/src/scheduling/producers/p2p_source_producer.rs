@@ -237,7 +237,7 @@ mod tests {
 
     mod through_the_router {
         use super::super::KV_CACHE_SOURCE_HEADER;
-        use crate::datalayer::{EndpointSpec, Engine};
+        use crate::datalayer::Engine;
         use crate::scheduling::router::{Decision, RouteOptions, Router};
 
         const PATH: &str = "/v1/completions";
@@ -257,17 +257,9 @@ mod tests {
             .to_string()
         }
 
-        fn router(min_delta: u32) -> Router {
-            let r = Router::from_json(&config(min_delta)).unwrap();
-            let specs: Vec<EndpointSpec> = ADDRESSES
-                .iter()
-                .map(|a| EndpointSpec {
-                    name: a.to_string(),
-                    address: a.to_string(),
-                    labels: vec![],
-                })
-                .collect();
-            r.set_endpoints(&specs);
+        /// The pool with every queue empty.
+        fn router(config: &str) -> Router {
+            let r = crate::scheduling::router::tests::router(config, &ADDRESSES);
             for a in ADDRESSES {
                 waiting(&r, a, 0);
             }
@@ -305,7 +297,7 @@ mod tests {
 
         #[test]
         fn a_peer_holding_the_prefix_is_named_when_the_pick_lacks_it() {
-            let r = router(64);
+            let r = router(&config(64));
             let prompt = body("shared system prompt ");
             let first = r.route(PATH, &prompt, None, None).unwrap();
             r.release(first.primary());
@@ -325,7 +317,7 @@ mod tests {
 
         #[test]
         fn pulls_of_a_prefix_held_twice_spread_over_both_holders_by_request_id() {
-            let r = router(64);
+            let r = router(&config(64));
             let prompt = body("shared system prompt ");
             let mut holders = Vec::new();
             for _ in 0..2 {
@@ -354,19 +346,7 @@ mod tests {
         fn without_a_listed_prefix_producer_the_default_one_learns_where_requests_went() {
             let config =
                 r#"{"plugins": [{"type": "queue-scorer"}, {"type": "p2p-source-producer"}]}"#;
-            let r = Router::from_json(config).unwrap();
-            let specs: Vec<EndpointSpec> = ADDRESSES
-                .iter()
-                .map(|a| EndpointSpec {
-                    name: a.to_string(),
-                    address: a.to_string(),
-                    labels: vec![],
-                })
-                .collect();
-            r.set_endpoints(&specs);
-            for a in ADDRESSES {
-                waiting(&r, a, 0);
-            }
+            let r = router(config);
             let prompt = body("shared system prompt ");
             let first = r.route(PATH, &prompt, None, None).unwrap();
             waiting(&r, first.primary(), 10);
@@ -377,7 +357,7 @@ mod tests {
 
         #[test]
         fn a_source_not_ahead_by_min_cached_token_delta_is_not_named() {
-            let r = router(321); // the whole prompt is 320 tokens
+            let r = router(&config(321)); // the whole prompt is 320 tokens
             let prompt = body("shared system prompt ");
             let first = r.route(PATH, &prompt, None, None).unwrap();
             waiting(&r, first.primary(), 10);

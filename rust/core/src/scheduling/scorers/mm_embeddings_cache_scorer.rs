@@ -102,7 +102,6 @@ impl Scorer for MmEmbeddingsCacheScorer {
 
 #[cfg(test)]
 mod tests {
-    use crate::datalayer::EndpointSpec;
     use crate::scheduling::router::Router;
 
     const PATH: &str = "/v1/chat/completions";
@@ -120,17 +119,7 @@ mod tests {
     }
 
     fn router(config: &str) -> Router {
-        let r = Router::from_json(config).unwrap();
-        let specs: Vec<EndpointSpec> = ADDRESSES
-            .iter()
-            .map(|a| EndpointSpec {
-                name: a.to_string(),
-                address: a.to_string(),
-                labels: vec![],
-            })
-            .collect();
-        r.set_endpoints(&specs);
-        r
+        crate::scheduling::router::tests::router(config, &ADDRESSES)
     }
 
     const CONFIG: &str = r#"{
