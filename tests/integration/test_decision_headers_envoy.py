@@ -3,7 +3,8 @@ disaggregated stage peers (prefill, encode) and the data-parallel rank reach the
 session affinity pins by x-session-id and by the x-session-token the client got back (one per
 stage with disaggregation, `profileName`), x-llm-d-slo-tpot-ms steers the latency plugins, and
 --emit-endpoint-scores puts the primary profile's scores in envoy.lb metadata (copied into a request header by the route here, so the server can
-show what Envoy held). The model servers are small HTTP servers of this test that echo the
+show what Envoy held); x-kv-cache-source-host-port names the peer holding the prompt (a forged one is dropped), and
+a burst of prompt-sharing requests is served one server per prompt. The model servers are small HTTP servers of this test that echo the
 request headers they received and report the queue length the test sets."""
 
 from __future__ import annotations
@@ -394,3 +395,60 @@ schedulingProfiles:
     s.load(a=9, b=0)
     assert s.post(prompt)[0]["served_by"] == "a"
     assert s.post("A different conversation. " * 40)[0]["served_by"] == "b"
+
+
+KV_SOURCE_HEADER = "x-kv-cache-source-host-port"
+
+
+def test_a_server_lacking_the_prefix_learns_which_peer_holds_it_and_a_forged_source_is_dropped(stack):
+    """p2p-source-producer: the prompt's first server is named in x-kv-cache-source-host-port for
+    the next request of that prompt sent elsewhere; a client's own value never reaches a server."""
+    config = """
+plugins:
+- {type: approx-prefix-cache-producer, parameters: {autoTune: false}}
+- {type: prefix-cache-scorer}
+- {type: queue-scorer}
+- {type: p2p-source-producer}
+schedulingProfiles:
+- {name: default, plugins: [{pluginRef: prefix-cache-scorer, weight: 1}, {pluginRef: queue-scorer, weight: 3}]}
+"""
+    s = stack(["a", "b"], config)
+    s.load(a=0, b=0)
+    prompt = "the shared system prompt " * 60
+    forged = {KV_SOURCE_HEADER: "192.0.2.9:8000"}
+    first = s.post(prompt, headers=forged)[0]
+    assert KV_SOURCE_HEADER not in first["received_headers"]
+    holder = next(x for x in s.servers if x.name == first["served_by"])
+    s.load(**{holder.name: 10})
+    second = s.post(prompt, headers=forged)[0]
+    assert second["served_by"] != holder.name
+    assert second["received_headers"][KV_SOURCE_HEADER] == holder.address
+
+
+def test_a_burst_of_prompt_sharing_requests_is_served_one_server_per_prompt(stack):
+    """burst-prefix-cache-producer: concurrent requests within one window are placed jointly, each
+    prompt's samples on one server (the ext_proc stream waits for the window, not the server)."""
+    config = """
+plugins:
+- {type: burst-prefix-cache-producer, parameters: {windowDurationMs: 1000}}
+- {type: prefix-cache-scorer, parameters: {prefixMatchInfoProducerName: burst-prefix-cache-producer}}
+- {type: max-score-picker}
+"""
+    s = stack(["a", "b", "c"], config)
+    prompts = ["rollout prompt one " * 40, "rollout prompt two " * 40]
+    served: dict[int, set[str]] = {0: set(), 1: set()}
+    lock = threading.Lock()
+
+    def send(i: int) -> None:
+        name = s.post(prompts[i % 2])[0]["served_by"]
+        with lock:
+            served[i % 2].add(name)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    assert len(served[0]) == 1 and len(served[1]) == 1, served
+    assert served[0] != served[1]

@@ -233,7 +233,7 @@ fn the_kv_cache_source_header_names_the_holder_and_an_inbound_one_is_stripped() 
 #[test]
 fn a_burst_of_streams_waits_for_its_window_and_each_prompt_lands_on_one_endpoint() {
     let r = router(serde_json::json!({"plugins": [
-        {"type": "burst-prefix-cache-producer", "parameters": {"windowDurationMs": 300}},
+        {"type": "burst-prefix-cache-producer", "parameters": {"windowDurationMs": 1000}},
         {"type": "prefix-cache-scorer",
          "parameters": {"prefixMatchInfoProducerName": "burst-prefix-cache-producer"}},
         {"type": "max-score-picker"}]}));

@@ -598,7 +598,7 @@ mod tests {
 
     mod through_the_router {
         const CONFIG: &str = r#"{"plugins": [
-            {"type": "burst-prefix-cache-producer", "parameters": {"windowDurationMs": 300}},
+            {"type": "burst-prefix-cache-producer", "parameters": {"windowDurationMs": 1000}},
             {"type": "prefix-cache-scorer",
              "parameters": {"prefixMatchInfoProducerName": "burst-prefix-cache-producer"}},
             {"type": "max-score-picker"}]}"#;
