@@ -4,7 +4,8 @@ session affinity pins by x-session-id and by the x-session-token the client got 
 stage with disaggregation, `profileName`), x-llm-d-slo-tpot-ms steers the latency plugins, and
 --emit-endpoint-scores puts the primary profile's scores in envoy.lb metadata (copied into a request header by the route here, so the server can
 show what Envoy held); x-kv-cache-source-host-port names the peer holding the prompt (a forged one is dropped), and
-a burst of prompt-sharing requests is served one server per prompt. The model servers are small HTTP servers of this test that echo the
+a burst of prompt-sharing requests is served one server per prompt, and a repeated image goes back to the server
+that encoded it. The model servers are small HTTP servers of this test that echo the
 request headers they received and report the queue length the test sets."""
 
 from __future__ import annotations
@@ -452,3 +453,27 @@ plugins:
     assert not any(t.is_alive() for t in threads)
     assert len(served[0]) == 1 and len(served[1]) == 1, served
     assert served[0] != served[1]
+
+
+def test_a_repeated_image_is_served_where_it_was_encoded_while_new_images_follow_the_load(stack):
+    """mm-embeddings-cache-producer and -scorer: an image goes back to the server that encoded
+    it, although its queue is now the longer one; a new image goes to the shorter queue."""
+    config = """
+plugins:
+- {type: mm-embeddings-cache-producer, parameters: {cacheSizeInMBPerServer: 2048}}
+- {type: mm-embeddings-cache-scorer}
+- {type: queue-scorer}
+schedulingProfiles:
+- {name: default, plugins: [{pluginRef: mm-embeddings-cache-scorer, weight: 4}, {pluginRef: queue-scorer, weight: 1}]}
+"""
+    s = stack(["a", "b"], config)
+    s.load(a=0, b=0)
+
+    def image(url: str) -> list:
+        return [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": url}}]
+
+    first = s.post(image("https://example.test/cat.png"))[0]["served_by"]
+    other = next(x.name for x in s.servers if x.name != first)
+    s.load(**{first: 5, other: 0})
+    assert s.post(image("https://example.test/cat.png"))[0]["served_by"] == first
+    assert s.post(image("https://example.test/dog.png"))[0]["served_by"] == other

@@ -356,6 +356,57 @@ mod tests {
         }
 
         #[test]
+        fn with_disaggregation_the_prefill_pick_is_the_one_that_must_lack_the_prefix() {
+            use crate::datalayer::EndpointSpec;
+            let config = r#"{"plugins": [
+                {"type": "prefill-filter"}, {"type": "decode-filter"},
+                {"type": "prefix-cache-scorer"}, {"type": "queue-scorer"},
+                {"type": "always-disagg-pd-decider"},
+                {"type": "disagg-profile-handler",
+                 "parameters": {"deciders": {"prefill": "always-disagg-pd-decider"}}},
+                {"type": "p2p-source-producer"}],
+             "schedulingProfiles": [
+                {"name": "prefill", "plugins": [{"pluginRef": "prefill-filter"},
+                    {"pluginRef": "prefix-cache-scorer", "weight": 1},
+                    {"pluginRef": "queue-scorer", "weight": 3}]},
+                {"name": "decode", "plugins": [{"pluginRef": "decode-filter"},
+                    {"pluginRef": "prefix-cache-scorer", "weight": 1},
+                    {"pluginRef": "queue-scorer", "weight": 3}]}]}"#;
+            let r = Router::from_json(config).unwrap();
+            let role = |address: &str, role: &str| EndpointSpec {
+                name: address.to_owned(),
+                address: address.to_owned(),
+                labels: vec![("llm-d.ai/role".to_owned(), role.to_owned())],
+            };
+            r.set_endpoints(&[
+                role(ADDRESSES[0], "prefill"),
+                role(ADDRESSES[1], "prefill"),
+                role(ADDRESSES[2], "decode"),
+            ]);
+            for a in ADDRESSES {
+                waiting(&r, a, 0);
+            }
+            let prompt = body("shared system prompt ");
+            let first = r.route(PATH, &prompt, None, None).unwrap();
+            let prefiller = |d: &Decision| {
+                let (_, v) = d
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == "x-prefiller-host-port")
+                    .unwrap();
+                v.clone()
+            };
+            let holder = prefiller(&first);
+            // The decode endpoint holds the prompt too, but the next prefill runs elsewhere.
+            waiting(&r, &holder, 10);
+            let second = explain(&r, &prompt, "r1");
+            assert_eq!(second.primary(), ADDRESSES[2]);
+            assert_ne!(prefiller(&second), holder);
+            let named = source(&second).unwrap();
+            assert!(named == holder || named == ADDRESSES[2], "{named}");
+        }
+
+        #[test]
         fn a_source_not_ahead_by_min_cached_token_delta_is_not_named() {
             let r = router(&config(321)); // the whole prompt is 320 tokens
             let prompt = body("shared system prompt ");
