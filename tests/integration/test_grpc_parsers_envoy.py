@@ -18,7 +18,7 @@ import pytest
 
 from sluicegate.standalone import EnvoyOptions, EnvoyProcess
 from sluicegate.standalone.epp_process import EppProcess
-from tests.harness import scrape, total, write_endpoints
+from tests.harness import scrape, total, wait_until, write_endpoints
 
 pytestmark = pytest.mark.envoy
 
@@ -117,8 +117,10 @@ schedulingProfiles:
 """
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+@pytest.fixture(scope="module", params=["full_duplex", "buffered"])
+def stack(request, tmp_path_factory):
+    """Three model servers, the EPP and Envoy in ext_proc full-duplex or buffered mode (the AI
+    Gateway picks buffered per pool)."""
     tmp = tmp_path_factory.mktemp("grpc")
     servers = [ModelServer(f"m{i}") for i in range(3)]
     epp = envoy = None
@@ -128,7 +130,8 @@ def stack(tmp_path_factory):
         endpoints = write_endpoints(tmp / "endpoints.json", [s.address for s in servers])
         epp = EppProcess(endpoints, "--config-file", str(config)).start()
         opts = EnvoyOptions(listen_port=0, admin_port=0, listen_address="127.0.0.1", epp_port=epp.port,
-                            epp_health_port=epp.health_port, epp_tls=False, concurrency=1, upstream_http2=True)
+                            epp_health_port=epp.health_port, epp_tls=False, concurrency=1, upstream_http2=True,
+                            processing_mode=request.param)
         envoy = EnvoyProcess(opts, wait_epp_healthy=True).start_blocking()
         channel = grpc.insecure_channel(f"127.0.0.1:{envoy.options.listen_port}")
         yield servers, epp, channel
@@ -185,6 +188,10 @@ def test_the_same_decoded_prompt_keeps_its_server_and_other_prompts_spread(stack
     assert len(set().union(*placed.values())) > 1, placed
 
 
+def output_tokens(epp) -> float:
+    return total(scrape(epp.metrics_port), "llm_d_epp_request_output_tokens_sum", model_name="gemma-3")
+
+
 def test_a_vertex_chat_call_is_scheduled_by_its_json_and_its_usage_counted(stack):
     servers, epp, channel = stack
     chat = VERTEX_SERVICES.PredictionServiceStub(channel).ChatCompletions
@@ -192,22 +199,25 @@ def test_a_vertex_chat_call_is_scheduled_by_its_json_and_its_usage_counted(stack
     request = VERTEX.ChatCompletionsRequest(
         endpoint="projects/p/locations/us/endpoints/e1",
         http_body=HTTPBODY.HttpBody(content_type="application/json", data=json.dumps(body).encode()))
-    before = total(scrape(epp.metrics_port), "llm_d_epp_request_output_tokens_sum", model_name="gemma-3")
+    before = output_tokens(epp)
     call = chat(request, timeout=10)
     events = [json.loads(b.data.decode()[6:]) for b in call]
     assert events[-1]["usage"]["completion_tokens"] == 2
     _, (method, _, received) = last_call(servers, served_by(call))
     assert (method, received) == ("ChatCompletions", request)
-    after = total(scrape(epp.metrics_port), "llm_d_epp_request_output_tokens_sum", model_name="gemma-3")
-    assert after - before == 2
+    # The EPP records the request when Envoy hands it the response's end, after the client has it.
+    wait_until(lambda: output_tokens(epp) - before == 2, what="2 output tokens counted")
 
 
 def test_vllm_usage_is_read_from_the_response_frames(stack):
     _, epp, channel = stack
-    name = "llm_d_epp_request_input_tokens_sum"
-    before = total(scrape(epp.metrics_port), name)
+
+    def input_tokens() -> float:
+        return total(scrape(epp.metrics_port), "llm_d_epp_request_input_tokens_sum")
+
+    before = input_tokens()
     list(VLLM_SERVICES.VllmEngineStub(channel).Generate(VLLM.GenerateRequest(text="count me"), timeout=10))
-    assert total(scrape(epp.metrics_port), name) - before == 11
+    wait_until(lambda: input_tokens() - before == 11, what="11 input tokens counted")
 
 
 def test_a_body_that_is_not_the_message_is_refused_with_the_reason(stack):
