@@ -185,6 +185,22 @@ def test_every_bootstrap_variant_passes_envoy_validate(
 
 
 @pytest.mark.envoy
+@pytest.mark.parametrize("upstream", ["original_dst", "override_host", "round_robin"])
+def test_upstream_http2_speaks_h2c_to_the_model_servers_only(upstream: str) -> None:
+    opts = EnvoyOptions(upstream_mode=upstream, endpoints=("10.0.0.1:8000",),  # type: ignore[arg-type]
+                        upstream_http2=True)
+    bootstrap = envoy_bootstrap(opts)
+    validate_bootstrap(bootstrap)
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    options = clusters["inference_pool"]["typed_extension_protocol_options"]
+    (http,) = options.values()
+    assert http["explicit_http_config"] == {"http2_protocol_options": {}}
+    default = {c["name"]: c for c in envoy_bootstrap(EnvoyOptions(upstream_mode=upstream,  # type: ignore[arg-type]
+               endpoints=("10.0.0.1:8000",)))["static_resources"]["clusters"]}
+    assert "typed_extension_protocol_options" not in default["inference_pool"]
+
+
+@pytest.mark.envoy
 def test_envoy_validate_rejection_is_reported_as_config_error() -> None:
     bootstrap = envoy_bootstrap(EnvoyOptions())
     bootstrap["static_resources"]["clusters"][0]["no_such_field"] = 1
@@ -474,3 +490,7 @@ def test_envoy_config_command_prints_a_bootstrap_envoy_accepts(capsys: pytest.Ca
     assert print_config(args) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["static_resources"]["clusters"][1]["name"] == "inference_pool"
+    assert "typed_extension_protocol_options" not in printed["static_resources"]["clusters"][1]
+    assert print_config(parser.parse_args(["--upstream-http2", "--validate"])) == 0
+    h2c = yaml.safe_load(capsys.readouterr().out)["static_resources"]["clusters"][1]
+    assert "typed_extension_protocol_options" in h2c

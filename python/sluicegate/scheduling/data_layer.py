@@ -52,9 +52,11 @@ FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR}, DCGM_SOURCE: {DCGM_EXTRACTOR}, MC_
 SCHEDULING_EXTRACTORS = {"mm-embeddings-cache-producer", "precise-prefix-cache-producer", "topology-extractor"}
 ENGINES = ("vllm", "sglang", "trtllm-serve")
 REFUSED = {
-    "k8s-notification-source": ("it passes a Kubernetes GVK watch's object events to extractors, and none here "
-                                "reads them (disaggregatedset-rollout-screener, upstream's one built-in reader, "
-                                "counts the pool's endpoints instead)"),
+    "k8s-notification-source": ("it passes a Kubernetes GVK watch's object events to notification extractors; "
+                                "upstream registers no extractor type that can be listed under it, and its two "
+                                "built-in readers read nothing here (disaggregatedset-rollout-screener counts the "
+                                "pool's endpoints instead of Pod events; topology-extractor's spec.hostname fallback "
+                                "is not implemented)"),
 }
 DATA_TYPES = frozenset(DISCOVERY) | frozenset(SOURCES) | frozenset(EXTRACTORS) | frozenset(REFUSED)
 _FIELDS = {"injectDefaults", "sources", "discovery", "peerDiscovery", "crossReplicaSyncerPluginRef",

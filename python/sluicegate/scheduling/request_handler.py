@@ -9,19 +9,14 @@ from typing import Any
 
 from ..errors import ConfigError
 
-# Parser types this build runs; none takes parameters.
-PARSERS = ("openai-parser", "anthropic-parser", "vllmhttp-parser", "sglanghttp-parser", "passthrough-parser")
-# Upstream parser types that read gRPC (protobuf) bodies, which the ext_proc path here never parses.
-REFUSED = {
-    "vllmgrpc-parser": "vLLM gRPC (protobuf) request bodies are not parsed by sluicegate",
-    "vertexai-parser": "Vertex AI gRPC (protobuf) request bodies are not parsed by sluicegate",
-}
-PARSER_TYPES = frozenset(PARSERS) | frozenset(REFUSED)
+# Parser types this build runs (every upstream one); none takes parameters. vllmgrpc-parser and
+# vertexai-parser read gRPC (protobuf) bodies of HTTP/2 requests.
+PARSERS = ("openai-parser", "anthropic-parser", "vllmhttp-parser", "sglanghttp-parser", "vllmgrpc-parser",
+           "vertexai-parser", "passthrough-parser")
+PARSER_TYPES = frozenset(PARSERS)
 
 
 def check_parser_plugin(kind: str, params: Any, where: str) -> None:
-    if kind in REFUSED:
-        raise ConfigError(f"{where}: type {kind!r} is not supported: {REFUSED[kind]}")
     if params not in (None, {}):
         raise ConfigError(f"{where}.parameters: {kind} takes no parameters, got {params!r}")
 

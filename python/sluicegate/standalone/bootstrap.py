@@ -394,6 +394,8 @@ def _upstream_cluster(opts: EnvoyOptions, name: str = UPSTREAM_CLUSTER) -> dict[
             cluster["load_balancing_policy"] = _override_host_policy()
         else:
             cluster["lb_policy"] = "ROUND_ROBIN"
+    if opts.upstream_http2:
+        cluster["typed_extension_protocol_options"] = _http2_options()
     return cluster
 
 

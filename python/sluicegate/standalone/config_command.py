@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="original_dst mode: destination when the EPP set none (fail-open)")
     a("--processing-mode", choices=PROCESSING_MODES, default=_DEFAULTS.processing_mode)
     a("--skip-response", action="store_true", help="do not send responses to the EPP")
+    a("--upstream-http2", action="store_true",
+      help="model servers speak cleartext HTTP/2 (gRPC servers: vllmgrpc-parser, vertexai-parser)")
     a("--route-timeout", type=float, default=_DEFAULTS.route_timeout_s, help="seconds")
     a("--idle-timeout", type=float, default=_DEFAULTS.idle_timeout_s, help="seconds")
     a("--num-retries", type=int, default=_DEFAULTS.num_retries)
@@ -65,6 +67,7 @@ def options_from_args(args: argparse.Namespace) -> EnvoyOptions:
         fallback_endpoint=args.fallback_endpoint,
         processing_mode=args.processing_mode,
         skip_response=args.skip_response,
+        upstream_http2=args.upstream_http2,
         route_timeout_s=args.route_timeout,
         idle_timeout_s=args.idle_timeout,
         num_retries=args.num_retries,

@@ -112,6 +112,9 @@ class EnvoyOptions:
     # Active-active EPP replicas: more hosts of the one EPP cluster, next to epp_host:epp_port;
     # Envoy spreads the ext_proc streams over the healthy ones.
     epp_replicas: tuple[EppReplica, ...] = ()
+    # Model servers speak cleartext HTTP/2 (h2c), e.g. gRPC servers read by vllmgrpc-parser or
+    # vertexai-parser (upstream's appProtocol h2c); False = HTTP/1.1.
+    upstream_http2: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_concurrent_requests, int) or self.max_concurrent_requests < 1:

@@ -1,11 +1,14 @@
 //! Per-request parsing costs: a typical 2 KiB chat body and a 32 KiB one, each against a
-//! `serde_json::Value` parse of the same bytes as baseline; prefix hashing of a 32 KiB prompt.
+//! `serde_json::Value` parse of the same bytes as baseline; prefix hashing of a 32 KiB prompt;
+//! gRPC bodies (vllmgrpc / vertexai parsers) against the JSON parse of what they carry.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluicegate_core::datalayer::{parse_metrics, Engine};
-use sluicegate_core::parse::{parse_request, replace_model_in_chunk, rewrite_model};
+use sluicegate_core::parse::{
+    parse_grpc_request, parse_request, replace_model_in_chunk, rewrite_model, GrpcMethod,
+};
 use sluicegate_core::prefix::{block_hashes, PrefixIndex};
 
 const CHAT: &str = "/v1/chat/completions";
@@ -133,9 +136,83 @@ fn bench_scrape(c: &mut Criterion) {
     group.finish();
 }
 
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A length-delimited protobuf field.
+fn field(tag: u64, value: &[u8], out: &mut Vec<u8>) {
+    varint(tag << 3 | 2, out);
+    varint(value.len() as u64, out);
+    out.extend_from_slice(value);
+}
+
+fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// Four characters per id, as the parsers' own token text.
+fn token_text(ids: &[u32]) -> String {
+    let mut out = String::with_capacity(ids.len() * 4);
+    for &id in ids {
+        for shift in [18, 12, 6, 0] {
+            out.push(char::from(b'0' + ((id >> shift) & 63) as u8));
+        }
+    }
+    out
+}
+
+fn bench_grpc(c: &mut Criterion) {
+    let chat = chat_body(2 * 1024);
+    let mut http_body = Vec::new();
+    field(2, &chat, &mut http_body);
+    let mut request = Vec::new();
+    field(1, b"projects/p/locations/l/endpoints/e", &mut request);
+    field(2, &http_body, &mut request);
+    let vertex = grpc_frame(&request);
+    // vLLM Generate of 4096 pre-tokenized ids (packed varints), as a router would send it.
+    let mut ids = Vec::new();
+    for i in 0..4096u64 {
+        varint(i * 31 % 128_000, &mut ids);
+    }
+    let mut tokenized = Vec::new();
+    field(2, &ids, &mut tokenized);
+    let mut generate = Vec::new();
+    field(2, &tokenized, &mut generate);
+    let vllm = grpc_frame(&generate);
+    let mut group = c.benchmark_group("parse_grpc");
+    group.bench_function("vertex_chat_2KiB", |b| {
+        b.iter(|| {
+            parse_grpc_request(
+                GrpcMethod::VertexChatCompletions,
+                black_box(&vertex),
+                token_text,
+            )
+            .unwrap()
+        })
+    });
+    group.bench_function("baseline_json_chat_2KiB", |b| {
+        b.iter(|| parse_request(CHAT, black_box(&chat)).unwrap())
+    });
+    group.bench_function("vllm_generate_4096_tokens", |b| {
+        b.iter(|| {
+            parse_grpc_request(GrpcMethod::VllmGenerate, black_box(&vllm), token_text).unwrap()
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_parse,
+    bench_grpc,
     bench_prefix,
     bench_chunk,
     bench_scrape

@@ -6,11 +6,13 @@ use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 mod fields;
+mod grpc;
 mod prompt;
 mod rewrite;
 mod usage;
 
 use fields::{Key, Sink, Str, Target};
+pub use grpc::{grpc_payload, parse_grpc_request, GrpcMethod, GrpcResponse};
 pub use rewrite::{replace_model_in_chunk, replace_model_in_chunk_cow, rewrite_model};
 pub use usage::{find_usage, find_usage_object, Usage};
 
@@ -84,6 +86,8 @@ pub struct ParsedRequest {
     pub cache_salt: Option<String>,
     /// The prompt as flat text (chat messages concatenated in order), used for prefix hashing.
     pub prompt: String,
+    /// The gRPC method of a protobuf body (vllmgrpc / vertexai parsers); None for HTTP bodies.
+    pub grpc: Option<GrpcMethod>,
 }
 
 /// Why a body was refused; each maps to HTTP 400 with this message.
@@ -107,6 +111,9 @@ pub enum ParseError {
     /// No configured parser (`requestHandler.parsers`) claims the request path.
     #[error("no parser registered matching path suffix for: {0}")]
     NoParser(String),
+    /// A gRPC body (frame or protobuf message) that does not decode; the text names what.
+    #[error("{0}")]
+    Protobuf(String),
 }
 
 const PROMPT_RESERVE_MAX: usize = 256 * 1024;
@@ -297,6 +304,7 @@ fn finish(kind: ApiKind, top: Top<'_>, mut sink: Sink) -> Result<ParsedRequest, 
         max_tokens,
         cache_salt: top.cache_salt.flatten().map(|s| s.0.into_owned()),
         prompt,
+        grpc: None,
     })
 }
 
@@ -344,6 +352,7 @@ fn parse_passthrough(body: &[u8]) -> ParsedRequest {
         max_tokens: None,
         cache_salt: None,
         prompt: String::new(),
+        grpc: None,
     }
 }
 

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use sluicegate_core::flowcontrol::eviction::{EVICTED_MESSAGE, EVICTED_REASON};
 use sluicegate_core::flowcontrol::RouteView;
-use sluicegate_core::parse::{find_usage, find_usage_object, model_of, replace_model_in_chunk_cow};
+use sluicegate_core::parse::{
+    find_usage, find_usage_object, model_of, replace_model_in_chunk_cow, GrpcResponse, Usage,
+};
 use sluicegate_core::scheduling::cycle::ScheduleError;
 use sluicegate_core::scheduling::{BurstTicket, Decision, RouteError, RouteOptions};
 use sluicegate_core::stats::{ChunkGaps, Outcome, RequestLabels, RequestStats};
@@ -159,6 +161,8 @@ struct Metrics {
     response_bytes: u64,
     /// The response's last bytes, where the `usage` object is.
     tail: Vec<u8>,
+    /// A gRPC response (vllmgrpc / vertexai parsers): its frames, read for their usage.
+    grpc: Option<GrpcResponse>,
     /// The request phase's processing time is recorded (routed or answered by the EPP).
     request_timed: bool,
     /// Streamed responses: gaps between body chunks, and when the last one came.
@@ -172,6 +176,14 @@ struct Metrics {
 }
 
 impl Metrics {
+    /// The token usage the response reported (OpenAI JSON, or the gRPC messages' counts).
+    fn usage(&self) -> Option<Usage> {
+        match &self.grpc {
+            Some(g) => g.usage(),
+            None => find_usage(&self.tail),
+        }
+    }
+
     /// The request phase ended (routed, queued then routed, or refused): time since receipt.
     fn request_done(&mut self, stats: &RequestStats) {
         if !std::mem::replace(&mut self.request_timed, true) {
@@ -235,6 +247,7 @@ impl RequestStream {
                 request_bytes: 0,
                 response_bytes: 0,
                 tail: Vec::new(),
+                grpc: None,
                 request_timed: false,
                 itl: ChunkGaps::default(),
                 last_chunk: None,
@@ -720,6 +733,7 @@ impl RequestStream {
     fn decided(&mut self, d: Decision) {
         self.metrics.request_done(self.router.router().stats());
         let decision = self.decision.insert(d);
+        self.metrics.grpc = decision.grpc.map(GrpcResponse::new);
         let (model, target_model) = labels_of(decision);
         self.router.router().stats().started(RequestLabels {
             model,
@@ -820,7 +834,11 @@ impl RequestStream {
         if !router.reports_usage() || self.decision.is_none() {
             return None;
         }
-        let usage = serde_json::Value::Object(find_usage_object(&self.metrics.tail)?);
+        let usage = match &self.metrics.grpc {
+            Some(g) => g.usage_object(),
+            None => find_usage_object(&self.metrics.tail),
+        };
+        let usage = serde_json::Value::Object(usage?);
         let values = router.usage_attributes(&usage);
         (!values.is_empty()).then(|| responses::reported_metadata(values.into_iter()))
     }
@@ -896,6 +914,10 @@ impl RequestStream {
                 m.itl.observe((now - last).as_secs_f64());
             }
         }
+        if let Some(g) = &mut m.grpc {
+            g.feed(chunk);
+            return;
+        }
         let keep = chunk.len().min(TAIL_BYTES);
         let drop = (m.tail.len() + keep).saturating_sub(TAIL_BYTES);
         m.tail.drain(..drop);
@@ -905,7 +927,7 @@ impl RequestStream {
     fn record(&mut self, error_code: Option<&str>) {
         let m = &mut self.metrics;
         m.recorded = true;
-        let usage = find_usage(&m.tail);
+        let usage = m.usage();
         let saw_response = m.ttft_s.is_some();
         let failed = m.failed_model.as_deref().unwrap_or("");
         let (model, target_model) = self.decision.as_ref().map_or((failed, failed), labels_of);

@@ -883,3 +883,56 @@ data: [DONE]
         Some(value::Kind::NumberValue(42.0))
     );
 }
+
+/// One uncompressed gRPC frame around `message`.
+fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+#[test]
+fn a_grpc_request_is_routed_on_its_decoded_body_and_its_usage_read_from_response_frames() {
+    let r = Arc::new(Router::from_json(r#"{"parsers": ["vllmgrpc-parser"]}"#).unwrap());
+    r.set_endpoints(&[EndpointSpec {
+        name: "a".into(),
+        address: A.into(),
+        labels: vec![],
+    }]);
+    let mut s = stream(&r, false);
+    let path = vec![header(":path", "/vllm.grpc.engine.VllmEngine/Generate")];
+    // GenerateRequest { text (3): "hi", stream (5): true }
+    let body = grpc_frame(b"\x1a\x02hi\x28\x01");
+    let out = run(
+        &mut s,
+        chat_request(body_mode::FULL_DUPLEX_STREAMED, path, &body),
+    );
+    assert_eq!(
+        set_headers(common(&out[0]))[protocol::DESTINATION_ENDPOINT],
+        A
+    );
+    // GenerateResponse { chunk (1) } then { complete (2) { prompt (3): 9, completion (4): 4 } },
+    // the second frame split across two response chunks.
+    let mut frames = grpc_frame(b"\x0a\x02\x08\x01");
+    frames.extend(grpc_frame(b"\x12\x04\x18\x09\x20\x04"));
+    let (first, second) = frames.split_at(frames.len() - 3);
+    run(
+        &mut s,
+        vec![
+            response_headers_msg(None),
+            body_msg(first, false, true),
+            body_msg(second, false, true),
+            ProcessingRequest {
+                request: Some(Request::ResponseTrailers(HttpTrailers::default())),
+                ..Default::default()
+            },
+        ],
+    );
+    drop(s);
+    let series = &r.stats().snapshot()[0];
+    assert_eq!((series.requests, series.running), (1, 0));
+    assert_eq!(series.input_tokens.count(), 1);
+    assert_eq!(series.input_tokens.sum, 9.0);
+    assert_eq!(series.output_tokens.sum, 4.0);
+}

@@ -4,6 +4,7 @@ each passes `sluicegate check-config`, and the scheduler it configures routes a 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,24 @@ def test_config_passes_check_config(name, capsys):
     assert main(["check-config", str(CORPUS / name)]) == 0, capsys.readouterr().err
 
 
+def grpc_frame(message: bytes) -> bytes:
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def request_for(parsers: tuple[str, ...], headers: dict[str, str]) -> Request:
+    """A chat request, or for a config that reads only gRPC the call its parser claims."""
+    if parsers == ("vllmgrpc-parser",):
+        # GenerateRequest { text (3): "hello" }
+        return Request(grpc_frame(b"\x1a\x05hello"), path="/vllm.grpc.engine.VllmEngine/Generate", headers=headers)
+    if parsers == ("vertexai-parser",):
+        chat = json.dumps(CHAT).encode()
+        http_body = b"\x12" + bytes([len(chat) & 0x7F | 0x80, len(chat) >> 7]) + chat  # data (2)
+        message = b"\x12" + bytes([len(http_body) & 0x7F | 0x80, len(http_body) >> 7]) + http_body  # http_body (2)
+        return Request(grpc_frame(message), path="/google.cloud.aiplatform.v1beta1.PredictionService/ChatCompletions",
+                       headers=headers)
+    return Request(CHAT, headers=headers)
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_starts_and_routes_a_request(name):
     s = Scheduler(load_config(path=str(CORPUS / name)))
@@ -40,7 +59,7 @@ def test_config_starts_and_routes_a_request(name):
         s.update_metrics(e.address, "vllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.1\n")
     # The conformance filter keeps only the endpoint the test names.
     headers = {"test-epp-endpoint-selection": "10.0.0.3:8000"}
-    result = s.schedule(Request(CHAT, headers=headers))
+    result = s.schedule(request_for(s.config.parsers, headers))
     picked = result.primary.rsplit(":", 1)[0] + ":8000"  # data-parallel names the primary port
     assert picked in ADDRESSES, (name, result)
     if any(p.filters and "decode-filter" in p.filters for p in s.config.profiles[-1:]):

@@ -2,6 +2,8 @@
 //! one claiming the longest suffix of its path; a parser that claims no path (passthrough) takes
 //! whatever is left, and parsers listed after it are never reached. An explicit list gains no
 //! fallback, so a path no listed parser claims is refused (400), as upstream does.
+//! The gRPC parsers claim `package.Service/Method` paths (`vllm.grpc.engine.VllmEngine/Generate`,
+//! `PredictionService/ChatCompletions`), which also match after a package's `.`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,7 +11,7 @@ use std::time::Instant;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::parse::{self, ApiKind, ParseError, ParsedRequest};
+use crate::parse::{self, ApiKind, GrpcMethod, ParseError, ParsedRequest};
 use crate::scheduling::config::ConfigError;
 use crate::scheduling::scorers::prefix_cache_scorer::BYTES_PER_TOKEN;
 use crate::stats::{plugin_timing, PluginTiming};
@@ -31,9 +33,19 @@ enum Reader {
     VllmGenerate,
     /// SGLang's native `/generate`: pre-tokenized `input_ids`.
     SglangGenerate,
+    /// vLLM's engine gRPC API: GenerateRequest / EmbedRequest protobuf.
+    VllmGrpc,
+    /// Vertex AI's gRPC prediction API: an OpenAI JSON body inside `http_body`.
+    VertexAi,
     /// The body is not read: routing uses backend state only.
     Passthrough,
 }
+
+const VLLM_GENERATE: &str = "vllm.grpc.engine.VllmEngine/Generate";
+const VLLM_EMBED: &str = "vllm.grpc.engine.VllmEngine/Embed";
+const VERTEX_CHAT: &str = "PredictionService/ChatCompletions";
+const VERTEX_STREAM_RAW: &str = "PredictionService/StreamRawPredict";
+const VERTEX_RAW: &str = "PredictionService/RawPredict";
 
 struct ParserType {
     kind: &'static str,
@@ -41,7 +53,7 @@ struct ParserType {
     reader: Reader,
 }
 
-const TYPES: [ParserType; 5] = [
+const TYPES: [ParserType; 7] = [
     ParserType {
         kind: "openai-parser",
         claims: &[
@@ -70,6 +82,16 @@ const TYPES: [ParserType; 5] = [
         kind: "sglanghttp-parser",
         claims: &["generate"],
         reader: Reader::SglangGenerate,
+    },
+    ParserType {
+        kind: "vllmgrpc-parser",
+        claims: &[VLLM_GENERATE, VLLM_EMBED],
+        reader: Reader::VllmGrpc,
+    },
+    ParserType {
+        kind: "vertexai-parser",
+        claims: &[VERTEX_CHAT, VERTEX_STREAM_RAW, VERTEX_RAW],
+        reader: Reader::VertexAi,
     },
     ParserType {
         kind: "passthrough-parser",
@@ -145,8 +167,9 @@ impl Parsers {
         let path = path.trim_end_matches('/');
         let mut best: Option<(&'static ParserType, usize)> = None;
         for &t in &self.claimed {
+            let grpc = matches!(t.reader, Reader::VllmGrpc | Reader::VertexAi);
             for suffix in t.claims {
-                if claims(path, suffix) && best.is_none_or(|(_, len)| suffix.len() > len) {
+                if claims(path, suffix, grpc) && best.is_none_or(|(_, len)| suffix.len() > len) {
                     best = Some((t, suffix.len()));
                 }
             }
@@ -171,6 +194,9 @@ impl Parsers {
             Reader::Api => parse::parse_request(path, body),
             Reader::VllmGenerate => generate(body, "token_ids", Tokens::Vllm),
             Reader::SglangGenerate => generate(body, "input_ids", Tokens::Sglang),
+            Reader::VllmGrpc | Reader::VertexAi => {
+                parse::parse_grpc_request(grpc_method(path), body, token_text)
+            }
             Reader::Passthrough => Ok(ParsedRequest {
                 kind: ApiKind::Passthrough,
                 model: None,
@@ -178,15 +204,32 @@ impl Parsers {
                 max_tokens: None,
                 cache_salt: None,
                 prompt: String::new(),
+                grpc: None,
             }),
         }
     }
 }
 
-/// A suffix counts only at a path-segment boundary (`/v1/textcompletions` is not `completions`).
-fn claims(path: &str, suffix: &str) -> bool {
+/// A suffix counts only at a path-segment boundary (`/v1/textcompletions` is not `completions`);
+/// for a gRPC method also after the package's dot (`/google.cloud.aiplatform.v1beta1.` + claim).
+fn claims(path: &str, suffix: &str, grpc: bool) -> bool {
     path.strip_suffix(suffix)
-        .is_some_and(|head| head.is_empty() || head.ends_with('/'))
+        .is_some_and(|head| head.is_empty() || head.ends_with('/') || (grpc && head.ends_with('.')))
+}
+
+/// The method a gRPC parser's claimed path names (the path is one its parser claims).
+fn grpc_method(path: &str) -> GrpcMethod {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let path = path.trim_end_matches('/');
+    if path.ends_with(VLLM_GENERATE) {
+        GrpcMethod::VllmGenerate
+    } else if path.ends_with(VLLM_EMBED) {
+        GrpcMethod::VllmEmbed
+    } else if path.ends_with(VERTEX_CHAT) {
+        GrpcMethod::VertexChatCompletions
+    } else {
+        GrpcMethod::VertexRawPredict
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -259,6 +302,7 @@ fn generate(body: &[u8], field: &'static str, tokens: Tokens) -> Result<ParsedRe
         max_tokens,
         cache_salt: b.extra_key.or(b.cache_salt),
         prompt: token_text(&ids),
+        grpc: None,
     })
 }
 

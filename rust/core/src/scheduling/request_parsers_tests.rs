@@ -111,8 +111,43 @@ fn sglang_generate_reads_input_ids_and_its_cache_salt() {
 
 #[test]
 fn an_unknown_parser_type_is_refused_by_name() {
-    let e = Parsers::new(["openai-parser", "vllmgrpc-parser"])
+    let e = Parsers::new(["openai-parser", "tritongrpc-parser"])
         .err()
         .unwrap();
-    assert!(e.0.contains("'vllmgrpc-parser'"), "{e}");
+    assert!(e.0.contains("'tritongrpc-parser'"), "{e}");
+}
+
+#[test]
+fn grpc_parsers_claim_their_service_methods_after_the_package() {
+    let p = parsers(&["openai-parser", "vllmgrpc-parser", "vertexai-parser"]);
+    let vllm = "/vllm.grpc.engine.VllmEngine/Generate";
+    assert_eq!(p.resolve(vllm), Some("vllmgrpc-parser"));
+    assert_eq!(
+        p.resolve("/vllm.grpc.engine.VllmEngine/Embed"),
+        Some("vllmgrpc-parser")
+    );
+    assert_eq!(p.resolve("/vllm.grpc.engine.VllmEngine/HealthCheck"), None);
+    for method in ["ChatCompletions", "RawPredict", "StreamRawPredict"] {
+        let path = format!("/google.cloud.aiplatform.v1beta1.PredictionService/{method}");
+        assert_eq!(p.resolve(&path), Some("vertexai-parser"), "{path}");
+    }
+    // A package dot is no boundary for HTTP claims.
+    assert_eq!(p.resolve("/v1/chat.completions"), None);
+    assert_eq!(p.resolve("/v1/chat/completions"), Some("openai-parser"));
+}
+
+#[test]
+fn a_vllm_grpc_body_is_decoded_and_a_json_body_there_refused() {
+    let p = parsers(&["vllmgrpc-parser"]);
+    // GenerateRequest { tokenized = 2 { input_ids = 2 packed [1, 2, 3] } } in one gRPC frame
+    let body = [0, 0, 0, 0, 7, 0x12, 5, 0x12, 3, 1, 2, 3];
+    let r = p
+        .parse("/vllm.grpc.engine.VllmEngine/Generate", &body)
+        .unwrap();
+    assert_eq!(r.prompt, token_text(&[1, 2, 3]));
+    assert_eq!(r.grpc, Some(GrpcMethod::VllmGenerate));
+    let e = p
+        .parse("/vllm.grpc.engine.VllmEngine/Generate", br#"{"model":"m"}"#)
+        .unwrap_err();
+    assert!(matches!(e, ParseError::Protobuf(_)), "{e:?}");
 }

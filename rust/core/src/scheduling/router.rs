@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use crate::admission::{Objectives, Policies, RewriteTable};
 use crate::datalayer::dcgm::GpuProbe;
 use crate::datalayer::{parse_metrics, EndpointSpec, EndpointStore, Engine, ScrapeConfig, Scraper};
-use crate::parse::{self, ApiKind, ParseError};
+use crate::parse::{self, ApiKind, GrpcMethod, ParseError};
 use crate::scheduling::config::{ConfigError, RouterConfig};
 use crate::scheduling::contracts::filter::Filter;
 use crate::scheduling::contracts::scorer::Picks;
@@ -57,6 +57,8 @@ pub struct Decision {
     pub body: Option<Vec<u8>>,
     pub stream: bool,
     pub kind: ApiKind,
+    /// A gRPC request's method (its response frames carry the usage); None for HTTP.
+    pub grpc: Option<GrpcMethod>,
     /// Headers the proxy must add to the request upstream (e.g. `x-prefiller-host-port` when a
     /// prefill endpoint was picked); empty when none.
     pub headers: Vec<(String, String)>,
@@ -492,10 +494,12 @@ impl Router {
         let commit = trace.is_none();
         let request = self.parsers.parse(path, body)?;
         // A rewrite the proxy named wins; else the InferenceModelRewrite rule for the model.
+        // A protobuf body is never rewritten (as upstream): rules do not apply, and a named
+        // rewrite only changes the model it is scheduled for.
         let policies = self.policies.load();
         let rule = match options.model_rewrite {
-            None => policies.rewrites.rule_for(request.model.as_deref()),
-            Some(_) => None,
+            None if request.grpc.is_none() => policies.rewrites.rule_for(request.model.as_deref()),
+            _ => None,
         };
         let model_rewrite = options.model_rewrite.or_else(|| rule.map(|r| r.pick()));
         if let (true, Some(rule), Some(target)) = (commit, rule, model_rewrite) {
@@ -512,7 +516,7 @@ impl Router {
             }
         }
         let rewritten = match model_rewrite {
-            Some(target) if request.model.as_deref() != Some(target) => {
+            Some(target) if request.grpc.is_none() && request.model.as_deref() != Some(target) => {
                 Some(parse::rewrite_model(body, target)?)
             }
             _ => None,
@@ -642,6 +646,7 @@ impl Router {
             body: rewritten,
             stream: request.stream,
             kind: request.kind,
+            grpc: request.grpc,
             headers,
             strip_kv_source: removed,
             response_headers: session,
