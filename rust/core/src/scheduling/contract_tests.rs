@@ -250,22 +250,3 @@ fn handler_scheduler(kind: &str) -> Scheduler {
     Scheduler::from_config(&RouterConfig::from_json(&config.to_string()).unwrap())
         .unwrap_or_else(|e| panic!("{kind}: {e}"))
 }
-
-#[test]
-fn a_refused_upstream_type_is_named_with_its_reason() {
-    for (kind, why) in crate::scheduling::unsupported::UNSUPPORTED {
-        let e = registry::build(&Params {
-            name: "l",
-            kind,
-            raw: None,
-        })
-        .err()
-        .unwrap();
-        let said = format!("'{kind}' is not supported by sluicegate: {why}");
-        assert!(e.0.contains(&said), "{e}");
-        assert!(
-            !known_types().any(|k| k == *kind),
-            "{kind} is both registered and refused"
-        );
-    }
-}

@@ -20,7 +20,6 @@ pub mod scheduler;
 mod scorers;
 mod screeners;
 mod session;
-mod unsupported;
 
 #[cfg(test)]
 mod admitter_tests;
@@ -52,4 +51,3 @@ pub use registry::known_types;
 pub use request_parsers::known_parsers;
 pub use router::{Decision, EndpointStatus, ProfileExplanation, RouteError, RouteOptions, Router};
 pub use session::{session_token, SESSION_ID_HEADER, SESSION_TOKEN_HEADER};
-pub use unsupported::UNSUPPORTED;

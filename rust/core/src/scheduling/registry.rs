@@ -29,7 +29,6 @@ use crate::scheduling::scorers::{
     token_load_scorer, topology_affinity_scorer,
 };
 use crate::scheduling::screeners::disaggregatedset_rollout_screener;
-use crate::scheduling::unsupported;
 
 type Factory = fn(&Params<'_>) -> Result<Plugin, ConfigError>;
 
@@ -218,12 +217,6 @@ pub fn build(p: &Params<'_>) -> Result<Plugin, ConfigError> {
         .find(|(t, _)| *t == p.kind)
         .map(|(_, f)| f)
         .ok_or_else(|| {
-            if let Some(why) = unsupported::reason(p.kind) {
-                return p.error(format_args!(
-                    "upstream plugin type '{}' is not supported by sluicegate: {why}",
-                    p.kind
-                ));
-            }
             let known: Vec<_> = known_types().collect();
             p.error(format_args!(
                 "unknown plugin type '{}' (known: {})",
