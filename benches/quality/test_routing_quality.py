@@ -65,6 +65,8 @@ def test_precise_routing_with_vllm_style_events(benchmark, quality_size, quality
                        kv_events_endpoint=f"tcp://127.0.0.1:{_free_port()}")
     names = {"round-robin", "sluicegate", "sluicegate-previous", "sluicegate-upstream-scorer",
              "sluicegate+precise", "sluicegate+precise-render"}
+    if os.environ.get("SLUICEGATE_QUALITY_POLICIES"):  # a subset, to repeat a comparison sooner
+        names &= set(os.environ["SLUICEGATE_QUALITY_POLICIES"].split(","))
 
     async def compare() -> list[dict]:
         rate = _fixed_rate() or LOAD * await capacity("shared_prefix", shape, quality_size.calibrate_s, SEED)

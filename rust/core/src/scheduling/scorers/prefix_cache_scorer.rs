@@ -9,9 +9,12 @@
 //! Unlike upstream's scorer, a cached prefix yields to a deeper queue (`affinityQueueSlack`):
 //! with upstream's default weights (prefix 3 against queue 2 + KV 2) a full match wins over
 //! any queue, so a hot prefix piles onto the one server that first cached it while others
-//! idle. Here an endpoint's score is scaled by slack / (slack + requests it has waiting beyond
-//! the shallowest candidate's queue), so a hot prefix spreads to a second server once its
-//! first server's queue is deep, and stays put while queues are level.
+//! idle. Here an endpoint's score is scaled by slack / (slack + requests it has queued beyond
+//! the shallowest candidate's queue), so a hot prefix spreads once its server really queues,
+//! and stays put while queues are level. "Queued" is what the server itself reports waiting
+//! (and, while it reports a queue, the EPP's requests sent since beyond those it runs): a
+//! request sent since the last scrape to a server with free batch slots is running, not
+//! waiting, and moving a turn away from its history for it costs the whole prefill.
 
 use std::sync::{Arc, OnceLock};
 
@@ -177,12 +180,12 @@ impl PrefixCacheScorer {
         w * length * length + (1.0 - w) * ratio
     }
 
-    /// The share of a match that counts at this candidate: slack / (slack + its waiting
+    /// The share of a match that counts at this candidate: slack / (slack + its queued
     /// requests beyond `shallowest`); whole when either queue is unknown or slack is 0. The
     /// in-flight counts move while the cycle runs, hence the saturating difference.
     fn queue_share(&self, cycle: &Cycle<'_>, c: u32, shallowest: Option<u32>) -> f64 {
         let slack = self.affinity_queue_slack;
-        match (waiting(cycle, c), shallowest) {
+        match (queued(cycle, c), shallowest) {
             (Some(w), Some(least)) if slack > 0.0 => {
                 slack / (slack + f64::from(w.saturating_sub(least)))
             }
@@ -204,6 +207,15 @@ impl PrefixCacheScorer {
     }
 }
 
+/// Requests queued at the candidate, for the affinity share: none while the server reports
+/// no queue (the EPP's requests sent since its last scrape found free batch slots), else the
+/// queue-scorer's count (its queue, or the EPP's requests beyond those it runs); None when
+/// stale.
+fn queued(cycle: &Cycle<'_>, c: u32) -> Option<u32> {
+    let reported = cycle.endpoint(c).metrics.waiting;
+    waiting(cycle, c).map(|w| if reported == 0 { 0 } else { w })
+}
+
 impl Scorer for PrefixCacheScorer {
     fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]) {
         let source = self.source();
@@ -213,7 +225,7 @@ impl Scorer for PrefixCacheScorer {
             out.fill(0.0);
         } else {
             let total = hashes.len() as f64;
-            let shallowest = candidates.iter().filter_map(|&c| waiting(cycle, c)).min();
+            let shallowest = candidates.iter().filter_map(|&c| queued(cycle, c)).min();
             let mut best = 0;
             for (slot, &c) in out.iter_mut().zip(candidates) {
                 let id = cycle.endpoint(c).info.id;
