@@ -288,6 +288,13 @@ fn requests_sent_since_the_scrape_deepen_a_queue_the_server_reports() {
 }
 
 #[test]
+fn a_prefix_stays_on_its_server_when_every_server_queues() {
+    // Moving it gains no idle capacity, and repeating its prefill takes capacity from all.
+    let (first, second) = repeated_prompt_picks(json!({}), [8, 2, 2]);
+    assert_eq!(first, second);
+}
+
+#[test]
 fn a_prefix_stays_on_its_server_while_queues_are_level() {
     let (first, second) = repeated_prompt_picks(json!({}), [3, 3, 3]);
     assert_eq!(first, second);

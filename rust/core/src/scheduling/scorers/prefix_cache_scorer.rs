@@ -6,15 +6,16 @@
 //! precise-prefix-cache-producer is configured: the blocks the endpoint's own KV events say
 //! it holds, at the engine's block size.
 //!
-//! Unlike upstream's scorer, a cached prefix yields to a deeper queue (`affinityQueueSlack`):
-//! with upstream's default weights (prefix 3 against queue 2 + KV 2) a full match wins over
-//! any queue, so a hot prefix piles onto the one server that first cached it while others
-//! idle. Here an endpoint's score is scaled by slack / (slack + requests it has queued beyond
-//! the shallowest candidate's queue), so a hot prefix spreads once its server really queues,
-//! and stays put while queues are level. "Queued" is what the server itself reports waiting
-//! (and, while it reports a queue, the EPP's requests sent since beyond those it runs): a
-//! request sent since the last scrape to a server with free batch slots is running, not
-//! waiting, and moving a turn away from its history for it costs the whole prefill.
+//! Unlike upstream's scorer, a cached prefix yields to an idle server when its own server
+//! queues (`affinityQueueSlack`): with upstream's default weights (prefix 3 against queue 2 +
+//! KV 2) a full match wins over any queue, so a hot prefix piles onto the one server that first
+//! cached it while others idle. Here, while some candidate has free batch slots (reports no
+//! queue), a match counts slack / (slack + requests queued at its server), so a hot prefix
+//! spreads once its server really queues and stays put while it does not. "Queued" is what the
+//! server itself reports waiting (and, while it reports a queue, the EPP's requests sent since
+//! beyond those it runs): a request sent since the last scrape to a server with free slots is
+//! running, not waiting. When every candidate queues, a match counts whole, as upstream: moving
+//! a request then gains no idle capacity, and the prefill it repeats takes capacity from all.
 
 use std::sync::{Arc, OnceLock};
 
@@ -32,8 +33,9 @@ use crate::scheduling::producers::approx_prefix_cache_producer::{
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
 use crate::scheduling::scorers::queue_scorer::waiting;
 
-/// Waiting requests beyond the shallowest queue at which a cached prefix counts half.
-pub const AFFINITY_QUEUE_SLACK: f64 = 2.0;
+/// Requests queued at a cached prefix's server, while another has free slots, at which the
+/// match counts half.
+pub const AFFINITY_QUEUE_SLACK: f64 = 4.0;
 
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
@@ -44,8 +46,8 @@ struct PrefixParams {
     /// score = w·min(1, matched tokens / matchLengthScaleTokens)² + (1 − w)·matched share.
     match_length_weight: f64,
     match_length_scale_tokens: usize,
-    /// Requests waiting beyond the shallowest candidate queue at which a match counts half;
-    /// 0 = matches count whatever the queue (upstream's scorer).
+    /// Requests queued at a match's server, while another candidate has free slots, at which
+    /// the match counts half; 0 = matches count whatever the queue (upstream's scorer).
     affinity_queue_slack: f64,
     // The scorer's older parameters (before upstream split off the producer): they configure
     // the scorer's own approximate producer.
@@ -181,14 +183,12 @@ impl PrefixCacheScorer {
     }
 
     /// The share of a match that counts at this candidate: slack / (slack + its queued
-    /// requests beyond `shallowest`); whole when either queue is unknown or slack is 0. The
-    /// in-flight counts move while the cycle runs, hence the saturating difference.
+    /// requests) while some candidate has free slots (`shallowest` is 0); whole when every
+    /// candidate queues, when its queue is unknown, or when slack is 0.
     fn queue_share(&self, cycle: &Cycle<'_>, c: u32, shallowest: Option<u32>) -> f64 {
         let slack = self.affinity_queue_slack;
         match (queued(cycle, c), shallowest) {
-            (Some(w), Some(least)) if slack > 0.0 => {
-                slack / (slack + f64::from(w.saturating_sub(least)))
-            }
+            (Some(w), Some(0)) if slack > 0.0 => slack / (slack + f64::from(w)),
             _ => 1.0,
         }
     }
