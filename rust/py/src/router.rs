@@ -266,7 +266,9 @@ impl PyRouter {
     ) -> PyResult<PyDecision> {
         let request = (path, body.as_bytes(), model_rewrite, subset, headers);
         let tokens = tokens.as_ref().map(|t| &t.inner);
-        let d = detached(py, request, tokens, |p, b, o| self.inner.route_with(p, b, o))?;
+        let d = detached(py, request, tokens, |p, b, o| {
+            self.inner.route_with(p, b, o)
+        })?;
         Ok(PyDecision::from_core(py, d))
     }
 
@@ -274,12 +276,7 @@ impl PyRouter {
     /// this request, made now with the GIL released, for `route(..., tokens=)` — the ext_proc
     /// server's order, so the round trip is never part of a routing cycle. None when the
     /// tokenizer is in-process or no precise index is configured (the cycle keys the request).
-    fn tokenize(
-        &self,
-        py: Python<'_>,
-        path: &str,
-        body: &Bound<'_, PyBytes>,
-    ) -> Option<PyTokens> {
+    fn tokenize(&self, py: Python<'_>, path: &str, body: &Bound<'_, PyBytes>) -> Option<PyTokens> {
         let source = self.inner.remote_tokens()?;
         let body = body.as_bytes();
         let inner = py.detach(|| source.tokens(path, body));
