@@ -152,5 +152,6 @@ __all__ = [
     "Decision",
     "EndpointStatus",
     "Router",
+    "Tokens",
     "parse_metrics",
 ]
