@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 from sluicegate.scheduling import Endpoint, Scheduler
 from sluicegate.scheduling.kv_events import KvEventSubscriber
@@ -157,6 +158,9 @@ class SluicegatePolicy(Policy):
         self.precise = precise
         self.render = render  # tokenize through the first server's render API
         self.subscriber: KvEventSubscriber | None = None
+        # Tokenizing off the event loop, as the ext_proc server does on tokio's blocking pool:
+        # as many threads as requests may tokenize at once here, so none waits for a thread.
+        self.threads: ThreadPoolExecutor | None = None
 
     async def start(self, fleet: SimFleetProcess) -> None:
         self.addresses = list(fleet.addresses)
@@ -177,12 +181,22 @@ class SluicegatePolicy(Policy):
         return self.scheduler.router.route(path, body).primary
 
     async def pick_async(self, path: str, body: bytes) -> str:
-        # A policy that tokenizes (in-process, or a round trip to a server's render API) routes
-        # off the event loop, as the EPP does off the proxy's: the loop keeps sending arrivals
-        # on time and reading answers while a request is tokenized.
-        if self.render or (self.config is not None and "token-producer" in self.config):
-            return await asyncio.to_thread(self.pick, path, body)
-        return self.pick(path, body)
+        # A policy that tokenizes works off the event loop, as the EPP works off the proxy's:
+        # the loop keeps sending arrivals on time and reading answers meanwhile. Through the
+        # render API the production order holds: the round trip first (Router.tokenize, as
+        # ext_proc does before admission), then a cycle on the loop with the ids, scoring the
+        # load as it is when the ids are in. In-process, the cycle tokenizes, as in ext_proc.
+        tokenizes = self.render or (self.config is not None and "token-producer" in self.config)
+        if not tokenizes:
+            return self.pick(path, body)
+        loop = asyncio.get_running_loop()
+        if self.threads is None:
+            self.threads = ThreadPoolExecutor(64, thread_name_prefix=f"{self.name}-tokenize")
+        if self.render:
+            router = self.scheduler.router
+            tokens = await loop.run_in_executor(self.threads, router.tokenize, path, body)
+            return router.route(path, body, tokens=tokens).primary
+        return await loop.run_in_executor(self.threads, self.pick, path, body)
 
     def done(self, address: str) -> None:
         self.scheduler.release(address)
@@ -191,6 +205,8 @@ class SluicegatePolicy(Policy):
         await super().stop()
         if self.subscriber is not None:
             await self.subscriber.close()
+        if self.threads is not None:
+            self.threads.shutdown(wait=True)
 
 
 def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[Policy]:

@@ -5,11 +5,13 @@ requests routed without a prefix match, counted on /metrics."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 import yaml
 
+from sluicegate.scheduling import Router
 from sluicegate.sim.config import SimConfig
 from sluicegate.sim.toy_tokenizers import byte_level_chatml
 from tests.harness import free_port, wait_until
@@ -89,3 +91,39 @@ def test_a_render_endpoint_that_is_gone_leaves_requests_routed_and_counted(loop_
         assert epp.router.kv_event_stats()["tokenize_failures"] == 3
     finally:
         in_process.stop()
+
+
+def _router(config: str, servers) -> Router:
+    router = Router(json.dumps(yaml.safe_load(config)))
+    router.set_endpoints([(s.name, s.address, {}) for s in servers])
+    return router
+
+
+def test_the_python_router_tokenizes_before_the_cycle_in_the_ext_proc_order(sims, tmp_path):
+    """Router.tokenize makes the render call, route(tokens=) keys the request by its ids without
+    a second call; a render endpoint that is gone leaves an error the route counts, and routes."""
+    tokenizer = byte_level_chatml(tmp_path / "tok")
+    servers = sims.start(*(SimConfig(name=f"sim-{i}", speedup=50.0, tokenizer=str(tokenizer)) for i in range(2)))
+    router = _router(_config(servers[0].address), servers)
+    body = _body("a prompt tokenized before its cycle " * 20)
+    tokens = router.tokenize(CHAT, body)
+    assert tokens is not None and tokens.error is None and len(tokens) > 100
+    assert router.route(CHAT, body, tokens=tokens).primary in {s.address for s in servers}
+    stats = router.kv_event_stats()
+    assert stats["lookups"] == 1 and stats["lookup_blocks"] == len(tokens) // 16
+    assert stats["tokenize_failures"] == 0
+
+    gone = _router(_config(f"127.0.0.1:{free_port()}"), servers)
+    failed = gone.tokenize(CHAT, body)
+    assert failed is not None and failed.error and len(failed) == 0
+    assert gone.route(CHAT, body, tokens=failed).primary in {s.address for s in servers}
+    assert gone.kv_event_stats()["tokenize_failures"] == 1
+
+
+def test_the_python_router_tokenizes_in_the_cycle_when_the_tokenizer_is_local(tmp_path):
+    tokenizer = byte_level_chatml(tmp_path / "tok")
+    config = _config("unused:1").replace(
+        'modelName: "meta-llama/Llama-3.1-8B-Instruct", vllm: {url: "http://unused:1"}',
+        f'local: {{path: "{tokenizer}"}}')
+    assert "local" in config
+    assert Router(json.dumps(yaml.safe_load(config))).tokenize(CHAT, _body("in-process")) is None

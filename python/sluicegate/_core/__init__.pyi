@@ -24,6 +24,7 @@ from .scheduling import (
     Decision as Decision,
     EndpointStatus as EndpointStatus,
     Router as Router,
+    Tokens as Tokens,
 )
 from .stats import (
     SeriesSnapshot as SeriesSnapshot,
@@ -87,6 +88,7 @@ __all__ = [
     "Decision",
     "EndpointStatus",
     "Router",
+    "Tokens",
     "parse_metrics",
     "stats",
     "RequestStats",

@@ -55,6 +55,16 @@ class EndpointStatus:
     scrape_errors: int
 
 @final
+class Tokens:
+    """A request's token ids from `Router.tokenize`, kept on the Rust side for
+    `Router.route(..., tokens=)`."""
+
+    @property
+    def error(self) -> str | None:
+        """Why tokenizing failed (the route then scores no prefix match); None when it worked."""
+    def __len__(self) -> int: ...
+
+@final
 class Router:
     """Endpoint snapshot + scheduler + metrics scraper, one per pool."""
 
@@ -86,9 +96,16 @@ class Router:
         subset: Sequence[str] | None = None,
         *,
         headers: Mapping[str, str] | None = None,
+        tokens: Tokens | None = None,
     ) -> Decision:
         """Parse, then schedule over the current snapshot, GIL released. Counts one in-flight
-        request on the primary. Raises BadRequestError (400), NoEndpointsError (503)."""
+        request on the primary. `tokens`: the ids `tokenize` computed before the cycle. Raises
+        BadRequestError (400), NoEndpointsError (503)."""
+    def tokenize(self, path: str, body: bytes) -> Tokens | None:
+        """When the token-producer tokenizes through the model server's render API: that call,
+        made now with the GIL released, for `route(..., tokens=)` (the ext_proc server's order:
+        the round trip is never part of a routing cycle). None when tokenizing is in-process or
+        there is no precise index."""
     def explain(
         self,
         path: str,
@@ -135,5 +152,6 @@ __all__ = [
     "Decision",
     "EndpointStatus",
     "Router",
+    "Tokens",
     "parse_metrics",
 ]

@@ -9,6 +9,7 @@ use pyo3::types::PyBytes;
 use sluicegate_core::admission::{Objectives, RewriteTable};
 use sluicegate_core::datalayer::{metrics, EndpointSpec, Engine};
 use sluicegate_core::scheduling::{self, RouteError, RouteOptions};
+use sluicegate_core::tokenize::PreTokenized;
 
 use crate::errors::{config_error, route_error};
 
@@ -171,6 +172,26 @@ impl PyEndpointStatus {
     }
 }
 
+/// A request's token ids computed before its cycle by `Router.tokenize` (or why they could not
+/// be), for `Router.route(..., tokens=)`; kept on the Rust side, never converted.
+#[pyclass(name = "Tokens", module = "sluicegate._core", frozen)]
+pub struct PyTokens {
+    inner: PreTokenized,
+}
+
+#[pymethods]
+impl PyTokens {
+    /// Why tokenizing failed (the route then scores no prefix match); None when it worked.
+    #[getter]
+    fn error(&self) -> Option<String> {
+        self.inner.as_ref().err().map(ToString::to_string)
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.as_ref().map_or(0, Vec::len)
+    }
+}
+
 #[pyclass(name = "Router", module = "sluicegate._core", frozen)]
 pub struct PyRouter {
     pub(crate) inner: scheduling::Router,
@@ -231,7 +252,8 @@ impl PyRouter {
         self.inner.describe().to_string()
     }
 
-    #[pyo3(signature = (path, body, model_rewrite = None, subset = None, *, headers = None))]
+    #[pyo3(signature = (path, body, model_rewrite = None, subset = None, *, headers = None, tokens = None))]
+    #[allow(clippy::too_many_arguments)]
     fn route(
         &self,
         py: Python<'_>,
@@ -240,10 +262,25 @@ impl PyRouter {
         model_rewrite: Option<&str>,
         subset: Option<Vec<String>>,
         headers: Option<BTreeMap<String, String>>,
+        tokens: Option<PyRef<'_, PyTokens>>,
     ) -> PyResult<PyDecision> {
         let request = (path, body.as_bytes(), model_rewrite, subset, headers);
-        let d = detached(py, request, |p, b, o| self.inner.route_with(p, b, o))?;
+        let tokens = tokens.as_ref().map(|t| &t.inner);
+        let d = detached(py, request, tokens, |p, b, o| {
+            self.inner.route_with(p, b, o)
+        })?;
         Ok(PyDecision::from_core(py, d))
+    }
+
+    /// When the token-producer tokenizes through the model server's render API: that call for
+    /// this request, made now with the GIL released, for `route(..., tokens=)` — the ext_proc
+    /// server's order, so the round trip is never part of a routing cycle. None when the
+    /// tokenizer is in-process or no precise index is configured (the cycle keys the request).
+    fn tokenize(&self, py: Python<'_>, path: &str, body: &Bound<'_, PyBytes>) -> Option<PyTokens> {
+        let source = self.inner.remote_tokens()?;
+        let body = body.as_bytes();
+        let inner = py.detach(|| source.tokens(path, body));
+        Some(PyTokens { inner })
     }
 
     /// What `route` would decide and why, changing nothing: (decision, [(profile, candidates,
@@ -259,7 +296,7 @@ impl PyRouter {
         headers: Option<BTreeMap<String, String>>,
     ) -> PyResult<(PyDecision, Vec<Explained>)> {
         let request = (path, body.as_bytes(), model_rewrite, subset, headers);
-        let (d, explained) = detached(py, request, |p, b, o| self.inner.explain(p, b, o))?;
+        let (d, explained) = detached(py, request, None, |p, b, o| self.inner.explain(p, b, o))?;
         let explained = explained
             .into_iter()
             .map(|e| (e.profile, e.candidates, e.scores, e.totals, e.picked))
@@ -373,6 +410,7 @@ type RouteArgs<'a> = (
 fn detached<T: Send>(
     py: Python<'_>,
     (path, body, model_rewrite, subset, headers): RouteArgs<'_>,
+    tokens: Option<&PreTokenized>,
     f: impl FnOnce(&str, &[u8], &RouteOptions<'_>) -> Result<T, RouteError> + Send,
 ) -> PyResult<T> {
     let headers: Vec<(String, String)> = headers
@@ -385,7 +423,7 @@ fn detached<T: Send>(
         subset: subset.as_deref(),
         headers: &headers,
         priority: 0,
-        tokens: None,
+        tokens,
         burst: None,
     };
     py.detach(|| f(path, body, &options)).map_err(route_error)
@@ -416,6 +454,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyDecision>()?;
     m.add_class::<PyEndpointStatus>()?;
     m.add_class::<PyRouter>()?;
+    m.add_class::<PyTokens>()?;
     m.add_function(wrap_pyfunction!(parse_metrics, m)?)?;
     Ok(())
 }

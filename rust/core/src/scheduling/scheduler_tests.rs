@@ -223,6 +223,16 @@ fn a_prefix_scorer_naming_a_missing_producer_is_refused() {
 /// Route one long prompt over three idle endpoints with `config`, then give the endpoints
 /// `queues` (the first pick's own first) and route the same prompt again: (first, second).
 fn repeated_prompt_picks(config: serde_json::Value, queues: [u32; 3]) -> (u32, u32) {
+    repeated_prompt_picks_in_flight(config, queues, 0)
+}
+
+/// `repeated_prompt_picks` with `in_flight` more of this EPP's requests on the first pick,
+/// sent since its scrape (which reports none running).
+fn repeated_prompt_picks_in_flight(
+    config: serde_json::Value,
+    queues: [u32; 3],
+    in_flight: u32,
+) -> (u32, u32) {
     let s = scheduler(config).unwrap();
     let (store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0), Ep::waiting(0)]);
     let prompt = [b'p'; 8000];
@@ -246,6 +256,10 @@ fn repeated_prompt_picks(config: serde_json::Value, queues: [u32; 3]) -> (u32, u
         assert!(store.ingest(&format!("10.0.0.{}:8000", i + 1), &update, now));
     }
     let snap = store.snapshot();
+    snap.endpoints[first as usize]
+        .info
+        .in_flight
+        .fetch_add(in_flight, std::sync::atomic::Ordering::Relaxed);
     let mut c = cycle(&snap);
     c.request = request;
     let mut picks = Picks::default();
@@ -257,6 +271,27 @@ fn repeated_prompt_picks(config: serde_json::Value, queues: [u32; 3]) -> (u32, u
 fn a_hot_prefix_spreads_when_its_servers_queue_is_deep() {
     let (first, second) = repeated_prompt_picks(json!({}), [6, 0, 0]);
     assert_ne!(first, second);
+}
+
+#[test]
+fn a_prefix_stays_on_its_server_while_it_reports_no_queue_whatever_was_sent_since() {
+    // Three requests sent since the scrape, none reported waiting: they found free batch
+    // slots, and moving the prompt away from its cache would cost its whole prefill.
+    let (first, second) = repeated_prompt_picks_in_flight(json!({}), [0, 0, 0], 3);
+    assert_eq!(first, second);
+}
+
+#[test]
+fn requests_sent_since_the_scrape_deepen_a_queue_the_server_reports() {
+    let (first, second) = repeated_prompt_picks_in_flight(json!({}), [1, 0, 0], 5);
+    assert_ne!(first, second);
+}
+
+#[test]
+fn a_prefix_stays_on_its_server_when_every_server_queues() {
+    // Moving it gains no idle capacity, and repeating its prefill takes capacity from all.
+    let (first, second) = repeated_prompt_picks(json!({}), [8, 2, 2]);
+    assert_eq!(first, second);
 }
 
 #[test]

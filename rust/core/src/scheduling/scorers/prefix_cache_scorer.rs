@@ -6,12 +6,16 @@
 //! precise-prefix-cache-producer is configured: the blocks the endpoint's own KV events say
 //! it holds, at the engine's block size.
 //!
-//! Unlike upstream's scorer, a cached prefix yields to a deeper queue (`affinityQueueSlack`):
-//! with upstream's default weights (prefix 3 against queue 2 + KV 2) a full match wins over
-//! any queue, so a hot prefix piles onto the one server that first cached it while others
-//! idle. Here an endpoint's score is scaled by slack / (slack + requests it has waiting beyond
-//! the shallowest candidate's queue), so a hot prefix spreads to a second server once its
-//! first server's queue is deep, and stays put while queues are level.
+//! Unlike upstream's scorer, a cached prefix yields to an idle server when its own server
+//! queues (`affinityQueueSlack`): with upstream's default weights (prefix 3 against queue 2 +
+//! KV 2) a full match wins over any queue, so a hot prefix piles onto the one server that first
+//! cached it while others idle. Here, while some candidate has free batch slots (reports no
+//! queue), a match counts slack / (slack + requests queued at its server), so a hot prefix
+//! spreads once its server really queues and stays put while it does not. "Queued" is what the
+//! server itself reports waiting (and, while it reports a queue, the EPP's requests sent since
+//! beyond those it runs): a request sent since the last scrape to a server with free slots is
+//! running, not waiting. When every candidate queues, a match counts whole, as upstream: moving
+//! a request then gains no idle capacity, and the prefill it repeats takes capacity from all.
 
 use std::sync::{Arc, OnceLock};
 
@@ -28,8 +32,9 @@ use crate::scheduling::producers::approx_prefix_cache_producer::{
 };
 use crate::scheduling::scorers::queue_scorer::waiting;
 
-/// Waiting requests beyond the shallowest queue at which a cached prefix counts half.
-pub const AFFINITY_QUEUE_SLACK: f64 = 2.0;
+/// Requests queued at a cached prefix's server, while another has free slots, at which the
+/// match counts half.
+pub const AFFINITY_QUEUE_SLACK: f64 = 4.0;
 
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
@@ -40,8 +45,8 @@ struct PrefixParams {
     /// score = w·min(1, matched tokens / matchLengthScaleTokens)² + (1 − w)·matched share.
     match_length_weight: f64,
     match_length_scale_tokens: usize,
-    /// Requests waiting beyond the shallowest candidate queue at which a match counts half;
-    /// 0 = matches count whatever the queue (upstream's scorer).
+    /// Requests queued at a match's server, while another candidate has free slots, at which
+    /// the match counts half; 0 = matches count whatever the queue (upstream's scorer).
     affinity_queue_slack: f64,
     // The scorer's older parameters (before upstream split off the producer): they configure
     // the scorer's own approximate producer.
@@ -159,18 +164,25 @@ impl PrefixCacheScorer {
         w * length * length + (1.0 - w) * ratio
     }
 
-    /// The share of a match that counts at this candidate: slack / (slack + its waiting
-    /// requests beyond `shallowest`); whole when either queue is unknown or slack is 0. The
-    /// in-flight counts move while the cycle runs, hence the saturating difference.
+    /// The share of a match that counts at this candidate: slack / (slack + its queued
+    /// requests) while some candidate has free slots (`shallowest` is 0); whole when every
+    /// candidate queues, when its queue is unknown, or when slack is 0.
     fn queue_share(&self, cycle: &Cycle<'_>, c: u32, shallowest: Option<u32>) -> f64 {
         let slack = self.affinity_queue_slack;
-        match (waiting(cycle, c), shallowest) {
-            (Some(w), Some(least)) if slack > 0.0 => {
-                slack / (slack + f64::from(w.saturating_sub(least)))
-            }
+        match (queued(cycle, c), shallowest) {
+            (Some(w), Some(0)) if slack > 0.0 => slack / (slack + f64::from(w)),
             _ => 1.0,
         }
     }
+}
+
+/// Requests queued at the candidate, for the affinity share: none while the server reports
+/// no queue (the EPP's requests sent since its last scrape found free batch slots), else the
+/// queue-scorer's count (its queue, or the EPP's requests beyond those it runs); None when
+/// stale.
+fn queued(cycle: &Cycle<'_>, c: u32) -> Option<u32> {
+    let reported = cycle.endpoint(c).metrics.waiting;
+    waiting(cycle, c).map(|w| if reported == 0 { 0 } else { w })
 }
 
 impl Scorer for PrefixCacheScorer {
@@ -182,7 +194,7 @@ impl Scorer for PrefixCacheScorer {
             out.fill(0.0);
         } else {
             let total = hashes.len() as f64;
-            let shallowest = candidates.iter().filter_map(|&c| waiting(cycle, c)).min();
+            let shallowest = candidates.iter().filter_map(|&c| queued(cycle, c)).min();
             let mut best = 0;
             for (slot, &c) in out.iter_mut().zip(candidates) {
                 let id = cycle.endpoint(c).info.id;
