@@ -115,11 +115,21 @@ thread_local! {
 
 static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A flow gauge a thread used lately: which metrics, under which key.
+/// `a == b`, without calling memcmp for empty strings (an empty `String` points nowhere, and
+/// the vector memcmp's masked load from there takes a microcode assist: measured at 28% of an
+/// enqueue when model labels are empty).
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (a.is_empty() || a == b)
+}
+
+/// A flow gauge a thread used lately: which metrics, under which labels.
 #[derive(Default)]
 struct Recent {
     metrics: u64,
-    key: String,
+    priority: i32,
+    flow: String,
+    model: String,
+    target: String,
     gauge: Weak<FlowGauge>,
 }
 
@@ -364,35 +374,42 @@ impl FlowMetrics {
         size: u64,
         band: impl FnOnce() -> Arc<BandShared>,
     ) -> Arc<FlowGauge> {
-        KEY.with_borrow_mut(|key| {
+        let recent = RECENT_GAUGES.with_borrow(|r| {
+            r.iter()
+                .find(|e| {
+                    (e.metrics, e.priority) == (self.id, priority)
+                        && same(&e.flow, flow)
+                        && same(&e.model, model)
+                        && same(&e.target, target)
+                })
+                .and_then(|e| e.gauge.upgrade())
+        });
+        if let Some(g) = recent {
+            g.enter(size);
+            // Retired by a GC that did not see this request: count out, look up anew.
+            if !g.retired.load(SeqCst) {
+                return g;
+            }
+            g.leave(size);
+        }
+        let g = KEY.with_borrow_mut(|key| {
             gauge_key(key, flow, priority, model, target);
-            let recent = RECENT_GAUGES.with_borrow(|r| {
-                r.iter()
-                    .find(|e| e.metrics == self.id && e.key == *key)
-                    .and_then(|e| e.gauge.upgrade())
-            });
-            if let Some(g) = recent {
-                g.enter(size);
-                // Retired by a GC that did not see this request: count out, look up anew.
-                if !g.retired.load(SeqCst) {
-                    return g;
-                }
-                g.leave(size);
-            }
-            let g = self.gauge_locked(key, flow, priority, model, target, band, |g| {
+            self.gauge_locked(key, flow, priority, model, target, band, |g| {
                 g.enter(size)
+            })
+        });
+        if g.is_flow(flow) {
+            RECENT_GAUGES.with_borrow_mut(|r| {
+                r.rotate_right(1);
+                let e = &mut r[0];
+                (e.metrics, e.priority) = (self.id, priority);
+                e.flow.replace_range(.., flow);
+                e.model.replace_range(.., model);
+                e.target.replace_range(.., target);
+                e.gauge = Arc::downgrade(&g);
             });
-            if g.is_flow(flow) {
-                RECENT_GAUGES.with_borrow_mut(|r| {
-                    r.rotate_right(1);
-                    let e = &mut r[0];
-                    e.metrics = self.id;
-                    e.key.clone_from(key);
-                    e.gauge = Arc::downgrade(&g);
-                });
-            }
-            g
-        })
+        }
+        g
     }
 
     /// The gauge under `key`, made on first use (past the cap, the overflow gauge); `enter`
