@@ -394,9 +394,7 @@ impl FlowMetrics {
         }
         let g = KEY.with_borrow_mut(|key| {
             gauge_key(key, flow, priority, model, target);
-            self.gauge_locked(key, flow, priority, model, target, band, |g| {
-                g.enter(size)
-            })
+            self.gauge_locked(key, flow, priority, model, target, band, |g| g.enter(size))
         });
         if g.is_flow(flow) {
             RECENT_GAUGES.with_borrow_mut(|r| {
@@ -476,9 +474,8 @@ impl FlowMetrics {
             // forgotten only once idle longer than the series would be.
             Some(cell) => cell.duration.observe_n(seconds, n),
             None => {
-                let cell = KEY.with_borrow_mut(|key| {
-                    self.enqueue_cell(key, flow, gauge.priority, ENQUEUED)
-                });
+                let cell = KEY
+                    .with_borrow_mut(|key| self.enqueue_cell(key, flow, gauge.priority, ENQUEUED));
                 cell.duration.observe_n(seconds, n);
                 cell.touched.store(millis_since(self.epoch), Relaxed);
             }
@@ -704,7 +701,10 @@ mod tests {
         assert_eq!((g.requests.load(SeqCst), g.bytes.load(SeqCst)), (0, 0));
         let rows = m.snapshot().0;
         assert_eq!((rows.len(), rows[0].requests, rows[0].bytes), (1, 1, 10));
-        assert!(Arc::ptr_eq(&fresh, &m.enter("tenant", 2, "m", "m", 10, band)));
+        assert!(Arc::ptr_eq(
+            &fresh,
+            &m.enter("tenant", 2, "m", "m", 10, band)
+        ));
     }
 
     #[test]
@@ -713,7 +713,10 @@ mod tests {
         let ga = a.enter("tenant", 0, "m", "m", 1, band);
         let gb = b.enter("tenant", 0, "m", "m", 1, band);
         assert!(!Arc::ptr_eq(&ga, &gb));
-        assert_eq!((a.snapshot().0[0].requests, b.snapshot().0[0].requests), (1, 1));
+        assert_eq!(
+            (a.snapshot().0[0].requests, b.snapshot().0[0].requests),
+            (1, 1)
+        );
     }
 
     #[test]
