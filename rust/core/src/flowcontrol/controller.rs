@@ -390,9 +390,14 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
 
     /// A short cycle in the caller's thread (the queues' lock held); the dispatch thread is woken
     /// for whatever the cycle leaves to it.
-    fn finish_cycle(&self, mut q: parking_lot::MutexGuard<'_, Queues<D>>, asked: bool) {
+    fn finish_cycle(
+        &self,
+        mut q: parking_lot::MutexGuard<'_, Queues<D>>,
+        asked: bool,
+        merged: Option<Instant>,
+    ) {
         let s = &*self.shared;
-        let progress = q.cycle(s, INLINE_BURST);
+        let progress = q.cycle(s, INLINE_BURST, merged);
         let wake = asked || q.needs_thread(s, &progress);
         drop(q);
         if wake {
@@ -407,8 +412,8 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             Some(q) if !s.shutdown.load(Ordering::SeqCst) => {
                 let mut q = q;
                 let bits = s.pending.swap(0, Ordering::AcqRel);
-                q.take_inbox(s, bits);
-                self.finish_cycle(q, bits & LOOK_AGAIN != 0);
+                let merged = q.take_inbox(s, bits);
+                self.finish_cycle(q, bits & LOOK_AGAIN != 0, merged);
             }
             _ => s.wake(),
         }

@@ -182,11 +182,12 @@ impl<D: Dispatcher> Queues<D> {
     ///
     /// The enqueue-duration series (upstream's: the time its processor takes to insert a request
     /// into its queue) are observed here, each request its share of the merge: two clock reads
-    /// per merge instead of two per request on the producer.
-    pub fn take_inbox<S>(&mut self, s: &Shared<D, S>, bits: u32) {
+    /// per merge instead of two per request on the producer. Returns when the merge ended (the
+    /// cycle that follows starts then), None when there was nothing to merge.
+    pub fn take_inbox<S>(&mut self, s: &Shared<D, S>, bits: u32) -> Option<Instant> {
         let mut bits = bits & ALL_SHARDS;
         if bits == 0 {
-            return;
+            return None;
         }
         let start = Instant::now();
         let mut n = 0u64;
@@ -203,12 +204,14 @@ impl<D: Dispatcher> Queues<D> {
             self.spare = spare;
         }
         if n == 0 {
-            return;
+            return None;
         }
-        let each = start.elapsed().as_secs_f64() / n as f64;
+        let end = Instant::now();
+        let each = end.saturating_duration_since(start).as_secs_f64() / n as f64;
         for (gauge, flow, k) in self.merged.drain(..) {
             s.metrics.enqueued_into(&gauge, &flow, k, each);
         }
+        Some(end)
     }
 
     fn count_merged(&mut self, item: &Item<D::Request>) {
@@ -242,14 +245,16 @@ impl<D: Dispatcher> Queues<D> {
             .push(item);
     }
 
-    /// Expire, unpark, dispatch up to `burst` requests and hand the outcomes over.
+    /// Expire, unpark, dispatch up to `burst` requests and hand the outcomes over; `merged` is
+    /// when the merge just before it ended (the clock is read here otherwise).
     pub fn cycle<S: CompletionSink<D::Output>>(
         &mut self,
         s: &Shared<D, S>,
         burst: usize,
+        merged: Option<Instant>,
     ) -> Progress {
         self.compact(s);
-        let now = Instant::now();
+        let now = merged.unwrap_or_else(Instant::now);
         self.expire(s, now);
         self.unpark(s);
         let progress = self.dispatch_some(s, now, burst);
@@ -575,8 +580,8 @@ pub(crate) fn run<D: Dispatcher, S: CompletionSink<D::Output>>(s: Arc<Shared<D, 
             q.flush(&s);
             return;
         }
-        q.take_inbox(&s, bits);
-        let progress = q.cycle(&s, BURST);
+        let merged = q.take_inbox(&s, bits);
+        let progress = q.cycle(&s, BURST, merged);
         q.changed = false;
         let wait = q.sleep_for(&s, &progress);
         drop(q);
