@@ -159,6 +159,18 @@ impl AtomicHistogram {
         self.observe(d.as_secs_f64());
     }
 
+    /// `n` observations of `v` each, as two updates.
+    pub fn observe_n(&self, v: f64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let i = self.bounds.partition_point(|b| *b < v);
+        self.counts[i].fetch_add(n, Relaxed);
+        let _ = self.sum.fetch_update(Relaxed, Relaxed, |bits| {
+            Some((f64::from_bits(bits) + v * n as f64).to_bits())
+        });
+    }
+
     pub fn count(&self) -> u64 {
         self.counts.iter().map(|c| c.load(Relaxed)).sum()
     }

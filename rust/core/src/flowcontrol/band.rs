@@ -15,6 +15,8 @@ pub struct Band<R> {
     /// Non-empty flows; an emptied flow is removed so idle tenants cost nothing.
     flows: Vec<FlowQueue<R>>,
     index: HashMap<Arc<str>, usize>,
+    /// The slot found last: a run of one flow's requests (one interned key) hashes nothing.
+    hint: usize,
     cursor: usize,
     /// Global-strict: (item id, flow) with at least one entry at or below each flow's head id,
     /// so the smallest entry that still names its flow's head is the oldest head (no scan).
@@ -30,6 +32,7 @@ impl<R> Band<R> {
             config,
             flows: Vec::new(),
             index: HashMap::new(),
+            hint: 0,
             cursor: 0,
             heads: BinaryHeap::new(),
             idle: None,
@@ -48,9 +51,21 @@ impl<R> Band<R> {
         }
     }
 
+    /// The slot of `flow`'s queue.
+    fn find(&mut self, flow: &Arc<str>) -> Option<usize> {
+        if let Some(f) = self.flows.get(self.hint) {
+            if Arc::ptr_eq(&f.key, flow) {
+                return Some(self.hint);
+            }
+        }
+        let i = *self.index.get(flow)?;
+        self.hint = i;
+        Some(i)
+    }
+
     pub fn push(&mut self, item: Arc<Item<R>>) {
-        let i = match self.index.get(item.flow()) {
-            Some(&i) => i,
+        let i = match self.find(item.flow()) {
+            Some(i) => i,
             None => {
                 let flow = match self.idle.take() {
                     Some(f) if f.key == *item.flow() => f,
@@ -71,8 +86,8 @@ impl<R> Band<R> {
     /// Give back an item whose dispatch must wait; it goes first in its flow again.
     pub fn push_front(&mut self, item: Arc<Item<R>>) {
         let flow = item.flow().clone();
-        match self.index.get(&flow) {
-            Some(&i) => {
+        match self.find(&flow) {
+            Some(i) => {
                 self.flows[i].push_front(item);
                 self.cursor = i; // round-robin: the turn was not used
                 if self.strict() {
@@ -110,7 +125,7 @@ impl<R> Band<R> {
     fn oldest_head(&mut self) -> Option<usize> {
         loop {
             let Reverse((id, key)) = self.heads.pop()?;
-            let Some(&i) = self.index.get(&key) else {
+            let Some(i) = self.find(&key) else {
                 continue; // the flow emptied since
             };
             match self.flows[i].head() {

@@ -107,6 +107,8 @@ pub struct FlowStats {
 }
 
 const SHARDS: usize = 16;
+/// The top bit marks ids of outcomes that never queued (`next_id`).
+const UNQUEUED_IDS: u64 = 1 << 63;
 /// `Shared::pending` bits: one per inbox shard holding arrivals, and one for "look again".
 pub(crate) const ALL_SHARDS: u32 = (1 << SHARDS) - 1;
 const LOOK_AGAIN: u32 = 1 << 31;
@@ -302,9 +304,10 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         }
     }
 
-    /// A fresh id for an outcome that never queued.
+    /// A fresh id for an outcome that never queued (a range of its own: queued requests' ids
+    /// count enqueues).
     pub fn next_id(&self) -> u64 {
-        self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+        UNQUEUED_IDS | self.shared.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Queue a request; its outcome arrives through the sink. Capacity and shutdown
@@ -325,16 +328,19 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         if s.shutdown.load(Ordering::Acquire) {
             return refused(Rejection::ShuttingDown);
         }
-        // One lookup finds the flow's gauge, and with it its band and interned key.
-        let gauge = metrics.gauge(
+        // One lookup finds the flow's gauge, and with it its band and interned key; the request
+        // counts in it from here (out again if refused).
+        let gauge = metrics.enter(
             flow,
             priority,
             admission.model,
             admission.target_model,
+            admission.size,
             || s.band(priority),
         );
         let band = gauge.band();
         if !band.try_reserve(admission.size) {
+            gauge.leave(admission.size);
             s.ledger.rejected_capacity.fetch_add(1, Ordering::Relaxed);
             return refused(if s.dispatcher.pool_empty() {
                 Rejection::NoEndpoints
@@ -342,15 +348,16 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
                 Rejection::Capacity
             });
         }
-        gauge.enter(admission.size);
         let deadline = now + admission.ttl.unwrap_or(s.config.default_ttl());
         let order_deadline = match (band.ordering, admission.slo_ttft) {
             (OrderingPolicy::SloDeadline, Some(slo)) => now + slo,
             _ => deadline,
         };
         let own_flow = (!gauge.is_flow(flow)).then(|| Arc::from(flow));
+        // Ids count enqueues: one counter for both, in arrival order (global-strict's age).
+        let id = s.ledger.enqueued.fetch_add(1, Ordering::Relaxed) + 1;
         let item = Arc::new(Item::new(
-            s.next_id.fetch_add(1, Ordering::Relaxed),
+            id,
             own_flow,
             admission.priority,
             admission.size,
@@ -361,14 +368,12 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             request,
             gauge,
         ));
-        s.ledger.enqueued.fetch_add(1, Ordering::Relaxed);
         let shard = SHARD.with(Cell::get);
         let first = {
             let mut inbox = s.inbox[shard].lock();
             inbox.push(item.clone());
             inbox.len() == 1
         };
-        metrics.enqueued_into(item.gauge(), flow, now.elapsed());
         // A shard with arrivals in it was signalled when its first came and not taken since
         // (whoever takes it clears its bit first, then empties it under its lock).
         if first {
@@ -385,9 +390,14 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
 
     /// A short cycle in the caller's thread (the queues' lock held); the dispatch thread is woken
     /// for whatever the cycle leaves to it.
-    fn finish_cycle(&self, mut q: parking_lot::MutexGuard<'_, Queues<D>>, asked: bool) {
+    fn finish_cycle(
+        &self,
+        mut q: parking_lot::MutexGuard<'_, Queues<D>>,
+        asked: bool,
+        merged: Option<Instant>,
+    ) {
         let s = &*self.shared;
-        let progress = q.cycle(s, INLINE_BURST);
+        let progress = q.cycle(s, INLINE_BURST, merged);
         let wake = asked || q.needs_thread(s, &progress);
         drop(q);
         if wake {
@@ -402,8 +412,8 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             Some(q) if !s.shutdown.load(Ordering::SeqCst) => {
                 let mut q = q;
                 let bits = s.pending.swap(0, Ordering::AcqRel);
-                q.take_inbox(s, bits);
-                self.finish_cycle(q, bits & LOOK_AGAIN != 0);
+                let merged = q.take_inbox(s, bits);
+                self.finish_cycle(q, bits & LOOK_AGAIN != 0, merged);
             }
             _ => s.wake(),
         }
