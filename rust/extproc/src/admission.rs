@@ -432,7 +432,9 @@ pub struct Waiting {
     done: bool,
 }
 
-/// What the stream does with a queued request's outcome.
+/// What the stream does with a queued request's outcome. Returned by value once per queued
+/// request and consumed at once: boxing the decision would add an allocation per request.
+#[allow(clippy::large_enum_variant)]
 pub enum Decided {
     /// Routed; the request holds a flow-control place until it ends.
     Routed(Decision),
