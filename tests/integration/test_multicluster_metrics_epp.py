@@ -43,7 +43,10 @@ BUSY = ("# TYPE llm_d_epp_average_kv_cache_utilization gauge\n"
 
 
 class _Busy(BaseHTTPRequestHandler):
+    polls = 0  # GETs answered: the EPP applies one answer before it asks again
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        type(self).polls += 1
         body = BUSY.encode()
         self.send_response(200)
         self.send_header("content-type", "text/plain; version=0.0.4")
@@ -75,6 +78,10 @@ def test_requests_go_to_the_cluster_whose_epp_reports_the_emptier_pool(loop_thre
         in_process = InProcessEpp(loop_thread, path, CONFIG)
         epp = in_process.epp
         peer_address = f"127.0.0.1:{peer.metrics_port}"
+        # Until both clusters are read the two score alike and the picker draws; once the busy one
+        # is read (its second poll means the first was applied), a pick of the peer can only come
+        # from the peer's averages, and a poll that fails or lacks them keeps them.
+        wait_until(lambda: _Busy.polls >= 2, what="the EPP reading the busy cluster's averages")
         deadline = time.monotonic() + 15
         while True:
             answers = exchange(epp.port, [request_headers(CHAT), request_body(BODY, True)])
