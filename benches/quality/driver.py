@@ -56,6 +56,22 @@ class RunResult:
     speedup: float
     samples: list[Sample] = field(default_factory=list)
     counters: dict[str, float] = field(default_factory=dict)
+    # Later turns of a conversation sent to another server than its previous turn (the turns
+    # that leave their cached history behind), and where each conversation's last turn went.
+    moves: int = 0
+    last_server: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    def count_move(self, request: WorkloadRequest, address: str) -> None:
+        messages = request.body.get("messages") or []
+        if len(messages) < 2:
+            return
+        # A conversation: its system prompt and first user turn (a new one on the same system
+        # prompt starts with another user turn).
+        key = (messages[0]["content"], messages[1]["content"])
+        before = self.last_server.get(key)
+        if before is not None and before != address and len(messages) > 2:
+            self.moves += 1
+        self.last_server[key] = address
 
     def summary(self) -> dict[str, float | int | str | None]:
         ok = [s for s in self.samples if s.ok]
@@ -73,6 +89,7 @@ class RunResult:
             "output_tok_s": sum(s.output_tokens for s in ok) / (self.duration_s * self.speedup),
             "prefix_hit_rate": c["prefix_hits"] / c["prefix_queries"] if c.get("prefix_queries") else 0.0,
             "preemptions": int(c.get("preemptions", 0)), "adapter_loads": int(c.get("adapter_loads", 0)),
+            "moves": self.moves,
         }
 
 
@@ -125,6 +142,7 @@ async def _run_policy(name: str, policy: Policy, shape: FleetShape, rate: float,
             async def one(request: WorkloadRequest) -> None:
                 body = _body(request)
                 address = await policy.pick_async(request.path, body)
+                result.count_move(request, address)
                 try:
                     result.samples.append(await _send(session, address, request.path, body))
                 finally:

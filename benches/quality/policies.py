@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 
@@ -209,12 +210,28 @@ class SluicegatePolicy(Policy):
             self.threads.shutdown(wait=True)
 
 
+def scorer_variants() -> list[SluicegatePolicy]:
+    """SLUICEGATE_QUALITY_VARIANTS="name={params};...": the default profile with these
+    prefix-cache-scorer parameters (YAML flow mapping), one extra row each, to compare settings
+    in one run, e.g. `slack8={affinityQueueSlack: 8}`."""
+    out = []
+    for item in filter(None, os.environ.get("SLUICEGATE_QUALITY_VARIANTS", "").split(";")):
+        name, sep, params = item.partition("=")
+        if not sep or not params.strip().startswith("{"):
+            raise ValueError(f"SLUICEGATE_QUALITY_VARIANTS: expected name={{params}}, got {item!r}")
+        config = _default_profile().replace(
+            "- {type: prefix-cache-scorer}", f"- {{type: prefix-cache-scorer, parameters: {params.strip()}}}")
+        out.append(SluicegatePolicy(f"sluicegate-{name.strip()}", config))
+    return out
+
+
 def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[Policy]:
     out: list[Policy] = [RandomPolicy(seed), RoundRobinPolicy(), LeastRequestPolicy(seed),
                          SluicegatePolicy("sluicegate")]
     if workload == "shared_prefix":
         out.append(SluicegatePolicy("sluicegate-previous", PREVIOUS))
         out.append(SluicegatePolicy("sluicegate-upstream-scorer", UPSTREAM_SCORER))
+        out += scorer_variants()
     if shape is not None and shape.tokenizer:
         out += [SluicegatePolicy("sluicegate+precise", precise_tokens(shape), True),
                 SluicegatePolicy("sluicegate+precise-render", None, True, render=True)]

@@ -9,12 +9,12 @@ from typing import Any
 
 Row = Mapping[str, Any]
 COLUMNS = (  # key, header, width, format
-    ("policy", "policy", 19, "{}"), ("requests", "req", 5, "{}"), ("errors", "err", 4, "{}"),
+    ("policy", "policy", 26, "{}"), ("requests", "req", 5, "{}"), ("errors", "err", 4, "{}"),
     ("ttft_p50_ms", "TTFT p50", 9, "{:.0f}"), ("ttft_p90_ms", "p90", 7, "{:.0f}"),
     ("ttft_p99_ms", "p99", 7, "{:.0f}"), ("e2e_p50_ms", "e2e p50", 8, "{:.0f}"),
     ("e2e_p99_ms", "e2e p99", 8, "{:.0f}"), ("output_tok_s", "tok/s", 7, "{:.0f}"),
     ("prefix_hit_rate", "hit rate", 9, "{:.1%}"), ("preemptions", "preempt", 8, "{}"),
-    ("adapter_loads", "loads", 6, "{}"))
+    ("adapter_loads", "loads", 6, "{}"), ("moves", "moves", 6, "{}"))
 
 
 def _line(cells: Sequence[str]) -> str:
@@ -25,7 +25,7 @@ def _line(cells: Sequence[str]) -> str:
 def table(rows: Sequence[Row]) -> str:
     lines = [f"workload {rows[0]['workload']} at {rows[0]['rate']} req/s (ms on the simulators' clock)",
              _line([label for _, label, _, _ in COLUMNS])]
-    lines += [_line(["-" if row[key] is None else fmt.format(row[key]) for key, _, _, fmt in COLUMNS])
+    lines += [_line(["-" if row.get(key) is None else fmt.format(row[key]) for key, _, _, fmt in COLUMNS])
               for row in rows]
     return "\n".join(lines)
 

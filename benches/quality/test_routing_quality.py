@@ -16,7 +16,7 @@ from sluicegate.sim.toy_tokenizers import byte_level_chatml
 
 from benches.quality.driver import WORKLOADS, capacity, run_policy, workload
 from benches.quality.fleet import FleetShape
-from benches.quality.policies import policies
+from benches.quality.policies import policies, scorer_variants
 
 LOAD = 0.7
 SEED = 0
@@ -71,6 +71,7 @@ def test_precise_routing_with_vllm_style_events(benchmark, quality_size, quality
              "sluicegate+precise", "sluicegate+precise-render"}
     if os.environ.get("SLUICEGATE_QUALITY_POLICIES"):  # a subset, to repeat a comparison sooner
         names = set(os.environ["SLUICEGATE_QUALITY_POLICIES"].split(","))
+    names |= {p.name for p in scorer_variants()}
 
     async def compare() -> list[dict]:
         rate = _fixed_rate() or LOAD * await capacity("shared_prefix", shape, quality_size.calibrate_s, SEED)

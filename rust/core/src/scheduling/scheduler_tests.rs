@@ -321,3 +321,42 @@ fn a_negative_queue_slack_is_refused() {
     ]}));
     assert!(e.contains("affinityQueueSlack"), "{e}");
 }
+
+fn queue_tokens_profile(tokens: f64) -> serde_json::Value {
+    json!({
+        "plugins": [{"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"},
+                    {"type": "prefix-cache-scorer", "parameters": {"affinityQueueTokens": tokens}}],
+        "schedulingProfiles": [{"name": "default", "plugins": [
+            {"pluginRef": "queue-scorer", "weight": 2},
+            {"pluginRef": "kv-cache-utilization-scorer", "weight": 2},
+            {"pluginRef": "prefix-cache-scorer", "weight": 3}]}]
+    })
+}
+
+#[test]
+fn a_prefix_stays_while_its_prefill_outweighs_the_wait_at_its_server() {
+    // 8,000 bytes: 32 blocks of 64 tokens, all lost on a cold server; three queued requests
+    // at 500 tokens each are worth less.
+    let (first, second) = repeated_prompt_picks(queue_tokens_profile(500.0), [3, 0, 0]);
+    assert_eq!(first, second);
+}
+
+#[test]
+fn a_prefix_moves_once_the_wait_at_its_server_outweighs_its_prefill() {
+    let (first, second) = repeated_prompt_picks(queue_tokens_profile(500.0), [5, 0, 0]);
+    assert_ne!(first, second);
+}
+
+#[test]
+fn weighed_by_tokens_a_prefix_stays_when_every_server_queues() {
+    let (first, second) = repeated_prompt_picks(queue_tokens_profile(500.0), [9, 1, 1]);
+    assert_eq!(first, second);
+}
+
+#[test]
+fn a_negative_queue_token_cost_is_refused() {
+    let e = error(json!({"plugins": [
+        {"type": "prefix-cache-scorer", "parameters": {"affinityQueueTokens": -5}}
+    ]}));
+    assert!(e.contains("affinityQueueTokens"), "{e}");
+}

@@ -16,6 +16,13 @@
 //! beyond those it runs): a request sent since the last scrape to a server with free slots is
 //! running, not waiting. When every candidate queues, a match counts whole, as upstream: moving
 //! a request then gains no idle capacity, and the prefill it repeats takes capacity from all.
+//!
+//! `affinityQueueTokens` (when > 0, in place of the slack) weighs what a move saves against
+//! what it costs: staying saves the prefill of the blocks the server holds beyond the longest
+//! match on a candidate with free slots (the turn moves there with that shorter prefix, or cold);
+//! it costs the wait behind the server's queue, each queued request counted as this many
+//! prefill tokens. While the saving is larger the match counts whole (upstream's scores); once
+//! the wait is larger it counts as that shorter match, and the queue decides.
 
 use std::sync::{Arc, OnceLock};
 
@@ -36,6 +43,10 @@ use crate::scheduling::scorers::queue_scorer::waiting;
 /// match counts half.
 pub const AFFINITY_QUEUE_SLACK: f64 = 4.0;
 
+/// Prefill tokens one request queued at a match's server is worth (`affinityQueueTokens`);
+/// 0 = use the slack.
+pub const AFFINITY_QUEUE_TOKENS: f64 = 0.0;
+
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 struct PrefixParams {
@@ -48,6 +59,11 @@ struct PrefixParams {
     /// Requests queued at a match's server, while another candidate has free slots, at which
     /// the match counts half; 0 = matches count whatever the queue (upstream's scorer).
     affinity_queue_slack: f64,
+    /// Prefill tokens one request queued at a match's server is worth: while some candidate
+    /// has free slots, a match counts whole while the tokens it holds beyond the longest match
+    /// on such a candidate exceed queued requests × this, else as that shorter match; 0 = off
+    /// (`affinityQueueSlack` applies).
+    affinity_queue_tokens: f64,
     // The scorer's older parameters (before upstream split off the producer): they configure
     // the scorer's own approximate producer.
     auto_tune: Option<bool>,
@@ -65,6 +81,7 @@ impl Default for PrefixParams {
             match_length_weight: 0.0,
             match_length_scale_tokens: 8192,
             affinity_queue_slack: AFFINITY_QUEUE_SLACK,
+            affinity_queue_tokens: AFFINITY_QUEUE_TOKENS,
             auto_tune: None,
             block_size: None,
             max_prefix_blocks_to_match: None,
@@ -103,6 +120,7 @@ pub struct PrefixCacheScorer {
     match_length_weight: f64,
     match_length_scale_tokens: usize,
     affinity_queue_slack: f64,
+    affinity_queue_tokens: f64,
     own: Arc<ApproxPrefixProducer>,
     linked: OnceLock<PrefixSource>,
 }
@@ -124,12 +142,19 @@ pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
             "parameters.affinityQueueSlack: must be >= 0, got {slack}"
         )));
     }
+    let tokens = params.affinity_queue_tokens;
+    if !(tokens.is_finite() && tokens >= 0.0) {
+        return Err(p.error(format_args!(
+            "parameters.affinityQueueTokens: must be >= 0, got {tokens}"
+        )));
+    }
     let own = ApproxPrefixProducer::new(params.own_producer()).map_err(|e| p.error(e))?;
     let mut scorer = PrefixCacheScorer::new(own);
     scorer.producer_name = params.prefix_match_info_producer_name;
     scorer.match_length_weight = params.match_length_weight;
     scorer.match_length_scale_tokens = params.match_length_scale_tokens;
     scorer.affinity_queue_slack = slack;
+    scorer.affinity_queue_tokens = tokens;
     Ok(Plugin::Scorer(Arc::new(scorer)))
 }
 
@@ -141,6 +166,7 @@ impl PrefixCacheScorer {
             match_length_weight: 0.0,
             match_length_scale_tokens: 8192,
             affinity_queue_slack: AFFINITY_QUEUE_SLACK,
+            affinity_queue_tokens: AFFINITY_QUEUE_TOKENS,
             own: Arc::new(producer),
             linked: OnceLock::new(),
         }
@@ -164,16 +190,44 @@ impl PrefixCacheScorer {
         w * length * length + (1.0 - w) * ratio
     }
 
-    /// The share of a match that counts at this candidate: slack / (slack + its queued
-    /// requests) while some candidate has free slots (`shallowest` is 0); whole when every
-    /// candidate queues, when its queue is unknown, or when slack is 0.
-    fn queue_share(&self, cycle: &Cycle<'_>, c: u32, shallowest: Option<u32>) -> f64 {
+    /// What a match of `n` blocks scores at a candidate with `queue` requests queued, given the
+    /// shallowest queue among the candidates and the longest match on a candidate with free
+    /// slots (`free_best`).
+    fn counted(&self, n: usize, m: &MatchContext, queue: Option<u32>) -> f64 {
+        let whole = self.blend(n, m.total, m.block_tokens);
+        let (Some(w), Some(0)) = (queue, m.shallowest) else {
+            return whole; // every candidate queues, or its queue is unknown
+        };
+        if w == 0 {
+            return whole;
+        }
+        if self.affinity_queue_tokens > 0.0 {
+            let kept = m.free_best.min(n);
+            let saved = ((n - kept) * m.block_tokens) as f64;
+            if f64::from(w) * self.affinity_queue_tokens > saved {
+                return if kept == 0 {
+                    0.0
+                } else {
+                    self.blend(kept, m.total, m.block_tokens)
+                };
+            }
+            return whole;
+        }
         let slack = self.affinity_queue_slack;
-        match (queued(cycle, c), shallowest) {
-            (Some(w), Some(0)) if slack > 0.0 => slack / (slack + f64::from(w)),
-            _ => 1.0,
+        if slack > 0.0 {
+            whole * slack / (slack + f64::from(w))
+        } else {
+            whole
         }
     }
+}
+
+/// What every candidate's match is weighed against in one cycle.
+struct MatchContext {
+    total: f64,
+    block_tokens: usize,
+    shallowest: Option<u32>,
+    free_best: usize,
 }
 
 /// Requests queued at the candidate, for the affinity share: none while the server reports
@@ -193,12 +247,30 @@ impl Scorer for PrefixCacheScorer {
         if hashes.is_empty() {
             out.fill(0.0);
         } else {
-            let total = hashes.len() as f64;
-            let shallowest = candidates.iter().filter_map(|&c| queued(cycle, c)).min();
+            let queues: Vec<Option<u32>> = candidates.iter().map(|&c| queued(cycle, c)).collect();
+            let counts: Vec<usize> = candidates
+                .iter()
+                .map(|&c| source.matched(cycle, cycle.endpoint(c).info.id, &hashes))
+                .collect();
+            let m = MatchContext {
+                total: hashes.len() as f64,
+                block_tokens,
+                shallowest: queues.iter().flatten().min().copied(),
+                // The longest prefix a turn keeps if it moves to a candidate with free slots.
+                free_best: counts
+                    .iter()
+                    .zip(&queues)
+                    .filter(|(_, q)| **q == Some(0))
+                    .map(|(&n, _)| n)
+                    .max()
+                    .unwrap_or(0),
+            };
             let mut best = 0;
-            for (slot, &c) in out.iter_mut().zip(candidates) {
-                let id = cycle.endpoint(c).info.id;
-                let n = source.matched(cycle, id, &hashes);
+            for ((slot, &c), (&n, &queue)) in out
+                .iter_mut()
+                .zip(candidates)
+                .zip(counts.iter().zip(&queues))
+            {
                 if n > 0 {
                     matched.push((c, n));
                 }
@@ -206,7 +278,7 @@ impl Scorer for PrefixCacheScorer {
                 *slot = if n == 0 {
                     0.0
                 } else {
-                    self.blend(n, total, block_tokens) * self.queue_share(cycle, c, shallowest)
+                    self.counted(n, &m, queue)
                 };
             }
             if let PrefixSource::Precise(p) = &source {
