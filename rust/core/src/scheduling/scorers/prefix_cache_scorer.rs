@@ -337,3 +337,54 @@ impl Scorer for PrefixCacheScorer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scorer(tokens: f64) -> PrefixCacheScorer {
+        let mut s =
+            PrefixCacheScorer::new(ApproxPrefixProducer::new(ApproxParams::default()).unwrap());
+        s.affinity_queue_tokens = tokens;
+        s
+    }
+
+    fn context(free_best: usize) -> MatchContext {
+        MatchContext {
+            total: 40.0,
+            block_tokens: 64,
+            shallowest: Some(0),
+            free_best,
+        }
+    }
+
+    #[test]
+    fn a_move_to_a_shorter_prefix_weighs_only_the_blocks_it_loses() {
+        // 40 blocks here, 32 on a candidate with free slots: staying saves 8 × 64 = 512 tokens.
+        let s = scorer(600.0);
+        assert_eq!(s.counted(40, &context(32), Some(1)), 32.0 / 40.0);
+        let s = scorer(400.0);
+        assert_eq!(s.counted(40, &context(32), Some(1)), 1.0);
+        // Nothing held elsewhere: the whole 2,560 tokens against 5 × 400 queued.
+        assert_eq!(s.counted(40, &context(0), Some(5)), 1.0);
+        assert_eq!(s.counted(40, &context(0), Some(7)), 0.0);
+    }
+
+    #[test]
+    fn a_match_counts_whole_without_a_queue_or_when_every_candidate_queues() {
+        let s = scorer(10_000.0);
+        assert_eq!(s.counted(40, &context(0), Some(0)), 1.0);
+        assert_eq!(s.counted(40, &context(0), None), 1.0);
+        let all_queue = MatchContext {
+            shallowest: Some(2),
+            ..context(0)
+        };
+        assert_eq!(s.counted(40, &all_queue, Some(9)), 1.0);
+    }
+
+    #[test]
+    fn without_a_token_cost_the_slack_weighs_the_queue() {
+        let s = scorer(0.0);
+        assert_eq!(s.counted(40, &context(0), Some(4)), 0.5);
+    }
+}
