@@ -60,6 +60,9 @@ class RunResult:
     # that leave their cached history behind), and where each conversation's last turn went.
     moves: int = 0
     last_server: dict[tuple[str, ...], str] = field(default_factory=dict)
+    # First turns sent to a server that never had their system prompt while another had it.
+    spreads: int = 0
+    prompt_servers: dict[str, set[str]] = field(default_factory=dict)
 
     def count_move(self, request: WorkloadRequest, address: str) -> None:
         messages = request.body.get("messages") or []
@@ -71,6 +74,10 @@ class RunResult:
         before = self.last_server.get(key)
         if before is not None and before != address and len(messages) > 2:
             self.moves += 1
+        servers = self.prompt_servers.setdefault(messages[0]["content"], set())
+        if len(messages) == 2 and servers and address not in servers:
+            self.spreads += 1
+        servers.add(address)
         self.last_server[key] = address
 
     def summary(self) -> dict[str, float | int | str | None]:
@@ -89,7 +96,7 @@ class RunResult:
             "output_tok_s": sum(s.output_tokens for s in ok) / (self.duration_s * self.speedup),
             "prefix_hit_rate": c["prefix_hits"] / c["prefix_queries"] if c.get("prefix_queries") else 0.0,
             "preemptions": int(c.get("preemptions", 0)), "adapter_loads": int(c.get("adapter_loads", 0)),
-            "moves": self.moves,
+            "moves": self.moves, "spreads": self.spreads,
         }
 
 

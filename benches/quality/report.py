@@ -14,7 +14,7 @@ COLUMNS = (  # key, header, width, format
     ("ttft_p99_ms", "p99", 7, "{:.0f}"), ("e2e_p50_ms", "e2e p50", 8, "{:.0f}"),
     ("e2e_p99_ms", "e2e p99", 8, "{:.0f}"), ("output_tok_s", "tok/s", 7, "{:.0f}"),
     ("prefix_hit_rate", "hit rate", 9, "{:.1%}"), ("preemptions", "preempt", 8, "{}"),
-    ("adapter_loads", "loads", 6, "{}"), ("moves", "moves", 6, "{}"))
+    ("adapter_loads", "loads", 6, "{}"), ("moves", "moves", 6, "{}"), ("spreads", "spread", 7, "{}"))
 
 
 def _line(cells: Sequence[str]) -> str:
