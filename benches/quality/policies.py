@@ -47,9 +47,13 @@ PREVIOUS = _default_profile().replace(
     "- {type: prefix-cache-scorer, parameters: {autoTune: false, lruCapacityPerServer: 384, "
     "maxPrefixTokensToMatch: 16384}}")
 # The default profile with upstream's prefix scorer: a cached prefix counts whatever the queue
-# (affinityQueueSlack 0), so a hot prefix stays on the server that first cached it.
+# (affinityQueueSlack 0), so a hot prefix stays on the server that first cached it (the default,
+# affinityQueueTokens 200, moves it only once the wait at its server outweighs its prefill).
 UPSTREAM_SCORER = _default_profile().replace(
     "- {type: prefix-cache-scorer}", "- {type: prefix-cache-scorer, parameters: {affinityQueueSlack: 0}}")
+# sluicegate's default until session 7: a match discounted by its server's queue depth alone.
+QUEUE_SLACK = _default_profile().replace(
+    "- {type: prefix-cache-scorer}", "- {type: prefix-cache-scorer, parameters: {affinityQueueSlack: 4}}")
 PRECISE = _default_profile("- {type: precise-prefix-cache-producer, parameters: {blockSize: 16}}")
 
 
@@ -231,6 +235,7 @@ def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[
     if workload == "shared_prefix":
         out.append(SluicegatePolicy("sluicegate-previous", PREVIOUS))
         out.append(SluicegatePolicy("sluicegate-upstream-scorer", UPSTREAM_SCORER))
+        out.append(SluicegatePolicy("sluicegate-queue-slack", QUEUE_SLACK))
         out += scorer_variants()
     if shape is not None and shape.tokenizer:
         out += [SluicegatePolicy("sluicegate+precise", precise_tokens(shape), True),

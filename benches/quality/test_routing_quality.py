@@ -68,7 +68,7 @@ def test_precise_routing_with_vllm_style_events(benchmark, quality_size, quality
     shape = FleetShape(tokenizer=str(tokenizer), hash_seed="42", kv_events_encoding="map",
                        kv_events_endpoint=f"tcp://127.0.0.1:{_free_port()}")
     names = {"round-robin", "sluicegate", "sluicegate-previous", "sluicegate-upstream-scorer",
-             "sluicegate+precise", "sluicegate+precise-render"}
+             "sluicegate-queue-slack", "sluicegate+precise", "sluicegate+precise-render"}
     if os.environ.get("SLUICEGATE_QUALITY_POLICIES"):  # a subset, to repeat a comparison sooner
         names = set(os.environ["SLUICEGATE_QUALITY_POLICIES"].split(","))
     names |= {p.name for p in scorer_variants()}

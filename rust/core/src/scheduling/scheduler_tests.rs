@@ -269,7 +269,8 @@ fn repeated_prompt_picks_in_flight(
 
 #[test]
 fn a_hot_prefix_spreads_when_its_servers_queue_is_deep() {
-    let (first, second) = repeated_prompt_picks(json!({}), [6, 0, 0]);
+    // 32 blocks of 64 tokens against 11 queued requests at 200 tokens each.
+    let (first, second) = repeated_prompt_picks(json!({}), [11, 0, 0]);
     assert_ne!(first, second);
 }
 
@@ -283,7 +284,7 @@ fn a_prefix_stays_on_its_server_while_it_reports_no_queue_whatever_was_sent_sinc
 
 #[test]
 fn requests_sent_since_the_scrape_deepen_a_queue_the_server_reports() {
-    let (first, second) = repeated_prompt_picks_in_flight(json!({}), [1, 0, 0], 5);
+    let (first, second) = repeated_prompt_picks_in_flight(json!({}), [1, 0, 0], 12);
     assert_ne!(first, second);
 }
 
@@ -359,4 +360,31 @@ fn a_negative_queue_token_cost_is_refused() {
         {"type": "prefix-cache-scorer", "parameters": {"affinityQueueTokens": -5}}
     ]}));
     assert!(e.contains("affinityQueueTokens"), "{e}");
+}
+
+#[test]
+fn a_queue_slack_set_discounts_a_match_by_queue_depth_alone() {
+    let slack = json!({
+        "plugins": [{"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"},
+                    {"type": "prefix-cache-scorer", "parameters": {"affinityQueueSlack": 4}}],
+        "schedulingProfiles": [{"name": "default", "plugins": [
+            {"pluginRef": "queue-scorer", "weight": 2},
+            {"pluginRef": "kv-cache-utilization-scorer", "weight": 2},
+            {"pluginRef": "prefix-cache-scorer", "weight": 3}]}]
+    });
+    let (first, second) = repeated_prompt_picks(slack, [6, 0, 0]);
+    assert_ne!(first, second);
+    // The default token rule keeps it: 6 × 200 tokens queued < 2,048 tokens of prefill.
+    let (first, second) = repeated_prompt_picks(json!({}), [6, 0, 0]);
+    assert_eq!(first, second);
+}
+
+#[test]
+fn queue_slack_and_queue_tokens_together_are_refused() {
+    let e = error(json!({"plugins": [{"type": "prefix-cache-scorer",
+        "parameters": {"affinityQueueSlack": 4, "affinityQueueTokens": 300}}]}));
+    assert!(
+        e.contains("affinityQueueSlack") && e.contains("affinityQueueTokens"),
+        "{e}"
+    );
 }

@@ -6,23 +6,26 @@
 //! precise-prefix-cache-producer is configured: the blocks the endpoint's own KV events say
 //! it holds, at the engine's block size.
 //!
-//! Unlike upstream's scorer, a cached prefix yields to an idle server when its own server
-//! queues (`affinityQueueSlack`): with upstream's default weights (prefix 3 against queue 2 +
-//! KV 2) a full match wins over any queue, so a hot prefix piles onto the one server that first
-//! cached it while others idle. Here, while some candidate has free batch slots (reports no
-//! queue), a match counts slack / (slack + requests queued at its server), so a hot prefix
-//! spreads once its server really queues and stays put while it does not. "Queued" is what the
-//! server itself reports waiting (and, while it reports a queue, the EPP's requests sent since
-//! beyond those it runs): a request sent since the last scrape to a server with free slots is
-//! running, not waiting. When every candidate queues, a match counts whole, as upstream: moving
-//! a request then gains no idle capacity, and the prefill it repeats takes capacity from all.
+//! Unlike upstream's scorer, a cached prefix yields to a server with free batch slots once the
+//! wait at its own outweighs the prefill it saves (`affinityQueueTokens`, default 200): with
+//! upstream's default weights (prefix 3 against queue 2 + KV 2) a full match wins over any
+//! queue, so a hot prefix piles onto the one server that first cached it while others idle.
+//! While some candidate reports no queue, staying saves the prefill of the blocks the match's
+//! server holds beyond the longest match on such a candidate (where the turn would go, with
+//! that shorter prefix, or cold), and costs the wait behind its queue, each queued request
+//! counted as `affinityQueueTokens` prefill tokens. While the saving is larger the match counts
+//! whole (upstream's scores); once the wait is larger it counts as that shorter match, and the
+//! queue decides. "Queued" is what the server itself reports waiting (and, while it reports a
+//! queue, the EPP's requests sent since beyond those it runs): a request sent since the last
+//! scrape to a server with free slots is running, not waiting. When every candidate queues, a
+//! match counts whole, as upstream: moving a request then gains no idle capacity, and the
+//! prefill it repeats takes capacity from all. The value is a ratio of times: the wait one
+//! queued request adds (a request's service time over the batch slots) over the prefill time
+//! of one token.
 //!
-//! `affinityQueueTokens` (when > 0, in place of the slack) weighs what a move saves against
-//! what it costs: staying saves the prefill of the blocks the server holds beyond the longest
-//! match on a candidate with free slots (the turn moves there with that shorter prefix, or cold);
-//! it costs the wait behind the server's queue, each queued request counted as this many
-//! prefill tokens. While the saving is larger the match counts whole (upstream's scores); once
-//! the wait is larger it counts as that shorter match, and the queue decides.
+//! `affinityQueueSlack` (set, in place of the token rule; sluicegate's default until session
+//! 7 with 4) discounts a match by queue depth alone: slack / (slack + requests queued at its
+//! server), whatever the match saves; 0 = upstream's scorer, a match counts whatever the queue.
 
 use std::sync::{Arc, OnceLock};
 
@@ -39,13 +42,14 @@ use crate::scheduling::producers::approx_prefix_cache_producer::{
 };
 use crate::scheduling::scorers::queue_scorer::waiting;
 
-/// Requests queued at a cached prefix's server, while another has free slots, at which the
-/// match counts half.
+/// `affinityQueueSlack` as sluicegate's default until 2026-12-06 (session 7): requests queued at a
+/// cached prefix's server, while another has free slots, at which the match counts half.
 pub const AFFINITY_QUEUE_SLACK: f64 = 4.0;
 
-/// Prefill tokens one request queued at a match's server is worth (`affinityQueueTokens`);
-/// 0 = use the slack.
-pub const AFFINITY_QUEUE_TOKENS: f64 = 0.0;
+/// Prefill tokens one request queued at a match's server is worth (`affinityQueueTokens`, the
+/// default rule): a full match of 1,500 tokens yields to an idle cold server once 8 requests
+/// queue at its own, a match that holds 400 tokens more than an idle server's once 3 do.
+pub const AFFINITY_QUEUE_TOKENS: f64 = 200.0;
 
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
@@ -57,13 +61,14 @@ struct PrefixParams {
     match_length_weight: f64,
     match_length_scale_tokens: usize,
     /// Requests queued at a match's server, while another candidate has free slots, at which
-    /// the match counts half; 0 = matches count whatever the queue (upstream's scorer).
-    affinity_queue_slack: f64,
+    /// the match counts half; 0 = matches count whatever the queue (upstream's scorer). Set,
+    /// it replaces the default `affinityQueueTokens` rule.
+    affinity_queue_slack: Option<f64>,
     /// Prefill tokens one request queued at a match's server is worth: while some candidate
     /// has free slots, a match counts whole while the tokens it holds beyond the longest match
     /// on such a candidate exceed queued requests × this, else as that shorter match; 0 = off
     /// (`affinityQueueSlack` applies).
-    affinity_queue_tokens: f64,
+    affinity_queue_tokens: Option<f64>,
     // The scorer's older parameters (before upstream split off the producer): they configure
     // the scorer's own approximate producer.
     auto_tune: Option<bool>,
@@ -80,8 +85,8 @@ impl Default for PrefixParams {
             prefix_match_info_producer_name: String::new(),
             match_length_weight: 0.0,
             match_length_scale_tokens: 8192,
-            affinity_queue_slack: AFFINITY_QUEUE_SLACK,
-            affinity_queue_tokens: AFFINITY_QUEUE_TOKENS,
+            affinity_queue_slack: None,
+            affinity_queue_tokens: None,
             auto_tune: None,
             block_size: None,
             max_prefix_blocks_to_match: None,
@@ -136,13 +141,21 @@ pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
     if params.match_length_scale_tokens == 0 {
         return Err(p.error("parameters.matchLengthScaleTokens: must be >= 1"));
     }
-    let slack = params.affinity_queue_slack;
+    let (slack, tokens) = match (params.affinity_queue_slack, params.affinity_queue_tokens) {
+        (Some(s), Some(t)) if s > 0.0 && t > 0.0 => {
+            return Err(p.error(
+                "parameters.affinityQueueSlack, affinityQueueTokens: set one of them, not both",
+            ))
+        }
+        (slack, Some(t)) => (slack.unwrap_or(0.0), t),
+        (Some(s), None) => (s, 0.0),
+        (None, None) => (0.0, AFFINITY_QUEUE_TOKENS),
+    };
     if !(slack.is_finite() && slack >= 0.0) {
         return Err(p.error(format_args!(
             "parameters.affinityQueueSlack: must be >= 0, got {slack}"
         )));
     }
-    let tokens = params.affinity_queue_tokens;
     if !(tokens.is_finite() && tokens >= 0.0) {
         return Err(p.error(format_args!(
             "parameters.affinityQueueTokens: must be >= 0, got {tokens}"
@@ -165,7 +178,7 @@ impl PrefixCacheScorer {
             producer_name: String::new(),
             match_length_weight: 0.0,
             match_length_scale_tokens: 8192,
-            affinity_queue_slack: AFFINITY_QUEUE_SLACK,
+            affinity_queue_slack: 0.0,
             affinity_queue_tokens: AFFINITY_QUEUE_TOKENS,
             own: Arc::new(producer),
             linked: OnceLock::new(),
@@ -384,7 +397,8 @@ mod tests {
 
     #[test]
     fn without_a_token_cost_the_slack_weighs_the_queue() {
-        let s = scorer(0.0);
+        let mut s = scorer(0.0);
+        s.affinity_queue_slack = AFFINITY_QUEUE_SLACK;
         assert_eq!(s.counted(40, &context(0), Some(4)), 0.5);
     }
 }
