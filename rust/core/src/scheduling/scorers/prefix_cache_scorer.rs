@@ -42,10 +42,6 @@ use crate::scheduling::producers::approx_prefix_cache_producer::{
 };
 use crate::scheduling::scorers::queue_scorer::waiting;
 
-/// `affinityQueueSlack` as sluicegate's default until 2026-12-06 (session 7): requests queued at a
-/// cached prefix's server, while another has free slots, at which the match counts half.
-pub const AFFINITY_QUEUE_SLACK: f64 = 4.0;
-
 /// Prefill tokens one request queued at a match's server is worth (`affinityQueueTokens`, the
 /// default rule): a full match of 1,500 tokens yields to an idle cold server once 8 requests
 /// queue at its own, a match that holds 400 tokens more than an idle server's once 3 do.
@@ -398,7 +394,7 @@ mod tests {
     #[test]
     fn without_a_token_cost_the_slack_weighs_the_queue() {
         let mut s = scorer(0.0);
-        s.affinity_queue_slack = AFFINITY_QUEUE_SLACK;
+        s.affinity_queue_slack = 4.0; // sluicegate's default until session 7
         assert_eq!(s.counted(40, &context(0), Some(4)), 0.5);
     }
 }
