@@ -89,7 +89,10 @@ mod tests {
 
     #[test]
     fn a_burst_is_over_at_an_eighth_of_its_peak() {
-        assert!(!burst_over(TRIM_AFTER_PEAK - 1, 0), "small bursts keep their memory");
+        assert!(
+            !burst_over(TRIM_AFTER_PEAK - 1, 0),
+            "small bursts keep their memory"
+        );
         assert!(!burst_over(10_000, 1_251));
         assert!(burst_over(10_000, 1_250));
         assert!(burst_over(TRIM_AFTER_PEAK, 0));
