@@ -6,7 +6,9 @@
 //! all were released it stayed at 264 MiB; further rounds settled at 294, 300, 301 MiB. A
 //! `malloc_trim(0)` brought it back to 92 MiB: nothing was leaked, the pages were only kept.
 //! So when the open streams fall to an eighth of a peak of at least `TRIM_AFTER_PEAK`, one
-//! `malloc_trim` runs on a thread of its own (never on a runtime worker: it walks every arena).
+//! `malloc_trim` runs on a thread of its own (never on a runtime worker: it walks every arena;
+//! measured 39 ms after 10,000 streams). The peak then starts again from the streams still open,
+//! so a burst of 10k trims again at 156 (1 ms): RSS 264 → 91 MiB after the burst.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
