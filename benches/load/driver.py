@@ -10,8 +10,9 @@ Config keys: url, rate (req/s), duration_s, arrival ("poisson" | "burst"; bursts
 `burst_size` every burst_size/rate s), seed, plus the workload (`sharegpt_like`): stream_ratio,
 shared_prefix_ratio, output_tokens, objectives, fairness_ids, token_interval_ms, model (the model
 requests name); and
-`hold_streams`: open that many streams at once, print `open <n>` when all have their first
-byte, then let them finish (memory at N concurrent streams).
+`hold_streams`: open that many streams at once (one HTTP/1.1 connection each), print
+`open <n> <us> <statuses>` when all have their first byte, then close them on a line on stdin
+(memory at N concurrent streams, and their release).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 from urllib.parse import urlsplit
 
 from benches.backend import INTERVAL_HEADER
@@ -169,7 +170,6 @@ async def open_loop(cfg: dict) -> dict:
 async def hold_streams(cfg: dict) -> dict:
     parts = urlsplit(cfg["url"])
     n = int(cfg["hold_streams"])
-    results = Results()
     source = requests({**cfg, "stream_ratio": 1.0}, parts.netloc)
     conns = []
     for _ in range(n):
@@ -180,26 +180,37 @@ async def hold_streams(cfg: dict) -> dict:
         c.writer.write(next(source))
     # Every stream has its head once all are open; the driver reports, then reads them out.
     heads = await asyncio.gather(*(c.reader.readuntil(b"\r\n\r\n") for c in conns), return_exceptions=True)
+    statuses: dict[str, int] = {}
+    for h in heads:  # a status code, or the error that kept a stream from its head
+        key = h[9:12].decode() if isinstance(h, bytes) and h.startswith(b"HTTP/1.1 ") else type(h).__name__
+        statuses[key] = statuses.get(key, 0) + 1
     opened = sum(1 for h in heads if isinstance(h, bytes) and h.startswith(b"HTTP/1.1 200"))
-    print(f"open {opened} {(time.perf_counter_ns() - t0) // 1000}", flush=True)
-    sys.stdin.readline()  # the bench measures, then lets the streams finish
+    took_us = (time.perf_counter_ns() - t0) // 1000
+    print(f"open {opened} {took_us} {json.dumps(statuses, separators=(',', ':'))}", flush=True)
+    sys.stdin.readline()  # the bench measures, then lets the streams go (closing ends them)
     for c in conns:
         c.writer.close()
-    return {"opened": opened, "wanted": n, "errors": n - opened, "statuses": results.statuses}
+    return {"opened": opened, "wanted": n, "errors": n - opened, "statuses": statuses}
+
+
+class Held(NamedTuple):
+    opened: int  # streams that got a 200 head
+    took_s: float  # from the first request sent to the last head read
+    statuses: dict[str, int]  # head status code (or the error instead) -> streams
 
 
 @contextlib.contextmanager
-def held_streams(url: str, n: int, cwd: str | Path, **workload) -> Iterator[tuple[int, float]]:
-    """Run the driver in `hold_streams` mode as a process: yields (streams opened, seconds to open
-    them all) while they are held; leaving the block lets them finish and stops the process."""
+def held_streams(url: str, n: int, cwd: str | Path, **workload) -> Iterator[Held]:
+    """Run the driver in `hold_streams` mode as a process: yields what it opened while the
+    streams are held; leaving the block closes their connections and stops the process."""
     cfg = json.dumps({"url": url, "hold_streams": n, **workload})
     proc = subprocess.Popen([sys.executable, "-m", "benches.load.driver", cfg], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, cwd=cwd)
     try:
-        fields = (proc.stdout.readline() if proc.stdout else "").split()  # "open <n> <us>"
-        if len(fields) != 3:
+        fields = (proc.stdout.readline() if proc.stdout else "").split()  # "open <n> <us> <statuses>"
+        if len(fields) != 4:
             raise RuntimeError(f"load driver did not hold its streams (exit={proc.poll()})")
-        yield int(fields[1]), int(fields[2]) / 1e6
+        yield Held(int(fields[1]), int(fields[2]) / 1e6, json.loads(fields[3]))
         assert proc.stdin is not None
         proc.stdin.write("\n")
         proc.stdin.flush()

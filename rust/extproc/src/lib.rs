@@ -13,6 +13,7 @@ mod service;
 pub mod stream;
 pub mod stream_metrics;
 pub mod tls;
+mod trim;
 
 pub use admission::Gate;
 pub use server::{ExtProcServer, ServerError, ServerOptions, TlsPem};

@@ -18,6 +18,7 @@ use crate::pb::{ProcessingRequest, ProcessingResponse};
 use crate::protocol;
 use crate::stream::{Outbox, RequestStream, MAX_BODY_BYTES};
 use crate::stream_metrics::{OpenStream, StreamMetrics};
+use crate::trim::OpenStreamCount;
 use crate::SharedRouter;
 use std::sync::Arc;
 
@@ -133,6 +134,7 @@ impl StreamingService<ProcessingRequest> for ProcessMethod {
             outbox: VecDeque::with_capacity(4),
             inbound_done: false,
             counted: self.0.stream_metrics.as_ref().map(|m| m.opened()),
+            _open: OpenStreamCount::new(),
         })))
     }
 }
@@ -148,6 +150,8 @@ pub struct ProcessStream {
     inbound_done: bool,
     /// Open in the stream metrics until the stream ends (dropped unfinished = Canceled).
     counted: Option<OpenStream>,
+    /// Counted while open; the end of a burst hands its freed memory back (trim.rs).
+    _open: OpenStreamCount,
 }
 
 impl ProcessStream {
