@@ -18,9 +18,12 @@ pub struct Band<R> {
     /// The slot found last: a run of one flow's requests (one interned key) hashes nothing.
     hint: usize,
     cursor: usize,
-    /// Global-strict: (item id, flow) with at least one entry at or below each flow's head id,
-    /// so the smallest entry that still names its flow's head is the oldest head (no scan).
-    heads: BinaryHeap<Reverse<(u64, Arc<str>)>>,
+    /// Global-strict: (item id, flow slot, flow serial) with at least one entry at or below each
+    /// flow's head id, so the smallest entry that still names its flow's head is the oldest head
+    /// (no scan). Serials, not keys: no reference count to touch per request (a key's count can
+    /// share a cache line with what producers write).
+    heads: BinaryHeap<Reverse<(u64, usize, u64)>>,
+    next_serial: u64,
     /// The flow emptied last, kept with its buffer: a tenant whose every request goes as soon as
     /// it comes (the common, unsaturated case) does not build and free a queue per request.
     idle: Option<FlowQueue<R>>,
@@ -35,6 +38,7 @@ impl<R> Band<R> {
             hint: 0,
             cursor: 0,
             heads: BinaryHeap::new(),
+            next_serial: 0,
             idle: None,
         }
     }
@@ -46,9 +50,14 @@ impl<R> Band<R> {
     /// Global-strict: record flow `i`'s current head.
     fn arm(&mut self, i: usize) {
         if let Some(h) = self.flows[i].head() {
-            let entry = Reverse((h.id, self.flows[i].key.clone()));
+            let entry = Reverse((h.id, i, self.flows[i].serial));
             self.heads.push(entry);
         }
+    }
+
+    fn serial(&mut self) -> u64 {
+        self.next_serial += 1;
+        self.next_serial
     }
 
     /// The slot of `flow`'s queue.
@@ -67,9 +76,13 @@ impl<R> Band<R> {
         let i = match self.find(item.flow()) {
             Some(i) => i,
             None => {
+                let serial = self.serial();
                 let flow = match self.idle.take() {
-                    Some(f) if f.key == *item.flow() => f,
-                    _ => FlowQueue::new(item.flow().clone(), self.config.ordering_policy),
+                    Some(mut f) if f.key == *item.flow() => {
+                        f.serial = serial;
+                        f
+                    }
+                    _ => FlowQueue::new(item.flow().clone(), serial, self.config.ordering_policy),
                 };
                 self.flows.push(flow);
                 self.index.insert(item.flow().clone(), self.flows.len() - 1);
@@ -124,10 +137,10 @@ impl<R> Band<R> {
 
     fn oldest_head(&mut self) -> Option<usize> {
         loop {
-            let Reverse((id, key)) = self.heads.pop()?;
-            let Some(i) = self.find(&key) else {
-                continue; // the flow emptied since
-            };
+            let Reverse((id, i, serial)) = self.heads.pop()?;
+            if self.flows.get(i).is_none_or(|f| f.serial != serial) {
+                continue; // the flow emptied since, or moved (and was armed where it went)
+            }
             match self.flows[i].head() {
                 None => self.remove_flow(i),
                 Some(h) if h.id == id => {
@@ -195,6 +208,7 @@ impl<R> Band<R> {
             self.index.remove(&gone.key);
             if let Some(moved) = self.flows.get(i) {
                 self.index.insert(moved.key.clone(), i);
+                self.arm(i); // its entries name the slot it left
             }
             self.keep_idle(gone);
             return;

@@ -35,16 +35,19 @@ enum Order<R> {
 
 pub struct FlowQueue<R> {
     pub key: Arc<str>,
+    /// Names this queue in its band's bookkeeping without a reference to the key (a fresh one
+    /// each time the flow gets a queue again).
+    pub serial: u64,
     order: Order<R>,
 }
 
 impl<R> FlowQueue<R> {
-    pub fn new(key: Arc<str>, policy: OrderingPolicy) -> Self {
+    pub fn new(key: Arc<str>, serial: u64, policy: OrderingPolicy) -> Self {
         let order = match policy {
             OrderingPolicy::Fcfs => Order::Fifo(VecDeque::new()),
             OrderingPolicy::Edf | OrderingPolicy::SloDeadline => Order::Deadline(BinaryHeap::new()),
         };
-        FlowQueue { key, order }
+        FlowQueue { key, serial, order }
     }
 
     pub fn push(&mut self, item: Arc<Item<R>>) {
