@@ -3,6 +3,8 @@ with their extractors. As upstream, a metrics source and the core extractor are 
 `injectDefaults: false` or a metrics source is wired already; a listed plugin named like the
 default type is the one injected. Every reference must name a listed plugin of a fitting type, and
 a listed data-layer plugin that nothing wires is an error rather than a plugin that never runs.
+A k8s-notification-source watches Pods in Kubernetes mode for topology-extractor's spec.hostname
+fallback (the one reader of its events here); under file discovery it is refused, as it cannot bind.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ MC_METRICS = {"kvCacheUtilizationMetric": "llm_d_epp_average_kv_cache_utilizatio
               "queueSizeMetric": "llm_d_epp_average_queue_size"}
 MODELS_SOURCE = "models-data-source"
 MODELS_EXTRACTOR = "models-data-extractor"
+K8S_SOURCE = "k8s-notification-source"
+TOPOLOGY_EXTRACTOR = "topology-extractor"
+POD_GVK = ("", "v1", "Pod")
 # Source type -> its parameters, and the extractor types it can feed.
 SOURCES = {
     METRICS_SOURCE: {"scheme", "path", "insecureSkipVerify", "caCertPath", "clientCertPath", "clientKeyPath",
@@ -39,6 +44,8 @@ SOURCES = {
     # Each endpoint's OpenAI model list (its models and LoRA adapters).
     MODELS_SOURCE: {"scheme", "path", "insecureSkipVerify", "caCertPath", "clientCertPath", "clientKeyPath",
                     "interval"},
+    # One Kubernetes kind's object events (Kubernetes mode only).
+    K8S_SOURCE: {"group", "version", "kind"},
 }
 EXTRACTORS = {METRICS_EXTRACTOR: {"engineLabelKey", "defaultEngine", "engineConfigs"}, DCGM_EXTRACTOR: set(),
               MC_EXTRACTOR: set(MC_METRICS), MODELS_EXTRACTOR: set()}
@@ -47,18 +54,14 @@ FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR}, DCGM_SOURCE: {DCGM_EXTRACTOR}, MC_
          # The precise and multimodal producers forget a removed endpoint's state (the Router tells
          # them); the topology extractor reads the labels of the endpoint set as it changes.
          "endpoint-notification-source": {"mm-embeddings-cache-producer", "precise-prefix-cache-producer",
-                                          "topology-extractor"}}
+                                          TOPOLOGY_EXTRACTOR},
+         # Pod events: topology-extractor's spec.hostname fallback (it binds to a Pod source by
+         # itself, as upstream's registers one; listing it here is the same binding).
+         K8S_SOURCE: {TOPOLOGY_EXTRACTOR}}
 # Scheduling plugins that may be wired as extractors (they live in the Rust registry).
-SCHEDULING_EXTRACTORS = {"mm-embeddings-cache-producer", "precise-prefix-cache-producer", "topology-extractor"}
+SCHEDULING_EXTRACTORS = {"mm-embeddings-cache-producer", "precise-prefix-cache-producer", TOPOLOGY_EXTRACTOR}
 ENGINES = ("vllm", "sglang", "trtllm-serve")
-REFUSED = {
-    "k8s-notification-source": ("it passes a Kubernetes GVK watch's object events to notification extractors; "
-                                "upstream registers no extractor type that can be listed under it, and its two "
-                                "built-in readers read nothing here (disaggregatedset-rollout-screener counts the "
-                                "pool's endpoints instead of Pod events; topology-extractor's spec.hostname fallback "
-                                "is not implemented)"),
-}
-DATA_TYPES = frozenset(DISCOVERY) | frozenset(SOURCES) | frozenset(EXTRACTORS) | frozenset(REFUSED)
+DATA_TYPES = frozenset(DISCOVERY) | frozenset(SOURCES) | frozenset(EXTRACTORS)
 _FIELDS = {"injectDefaults", "sources", "discovery", "peerDiscovery", "crossReplicaSyncerPluginRef",
            "crossReplicaSyncInterval"}
 _REFUSED_FIELDS = {"peerDiscovery", "crossReplicaSyncerPluginRef", "crossReplicaSyncInterval"}
@@ -80,11 +83,14 @@ class DataLayer:
     router: tuple[tuple[str, Any], ...] = ()
     # (source name, type, extractor names) as wired, for check-config.
     sources: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    # Kubernetes mode reads each Pod's spec.hostname for a topology-extractor (upstream's Pod
+    # notification source, listed or the default one).
+    pod_hostnames: bool = False
+    # Listed k8s-notification-sources as (name, config field): refused without Kubernetes mode.
+    k8s_sources: tuple[tuple[str, str], ...] = ()
 
 
 def data_plugin(kind: str, name: str, params: Any, where: str) -> DataPlugin:
-    if kind in REFUSED:
-        raise ConfigError(f"{where}: type {kind!r} is not supported: {REFUSED[kind]}")
     if params is None:
         params = {}
     if not isinstance(params, dict):
@@ -109,7 +115,13 @@ def parse_data_layer(raw: Any, plugins: dict[str, DataPlugin], source: str,
     inject = raw.get("injectDefaults", True)
     if not isinstance(inject, bool):
         raise ConfigError(f"{where}.injectDefaults: {inject!r} is not true/false")
-    wired = _sources(raw.get("sources"), plugins, scheduling or {}, f"{where}.sources")
+    scheduling = scheduling or {}
+    wired = _sources(raw.get("sources"), plugins, scheduling, f"{where}.sources")
+    k8s = _notification_sources(wired, plugins, scheduling, f"{where}.sources")
+    if k8s and endpoints_file is not None:
+        name, at = k8s[0]
+        raise ConfigError(f"{at}: k8s-notification-source {name!r} watches the Kubernetes API and does not bind "
+                          f"under file discovery (dataLayer.discovery); remove it from dataLayer.sources")
     if inject and not any(plugins[s].type == METRICS_SOURCE for s, _ in wired):
         wired.append((METRICS_SOURCE, [METRICS_EXTRACTOR]))
     used = {s for s, _ in wired} | {e for _, es in wired for e in es if e in plugins}
@@ -121,7 +133,38 @@ def parse_data_layer(raw: Any, plugins: dict[str, DataPlugin], source: str,
                               f"(sources or discovery), so it would never run")
     return DataLayer(endpoints_file=endpoints_file, watch_file=watch,
                      router=tuple(_router_settings(wired, plugins).items()),
-                     sources=tuple((s, _type(s, plugins), tuple(es)) for s, es in wired))
+                     sources=tuple((s, _type(s, plugins), tuple(es)) for s, es in wired),
+                     pod_hostnames=TOPOLOGY_EXTRACTOR in scheduling.values(), k8s_sources=tuple(k8s))
+
+
+def _notification_sources(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin],
+                          scheduling: dict[str, str], where: str) -> list[tuple[str, str]]:
+    """The wired k8s-notification-sources as (name, field). Each must watch what something here
+    reads: core v1 Pods, for a listed topology-extractor."""
+    out: list[tuple[str, str]] = []
+    for i, (name, _) in enumerate(wired):
+        src = plugins.get(name)
+        if src is None or src.type != K8S_SOURCE:
+            continue
+        at = f"{src.where}.parameters"
+        gvk = []
+        for key in ("group", "version", "kind"):
+            value = src.parameters.get(key, "")
+            if not isinstance(value, str):
+                raise ConfigError(f"{at}.{key}: {value!r} is not a string")
+            if key != "group" and not value:
+                raise ConfigError(f"{at}.{key}: required (k8s-notification-source watches one group/version/kind)")
+            gvk.append(value)
+        if tuple(gvk) != POD_GVK:
+            group, version, kind = gvk
+            raise ConfigError(f"{at}.kind: {'/'.join(filter(None, (group, version)))} {kind!r}: no extractor here "
+                              f"reads its events (topology-extractor reads core v1 Pod events)")
+        if TOPOLOGY_EXTRACTOR not in scheduling.values():
+            raise ConfigError(f"{src.where}: {K8S_SOURCE} {name!r} watches Pods, but their only reader here is a "
+                              f"{TOPOLOGY_EXTRACTOR} (spec.hostname fallback) and none is listed, so its events "
+                              f"would go nowhere")
+        out.append((name, f"{where}[{i}].pluginRef"))
+    return out
 
 
 def _type(name: str, plugins: dict[str, DataPlugin]) -> str:
@@ -168,6 +211,9 @@ def _sources(raw: Any, plugins: dict[str, DataPlugin], scheduling: dict[str, str
     for kind in (METRICS_SOURCE, DCGM_SOURCE, MC_SOURCE, MODELS_SOURCE):
         if sum(plugins[s].type == kind for s, _ in out) > 1:
             raise ConfigError(f"{where}: one {kind} is supported (one scraper per pool)")
+    if sum(plugins[s].type == K8S_SOURCE for s, _ in out) > 1:
+        raise ConfigError(f"{where}: one {K8S_SOURCE} is supported (core v1 Pod is the one kind read here, and "
+                          f"upstream refuses two sources of one kind)")
     return out
 
 

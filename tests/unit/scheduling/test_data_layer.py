@@ -148,3 +148,49 @@ def test_a_topology_extractor_may_be_wired_to_endpoint_notifications():
     assert [s.type for s in cfg.profiles[0].scorers] == ["topology-affinity-scorer"]
     with pytest.raises(ConfigError, match="parameters.rak: unknown field"):
         load_config(text=text.replace("rack: rack", "rak: rack"))
+
+
+POD_SOURCE = ("plugins:\n- {type: k8s-notification-source, name: pods, parameters: %s}\n- {type: topology-extractor}\n"
+              "- {type: topology-affinity-scorer}\ndataLayer: {sources: [{pluginRef: pods}]}\n")
+POD = "{group: '', version: v1, kind: Pod}"
+
+
+def test_a_pod_notification_source_feeds_the_topology_extractors_hostname_fallback():
+    layer = load_config(text=POD_SOURCE % POD).data_layer
+    assert layer.pod_hostnames and layer.k8s_sources == (("pods", "--config-text: dataLayer.sources[0].pluginRef"),)
+    # Listed as its extractor: the same binding. Without any source the fallback is on too (upstream's default).
+    listed = (POD_SOURCE % POD).replace("{pluginRef: pods}", "{pluginRef: pods, extractors: [{pluginRef: topology-extractor}]}")
+    assert load_config(text=listed).data_layer.pod_hostnames
+    assert load_config(text="plugins: [{type: topology-extractor}, {type: topology-affinity-scorer}]").data_layer.pod_hostnames
+    assert not load_config(text="plugins: [{type: queue-scorer}]").data_layer.pod_hostnames
+
+
+@pytest.mark.parametrize("text, names", [
+    (POD_SOURCE % "{version: v1}", "parameters.kind: required"),
+    (POD_SOURCE % "{kind: Pod}", "parameters.version: required"),
+    (POD_SOURCE % "{version: v1, kind: Pod, namespace: x}", "unknown field 'namespace'"),
+    (POD_SOURCE % "{group: apps, version: v1, kind: Deployment}", "parameters.kind: apps/v1 'Deployment': no extractor"),
+    (POD_SOURCE.replace("- {type: topology-extractor}\n- {type: topology-affinity-scorer}\n", "") % POD,
+     "watches Pods, but their only reader here is a topology-extractor"),
+])
+def test_k8s_notification_source_errors_name_the_field(text, names):
+    with pytest.raises(ConfigError, match=re.escape(names)):
+        load_config(text=text)
+
+
+def test_k8s_notification_source_is_refused_without_kubernetes_mode(tmp_path):
+    from sluicegate.app import Epp, EppOptions
+
+    eps = tmp_path / "endpoints.yaml"
+    eps.write_text("endpoints: [{name: a, address: 127.0.0.1, port: 8000}]\n")
+    refused = "dataLayer.sources[0].pluginRef: k8s-notification-source 'pods' watches the Kubernetes API"
+    # File discovery in the config: check-config already knows.
+    in_file = ("plugins:\n- {type: k8s-notification-source, name: pods, parameters: %s}\n- {type: topology-extractor}\n"
+               "- {type: file-discovery, name: file, parameters: {path: %s}}\n- {type: queue-scorer}\n"
+               "dataLayer: {discovery: {pluginRef: file}, sources: [{pluginRef: pods}]}\n" % (POD, eps))
+    with pytest.raises(ConfigError, match=re.escape(refused)):
+        load_config(text=in_file)
+    # --endpoints-file at start-up: the EPP refuses before serving.
+    with pytest.raises(ConfigError, match=re.escape(refused)):
+        Epp(EppOptions(grpc_host="127.0.0.1", grpc_port=0, grpc_health_port=0, metrics_port=None,
+                       config_text=POD_SOURCE % POD, endpoints_file=str(eps)))

@@ -1,7 +1,7 @@
 //! The per-pool Router: parses a request, schedules it over the current endpoint snapshot and
 //! counts it in flight on the chosen endpoint; owns the store and the optional scraper.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -240,10 +240,16 @@ impl Router {
 
     /// Replace the endpoint set; plugins forget what they kept about endpoints that left.
     pub fn set_endpoints(&self, specs: &[EndpointSpec]) {
+        self.set_endpoints_with(specs, &HashMap::new());
+    }
+
+    /// As `set_endpoints`, with the Pod `spec.hostname` of endpoints (by address) that
+    /// Kubernetes mode read for topology-extractor's fallback.
+    pub fn set_endpoints_with(&self, specs: &[EndpointSpec], spec_hostnames: &HashMap<String, String>) {
         let before = self.store.snapshot();
         match self.config.relabel(specs) {
-            Some(relabelled) => self.store.set_endpoints(&relabelled),
-            None => self.store.set_endpoints(specs),
+            Some(relabelled) => self.store.set_endpoints_with(&relabelled, spec_hostnames),
+            None => self.store.set_endpoints_with(specs, spec_hostnames),
         }
         let after = self.store.snapshot();
         for ep in &before.endpoints {
