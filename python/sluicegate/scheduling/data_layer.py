@@ -223,9 +223,10 @@ def _router_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, Data
 
 
 def _http_source(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin], kind: str, extractor: str,
-                 what: str, default_path: str) -> tuple[DataPlugin, DataPlugin, dict] | None:
-    """The one `kind` source wired to an `extractor`, polled over plain http: (source, extractor,
-    its path and timing), or None when the config has none."""
+                 what: str, default_path: str, default_scheme: str | None = None) -> tuple[DataPlugin, DataPlugin, dict] | None:
+    """The one `kind` source wired to an `extractor`: (source, extractor, its path, timing and, over
+    https, TLS settings), or None when the config has none. Without `default_scheme` only plain
+    http is polled."""
     for name, extractors in wired:
         src = plugins.get(name)
         if src is None or src.type != kind:
@@ -234,29 +235,47 @@ def _http_source(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlug
             raise ConfigError(f"{src.where}: {kind} {name!r} feeds no {extractor}, so what it polls is never read")
         at = f"{src.where}.parameters"
         p = src.parameters
-        for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
-            if key in p:
-                raise ConfigError(f"{at}.{key}: TLS to {what} is not supported (scheme is http)")
-        timing = _plain_http(p, at, what)
+        tls = _tls(p, at, default_scheme) if default_scheme is not None else None
+        if tls is None:
+            for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
+                if key in p:
+                    raise ConfigError(f"{at}.{key}: TLS to {what} is not supported (scheme is http)")
+        timing = _plain_http({**p, "scheme": "http"} if tls is not None else p, at, what)
         path = p.get("path", default_path)
         if not isinstance(path, str) or not path.startswith("/"):
             raise ConfigError(f"{at}.path: {path!r} is not an absolute URL path")
-        return src, plugins[extractors[0]], {"path": path, **timing}
+        return src, plugins[extractors[0]], {"path": path, **timing, **({"tls": tls} if tls is not None else {})}
     return None
+
+
+def _tls(p: dict[str, Any], where: str, default_scheme: str) -> dict[str, Any] | None:
+    """scheme http (None) or https with upstream's TLS options as the Rust poller reads them."""
+    scheme = p.get("scheme", default_scheme)
+    if scheme not in ("http", "https"):
+        raise ConfigError(f"{where}.scheme: {scheme!r} is not http or https")
+    if scheme == "http":
+        return None
+    out: dict[str, Any] = {}
+    skip = p.get("insecureSkipVerify", False)
+    if not isinstance(skip, bool):
+        raise ConfigError(f"{where}.insecureSkipVerify: {skip!r} is not true/false")
+    out["insecureSkipVerify"] = skip
+    for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
+        if key in p:
+            if not isinstance(p[key], str) or not p[key]:
+                raise ConfigError(f"{where}.{key}: {p[key]!r} is not a file path")
+            out[key] = p[key]
+    if ("clientCertPath" in out) != ("clientKeyPath" in out):
+        missing = "clientKeyPath" if "clientCertPath" in out else "clientCertPath"
+        raise ConfigError(f"{where}.{missing}: required with {'clientCertPath' if missing == 'clientKeyPath' else 'clientKeyPath'} (mTLS needs both)")
+    return out
 
 
 def _pool_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
     """A multicluster-metrics-data-source feeding a multicluster-metrics-extractor: the Router polls
     each (cluster) endpoint's /metrics for the pool averages its EPP publishes."""
-    for name, _ in wired:
-        src = plugins.get(name)
-        # Upstream defaults to https here (a cross-cluster trust boundary); this scraper speaks plain
-        # http only, so the scheme must be chosen explicitly rather than silently downgraded.
-        if src is not None and src.type == MC_SOURCE and src.parameters.get("scheme", "https") != "http":
-            raise ConfigError(f"{src.where}.parameters.scheme: {src.parameters.get('scheme', 'https')!r} (upstream's "
-                              f"default is https) is not supported: peer clusters' metrics are scraped over plain "
-                              f"http here; set scheme: http")
-    found = _http_source(wired, plugins, MC_SOURCE, MC_EXTRACTOR, "peer clusters", "/metrics")
+    # Upstream defaults to https here (a cross-cluster trust boundary), verifying the peer.
+    found = _http_source(wired, plugins, MC_SOURCE, MC_EXTRACTOR, "peer clusters", "/metrics", default_scheme="https")
     if found is None:
         return {}
     _, ext, settings = found

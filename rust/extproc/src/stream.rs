@@ -320,8 +320,12 @@ impl RequestStream {
                 Ok(())
             }
             Some(Request::ResponseTrailers(_)) => {
+                // A gRPC response ends in HTTP/2 trailers, its last body chunk without end of
+                // stream (upstream finishes the response here): the reporter's values go with them.
                 self.complete(None);
-                out.push_back(responses::empty_response_trailers());
+                let mut trailers = responses::empty_response_trailers();
+                trailers.dynamic_metadata = self.reported_metadata();
+                out.push_back(trailers);
                 Ok(())
             }
             None => Err(bad_request("unexpected ext_proc message 'None'".to_owned())),

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod models;
 pub mod pool_metrics;
 pub mod scrape;
+pub mod tls;
 #[cfg(test)]
 pub(crate) mod test_server;
 

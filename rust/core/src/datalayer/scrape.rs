@@ -21,6 +21,7 @@ use super::http_get::Connection;
 use super::metrics::{parse_metrics, Engine, MetricsUpdate};
 use super::models::parse_models;
 use super::pool_metrics::PoolProbe;
+use super::tls::{server_name, HOSTNAME_LABEL};
 
 pub const THREAD_NAME: &str = "sluicegate-scrape";
 
@@ -177,7 +178,10 @@ fn follow_endpoint_set(
                     return tokio::spawn(poll_models(conn, attributes, config));
                 }
                 Probe::Pool(pool) => {
-                    let conn = Connection::new(&info.address, &pool.path);
+                    let mut conn = Connection::new(&info.address, &pool.path);
+                    if let Some(tls) = &pool.tls {
+                        conn = conn.with_tls(tls, tls_server_name(info));
+                    }
                     return tokio::spawn(poll_pool(conn, pool.clone(), attributes, config));
                 }
                 Probe::Metrics => {}
@@ -311,3 +315,16 @@ fn read_metrics(body: &[u8], engine: Engine) -> Result<MetricsUpdate, String> {
 #[cfg(test)]
 #[path = "scrape_tests.rs"]
 mod tests;
+
+/// The name a cluster endpoint's certificate is checked against: the DNS name discovery resolved
+/// it from (multicluster-file-discovery), else its IP.
+fn tls_server_name(info: &super::endpoints::EndpointInfo) -> rustls::pki_types::ServerName<'static> {
+    let host = info
+        .labels
+        .iter()
+        .find(|(k, _)| k == HOSTNAME_LABEL)
+        .map_or(info.ip.as_str(), |(_, v)| v.as_str());
+    server_name(host)
+        .or_else(|_| server_name(&info.ip))
+        .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into()))
+}

@@ -13,6 +13,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::Deserialize;
 
+/// The label discovery puts on an endpoint resolved from a DNS name (datalayer.hostnames): the
+/// name a certificate is verified against.
+pub const HOSTNAME_LABEL: &str = "sluicegate.io/hostname";
+
 /// Where the system CA bundle usually is (as Go's crypto/x509 looks); `SSL_CERT_FILE` first.
 const SYSTEM_BUNDLES: [&str; 4] = [
     "/etc/ssl/certs/ca-certificates.crt",

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::datalayer::metrics::{Engine, ENGINE_LABEL};
 use crate::datalayer::pool_metrics::{MetricSpec, PoolProbe};
+use crate::datalayer::tls::TlsOptions;
 use crate::datalayer::EndpointSpec;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -58,6 +59,9 @@ pub struct RouterConfig {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PoolMetrics {
     pub path: String,
+    /// Present for https: upstream's TLS options (insecureSkipVerify, caCertPath, client certs).
+    #[serde(default)]
+    pub tls: Option<TlsOptions>,
     pub kv_cache_utilization_metric: String,
     pub queue_size_metric: String,
     /// None: every scrape tick.
@@ -245,8 +249,17 @@ impl RouterConfig {
         let spec = |field: &str, text: &str| {
             MetricSpec::parse(text).map_err(|e| ConfigError(format!("'poolMetrics.{field}': {e}")))
         };
+        let tls = match &pool.tls {
+            None => None,
+            Some(options) => Some(
+                options
+                    .build()
+                    .map_err(|e| ConfigError(format!("'poolMetrics.tls': {e}")))?,
+            ),
+        };
         Ok(Some(PoolProbe {
             path: pool.path.clone(),
+            tls,
             kv_cache_utilization: spec(
                 "kvCacheUtilizationMetric",
                 &pool.kv_cache_utilization_metric,
