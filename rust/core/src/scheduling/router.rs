@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use crate::admission::{Objectives, Policies, RewriteTable};
 use crate::datalayer::dcgm::GpuProbe;
 use crate::datalayer::{parse_metrics, EndpointSpec, EndpointStore, Engine, ScrapeConfig, Scraper};
-use crate::parse::{self, ApiKind, GrpcMethod, ParseError};
+use crate::parse::{self, ApiKind, GrpcMethod, ParseError, ParsedRequest};
 use crate::scheduling::config::{ConfigError, RouterConfig};
 use crate::scheduling::contracts::filter::Filter;
 use crate::scheduling::contracts::scorer::Picks;
@@ -457,8 +457,18 @@ impl Router {
         body: &[u8],
         subset: Option<&[String]>,
     ) -> Option<Result<Ticket, String>> {
-        let producer = self.scheduler.burst_producer()?;
+        self.scheduler.burst_producer()?;
         let request = self.parsers.parse(path, body).ok()?;
+        self.burst_ticket_for(&request, subset)
+    }
+
+    /// `burst_ticket` for a request parsed already (a route's own parse).
+    fn burst_ticket_for(
+        &self,
+        request: &ParsedRequest,
+        subset: Option<&[String]>,
+    ) -> Option<Result<Ticket, String>> {
+        let producer = self.scheduler.burst_producer()?;
         let hashes = producer.hashes(
             request.model.as_deref().unwrap_or(""),
             request.cache_salt.as_deref(),
@@ -532,7 +542,7 @@ impl Router {
         let burst = match options.burst {
             Some(placed) => placed,
             None if commit => self
-                .burst_ticket(path, body, options.subset)
+                .burst_ticket_for(&request, options.subset)
                 .and_then(Result::ok)
                 .and_then(BurstPrefixProducer::wait),
             None => None,
