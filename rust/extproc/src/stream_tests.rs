@@ -955,12 +955,19 @@ fn the_attribute_reporter_sends_a_grpc_responses_value_with_its_trailers() {
     let path = vec![header(":path", "/vllm.grpc.engine.VllmEngine/Generate")];
     run(
         &mut s,
-        chat_request(body_mode::FULL_DUPLEX_STREAMED, path, &grpc_frame(b"\x1a\x02hi\x28\x01")),
+        chat_request(
+            body_mode::FULL_DUPLEX_STREAMED,
+            path,
+            &grpc_frame(b"\x1a\x02hi\x28\x01"),
+        ),
     );
     // A chunk, then the completion { prompt: 9, completion: 4 }; the body never ends the stream.
     let mut frames = grpc_frame(b"\x0a\x02\x08\x01");
     frames.extend(grpc_frame(b"\x12\x04\x18\x09\x20\x04"));
-    let out = run(&mut s, vec![response_headers_msg(None), body_msg(&frames, false, true)]);
+    let out = run(
+        &mut s,
+        vec![response_headers_msg(None), body_msg(&frames, false, true)],
+    );
     assert!(out.iter().all(|m| m.dynamic_metadata.is_none()));
     let out = run(
         &mut s,
@@ -969,8 +976,14 @@ fn the_attribute_reporter_sends_a_grpc_responses_value_with_its_trailers() {
             ..Default::default()
         }],
     );
-    assert!(matches!(out[0].response, Some(Response::ResponseTrailers(_))), "{out:?}");
-    let md = out[0].dynamic_metadata.as_ref().expect("the reporter's value with the trailers");
+    assert!(
+        matches!(out[0].response, Some(Response::ResponseTrailers(_))),
+        "{out:?}"
+    );
+    let md = out[0]
+        .dynamic_metadata
+        .as_ref()
+        .expect("the reporter's value with the trailers");
     let Some(value::Kind::StructValue(lb)) = &md.fields["envoy.lb"].kind else {
         panic!("no envoy.lb struct: {md:?}")
     };

@@ -235,7 +235,11 @@ impl EndpointStore {
 
     /// As `set_endpoints`, with each endpoint's Pod `spec.hostname` by address (one swap, so no
     /// snapshot pairs an endpoint with another Pod's hostname).
-    pub fn set_endpoints_with(&self, specs: &[EndpointSpec], spec_hostnames: &HashMap<String, String>) {
+    pub fn set_endpoints_with(
+        &self,
+        specs: &[EndpointSpec],
+        spec_hostnames: &HashMap<String, String>,
+    ) {
         let _w = self.write.lock();
         let old = self.current.load();
         let mut endpoints = Vec::with_capacity(specs.len());

@@ -8,9 +8,9 @@ pub mod metrics;
 pub mod models;
 pub mod pool_metrics;
 pub mod scrape;
-pub mod tls;
 #[cfg(test)]
 pub(crate) mod test_server;
+pub mod tls;
 
 pub use endpoints::{
     Endpoint, EndpointAttributes, EndpointSpec, EndpointStore, ModelData, Snapshot,

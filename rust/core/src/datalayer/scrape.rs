@@ -318,7 +318,9 @@ mod tests;
 
 /// The name a cluster endpoint's certificate is checked against: the DNS name discovery resolved
 /// it from (multicluster-file-discovery), else its IP.
-fn tls_server_name(info: &super::endpoints::EndpointInfo) -> rustls::pki_types::ServerName<'static> {
+fn tls_server_name(
+    info: &super::endpoints::EndpointInfo,
+) -> rustls::pki_types::ServerName<'static> {
     let host = info
         .labels
         .iter()
@@ -326,5 +328,7 @@ fn tls_server_name(info: &super::endpoints::EndpointInfo) -> rustls::pki_types::
         .map_or(info.ip.as_str(), |(_, v)| v.as_str());
     server_name(host)
         .or_else(|_| server_name(&info.ip))
-        .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into()))
+        .unwrap_or_else(|_| {
+            rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into())
+        })
 }

@@ -245,7 +245,11 @@ impl Router {
 
     /// As `set_endpoints`, with the Pod `spec.hostname` of endpoints (by address) that
     /// Kubernetes mode read for topology-extractor's fallback.
-    pub fn set_endpoints_with(&self, specs: &[EndpointSpec], spec_hostnames: &HashMap<String, String>) {
+    pub fn set_endpoints_with(
+        &self,
+        specs: &[EndpointSpec],
+        spec_hostnames: &HashMap<String, String>,
+    ) {
         let before = self.store.snapshot();
         match self.config.relabel(specs) {
             Some(relabelled) => self.store.set_endpoints_with(&relabelled, spec_hostnames),

@@ -187,11 +187,16 @@ mod tests {
         first.request.body = &body;
         let mut picks = Picks::default();
         s.schedule(&first, &mut picks).unwrap();
-        let parsed = first.state.borrow().media_items.clone().expect("parsed in the cycle");
+        let parsed = first
+            .state
+            .borrow()
+            .media_items
+            .clone()
+            .expect("parsed in the cycle");
         assert_eq!(parsed.len(), 2);
         // A cycle that holds those items already never reads its body for them: with no body it
         // still goes where the items were recorded (1.0 x 4 outweighs the in-flight count).
-        let mut second = cycle(&snap);
+        let second = cycle(&snap);
         second.state.borrow_mut().media_items = Some(parsed);
         let mut again = Picks::default();
         s.schedule(&second, &mut again).unwrap();
