@@ -223,10 +223,10 @@ def _router_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, Data
 
 
 def _http_source(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin], kind: str, extractor: str,
-                 what: str, default_path: str, default_scheme: str | None = None) -> tuple[DataPlugin, DataPlugin, dict] | None:
+                 what: str, default_path: str, default_scheme: str,
+                 default_skip: bool) -> tuple[DataPlugin, DataPlugin, dict] | None:
     """The one `kind` source wired to an `extractor`: (source, extractor, its path, timing and, over
-    https, TLS settings), or None when the config has none. Without `default_scheme` only plain
-    http is polled."""
+    https, TLS settings), or None when the config has none."""
     for name, extractors in wired:
         src = plugins.get(name)
         if src is None or src.type != kind:
@@ -235,12 +235,7 @@ def _http_source(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlug
             raise ConfigError(f"{src.where}: {kind} {name!r} feeds no {extractor}, so what it polls is never read")
         at = f"{src.where}.parameters"
         p = src.parameters
-        tls = _tls(p, at, default_scheme) if default_scheme is not None else None
-        if tls is None:
-            for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
-                if key in p:
-                    raise ConfigError(f"{at}.{key}: TLS to {what} is not supported (scheme is http)")
-        timing = _plain_http({**p, "scheme": "http"} if tls is not None else p, at, what)
+        tls, timing = _scheme_and_timing(p, at, what, default_scheme, default_skip)
         path = p.get("path", default_path)
         if not isinstance(path, str) or not path.startswith("/"):
             raise ConfigError(f"{at}.path: {path!r} is not an absolute URL path")
@@ -248,15 +243,28 @@ def _http_source(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlug
     return None
 
 
-def _tls(p: dict[str, Any], where: str, default_scheme: str) -> dict[str, Any] | None:
-    """scheme http (None) or https with upstream's TLS options as the Rust poller reads them."""
+def _scheme_and_timing(p: dict[str, Any], where: str, what: str, default_scheme: str,
+                       default_skip: bool) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(TLS settings or None for http, {intervalMs} when set) of an HTTP source; certificate files
+    under plain http are refused rather than ignored."""
+    tls = _tls(p, where, default_scheme, default_skip)
+    if tls is None:
+        for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
+            if key in p:
+                raise ConfigError(f"{where}.{key}: TLS to {what} is not supported (scheme is http)")
+    return tls, _plain_http({**p, "scheme": "http"} if tls is not None else p, where, what)
+
+
+def _tls(p: dict[str, Any], where: str, default_scheme: str, default_skip: bool) -> dict[str, Any] | None:
+    """scheme http (None) or https with upstream's TLS options as the Rust poller reads them
+    (upstream reads caCertPath only when verifying: insecureSkipVerify false)."""
     scheme = p.get("scheme", default_scheme)
     if scheme not in ("http", "https"):
         raise ConfigError(f"{where}.scheme: {scheme!r} is not http or https")
     if scheme == "http":
         return None
     out: dict[str, Any] = {}
-    skip = p.get("insecureSkipVerify", False)
+    skip = p.get("insecureSkipVerify", default_skip)
     if not isinstance(skip, bool):
         raise ConfigError(f"{where}.insecureSkipVerify: {skip!r} is not true/false")
     out["insecureSkipVerify"] = skip
@@ -275,7 +283,8 @@ def _pool_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPl
     """A multicluster-metrics-data-source feeding a multicluster-metrics-extractor: the Router polls
     each (cluster) endpoint's /metrics for the pool averages its EPP publishes."""
     # Upstream defaults to https here (a cross-cluster trust boundary), verifying the peer.
-    found = _http_source(wired, plugins, MC_SOURCE, MC_EXTRACTOR, "peer clusters", "/metrics", default_scheme="https")
+    found = _http_source(wired, plugins, MC_SOURCE, MC_EXTRACTOR, "peer clusters", "/metrics", default_scheme="https",
+                         default_skip=False)
     if found is None:
         return {}
     _, ext, settings = found
@@ -290,7 +299,9 @@ def _pool_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPl
 
 def _models_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
     """A models-data-source feeding a models-data-extractor: the Router polls each endpoint's list."""
-    found = _http_source(wired, plugins, MODELS_SOURCE, MODELS_EXTRACTOR, "model servers", "/v1/models")
+    # Upstream: http by default; over https the server is not verified unless insecureSkipVerify: false.
+    found = _http_source(wired, plugins, MODELS_SOURCE, MODELS_EXTRACTOR, "model servers", "/v1/models",
+                         default_scheme="http", default_skip=True)
     return {} if found is None else {"modelsSource": found[2]}
 
 
@@ -350,14 +361,13 @@ def _plain_http(p: dict[str, Any], where: str, what: str) -> dict[str, Any]:
 
 
 def _metrics_source(p: dict[str, Any], where: str) -> dict[str, Any]:
-    timing = _plain_http(p, where, "endpoints")
+    # Upstream: http by default; over https the server is not verified unless insecureSkipVerify: false.
+    tls, timing = _scheme_and_timing(p, where, "model servers", "http", True)
     path = p.get("path", "/metrics")
     if path != "/metrics":
         raise ConfigError(f"{where}.path: {path!r} is not supported (endpoints are scraped at /metrics)")
-    for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
-        if key in p:
-            raise ConfigError(f"{where}.{key}: TLS to model servers is not supported (scheme is http)")
-    return {"metricsIntervalMs": timing["intervalMs"]} if timing else {}
+    return {**({"metricsIntervalMs": timing["intervalMs"]} if timing else {}),
+            **({"metricsTls": tls} if tls is not None else {})}
 
 
 def _metrics_extractor(p: dict[str, Any], where: str) -> dict[str, Any]:

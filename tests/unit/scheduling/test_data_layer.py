@@ -13,6 +13,7 @@ from sluicegate.scheduling import Endpoint, Scheduler
 from sluicegate.scheduling.config import load_config
 from sluicegate.sim.config import SimConfig
 from tests.unit.scheduling.test_router import wait_for
+from tests.tls_servers import Pki
 
 METRICS = "- {type: metrics-data-source, parameters: {interval: 250ms}}\n- {type: core-metrics-extractor}\n"
 
@@ -75,6 +76,19 @@ def test_a_models_source_feeding_its_extractor_tells_the_router_where_to_poll():
     assert r["modelsSource"] == {"path": "/models", "intervalMs": 5000}
     assert router("plugins:\n" + MODELS % "{}" + MODELS_WIRED)["modelsSource"] == {"path": "/v1/models"}
     assert "modelsSource" not in router("dataLayer: {injectDefaults: true}")
+    # Over https upstream does not verify the server unless told to (insecureSkipVerify: false).
+    assert router("plugins:\n" + MODELS % "{scheme: https}" + MODELS_WIRED)["modelsSource"] == \
+        {"path": "/v1/models", "tls": {"insecureSkipVerify": True}}
+
+
+def test_a_metrics_source_over_https_carries_upstreams_tls_options(tmp_path):
+    ca = Pki(tmp_path, "servers").ca_path  # the Router reads the bundle when the config is loaded
+    r = router("plugins: [{type: metrics-data-source, parameters: {scheme: https, insecureSkipVerify: false, "
+               f"caCertPath: {ca}}}}}]")
+    assert r["metricsTls"] == {"insecureSkipVerify": False, "caCertPath": ca}
+    assert router("plugins: [{type: metrics-data-source, parameters: {scheme: https}}]")["metricsTls"] == \
+        {"insecureSkipVerify": True}
+    assert "metricsTls" not in router("plugins: [{type: metrics-data-source, parameters: {scheme: http}}]")
 
 
 def test_each_endpoint_reports_the_models_and_adapters_its_v1_models_lists(sims):
@@ -107,7 +121,8 @@ def test_gpu_attribute_plugins_need_a_dcgm_source():
      "dataLayer.sources[0].extractors[0].pluginRef: 'nope'"),
     ("dataLayer: {sorces: []}", "unknown field 'sorces'"),
     ("dataLayer: {injectDefaults: maybe}", "injectDefaults: 'maybe'"),
-    ("plugins: [{type: metrics-data-source, parameters: {scheme: https}}]", "scheme: 'https'"),
+    ("plugins: [{type: metrics-data-source, parameters: {scheme: ftp}}]", "scheme: 'ftp'"),
+    ("plugins: [{type: metrics-data-source, parameters: {caCertPath: /ca.pem}}]", "caCertPath: TLS"),
     ("plugins: [{type: metrics-data-source, parameters: {path: /stats}}]", "path: '/stats'"),
     ("plugins: [{type: metrics-data-source, parameters: {intervl: 1s}}]", "unknown field 'intervl'"),
     ("plugins: [{type: metrics-data-source, parameters: {interval: soon}}]", "interval: 'soon'"),
@@ -123,7 +138,8 @@ def test_gpu_attribute_plugins_need_a_dcgm_source():
     ("plugins:\n" + DCGM % "{}" + "- {type: core-metrics-extractor}\ndataLayer: {sources: [{pluginRef: "
      "dcgm-data-source, extractors: [{pluginRef: core-metrics-extractor}]}]}", "cannot read dcgm-data-source"),
     ("plugins: [{type: models-data-source}]", "'models-data-source' is listed but not wired"),
-    ("plugins:\n" + MODELS % "{scheme: https}" + MODELS_WIRED, "parameters.scheme: 'https'"),
+    ("plugins:\n" + MODELS % "{scheme: ftp}" + MODELS_WIRED, "parameters.scheme: 'ftp'"),
+    ("plugins:\n" + MODELS % "{scheme: https, clientKeyPath: /k.pem}" + MODELS_WIRED, "clientCertPath: required"),
     ("plugins:\n" + MODELS % "{caCertPath: /ca.pem}" + MODELS_WIRED, "parameters.caCertPath: TLS"),
     ("plugins:\n" + MODELS % "{path: v1/models}" + MODELS_WIRED, "parameters.path: 'v1/models'"),
     ("plugins:\n" + MODELS % "{interval: 0s}" + MODELS_WIRED, "parameters.interval: '0s'"),

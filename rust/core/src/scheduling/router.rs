@@ -300,7 +300,12 @@ impl Router {
             timeout: std::time::Duration::from_millis(self.config.scrape_timeout_ms),
         };
         if self.config.scrape_metrics {
-            running.push(Scraper::start(self.store.clone(), config(base))?);
+            running.push(
+                match self.config.metrics_tls().map_err(std::io::Error::other)? {
+                    Some(tls) => Scraper::start_tls(self.store.clone(), config(base), tls)?,
+                    None => Scraper::start(self.store.clone(), config(base))?,
+                },
+            );
         }
         if let Some(probe) = self.config.pool_probe().map_err(std::io::Error::other)? {
             let every = (self.config.pool_metrics.as_ref())
@@ -330,6 +335,7 @@ impl Router {
                 self.store.clone(),
                 config(every),
                 &models.path,
+                self.config.models_tls().map_err(std::io::Error::other)?,
             )?);
         }
         Ok(())
