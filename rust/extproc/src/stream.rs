@@ -823,7 +823,7 @@ impl RequestStream {
                 self.router.router().first_byte(d);
             }
         }
-        let end = body.end_of_stream;
+        let end = self.ends_response(&body);
         self.answer_response_chunk(body, out);
         if end {
             if let (Some(md), Some(last)) = (self.reported_metadata(), out.back_mut()) {
@@ -847,9 +847,16 @@ impl RequestStream {
         (!values.is_empty()).then(|| responses::reported_metadata(values.into_iter()))
     }
 
+    /// The response's last body message: end of stream, or the one message of BUFFERED mode,
+    /// which holds the whole body also when trailers follow (a gRPC response's, which Envoy does
+    /// not send in that mode: trailer mode SKIP).
+    fn ends_response(&self, body: &HttpBody) -> bool {
+        body.end_of_stream || self.resp_mode == body_mode::BUFFERED
+    }
+
     fn answer_response_chunk(&mut self, body: HttpBody, out: &mut Outbox) {
         self.observe_response(&body.body);
-        if body.end_of_stream {
+        if self.ends_response(&body) {
             self.complete(None);
         }
         let mut chunk = body.body;
