@@ -107,10 +107,16 @@ class Epp:
         if opts.kube is not None:
             from .kube.mode import KubeMode
 
-            self.kube = KubeMode(opts.kube, opts.leader_election, self.router, self.hostnames.update)
+            self.kube = KubeMode(opts.kube, opts.leader_election, self.router, self.hostnames.update,
+                                 spec_hostnames=self.config.data_layer.pod_hostnames)
             self.kube.watcher.on_models = self._set_pool_models
             self.discovery = self.kube.watcher
         else:
+            if self.config.data_layer.k8s_sources:
+                name, where = self.config.data_layer.k8s_sources[0]
+                raise ConfigError(f"{where}: k8s-notification-source {name!r} watches the Kubernetes API and does "
+                                  f"not bind without Kubernetes mode (--pool-name or --endpoint-selector); remove "
+                                  f"it from dataLayer.sources to run with file discovery")
             path = opts.endpoints_file or self.config.endpoints_file
             if path is None:
                 raise ConfigError("no endpoints: give --endpoints-file, --pool-name, or a file-discovery plugin")
@@ -166,7 +172,8 @@ class Epp:
         return self.server.health_port
 
     def _set_endpoints(self, endpoints: list[Endpoint]) -> None:
-        self.router.set_endpoints([(e.name, e.hostport, _labels(e)) for e in endpoints])
+        self.router.set_endpoints([(e.name, e.hostport, _labels(e)) for e in endpoints],
+                                  {e.hostport: e.spec_hostname for e in endpoints if e.spec_hostname})
         if self.kv_events is not None:
             self.kv_events.endpoints_changed((e.hostport, _labels(e)) for e in endpoints)
         log.info("endpoints: %s", ", ".join(e.hostport for e in endpoints) or "none")

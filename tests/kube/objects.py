@@ -101,11 +101,14 @@ class Kube:
 
     # Pods, with the test as their kubelet
 
-    def create_pod(self, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None) -> None:
+    def create_pod(self, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None,
+                   hostname: str | None = None) -> None:
         # Bound to a node, so deletion is graceful (deletionTimestamp set, object kept) as with a kubelet.
+        spec: dict = {"nodeName": "test-node", "containers": [{"name": "model-server", "image": "sluicegate/sim"}]}
+        if hostname is not None:
+            spec["hostname"] = hostname
         self.core.create_namespaced_pod(self.ns, {
-            "metadata": {"name": name, "labels": labels, "annotations": annotations or {}},
-            "spec": {"nodeName": "test-node", "containers": [{"name": "model-server", "image": "sluicegate/sim"}]}})
+            "metadata": {"name": name, "labels": labels, "annotations": annotations or {}}, "spec": spec})
 
     def set_pod_status(self, name: str, ip: str | None, ready: bool) -> None:
         status: dict = {"phase": "Running",
@@ -114,8 +117,9 @@ class Kube:
             status["podIP"], status["podIPs"] = ip, [{"ip": ip}]
         self.core.patch_namespaced_pod_status(name, self.ns, {"status": status})
 
-    def ready_pod(self, name: str, labels: dict[str, str], ip: str, annotations: dict[str, str] | None = None) -> None:
-        self.create_pod(name, labels, annotations)
+    def ready_pod(self, name: str, labels: dict[str, str], ip: str, annotations: dict[str, str] | None = None,
+                  hostname: str | None = None) -> None:
+        self.create_pod(name, labels, annotations, hostname)
         self.set_pod_status(name, ip, ready=True)
 
     def annotate_pod(self, name: str, annotations: dict[str, str | None]) -> None:

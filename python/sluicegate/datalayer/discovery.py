@@ -47,6 +47,9 @@ class Endpoint:
     port: int
     namespace: str = "default"
     labels: dict[str, str] = field(default_factory=dict)
+    # Kubernetes mode with a topology-extractor: the Pod's spec.hostname (its fallback when the
+    # hostname label is absent, as upstream's Pod k8s-notification-source feeds it).
+    spec_hostname: str | None = None
 
     @property
     def hostport(self) -> str:

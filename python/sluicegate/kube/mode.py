@@ -38,13 +38,14 @@ class LeaseOptions:
 
 class KubeMode:
     def __init__(self, opts: KubeOptions, lease: LeaseOptions | None, router,
-                 on_endpoints: Callable[[list[Endpoint]], None]) -> None:
+                 on_endpoints: Callable[[list[Endpoint]], None], spec_hostnames: bool = False) -> None:
         api = api_client(opts.kubeconfig)
         self.opts = opts
         self.router = router
         self.priorities: dict[str, int] = {}
         self._objective_listeners: list[Callable[[dict[str, int]], None]] = []
-        self.watcher = PoolWatcher(opts, api, on_endpoints, self._set_objectives, self._set_rewrites)
+        self.watcher = PoolWatcher(opts, api, on_endpoints, self._set_objectives, self._set_rewrites,
+                                   spec_hostnames=spec_hostnames)
         self.elector: LeaderElector | None = None
         if lease is not None:
             from kubernetes.client import CoordinationV1Api

@@ -131,9 +131,10 @@ def active_ports(pod: dict, target_ports: tuple[int, ...]) -> list[int]:
 
 
 def pool_endpoints(spec: PoolSpec | None, pods: list[dict], slices: list[dict] = (),
-                   services: list[dict] = ()) -> list[Endpoint]:
+                   services: list[dict] = (), spec_hostnames: bool = False) -> list[Endpoint]:
     """Endpoints in a stable order: pods (by name, then port rank), then EndpointSlice addresses,
-    then ExternalName Services. An address two sources give is listed once (the first)."""
+    then ExternalName Services. An address two sources give is listed once (the first).
+    `spec_hostnames`: pod endpoints carry their Pod's spec.hostname (for a topology-extractor)."""
     if spec is None:
         return []
     out: list[Endpoint] = []
@@ -141,19 +142,20 @@ def pool_endpoints(spec: PoolSpec | None, pods: list[dict], slices: list[dict] =
     if spec.selector:  # an empty selector means every pod (upstream), not every Service in the namespace
         others = (*_slice_endpoints(spec, slices), *_external_name_endpoints(spec, services))
     seen: set[str] = set()  # two pods can briefly share an IP (reuse after deletion): first wins
-    for ep in (*_pod_endpoints(spec, pods), *others):
+    for ep in (*_pod_endpoints(spec, pods, spec_hostnames), *others):
         if ep.hostport not in seen:
             seen.add(ep.hostport)
             out.append(ep)
     return out
 
 
-def _endpoint(md: dict, name: str, address: str, port: int, labels: dict[str, str]) -> Endpoint:
+def _endpoint(md: dict, name: str, address: str, port: int, labels: dict[str, str],
+              spec_hostname: str | None = None) -> Endpoint:
     return Endpoint(name=name, address=address, port=port, namespace=md.get("namespace") or "default",
-                    labels=dict(labels))
+                    labels=dict(labels), spec_hostname=spec_hostname)
 
 
-def _pod_endpoints(spec: PoolSpec, pods: list[dict]) -> list[Endpoint]:
+def _pod_endpoints(spec: PoolSpec, pods: list[dict], spec_hostnames: bool) -> list[Endpoint]:
     out: list[Endpoint] = []
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
         md = pod["metadata"]
@@ -162,7 +164,10 @@ def _pod_endpoints(spec: PoolSpec, pods: list[dict]) -> list[Endpoint]:
             continue
         ip = pod["status"]["podIP"]
         active = set(active_ports(pod, spec.target_ports))
-        out += [_endpoint(md, f"{md['name']}-rank-{rank}", ip, port, labels)
+        # Read from the same Pod object as its readiness: a deleted or unready Pod has no
+        # endpoint, so its hostname goes with it, and a recreated Pod brings its own.
+        hostname = ((pod.get("spec") or {}).get("hostname") or None) if spec_hostnames else None
+        out += [_endpoint(md, f"{md['name']}-rank-{rank}", ip, port, labels, hostname)
                 for rank, port in enumerate(spec.target_ports) if port in active]
     return out
 

@@ -68,9 +68,12 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
 class PoolWatcher:
     def __init__(self, opts: KubeOptions, api: client.ApiClient, on_endpoints: Callable[[list[Endpoint]], None],
                  on_objectives: Callable[[dict[str, int]], None] | None = None,
-                 on_rewrites: Callable[[RewriteTable], None] | None = None) -> None:
+                 on_rewrites: Callable[[RewriteTable], None] | None = None, spec_hostnames: bool = False) -> None:
         opts.check()
         self.opts = opts
+        # A topology-extractor reads each Pod's spec.hostname (upstream's Pod k8s-notification-source):
+        # taken from the Pod watch below, in the same objects that make the endpoints.
+        self.spec_hostnames = spec_hostnames
         self._on_endpoints = on_endpoints
         self._on_objectives = on_objectives
         self._on_rewrites = on_rewrites
@@ -163,7 +166,8 @@ class PoolWatcher:
 
     def _endpoints_changed(self) -> None:
         self._models_changed()
-        endpoints = pool_endpoints(self._spec(), self.pods.objects(), self.slices.objects(), self.services.objects())
+        endpoints = pool_endpoints(self._spec(), self.pods.objects(), self.slices.objects(), self.services.objects(),
+                                   spec_hostnames=self.spec_hostnames)
         if endpoints == self._endpoints:
             return
         self._endpoints = endpoints

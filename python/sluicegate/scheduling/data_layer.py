@@ -3,6 +3,8 @@ with their extractors. As upstream, a metrics source and the core extractor are 
 `injectDefaults: false` or a metrics source is wired already; a listed plugin named like the
 default type is the one injected. Every reference must name a listed plugin of a fitting type, and
 a listed data-layer plugin that nothing wires is an error rather than a plugin that never runs.
+A k8s-notification-source watches Pods in Kubernetes mode for topology-extractor's spec.hostname
+fallback (the one reader of its events here); under file discovery it is refused, as it cannot bind.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ MC_METRICS = {"kvCacheUtilizationMetric": "llm_d_epp_average_kv_cache_utilizatio
               "queueSizeMetric": "llm_d_epp_average_queue_size"}
 MODELS_SOURCE = "models-data-source"
 MODELS_EXTRACTOR = "models-data-extractor"
+K8S_SOURCE = "k8s-notification-source"
+TOPOLOGY_EXTRACTOR = "topology-extractor"
+POD_GVK = ("", "v1", "Pod")
 # Source type -> its parameters, and the extractor types it can feed.
 SOURCES = {
     METRICS_SOURCE: {"scheme", "path", "insecureSkipVerify", "caCertPath", "clientCertPath", "clientKeyPath",
@@ -39,6 +44,8 @@ SOURCES = {
     # Each endpoint's OpenAI model list (its models and LoRA adapters).
     MODELS_SOURCE: {"scheme", "path", "insecureSkipVerify", "caCertPath", "clientCertPath", "clientKeyPath",
                     "interval"},
+    # One Kubernetes kind's object events (Kubernetes mode only).
+    K8S_SOURCE: {"group", "version", "kind"},
 }
 EXTRACTORS = {METRICS_EXTRACTOR: {"engineLabelKey", "defaultEngine", "engineConfigs"}, DCGM_EXTRACTOR: set(),
               MC_EXTRACTOR: set(MC_METRICS), MODELS_EXTRACTOR: set()}
@@ -47,18 +54,14 @@ FEEDS = {METRICS_SOURCE: {METRICS_EXTRACTOR}, DCGM_SOURCE: {DCGM_EXTRACTOR}, MC_
          # The precise and multimodal producers forget a removed endpoint's state (the Router tells
          # them); the topology extractor reads the labels of the endpoint set as it changes.
          "endpoint-notification-source": {"mm-embeddings-cache-producer", "precise-prefix-cache-producer",
-                                          "topology-extractor"}}
+                                          TOPOLOGY_EXTRACTOR},
+         # Pod events: topology-extractor's spec.hostname fallback (it binds to a Pod source by
+         # itself, as upstream's registers one; listing it here is the same binding).
+         K8S_SOURCE: {TOPOLOGY_EXTRACTOR}}
 # Scheduling plugins that may be wired as extractors (they live in the Rust registry).
-SCHEDULING_EXTRACTORS = {"mm-embeddings-cache-producer", "precise-prefix-cache-producer", "topology-extractor"}
+SCHEDULING_EXTRACTORS = {"mm-embeddings-cache-producer", "precise-prefix-cache-producer", TOPOLOGY_EXTRACTOR}
 ENGINES = ("vllm", "sglang", "trtllm-serve")
-REFUSED = {
-    "k8s-notification-source": ("it passes a Kubernetes GVK watch's object events to notification extractors; "
-                                "upstream registers no extractor type that can be listed under it, and its two "
-                                "built-in readers read nothing here (disaggregatedset-rollout-screener counts the "
-                                "pool's endpoints instead of Pod events; topology-extractor's spec.hostname fallback "
-                                "is not implemented)"),
-}
-DATA_TYPES = frozenset(DISCOVERY) | frozenset(SOURCES) | frozenset(EXTRACTORS) | frozenset(REFUSED)
+DATA_TYPES = frozenset(DISCOVERY) | frozenset(SOURCES) | frozenset(EXTRACTORS)
 _FIELDS = {"injectDefaults", "sources", "discovery", "peerDiscovery", "crossReplicaSyncerPluginRef",
            "crossReplicaSyncInterval"}
 _REFUSED_FIELDS = {"peerDiscovery", "crossReplicaSyncerPluginRef", "crossReplicaSyncInterval"}
@@ -80,11 +83,14 @@ class DataLayer:
     router: tuple[tuple[str, Any], ...] = ()
     # (source name, type, extractor names) as wired, for check-config.
     sources: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    # Kubernetes mode reads each Pod's spec.hostname for a topology-extractor (upstream's Pod
+    # notification source, listed or the default one).
+    pod_hostnames: bool = False
+    # Listed k8s-notification-sources as (name, config field): refused without Kubernetes mode.
+    k8s_sources: tuple[tuple[str, str], ...] = ()
 
 
 def data_plugin(kind: str, name: str, params: Any, where: str) -> DataPlugin:
-    if kind in REFUSED:
-        raise ConfigError(f"{where}: type {kind!r} is not supported: {REFUSED[kind]}")
     if params is None:
         params = {}
     if not isinstance(params, dict):
@@ -109,7 +115,13 @@ def parse_data_layer(raw: Any, plugins: dict[str, DataPlugin], source: str,
     inject = raw.get("injectDefaults", True)
     if not isinstance(inject, bool):
         raise ConfigError(f"{where}.injectDefaults: {inject!r} is not true/false")
-    wired = _sources(raw.get("sources"), plugins, scheduling or {}, f"{where}.sources")
+    scheduling = scheduling or {}
+    wired = _sources(raw.get("sources"), plugins, scheduling, f"{where}.sources")
+    k8s = _notification_sources(wired, plugins, scheduling, f"{where}.sources")
+    if k8s and endpoints_file is not None:
+        name, at = k8s[0]
+        raise ConfigError(f"{at}: k8s-notification-source {name!r} watches the Kubernetes API and does not bind "
+                          f"under file discovery (dataLayer.discovery); remove it from dataLayer.sources")
     if inject and not any(plugins[s].type == METRICS_SOURCE for s, _ in wired):
         wired.append((METRICS_SOURCE, [METRICS_EXTRACTOR]))
     used = {s for s, _ in wired} | {e for _, es in wired for e in es if e in plugins}
@@ -121,7 +133,38 @@ def parse_data_layer(raw: Any, plugins: dict[str, DataPlugin], source: str,
                               f"(sources or discovery), so it would never run")
     return DataLayer(endpoints_file=endpoints_file, watch_file=watch,
                      router=tuple(_router_settings(wired, plugins).items()),
-                     sources=tuple((s, _type(s, plugins), tuple(es)) for s, es in wired))
+                     sources=tuple((s, _type(s, plugins), tuple(es)) for s, es in wired),
+                     pod_hostnames=TOPOLOGY_EXTRACTOR in scheduling.values(), k8s_sources=tuple(k8s))
+
+
+def _notification_sources(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin],
+                          scheduling: dict[str, str], where: str) -> list[tuple[str, str]]:
+    """The wired k8s-notification-sources as (name, field). Each must watch what something here
+    reads: core v1 Pods, for a listed topology-extractor."""
+    out: list[tuple[str, str]] = []
+    for i, (name, _) in enumerate(wired):
+        src = plugins.get(name)
+        if src is None or src.type != K8S_SOURCE:
+            continue
+        at = f"{src.where}.parameters"
+        gvk = []
+        for key in ("group", "version", "kind"):
+            value = src.parameters.get(key, "")
+            if not isinstance(value, str):
+                raise ConfigError(f"{at}.{key}: {value!r} is not a string")
+            if key != "group" and not value:
+                raise ConfigError(f"{at}.{key}: required (k8s-notification-source watches one group/version/kind)")
+            gvk.append(value)
+        if tuple(gvk) != POD_GVK:
+            group, version, kind = gvk
+            raise ConfigError(f"{at}.kind: {'/'.join(filter(None, (group, version)))} {kind!r}: no extractor here "
+                              f"reads its events (topology-extractor reads core v1 Pod events)")
+        if TOPOLOGY_EXTRACTOR not in scheduling.values():
+            raise ConfigError(f"{src.where}: {K8S_SOURCE} {name!r} watches Pods, but their only reader here is a "
+                              f"{TOPOLOGY_EXTRACTOR} (spec.hostname fallback) and none is listed, so its events "
+                              f"would go nowhere")
+        out.append((name, f"{where}[{i}].pluginRef"))
+    return out
 
 
 def _type(name: str, plugins: dict[str, DataPlugin]) -> str:
@@ -168,6 +211,9 @@ def _sources(raw: Any, plugins: dict[str, DataPlugin], scheduling: dict[str, str
     for kind in (METRICS_SOURCE, DCGM_SOURCE, MC_SOURCE, MODELS_SOURCE):
         if sum(plugins[s].type == kind for s, _ in out) > 1:
             raise ConfigError(f"{where}: one {kind} is supported (one scraper per pool)")
+    if sum(plugins[s].type == K8S_SOURCE for s, _ in out) > 1:
+        raise ConfigError(f"{where}: one {K8S_SOURCE} is supported (core v1 Pod is the one kind read here, and "
+                          f"upstream refuses two sources of one kind)")
     return out
 
 
@@ -177,9 +223,10 @@ def _router_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, Data
 
 
 def _http_source(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin], kind: str, extractor: str,
-                 what: str, default_path: str) -> tuple[DataPlugin, DataPlugin, dict] | None:
-    """The one `kind` source wired to an `extractor`, polled over plain http: (source, extractor,
-    its path and timing), or None when the config has none."""
+                 what: str, default_path: str, default_scheme: str,
+                 default_skip: bool) -> tuple[DataPlugin, DataPlugin, dict] | None:
+    """The one `kind` source wired to an `extractor`: (source, extractor, its path, timing and, over
+    https, TLS settings), or None when the config has none."""
     for name, extractors in wired:
         src = plugins.get(name)
         if src is None or src.type != kind:
@@ -188,29 +235,56 @@ def _http_source(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlug
             raise ConfigError(f"{src.where}: {kind} {name!r} feeds no {extractor}, so what it polls is never read")
         at = f"{src.where}.parameters"
         p = src.parameters
-        for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
-            if key in p:
-                raise ConfigError(f"{at}.{key}: TLS to {what} is not supported (scheme is http)")
-        timing = _plain_http(p, at, what)
+        tls, timing = _scheme_and_timing(p, at, what, default_scheme, default_skip)
         path = p.get("path", default_path)
         if not isinstance(path, str) or not path.startswith("/"):
             raise ConfigError(f"{at}.path: {path!r} is not an absolute URL path")
-        return src, plugins[extractors[0]], {"path": path, **timing}
+        return src, plugins[extractors[0]], {"path": path, **timing, **({"tls": tls} if tls is not None else {})}
     return None
+
+
+def _scheme_and_timing(p: dict[str, Any], where: str, what: str, default_scheme: str,
+                       default_skip: bool) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(TLS settings or None for http, {intervalMs} when set) of an HTTP source; certificate files
+    under plain http are refused rather than ignored."""
+    tls = _tls(p, where, default_scheme, default_skip)
+    if tls is None:
+        for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
+            if key in p:
+                raise ConfigError(f"{where}.{key}: TLS to {what} is not supported (scheme is http)")
+    return tls, _plain_http({**p, "scheme": "http"} if tls is not None else p, where, what)
+
+
+def _tls(p: dict[str, Any], where: str, default_scheme: str, default_skip: bool) -> dict[str, Any] | None:
+    """scheme http (None) or https with upstream's TLS options as the Rust poller reads them
+    (upstream reads caCertPath only when verifying: insecureSkipVerify false)."""
+    scheme = p.get("scheme", default_scheme)
+    if scheme not in ("http", "https"):
+        raise ConfigError(f"{where}.scheme: {scheme!r} is not http or https")
+    if scheme == "http":
+        return None
+    out: dict[str, Any] = {}
+    skip = p.get("insecureSkipVerify", default_skip)
+    if not isinstance(skip, bool):
+        raise ConfigError(f"{where}.insecureSkipVerify: {skip!r} is not true/false")
+    out["insecureSkipVerify"] = skip
+    for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
+        if key in p:
+            if not isinstance(p[key], str) or not p[key]:
+                raise ConfigError(f"{where}.{key}: {p[key]!r} is not a file path")
+            out[key] = p[key]
+    if ("clientCertPath" in out) != ("clientKeyPath" in out):
+        missing = "clientKeyPath" if "clientCertPath" in out else "clientCertPath"
+        raise ConfigError(f"{where}.{missing}: required with {'clientCertPath' if missing == 'clientKeyPath' else 'clientKeyPath'} (mTLS needs both)")
+    return out
 
 
 def _pool_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
     """A multicluster-metrics-data-source feeding a multicluster-metrics-extractor: the Router polls
     each (cluster) endpoint's /metrics for the pool averages its EPP publishes."""
-    for name, _ in wired:
-        src = plugins.get(name)
-        # Upstream defaults to https here (a cross-cluster trust boundary); this scraper speaks plain
-        # http only, so the scheme must be chosen explicitly rather than silently downgraded.
-        if src is not None and src.type == MC_SOURCE and src.parameters.get("scheme", "https") != "http":
-            raise ConfigError(f"{src.where}.parameters.scheme: {src.parameters.get('scheme', 'https')!r} (upstream's "
-                              f"default is https) is not supported: peer clusters' metrics are scraped over plain "
-                              f"http here; set scheme: http")
-    found = _http_source(wired, plugins, MC_SOURCE, MC_EXTRACTOR, "peer clusters", "/metrics")
+    # Upstream defaults to https here (a cross-cluster trust boundary), verifying the peer.
+    found = _http_source(wired, plugins, MC_SOURCE, MC_EXTRACTOR, "peer clusters", "/metrics", default_scheme="https",
+                         default_skip=False)
     if found is None:
         return {}
     _, ext, settings = found
@@ -225,7 +299,9 @@ def _pool_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPl
 
 def _models_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
     """A models-data-source feeding a models-data-extractor: the Router polls each endpoint's list."""
-    found = _http_source(wired, plugins, MODELS_SOURCE, MODELS_EXTRACTOR, "model servers", "/v1/models")
+    # Upstream: http by default; over https the server is not verified unless insecureSkipVerify: false.
+    found = _http_source(wired, plugins, MODELS_SOURCE, MODELS_EXTRACTOR, "model servers", "/v1/models",
+                         default_scheme="http", default_skip=True)
     return {} if found is None else {"modelsSource": found[2]}
 
 
@@ -285,14 +361,13 @@ def _plain_http(p: dict[str, Any], where: str, what: str) -> dict[str, Any]:
 
 
 def _metrics_source(p: dict[str, Any], where: str) -> dict[str, Any]:
-    timing = _plain_http(p, where, "endpoints")
+    # Upstream: http by default; over https the server is not verified unless insecureSkipVerify: false.
+    tls, timing = _scheme_and_timing(p, where, "model servers", "http", True)
     path = p.get("path", "/metrics")
     if path != "/metrics":
         raise ConfigError(f"{where}.path: {path!r} is not supported (endpoints are scraped at /metrics)")
-    for key in ("caCertPath", "clientCertPath", "clientKeyPath"):
-        if key in p:
-            raise ConfigError(f"{where}.{key}: TLS to model servers is not supported (scheme is http)")
-    return {"metricsIntervalMs": timing["intervalMs"]} if timing else {}
+    return {**({"metricsIntervalMs": timing["intervalMs"]} if timing else {}),
+            **({"metricsTls": tls} if tls is not None else {})}
 
 
 def _metrics_extractor(p: dict[str, Any], where: str) -> dict[str, Any]:

@@ -320,8 +320,12 @@ impl RequestStream {
                 Ok(())
             }
             Some(Request::ResponseTrailers(_)) => {
+                // A gRPC response ends in HTTP/2 trailers, its last body chunk without end of
+                // stream (upstream finishes the response here): the reporter's values go with them.
                 self.complete(None);
-                out.push_back(responses::empty_response_trailers());
+                let mut trailers = responses::empty_response_trailers();
+                trailers.dynamic_metadata = self.reported_metadata();
+                out.push_back(trailers);
                 Ok(())
             }
             None => Err(bad_request("unexpected ext_proc message 'None'".to_owned())),
@@ -819,7 +823,7 @@ impl RequestStream {
                 self.router.router().first_byte(d);
             }
         }
-        let end = body.end_of_stream;
+        let end = self.ends_response(&body);
         self.answer_response_chunk(body, out);
         if end {
             if let (Some(md), Some(last)) = (self.reported_metadata(), out.back_mut()) {
@@ -843,9 +847,16 @@ impl RequestStream {
         (!values.is_empty()).then(|| responses::reported_metadata(values.into_iter()))
     }
 
+    /// The response's last body message: end of stream, or the one message of BUFFERED mode,
+    /// which holds the whole body also when trailers follow (a gRPC response's, which Envoy does
+    /// not send in that mode: trailer mode SKIP).
+    fn ends_response(&self, body: &HttpBody) -> bool {
+        body.end_of_stream || self.resp_mode == body_mode::BUFFERED
+    }
+
     fn answer_response_chunk(&mut self, body: HttpBody, out: &mut Outbox) {
         self.observe_response(&body.body);
-        if body.end_of_stream {
+        if self.ends_response(&body) {
             self.complete(None);
         }
         let mut chunk = body.body;

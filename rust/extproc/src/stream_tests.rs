@@ -936,3 +936,73 @@ fn a_grpc_request_is_routed_on_its_decoded_body_and_its_usage_read_from_response
     assert_eq!(series.input_tokens.sum, 9.0);
     assert_eq!(series.output_tokens.sum, 4.0);
 }
+
+/// A Generate call on a one-endpoint pool reporting usage.prompt_tokens + completion_tokens as
+/// envoy.lb/cost, in `mode`; returns the answers to its response headers and a body of a chunk and
+/// the completion { prompt: 9, completion: 4 } without end of stream (a gRPC body never ends it).
+fn reported_grpc_call(mode: i32) -> (RequestStream, Vec<ProcessingResponse>) {
+    let r = Router::from_json(
+        r#"{"parsers": ["vllmgrpc-parser"], "plugins": [{"type": "request-attribute-reporter", "parameters": {"attributes": [
+            {"key": {"namespace": "envoy.lb", "name": "cost"},
+             "expression": "usage.prompt_tokens + usage.completion_tokens"}]}}]}"#,
+    )
+    .unwrap();
+    r.set_endpoints(&[EndpointSpec {
+        name: "a".into(),
+        address: A.into(),
+        labels: vec![],
+    }]);
+    let r = Arc::new(r);
+    let mut s = stream(&r, false);
+    let path = vec![header(":path", "/vllm.grpc.engine.VllmEngine/Generate")];
+    run(
+        &mut s,
+        chat_request(mode, path, &grpc_frame(b"\x1a\x02hi\x28\x01")),
+    );
+    let mut frames = grpc_frame(b"\x0a\x02\x08\x01");
+    frames.extend(grpc_frame(b"\x12\x04\x18\x09\x20\x04"));
+    let out = run(
+        &mut s,
+        vec![response_headers_msg(None), body_msg(&frames, false, true)],
+    );
+    (s, out)
+}
+
+fn reported_cost(md: &Struct) -> Option<value::Kind> {
+    let Some(value::Kind::StructValue(lb)) = &md.fields["envoy.lb"].kind else {
+        panic!("no envoy.lb struct: {md:?}")
+    };
+    lb.fields["cost"].kind.clone()
+}
+
+#[test]
+fn the_attribute_reporter_sends_a_grpc_responses_value_with_its_trailers() {
+    let (mut s, out) = reported_grpc_call(body_mode::FULL_DUPLEX_STREAMED);
+    assert!(out.iter().all(|m| m.dynamic_metadata.is_none()));
+    let out = run(
+        &mut s,
+        vec![ProcessingRequest {
+            request: Some(Request::ResponseTrailers(HttpTrailers::default())),
+            ..Default::default()
+        }],
+    );
+    assert!(
+        matches!(out[0].response, Some(Response::ResponseTrailers(_))),
+        "{out:?}"
+    );
+    let md = out[0]
+        .dynamic_metadata
+        .as_ref()
+        .expect("the reporter's value with the trailers");
+    assert_eq!(reported_cost(md), Some(value::Kind::NumberValue(13.0)));
+}
+
+#[test]
+fn in_buffered_mode_the_one_response_body_message_carries_the_reported_value() {
+    // Envoy's BUFFERED mode skips trailers: a gRPC response's whole body comes in one message
+    // without end of stream (trailers follow upstream), and nothing comes after it.
+    let (_, out) = reported_grpc_call(body_mode::BUFFERED);
+    let md = (out.last().and_then(|m| m.dynamic_metadata.as_ref()))
+        .expect("the reporter's value with the body");
+    assert_eq!(reported_cost(md), Some(value::Kind::NumberValue(13.0)));
+}

@@ -1,7 +1,7 @@
 //! Bindings for the per-pool Router: endpoint snapshot, scheduler and scraper. Values cross
 //! as plain types; routing runs with the GIL released.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -207,7 +207,14 @@ impl PyRouter {
         Ok(PyRouter { inner })
     }
 
-    fn set_endpoints(&self, endpoints: Vec<(String, String, BTreeMap<String, String>)>) {
+    /// `spec_hostnames`: address -> the Pod's `spec.hostname` (Kubernetes mode, read for a
+    /// topology-extractor), replaced together with the endpoints.
+    #[pyo3(signature = (endpoints, spec_hostnames = None))]
+    fn set_endpoints(
+        &self,
+        endpoints: Vec<(String, String, BTreeMap<String, String>)>,
+        spec_hostnames: Option<HashMap<String, String>>,
+    ) {
         let specs: Vec<EndpointSpec> = endpoints
             .into_iter()
             .map(|(name, address, labels)| EndpointSpec {
@@ -216,7 +223,8 @@ impl PyRouter {
                 labels: labels.into_iter().collect(),
             })
             .collect();
-        self.inner.set_endpoints(&specs);
+        self.inner
+            .set_endpoints_with(&specs, &spec_hostnames.unwrap_or_default());
     }
 
     /// Serve only `models`, naming `pool` in refusals; None serves any model.

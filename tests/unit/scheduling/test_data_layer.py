@@ -13,6 +13,7 @@ from sluicegate.scheduling import Endpoint, Scheduler
 from sluicegate.scheduling.config import load_config
 from sluicegate.sim.config import SimConfig
 from tests.unit.scheduling.test_router import wait_for
+from tests.tls_servers import Pki
 
 METRICS = "- {type: metrics-data-source, parameters: {interval: 250ms}}\n- {type: core-metrics-extractor}\n"
 
@@ -75,6 +76,19 @@ def test_a_models_source_feeding_its_extractor_tells_the_router_where_to_poll():
     assert r["modelsSource"] == {"path": "/models", "intervalMs": 5000}
     assert router("plugins:\n" + MODELS % "{}" + MODELS_WIRED)["modelsSource"] == {"path": "/v1/models"}
     assert "modelsSource" not in router("dataLayer: {injectDefaults: true}")
+    # Over https upstream does not verify the server unless told to (insecureSkipVerify: false).
+    assert router("plugins:\n" + MODELS % "{scheme: https}" + MODELS_WIRED)["modelsSource"] == \
+        {"path": "/v1/models", "tls": {"insecureSkipVerify": True}}
+
+
+def test_a_metrics_source_over_https_carries_upstreams_tls_options(tmp_path):
+    ca = Pki(tmp_path, "servers").ca_path  # the Router reads the bundle when the config is loaded
+    r = router("plugins: [{type: metrics-data-source, parameters: {scheme: https, insecureSkipVerify: false, "
+               f"caCertPath: {ca}}}}}]")
+    assert r["metricsTls"] == {"insecureSkipVerify": False, "caCertPath": ca}
+    assert router("plugins: [{type: metrics-data-source, parameters: {scheme: https}}]")["metricsTls"] == \
+        {"insecureSkipVerify": True}
+    assert "metricsTls" not in router("plugins: [{type: metrics-data-source, parameters: {scheme: http}}]")
 
 
 def test_each_endpoint_reports_the_models_and_adapters_its_v1_models_lists(sims):
@@ -107,7 +121,8 @@ def test_gpu_attribute_plugins_need_a_dcgm_source():
      "dataLayer.sources[0].extractors[0].pluginRef: 'nope'"),
     ("dataLayer: {sorces: []}", "unknown field 'sorces'"),
     ("dataLayer: {injectDefaults: maybe}", "injectDefaults: 'maybe'"),
-    ("plugins: [{type: metrics-data-source, parameters: {scheme: https}}]", "scheme: 'https'"),
+    ("plugins: [{type: metrics-data-source, parameters: {scheme: ftp}}]", "scheme: 'ftp'"),
+    ("plugins: [{type: metrics-data-source, parameters: {caCertPath: /ca.pem}}]", "caCertPath: TLS"),
     ("plugins: [{type: metrics-data-source, parameters: {path: /stats}}]", "path: '/stats'"),
     ("plugins: [{type: metrics-data-source, parameters: {intervl: 1s}}]", "unknown field 'intervl'"),
     ("plugins: [{type: metrics-data-source, parameters: {interval: soon}}]", "interval: 'soon'"),
@@ -123,7 +138,8 @@ def test_gpu_attribute_plugins_need_a_dcgm_source():
     ("plugins:\n" + DCGM % "{}" + "- {type: core-metrics-extractor}\ndataLayer: {sources: [{pluginRef: "
      "dcgm-data-source, extractors: [{pluginRef: core-metrics-extractor}]}]}", "cannot read dcgm-data-source"),
     ("plugins: [{type: models-data-source}]", "'models-data-source' is listed but not wired"),
-    ("plugins:\n" + MODELS % "{scheme: https}" + MODELS_WIRED, "parameters.scheme: 'https'"),
+    ("plugins:\n" + MODELS % "{scheme: ftp}" + MODELS_WIRED, "parameters.scheme: 'ftp'"),
+    ("plugins:\n" + MODELS % "{scheme: https, clientKeyPath: /k.pem}" + MODELS_WIRED, "clientCertPath: required"),
     ("plugins:\n" + MODELS % "{caCertPath: /ca.pem}" + MODELS_WIRED, "parameters.caCertPath: TLS"),
     ("plugins:\n" + MODELS % "{path: v1/models}" + MODELS_WIRED, "parameters.path: 'v1/models'"),
     ("plugins:\n" + MODELS % "{interval: 0s}" + MODELS_WIRED, "parameters.interval: '0s'"),
@@ -148,3 +164,49 @@ def test_a_topology_extractor_may_be_wired_to_endpoint_notifications():
     assert [s.type for s in cfg.profiles[0].scorers] == ["topology-affinity-scorer"]
     with pytest.raises(ConfigError, match="parameters.rak: unknown field"):
         load_config(text=text.replace("rack: rack", "rak: rack"))
+
+
+POD_SOURCE = ("plugins:\n- {type: k8s-notification-source, name: pods, parameters: %s}\n- {type: topology-extractor}\n"
+              "- {type: topology-affinity-scorer}\ndataLayer: {sources: [{pluginRef: pods}]}\n")
+POD = "{group: '', version: v1, kind: Pod}"
+
+
+def test_a_pod_notification_source_feeds_the_topology_extractors_hostname_fallback():
+    layer = load_config(text=POD_SOURCE % POD).data_layer
+    assert layer.pod_hostnames and layer.k8s_sources == (("pods", "--config-text: dataLayer.sources[0].pluginRef"),)
+    # Listed as its extractor: the same binding. Without any source the fallback is on too (upstream's default).
+    listed = (POD_SOURCE % POD).replace("{pluginRef: pods}", "{pluginRef: pods, extractors: [{pluginRef: topology-extractor}]}")
+    assert load_config(text=listed).data_layer.pod_hostnames
+    assert load_config(text="plugins: [{type: topology-extractor}, {type: topology-affinity-scorer}]").data_layer.pod_hostnames
+    assert not load_config(text="plugins: [{type: queue-scorer}]").data_layer.pod_hostnames
+
+
+@pytest.mark.parametrize("text, names", [
+    (POD_SOURCE % "{version: v1}", "parameters.kind: required"),
+    (POD_SOURCE % "{kind: Pod}", "parameters.version: required"),
+    (POD_SOURCE % "{version: v1, kind: Pod, namespace: x}", "unknown field 'namespace'"),
+    (POD_SOURCE % "{group: apps, version: v1, kind: Deployment}", "parameters.kind: apps/v1 'Deployment': no extractor"),
+    (POD_SOURCE.replace("- {type: topology-extractor}\n- {type: topology-affinity-scorer}\n", "") % POD,
+     "watches Pods, but their only reader here is a topology-extractor"),
+])
+def test_k8s_notification_source_errors_name_the_field(text, names):
+    with pytest.raises(ConfigError, match=re.escape(names)):
+        load_config(text=text)
+
+
+def test_k8s_notification_source_is_refused_without_kubernetes_mode(tmp_path):
+    from sluicegate.app import Epp, EppOptions
+
+    eps = tmp_path / "endpoints.yaml"
+    eps.write_text("endpoints: [{name: a, address: 127.0.0.1, port: 8000}]\n")
+    refused = "dataLayer.sources[0].pluginRef: k8s-notification-source 'pods' watches the Kubernetes API"
+    # File discovery in the config: check-config already knows.
+    in_file = ("plugins:\n- {type: k8s-notification-source, name: pods, parameters: %s}\n- {type: topology-extractor}\n"
+               "- {type: file-discovery, name: file, parameters: {path: %s}}\n- {type: queue-scorer}\n"
+               "dataLayer: {discovery: {pluginRef: file}, sources: [{pluginRef: pods}]}\n" % (POD, eps))
+    with pytest.raises(ConfigError, match=re.escape(refused)):
+        load_config(text=in_file)
+    # --endpoints-file at start-up: the EPP refuses before serving.
+    with pytest.raises(ConfigError, match=re.escape(refused)):
+        Epp(EppOptions(grpc_host="127.0.0.1", grpc_port=0, grpc_health_port=0, metrics_port=None,
+                       config_text=POD_SOURCE % POD, endpoints_file=str(eps)))

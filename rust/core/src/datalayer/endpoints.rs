@@ -29,6 +29,9 @@ pub struct EndpointInfo {
     pub address: String,
     pub ip: String,
     pub labels: Vec<(String, String)>,
+    /// The `spec.hostname` of the Pod behind the endpoint, when Kubernetes mode reads it for a
+    /// topology-extractor (its fallback when the hostname label is absent); None otherwise.
+    pub spec_hostname: Option<String>,
     pub engine: Engine,
     /// Requests this EPP sent and that have not finished; lives across snapshots so it
     /// tracks load between scrapes.
@@ -227,6 +230,16 @@ impl EndpointStore {
     /// Replace the endpoint set. Endpoints whose address and labels stay keep their id,
     /// metrics and in-flight count.
     pub fn set_endpoints(&self, specs: &[EndpointSpec]) {
+        self.set_endpoints_with(specs, &HashMap::new());
+    }
+
+    /// As `set_endpoints`, with each endpoint's Pod `spec.hostname` by address (one swap, so no
+    /// snapshot pairs an endpoint with another Pod's hostname).
+    pub fn set_endpoints_with(
+        &self,
+        specs: &[EndpointSpec],
+        spec_hostnames: &HashMap<String, String>,
+    ) {
         let _w = self.write.lock();
         let old = self.current.load();
         let mut endpoints = Vec::with_capacity(specs.len());
@@ -235,20 +248,26 @@ impl EndpointStore {
             if index.by_address.contains_key(&spec.address) {
                 continue;
             }
+            let hostname = spec_hostnames.get(&spec.address);
             let ep = match old.get(&spec.address) {
-                Some(prev) if prev.info.name == spec.name && prev.info.labels == spec.labels => {
+                Some(prev)
+                    if prev.info.name == spec.name
+                        && prev.info.labels == spec.labels
+                        && prev.info.spec_hostname.as_ref() == hostname =>
+                {
                     prev.clone()
                 }
                 Some(prev) => Arc::new(Endpoint {
                     info: Arc::new(self.info(
                         spec,
+                        hostname,
                         prev.info.in_flight.clone(),
                         prev.info.attributes.clone(),
                     )),
                     ..(**prev).clone()
                 }),
                 None => Arc::new(Endpoint {
-                    info: Arc::new(self.info(spec, Arc::default(), Arc::default())),
+                    info: Arc::new(self.info(spec, hostname, Arc::default(), Arc::default())),
                     metrics: EndpointMetrics::default(),
                     scraped_at: None,
                     scrape_errors: 0,
@@ -269,6 +288,7 @@ impl EndpointStore {
     fn info(
         &self,
         spec: &EndpointSpec,
+        spec_hostname: Option<&String>,
         in_flight: Arc<AtomicU32>,
         attributes: Arc<EndpointAttributes>,
     ) -> EndpointInfo {
@@ -284,6 +304,7 @@ impl EndpointStore {
             address: spec.address.clone(),
             ip: ip_of(&spec.address).to_owned(),
             labels: spec.labels.clone(),
+            spec_hostname: spec_hostname.cloned(),
             engine,
             in_flight,
             attributes,

@@ -1,16 +1,27 @@
 //! A minimal HTTP/1.1 GET over one kept-alive connection, enough for /metrics: fixed length,
-//! chunked or read-to-close bodies, into a buffer the caller reuses between scrapes.
+//! chunked or read-to-close bodies, into a buffer the caller reuses between scrapes; plain or
+//! over TLS (`with_tls`).
 
 use std::io;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::tls::TlsClient;
+
+/// The connection's byte stream: TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Stream = Box<dyn Io>;
 
 /// One keep-alive connection to one endpoint.
 pub struct Connection {
     address: String,
     request: Vec<u8>,
-    stream: Option<TcpStream>,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    stream: Option<Stream>,
     /// Bytes read from the socket but not yet consumed.
     inbox: Vec<u8>,
 }
@@ -23,9 +34,16 @@ impl Connection {
         Connection {
             address: address.to_owned(),
             request: request.into_bytes(),
+            tls: None,
             stream: None,
             inbox: Vec::new(),
         }
+    }
+
+    /// Speak TLS to the endpoint, verifying it as `server_name` (unless the client skips that).
+    pub fn with_tls(mut self, client: &TlsClient, server_name: ServerName<'static>) -> Connection {
+        self.tls = Some((TlsConnector::from(client.0.clone()), server_name));
+        self
     }
 
     /// Drop the connection; the next GET opens a new one.
@@ -64,7 +82,10 @@ impl Connection {
                 Err(_) => TcpStream::connect(&self.address).await?,
             };
             s.set_nodelay(true)?;
-            self.stream = Some(s);
+            self.stream = Some(match &self.tls {
+                None => Box::new(s),
+                Some((connector, name)) => Box::new(connector.connect(name.clone(), s).await?),
+            });
         }
         let stream = self.stream.as_mut().expect("connected above");
         stream.write_all(&self.request).await?;
@@ -161,7 +182,7 @@ fn bad(msg: &str) -> io::Error {
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
-async fn fill(stream: &mut TcpStream, inbox: &mut Vec<u8>) -> io::Result<()> {
+async fn fill(stream: &mut Stream, inbox: &mut Vec<u8>) -> io::Result<()> {
     let mut chunk = [0u8; 16 * 1024];
     let n = stream.read(&mut chunk).await?;
     if n == 0 {
@@ -172,7 +193,7 @@ async fn fill(stream: &mut TcpStream, inbox: &mut Vec<u8>) -> io::Result<()> {
 }
 
 /// Read until the blank line ending the head; returns the head length including it.
-async fn read_head(stream: &mut TcpStream, inbox: &mut Vec<u8>) -> io::Result<usize> {
+async fn read_head(stream: &mut Stream, inbox: &mut Vec<u8>) -> io::Result<usize> {
     loop {
         if let Some(i) = memchr::memmem::find(inbox, b"\r\n\r\n") {
             return Ok(i + 4);
@@ -185,7 +206,7 @@ async fn read_head(stream: &mut TcpStream, inbox: &mut Vec<u8>) -> io::Result<us
 }
 
 async fn read_exact_body(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     inbox: &mut Vec<u8>,
     n: usize,
     body: &mut Vec<u8>,
@@ -202,7 +223,7 @@ async fn read_exact_body(
 }
 
 async fn read_chunked(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     inbox: &mut Vec<u8>,
     body: &mut Vec<u8>,
 ) -> io::Result<()> {

@@ -10,6 +10,7 @@ pub mod pool_metrics;
 pub mod scrape;
 #[cfg(test)]
 pub(crate) mod test_server;
+pub mod tls;
 
 pub use endpoints::{
     Endpoint, EndpointAttributes, EndpointSpec, EndpointStore, ModelData, Snapshot,

@@ -7,6 +7,7 @@
 //! or a missing metric keeps the last value, as upstream.
 
 use super::exposition::samples_of;
+use super::tls::TlsClient;
 
 pub const KV_CACHE_UTILIZATION_METRIC: &str = "llm_d_epp_average_kv_cache_utilization";
 pub const QUEUE_SIZE_METRIC: &str = "llm_d_epp_average_queue_size";
@@ -79,6 +80,8 @@ impl MetricSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolProbe {
     pub path: String,
+    /// https (upstream's default for this source): how to connect; None: plain http.
+    pub tls: Option<TlsClient>,
     pub kv_cache_utilization: MetricSpec,
     pub queue_size: MetricSpec,
 }
@@ -131,6 +134,7 @@ mod tests {
         );
         let probe = PoolProbe {
             path: "/metrics".into(),
+            tls: None,
             kv_cache_utilization: MetricSpec::parse(KV_CACHE_UTILIZATION_METRIC).unwrap(),
             queue_size: any,
         };

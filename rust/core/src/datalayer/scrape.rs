@@ -16,11 +16,12 @@ use tokio::task::JoinHandle as TaskHandle;
 use tokio::time::{interval, timeout, MissedTickBehavior};
 
 use super::dcgm::{gpu_utilization, GpuProbe};
-use super::endpoints::{EndpointAttributes, EndpointStore, ScrapeResult};
+use super::endpoints::{EndpointAttributes, EndpointInfo, EndpointStore, ScrapeResult};
 use super::http_get::Connection;
 use super::metrics::{parse_metrics, Engine, MetricsUpdate};
 use super::models::parse_models;
 use super::pool_metrics::PoolProbe;
+use super::tls::{server_name, TlsClient, HOSTNAME_LABEL};
 
 pub const THREAD_NAME: &str = "sluicegate-scrape";
 
@@ -48,28 +49,38 @@ pub struct Scraper {
 /// What a scraper polls on each endpoint.
 #[derive(Clone)]
 enum Probe {
-    /// The engine's /metrics, published to the store's snapshot.
-    Metrics,
+    /// The engine's /metrics, published to the store's snapshot; over https when TLS is set.
+    Metrics(Option<TlsClient>),
     /// The DCGM exporter next to it.
     Gpu(Arc<GpuProbe>),
-    /// Its model list at this path.
-    Models(Arc<str>),
+    /// Its model list at this path; over https when TLS is set.
+    Models(Arc<str>, Option<TlsClient>),
     /// A cluster endpoint's EPP: the pool averages it publishes (multicluster-metrics-data-source).
     Pool(Arc<PoolProbe>),
 }
 
 impl Scraper {
     pub fn start(store: Arc<EndpointStore>, config: ScrapeConfig) -> io::Result<Scraper> {
-        Scraper::start_probe(store, config, Probe::Metrics)
+        Scraper::start_probe(store, config, Probe::Metrics(None))
     }
 
-    /// Poll every endpoint's model list at `path` (models-data-source).
+    /// Scrape every endpoint's /metrics over https (metrics-data-source `scheme: https`).
+    pub fn start_tls(
+        store: Arc<EndpointStore>,
+        config: ScrapeConfig,
+        tls: TlsClient,
+    ) -> io::Result<Scraper> {
+        Scraper::start_probe(store, config, Probe::Metrics(Some(tls)))
+    }
+
+    /// Poll every endpoint's model list at `path` (models-data-source), over https with `tls`.
     pub fn start_models(
         store: Arc<EndpointStore>,
         config: ScrapeConfig,
         path: &str,
+        tls: Option<TlsClient>,
     ) -> io::Result<Scraper> {
-        Scraper::start_probe(store, config, Probe::Models(path.into()))
+        Scraper::start_probe(store, config, Probe::Models(path.into(), tls))
     }
 
     /// Poll every endpoint's DCGM exporter (dcgm-data-source) for its GPU utilization.
@@ -170,24 +181,25 @@ fn follow_endpoint_set(
             match probe {
                 Probe::Gpu(gpu) => {
                     let conn = Connection::new(&gpu.address(&info.ip), &gpu.path);
-                    return tokio::spawn(poll_gpu(conn, info.name.clone(), attributes, config));
+                    tokio::spawn(poll_gpu(conn, info.name.clone(), attributes, config))
                 }
-                Probe::Models(path) => {
-                    let conn = Connection::new(&info.address, path);
-                    return tokio::spawn(poll_models(conn, attributes, config));
+                Probe::Models(path, tls) => {
+                    let conn = connect(info, path, tls.as_ref());
+                    tokio::spawn(poll_models(conn, attributes, config))
                 }
                 Probe::Pool(pool) => {
-                    let conn = Connection::new(&info.address, &pool.path);
-                    return tokio::spawn(poll_pool(conn, pool.clone(), attributes, config));
+                    let conn = connect(info, &pool.path, pool.tls.as_ref());
+                    tokio::spawn(poll_pool(conn, pool.clone(), attributes, config))
                 }
-                Probe::Metrics => {}
+                Probe::Metrics(tls) => {
+                    let target = Target {
+                        id: info.id,
+                        engine: info.engine,
+                    };
+                    let conn = connect(info, "/metrics", tls.as_ref());
+                    tokio::spawn(scrape_forever(target, conn, config, results.clone()))
+                }
             }
-            let target = Target {
-                id: info.id,
-                address: info.address.clone(),
-                engine: info.engine,
-            };
-            tokio::spawn(scrape_forever(target, config, results.clone()))
         });
     }
     if tasks.len() != snapshot.endpoints.len() {
@@ -205,16 +217,24 @@ fn follow_endpoint_set(
 
 struct Target {
     id: u64,
-    address: String,
     engine: Engine,
+}
+
+/// GET `path` on the endpoint, over TLS when `tls` is set (verified against its DNS name or IP).
+fn connect(info: &EndpointInfo, path: &str, tls: Option<&TlsClient>) -> Connection {
+    let conn = Connection::new(&info.address, path);
+    match tls {
+        Some(tls) => conn.with_tls(tls, tls_server_name(info)),
+        None => conn,
+    }
 }
 
 async fn scrape_forever(
     target: Target,
+    mut conn: Connection,
     config: ScrapeConfig,
     results: mpsc::UnboundedSender<ScrapeResult>,
 ) {
-    let mut conn = Connection::new(&target.address, "/metrics");
     let mut body = Vec::new();
     let mut tick = interval(config.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -311,3 +331,18 @@ fn read_metrics(body: &[u8], engine: Engine) -> Result<MetricsUpdate, String> {
 #[cfg(test)]
 #[path = "scrape_tests.rs"]
 mod tests;
+
+/// The name an endpoint's certificate is checked against: the DNS name discovery resolved it from
+/// (multicluster-file-discovery), else its IP.
+fn tls_server_name(info: &EndpointInfo) -> rustls::pki_types::ServerName<'static> {
+    let host = info
+        .labels
+        .iter()
+        .find(|(k, _)| k == HOSTNAME_LABEL)
+        .map_or(info.ip.as_str(), |(_, v)| v.as_str());
+    server_name(host)
+        .or_else(|_| server_name(&info.ip))
+        .unwrap_or_else(|_| {
+            rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into())
+        })
+}

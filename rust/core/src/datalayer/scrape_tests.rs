@@ -134,7 +134,7 @@ fn model_lists_reach_the_endpoint_attributes_and_a_bad_answer_keeps_the_last() {
     let server = MetricsServer::start(&list(&["llama"]));
     let store = Arc::new(EndpointStore::default());
     store.set_endpoints(&[spec(&server.address)]);
-    let scraper = Scraper::start_models(store.clone(), FAST, "/v1/models").unwrap();
+    let scraper = Scraper::start_models(store.clone(), FAST, "/v1/models", None).unwrap();
     assert!(eventually(
         || model_ids(&store) == Some(vec!["llama".into()])
     ));

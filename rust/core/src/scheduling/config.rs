@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::datalayer::metrics::{Engine, ENGINE_LABEL};
 use crate::datalayer::pool_metrics::{MetricSpec, PoolProbe};
+use crate::datalayer::tls::{TlsClient, TlsOptions};
 use crate::datalayer::EndpointSpec;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -28,6 +29,8 @@ pub struct RouterConfig {
     pub scrape_metrics: bool,
     /// The metrics source's own `interval`; wins over `scrapeIntervalMs` (the flag's default).
     pub metrics_interval_ms: Option<u64>,
+    /// The metrics source's `scheme: https` and upstream's TLS options; None: plain http.
+    pub metrics_tls: Option<TlsOptions>,
     /// core-metrics-extractor: the label naming an endpoint's engine, and the engine of
     /// endpoints without it.
     pub engine_label_key: Option<String>,
@@ -58,6 +61,9 @@ pub struct RouterConfig {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PoolMetrics {
     pub path: String,
+    /// Present for https: upstream's TLS options (insecureSkipVerify, caCertPath, client certs).
+    #[serde(default)]
+    pub tls: Option<TlsOptions>,
     pub kv_cache_utilization_metric: String,
     pub queue_size_metric: String,
     /// None: every scrape tick.
@@ -79,6 +85,9 @@ pub struct GpuTelemetry {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ModelsSource {
     pub path: String,
+    /// Present for https: upstream's TLS options (insecureSkipVerify, caCertPath, client certs).
+    #[serde(default)]
+    pub tls: Option<TlsOptions>,
     /// None: every scrape tick, as upstream's `interval` when omitted.
     pub interval_ms: Option<u64>,
 }
@@ -126,6 +135,7 @@ impl Default for RouterConfig {
             parsers: None,
             scrape_metrics: true,
             metrics_interval_ms: None,
+            metrics_tls: None,
             engine_label_key: None,
             default_engine: None,
             gpu_telemetry: None,
@@ -167,6 +177,12 @@ fn default_plugins_and_profile() -> (Vec<PluginSpec>, Vec<ProfileSpec>) {
             .collect(),
     };
     (plugins, vec![profile])
+}
+
+fn build_tls(options: Option<&TlsOptions>, key: &str) -> Result<Option<TlsClient>, ConfigError> {
+    options
+        .map(|o| o.build().map_err(|e| ConfigError(format!("'{key}': {e}"))))
+        .transpose()
 }
 
 impl RouterConfig {
@@ -215,6 +231,8 @@ impl RouterConfig {
                 )));
             }
         }
+        self.metrics_tls()?;
+        self.models_tls()?;
         if let Some(engine) = &self.default_engine {
             Engine::from_name(engine).map_err(|e| ConfigError(format!("'defaultEngine': {e}")))?;
         }
@@ -245,14 +263,27 @@ impl RouterConfig {
         let spec = |field: &str, text: &str| {
             MetricSpec::parse(text).map_err(|e| ConfigError(format!("'poolMetrics.{field}': {e}")))
         };
+        let tls = build_tls(pool.tls.as_ref(), "poolMetrics.tls")?;
         Ok(Some(PoolProbe {
             path: pool.path.clone(),
+            tls,
             kv_cache_utilization: spec(
                 "kvCacheUtilizationMetric",
                 &pool.kv_cache_utilization_metric,
             )?,
             queue_size: spec("queueSizeMetric", &pool.queue_size_metric)?,
         }))
+    }
+
+    /// The metrics source's TLS client (its files read); None for plain http.
+    pub fn metrics_tls(&self) -> Result<Option<TlsClient>, ConfigError> {
+        build_tls(self.metrics_tls.as_ref(), "metricsTls")
+    }
+
+    /// The models source's TLS client (its files read); None for plain http or no source.
+    pub fn models_tls(&self) -> Result<Option<TlsClient>, ConfigError> {
+        let options = self.models_source.as_ref().and_then(|m| m.tls.as_ref());
+        build_tls(options, "modelsSource.tls")
     }
 
     pub fn staleness(&self) -> Duration {

@@ -2,10 +2,12 @@
 //! clock reading that decides which endpoints are fresh, and state plugins share within the cycle.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::datalayer::{Endpoint, Snapshot};
 use crate::scheduling::producers::approx_prefix_cache_producer::BYTES_PER_TOKEN;
+use crate::scheduling::producers::mm_embeddings_cache_producer::{request_items, MediaItem};
 
 /// The request as plugins see it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -124,6 +126,9 @@ pub struct CycleState {
     pub sessions_moved: Vec<usize>,
     /// The endpoints the screeners left for every profile (ascending); None = no screener.
     pub screened: Option<Vec<u32>>,
+    /// The request's multimodal items, parsed from the body once by the first plugin that needs
+    /// them (mm-embeddings-cache-scorer scores with them and records them after the pick).
+    pub media_items: Option<Arc<[MediaItem]>>,
 }
 
 pub struct Cycle<'a> {
@@ -153,6 +158,17 @@ impl<'a> Cycle<'a> {
             trace: None,
             primary_scores: None,
         }
+    }
+
+    /// The request's distinct multimodal items, parsed once per cycle.
+    pub fn media_items(&self) -> Arc<[MediaItem]> {
+        let cached = self.state.borrow().media_items.clone();
+        if let Some(items) = cached {
+            return items;
+        }
+        let items: Arc<[MediaItem]> = request_items(self.request.body).into();
+        self.state.borrow_mut().media_items = Some(items.clone());
+        items
     }
 
     /// Candidates are positions in `snapshot.endpoints`.

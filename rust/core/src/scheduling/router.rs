@@ -1,7 +1,7 @@
 //! The per-pool Router: parses a request, schedules it over the current endpoint snapshot and
 //! counts it in flight on the chosen endpoint; owns the store and the optional scraper.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use crate::admission::{Objectives, Policies, RewriteTable};
 use crate::datalayer::dcgm::GpuProbe;
 use crate::datalayer::{parse_metrics, EndpointSpec, EndpointStore, Engine, ScrapeConfig, Scraper};
-use crate::parse::{self, ApiKind, GrpcMethod, ParseError};
+use crate::parse::{self, ApiKind, GrpcMethod, ParseError, ParsedRequest};
 use crate::scheduling::config::{ConfigError, RouterConfig};
 use crate::scheduling::contracts::filter::Filter;
 use crate::scheduling::contracts::scorer::Picks;
@@ -240,10 +240,20 @@ impl Router {
 
     /// Replace the endpoint set; plugins forget what they kept about endpoints that left.
     pub fn set_endpoints(&self, specs: &[EndpointSpec]) {
+        self.set_endpoints_with(specs, &HashMap::new());
+    }
+
+    /// As `set_endpoints`, with the Pod `spec.hostname` of endpoints (by address) that
+    /// Kubernetes mode read for topology-extractor's fallback.
+    pub fn set_endpoints_with(
+        &self,
+        specs: &[EndpointSpec],
+        spec_hostnames: &HashMap<String, String>,
+    ) {
         let before = self.store.snapshot();
         match self.config.relabel(specs) {
-            Some(relabelled) => self.store.set_endpoints(&relabelled),
-            None => self.store.set_endpoints(specs),
+            Some(relabelled) => self.store.set_endpoints_with(&relabelled, spec_hostnames),
+            None => self.store.set_endpoints_with(specs, spec_hostnames),
         }
         let after = self.store.snapshot();
         for ep in &before.endpoints {
@@ -290,7 +300,12 @@ impl Router {
             timeout: std::time::Duration::from_millis(self.config.scrape_timeout_ms),
         };
         if self.config.scrape_metrics {
-            running.push(Scraper::start(self.store.clone(), config(base))?);
+            running.push(
+                match self.config.metrics_tls().map_err(std::io::Error::other)? {
+                    Some(tls) => Scraper::start_tls(self.store.clone(), config(base), tls)?,
+                    None => Scraper::start(self.store.clone(), config(base))?,
+                },
+            );
         }
         if let Some(probe) = self.config.pool_probe().map_err(std::io::Error::other)? {
             let every = (self.config.pool_metrics.as_ref())
@@ -320,6 +335,7 @@ impl Router {
                 self.store.clone(),
                 config(every),
                 &models.path,
+                self.config.models_tls().map_err(std::io::Error::other)?,
             )?);
         }
         Ok(())
@@ -451,8 +467,18 @@ impl Router {
         body: &[u8],
         subset: Option<&[String]>,
     ) -> Option<Result<Ticket, String>> {
-        let producer = self.scheduler.burst_producer()?;
+        self.scheduler.burst_producer()?;
         let request = self.parsers.parse(path, body).ok()?;
+        self.burst_ticket_for(&request, subset)
+    }
+
+    /// `burst_ticket` for a request parsed already (a route's own parse).
+    fn burst_ticket_for(
+        &self,
+        request: &ParsedRequest,
+        subset: Option<&[String]>,
+    ) -> Option<Result<Ticket, String>> {
+        let producer = self.scheduler.burst_producer()?;
         let hashes = producer.hashes(
             request.model.as_deref().unwrap_or(""),
             request.cache_salt.as_deref(),
@@ -526,7 +552,7 @@ impl Router {
         let burst = match options.burst {
             Some(placed) => placed,
             None if commit => self
-                .burst_ticket(path, body, options.subset)
+                .burst_ticket_for(&request, options.subset)
                 .and_then(Result::ok)
                 .and_then(BurstPrefixProducer::wait),
             None => None,

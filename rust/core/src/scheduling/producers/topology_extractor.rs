@@ -1,8 +1,10 @@
 //! topology-extractor (llm-d): an endpoint's locality (host, rack, zone, region) read from the
 //! endpoint labels it names (`hostname`, `rack`, `zone`, `region`; upstream's Kubernetes label
 //! keys by default). The topology-affinity filter and scorer compare each candidate with the
-//! peer the disaggregation handler picked first (the decode endpoint). Upstream's fallback to a
-//! pod's `spec.hostname` is not read: the host comes from the label only.
+//! peer the disaggregation handler picked first (the decode endpoint). As upstream, a missing
+//! hostname label falls back to the Pod's `spec.hostname` (ready Pods only), which Kubernetes mode
+//! hands over with the endpoint set (`EndpointInfo::spec_hostname`); zone, rack and region have no
+//! fallback.
 
 use std::sync::{Arc, OnceLock};
 
@@ -53,11 +55,12 @@ pub const LEVELS: [&str; 4] = ["host", "rack", "zone", "region"];
 impl TopologyKeys {
     fn value<'e>(&self, ep: &'e Endpoint, level: Level) -> &'e str {
         let key = &self.levels[level];
-        ep.info
-            .labels
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or("", |(_, v)| v.as_str())
+        let label = ep.info.labels.iter().find(|(k, _)| k == key);
+        match label {
+            Some((_, v)) if !v.is_empty() => v,
+            _ if level == 0 => ep.info.spec_hostname.as_deref().unwrap_or(""),
+            _ => "",
+        }
     }
 
     /// Whether the endpoint has any topology value (upstream publishes no attribute otherwise).
@@ -210,6 +213,61 @@ mod tests {
             super::LEVEL_NONE
         );
         assert!(!keys.known(c.endpoint(5)));
+    }
+
+    #[test]
+    fn a_pods_spec_hostname_stands_in_for_a_missing_hostname_label() {
+        use std::collections::HashMap;
+
+        let at = |role: &str, waiting: u32, host: &str| {
+            let ep = Ep::waiting(waiting)
+                .label(ROLE_LABEL, role)
+                .label(ZONE, "z1");
+            if host.is_empty() {
+                ep
+            } else {
+                ep.label(HOST, host)
+            }
+        };
+        // decode; an empty prefill endpoint; a busy one; a busy one whose label says another host.
+        let eps = vec![
+            at("decode", 0, ""),
+            at("prefill", 0, ""),
+            at("prefill", 9, ""),
+            at("prefill", 8, "h7"),
+        ];
+        let scored = scheduler(
+            json!([{"pluginRef": "prefill-filter"}, {"pluginRef": "queue-scorer", "weight": 1},
+                   {"pluginRef": "closer", "weight": 5}]),
+            json!({"type": "topology-extractor"}),
+        );
+        let pick = |hostnames: &[(usize, &str)]| {
+            let (store, snap) = pool(eps.clone());
+            let specs: Vec<_> = snap
+                .endpoints
+                .iter()
+                .map(|e| crate::datalayer::EndpointSpec {
+                    name: e.info.name.clone(),
+                    address: e.info.address.clone(),
+                    labels: e.info.labels.clone(),
+                })
+                .collect();
+            let by_address: HashMap<String, String> = hostnames
+                .iter()
+                .map(|&(i, h)| (specs[i].address.clone(), h.to_owned()))
+                .collect();
+            store.set_endpoints_with(&specs, &by_address);
+            let snap = store.snapshot();
+            let mut picks = Picks::default();
+            scored.schedule(&cycle(&snap), &mut picks).unwrap();
+            picks.prefill
+        };
+        // No hostname anywhere: only the zone is shared, so the queue decides.
+        assert_eq!(pick(&[]), Some(1));
+        // Decode and the busy endpoint on the same node by spec.hostname: same host wins.
+        assert_eq!(pick(&[(0, "h1"), (2, "h1")]), Some(2));
+        // A hostname label is read before spec.hostname: endpoint 3 is on h7, not h1.
+        assert_eq!(pick(&[(0, "h1"), (1, "h2"), (3, "h1")]), Some(1));
     }
 
     #[test]

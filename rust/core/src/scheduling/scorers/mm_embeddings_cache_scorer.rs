@@ -14,9 +14,7 @@ use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::scorer::{Picks, PrefixProducers, Scorer};
 use crate::scheduling::cycle::Cycle;
-use crate::scheduling::producers::mm_embeddings_cache_producer::{
-    request_items, MmEmbeddingsProducer,
-};
+use crate::scheduling::producers::mm_embeddings_cache_producer::MmEmbeddingsProducer;
 
 /// The name upstream's default producer instance has.
 const DEFAULT_PRODUCER: &str = "mm-embeddings-cache-producer";
@@ -51,7 +49,7 @@ impl MmEmbeddingsCacheScorer {
 
 impl Scorer for MmEmbeddingsCacheScorer {
     fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]) {
-        let items = request_items(cycle.request.body);
+        let items = cycle.media_items();
         if items.is_empty() {
             out.fill(0.0);
             return;
@@ -65,7 +63,7 @@ impl Scorer for MmEmbeddingsCacheScorer {
     }
 
     fn picked(&self, cycle: &Cycle<'_>, picks: &Picks) {
-        let items = request_items(cycle.request.body);
+        let items = cycle.media_items();
         if items.is_empty() {
             return;
         }
@@ -173,6 +171,36 @@ mod tests {
             };
             assert_eq!(score, expected, "{address}");
         }
+    }
+
+    #[test]
+    fn scoring_and_recording_read_the_items_the_cycle_parsed_once() {
+        use crate::scheduling::config::RouterConfig;
+        use crate::scheduling::contracts::scorer::Picks;
+        use crate::scheduling::scheduler::Scheduler;
+        use crate::scheduling::test_pool::{cycle, pool, Ep};
+
+        let s = Scheduler::from_config(&RouterConfig::from_json(CONFIG).unwrap()).unwrap();
+        let (_store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0)]);
+        let body = chat(&["https://x/cat.png", "https://x/dog.png"]);
+        let mut first = cycle(&snap);
+        first.request.body = &body;
+        let mut picks = Picks::default();
+        s.schedule(&first, &mut picks).unwrap();
+        let parsed = first
+            .state
+            .borrow()
+            .media_items
+            .clone()
+            .expect("parsed in the cycle");
+        assert_eq!(parsed.len(), 2);
+        // A cycle that holds those items already never reads its body for them: with no body it
+        // still goes where the items were recorded (1.0 x 4 outweighs the in-flight count).
+        let second = cycle(&snap);
+        second.state.borrow_mut().media_items = Some(parsed);
+        let mut again = Picks::default();
+        s.schedule(&second, &mut again).unwrap();
+        assert_eq!(again.primary, picks.primary);
     }
 
     #[test]
