@@ -9,6 +9,7 @@ fallback (the one reader of its events here); under file discovery it is refused
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,8 @@ from ..flowcontrol.config import _duration_ms
 
 # multicluster-file-discovery is upstream's variant whose addresses may be hostnames; here both
 # accept hostnames (resolved by datalayer.hostnames).
+log = logging.getLogger(__name__)
+
 DISCOVERY = {"file-discovery": {"path", "watchFile"}, "multicluster-file-discovery": {"path", "watchFile"}}
 METRICS_SOURCE = "metrics-data-source"
 METRICS_EXTRACTOR = "core-metrics-extractor"
@@ -273,6 +276,10 @@ def _tls(p: dict[str, Any], where: str, default_scheme: str, default_skip: bool)
             if not isinstance(p[key], str) or not p[key]:
                 raise ConfigError(f"{where}.{key}: {p[key]!r} is not a file path")
             out[key] = p[key]
+    if skip and "caCertPath" in out:
+        # Accepted as upstream accepts it, but never silently: the file is not what secures this.
+        log.warning("%s.caCertPath: not read while insecureSkipVerify is true (upstream's default for "
+                    "this source); set insecureSkipVerify: false to verify the servers against it", where)
     if ("clientCertPath" in out) != ("clientKeyPath" in out):
         missing = "clientKeyPath" if "clientCertPath" in out else "clientCertPath"
         raise ConfigError(f"{where}.{missing}: required with {'clientCertPath' if missing == 'clientKeyPath' else 'clientKeyPath'} (mTLS needs both)")

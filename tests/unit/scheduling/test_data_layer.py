@@ -91,6 +91,14 @@ def test_a_metrics_source_over_https_carries_upstreams_tls_options(tmp_path):
     assert "metricsTls" not in router("plugins: [{type: metrics-data-source, parameters: {scheme: http}}]")
 
 
+def test_a_ca_bundle_that_skip_verify_leaves_unread_is_named_in_a_warning(tmp_path, caplog):
+    ca = Pki(tmp_path, "servers").ca_path
+    with caplog.at_level("WARNING", logger="sluicegate.scheduling.data_layer"):
+        r = router(f"plugins: [{{type: metrics-data-source, parameters: {{scheme: https, caCertPath: {ca}}}}}]")
+    assert r["metricsTls"]["insecureSkipVerify"] is True  # accepted as upstream accepts it...
+    assert [m for m in caplog.messages if "parameters.caCertPath: not read while insecureSkipVerify is true" in m]
+
+
 def test_each_endpoint_reports_the_models_and_adapters_its_v1_models_lists(sims):
     (sim,) = sims.start(SimConfig(model="base", loras=("sql-lora", "chat-lora")))
     wired = MODELS_WIRED.replace("dataLayer: {", "dataLayer: {injectDefaults: false, ")
