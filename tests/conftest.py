@@ -4,6 +4,7 @@ threads behind (after a bounded wait for them to end on their own)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -59,6 +60,18 @@ def holding_proxy(loop_thread: LoopThread) -> Iterator:
 
 def _pending(lt: LoopThread) -> list:
     return lt.pending_tasks() if not lt.loop.is_closed() else []
+
+
+@pytest.fixture(autouse=True)
+def root_logger_restored() -> Iterator[None]:
+    """A command run in-process (`cli.main`) installs a handler on the root logger bound to the
+    stderr pytest captures for that test and closes after it; restored here, so a later test's
+    threads log into pytest's capture rather than "--- Logging error ---" on a closed file."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)

@@ -28,3 +28,22 @@ def health(port: int, service: str = "readiness") -> str:
         except grpc.RpcError:
             return "UNAVAILABLE"
     return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+
+def start_in_process(loop_thread, control_plane, namespace: str, config_text: str, pool: str = "pool"):
+    """The EPP as `sluicegate run --pool-name` builds it, in this process on `loop_thread`, so a
+    test can read its Router; the caller stops it with `loop_thread.run(epp.stop(0))`."""
+    from sluicegate.app import Epp, EppOptions
+    from sluicegate.kube.watcher import KubeOptions
+
+    opts = EppOptions(grpc_host="127.0.0.1", grpc_port=0, grpc_health_port=0, secure_serving=False,
+                      metrics_port=None, drain_timeout_s=0, config_text=config_text,
+                      kube=KubeOptions(pool_name=pool, pool_namespace=namespace,
+                                       kubeconfig=str(control_plane.apiserver.kubeconfig)))
+
+    async def start() -> Epp:
+        epp = Epp(opts)
+        await epp.start()
+        return epp
+
+    return loop_thread.run(start())

@@ -126,21 +126,10 @@ def test_missing_crd_turns_the_feature_off_logged_once_and_on_when_installed(con
 
 
 def test_objectives_reach_the_epps_router_live(kube, control_plane, loop_thread):
-    from sluicegate.app import Epp, EppOptions
-    from sluicegate.kube.watcher import KubeOptions
+    from tests.kube.epp import start_in_process
 
     kube.create_objective("critical", "pool", 10)
-    opts = EppOptions(grpc_host="127.0.0.1", grpc_port=0, grpc_health_port=0, secure_serving=False,
-                      metrics_port=None, drain_timeout_s=0, config_text="featureGates: [flowControl]\n",
-                      kube=KubeOptions(pool_name="pool", pool_namespace=kube.ns,
-                                       kubeconfig=str(control_plane.apiserver.kubeconfig)))
-
-    async def start() -> Epp:
-        epp = Epp(opts)
-        await epp.start()
-        return epp
-
-    epp = loop_thread.run(start())
+    epp = start_in_process(loop_thread, control_plane, kube.ns, "featureGates: [flowControl]\n")
     try:
         assert epp.flow is not None
         wait_until(lambda: epp.router.priority_of("critical") == 10, what="objective in the Router")

@@ -8,9 +8,10 @@ import json
 
 import pytest
 
-from sluicegate.app import Epp, EppOptions
-from sluicegate.kube.watcher import KubeOptions
+from sluicegate.app import Epp
+from sluicegate.errors import NoEndpointsError
 from tests.harness import free_port
+from tests.kube.epp import start_in_process
 from tests.kube.objects import wait_until
 
 pytestmark = pytest.mark.kube
@@ -37,25 +38,19 @@ BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]
 
 @pytest.fixture
 def epp(kube, control_plane, loop_thread):
-    opts = EppOptions(grpc_host="127.0.0.1", grpc_port=0, grpc_health_port=0, secure_serving=False,
-                      metrics_port=None, drain_timeout_s=0, config_text=CONFIG,
-                      kube=KubeOptions(pool_name="pool", pool_namespace=kube.ns,
-                                       kubeconfig=str(control_plane.apiserver.kubeconfig)))
-
-    async def start() -> Epp:
-        e = Epp(opts)
-        await e.start()
-        return e
-
-    e = loop_thread.run(start())
+    e = start_in_process(loop_thread, control_plane, kube.ns, CONFIG)
     yield e
     loop_thread.run(e.stop(0))
 
 
 def prefill_closeness(epp: Epp) -> dict[str, float]:
     """The topology-affinity scorer's raw score per prefill candidate (address), or {} when the
-    request did not reach the prefill profile."""
-    _, profiles = epp.router.explain("/v1/chat/completions", BODY)
+    request did not reach the prefill profile (or found no decode endpoint yet: the watch delivers
+    the Pods one by one)."""
+    try:
+        _, profiles = epp.router.explain("/v1/chat/completions", BODY)
+    except NoEndpointsError:
+        return {}
     for name, candidates, scores, _, _ in profiles:
         if name == "prefill":
             raw = next(r for scorer, _, r in scores if scorer == "closer")
