@@ -256,30 +256,31 @@ impl Scorer for PrefixCacheScorer {
         if hashes.is_empty() {
             out.fill(0.0);
         } else {
-            let queues: Vec<Option<u32>> = candidates.iter().map(|&c| queued(cycle, c)).collect();
-            let counts: Vec<usize> = candidates
-                .iter()
-                .map(|&c| source.matched(cycle, cycle.endpoint(c).info.id, &hashes))
-                .collect();
+            // First pass: each candidate's match, parked in its score slot (no buffer per
+            // request), and what every match is weighed against.
+            let mut shallowest: Option<u32> = None;
+            // The longest prefix a turn keeps if it moves to a candidate with free slots.
+            let mut free_best = 0;
+            for (slot, &c) in out.iter_mut().zip(candidates) {
+                let n = source.matched(cycle, cycle.endpoint(c).info.id, &hashes);
+                let queue = queued(cycle, c);
+                if let Some(q) = queue {
+                    shallowest = Some(shallowest.map_or(q, |s| s.min(q)));
+                }
+                if queue == Some(0) {
+                    free_best = free_best.max(n);
+                }
+                *slot = n as f64;
+            }
             let m = MatchContext {
                 total: hashes.len() as f64,
                 block_tokens,
-                shallowest: queues.iter().flatten().min().copied(),
-                // The longest prefix a turn keeps if it moves to a candidate with free slots.
-                free_best: counts
-                    .iter()
-                    .zip(&queues)
-                    .filter(|(_, q)| **q == Some(0))
-                    .map(|(&n, _)| n)
-                    .max()
-                    .unwrap_or(0),
+                shallowest,
+                free_best,
             };
             let mut best = 0;
-            for ((slot, &c), (&n, &queue)) in out
-                .iter_mut()
-                .zip(candidates)
-                .zip(counts.iter().zip(&queues))
-            {
+            for (slot, &c) in out.iter_mut().zip(candidates) {
+                let n = *slot as usize;
                 if n > 0 {
                     matched.push((c, n));
                 }
@@ -287,7 +288,7 @@ impl Scorer for PrefixCacheScorer {
                 *slot = if n == 0 {
                     0.0
                 } else {
-                    self.counted(n, &m, queue)
+                    self.counted(n, &m, queued(cycle, c))
                 };
             }
             if let PrefixSource::Precise(p) = &source {
