@@ -2,6 +2,9 @@
 //! One targeted pass over the body (no `serde_json::Value`): known fields are read in place, the
 //! prompt text is appended to one buffer as it is met, everything else is skipped unparsed.
 
+use std::borrow::Cow;
+use std::ops::Range;
+
 use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -13,7 +16,9 @@ mod usage;
 
 use fields::{Key, Sink, Str, Target};
 pub use grpc::{grpc_payload, parse_grpc_request, GrpcMethod, GrpcResponse};
-pub use rewrite::{replace_model_in_chunk, replace_model_in_chunk_cow, rewrite_model};
+pub use rewrite::{
+    replace_model_in_chunk, replace_model_in_chunk_cow, rewrite_model, splice_model,
+};
 pub use usage::{find_usage, find_usage_object, Usage};
 
 /// Which API a request speaks, chosen by the longest matching suffix of its path.
@@ -88,6 +93,9 @@ pub struct ParsedRequest {
     pub prompt: String,
     /// The gRPC method of a protobuf body (vllmgrpc / vertexai parsers); None for HTTP bodies.
     pub grpc: Option<GrpcMethod>,
+    /// Where the top-level `"model"` string (quotes included) sits in the body, when the parse
+    /// saw it verbatim (no escapes): a model rewrite splices there instead of parsing again.
+    pub model_span: Option<Range<usize>>,
 }
 
 /// Why a body was refused; each maps to HTTP 400 with this message.
@@ -133,7 +141,22 @@ pub fn parse_request(path: &str, body: &[u8]) -> Result<ParsedRequest, ParseErro
     let top = run(text, &mut sink, |de, sink| {
         de.deserialize_map(BodyVisitor { kind, sink })
     })?;
-    finish(kind, top, sink)
+    let span = top.model.as_ref().and_then(|m| verbatim_span(text, m));
+    let mut parsed = finish(kind, top, sink)?;
+    parsed.model_span = span;
+    Ok(parsed)
+}
+
+/// The byte range of a string value with its quotes, when it was borrowed from `text` as is
+/// (a string with escapes is decoded into a copy, whose place in the body is unknown).
+fn verbatim_span(text: &str, value: &Str<'_>) -> Option<Range<usize>> {
+    let Cow::Borrowed(v) = &value.0 else {
+        return None;
+    };
+    let start = (v.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    let span = start.checked_sub(1)?..start + v.len() + 1;
+    let quoted = text.as_bytes().get(span.clone())?;
+    (quoted.first() == Some(&b'"') && quoted.last() == Some(&b'"')).then_some(span)
 }
 
 /// Only the top-level `"model"` string of a JSON body (None when absent or not JSON): the
@@ -305,6 +328,7 @@ fn finish(kind: ApiKind, top: Top<'_>, mut sink: Sink) -> Result<ParsedRequest, 
         cache_salt: top.cache_salt.flatten().map(|s| s.0.into_owned()),
         prompt,
         grpc: None,
+        model_span: None,
     })
 }
 
@@ -353,6 +377,7 @@ fn parse_passthrough(body: &[u8]) -> ParsedRequest {
         cache_salt: None,
         prompt: String::new(),
         grpc: None,
+        model_span: None,
     }
 }
 

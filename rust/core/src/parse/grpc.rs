@@ -222,6 +222,7 @@ fn vllm(prompt: String, stream: bool, max_tokens: Option<u64>) -> ParsedRequest 
         cache_salt: None,
         prompt,
         grpc: None,
+        model_span: None,
     }
 }
 

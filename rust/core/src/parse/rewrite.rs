@@ -2,6 +2,7 @@
 //! other byte) and back in response chunks (JSON or SSE), so clients see the name they sent.
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::LazyLock;
 
 use memchr::memmem;
@@ -28,12 +29,18 @@ pub fn rewrite_model(body: &[u8], model: &str) -> Result<Vec<u8>, ParseError> {
     }
     // The raw value borrows from `text`, so its address gives its byte span in the body.
     let start = raw.as_ptr() as usize - text.as_ptr() as usize;
-    let end = start + raw.len();
-    let mut out = Vec::with_capacity(body.len() - raw.len() + model.len() + 2);
-    out.extend_from_slice(&body[..start]);
+    Ok(splice_model(body, start..start + raw.len(), model))
+}
+
+/// `body` with the bytes of `span` (a JSON string value, quotes included, as
+/// `ParsedRequest::model_span` gives it) replaced by `model` as a JSON string: the rewrite of a
+/// body parsed already, with no second parse.
+pub fn splice_model(body: &[u8], span: Range<usize>, model: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() - span.len() + model.len() + 2);
+    out.extend_from_slice(&body[..span.start]);
     write_json_string(&mut out, model);
-    out.extend_from_slice(&body[end..]);
-    Ok(out)
+    out.extend_from_slice(&body[span.end..]);
+    out
 }
 
 /// The raw top-level `model` value, refusing a body that names it twice.

@@ -483,6 +483,32 @@ fn rewrite_model_splices_only_the_model_value() {
 }
 
 #[test]
+fn the_parse_locates_a_verbatim_model_and_splicing_there_rewrites_as_a_second_parse_would() {
+    let body = br#"{ "temperature" : 1.0e0, "model" :  "old" , "messages":[{"role":"user","content":"hi","model":"x"}] }"#;
+    let parsed = parse_request("/v1/chat/completions", body).unwrap();
+    let span = parsed
+        .model_span
+        .clone()
+        .expect("a verbatim model has a span");
+    assert_eq!(&body[span.clone()], br#""old""#);
+    let new = "new/\"quoted\"";
+    assert_eq!(
+        splice_model(body, span, new),
+        rewrite_model(body, new).unwrap()
+    );
+}
+
+#[test]
+fn a_model_with_escapes_has_no_span_to_splice() {
+    let parsed = parse_request("/v1/completions", br#"{"model":"a\"b","prompt":"p"}"#).unwrap();
+    assert_eq!(parsed.model.as_deref(), Some("a\"b"));
+    assert_eq!(
+        parsed.model_span, None,
+        "decoded into a copy: the rewrite parses again"
+    );
+}
+
+#[test]
 fn rewrite_model_handles_an_escaped_original() {
     let out = rewrite_model(br#"{"model":"a\"b\u00e9","x":1}"#, "c").unwrap();
     assert_eq!(out, br#"{"model":"c","x":1}"#);
@@ -609,8 +635,13 @@ proptest! {
 
     #[test]
     fn rewrite_changes_only_the_model(model in ".{0,20}", new in ".{0,20}", extra in ".{0,20}") {
-        let body = serde_json::to_vec(&serde_json::json!({"a": extra, "model": model, "b": [1, {"model": "x"}]})).unwrap();
+        let body = serde_json::to_vec(&serde_json::json!({"a": extra, "model": model, "prompt": "p", "b": [1, {"model": "x"}]})).unwrap();
         let out = rewrite_model(&body, &new).unwrap();
+        // Where the parse located the model (when it had no escapes), splicing gives the same bytes.
+        let parsed = parse_request("/v1/completions", &body);
+        if let Some(span) = parsed.ok().and_then(|p| p.model_span) {
+            prop_assert_eq!(&splice_model(&body, span, &new), &out);
+        }
         let mut v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         prop_assert_eq!(&v["model"], &serde_json::Value::from(new));
         v["model"] = serde_json::Value::from(model);

@@ -205,6 +205,7 @@ impl Parsers {
                 cache_salt: None,
                 prompt: String::new(),
                 grpc: None,
+                model_span: None,
             }),
         }
     }
@@ -303,6 +304,7 @@ fn generate(body: &[u8], field: &'static str, tokens: Tokens) -> Result<ParsedRe
         cache_salt: b.extra_key.or(b.cache_salt),
         prompt: token_text(&ids),
         grpc: None,
+        model_span: None,
     })
 }
 

@@ -543,7 +543,11 @@ impl Router {
         }
         let rewritten = match model_rewrite {
             Some(target) if request.grpc.is_none() && request.model.as_deref() != Some(target) => {
-                Some(parse::rewrite_model(body, target)?)
+                // The parse above located the model string: splice there, no second parse.
+                Some(match request.model_span.clone() {
+                    Some(span) => parse::splice_model(body, span, target),
+                    None => parse::rewrite_model(body, target)?,
+                })
             }
             _ => None,
         };
