@@ -113,8 +113,29 @@ const UNQUEUED_IDS: u64 = 1 << 63;
 pub(crate) const ALL_SHARDS: u32 = (1 << SHARDS) - 1;
 const LOOK_AGAIN: u32 = 1 << 31;
 
-/// One shard of arrivals not yet merged by the dispatcher.
-pub(crate) type Inbox<R> = Mutex<Vec<Arc<Item<R>>>>;
+/// One shard of arrivals not yet merged by the dispatcher, and of items it is done with.
+pub(crate) type Inbox<R> = Mutex<Shard<R>>;
+
+pub(crate) struct Shard<R> {
+    pub arrivals: Vec<Arc<Item<R>>>,
+    /// The dispatcher's last references to requests that left the queues, for the next producer
+    /// of this shard to drop: a request's memory is then freed by a thread that allocates
+    /// requests (and reuses it from its own cache) instead of by the dispatch thread, through
+    /// which every request passes. The dispatcher drops them itself before it sleeps.
+    pub ended: Vec<Arc<Item<R>>>,
+    /// An emptied `ended` buffer, back for the dispatcher to fill again.
+    pub empty: Vec<Arc<Item<R>>>,
+}
+
+impl<R> Default for Shard<R> {
+    fn default() -> Self {
+        Shard {
+            arrivals: Vec::new(),
+            ended: Vec::new(),
+            empty: Vec::new(),
+        }
+    }
+}
 
 pub(crate) struct Shared<D: Dispatcher, S> {
     pub config: FlowControlConfig,
@@ -218,7 +239,7 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             metrics: FlowMetrics::default(),
             bands: ArcSwap::from_pointee(Vec::new()),
             band_writer: Mutex::new(()),
-            inbox: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            inbox: (0..SHARDS).map(|_| Mutex::default()).collect(),
             queues: Mutex::new(Queues::new()),
             next_id: AtomicU64::new(1),
             pending: AtomicU32::new(0),
@@ -369,15 +390,23 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
             gauge,
         ));
         let shard = SHARD.with(Cell::get);
-        let first = {
+        let (first, ended) = {
             let mut inbox = s.inbox[shard].lock();
-            inbox.push(item.clone());
-            inbox.len() == 1
+            inbox.arrivals.push(item.clone());
+            let ended = (!inbox.ended.is_empty()).then(|| std::mem::take(&mut inbox.ended));
+            (inbox.arrivals.len() == 1, ended)
         };
         // A shard with arrivals in it was signalled when its first came and not taken since
         // (whoever takes it clears its bit first, then empties it under its lock).
         if first {
             s.signal(1 << shard);
+        }
+        if let Some(mut ended) = ended {
+            ended.clear(); // outside the lock
+            let mut inbox = s.inbox[shard].lock();
+            if inbox.empty.capacity() < ended.capacity() {
+                inbox.empty = ended;
+            }
         }
         // Shutdown may have drained the inboxes between the check above and the push: whoever
         // ends the item first owns its outcome.
@@ -399,7 +428,10 @@ impl<D: Dispatcher, S: CompletionSink<D::Output>> FlowController<D, S> {
         let s = &*self.shared;
         let progress = q.cycle(s, INLINE_BURST, merged);
         let wake = asked || q.needs_thread(s, &progress);
+        // A caller's thread is one that allocates requests: it drops what ended here itself.
+        let ended = (!q.ended.is_empty()).then(|| std::mem::take(&mut q.ended));
         drop(q);
+        drop(ended);
         if wake {
             s.wake();
         }

@@ -80,6 +80,11 @@ pub(crate) struct Queues<D: Dispatcher> {
     /// Requests with their own TTL to which the no-endpoint TTL applies, in arrival order.
     arrivals: VecDeque<Arc<Item<D::Request>>>,
     spare: Vec<Arc<Item<D::Request>>>,
+    /// Requests that left the queues, once dropped from the indexes: handed to a producer's
+    /// inbox shard to drop (`Shard::ended`), or dropped here before the thread sleeps.
+    pub ended: Vec<Arc<Item<D::Request>>>,
+    /// Inbox shards handed ended requests since the dispatch thread last slept.
+    handed: u32,
     /// Arrivals of one merge in runs of one gauge and fairness id, for the enqueue durations.
     merged: Vec<(Arc<FlowGauge>, Arc<str>, u64)>,
     /// Requests whose own candidates are missing while the pool has endpoints.
@@ -156,9 +161,10 @@ fn by_arrival<R>(q: &mut VecDeque<Arc<Item<R>>>, item: Arc<Item<R>>) {
     }
 }
 
-fn drop_ended<R>(q: &mut VecDeque<Arc<Item<R>>>) {
+/// Take the ended requests off the front of `q` into `ended`.
+fn take_ended<R>(q: &mut VecDeque<Arc<Item<R>>>, ended: &mut Vec<Arc<Item<R>>>) {
     while q.front().is_some_and(|i| !i.is_queued()) {
-        q.pop_front();
+        ended.extend(q.pop_front());
     }
 }
 
@@ -170,6 +176,8 @@ impl<D: Dispatcher> Queues<D> {
             by_deadline: BinaryHeap::new(),
             arrivals: VecDeque::new(),
             spare: Vec::new(),
+            ended: Vec::new(),
+            handed: 0,
             merged: Vec::new(),
             parked: Vec::new(),
             out: Vec::new(),
@@ -185,6 +193,15 @@ impl<D: Dispatcher> Queues<D> {
     /// per merge instead of two per request on the producer. Returns when the merge ended (the
     /// cycle that follows starts then), None when there was nothing to merge.
     pub fn take_inbox<S>(&mut self, s: &Shared<D, S>, bits: u32) -> Option<Instant> {
+        self.merge(s, bits, false)
+    }
+
+    /// `take_inbox` on the dispatch thread: the requests that ended go to the shards merged.
+    fn take_inbox_handing<S>(&mut self, s: &Shared<D, S>, bits: u32) -> Option<Instant> {
+        self.merge(s, bits, true)
+    }
+
+    fn merge<S>(&mut self, s: &Shared<D, S>, bits: u32, hand: bool) -> Option<Instant> {
         let mut bits = bits & ALL_SHARDS;
         if bits == 0 {
             return None;
@@ -194,7 +211,17 @@ impl<D: Dispatcher> Queues<D> {
         while bits != 0 {
             let shard = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            std::mem::swap(&mut *s.inbox[shard].lock(), &mut self.spare);
+            {
+                let mut inbox = s.inbox[shard].lock();
+                std::mem::swap(&mut inbox.arrivals, &mut self.spare);
+                if hand && !self.ended.is_empty() && inbox.ended.is_empty() {
+                    self.handed |= 1 << shard;
+                    std::mem::swap(&mut inbox.ended, &mut self.ended);
+                    if self.ended.capacity() < inbox.empty.capacity() {
+                        std::mem::swap(&mut inbox.empty, &mut self.ended);
+                    }
+                }
+            }
             let mut spare = std::mem::take(&mut self.spare);
             for item in spare.drain(..) {
                 n += 1;
@@ -321,6 +348,7 @@ impl<D: Dispatcher> Queues<D> {
         while self.by_deadline.peek().is_some_and(|e| e.0 <= now) {
             let ByDeadline(_, item) = self.by_deadline.pop().expect("peeked");
             if !item.is_queued() {
+                self.ended.push(item);
                 continue;
             }
             let why = if is_empty() || dispatcher.no_candidates(&item.request) {
@@ -331,7 +359,7 @@ impl<D: Dispatcher> Queues<D> {
             self.end(&item, why, now);
         }
         loop {
-            drop_ended(&mut self.fifo);
+            take_ended(&mut self.fifo, &mut self.ended);
             let Some(front) = self.fifo.front() else {
                 break;
             };
@@ -366,7 +394,7 @@ impl<D: Dispatcher> Queues<D> {
             self.parked = parked;
         }
         loop {
-            drop_ended(&mut self.arrivals);
+            take_ended(&mut self.arrivals, &mut self.ended);
             match self.arrivals.front() {
                 Some(front) if front.enqueued + ttl <= now && is_empty() => {
                     let item = self.arrivals.pop_front().expect("front");
@@ -471,9 +499,11 @@ impl<D: Dispatcher> Queues<D> {
         // (blocked band, saturation, its ceilings) when head-of-line blocking ended the burst.
         let mut blocked = None;
         'burst: for _ in 0..burst {
-            let saturation = s
-                .detector
-                .saturation(now, l.in_flight.load(Ordering::SeqCst));
+            // This burst's dispatches count in flight from here; they are published once, at its
+            // end (before their capacity is handed back, so an inline dispatch that finds the
+            // queues empty sees them in flight; their callers hear of them only after that).
+            let in_flight = l.in_flight.load(Ordering::SeqCst) + dispatched;
+            let saturation = s.detector.saturation(now, in_flight);
             let ceilings = s.limits.cycle(saturation);
             let mut went = false;
             for (&Reverse(priority), band) in self.bands.iter_mut() {
@@ -496,7 +526,6 @@ impl<D: Dispatcher> Queues<D> {
                     Dispatch::Done(output) => {
                         item.finish_dispatched();
                         self.freed.add(&item);
-                        l.in_flight.fetch_add(1, Ordering::AcqRel);
                         dispatched += 1;
                         let waited = now.saturating_duration_since(item.enqueued);
                         waited_nanos += waited.as_nanos() as u64;
@@ -536,6 +565,9 @@ impl<D: Dispatcher> Queues<D> {
             if ev.busy() {
                 progress = Progress::Blocked { poll: true }; // a grace or timeout ends by itself
             }
+        }
+        if dispatched > 0 {
+            l.in_flight.fetch_add(dispatched, Ordering::SeqCst);
         }
         self.freed.settle();
         if dispatched > 0 {
@@ -580,15 +612,31 @@ pub(crate) fn run<D: Dispatcher, S: CompletionSink<D::Output>>(s: Arc<Shared<D, 
             q.flush(&s);
             return;
         }
-        let merged = q.take_inbox(&s, bits);
+        let merged = q.take_inbox_handing(&s, bits);
         let progress = q.cycle(&s, BURST, merged);
         q.changed = false;
         let wait = q.sleep_for(&s, &progress);
+        if merged.is_none() {
+            q.ended.clear(); // no producer came to hand them to (a backlog draining, or idle)
+        }
         drop(q);
         if matches!(progress, Progress::MoreToDo) || spin_for_work(&s) {
             continue;
         }
+        take_back_ended(&s);
         std::thread::park_timeout(wait);
+    }
+}
+
+/// Before the dispatch thread sleeps: drop the ended requests still waiting in inbox shards for
+/// producers that did not come back (they would hold their requests' memory meanwhile).
+fn take_back_ended<D: Dispatcher, S>(s: &Shared<D, S>) {
+    let mut handed = std::mem::take(&mut s.queues.lock().handed);
+    while handed != 0 {
+        let shard = handed.trailing_zeros() as usize;
+        handed &= handed - 1;
+        let ended = std::mem::take(&mut s.inbox[shard].lock().ended);
+        drop(ended);
     }
 }
 

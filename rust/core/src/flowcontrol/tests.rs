@@ -420,6 +420,43 @@ fn a_cancelled_request_leaves_at_once_and_gets_no_other_outcome() {
 }
 
 #[test]
+fn requests_handed_back_to_a_producer_that_goes_quiet_are_still_freed() {
+    // The dispatcher hands the requests it is done with to the inbox shard of a producer, for
+    // it to drop on its next enqueue; one that never comes back must not keep them alive.
+    let (fc, seen) = gated(config("{}"), false);
+    fc.dispatcher().open.store(true, Ordering::SeqCst);
+    const N: u32 = 3000;
+    let held: Vec<std::sync::Weak<Item<(String, u32)>>> = std::thread::scope(|s| {
+        s.spawn(|| {
+            (0..N)
+                .map(|i| {
+                    if i % 50 == 0 {
+                        // Let merges happen while the producer is still here (hand-backs).
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    Arc::downgrade(&fc.enqueue(&adm("f", 0), ("f".into(), i)).unwrap())
+                })
+                .collect()
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(wait_for(&seen, N as usize).len(), N as usize);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive = held.iter().filter(|w| w.strong_count() > 0).count();
+        if alive == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{alive} finished requests still held"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
 fn shutdown_evicts_queued_requests() {
     let (fc, seen) = gated(config("{}"), false);
     let a = fc.enqueue(&adm("f", 0), ("f".into(), 0)).unwrap();
