@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -99,7 +100,9 @@ class UpstreamEpp:
                      "--config-file", str(self.dir / "config.yaml"),
                      "--grpc-port", str(self.grpc_port), "--grpc-health-port", str(find_free_port()),
                      "--metrics-port", str(self.metrics_port), "--secure-serving=false",
-                     "--metrics-endpoint-auth=false", "--tracing=false", "--enable-pprof=false"]
+                     "--metrics-endpoint-auth=false", "--tracing=false", "--enable-pprof=false",
+                     # more flags, e.g. --zap-log-level=5 to log each lookup's block keys and scores
+                     *shlex.split(os.environ.get("SLUICEGATE_UPSTREAM_EPP_ARGS", ""))]
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self, session: aiohttp.ClientSession, timeout_s: float = 30.0) -> None:
@@ -123,6 +126,17 @@ class UpstreamEpp:
                 pass
             await asyncio.sleep(0.1)  # poll interval of this bounded wait
         raise TimeoutError(f"the upstream EPP did not report {self.count} endpoints in {timeout_s} s:\n{self.log_tail()}")
+
+    async def save_metrics(self) -> None:
+        """Its /metrics at the end of the run beside its log (index size, KV events, lookups)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+                async with session.get(f"http://127.0.0.1:{self.metrics_port}/metrics") as resp:
+                    self.log.with_suffix(".metrics").write_text(await resp.text())
+        except aiohttp.ClientError as e:
+            self.log.with_suffix(".metrics").write_text(f"# not read: {e!r}\n")
 
     def log_tail(self, n: int = 20) -> str:
         try:
@@ -241,6 +255,7 @@ class UpstreamGoPolicy(Policy):
         if self.channel is not None:
             await self.channel.close()
         if self.epp is not None:
+            await self.epp.save_metrics()
             self.epp.stop()
 
 
