@@ -24,8 +24,8 @@ pytestmark = [pytest.mark.timeout(3600),
 ROWS = {"shared_prefix": ("round-robin", "sluicegate", "sluicegate-upstream-scorer", "upstream-go"),
         "varied": ("least-queue", "sluicegate", "upstream-go"),
         "lora": ("round-robin", "sluicegate", "upstream-go"),
-        "shared_prefix_vllm": ("round-robin", "sluicegate", "sluicegate-upstream-scorer", "sluicegate+precise-render",
-                               "upstream-go", "upstream-go+precise")}
+        "shared_prefix_vllm": ("round-robin", "sluicegate", "sluicegate-upstream-scorer", "upstream-go",
+                               "sluicegate+precise", "sluicegate+precise-render", "upstream-go+precise")}
 
 
 def _rows(key: str, workload: str, shape: FleetShape) -> list[Policy]:
