@@ -15,7 +15,7 @@ from benches.quality.driver import WORKLOADS, capacity, run_policy
 from benches.quality.fleet import FleetShape
 from benches.quality.policies import Policy, policies
 from benches.quality.test_routing_quality import LOAD, SEED, _fixed_rate, vllm_style_shape
-from benches.quality.upstream_go import missing_reason, upstream_policies
+from benches.quality.upstream_go import ScrapedQueuePolicy, missing_reason, upstream_policies
 
 pytestmark = [pytest.mark.timeout(3600),
               pytest.mark.skipif(missing_reason() is not None, reason=f"upstream-go rows: {missing_reason()}")]
@@ -32,7 +32,7 @@ def _rows(key: str, workload: str, shape: FleetShape) -> list[Policy]:
     names = os.environ.get("SLUICEGATE_QUALITY_POLICIES", "")
     wanted = names.split(",") if names else ROWS[key]
     every = {p.name: p for p in [*policies(workload, SEED, shape if shape.tokenizer else None),
-                                 *upstream_policies(shape)]}
+                                 *upstream_policies(shape), ScrapedQueuePolicy()]}
     return [every[n] for n in wanted if n in every]
 
 

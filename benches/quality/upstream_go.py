@@ -30,7 +30,8 @@ from sluicegate.standalone.ports import find_free_port
 
 from benches.quality.fleet import FleetShape, SimFleetProcess
 from tests.integration.extproc_client import FULL_DUPLEX, request_body, request_headers, response_body
-from benches.quality.policies import Policy, PolicyError, _default_profile, precise_tokens
+from benches.quality.policies import (UPSTREAM_SCORER, Policy, PolicyError, SluicegatePolicy, _default_profile,
+                                      precise_tokens)
 
 VERSION_FILE = Path(__file__).parent / "upstream" / "version"
 LOGS = Path(__file__).parent / "out" / "upstream-epp"  # the last run's log per row
@@ -274,3 +275,21 @@ def upstream_policies(shape: FleetShape) -> list[UpstreamGoPolicy]:
                 "- {type: prefix-cache-scorer, parameters: {prefixMatchInfoProducerName: precise-prefix-cache-producer}}")
         out.append(UpstreamGoPolicy("upstream-go+precise", precise))
     return out
+
+
+class ScrapedQueuePolicy(SluicegatePolicy):
+    """`sluicegate-scraped-queue`: our port of upstream's scorer with the request
+    released as soon as it is routed, so the Router holds nothing in flight and its
+    queue-scorer sees the scraped waiting queue alone, as upstream's does (sluicegate's counts
+    max(waiting, in flight − running)). A diagnostic row: what that one difference moves."""
+
+    def __init__(self) -> None:
+        super().__init__("sluicegate-scraped-queue", UPSTREAM_SCORER)
+
+    def pick(self, path: str, body: bytes) -> str:
+        address = super().pick(path, body)
+        self.scheduler.release(address)
+        return address
+
+    def done(self, address: str) -> None:
+        pass
