@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/sluicegate/target-rustc-$(RUSTC_VERSIO
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
 
-.PHONY: setup demo test test-rust test-py bench bench-long soak lint clean kube-bins prometheus-bin tools tools-test redis-bin
+.PHONY: setup demo test test-rust test-py bench bench-long soak lint clean kube-bins prometheus-bin tools tools-test redis-bin upstream-epp-bin
 
 # Tool checks: each prints one line naming every missing or too old tool, then stops the build.
 # Minimum versions come from the files that need them (pyproject.toml, Cargo.toml, go.mod).
@@ -61,6 +61,18 @@ HELM_BIN := $(HOME)/.cache/sluicegate/helm-$(HELM_VERSION)
 PROMETHEUS_VERSION := $(shell awk '$$1 == "github.com/prometheus/prometheus" {print $$2}' tests/prometheus/go.mod)
 PROMETHEUS_BIN := $(HOME)/.cache/sluicegate/prometheus-$(PROMETHEUS_VERSION)
 
+# The real upstream EPP (llm-d-router's Go `epp`) that benches/quality runs beside sluicegate
+# (SLUICEGATE_QUALITY_UPSTREAM=1; not part of `make test`), at the commit sluicegate follows
+# (benches/quality/upstream/version), cached outside the clone per version (skipped when present).
+# Through the Go module proxy first; a proxy that will not serve llm-d-router (403) falls back to
+# its source from git (UPSTREAM_EPP_GIT: a local mirror when there is one), built as its
+# Dockerfile.epp builds it (CGO_ENABLED=0), its dependencies from the module proxy.
+UPSTREAM_EPP_COMMIT := $(shell awk '$$1 == "commit" {print $$2}' benches/quality/upstream/version)
+UPSTREAM_EPP_VERSION := $(shell awk '$$1 == "version" {print $$2}' benches/quality/upstream/version)
+UPSTREAM_EPP_BIN := $(HOME)/.cache/sluicegate/llm-d-router-$(UPSTREAM_EPP_VERSION)
+UPSTREAM_EPP_GIT ?= $(or $(wildcard /work/.mirror/llm-d+llm-d-router/repo),https://github.com/llm-d/llm-d-router.git)
+UPSTREAM_EPP_LDFLAGS := -s -w -X github.com/llm-d/llm-d-router/version.CommitSHA=$(UPSTREAM_EPP_COMMIT)
+
 setup: .stamp-ext
 
 $(VENV)/.stamp-deps: pyproject.toml | tools
@@ -98,6 +110,17 @@ $(PROMETHEUS_BIN)/.built: | tools-test
 	cd tests/prometheus && GOFLAGS="-mod=mod -buildvcs=false" go build -trimpath -tags remove_all_sd \
 		-o $(PROMETHEUS_BIN)/ github.com/prometheus/prometheus/cmd/prometheus
 	touch $@
+
+upstream-epp-bin: $(UPSTREAM_EPP_BIN)/epp
+
+$(UPSTREAM_EPP_BIN)/epp: | tools-test
+	GOBIN=$(UPSTREAM_EPP_BIN) CGO_ENABLED=0 go install -trimpath -ldflags "$(UPSTREAM_EPP_LDFLAGS)" \
+		github.com/llm-d/llm-d-router/cmd/epp@$(UPSTREAM_EPP_VERSION) || { \
+	src=$(UPSTREAM_EPP_BIN)/src; rm -rf $$src && mkdir -p $$src && \
+	if [ -d "$(UPSTREAM_EPP_GIT)" ]; then git -C "$(UPSTREAM_EPP_GIT)" archive $(UPSTREAM_EPP_COMMIT) | tar -x -C $$src; \
+	else git clone -q "$(UPSTREAM_EPP_GIT)" $$src && git -C $$src checkout -q $(UPSTREAM_EPP_COMMIT); fi && \
+	cd $$src && CGO_ENABLED=0 go build -trimpath -ldflags "$(UPSTREAM_EPP_LDFLAGS)" -o $@.tmp ./cmd/epp && \
+	mv $@.tmp $@; }
 
 helm-bin: $(HELM_BIN)/helm
 

@@ -10,7 +10,7 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -20,9 +20,10 @@ from sluicegate.loadgen.workloads import WorkloadRequest, lora, shared_prefix, v
 from sluicegate.sim.config import DEFAULT_MODEL
 
 from benches.quality.fleet import FleetShape, SimFleetProcess
-from benches.quality.policies import LeastRequestPolicy, Policy
+from benches.quality.policies import LeastRequestPolicy, Policy, PolicyError
 
 WORKLOADS = ("shared_prefix", "varied", "lora")
+Answered = Callable[[int, list[tuple[str, str]], bytes], Awaitable[None]]
 
 
 def workload(name: str, seed: int, shape: FleetShape) -> Iterator[WorkloadRequest]:
@@ -105,17 +106,24 @@ def _body(request: WorkloadRequest) -> bytes:
     return json.dumps(body).encode()
 
 
-async def _send(session: aiohttp.ClientSession, address: str, path: str, body: bytes) -> Sample:
+async def _send(session: aiohttp.ClientSession, address: str, path: str, body: bytes,
+                answered: Answered | None = None) -> Sample:
+    """`answered` gets the server's answer (status, headers, body) once it is timed: a policy
+    that routes through an ext_proc stream sends it back on the stream, as Envoy does."""
     started = time.perf_counter()
     try:
         async with session.post(f"http://{address}{path}", data=body,
                                 headers={"content-type": "application/json"}) as resp:
-            payload = await resp.json(content_type=None)
+            raw = await resp.read()
+            wall_ms = (time.perf_counter() - started) * 1000.0
+            if answered is not None:
+                await answered(resp.status, list(resp.headers.items()), raw)
+            payload = json.loads(raw)
             if resp.status != 200:
                 return Sample(False)
             return Sample(True, float(resp.headers["x-sim-ttft-ms"]), float(resp.headers["x-sim-e2e-ms"]),
-                          (time.perf_counter() - started) * 1000.0, payload["usage"]["completion_tokens"])
-    except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError):
+                          wall_ms, payload["usage"]["completion_tokens"])
+    except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError, PolicyError):
         return Sample(False)
 
 
@@ -148,10 +156,14 @@ async def _run_policy(name: str, policy: Policy, shape: FleetShape, rate: float,
 
             async def one(request: WorkloadRequest) -> None:
                 body = _body(request)
-                address = await policy.pick_async(request.path, body)
+                try:
+                    address = await policy.pick_async(request.path, body)
+                except PolicyError:  # routing refused (an ext_proc answer without an endpoint)
+                    result.samples.append(Sample(False))
+                    return
                 result.count_move(request, address)
                 try:
-                    result.samples.append(await _send(session, address, request.path, body))
+                    result.samples.append(await _send(session, address, request.path, body, policy.answered))
                 finally:
                     policy.done(address)
 

@@ -72,6 +72,10 @@ LORA = _default_profile("- {type: lora-affinity-scorer}", "  - {pluginRef: lora-
 ACTIVE = _default_profile("- {type: active-request-scorer}", "  - {pluginRef: active-request-scorer, weight: 2}")
 
 
+class PolicyError(RuntimeError):
+    """A policy could not route a request (the request fails; the run goes on)."""
+
+
 class Policy:
     """A baseline policy also runs a Router that scrapes the fleet (and routes nothing), so the
     simulators carry the same /metrics load in every run: the eight servers share one process,
@@ -89,6 +93,9 @@ class Policy:
 
     async def pick_async(self, path: str, body: bytes) -> str:
         return self.pick(path, body)
+
+    async def answered(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        """The picked server's answer to the request this task routed (ext_proc policies)."""
 
     def done(self, address: str) -> None:
         pass

@@ -62,6 +62,24 @@ def targets(by_workload: Mapping[str, Sequence[Row]]) -> list[tuple[str, bool | 
             out.append((f"(c) {policy}: fewer adapter loads than round-robin",
                         ours["adapter_loads"] < rr["adapter_loads"],
                         f"{ours['adapter_loads']} vs {rr['adapter_loads']}"))
+    return out + upstream_targets(by_workload)
+
+
+def upstream_targets(by_workload: Mapping[str, Sequence[Row]]) -> list[tuple[str, bool | None, str]]:
+    """Issue 19: the approximate default reaches at least the real upstream EPP's hit rate and
+    TTFT p90 (its approximate producer, the `upstream-go` row) on shared_prefix, same run."""
+    out: list[tuple[str, bool | None, str]] = []
+    for workload in ("shared_prefix_upstream", "shared_prefix_vllm_upstream"):
+        rows = {r["policy"]: r for r in by_workload.get(workload, ())}
+        ours, theirs = rows.get("sluicegate"), rows.get("upstream-go")
+        if ours and theirs:
+            out.append((f"(19) {workload}: sluicegate hit rate >= upstream-go's",
+                        ours["prefix_hit_rate"] >= theirs["prefix_hit_rate"],
+                        f"{ours['prefix_hit_rate']:.1%} vs {theirs['prefix_hit_rate']:.1%}"))
+            t = _ratio(ours["ttft_p90_ms"], theirs["ttft_p90_ms"])
+            out.append((f"(19) {workload}: sluicegate TTFT p90 <= upstream-go's", t is not None and t <= 1.0,
+                        f"{ours['ttft_p90_ms']:.0f} vs {theirs['ttft_p90_ms']:.0f} ms ({t:.2f}x)"
+                        if t is not None else "n/a"))
     return out
 
 
@@ -90,7 +108,9 @@ def plot(by_workload: Mapping[str, Sequence[Row]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    workloads = [w for w in ("shared_prefix", "shared_prefix_vllm", "varied", "lora") if w in by_workload]
+    # A workload's rows, and its rows beside upstream's EPP (`<workload>_upstream`).
+    order = ("shared_prefix", "shared_prefix_vllm", "varied", "lora")
+    workloads = [w for base in order for w in (base, f"{base}_upstream") if w in by_workload]
     fig, axes = plt.subplots(2, len(workloads), figsize=(5.5 * len(workloads), 8), squeeze=False)
     second = {"shared_prefix": ("prefix_hit_rate", "prefix-cache hit rate"),
               "shared_prefix_vllm": ("prefix_hit_rate", "prefix-cache hit rate"),
@@ -108,7 +128,7 @@ def plot(by_workload: Mapping[str, Sequence[Row]], path: Path) -> Path:
         ax.set_yscale("log")
         ax.set_xticks(list(x), names, rotation=30, ha="right")
         ax.legend()
-        key, label = second[workload]
+        key, label = second[workload.removesuffix("_upstream")]
         ax = axes[1][col]
         ax.bar(list(x), [r[key] or 0 for r in rows], color="tab:green")
         ax.set_title(f"{workload}: {label}")

@@ -55,18 +55,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def vllm_style_shape(tmp_path) -> FleetShape:
+    """vLLM-style servers: a tokenizer trained here on the workload's own words (so a token is
+    about as long as the simulators' default ~4 characters), seeded sha256_cbor hashes, token
+    ids in named-field events, every server dialling one endpoint the EPP binds."""
+    sample = itertools.islice(workload("shared_prefix", SEED + 1, FleetShape()), 300)
+    corpus = [m["content"] for r in sample for m in r.body["messages"]]
+    tokenizer = byte_level_chatml(tmp_path / "tok", vocab_size=2000, corpus=corpus)
+    return FleetShape(tokenizer=str(tokenizer), hash_seed="42", kv_events_encoding="map",
+                      kv_events_endpoint=f"tcp://127.0.0.1:{_free_port()}")
+
+
 def test_precise_routing_with_vllm_style_events(benchmark, quality_size, quality_rows, tmp_path):
     """shared_prefix against vLLM-style servers: a tokenizer (trained here), vLLM's seeded
     sha256_cbor block hashes with token ids in named-field events, servers dialling the EPP's
     bound ZMQ endpoint. Approximate default vs precise (in-process tokenizer, and through a
     server's render API), same arrivals, same run."""
-    # Trained on the workload's own words, so a token is about as long as the simulators'
-    # default ~4 characters.
-    sample = itertools.islice(workload("shared_prefix", SEED + 1, FleetShape()), 300)
-    corpus = [m["content"] for r in sample for m in r.body["messages"]]
-    tokenizer = byte_level_chatml(tmp_path / "tok", vocab_size=2000, corpus=corpus)
-    shape = FleetShape(tokenizer=str(tokenizer), hash_seed="42", kv_events_encoding="map",
-                       kv_events_endpoint=f"tcp://127.0.0.1:{_free_port()}")
+    shape = vllm_style_shape(tmp_path)
     names = {"round-robin", "sluicegate", "sluicegate-previous", "sluicegate-upstream-scorer",
              "sluicegate-queue-slack", "sluicegate+precise", "sluicegate+precise-render"}
     if os.environ.get("SLUICEGATE_QUALITY_POLICIES"):  # a subset, to repeat a comparison sooner

@@ -2,9 +2,11 @@
 binds when the endpoint has a wildcard (`tcp://*:5557`, `ipc://`) and otherwise connects out
 to a subscriber that bound it (llm-d's EPP), one message per engine step with events, as three
 frames — topic (`kv@<pod-ip>:<port>@<model>` for llm-d), an 8-byte big-endian sequence number,
-and a msgpack `KVEventBatch`. Two wire forms, as vLLM versions differ: "array" (msgspec
-array_like: `[ts, [["BlockStored", ...], ...], dp_rank]`) and "map" (named fields with a
-`type` tag: `{"ts": ..., "events": [{"type": "BlockStored", ...}], "data_parallel_rank": 0}`)."""
+and a msgpack `KVEventBatch`. Two wire forms of the events, as vLLM versions differ: "array"
+(msgspec array_like: `[ts, [["BlockStored", ...], ...], dp_rank]`) and "map" (named fields with
+a `type` tag: `[ts, [{"type": "BlockStored", ...}], dp_rank]`); the batch is an array in both,
+as vLLM's `EventBatch` (array_like) is, and as upstream's decoder reads it (a map-shaped batch
+decodes there as a batch of no events)."""
 
 from __future__ import annotations
 
@@ -47,10 +49,7 @@ def encode_event(event: dict[str, Any], encoding: str) -> Any:
 
 
 def encode_batch(events: list[dict[str, Any]], encoding: str, ts: float, dp_rank: int = 0) -> bytes:
-    encoded = [encode_event(e, encoding) for e in events]
-    if encoding == "map":
-        return msgpack.packb({"ts": ts, "events": encoded, "data_parallel_rank": dp_rank})
-    return msgpack.packb([ts, encoded, dp_rank])
+    return msgpack.packb([ts, [encode_event(e, encoding) for e in events], dp_rank])
 
 
 class KvEventPublisher:
