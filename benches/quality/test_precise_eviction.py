@@ -16,11 +16,13 @@ from benches.quality.policies import policies
 
 LOAD = 0.7
 SEED = 0
-# 384 blocks of 16 tokens (6,144 tokens) a server: about 4 of the 32 system prompts
-# (800–1,600 tokens each) with nothing running, while the 8 servers' shares of the working set
-# (4 system prompts and 16 conversations each, ~4,800 tokens of prompts before any history)
-# fill it; the approximate producer's LRU (autoTune: 384 entries of 64 tokens) believes in 4×
-# what each server holds. Prompts stay under 4,096 tokens.
+# 384 blocks of 16 tokens (6,144 tokens) a server. With the tokenizer trained here (6.4
+# characters a token on this workload) the 32 system prompts are 500-975 tokens (23.4K in all)
+# and a request 956 on average (at most ~1,500): a server holds about 8 system prompts with
+# nothing running, less than its share under prefix affinity (4 system prompts and 16
+# conversations' histories, ~6.5K tokens together, plus the running requests' own blocks), so the
+# servers evict all the time. The approximate producer's LRU (autoTune: 384 entries of 64
+# estimated tokens, ~15K real tokens) believes in 2.5x what each server holds.
 EVICTING = FleetShape(kv_blocks=384, max_model_len=4096)
 pytestmark = pytest.mark.timeout(3600)
 
