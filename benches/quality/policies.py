@@ -72,10 +72,6 @@ LORA = _default_profile("- {type: lora-affinity-scorer}", "  - {pluginRef: lora-
 ACTIVE = _default_profile("- {type: active-request-scorer}", "  - {pluginRef: active-request-scorer, weight: 2}")
 
 
-# Time for the simulators' KV-event publishers to (re)dial the EPP's freshly bound endpoint.
-PUBLISHERS_JOIN_S = 0.5
-
-
 class Policy:
     """A baseline policy also runs a Router that scrapes the fleet (and routes nothing), so the
     simulators carry the same /metrics load in every run: the eight servers share one process,
@@ -185,7 +181,7 @@ class SluicegatePolicy(Policy):
             # before a server's connection and subscription join are dropped, and every later
             # BlockStored continuing a dropped chain is skipped (unknown parent) until the
             # server evicts it. A production EPP binds long before traffic; here it comes next.
-            await asyncio.sleep(PUBLISHERS_JOIN_S)
+            await asyncio.sleep(0.5)
         await _scrape(self.scheduler, self.addresses)
         if self.precise and not fleet.shape.tokenizer:
             self.subscriber = KvEventSubscriber(self.scheduler.router)
