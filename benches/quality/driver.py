@@ -9,18 +9,15 @@ import io
 import itertools
 import json
 import random
-import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import aiohttp
 
 from sluicegate.loadgen.report import percentile
 from sluicegate.loadgen.workloads import WorkloadRequest, lora, shared_prefix, varied
 from sluicegate.sim.config import DEFAULT_MODEL
-from sluicegate.sim.toy_tokenizers import byte_level_chatml
 
 from benches.quality.fleet import FleetShape, SimFleetProcess
 from benches.quality.policies import LeastRequestPolicy, Policy
@@ -208,22 +205,3 @@ async def capacity(name: str, shape: FleetShape, seconds: float, seed: int) -> f
         await policy.stop()
         fleet.stop()
     return done / (seconds * 2 / 3)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def vllm_style_shape(tmp_path: Path, seed: int, base: FleetShape | None = None) -> FleetShape:
-    """`base` (default: the standard fleet) as vLLM-style servers: a byte-level BPE tokenizer
-    trained here on shared_prefix's own words (so a token is about as long as the simulators'
-    default ~4 characters; nothing downloaded), vLLM's sha256_cbor block hashes seeded by
-    PYTHONHASHSEED=42 with token ids in named-field events, every server dialling the EPP's
-    bound ZMQ endpoint."""
-    sample = itertools.islice(workload("shared_prefix", seed + 1, FleetShape()), 300)
-    corpus = [m["content"] for r in sample for m in r.body["messages"]]
-    tokenizer = byte_level_chatml(tmp_path / "tok", vocab_size=2000, corpus=corpus)
-    return replace(base or FleetShape(), tokenizer=str(tokenizer), hash_seed="42", kv_events_encoding="map",
-                   kv_events_endpoint=f"tcp://127.0.0.1:{_free_port()}")

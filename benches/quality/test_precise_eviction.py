@@ -5,12 +5,18 @@ follows the events. Same arrivals and requests for every policy, in one run."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import socket
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import uvloop
 
-from benches.quality.driver import capacity, run_policy, vllm_style_shape
+from sluicegate.sim.toy_tokenizers import byte_level_chatml
+
+from benches.quality.driver import capacity, run_policy, workload
 from benches.quality.fleet import FleetShape
 from benches.quality.policies import policies
 
@@ -25,6 +31,24 @@ SEED = 0
 # estimated tokens, ~15K real tokens) believes in 2.5x what each server holds.
 EVICTING = FleetShape(kv_blocks=384, max_model_len=4096)
 pytestmark = pytest.mark.timeout(3600)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def vllm_style_shape(tmp_path: Path, seed: int, base: FleetShape) -> FleetShape:
+    """`base` as vLLM-style servers, as in test_precise_routing_with_vllm_style_events: a
+    byte-level BPE tokenizer trained here on shared_prefix's own words (nothing downloaded),
+    vLLM's sha256_cbor block hashes seeded by PYTHONHASHSEED=42 with token ids in named-field
+    events, every server dialling the EPP's bound ZMQ endpoint."""
+    sample = itertools.islice(workload("shared_prefix", seed + 1, FleetShape()), 300)
+    corpus = [m["content"] for r in sample for m in r.body["messages"]]
+    tokenizer = byte_level_chatml(tmp_path / "tok", vocab_size=2000, corpus=corpus)
+    return replace(base, tokenizer=str(tokenizer), hash_seed="42", kv_events_encoding="map",
+                   kv_events_endpoint=f"tcp://127.0.0.1:{_free_port()}")
 
 
 def test_precise_routing_under_eviction(benchmark, quality_size, quality_rows, tmp_path):
