@@ -37,7 +37,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     rows = config.stash.get(_ROWS, {})
     if not rows:
         return
-    text = "\n\n".join(table(r) for r in rows.values()) + "\n\n" + format_targets(targets(rows))
+    text = "\n\n".join(table(r, name) for name, r in rows.items()) + "\n\n" + format_targets(targets(rows))
     text += "\n" + noise(rows)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "report.txt").write_text(text + "\n")

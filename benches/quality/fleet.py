@@ -28,6 +28,7 @@ class FleetShape:
     speedup: float = 1.0
     max_num_seqs: int = 8
     kv_blocks: int = 1536
+    max_model_len: int = 8192  # at most kv_blocks × 16 (the simulator's block size)
     max_loras: int = 2
     loras: tuple[str, ...] = tuple(f"lora-{i}" for i in range(32))
     # vLLM-style servers: tokenize with this tokenizer, publish vLLM's hashes (seeded) with token
@@ -41,6 +42,7 @@ class FleetShape:
     def argv(self) -> list[str]:
         argv = ["--count", str(self.count), "--speedup", str(self.speedup),
                 "--max-num-seqs", str(self.max_num_seqs), "--kv-blocks", str(self.kv_blocks),
+                "--max-model-len", str(self.max_model_len),
                 "--max-loras", str(self.max_loras), "--loras", ",".join(self.loras),
                 "--kv-events-endpoint", self.kv_events_endpoint,
                 "--kv-events-encoding", self.kv_events_encoding]

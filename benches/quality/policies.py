@@ -184,6 +184,11 @@ class SluicegatePolicy(Policy):
             # The servers dial the EPP: bind first, as the EPP does at start.
             self.subscriber = KvEventSubscriber.from_config(self.scheduler.router, self.scheduler.config.precise_prefix)
             self.subscriber.start()
+            # They redial every 100 ms (ZMQ's reconnect interval) until the bind: events sent
+            # before a server's connection and subscription join are dropped, and every later
+            # BlockStored continuing a dropped chain is skipped (unknown parent) until the
+            # server evicts it. A production EPP binds long before traffic; here it comes next.
+            await asyncio.sleep(0.5)
         await _scrape(self.scheduler, self.addresses)
         if self.precise and not fleet.shape.tokenizer:
             self.subscriber = KvEventSubscriber(self.scheduler.router)

@@ -22,8 +22,8 @@ def _line(cells: Sequence[str]) -> str:
     return first.ljust(COLUMNS[0][2]) + "".join(c.rjust(w + 1) for c, (_, _, w, _) in zip(rest, COLUMNS[1:]))
 
 
-def table(rows: Sequence[Row]) -> str:
-    lines = [f"workload {rows[0]['workload']} at {rows[0]['rate']} req/s (ms on the simulators' clock)",
+def table(rows: Sequence[Row], name: str = "") -> str:
+    lines = [f"workload {name or rows[0]['workload']} at {rows[0]['rate']} req/s (ms on the simulators' clock)",
              _line([label for _, label, _, _ in COLUMNS])]
     lines += [_line(["-" if row.get(key) is None else fmt.format(row[key]) for key, _, _, fmt in COLUMNS])
               for row in rows]
@@ -56,6 +56,13 @@ def targets(by_workload: Mapping[str, Sequence[Row]]) -> list[tuple[str, bool | 
             ok = t is not None and e is not None and t <= 1.05 and e <= 1.05
             out.append((f"(b) {policy}: TTFT/e2e p50 <= 1.05x least-queue", ok,
                         f"TTFT {t:.2f}x, e2e {e:.2f}x" if ok or (t and e) else "n/a"))
+    for workload in ("shared_prefix_vllm", "shared_prefix_vllm_evicting"):
+        approx, precise = row(workload, "sluicegate"), row(workload, "sluicegate+precise")
+        if approx and precise:
+            out.append((f"(d) {workload}: precise TTFT p50, p90 <= approximate's, p99 <, hit rate >=",
+                        _precise_beats(precise, approx), " vs ".join(
+                            "{ttft_p50_ms:.0f}/{ttft_p90_ms:.0f}/{ttft_p99_ms:.0f} ms {prefix_hit_rate:.1%}".format(**r)
+                            for r in (precise, approx))))
     for policy in ("sluicegate", "sluicegate+lora"):
         ours, rr = row("lora", policy), row("lora", "round-robin")
         if ours and rr:
@@ -81,6 +88,17 @@ def upstream_targets(by_workload: Mapping[str, Sequence[Row]]) -> list[tuple[str
                         f"{ours['ttft_p90_ms']:.0f} vs {theirs['ttft_p90_ms']:.0f} ms ({t:.2f}x)"
                         if t is not None else "n/a"))
     return out
+
+
+def _precise_beats(precise: Row, approx: Row) -> bool:
+    """Issue 19's done-when: precise at least as good at p50 and p90, better at the tail,
+    hit rate at least as high, in the same run."""
+    keys = ("ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms")
+    if any(precise[k] is None or approx[k] is None for k in keys):
+        return False
+    return (precise["ttft_p50_ms"] <= approx["ttft_p50_ms"] and precise["ttft_p90_ms"] <= approx["ttft_p90_ms"]
+            and precise["ttft_p99_ms"] < approx["ttft_p99_ms"]
+            and precise["prefix_hit_rate"] >= approx["prefix_hit_rate"])
 
 
 def noise(by_workload: Mapping[str, Sequence[Row]]) -> str:
@@ -109,11 +127,12 @@ def plot(by_workload: Mapping[str, Sequence[Row]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     # A workload's rows, and its rows beside upstream's EPP (`<workload>_upstream`).
-    order = ("shared_prefix", "shared_prefix_vllm", "varied", "lora")
+    order = ("shared_prefix", "shared_prefix_vllm", "shared_prefix_vllm_evicting", "varied", "lora")
     workloads = [w for base in order for w in (base, f"{base}_upstream") if w in by_workload]
     fig, axes = plt.subplots(2, len(workloads), figsize=(5.5 * len(workloads), 8), squeeze=False)
     second = {"shared_prefix": ("prefix_hit_rate", "prefix-cache hit rate"),
               "shared_prefix_vllm": ("prefix_hit_rate", "prefix-cache hit rate"),
+              "shared_prefix_vllm_evicting": ("prefix_hit_rate", "prefix-cache hit rate"),
               "varied": ("e2e_p50_ms", "end-to-end p50 (ms)"),
               "lora": ("adapter_loads", "LoRA adapter loads")}
     for col, workload in enumerate(workloads):

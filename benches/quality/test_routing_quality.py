@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+from dataclasses import replace
 
 import pytest
 import uvloop
@@ -55,15 +56,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def vllm_style_shape(tmp_path) -> FleetShape:
-    """vLLM-style servers: a tokenizer trained here on the workload's own words (so a token is
+def vllm_style_shape(tmp_path, base: FleetShape | None = None) -> FleetShape:
+    """`base` (the default fleet) as vLLM-style servers: a tokenizer trained here on the workload's own words (so a token is
     about as long as the simulators' default ~4 characters), seeded sha256_cbor hashes, token
     ids in named-field events, every server dialling one endpoint the EPP binds."""
     sample = itertools.islice(workload("shared_prefix", SEED + 1, FleetShape()), 300)
     corpus = [m["content"] for r in sample for m in r.body["messages"]]
     tokenizer = byte_level_chatml(tmp_path / "tok", vocab_size=2000, corpus=corpus)
-    return FleetShape(tokenizer=str(tokenizer), hash_seed="42", kv_events_encoding="map",
-                      kv_events_endpoint=f"tcp://127.0.0.1:{_free_port()}")
+    return replace(base or FleetShape(), tokenizer=str(tokenizer), hash_seed="42", kv_events_encoding="map",
+                   kv_events_endpoint=f"tcp://127.0.0.1:{_free_port()}")
 
 
 def test_precise_routing_with_vllm_style_events(benchmark, quality_size, quality_rows, tmp_path):

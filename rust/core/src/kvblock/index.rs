@@ -23,6 +23,8 @@ pub struct EndpointKeys {
 impl EndpointKeys {
     pub fn store(&mut self, engine_hashes: &[u64], keys: &[u64]) {
         for (&e, &k) in engine_hashes.iter().zip(keys) {
+            // Stored (again): the prediction is confirmed, and what follows is the events'.
+            self.speculative.remove(&k);
             if let Some(old) = self.engine.insert(e, k) {
                 if old == k {
                     continue;
@@ -30,7 +32,6 @@ impl EndpointKeys {
                 self.release(old);
             }
             *self.keys.entry(k).or_insert(0) += 1;
-            self.speculative.remove(&k);
         }
     }
 
@@ -62,15 +63,17 @@ impl EndpointKeys {
         self.engine.get(&engine_hash).copied()
     }
 
+    /// A request holding `keys` was just routed here. Blocks already confirmed are predicted
+    /// too, as upstream does: the engine may evict them before it admits the request, which
+    /// then stores them again, so its `BlockRemoved` does not take them from this endpoint
+    /// until the prediction lapses or a `BlockStored` confirms them again.
     pub fn speculate(&mut self, keys: &[u64], until: Instant, now: Instant) {
         // Lapsed predictions are dropped here, off the lookup path, when they pile up.
         if self.speculative.len() > 4 * (self.keys.len() + keys.len()) + 1024 {
             self.speculative.retain(|_, t| *t > now);
         }
         for &k in keys {
-            if !self.keys.contains_key(&k) {
-                self.speculative.insert(k, until);
-            }
+            self.speculative.insert(k, until);
         }
     }
 
@@ -162,6 +165,34 @@ mod tests {
         assert_eq!(
             e.longest_prefix_match(&[1, 2], now + Duration::from_secs(3)),
             1
+        );
+    }
+
+    #[test]
+    fn a_routed_request_keeps_its_held_blocks_through_an_eviction_until_it_stores_them_again() {
+        let mut e = EndpointKeys::default();
+        let now = Instant::now();
+        e.store(&[100, 101], &[1, 2]);
+        // Routed here while the engine holds both blocks; it evicts them before admitting it.
+        e.speculate(&[1, 2], now + Duration::from_secs(2), now);
+        e.remove(&[100, 101]);
+        assert_eq!(e.longest_prefix_match(&[1, 2], now), 2);
+        // Admitted: stored again, confirmed; a later eviction is the events' to report.
+        e.store(&[100, 101], &[1, 2]);
+        e.remove(&[101]);
+        assert_eq!(e.longest_prefix_match(&[1, 2], now), 1);
+    }
+
+    #[test]
+    fn a_prediction_of_held_blocks_lapses_after_an_eviction_nobody_undoes() {
+        let mut e = EndpointKeys::default();
+        let now = Instant::now();
+        e.store(&[100], &[1]);
+        e.speculate(&[1], now + Duration::from_secs(2), now);
+        e.remove(&[100]);
+        assert_eq!(
+            e.longest_prefix_match(&[1], now + Duration::from_secs(3)),
+            0
         );
     }
 }
