@@ -9,15 +9,10 @@ import os
 from dataclasses import replace
 
 import pytest
-import uvloop
 
-from benches.quality.driver import capacity, run_policy
 from benches.quality.fleet import FleetShape
-from benches.quality.policies import policies
-from benches.quality.test_routing_quality import vllm_style_shape
+from benches.quality.test_routing_quality import compare_rows, vllm_style_shape
 
-LOAD = 0.7
-SEED = 0
 # 384 blocks of 16 tokens (6,144 tokens) a server. With the tokenizer trained here (6.4
 # characters a token on this workload) the 32 system prompts are 500-975 tokens (23.4K in all)
 # and a request 956 on average (at most ~1,500): a server holds about 8 system prompts with
@@ -38,15 +33,4 @@ def test_precise_routing_under_eviction(benchmark, quality_size, quality_rows, t
     names = {"round-robin", "sluicegate", "sluicegate-upstream-scorer", "sluicegate+precise"}
     if os.environ.get("SLUICEGATE_QUALITY_POLICIES"):
         names = set(os.environ["SLUICEGATE_QUALITY_POLICIES"].split(","))
-    rate_env = float(os.environ.get("SLUICEGATE_QUALITY_RATE", "0"))
-
-    async def compare() -> list[dict]:
-        rate = rate_env or LOAD * await capacity("shared_prefix", shape, quality_size.calibrate_s, SEED)
-        return [(await run_policy("shared_prefix", p, shape, rate, quality_size.run_s, SEED)).summary()
-                for p in policies("shared_prefix", SEED, shape) if p.name in names]
-
-    rows = benchmark.pedantic(lambda: uvloop.run(compare()), rounds=1, iterations=1)
-    quality_rows["shared_prefix_vllm_evicting"] = rows
-    benchmark.extra_info["rows"] = rows
-    for row in rows:
-        assert row["requests"] > 0 and row["errors"] == 0, row
+    compare_rows("shared_prefix_vllm_evicting", shape, names, benchmark, quality_size, quality_rows)

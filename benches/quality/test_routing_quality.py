@@ -78,14 +78,18 @@ def test_precise_routing_with_vllm_style_events(benchmark, quality_size, quality
     if os.environ.get("SLUICEGATE_QUALITY_POLICIES"):  # a subset, to repeat a comparison sooner
         names = set(os.environ["SLUICEGATE_QUALITY_POLICIES"].split(","))
     names |= {p.name for p in scorer_variants()}
+    compare_rows("shared_prefix_vllm", shape, names, benchmark, quality_size, quality_rows)
 
+
+def compare_rows(key: str, shape: FleetShape, names: set[str], benchmark, quality_size, quality_rows) -> None:
+    """shared_prefix on `shape` with the policies named, same arrivals, one run; rows under `key`."""
     async def compare() -> list[dict]:
         rate = _fixed_rate() or LOAD * await capacity("shared_prefix", shape, quality_size.calibrate_s, SEED)
         return [(await run_policy("shared_prefix", p, shape, rate, quality_size.run_s, SEED)).summary()
                 for p in policies("shared_prefix", SEED, shape) if p.name in names]
 
     rows = benchmark.pedantic(lambda: uvloop.run(compare()), rounds=1, iterations=1)
-    quality_rows["shared_prefix_vllm"] = rows
+    quality_rows[key] = rows
     benchmark.extra_info["rows"] = rows
     for row in rows:
         assert row["requests"] > 0 and row["errors"] == 0, row
