@@ -231,6 +231,10 @@ def test_time_from_first_request_to_first_response_at_zero(stack):
 
 def test_no_ready_endpoint_within_the_grace_period_fails_every_waiting_request_with_503(stack):
     s = stack(replicas=0, ann=annotations(grace="3s"), comes_up=False)
+    # The grace period applies once the activator manages the pool (it reads the annotation after
+    # start-up); a request sent before then waits on flow control's own TTL instead.
+    wait_until(lambda: s.metric("sluicegate_activator_managed", inference_pool="pool") == 1, timeout=15,
+               interval=0.05, what="activator managing the pool")
     out = concurrently(s, 20)
     assert [status for status, *_ in out] == [503] * 20
     for _, took, body, _ in out:
