@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .datalayer.discovery import ENGINE_LABEL, Endpoint, FileDiscovery
 from .datalayer.dns import Resolver
+from .datalayer.failures import FailureLog
 from .datalayer.hostnames import DEFAULT_REFRESH_S, HostnameResolution
 from .errors import ConfigError
 from .extproc.flow import EppFlowControl
@@ -92,6 +93,8 @@ class Epp:
         )
         if opts.allowed_models is not None:
             self.router.set_allowed_models(opts.pool_name or "default", list(opts.allowed_models))
+        # Why data sources fail, in the log (their counters are on /metrics).
+        self.failures = FailureLog(self.router.status)
         # precise-prefix-cache-producer: follow each endpoint's KV-event publisher.
         self.kv_events = KvEventSubscriber.from_config(self.router, self.config.precise_prefix)
         fc = self.config.flow_control
@@ -241,6 +244,7 @@ class Epp:
         self.hostnames.start()
         self.discovery.start()
         self.router.start_scraper()
+        self.failures.start()
         if self.metrics is not None:
             await self.metrics.start()
         await self.server.start()
@@ -267,6 +271,7 @@ class Epp:
         await self.discovery.stop()
         await self.hostnames.stop()
         self.router.stop_scraper()
+        await self.failures.stop()
         if self.kv_events is not None:
             await self.kv_events.close()
         if self.metrics is not None:

@@ -2,16 +2,20 @@
 127.0.0.1 (certificates made for the test) serving /metrics and /v1/models. What they serve
 reaches the Router's endpoint state and its picks when the certificate checks out (or is not
 checked, upstream's default), and nothing is read from a server another CA vouches for: each
-failed scrape counts as a scrape error."""
+failed scrape counts as a scrape error, with its reason kept for the log and counted on /metrics
+per source."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import pytest
 
+from sluicegate.datalayer.failures import failures, transitions
 from sluicegate.errors import ConfigError
+from sluicegate.metrics.pool import PoolCollector
 from sluicegate.scheduling import Router
 from sluicegate.scheduling.config import load_config
 from tests.harness import wait_until
@@ -116,13 +120,55 @@ def test_a_certificate_from_another_ca_is_not_read_and_counts_as_scrape_errors(p
     router.set_endpoints([("busy", busy.address, {}), ("idle", idle.address, {})])
     router.start_scraper()
     try:
-        wait_until(lambda: all(s.scrape_errors >= 2 for s in router.status()), timeout=15,
-                   what="failed scrapes counted for both servers")
+        wait_until(lambda: all(s.scrape_errors >= 2 and s.source_errors for s in router.status()), timeout=15,
+                   what="failed scrapes and model-list polls counted for both servers")
         assert busy.failed_handshakes >= 2 and idle.failed_handshakes >= 2
         assert busy.gets == idle.gets == 0  # nothing was asked over a connection it could not verify
         assert [(s.waiting, s.models) for s in router.status()] == [(0, None), (0, None)]
+        for s in router.status():  # why, for the log: rustls's verdict on the certificate
+            assert "certificate" in s.scrape_error and "UnknownIssuer" in s.scrape_error, s.scrape_error
+            [(source, extractor, polls, extracts, why)] = s.source_errors
+            assert (source, extractor, extracts, why) == ("models-data-source", "models-data-extractor", 0,
+                                                          s.scrape_error) and polls >= 2
+        lines = transitions({}, failures(router.status()))
+        assert [line for _, line in lines] == [f"endpoint {a}: {source} failing: {router.status()[0].scrape_error}"
+                                               for a in sorted((busy.address, idle.address))
+                                               for source in ("metrics-data-source", "models-data-source")]
     finally:
         router.stop_scraper()
+
+
+def test_an_answer_the_extractor_refuses_counts_as_an_extract_error_until_one_reads(pki):
+    bodies = {"/metrics": b"vllm:num_requests_waiting 2\n", "/v1/models": b'{"object": "list"}'}
+    server = TlsServer(pki, "odd", bodies)  # upstream's default: https, not verified
+    router = Router(load_config(text=config("", "")).router_json())
+    router.set_endpoints([("odd", server.address, {})])
+    router.start_scraper()
+    try:
+        s = wait_until(lambda: next((s for s in router.status() if s.source_errors and s.source_errors[0][3] >= 2),
+                                    None), timeout=15, what="two refused model lists")
+        [(source, extractor, polls, extracts, why)] = s.source_errors
+        assert (source, extractor, polls, s.models) == ("models-data-source", "models-data-extractor", 0, None)
+        assert why.startswith("not an OpenAI model list: missing field `data`"), why
+        assert (s.scrape_errors, s.scrape_error) == (0, None)  # the metrics scrape reads fine
+        served = {m.name: m for m in PoolCollector("pool", router.status).collect()}
+        extract = served["llm_d_epp_datalayer_extract_errors"].samples
+        assert [(x.labels, x.value >= 2) for x in extract] == [
+            ({"source_type": "models-data-source", "extractor_type": "models-data-extractor"}, True)]
+        before = failures(router.status())
+        assert transitions({}, before) == [
+            (logging.WARNING, f"endpoint {server.address}: models-data-source failing: {why}")]
+        assert transitions(before, failures(router.status())) == []  # the same reason is not repeated
+
+        bodies["/v1/models"] = json.dumps({"object": "list", "data": [{"id": "base"}]}).encode()
+        s = wait_until(lambda: next((s for s in router.status() if s.models == ["base"]), None), timeout=15,
+                       what="the model list read once it is one")
+        assert s.source_errors[0][4] is None and s.source_errors[0][3] >= 2  # the count stays
+        assert transitions(before, failures([s])) == [
+            (logging.INFO, f"endpoint {server.address}: models-data-source recovered")]
+    finally:
+        router.stop_scraper()
+        server.stop()
 
 
 @pytest.mark.parametrize("metrics, models, names", [

@@ -53,6 +53,11 @@ class EndpointStatus:
     age_ms: int  # since the last good scrape; -1 when never scraped
     stale: bool
     scrape_errors: int
+    scrape_error: str | None  # why the last metrics scrape failed; None once one succeeds
+    # (source type, extractor type, poll errors, extract errors, why the last poll failed) per
+    # attribute source (models-data-source, dcgm-data-source, multicluster-metrics-data-source)
+    # that has failed at this endpoint
+    source_errors: list[tuple[str, str, int, int, str | None]]
 
 @final
 class Tokens:

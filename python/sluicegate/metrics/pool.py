@@ -5,6 +5,7 @@ legacy inference_pool_* twins, and sluicegate's own data-layer families."""
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from typing import Callable, Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -77,17 +78,30 @@ class PoolCollector(Collector):
             errors.add_metric(labels, e.scrape_errors)
             age.add_metric(labels, e.age_ms / 1000.0 if e.age_ms >= 0 else -1.0)
         yield from (queue, legacy, inflight, errors, age)
-        yield from _datalayer_errors(sum(e.scrape_errors for e in endpoints))
+        yield from _datalayer_errors(endpoints)
 
 
-def _datalayer_errors(poll_errors: int) -> Iterator[Metric]:
-    """Upstream's data-layer error counters under both prefixes. A failed scrape (connection,
-    status, timeout or unparsable text) counts as a poll error of the metrics data source; the
-    scraper extracts in the same step, so extract errors get no series of their own."""
+def _datalayer_errors(endpoints: list[EndpointStatus]) -> Iterator[Metric]:
+    """Upstream's data-layer error counters under both prefixes, summed over the endpoints. A
+    failed metrics scrape (connection, status, timeout or unparsable text) counts as a poll error
+    of metrics-data-source: the scraper extracts in the same step, so it has no extract series.
+    The attribute sources (models, DCGM, pool metrics) count polls without an answer and answers
+    their extractor refused apart; a source gets its series once it has failed."""
+    poll: Counter[str] = Counter({"metrics-data-source": sum(e.scrape_errors for e in endpoints)})
+    extract: Counter[tuple[str, str]] = Counter()
+    for e in endpoints:
+        for source, extractor, polls, extracts, _ in e.source_errors:
+            poll[source] += polls
+            if extracts:
+                extract[source, extractor] += extracts
     for prefix in ("llm_d_epp", "llm_d_inference_scheduler"):
-        poll = CounterMetricFamily(f"{prefix}_datalayer_poll_errors", "Data-source poll errors per source type.",
-                                   labels=["source_type"])
-        poll.add_metric(["metrics-data-source"], poll_errors)
-        yield poll
-        yield CounterMetricFamily(f"{prefix}_datalayer_extract_errors", "Extractor errors per source and extractor.",
-                                  labels=["source_type", "extractor_type"])
+        p = CounterMetricFamily(f"{prefix}_datalayer_poll_errors", "Data-source poll errors per source type.",
+                                labels=["source_type"])
+        for source, n in poll.items():
+            p.add_metric([source], n)
+        yield p
+        x = CounterMetricFamily(f"{prefix}_datalayer_extract_errors", "Extractor errors per source and extractor.",
+                                labels=["source_type", "extractor_type"])
+        for labels, n in extract.items():
+            x.add_metric(list(labels), n)
+        yield x

@@ -150,14 +150,21 @@ pub struct PyEndpointStatus {
     age_ms: i64,
     stale: bool,
     scrape_errors: u64,
+    /// Why the last metrics scrape failed; None once one succeeds.
+    scrape_error: Option<String>,
+    /// (source type, extractor type, poll errors, extract errors, why the last poll failed) of
+    /// each attribute source that has failed here.
+    source_errors: Vec<SourceErrorRow>,
 }
+
+type SourceErrorRow = (&'static str, &'static str, u64, u64, Option<String>);
 
 #[pymethods]
 impl PyEndpointStatus {
     fn __repr__(&self) -> String {
         format!(
             "EndpointStatus(name={:?}, address={:?}, waiting={}, running={}, kv_usage={}, in_flight={}, \
-             in_flight_tokens={}, age_ms={}, stale={}, scrape_errors={})",
+             in_flight_tokens={}, age_ms={}, stale={}, scrape_errors={}, scrape_error={:?})",
             self.name,
             self.address,
             self.waiting,
@@ -167,7 +174,8 @@ impl PyEndpointStatus {
             self.in_flight_tokens,
             self.age_ms,
             self.stale,
-            self.scrape_errors
+            self.scrape_errors,
+            self.scrape_error
         )
     }
 }
@@ -392,6 +400,20 @@ impl PyRouter {
                 age_ms: s.age_ms.map_or(-1, |a| a.min(i64::MAX as u64) as i64),
                 stale: s.stale,
                 scrape_errors: s.scrape_errors,
+                scrape_error: s.scrape_error,
+                source_errors: s
+                    .source_errors
+                    .into_iter()
+                    .map(|e| {
+                        (
+                            e.source.source_type(),
+                            e.source.extractor_type(),
+                            e.poll_errors,
+                            e.extract_errors,
+                            e.last_error.as_deref().map(str::to_owned),
+                        )
+                    })
+                    .collect(),
             })
             .collect()
     }

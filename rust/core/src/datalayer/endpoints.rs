@@ -56,6 +56,59 @@ pub struct EndpointAttributes {
     in_flight_tokens: AtomicU64,
     /// models-data-extractor's model list, as the endpoint's /v1/models last answered.
     models: parking_lot::RwLock<Option<Arc<[ModelData]>>>,
+    /// Failed polls and extractions of the attribute sources, by `PollSource`.
+    errors: [SourceErrors; PollSource::ALL.len()],
+}
+
+/// The data sources that poll an endpoint for an attribute (the engine metrics scrape keeps its
+/// own count on the snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollSource {
+    Models,
+    Dcgm,
+    Pool,
+}
+
+impl PollSource {
+    pub const ALL: [PollSource; 3] = [PollSource::Models, PollSource::Dcgm, PollSource::Pool];
+
+    /// Upstream's plugin type names: `source_type` and `extractor_type` of its data-layer
+    /// error counters.
+    pub fn source_type(self) -> &'static str {
+        match self {
+            PollSource::Models => "models-data-source",
+            PollSource::Dcgm => "dcgm-data-source",
+            PollSource::Pool => "multicluster-metrics-data-source",
+        }
+    }
+
+    pub fn extractor_type(self) -> &'static str {
+        match self {
+            PollSource::Models => "models-data-extractor",
+            PollSource::Dcgm => "dcgm-extractor",
+            PollSource::Pool => "multicluster-metrics-extractor",
+        }
+    }
+}
+
+/// One attribute source's failures at one endpoint: polls that got no answer (connection,
+/// status, timeout), answers its extractor could not read, and why the last poll failed
+/// (None once a poll succeeds again).
+#[derive(Debug, Default)]
+struct SourceErrors {
+    poll: AtomicU64,
+    extract: AtomicU64,
+    last: Mutex<Option<Arc<str>>>,
+}
+
+/// What operators see of one source's failures at one endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceErrorCounts {
+    pub source: PollSource,
+    pub poll_errors: u64,
+    pub extract_errors: u64,
+    /// Why the last poll failed; None when it succeeded.
+    pub last_error: Option<Arc<str>>,
 }
 
 /// One entry of an endpoint's /v1/models answer (upstream's `ModelData`).
@@ -75,6 +128,7 @@ impl Default for EndpointAttributes {
             pool_queue_size: AtomicU64::new(f64::NAN.to_bits()),
             in_flight_tokens: AtomicU64::new(0),
             models: parking_lot::RwLock::new(None),
+            errors: Default::default(),
         }
     }
 }
@@ -142,6 +196,47 @@ impl EndpointAttributes {
     pub fn set_models(&self, models: Arc<[ModelData]>) {
         *self.models.write() = Some(models);
     }
+
+    fn source(&self, source: PollSource) -> &SourceErrors {
+        &self.errors[source as usize]
+    }
+
+    /// A poll of `source` got no answer it could read: `extract` when the answer came but its
+    /// extractor refused it.
+    pub fn record_poll_error(&self, source: PollSource, extract: bool, why: &str) {
+        let e = self.source(source);
+        let counter = if extract { &e.extract } else { &e.poll };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let mut last = e.last.lock();
+        if last.as_deref() != Some(why) {
+            *last = Some(why.into());
+        }
+    }
+
+    /// A poll of `source` succeeded: the failure it may have reported is over.
+    pub fn record_poll_ok(&self, source: PollSource) {
+        *self.source(source).last.lock() = None;
+    }
+
+    /// The sources that have failed at least once here, in `PollSource::ALL` order.
+    pub fn source_errors(&self) -> Vec<SourceErrorCounts> {
+        PollSource::ALL
+            .iter()
+            .filter_map(|&source| {
+                let e = self.source(source);
+                let (poll, extract) = (
+                    e.poll.load(Ordering::Relaxed),
+                    e.extract.load(Ordering::Relaxed),
+                );
+                (poll + extract > 0).then(|| SourceErrorCounts {
+                    source,
+                    poll_errors: poll,
+                    extract_errors: extract,
+                    last_error: e.last.lock().clone(),
+                })
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +246,8 @@ pub struct Endpoint {
     /// When the last good scrape arrived; None until the first.
     pub scraped_at: Option<Instant>,
     pub scrape_errors: u64,
+    /// Why the last scrape failed; None once one succeeds (or before any fails).
+    pub scrape_error: Option<Arc<str>>,
 }
 
 impl Endpoint {
@@ -271,6 +368,7 @@ impl EndpointStore {
                     metrics: EndpointMetrics::default(),
                     scraped_at: None,
                     scrape_errors: 0,
+                    scrape_error: None,
                 }),
             };
             index
@@ -350,8 +448,14 @@ impl EndpointStore {
                 Ok(update) => {
                     ep.metrics.merge(update);
                     ep.scraped_at = Some(r.at);
+                    ep.scrape_error = None;
                 }
-                Err(_) => ep.scrape_errors += 1,
+                Err(why) => {
+                    ep.scrape_errors += 1;
+                    if ep.scrape_error.as_deref() != Some(why.as_str()) {
+                        ep.scrape_error = Some(why.as_str().into());
+                    }
+                }
             }
         }
         self.current.store(Arc::new(Snapshot {
@@ -446,8 +550,38 @@ mod tests {
             at: Instant::now(),
         };
         store.apply_scrapes(&[failed]);
-        let ep = &store.snapshot().endpoints[0];
+        let ep = store.snapshot().endpoints[0].clone();
         assert_eq!((ep.scrape_errors, ep.scraped_at), (1, Some(t)));
+        assert_eq!(ep.scrape_error.as_deref(), Some("refused"));
+        store.apply_scrapes(&[ScrapeResult {
+            id,
+            outcome: Ok(waiting(2)),
+            at: Instant::now(),
+        }]);
+        let ep = &store.snapshot().endpoints[0];
+        assert_eq!((ep.scrape_errors, ep.scrape_error.as_deref()), (1, None));
+    }
+
+    #[test]
+    fn attribute_sources_count_their_failures_apart_and_forget_the_reason_once_one_reads() {
+        let a = EndpointAttributes::default();
+        assert_eq!(a.source_errors(), vec![]);
+        a.record_poll_error(PollSource::Dcgm, false, "HTTP status 404");
+        a.record_poll_error(PollSource::Dcgm, true, "no samples");
+        a.record_poll_error(PollSource::Models, false, "refused");
+        a.record_poll_ok(PollSource::Models);
+        let seen: Vec<_> = a
+            .source_errors()
+            .into_iter()
+            .map(|e| (e.source, e.poll_errors, e.extract_errors, e.last_error))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (PollSource::Models, 1, 0, None),
+                (PollSource::Dcgm, 1, 1, Some("no samples".into())),
+            ]
+        );
     }
 
     #[test]

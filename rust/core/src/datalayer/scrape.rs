@@ -16,7 +16,7 @@ use tokio::task::JoinHandle as TaskHandle;
 use tokio::time::{interval, timeout, MissedTickBehavior};
 
 use super::dcgm::{gpu_utilization, GpuProbe};
-use super::endpoints::{EndpointAttributes, EndpointInfo, EndpointStore, ScrapeResult};
+use super::endpoints::{EndpointAttributes, EndpointInfo, EndpointStore, PollSource, ScrapeResult};
 use super::http_get::Connection;
 use super::metrics::{parse_metrics, Engine, MetricsUpdate};
 use super::models::parse_models;
@@ -269,10 +269,10 @@ async fn poll_gpu(
     attributes: Arc<EndpointAttributes>,
     config: ScrapeConfig,
 ) {
-    poll_attribute(conn, config, |body| {
-        if let Ok(v) = gpu_utilization(&String::from_utf8_lossy(body), &pod) {
-            attributes.set_gpu_utilization(v);
-        }
+    poll_attribute(conn, config, PollSource::Dcgm, &attributes, |body| {
+        let v = gpu_utilization(&String::from_utf8_lossy(body), &pod)?;
+        attributes.set_gpu_utilization(v);
+        Ok(())
     })
     .await
 }
@@ -280,40 +280,61 @@ async fn poll_gpu(
 /// models-data-source + models-data-extractor for one endpoint: a failed poll keeps the last
 /// list, as upstream.
 async fn poll_models(conn: Connection, attributes: Arc<EndpointAttributes>, config: ScrapeConfig) {
-    poll_attribute(conn, config, |body| {
-        if let Ok(models) = parse_models(body) {
-            attributes.set_models(models.into());
-        }
+    poll_attribute(conn, config, PollSource::Models, &attributes, |body| {
+        attributes.set_models(parse_models(body)?.into());
+        Ok(())
     })
     .await
 }
 
 /// multicluster-metrics-data-source + -extractor for one cluster endpoint: a failed poll or a
-/// missing metric keeps the last value.
+/// missing metric keeps the last value; an answer with neither metric counts as an extract
+/// error.
 async fn poll_pool(
     conn: Connection,
     probe: Arc<PoolProbe>,
     attributes: Arc<EndpointAttributes>,
     config: ScrapeConfig,
 ) {
-    poll_attribute(conn, config, |body| {
+    poll_attribute(conn, config, PollSource::Pool, &attributes, |body| {
         let (kv, queue) = probe.read(&String::from_utf8_lossy(body));
+        if kv.is_none() && queue.is_none() {
+            return Err(format!(
+                "neither {} nor {} in the response",
+                probe.kv_cache_utilization.name, probe.queue_size.name
+            ));
+        }
         attributes.set_pool_metrics(kv, queue);
+        Ok(())
     })
     .await
 }
 
-/// Poll one endpoint every interval and hand each good answer's body to `apply`.
-async fn poll_attribute(mut conn: Connection, config: ScrapeConfig, apply: impl Fn(&[u8])) {
+/// Poll one endpoint every interval and hand each answer's body to `extract`; failures are
+/// counted on the endpoint's attributes, per source, with the reason.
+async fn poll_attribute(
+    mut conn: Connection,
+    config: ScrapeConfig,
+    source: PollSource,
+    attributes: &EndpointAttributes,
+    extract: impl Fn(&[u8]) -> Result<(), String>,
+) {
     let mut body = Vec::new();
     let mut tick = interval(config.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         match timeout(config.timeout, conn.get(&mut body)).await {
-            Ok(Ok(())) => apply(&body),
-            Ok(Err(_)) => {}
-            Err(_) => conn.reset(),
+            Ok(Ok(())) => match extract(&body) {
+                Ok(()) => attributes.record_poll_ok(source),
+                Err(why) => attributes.record_poll_error(source, true, &why),
+            },
+            Ok(Err(e)) => attributes.record_poll_error(source, false, &e.to_string()),
+            Err(_) => {
+                conn.reset();
+                let why = format!("timed out after {:?}", config.timeout);
+                attributes.record_poll_error(source, false, &why);
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 
 use crate::admission::{Objectives, Policies, RewriteTable};
 use crate::datalayer::dcgm::GpuProbe;
+use crate::datalayer::endpoints::SourceErrorCounts;
 use crate::datalayer::{parse_metrics, EndpointSpec, EndpointStore, Engine, ScrapeConfig, Scraper};
 use crate::parse::{self, ApiKind, GrpcMethod, ParseError, ParsedRequest};
 use crate::scheduling::config::{ConfigError, RouterConfig};
@@ -158,6 +159,10 @@ pub struct EndpointStatus {
     pub age_ms: Option<u64>,
     pub stale: bool,
     pub scrape_errors: u64,
+    /// Why the last metrics scrape failed; None once one succeeds.
+    pub scrape_error: Option<String>,
+    /// The attribute sources (models, DCGM, pool metrics) that have failed here.
+    pub source_errors: Vec<SourceErrorCounts>,
 }
 
 /// One profile's run in an explained decision, endpoints by address.
@@ -804,6 +809,8 @@ impl Router {
                     .map(|t| now.saturating_duration_since(t).as_millis() as u64),
                 stale: !ep.is_fresh(now, staleness),
                 scrape_errors: ep.scrape_errors,
+                scrape_error: ep.scrape_error.as_deref().map(str::to_owned),
+                source_errors: ep.info.attributes.source_errors(),
             })
             .collect()
     }
