@@ -66,11 +66,12 @@ class TlsServer:
     def __init__(self, pki: Pki, name: str, bodies: dict[str, bytes], client_ca: str | None = None) -> None:
         self.gets = 0
         self.failed_handshakes = 0
+        self.bodies = bodies  # what it serves; a test may change it
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                body = bodies.get(self.path)
+                body = server.bodies.get(self.path)
                 if body is None:
                     self.send_error(404)
                     return
@@ -105,7 +106,11 @@ class TlsServer:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
 
     def stop(self) -> None:
         self.server.shutdown()

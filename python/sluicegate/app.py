@@ -24,6 +24,7 @@ from .metrics.server import MetricsAccess
 from .scheduling import Router
 from .scheduling.kv_events import KvEventSubscriber
 from .scheduling.config import EppConfig, load_config
+from .scheduling.data_layer import no_node_addresses
 
 if TYPE_CHECKING:
     from .kube.mode import LeaseOptions
@@ -120,6 +121,8 @@ class Epp:
                 raise ConfigError(f"{where}: k8s-notification-source {name!r} watches the Kubernetes API and does "
                                   f"not bind without Kubernetes mode (--pool-name or --endpoint-selector); remove "
                                   f"it from dataLayer.sources to run with file discovery")
+            if self.config.data_layer.node_addresses:
+                raise ConfigError(no_node_addresses(self.config.data_layer.node_addresses))
             path = opts.endpoints_file or self.config.endpoints_file
             if path is None:
                 raise ConfigError("no endpoints: give --endpoints-file, --pool-name, or a file-discovery plugin")
@@ -176,7 +179,7 @@ class Epp:
 
     def _set_endpoints(self, endpoints: list[Endpoint]) -> None:
         self.router.set_endpoints([(e.name, e.hostport, _labels(e)) for e in endpoints],
-                                  {e.hostport: e.spec_hostname for e in endpoints if e.spec_hostname})
+                                  {e.hostport: e.pod_facts for e in endpoints if e.pod_facts})
         if self.kv_events is not None:
             self.kv_events.endpoints_changed((e.hostport, _labels(e)) for e in endpoints)
         log.info("endpoints: %s", ", ".join(e.hostport for e in endpoints) or "none")

@@ -110,17 +110,19 @@ class Kube:
         self.core.create_namespaced_pod(self.ns, {
             "metadata": {"name": name, "labels": labels, "annotations": annotations or {}}, "spec": spec})
 
-    def set_pod_status(self, name: str, ip: str | None, ready: bool) -> None:
+    def set_pod_status(self, name: str, ip: str | None, ready: bool, host_ip: str | None = None) -> None:
         status: dict = {"phase": "Running",
                         "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
         if ip:
             status["podIP"], status["podIPs"] = ip, [{"ip": ip}]
+        if host_ip:  # the node's address, as the kubelet reports it
+            status["hostIP"], status["hostIPs"] = host_ip, [{"ip": host_ip}]
         self.core.patch_namespaced_pod_status(name, self.ns, {"status": status})
 
     def ready_pod(self, name: str, labels: dict[str, str], ip: str, annotations: dict[str, str] | None = None,
-                  hostname: str | None = None) -> None:
+                  hostname: str | None = None, host_ip: str | None = None) -> None:
         self.create_pod(name, labels, annotations, hostname)
-        self.set_pod_status(name, ip, ready=True)
+        self.set_pod_status(name, ip, ready=True, host_ip=host_ip)
 
     def annotate_pod(self, name: str, annotations: dict[str, str | None]) -> None:
         self.core.patch_namespaced_pod(name, self.ns, {"metadata": {"annotations": annotations}})

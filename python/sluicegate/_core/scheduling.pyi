@@ -82,11 +82,13 @@ class Router:
     def describe(self) -> str:
         """The resolved configuration as JSON: profileHandler, profiles, producers."""
     def set_endpoints(self, endpoints: Sequence[tuple[str, str, Mapping[str, str]]],
-                      spec_hostnames: Mapping[str, str] | None = None) -> None:
+                      pods: Mapping[str, tuple[str | None, str | None, str | None]] | None = None) -> None:
         """Replace the endpoint set: (name, "ip:port", labels). Metrics of kept endpoints survive.
         The label `llm-d.ai/engine-type` picks the metric names the scraper reads (default vllm).
-        `spec_hostnames`: "ip:port" -> the Pod's spec.hostname, topology-extractor's fallback
-        when the hostname label is absent (Kubernetes mode), replaced with the endpoints."""
+        `pods`: "ip:port" -> (metadata.name, spec.hostname, status.hostIP) of the Pod behind the
+        endpoint (Kubernetes mode): the `pod` label of its DCGM samples, topology-extractor's
+        fallback when the hostname label is absent, where a node's DCGM exporter listens
+        (`useNodeAddress`); replaced with the endpoints."""
     def set_allowed_models(self, pool: str, models: Sequence[str] | None = None) -> None:
         """Serve only `models` (others fail with ModelNotServedError naming the model and `pool`);
         None serves any model (the default)."""

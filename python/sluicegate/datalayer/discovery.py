@@ -50,6 +50,16 @@ class Endpoint:
     # Kubernetes mode with a topology-extractor: the Pod's spec.hostname (its fallback when the
     # hostname label is absent, as upstream's Pod k8s-notification-source feeds it).
     spec_hostname: str | None = None
+    # Kubernetes mode: the Pod's metadata.name (the `pod` label of its DCGM samples; the endpoint
+    # name adds the rank) and status.hostIP (a DaemonSet DCGM exporter, `useNodeAddress`).
+    pod: str | None = None
+    node_address: str | None = None
+
+    @property
+    def pod_facts(self) -> tuple[str | None, str | None, str | None] | None:
+        """(pod name, spec.hostname, node address) for `Router.set_endpoints`; None without a Pod."""
+        facts = (self.pod, self.spec_hostname, self.node_address)
+        return facts if any(facts) else None
 
     @property
     def hostport(self) -> str:

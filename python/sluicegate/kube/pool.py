@@ -150,9 +150,9 @@ def pool_endpoints(spec: PoolSpec | None, pods: list[dict], slices: list[dict] =
 
 
 def _endpoint(md: dict, name: str, address: str, port: int, labels: dict[str, str],
-              spec_hostname: str | None = None) -> Endpoint:
+              spec_hostname: str | None = None, pod: str | None = None, node_address: str | None = None) -> Endpoint:
     return Endpoint(name=name, address=address, port=port, namespace=md.get("namespace") or "default",
-                    labels=dict(labels), spec_hostname=spec_hostname)
+                    labels=dict(labels), spec_hostname=spec_hostname, pod=pod, node_address=node_address)
 
 
 def _pod_endpoints(spec: PoolSpec, pods: list[dict], spec_hostnames: bool) -> list[Endpoint]:
@@ -167,7 +167,8 @@ def _pod_endpoints(spec: PoolSpec, pods: list[dict], spec_hostnames: bool) -> li
         # Read from the same Pod object as its readiness: a deleted or unready Pod has no
         # endpoint, so its hostname goes with it, and a recreated Pod brings its own.
         hostname = ((pod.get("spec") or {}).get("hostname") or None) if spec_hostnames else None
-        out += [_endpoint(md, f"{md['name']}-rank-{rank}", ip, port, labels, hostname)
+        node = pod["status"].get("hostIP") or None
+        out += [_endpoint(md, f"{md['name']}-rank-{rank}", ip, port, labels, hostname, md["name"], node)
                 for rank, port in enumerate(spec.target_ports) if port in active]
     return out
 

@@ -91,6 +91,9 @@ class DataLayer:
     pod_hostnames: bool = False
     # Listed k8s-notification-sources as (name, config field): refused without Kubernetes mode.
     k8s_sources: tuple[tuple[str, str], ...] = ()
+    # The config field of a dcgm-data-source's `useNodeAddress: true`: node addresses come from
+    # Pods, so it is refused without Kubernetes mode.
+    node_addresses: str | None = None
 
 
 def data_plugin(kind: str, name: str, params: Any, where: str) -> DataPlugin:
@@ -134,10 +137,21 @@ def parse_data_layer(raw: Any, plugins: dict[str, DataPlugin], source: str,
         if p.name not in used:
             raise ConfigError(f"{p.where}: {p.type} {p.name!r} is listed but not wired in dataLayer "
                               f"(sources or discovery), so it would never run")
+    node_addresses = next((f"{p.where}.parameters.useNodeAddress" for p in plugins.values()
+                           if p.type == DCGM_SOURCE and p.parameters.get("useNodeAddress") is True), None)
+    if node_addresses and endpoints_file is not None:
+        raise ConfigError(no_node_addresses(node_addresses))
     return DataLayer(endpoints_file=endpoints_file, watch_file=watch,
                      router=tuple(_router_settings(wired, plugins).items()),
                      sources=tuple((s, _type(s, plugins), tuple(es)) for s, es in wired),
-                     pod_hostnames=TOPOLOGY_EXTRACTOR in scheduling.values(), k8s_sources=tuple(k8s))
+                     pod_hostnames=TOPOLOGY_EXTRACTOR in scheduling.values(), k8s_sources=tuple(k8s),
+                     node_addresses=node_addresses)
+
+
+def no_node_addresses(field: str) -> str:
+    """Why a DCGM DaemonSet cannot be polled under file discovery."""
+    return (f"{field}: node addresses come from each Pod's status.hostIP, which file discovery does not "
+            f"have; run the DCGM exporter as a sidecar (useNodeAddress: false) or use Kubernetes mode")
 
 
 def _notification_sources(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin],
@@ -313,28 +327,22 @@ def _models_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, Data
 
 
 def _gpu_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:
-    """A dcgm-data-source feeding a dcgm-extractor: the Router polls each endpoint's exporter."""
-    for name, extractors in wired:
-        src = plugins.get(name)
-        if src is None or src.type != DCGM_SOURCE:
-            continue
-        at = f"{src.where}.parameters"
-        if not extractors:
-            raise ConfigError(f"{src.where}: {DCGM_SOURCE} {name!r} feeds no {DCGM_EXTRACTOR}, "
-                              f"so what it scrapes is never read")
-        p = src.parameters
-        timing = _plain_http(p, at, "DCGM exporters")
-        if p.get("useNodeAddress", False) is not False:
-            raise ConfigError(f"{at}.useNodeAddress: node addresses are not known here (discovery gives "
-                              f"endpoint addresses); run the exporter as a sidecar and poll the endpoint IP")
-        port = p.get("port", 9400)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ConfigError(f"{at}.port: {port!r} is not a port number")
-        path = p.get("path", "/metrics")
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ConfigError(f"{at}.path: {path!r} is not an absolute URL path")
-        return {"gpuTelemetry": {"port": port, "path": path, **timing}}
-    return {}
+    """A dcgm-data-source feeding a dcgm-extractor: the Router polls the exporter next to each
+    endpoint (a sidecar, at the endpoint's IP) or on its node (a DaemonSet, `useNodeAddress`)."""
+    # Upstream: http by default; over https the exporter is not verified unless insecureSkipVerify: false.
+    found = _http_source(wired, plugins, DCGM_SOURCE, DCGM_EXTRACTOR, "DCGM exporters", "/metrics",
+                         default_scheme="http", default_skip=True)
+    if found is None:
+        return {}
+    src, _, settings = found
+    at = f"{src.where}.parameters"
+    port = src.parameters.get("port", 9400)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"{at}.port: {port!r} is not a port number")
+    node = src.parameters.get("useNodeAddress", False)
+    if not isinstance(node, bool):
+        raise ConfigError(f"{at}.useNodeAddress: {node!r} is not true/false")
+    return {"gpuTelemetry": {"port": port, "useNodeAddress": node, **settings}}
 
 
 def _metrics_settings(wired: list[tuple[str, list[str]]], plugins: dict[str, DataPlugin]) -> dict:

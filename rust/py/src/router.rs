@@ -7,7 +7,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use sluicegate_core::admission::{Objectives, RewriteTable};
-use sluicegate_core::datalayer::{metrics, EndpointSpec, Engine};
+use sluicegate_core::datalayer::{metrics, EndpointSpec, Engine, PodFacts};
 use sluicegate_core::scheduling::{self, RouteError, RouteOptions};
 use sluicegate_core::tokenize::PreTokenized;
 
@@ -157,6 +157,9 @@ pub struct PyEndpointStatus {
     source_errors: Vec<SourceErrorRow>,
 }
 
+/// A Pod's (name, `spec.hostname`, node address), as `set_endpoints` takes them.
+type PodRow = (Option<String>, Option<String>, Option<String>);
+
 type SourceErrorRow = (&'static str, &'static str, u64, u64, Option<String>);
 
 #[pymethods]
@@ -215,13 +218,14 @@ impl PyRouter {
         Ok(PyRouter { inner })
     }
 
-    /// `spec_hostnames`: address -> the Pod's `spec.hostname` (Kubernetes mode, read for a
-    /// topology-extractor), replaced together with the endpoints.
-    #[pyo3(signature = (endpoints, spec_hostnames = None))]
+    /// `pods`: address -> (name, `spec.hostname`, node address) of the Pod behind the endpoint,
+    /// as Kubernetes mode reads them (DCGM's pod label and `useNodeAddress`, topology-extractor's
+    /// fallback), replaced together with the endpoints.
+    #[pyo3(signature = (endpoints, pods = None))]
     fn set_endpoints(
         &self,
         endpoints: Vec<(String, String, BTreeMap<String, String>)>,
-        spec_hostnames: Option<HashMap<String, String>>,
+        pods: Option<HashMap<String, PodRow>>,
     ) {
         let specs: Vec<EndpointSpec> = endpoints
             .into_iter()
@@ -231,8 +235,19 @@ impl PyRouter {
                 labels: labels.into_iter().collect(),
             })
             .collect();
-        self.inner
-            .set_endpoints_with(&specs, &spec_hostnames.unwrap_or_default());
+        let pods: HashMap<String, PodFacts> = pods
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(address, (name, hostname, node_address))| {
+                let facts = PodFacts {
+                    name,
+                    hostname,
+                    node_address,
+                };
+                (address, facts)
+            })
+            .collect();
+        self.inner.set_endpoints_with(&specs, &pods);
     }
 
     /// Serve only `models`, naming `pool` in refusals; None serves any model.

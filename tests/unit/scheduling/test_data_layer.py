@@ -65,10 +65,36 @@ def test_the_default_engine_reaches_endpoints_without_the_engine_label():
 
 def test_a_dcgm_source_feeding_its_extractor_tells_the_router_where_to_poll():
     r = router("plugins:\n" + DCGM % "{port: 9500, path: /gpu, interval: 2s}" + DCGM_WIRED)
-    assert r["gpuTelemetry"] == {"port": 9500, "path": "/gpu", "intervalMs": 2000}
+    assert r["gpuTelemetry"] == {"port": 9500, "path": "/gpu", "intervalMs": 2000, "useNodeAddress": False}
     assert r["scrapeMetrics"] is True  # the default metrics source is still injected
-    assert router("plugins:\n" + DCGM % "{}" + DCGM_WIRED)["gpuTelemetry"] == {"port": 9400, "path": "/metrics"}
+    assert router("plugins:\n" + DCGM % "{}" + DCGM_WIRED)["gpuTelemetry"] == \
+        {"port": 9400, "path": "/metrics", "useNodeAddress": False}
     assert "gpuTelemetry" not in router("dataLayer: {injectDefaults: true}")
+
+
+def test_a_dcgm_daemonset_is_polled_on_the_node_over_https_unverified_by_default():
+    text = "plugins:\n" + DCGM % "{useNodeAddress: true, scheme: https}" + DCGM_WIRED
+    assert router(text)["gpuTelemetry"] == {"port": 9400, "path": "/metrics", "useNodeAddress": True,
+                                            "tls": {"insecureSkipVerify": True}}
+    # Node addresses come from Pods: the app refuses it without Kubernetes mode, naming this field.
+    assert load_config(text=text).data_layer.node_addresses == \
+        "--config-text: plugins[1] (dcgm-data-source).parameters.useNodeAddress"
+    assert load_config(text="plugins:\n" + DCGM % "{}" + DCGM_WIRED).data_layer.node_addresses is None
+
+
+def test_a_dcgm_daemonset_is_refused_under_file_discovery_naming_the_field(tmp_path):
+    from sluicegate.app import Epp, EppOptions
+
+    eps = tmp_path / "endpoints.yaml"
+    eps.write_text("endpoints: [{name: a, address: 127.0.0.1, port: 8000}]\n")
+    text = "plugins:\n" + DCGM % "{useNodeAddress: true}" + DCGM_WIRED
+    refused = "plugins[1] (dcgm-data-source).parameters.useNodeAddress: node addresses come from each Pod's"
+    with pytest.raises(ConfigError, match=re.escape(refused)):  # file discovery in the config
+        load_config(text=text.replace("dataLayer: {", "- {type: file-discovery, name: file, parameters: "
+                                      f"{{path: {eps}}}}}\ndataLayer: {{discovery: {{pluginRef: file}}, "))
+    with pytest.raises(ConfigError, match=re.escape(refused)):  # --endpoints-file at start-up
+        Epp(EppOptions(grpc_host="127.0.0.1", grpc_port=0, grpc_health_port=0, metrics_port=None,
+                       config_text=text, endpoints_file=str(eps)))
 
 
 def test_a_models_source_feeding_its_extractor_tells_the_router_where_to_poll():
@@ -138,8 +164,10 @@ def test_gpu_attribute_plugins_need_a_dcgm_source():
     ("plugins: [{type: core-metrics-extractor, parameters: {engineConfigs: [{name: x}]}}]", "engineConfigs"),
     ("plugins: [{name: extra, type: metrics-data-source}]", "'extra' is listed but not wired"),
     ("plugins: [{type: dcgm-data-source, parameters: {port: 9400}}]", "'dcgm-data-source' is listed but not wired"),
-    ("plugins:\n" + DCGM % "{useNodeAddress: true}" + DCGM_WIRED, "parameters.useNodeAddress: node addresses"),
-    ("plugins:\n" + DCGM % "{scheme: https}" + DCGM_WIRED, "parameters.scheme: 'https'"),
+    ("plugins:\n" + DCGM % "{useNodeAddress: maybe}" + DCGM_WIRED, "parameters.useNodeAddress: 'maybe'"),
+    ("plugins:\n" + DCGM % "{scheme: ftp}" + DCGM_WIRED, "parameters.scheme: 'ftp'"),
+    ("plugins:\n" + DCGM % "{scheme: https, insecureSkipVerify: 1}" + DCGM_WIRED,
+     "parameters.insecureSkipVerify: 1"),
     ("plugins:\n" + DCGM % "{port: 0}" + DCGM_WIRED, "parameters.port: 0"),
     ("plugins:\n" + DCGM % "{prot: 9400}" + DCGM_WIRED, "unknown field 'prot'"),
     ("plugins: [{type: dcgm-extractor, parameters: {metric: x}}]", "unknown field 'metric'"),

@@ -1,11 +1,14 @@
 //! dcgm-data-source + dcgm-extractor (llm-d): GPU utilization from the NVIDIA DCGM exporter.
-//! The source polls `GET http://<endpoint ip>:<port><path>` (the exporter as a sidecar of the
-//! model server); the extractor reads the `DCGM_FI_DEV_GPU_UTIL` gauge (percent, one sample per
+//! The source polls `GET <scheme>://<host>:<port><path>`, the host being the endpoint's IP (the
+//! exporter as a sidecar of the model server) or, with `useNodeAddress`, its Pod's node IP (the
+//! exporter as a DaemonSet, one per node, labelling each sample with its pod); the extractor reads the `DCGM_FI_DEV_GPU_UTIL` gauge (percent, one sample per
 //! GPU), keeps the samples of this endpoint's pod (those without a `pod` label too), takes the
 //! busiest GPU and publishes it as the endpoint's `GPUUtilization` attribute in [0, 1].
 //! A failed scrape or extraction keeps the last value, as upstream.
 
+use super::endpoints::EndpointInfo;
 use super::exposition::samples_of;
+use super::tls::TlsClient;
 
 /// The metric the DCGM exporter names GPU utilization (percent).
 pub const GPU_UTIL_METRIC: &str = "DCGM_FI_DEV_GPU_UTIL";
@@ -15,20 +18,41 @@ pub const DCGM_EXTRACTOR: &str = "dcgm-extractor";
 const POD_LABEL: &str = "pod";
 
 /// Where the GPU scraper polls each endpoint's exporter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct GpuProbe {
     pub port: u16,
     pub path: String,
+    /// Poll the exporter on the Pod's node (`status.hostIP`) rather than at the endpoint's IP.
+    pub use_node_address: bool,
+    /// https (`scheme: https`): how to connect; None: plain http, upstream's default.
+    pub tls: Option<TlsClient>,
 }
 
 impl GpuProbe {
-    /// The exporter's address next to the endpoint at `ip`.
-    pub fn address(&self, ip: &str) -> String {
-        if ip.contains(':') {
-            format!("[{ip}]:{}", self.port)
-        } else {
-            format!("{ip}:{}", self.port)
+    /// The exporter's host for this endpoint: its IP, or with `use_node_address` its Pod's node
+    /// address, which only Kubernetes mode knows.
+    pub fn host<'a>(&self, info: &'a EndpointInfo) -> Result<&'a str, String> {
+        if !self.use_node_address {
+            return Ok(&info.ip);
         }
+        info.pod.node_address.as_deref().ok_or_else(|| {
+            "useNodeAddress: the Pod's node address (status.hostIP) is not known".to_owned()
+        })
+    }
+
+    /// The exporter's address at `host`.
+    pub fn address(&self, host: &str) -> String {
+        if host.contains(':') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// The `pod` label value of this endpoint's samples: its Pod's name in Kubernetes mode (an
+    /// endpoint's name adds the rank), else the endpoint's name.
+    pub fn pod<'a>(&self, info: &'a EndpointInfo) -> &'a str {
+        info.pod.name.as_deref().unwrap_or(&info.name)
     }
 }
 
@@ -119,9 +143,71 @@ DCGM_FI_DEV_GPU_UTIL{gpu=\"2\",UUID=\"GPU-c\",device=\"nvidia2\",modelName=\"NVI
         let probe = GpuProbe {
             port: 9400,
             path: "/metrics".into(),
+            use_node_address: false,
+            tls: None,
         };
         assert_eq!(probe.address("10.0.0.1"), "10.0.0.1:9400");
         assert_eq!(probe.address("fd00::1"), "[fd00::1]:9400");
+    }
+
+    /// `useNodeAddress`: the exporter is polled on each Pod's node, never at the endpoint (its
+    /// 192.0.2.x documentation address would not answer), and each endpoint reads the samples
+    /// of its Pod, whose name the endpoint's carries with a rank; an endpoint whose node is not
+    /// known says so on its counters.
+    #[test]
+    fn a_daemonset_exporter_is_polled_on_the_pods_node_for_that_pods_samples() {
+        use std::collections::HashMap;
+
+        use crate::datalayer::endpoints::{PodFacts, PollSource};
+        use crate::datalayer::test_server::MetricsServer;
+        use crate::datalayer::EndpointSpec;
+        use crate::scheduling::Router;
+
+        let exporter = MetricsServer::start(DAEMONSET);
+        let (node, port) = exporter.address.rsplit_once(':').unwrap();
+        let config = format!(
+            r#"{{"scrapeMetrics": false, "scrapeIntervalMs": 10,
+                "gpuTelemetry": {{"port": {port}, "path": "/metrics", "intervalMs": 10,
+                                 "useNodeAddress": true}}}}"#
+        );
+        let router = Router::from_json(&config).unwrap();
+        let spec = |name: &str, i: u8| EndpointSpec {
+            name: name.into(),
+            address: format!("192.0.2.{i}:8000"),
+            labels: vec![],
+        };
+        let on_node = |pod: &str| PodFacts {
+            name: Some(pod.into()),
+            node_address: Some(node.into()),
+            ..Default::default()
+        };
+        let pods = HashMap::from([
+            ("192.0.2.1:8000".to_owned(), on_node("vllm-0")),
+            ("192.0.2.2:8000".to_owned(), on_node("vllm-1")),
+        ]);
+        let specs = [
+            spec("vllm-0-rank-0", 1),
+            spec("vllm-1-rank-0", 2),
+            spec("no-node", 3),
+        ];
+        router.set_endpoints_with(&specs, &pods);
+        router.start_scraper().unwrap();
+        let snapshot = router.store().snapshot();
+        let gpu = |i: usize| snapshot.endpoints[i].info.attributes.gpu_utilization();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while (gpu(0), gpu(1)) != (Some(0.8), Some(0.95)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!((gpu(0), gpu(1), gpu(2)), (Some(0.8), Some(0.95), None));
+        let errors = snapshot.endpoints[2].info.attributes.source_errors();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            (errors[0].source, errors[0].poll_errors),
+            (PollSource::Dcgm, 1)
+        );
+        let why = errors[0].last_error.as_deref().unwrap();
+        assert!(why.contains("status.hostIP"), "{why}");
+        router.stop_scraper();
     }
 
     /// The GPU scraper against a real exporter-shaped server on 127.0.0.1, through the Router:

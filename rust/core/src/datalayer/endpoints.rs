@@ -21,6 +21,18 @@ pub struct EndpointSpec {
     pub labels: Vec<(String, String)>,
 }
 
+/// What Kubernetes mode knows of the Pod behind an endpoint, beyond its address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodFacts {
+    /// `metadata.name`: the `pod` label a DCGM exporter puts on its samples (an endpoint's
+    /// name adds the rank to it).
+    pub name: Option<String>,
+    /// `spec.hostname`: topology-extractor's fallback when the hostname label is absent.
+    pub hostname: Option<String>,
+    /// `status.hostIP`: where dcgm-data-source with `useNodeAddress` finds the node's exporter.
+    pub node_address: Option<String>,
+}
+
 /// The parts of an endpoint that do not change between scrapes, shared by all snapshots.
 #[derive(Debug)]
 pub struct EndpointInfo {
@@ -29,9 +41,8 @@ pub struct EndpointInfo {
     pub address: String,
     pub ip: String,
     pub labels: Vec<(String, String)>,
-    /// The `spec.hostname` of the Pod behind the endpoint, when Kubernetes mode reads it for a
-    /// topology-extractor (its fallback when the hostname label is absent); None otherwise.
-    pub spec_hostname: Option<String>,
+    /// What Kubernetes mode read of the Pod behind the endpoint; empty otherwise.
+    pub pod: PodFacts,
     pub engine: Engine,
     /// Requests this EPP sent and that have not finished; lives across snapshots so it
     /// tracks load between scrapes.
@@ -330,13 +341,9 @@ impl EndpointStore {
         self.set_endpoints_with(specs, &HashMap::new());
     }
 
-    /// As `set_endpoints`, with each endpoint's Pod `spec.hostname` by address (one swap, so no
-    /// snapshot pairs an endpoint with another Pod's hostname).
-    pub fn set_endpoints_with(
-        &self,
-        specs: &[EndpointSpec],
-        spec_hostnames: &HashMap<String, String>,
-    ) {
+    /// As `set_endpoints`, with what is known of each endpoint's Pod, by address (one swap, so
+    /// no snapshot pairs an endpoint with another Pod's facts).
+    pub fn set_endpoints_with(&self, specs: &[EndpointSpec], pods: &HashMap<String, PodFacts>) {
         let _w = self.write.lock();
         let old = self.current.load();
         let mut endpoints = Vec::with_capacity(specs.len());
@@ -345,26 +352,27 @@ impl EndpointStore {
             if index.by_address.contains_key(&spec.address) {
                 continue;
             }
-            let hostname = spec_hostnames.get(&spec.address);
+            let no_pod = PodFacts::default();
+            let pod = pods.get(&spec.address).unwrap_or(&no_pod);
             let ep = match old.get(&spec.address) {
                 Some(prev)
                     if prev.info.name == spec.name
                         && prev.info.labels == spec.labels
-                        && prev.info.spec_hostname.as_ref() == hostname =>
+                        && &prev.info.pod == pod =>
                 {
                     prev.clone()
                 }
                 Some(prev) => Arc::new(Endpoint {
                     info: Arc::new(self.info(
                         spec,
-                        hostname,
+                        pod,
                         prev.info.in_flight.clone(),
                         prev.info.attributes.clone(),
                     )),
                     ..(**prev).clone()
                 }),
                 None => Arc::new(Endpoint {
-                    info: Arc::new(self.info(spec, hostname, Arc::default(), Arc::default())),
+                    info: Arc::new(self.info(spec, pod, Arc::default(), Arc::default())),
                     metrics: EndpointMetrics::default(),
                     scraped_at: None,
                     scrape_errors: 0,
@@ -386,7 +394,7 @@ impl EndpointStore {
     fn info(
         &self,
         spec: &EndpointSpec,
-        spec_hostname: Option<&String>,
+        pod: &PodFacts,
         in_flight: Arc<AtomicU32>,
         attributes: Arc<EndpointAttributes>,
     ) -> EndpointInfo {
@@ -402,7 +410,7 @@ impl EndpointStore {
             address: spec.address.clone(),
             ip: ip_of(&spec.address).to_owned(),
             labels: spec.labels.clone(),
-            spec_hostname: spec_hostname.cloned(),
+            pod: pod.clone(),
             engine,
             in_flight,
             attributes,

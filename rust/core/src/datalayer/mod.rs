@@ -13,7 +13,7 @@ pub(crate) mod test_server;
 pub mod tls;
 
 pub use endpoints::{
-    Endpoint, EndpointAttributes, EndpointSpec, EndpointStore, ModelData, Snapshot,
+    Endpoint, EndpointAttributes, EndpointSpec, EndpointStore, ModelData, PodFacts, Snapshot,
 };
 pub use metrics::{parse_metrics, EndpointMetrics, Engine, MetricsUpdate};
 pub use scrape::{ScrapeConfig, Scraper};

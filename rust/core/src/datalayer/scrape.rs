@@ -179,10 +179,25 @@ fn follow_endpoint_set(
         tasks.entry(info.id).or_insert_with(|| {
             let attributes = info.attributes.clone();
             match probe {
-                Probe::Gpu(gpu) => {
-                    let conn = Connection::new(&gpu.address(&info.ip), &gpu.path);
-                    tokio::spawn(poll_gpu(conn, info.name.clone(), attributes, config))
-                }
+                Probe::Gpu(gpu) => match gpu.host(info) {
+                    Ok(host) => {
+                        let mut conn = Connection::new(&gpu.address(host), &gpu.path);
+                        if let Some(tls) = &gpu.tls {
+                            // The node's certificate names the node; a sidecar's, the endpoint.
+                            let name = match server_name(host) {
+                                Ok(node) if gpu.use_node_address => node,
+                                _ => tls_server_name(info),
+                            };
+                            conn = conn.with_tls(tls, name);
+                        }
+                        let pod = gpu.pod(info).to_owned();
+                        tokio::spawn(poll_gpu(conn, pod, attributes, config))
+                    }
+                    // Nowhere to poll: said once, on the endpoint's counters and in the log.
+                    Err(why) => tokio::spawn(async move {
+                        attributes.record_poll_error(PollSource::Dcgm, false, &why)
+                    }),
+                },
                 Probe::Models(path, tls) => {
                     let conn = connect(info, path, tls.as_ref());
                     tokio::spawn(poll_models(conn, attributes, config))

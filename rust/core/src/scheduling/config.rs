@@ -76,6 +76,12 @@ pub struct PoolMetrics {
 pub struct GpuTelemetry {
     pub port: u16,
     pub path: String,
+    /// Poll the node's exporter (the Pod's `status.hostIP`) instead of the endpoint's IP.
+    #[serde(default)]
+    pub use_node_address: bool,
+    /// Present for https: upstream's TLS options (insecureSkipVerify, caCertPath, client certs).
+    #[serde(default)]
+    pub tls: Option<TlsOptions>,
     /// None: every scrape tick, as upstream's `interval` when omitted.
     pub interval_ms: Option<u64>,
 }
@@ -233,6 +239,7 @@ impl RouterConfig {
         }
         self.metrics_tls()?;
         self.models_tls()?;
+        self.gpu_tls()?;
         if let Some(engine) = &self.default_engine {
             Engine::from_name(engine).map_err(|e| ConfigError(format!("'defaultEngine': {e}")))?;
         }
@@ -278,6 +285,12 @@ impl RouterConfig {
     /// The metrics source's TLS client (its files read); None for plain http.
     pub fn metrics_tls(&self) -> Result<Option<TlsClient>, ConfigError> {
         build_tls(self.metrics_tls.as_ref(), "metricsTls")
+    }
+
+    /// The DCGM source's TLS client (its files read); None for plain http or no source.
+    pub fn gpu_tls(&self) -> Result<Option<TlsClient>, ConfigError> {
+        let options = self.gpu_telemetry.as_ref().and_then(|g| g.tls.as_ref());
+        build_tls(options, "gpuTelemetry.tls")
     }
 
     /// The models source's TLS client (its files read); None for plain http or no source.

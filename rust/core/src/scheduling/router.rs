@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 
 use crate::admission::{Objectives, Policies, RewriteTable};
 use crate::datalayer::dcgm::GpuProbe;
-use crate::datalayer::endpoints::SourceErrorCounts;
+use crate::datalayer::endpoints::{PodFacts, SourceErrorCounts};
 use crate::datalayer::{parse_metrics, EndpointSpec, EndpointStore, Engine, ScrapeConfig, Scraper};
 use crate::parse::{self, ApiKind, GrpcMethod, ParseError, ParsedRequest};
 use crate::scheduling::config::{ConfigError, RouterConfig};
@@ -248,17 +248,13 @@ impl Router {
         self.set_endpoints_with(specs, &HashMap::new());
     }
 
-    /// As `set_endpoints`, with the Pod `spec.hostname` of endpoints (by address) that
-    /// Kubernetes mode read for topology-extractor's fallback.
-    pub fn set_endpoints_with(
-        &self,
-        specs: &[EndpointSpec],
-        spec_hostnames: &HashMap<String, String>,
-    ) {
+    /// As `set_endpoints`, with what Kubernetes mode read of each endpoint's Pod, by address
+    /// (its name, `spec.hostname`, node address).
+    pub fn set_endpoints_with(&self, specs: &[EndpointSpec], pods: &HashMap<String, PodFacts>) {
         let before = self.store.snapshot();
         match self.config.relabel(specs) {
-            Some(relabelled) => self.store.set_endpoints_with(&relabelled, spec_hostnames),
-            None => self.store.set_endpoints_with(specs, spec_hostnames),
+            Some(relabelled) => self.store.set_endpoints_with(&relabelled, pods),
+            None => self.store.set_endpoints_with(specs, pods),
         }
         let after = self.store.snapshot();
         for ep in &before.endpoints {
@@ -326,6 +322,8 @@ impl Router {
             let probe = GpuProbe {
                 port: gpu.port,
                 path: gpu.path.clone(),
+                use_node_address: gpu.use_node_address,
+                tls: self.config.gpu_tls().map_err(std::io::Error::other)?,
             };
             let every = gpu.interval_ms.unwrap_or(self.config.scrape_interval_ms);
             running.push(Scraper::start_gpu(

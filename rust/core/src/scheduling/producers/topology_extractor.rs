@@ -3,7 +3,7 @@
 //! keys by default). The topology-affinity filter and scorer compare each candidate with the
 //! peer the disaggregation handler picked first (the decode endpoint). As upstream, a missing
 //! hostname label falls back to the Pod's `spec.hostname` (ready Pods only), which Kubernetes mode
-//! hands over with the endpoint set (`EndpointInfo::spec_hostname`); zone, rack and region have no
+//! hands over with the endpoint set (`EndpointInfo::pod`); zone, rack and region have no
 //! fallback.
 
 use std::sync::{Arc, OnceLock};
@@ -58,7 +58,7 @@ impl TopologyKeys {
         let label = ep.info.labels.iter().find(|(k, _)| k == key);
         match label {
             Some((_, v)) if !v.is_empty() => v,
-            _ if level == 0 => ep.info.spec_hostname.as_deref().unwrap_or(""),
+            _ if level == 0 => ep.info.pod.hostname.as_deref().unwrap_or(""),
             _ => "",
         }
     }
@@ -110,6 +110,7 @@ impl TopologySource {
 mod tests {
     use serde_json::json;
 
+    use crate::datalayer::endpoints::PodFacts;
     use crate::scheduling::config::RouterConfig;
     use crate::scheduling::contracts::scorer::Picks;
     use crate::scheduling::filters::role_filter::ROLE_LABEL;
@@ -252,9 +253,15 @@ mod tests {
                     labels: e.info.labels.clone(),
                 })
                 .collect();
-            let by_address: HashMap<String, String> = hostnames
+            let by_address: HashMap<String, PodFacts> = hostnames
                 .iter()
-                .map(|&(i, h)| (specs[i].address.clone(), h.to_owned()))
+                .map(|&(i, h)| {
+                    let pod = PodFacts {
+                        hostname: Some(h.to_owned()),
+                        ..Default::default()
+                    };
+                    (specs[i].address.clone(), pod)
+                })
                 .collect();
             store.set_endpoints_with(&specs, &by_address);
             let snap = store.snapshot();
