@@ -124,7 +124,8 @@ def trace_record(request: WorkloadRequest, address: str, kind: str, sample: Samp
     return {"system": zlib.crc32(messages[0]["content"].encode()) if messages else 0,
             "conversation": zlib.crc32("".join(m["content"] for m in messages[:2]).encode()),
             "turn": len(messages) // 2, "address": address, "kind": kind, "ok": sample.ok,
-            "prompt_tokens": sample.prompt_tokens, "cached_tokens": sample.cached_tokens}
+            "prompt_tokens": sample.prompt_tokens, "cached_tokens": sample.cached_tokens,
+            "ttft_ms": sample.sim_ttft_ms}
 
 
 def _body(request: WorkloadRequest) -> bytes:
