@@ -72,10 +72,10 @@ class RunResult:
     trace: list[dict[str, object]] | None = None
 
     def count_move(self, request: WorkloadRequest, address: str) -> str:
-        """What placing this request at `address` was: "" (not a chat), "first" (a first turn
-        where its system prompt is or none has it), "spread" (a first turn away from every
-        server holding its system prompt), "cold" (the system prompt's first request),
-        "stay" or "move" (a later turn, on its previous turn's server or not)."""
+        """What placing this request at `address` was: "" (not a chat), "cold" (the first
+        request of its system prompt placed), "first" (a first turn sent to a server that had
+        its system prompt), "spread" (a first turn sent elsewhere), "stay" or "move" (a later
+        turn, on its previous turn's server or not). Counted in the order requests are placed."""
         messages = request.body.get("messages") or []
         if len(messages) < 2:
             return ""
