@@ -35,14 +35,8 @@ plugins:
 - {{type: token-producer, parameters: {{local: {{path: "{tokenizer}"}}}}}}
 - {{type: precise-prefix-cache-producer, parameters: {{tokenProcessorConfig: {{blockSize: {BLOCK}, hashSeed: "{SEED}"}}}}}}
 - {{type: queue-scorer}}
-- {{type: kv-cache-utilization-scorer}}
 - {{type: prefix-cache-scorer, parameters: {{affinityQueueTokens: {queue_tokens}, affinityCharactersPerToken: {characters_per_token}}}}}
-schedulingProfiles:
-- name: default
-  plugins:
-  - {{pluginRef: queue-scorer, weight: 2}}
-  - {{pluginRef: kv-cache-utilization-scorer, weight: 2}}
-  - {{pluginRef: prefix-cache-scorer, weight: 3}}
+schedulingProfiles: [{{name: p, plugins: [{{pluginRef: queue-scorer, weight: 2}}, {{pluginRef: prefix-cache-scorer, weight: 3}}]}}]
 """)
 
 
