@@ -8,8 +8,10 @@ import asyncio
 import io
 import itertools
 import json
+import os
 import random
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -46,6 +48,8 @@ class Sample:
     sim_e2e_ms: float = 0.0
     wall_e2e_ms: float = 0.0
     output_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # the server's prefix-cache hit at admission (usage.cached_tokens)
 
 
 @dataclass
@@ -64,22 +68,34 @@ class RunResult:
     # First turns sent to a server that never had their system prompt while another had it.
     spreads: int = 0
     prompt_servers: dict[str, set[str]] = field(default_factory=dict)
+    # SLUICEGATE_QUALITY_TRACE set: one record per request, in arrival order (`trace_record`).
+    trace: list[dict[str, object]] | None = None
 
-    def count_move(self, request: WorkloadRequest, address: str) -> None:
+    def count_move(self, request: WorkloadRequest, address: str) -> str:
+        """What placing this request at `address` was: "" (not a chat), "cold" (the first
+        request of its system prompt placed), "first" (a first turn sent to a server that had
+        its system prompt), "spread" (a first turn sent elsewhere), "stay" or "move" (a later
+        turn, on its previous turn's server or not). Counted in the order requests are placed."""
         messages = request.body.get("messages") or []
         if len(messages) < 2:
-            return
+            return ""
         # A conversation: its system prompt and first user turn (a new one on the same system
         # prompt starts with another user turn).
         key = (messages[0]["content"], messages[1]["content"])
         before = self.last_server.get(key)
+        kind = "stay"
         if before is not None and before != address and len(messages) > 2:
             self.moves += 1
+            kind = "move"
         servers = self.prompt_servers.setdefault(messages[0]["content"], set())
-        if len(messages) == 2 and servers and address not in servers:
-            self.spreads += 1
+        if len(messages) == 2:
+            kind = "cold" if not servers else "first"
+            if servers and address not in servers:
+                self.spreads += 1
+                kind = "spread"
         servers.add(address)
         self.last_server[key] = address
+        return kind
 
     def summary(self) -> dict[str, float | int | str | None]:
         ok = [s for s in self.samples if s.ok]
@@ -99,6 +115,17 @@ class RunResult:
             "preemptions": int(c.get("preemptions", 0)), "adapter_loads": int(c.get("adapter_loads", 0)),
             "moves": self.moves, "spreads": self.spreads,
         }
+
+
+def trace_record(request: WorkloadRequest, address: str, kind: str, sample: Sample) -> dict[str, object]:
+    """Where one request went and what the server had cached of it (to compare two policies'
+    placements request by request: the same seed sends the same requests in the same order)."""
+    messages = request.body.get("messages") or []
+    return {"system": zlib.crc32(messages[0]["content"].encode()) if messages else 0,
+            "conversation": zlib.crc32("".join(m["content"] for m in messages[:2]).encode()),
+            "turn": len(messages) // 2, "address": address, "kind": kind, "ok": sample.ok,
+            "prompt_tokens": sample.prompt_tokens, "cached_tokens": sample.cached_tokens,
+            "ttft_ms": sample.sim_ttft_ms}
 
 
 def _body(request: WorkloadRequest) -> bytes:
@@ -121,8 +148,10 @@ async def _send(session: aiohttp.ClientSession, address: str, path: str, body: b
             payload = json.loads(raw)
             if resp.status != 200:
                 return Sample(False)
+            usage = payload["usage"]
             return Sample(True, float(resp.headers["x-sim-ttft-ms"]), float(resp.headers["x-sim-e2e-ms"]),
-                          wall_ms, payload["usage"]["completion_tokens"])
+                          wall_ms, usage["completion_tokens"], usage["prompt_tokens"],
+                          (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0))
     except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError, PolicyError):
         return Sample(False)
 
@@ -154,26 +183,31 @@ async def _run_policy(name: str, policy: Policy, shape: FleetShape, rate: float,
         async with aiohttp.ClientSession(connector=connector,
                                          timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
 
-            async def one(request: WorkloadRequest) -> None:
+            async def one(request: WorkloadRequest, slot: int) -> None:
                 body = _body(request)
                 try:
                     address = await policy.pick_async(request.path, body)
                 except PolicyError:  # routing refused (an ext_proc answer without an endpoint)
                     result.samples.append(Sample(False))
                     return
-                result.count_move(request, address)
+                kind = result.count_move(request, address)
                 try:
-                    result.samples.append(await _send(session, address, request.path, body, policy.answered))
+                    sample = await _send(session, address, request.path, body, policy.answered)
+                    result.samples.append(sample)
+                    if result.trace is not None:
+                        result.trace[slot] = trace_record(request, address, kind, sample)
                 finally:
                     policy.done(address)
 
             offsets = list(itertools.takewhile(
                 lambda t: t < duration_s, itertools.accumulate(arrivals.expovariate(rate) for _ in itertools.count())))
+            if os.environ.get("SLUICEGATE_QUALITY_TRACE"):
+                result.trace = [{} for _ in offsets]
             loop = asyncio.get_running_loop()
             start = loop.time()
-            for offset in offsets:
+            for slot, offset in enumerate(offsets):
                 await asyncio.sleep(max(0.0, start + offset - loop.time()))
-                task = asyncio.create_task(one(next(requests)))
+                task = asyncio.create_task(one(next(requests), slot))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
             if pending:

@@ -170,6 +170,7 @@ class SluicegatePolicy(Policy):
         self.precise = precise
         self.render = render  # tokenize through the first server's render API
         self.subscriber: KvEventSubscriber | None = None
+        self.index_stats: dict[str, int] | None = None
         # Tokenizing off the event loop, as the ext_proc server does on tokio's blocking pool:
         # as many threads as requests may tokenize at once here, so none waits for a thread.
         self.threads: ThreadPoolExecutor | None = None
@@ -219,6 +220,8 @@ class SluicegatePolicy(Policy):
         self.scheduler.release(address)
 
     async def stop(self) -> None:
+        # The precise index's counters (lookups, blocks matched, events skipped), for the trace.
+        self.index_stats = self.scheduler.router.kv_event_stats()
         await super().stop()
         if self.subscriber is not None:
             await self.subscriber.close()
@@ -226,18 +229,22 @@ class SluicegatePolicy(Policy):
             self.threads.shutdown(wait=True)
 
 
-def scorer_variants() -> list[SluicegatePolicy]:
+def scorer_variants(shape: FleetShape | None = None) -> list[SluicegatePolicy]:
     """SLUICEGATE_QUALITY_VARIANTS="name={params};...": the default profile with these
     prefix-cache-scorer parameters (YAML flow mapping), one extra row each, to compare settings
-    in one run, e.g. `slack8={affinityQueueSlack: 8}`."""
+    in one run, e.g. `slack8={affinityQueueSlack: 8}`; on vLLM-style servers (`shape` with a
+    tokenizer) also the precise profile with them (`sluicegate+precise-<name>`)."""
     out = []
     for item in filter(None, os.environ.get("SLUICEGATE_QUALITY_VARIANTS", "").split(";")):
         name, sep, params = item.partition("=")
         if not sep or not params.strip().startswith("{"):
             raise ValueError(f"SLUICEGATE_QUALITY_VARIANTS: expected name={{params}}, got {item!r}")
-        config = _default_profile().replace(
-            "- {type: prefix-cache-scorer}", f"- {{type: prefix-cache-scorer, parameters: {params.strip()}}}")
+        scorer = f"- {{type: prefix-cache-scorer, parameters: {params.strip()}}}"
+        config = _default_profile().replace("- {type: prefix-cache-scorer}", scorer)
         out.append(SluicegatePolicy(f"sluicegate-{name.strip()}", config))
+        if shape is not None and shape.tokenizer:
+            config = precise_tokens(shape).replace("- {type: prefix-cache-scorer}", scorer)
+            out.append(SluicegatePolicy(f"sluicegate+precise-{name.strip()}", config, True))
     return out
 
 
@@ -248,7 +255,7 @@ def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[
         out.append(SluicegatePolicy("sluicegate-previous", PREVIOUS))
         out.append(SluicegatePolicy("sluicegate-upstream-scorer", UPSTREAM_SCORER))
         out.append(SluicegatePolicy("sluicegate-queue-slack", QUEUE_SLACK))
-        out += scorer_variants()
+        out += scorer_variants(shape)
     if shape is not None and shape.tokenizer:
         out += [SluicegatePolicy("sluicegate+precise", precise_tokens(shape), True),
                 SluicegatePolicy("sluicegate+precise-render", None, True, render=True)]

@@ -61,7 +61,7 @@ def targets(by_workload: Mapping[str, Sequence[Row]]) -> list[tuple[str, bool | 
         if approx and precise:
             out.append((f"(d) {workload}: precise TTFT p50, p90 <= approximate's, p99 <, hit rate >=",
                         _precise_beats(precise, approx), " vs ".join(
-                            "{ttft_p50_ms:.0f}/{ttft_p90_ms:.0f}/{ttft_p99_ms:.0f} ms {prefix_hit_rate:.1%}".format(**r)
+                            "{ttft_p50_ms:.1f}/{ttft_p90_ms:.0f}/{ttft_p99_ms:.0f} ms {prefix_hit_rate:.2%}, {moves} moves".format(**r)
                             for r in (precise, approx))))
     for policy in ("sluicegate", "sluicegate+lora"):
         ours, rr = row("lora", policy), row("lora", "round-robin")

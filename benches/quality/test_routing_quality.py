@@ -6,16 +6,18 @@ fail or a policy's result is missing."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import socket
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import uvloop
 
 from sluicegate.sim.toy_tokenizers import byte_level_chatml
 
-from benches.quality.driver import WORKLOADS, capacity, run_policy, workload
+from benches.quality.driver import WORKLOADS, RunResult, capacity, run_policy, workload
 from benches.quality.fleet import FleetShape
 from benches.quality.policies import policies, scorer_variants
 
@@ -77,16 +79,33 @@ def test_precise_routing_with_vllm_style_events(benchmark, quality_size, quality
              "sluicegate-queue-slack", "sluicegate+precise", "sluicegate+precise-render"}
     if os.environ.get("SLUICEGATE_QUALITY_POLICIES"):  # a subset, to repeat a comparison sooner
         names = set(os.environ["SLUICEGATE_QUALITY_POLICIES"].split(","))
-    names |= {p.name for p in scorer_variants()}
+    names |= {p.name for p in scorer_variants(shape)}
     compare_rows("shared_prefix_vllm", shape, names, benchmark, quality_size, quality_rows)
+
+
+def write_trace(key: str, result: RunResult, index_stats: dict[str, int] | None) -> None:
+    """SLUICEGATE_QUALITY_TRACE: each row's requests, in arrival order (where each went, what
+    the server had cached of it) and the precise index's counters, to
+    benches/quality/out/trace-<key>-<policy>.json."""
+    if result.trace is None:
+        return
+    out = Path(__file__).parent / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"trace-{key}-{result.policy}.json").write_text(json.dumps(
+        {"summary": result.summary(), "index": index_stats, "requests": result.trace}))
 
 
 def compare_rows(key: str, shape: FleetShape, names: set[str], benchmark, quality_size, quality_rows) -> None:
     """shared_prefix on `shape` with the policies named, same arrivals, one run; rows under `key`."""
     async def compare() -> list[dict]:
         rate = _fixed_rate() or LOAD * await capacity("shared_prefix", shape, quality_size.calibrate_s, SEED)
-        return [(await run_policy("shared_prefix", p, shape, rate, quality_size.run_s, SEED)).summary()
-                for p in policies("shared_prefix", SEED, shape) if p.name in names]
+        rows = []
+        for p in policies("shared_prefix", SEED, shape):
+            if p.name in names:
+                result = await run_policy("shared_prefix", p, shape, rate, quality_size.run_s, SEED)
+                rows.append(result.summary())
+                write_trace(key, result, getattr(p, "index_stats", None))
+        return rows
 
     rows = benchmark.pedantic(lambda: uvloop.run(compare()), rounds=1, iterations=1)
     quality_rows[key] = rows

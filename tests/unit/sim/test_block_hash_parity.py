@@ -16,10 +16,10 @@ import zmq
 import zmq.asyncio
 
 from sluicegate._core import LocalTokenizer, request_block_keys, vllm_block_hashes
-from sluicegate.scheduling import Endpoint, Request, Scheduler
+from sluicegate.scheduling import Endpoint, Request
 from sluicegate.sim import block_hash
 from sluicegate.sim.toy_tokenizers import byte_level_chatml, whitespace_llama2
-from tests.unit.sim.test_sim import run, sim
+from tests.unit.sim.test_sim import precise_scheduler, run, sim
 
 SEED = "42"
 BLOCK = 16
@@ -166,13 +166,7 @@ def test_a_precise_scheduler_fed_the_events_matches_the_prompt_on_that_server(to
     req = {**req, "model": "lora-1"}
     event = asyncio.run(_published({"tokenizer": str(tokenizer_dir), "hash_seed": SEED, "block_size": BLOCK},
                                    path, req))
-    sched = Scheduler(f"""
-plugins:
-- {{type: token-producer, parameters: {{local: {{path: "{tokenizer_dir}"}}}}}}
-- {{type: precise-prefix-cache-producer, parameters: {{tokenProcessorConfig: {{blockSize: {BLOCK}, hashSeed: "{SEED}"}}}}}}
-- {{type: prefix-cache-scorer}}
-schedulingProfiles: [{{name: p, plugins: [{{pluginRef: prefix-cache-scorer}}]}}]
-""")
+    sched = precise_scheduler(tokenizer_dir, SEED, BLOCK)
     sched.set_endpoints([Endpoint("a", "10.0.0.1:8000"), Endpoint("b", "10.0.0.2:8000")])
     fields = ("block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id", "medium",
               "lora_name", "extra_keys")

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from sluicegate.scheduling import Endpoint, Request, Scheduler
+from sluicegate.scheduling import Endpoint, Request
 from sluicegate.sim.config import DEFAULT_MODEL, SimConfig
 from sluicegate.sim.kv_events import encode_batch
 from sluicegate.sim.kvcache import KVCache
 from sluicegate.sim.render import PromptTokens
 from sluicegate.sim.toy_tokenizers import byte_level_chatml
+
+from tests.unit.sim.test_sim import precise_scheduler
 
 SEED = "42"
 BLOCK = 16
@@ -41,13 +43,7 @@ def tokenizer(tmp_path_factory) -> Path:
 def test_the_precise_index_credits_exactly_the_blocks_an_evicting_cache_holds(tokenizer) -> None:
     config = SimConfig(tokenizer=str(tokenizer), hash_seed=SEED, block_size=BLOCK, kv_blocks=512)
     tokens = PromptTokens(config)
-    sched = Scheduler(f"""
-plugins:
-- {{type: token-producer, parameters: {{local: {{path: "{tokenizer}"}}}}}}
-- {{type: precise-prefix-cache-producer, parameters: {{tokenProcessorConfig: {{blockSize: {BLOCK}, hashSeed: "{SEED}"}}}}}}
-- {{type: prefix-cache-scorer}}
-schedulingProfiles: [{{name: p, plugins: [{{pluginRef: prefix-cache-scorer}}]}}]
-""")
+    sched = precise_scheduler(tokenizer, SEED, BLOCK)
     sched.set_endpoints([Endpoint("a", ADDRESS)])
     rng = random.Random(19)
     bodies = [{"model": DEFAULT_MODEL, "prompt": p, "max_tokens": 1} for p in _prompts(rng)]

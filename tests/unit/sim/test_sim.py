@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from sluicegate.scheduling import Scheduler
 from sluicegate.sim import SimConfig, SimServer
 
 FAST = {"speedup": 50.0}
@@ -34,6 +35,18 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
 
 def chat(content: str, **extra: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": content}], "max_tokens": 4, **extra}
+
+
+def precise_scheduler(tokenizer: object, hash_seed: str = "42", block: int = 16) -> Scheduler:
+    """A Scheduler scoring by the precise index alone: in-process tokenizer from `tokenizer`,
+    vLLM-style keys at `block` tokens under `hash_seed`, one prefix-cache-scorer."""
+    return Scheduler(f"""
+plugins:
+- {{type: token-producer, parameters: {{local: {{path: "{tokenizer}"}}}}}}
+- {{type: precise-prefix-cache-producer, parameters: {{tokenProcessorConfig: {{blockSize: {block}, hashSeed: "{hash_seed}"}}}}}}
+- {{type: prefix-cache-scorer}}
+schedulingProfiles: [{{name: p, plugins: [{{pluginRef: prefix-cache-scorer}}]}}]
+""")
 
 
 async def read_sse(response: aiohttp.ClientResponse) -> list[str]:

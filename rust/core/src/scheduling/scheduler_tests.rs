@@ -363,6 +363,27 @@ fn a_negative_queue_token_cost_is_refused() {
 }
 
 #[test]
+fn priced_in_longer_tokens_a_prefix_moves_at_a_shorter_queue() {
+    // 8,000 bytes at 8 characters a priced token: 1,000 tokens of prefill, so three queued
+    // requests at 500 tokens each outweigh it (at the default 4 characters they do not).
+    let mut config = queue_tokens_profile(500.0);
+    config["plugins"][2]["parameters"]["affinityCharactersPerToken"] = json!(8);
+    let (first, second) = repeated_prompt_picks(config.clone(), [3, 0, 0]);
+    assert_ne!(first, second);
+    let (first, second) = repeated_prompt_picks(config, [1, 0, 0]);
+    assert_eq!(first, second);
+}
+
+#[test]
+fn a_non_positive_characters_per_token_is_refused() {
+    for bad in [json!(0), json!(-4)] {
+        let e = error(json!({"plugins": [{"type": "prefix-cache-scorer",
+            "parameters": {"affinityCharactersPerToken": bad}}]}));
+        assert!(e.contains("affinityCharactersPerToken"), "{e}");
+    }
+}
+
+#[test]
 fn a_queue_slack_set_discounts_a_match_by_queue_depth_alone() {
     let slack = json!({
         "plugins": [{"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"},

@@ -23,6 +23,15 @@
 //! queued request adds (a request's service time over the batch slots) over the prefill time
 //! of one token.
 //!
+//! Its tokens are tokens of `affinityCharactersPerToken` characters of prompt (default 4, the
+//! approximate producer's estimate), so the rule weighs the same text the same under every
+//! producer: the approximate producer's blocks are cut at that estimate, while the precise
+//! index counts the model's real tokens, converted with the request's own characters per token
+//! (its flat prompt over its token count). A tokenizer that makes 6.4 characters a token would
+//! otherwise make a history weigh 1.6× less under precise mode, and turns would leave their
+//! server at shorter queues than under the approximate producer. Set it to the model's
+//! characters per token to price real tokens under both.
+//!
 //! `affinityQueueSlack` (set, in place of the token rule; sluicegate's default until session
 //! 7 with 4) discounts a match by queue depth alone: slack / (slack + requests queued at its
 //! server), whatever the match saves; 0 = upstream's scorer, a match counts whatever the queue.
@@ -47,6 +56,10 @@ use crate::scheduling::scorers::queue_scorer::waiting;
 /// queue at its own, a match that holds 400 tokens more than an idle server's once 3 do.
 pub const AFFINITY_QUEUE_TOKENS: f64 = 200.0;
 
+/// Prompt characters one token of `affinityQueueTokens` stands for (its default): the
+/// approximate producer's estimate, so the rule prices what it always has under that producer.
+pub const AFFINITY_CHARACTERS_PER_TOKEN: f64 = BYTES_PER_TOKEN as f64;
+
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 struct PrefixParams {
@@ -65,6 +78,9 @@ struct PrefixParams {
     /// on such a candidate exceed queued requests × this, else as that shorter match; 0 = off
     /// (`affinityQueueSlack` applies).
     affinity_queue_tokens: Option<f64>,
+    /// Prompt characters (bytes) one token of `affinityQueueTokens` stands for; the precise
+    /// index's real tokens are converted with each request's measured characters per token.
+    affinity_characters_per_token: f64,
     // The scorer's older parameters (before upstream split off the producer): they configure
     // the scorer's own approximate producer.
     auto_tune: Option<bool>,
@@ -83,6 +99,7 @@ impl Default for PrefixParams {
             match_length_scale_tokens: 8192,
             affinity_queue_slack: None,
             affinity_queue_tokens: None,
+            affinity_characters_per_token: AFFINITY_CHARACTERS_PER_TOKEN,
             auto_tune: None,
             block_size: None,
             max_prefix_blocks_to_match: None,
@@ -122,6 +139,7 @@ pub struct PrefixCacheScorer {
     match_length_scale_tokens: usize,
     affinity_queue_slack: f64,
     affinity_queue_tokens: f64,
+    affinity_characters_per_token: f64,
     own: Arc<ApproxPrefixProducer>,
     linked: OnceLock<PrefixSource>,
 }
@@ -157,6 +175,12 @@ pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
             "parameters.affinityQueueTokens: must be >= 0, got {tokens}"
         )));
     }
+    let chars = params.affinity_characters_per_token;
+    if !(chars.is_finite() && chars > 0.0) {
+        return Err(p.error(format_args!(
+            "parameters.affinityCharactersPerToken: must be > 0, got {chars}"
+        )));
+    }
     let own = ApproxPrefixProducer::new(params.own_producer()).map_err(|e| p.error(e))?;
     let mut scorer = PrefixCacheScorer::new(own);
     scorer.producer_name = params.prefix_match_info_producer_name;
@@ -164,6 +188,7 @@ pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
     scorer.match_length_scale_tokens = params.match_length_scale_tokens;
     scorer.affinity_queue_slack = slack;
     scorer.affinity_queue_tokens = tokens;
+    scorer.affinity_characters_per_token = chars;
     Ok(Plugin::Scorer(Arc::new(scorer)))
 }
 
@@ -176,6 +201,7 @@ impl PrefixCacheScorer {
             match_length_scale_tokens: 8192,
             affinity_queue_slack: 0.0,
             affinity_queue_tokens: AFFINITY_QUEUE_TOKENS,
+            affinity_characters_per_token: AFFINITY_CHARACTERS_PER_TOKEN,
             own: Arc::new(producer),
             linked: OnceLock::new(),
         }
@@ -212,7 +238,7 @@ impl PrefixCacheScorer {
         }
         if self.affinity_queue_tokens > 0.0 {
             let kept = m.free_best.min(n);
-            let saved = ((n - kept) * m.block_tokens) as f64;
+            let saved = (n - kept) as f64 * m.priced_block;
             if f64::from(w) * self.affinity_queue_tokens > saved {
                 return if kept == 0 {
                     0.0
@@ -235,6 +261,8 @@ impl PrefixCacheScorer {
 struct MatchContext {
     total: f64,
     block_tokens: usize,
+    /// One block in `affinityQueueTokens`' tokens (of `affinityCharactersPerToken` characters).
+    priced_block: f64,
     shallowest: Option<u32>,
     free_best: usize,
 }
@@ -251,7 +279,7 @@ fn queued(cycle: &Cycle<'_>, c: u32) -> Option<u32> {
 impl Scorer for PrefixCacheScorer {
     fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]) {
         let source = self.source();
-        let (hashes, block_tokens) = source.blocks(cycle, candidates);
+        let (hashes, block_tokens, chars_per_token) = source.blocks_and_chars(cycle, candidates);
         let mut matched = Vec::new();
         if hashes.is_empty() {
             out.fill(0.0);
@@ -275,6 +303,8 @@ impl Scorer for PrefixCacheScorer {
             let m = MatchContext {
                 total: hashes.len() as f64,
                 block_tokens,
+                priced_block: block_tokens as f64 * chars_per_token
+                    / self.affinity_characters_per_token,
                 shallowest,
                 free_best,
             };
@@ -363,6 +393,7 @@ mod tests {
         MatchContext {
             total: 40.0,
             block_tokens: 64,
+            priced_block: 64.0,
             shallowest: Some(0),
             free_best,
         }
