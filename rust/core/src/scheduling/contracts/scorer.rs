@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use crate::scheduling::cycle::Cycle;
-use crate::scheduling::producers::approx_prefix_cache_producer::{
-    ApproxPrefixProducer, BYTES_PER_TOKEN,
-};
+use crate::scheduling::producers::approx_prefix_cache_producer::ApproxPrefixProducer;
 use crate::scheduling::producers::burst_prefix_cache_producer::BurstPrefixProducer;
 use crate::scheduling::producers::mm_embeddings_cache_producer::MmEmbeddingsProducer;
 use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndex;
@@ -135,33 +133,16 @@ impl PrefixSource {
     /// The request's blocks at the producer's size, and that size in tokens: the precise index's
     /// keys, or the approximate producer's estimated-token blocks.
     pub fn blocks(&self, cycle: &Cycle<'_>, candidates: &[u32]) -> (Vec<u64>, usize) {
-        let (hashes, block_tokens, _) = self.blocks_and_chars(cycle, candidates);
-        (hashes, block_tokens)
-    }
-
-    /// `blocks`, and the prompt characters one of the producer's tokens stands for: measured on
-    /// the request when the precise index tokenized it, else the estimate the blocks were cut
-    /// by (`BYTES_PER_TOKEN`), so a count of tokens means the same text under every producer.
-    pub fn blocks_and_chars(
-        &self,
-        cycle: &Cycle<'_>,
-        candidates: &[u32],
-    ) -> (Vec<u64>, usize, f64) {
         match self {
-            PrefixSource::Precise(p) => {
-                let (keys, chars) = p.request_keys_and_chars(&cycle.request);
-                (keys, p.block_tokens(), chars)
-            }
+            PrefixSource::Precise(p) => (p.request_keys(&cycle.request), p.block_tokens()),
             PrefixSource::Approx(a) => {
                 let first = candidates.first().map(|&c| cycle.endpoint(c));
                 let block_tokens = a.block_tokens(first);
-                let hashes = a.hashes(&cycle.request, block_tokens);
-                (hashes, block_tokens, BYTES_PER_TOKEN as f64)
+                (a.hashes(&cycle.request, block_tokens), block_tokens)
             }
             PrefixSource::Burst(b) => {
                 let r = &cycle.request;
-                let hashes = b.hashes(r.model, r.cache_salt, r.prompt);
-                (hashes, b.block_tokens(), BYTES_PER_TOKEN as f64)
+                (b.hashes(r.model, r.cache_salt, r.prompt), b.block_tokens())
             }
         }
     }
@@ -174,6 +155,12 @@ impl PrefixSource {
             PrefixSource::Burst(_) if cycle.request.burst == Some(endpoint) => hashes.len(),
             PrefixSource::Burst(_) => 0,
         }
+    }
+
+    /// Whether the producer's tokens are the model's own (the precise index tokenizing with a
+    /// token-producer) rather than an estimate of `BYTES_PER_TOKEN` bytes each.
+    pub fn counts_model_tokens(&self) -> bool {
+        matches!(self, PrefixSource::Precise(p) if p.token_level())
     }
 }
 

@@ -291,13 +291,6 @@ impl BlockIndex {
     /// The block keys of a request under the index's scheme; empty when it cannot be keyed
     /// (counted when tokenization failed).
     pub fn request_keys(&self, r: &Request<'_>) -> Vec<u64> {
-        self.request_keys_and_chars(r).0
-    }
-
-    /// The request's block keys, and the prompt characters (bytes of the flat prompt) one of
-    /// its tokens stands for: measured on the request when it was tokenized (its flat prompt
-    /// over its token count), else the byte scheme's `BYTES_PER_TOKEN`.
-    pub fn request_keys_and_chars(&self, r: &Request<'_>) -> (Vec<u64>, f64) {
         let computed;
         let tokens = match (r.tokens, self.tokens.get()) {
             (_, None) => None,
@@ -308,26 +301,16 @@ impl BlockIndex {
             }
         };
         match tokens {
-            Some(Ok(tokens)) => {
-                let chars = if tokens.is_empty() || r.prompt.is_empty() {
-                    BYTES_PER_TOKEN as f64
-                } else {
-                    r.prompt.len() as f64 / tokens.len() as f64
-                };
-                (self.keys.prompt_keys(tokens, r.model, r.cache_salt), chars)
-            }
+            Some(Ok(tokens)) => self.keys.prompt_keys(tokens, r.model, r.cache_salt),
             Some(Err(_)) => {
                 add(&self.counters.tokenize_failures, 1);
-                (Vec::new(), BYTES_PER_TOKEN as f64)
+                Vec::new()
             }
-            None => (
-                block_hashes(
-                    r.model,
-                    r.cache_salt,
-                    r.prompt,
-                    self.block_tokens * BYTES_PER_TOKEN,
-                ),
-                BYTES_PER_TOKEN as f64,
+            None => block_hashes(
+                r.model,
+                r.cache_salt,
+                r.prompt,
+                self.block_tokens * BYTES_PER_TOKEN,
             ),
         }
     }

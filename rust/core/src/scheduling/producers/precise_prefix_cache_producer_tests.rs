@@ -78,29 +78,6 @@ fn vllm_stored(
 }
 
 #[test]
-fn a_tokenized_request_measures_its_characters_per_token() {
-    let index = token_index("42", 4);
-    // Eight one-character words: 15 bytes of flat prompt, 8 tokens, 2 blocks of 4.
-    let body = br#"{"model":"m","prompt":"a b a b a b a b"}"#;
-    let request = Request {
-        model: "m",
-        prompt: b"a b a b a b a b",
-        path: "/v1/completions",
-        body,
-        ..Default::default()
-    };
-    let (keys, chars) = index.request_keys_and_chars(&request);
-    assert_eq!(keys.len(), 2);
-    assert_eq!(chars, 15.0 / 8.0);
-    // The byte scheme cuts its blocks at the estimate.
-    let bytes = BlockIndex::new(4, 5557, String::new());
-    assert_eq!(
-        bytes.request_keys_and_chars(&request).1,
-        BYTES_PER_TOKEN as f64
-    );
-}
-
-#[test]
 fn token_events_are_keyed_as_the_request_keys_of_their_tokens() {
     let index = token_index("42", 4);
     let engine = EngineHasher::new("42", 4);

@@ -23,14 +23,13 @@
 //! queued request adds (a request's service time over the batch slots) over the prefill time
 //! of one token.
 //!
-//! Its tokens are tokens of `affinityCharactersPerToken` characters of prompt (default 4, the
-//! approximate producer's estimate), so the rule weighs the same text the same under every
-//! producer: the approximate producer's blocks are cut at that estimate, while the precise
-//! index counts the model's real tokens, converted with the request's own characters per token
-//! (its flat prompt over its token count). A tokenizer that makes 6.4 characters a token would
-//! otherwise make a history weigh 1.6× less under precise mode, and turns would leave their
-//! server at shorter queues than under the approximate producer. Set it to the model's
-//! characters per token to price real tokens under both.
+//! Its tokens are the model's: prefill time is spent per model token. The precise index with a
+//! token-producer counts them; the approximate producer (and the precise index's byte scheme)
+//! cuts blocks at one estimated token per 4 bytes, converted here with
+//! `affinityCharactersPerToken`, the model's characters per token (default 4: the estimate
+//! taken as is). With a tokenizer that makes 6.4 characters a token the estimate makes a
+//! history 1.6× longer than it is, so turns stay on a queued server longer than their prefill
+//! is worth; set 6.4 there to price what the model will really prefill.
 //!
 //! `affinityQueueSlack` (set, in place of the token rule; sluicegate's default until session
 //! 7 with 4) discounts a match by queue depth alone: slack / (slack + requests queued at its
@@ -56,8 +55,8 @@ use crate::scheduling::scorers::queue_scorer::waiting;
 /// queue at its own, a match that holds 400 tokens more than an idle server's once 3 do.
 pub const AFFINITY_QUEUE_TOKENS: f64 = 200.0;
 
-/// Prompt characters one token of `affinityQueueTokens` stands for (its default): the
-/// approximate producer's estimate, so the rule prices what it always has under that producer.
+/// The model's characters (bytes) per token the approximate estimate is converted with (its
+/// default): the estimate's own 4, so it is taken as is.
 pub const AFFINITY_CHARACTERS_PER_TOKEN: f64 = BYTES_PER_TOKEN as f64;
 
 #[derive(Deserialize)]
@@ -78,8 +77,8 @@ struct PrefixParams {
     /// on such a candidate exceed queued requests × this, else as that shorter match; 0 = off
     /// (`affinityQueueSlack` applies).
     affinity_queue_tokens: Option<f64>,
-    /// Prompt characters (bytes) one token of `affinityQueueTokens` stands for; the precise
-    /// index's real tokens are converted with each request's measured characters per token.
+    /// The model's characters (bytes) per token: converts the approximate producer's estimated
+    /// tokens into the model's for `affinityQueueTokens`; the precise index counts the model's.
     affinity_characters_per_token: f64,
     // The scorer's older parameters (before upstream split off the producer): they configure
     // the scorer's own approximate producer.
@@ -261,7 +260,7 @@ impl PrefixCacheScorer {
 struct MatchContext {
     total: f64,
     block_tokens: usize,
-    /// One block in `affinityQueueTokens`' tokens (of `affinityCharactersPerToken` characters).
+    /// One block in the model's tokens, the unit of `affinityQueueTokens`.
     priced_block: f64,
     shallowest: Option<u32>,
     free_best: usize,
@@ -279,7 +278,13 @@ fn queued(cycle: &Cycle<'_>, c: u32) -> Option<u32> {
 impl Scorer for PrefixCacheScorer {
     fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]) {
         let source = self.source();
-        let (hashes, block_tokens, chars_per_token) = source.blocks_and_chars(cycle, candidates);
+        let (hashes, block_tokens) = source.blocks(cycle, candidates);
+        // One block in model tokens: the producer's own count, or its estimate converted.
+        let priced_block = if source.counts_model_tokens() {
+            block_tokens as f64
+        } else {
+            block_tokens as f64 * BYTES_PER_TOKEN as f64 / self.affinity_characters_per_token
+        };
         let mut matched = Vec::new();
         if hashes.is_empty() {
             out.fill(0.0);
@@ -303,8 +308,7 @@ impl Scorer for PrefixCacheScorer {
             let m = MatchContext {
                 total: hashes.len() as f64,
                 block_tokens,
-                priced_block: block_tokens as f64 * chars_per_token
-                    / self.affinity_characters_per_token,
+                priced_block,
                 shallowest,
                 free_best,
             };
