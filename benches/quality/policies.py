@@ -1,7 +1,8 @@
 """The routing policies compared: three a proxy has without an EPP (random, round-robin, least
 outstanding requests counted by the client), and sluicegate's Router with the default profile,
 with precise prefix scoring fed by the simulators' KV events, and with active-request (varied) or
-LoRA affinity (lora) scoring added."""
+LoRA affinity (lora) scoring added; on `burst`, the queue-scorer's rules for requests sent since
+the last scrape."""
 
 from __future__ import annotations
 
@@ -68,6 +69,10 @@ def precise_tokens(shape: FleetShape, render_url: str = "") -> str:
                 f'kvEventsConfig: {{zmqEndpoint: "{shape.kv_events_endpoint}"}}, '
                 "speculativeIndexing: true, speculativeTTL: 2s}}")
     return _default_profile(f"{tokens}\n{producer}")
+# The default profile with the queue-scorer counting this EPP's requests sent since the scrape
+# at every server (`inFlight: always`, sluicegate's rule until session 9), or never (upstream's).
+IN_FLIGHT_ALWAYS = _default_profile().replace("- {type: queue-scorer}", "- {type: queue-scorer, parameters: {inFlight: always}}")
+IN_FLIGHT_NEVER = _default_profile().replace("- {type: queue-scorer}", "- {type: queue-scorer, parameters: {inFlight: never}}")
 LORA = _default_profile("- {type: lora-affinity-scorer}", "  - {pluginRef: lora-affinity-scorer, weight: 2}")
 ACTIVE = _default_profile("- {type: active-request-scorer}", "  - {pluginRef: active-request-scorer, weight: 2}")
 
@@ -229,19 +234,34 @@ class SluicegatePolicy(Policy):
 def scorer_variants() -> list[SluicegatePolicy]:
     """SLUICEGATE_QUALITY_VARIANTS="name={params};...": the default profile with these
     prefix-cache-scorer parameters (YAML flow mapping), one extra row each, to compare settings
-    in one run, e.g. `slack8={affinityQueueSlack: 8}`."""
+    in one run, e.g. `slack8={affinityQueueSlack: 8}`; SLUICEGATE_QUALITY_QUEUE_VARIANTS the same
+    for queue-scorer parameters, e.g. `free2={inFlightFreeSlots: 2}`."""
+    return _variants("SLUICEGATE_QUALITY_VARIANTS", "prefix-cache-scorer") + _variants(
+        "SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer")
+
+
+def _variants(env: str, plugin: str) -> list[SluicegatePolicy]:
     out = []
-    for item in filter(None, os.environ.get("SLUICEGATE_QUALITY_VARIANTS", "").split(";")):
+    for item in filter(None, os.environ.get(env, "").split(";")):
         name, sep, params = item.partition("=")
         if not sep or not params.strip().startswith("{"):
-            raise ValueError(f"SLUICEGATE_QUALITY_VARIANTS: expected name={{params}}, got {item!r}")
-        config = _default_profile().replace(
-            "- {type: prefix-cache-scorer}", f"- {{type: prefix-cache-scorer, parameters: {params.strip()}}}")
+            raise ValueError(f"{env}: expected name={{params}}, got {item!r}")
+        config = _default_profile().replace(f"- {{type: {plugin}}}", f"- {{type: {plugin}, parameters: {params.strip()}}}")
         out.append(SluicegatePolicy(f"sluicegate-{name.strip()}", config))
     return out
 
 
+def in_flight_policies() -> list[SluicegatePolicy]:
+    """The default profile with the queue-scorer's other `inFlight` rules (rows for
+    test_upstream_go.py, and the first one on `burst`)."""
+    return [SluicegatePolicy("sluicegate-inflight-always", IN_FLIGHT_ALWAYS),
+            SluicegatePolicy("sluicegate-inflight-never", IN_FLIGHT_NEVER)]
+
+
 def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[Policy]:
+    if workload == "burst":  # what counting requests in flight buys (least-queue counts them all)
+        return [RoundRobinPolicy(), LeastRequestPolicy(seed), SluicegatePolicy("sluicegate"),
+                in_flight_policies()[0], *_variants("SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer")]
     out: list[Policy] = [RandomPolicy(seed), RoundRobinPolicy(), LeastRequestPolicy(seed),
                          SluicegatePolicy("sluicegate")]
     if workload == "shared_prefix":
