@@ -69,9 +69,10 @@ def precise_tokens(shape: FleetShape, render_url: str = "") -> str:
                 f'kvEventsConfig: {{zmqEndpoint: "{shape.kv_events_endpoint}"}}, '
                 "speculativeIndexing: true, speculativeTTL: 2s}}")
     return _default_profile(f"{tokens}\n{producer}")
-# The default profile with the queue-scorer counting this EPP's requests sent since the scrape
-# at every server (`inFlight: always`, sluicegate's rule until session 9), or never (upstream's).
-IN_FLIGHT_ALWAYS = _default_profile().replace("- {type: queue-scorer}", "- {type: queue-scorer, parameters: {inFlight: always}}")
+# The default profile with the queue-scorer counting every request this EPP sent since the scrape
+# (`inFlightFreeSlots: 0`, sluicegate's rule until session 9), or none (upstream's).
+IN_FLIGHT_ALWAYS = _default_profile().replace("- {type: queue-scorer}",
+                                              "- {type: queue-scorer, parameters: {inFlightFreeSlots: 0}}")
 IN_FLIGHT_NEVER = _default_profile().replace("- {type: queue-scorer}", "- {type: queue-scorer, parameters: {inFlight: never}}")
 LORA = _default_profile("- {type: lora-affinity-scorer}", "  - {pluginRef: lora-affinity-scorer, weight: 2}")
 ACTIVE = _default_profile("- {type: active-request-scorer}", "  - {pluginRef: active-request-scorer, weight: 2}")

@@ -78,14 +78,10 @@ const UPSTREAM_QUEUE: QueueScorer = QueueScorer {
     in_flight: InFlight::Never,
     free_slots: 0,
 };
-const ALWAYS: QueueScorer = QueueScorer {
-    in_flight: InFlight::Always,
-    free_slots: 0,
-};
 
-fn while_queued(free_slots: u32) -> QueueScorer {
+fn free_slots(free_slots: u32) -> QueueScorer {
     QueueScorer {
-        in_flight: InFlight::WhileQueued,
+        in_flight: InFlight::BeyondFreeSlots,
         free_slots,
     }
 }
@@ -94,7 +90,7 @@ fn while_queued(free_slots: u32) -> QueueScorer {
 fn queue_scorer_normalises_min_to_one_and_max_to_zero() {
     let t = Instant::now();
     let snap = snapshot(t, &[Some((0, 0.0)), Some((5, 0.0)), Some((10, 0.0))]);
-    for scorer in [while_queued(u32::MAX), ALWAYS, UPSTREAM_QUEUE] {
+    for scorer in [QueueScorer::default(), free_slots(0), UPSTREAM_QUEUE] {
         assert_eq!(
             scores(&scorer, &cycle(&snap, t, None)),
             vec![1.0, 0.5, 0.0]
@@ -126,35 +122,30 @@ fn sent_since_the_scrape(t: Instant) -> Arc<Snapshot> {
 }
 
 #[test]
-fn queue_scorer_counts_requests_sent_since_the_scrape_only_where_the_server_queues() {
+fn queue_scorer_counts_requests_sent_since_the_scrape_beyond_the_free_slots() {
     let t = Instant::now();
     let snap = sent_since_the_scrape(t);
-    // ep1 had no free slot: its 6 wait (queues 2, 6, 0, 0). ep2 and ep3 reported none
-    // waiting: they started what was sent since, as upstream's scorer assumes.
+    // ep1 had no free slot: its 6 wait. ep2 and ep3 reported none waiting: they started two
+    // of what was sent since, and ep3's third waits (queues 2, 6, 0, 1).
     let s = scores(&QueueScorer::default(), &cycle(&snap, t, None));
+    assert_eq!(s, vec![4.0 / 6.0, 0.0, 1.0, 5.0 / 6.0]);
+    // With room for all three, only ep1's count beyond its scraped queue (2, 6, 0, 0).
+    let s = scores(&free_slots(3), &cycle(&snap, t, None));
     assert_eq!(s, vec![4.0 / 6.0, 0.0, 1.0, 1.0]);
 }
 
 #[test]
-fn queue_scorer_counts_requests_beyond_the_free_slots_it_is_given() {
-    let t = Instant::now();
-    let snap = sent_since_the_scrape(t);
-    // Two free slots taken for granted: ep3's third request waits (queues 2, 6, 0, 1).
-    let s = scores(&while_queued(2), &cycle(&snap, t, None));
-    assert_eq!(s, vec![4.0 / 6.0, 0.0, 1.0, 5.0 / 6.0]);
-}
-
-#[test]
-fn queue_scorer_always_counts_requests_sent_since_the_scrape_as_waiting() {
+fn queue_scorer_without_free_slots_counts_every_request_sent_since_the_scrape() {
     let t = Instant::now();
     let snap = sent_since_the_scrape(t);
     // sluicegate's rule until session 9: a burst between scrapes spreads (queues 2, 6, 1, 3).
-    let s = scores(&ALWAYS, &cycle(&snap, t, None));
+    let s = scores(&free_slots(0), &cycle(&snap, t, None));
     assert_eq!(s, vec![0.8, 0.0, 1.0, 0.6]);
     // Upstream's: the scraped queues alone (2, 2, 0, 0).
     let s = scores(&UPSTREAM_QUEUE, &cycle(&snap, t, None));
     assert_eq!(s, vec![0.0, 0.0, 1.0, 1.0]);
 }
+
 #[test]
 fn kv_cache_scorer_is_one_minus_usage() {
     let t = Instant::now();

@@ -113,7 +113,7 @@ fn errors_name_the_plugin_and_the_field() {
         ),
         (
             json!({"plugins": [{"type": "queue-scorer",
-                                "parameters": {"inFlight": "always", "inFlightFreeSlots": 2}}]}),
+                                "parameters": {"inFlight": "never", "inFlightFreeSlots": 2}}]}),
             "parameters.inFlightFreeSlots",
         ),
     ];
@@ -333,25 +333,27 @@ fn turn_after_requests_sent_since_the_scrape(queue_scorer: serde_json::Value, se
 }
 
 #[test]
-fn a_turn_stays_with_its_history_whatever_was_sent_there_since_a_scrape_without_queue() {
-    // The server most likely started what was sent since: the full match (3) keeps the turn.
-    let (first, _, now) = turn_after_requests_sent_since_the_scrape(json!({"type": "queue-scorer"}), 3);
+fn a_turn_stays_with_its_history_while_what_was_sent_there_since_fits_its_free_slots() {
+    // The server reported no queue: it most likely started the two sent since, and the full
+    // match (3) keeps the turn. A third is taken to wait: the queue score swings by its whole
+    // weight, and the partial match elsewhere wins (18/32 × 3 + 2 > 3 + 0).
+    let queue = json!({"type": "queue-scorer"});
+    let (first, _, now) = turn_after_requests_sent_since_the_scrape(queue.clone(), 2);
     assert_eq!(now, first);
+    let (_, second, now) = turn_after_requests_sent_since_the_scrape(queue, 3);
+    assert_eq!(now, second);
 }
 
 #[test]
-fn counting_every_request_sent_since_the_scrape_moves_a_turn_off_its_history() {
-    // sluicegate's rule until session 9: one request sent since swings the queue score by its
-    // whole weight, and the partial match elsewhere wins (18/32 × 3 + 2 > 3 + 0).
-    let always = json!({"type": "queue-scorer", "parameters": {"inFlight": "always"}});
-    let (_, second, now) = turn_after_requests_sent_since_the_scrape(always, 1);
+fn without_free_slots_one_request_sent_since_the_scrape_moves_a_turn_off_its_history() {
+    // sluicegate's rule until session 9.
+    let old = json!({"type": "queue-scorer", "parameters": {"inFlightFreeSlots": 0}});
+    let (_, second, now) = turn_after_requests_sent_since_the_scrape(old, 1);
     assert_eq!(now, second);
-    // Beyond the free slots taken for granted, requests sent since count again.
-    let slots = json!({"type": "queue-scorer", "parameters": {"inFlightFreeSlots": 2}});
-    let (first, _, now) = turn_after_requests_sent_since_the_scrape(slots.clone(), 2);
+    // Upstream's scorer counts none of them.
+    let upstream = json!({"type": "queue-scorer", "parameters": {"inFlight": "never"}});
+    let (first, _, now) = turn_after_requests_sent_since_the_scrape(upstream, 12);
     assert_eq!(now, first);
-    let (_, second, now) = turn_after_requests_sent_since_the_scrape(slots, 3);
-    assert_eq!(now, second);
 }
 
 #[test]

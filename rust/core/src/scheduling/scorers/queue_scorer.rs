@@ -1,18 +1,19 @@
 //! queue-scorer: prefers endpoints with fewer requests waiting in the model server's queue
 //! (min-max over the candidates), as upstream's. The scraped queue is up to one scrape interval
-//! old; `inFlight` decides how this EPP's requests sent since then (its requests in flight
-//! beyond those the server reports running) count:
+//! old, and the requests this EPP sent since (its requests in flight beyond those the server
+//! reports running) count as waiting beyond the batch slots the server had free (`inFlight:
+//! beyondFreeSlots`, the default): none at a server that reports a queue, so all of them
+//! deepen it; `inFlightFreeSlots` (default 2) at one that reports none. `inFlight: never`
+//! scores the scraped queue alone, as upstream's scorer; `inFlightFreeSlots: 0` is
+//! sluicegate's rule until session 9 (every request sent since counts).
 //!
-//! - `whileQueued`: they deepen a queue the server reports (it had no free batch slot, so they
-//!   wait too), and count for nothing at a server that reported none (it most likely started
-//!   them). Beyond `inFlightFreeSlots` of them, they count there too.
-//! - `always`: the larger of the scraped queue and the requests beyond those running, at every
-//!   server (sluicegate's rule until session 9).
-//! - `never`: the scraped queue alone (upstream's scorer).
-//!
-//! Min-max turns a one-request difference into the scorer's full weight: counting a single
-//! request sent since the scrape moves a turn off the server holding its history (a partial
-//! match elsewhere, 0.6 × 3 + 2, beats the full match, 3 + 0).
+//! Why both limits: min-max turns a one-request difference into the scorer's whole weight, so
+//! counting a single request sent since the scrape moved turns of a conversation off the
+//! server holding its history (a partial match elsewhere, 0.6 × 3 + 2, beats the full match,
+//! 3 + 0): on the shared-prefix bench 2.5× the moves and 0.3 points of hit rate. Counting none
+//! (upstream's) sends every request of a burst between two scrapes to the same best-scored
+//! server: on the burst bench 2.9× round-robin's TTFT p90. Two free slots keep upstream's
+//! placements on the first and round-robin's spread on the second (benches/quality/README.md).
 
 use std::sync::Arc;
 
@@ -24,13 +25,18 @@ use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::scorer::{score_lower_is_better, Scorer};
 use crate::scheduling::cycle::Cycle;
 
+/// Requests sent since the scrape a server reporting no queue is taken to have started.
+pub const IN_FLIGHT_FREE_SLOTS: u32 = 2;
+
 /// How requests this EPP sent since the last scrape count in a server's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum InFlight {
+    /// Beyond the batch slots the server had free: none where it reports a queue,
+    /// `inFlightFreeSlots` where it reports none.
     #[default]
-    WhileQueued,
-    Always,
+    BeyondFreeSlots,
+    /// Not at all: the scraped queue alone (upstream's scorer).
     Never,
 }
 
@@ -38,41 +44,35 @@ pub enum InFlight {
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 struct QueueParams {
     in_flight: InFlight,
-    /// With `whileQueued`: requests sent since the scrape that a server reporting no queue
-    /// is taken to have started; beyond these they count as waiting. Absent: all of them.
     in_flight_free_slots: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueScorer {
     pub in_flight: InFlight,
-    /// `inFlightFreeSlots` (u32::MAX when absent: every one started).
     pub free_slots: u32,
 }
 
 impl Default for QueueScorer {
     fn default() -> Self {
         QueueScorer {
-            in_flight: InFlight::WhileQueued,
-            free_slots: u32::MAX,
+            in_flight: InFlight::BeyondFreeSlots,
+            free_slots: IN_FLIGHT_FREE_SLOTS,
         }
     }
 }
 
 pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
     let params: QueueParams = p.parse()?;
-    let free_slots = match (params.in_flight, params.in_flight_free_slots) {
-        (InFlight::WhileQueued, slots) => slots.unwrap_or(u32::MAX),
-        (_, None) => 0,
-        (_, Some(_)) => {
-            return Err(p.error(
-                "parameters.inFlightFreeSlots: only with inFlight: whileQueued",
-            ))
-        }
-    };
+    if params.in_flight == InFlight::Never && params.in_flight_free_slots.is_some() {
+        return Err(p.error(
+            "parameters.inFlightFreeSlots: only with inFlight: beyondFreeSlots (never counts \
+             no request in flight)",
+        ));
+    }
     Ok(Plugin::Scorer(Arc::new(QueueScorer {
         in_flight: params.in_flight,
-        free_slots,
+        free_slots: params.in_flight_free_slots.unwrap_or(IN_FLIGHT_FREE_SLOTS),
     })))
 }
 
@@ -90,9 +90,8 @@ impl QueueScorer {
         let sent = ep.in_flight().saturating_sub(ep.metrics.running);
         let counted = match self.in_flight {
             InFlight::Never => scraped,
-            InFlight::Always => scraped.max(sent),
-            InFlight::WhileQueued if scraped > 0 => scraped.max(sent),
-            InFlight::WhileQueued => sent.saturating_sub(self.free_slots),
+            InFlight::BeyondFreeSlots if scraped > 0 => scraped.max(sent),
+            InFlight::BeyondFreeSlots => sent.saturating_sub(self.free_slots),
         };
         cycle.is_fresh(c).then_some(counted)
     }
@@ -100,10 +99,11 @@ impl QueueScorer {
 
 /// Requests waiting at the candidate: the scraped queue, or this EPP's requests in flight
 /// beyond those the server reports running, whichever is larger; None when stale. The
-/// prefix-cache-scorer's affinity rule reads it while the server reports a queue.
+/// prefix-cache-scorer's affinity rule reads it while the server reports a queue (where the
+/// queue-scorer counts the same).
 pub fn waiting(cycle: &Cycle<'_>, c: u32) -> Option<u32> {
     QueueScorer {
-        in_flight: InFlight::Always,
+        in_flight: InFlight::BeyondFreeSlots,
         free_slots: 0,
     }
     .queue(cycle, c)
