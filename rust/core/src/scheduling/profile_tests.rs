@@ -91,10 +91,7 @@ fn queue_scorer_normalises_min_to_one_and_max_to_zero() {
     let t = Instant::now();
     let snap = snapshot(t, &[Some((0, 0.0)), Some((5, 0.0)), Some((10, 0.0))]);
     for scorer in [QueueScorer::default(), free_slots(0), UPSTREAM_QUEUE] {
-        assert_eq!(
-            scores(&scorer, &cycle(&snap, t, None)),
-            vec![1.0, 0.5, 0.0]
-        );
+        assert_eq!(scores(&scorer, &cycle(&snap, t, None)), vec![1.0, 0.5, 0.0]);
     }
 }
 
@@ -113,10 +110,18 @@ fn queue_scorer_gives_all_equal_queues_one() {
 fn sent_since_the_scrape(t: Instant) -> Arc<Snapshot> {
     let snap = snapshot(
         t,
-        &[Some((2, 0.0)), Some((2, 0.0)), Some((0, 0.0)), Some((0, 0.0))],
+        &[
+            Some((2, 0.0)),
+            Some((2, 0.0)),
+            Some((0, 0.0)),
+            Some((0, 0.0)),
+        ],
     );
     for (ep, n) in [(1, 6), (2, 1), (3, 3)] {
-        snap.endpoints[ep].info.in_flight.store(n, Ordering::Relaxed);
+        snap.endpoints[ep]
+            .info
+            .in_flight
+            .store(n, Ordering::Relaxed);
     }
     snap
 }

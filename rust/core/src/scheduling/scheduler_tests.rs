@@ -284,7 +284,10 @@ fn repeated_prompt_picks_in_flight(
 /// sent there while `first` reported 20 queued. At the next scrape no server reports a queue,
 /// and this EPP has sent `sent` requests to `first` since: (first, second, where the whole
 /// conversation goes now).
-fn turn_after_requests_sent_since_the_scrape(queue_scorer: serde_json::Value, sent: u32) -> (u32, u32, u32) {
+fn turn_after_requests_sent_since_the_scrape(
+    queue_scorer: serde_json::Value,
+    sent: u32,
+) -> (u32, u32, u32) {
     let s = scheduler(json!({
         "plugins": [queue_scorer, {"type": "kv-cache-utilization-scorer"}, {"type": "prefix-cache-scorer"}],
         "schedulingProfiles": [{"name": "default", "plugins": [
