@@ -10,10 +10,11 @@
 //! Why both limits: min-max turns a one-request difference into the scorer's whole weight, so
 //! counting a single request sent since the scrape moved turns of a conversation off the
 //! server holding its history (a partial match elsewhere, 0.6 × 3 + 2, beats the full match,
-//! 3 + 0): on the shared-prefix bench 2.5× the moves and 0.3 points of hit rate. Counting none
-//! (upstream's) sends every request of a burst between two scrapes to the same best-scored
-//! server: on the burst bench 2.9× round-robin's TTFT p90. Two free slots keep upstream's
-//! placements on the first and round-robin's spread on the second (benches/quality/README.md).
+//! 3 + 0): on the shared-prefix bench 1.6–2.5× upstream's moves and about 0.2 points of hit
+//! rate. Counting none (upstream's) sends every request of a burst between two scrapes to the
+//! one best-scored server: on the burst bench 2.9–3.2× round-robin's TTFT p90. Two free slots
+//! kept upstream's placements on the first and round-robin's spread on the second
+//! (benches/quality/README.md, session 9).
 
 use std::sync::Arc;
 
