@@ -69,10 +69,11 @@ def precise_tokens(shape: FleetShape, render_url: str = "") -> str:
                 f'kvEventsConfig: {{zmqEndpoint: "{shape.kv_events_endpoint}"}}, '
                 "speculativeIndexing: true, speculativeTTL: 2s}}")
     return _default_profile(f"{tokens}\n{producer}")
-# The default profile with the queue-scorer counting every request this EPP sent since the scrape
-# (`inFlightFreeSlots: 0`, sluicegate's rule until session 9), or none (upstream's).
-IN_FLIGHT_ALWAYS = _default_profile().replace("- {type: queue-scorer}",
-                                              "- {type: queue-scorer, parameters: {inFlightFreeSlots: 0}}")
+# The default profile with the queue-scorer taking two free batch slots for granted at a server
+# reporting no queue (`inFlightFreeSlots: 2`; the default counts every request sent since the
+# scrape), or counting none (`inFlight: never`, upstream's scorer).
+IN_FLIGHT_FREE2 = _default_profile().replace("- {type: queue-scorer}",
+                                             "- {type: queue-scorer, parameters: {inFlightFreeSlots: 2}}")
 IN_FLIGHT_NEVER = _default_profile().replace("- {type: queue-scorer}", "- {type: queue-scorer, parameters: {inFlight: never}}")
 LORA = _default_profile("- {type: lora-affinity-scorer}", "  - {pluginRef: lora-affinity-scorer, weight: 2}")
 ACTIVE = _default_profile("- {type: active-request-scorer}", "  - {pluginRef: active-request-scorer, weight: 2}")
@@ -253,14 +254,14 @@ def _variants(env: str, plugin: str) -> list[SluicegatePolicy]:
 
 
 def in_flight_policies() -> list[SluicegatePolicy]:
-    """The default profile with the queue-scorer's other `inFlight` rules (rows for
-    test_upstream_go.py, and the first one on `burst`)."""
-    return [SluicegatePolicy("sluicegate-inflight-always", IN_FLIGHT_ALWAYS),
-            SluicegatePolicy("sluicegate-inflight-never", IN_FLIGHT_NEVER)]
+    """The default profile with the queue-scorer's other rules for requests sent since the
+    scrape (rows for test_upstream_go.py; `sluicegate-inflight-never` also on `burst`)."""
+    return [SluicegatePolicy("sluicegate-inflight-never", IN_FLIGHT_NEVER),
+            SluicegatePolicy("sluicegate-free2", IN_FLIGHT_FREE2)]
 
 
 def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[Policy]:
-    if workload == "burst":  # what counting requests in flight buys (least-queue counts them all)
+    if workload == "burst":  # what counting requests sent since the scrape buys (least-queue counts all)
         return [RoundRobinPolicy(), LeastRequestPolicy(seed), SluicegatePolicy("sluicegate"),
                 in_flight_policies()[0], *_variants("SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer")]
     out: list[Policy] = [RandomPolicy(seed), RoundRobinPolicy(), LeastRequestPolicy(seed),
@@ -279,4 +280,6 @@ def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[
         out.append(SluicegatePolicy("sluicegate+active", ACTIVE))
     if workload == "lora":
         out.append(SluicegatePolicy("sluicegate+lora", LORA))
+    if workload != "shared_prefix":  # there with scorer_variants()
+        out += _variants("SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer")
     return out

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.timeout(3600),
 ROWS = {"shared_prefix": ("round-robin", "sluicegate", "sluicegate-upstream-scorer", "upstream-go"),
         "varied": ("least-queue", "sluicegate", "upstream-go"),
         "lora": ("round-robin", "sluicegate", "upstream-go"),
-        "burst": ("round-robin", "sluicegate", "sluicegate-inflight-always", "upstream-go"),
+        "burst": ("round-robin", "sluicegate", "sluicegate-inflight-never", "upstream-go"),
         "shared_prefix_vllm": ("round-robin", "sluicegate", "sluicegate-upstream-scorer", "upstream-go",
                                "sluicegate+precise", "sluicegate+precise-render", "upstream-go+precise")}
 

@@ -130,9 +130,9 @@ fn sent_since_the_scrape(t: Instant) -> Arc<Snapshot> {
 fn queue_scorer_counts_requests_sent_since_the_scrape_beyond_the_free_slots() {
     let t = Instant::now();
     let snap = sent_since_the_scrape(t);
-    // ep1 had no free slot: its 6 wait. ep2 and ep3 reported none waiting: they started two
-    // of what was sent since, and ep3's third waits (queues 2, 6, 0, 1).
-    let s = scores(&QueueScorer::default(), &cycle(&snap, t, None));
+    // ep1 had no free slot: its 6 wait. ep2 and ep3 reported none waiting: with two free
+    // slots they started two of what was sent since, and ep3's third waits (2, 6, 0, 1).
+    let s = scores(&free_slots(2), &cycle(&snap, t, None));
     assert_eq!(s, vec![4.0 / 6.0, 0.0, 1.0, 5.0 / 6.0]);
     // With room for all three, only ep1's count beyond its scraped queue (2, 6, 0, 0).
     let s = scores(&free_slots(3), &cycle(&snap, t, None));
@@ -140,11 +140,11 @@ fn queue_scorer_counts_requests_sent_since_the_scrape_beyond_the_free_slots() {
 }
 
 #[test]
-fn queue_scorer_without_free_slots_counts_every_request_sent_since_the_scrape() {
+fn queue_scorer_by_default_counts_every_request_sent_since_the_scrape() {
     let t = Instant::now();
     let snap = sent_since_the_scrape(t);
-    // sluicegate's rule until session 9: a burst between scrapes spreads (queues 2, 6, 1, 3).
-    let s = scores(&free_slots(0), &cycle(&snap, t, None));
+    // A burst between two scrapes spreads (queues 2, 6, 1, 3).
+    let s = scores(&QueueScorer::default(), &cycle(&snap, t, None));
     assert_eq!(s, vec![0.8, 0.0, 1.0, 0.6]);
     // Upstream's: the scraped queues alone (2, 2, 0, 0).
     let s = scores(&UPSTREAM_QUEUE, &cycle(&snap, t, None));

@@ -336,27 +336,27 @@ fn turn_after_requests_sent_since_the_scrape(
 }
 
 #[test]
-fn a_turn_stays_with_its_history_while_what_was_sent_there_since_fits_its_free_slots() {
-    // The server reported no queue: it most likely started the two sent since, and the full
-    // match (3) keeps the turn. A third is taken to wait: the queue score swings by its whole
-    // weight, and the partial match elsewhere wins (18/32 × 3 + 2 > 3 + 0).
-    let queue = json!({"type": "queue-scorer"});
-    let (first, _, now) = turn_after_requests_sent_since_the_scrape(queue.clone(), 2);
-    assert_eq!(now, first);
-    let (_, second, now) = turn_after_requests_sent_since_the_scrape(queue, 3);
-    assert_eq!(now, second);
-}
-
-#[test]
-fn without_free_slots_one_request_sent_since_the_scrape_moves_a_turn_off_its_history() {
-    // sluicegate's rule until session 9.
-    let old = json!({"type": "queue-scorer", "parameters": {"inFlightFreeSlots": 0}});
-    let (_, second, now) = turn_after_requests_sent_since_the_scrape(old, 1);
+fn one_request_sent_since_the_scrape_moves_a_turn_to_the_server_holding_most_of_it() {
+    // By default every request sent since counts: the queue score swings by its whole weight,
+    // and the partial match elsewhere wins (18/32 × 3 + 2 > 3 + 0).
+    let (_, second, now) =
+        turn_after_requests_sent_since_the_scrape(json!({"type": "queue-scorer"}), 1);
     assert_eq!(now, second);
     // Upstream's scorer counts none of them.
     let upstream = json!({"type": "queue-scorer", "parameters": {"inFlight": "never"}});
     let (first, _, now) = turn_after_requests_sent_since_the_scrape(upstream, 12);
     assert_eq!(now, first);
+}
+
+#[test]
+fn a_turn_stays_with_its_history_while_what_was_sent_there_since_fits_the_free_slots_given() {
+    // The server reported no queue: given two free slots, it started the two sent since and
+    // the full match (3) keeps the turn; a third is taken to wait, and the turn moves.
+    let queue = json!({"type": "queue-scorer", "parameters": {"inFlightFreeSlots": 2}});
+    let (first, _, now) = turn_after_requests_sent_since_the_scrape(queue.clone(), 2);
+    assert_eq!(now, first);
+    let (_, second, now) = turn_after_requests_sent_since_the_scrape(queue, 3);
+    assert_eq!(now, second);
 }
 
 #[test]

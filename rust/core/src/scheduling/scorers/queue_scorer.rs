@@ -1,20 +1,19 @@
 //! queue-scorer: prefers endpoints with fewer requests waiting in the model server's queue
 //! (min-max over the candidates), as upstream's. The scraped queue is up to one scrape interval
 //! old, and the requests this EPP sent since (its requests in flight beyond those the server
-//! reports running) count as waiting beyond the batch slots the server had free (`inFlight:
-//! beyondFreeSlots`, the default): none at a server that reports a queue, so all of them
-//! deepen it; `inFlightFreeSlots` (default 2) at one that reports none. `inFlight: never`
-//! scores the scraped queue alone, as upstream's scorer; `inFlightFreeSlots: 0` is
-//! sluicegate's rule until session 9 (every request sent since counts).
+//! reports running) count as waiting beyond the batch slots the server had free: all of them
+//! where it reports a queue, those beyond `inFlightFreeSlots` (default 0: all of them) where it
+//! reports none. `inFlight: never` scores the scraped queue alone, as upstream's scorer.
 //!
-//! Why both limits: min-max turns a one-request difference into the scorer's whole weight, so
-//! counting a single request sent since the scrape moved turns of a conversation off the
-//! server holding its history (a partial match elsewhere, 0.6 × 3 + 2, beats the full match,
-//! 3 + 0): on the shared-prefix bench 1.6–2.5× upstream's moves and about 0.2 points of hit
-//! rate. Counting none (upstream's) sends every request of a burst between two scrapes to the
-//! one best-scored server: on the burst bench 2.9–3.2× round-robin's TTFT p90. Two free slots
-//! kept upstream's placements on the first and round-robin's spread on the second
-//! (benches/quality/README.md, session 9).
+//! Why all of them by default (session 9, benches/quality/README.md): counting none, every
+//! request between two scrapes sees the same stale scores and the max-score picker sends them
+//! all to the one best-scored server. On independent prompts at ~2 arrivals a scrape interval
+//! (`varied`) upstream's EPP had 2× our TTFT p50, on clumps of 24 (`burst`) 2.9–3.2×
+//! round-robin's p90. The cost: min-max turns one request into the scorer's whole weight, so a
+//! request sent since the scrape moves a turn off the server holding its history when another
+//! holds most of it (its system prompt): on `shared_prefix` 1.6–2.5× upstream's moves and
+//! about 0.2 points of hit rate. Two free slots kept upstream's placements there, but cost
+//! 1.5× the TTFT p50 on `varied`.
 
 use std::sync::Arc;
 
@@ -27,7 +26,7 @@ use crate::scheduling::contracts::scorer::{score_lower_is_better, Scorer};
 use crate::scheduling::cycle::Cycle;
 
 /// Requests sent since the scrape a server reporting no queue is taken to have started.
-pub const IN_FLIGHT_FREE_SLOTS: u32 = 2;
+pub const IN_FLIGHT_FREE_SLOTS: u32 = 0;
 
 /// How requests this EPP sent since the last scrape count in a server's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -99,9 +98,8 @@ impl QueueScorer {
 }
 
 /// Requests waiting at the candidate: the scraped queue, or this EPP's requests in flight
-/// beyond those the server reports running, whichever is larger; None when stale. The
-/// prefix-cache-scorer's affinity rule reads it while the server reports a queue (where the
-/// queue-scorer counts the same).
+/// beyond those the server reports running, whichever is larger (the default queue-scorer's
+/// count); None when stale. The prefix-cache-scorer's affinity rule reads it.
 pub fn waiting(cycle: &Cycle<'_>, c: u32) -> Option<u32> {
     QueueScorer {
         in_flight: InFlight::BeyondFreeSlots,
