@@ -11,8 +11,8 @@
 //! (`varied`) upstream's EPP had 2× our TTFT p50, on clumps of 24 (`burst`) 2.9–3.2×
 //! round-robin's p90. The cost: min-max turns one request into the scorer's whole weight, so a
 //! request sent since the scrape moves a turn off the server holding its history when another
-//! holds most of it (its system prompt): on `shared_prefix` 1.6–2.5× upstream's moves and
-//! about 0.2 points of hit rate. Two free slots kept upstream's placements there, but cost
+//! holds most of it (its system prompt): on `shared_prefix` 1.5–2.4× upstream's moves and
+//! 0.1–0.2 points of median hit rate. Two free slots kept upstream's placements there, but cost
 //! 1.5× the TTFT p50 on `varied`.
 
 use std::sync::Arc;
