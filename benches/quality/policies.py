@@ -69,6 +69,8 @@ def precise_tokens(shape: FleetShape, render_url: str = "") -> str:
                 f'kvEventsConfig: {{zmqEndpoint: "{shape.kv_events_endpoint}"}}, '
                 "speculativeIndexing: true, speculativeTTL: 2s}}")
     return _default_profile(f"{tokens}\n{producer}")
+
+
 # The default profile with the queue-scorer taking two free batch slots for granted at a server
 # reporting no queue (`inFlightFreeSlots: 2`; the default counts every request sent since the
 # scrape), or counting none (`inFlight: never`, upstream's scorer).
