@@ -24,7 +24,11 @@ from sluicegate.sim.config import DEFAULT_MODEL
 from benches.quality.fleet import FleetShape, SimFleetProcess
 from benches.quality.policies import LeastRequestPolicy, Policy, PolicyError
 
-WORKLOADS = ("shared_prefix", "varied", "lora")
+WORKLOADS = ("shared_prefix", "varied", "lora", "burst")
+# `burst`: arrivals in clumps of BURST requests within BURST_SPREAD_S, the clumps a Poisson
+# process at rate / BURST, so a whole clump lands between two scrapes (50 ms).
+BURST = 24
+BURST_SPREAD_S = 0.005
 Answered = Callable[[int, list[tuple[str, str]], bytes], Awaitable[None]]
 
 
@@ -34,11 +38,23 @@ def workload(name: str, seed: int, shape: FleetShape) -> Iterator[WorkloadReques
         # distinct prefixes than one server's KV cache holds, so where a request goes decides
         # whether its prefix is cached.
         return shared_prefix(seed, DEFAULT_MODEL, system_prompts=32, conversations=128, max_turns=6)
-    if name == "varied":
+    if name in ("varied", "burst"):  # independent prompts: no prefix decides where they go
         return varied(seed, DEFAULT_MODEL)
     if name == "lora":
         return lora(seed, DEFAULT_MODEL, adapters=shape.loras)
     raise ValueError(f"workload {name!r}: one of {', '.join(WORKLOADS)}")
+
+
+def arrival_offsets(name: str, seed: int, rate: float, duration_s: float) -> list[float]:
+    """Seconds from the start at which requests arrive: Poisson at `rate`, or for `burst`
+    clumps of BURST (each spread uniformly over BURST_SPREAD_S) at rate / BURST."""
+    rng = random.Random(f"quality-arrivals|{seed}|{name}")
+    if name != "burst":
+        return list(itertools.takewhile(
+            lambda t: t < duration_s, itertools.accumulate(rng.expovariate(rate) for _ in itertools.count())))
+    starts = itertools.takewhile(
+        lambda t: t < duration_s, itertools.accumulate(rng.expovariate(rate / BURST) for _ in itertools.count()))
+    return sorted(start + rng.uniform(0.0, BURST_SPREAD_S) for start in starts for _ in range(BURST))
 
 
 @dataclass
@@ -177,7 +193,6 @@ async def _run_policy(name: str, policy: Policy, shape: FleetShape, rate: float,
     try:
         await policy.start(fleet)
         requests = workload(name, seed, shape)
-        arrivals = random.Random(f"quality-arrivals|{seed}|{name}")
         pending: set[asyncio.Task[None]] = set()
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector,
@@ -199,8 +214,7 @@ async def _run_policy(name: str, policy: Policy, shape: FleetShape, rate: float,
                 finally:
                     policy.done(address)
 
-            offsets = list(itertools.takewhile(
-                lambda t: t < duration_s, itertools.accumulate(arrivals.expovariate(rate) for _ in itertools.count())))
+            offsets = arrival_offsets(name, seed, rate, duration_s)
             if os.environ.get("SLUICEGATE_QUALITY_TRACE"):
                 result.trace = [{} for _ in offsets]
             loop = asyncio.get_running_loop()

@@ -1,7 +1,8 @@
 """The routing policies compared: three a proxy has without an EPP (random, round-robin, least
 outstanding requests counted by the client), and sluicegate's Router with the default profile,
 with precise prefix scoring fed by the simulators' KV events, and with active-request (varied) or
-LoRA affinity (lora) scoring added."""
+LoRA affinity (lora) scoring added; on `burst`, the queue-scorer's rules for requests sent since
+the last scrape."""
 
 from __future__ import annotations
 
@@ -68,6 +69,14 @@ def precise_tokens(shape: FleetShape, render_url: str = "") -> str:
                 f'kvEventsConfig: {{zmqEndpoint: "{shape.kv_events_endpoint}"}}, '
                 "speculativeIndexing: true, speculativeTTL: 2s}}")
     return _default_profile(f"{tokens}\n{producer}")
+
+
+# The default profile with the queue-scorer taking two free batch slots for granted at a server
+# reporting no queue (`inFlightFreeSlots: 2`; the default counts every request sent since the
+# scrape), or counting none (`inFlight: never`, upstream's scorer).
+IN_FLIGHT_FREE2 = _default_profile().replace("- {type: queue-scorer}",
+                                             "- {type: queue-scorer, parameters: {inFlightFreeSlots: 2}}")
+IN_FLIGHT_NEVER = _default_profile().replace("- {type: queue-scorer}", "- {type: queue-scorer, parameters: {inFlight: never}}")
 LORA = _default_profile("- {type: lora-affinity-scorer}", "  - {pluginRef: lora-affinity-scorer, weight: 2}")
 ACTIVE = _default_profile("- {type: active-request-scorer}", "  - {pluginRef: active-request-scorer, weight: 2}")
 
@@ -232,23 +241,39 @@ class SluicegatePolicy(Policy):
 def scorer_variants(shape: FleetShape | None = None) -> list[SluicegatePolicy]:
     """SLUICEGATE_QUALITY_VARIANTS="name={params};...": the default profile with these
     prefix-cache-scorer parameters (YAML flow mapping), one extra row each, to compare settings
-    in one run, e.g. `slack8={affinityQueueSlack: 8}`; on vLLM-style servers (`shape` with a
-    tokenizer) also the precise profile with them (`sluicegate+precise-<name>`)."""
+    in one run, e.g. `slack8={affinityQueueSlack: 8}`; SLUICEGATE_QUALITY_QUEUE_VARIANTS the same
+    for queue-scorer parameters, e.g. `free2={inFlightFreeSlots: 2}`. On vLLM-style servers
+    (`shape` with a tokenizer) also the precise profile with them (`sluicegate+precise-<name>`)."""
+    return _variants("SLUICEGATE_QUALITY_VARIANTS", "prefix-cache-scorer", shape) + _variants(
+        "SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer", shape)
+
+
+def _variants(env: str, plugin: str, shape: FleetShape | None) -> list[SluicegatePolicy]:
     out = []
-    for item in filter(None, os.environ.get("SLUICEGATE_QUALITY_VARIANTS", "").split(";")):
+    for item in filter(None, os.environ.get(env, "").split(";")):
         name, sep, params = item.partition("=")
         if not sep or not params.strip().startswith("{"):
-            raise ValueError(f"SLUICEGATE_QUALITY_VARIANTS: expected name={{params}}, got {item!r}")
-        scorer = f"- {{type: prefix-cache-scorer, parameters: {params.strip()}}}"
-        config = _default_profile().replace("- {type: prefix-cache-scorer}", scorer)
+            raise ValueError(f"{env}: expected name={{params}}, got {item!r}")
+        scorer = f"- {{type: {plugin}, parameters: {params.strip()}}}"
+        config = _default_profile().replace(f"- {{type: {plugin}}}", scorer)
         out.append(SluicegatePolicy(f"sluicegate-{name.strip()}", config))
         if shape is not None and shape.tokenizer:
-            config = precise_tokens(shape).replace("- {type: prefix-cache-scorer}", scorer)
+            config = precise_tokens(shape).replace(f"- {{type: {plugin}}}", scorer)
             out.append(SluicegatePolicy(f"sluicegate+precise-{name.strip()}", config, True))
     return out
 
 
+def in_flight_policies() -> list[SluicegatePolicy]:
+    """The default profile with the queue-scorer's other rules for requests sent since the
+    scrape (rows for test_upstream_go.py; `sluicegate-inflight-never` also on `burst`)."""
+    return [SluicegatePolicy("sluicegate-inflight-never", IN_FLIGHT_NEVER),
+            SluicegatePolicy("sluicegate-free2", IN_FLIGHT_FREE2)]
+
+
 def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[Policy]:
+    if workload == "burst":  # what counting requests sent since the scrape buys (least-queue counts all)
+        return [RoundRobinPolicy(), LeastRequestPolicy(seed), SluicegatePolicy("sluicegate"),
+                in_flight_policies()[0], *_variants("SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer")]
     out: list[Policy] = [RandomPolicy(seed), RoundRobinPolicy(), LeastRequestPolicy(seed),
                          SluicegatePolicy("sluicegate")]
     if workload == "shared_prefix":
@@ -265,4 +290,6 @@ def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[
         out.append(SluicegatePolicy("sluicegate+active", ACTIVE))
     if workload == "lora":
         out.append(SluicegatePolicy("sluicegate+lora", LORA))
+    if workload != "shared_prefix":  # there with scorer_variants()
+        out += _variants("SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer")
     return out

@@ -127,14 +127,15 @@ def plot(by_workload: Mapping[str, Sequence[Row]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     # A workload's rows, and its rows beside upstream's EPP (`<workload>_upstream`).
-    order = ("shared_prefix", "shared_prefix_vllm", "shared_prefix_vllm_evicting", "varied", "lora")
+    order = ("shared_prefix", "shared_prefix_vllm", "shared_prefix_vllm_evicting", "varied", "lora", "burst")
     workloads = [w for base in order for w in (base, f"{base}_upstream") if w in by_workload]
     fig, axes = plt.subplots(2, len(workloads), figsize=(5.5 * len(workloads), 8), squeeze=False)
     second = {"shared_prefix": ("prefix_hit_rate", "prefix-cache hit rate"),
               "shared_prefix_vllm": ("prefix_hit_rate", "prefix-cache hit rate"),
               "shared_prefix_vllm_evicting": ("prefix_hit_rate", "prefix-cache hit rate"),
               "varied": ("e2e_p50_ms", "end-to-end p50 (ms)"),
-              "lora": ("adapter_loads", "LoRA adapter loads")}
+              "lora": ("adapter_loads", "LoRA adapter loads"),
+              "burst": ("e2e_p50_ms", "end-to-end p50 (ms)")}
     for col, workload in enumerate(workloads):
         rows = by_workload[workload]
         names = [r["policy"] for r in rows]

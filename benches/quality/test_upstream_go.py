@@ -13,7 +13,7 @@ import uvloop
 
 from benches.quality.driver import WORKLOADS, capacity, run_policy
 from benches.quality.fleet import FleetShape
-from benches.quality.policies import Policy, policies
+from benches.quality.policies import Policy, in_flight_policies, policies
 from benches.quality.test_routing_quality import LOAD, SEED, _fixed_rate, vllm_style_shape
 from benches.quality.upstream_go import ScrapedQueuePolicy, missing_reason, upstream_policies
 
@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.timeout(3600),
 ROWS = {"shared_prefix": ("round-robin", "sluicegate", "sluicegate-upstream-scorer", "upstream-go"),
         "varied": ("least-queue", "sluicegate", "upstream-go"),
         "lora": ("round-robin", "sluicegate", "upstream-go"),
+        "burst": ("round-robin", "sluicegate", "sluicegate-inflight-never", "upstream-go"),
         "shared_prefix_vllm": ("round-robin", "sluicegate", "sluicegate-upstream-scorer", "upstream-go",
                                "sluicegate+precise", "sluicegate+precise-render", "upstream-go+precise")}
 
@@ -32,7 +33,7 @@ def _rows(key: str, workload: str, shape: FleetShape) -> list[Policy]:
     names = os.environ.get("SLUICEGATE_QUALITY_POLICIES", "")
     wanted = names.split(",") if names else ROWS[key]
     every = {p.name: p for p in [*policies(workload, SEED, shape if shape.tokenizer else None),
-                                 *upstream_policies(shape), ScrapedQueuePolicy()]}
+                                 *in_flight_policies(), *upstream_policies(shape), ScrapedQueuePolicy()]}
     return [every[n] for n in wanted if n in every]
 
 

@@ -71,6 +71,7 @@ def test_precise_producer_settings_are_resolved():
     ("plugins: [{type: precise-prefix-cache-producer, parameters: {blockSize: 0}}]", "blockSize"),
     ("plugins: [{type: precise-prefix-cache-producer, parameters: {zmqEndpoint: x}}]", "zmqEndpoint"),
     ("plugins: [{type: prefill-header-handler, parameters: {x: 1}}]", "prefill-header-handler"),
+    ("plugins: [{type: queue-scorer, parameters: {inFlight: sometimes}}]", "parameters.inFlight"),
     ("plugins: [{type: queue-scorer}, {type: precise-prefix-cache-producer}]\n"
      "schedulingProfiles: [{name: p, plugins: [{pluginRef: precise-prefix-cache-producer}]}]",
      "cannot be used in a profile"),

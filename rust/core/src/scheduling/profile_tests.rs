@@ -11,7 +11,7 @@ use crate::scheduling::cycle::{Cycle, ScheduleError};
 use crate::scheduling::scheduler::Scheduler;
 use crate::scheduling::scorers::active_request_scorer::ActiveRequestScorer;
 use crate::scheduling::scorers::kv_cache_utilization_scorer::KvCacheUtilizationScorer;
-use crate::scheduling::scorers::queue_scorer::QueueScorer;
+use crate::scheduling::scorers::queue_scorer::{InFlight, QueueScorer};
 
 const STALENESS: Duration = Duration::from_secs(2);
 
@@ -74,38 +74,81 @@ fn pick(p: &Scheduler, c: &Cycle<'_>) -> Result<Vec<String>, ScheduleError> {
         .collect())
 }
 
+const UPSTREAM_QUEUE: QueueScorer = QueueScorer {
+    in_flight: InFlight::Never,
+    free_slots: 0,
+};
+
+fn free_slots(free_slots: u32) -> QueueScorer {
+    QueueScorer {
+        in_flight: InFlight::BeyondFreeSlots,
+        free_slots,
+    }
+}
+
 #[test]
 fn queue_scorer_normalises_min_to_one_and_max_to_zero() {
     let t = Instant::now();
     let snap = snapshot(t, &[Some((0, 0.0)), Some((5, 0.0)), Some((10, 0.0))]);
-    assert_eq!(
-        scores(&QueueScorer, &cycle(&snap, t, None)),
-        vec![1.0, 0.5, 0.0]
-    );
+    for scorer in [QueueScorer::default(), free_slots(0), UPSTREAM_QUEUE] {
+        assert_eq!(scores(&scorer, &cycle(&snap, t, None)), vec![1.0, 0.5, 0.0]);
+    }
 }
 
 #[test]
 fn queue_scorer_gives_all_equal_queues_one() {
     let t = Instant::now();
     let snap = snapshot(t, &[Some((4, 0.0)), Some((4, 0.0))]);
-    assert_eq!(scores(&QueueScorer, &cycle(&snap, t, None)), vec![1.0, 1.0]);
+    assert_eq!(
+        scores(&QueueScorer::default(), &cycle(&snap, t, None)),
+        vec![1.0, 1.0]
+    );
+}
+
+/// Scraped queues 2, 2, 0, 0 (none running); this EPP has since sent 6 to ep1, 1 to ep2 and
+/// 3 to ep3.
+fn sent_since_the_scrape(t: Instant) -> Arc<Snapshot> {
+    let snap = snapshot(
+        t,
+        &[
+            Some((2, 0.0)),
+            Some((2, 0.0)),
+            Some((0, 0.0)),
+            Some((0, 0.0)),
+        ],
+    );
+    for (ep, n) in [(1, 6), (2, 1), (3, 3)] {
+        snap.endpoints[ep]
+            .info
+            .in_flight
+            .store(n, Ordering::Relaxed);
+    }
+    snap
 }
 
 #[test]
-fn queue_scorer_counts_requests_routed_since_the_scrape_beyond_those_running() {
+fn queue_scorer_counts_requests_sent_since_the_scrape_beyond_the_free_slots() {
     let t = Instant::now();
-    let snap = snapshot(t, &[Some((2, 0.0)), Some((2, 0.0)), Some((0, 0.0))]);
-    // None reported running: ep1's 6 in flight must wait (6 > 2 scraped), ep2's 1 too.
-    snap.endpoints[1]
-        .info
-        .in_flight
-        .store(6, std::sync::atomic::Ordering::Relaxed);
-    snap.endpoints[2]
-        .info
-        .in_flight
-        .store(1, std::sync::atomic::Ordering::Relaxed);
-    let s = scores(&QueueScorer, &cycle(&snap, t, None));
-    assert_eq!(s, vec![0.8, 0.0, 1.0]); // queues 2, 6, 1
+    let snap = sent_since_the_scrape(t);
+    // ep1 had no free slot: its 6 wait. ep2 and ep3 reported none waiting: with two free
+    // slots they started two of what was sent since, and ep3's third waits (2, 6, 0, 1).
+    let s = scores(&free_slots(2), &cycle(&snap, t, None));
+    assert_eq!(s, vec![4.0 / 6.0, 0.0, 1.0, 5.0 / 6.0]);
+    // With room for all three, only ep1's count beyond its scraped queue (2, 6, 0, 0).
+    let s = scores(&free_slots(3), &cycle(&snap, t, None));
+    assert_eq!(s, vec![4.0 / 6.0, 0.0, 1.0, 1.0]);
+}
+
+#[test]
+fn queue_scorer_by_default_counts_every_request_sent_since_the_scrape() {
+    let t = Instant::now();
+    let snap = sent_since_the_scrape(t);
+    // A burst between two scrapes spreads (queues 2, 6, 1, 3).
+    let s = scores(&QueueScorer::default(), &cycle(&snap, t, None));
+    assert_eq!(s, vec![0.8, 0.0, 1.0, 0.6]);
+    // Upstream's: the scraped queues alone (2, 2, 0, 0).
+    let s = scores(&UPSTREAM_QUEUE, &cycle(&snap, t, None));
+    assert_eq!(s, vec![0.0, 0.0, 1.0, 1.0]);
 }
 
 #[test]
@@ -142,7 +185,7 @@ fn stale_and_unscraped_endpoints_score_zero_on_metric_scorers() {
     let snap = snapshot(t, &[Some((9, 0.9)), None]);
     let later = t + STALENESS + Duration::from_millis(1);
     assert_eq!(
-        scores(&QueueScorer, &cycle(&snap, later, None)),
+        scores(&QueueScorer::default(), &cycle(&snap, later, None)),
         vec![0.0, 0.0]
     );
     assert_eq!(

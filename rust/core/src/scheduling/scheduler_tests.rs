@@ -103,6 +103,19 @@ fn errors_name_the_plugin_and_the_field() {
             "profile handler",
         ),
         (json!({"stalenesMs": 5}), "stalenesMs"),
+        (
+            json!({"plugins": [{"type": "queue-scorer", "parameters": {"inFlight": "sometimes"}}]}),
+            "parameters.inFlight",
+        ),
+        (
+            json!({"plugins": [{"type": "queue-scorer", "parameters": {"inFlightFreeSlots": -1}}]}),
+            "parameters.inFlightFreeSlots",
+        ),
+        (
+            json!({"plugins": [{"type": "queue-scorer",
+                                "parameters": {"inFlight": "never", "inFlightFreeSlots": 2}}]}),
+            "parameters.inFlightFreeSlots",
+        ),
     ];
     for (config, needle) in cases {
         let e = error(config.clone());
@@ -265,6 +278,85 @@ fn repeated_prompt_picks_in_flight(
     let mut picks = Picks::default();
     s.schedule(&c, &mut picks).unwrap();
     (first, picks.primary[0])
+}
+
+/// A conversation on `first` and its first 4,800 bytes (18 of its 32 blocks) also on `second`,
+/// sent there while `first` reported 20 queued. At the next scrape no server reports a queue,
+/// and this EPP has sent `sent` requests to `first` since: (first, second, where the whole
+/// conversation goes now).
+fn turn_after_requests_sent_since_the_scrape(
+    queue_scorer: serde_json::Value,
+    sent: u32,
+) -> (u32, u32, u32) {
+    let s = scheduler(json!({
+        "plugins": [queue_scorer, {"type": "kv-cache-utilization-scorer"}, {"type": "prefix-cache-scorer"}],
+        "schedulingProfiles": [{"name": "default", "plugins": [
+            {"pluginRef": "queue-scorer", "weight": 2},
+            {"pluginRef": "kv-cache-utilization-scorer", "weight": 2},
+            {"pluginRef": "prefix-cache-scorer", "weight": 3}]}]
+    }))
+    .unwrap();
+    let (store, snap) = pool(vec![Ep::waiting(0), Ep::waiting(0), Ep::waiting(0)]);
+    let whole = [b'p'; 8000];
+    let mut part = [b'q'; 8000];
+    part[..4800].copy_from_slice(&whole[..4800]);
+    let route = |snap: &crate::datalayer::Snapshot, prompt: &[u8]| {
+        let mut c = cycle(snap);
+        c.request = Request {
+            model: "m",
+            prompt,
+            ..Default::default()
+        };
+        let mut picks = Picks::default();
+        s.schedule(&c, &mut picks).unwrap();
+        picks.primary[0]
+    };
+    let scrape = |queues: [u32; 3]| {
+        let now = std::time::Instant::now();
+        for (i, waiting) in queues.into_iter().enumerate() {
+            let update = crate::datalayer::MetricsUpdate {
+                waiting: Some(waiting),
+                ..Default::default()
+            };
+            assert!(store.ingest(&format!("10.0.0.{}:8000", i + 1), &update, now));
+        }
+        store.snapshot()
+    };
+    let first = route(&snap, &whole);
+    let mut queues = [0; 3];
+    queues[first as usize] = 20;
+    let second = route(&scrape(queues), &part);
+    assert_ne!(first, second);
+    let snap = scrape([0; 3]);
+    snap.endpoints[first as usize]
+        .info
+        .in_flight
+        .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+    (first, second, route(&snap, &whole))
+}
+
+#[test]
+fn one_request_sent_since_the_scrape_moves_a_turn_to_the_server_holding_most_of_it() {
+    // By default every request sent since counts: the queue score swings by its whole weight,
+    // and the partial match elsewhere wins (18/32 × 3 + 2 > 3 + 0).
+    let (_, second, now) =
+        turn_after_requests_sent_since_the_scrape(json!({"type": "queue-scorer"}), 1);
+    assert_eq!(now, second);
+    // Upstream's scorer counts none of them.
+    let upstream = json!({"type": "queue-scorer", "parameters": {"inFlight": "never"}});
+    let (first, _, now) = turn_after_requests_sent_since_the_scrape(upstream, 12);
+    assert_eq!(now, first);
+}
+
+#[test]
+fn a_turn_stays_with_its_history_while_what_was_sent_there_since_fits_the_free_slots_given() {
+    // The server reported no queue: given two free slots, it started the two sent since and
+    // the full match (3) keeps the turn; a third is taken to wait, and the turn moves.
+    let queue = json!({"type": "queue-scorer", "parameters": {"inFlightFreeSlots": 2}});
+    let (first, _, now) = turn_after_requests_sent_since_the_scrape(queue.clone(), 2);
+    assert_eq!(now, first);
+    let (_, second, now) = turn_after_requests_sent_since_the_scrape(queue, 3);
+    assert_eq!(now, second);
 }
 
 #[test]
