@@ -248,7 +248,7 @@ def scorer_variants(shape: FleetShape | None = None) -> list[SluicegatePolicy]:
         "SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer", shape)
 
 
-def _variants(env: str, plugin: str, shape: FleetShape | None) -> list[SluicegatePolicy]:
+def _variants(env: str, plugin: str, shape: FleetShape | None = None) -> list[SluicegatePolicy]:
     out = []
     for item in filter(None, os.environ.get(env, "").split(";")):
         name, sep, params = item.partition("=")
