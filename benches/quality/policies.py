@@ -71,12 +71,16 @@ def precise_tokens(shape: FleetShape, render_url: str = "") -> str:
     return _default_profile(f"{tokens}\n{producer}")
 
 
+def _with_parameters(profile: str, plugin: str, params: str) -> str:
+    """`profile` with `plugin`'s entry given `params` (a YAML flow mapping)."""
+    return profile.replace(f"- {{type: {plugin}}}", f"- {{type: {plugin}, parameters: {params}}}")
+
+
 # The default profile with the queue-scorer taking two free batch slots for granted at a server
 # reporting no queue (`inFlightFreeSlots: 2`; the default counts every request sent since the
 # scrape), or counting none (`inFlight: never`, upstream's scorer).
-IN_FLIGHT_FREE2 = _default_profile().replace("- {type: queue-scorer}",
-                                             "- {type: queue-scorer, parameters: {inFlightFreeSlots: 2}}")
-IN_FLIGHT_NEVER = _default_profile().replace("- {type: queue-scorer}", "- {type: queue-scorer, parameters: {inFlight: never}}")
+IN_FLIGHT_FREE2 = _with_parameters(_default_profile(), "queue-scorer", "{inFlightFreeSlots: 2}")
+IN_FLIGHT_NEVER = _with_parameters(_default_profile(), "queue-scorer", "{inFlight: never}")
 LORA = _default_profile("- {type: lora-affinity-scorer}", "  - {pluginRef: lora-affinity-scorer, weight: 2}")
 ACTIVE = _default_profile("- {type: active-request-scorer}", "  - {pluginRef: active-request-scorer, weight: 2}")
 
@@ -254,11 +258,10 @@ def _variants(env: str, plugin: str, shape: FleetShape | None = None) -> list[Sl
         name, sep, params = item.partition("=")
         if not sep or not params.strip().startswith("{"):
             raise ValueError(f"{env}: expected name={{params}}, got {item!r}")
-        scorer = f"- {{type: {plugin}, parameters: {params.strip()}}}"
-        config = _default_profile().replace(f"- {{type: {plugin}}}", scorer)
+        config = _with_parameters(_default_profile(), plugin, params.strip())
         out.append(SluicegatePolicy(f"sluicegate-{name.strip()}", config))
         if shape is not None and shape.tokenizer:
-            config = precise_tokens(shape).replace(f"- {{type: {plugin}}}", scorer)
+            config = _with_parameters(precise_tokens(shape), plugin, params.strip())
             out.append(SluicegatePolicy(f"sluicegate+precise-{name.strip()}", config, True))
     return out
 

@@ -348,11 +348,11 @@ impl EndpointStore {
         let old = self.current.load();
         let mut endpoints = Vec::with_capacity(specs.len());
         let mut index = Index::default();
+        let no_pod = PodFacts::default();
         for spec in specs {
             if index.by_address.contains_key(&spec.address) {
                 continue;
             }
-            let no_pod = PodFacts::default();
             let pod = pods.get(&spec.address).unwrap_or(&no_pod);
             let ep = match old.get(&spec.address) {
                 Some(prev)

@@ -255,15 +255,9 @@ async fn scrape_forever(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let outcome = match timeout(config.timeout, conn.get(&mut body)).await {
-            Ok(Ok(())) => read_metrics(&body, target.engine),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => {
-                // The exchange was cut mid-way; the connection's state is unknown.
-                conn.reset();
-                Err(format!("timed out after {:?}", config.timeout))
-            }
-        };
+        let outcome = get_within(&mut conn, &mut body, config.timeout)
+            .await
+            .and_then(|()| read_metrics(&body, target.engine));
         if results
             .send(ScrapeResult {
                 id: target.id,
@@ -339,17 +333,29 @@ async fn poll_attribute(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match timeout(config.timeout, conn.get(&mut body)).await {
-            Ok(Ok(())) => match extract(&body) {
+        match get_within(&mut conn, &mut body, config.timeout).await {
+            Ok(()) => match extract(&body) {
                 Ok(()) => attributes.record_poll_ok(source),
                 Err(why) => attributes.record_poll_error(source, true, &why),
             },
-            Ok(Err(e)) => attributes.record_poll_error(source, false, &e.to_string()),
-            Err(_) => {
-                conn.reset();
-                let why = format!("timed out after {:?}", config.timeout);
-                attributes.record_poll_error(source, false, &why);
-            }
+            Err(why) => attributes.record_poll_error(source, false, &why),
+        }
+    }
+}
+
+/// One GET of the connection's path into `body`, or why there is no answer: the connection's
+/// error, or the timeout (then the exchange was cut mid-way and the connection is reset, its
+/// state unknown).
+async fn get_within(
+    conn: &mut Connection,
+    body: &mut Vec<u8>,
+    limit: Duration,
+) -> Result<(), String> {
+    match timeout(limit, conn.get(body)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => {
+            conn.reset();
+            Err(format!("timed out after {limit:?}"))
         }
     }
 }
