@@ -77,12 +77,15 @@ fn pick(p: &Scheduler, c: &Cycle<'_>) -> Result<Vec<String>, ScheduleError> {
 const UPSTREAM_QUEUE: QueueScorer = QueueScorer {
     in_flight: InFlight::Never,
     free_slots: 0,
+    weight: 1.0,
 };
 
+/// Requests sent since the scrape counted whole beyond `free_slots` (`inFlightWeight: 1`).
 fn free_slots(free_slots: u32) -> QueueScorer {
     QueueScorer {
-        in_flight: InFlight::BeyondFreeSlots,
         free_slots,
+        weight: 1.0,
+        ..QueueScorer::default()
     }
 }
 
@@ -143,12 +146,43 @@ fn queue_scorer_counts_requests_sent_since_the_scrape_beyond_the_free_slots() {
 fn queue_scorer_by_default_counts_every_request_sent_since_the_scrape() {
     let t = Instant::now();
     let snap = sent_since_the_scrape(t);
-    // A burst between two scrapes spreads (queues 2, 6, 1, 3).
+    // A burst between two scrapes spreads: ep1 reports a queue, so its 6 count whole; ep2
+    // and ep3 report none, so theirs count half (queues 2, 6, 0.5, 1.5).
     let s = scores(&QueueScorer::default(), &cycle(&snap, t, None));
+    assert_eq!(s, vec![4.0 / 5.5, 0.0, 1.0, 4.5 / 5.5]);
+    // Counted whole (`inFlightWeight: 1`, the default until session 10): 2, 6, 1, 3.
+    let s = scores(&free_slots(0), &cycle(&snap, t, None));
     assert_eq!(s, vec![0.8, 0.0, 1.0, 0.6]);
     // Upstream's: the scraped queues alone (2, 2, 0, 0).
     let s = scores(&UPSTREAM_QUEUE, &cycle(&snap, t, None));
     assert_eq!(s, vec![0.0, 0.0, 1.0, 1.0]);
+}
+
+#[test]
+fn queue_scorer_weighs_requests_sent_to_a_server_reporting_no_queue_by_in_flight_weight() {
+    let t = Instant::now();
+    let snap = sent_since_the_scrape(t);
+    let light = QueueScorer {
+        weight: 0.25,
+        ..QueueScorer::default()
+    };
+    // ep1 reports a queue: its 6 count whole. ep2 and ep3 report none: a quarter each
+    // (2, 6, 0.25, 0.75).
+    let s = scores(&light, &cycle(&snap, t, None));
+    assert_eq!(s, vec![4.0 / 5.75, 0.0, 1.0, 5.25 / 5.75]);
+    // Where no server reports a queue, one request sent since the scrape moves a quarter of
+    // the scorer's weight, not all of it: scores are min-max over at least one waiting.
+    let idle = snapshot(t, &[Some((0, 0.0)), Some((0, 0.0))]);
+    idle.endpoints[0].info.in_flight.store(1, Ordering::Relaxed);
+    assert_eq!(scores(&light, &cycle(&idle, t, None)), vec![0.75, 1.0]);
+    assert_eq!(
+        scores(&QueueScorer::default(), &cycle(&idle, t, None)),
+        vec![0.5, 1.0]
+    );
+    assert_eq!(
+        scores(&free_slots(0), &cycle(&idle, t, None)),
+        vec![0.0, 1.0]
+    );
 }
 
 #[test]

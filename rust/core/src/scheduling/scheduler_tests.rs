@@ -116,6 +116,19 @@ fn errors_name_the_plugin_and_the_field() {
                                 "parameters": {"inFlight": "never", "inFlightFreeSlots": 2}}]}),
             "parameters.inFlightFreeSlots",
         ),
+        (
+            json!({"plugins": [{"type": "queue-scorer", "parameters": {"inFlightWeight": 0}}]}),
+            "parameters.inFlightWeight: must be in (0, 1], got 0",
+        ),
+        (
+            json!({"plugins": [{"type": "queue-scorer", "parameters": {"inFlightWeight": 1.5}}]}),
+            "parameters.inFlightWeight: must be in (0, 1], got 1.5",
+        ),
+        (
+            json!({"plugins": [{"type": "queue-scorer",
+                                "parameters": {"inFlight": "never", "inFlightWeight": 0.5}}]}),
+            "parameters.inFlightWeight: only with",
+        ),
     ];
     for (config, needle) in cases {
         let e = error(config.clone());
@@ -336,11 +349,18 @@ fn turn_after_requests_sent_since_the_scrape(
 }
 
 #[test]
-fn one_request_sent_since_the_scrape_moves_a_turn_to_the_server_holding_most_of_it() {
-    // By default every request sent since counts: the queue score swings by its whole weight,
-    // and the partial match elsewhere wins (18/32 × 3 + 2 > 3 + 0).
-    let (_, second, now) =
-        turn_after_requests_sent_since_the_scrape(json!({"type": "queue-scorer"}), 1);
+fn requests_sent_since_the_scrape_move_a_turn_once_they_outweigh_the_longer_match() {
+    // By default each request sent since to a server reporting no queue counts half of one
+    // waiting: one swings the queue score by half its weight and the full match keeps the turn
+    // (0.5 × 2 < (1 − 18/32) × 3); two swing it whole, and the partial match elsewhere wins.
+    let queue = json!({"type": "queue-scorer"});
+    let (first, _, now) = turn_after_requests_sent_since_the_scrape(queue.clone(), 1);
+    assert_eq!(now, first);
+    let (_, second, now) = turn_after_requests_sent_since_the_scrape(queue, 2);
+    assert_eq!(now, second);
+    // Counted whole (the default until session 10), one is enough.
+    let whole = json!({"type": "queue-scorer", "parameters": {"inFlightWeight": 1}});
+    let (_, second, now) = turn_after_requests_sent_since_the_scrape(whole, 1);
     assert_eq!(now, second);
     // Upstream's scorer counts none of them.
     let upstream = json!({"type": "queue-scorer", "parameters": {"inFlight": "never"}});
@@ -351,8 +371,10 @@ fn one_request_sent_since_the_scrape_moves_a_turn_to_the_server_holding_most_of_
 #[test]
 fn a_turn_stays_with_its_history_while_what_was_sent_there_since_fits_the_free_slots_given() {
     // The server reported no queue: given two free slots, it started the two sent since and
-    // the full match (3) keeps the turn; a third is taken to wait, and the turn moves.
-    let queue = json!({"type": "queue-scorer", "parameters": {"inFlightFreeSlots": 2}});
+    // the full match (3) keeps the turn; a third, counted whole, is taken to wait, and the
+    // turn moves.
+    let queue = json!({"type": "queue-scorer",
+                       "parameters": {"inFlightFreeSlots": 2, "inFlightWeight": 1}});
     let (first, _, now) = turn_after_requests_sent_since_the_scrape(queue.clone(), 2);
     assert_eq!(now, first);
     let (_, second, now) = turn_after_requests_sent_since_the_scrape(queue, 3);

@@ -172,6 +172,18 @@ pub fn score_lower_is_better(
     out: &mut [f64],
     value: impl Fn(u32) -> Option<f64>,
 ) {
+    score_lower_is_better_over(candidates, out, 0.0, value)
+}
+
+/// As `score_lower_is_better`, but the range divided by is at least `min_range`: the smallest
+/// value still scores 1, and values that differ by less than `min_range` do not take the whole
+/// unit between them.
+pub fn score_lower_is_better_over(
+    candidates: &[u32],
+    out: &mut [f64],
+    min_range: f64,
+    value: impl Fn(u32) -> Option<f64>,
+) {
     let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
     for &c in candidates {
         if let Some(v) = value(c) {
@@ -179,12 +191,12 @@ pub fn score_lower_is_better(
             max = max.max(v);
         }
     }
-    let range = max - min;
+    let range = (max - min).max(min_range);
     for (slot, &c) in out.iter_mut().zip(candidates) {
         *slot = match value(c) {
             None => 0.0,
             Some(_) if range <= 0.0 => 1.0,
-            Some(v) => (max - v) / range,
+            Some(v) => (min + range - v) / range,
         };
     }
 }
