@@ -77,8 +77,8 @@ def _with_parameters(profile: str, plugin: str, params: str) -> str:
 
 
 # The default profile with the queue-scorer taking two free batch slots for granted at a server
-# reporting no queue (`inFlightFreeSlots: 2`; the default counts every request sent since the
-# scrape), or counting none (`inFlight: never`, upstream's scorer).
+# reporting no queue (`inFlightFreeSlots: 2`; the default counts each request sent there since
+# the scrape as half of one waiting), or counting none (`inFlight: never`, upstream's scorer).
 IN_FLIGHT_FREE2 = _with_parameters(_default_profile(), "queue-scorer", "{inFlightFreeSlots: 2}")
 IN_FLIGHT_NEVER = _with_parameters(_default_profile(), "queue-scorer", "{inFlight: never}")
 LORA = _default_profile("- {type: lora-affinity-scorer}", "  - {pluginRef: lora-affinity-scorer, weight: 2}")
