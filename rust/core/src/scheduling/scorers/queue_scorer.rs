@@ -127,8 +127,9 @@ impl QueueScorer {
 }
 
 /// Requests waiting at the candidate: the scraped queue, or this EPP's requests in flight
-/// beyond those the server reports running, whichever is larger (the default queue-scorer's
-/// count); None when stale. The prefix-cache-scorer's affinity rule reads it.
+/// beyond those the server reports running, whichever is larger, each counted whole (the
+/// default queue-scorer's count where the server reports a queue); None when stale. The
+/// prefix-cache-scorer's affinity rule reads it.
 pub fn waiting(cycle: &Cycle<'_>, c: u32) -> Option<u32> {
     let ep = cycle.endpoint(c);
     let sent = ep.in_flight().saturating_sub(ep.metrics.running);
