@@ -270,6 +270,12 @@ impl Endpoint {
         self.info.in_flight.load(Ordering::Relaxed)
     }
 
+    /// This EPP's requests sent here since the last scrape: those in flight beyond the ones
+    /// the server reported running.
+    pub fn sent_since_scrape(&self) -> u32 {
+        self.in_flight().saturating_sub(self.metrics.running)
+    }
+
     /// Estimated tokens of this EPP's requests in flight here (inflight-load-producer).
     pub fn in_flight_tokens(&self) -> u64 {
         self.info.attributes.in_flight_tokens()

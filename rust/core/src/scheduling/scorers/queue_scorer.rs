@@ -114,7 +114,7 @@ impl QueueScorer {
     pub fn queue(&self, cycle: &Cycle<'_>, c: u32) -> Option<f64> {
         let ep = cycle.endpoint(c);
         let scraped = ep.metrics.waiting;
-        let sent = ep.in_flight().saturating_sub(ep.metrics.running);
+        let sent = ep.sent_since_scrape();
         let counted = match self.in_flight {
             InFlight::Never => f64::from(scraped),
             InFlight::BeyondFreeSlots if scraped > 0 => f64::from(scraped.max(sent)),
@@ -132,6 +132,7 @@ impl QueueScorer {
 /// prefix-cache-scorer's affinity rule reads it.
 pub fn waiting(cycle: &Cycle<'_>, c: u32) -> Option<u32> {
     let ep = cycle.endpoint(c);
-    let sent = ep.in_flight().saturating_sub(ep.metrics.running);
-    cycle.is_fresh(c).then_some(ep.metrics.waiting.max(sent))
+    cycle
+        .is_fresh(c)
+        .then_some(ep.metrics.waiting.max(ep.sent_since_scrape()))
 }
