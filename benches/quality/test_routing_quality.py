@@ -59,9 +59,10 @@ def _free_port() -> int:
 
 
 def vllm_style_shape(tmp_path, base: FleetShape | None = None) -> FleetShape:
-    """`base` (the default fleet) as vLLM-style servers: a tokenizer trained here on the workload's own words (so a token is
-    about as long as the simulators' default ~4 characters), seeded sha256_cbor hashes, token
-    ids in named-field events, every server dialling one endpoint the EPP binds."""
+    """`base` (the default fleet) as vLLM-style servers: a tokenizer trained here on the workload's own words (its
+    tokens are longer than the approximate producer's 4-byte estimate: 5.9-6.5 characters on
+    these prompts), seeded sha256_cbor hashes, token ids in named-field events, every server
+    dialling one endpoint the EPP binds."""
     sample = itertools.islice(workload("shared_prefix", SEED + 1, FleetShape()), 300)
     corpus = [m["content"] for r in sample for m in r.body["messages"]]
     tokenizer = byte_level_chatml(tmp_path / "tok", vocab_size=2000, corpus=corpus)

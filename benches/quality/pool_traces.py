@@ -1,0 +1,104 @@
+"""Tails judged over several quality runs: the p99 of one ~1,000-request row is its tenth
+slowest request, and two rows of the same policy in one run differ by as much as two policies
+do. `python -m benches.quality.pool_traces [--baseline POLICY] TRACE.json...` takes the traces
+SLUICEGATE_QUALITY_TRACE=1 writes (copy `out/trace-*.json` aside after each run: the next run
+overwrites them), groups them by policy, and prints each run's row, then every policy's
+requests pooled (TTFT p50 / p90 / p99 / mean, hit rate of first admissions) and, against the
+baseline, each percentile's difference with a 95% bootstrap interval (requests resampled per
+policy, seeded): an interval that holds 0 is no difference these runs can show."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sluicegate.loadgen.report import percentile
+
+QUANTILES = (50, 90, 99)
+DRAWS = 1000
+
+
+@dataclass
+class Pooled:
+    """One policy's requests from every run given."""
+
+    ttft_ms: list[float] = field(default_factory=list)
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    runs: list[str] = field(default_factory=list)
+
+    def add(self, trace: dict) -> None:
+        ok = [r for r in trace["requests"] if r.get("ok")]
+        self.ttft_ms += [r["ttft_ms"] for r in ok]
+        self.prompt_tokens += sum(r["prompt_tokens"] for r in ok)
+        self.cached_tokens += sum(r["cached_tokens"] for r in ok)
+        s = trace["summary"]
+        self.runs.append(f"{s['ttft_p50_ms']:.1f} / {s['ttft_p90_ms']:.0f} / {s['ttft_p99_ms']:.0f} ms, "
+                         f"{s['prefix_hit_rate']:.2%}, {s['moves']} moves")
+
+    def line(self) -> str:
+        p = [_pct(self.ttft_ms, q) for q in QUANTILES]
+        return (f"{len(self.ttft_ms)} requests, TTFT {p[0]:.1f} / {p[1]:.1f} / {p[2]:.1f} ms, mean "
+                f"{statistics.fmean(self.ttft_ms):.1f}, hit rate {self.cached_tokens / self.prompt_tokens:.2%}")
+
+
+def pool(traces: list[dict]) -> dict[str, Pooled]:
+    out: dict[str, Pooled] = defaultdict(Pooled)
+    for t in traces:
+        out[t["summary"]["policy"]].add(t)
+    return dict(out)
+
+
+def differences(a: list[float], b: list[float], seed: int = 1) -> list[tuple[float, float, float]]:
+    """For each of QUANTILES: that percentile of b minus a's, and the 2.5th and 97.5th
+    percentiles of the difference over DRAWS bootstrap resamples of each."""
+    rng = random.Random(seed)
+    draws: list[list[float]] = [[] for _ in QUANTILES]
+    for _ in range(DRAWS):
+        # Sorted once: percentile() sorts again, in linear time on sorted input.
+        ra, rb = sorted(rng.choices(a, k=len(a))), sorted(rng.choices(b, k=len(b)))
+        for d, q in zip(draws, QUANTILES):
+            d.append(_pct(rb, q) - _pct(ra, q))
+    return [(_pct(b, q) - _pct(a, q), _pct(d, 2.5), _pct(d, 97.5)) for d, q in zip(draws, QUANTILES)]
+
+
+def _pct(values: list[float], q: float) -> float:
+    return percentile(values, q) or 0.0
+
+
+def report(traces: list[dict], baseline: str) -> str:
+    pooled = pool(traces)
+    if baseline not in pooled:
+        raise SystemExit(f"--baseline: no trace of policy {baseline!r} (have {', '.join(sorted(pooled))})")
+    lines = []
+    for name, p in pooled.items():
+        lines.append(f"{name}: {len(p.runs)} runs (p50 / p90 / p99, hit rate, moves)")
+        lines += [f"  run {i + 1}: {r}" for i, r in enumerate(p.runs)]
+    lines.append("pooled:")
+    lines += [f"  {name}: {p.line()}" for name, p in pooled.items()]
+    base = pooled[baseline].ttft_ms
+    for name, p in pooled.items():
+        if name == baseline:
+            continue
+        parts = [f"p{q} {d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+                 for q, (d, lo, hi) in zip(QUANTILES, differences(base, p.ttft_ms))]
+        lines.append(f"{name} minus {baseline}, ms (95% bootstrap): " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benches.quality.pool_traces", description="Quality traces pooled over runs; tails compared with bootstrap intervals.")
+    parser.add_argument("--baseline", default="sluicegate", help="the policy the others are compared with")
+    parser.add_argument("traces", nargs="+", help="trace files written by SLUICEGATE_QUALITY_TRACE=1")
+    args = parser.parse_args(argv)
+    print(report([json.loads(Path(t).read_text()) for t in args.traces], args.baseline))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

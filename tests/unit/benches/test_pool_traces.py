@@ -1,0 +1,46 @@
+"""benches.quality.pool_traces: quality traces pooled by policy over runs, tails compared with
+bootstrap intervals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benches.quality import pool_traces
+
+
+def trace(policy: str, ttfts: list[float], prompt: int = 100, cached: int = 80) -> dict:
+    requests = [{"ok": True, "ttft_ms": t, "prompt_tokens": prompt, "cached_tokens": cached} for t in ttfts]
+    requests.append({"ok": False, "ttft_ms": 9999.0, "prompt_tokens": prompt, "cached_tokens": 0})
+    summary = {"policy": policy, "ttft_p50_ms": 1.0, "ttft_p90_ms": 2.0, "ttft_p99_ms": 3.0,
+               "prefix_hit_rate": cached / prompt, "moves": 4}
+    return {"summary": summary, "requests": requests}
+
+
+def test_pools_each_policys_answered_requests_over_runs():
+    pooled = pool_traces.pool([trace("a", [1, 2]), trace("b", [5]), trace("a", [3], cached=20)])
+    assert sorted(pooled) == ["a", "b"]
+    assert pooled["a"].ttft_ms == [1, 2, 3]  # the failed request is left out
+    assert (pooled["a"].prompt_tokens, pooled["a"].cached_tokens) == (300, 180)
+    assert pooled["a"].runs == ["1.0 / 2 / 3 ms, 80.00%, 4 moves", "1.0 / 2 / 3 ms, 20.00%, 4 moves"]
+    assert "hit rate 60.00%" in pooled["a"].line()
+
+
+def test_the_same_requests_differ_by_nothing_and_a_slower_tail_shows():
+    base = [float(i % 50) for i in range(1000)]
+    same = pool_traces.differences(base, list(base))
+    assert all(d == 0 and lo <= 0 <= hi for d, lo, hi in same)
+    slower = [t + 10 if t >= 45 else t for t in base]  # only the slowest tenth is slower
+    p50, p90, p99 = pool_traces.differences(base, slower)
+    assert p50[0] == 0 and p50[1] <= 0 <= p50[2]
+    assert p99[0] == pytest.approx(10.0) and p99[1] > 0  # the whole interval above 0
+
+
+def test_report_names_a_missing_baseline(tmp_path, capsys):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(trace("a", [1, 2, 3])))
+    with pytest.raises(SystemExit, match="--baseline: no trace of policy 'sluicegate'"):
+        pool_traces.main([str(path)])
+    pool_traces.main(["--baseline", "a", str(path)])
+    assert "a: 3 requests, TTFT" in capsys.readouterr().out
