@@ -43,6 +43,8 @@ class Pooled:
                          f"{s['prefix_hit_rate']:.2%}, {s['moves']} moves")
 
     def line(self) -> str:
+        if not self.ttft_ms:
+            return "no answered requests"
         p = [_pct(self.ttft_ms, q) for q in QUANTILES]
         return (f"{len(self.ttft_ms)} requests, TTFT {p[0]:.1f} / {p[1]:.1f} / {p[2]:.1f} ms, mean "
                 f"{statistics.fmean(self.ttft_ms):.1f}, hit rate {self.cached_tokens / self.prompt_tokens:.2%}")
@@ -84,7 +86,7 @@ def report(traces: list[dict], baseline: str) -> str:
     lines += [f"  {name}: {p.line()}" for name, p in pooled.items()]
     base = pooled[baseline].ttft_ms
     for name, p in pooled.items():
-        if name == baseline:
+        if name == baseline or not (base and p.ttft_ms):
             continue
         parts = [f"p{q} {d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
                  for q, (d, lo, hi) in zip(QUANTILES, differences(base, p.ttft_ms))]

@@ -25,6 +25,7 @@ def test_pools_each_policys_answered_requests_over_runs():
     assert (pooled["a"].prompt_tokens, pooled["a"].cached_tokens) == (300, 180)
     assert pooled["a"].runs == ["1.0 / 2 / 3 ms, 80.00%, 4 moves", "1.0 / 2 / 3 ms, 20.00%, 4 moves"]
     assert "hit rate 60.00%" in pooled["a"].line()
+    assert pool_traces.pool([trace("c", [])])["c"].line() == "no answered requests"
 
 
 def test_the_same_requests_differ_by_nothing_and_a_slower_tail_shows():
