@@ -56,18 +56,28 @@ UPSTREAM_SCORER = _default_profile().replace(
 QUEUE_SLACK = _default_profile().replace(
     "- {type: prefix-cache-scorer}", "- {type: prefix-cache-scorer, parameters: {affinityQueueSlack: 4}}")
 PRECISE = _default_profile("- {type: precise-prefix-cache-producer, parameters: {blockSize: 16}}")
+# upstream's no-hit-lru-scorer, weight 2 (as llm-d's optimized-baseline and precise-prefix guides
+# add it to their profiles): a request no server has cached goes to the server that least
+# recently took one, so the first request of each system prompt spreads the prefixes over the
+# servers instead of wherever ties fall while every server is idle.
+NO_HIT_LRU_PLUGIN = "- {type: no-hit-lru-scorer}"
+NO_HIT_LRU_REF = "  - {pluginRef: no-hit-lru-scorer, weight: 2}"
+NO_HIT_LRU = _default_profile(NO_HIT_LRU_PLUGIN, NO_HIT_LRU_REF)
 
 
-def precise_tokens(shape: FleetShape, render_url: str = "") -> str:
+def precise_tokens(shape: FleetShape, render_url: str = "", no_hit_lru: bool = False) -> str:
     """Upstream's precise pipeline against vLLM-style servers: token-producer (in-process from
     the servers' tokenizer, or through a server's render API) -> precise-prefix-cache-producer
-    bound where the servers publish -> prefix-cache-scorer, with speculative indexing."""
+    bound where the servers publish -> prefix-cache-scorer, with speculative indexing; with
+    `no_hit_lru`, the no-hit-lru-scorer too."""
     tokens = (f'- {{type: token-producer, parameters: {{modelName: "{DEFAULT_MODEL}", vllm: {{url: "{render_url}"}}}}}}'
               if render_url else f'- {{type: token-producer, parameters: {{local: {{path: "{shape.tokenizer}"}}}}}}')
     producer = ("- {type: precise-prefix-cache-producer, parameters: {"
                 f'tokenProcessorConfig: {{blockSize: 16, hashSeed: "{shape.hash_seed}"}}, '
                 f'kvEventsConfig: {{zmqEndpoint: "{shape.kv_events_endpoint}"}}, '
                 "speculativeIndexing: true, speculativeTTL: 2s}}")
+    if no_hit_lru:
+        return _default_profile(f"{tokens}\n{producer}\n{NO_HIT_LRU_PLUGIN}", NO_HIT_LRU_REF)
     return _default_profile(f"{tokens}\n{producer}")
 
 
@@ -274,11 +284,14 @@ def in_flight_policies() -> list[SluicegatePolicy]:
 
 
 def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[Policy]:
+    # Every table also runs the default profile with the no-hit-lru-scorer: on independent
+    # prompts every request is one no server has cached.
+    no_hit = SluicegatePolicy("sluicegate-no-hit-lru", NO_HIT_LRU)
     if workload == "burst":  # what counting requests sent since the scrape buys (least-queue counts all)
-        return [RoundRobinPolicy(), LeastRequestPolicy(seed), SluicegatePolicy("sluicegate"),
+        return [RoundRobinPolicy(), LeastRequestPolicy(seed), SluicegatePolicy("sluicegate"), no_hit,
                 in_flight_policies()[0], *_variants("SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer")]
     out: list[Policy] = [RandomPolicy(seed), RoundRobinPolicy(), LeastRequestPolicy(seed),
-                         SluicegatePolicy("sluicegate")]
+                         SluicegatePolicy("sluicegate"), no_hit]
     if workload == "shared_prefix":
         out.append(SluicegatePolicy("sluicegate-previous", PREVIOUS))
         out.append(SluicegatePolicy("sluicegate-upstream-scorer", UPSTREAM_SCORER))
@@ -286,7 +299,8 @@ def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[
         out += scorer_variants(shape)
     if shape is not None and shape.tokenizer:
         out += [SluicegatePolicy("sluicegate+precise", precise_tokens(shape), True),
-                SluicegatePolicy("sluicegate+precise-render", None, True, render=True)]
+                SluicegatePolicy("sluicegate+precise-render", None, True, render=True),
+                SluicegatePolicy("sluicegate+precise-no-hit-lru", precise_tokens(shape, no_hit_lru=True), True)]
     else:
         out.append(SluicegatePolicy("sluicegate+precise", PRECISE, True))
     if workload == "varied":  # EPP-side in-flight counts, what least-queue routes by

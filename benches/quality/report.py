@@ -9,7 +9,7 @@ from typing import Any
 
 Row = Mapping[str, Any]
 COLUMNS = (  # key, header, width, format
-    ("policy", "policy", 26, "{}"), ("requests", "req", 5, "{}"), ("errors", "err", 4, "{}"),
+    ("policy", "policy", 30, "{}"), ("requests", "req", 5, "{}"), ("errors", "err", 4, "{}"),
     ("ttft_p50_ms", "TTFT p50", 9, "{:.0f}"), ("ttft_p90_ms", "p90", 7, "{:.0f}"),
     ("ttft_p99_ms", "p99", 7, "{:.0f}"), ("e2e_p50_ms", "e2e p50", 8, "{:.0f}"),
     ("e2e_p99_ms", "e2e p99", 8, "{:.0f}"), ("output_tok_s", "tok/s", 7, "{:.0f}"),

@@ -26,11 +26,12 @@ pytestmark = pytest.mark.timeout(3600)
 
 def test_precise_routing_under_eviction(benchmark, quality_size, quality_rows, tmp_path):
     """Round-robin, the approximate default, upstream's scorer on the approximate index, and
-    precise (in-process tokenizer) on caches that evict: does knowing what the servers really
-    hold beat guessing?"""
+    precise (in-process tokenizer), both also with the no-hit-lru-scorer, on caches that
+    evict: does knowing what the servers really hold beat guessing?"""
     kv_blocks = int(os.environ.get("SLUICEGATE_QUALITY_KV_BLOCKS", EVICTING.kv_blocks))
     shape = vllm_style_shape(tmp_path, replace(EVICTING, kv_blocks=kv_blocks))
-    names = {"round-robin", "sluicegate", "sluicegate-upstream-scorer", "sluicegate+precise"}
+    names = {"round-robin", "sluicegate", "sluicegate-upstream-scorer", "sluicegate+precise",
+             "sluicegate-no-hit-lru", "sluicegate+precise-no-hit-lru"}
     if os.environ.get("SLUICEGATE_QUALITY_POLICIES"):
         names = set(os.environ["SLUICEGATE_QUALITY_POLICIES"].split(","))
     compare_rows("shared_prefix_vllm_evicting", shape, names, benchmark, quality_size, quality_rows)

@@ -74,10 +74,11 @@ def test_precise_routing_with_vllm_style_events(benchmark, quality_size, quality
     """shared_prefix against vLLM-style servers: a tokenizer (trained here), vLLM's seeded
     sha256_cbor block hashes with token ids in named-field events, servers dialling the EPP's
     bound ZMQ endpoint. Approximate default vs precise (in-process tokenizer, and through a
-    server's render API), same arrivals, same run."""
+    server's render API), each also with the no-hit-lru-scorer, same arrivals, same run."""
     shape = vllm_style_shape(tmp_path)
     names = {"round-robin", "sluicegate", "sluicegate-previous", "sluicegate-upstream-scorer",
-             "sluicegate-queue-slack", "sluicegate+precise", "sluicegate+precise-render"}
+             "sluicegate-queue-slack", "sluicegate+precise", "sluicegate+precise-render",
+             "sluicegate-no-hit-lru", "sluicegate+precise-no-hit-lru"}
     if os.environ.get("SLUICEGATE_QUALITY_POLICIES"):  # a subset, to repeat a comparison sooner
         names = set(os.environ["SLUICEGATE_QUALITY_POLICIES"].split(","))
     names |= {p.name for p in scorer_variants(shape)}
