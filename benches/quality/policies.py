@@ -76,9 +76,8 @@ def precise_tokens(shape: FleetShape, render_url: str = "", no_hit_lru: bool = F
                 f'tokenProcessorConfig: {{blockSize: 16, hashSeed: "{shape.hash_seed}"}}, '
                 f'kvEventsConfig: {{zmqEndpoint: "{shape.kv_events_endpoint}"}}, '
                 "speculativeIndexing: true, speculativeTTL: 2s}}")
-    if no_hit_lru:
-        return _default_profile(f"{tokens}\n{producer}\n{NO_HIT_LRU_PLUGIN}", NO_HIT_LRU_REF)
-    return _default_profile(f"{tokens}\n{producer}")
+    extra, refs = (f"\n{NO_HIT_LRU_PLUGIN}", NO_HIT_LRU_REF) if no_hit_lru else ("", "")
+    return _default_profile(f"{tokens}\n{producer}{extra}", refs)
 
 
 def _with_parameters(profile: str, plugin: str, params: str) -> str:
