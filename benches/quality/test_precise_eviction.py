@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from benches.quality.fleet import FleetShape
-from benches.quality.test_routing_quality import compare_rows, vllm_style_shape
+from benches.quality.test_routing_quality import policy_subset, compare_rows, vllm_style_shape
 
 # 384 blocks of 16 tokens (6,144 tokens) a server. With the tokenizer trained here (6.4
 # characters a token on this workload) the 32 system prompts are 500-975 tokens (23.4K in all)
@@ -32,6 +32,5 @@ def test_precise_routing_under_eviction(benchmark, quality_size, quality_rows, t
     shape = vllm_style_shape(tmp_path, replace(EVICTING, kv_blocks=kv_blocks))
     names = {"round-robin", "sluicegate", "sluicegate-upstream-scorer", "sluicegate+precise",
              "sluicegate-no-hit-lru", "sluicegate+precise-no-hit-lru"}
-    if os.environ.get("SLUICEGATE_QUALITY_POLICIES"):
-        names = set(os.environ["SLUICEGATE_QUALITY_POLICIES"].split(","))
+    names = policy_subset() or names
     compare_rows("shared_prefix_vllm_evicting", shape, names, benchmark, quality_size, quality_rows)

@@ -35,9 +35,22 @@ def _fixed_rate() -> float:
     return float(os.environ.get("SLUICEGATE_QUALITY_RATE", "0"))
 
 
+def policy_subset() -> set[str] | None:
+    """SLUICEGATE_QUALITY_POLICIES="a,b": only these rows, to repeat a comparison sooner."""
+    names = os.environ.get("SLUICEGATE_QUALITY_POLICIES")
+    return set(names.split(",")) if names else None
+
+
 async def _compare(workload: str, shape: FleetShape, calibrate_s: float, run_s: float) -> list[dict]:
     rate = _fixed_rate() or LOAD * await capacity(workload, shape, calibrate_s, SEED)
-    return [(await run_policy(workload, p, shape, rate, run_s, SEED)).summary() for p in policies(workload, SEED)]
+    names = policy_subset()
+    rows = []
+    for p in policies(workload, SEED):
+        if names is None or p.name in names:
+            result = await run_policy(workload, p, shape, rate, run_s, SEED)
+            rows.append(result.summary())
+            write_trace(workload, result, getattr(p, "index_stats", None))
+    return rows
 
 
 @pytest.mark.parametrize("workload", WORKLOADS)
@@ -79,8 +92,7 @@ def test_precise_routing_with_vllm_style_events(benchmark, quality_size, quality
     names = {"round-robin", "sluicegate", "sluicegate-previous", "sluicegate-upstream-scorer",
              "sluicegate-queue-slack", "sluicegate+precise", "sluicegate+precise-render",
              "sluicegate-no-hit-lru", "sluicegate+precise-no-hit-lru"}
-    if os.environ.get("SLUICEGATE_QUALITY_POLICIES"):  # a subset, to repeat a comparison sooner
-        names = set(os.environ["SLUICEGATE_QUALITY_POLICIES"].split(","))
+    names = policy_subset() or names
     names |= {p.name for p in scorer_variants(shape)}
     compare_rows("shared_prefix_vllm", shape, names, benchmark, quality_size, quality_rows)
 
