@@ -90,7 +90,10 @@ def _with_parameters(profile: str, plugin: str, params: str) -> str:
 # the scrape as half of one waiting), or counting none (`inFlight: never`, upstream's scorer).
 IN_FLIGHT_FREE2 = _with_parameters(_default_profile(), "queue-scorer", "{inFlightFreeSlots: 2}")
 IN_FLIGHT_NEVER = _with_parameters(_default_profile(), "queue-scorer", "{inFlight: never}")
-LORA = _default_profile("- {type: lora-affinity-scorer}", "  - {pluginRef: lora-affinity-scorer, weight: 2}")
+LORA_PLUGIN = "- {type: lora-affinity-scorer}"
+LORA_REF = "  - {pluginRef: lora-affinity-scorer, weight: 2}"
+LORA = _default_profile(LORA_PLUGIN, LORA_REF)
+LORA_NO_HIT_LRU = _default_profile(f"{LORA_PLUGIN}\n{NO_HIT_LRU_PLUGIN}", f"{LORA_REF}\n{NO_HIT_LRU_REF}")
 ACTIVE = _default_profile("- {type: active-request-scorer}", "  - {pluginRef: active-request-scorer, weight: 2}")
 
 
@@ -305,7 +308,7 @@ def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[
     if workload == "varied":  # EPP-side in-flight counts, what least-queue routes by
         out.append(SluicegatePolicy("sluicegate+active", ACTIVE))
     if workload == "lora":
-        out.append(SluicegatePolicy("sluicegate+lora", LORA))
+        out += [SluicegatePolicy("sluicegate+lora", LORA), SluicegatePolicy("sluicegate+lora-no-hit-lru", LORA_NO_HIT_LRU)]
     if workload != "shared_prefix":  # there with scorer_variants()
         out += _variants("SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer")
     return out
