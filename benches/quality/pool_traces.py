@@ -32,6 +32,8 @@ class Pooled:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     runs: list[str] = field(default_factory=list)
+    # Each run's hit rate of first admissions, in the order the traces were given.
+    run_hit_rates: list[float] = field(default_factory=list)
 
     def add(self, trace: dict) -> None:
         ok = [r for r in trace["requests"] if r.get("ok")]
@@ -39,6 +41,7 @@ class Pooled:
         self.prompt_tokens += sum(r["prompt_tokens"] for r in ok)
         self.cached_tokens += sum(r["cached_tokens"] for r in ok)
         s = trace["summary"]
+        self.run_hit_rates.append(s["prefix_hit_rate"])
         self.runs.append(f"{s['ttft_p50_ms']:.1f} / {s['ttft_p90_ms']:.0f} / {s['ttft_p99_ms']:.0f} ms, "
                          f"{s['prefix_hit_rate']:.2%}, {s['moves']} moves")
 
@@ -91,7 +94,20 @@ def report(traces: list[dict], baseline: str) -> str:
         parts = [f"p{q} {d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
                  for q, (d, lo, hi) in zip(QUANTILES, differences(base, p.ttft_ms))]
         lines.append(f"{name} minus {baseline}, ms (95% bootstrap): " + ", ".join(parts))
+        if (hits := hit_rate_differences(pooled[baseline], p)) is not None:
+            lines.append(f"  hit rate minus {baseline}, points, run by run: "
+                         + ", ".join(f"{d:+.2f}" for d in hits) + f" (mean {statistics.fmean(hits):+.2f})")
     return "\n".join(lines)
+
+
+def hit_rate_differences(base: Pooled, other: Pooled) -> list[float] | None:
+    """`other`'s hit rate minus `base`'s in percentage points, run by run (the traces' order
+    pairs them: rows of one run share arrivals). A hit rate is set by where a row's first turns
+    land, so runs, not requests, are its samples; None when the two ran a different number of
+    times."""
+    if len(base.run_hit_rates) != len(other.run_hit_rates):
+        return None
+    return [100 * (o - b) for b, o in zip(base.run_hit_rates, other.run_hit_rates)]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,3 +45,13 @@ def test_report_names_a_missing_baseline(tmp_path, capsys):
         pool_traces.main([str(path)])
     pool_traces.main(["--baseline", "a", str(path)])
     assert "a: 3 requests, TTFT" in capsys.readouterr().out
+
+
+def test_hit_rates_are_compared_run_by_run():
+    base = pool_traces.pool([trace("a", [1], cached=80), trace("a", [1], cached=90)])["a"]
+    other = pool_traces.pool([trace("b", [1], cached=85), trace("b", [1], cached=88)])["b"]
+    assert pool_traces.hit_rate_differences(base, other) == pytest.approx([5.0, -2.0])
+    one_run = pool_traces.pool([trace("c", [1])])["c"]
+    assert pool_traces.hit_rate_differences(base, one_run) is None  # no pairs to make
+    text = pool_traces.report([trace("a", [1], cached=80), trace("b", [1], cached=85)], "a")
+    assert "hit rate minus a, points, run by run: +5.00 (mean +5.00)" in text

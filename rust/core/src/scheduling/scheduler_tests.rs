@@ -246,6 +246,37 @@ fn a_prefix_scorer_naming_a_missing_producer_is_refused() {
     );
 }
 
+#[test]
+fn no_hit_lru_takes_upstreams_parameters_and_checks_the_producer_it_names() {
+    // The shape of upstream's precise-prefix guide profile, plus its deprecated fields and a
+    // 0 size (upstream's default then).
+    let plugins = json!([
+        {"type": "precise-prefix-cache-producer", "parameters": {"kvEventsConfig": {"zmqEndpoint": "tcp://127.0.0.1:0"}}},
+        {"type": "prefix-cache-scorer", "parameters": {"prefixMatchInfoProducerName": "precise-prefix-cache-producer"}},
+        {"type": "no-hit-lru-scorer", "parameters": {
+            "prefixMatchInfoProducerName": "precise-prefix-cache-producer",
+            "prefixPluginType": "prefix-cache-scorer", "prefixPluginName": "prefix-cache-scorer", "lruSize": 0}}
+    ]);
+    let d = scheduler(json!({"plugins": plugins})).unwrap().describe();
+    let scorers: Vec<&str> = d["profiles"][0]["scorers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(scorers, ["prefix-cache-scorer", "no-hit-lru-scorer"]);
+    let e = error(json!({"plugins": [
+        {"type": "prefix-cache-scorer"},
+        {"type": "no-hit-lru-scorer", "parameters": {"prefixMatchInfoProducerName": "nope"}}
+    ]}));
+    assert!(
+        e.contains("no-hit-lru-scorer")
+            && e.contains("prefixMatchInfoProducerName")
+            && e.contains("nope"),
+        "{e}"
+    );
+}
+
 /// Route one long prompt over three idle endpoints with `config`, then give the endpoints
 /// `queues` (the first pick's own first) and route the same prompt again: (first, second).
 fn repeated_prompt_picks(config: serde_json::Value, queues: [u32; 3]) -> (u32, u32) {

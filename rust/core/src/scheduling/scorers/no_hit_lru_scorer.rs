@@ -12,44 +12,50 @@ use serde::Deserialize;
 use crate::scheduling::config::ConfigError;
 use crate::scheduling::contracts::params::Params;
 use crate::scheduling::contracts::plugin::Plugin;
-use crate::scheduling::contracts::scorer::{Picks, Scorer};
+use crate::scheduling::contracts::scorer::{Picks, PrefixProducers, Scorer};
 use crate::scheduling::cycle::Cycle;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 struct NoHitLruParams {
-    /// Accepted for upstream compatibility; the cycle holds one prefix result.
+    /// The prefix producer whose matches tell a cold request (upstream's); checked to name
+    /// one. The cycle holds the prefix-cache-scorer's match, read from the producer it is
+    /// bound to: list the two with the same producer, as upstream's guides do.
+    prefix_match_info_producer_name: String,
+    /// Deprecated upstream ("never used"), accepted.
+    prefix_plugin_type: Option<String>,
+    /// Deprecated upstream ("never used"), accepted.
     prefix_plugin_name: Option<String>,
-    /// Accepted for upstream compatibility; the prefill pick is always tracked.
+    /// From older upstream releases, accepted; the prefill pick is always tracked.
     prefill_profile: Option<String>,
+    /// Endpoints tracked; 0 (or unset) = 1024, as upstream.
     lru_size: usize,
 }
 
-impl Default for NoHitLruParams {
-    fn default() -> Self {
-        NoHitLruParams {
-            prefix_plugin_name: None,
-            prefill_profile: None,
-            lru_size: 1024,
-        }
-    }
-}
+/// Endpoints the LRU tracks when `lruSize` is unset or 0 (upstream's default).
+const DEFAULT_LRU_SIZE: usize = 1024;
 
 pub struct NoHitLruScorer {
     /// Endpoint ids that received cold requests, least recent first.
     lru: Mutex<VecDeque<u64>>,
     capacity: usize,
+    producer_name: String,
 }
 
 pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
     let params: NoHitLruParams = p.parse()?;
-    let _ = (params.prefix_plugin_name, params.prefill_profile);
-    if params.lru_size == 0 {
-        return Err(p.error("parameters.lruSize: must be >= 1"));
-    }
-    Ok(Plugin::Scorer(Arc::new(NoHitLruScorer::new(
-        params.lru_size,
-    ))))
+    let _ = (
+        params.prefix_plugin_type,
+        params.prefix_plugin_name,
+        params.prefill_profile,
+    );
+    let capacity = match params.lru_size {
+        0 => DEFAULT_LRU_SIZE,
+        n => n,
+    };
+    let mut scorer = NoHitLruScorer::new(capacity);
+    scorer.producer_name = params.prefix_match_info_producer_name;
+    Ok(Plugin::Scorer(Arc::new(scorer)))
 }
 
 impl NoHitLruScorer {
@@ -57,6 +63,7 @@ impl NoHitLruScorer {
         NoHitLruScorer {
             lru: Mutex::new(VecDeque::new()),
             capacity,
+            producer_name: String::new(),
         }
     }
 }
@@ -71,6 +78,13 @@ fn is_cold(cycle: &Cycle<'_>) -> bool {
 }
 
 impl Scorer for NoHitLruScorer {
+    fn use_prefix_producers(&self, producers: &PrefixProducers<'_>) -> Result<(), String> {
+        if !self.producer_name.is_empty() {
+            producers.resolve(&self.producer_name)?;
+        }
+        Ok(())
+    }
+
     fn score(&self, cycle: &Cycle<'_>, candidates: &[u32], out: &mut [f64]) {
         if !is_cold(cycle) {
             out.fill(0.5);
