@@ -75,10 +75,14 @@ def vllm_style_shape(tmp_path, base: FleetShape | None = None) -> FleetShape:
     """`base` (the default fleet) as vLLM-style servers: a tokenizer trained here on the workload's own words (its
     tokens are longer than the approximate producer's 4-byte estimate: 5.9-6.5 characters on
     these prompts), seeded sha256_cbor hashes, token ids in named-field events, every server
-    dialling one endpoint the EPP binds."""
+    dialling one endpoint the EPP binds. SLUICEGATE_QUALITY_TOKENIZER_VOCAB sets the
+    tokenizer's vocabulary (default 2000): the workload has few distinct words, so any
+    vocabulary of 400 or more learns them whole, and 332 cuts them to ~4 characters a token,
+    what the estimate assumes and what real models' tokenizers make of English."""
     sample = itertools.islice(workload("shared_prefix", SEED + 1, FleetShape()), 300)
     corpus = [m["content"] for r in sample for m in r.body["messages"]]
-    tokenizer = byte_level_chatml(tmp_path / "tok", vocab_size=2000, corpus=corpus)
+    vocab = int(os.environ.get("SLUICEGATE_QUALITY_TOKENIZER_VOCAB", "2000"))
+    tokenizer = byte_level_chatml(tmp_path / "tok", vocab_size=vocab, corpus=corpus)
     return replace(base or FleetShape(), tokenizer=str(tokenizer), hash_seed="42", kv_events_encoding="map",
                    kv_events_endpoint=f"tcp://127.0.0.1:{_free_port()}")
 
