@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from benches.quality.fleet import FleetShape
-from benches.quality.test_routing_quality import policy_subset, compare_rows, vllm_style_shape
+from benches.quality.test_routing_quality import compare_rows, policy_subset, vllm_style_shape
 
 # 384 blocks of 16 tokens (6,144 tokens) a server. With the tokenizer trained here (6.4
 # characters a token on this workload) the 32 system prompts are 500-975 tokens (23.4K in all)

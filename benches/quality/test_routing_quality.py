@@ -41,28 +41,9 @@ def policy_subset() -> set[str] | None:
     return set(names.split(",")) if names else None
 
 
-async def _compare(workload: str, shape: FleetShape, calibrate_s: float, run_s: float) -> list[dict]:
-    rate = _fixed_rate() or LOAD * await capacity(workload, shape, calibrate_s, SEED)
-    names = policy_subset()
-    rows = []
-    for p in policies(workload, SEED):
-        if names is None or p.name in names:
-            result = await run_policy(workload, p, shape, rate, run_s, SEED)
-            rows.append(result.summary())
-            write_trace(workload, result, getattr(p, "index_stats", None))
-    return rows
-
-
 @pytest.mark.parametrize("workload", WORKLOADS)
 def test_routing_quality(benchmark, workload, quality_size, quality_rows):
-    shape = FleetShape()
-    rows = benchmark.pedantic(
-        lambda: uvloop.run(_compare(workload, shape, quality_size.calibrate_s, quality_size.run_s)),
-        rounds=1, iterations=1)
-    quality_rows[workload] = rows
-    benchmark.extra_info["rows"] = rows
-    for row in rows:
-        assert row["requests"] > 0 and row["errors"] == 0, row
+    compare_rows(workload, FleetShape(), policy_subset(), benchmark, quality_size, quality_rows, workload)
 
 
 def _free_port() -> int:
@@ -113,14 +94,16 @@ def write_trace(key: str, result: RunResult, index_stats: dict[str, int] | None)
         {"summary": result.summary(), "index": index_stats, "requests": result.trace}))
 
 
-def compare_rows(key: str, shape: FleetShape, names: set[str], benchmark, quality_size, quality_rows) -> None:
-    """shared_prefix on `shape` with the policies named, same arrivals, one run; rows under `key`."""
+def compare_rows(key: str, shape: FleetShape, names: set[str] | None, benchmark, quality_size, quality_rows,
+                 workload: str = "shared_prefix") -> None:
+    """`workload` on `shape` with the policies named (None: every one), same arrivals, one run;
+    rows (and with SLUICEGATE_QUALITY_TRACE, traces) under `key`."""
     async def compare() -> list[dict]:
-        rate = _fixed_rate() or LOAD * await capacity("shared_prefix", shape, quality_size.calibrate_s, SEED)
+        rate = _fixed_rate() or LOAD * await capacity(workload, shape, quality_size.calibrate_s, SEED)
         rows = []
-        for p in policies("shared_prefix", SEED, shape):
-            if p.name in names:
-                result = await run_policy("shared_prefix", p, shape, rate, quality_size.run_s, SEED)
+        for p in policies(workload, SEED, shape):
+            if names is None or p.name in names:
+                result = await run_policy(workload, p, shape, rate, quality_size.run_s, SEED)
                 rows.append(result.summary())
                 write_trace(key, result, getattr(p, "index_stats", None))
         return rows

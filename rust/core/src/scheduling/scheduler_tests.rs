@@ -234,20 +234,21 @@ fn prefix_scorers_read_the_approx_producer_they_name() {
 }
 
 #[test]
-fn a_prefix_scorer_naming_a_missing_producer_is_refused() {
-    let e = error(json!({"plugins": [
-        {"type": "prefix-cache-scorer", "parameters": {"prefixMatchInfoProducerName": "nope"}}
-    ]}));
-    assert!(
-        e.contains("prefix-cache-scorer")
-            && e.contains("prefixMatchInfoProducerName")
-            && e.contains("nope"),
-        "{e}"
-    );
+fn a_scorer_naming_a_missing_prefix_producer_is_refused() {
+    for kind in ["prefix-cache-scorer", "no-hit-lru-scorer"] {
+        let e = error(json!({"plugins": [
+            {"type": "prefix-cache-scorer"},
+            {"name": "named", "type": kind, "parameters": {"prefixMatchInfoProducerName": "nope"}}
+        ]}));
+        assert!(
+            e.contains(kind) && e.contains("prefixMatchInfoProducerName") && e.contains("nope"),
+            "{e}"
+        );
+    }
 }
 
 #[test]
-fn no_hit_lru_takes_upstreams_parameters_and_checks_the_producer_it_names() {
+fn no_hit_lru_takes_upstreams_parameters() {
     // The shape of upstream's precise-prefix guide profile, plus its deprecated fields and a
     // 0 size (upstream's default then).
     let plugins = json!([
@@ -265,16 +266,6 @@ fn no_hit_lru_takes_upstreams_parameters_and_checks_the_producer_it_names() {
         .map(|s| s["type"].as_str().unwrap())
         .collect();
     assert_eq!(scorers, ["prefix-cache-scorer", "no-hit-lru-scorer"]);
-    let e = error(json!({"plugins": [
-        {"type": "prefix-cache-scorer"},
-        {"type": "no-hit-lru-scorer", "parameters": {"prefixMatchInfoProducerName": "nope"}}
-    ]}));
-    assert!(
-        e.contains("no-hit-lru-scorer")
-            && e.contains("prefixMatchInfoProducerName")
-            && e.contains("nope"),
-        "{e}"
-    );
 }
 
 /// Route one long prompt over three idle endpoints with `config`, then give the endpoints
