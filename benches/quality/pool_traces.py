@@ -5,7 +5,13 @@ SLUICEGATE_QUALITY_TRACE=1 writes (copy `out/trace-*.json` aside after each run:
 overwrites them), groups them by policy, and prints each run's row, then every policy's
 requests pooled (TTFT p50 / p90 / p99 / mean, hit rate of first admissions) and, against the
 baseline, each percentile's difference with a 95% bootstrap interval (requests resampled per
-policy, seeded): an interval that holds 0 is no difference these runs can show."""
+policy, seeded): an interval that holds 0 is no difference these runs can show.
+
+Requests of one run are not independent samples of a tail: its slowest turns come in one or
+two episodes of a server's queue backing up, ten at a time, so resampling requests makes the
+interval too narrow. Where both policies ran in the same runs (same arrivals, pairs in the
+order given), the report also gives each percentile's difference run by run and an interval
+from resampling whole runs, paired: with few runs it is wide, and it is the honest one."""
 
 from __future__ import annotations
 
@@ -34,10 +40,13 @@ class Pooled:
     runs: list[str] = field(default_factory=list)
     # Each run's hit rate of first admissions, in the order the traces were given.
     run_hit_rates: list[float] = field(default_factory=list)
+    # Each run's answered TTFTs, in the same order.
+    run_ttft_ms: list[list[float]] = field(default_factory=list)
 
     def add(self, trace: dict) -> None:
         ok = [r for r in trace["requests"] if r.get("ok")]
-        self.ttft_ms += [r["ttft_ms"] for r in ok]
+        self.run_ttft_ms.append([r["ttft_ms"] for r in ok])
+        self.ttft_ms += self.run_ttft_ms[-1]
         self.prompt_tokens += sum(r["prompt_tokens"] for r in ok)
         self.cached_tokens += sum(r["cached_tokens"] for r in ok)
         s = trace["summary"]
@@ -73,6 +82,32 @@ def differences(a: list[float], b: list[float], seed: int = 1) -> list[tuple[flo
     return [(_pct(b, q) - _pct(a, q), _pct(d, 2.5), _pct(d, 97.5)) for d, q in zip(draws, QUANTILES)]
 
 
+def run_differences(base: Pooled, other: Pooled) -> list[tuple[float, ...]] | None:
+    """Run by run, each of QUANTILES of `other`'s TTFT minus `base`'s (the traces' order pairs
+    them); None when the two ran a different number of times."""
+    if len(base.run_ttft_ms) != len(other.run_ttft_ms):
+        return None
+    return [tuple(_pct(o, q) - _pct(b, q) for q in QUANTILES) for b, o in zip(base.run_ttft_ms, other.run_ttft_ms)]
+
+
+def run_bootstrap(base: Pooled, other: Pooled, seed: int = 1) -> list[tuple[float, float, float]] | None:
+    """Like `differences`, resampling whole runs (the same runs for both: paired) rather than
+    requests; None without pairs."""
+    runs = len(base.run_ttft_ms)
+    if runs != len(other.run_ttft_ms) or runs == 0:
+        return None
+    rng = random.Random(seed)
+    draws: list[list[float]] = [[] for _ in QUANTILES]
+    for _ in range(DRAWS):
+        picked = rng.choices(range(runs), k=runs)
+        rb = sorted(t for i in picked for t in base.run_ttft_ms[i])
+        ro = sorted(t for i in picked for t in other.run_ttft_ms[i])
+        for d, q in zip(draws, QUANTILES):
+            d.append(_pct(ro, q) - _pct(rb, q))
+    return [(_pct(other.ttft_ms, q) - _pct(base.ttft_ms, q), _pct(d, 2.5), _pct(d, 97.5))
+            for d, q in zip(draws, QUANTILES)]
+
+
 def _pct(values: list[float], q: float) -> float:
     return percentile(values, q) or 0.0
 
@@ -94,6 +129,14 @@ def report(traces: list[dict], baseline: str) -> str:
         parts = [f"p{q} {d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
                  for q, (d, lo, hi) in zip(QUANTILES, differences(base, p.ttft_ms))]
         lines.append(f"{name} minus {baseline}, ms (95% bootstrap): " + ", ".join(parts))
+        if (per_run := run_differences(pooled[baseline], p)) is not None:
+            for k, q in enumerate(QUANTILES):
+                diffs = [d[k] for d in per_run]
+                lines.append(f"  p{q} minus {baseline}, ms, run by run: " + ", ".join(f"{d:+.1f}" for d in diffs)
+                             + f" (lower in {sum(d < 0 for d in diffs)} of {len(diffs)})")
+            paired = run_bootstrap(pooled[baseline], p) or []
+            lines.append("  runs resampled, paired (95%): " + ", ".join(
+                f"p{q} {d:+.1f} [{lo:+.1f}, {hi:+.1f}]" for q, (d, lo, hi) in zip(QUANTILES, paired)))
         if (hits := hit_rate_differences(pooled[baseline], p)) is not None:
             lines.append(f"  hit rate minus {baseline}, points, run by run: "
                          + ", ".join(f"{d:+.2f}" for d in hits) + f" (mean {statistics.fmean(hits):+.2f})")

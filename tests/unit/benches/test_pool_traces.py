@@ -55,3 +55,20 @@ def test_hit_rates_are_compared_run_by_run():
     assert pool_traces.hit_rate_differences(base, one_run) is None  # no pairs to make
     text = pool_traces.report([trace("a", [1], cached=80), trace("b", [1], cached=85)], "a")
     assert "hit rate minus a, points, run by run: +5.00 (mean +5.00)" in text
+
+
+def test_percentiles_are_compared_run_by_run_and_runs_resampled_in_pairs():
+    fast, slow = [float(i % 50) for i in range(200)], [float(i % 50) + 20 for i in range(200)]
+    base = pool_traces.pool([trace("a", fast), trace("a", slow)])["a"]
+    other = pool_traces.pool([trace("b", slow), trace("b", slow)])["b"]
+    # Run 1: b is 20 ms slower at every percentile; run 2: the same requests.
+    assert pool_traces.run_differences(base, other) == [(20.0, 20.0, 20.0), (0.0, 0.0, 0.0)]
+    (d50, lo50, hi50), _, _ = pool_traces.run_bootstrap(base, other)
+    # Resampling runs can draw run 2 twice (no difference) or run 1 twice (20 ms): the interval
+    # spans both, where resampling 400 requests would call the pooled difference certain.
+    assert lo50 == 0.0 and hi50 == 20.0 and lo50 <= d50 <= hi50
+    one_run = pool_traces.pool([trace("c", fast)])["c"]
+    assert pool_traces.run_differences(base, one_run) is None and pool_traces.run_bootstrap(base, one_run) is None
+    text = pool_traces.report([trace("a", fast), trace("b", slow)], "a")
+    assert "p99 minus a, ms, run by run: +20.0 (lower in 0 of 1)" in text
+    assert "runs resampled, paired (95%): p50 +20.0 [+20.0, +20.0]" in text
