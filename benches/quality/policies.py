@@ -228,7 +228,7 @@ class SluicegatePolicy(Policy):
         # the loop keeps sending arrivals on time and reading answers meanwhile. Through the
         # render API the production order holds: the round trip first (Router.tokenize, as
         # ext_proc does before admission), then a cycle on the loop with the ids, scoring the
-        # load as it is when the ids are in. In-process, the cycle tokenizes, as in ext_proc.
+        # load as it is when the ids are in. In-process, the Router tokenizes first, as in ext_proc.
         tokenizes = self.render or (self.config is not None and "token-producer" in self.config)
         if not tokenizes:
             return self.pick(path, body)
@@ -258,10 +258,13 @@ def scorer_variants(shape: FleetShape | None = None) -> list[SluicegatePolicy]:
     """SLUICEGATE_QUALITY_VARIANTS="name={params};...": the default profile with these
     prefix-cache-scorer parameters (YAML flow mapping), one extra row each, to compare settings
     in one run, e.g. `slack8={affinityQueueSlack: 8}`; SLUICEGATE_QUALITY_QUEUE_VARIANTS the same
-    for queue-scorer parameters, e.g. `free2={inFlightFreeSlots: 2}`. On vLLM-style servers
-    (`shape` with a tokenizer) also the precise profile with them (`sluicegate+precise-<name>`)."""
-    return _variants("SLUICEGATE_QUALITY_VARIANTS", "prefix-cache-scorer", shape) + _variants(
-        "SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer", shape)
+    for queue-scorer parameters, e.g. `free2={inFlightFreeSlots: 2}`, and
+    SLUICEGATE_QUALITY_PICKER_VARIANTS for max-score-picker's, e.g. `tie05={tieTolerance: 0.05}`.
+    On vLLM-style servers (`shape` with a tokenizer) also the precise profile with them
+    (`sluicegate+precise-<name>`)."""
+    return (_variants("SLUICEGATE_QUALITY_VARIANTS", "prefix-cache-scorer", shape)
+            + _variants("SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer", shape)
+            + _variants("SLUICEGATE_QUALITY_PICKER_VARIANTS", "max-score-picker", shape))
 
 
 def _variants(env: str, plugin: str, shape: FleetShape | None = None) -> list[SluicegatePolicy]:
@@ -291,7 +294,8 @@ def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[
     no_hit = SluicegatePolicy("sluicegate-no-hit-lru", NO_HIT_LRU)
     if workload == "burst":  # what counting requests sent since the scrape buys (least-queue counts all)
         return [RoundRobinPolicy(), LeastRequestPolicy(seed), SluicegatePolicy("sluicegate"), no_hit,
-                in_flight_policies()[0], *_variants("SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer")]
+                in_flight_policies()[0], *_variants("SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer"),
+                *_variants("SLUICEGATE_QUALITY_PICKER_VARIANTS", "max-score-picker")]
     out: list[Policy] = [RandomPolicy(seed), RoundRobinPolicy(), LeastRequestPolicy(seed),
                          SluicegatePolicy("sluicegate"), no_hit]
     if workload == "shared_prefix":
@@ -311,4 +315,5 @@ def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[
         out += [SluicegatePolicy("sluicegate+lora", LORA), SluicegatePolicy("sluicegate+lora-no-hit-lru", LORA_NO_HIT_LRU)]
     if workload != "shared_prefix":  # there with scorer_variants()
         out += _variants("SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer")
+        out += _variants("SLUICEGATE_QUALITY_PICKER_VARIANTS", "max-score-picker")
     return out

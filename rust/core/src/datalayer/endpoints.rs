@@ -33,6 +33,16 @@ pub struct PodFacts {
     pub node_address: Option<String>,
 }
 
+/// Requests this process has counted in flight at any endpoint, ever (`EndpointInfo::sent`): a
+/// scheduling cycle that sees it move while it scored knows its load scores missed a request
+/// another thread routed meanwhile.
+static SENT: AtomicU64 = AtomicU64::new(0);
+
+/// The running count behind `EndpointInfo::sent`.
+pub fn sent_total() -> u64 {
+    SENT.load(Ordering::Acquire)
+}
+
 /// The parts of an endpoint that do not change between scrapes, shared by all snapshots.
 #[derive(Debug)]
 pub struct EndpointInfo {
@@ -50,6 +60,14 @@ pub struct EndpointInfo {
     /// Values data sources publish between scrapes (e.g. GPU utilization); live across
     /// snapshots like `in_flight`.
     pub attributes: Arc<EndpointAttributes>,
+}
+
+impl EndpointInfo {
+    /// A request routed here: counted in flight, and in the process-wide total.
+    pub fn sent(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        SENT.fetch_add(1, Ordering::Release);
+    }
 }
 
 /// Per-endpoint attributes written by data sources other than the engine metrics scrape,

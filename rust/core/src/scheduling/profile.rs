@@ -35,6 +35,8 @@ pub struct SchedulingProfile {
     pub filters: Vec<Named<dyn Filter>>,
     pub scorers: Vec<(Named<dyn Scorer>, f64)>,
     pub picker: Named<dyn Picker>,
+    /// The scorers' weights summed: totals reach the picker as shares of it.
+    weight_sum: f64,
     /// Per-call durations of the filters, scorers and picker, in that order (bound once).
     timings: Vec<Arc<PluginTiming>>,
 }
@@ -63,11 +65,13 @@ impl SchedulingProfile {
         .chain((scorers.iter()).map(|(s, _)| plugin_timing("Scorer", &s.kind, &s.name)))
         .chain([plugin_timing("Picker", &picker.kind, &picker.name)])
         .collect();
+        let weight_sum = scorers.iter().map(|(_, w)| w).sum();
         SchedulingProfile {
             name,
             filters,
             scorers,
             picker,
+            weight_sum,
             timings,
         }
     }
@@ -158,6 +162,11 @@ impl SchedulingProfile {
                 let mut sink = sink.borrow_mut();
                 sink.clear();
                 sink.extend(s.candidates.iter().copied().zip(s.totals.iter().copied()));
+            }
+            if self.weight_sum > 0.0 {
+                for t in &mut s.totals {
+                    *t /= self.weight_sum;
+                }
             }
             self.picker
                 .plugin

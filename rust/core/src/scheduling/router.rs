@@ -564,6 +564,17 @@ impl Router {
                 .and_then(BurstPrefixProducer::wait),
             None => None,
         };
+        // An in-process tokenizer runs first (1–4 ms for a long chat), so the load scores below
+        // are read a moment before this request is counted in flight. Tokenized inside the
+        // cycle, after queue-scorer read the in-flight counts, every cycle that committed
+        // meanwhile was invisible to it: concurrent requests saw the same load and the same
+        // small prefix lead, and went to one server (benches/quality/README.md, session 13).
+        let local_tokens = match options.tokens {
+            None => (self.scheduler.block_index())
+                .and_then(|i| i.local_tokens())
+                .map(|source| source.tokens(path, body)),
+            Some(_) => None,
+        };
         let snapshot = self.store.snapshot();
         let attributes = self.scheduler.request_attributes(options.headers);
         let port = self.scheduler.primary_port();
@@ -582,7 +593,7 @@ impl Router {
             attributes: &attributes,
             multimodal: self.scheduler.needs_multimodal() && carries_media(body),
             priority: options.priority,
-            tokens: options.tokens,
+            tokens: options.tokens.or(local_tokens.as_ref()),
             burst,
         };
         if !commit {
@@ -622,7 +633,7 @@ impl Router {
                     request.max_tokens,
                 );
                 if commit {
-                    primary.info.in_flight.fetch_add(1, Ordering::Relaxed);
+                    primary.info.sent();
                     primary
                         .info
                         .attributes

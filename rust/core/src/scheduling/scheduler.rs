@@ -13,7 +13,7 @@ use crate::scheduling::contracts::plugin::Plugin;
 use crate::scheduling::contracts::profile_handler::ProfileHandler;
 use crate::scheduling::contracts::scorer::{Picks, PrefixProducers, Scorer};
 use crate::scheduling::contracts::screener::Screener;
-use crate::scheduling::cycle::{Cycle, ScheduleError};
+use crate::scheduling::cycle::{Cycle, CycleState, ScheduleError};
 use crate::scheduling::filters::endpoint_attribute_filter::GPU_ATTRIBUTE_CONSUMERS;
 use crate::scheduling::filters::subset_filter::SubsetFilter;
 use crate::scheduling::handler_wiring::build_handler;
@@ -376,6 +376,19 @@ impl Scheduler {
     /// Run the profiles for one request; `picks` receives snapshot positions.
     pub fn schedule(&self, cycle: &Cycle<'_>, picks: &mut Picks) -> Result<(), ScheduleError> {
         self.dry_run(cycle, picks)?;
+        // Cycles on other threads committed requests while this one scored (a long prompt's
+        // prefix lookups, an index lock the KV-event thread held): its load scores missed them,
+        // and concurrent requests that saw the same load would all go to the same server. Score
+        // once more against the load as it is now (nothing has learnt from the first run).
+        if cycle.load_moved() {
+            let media_items = cycle.state.borrow().media_items.clone();
+            *cycle.state.borrow_mut() = CycleState {
+                media_items,
+                ..Default::default()
+            };
+            *picks = Picks::default();
+            self.dry_run(cycle, picks)?;
+        }
         for s in &self.scorers {
             s.picked(cycle, picks);
         }
@@ -691,7 +704,10 @@ fn build_profile(
     let picker = picker.unwrap_or_else(|| Named {
         name: "max-score-picker".into(),
         kind: "max-score-picker".into(),
-        plugin: Arc::new(MaxScorePicker { max_endpoints: 1 }),
+        plugin: Arc::new(MaxScorePicker {
+            max_endpoints: 1,
+            tie_tolerance: 0.0,
+        }),
     });
     Ok(SchedulingProfile::new(
         ps.name.clone(),

@@ -179,6 +179,26 @@ fn disagg_handler_picks_a_prefill_endpoint_for_long_uncached_prompts() {
 }
 
 #[test]
+fn a_cycle_whose_load_moved_while_it_scored_picks_again_from_a_clean_slate() {
+    // A request routed (on another thread) after this cycle began: the cycle scores again, with
+    // the per-cycle state of its first run dropped, and decides as a fresh cycle would.
+    let (_store, snap) = pool(disagg_pool());
+    let prompt = [b'p'; 4000];
+    let mut c = cycle(&snap);
+    c.request = Request {
+        model: "m",
+        prompt: &prompt,
+        ..Default::default()
+    };
+    snap.endpoints[0].info.sent();
+    assert!(c.load_moved());
+    let mut picks = Picks::default();
+    disagg(500).schedule(&c, &mut picks).unwrap();
+    assert_eq!((picks.primary, picks.prefill), (vec![1], Some(3)));
+    assert_eq!(snap.endpoints[0].in_flight(), 1);
+}
+
+#[test]
 fn disagg_handler_stays_decode_only_below_the_threshold() {
     let (_store, snap) = pool(disagg_pool());
     let mut c = cycle(&snap);
@@ -496,6 +516,61 @@ fn a_negative_queue_token_cost_is_refused() {
         {"type": "prefix-cache-scorer", "parameters": {"affinityQueueTokens": -5}}
     ]}));
     assert!(e.contains("affinityQueueTokens"), "{e}");
+}
+
+/// Where the primary pick lands over 200 cycles, on servers whose KV caches are 10 %, 11 % and
+/// 50 % used, with kv-cache-utilization-scorer at `weight` and max-score-picker's `tieTolerance`.
+fn kv_picks(weight: f64, tie_tolerance: f64) -> std::collections::BTreeSet<u32> {
+    let s = scheduler(json!({
+        "plugins": [{"type": "kv-cache-utilization-scorer"},
+                    {"type": "max-score-picker", "parameters": {"tieTolerance": tie_tolerance}}],
+        "schedulingProfiles": [{"name": "default", "plugins": [
+            {"pluginRef": "kv-cache-utilization-scorer", "weight": weight},
+            {"pluginRef": "max-score-picker"}]}]
+    }))
+    .unwrap();
+    let kv = |u: f64| {
+        Ep::with(crate::datalayer::MetricsUpdate {
+            waiting: Some(0),
+            kv_usage: Some(u),
+            ..Default::default()
+        })
+    };
+    let (_store, snap) = pool(vec![kv(0.10), kv(0.11), kv(0.50)]);
+    (0..200)
+        .map(|_| {
+            let mut picks = Picks::default();
+            s.schedule(&cycle(&snap), &mut picks).unwrap();
+            picks.primary[0]
+        })
+        .collect()
+}
+
+#[test]
+fn a_tie_tolerance_is_a_share_of_the_summed_weights() {
+    // 0.01 apart in share of the weights: ties within 0.02 at any weight, not without it.
+    for weight in [1.0, 10.0] {
+        assert_eq!(kv_picks(weight, 0.0), [0].into(), "weight {weight}");
+        assert_eq!(kv_picks(weight, 0.02), [0, 1].into(), "weight {weight}");
+    }
+}
+
+#[test]
+fn a_negative_or_unknown_picker_parameter_is_refused_by_name() {
+    for (params, field) in [
+        (json!({"tieTolerance": -0.1}), "tieTolerance"),
+        (json!({"tieTolerance": 1.0}), "tieTolerance"),
+        (
+            json!({"maxNumOfEndpoints": 0, "tieTolerance": 0.1}),
+            "maxNumOfEndpoints",
+        ),
+        (json!({"tieTolerence": 0.1}), "tieTolerence"),
+    ] {
+        let e = error(json!({"plugins": [
+            {"type": "max-score-picker", "parameters": params}
+        ]}));
+        assert!(e.contains(field), "{e}");
+    }
 }
 
 #[test]

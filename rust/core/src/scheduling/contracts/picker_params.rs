@@ -22,8 +22,13 @@ impl Default for PickerParams {
 
 pub fn max_endpoints(p: &Params<'_>) -> Result<usize, ConfigError> {
     let params: PickerParams = p.parse()?;
-    if params.max_num_of_endpoints == 0 {
+    checked_max_endpoints(p, params.max_num_of_endpoints)
+}
+
+/// `maxNumOfEndpoints` as read by a picker that takes more parameters.
+pub fn checked_max_endpoints(p: &Params<'_>, n: usize) -> Result<usize, ConfigError> {
+    if n == 0 {
         return Err(p.error("parameters.maxNumOfEndpoints: must be >= 1, got 0"));
     }
-    Ok(params.max_num_of_endpoints)
+    Ok(n)
 }

@@ -162,6 +162,12 @@ impl BlockIndex {
         self.tokens.get().filter(|s| s.is_remote())
     }
 
+    /// The token-producer's source when it tokenizes in-process: the Router then tokenizes
+    /// before the cycle's load scores are read (`Router::decide`).
+    pub fn local_tokens(&self) -> Option<&Arc<TokenSource>> {
+        self.tokens.get().filter(|s| !s.is_remote())
+    }
+
     /// Decode and apply one payload from `endpoint`, whose publisher named `model` in its topic
     /// (empty when unknown). Counts a payload that does not decode.
     pub fn apply_payload(
