@@ -165,37 +165,27 @@ fn disagg(threshold: usize) -> Scheduler {
 
 #[test]
 fn disagg_handler_picks_a_prefill_endpoint_for_long_uncached_prompts() {
-    let (_store, snap) = pool(disagg_pool());
-    let prompt = [b'p'; 4000];
-    let mut c = cycle(&snap);
-    c.request = Request {
-        model: "m",
-        prompt: &prompt,
-        ..Default::default()
-    };
-    let mut picks = Picks::default();
-    disagg(500).schedule(&c, &mut picks).unwrap();
-    assert_eq!((picks.primary, picks.prefill), (vec![1], Some(3)));
-}
-
-#[test]
-fn a_cycle_whose_load_moved_while_it_scored_picks_again_from_a_clean_slate() {
-    // A request routed (on another thread) after this cycle began: the cycle scores again, with
-    // the per-cycle state of its first run dropped, and decides as a fresh cycle would.
-    let (_store, snap) = pool(disagg_pool());
-    let prompt = [b'p'; 4000];
-    let mut c = cycle(&snap);
-    c.request = Request {
-        model: "m",
-        prompt: &prompt,
-        ..Default::default()
-    };
-    snap.endpoints[0].info.sent();
-    assert!(c.load_moved());
-    let mut picks = Picks::default();
-    disagg(500).schedule(&c, &mut picks).unwrap();
-    assert_eq!((picks.primary, picks.prefill), (vec![1], Some(3)));
-    assert_eq!(snap.endpoints[0].in_flight(), 1);
+    // Also when a request was routed (on another thread) after the cycle began: the cycle
+    // scores again, with the per-cycle state of its first run dropped, and decides as a fresh
+    // cycle would.
+    for routed_meanwhile in [false, true] {
+        let (_store, snap) = pool(disagg_pool());
+        let prompt = [b'p'; 4000];
+        let mut c = cycle(&snap);
+        c.request = Request {
+            model: "m",
+            prompt: &prompt,
+            ..Default::default()
+        };
+        if routed_meanwhile {
+            snap.endpoints[0].info.sent();
+            assert!(c.load_moved());
+        }
+        let mut picks = Picks::default();
+        disagg(500).schedule(&c, &mut picks).unwrap();
+        assert_eq!((picks.primary, picks.prefill), (vec![1], Some(3)));
+        assert_eq!(snap.endpoints[0].in_flight(), u32::from(routed_meanwhile));
+    }
 }
 
 #[test]
