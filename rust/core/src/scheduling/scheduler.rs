@@ -376,10 +376,10 @@ impl Scheduler {
     /// Run the profiles for one request; `picks` receives snapshot positions.
     pub fn schedule(&self, cycle: &Cycle<'_>, picks: &mut Picks) -> Result<(), ScheduleError> {
         self.dry_run(cycle, picks)?;
-        // Cycles on other threads committed requests while this one scored (a long prompt's
-        // prefix lookups, an index lock the KV-event thread held): its load scores missed them,
-        // and concurrent requests that saw the same load would all go to the same server. Score
-        // once more against the load as it is now (nothing has learnt from the first run).
+        // Cycles on other threads committed requests while this one scored (requests that
+        // arrive together score at the same moment): its load scores missed them, and
+        // concurrent requests that saw the same load would all go to the same server. Score once
+        // more against the load as it is now (nothing has learnt from the first run).
         if cycle.load_moved() {
             let media_items = cycle.state.borrow().media_items.clone();
             *cycle.state.borrow_mut() = CycleState {
