@@ -262,8 +262,13 @@ def scorer_variants(shape: FleetShape | None = None) -> list[SluicegatePolicy]:
     SLUICEGATE_QUALITY_PICKER_VARIANTS for max-score-picker's, e.g. `tie05={tieTolerance: 0.05}`.
     On vLLM-style servers (`shape` with a tokenizer) also the precise profile with them
     (`sluicegate+precise-<name>`)."""
-    return (_variants("SLUICEGATE_QUALITY_VARIANTS", "prefix-cache-scorer", shape)
-            + _variants("SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer", shape)
+    return _variants("SLUICEGATE_QUALITY_VARIANTS", "prefix-cache-scorer", shape) + _load_variants(shape)
+
+
+def _load_variants(shape: FleetShape | None = None) -> list[SluicegatePolicy]:
+    """The SLUICEGATE_QUALITY_QUEUE_VARIANTS and SLUICEGATE_QUALITY_PICKER_VARIANTS rows (every
+    table runs them; `shared_prefix` also the prefix-cache-scorer ones, `scorer_variants`)."""
+    return (_variants("SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer", shape)
             + _variants("SLUICEGATE_QUALITY_PICKER_VARIANTS", "max-score-picker", shape))
 
 
@@ -294,8 +299,7 @@ def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[
     no_hit = SluicegatePolicy("sluicegate-no-hit-lru", NO_HIT_LRU)
     if workload == "burst":  # what counting requests sent since the scrape buys (least-queue counts all)
         return [RoundRobinPolicy(), LeastRequestPolicy(seed), SluicegatePolicy("sluicegate"), no_hit,
-                in_flight_policies()[0], *_variants("SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer"),
-                *_variants("SLUICEGATE_QUALITY_PICKER_VARIANTS", "max-score-picker")]
+                in_flight_policies()[0], *_load_variants()]
     out: list[Policy] = [RandomPolicy(seed), RoundRobinPolicy(), LeastRequestPolicy(seed),
                          SluicegatePolicy("sluicegate"), no_hit]
     if workload == "shared_prefix":
@@ -314,6 +318,5 @@ def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[
     if workload == "lora":
         out += [SluicegatePolicy("sluicegate+lora", LORA), SluicegatePolicy("sluicegate+lora-no-hit-lru", LORA_NO_HIT_LRU)]
     if workload != "shared_prefix":  # there with scorer_variants()
-        out += _variants("SLUICEGATE_QUALITY_QUEUE_VARIANTS", "queue-scorer")
-        out += _variants("SLUICEGATE_QUALITY_PICKER_VARIANTS", "max-score-picker")
+        out += _load_variants()
     return out

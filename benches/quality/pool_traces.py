@@ -72,11 +72,18 @@ def pool(traces: list[dict]) -> dict[str, Pooled]:
 def differences(a: list[float], b: list[float], seed: int = 1) -> list[tuple[float, float, float]]:
     """For each of QUANTILES: that percentile of b minus a's, and the 2.5th and 97.5th
     percentiles of the difference over DRAWS bootstrap resamples of each."""
+    return _intervals(a, b, lambda rng: (rng.choices(a, k=len(a)), rng.choices(b, k=len(b))), seed)
+
+
+def _intervals(a: list[float], b: list[float], resample, seed: int) -> list[tuple[float, float, float]]:
+    """Each of QUANTILES of b minus a's, with the 95% interval of that difference over DRAWS
+    draws of `resample(rng)` (a resampled a and b)."""
     rng = random.Random(seed)
     draws: list[list[float]] = [[] for _ in QUANTILES]
     for _ in range(DRAWS):
+        ra, rb = resample(rng)
         # Sorted once: percentile() sorts again, in linear time on sorted input.
-        ra, rb = sorted(rng.choices(a, k=len(a))), sorted(rng.choices(b, k=len(b)))
+        ra, rb = sorted(ra), sorted(rb)
         for d, q in zip(draws, QUANTILES):
             d.append(_pct(rb, q) - _pct(ra, q))
     return [(_pct(b, q) - _pct(a, q), _pct(d, 2.5), _pct(d, 97.5)) for d, q in zip(draws, QUANTILES)]
@@ -96,16 +103,13 @@ def run_bootstrap(base: Pooled, other: Pooled, seed: int = 1) -> list[tuple[floa
     runs = len(base.run_ttft_ms)
     if runs != len(other.run_ttft_ms) or runs == 0:
         return None
-    rng = random.Random(seed)
-    draws: list[list[float]] = [[] for _ in QUANTILES]
-    for _ in range(DRAWS):
+
+    def resample(rng: random.Random) -> tuple[list[float], list[float]]:
         picked = rng.choices(range(runs), k=runs)
-        rb = sorted(t for i in picked for t in base.run_ttft_ms[i])
-        ro = sorted(t for i in picked for t in other.run_ttft_ms[i])
-        for d, q in zip(draws, QUANTILES):
-            d.append(_pct(ro, q) - _pct(rb, q))
-    return [(_pct(other.ttft_ms, q) - _pct(base.ttft_ms, q), _pct(d, 2.5), _pct(d, 97.5))
-            for d, q in zip(draws, QUANTILES)]
+        return ([t for i in picked for t in base.run_ttft_ms[i]],
+                [t for i in picked for t in other.run_ttft_ms[i]])
+
+    return _intervals(base.ttft_ms, other.ttft_ms, resample, seed)
 
 
 def _pct(values: list[float], q: float) -> float:

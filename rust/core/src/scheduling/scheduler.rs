@@ -704,10 +704,7 @@ fn build_profile(
     let picker = picker.unwrap_or_else(|| Named {
         name: "max-score-picker".into(),
         kind: "max-score-picker".into(),
-        plugin: Arc::new(MaxScorePicker {
-            max_endpoints: 1,
-            tie_tolerance: 0.0,
-        }),
+        plugin: Arc::new(MaxScorePicker::strict(1)),
     });
     Ok(SchedulingProfile::new(
         ps.name.clone(),

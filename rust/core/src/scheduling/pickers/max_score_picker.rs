@@ -28,6 +28,16 @@ pub struct MaxScorePicker {
     pub tie_tolerance: f64,
 }
 
+impl MaxScorePicker {
+    /// Upstream's picker: the strict maximum (no tolerance).
+    pub fn strict(max_endpoints: usize) -> Self {
+        MaxScorePicker {
+            max_endpoints,
+            tie_tolerance: 0.0,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 struct MaxScoreParams {
@@ -130,10 +140,7 @@ mod tests {
 
     #[test]
     fn the_highest_total_wins() {
-        let p = MaxScorePicker {
-            max_endpoints: 1,
-            tie_tolerance: 0.0,
-        };
+        let p = MaxScorePicker::strict(1);
         let mut picked = Vec::new();
         p.pick(&mut [7, 8, 9], &mut [0.1, 0.9, 0.5], &mut picked);
         assert_eq!(picked, vec![8]);
@@ -141,10 +148,7 @@ mod tests {
 
     #[test]
     fn every_tied_candidate_gets_picked_over_many_trials() {
-        let p = MaxScorePicker {
-            max_endpoints: 1,
-            tie_tolerance: 0.0,
-        };
+        let p = MaxScorePicker::strict(1);
         let mut seen = std::collections::HashSet::new();
         let mut picked = Vec::new();
         for _ in 0..400 {
@@ -156,10 +160,7 @@ mod tests {
 
     #[test]
     fn fallbacks_follow_in_score_order() {
-        let p = MaxScorePicker {
-            max_endpoints: 3,
-            tie_tolerance: 0.0,
-        };
+        let p = MaxScorePicker::strict(3);
         let mut picked = Vec::new();
         p.pick(
             &mut [10, 11, 12, 13],
@@ -171,10 +172,7 @@ mod tests {
 
     #[test]
     fn tied_fallbacks_come_in_random_order() {
-        let p = MaxScorePicker {
-            max_endpoints: 2,
-            tie_tolerance: 0.0,
-        };
+        let p = MaxScorePicker::strict(2);
         let mut firsts = std::collections::HashSet::new();
         let mut picked = Vec::new();
         for _ in 0..200 {
