@@ -303,6 +303,8 @@ fn extra_keys(v: Option<&Value<'_>>, at: &str) -> Result<Vec<Vec<String>>, KvEve
 
 fn stored(f: &Fields<'_, '_>, at: &str) -> Result<KvEvent, KvEventsError> {
     let block_hashes = hashes(f.get("block_hashes"), &format!("{at}.block_hashes"))?;
+    // No parent is nil, or 0 as upstream's indexer reads it (llm-d-inference-sim's array form
+    // sends 0 for a chain from the prompt's start).
     let parent = match f.get("parent_block_hash") {
         None | Some(Value::Nil) => None,
         Some(p) => Some(hash_of(p).ok_or_else(|| {
@@ -311,7 +313,8 @@ fn stored(f: &Fields<'_, '_>, at: &str) -> Result<KvEvent, KvEventsError> {
                 "a block hash (int or bytes)",
                 p,
             )
-        })?),
+        })?)
+        .filter(|&h| h != 0),
     };
     let block_size = match f.get("block_size") {
         Some(Value::Int(n)) if *n >= 1 && *n <= i128::from(u32::MAX) => *n as u32,

@@ -153,6 +153,32 @@ fn a_batch_with_a_dp_rank_and_no_parent_decodes() {
 }
 
 #[test]
+fn a_zero_parent_is_no_parent() {
+    // llm-d-inference-sim's array form sends 0 for a chain from the prompt's start, and
+    // upstream's indexer reads 0 as no parent.
+    let payload = bytes(M::A(vec![
+        M::F(0.0),
+        M::A(vec![M::A(vec![
+            M::S("BlockStored"),
+            M::A(vec![M::U(5)]),
+            M::U(0),
+            M::A(vec![M::U(1), M::U(2)]),
+            M::U(2),
+        ])]),
+    ]));
+    let b = decode_batch(&payload).unwrap();
+    assert_eq!(
+        b.events,
+        vec![KvEvent::Stored(Stored {
+            hashes: vec![5],
+            token_ids: vec![1, 2],
+            block_size: 2,
+            ..Default::default()
+        })]
+    );
+}
+
+#[test]
 fn malformed_batches_are_errors_naming_the_field() {
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (vec![], "truncated"),

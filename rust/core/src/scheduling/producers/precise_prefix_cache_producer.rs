@@ -268,7 +268,7 @@ impl BlockIndex {
             extras.get(i).map_or(&[][..], |v| &v[..])
         });
         if parent.is_none() {
-            self.check_engine_hashes(s, &extras);
+            self.check_engine_hashes(s, &extras, keys.first().copied());
         }
         let n = keys.len().min(s.hashes.len());
         let before = e.len();
@@ -277,8 +277,9 @@ impl BlockIndex {
     }
 
     /// A chain from the prompt's start can be recomputed as vLLM does: count whether the
-    /// engine's hashes are what the configured seed gives.
-    fn check_engine_hashes(&self, s: &Stored, extras: &[Vec<String>]) {
+    /// engine's hashes are what the configured seed gives. A publisher that sends llm-d's own
+    /// block keys as its hashes (llm-d-inference-sim) is consistent too: `key` is ours.
+    fn check_engine_hashes(&self, s: &Stored, extras: &[Vec<String>], key: Option<u64>) {
         let salt = extras.first().and_then(|k| k.first()).map(String::as_str);
         let ours = self.engine.hashes(
             None,
@@ -288,7 +289,7 @@ impl BlockIndex {
         );
         if let (Some(h), Some(&theirs)) = (ours.first(), s.hashes.first()) {
             add(&self.counters.engine_hash_checks, 1);
-            if external(h) != theirs {
+            if external(h) != theirs && key != Some(theirs) {
                 add(&self.counters.engine_hash_mismatches, 1);
             }
         }

@@ -169,6 +169,44 @@ fn an_unknown_parent_is_skipped_and_a_wrong_seed_is_counted() {
 }
 
 #[test]
+fn a_publisher_sending_llm_ds_block_keys_is_indexed_and_passes_the_seed_check() {
+    // llm-d-inference-sim publishes llm-d's own block keys as its engine hashes.
+    let index = token_index("42", 4);
+    let keys = RequestKeys::new("42", 4);
+    let tokens: Vec<u32> = (0..12).collect();
+    let all = keys.prompt_keys(&tokens, "m", None);
+    let first = Stored {
+        hashes: all[..1].to_vec(),
+        token_ids: tokens[..4].to_vec(),
+        block_size: 4,
+        ..Default::default()
+    };
+    let rest = Stored {
+        hashes: all[1..].to_vec(),
+        parent: Some(all[0]),
+        token_ids: tokens[4..].to_vec(),
+        block_size: 4,
+        ..Default::default()
+    };
+    index.apply(
+        1,
+        "m",
+        &[KvEvent::Stored(first), KvEvent::Stored(rest)],
+        None,
+    );
+    assert_eq!(index.longest_prefix_match(1, &all), 3);
+    let s = index.stats();
+    assert_eq!(
+        (
+            s.engine_hash_checks,
+            s.engine_hash_mismatches,
+            s.unknown_parents
+        ),
+        (1, 0, 0)
+    );
+}
+
+#[test]
 fn speculative_entries_match_until_their_ttl() {
     let mut index = BlockIndex::new(16, 5557, String::new());
     index.speculative_ttl = Some(Duration::from_millis(50));
