@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/sluicegate/target-rustc-$(RUSTC_VERSIO
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
 
-.PHONY: setup demo test test-rust test-py bench bench-long soak lint clean kube-bins prometheus-bin tools tools-test redis-bin upstream-epp-bin
+.PHONY: setup demo test test-rust test-py bench bench-long soak lint clean kube-bins prometheus-bin tools tools-test redis-bin upstream-epp-bin inference-sim-bin
 
 # Tool checks: each prints one line naming every missing or too old tool, then stops the build.
 # Minimum versions come from the files that need them (pyproject.toml, Cargo.toml, go.mod).
@@ -73,6 +73,16 @@ UPSTREAM_EPP_BIN := $(HOME)/.cache/sluicegate/llm-d-router-$(UPSTREAM_EPP_VERSIO
 UPSTREAM_EPP_GIT ?= $(or $(wildcard /work/.mirror/llm-d+llm-d-router/repo),https://github.com/llm-d/llm-d-router.git)
 UPSTREAM_EPP_LDFLAGS := -s -w -X github.com/llm-d/llm-d-router/version.CommitSHA=$(UPSTREAM_EPP_COMMIT)
 
+# llm-d-inference-sim, llm-d's own model-server simulator (it publishes KV events keyed as
+# llm-d's indexer keys blocks): tests/integration/test_inference_sim_interop.py and the
+# quality bench's third-party fleet run it when it is built (not part of `make test`: its source
+# comes from git, INFERENCE_SIM_GIT, a local mirror when there is one). The module proxy serves
+# neither it nor llm-d-router (403), so its llm-d-router requirement is replaced by the upstream
+# EPP's source at the commit above; its other dependencies come from the proxy.
+INFERENCE_SIM_COMMIT := $(shell awk '$$1 == "commit" {print $$2}' benches/quality/upstream/inference-sim-version)
+INFERENCE_SIM_BIN := $(HOME)/.cache/sluicegate/llm-d-inference-sim-$(INFERENCE_SIM_COMMIT)
+INFERENCE_SIM_GIT ?= $(or $(wildcard /work/.mirror/llm-d+llm-d-inference-sim/repo),https://github.com/llm-d/llm-d-inference-sim.git)
+
 setup: .stamp-ext
 
 $(VENV)/.stamp-deps: pyproject.toml | tools
@@ -111,16 +121,30 @@ $(PROMETHEUS_BIN)/.built: | tools-test
 		-o $(PROMETHEUS_BIN)/ github.com/prometheus/prometheus/cmd/prometheus
 	touch $@
 
+# $(1): git source (directory or URL), $(2): commit, $(3): destination directory (replaced).
+define git_export
+rm -rf $(3) && mkdir -p $(3) && \
+if [ -d "$(1)" ]; then git -C "$(1)" archive $(2) | tar -x -C $(3); \
+else git clone -q "$(1)" $(3) && git -C $(3) checkout -q $(2); fi
+endef
+
 upstream-epp-bin: $(UPSTREAM_EPP_BIN)/epp
 
 $(UPSTREAM_EPP_BIN)/epp: | tools-test
 	GOBIN=$(UPSTREAM_EPP_BIN) CGO_ENABLED=0 go install -trimpath -ldflags "$(UPSTREAM_EPP_LDFLAGS)" \
 		github.com/llm-d/llm-d-router/cmd/epp@$(UPSTREAM_EPP_VERSION) || { \
-	src=$(UPSTREAM_EPP_BIN)/src; rm -rf $$src && mkdir -p $$src && \
-	if [ -d "$(UPSTREAM_EPP_GIT)" ]; then git -C "$(UPSTREAM_EPP_GIT)" archive $(UPSTREAM_EPP_COMMIT) | tar -x -C $$src; \
-	else git clone -q "$(UPSTREAM_EPP_GIT)" $$src && git -C $$src checkout -q $(UPSTREAM_EPP_COMMIT); fi && \
-	cd $$src && CGO_ENABLED=0 go build -trimpath -ldflags "$(UPSTREAM_EPP_LDFLAGS)" -o $@.tmp ./cmd/epp && \
+	$(call git_export,$(UPSTREAM_EPP_GIT),$(UPSTREAM_EPP_COMMIT),$(UPSTREAM_EPP_BIN)/src) && \
+	cd $(UPSTREAM_EPP_BIN)/src && CGO_ENABLED=0 go build -trimpath -ldflags "$(UPSTREAM_EPP_LDFLAGS)" -o $@.tmp ./cmd/epp && \
 	mv $@.tmp $@; }
+
+inference-sim-bin: $(INFERENCE_SIM_BIN)/llm-d-inference-sim
+
+$(INFERENCE_SIM_BIN)/llm-d-inference-sim: | tools-test
+	$(call git_export,$(INFERENCE_SIM_GIT),$(INFERENCE_SIM_COMMIT),$(INFERENCE_SIM_BIN)/src)
+	$(call git_export,$(UPSTREAM_EPP_GIT),$(UPSTREAM_EPP_COMMIT),$(INFERENCE_SIM_BIN)/llm-d-router)
+	cd $(INFERENCE_SIM_BIN)/src && go mod edit -replace github.com/llm-d/llm-d-router=../llm-d-router && \
+	GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $@.tmp ./cmd/llm-d-inference-sim && \
+	mv $@.tmp $@
 
 helm-bin: $(HELM_BIN)/helm
 

@@ -1,0 +1,108 @@
+"""sluicegate's precise prefix routing against a model server nobody here wrote:
+llm-d-inference-sim (llm-d's own simulator, `make inference-sim-bin`; skipped without it),
+over real ext_proc gRPC. The EPP tokenizes through the simulator's render API, binds the ZMQ
+endpoint the simulators dial, and keys their events from the token ids they carry; both event
+encodings. A wrong hash seed shows on /metrics and in the log."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+import yaml
+
+from sluicegate.sim.config import DEFAULT_MODEL
+from tests.harness import free_port, http_request, wait_until
+from tests.inference_sim import missing_reason, start_fleet
+
+from .extproc_client import exchange, header_set, request_body, request_headers
+from .test_flowcontrol_extproc import InProcessEpp
+from .test_precise_prefix_epp import CHAT, _body, _scrape
+
+pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))
+
+
+def _config(render: str, zmq_endpoint: str, hash_seed: str) -> str:
+    # No speculative indexing: a lookup hits only through the simulators' events.
+    return f"""
+plugins:
+- {{type: token-producer, parameters: {{modelName: "{DEFAULT_MODEL}", vllm: {{url: "http://{render}"}}}}}}
+- {{type: precise-prefix-cache-producer, parameters: {{
+    tokenProcessorConfig: {{blockSize: 16, hashSeed: "{hash_seed}"}}, kvEventsConfig: {{zmqEndpoint: "{zmq_endpoint}"}}}}}}
+- {{type: prefix-cache-scorer}}
+- {{type: max-score-picker}}
+schedulingProfiles: [{{name: p, plugins: [{{pluginRef: prefix-cache-scorer}}, {{pluginRef: max-score-picker}}]}}]
+"""
+
+
+@pytest.fixture
+def fleet(loop_thread, tmp_path):
+    """start(epp_seed, sim_seed, map_format) -> (InProcessEpp, three simulators); all stopped after."""
+    made: list = []
+
+    def start(epp_seed: str = "42", sim_seed: str = "42", map_format: bool = False):
+        zmq_endpoint = f"tcp://127.0.0.1:{free_port()}"
+        sims = start_fleet(3, zmq_endpoint, hash_seed=sim_seed, map_format=map_format)
+        made.extend(sims)
+        path = tmp_path / "endpoints.yaml"
+        path.write_text(yaml.safe_dump({"endpoints": [
+            {"name": f"isim-{i}", "address": "127.0.0.1", "port": s.port} for i, s in enumerate(sims)]}))
+        epp = InProcessEpp(loop_thread, path, _config(sims[0].address, zmq_endpoint, epp_seed))
+        made.append(epp)
+        return epp, sims
+
+    yield start
+    for item in reversed(made):
+        item.stop()
+
+
+def _warm_until_events(epp, sim) -> None:
+    """The simulators dial the EPP's endpoint; requests until its first event batch is in."""
+    deadline = time.monotonic() + 20
+    i = 0
+    while epp.router.kv_event_stats()["batches"] == 0:
+        assert time.monotonic() < deadline, "the EPP never received a KV-event batch"
+        assert http_request(f"http://{sim.address}", CHAT, _body(f"warm-up {i} " * 30))[0] == 200
+        i += 1
+        time.sleep(0.05)  # pacing of the bounded warm-up loop
+
+
+@pytest.mark.parametrize("map_format", [False, True], ids=["array", "map"])
+def test_chat_is_routed_to_the_inference_sim_whose_events_report_it(fleet, map_format):
+    in_process, sims = fleet(map_format=map_format)
+    epp = in_process.epp
+    target = sims[2]
+    _warm_until_events(epp, target)
+    prompt = _body("You are a careful assistant for the billing team; answer from the ledger. " * 12)
+    batches = epp.router.kv_event_stats()["batches"]
+    assert http_request(f"http://{target.address}", CHAT, prompt)[0] == 200
+    # The simulator sends its events in batches of 16 or once a second.
+    wait_until(lambda: epp.router.kv_event_stats()["batches"] > batches, timeout=10,
+               what="the batch with the prompt's blocks")
+    for _ in range(6):  # the index, not chance, decides: every time to the holder
+        answers = exchange(epp.port, [request_headers(CHAT), request_body(prompt, True)])
+        assert header_set(answers[0].request_headers.response)["x-gateway-destination-endpoint"] == target.address
+    stats = epp.router.kv_event_stats()
+    # Every chain the simulators started was indexed (a parent of 0 is no parent), and their
+    # hashes, llm-d's own block keys, pass the seed check.
+    assert stats["unknown_parents"] == 0 and stats["decode_failures"] == 0
+    assert stats["engine_hash_checks"] > 0 and stats["engine_hash_mismatches"] == 0
+    assert stats["size"] > 0 and stats["lookup_hits"] > 0 and stats["tokenize_failures"] == 0
+    assert f'sluicegate_kv_events_decoded_total{{pod="{target.address}"}}' in _scrape(epp)
+
+
+def test_a_wrong_hash_seed_against_inference_sim_shows_on_metrics_and_in_the_log(fleet, caplog):
+    in_process, sims = fleet(epp_seed="7", sim_seed="42")
+    epp = in_process.epp
+    started = time.monotonic()
+    _warm_until_events(epp, sims[0])
+    with caplog.at_level(logging.WARNING, logger="sluicegate.scheduling.kv_events"):
+        while "PYTHONHASHSEED" not in caplog.text:
+            assert time.monotonic() - started < 15, "no warning about the hash seed"
+            http_request(f"http://{sims[0].address}", CHAT, _body(f"more {time.monotonic()} " * 30))
+            time.sleep(0.2)  # pacing: requests until the warning shows (bounded)
+    assert "hashSeed='7'" in caplog.text
+    mismatches = [line for line in _scrape(epp).splitlines()
+                  if line.startswith("sluicegate_kv_events_engine_hash_mismatches_total ")]
+    assert mismatches and float(mismatches[0].split()[1]) > 0
