@@ -33,14 +33,15 @@ def missing_reason() -> str | None:
 
 class InferenceSim:
     def __init__(self, zmq_endpoint: str, hash_seed: str = "42", map_format: bool = False,
-                 extra: tuple[str, ...] = (), model: str = DEFAULT_MODEL) -> None:
+                 extra: tuple[str, ...] = (), model: str = DEFAULT_MODEL, seed: int = 1,
+                 max_model_len: int = 16384) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         # --force-dummy-tokenizer: the model name stays real-looking, and nothing asks the
         # Hugging Face hub whether it exists.
         argv = [str(binary()), "--model", model, "--port", str(self.port), "--force-dummy-tokenizer",
                 "--enable-kvcache", "--block-size", "16", "--hash-seed", hash_seed,
-                "--zmq-endpoint", zmq_endpoint, "--max-model-len", "16384", "--seed", "1", *extra]
+                "--zmq-endpoint", zmq_endpoint, "--max-model-len", str(max_model_len), "--seed", str(seed), *extra]
         if map_format:
             argv.append("--use-vllm-map-event-format")
         self._log = tempfile.TemporaryFile()  # its log, for the error when it exits early
@@ -72,8 +73,9 @@ class InferenceSim:
         self._log.close()
 
 
-def start_fleet(count: int, zmq_endpoint: str, **kwargs) -> list[InferenceSim]:
-    sims = [InferenceSim(zmq_endpoint, **kwargs) for _ in range(count)]
+def start_fleet(count: int, zmq_endpoint: str, seed: int = 1, **kwargs) -> list[InferenceSim]:
+    """`count` simulators, the i-th seeded `seed + i`, every one ready."""
+    sims = [InferenceSim(zmq_endpoint, seed=seed + i, **kwargs) for i in range(count)]
     try:
         return [s.wait_ready() for s in sims]
     except BaseException:

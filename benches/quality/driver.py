@@ -21,7 +21,7 @@ from sluicegate.loadgen.report import percentile
 from sluicegate.loadgen.workloads import WorkloadRequest, lora, shared_prefix, varied
 from sluicegate.sim.config import DEFAULT_MODEL
 
-from benches.quality.fleet import FleetShape, SimFleetProcess
+from benches.quality.fleet import INFERENCE_SIM, FleetShape, start_fleet
 from benches.quality.policies import LeastRequestPolicy, Policy, PolicyError
 
 WORKLOADS = ("shared_prefix", "varied", "lora", "burst")
@@ -144,7 +144,11 @@ def trace_record(request: WorkloadRequest, address: str, kind: str, sample: Samp
             "ttft_ms": sample.sim_ttft_ms}
 
 
-def _body(request: WorkloadRequest) -> bytes:
+def _body(request: WorkloadRequest, shape: FleetShape) -> bytes:
+    """Non-streamed for our simulators (they time TTFT on their own clock); streamed, as the
+    workload asks, for llm-d-inference-sim (TTFT is when its first chunk arrives)."""
+    if shape.server == INFERENCE_SIM:
+        return json.dumps(request.body).encode()
     body = {k: v for k, v in request.body.items() if k not in ("stream", "stream_options")}
     return json.dumps(body).encode()
 
@@ -172,6 +176,39 @@ async def _send(session: aiohttp.ClientSession, address: str, path: str, body: b
         return Sample(False)
 
 
+async def _send_streamed(session: aiohttp.ClientSession, address: str, path: str, body: bytes,
+                         answered: Answered | None = None) -> Sample:
+    """A streamed request timed on the wall clock: TTFT when the first chunk arrives (the server
+    answers its headers with it), the usage from the last one."""
+    started = time.perf_counter()
+    first = 0.0
+    usage = None
+    chunks = []
+    try:
+        async with session.post(f"http://{address}{path}", data=body,
+                                headers={"content-type": "application/json"}) as resp:
+            async for line in resp.content:
+                chunks.append(line)
+                if not line.startswith(b"data: {"):
+                    continue
+                first = first or time.perf_counter()
+                if b'"usage":{' in line:
+                    usage = json.loads(line[6:]).get("usage") or usage
+            wall_ms = (time.perf_counter() - started) * 1000.0
+            if answered is not None:
+                await answered(resp.status, list(resp.headers.items()), b"".join(chunks))
+            if resp.status != 200 or usage is None or not first:
+                return Sample(False)
+            return Sample(True, (first - started) * 1000.0, wall_ms, wall_ms, usage["completion_tokens"],
+                          usage["prompt_tokens"], (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0))
+    except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError, PolicyError):
+        return Sample(False)
+
+
+def _sender(shape: FleetShape):
+    return _send_streamed if shape.server == INFERENCE_SIM else _send
+
+
 async def run_policy(name: str, policy: Policy, shape: FleetShape, rate: float, duration_s: float,
                      seed: int, timeout_s: float = 120.0) -> RunResult:
     """Bounded: a run that has not finished `timeout_s` after its last arrival fails, naming
@@ -188,7 +225,8 @@ async def run_policy(name: str, policy: Policy, shape: FleetShape, rate: float, 
 
 async def _run_policy(name: str, policy: Policy, shape: FleetShape, rate: float, duration_s: float,
                       seed: int, timeout_s: float) -> RunResult:
-    fleet = SimFleetProcess(shape, seed).start()
+    fleet = start_fleet(shape, seed)
+    send = _sender(shape)
     result = RunResult(name, policy.name, rate, duration_s, shape.speedup)
     try:
         await policy.start(fleet)
@@ -199,7 +237,7 @@ async def _run_policy(name: str, policy: Policy, shape: FleetShape, rate: float,
                                          timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
 
             async def one(request: WorkloadRequest, slot: int) -> None:
-                body = _body(request)
+                body = _body(request, shape)
                 try:
                     address = await policy.pick_async(request.path, body)
                 except PolicyError:  # routing refused (an ext_proc answer without an endpoint)
@@ -207,7 +245,7 @@ async def _run_policy(name: str, policy: Policy, shape: FleetShape, rate: float,
                     return
                 kind = result.count_move(request, address)
                 try:
-                    sample = await _send(session, address, request.path, body, policy.answered)
+                    sample = await send(session, address, request.path, body, policy.answered)
                     result.samples.append(sample)
                     if result.trace is not None:
                         result.trace[slot] = trace_record(request, address, kind, sample)
@@ -236,7 +274,8 @@ async def _run_policy(name: str, policy: Policy, shape: FleetShape, rate: float,
 async def capacity(name: str, shape: FleetShape, seconds: float, seed: int) -> float:
     """Requests/s (wall) the fleet completes when kept saturated (closed loop, 2 requests per
     batch slot outstanding, least-outstanding routing); the open-loop rate is a share of it."""
-    fleet = SimFleetProcess(shape, seed).start()
+    fleet = start_fleet(shape, seed)
+    send = _sender(shape)
     policy = LeastRequestPolicy(seed)
     done = 0
     try:
@@ -251,10 +290,10 @@ async def capacity(name: str, shape: FleetShape, seconds: float, seed: int) -> f
                 nonlocal done
                 while loop.time() < end:
                     request = next(requests)
-                    body = _body(request)
+                    body = _body(request, shape)
                     address = policy.pick(request.path, body)
                     try:
-                        sample = await _send(session, address, request.path, body)
+                        sample = await send(session, address, request.path, body)
                     finally:
                         policy.done(address)
                     if sample.ok and warm <= loop.time() < end:

@@ -13,6 +13,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from sluicegate.standalone.children import kill, spawn, wait_for_line
+from tests.inference_sim import InferenceSim, start_fleet as start_inference_sims
 
 COUNTERS = {  # what the bench reports -> the sims' /metrics counter (vLLM names where vLLM has one)
     "prefix_queries": "vllm:prefix_cache_queries",
@@ -20,6 +21,16 @@ COUNTERS = {  # what the bench reports -> the sims' /metrics counter (vLLM names
     "preemptions": "vllm:num_preemptions",
     "adapter_loads": "sim:lora_adapter_loads",
 }
+# FleetShape.server: llm-d's own simulator (Go, `make inference-sim-bin`) instead of ours.
+INFERENCE_SIM = "llm-d-inference-sim"
+# Its latency as llm-d's profile for routing experiments sets it (8B-class model on H100,
+# per-token calculator: its manifests/latency-profiles/8b-h100-balanced-per-token.yaml), in
+# real time: TTFT 30 ms + 250 µs per uncached prompt token, 12 ms a generated token, both
+# growing to 2x as the batch fills.
+INFERENCE_SIM_LATENCY = ("--latency-calculator", "per-token", "--inter-token-latency", "12ms",
+                         "--inter-token-latency-std-dev", "2ms", "--prefill-overhead", "30ms",
+                         "--prefill-time-per-token", "250us", "--prefill-time-std-dev", "5ms",
+                         "--time-factor-under-load", "2.0")
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,15 @@ class FleetShape:
     hash_seed: str = ""
     kv_events_endpoint: str = "tcp://127.0.0.1:*"
     kv_events_encoding: str = "array"
+    # "" (ours, `python -m sluicegate.sim`) or INFERENCE_SIM: `count` llm-d-inference-sim
+    # processes (their own tokenizer, render API and events keyed as llm-d's indexer keys them,
+    # dialling `kv_events_endpoint`; `speedup`, adapters and `tokenizer` do not apply).
+    server: str = ""
+
+    @property
+    def token_level(self) -> bool:
+        """Servers that tokenize and publish token ids, dialling the EPP's bound endpoint."""
+        return bool(self.tokenizer) or self.server == INFERENCE_SIM
 
     def argv(self) -> list[str]:
         argv = ["--count", str(self.count), "--speedup", str(self.speedup),
@@ -90,3 +110,25 @@ class SimFleetProcess:
                 if key is not None:
                     totals[key] += sum(s.value for s in family.samples if s.name.endswith("_total"))
         return totals
+
+
+class InferenceSimFleet(SimFleetProcess):
+    """`shape.count` llm-d-inference-sim processes, one per server, with the fleet's interface."""
+
+    def start(self) -> InferenceSimFleet:
+        shape = self.shape
+        extra = (*INFERENCE_SIM_LATENCY, "--max-num-seqs", str(shape.max_num_seqs),
+                 "--kv-cache-size", str(shape.kv_blocks))
+        self._sims: list[InferenceSim] = start_inference_sims(
+            shape.count, shape.kv_events_endpoint, seed=self.seed, hash_seed=shape.hash_seed,
+            map_format=shape.kv_events_encoding == "map", extra=extra, max_model_len=shape.max_model_len)
+        self.addresses = [s.address for s in self._sims]
+        return self
+
+    def stop(self) -> None:
+        for s in getattr(self, "_sims", []):
+            s.stop()
+
+
+def start_fleet(shape: FleetShape, seed: int) -> SimFleetProcess:
+    return (InferenceSimFleet if shape.server == INFERENCE_SIM else SimFleetProcess)(shape, seed).start()

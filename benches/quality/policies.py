@@ -7,9 +7,11 @@ the last scrape."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 import random
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from sluicegate.scheduling import Endpoint, Scheduler
@@ -17,7 +19,7 @@ from sluicegate.scheduling.kv_events import KvEventSubscriber
 
 from sluicegate.sim.config import DEFAULT_MODEL
 
-from benches.quality.fleet import FleetShape, SimFleetProcess
+from benches.quality.fleet import INFERENCE_SIM, FleetShape, SimFleetProcess
 
 def _default_profile(extra_plugins: str = "", extra_refs: str = "") -> str:
     """Upstream's default profile written out, with plugins added to it."""
@@ -95,6 +97,12 @@ LORA_REF = "  - {pluginRef: lora-affinity-scorer, weight: 2}"
 LORA = _default_profile(LORA_PLUGIN, LORA_REF)
 LORA_NO_HIT_LRU = _default_profile(f"{LORA_PLUGIN}\n{NO_HIT_LRU_PLUGIN}", f"{LORA_REF}\n{NO_HIT_LRU_REF}")
 ACTIVE = _default_profile("- {type: active-request-scorer}", "  - {pluginRef: active-request-scorer, weight: 2}")
+
+
+def publishers_join_s(shape: FleetShape) -> float:
+    """How long after the EPP binds every server's publisher has redialled and joined: ours
+    redial every 100 ms (ZMQ's reconnect interval), llm-d-inference-sim's every second."""
+    return 1.5 if shape.server == INFERENCE_SIM else 0.5
 
 
 class PolicyError(RuntimeError):
@@ -189,11 +197,12 @@ class SluicegatePolicy(Policy):
     release when the answer is in; with `precise`, KV events feed the prefix index."""
 
     def __init__(self, name: str, config: str | None = None, precise: bool = False,
-                 render: bool = False) -> None:
+                 render: bool = False, edit: Callable[[str], str] | None = None) -> None:
         self.name = name
         self.config = config
         self.precise = precise
         self.render = render  # tokenize through the first server's render API
+        self.edit = edit  # applied to the render profile once the fleet's address is known
         self.subscriber: KvEventSubscriber | None = None
         self.index_stats: dict[str, int] | None = None
         # Tokenizing off the event loop, as the ext_proc server does on tokio's blocking pool:
@@ -205,18 +214,19 @@ class SluicegatePolicy(Policy):
         config = self.config
         if self.render:
             config = precise_tokens(fleet.shape, f"http://{self.addresses[0]}")
+            config = self.edit(config) if self.edit else config
         self.scheduler = Scheduler(config)
-        if self.precise and fleet.shape.tokenizer:
+        if self.precise and fleet.shape.token_level:
             # The servers dial the EPP: bind first, as the EPP does at start.
             self.subscriber = KvEventSubscriber.from_config(self.scheduler.router, self.scheduler.config.precise_prefix)
             self.subscriber.start()
-            # They redial every 100 ms (ZMQ's reconnect interval) until the bind: events sent
-            # before a server's connection and subscription join are dropped, and every later
-            # BlockStored continuing a dropped chain is skipped (unknown parent) until the
-            # server evicts it. A production EPP binds long before traffic; here it comes next.
-            await asyncio.sleep(0.5)
+            # They redial until the bind: events sent before a server's connection and
+            # subscription join are dropped, and every later BlockStored continuing a dropped
+            # chain is skipped (unknown parent) until the server evicts it. A production EPP
+            # binds long before traffic; here it comes next.
+            await asyncio.sleep(publishers_join_s(fleet.shape))
         await _scrape(self.scheduler, self.addresses)
-        if self.precise and not fleet.shape.tokenizer:
+        if self.precise and not fleet.shape.token_level:
             self.subscriber = KvEventSubscriber(self.scheduler.router)
             self.subscriber.set_publishers(fleet.kv_events)
 
@@ -280,7 +290,10 @@ def _variants(env: str, plugin: str, shape: FleetShape | None = None) -> list[Sl
             raise ValueError(f"{env}: expected name={{params}}, got {item!r}")
         config = _with_parameters(_default_profile(), plugin, params.strip())
         out.append(SluicegatePolicy(f"sluicegate-{name.strip()}", config))
-        if shape is not None and shape.tokenizer:
+        if shape is not None and shape.server == INFERENCE_SIM:
+            out.append(SluicegatePolicy(f"sluicegate+precise-render-{name.strip()}", None, True, render=True,
+                                        edit=functools.partial(_with_parameters, plugin=plugin, params=params.strip())))
+        elif shape is not None and shape.tokenizer:
             config = _with_parameters(precise_tokens(shape), plugin, params.strip())
             out.append(SluicegatePolicy(f"sluicegate+precise-{name.strip()}", config, True))
     return out
@@ -307,7 +320,9 @@ def policies(workload: str, seed: int, shape: FleetShape | None = None) -> list[
         out.append(SluicegatePolicy("sluicegate-upstream-scorer", UPSTREAM_SCORER))
         out.append(SluicegatePolicy("sluicegate-queue-slack", QUEUE_SLACK))
         out += scorer_variants(shape)
-    if shape is not None and shape.tokenizer:
+    if shape is not None and shape.server == INFERENCE_SIM:  # its tokenizer is its render API's
+        out.append(SluicegatePolicy("sluicegate+precise-render", None, True, render=True))
+    elif shape is not None and shape.tokenizer:
         out += [SluicegatePolicy("sluicegate+precise", precise_tokens(shape), True),
                 SluicegatePolicy("sluicegate+precise-render", None, True, render=True),
                 SluicegatePolicy("sluicegate+precise-no-hit-lru", precise_tokens(shape, no_hit_lru=True), True)]

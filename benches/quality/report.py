@@ -23,7 +23,9 @@ def _line(cells: Sequence[str]) -> str:
 
 
 def table(rows: Sequence[Row], name: str = "") -> str:
-    lines = [f"workload {name or rows[0]['workload']} at {rows[0]['rate']} req/s (ms on the simulators' clock)",
+    name = name or rows[0]["workload"]
+    clock = "the wall clock: llm-d-inference-sim" if name.startswith("shared_prefix_isim") else "the simulators' clock"
+    lines = [f"workload {name} at {rows[0]['rate']} req/s (ms on {clock})",
              _line([label for _, label, _, _ in COLUMNS])]
     lines += [_line(["-" if row.get(key) is None else fmt.format(row[key]) for key, _, _, fmt in COLUMNS])
               for row in rows]
@@ -56,8 +58,10 @@ def targets(by_workload: Mapping[str, Sequence[Row]]) -> list[tuple[str, bool | 
             ok = t is not None and e is not None and t <= 1.05 and e <= 1.05
             out.append((f"(b) {policy}: TTFT/e2e p50 <= 1.05x least-queue", ok,
                         f"TTFT {t:.2f}x, e2e {e:.2f}x" if ok or (t and e) else "n/a"))
-    for workload in ("shared_prefix_vllm", "shared_prefix_vllm_evicting"):
-        approx, precise = row(workload, "sluicegate"), row(workload, "sluicegate+precise")
+    for workload, name in (("shared_prefix_vllm", "sluicegate+precise"),
+                           ("shared_prefix_vllm_evicting", "sluicegate+precise"),
+                           ("shared_prefix_isim", "sluicegate+precise-render")):
+        approx, precise = row(workload, "sluicegate"), row(workload, name)
         if approx and precise:
             out.append((f"(d) {workload}: precise TTFT p50, p90 <= approximate's, p99 <, hit rate >=",
                         _precise_beats(precise, approx), " vs ".join(
@@ -76,7 +80,7 @@ def upstream_targets(by_workload: Mapping[str, Sequence[Row]]) -> list[tuple[str
     """Issue 19: the approximate default reaches at least the real upstream EPP's hit rate and
     TTFT p90 (its approximate producer, the `upstream-go` row) on shared_prefix, same run."""
     out: list[tuple[str, bool | None, str]] = []
-    for workload in ("shared_prefix_upstream", "shared_prefix_vllm_upstream"):
+    for workload in ("shared_prefix_upstream", "shared_prefix_vllm_upstream", "shared_prefix_isim_upstream"):
         rows = {r["policy"]: r for r in by_workload.get(workload, ())}
         ours, theirs = rows.get("sluicegate"), rows.get("upstream-go")
         if ours and theirs:
@@ -127,12 +131,14 @@ def plot(by_workload: Mapping[str, Sequence[Row]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     # A workload's rows, and its rows beside upstream's EPP (`<workload>_upstream`).
-    order = ("shared_prefix", "shared_prefix_vllm", "shared_prefix_vllm_evicting", "varied", "lora", "burst")
+    order = ("shared_prefix", "shared_prefix_vllm", "shared_prefix_vllm_evicting", "shared_prefix_isim", "varied",
+             "lora", "burst")
     workloads = [w for base in order for w in (base, f"{base}_upstream") if w in by_workload]
     fig, axes = plt.subplots(2, len(workloads), figsize=(5.5 * len(workloads), 8), squeeze=False)
     second = {"shared_prefix": ("prefix_hit_rate", "prefix-cache hit rate"),
               "shared_prefix_vllm": ("prefix_hit_rate", "prefix-cache hit rate"),
               "shared_prefix_vllm_evicting": ("prefix_hit_rate", "prefix-cache hit rate"),
+              "shared_prefix_isim": ("prefix_hit_rate", "prefix-cache hit rate"),
               "varied": ("e2e_p50_ms", "end-to-end p50 (ms)"),
               "lora": ("adapter_loads", "LoRA adapter loads"),
               "burst": ("e2e_p50_ms", "end-to-end p50 (ms)")}
@@ -144,7 +150,8 @@ def plot(by_workload: Mapping[str, Sequence[Row]], path: Path) -> Path:
         for offset, (key, label) in zip((-0.27, 0.0, 0.27), (("ttft_p50_ms", "p50"), ("ttft_p90_ms", "p90"),
                                                               ("ttft_p99_ms", "p99"))):
             ax.bar([i + offset for i in x], [r[key] or 0 for r in rows], width=0.27, label=label)
-        ax.set_title(f"{workload}: TTFT (ms, simulated clock)")
+        clock = "wall clock" if workload.startswith("shared_prefix_isim") else "simulated clock"
+        ax.set_title(f"{workload}: TTFT (ms, {clock})")
         ax.set_yscale("log")
         ax.set_xticks(list(x), names, rotation=30, ha="right")
         ax.legend()

@@ -16,9 +16,10 @@ import pytest
 import uvloop
 
 from sluicegate.sim.toy_tokenizers import byte_level_chatml
+from tests.inference_sim import missing_reason as inference_sim_missing
 
 from benches.quality.driver import WORKLOADS, RunResult, capacity, run_policy, workload
-from benches.quality.fleet import FleetShape
+from benches.quality.fleet import INFERENCE_SIM, FleetShape
 from benches.quality.policies import policies, scorer_variants
 
 LOAD = 0.7
@@ -80,6 +81,25 @@ def test_precise_routing_with_vllm_style_events(benchmark, quality_size, quality
     names = policy_subset() or names
     names |= {p.name for p in scorer_variants(shape)}
     compare_rows("shared_prefix_vllm", shape, names, benchmark, quality_size, quality_rows)
+
+
+def inference_sim_shape() -> FleetShape:
+    """Four llm-d-inference-sim servers, as in the measurement that opened issue 19: 4 batch
+    slots each (so a 2-vCPU machine can drive them in real time), the simulator's default KV
+    cache (1,024 blocks of 16 tokens), its seeded events in the array form, dialling the EPP."""
+    return FleetShape(count=4, max_num_seqs=4, kv_blocks=1024, server=INFERENCE_SIM, hash_seed="42",
+                      kv_events_endpoint=f"tcp://127.0.0.1:{_free_port()}")
+
+
+@pytest.mark.skipif(inference_sim_missing() is not None, reason=str(inference_sim_missing()))
+def test_routing_with_inference_sim(benchmark, quality_size, quality_rows):
+    """shared_prefix against llm-d's own simulator (`make inference-sim-bin`), timed on the wall
+    clock: the approximate default against precise mode tokenizing through the first server's
+    render API and indexing the servers' events."""
+    shape = inference_sim_shape()
+    names = policy_subset() or {"round-robin", "sluicegate", "sluicegate+precise-render"}
+    names |= {p.name for p in scorer_variants(shape)}
+    compare_rows("shared_prefix_isim", shape, names, benchmark, quality_size, quality_rows)
 
 
 def write_trace(key: str, result: RunResult, index_stats: dict[str, int] | None) -> None:

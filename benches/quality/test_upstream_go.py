@@ -14,7 +14,8 @@ import uvloop
 from benches.quality.driver import WORKLOADS, capacity, run_policy
 from benches.quality.fleet import FleetShape
 from benches.quality.policies import Policy, in_flight_policies, policies
-from benches.quality.test_routing_quality import LOAD, SEED, _fixed_rate, vllm_style_shape
+from benches.quality.test_routing_quality import (LOAD, SEED, _fixed_rate, inference_sim_missing, inference_sim_shape,
+                                                  vllm_style_shape, write_trace)
 from benches.quality.upstream_go import ScrapedQueuePolicy, missing_reason, upstream_policies
 
 pytestmark = [pytest.mark.timeout(3600),
@@ -26,13 +27,15 @@ ROWS = {"shared_prefix": ("round-robin", "sluicegate", "sluicegate-upstream-scor
         "lora": ("round-robin", "sluicegate", "upstream-go"),
         "burst": ("round-robin", "sluicegate", "sluicegate-inflight-never", "upstream-go"),
         "shared_prefix_vllm": ("round-robin", "sluicegate", "sluicegate-upstream-scorer", "upstream-go",
-                               "sluicegate+precise", "sluicegate+precise-render", "upstream-go+precise")}
+                               "sluicegate+precise", "sluicegate+precise-render", "upstream-go+precise"),
+        "shared_prefix_isim": ("round-robin", "sluicegate", "upstream-go", "sluicegate+precise-render",
+                               "upstream-go+precise")}
 
 
 def _rows(key: str, workload: str, shape: FleetShape) -> list[Policy]:
     names = os.environ.get("SLUICEGATE_QUALITY_POLICIES", "")
     wanted = names.split(",") if names else ROWS[key]
-    every = {p.name: p for p in [*policies(workload, SEED, shape if shape.tokenizer else None),
+    every = {p.name: p for p in [*policies(workload, SEED, shape if shape.token_level else None),
                                  *in_flight_policies(), *upstream_policies(shape), ScrapedQueuePolicy()]}
     return [every[n] for n in wanted if n in every]
 
@@ -40,8 +43,12 @@ def _rows(key: str, workload: str, shape: FleetShape) -> list[Policy]:
 def _compare(key: str, workload: str, shape: FleetShape, benchmark, quality_size, quality_rows) -> None:
     async def compare() -> list[dict]:
         rate = _fixed_rate() or LOAD * await capacity(workload, shape, quality_size.calibrate_s, SEED)
-        return [(await run_policy(workload, p, shape, rate, quality_size.run_s, SEED)).summary()
-                for p in _rows(key, workload, shape)]
+        rows = []
+        for p in _rows(key, workload, shape):
+            result = await run_policy(workload, p, shape, rate, quality_size.run_s, SEED)
+            rows.append(result.summary())
+            write_trace(f"{key}_upstream", result, getattr(p, "index_stats", None))
+        return rows
 
     rows = benchmark.pedantic(lambda: uvloop.run(compare()), rounds=1, iterations=1)
     quality_rows[f"{key}_upstream"] = rows
@@ -62,3 +69,11 @@ def test_upstream_go_precise_with_vllm_style_events(benchmark, quality_size, qua
     server's render API; its lookups hit only if the servers' block hashes match upstream's."""
     _compare("shared_prefix_vllm", "shared_prefix", vllm_style_shape(tmp_path), benchmark, quality_size,
              quality_rows)
+
+
+@pytest.mark.skipif(inference_sim_missing() is not None, reason=str(inference_sim_missing()))
+def test_upstream_go_with_inference_sim(benchmark, quality_size, quality_rows):
+    """Against llm-d's own simulator (see test_routing_with_inference_sim): both EPPs'
+    approximate defaults and precise modes, each tokenizing through the first server's render
+    API, same arrivals, same run."""
+    _compare("shared_prefix_isim", "shared_prefix", inference_sim_shape(), benchmark, quality_size, quality_rows)

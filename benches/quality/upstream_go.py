@@ -31,7 +31,7 @@ from sluicegate.standalone.ports import find_free_port
 from benches.quality.fleet import FleetShape, SimFleetProcess
 from tests.integration.extproc_client import FULL_DUPLEX, request_body, request_headers, response_body
 from benches.quality.policies import (UPSTREAM_SCORER, Policy, PolicyError, SluicegatePolicy, _default_profile,
-                                      precise_tokens)
+                                      precise_tokens, publishers_join_s)
 
 VERSION_FILE = Path(__file__).parent / "upstream" / "version"
 LOGS = Path(__file__).parent / "out" / "upstream-epp"  # the last run's log per row
@@ -186,6 +186,8 @@ class UpstreamGoPolicy(Policy):
         self.epp = UpstreamEpp(profile, self.addresses, LOGS / f"{self.name}.log")
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
             await self.epp.start(session)
+        if fleet.shape.token_level:  # its precise producer bound at start: the servers join, as for ours
+            await asyncio.sleep(publishers_join_s(fleet.shape))
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.epp.grpc_port}")
         self.stub = pb_grpc.ExternalProcessorStub(self.channel)
 
@@ -268,7 +270,7 @@ def upstream_policies(shape: FleetShape) -> list[UpstreamGoPolicy]:
     servers dial, speculative indexing), the scorer pointed at the precise producer as upstream
     requires (`prefixMatchInfoProducerName`)."""
     out = [UpstreamGoPolicy("upstream-go", _default_profile())]
-    if shape.tokenizer:
+    if shape.token_level:
         def precise(fleet: SimFleetProcess) -> str:
             return precise_tokens(shape, f"http://{fleet.addresses[0]}").replace(
                 "- {type: prefix-cache-scorer}",
