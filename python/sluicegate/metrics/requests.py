@@ -109,6 +109,10 @@ class RequestCollector(Collector):
         sched = self._stats.scheduler()
         for name in ("llm_d_epp_scheduler_e2e_duration_seconds", "inference_extension_scheduler_e2e_duration_seconds"):
             yield histogram(name, "End-to-end scheduling latency distribution in seconds.", [], [([], sched)])
+        yield CounterMetricFamily(
+            "sluicegate_scheduler_rescored_cycles",
+            "Scheduling cycles scored a second time because requests routed on other threads changed "
+            "the load while they scored.", value=self._stats.rescored())
         request, response = self._stats.processing()
         yield histogram("llm_d_epp_request_processing_duration_seconds",
                         "EPP request processing latency in seconds, from request receipt until its body was "

@@ -399,6 +399,9 @@ pub struct RequestStats {
     pub request_processing: AtomicHistogram,
     /// The EPP's own time on a response: its chunk handlers (streamed) or headers to end.
     pub response_processing: AtomicHistogram,
+    /// Scheduling cycles scored a second time because requests routed on other threads
+    /// changed the load while they scored (`Scheduler::schedule`).
+    pub rescored: AtomicU64,
 }
 
 /// Model-rewrite decisions of one rule, request model and picked target.
@@ -433,6 +436,7 @@ impl RequestStats {
             rewrites: Mutex::new(HashMap::new()),
             request_processing: AtomicHistogram::new(REQUEST_PROCESSING_BUCKETS),
             response_processing: AtomicHistogram::new(RESPONSE_PROCESSING_BUCKETS),
+            rescored: AtomicU64::new(0),
         }
     }
 

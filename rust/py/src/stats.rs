@@ -153,6 +153,13 @@ impl PyRequestStats {
             .collect()
     }
 
+    /// Scheduling cycles scored a second time (requests routed on other threads meanwhile).
+    fn rescored(&self) -> u64 {
+        self.inner
+            .rescored
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Scheduling-cycle durations in seconds.
     fn scheduler(&self) -> PyHistogram {
         hist(self.inner.scheduler_histogram())

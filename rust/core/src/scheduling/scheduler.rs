@@ -373,14 +373,16 @@ impl Scheduler {
         &self.in_flight_load
     }
 
-    /// Run the profiles for one request; `picks` receives snapshot positions.
-    pub fn schedule(&self, cycle: &Cycle<'_>, picks: &mut Picks) -> Result<(), ScheduleError> {
+    /// Run the profiles for one request; `picks` receives snapshot positions. True when the
+    /// cycle scored twice (below).
+    pub fn schedule(&self, cycle: &Cycle<'_>, picks: &mut Picks) -> Result<bool, ScheduleError> {
         self.dry_run(cycle, picks)?;
         // Cycles on other threads committed requests while this one scored (requests that
         // arrive together score at the same moment): its load scores missed them, and
         // concurrent requests that saw the same load would all go to the same server. Score once
         // more against the load as it is now (nothing has learnt from the first run).
-        if cycle.load_moved() {
+        let rescored = cycle.load_moved();
+        if rescored {
             let media_items = cycle.state.borrow().media_items.clone();
             *cycle.state.borrow_mut() = CycleState {
                 media_items,
@@ -395,7 +397,7 @@ impl Scheduler {
         for f in &self.learners {
             f.picked(cycle, picks);
         }
-        Ok(())
+        Ok(rescored)
     }
 
     /// Run the profiles without the after-pick hooks: nothing learns from this cycle.

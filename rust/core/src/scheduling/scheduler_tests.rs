@@ -182,7 +182,9 @@ fn disagg_handler_picks_a_prefill_endpoint_for_long_uncached_prompts() {
             assert!(c.load_moved());
         }
         let mut picks = Picks::default();
-        disagg(500).schedule(&c, &mut picks).unwrap();
+        let rescored = disagg(500).schedule(&c, &mut picks).unwrap();
+        // (Without a request routed here, tests on other threads may still route some.)
+        assert!(rescored || !routed_meanwhile);
         assert_eq!((picks.primary, picks.prefill), (vec![1], Some(3)));
         assert_eq!(snap.endpoints[0].in_flight(), u32::from(routed_meanwhile));
     }
