@@ -205,7 +205,7 @@ async def _send_streamed(session: aiohttp.ClientSession, address: str, path: str
         return Sample(False)
 
 
-def _sender(shape: FleetShape):
+def _sender(shape: FleetShape) -> Callable[..., Awaitable[Sample]]:
     return _send_streamed if shape.server == INFERENCE_SIM else _send
 
 

@@ -18,7 +18,7 @@ from tests.inference_sim import missing_reason, start_fleet
 
 from .extproc_client import exchange, header_set, request_body, request_headers
 from .test_flowcontrol_extproc import InProcessEpp
-from .test_precise_prefix_epp import CHAT, _body, _scrape
+from .test_precise_prefix_epp import CHAT, _body, _scrape, _warm_until_events
 
 pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))
 
@@ -55,17 +55,6 @@ def fleet(loop_thread, tmp_path):
     yield start
     for item in reversed(made):
         item.stop()
-
-
-def _warm_until_events(epp, sim) -> None:
-    """The simulators dial the EPP's endpoint; requests until its first event batch is in."""
-    deadline = time.monotonic() + 20
-    i = 0
-    while epp.router.kv_event_stats()["batches"] == 0:
-        assert time.monotonic() < deadline, "the EPP never received a KV-event batch"
-        assert http_request(f"http://{sim.address}", CHAT, _body(f"warm-up {i} " * 30))[0] == 200
-        i += 1
-        time.sleep(0.05)  # pacing of the bounded warm-up loop
 
 
 @pytest.mark.parametrize("map_format", [False, True], ids=["array", "map"])
