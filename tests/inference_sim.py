@@ -10,12 +10,11 @@ import os
 import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from sluicegate.sim.config import DEFAULT_MODEL
 from sluicegate.standalone.children import kill, spawn
-from tests.harness import free_port
+from tests.harness import free_port, http_request
 
 _VERSION = Path(__file__).resolve().parent.parent / "benches" / "quality" / "upstream" / "inference-sim-version"
 
@@ -56,10 +55,9 @@ class InferenceSim:
                 self._log.seek(0)
                 err = self._log.read().decode(errors="replace")
                 raise RuntimeError(f"llm-d-inference-sim exited ({self._proc.returncode}): {err[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"http://{self.address}/v1/models", timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
+            try:  # (http.client, as every test here: no proxy from the environment)
+                if http_request(f"http://{self.address}", "/v1/models", timeout=1)[0] == 200:
+                    return self
             except OSError:
                 pass
             if time.monotonic() > deadline:
