@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import socket
 import subprocess
 import threading
@@ -229,6 +230,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_to_dial_early() -> int:
+    """A free port below the kernel's ephemeral range, for an endpoint that clients dial before
+    it is bound (ZMQ publishers dialling the EPP). Dialling a free port in the ephemeral range
+    over and over can pick that same port as the local one and connect to itself, and then the
+    port is taken when the EPP binds it (seen: EADDRINUSE in CI)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10000, max(10001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in 10000-{low}")
 
 
 class RedisServer:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 import uvloop
 
 from sluicegate.sim.toy_tokenizers import byte_level_chatml
+from tests.harness import free_port_to_dial_early
 from tests.inference_sim import missing_reason as inference_sim_missing
 
 from benches.quality.driver import WORKLOADS, RunResult, capacity, run_policy, workload
@@ -47,12 +47,6 @@ def test_routing_quality(benchmark, workload, quality_size, quality_rows):
     compare_rows(workload, FleetShape(), policy_subset(), benchmark, quality_size, quality_rows, workload)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def vllm_style_shape(tmp_path, base: FleetShape | None = None) -> FleetShape:
     """`base` (the default fleet) as vLLM-style servers: a tokenizer trained here on the workload's own words (its
     tokens are longer than the approximate producer's 4-byte estimate: 5.9-6.5 characters on
@@ -66,7 +60,7 @@ def vllm_style_shape(tmp_path, base: FleetShape | None = None) -> FleetShape:
     vocab = int(os.environ.get("SLUICEGATE_QUALITY_TOKENIZER_VOCAB", "2000"))
     tokenizer = byte_level_chatml(tmp_path / "tok", vocab_size=vocab, corpus=corpus)
     return replace(base or FleetShape(), tokenizer=str(tokenizer), hash_seed="42", kv_events_encoding="map",
-                   kv_events_endpoint=f"tcp://127.0.0.1:{_free_port()}")
+                   kv_events_endpoint=f"tcp://127.0.0.1:{free_port_to_dial_early()}")
 
 
 def test_precise_routing_with_vllm_style_events(benchmark, quality_size, quality_rows, tmp_path):
@@ -88,7 +82,7 @@ def inference_sim_shape() -> FleetShape:
     slots each (so a 2-vCPU machine can drive them in real time), the simulator's default KV
     cache (1,024 blocks of 16 tokens), its seeded events in the array form, dialling the EPP."""
     return FleetShape(count=4, max_num_seqs=4, kv_blocks=1024, server=INFERENCE_SIM, hash_seed="42",
-                      kv_events_endpoint=f"tcp://127.0.0.1:{_free_port()}")
+                      kv_events_endpoint=f"tcp://127.0.0.1:{free_port_to_dial_early()}")
 
 
 @pytest.mark.skipif(inference_sim_missing() is not None, reason=str(inference_sim_missing()))

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from sluicegate.sim.config import DEFAULT_MODEL
-from tests.harness import free_port, http_request, wait_until
+from tests.harness import free_port_to_dial_early, http_request, wait_until
 from tests.inference_sim import missing_reason, start_fleet
 
 from .extproc_client import exchange, header_set, request_body, request_headers
@@ -42,7 +42,7 @@ def fleet(loop_thread, tmp_path):
     made: list = []
 
     def start(epp_seed: str = "42", sim_seed: str = "42", map_format: bool = False):
-        zmq_endpoint = f"tcp://127.0.0.1:{free_port()}"
+        zmq_endpoint = f"tcp://127.0.0.1:{free_port_to_dial_early()}"
         sims = start_fleet(3, zmq_endpoint, hash_seed=sim_seed, map_format=map_format)
         made.extend(sims)
         path = tmp_path / "endpoints.yaml"

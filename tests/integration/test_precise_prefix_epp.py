@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from sluicegate.scheduling.kv_events import PORT_LABEL
 from sluicegate.metrics import build_registry
 from sluicegate.sim.config import SimConfig
 from sluicegate.sim.toy_tokenizers import byte_level_chatml, whitespace_llama2
-from tests.harness import http_request
+from tests.harness import free_port_to_dial_early, http_request
 
 from .extproc_client import exchange, header_set, request_body, request_headers
 from .test_flowcontrol_extproc import InProcessEpp
@@ -83,17 +82,11 @@ plugins:
 - {{type: token-producer, parameters: {{local: {{path: "{tokenizer}"}}}}}}
 - {{type: precise-prefix-cache-producer, parameters: {{
     tokenProcessorConfig: {{blockSize: 16, hashSeed: "{hash_seed}"}},
-    kvEventsConfig: {{zmqEndpoint: "tcp://127.0.0.1:{_free_port()}"}}}}}}
+    kvEventsConfig: {{zmqEndpoint: "tcp://127.0.0.1:{free_port_to_dial_early()}"}}}}}}
 - {{type: prefix-cache-scorer}}
 - {{type: max-score-picker}}
 schedulingProfiles: [{{name: p, plugins: [{{pluginRef: prefix-cache-scorer}}, {{pluginRef: max-score-picker}}]}}]
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start_vllm_style(loop_thread, sims, tmp_path, epp_tokenizer: Path, sim_tokenizer: Path,

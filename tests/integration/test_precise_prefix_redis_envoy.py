@@ -21,7 +21,7 @@ from sluicegate.sim.config import SimConfig
 from sluicegate.sim.toy_tokenizers import byte_level_chatml
 from sluicegate.standalone import EnvoyOptions, EnvoyProcess, EppReplica
 from sluicegate.standalone.epp_process import EppProcess
-from tests.harness import RedisServer, free_port, http_request, scrape, total, wait_until
+from tests.harness import RedisServer, free_port, free_port_to_dial_early, http_request, scrape, total, wait_until
 
 pytestmark = [pytest.mark.envoy,
               pytest.mark.skipif(shutil.which("redis-server") is None,
@@ -82,7 +82,7 @@ class Stack:
         self.envoy: EnvoyProcess | None = None
         self._sims = sims
         tmp_path.mkdir()
-        zmq_ports = [free_port() for _ in range(replicas)]
+        zmq_ports = [free_port_to_dial_early() for _ in range(replicas)]
         # The simulators dial before the EPPs bind: ZMQ keeps retrying, as vLLM's does.
         self.servers = sims.start(*(SimConfig(
             name=f"sim-{i}", speedup=50.0, kv_events_endpoint=f"tcp://127.0.0.1:{zmq_ports[i % replicas]}",
