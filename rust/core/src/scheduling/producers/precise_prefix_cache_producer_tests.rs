@@ -49,7 +49,11 @@ fn token_index(seed: &str, block: usize) -> BlockIndex {
     index.keys = RequestKeys::new(seed, block);
     index.engine = EngineHasher::new(seed, block);
     // Any source switches the scheme; lookups in these tests pass keys directly.
-    let dir = std::env::temp_dir().join(format!("sg-tok-{}-{block}", std::process::id()));
+    // A directory per call: tests run in parallel, and one writing the file while another
+    // loads it would hand the reader half a file.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("sg-tok-{}-{block}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("tokenizer.json"),
@@ -57,6 +61,7 @@ fn token_index(seed: &str, block: usize) -> BlockIndex {
     )
     .unwrap();
     let t = crate::tokenize::Tokenizer::load(&dir).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
     index.use_tokens(Arc::new(TokenSource::Local(Box::new(t))));
     index
 }
