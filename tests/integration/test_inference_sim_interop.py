@@ -6,8 +6,6 @@ encodings. A wrong hash seed shows on /metrics and in the log."""
 
 from __future__ import annotations
 
-import logging
-import time
 
 import pytest
 import yaml
@@ -18,7 +16,7 @@ from tests.inference_sim import missing_reason, start_fleet
 
 from .extproc_client import exchange, header_set, request_body, request_headers
 from .test_flowcontrol_extproc import InProcessEpp
-from .test_precise_prefix_epp import CHAT, _body, _scrape, _warm_until_events
+from .test_precise_prefix_epp import CHAT, _body, _scrape, _warm_until_events, assert_wrong_seed_shows
 
 pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))
 
@@ -83,15 +81,4 @@ def test_chat_is_routed_to_the_inference_sim_whose_events_report_it(fleet, map_f
 
 def test_a_wrong_hash_seed_against_inference_sim_shows_on_metrics_and_in_the_log(fleet, caplog):
     in_process, sims = fleet(epp_seed="7", sim_seed="42")
-    epp = in_process.epp
-    started = time.monotonic()
-    _warm_until_events(epp, sims[0])
-    with caplog.at_level(logging.WARNING, logger="sluicegate.scheduling.kv_events"):
-        while "PYTHONHASHSEED" not in caplog.text:
-            assert time.monotonic() - started < 15, "no warning about the hash seed"
-            http_request(f"http://{sims[0].address}", CHAT, _body(f"more {time.monotonic()} " * 30))
-            time.sleep(0.2)  # pacing: requests until the warning shows (bounded)
-    assert "hashSeed='7'" in caplog.text
-    mismatches = [line for line in _scrape(epp).splitlines()
-                  if line.startswith("sluicegate_kv_events_engine_hash_mismatches_total ")]
-    assert mismatches and float(mismatches[0].split()[1]) > 0
+    assert_wrong_seed_shows(in_process.epp, sims[0], caplog)

@@ -147,23 +147,27 @@ def test_vllm_style_servers_dial_the_epp_and_token_keys_route_chat_to_the_holder
         in_process.stop()
 
 
+def assert_wrong_seed_shows(epp, server, caplog) -> None:
+    """Within 15 s of traffic to `server`, an EPP configured with hashSeed "7" (the servers
+    hash with another) warns about PYTHONHASHSEED and counts the mismatches on /metrics."""
+    started = time.monotonic()
+    _warm_until_events(epp, server)
+    with caplog.at_level(logging.WARNING, logger="sluicegate.scheduling.kv_events"):
+        while "PYTHONHASHSEED" not in caplog.text:
+            assert time.monotonic() - started < 15, "no warning about the hash seed"
+            http_request(f"http://{server.address}", CHAT, _body(f"more {time.monotonic()} " * 30))
+            time.sleep(0.2)  # pacing: requests until the warning shows (bounded)
+    assert "hashSeed='7'" in caplog.text
+    mismatches = [line for line in _scrape(epp).splitlines()
+                  if line.startswith("sluicegate_kv_events_engine_hash_mismatches_total ")]
+    assert mismatches and float(mismatches[0].split()[1]) > 0
+
+
 def test_a_wrong_hash_seed_shows_on_metrics_and_in_the_log_within_seconds(loop_thread, sims, tmp_path, caplog):
     tok = byte_level_chatml(tmp_path / "tok")
     in_process, servers = _start_vllm_style(loop_thread, sims, tmp_path, tok, tok, epp_seed="7", sim_seed="42")
-    epp = in_process.epp
     try:
-        started = time.monotonic()
-        _warm_until_events(epp, servers[0])
-        with caplog.at_level(logging.WARNING, logger="sluicegate.scheduling.kv_events"):
-            while "PYTHONHASHSEED" not in caplog.text:
-                assert time.monotonic() - started < 15, "no warning about the hash seed"
-                http_request(f"http://{servers[0].address}", CHAT, _body(f"more {time.monotonic()} " * 30))
-                time.sleep(0.2)  # pacing: requests until the warning shows (bounded)
-        assert "hashSeed='7'" in caplog.text
-        text = _scrape(epp)
-        mismatches = [line for line in text.splitlines()
-                      if line.startswith("sluicegate_kv_events_engine_hash_mismatches_total ")]
-        assert mismatches and float(mismatches[0].split()[1]) > 0
+        assert_wrong_seed_shows(in_process.epp, servers[0], caplog)
     finally:
         in_process.stop()
 

@@ -609,14 +609,12 @@ impl Router {
                     let started = Instant::now();
                     let scheduled = self.scheduler.schedule(&cycle, picks);
                     self.stats.scheduled(started.elapsed().as_secs_f64());
-                    match scheduled {
-                        Err(_) => self.stats.attempted(false, served_model, "", ""),
-                        Ok(true) => {
-                            self.stats.rescored.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(false) => {}
+                    if scheduled.is_err() {
+                        self.stats.attempted(false, served_model, "", "");
                     }
-                    scheduled?;
+                    if scheduled? {
+                        self.stats.rescored.fetch_add(1, Ordering::Relaxed);
+                    }
                     self.scheduler.kv_sources_learn(&cycle, picks, &kv_sources);
                 }
                 let mut joined = String::with_capacity(picks.primary.len() * 22);

@@ -7,6 +7,17 @@ use crate::scheduling::cycle::Request;
 use crate::scheduling::filters::role_filter::ROLE_LABEL;
 use crate::scheduling::test_pool::{cycle, pool, Ep};
 
+/// A cycle for a request of model "m" with this prompt.
+fn prompt_cycle<'a>(snap: &'a crate::datalayer::Snapshot, prompt: &'a [u8]) -> Cycle<'a> {
+    let mut c = cycle(snap);
+    c.request = Request {
+        model: "m",
+        prompt,
+        ..Default::default()
+    };
+    c
+}
+
 fn scheduler(config: serde_json::Value) -> Result<Scheduler, ConfigError> {
     Scheduler::from_config(&RouterConfig::from_json(&config.to_string())?)
 }
@@ -171,12 +182,7 @@ fn disagg_handler_picks_a_prefill_endpoint_for_long_uncached_prompts() {
     for routed_meanwhile in [false, true] {
         let (_store, snap) = pool(disagg_pool());
         let prompt = [b'p'; 4000];
-        let mut c = cycle(&snap);
-        c.request = Request {
-            model: "m",
-            prompt: &prompt,
-            ..Default::default()
-        };
+        let c = prompt_cycle(&snap, &prompt);
         if routed_meanwhile {
             snap.endpoints[0].info.sent();
             assert!(c.load_moved());
@@ -193,12 +199,7 @@ fn disagg_handler_picks_a_prefill_endpoint_for_long_uncached_prompts() {
 #[test]
 fn disagg_handler_stays_decode_only_below_the_threshold() {
     let (_store, snap) = pool(disagg_pool());
-    let mut c = cycle(&snap);
-    c.request = Request {
-        model: "m",
-        prompt: b"short prompt",
-        ..Default::default()
-    };
+    let c = prompt_cycle(&snap, b"short prompt");
     let mut picks = Picks::default();
     disagg(500).schedule(&c, &mut picks).unwrap();
     assert_eq!((picks.primary, picks.prefill), (vec![1], None));
@@ -228,12 +229,7 @@ fn prefix_scorers_read_the_approx_producer_they_name() {
     .unwrap();
     let (_store, snap) = pool(vec![Ep::waiting(0)]);
     let prompt = [b'p'; 4000];
-    let mut c = cycle(&snap);
-    c.request = Request {
-        model: "m",
-        prompt: &prompt,
-        ..Default::default()
-    };
+    let c = prompt_cycle(&snap, &prompt);
     s.schedule(&c, &mut Picks::default()).unwrap();
     let id = snap.endpoints[0].info.id;
     // 4000 bytes in blocks of 64 and 128 estimated tokens (4 bytes each), partial tail included.
@@ -348,12 +344,7 @@ fn turn_after_requests_sent_since_the_scrape(
     let mut part = [b'q'; 8000];
     part[..4800].copy_from_slice(&whole[..4800]);
     let route = |snap: &crate::datalayer::Snapshot, prompt: &[u8]| {
-        let mut c = cycle(snap);
-        c.request = Request {
-            model: "m",
-            prompt,
-            ..Default::default()
-        };
+        let c = prompt_cycle(snap, prompt);
         let mut picks = Picks::default();
         s.schedule(&c, &mut picks).unwrap();
         picks.primary[0]

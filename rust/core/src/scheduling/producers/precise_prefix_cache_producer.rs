@@ -280,18 +280,20 @@ impl BlockIndex {
     /// engine's hashes are what the configured seed gives. A publisher that sends llm-d's own
     /// block keys as its hashes (llm-d-inference-sim) is consistent too: `key` is ours.
     fn check_engine_hashes(&self, s: &Stored, extras: &[Vec<String>], key: Option<u64>) {
+        let (Some(block), Some(&theirs)) = (s.token_ids.get(..self.block_tokens), s.hashes.first())
+        else {
+            return;
+        };
+        add(&self.counters.engine_hash_checks, 1);
+        if key == Some(theirs) {
+            return; // no sha256 to compute
+        }
         let salt = extras.first().and_then(|k| k.first()).map(String::as_str);
-        let ours = self.engine.hashes(
-            None,
-            &s.token_ids[..self.block_tokens.min(s.token_ids.len())],
-            s.lora_name.as_deref(),
-            salt,
-        );
-        if let (Some(h), Some(&theirs)) = (ours.first(), s.hashes.first()) {
-            add(&self.counters.engine_hash_checks, 1);
-            if external(h) != theirs && key != Some(theirs) {
-                add(&self.counters.engine_hash_mismatches, 1);
-            }
+        let ours = self
+            .engine
+            .hashes(None, block, s.lora_name.as_deref(), salt);
+        if ours.first().is_none_or(|h| external(h) != theirs) {
+            add(&self.counters.engine_hash_mismatches, 1);
         }
     }
 
