@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import generate_latest
 
-from sluicegate.scheduling.kv_events import PORT_LABEL
+from sluicegate.scheduling.kv_events import PORT_LABEL, REPLAY_PORT_LABEL
 from sluicegate.metrics import build_registry
 from sluicegate.sim.config import SimConfig
 from sluicegate.sim.toy_tokenizers import byte_level_chatml, whitespace_llama2
@@ -72,6 +72,43 @@ def test_the_epp_routes_to_the_simulator_whose_kv_events_report_the_prompt(loop_
         for _ in range(5):  # and it stays there: the index, not chance, decides
             answers = exchange(epp.port, [request_headers(CHAT), request_body(prompt, True)])
             assert header_set(answers[0].request_headers.response)["x-gateway-destination-endpoint"] == target.address
+    finally:
+        in_process.stop()
+
+
+def _routed(epp, prompt: bytes) -> str:
+    answers = exchange(epp.port, [request_headers(CHAT), request_body(prompt, True)])
+    return header_set(answers[0].request_headers.response)["x-gateway-destination-endpoint"]
+
+
+def test_an_epp_started_after_the_servers_cached_a_prompt_routes_it_to_the_holder_through_replay(
+        loop_thread, sims, tmp_path):
+    """An EPP restart: the servers cached a prompt while no EPP listened, and send nothing more.
+    With their replay sockets named (replaySocketPort, or a label per server here, as all share
+    one host), the EPP asks each for what it kept and routes the prompt to its holder at once."""
+    servers = sims.start(*(SimConfig(name=f"sim-{i}", speedup=50.0, kv_events_endpoint="tcp://127.0.0.1:*",
+                                     kv_events_replay_endpoint="tcp://127.0.0.1:*") for i in range(3)))
+    target = servers[1]
+    prompt = _body("the one prompt the middle simulator cached before the EPP started " * 50)
+    assert http_request(f"http://{target.address}", CHAT, prompt)[0] == 200
+    endpoints = [{"name": s.name, "address": s.address.split(":")[0], "port": int(s.address.split(":")[1]),
+                  "labels": {PORT_LABEL: s.kv_events_address.rsplit(":", 1)[1],
+                             REPLAY_PORT_LABEL: s.kv_events_replay_address.rsplit(":", 1)[1]}} for s in servers]
+    path = tmp_path / "endpoints.yaml"
+    path.write_text(yaml.safe_dump({"endpoints": endpoints}))
+    in_process = InProcessEpp(loop_thread, path, CONFIG)
+    epp = in_process.epp
+    try:
+        deadline = time.monotonic() + 10
+        while _routed(epp, prompt) != target.address:
+            assert time.monotonic() < deadline, "the replayed blocks never routed the prompt"
+            time.sleep(0.05)  # poll interval of this bounded wait
+        for _ in range(5):
+            assert _routed(epp, prompt) == target.address
+        text = _scrape(epp)
+        for s in servers:
+            assert f'sluicegate_kv_events_replays_total{{outcome="complete",pod_identifier="{s.address}"}} 1.0' in text
+        assert f'llm_d_epp_kv_cache_events_messages_received_total{{pod_identifier="{target.address}"}}' not in text
     finally:
         in_process.stop()
 
@@ -141,7 +178,7 @@ def test_vllm_style_servers_dial_the_epp_and_token_keys_route_chat_to_the_holder
         assert stats["engine_hash_mismatches"] == 0 and stats["engine_hash_checks"] > 0
         assert stats["lookup_hits"] > 0 and stats["tokenize_failures"] == 0
         text = _scrape(epp)
-        assert f'sluicegate_kv_events_decoded_total{{pod="{target.address}"}}' in text
+        assert f'sluicegate_kv_events_decoded_total{{pod_identifier="{target.address}"}}' in text
         assert "llm_d_epp_kv_cache_index_lookup_hits_total" in text
     finally:
         in_process.stop()

@@ -114,7 +114,7 @@ class Stack:
         for server in self.servers:
             def joined(server=server) -> bool:
                 _post(f"http://{server.address}", f"warm-up {random.random()} " * 20)
-                return any(total(m, "llm_d_epp_kv_cache_events_messages_received_total", pod=server.address) > 0
+                return any(total(m, "llm_d_epp_kv_cache_events_messages_received_total", pod_identifier=server.address) > 0
                            for m in self.metrics())
             wait_until(joined, timeout=30, interval=0.05, what=f"{server.name}'s events reach an EPP")
 

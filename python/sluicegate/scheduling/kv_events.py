@@ -7,6 +7,13 @@ released); decoding and indexing are Rust. Two ways to meet the publishers:
   the topic naming the endpoint and model of each batch;
 - sluicegate's earlier one: a SUB socket per endpoint dialling its publisher's bound port.
 
+With `kvEventsConfig.podDiscoveryConfig.replaySocketPort` (upstream's setting) the subscriber
+asks each engine's replay socket (vLLM's `replay_endpoint`, a ZMQ ROUTER) for the batches it
+missed, in both transports: on first sight of an endpoint (an EPP that restarted rebuilds its
+index from the engines' last 10,000 batches instead of waiting for new traffic), and when a
+sequence number skips ahead (a network blip, a full high-water mark). Live batches that arrive
+meanwhile wait and follow in order; an engine whose numbers start over is indexed afresh.
+
 It also watches what the index does with the events: a warning line when lookups keep missing
 while events arrive (tokenizer, block size or model name not as the engines'), or when the
 engines' block hashes are not what `hashSeed` gives (another PYTHONHASHSEED)."""
@@ -16,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
@@ -33,7 +42,15 @@ log = logging.getLogger(__name__)
 # Label naming an endpoint's publisher port when several servers share a host (sluicegate's own;
 # upstream derives "tcp://<pod ip>:<socketPort>").
 PORT_LABEL = "sluicegate.io/kv-events-port"
+# Label naming an endpoint's replay port, over replaySocketPort (same reason).
+REPLAY_PORT_LABEL = "sluicegate.io/kv-events-replay-port"
 WATCH_INTERVAL_S = 2.0
+# A replay that sends nothing for this long has failed; one lasts at most REPLAY_TIMEOUT_S.
+REPLAY_IDLE_S = 2.0
+REPLAY_TIMEOUT_S = 60.0
+# After a failed replay, batches are applied as they come for this long before asking again.
+REPLAY_COOLDOWN_S = 30.0
+HELD_MAX = 10_000  # live batches held per endpoint while its replay runs (oldest dropped)
 
 
 def publisher_url(address: str, socket_port: int, labels: Mapping[str, str] | None = None) -> str:
@@ -41,6 +58,32 @@ def publisher_url(address: str, socket_port: int, labels: Mapping[str, str] | No
     host = address.rsplit(":", 1)[0]
     port = (labels or {}).get(PORT_LABEL) or socket_port
     return f"tcp://{host}:{port}"
+
+
+def replay_url(address: str, replay_port: int, labels: Mapping[str, str] | None = None) -> str:
+    """The replay socket of the engine at `address` ("ip:port"); "" when it keeps none."""
+    port = (labels or {}).get(REPLAY_PORT_LABEL) or replay_port
+    return f"tcp://{address.rsplit(':', 1)[0]}:{port}" if int(port) > 0 else ""
+
+
+class ReplayError(Exception):
+    """A replay that did not complete; `operation` names it in zmq_errors_total."""
+
+    def __init__(self, operation: str, message: str) -> None:
+        super().__init__(message)
+        self.operation = operation
+
+
+@dataclass
+class _Stream:
+    """One publisher's sequence numbers as this subscriber has seen them."""
+    applied: int | None = None  # the last batch handed to the index
+    last: dict[str, int] = field(default_factory=dict)  # the last seen per source ("live", "shared")
+    model: str = ""  # the model its topic names
+    replay: asyncio.Task[None] | None = None
+    # Batches that came while the replay ran: (payload, seq, source).
+    held: deque[tuple[bytes, int, str]] = field(default_factory=lambda: deque(maxlen=HELD_MAX))
+    failed_at: float = float("-inf")
 
 
 def parse_topic(topic: bytes) -> tuple[str, str] | None:
@@ -56,14 +99,18 @@ class KvEventSubscriber:
     every task and socket."""
 
     def __init__(self, router: Router, topic_filter: str = "", socket_port: int = 5557,
-                 zmq_endpoint: str = "", hash_seed: str = "", redis_address: str = "") -> None:
+                 zmq_endpoint: str = "", hash_seed: str = "", redis_address: str = "",
+                 replay_port: int = 0) -> None:
         self._router = router
         self._topic = topic_filter.encode()
         self.socket_port = socket_port
+        self.replay_port = replay_port
         self.zmq_endpoint = zmq_endpoint
         self.hash_seed = hash_seed
         self._ctx = zmq.asyncio.Context.instance()
         self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}  # address -> (url, task)
+        self._labels: dict[str, Mapping[str, str]] = {}  # address -> the endpoint's labels
+        self._streams: dict[str, _Stream] = {}  # address -> its publisher's sequence
         self._bound: zmq.asyncio.Socket | None = None
         self._bound_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -74,6 +121,9 @@ class KvEventSubscriber:
         self.decoded: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
         self.unknown: Counter[str] = Counter()  # batches naming no known endpoint
+        self.replayed: Counter[str] = Counter()  # batches received from replay sockets
+        self.replays: Counter[tuple[str, str]] = Counter()  # (address, "complete" | "failed")
+        self.zmq_errors: Counter[tuple[str, str]] = Counter()  # (address, operation)
         self.warnings = 0
         # The index shared with other replicas through Redis, when configured.
         self.shared = SharedEventLog(redis_address, self._apply_shared) if redis_address else None
@@ -87,7 +137,7 @@ class KvEventSubscriber:
             return None
         return cls(router, precise_prefix["topicFilter"], precise_prefix["socketPort"],
                    precise_prefix.get("zmqEndpoint") or "", precise_prefix.get("hashSeed") or "",
-                   precise_prefix.get("redisAddress") or "")
+                   precise_prefix.get("redisAddress") or "", precise_prefix.get("replaySocketPort") or 0)
 
     def start(self) -> None:
         """Bind the shared endpoint (when configured) and start watching the index."""
@@ -116,12 +166,16 @@ class KvEventSubscriber:
         """Follow the pool: (address, labels) of every endpoint. With a bound endpoint the
         publishers come to us; otherwise dial each one's publisher."""
         self.start()
+        self._labels = dict(endpoints)
+        for address in [a for a in self._streams if a not in self._labels]:
+            self._stop_replay(self._streams.pop(address))
         if self.zmq_endpoint:
             return
-        self.set_publishers({a: publisher_url(a, self.socket_port, labels) for a, labels in endpoints})
+        self.set_publishers({a: publisher_url(a, self.socket_port, labels) for a, labels in self._labels.items()})
 
     def set_publishers(self, publishers: Mapping[str, str]) -> None:
-        """`publishers`: endpoint address -> ZMQ url. Starts new subscriptions, stops gone ones."""
+        """`publishers`: endpoint address -> ZMQ url. Starts new subscriptions, stops gone ones;
+        a new one first asks its engine's replay socket, when it has one, for what it kept."""
         for address in list(self._tasks):
             url, task = self._tasks[address]
             if publishers.get(address) != url:
@@ -132,8 +186,13 @@ class KvEventSubscriber:
                 task = asyncio.get_running_loop().create_task(
                     self._follow(address, url), name=f"kv-events-{address}")
                 self._tasks[address] = (url, task)
+                stream = self._streams.setdefault(address, _Stream())
+                if stream.applied is None and stream.replay is None and self._replay_url(address):
+                    self._start_replay(address, stream, 0)
 
     async def close(self) -> None:
+        for stream in self._streams.values():
+            self._stop_replay(stream)
         tasks = [task for _, task in self._tasks.values()]
         tasks += [t for t in (self._bound_task, self._watch_task) if t is not None]
         self._tasks.clear()
@@ -157,7 +216,7 @@ class KvEventSubscriber:
                 self.unknown[frames[0].decode(errors="replace")] += 1
                 continue
             address, model = named
-            self._apply(address, frames, model)
+            self._receive(address, frames, model)
 
     async def _follow(self, address: str, url: str) -> None:
         sock = self._ctx.socket(zmq.SUB)
@@ -168,34 +227,160 @@ class KvEventSubscriber:
             while True:
                 frames = await sock.recv_multipart()
                 named = parse_topic(frames[0])
-                self._apply(address, frames, named[1] if named else "")
+                self._receive(address, frames, named[1] if named else "")
         finally:
             sock.close()
 
-    def _apply(self, address: str, frames: list[bytes], model: str) -> None:
-        # vLLM sends (topic, seq, payload); a publisher without sequence numbers (topic, payload).
-        seq = int.from_bytes(frames[1], "big") if len(frames) == 3 and len(frames[1]) == 8 else None
+    def _replay_url(self, address: str) -> str:
+        return replay_url(address, self.replay_port, self._labels.get(address))
+
+    def _receive(self, address: str, frames: list[bytes], model: str) -> None:
+        """A batch from the live stream. vLLM sends (topic, seq, payload); a publisher without
+        sequence numbers (topic, payload)."""
         self.received[address] += 1
+        seq = int.from_bytes(frames[1], "big") if len(frames) == 3 and len(frames[1]) == 8 else None
+        if seq is None:
+            self._apply(address, frames[-1], None, model)
+            return
+        self._arrive(address, frames[-1], seq, model, "live")
+
+    def _apply_shared(self, address: str, model: str, payload: bytes, seq: int | None) -> None:
+        """A batch another replica received, from the shared log."""
+        if seq is None:
+            self._apply(address, payload, None, model, "shared")
+        else:
+            self._arrive(address, payload, seq, model, "shared")
+
+    def _arrive(self, address: str, payload: bytes, seq: int, model: str, source: str) -> None:
+        """Order batches from one publisher, whichever way they came (its live stream, the log
+        other replicas share, a replay): each goes to the index once, in sequence. A number
+        lower than the last from the same source means the engine restarted: it is indexed
+        afresh (the index drops what it held for it when the numbers go back)."""
+        stream = self._streams.setdefault(address, _Stream())
+        stream.model = model or stream.model
+        last = stream.last.get(source)
+        if last is not None and seq < last:
+            log.info("kv events: %s restarted its sequence (%d after %d); indexing it afresh", address, seq, last)
+            self._stop_replay(stream)
+            stream.applied = None
+        stream.last[source] = seq
+        if stream.replay is not None:
+            stream.held.append((payload, seq, source))
+            return
+        self._sequence(address, stream, payload, seq, source, may_replay=source == "live")
+
+    def _sequence(self, address: str, stream: _Stream, payload: bytes, seq: int, source: str,
+                  may_replay: bool) -> None:
+        if stream.applied is not None and seq <= stream.applied:
+            return  # it came another way already
+        missed = seq > 0 if stream.applied is None else seq > stream.applied + 1
+        if missed and may_replay and self._replay_url(address) \
+                and time.monotonic() - stream.failed_at >= REPLAY_COOLDOWN_S:
+            stream.held.append((payload, seq, source))
+            self._start_replay(address, stream, 0 if stream.applied is None else stream.applied + 1)
+            return
+        self._apply(address, payload, seq, stream.model, source)
+        stream.applied = seq
+
+    def _start_replay(self, address: str, stream: _Stream, start: int) -> None:
+        stream.replay = asyncio.get_running_loop().create_task(
+            self._replay(address, stream, start), name=f"kv-events-replay-{address}")
+
+    @staticmethod
+    def _stop_replay(stream: _Stream) -> None:
+        if stream.replay is not None:
+            stream.replay.cancel()
+            stream.replay = None
+        stream.held.clear()
+
+    async def _replay(self, address: str, stream: _Stream, start: int) -> None:
+        """Ask the engine's replay socket for its batches from `start` on, then apply the live
+        ones held meanwhile. A replay that fails is not asked again for REPLAY_COOLDOWN_S."""
+        url = self._replay_url(address)
+        began = time.monotonic()
         try:
-            if self._router.apply_kv_events(address, frames[-1], seq, model):
-                self.decoded[address] += 1
-                if self.shared is not None:
-                    self.shared.append(address, model, frames[-1], seq)
-            else:
-                self.unknown[address] += 1
-            self.batches += 1
+            n = await asyncio.wait_for(self._fetch(address, stream, url, start), REPLAY_TIMEOUT_S)
+        except (ReplayError, asyncio.TimeoutError) as exc:
+            operation = exc.operation if isinstance(exc, ReplayError) else "replay-timeout"
+            stream.failed_at = time.monotonic()
+            self.replays[(address, "failed")] += 1
+            self.zmq_errors[(address, operation)] += 1
+            log.warning("kv events: replay from %s for %s failed (%s: %s); applying batches as they "
+                        "come, next replay in %.0f s at the earliest", url, address, operation,
+                        exc or "no end marker", REPLAY_COOLDOWN_S)
+        else:
+            self.replays[(address, "complete")] += 1
+            log.info("kv events: %s replayed %d batches from seq %d in %.2f s", url, n, start,
+                     time.monotonic() - began)
+        stream.replay = None
+        held = list(stream.held)
+        stream.held.clear()
+        for payload, seq, source in held:  # a gap left now stays (counted by the index)
+            self._sequence(address, stream, payload, seq, source, may_replay=False)
+
+    async def _fetch(self, address: str, stream: _Stream, url: str, start: int) -> int:
+        """One replay over a DEALER socket: the request `[b"", start]`, then batches as
+        `[b"", topic, seq, payload]` (vLLM before its topics in replies: `[b"", seq, payload]`)
+        until the end marker, an empty payload. Applies each in turn; returns how many came."""
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)  # a whole replay may queue here
+        sock.connect(url)
+        n = 0
+        try:
+            await sock.send_multipart([b"", start.to_bytes(8, "big")])
+            while True:
+                try:
+                    frames = await asyncio.wait_for(sock.recv_multipart(), REPLAY_IDLE_S)
+                except asyncio.TimeoutError:
+                    raise ReplayError("replay-no-progress" if n == 0 else "replay-incomplete",
+                                      f"no answer for {REPLAY_IDLE_S:.0f} s after {n} batches") from None
+                if frames and not frames[0]:
+                    frames = frames[1:]
+                if len(frames) == 2:
+                    frames = [b"", *frames]
+                if len(frames) != 3 or len(frames[1]) != 8:
+                    raise ReplayError("replay-incomplete", f"a reply of {len(frames)} frames is not [topic, seq, payload]")
+                topic, seq_bytes, payload = frames
+                if not payload:
+                    return n
+                n += 1
+                self.replayed[address] += 1
+                seq = int.from_bytes(seq_bytes, "big")
+                if stream.applied is not None and seq <= stream.applied:
+                    continue
+                named = parse_topic(topic)
+                # A gap filled is shared with the other replicas; a whole history is not (they
+                # have it, and numbers going back would read as a restart there).
+                self._apply(address, payload, seq, named[1] if named else stream.model,
+                            "live" if start > 0 else "replay")
+                stream.applied = seq
+        finally:
+            sock.close()
+
+    def _apply(self, address: str, payload: bytes, seq: int | None, model: str, source: str = "live") -> None:
+        """Hand one batch to the index. `source`: "live" (shared with the other replicas),
+        "replay" (a history they have), or "shared" (from them; counted apart)."""
+        try:
+            known = self._router.apply_kv_events(address, payload, seq, model)
         except ValueError as exc:
+            if source == "shared":
+                self.shared_failed += 1
+                return
             self.errors += 1
             self.failed[address] += 1
             if self.errors <= 10 or self.errors % 1000 == 0:
                 log.warning("kv events from %s dropped (%d so far): %s", address, self.errors, exc)
-
-    def _apply_shared(self, address: str, model: str, payload: bytes, seq: int | None) -> None:
-        """A batch another replica received, from the shared log."""
-        try:
-            self._router.apply_kv_events(address, payload, seq, model)
-        except ValueError:
-            self.shared_failed += 1
+            return
+        if source == "shared":
+            return
+        self.batches += 1
+        if not known:
+            self.unknown[address] += 1
+            return
+        self.decoded[address] += 1
+        if self.shared is not None and source == "live":
+            self.shared.append(address, model, payload, seq)
 
     async def _watch(self) -> None:
         last = self._router.kv_event_stats() or {}
@@ -223,7 +408,9 @@ def diagnose(before: Mapping[str, int], after: Mapping[str, int], hash_seed: str
                      "than tokenProcessorConfig.blockSize were ignored")
     if d.get("unknown_parents", 0) > 0 and d.get("admissions", 0) == 0:
         lines.append(f"kv events: {d['unknown_parents']} BlockStored events continue blocks never seen "
-                     "(the EPP joined late or lost events); they are skipped until new prefixes arrive")
+                     "(the EPP joined late or lost events); they are skipped until new prefixes arrive "
+                     "(kvEventsConfig.podDiscoveryConfig.replaySocketPort set to the engines' replay "
+                     "port recovers them)")
     if d.get("tokenize_failures", 0) > 0:
         lines.append(f"kv events: {d['tokenize_failures']} requests could not be tokenized "
                      "(token-producer): they were scored as no prefix match")
@@ -251,10 +438,22 @@ class KvEventsCollector(Collector):
             ("sluicegate_kv_events_decoded_total", "KV-event batches decoded and applied to the index", s.decoded),
             ("sluicegate_kv_events_failed_total", "KV-event batches that did not decode", s.failed),
             ("sluicegate_kv_events_unknown_endpoint_total", "KV-event batches naming no known endpoint", s.unknown),
+            ("sluicegate_kv_events_replayed_total", "KV-event batches received from engines' replay sockets",
+             s.replayed),
         ):
-            family = CounterMetricFamily(name, help_, labels=["pod"])
+            family = CounterMetricFamily(name, help_, labels=["pod_identifier"])
             for address, n in sorted(counts.items()):
                 family.add_metric([address], n)
+            yield family
+        for name, help_, label, pairs in (
+            ("llm_d_epp_kv_cache_events_zmq_errors_total", "Total number of ZMQ subscriber errors", "operation",
+             s.zmq_errors),
+            ("sluicegate_kv_events_replays_total", "Replays asked of engines' replay sockets, by outcome", "outcome",
+             s.replays),
+        ):
+            family = CounterMetricFamily(name, help_, labels=["pod_identifier", label])
+            for (address, value), n in sorted(pairs.items()):
+                family.add_metric([address, value], n)
             yield family
         stats = self._router.kv_event_stats() or {}
         for name, key, help_ in (

@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              'it dials an EPP\'s bound endpoint, e.g. "tcp://127.0.0.1:5557" (topic '
              'kv@<address>@<model>, as llm-d expects); default: no events')
     add("--kv-events-topic", default="")
+    add("--kv-events-replay-endpoint", default="",
+        help='ZMQ ROUTER endpoint where each server answers replay requests for its last KV-event '
+             'batches, as vLLM\'s replay_endpoint, e.g. "tcp://127.0.0.1:*"; default: no replay')
+    add("--kv-events-loss", type=float, default=_DEFAULTS.kv_events_loss,
+        help="fault: the fraction of KV-event batches not sent live (still kept for replay)")
     add("--kv-events-encoding", default=_DEFAULTS.kv_events_encoding, choices=("array", "map"),
         help="vLLM's event wire form: msgspec arrays (older) or named-field maps (newer)")
     add("--tokenizer", default="",
@@ -63,7 +68,8 @@ def configs_from_args(args: argparse.Namespace) -> list[SimConfig]:
         seed=args.seed + i, default_output_tokens=args.default_output_tokens,
         max_output_tokens=args.max_output_tokens, fail_rate=args.fail_rate,
         kv_events_endpoint=args.kv_events_endpoint, kv_events_topic=args.kv_events_topic,
-        kv_events_encoding=args.kv_events_encoding, tokenizer=args.tokenizer, hash_seed=args.hash_seed,
+        kv_events_encoding=args.kv_events_encoding, kv_events_replay_endpoint=args.kv_events_replay_endpoint,
+        kv_events_loss=args.kv_events_loss, tokenizer=args.tokenizer, hash_seed=args.hash_seed,
     ) for i in range(args.count)]
 
 
@@ -93,7 +99,8 @@ async def run_from_args(args: argparse.Namespace) -> None:
     try:
         for server in servers:
             kv = server.kv_events_address
-            print(server.address if kv is None else f"{server.address} kv={kv}", flush=True)
+            replay = f" replay={server.kv_events_replay_address}" if server.kv_events_replay_address else ""
+            print(server.address if kv is None else f"{server.address} kv={kv}{replay}", flush=True)
         await asyncio.Event().wait()  # serve until the caller cancels us
     finally:
         await stop_servers(servers)

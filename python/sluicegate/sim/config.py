@@ -43,6 +43,11 @@ class SimConfig:
     kv_events_endpoint: str = ""
     kv_events_topic: str = ""
     kv_events_encoding: str = "array"  # "array" (msgspec array_like) or "map" (named fields)
+    # vLLM's replay_endpoint: a ZMQ ROUTER socket bound here serves the last batches again to a
+    # subscriber that asks (e.g. "tcp://127.0.0.1:*"); "" keeps none.
+    kv_events_replay_endpoint: str = ""
+    # A fault: this fraction of event batches is not sent live (still kept for replay).
+    kv_events_loss: float = 0.0
     # A local tokenizer.json or model directory: prompts are tokenized as vLLM does, blocks carry
     # vLLM's sha256_cbor hashes seeded by `hash_seed` (PYTHONHASHSEED), events carry token ids,
     # and the render/tokenize endpoints answer. "" keeps the ~4 characters per token model.
@@ -66,6 +71,9 @@ class SimConfig:
         _require(0.0 <= self.hang_rate <= 1.0, "hang_rate", self.hang_rate, "must be in [0, 1]")
         _require(self.metrics_fault in ("", "garbage", "hang"), "metrics_fault", self.metrics_fault,
                  "must be one of '', 'garbage', 'hang'")
+        _require(0.0 <= self.kv_events_loss <= 1.0, "kv_events_loss", self.kv_events_loss, "must be in [0, 1]")
+        _require(not self.kv_events_replay_endpoint or bool(self.kv_events_endpoint), "kv_events_replay_endpoint",
+                 self.kv_events_replay_endpoint, "needs kv_events_endpoint")
         _require(self.kv_events_encoding in ("array", "map"), "kv_events_encoding",
                  self.kv_events_encoding, "must be 'array' or 'map'")
         # A request that fits max_model_len must fit the KV cache alone, or it would wait forever.

@@ -52,6 +52,7 @@ class SimServer:
         self._address = ""
         self._stopping = False
         self._kv_events: KvEventPublisher | None = None
+        self._replay_task: asyncio.Task[None] | None = None
         self.tokens = PromptTokens(self.config) if self.config.tokenizer else None
 
     @property
@@ -65,6 +66,11 @@ class SimServer:
     def kv_events_address(self) -> str | None:
         """The bound ZMQ endpoint of the KV-event publisher ("tcp://host:port"), once started."""
         return self._kv_events.address if self._kv_events is not None else None
+
+    @property
+    def kv_events_replay_address(self) -> str:
+        """The bound ZMQ ROUTER endpoint answering replay requests; "" without one."""
+        return self._kv_events.replay_address if self._kv_events is not None else ""
 
     def stats(self) -> SimStats:
         return self.engine.stats()
@@ -98,12 +104,15 @@ class SimServer:
             if not topic and not binds(endpoint):
                 topic = topic_for(f"{host}:{runner.addresses[0][1]}", self.config.model)
             try:
-                self._kv_events = KvEventPublisher(endpoint, topic, self.config.kv_events_encoding)
+                self._kv_events = KvEventPublisher(
+                    endpoint, topic, self.config.kv_events_encoding, self.config.kv_events_replay_endpoint,
+                    self.config.kv_events_loss, self.config.seed)
             except OSError:
                 await runner.cleanup()
                 self._runner = None
                 raise
             self.engine.publish_kv_events = self._kv_events.publish
+            self._replay_task = asyncio.create_task(self._kv_events.serve_replay(), name="sim-kv-replay")
         bound = runner.addresses[0][1]
         self._address = f"{host}:{bound}"
         self.name = self.config.name or self._address
@@ -121,6 +130,11 @@ class SimServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._replay_task is not None:
+            self._replay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replay_task
+            self._replay_task = None
         if self._kv_events is not None:
             self._kv_events.close()
             self._kv_events = None

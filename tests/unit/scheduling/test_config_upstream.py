@@ -63,13 +63,15 @@ def test_precise_producer_settings_are_resolved():
     cfg = load_config(path=str(CONFIGS / "llmd-precise.yaml"))
     assert cfg.precise_prefix == {"name": "precise-prefix-cache-producer", "blockSize": 64,
                                   "socketPort": 5557, "topicFilter": "kv@", "zmqEndpoint": "",
-                                  "hashSeed": "", "tokenLevel": False, "redisAddress": None}
+                                  "replaySocketPort": 0, "hashSeed": "", "tokenLevel": False, "redisAddress": None}
     assert load_config().precise_prefix is None
 
 
 @pytest.mark.parametrize("text, names", [
     ("plugins: [{type: precise-prefix-cache-producer, parameters: {blockSize: 0}}]", "blockSize"),
     ("plugins: [{type: precise-prefix-cache-producer, parameters: {zmqEndpoint: x}}]", "zmqEndpoint"),
+    ("plugins: [{type: precise-prefix-cache-producer, parameters: "
+     "{kvEventsConfig: {podDiscoveryConfig: {replaySocketPort: 70000}}}}]", "replaySocketPort"),
     ("plugins: [{type: prefill-header-handler, parameters: {x: 1}}]", "prefill-header-handler"),
     ("plugins: [{type: queue-scorer, parameters: {inFlight: sometimes}}]", "parameters.inFlight"),
     ("plugins: [{type: queue-scorer}, {type: precise-prefix-cache-producer}]\n"

@@ -581,6 +581,7 @@ impl Scheduler {
                 json!({"name": name, "type": "precise-prefix-cache-producer",
                        "blockSize": index.block_tokens(), "socketPort": index.socket_port,
                        "topicFilter": index.topic_filter, "zmqEndpoint": index.zmq_endpoint,
+                       "replaySocketPort": index.replay_socket_port,
                        "hashSeed": index.hash_seed, "tokenLevel": index.token_level(),
                        "redisAddress": index.redis.as_ref().map(|r| r.address.clone())})
             })

@@ -51,6 +51,7 @@ pub fn factory(p: &Params<'_>) -> Result<Plugin, ConfigError> {
     index.keys = RequestKeys::new(&index.hash_seed, r.block_tokens);
     index.engine = EngineHasher::new(&index.hash_seed, r.block_tokens);
     index.zmq_endpoint = r.zmq_endpoint;
+    index.replay_socket_port = r.replay_socket_port;
     index.speculative_ttl = r.speculative_ttl;
     index.redis = r.redis;
     Ok(Plugin::Producer(Arc::new(index)))
@@ -114,6 +115,8 @@ pub struct BlockIndex {
     pub topic_filter: String,
     /// The endpoint the EPP binds for publishers to dial ("" = dial each endpoint's publisher).
     pub zmq_endpoint: String,
+    /// Each engine's replay port (0: none); the subscriber asks it for batches it missed.
+    pub replay_socket_port: u16,
     pub hash_seed: String,
     pub speculative_ttl: Option<Duration>,
     pub redis: Option<RedisConfig>,
@@ -131,6 +134,7 @@ impl BlockIndex {
             socket_port,
             topic_filter,
             zmq_endpoint: String::new(),
+            replay_socket_port: 0,
             hash_seed: String::new(),
             speculative_ttl: None,
             redis: None,

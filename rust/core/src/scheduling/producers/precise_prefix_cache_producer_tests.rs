@@ -234,10 +234,16 @@ fn upstream_parameters_resolve_and_bad_ones_name_the_field() {
     parse(serde_json::json!({
         "tokenProcessorConfig": {"blockSize": 64, "hashSeed": "42"},
         "indexerConfig": {"kvBlockIndexConfig": {"enableMetrics": true, "inMemoryConfig": {"size": 1000}}},
-        "kvEventsConfig": {"zmqEndpoint": "tcp://*:5557", "topicFilter": "kv@"},
+        "kvEventsConfig": {"zmqEndpoint": "tcp://*:5557", "topicFilter": "kv@",
+                           "podDiscoveryConfig": {"socketPort": 5557, "replaySocketPort": 5558}},
         "speculativeIndexing": true, "speculativeTTL": "500ms"
     }))
     .unwrap();
+    let err = parse(
+        serde_json::json!({"kvEventsConfig": {"podDiscoveryConfig": {"replaySocketPort": 65536}}}),
+    )
+    .unwrap_err();
+    assert!(err.contains("replaySocketPort"), "{err}");
     let err = parse(serde_json::json!({"speculativeIndexing": true, "speculativeTTL": "soon"}))
         .unwrap_err();
     assert!(err.contains("speculativeTTL"), "{err}");

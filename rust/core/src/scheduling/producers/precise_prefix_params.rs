@@ -72,11 +72,17 @@ impl Default for KvEventsConfig {
 #[serde(default, rename_all = "camelCase")]
 pub struct PodDiscoveryConfig {
     pub socket_port: u16,
+    /// The port of each engine's replay socket (vLLM's `replay_endpoint`, a ZMQ ROUTER); 0 or
+    /// below: no replay (upstream's default).
+    pub replay_socket_port: i64,
 }
 
 impl Default for PodDiscoveryConfig {
     fn default() -> Self {
-        PodDiscoveryConfig { socket_port: 5557 }
+        PodDiscoveryConfig {
+            socket_port: 5557,
+            replay_socket_port: 0,
+        }
     }
 }
 
@@ -103,6 +109,8 @@ pub struct Resolved {
     pub zmq_endpoint: String,
     pub topic_filter: String,
     pub socket_port: u16,
+    /// 0: the engines keep no replay socket.
+    pub replay_socket_port: u16,
     pub speculative_ttl: Option<Duration>,
     pub redis: Option<RedisConfig>,
 }
@@ -153,6 +161,13 @@ impl ProducerParams {
         if socket_port == 0 {
             return Err("parameters.socketPort: must be a port number >= 1".into());
         }
+        let replay = self
+            .kv_events_config
+            .pod_discovery_config
+            .replay_socket_port;
+        let replay_socket_port = u16::try_from(replay.max(0)).map_err(|_| {
+            format!("parameters.kvEventsConfig.podDiscoveryConfig.replaySocketPort: {replay} is not a port number")
+        })?;
         let speculative_ttl = if self.speculative_indexing {
             let text = if self.speculative_ttl.is_empty() {
                 "2s"
@@ -192,6 +207,7 @@ impl ProducerParams {
             zmq_endpoint,
             topic_filter,
             socket_port,
+            replay_socket_port,
             speculative_ttl,
             redis,
         })
