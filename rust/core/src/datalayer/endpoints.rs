@@ -33,16 +33,6 @@ pub struct PodFacts {
     pub node_address: Option<String>,
 }
 
-/// Requests this process has counted in flight at any endpoint, ever (`EndpointInfo::sent`): a
-/// scheduling cycle that sees it move while it scored knows its load scores missed a request
-/// another thread routed meanwhile.
-static SENT: AtomicU64 = AtomicU64::new(0);
-
-/// The running count behind `EndpointInfo::sent`.
-pub fn sent_total() -> u64 {
-    SENT.load(Ordering::Acquire)
-}
-
 /// The parts of an endpoint that do not change between scrapes, shared by all snapshots.
 #[derive(Debug)]
 pub struct EndpointInfo {
@@ -60,13 +50,15 @@ pub struct EndpointInfo {
     /// Values data sources publish between scrapes (e.g. GPU utilization); live across
     /// snapshots like `in_flight`.
     pub attributes: Arc<EndpointAttributes>,
+    /// The store's count of requests routed to any of its endpoints (`Snapshot::sent_total`).
+    routed: Arc<AtomicU64>,
 }
 
 impl EndpointInfo {
-    /// A request routed here: counted in flight, and in the process-wide total.
+    /// A request routed here: counted in flight, and in its store's total.
     pub fn sent(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        SENT.fetch_add(1, Ordering::Release);
+        self.routed.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -312,6 +304,10 @@ pub struct Snapshot {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Positions by address and by id, shared between snapshots until the endpoint set changes.
     index: Arc<Index>,
+    /// Requests routed to any endpoint of this store, ever (`EndpointInfo::sent`), shared by
+    /// all its snapshots: a scheduling cycle that sees it move while it scored knows its load
+    /// scores missed a request another thread routed meanwhile.
+    routed: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -321,6 +317,11 @@ struct Index {
 }
 
 impl Snapshot {
+    /// The running count of requests routed through this store's endpoints.
+    pub fn sent_total(&self) -> u64 {
+        self.routed.load(Ordering::Acquire)
+    }
+
     pub fn get(&self, address: &str) -> Option<&Arc<Endpoint>> {
         self.index
             .by_address
@@ -388,6 +389,7 @@ impl EndpointStore {
                 }
                 Some(prev) => Arc::new(Endpoint {
                     info: Arc::new(self.info(
+                        &old,
                         spec,
                         pod,
                         prev.info.in_flight.clone(),
@@ -396,7 +398,7 @@ impl EndpointStore {
                     ..(**prev).clone()
                 }),
                 None => Arc::new(Endpoint {
-                    info: Arc::new(self.info(spec, pod, Arc::default(), Arc::default())),
+                    info: Arc::new(self.info(&old, spec, pod, Arc::default(), Arc::default())),
                     metrics: EndpointMetrics::default(),
                     scraped_at: None,
                     scrape_errors: 0,
@@ -412,11 +414,13 @@ impl EndpointStore {
         self.current.store(Arc::new(Snapshot {
             endpoints,
             index: Arc::new(index),
+            routed: old.routed.clone(),
         }));
     }
 
     fn info(
         &self,
+        old: &Snapshot,
         spec: &EndpointSpec,
         pod: &PodFacts,
         in_flight: Arc<AtomicU32>,
@@ -438,6 +442,7 @@ impl EndpointStore {
             engine,
             in_flight,
             attributes,
+            routed: old.routed.clone(),
         }
     }
 
@@ -493,6 +498,7 @@ impl EndpointStore {
         self.current.store(Arc::new(Snapshot {
             endpoints,
             index: old.index.clone(),
+            routed: old.routed.clone(),
         }));
     }
 }

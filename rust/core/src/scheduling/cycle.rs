@@ -144,7 +144,7 @@ pub struct Cycle<'a> {
     /// Some when decisions carry scores (--emit-endpoint-scores): the primary profile's
     /// candidates after its filters, with their weighted scores.
     pub primary_scores: Option<RefCell<Vec<(u32, f64)>>>,
-    /// `sent_total()` when the cycle began.
+    /// `snapshot.sent_total()` when the cycle began.
     sent_at: u64,
 }
 
@@ -159,14 +159,14 @@ impl<'a> Cycle<'a> {
             state: RefCell::default(),
             trace: None,
             primary_scores: None,
-            sent_at: crate::datalayer::endpoints::sent_total(),
+            sent_at: snapshot.sent_total(),
         }
     }
 
     /// Some request was routed (on another thread) since the cycle began, so its load scores
     /// may have missed it.
     pub fn load_moved(&self) -> bool {
-        crate::datalayer::endpoints::sent_total() != self.sent_at
+        self.snapshot.sent_total() != self.sent_at
     }
 
     /// The request's distinct multimodal items, parsed once per cycle.

@@ -189,11 +189,23 @@ fn disagg_handler_picks_a_prefill_endpoint_for_long_uncached_prompts() {
         }
         let mut picks = Picks::default();
         let rescored = disagg(500).schedule(&c, &mut picks).unwrap();
-        // (Without a request routed here, tests on other threads may still route some.)
-        assert!(rescored || !routed_meanwhile);
+        // Only requests routed through this pool count (tests on other threads route through
+        // their own).
+        assert_eq!(rescored, routed_meanwhile);
         assert_eq!((picks.primary, picks.prefill), (vec![1], Some(3)));
         assert_eq!(snap.endpoints[0].in_flight(), u32::from(routed_meanwhile));
     }
+}
+
+#[test]
+fn a_request_routed_through_another_pool_does_not_make_a_cycle_score_again() {
+    let (_store, snap) = pool(disagg_pool());
+    let (_other_store, other) = pool(disagg_pool());
+    let c = prompt_cycle(&snap, b"short prompt");
+    other.endpoints[0].info.sent();
+    assert!(!c.load_moved());
+    snap.endpoints[1].info.sent();
+    assert!(c.load_moved());
 }
 
 #[test]
