@@ -105,3 +105,45 @@ def test_replicas_share_the_index_fall_back_without_redis_and_recover(redis_serv
             for sub in subs:
                 await sub.close()
     run(body)
+
+
+def test_replicas_that_each_dial_the_server_apply_each_batch_once(redis_server) -> None:
+    """Upstream's other transport with a shared index: every replica dials the server's own
+    publisher, so each batch reaches a replica twice, live and from the other through Redis.
+    The second copy is dropped; it used to read as the server restarting, and wipe what the
+    replica held for it."""
+    async def body() -> None:
+        config = _config(redis_server.port).replace('zmqEndpoint: "tcp://127.0.0.1:*"', 'zmqEndpoint: ""')
+        replicas = [Scheduler(config) for _ in range(2)]
+        subs = [KvEventSubscriber.from_config(s.router, s.config.precise_prefix) for s in replicas]
+        for sub in subs:
+            sub.start()
+        try:
+            await _until(lambda: all(sub.shared.up for sub in subs), "both replicas reach Redis")
+            async with sim(kv_events_endpoint="tcp://127.0.0.1:*") as (server, session, base):
+                for s, sub in zip(replicas, subs):
+                    s.set_endpoints([Endpoint("sim", server.address), Endpoint("other", "10.0.0.9:8000")])
+                    sub.set_publishers({server.address: server.kv_events_address})
+                for i in range(100):  # until both subscriptions have joined
+                    async with session.post(base + CHAT, json=_request(f"warm-up {i} " * 40)) as r:
+                        assert r.status == 200
+                    if all(sub.decoded[server.address] for sub in subs):
+                        break
+                    await asyncio.sleep(0.02)  # pacing: warm-up requests (bounded)
+                prompts = [_request(f"prompt {i} " * 150) for i in range(4)]
+                for prompt in prompts:
+                    async with session.post(base + CHAT, json=prompt) as r:
+                        assert r.status == 200
+                for s in replicas:
+                    for prompt in prompts:
+                        await _until(lambda: _score(s, prompt, server.address) == 1.0, "every prompt indexed")
+                await _until(lambda: all(sub.shared.applied >= len(prompts) for sub in subs), "copies arrived")
+                # Every prompt is still there once the copies came through Redis.
+                for s in replicas:
+                    assert [_score(s, p, server.address) for p in prompts] == [1.0] * len(prompts)
+                    assert s.router.kv_event_stats()["seq_gaps"] == 0
+                assert all(sub.errors == 0 and sub.shared_failed == 0 for sub in subs)
+        finally:
+            for sub in subs:
+                await sub.close()
+    run(body)
