@@ -191,9 +191,10 @@ class KvEventSubscriber:
                     self._start_replay(address, stream, 0)
 
     async def close(self) -> None:
+        tasks = [stream.replay for stream in self._streams.values() if stream.replay is not None]
         for stream in self._streams.values():
             self._stop_replay(stream)
-        tasks = [task for _, task in self._tasks.values()]
+        tasks += [task for _, task in self._tasks.values()]
         tasks += [t for t in (self._bound_task, self._watch_task) if t is not None]
         self._tasks.clear()
         self._bound_task = self._watch_task = None
