@@ -9,10 +9,11 @@ released); decoding and indexing are Rust. Two ways to meet the publishers:
 
 With `kvEventsConfig.podDiscoveryConfig.replaySocketPort` (upstream's setting) the subscriber
 asks each engine's replay socket (vLLM's `replay_endpoint`, a ZMQ ROUTER) for the batches it
-missed, in both transports: on first sight of an endpoint (an EPP that restarted rebuilds its
-index from the engines' last 10,000 batches instead of waiting for new traffic), and when a
-sequence number skips ahead (a network blip, a full high-water mark). Live batches that arrive
-meanwhile wait and follow in order; an engine whose numbers start over is indexed afresh.
+missed: from the start of what it kept when the EPP first meets it (on dialling it; with the
+engines dialling the bound endpoint, at its first batch numbered past 0), so an EPP that
+restarted rebuilds its index from the engines' last 10,000 batches, and from the first missing
+number when a sequence skips ahead (a network blip, a full high-water mark). Live batches that
+arrive meanwhile wait and follow in order; an engine whose numbers start over is indexed afresh.
 
 It also watches what the index does with the events: a warning line when lookups keep missing
 while events arrive (tokenizer, block size or model name not as the engines'), or when the
@@ -63,7 +64,10 @@ def publisher_url(address: str, socket_port: int, labels: Mapping[str, str] | No
 def replay_url(address: str, replay_port: int, labels: Mapping[str, str] | None = None) -> str:
     """The replay socket of the engine at `address` ("ip:port"); "" when it keeps none."""
     port = (labels or {}).get(REPLAY_PORT_LABEL) or replay_port
-    return f"tcp://{address.rsplit(':', 1)[0]}:{port}" if int(port) > 0 else ""
+    try:
+        return f"tcp://{address.rsplit(':', 1)[0]}:{int(port)}" if 0 < int(port) < 65536 else ""
+    except ValueError:  # a label that is not a port number: no replay for that endpoint
+        return ""
 
 
 class ReplayError(Exception):
@@ -301,8 +305,9 @@ class KvEventSubscriber:
         began = time.monotonic()
         try:
             n = await asyncio.wait_for(self._fetch(address, stream, url, start), REPLAY_TIMEOUT_S)
-        except (ReplayError, asyncio.TimeoutError) as exc:
-            operation = exc.operation if isinstance(exc, ReplayError) else "replay-timeout"
+        except Exception as exc:  # whatever failed, the live batches held must flow again
+            operation = (exc.operation if isinstance(exc, ReplayError)
+                         else "replay-timeout" if isinstance(exc, asyncio.TimeoutError) else "replay-connect")
             stream.failed_at = time.monotonic()
             self.replays[(address, "failed")] += 1
             self.zmq_errors[(address, operation)] += 1
@@ -354,14 +359,15 @@ class KvEventSubscriber:
                 # A gap filled is shared with the other replicas; a whole history is not (they
                 # have it, and numbers going back would read as a restart there).
                 self._apply(address, payload, seq, named[1] if named else stream.model,
-                            "live" if start > 0 else "replay")
+                            "gap" if start > 0 else "replay")
                 stream.applied = seq
         finally:
             sock.close()
 
     def _apply(self, address: str, payload: bytes, seq: int | None, model: str, source: str = "live") -> None:
-        """Hand one batch to the index. `source`: "live" (shared with the other replicas),
-        "replay" (a history they have), or "shared" (from them; counted apart)."""
+        """Hand one batch to the index. `source`: "live" or "gap" (replayed to fill a gap), both
+        shared with the other replicas; "replay" (a history they have); "shared" (from them,
+        counted apart)."""
         try:
             known = self._router.apply_kv_events(address, payload, seq, model)
         except ValueError as exc:
@@ -380,7 +386,7 @@ class KvEventSubscriber:
             self.unknown[address] += 1
             return
         self.decoded[address] += 1
-        if self.shared is not None and source == "live":
+        if self.shared is not None and source in ("live", "gap"):
             self.shared.append(address, model, payload, seq)
 
     async def _watch(self) -> None:

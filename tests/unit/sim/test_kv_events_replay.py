@@ -216,3 +216,5 @@ def test_the_replay_url_is_the_endpoint_host_at_the_replay_port() -> None:
     assert replay_url("10.1.2.3:8000", 5558) == "tcp://10.1.2.3:5558"
     assert replay_url("10.1.2.3:8000", 0) == ""
     assert replay_url("10.1.2.3:8000", 0, {REPLAY_PORT_LABEL: "6001"}) == "tcp://10.1.2.3:6001"
+    assert replay_url("10.1.2.3:8000", 5558, {REPLAY_PORT_LABEL: "replay"}) == ""  # not a port: none
+    assert replay_url("10.1.2.3:8000", 70000) == ""
