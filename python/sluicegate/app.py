@@ -181,7 +181,8 @@ class Epp:
         self.router.set_endpoints([(e.name, e.hostport, _labels(e)) for e in endpoints],
                                   {e.hostport: e.pod_facts for e in endpoints if e.pod_facts})
         if self.kv_events is not None:
-            self.kv_events.endpoints_changed((e.hostport, _labels(e)) for e in endpoints)
+            self.kv_events.endpoints_changed(((e.hostport, _labels(e)) for e in endpoints),
+                                             {e.hostport: e.rank for e in endpoints if e.rank})
         log.info("endpoints: %s", ", ".join(e.hostport for e in endpoints) or "none")
         if self._gate is not None:
             self._gate.notify()  # requests held for want of endpoints may go now

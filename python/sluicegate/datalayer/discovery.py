@@ -54,6 +54,9 @@ class Endpoint:
     # name adds the rank) and status.hostIP (a DaemonSet DCGM exporter, `useNodeAddress`).
     pod: str | None = None
     node_address: str | None = None
+    # Kubernetes mode: the port's index in the pool's targetPorts (a data-parallel rank), which
+    # offsets the KV-event ports a precise producer dials, as upstream's GetRankIndex.
+    rank: int = 0
 
     @property
     def pod_facts(self) -> tuple[str | None, str | None, str | None] | None:

@@ -149,10 +149,10 @@ def pool_endpoints(spec: PoolSpec | None, pods: list[dict], slices: list[dict] =
     return out
 
 
-def _endpoint(md: dict, name: str, address: str, port: int, labels: dict[str, str],
+def _endpoint(md: dict, name: str, address: str, port: int, labels: dict[str, str], rank: int,
               spec_hostname: str | None = None, pod: str | None = None, node_address: str | None = None) -> Endpoint:
     return Endpoint(name=name, address=address, port=port, namespace=md.get("namespace") or "default",
-                    labels=dict(labels), spec_hostname=spec_hostname, pod=pod, node_address=node_address)
+                    labels=dict(labels), spec_hostname=spec_hostname, pod=pod, node_address=node_address, rank=rank)
 
 
 def _pod_endpoints(spec: PoolSpec, pods: list[dict], spec_hostnames: bool) -> list[Endpoint]:
@@ -168,7 +168,7 @@ def _pod_endpoints(spec: PoolSpec, pods: list[dict], spec_hostnames: bool) -> li
         # endpoint, so its hostname goes with it, and a recreated Pod brings its own.
         hostname = ((pod.get("spec") or {}).get("hostname") or None) if spec_hostnames else None
         node = pod["status"].get("hostIP") or None
-        out += [_endpoint(md, f"{md['name']}-rank-{rank}", ip, port, labels, hostname, md["name"], node)
+        out += [_endpoint(md, f"{md['name']}-rank-{rank}", ip, port, labels, rank, hostname, md["name"], node)
                 for rank, port in enumerate(spec.target_ports) if port in active]
     return out
 
@@ -188,7 +188,7 @@ def _slice_endpoints(spec: PoolSpec, slices: list[dict]) -> list[Endpoint]:
         for ep in sl.get("endpoints") or []:
             if (ep.get("conditions") or {}).get("ready") is False:
                 continue
-            out += [_endpoint(md, f"{service}-{address}-rank-{rank}", address, port, labels)
+            out += [_endpoint(md, f"{service}-{address}-rank-{rank}", address, port, labels, rank)
                     for address in ep.get("addresses") or [] for rank, port in ranks]
     return out
 
@@ -203,6 +203,7 @@ def _external_name_endpoints(spec: PoolSpec, services: list[dict]) -> list[Endpo
             continue
         if not selector_matches(spec.selector, md.get("labels") or {}):
             continue
-        out += [_endpoint(md, f"{md['name']}-rank-{rank}", name.lower().rstrip("."), port, md.get("labels") or {})
+        out += [_endpoint(md, f"{md['name']}-rank-{rank}", name.lower().rstrip("."), port, md.get("labels") or {},
+                          rank)
                 for rank, port in enumerate(spec.target_ports)]
     return out

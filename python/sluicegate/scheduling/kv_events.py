@@ -54,20 +54,24 @@ REPLAY_COOLDOWN_S = 30.0
 HELD_MAX = 10_000  # live batches held per endpoint while its replay runs (oldest dropped)
 
 
-def publisher_url(address: str, socket_port: int, labels: Mapping[str, str] | None = None) -> str:
-    """The ZMQ endpoint of the publisher next to the model server at `address` ("ip:port")."""
+def publisher_url(address: str, socket_port: int, labels: Mapping[str, str] | None = None, rank: int = 0) -> str:
+    """The ZMQ endpoint of the publisher next to the model server at `address` ("ip:port"):
+    socketPort offset by the endpoint's data-parallel rank (one publisher per rank, as vLLM
+    binds them), unless a label names the port."""
     host = address.rsplit(":", 1)[0]
-    port = (labels or {}).get(PORT_LABEL) or socket_port
+    port = (labels or {}).get(PORT_LABEL) or socket_port + rank
     return f"tcp://{host}:{port}"
 
 
-def replay_url(address: str, replay_port: int, labels: Mapping[str, str] | None = None) -> str:
-    """The replay socket of the engine at `address` ("ip:port"); "" when it keeps none."""
-    port = (labels or {}).get(REPLAY_PORT_LABEL) or replay_port
+def replay_url(address: str, replay_port: int, labels: Mapping[str, str] | None = None, rank: int = 0) -> str:
+    """The replay socket of the engine at `address` ("ip:port"), offset by its rank as the
+    publisher's; "" when it keeps none."""
+    label = (labels or {}).get(REPLAY_PORT_LABEL)
     try:
-        return f"tcp://{address.rsplit(':', 1)[0]}:{int(port)}" if 0 < int(port) < 65536 else ""
+        port = int(label) if label else replay_port + rank if replay_port > 0 else 0
     except ValueError:  # a label that is not a port number: no replay for that endpoint
         return ""
+    return f"tcp://{address.rsplit(':', 1)[0]}:{port}" if 0 < port < 65536 else ""
 
 
 class ReplayError(Exception):
@@ -114,6 +118,7 @@ class KvEventSubscriber:
         self._ctx = zmq.asyncio.Context.instance()
         self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}  # address -> (url, task)
         self._labels: dict[str, Mapping[str, str]] = {}  # address -> the endpoint's labels
+        self._ranks: dict[str, int] = {}  # address -> its data-parallel rank, when not 0
         self._streams: dict[str, _Stream] = {}  # address -> its publisher's sequence
         self._bound: zmq.asyncio.Socket | None = None
         self._bound_task: asyncio.Task[None] | None = None
@@ -166,16 +171,20 @@ class KvEventSubscriber:
         if self.shared is not None:
             self.shared.start()
 
-    def endpoints_changed(self, endpoints: Iterable[tuple[str, Mapping[str, str]]]) -> None:
-        """Follow the pool: (address, labels) of every endpoint. With a bound endpoint the
-        publishers come to us; otherwise dial each one's publisher."""
+    def endpoints_changed(self, endpoints: Iterable[tuple[str, Mapping[str, str]]],
+                          ranks: Mapping[str, int] | None = None) -> None:
+        """Follow the pool: (address, labels) of every endpoint, and the data-parallel rank of
+        those that have one. With a bound endpoint the publishers come to us; otherwise dial
+        each one's publisher."""
         self.start()
         self._labels = dict(endpoints)
+        self._ranks = dict(ranks or {})
         for address in [a for a in self._streams if a not in self._labels]:
             self._stop_replay(self._streams.pop(address))
         if self.zmq_endpoint:
             return
-        self.set_publishers({a: publisher_url(a, self.socket_port, labels) for a, labels in self._labels.items()})
+        self.set_publishers({a: publisher_url(a, self.socket_port, labels, self._ranks.get(a, 0))
+                             for a, labels in self._labels.items()})
 
     def set_publishers(self, publishers: Mapping[str, str]) -> None:
         """`publishers`: endpoint address -> ZMQ url. Starts new subscriptions, stops gone ones;
@@ -237,7 +246,7 @@ class KvEventSubscriber:
             sock.close()
 
     def _replay_url(self, address: str) -> str:
-        return replay_url(address, self.replay_port, self._labels.get(address))
+        return replay_url(address, self.replay_port, self._labels.get(address), self._ranks.get(address, 0))
 
     def _receive(self, address: str, frames: list[bytes], model: str) -> None:
         """A batch from the live stream. vLLM sends (topic, seq, payload); a publisher without

@@ -23,6 +23,8 @@ def test_ready_slice_addresses_on_target_ports_become_endpoints():
     assert [e.hostport for e in eps] == ["10.0.0.1:8000", "10.0.0.2:8000", "[fd00::1]:8000",
                                          "10.0.0.4:8000", "10.0.0.4:8001"]
     assert eps[0].name == "svc-10.0.0.1-rank-0" and eps[0].labels["app"] == "m"
+    # The port's place in targetPorts is its rank (the KV-event ports a precise producer dials).
+    assert [e.rank for e in eps] == [0, 0, 0, 0, 1] and eps[-1].name == "svc-10.0.0.4-rank-1"
 
 
 def test_externalname_services_are_hostname_endpoints_and_others_are_ignored():
@@ -55,3 +57,12 @@ def test_models_bound_to_the_pool_come_from_its_annotation_and_its_rewrites():
                 {"spec": {"poolRef": {"name": "elsewhere"}, "rules": [{"targets": [{"modelRewrite": "z"}]}]}}]
     assert pool_models(pool, rewrites, "pool") == PoolModels(frozenset({"a", "b", "alias", "c"}), True)
     assert pool_models({"metadata": {}}, rewrites, "pool") == PoolModels(frozenset({"alias", "c"}), False)
+
+
+def test_each_target_port_of_a_pod_is_an_endpoint_of_its_rank():
+    spec = PoolSpec(SEL, (8000, 8001))
+    pod = {"metadata": {"name": "p", "labels": SEL},
+           "status": {"podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}}
+    eps = pool_endpoints(spec, [pod], [])
+    assert [(e.name, e.hostport, e.rank) for e in eps] == [("p-rank-0", "10.0.0.1:8000", 0),
+                                                          ("p-rank-1", "10.0.0.1:8001", 1)]

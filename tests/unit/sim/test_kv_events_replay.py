@@ -218,3 +218,22 @@ def test_the_replay_url_is_the_endpoint_host_at_the_replay_port() -> None:
     assert replay_url("10.1.2.3:8000", 0, {REPLAY_PORT_LABEL: "6001"}) == "tcp://10.1.2.3:6001"
     assert replay_url("10.1.2.3:8000", 5558, {REPLAY_PORT_LABEL: "replay"}) == ""  # not a port: none
     assert replay_url("10.1.2.3:8000", 70000) == ""
+    # A data-parallel rank offsets the port, as it offsets the publisher's (upstream's rule).
+    assert replay_url("10.1.2.3:8001", 5558, rank=1) == "tcp://10.1.2.3:5559"
+    assert replay_url("10.1.2.3:8001", 0, rank=1) == ""
+
+
+def test_a_dialling_subscriber_offsets_both_ports_by_each_endpoints_rank() -> None:
+    """Two data-parallel ranks of one pod (two targetPorts): each has its own publisher and
+    replay socket, socketPort + rank and replaySocketPort + rank, as upstream dials them."""
+    async def body() -> None:
+        sched = Scheduler(PRECISE)
+        subscriber = KvEventSubscriber(sched.router, socket_port=5557, replay_port=5567)
+        try:
+            subscriber.endpoints_changed([("10.0.0.1:8000", {}), ("10.0.0.1:8001", {})], {"10.0.0.1:8001": 1})
+            assert {a: url for a, (url, _) in subscriber._tasks.items()} == {
+                "10.0.0.1:8000": "tcp://10.0.0.1:5557", "10.0.0.1:8001": "tcp://10.0.0.1:5558"}
+            assert subscriber._replay_url("10.0.0.1:8001") == "tcp://10.0.0.1:5568"
+        finally:
+            await subscriber.close()
+    run(body)

@@ -115,6 +115,8 @@ def test_precise_index_follows_the_simulators_cache_including_evictions() -> Non
 def test_publisher_url_uses_the_endpoint_host_and_an_optional_port_label() -> None:
     assert publisher_url("10.1.2.3:8000", 5557) == "tcp://10.1.2.3:5557"
     assert publisher_url("10.1.2.3:8000", 5557, {"sluicegate.io/kv-events-port": "6000"}) == "tcp://10.1.2.3:6000"
+    # The second data-parallel rank of a pod publishes one port up (vLLM binds one per rank).
+    assert publisher_url("10.1.2.3:8001", 5557, rank=1) == "tcp://10.1.2.3:5558"
 
 
 def test_a_bound_subscriber_takes_map_encoded_events_from_simulators_that_dial_it() -> None:
