@@ -109,6 +109,12 @@ def test_an_epp_started_after_the_servers_cached_a_prompt_routes_it_to_the_holde
         for s in servers:
             assert f'sluicegate_kv_events_replays_total{{outcome="complete",pod_identifier="{s.address}"}} 1.0' in text
         assert f'llm_d_epp_kv_cache_events_messages_received_total{{pod_identifier="{target.address}"}}' not in text
+        # Upstream's subscriber and index families, and the index's earlier kvcache_* names.
+        assert "llm_d_epp_kv_cache_events_active_subscribers 3.0" in text
+        assert "llm_d_epp_kv_cache_events_pool_queue_depth 0.0" in text
+        hits = [line for line in text.splitlines() if line.startswith("llm_d_epp_kv_cache_index_max_pod_hit_count_total ")]
+        assert hits and float(hits[0].split()[1]) > 0
+        assert "kvcache_index_admissions_total" in text and "kvcache_index_lookup_hits_total" in text
     finally:
         in_process.stop()
 

@@ -245,6 +245,16 @@ class KvEventSubscriber:
         finally:
             sock.close()
 
+    @property
+    def subscriptions(self) -> int:
+        """ZMQ subscriptions it holds: one per publisher it dials, or its bound endpoint."""
+        return len(self._tasks) + (self._bound is not None)
+
+    @property
+    def held(self) -> int:
+        """Live batches waiting for a replay to finish."""
+        return sum(len(stream.held) for stream in self._streams.values())
+
     def _replay_url(self, address: str) -> str:
         return replay_url(address, self.replay_port, self._labels.get(address), self._ranks.get(address, 0))
 
@@ -439,6 +449,19 @@ def diagnose(before: Mapping[str, int], after: Mapping[str, int], hash_seed: str
     return lines
 
 
+# The index's counters under upstream's names (llm-d-kv-cache's collector): max_pod_hit_count
+# and lookup_hits count the same thing there, the longest chain one pod holds per lookup.
+_INDEX_FAMILIES = (
+    ("llm_d_epp_kv_cache_index_admissions_total", "admissions", "Total number of KV-block admissions"),
+    ("llm_d_epp_kv_cache_index_evictions_total", "evictions", "Total number of KV-block evictions"),
+    ("llm_d_epp_kv_cache_index_lookup_requests_total", "lookups", "Total number of lookup calls"),
+    ("llm_d_epp_kv_cache_index_lookup_hits_total", "lookup_hits",
+     "Contiguous prefix blocks matched by the best pod per lookup"),
+    ("llm_d_epp_kv_cache_index_max_pod_hit_count_total", "lookup_hits",
+     "Longest contiguous per-pod prefix chain observed per lookup"),
+)
+
+
 class KvEventsCollector(Collector):
     """Upstream's llm_d_epp_kv_cache_* families where they exist, sluicegate_kv_* otherwise;
     read from the subscriber's and the index's counters at scrape time."""
@@ -472,12 +495,18 @@ class KvEventsCollector(Collector):
                 family.add_metric([address, value], n)
             yield family
         stats = self._router.kv_event_stats() or {}
+        for name, key, help_ in _INDEX_FAMILIES:
+            yield CounterMetricFamily(name, help_, value=stats.get(key, 0))
+            # Upstream also keeps each under its earlier kvcache_index_* name, for dashboards.
+            yield CounterMetricFamily(name.replace("llm_d_epp_kv_cache_index_", "kvcache_index_"),
+                                      f"Deprecated: use {name}. {help_}", value=stats.get(key, 0))
+        yield GaugeMetricFamily("llm_d_epp_kv_cache_events_active_subscribers",
+                                "Number of ZMQ subscribers currently managed",
+                                value=s.subscriptions)
+        yield GaugeMetricFamily("llm_d_epp_kv_cache_events_pool_queue_depth",
+                                "KV-event batches waiting to be applied (held while a replay runs)",
+                                value=s.held)
         for name, key, help_ in (
-            ("llm_d_epp_kv_cache_index_admissions_total", "admissions", "Total number of KV-block admissions"),
-            ("llm_d_epp_kv_cache_index_evictions_total", "evictions", "Total number of KV-block evictions"),
-            ("llm_d_epp_kv_cache_index_lookup_requests_total", "lookups", "Total number of lookup calls"),
-            ("llm_d_epp_kv_cache_index_lookup_hits_total", "lookup_hits",
-             "Contiguous prefix blocks matched by the best pod per lookup"),
             ("sluicegate_kv_cache_index_lookup_blocks_total", "lookup_blocks", "Blocks asked for by lookups"),
             ("sluicegate_kv_events_total", "events", "KV events applied"),
             ("sluicegate_kv_events_seq_gaps_total", "seq_gaps", "Batches whose sequence number skipped ahead"),
