@@ -237,3 +237,41 @@ def test_a_dialling_subscriber_offsets_both_ports_by_each_endpoints_rank() -> No
         finally:
             await subscriber.close()
     run(body)
+
+
+def test_replies_without_a_topic_as_older_vllm_sends_them_are_read_too() -> None:
+    """vLLM before topics in replies answered `[identity, b"", seq, payload]` and ended with
+    `[identity, b"", END_SEQ, b""]`: a ROUTER here answers so, with batches our simulator made."""
+    async def body() -> None:
+        async with sim(**EVENTS) as (server, session, base):
+            prompt = _request("an older engine kept this " * 60)
+            async with session.post(base + CHAT, json=prompt) as r:
+                assert r.status == 200
+            kept = [(f[2], f[3]) for f in (await _ask(server.kv_events_replay_address, (0).to_bytes(8, "big")))[:-1]]
+        older = zmq.asyncio.Context.instance().socket(zmq.ROUTER)
+        older.setsockopt(zmq.LINGER, 0)
+        port = older.bind_to_random_port("tcp://127.0.0.1")
+
+        async def answer() -> None:
+            identity, _, start = await older.recv_multipart()
+            assert int.from_bytes(start, "big") == 0
+            for seq, payload in kept:
+                await older.send_multipart([identity, b"", seq, payload])
+            await older.send_multipart([identity, b"", END_SEQ, b""])
+
+        sched = Scheduler(PRECISE)
+        address = "127.0.0.1:8000"  # the engine's HTTP address; its publisher is never dialled
+        sched.set_endpoints([Endpoint("older", address), Endpoint("other", OTHER)])
+        subscriber = KvEventSubscriber(sched.router, socket_port=free_port())
+        answering = asyncio.create_task(answer())
+        try:
+            subscriber.endpoints_changed([(address, {REPLAY_PORT_LABEL: str(port)}), (OTHER, {})])
+            await asyncio.wait_for(answering, 5)
+            await _until(lambda: subscriber.replays[(address, "complete")] == 1, "the replay completed")
+            assert _prefix_scores(sched, prompt)[address] == 1.0
+            assert subscriber.replayed[address] == len(kept)
+        finally:
+            answering.cancel()
+            await subscriber.close()
+            older.close()
+    run(body)
