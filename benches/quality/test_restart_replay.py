@@ -28,6 +28,8 @@ from sluicegate.sim.config import DEFAULT_MODEL, SimConfig
 from sluicegate.sim.server import SimServer
 from tests.harness import free_port_to_dial_early
 
+from benches.quality.policies import _default_profile
+
 WARM = int(os.environ.get("SLUICEGATE_RESTART_WARM", "300"))  # requests before the restart
 AFTER = int(os.environ.get("SLUICEGATE_RESTART_AFTER", "160"))  # requests after it
 FIRST = 32  # the window right after the restart
@@ -35,21 +37,9 @@ ROWS = ("no restart", "restart", "restart + replay")
 
 
 def _profile(endpoint: str) -> str:
-    return f"""
-plugins:
-- {{type: queue-scorer}}
-- {{type: kv-cache-utilization-scorer}}
-- {{type: prefix-cache-scorer}}
-- {{type: max-score-picker}}
-- {{type: precise-prefix-cache-producer, parameters: {{blockSize: 16, kvEventsConfig: {{zmqEndpoint: "{endpoint}"}}}}}}
-schedulingProfiles:
-- name: default
-  plugins:
-  - {{pluginRef: queue-scorer, weight: 2}}
-  - {{pluginRef: kv-cache-utilization-scorer, weight: 2}}
-  - {{pluginRef: prefix-cache-scorer, weight: 3}}
-  - {{pluginRef: max-score-picker}}
-"""
+    """The default profile, with the precise producer bound where the servers publish."""
+    return _default_profile("- {type: precise-prefix-cache-producer, parameters: "
+                            f'{{blockSize: 16, kvEventsConfig: {{zmqEndpoint: "{endpoint}"}}}}}}')
 
 
 class _Epp:
