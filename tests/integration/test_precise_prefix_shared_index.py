@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from sluicegate.scheduling import Endpoint, Request, Scheduler
-from sluicegate.scheduling.kv_events import KvEventSubscriber
+from sluicegate.scheduling.kv_events import REPLAY_PORT_LABEL, KvEventSubscriber
 from tests.harness import RedisServer, free_port
 from tests.unit.sim.test_sim import CHAT, run, sim
 
@@ -40,6 +40,9 @@ plugins:
 - {{type: prefix-cache-scorer}}
 schedulingProfiles: [{{name: p, plugins: [{{pluginRef: prefix-cache-scorer}}]}}]
 """
+
+
+OTHER = "10.0.0.9:8000"
 
 
 def _request(content: str) -> dict:
@@ -152,3 +155,37 @@ def test_replicas_that_each_dial_the_server_apply_each_batch_once(redis_server) 
             for sub in subs:
                 await sub.close()
     run(body)
+
+
+def test_a_replica_that_restarts_gets_the_history_of_servers_publishing_to_another(redis_server) -> None:
+    """The server publishes to replica A; B restarts. The shared log gives B only what comes
+    after, so B asks the server's replay socket for its history at once (sharing through Redis,
+    B follows every server), and scores a prompt cached before it started, with no new batch."""
+    async def body() -> None:
+        def replica() -> tuple[Scheduler, KvEventSubscriber]:
+            sched = Scheduler(_config(redis_server.port))
+            sub = KvEventSubscriber.from_config(sched.router, sched.config.precise_prefix)
+            sub.start()
+            return sched, sub
+
+        (_, a), subs = replica(), []
+        subs.append(a)
+        try:
+            async with sim(kv_events_endpoint=a.bound_address, kv_events_replay_endpoint="tcp://127.0.0.1:*") as (
+                    server, session, base):
+                labels = {REPLAY_PORT_LABEL: server.kv_events_replay_address.rsplit(":", 1)[1]}
+                prompt = _request("cached before replica B started " * 150)
+                async with session.post(base + CHAT, json=prompt) as r:
+                    assert r.status == 200
+                b_sched, b = replica()
+                subs.append(b)
+                await _until(lambda: b.shared.up, "B reaches Redis")
+                b_sched.set_endpoints([Endpoint("sim", server.address), Endpoint("other", OTHER)])
+                b.endpoints_changed([(server.address, labels), (OTHER, {})])
+                await _until(lambda: _score(b_sched, prompt, server.address) == 1.0, "B indexes the history")
+                assert b.received[server.address] == 0 and b.replays[(server.address, "complete")] == 1
+        finally:
+            for sub in subs:
+                await sub.close()
+    run(body)
+

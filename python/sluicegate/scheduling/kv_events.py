@@ -9,11 +9,12 @@ released); decoding and indexing are Rust. Two ways to meet the publishers:
 
 With `kvEventsConfig.podDiscoveryConfig.replaySocketPort` (upstream's setting) the subscriber
 asks each engine's replay socket (vLLM's `replay_endpoint`, a ZMQ ROUTER) for the batches it
-missed: from the start of what it kept when the EPP first meets it (on dialling it; with the
-engines dialling the bound endpoint, at its first batch numbered past 0), so an EPP that
-restarted rebuilds its index from the engines' last 10,000 batches, and from the first missing
-number when a sequence skips ahead (a network blip, a full high-water mark). Live batches that
-arrive meanwhile wait and follow in order; an engine whose numbers start over is indexed afresh.
+missed. From the start of what the engine kept when the EPP first meets it: on dialling it; with
+the engines dialling the bound endpoint, at once when the replicas share through Redis, else at
+the engine's first batch numbered past 0. So an EPP that restarted rebuilds its index from the
+engines' last 10,000 batches. And from the first missing number when a sequence skips ahead (a
+network blip, a full high-water mark). Live batches that arrive meanwhile wait and follow in
+order; an engine whose numbers start over is indexed afresh.
 
 It also watches what the index does with the events: a warning line when lookups keep missing
 while events arrive (tokenizer, block size or model name not as the engines'), or when the
@@ -182,6 +183,13 @@ class KvEventSubscriber:
         for address in [a for a in self._streams if a not in self._labels]:
             self._stop_replay(self._streams.pop(address))
         if self.zmq_endpoint:
+            # A server publishes to one replica; sharing through Redis, every replica follows all
+            # of them, so each may ask every server for its history at once. Without Redis a
+            # replica waits for a server's first batch: it must not take in the history of one
+            # that publishes to another replica (it would never see that one's evictions).
+            if self.shared is not None:
+                for address in self._labels:
+                    self._catch_up(address)
             return
         self.set_publishers({a: publisher_url(a, self.socket_port, labels, self._ranks.get(a, 0))
                              for a, labels in self._labels.items()})
@@ -199,9 +207,13 @@ class KvEventSubscriber:
                 task = asyncio.get_running_loop().create_task(
                     self._follow(address, url), name=f"kv-events-{address}")
                 self._tasks[address] = (url, task)
-                stream = self._streams.setdefault(address, _Stream())
-                if stream.applied is None and stream.replay is None and self._replay_url(address):
-                    self._start_replay(address, stream, 0)
+                self._catch_up(address)
+
+    def _catch_up(self, address: str) -> None:
+        """Ask a server met for the first time for everything it kept, when it keeps some."""
+        stream = self._streams.setdefault(address, _Stream())
+        if stream.applied is None and stream.replay is None and self._replay_url(address):
+            self._start_replay(address, stream, 0)
 
     async def close(self) -> None:
         tasks = [stream.replay for stream in self._streams.values() if stream.replay is not None]

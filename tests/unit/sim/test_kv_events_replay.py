@@ -275,3 +275,22 @@ def test_replies_without_a_topic_as_older_vllm_sends_them_are_read_too() -> None
             await subscriber.close()
             older.close()
     run(body)
+
+
+def test_without_a_shared_index_a_bound_subscriber_waits_for_a_servers_first_batch() -> None:
+    """With the servers dialling the bound endpoint and no Redis, a server known from the pool
+    may publish to another replica: it is not replayed here until its first batch comes (this
+    replica would hold its history and never see its evictions)."""
+    async def body() -> None:
+        sched = Scheduler(PRECISE)
+        subscriber = _bound(sched)
+        try:
+            async with sim(**EVENTS) as (server, session, base):
+                sched.set_endpoints([Endpoint("sim", server.address), Endpoint("other", OTHER)])
+                subscriber.endpoints_changed([
+                    (server.address, {REPLAY_PORT_LABEL: _port(server.kv_events_replay_address)}), (OTHER, {})])
+                await asyncio.sleep(0.3)  # longer than a replay of one server takes here
+                assert not subscriber.replays and server._kv_events.replays == 0
+        finally:
+            await subscriber.close()
+    run(body)
