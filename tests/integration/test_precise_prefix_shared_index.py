@@ -189,3 +189,25 @@ def test_a_replica_that_restarts_gets_the_history_of_servers_publishing_to_anoth
                 await sub.close()
     run(body)
 
+
+
+def test_a_server_is_asked_for_its_history_once_however_often_the_pool_names_it(redis_server) -> None:
+    """Sharing through Redis, a bound replica asks every server in the pool at once; every pool
+    change names them again, but a server whose replay failed is not asked again for that (only a
+    gap, after the cooldown, asks again)."""
+    async def body() -> None:
+        sched = Scheduler(_config(redis_server.port))
+        sub = KvEventSubscriber.from_config(sched.router, sched.config.precise_prefix)
+        sub.start()
+        try:
+            endpoints = [("127.0.0.1:8000", {REPLAY_PORT_LABEL: str(free_port())})]  # nothing answers
+            sub.endpoints_changed(endpoints)
+            await _until(lambda: sub.replays[("127.0.0.1:8000", "failed")] == 1, "the replay failed")
+            for _ in range(3):
+                sub.endpoints_changed(endpoints)
+            await asyncio.sleep(0.1)  # a replay started here would be running now
+            assert sub.held == 0 and sum(sub.replays.values()) == 1
+            assert all(stream.replay is None for stream in sub._streams.values())
+        finally:
+            await sub.close()
+    run(body)

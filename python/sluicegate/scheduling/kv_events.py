@@ -210,9 +210,13 @@ class KvEventSubscriber:
                 self._catch_up(address)
 
     def _catch_up(self, address: str) -> None:
-        """Ask a server met for the first time for everything it kept, when it keeps some."""
-        stream = self._streams.setdefault(address, _Stream())
-        if stream.applied is None and stream.replay is None and self._replay_url(address):
+        """Ask a server met for the first time for everything it kept, when it keeps some: once
+        (a pool change names it again; a failed replay is tried again at a gap, after the
+        cooldown)."""
+        if address in self._streams:
+            return
+        stream = self._streams[address] = _Stream()
+        if self._replay_url(address):
             self._start_replay(address, stream, 0)
 
     async def close(self) -> None:

@@ -294,3 +294,4 @@ def test_without_a_shared_index_a_bound_subscriber_waits_for_a_servers_first_bat
         finally:
             await subscriber.close()
     run(body)
+
