@@ -14,20 +14,21 @@ Run: `.venv/bin/python -m pytest -q benches/quality/test_restart_replay.py --ben
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 
 import aiohttp
 import pytest
 
-from sluicegate.loadgen.workloads import shared_prefix
+from sluicegate.loadgen.workloads import WorkloadRequest, shared_prefix
 from sluicegate.scheduling import Endpoint, Scheduler
 from sluicegate.scheduling.kv_events import REPLAY_PORT_LABEL, KvEventSubscriber
 from sluicegate.sim.config import DEFAULT_MODEL, SimConfig
 from sluicegate.sim.server import SimServer
 from tests.harness import free_port_to_dial_early
 
+from benches.quality.driver import _body
+from benches.quality.fleet import FleetShape
 from benches.quality.policies import _default_profile
 
 WARM = int(os.environ.get("SLUICEGATE_RESTART_WARM", "300"))  # requests before the restart
@@ -80,8 +81,8 @@ class _Epp:
         await self.subscriber.close()
 
 
-async def _send(session: aiohttp.ClientSession, epp: _Epp, body: dict) -> tuple[int, int]:
-    raw = json.dumps({k: v for k, v in body.items() if k not in ("stream", "stream_options")}).encode()
+async def _send(session: aiohttp.ClientSession, epp: _Epp, request: WorkloadRequest) -> tuple[int, int]:
+    raw = _body(request, FleetShape())
     address = epp.scheduler.router.route("/v1/chat/completions", raw).primary
     try:
         async with session.post(f"http://{address}/v1/chat/completions", data=raw,
@@ -104,13 +105,13 @@ async def _row(row: str) -> dict[str, float]:
     try:
         await epp.start()
         async with aiohttp.ClientSession() as session:
-            before = [await _send(session, epp, next(requests).body) for _ in range(WARM)]
+            before = [await _send(session, epp, next(requests)) for _ in range(WARM)]
             began = time.monotonic()
             if row != "no restart":
                 await epp.stop()
                 epp = _Epp(endpoint, servers, replay=row == "restart + replay")
                 await epp.start()
-            after = [await _send(session, epp, next(requests).body) for _ in range(AFTER)]
+            after = [await _send(session, epp, next(requests)) for _ in range(AFTER)]
         replays = sum(n for (_, outcome), n in epp.subscriber.replays.items() if outcome == "complete")
         return {"before": _hits(before), "after": _hits(after), "first": _hits(after[:FIRST]),
                 "replays": replays, "replayed": sum(epp.subscriber.replayed.values()),

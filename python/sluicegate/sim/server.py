@@ -112,7 +112,8 @@ class SimServer:
                 self._runner = None
                 raise
             self.engine.publish_kv_events = self._kv_events.publish
-            self._replay_task = asyncio.create_task(self._kv_events.serve_replay(), name="sim-kv-replay")
+            if self._kv_events.replay_address:
+                self._replay_task = asyncio.create_task(self._kv_events.serve_replay(), name="sim-kv-replay")
         bound = runner.addresses[0][1]
         self._address = f"{host}:{bound}"
         self.name = self.config.name or self._address
