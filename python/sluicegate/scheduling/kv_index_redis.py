@@ -9,7 +9,6 @@ Redis returns (batches in between reach only the replica that received them)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import uuid
@@ -26,6 +25,7 @@ MAX_LEN = 200_000  # batches kept in the stream (approximate trim)
 RETRY_MIN_S = 0.25
 RETRY_MAX_S = 2.0
 MAX_PENDING = 10_000  # batches queued for appending; beyond, new ones are dropped (counted)
+CLOSE_WAIT_S = 1.0  # for a cancelled task to end, before and after the connections close
 READ_BLOCK_MS = 1000  # one XREAD waits this long for new batches (below the socket timeout)
 
 
@@ -62,13 +62,16 @@ class SharedEventLog:
             self._writer = loop.create_task(self._write(), name="kv-events-redis-append")
 
     async def close(self) -> None:
-        for task in (self._task, self._writer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._task, self._writer) if t is not None]
         self._task = self._writer = None
+        for task in tasks:
+            task.cancel()
+        # A read cancelled inside redis-py can wait on its connection for good (1 close in ~30
+        # under load): closing the client's connections ends it.
+        _, pending = await asyncio.wait(tasks, timeout=CLOSE_WAIT_S) if tasks else (set(), set())
         await self._client.aclose()
+        if pending:
+            await asyncio.wait(pending, timeout=CLOSE_WAIT_S)
 
     def append(self, address: str, model: str, payload: bytes, seq: int | None) -> None:
         """Queue a locally received batch for the stream (sent at once by the append task,
