@@ -60,7 +60,8 @@ def targets(by_workload: Mapping[str, Sequence[Row]]) -> list[tuple[str, bool | 
                         f"TTFT {t:.2f}x, e2e {e:.2f}x" if ok or (t and e) else "n/a"))
     for workload, name in (("shared_prefix_vllm", "sluicegate+precise"),
                            ("shared_prefix_vllm_evicting", "sluicegate+precise"),
-                           ("shared_prefix_isim", "sluicegate+precise-render")):
+                           ("shared_prefix_isim", "sluicegate+precise-render"),
+                           ("shared_prefix_isim_evicting", "sluicegate+precise-render")):
         approx, precise = row(workload, "sluicegate"), row(workload, name)
         if approx and precise:
             out.append((f"(d) {workload}: precise TTFT p50, p90 <= approximate's, p99 <, hit rate >=",
@@ -131,7 +132,8 @@ def plot(by_workload: Mapping[str, Sequence[Row]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     # A workload's rows, and its rows beside upstream's EPP (`<workload>_upstream`).
-    order = ("shared_prefix", "shared_prefix_vllm", "shared_prefix_vllm_evicting", "shared_prefix_isim", "varied",
+    order = ("shared_prefix", "shared_prefix_vllm", "shared_prefix_vllm_evicting", "shared_prefix_isim",
+             "shared_prefix_isim_evicting", "varied",
              "lora", "burst")
     workloads = [w for base in order for w in (base, f"{base}_upstream") if w in by_workload]
     fig, axes = plt.subplots(2, len(workloads), figsize=(5.5 * len(workloads), 8), squeeze=False)
@@ -139,6 +141,7 @@ def plot(by_workload: Mapping[str, Sequence[Row]], path: Path) -> Path:
               "shared_prefix_vllm": ("prefix_hit_rate", "prefix-cache hit rate"),
               "shared_prefix_vllm_evicting": ("prefix_hit_rate", "prefix-cache hit rate"),
               "shared_prefix_isim": ("prefix_hit_rate", "prefix-cache hit rate"),
+              "shared_prefix_isim_evicting": ("prefix_hit_rate", "prefix-cache hit rate"),
               "varied": ("e2e_p50_ms", "end-to-end p50 (ms)"),
               "lora": ("adapter_loads", "LoRA adapter loads"),
               "burst": ("e2e_p50_ms", "end-to-end p50 (ms)")}

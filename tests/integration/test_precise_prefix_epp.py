@@ -38,42 +38,70 @@ def _body(text: str) -> bytes:
                        "messages": [{"role": "user", "content": text}]}).encode()
 
 
-def test_the_epp_routes_to_the_simulator_whose_kv_events_report_the_prompt(loop_thread, sims, tmp_path):
-    servers = sims.start(*(SimConfig(name=f"sim-{i}", speedup=50.0, kv_events_endpoint="tcp://127.0.0.1:*")
-                           for i in range(3)))
+def _dialled_fleet(loop_thread, sims, tmp_path, **sim_options):
+    """Three simulators binding their publishers, and an EPP dialling each (a port label per
+    server, as all share one host); returns the servers and the running EPP."""
+    servers = sims.start(*(SimConfig(name=f"sim-{i}", speedup=50.0, kv_events_endpoint="tcp://127.0.0.1:*",
+                                     **sim_options) for i in range(3)))
     endpoints = [{"name": s.name, "address": s.address.split(":")[0], "port": int(s.address.split(":")[1]),
                   "labels": {PORT_LABEL: s.kv_events_address.rsplit(":", 1)[1]}} for s in servers]
     path = tmp_path / "endpoints.yaml"
     path.write_text(yaml.safe_dump({"endpoints": endpoints}))
-    in_process = InProcessEpp(loop_thread, path, CONFIG)
-    epp = in_process.epp
+    return servers, InProcessEpp(loop_thread, path, CONFIG)
+
+
+def _cache_behind_the_epps_back_and_route(epp, target, text: str) -> None:
+    """Warm `target` until its events reach the EPP (ZMQ subscribers join asynchronously), cache
+    a prompt there directly, then see the EPP route the prompt to it, and keep doing so."""
+    _warm_until_events(epp, target)
+    prompt = _body(text)
+    assert http_request(f"http://{target.address}", CHAT, prompt)[0] == 200
+    deadline = time.monotonic() + 10
+    while (routed := _routed(epp, prompt)) != target.address:
+        assert time.monotonic() < deadline, f"routed to {routed}, never to {target.address}"
+        time.sleep(0.05)  # poll interval of this bounded wait
+    for _ in range(5):  # and it stays there: the index, not chance, decides
+        assert _routed(epp, prompt) == target.address
+
+
+def test_the_epp_routes_to_the_simulator_whose_kv_events_report_the_prompt(loop_thread, sims, tmp_path):
+    servers, in_process = _dialled_fleet(loop_thread, sims, tmp_path)
     try:
-        target = servers[1]
-        stats = epp.router.kv_event_stats
-        # ZMQ subscribers join asynchronously: publish until the EPP has taken in a batch.
-        deadline = time.monotonic() + 20
-        i = 0
-        while stats()["batches"] == 0:
-            assert time.monotonic() < deadline, "the EPP never received a KV-event batch"
-            status, _, _ = http_request(f"http://{target.address}", CHAT, _body(f"warm-up {i} " * 30))
-            assert status == 200
-            i += 1
-            time.sleep(0.02)  # pacing of the bounded warm-up loop
-        prompt = _body("the one prompt the middle simulator holds " * 60)
-        assert http_request(f"http://{target.address}", CHAT, prompt)[0] == 200
-        deadline = time.monotonic() + 10
-        while True:
-            answers = exchange(epp.port, [request_headers(CHAT), request_body(prompt, True)])
-            routed = header_set(answers[0].request_headers.response)["x-gateway-destination-endpoint"]
-            if routed == target.address:
-                break
-            assert time.monotonic() < deadline, f"routed to {routed}, never to {target.address}"
-            time.sleep(0.05)  # poll interval of this bounded wait
-        for _ in range(5):  # and it stays there: the index, not chance, decides
-            answers = exchange(epp.port, [request_headers(CHAT), request_body(prompt, True)])
-            assert header_set(answers[0].request_headers.response)["x-gateway-destination-endpoint"] == target.address
+        _cache_behind_the_epps_back_and_route(in_process.epp, servers[1],
+                                              "the one prompt the middle simulator holds " * 60)
     finally:
         in_process.stop()
+
+
+def test_a_hybrid_models_sliding_window_group_does_not_take_away_what_full_attention_holds(
+        loop_thread, sims, tmp_path):
+    """vLLM's hybrid allocator (a model with sliding-window layers): every block is announced
+    for the full-attention group and the window group, and a finished request's blocks behind
+    the window leave the window group at once. Those removals name hashes the full-attention
+    group still holds; the EPP must not drop them, or the prompt's prefix would be forgotten
+    the moment its request ends. The skipped events show on upstream's families."""
+    servers, in_process = _dialled_fleet(loop_thread, sims, tmp_path, kv_sliding_window=64)
+    epp = in_process.epp
+    try:
+        _cache_behind_the_epps_back_and_route(epp, servers[1], "a long prompt for a hybrid model " * 60)
+        text = _scrape(epp)
+        for family in ("stores", "removals"):
+            skipped = _sample(text, f'llm_d_epp_kv_cache_events_{family}_skipped_total'
+                                    '{cache_kind="sliding_window",reason="unsupported_cache_kind"}')
+            assert skipped > 0, family
+        # Nothing was evicted (4,096 blocks a server): no removal reached the index.
+        assert _sample(text, "llm_d_epp_kv_cache_events_dedup_removed_hashes_forwarded_total") == 0
+        assert _sample(text, "llm_d_epp_kv_cache_index_lookup_latency_seconds_count") >= 6
+        assert _sample(text, 'kvcache_index_lookup_latency_seconds_bucket{le="+Inf"}') >= 6
+    finally:
+        in_process.stop()
+
+
+def _sample(text: str, name: str) -> float:
+    """The value of the sample `name` (with its labels, as exposed) in a scrape."""
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    assert values, f"{name} not exposed"
+    return values[0]
 
 
 def _routed(epp, prompt: bytes) -> str:

@@ -135,8 +135,17 @@ class Router:
     def kv_event_stats(self) -> dict[str, int] | None:
         """The precise index's counters (batches, events, decode_failures, seq_gaps,
         block_size_mismatches, unknown_parents, admissions, evictions, engine_hash_checks,
-        engine_hash_mismatches, lookups, lookup_blocks, lookup_hits, tokenize_failures, size);
+        engine_hash_mismatches, lookups, lookup_blocks, lookup_hits, tokenize_failures, dedup_forwarded,
+        dedup_suppressed, size);
         None without a producer."""
+    def kv_event_skips(self) -> list[tuple[bool, str, str, int]]:
+        """Events the precise index left out since start: (removal, cache kind, reason, count)
+        each, as upstream counts them (a KV-cache group that is not full attention, a group never
+        described, tokens that are not one block per hash); empty without a producer."""
+    def kv_lookup_latency(self) -> tuple[list[float], list[int], float] | None:
+        """The precise index's lookups by latency: (bucket upper bounds in seconds, count per
+        bucket plus one above them all, not cumulative, sum of seconds); None without a
+        producer."""
     def release(self, address: str, held_tokens: int = 0) -> None:
         """The request sent to `address` finished: drop its in-flight count and the tokens its
         decision held (`Decision.held_tokens`)."""

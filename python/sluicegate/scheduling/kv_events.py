@@ -33,7 +33,7 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .._core import Router
@@ -478,6 +478,42 @@ _INDEX_FAMILIES = (
 )
 
 
+def _upstream_event_families(stats: Mapping[str, int], router: Router) -> Iterator[Metric]:
+    """The families upstream's pool and index add for what its dedup filter and its hybrid
+    allocator rules leave out, and its lookup latency; each also under its deprecated
+    kvcache_* name where upstream keeps one."""
+    for name, old, key, help_ in (
+        ("llm_d_epp_kv_cache_events_dedup_removed_hashes_suppressed_total",
+         "kvcache_kvevents_dedup_removed_hashes_suppressed_total", "dedup_suppressed",
+         "Block hashes whose removal an earlier announcement in the same place still outweighed"),
+        ("llm_d_epp_kv_cache_events_dedup_removed_hashes_forwarded_total",
+         "kvcache_kvevents_dedup_removed_hashes_forwarded_total", "dedup_forwarded",
+         "Block hashes in BlockRemoved events that reached the index"),
+    ):
+        yield CounterMetricFamily(name, help_, value=stats.get(key, 0))
+        yield CounterMetricFamily(old, f"Deprecated: use {name}. {help_}", value=stats.get(key, 0))
+    stores = CounterMetricFamily("llm_d_epp_kv_cache_events_stores_skipped_total",
+                                 "BlockStored events left out of the prefix index", labels=["cache_kind", "reason"])
+    removals = CounterMetricFamily("llm_d_epp_kv_cache_events_removals_skipped_total",
+                                   "BlockRemoved events of groups left out of the prefix index",
+                                   labels=["cache_kind", "reason"])
+    for removal, kind, reason, n in router.kv_event_skips():
+        (removals if removal else stores).add_metric([kind, reason], n)
+    yield stores
+    yield removals
+    latency = router.kv_lookup_latency()
+    if latency is not None:
+        bounds, counts, total = latency
+        cumulative, buckets = 0, []
+        for le, n in zip([*map(str, bounds), "+Inf"], counts, strict=True):
+            cumulative += n
+            buckets.append((le, cumulative))
+        name, help_ = "llm_d_epp_kv_cache_index_lookup_latency_seconds", "Latency of Lookup calls in seconds"
+        yield HistogramMetricFamily(name, help_, buckets=buckets, sum_value=total)
+        yield HistogramMetricFamily("kvcache_index_lookup_latency_seconds", f"Deprecated: use {name}. {help_}",
+                                    buckets=buckets, sum_value=total)
+
+
 class KvEventsCollector(Collector):
     """Upstream's llm_d_epp_kv_cache_* families where they exist, sluicegate_kv_* otherwise;
     read from the subscriber's and the index's counters at scrape time."""
@@ -516,6 +552,7 @@ class KvEventsCollector(Collector):
             # Upstream also keeps each under its earlier kvcache_index_* name, for dashboards.
             yield CounterMetricFamily(name.replace("llm_d_epp_kv_cache_index_", "kvcache_index_"),
                                       f"Deprecated: use {name}. {help_}", value=stats.get(key, 0))
+        yield from _upstream_event_families(stats, self._router)
         yield GaugeMetricFamily("llm_d_epp_kv_cache_events_active_subscribers",
                                 "Number of ZMQ subscribers currently managed",
                                 value=s.subscriptions)

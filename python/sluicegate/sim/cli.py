@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              'batches, as vLLM\'s replay_endpoint, e.g. "tcp://127.0.0.1:*"; default: no replay')
     add("--kv-events-loss", type=float, default=_DEFAULTS.kv_events_loss,
         help="fault: the fraction of KV-event batches not sent live (still kept for replay)")
+    add("--kv-sliding-window", type=int, default=_DEFAULTS.kv_sliding_window,
+        help="publish a hybrid model's KV events: a sliding-window group of this many tokens beside "
+             "the full-attention one (vLLM's group_idx, kv_cache_spec_kind); default 0: one group")
     add("--kv-events-encoding", default=_DEFAULTS.kv_events_encoding, choices=("array", "map"),
         help="vLLM's event wire form: msgspec arrays (older) or named-field maps (newer)")
     add("--tokenizer", default="",
@@ -69,7 +72,8 @@ def configs_from_args(args: argparse.Namespace) -> list[SimConfig]:
         max_output_tokens=args.max_output_tokens, fail_rate=args.fail_rate,
         kv_events_endpoint=args.kv_events_endpoint, kv_events_topic=args.kv_events_topic,
         kv_events_encoding=args.kv_events_encoding, kv_events_replay_endpoint=args.kv_events_replay_endpoint,
-        kv_events_loss=args.kv_events_loss, tokenizer=args.tokenizer, hash_seed=args.hash_seed,
+        kv_events_loss=args.kv_events_loss, kv_sliding_window=args.kv_sliding_window,
+        tokenizer=args.tokenizer, hash_seed=args.hash_seed,
     ) for i in range(args.count)]
 
 

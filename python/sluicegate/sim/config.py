@@ -48,6 +48,11 @@ class SimConfig:
     kv_events_replay_endpoint: str = ""
     # A fault: this fraction of event batches is not sent live (still kept for replay).
     kv_events_loss: float = 0.0
+    # A hybrid model's KV events (vLLM's hybrid allocator): > 0 adds a sliding-window group of
+    # this many tokens beside the full-attention group. Every event names its group; the window
+    # group announces each stored block too, and removes a released request's blocks behind its
+    # window at once (they are the first vLLM evicts). Caching itself is the full group's.
+    kv_sliding_window: int = 0
     # A local tokenizer.json or model directory: prompts are tokenized as vLLM does, blocks carry
     # vLLM's sha256_cbor hashes seeded by `hash_seed` (PYTHONHASHSEED), events carry token ids,
     # and the render/tokenize endpoints answer. "" keeps the ~4 characters per token model.
@@ -72,6 +77,8 @@ class SimConfig:
         _require(self.metrics_fault in ("", "garbage", "hang"), "metrics_fault", self.metrics_fault,
                  "must be one of '', 'garbage', 'hang'")
         _require(0.0 <= self.kv_events_loss <= 1.0, "kv_events_loss", self.kv_events_loss, "must be in [0, 1]")
+        _require(isinstance(self.kv_sliding_window, int) and self.kv_sliding_window >= 0, "kv_sliding_window",
+                 self.kv_sliding_window, "must be an integer >= 0")
         _require(not self.kv_events_replay_endpoint or bool(self.kv_events_endpoint), "kv_events_replay_endpoint",
                  self.kv_events_replay_endpoint, "needs kv_events_endpoint")
         _require(self.kv_events_encoding in ("array", "map"), "kv_events_encoding",

@@ -90,7 +90,7 @@ class Engine:
         self.config = config
         self.metrics = metrics
         self.kv = KVCache(config.kv_blocks, config.block_size,
-                          record_events=bool(config.kv_events_endpoint))
+                          record_events=bool(config.kv_events_endpoint), sliding_window=config.kv_sliding_window)
         # Receives each step's KV events (the server's ZMQ publisher), when events are on.
         self.publish_kv_events: Callable[[list[dict[str, Any]]], None] | None = None
         self.loras = LoraSlots(config.max_loras)

@@ -27,14 +27,15 @@ import zmq.asyncio
 
 ENCODINGS = ("array", "map")
 # Field order of each event in the array form; trailing fields at their default are omitted
-# (msgspec omit_defaults), which only `extra_keys` has.
+# (msgspec omit_defaults): `extra_keys`, and the hybrid allocator's group fields.
 FIELDS = {
     "BlockStored": ("block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id",
-                    "medium", "lora_name", "extra_keys"),
-    "BlockRemoved": ("block_hashes", "medium"),
+                    "medium", "lora_name", "extra_keys", "group_idx", "kv_cache_spec_kind",
+                    "kv_cache_spec_sliding_window"),
+    "BlockRemoved": ("block_hashes", "medium", "group_idx"),
     "AllBlocksCleared": (),
 }
-_DEFAULTED = {"extra_keys"}
+_DEFAULTED = {"extra_keys", "group_idx", "kv_cache_spec_kind", "kv_cache_spec_sliding_window"}
 # The end of a replay: -1 as a signed 64-bit big-endian sequence number (vLLM's END_SEQ).
 END_SEQ = (2**64 - 1).to_bytes(8, "big")
 REPLAY_BATCHES = 10_000  # batches kept for replay (vLLM's buffer_steps)

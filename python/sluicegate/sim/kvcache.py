@@ -63,7 +63,8 @@ class BlockAllocation:
 
 
 class KVCache:
-    def __init__(self, num_blocks: int, block_size: int, record_events: bool = False) -> None:
+    def __init__(self, num_blocks: int, block_size: int, record_events: bool = False,
+                 sliding_window: int = 0) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
         # vLLM's events as field maps (see sim/kv_events.py for the wire forms), taken by
@@ -72,6 +73,10 @@ class KVCache:
         self._refs: dict[int, int] = {}  # hashed blocks in use, by reference count
         self._evictable: OrderedDict[int, None] = OrderedDict()  # released, LRU first
         self._private = 0
+        # A hybrid model (> 0): group 0 is full attention, group 1 a sliding window of this many
+        # tokens, whose announced blocks are kept in `_window` until it removes them.
+        self.sliding_window = sliding_window
+        self._window: set[int] = set()
 
     def _free(self) -> int:
         return self.num_blocks - len(self._refs) - len(self._evictable) - self._private
@@ -103,18 +108,39 @@ class KVCache:
         for h in hashes[:hit]:
             self._ref(h)
             alloc.hashed.append(h)
-        for h in hashes[hit:needed_blocks]:
-            self._make_room(1)
+        run_start = None  # the run of newly cached blocks being collected
+        end = min(needed_blocks, len(hashes))  # a partial last block has no hash
+        for i in range(hit, end):
+            h = hashes[i]
+            cached = h in self._refs or h in self._evictable
+            if not cached:
+                self._make_room(1)
+                run_start = i if run_start is None else run_start
+            elif run_start is not None:  # a block already cached ends a run: vLLM announces only new ones
+                self._store(hashes, run_start, i, source)
+                run_start = None
             self._ref(h)
             alloc.hashed.append(h)
-        stored = hashes[hit:needed_blocks]
-        if stored and self._events is not None:
-            self._events.append(self._stored_event(hashes, hit, hit + len(stored), source))
+        if run_start is not None:
+            self._store(hashes, run_start, end, source)
         private = needed_blocks - len(alloc.hashed)
         self._make_room(private)
         self._private += private
         alloc.private = private
         return alloc
+
+    def _store(self, hashes: list[int], start: int, end: int, source: BlockSource) -> None:
+        """Announce blocks start..end (newly cached) in every group."""
+        if self._events is None:
+            return
+        event = self._stored_event(hashes, start, end, source)
+        if not self.sliding_window:
+            self._events.append(event)
+            return
+        self._events.append({**event, "group_idx": 0, "kv_cache_spec_kind": "full_attention"})
+        self._events.append({**event, "group_idx": 1, "kv_cache_spec_kind": "sliding_window",
+                             "kv_cache_spec_sliding_window": self.sliding_window})
+        self._window.update(hashes[start:end])
 
     def _stored_event(self, hashes: list[int], start: int, end: int, source: BlockSource) -> dict[str, Any]:
         bs = self.block_size
@@ -144,6 +170,10 @@ class KVCache:
         return True
 
     def release(self, alloc: BlockAllocation) -> None:
+        # The window group's blocks behind the window, now unused: removed first.
+        in_window = -(-self.sliding_window // self.block_size)
+        behind = set(alloc.hashed[:max(0, len(alloc.hashed) - in_window)]) if self.sliding_window else set()
+        dropped = []
         # Reverse order so a prompt's tail blocks are evicted before its shared head.
         for h in reversed(alloc.hashed):
             refs = self._refs[h] - 1
@@ -152,6 +182,11 @@ class KVCache:
             else:
                 del self._refs[h]
                 self._evictable[h] = None
+                if h in behind and h in self._window:
+                    self._window.discard(h)
+                    dropped.append(h)
+        if dropped and self._events is not None:
+            self._events.append({"type": "BlockRemoved", "block_hashes": dropped, "medium": "GPU", "group_idx": 1})
         self._private -= alloc.private
         alloc.hashed.clear()
         alloc.private = 0
@@ -164,6 +199,7 @@ class KVCache:
     def clear(self) -> None:
         """Drop every cached (evictable) block, as vLLM's reset_prefix_cache does."""
         self._evictable.clear()
+        self._window.clear()
         if self._events is not None:
             self._events.append({"type": "AllBlocksCleared"})
 
@@ -179,4 +215,12 @@ class KVCache:
         while self._free() < blocks:
             evicted.append(self._evictable.popitem(last=False)[0])
         if evicted and self._events is not None:
-            self._events.append({"type": "BlockRemoved", "block_hashes": evicted, "medium": "GPU"})
+            if not self.sliding_window:
+                self._events.append({"type": "BlockRemoved", "block_hashes": evicted, "medium": "GPU"})
+                return
+            self._events.append({"type": "BlockRemoved", "block_hashes": evicted, "medium": "GPU", "group_idx": 0})
+            window = [h for h in evicted if h in self._window]
+            if window:
+                self._window.difference_update(window)
+                self._events.append({"type": "BlockRemoved", "block_hashes": window, "medium": "GPU",
+                                     "group_idx": 1})

@@ -28,6 +28,8 @@ pub fn stats_map(s: BlockIndexStats) -> BTreeMap<&'static str, u64> {
         ("lookup_blocks", s.lookup_blocks),
         ("lookup_hits", s.lookup_hits),
         ("tokenize_failures", s.tokenize_failures),
+        ("dedup_forwarded", s.dedup_forwarded),
+        ("dedup_suppressed", s.dedup_suppressed),
         ("size", s.size),
     ])
 }

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use sluicegate_core::admission::{Objectives, RewriteTable};
 use sluicegate_core::datalayer::{metrics, EndpointSpec, Engine, PodFacts};
+use sluicegate_core::scheduling::precise_prefix_cache_producer::LOOKUP_LATENCY_BUCKETS;
 use sluicegate_core::scheduling::{self, RouteError, RouteOptions};
 use sluicegate_core::tokenize::PreTokenized;
 
@@ -356,6 +357,26 @@ impl PyRouter {
     /// Totals of the precise KV-block index; None when no producer is configured.
     fn kv_event_stats(&self) -> Option<BTreeMap<&'static str, u64>> {
         self.inner.kv_event_stats().map(crate::kvblock::stats_map)
+    }
+
+    /// Events the precise index left out: (removal, cache kind, reason, count) each.
+    fn kv_event_skips(&self) -> Vec<(bool, String, &'static str, u64)> {
+        self.inner.block_index().map_or_else(Vec::new, |i| {
+            i.skips()
+                .into_iter()
+                .map(|((removal, kind, reason), n)| (removal, kind, reason, n))
+                .collect()
+        })
+    }
+
+    /// The precise index's lookups by latency: (bucket upper bounds in seconds, counts per
+    /// bucket with one more for above them all, not cumulative, sum of seconds); None without
+    /// one.
+    fn kv_lookup_latency(&self) -> Option<(Vec<f64>, Vec<u64>, f64)> {
+        self.inner.block_index().map(|i| {
+            let l = i.lookup_latency();
+            (LOOKUP_LATENCY_BUCKETS.to_vec(), l.counts, l.sum_seconds)
+        })
     }
 
     /// The request metrics shared by every request path of this Router.

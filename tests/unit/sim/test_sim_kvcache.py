@@ -75,3 +75,35 @@ def test_lora_slots_swap_out_an_idle_adapter() -> None:
     slots.release("a")
     assert slots.acquire("b") is True
     assert slots.resident() == ["b"] and slots.loads == 2
+
+
+def test_only_blocks_cached_anew_are_announced() -> None:
+    """A block already cached further along a prompt (its own earlier blocks were evicted) is
+    reused, not announced again: each announcement gets exactly one removal, as the EPP's
+    reference-counting index expects (vLLM caches and evicts each block once)."""
+    cache = KVCache(num_blocks=8, block_size=BLOCK, record_events=True)
+    hashes = [11, 12, 13, 14]
+    cache.release(cache.allocate(hashes, 16))
+    cache.drain_events()
+    cache._evictable.pop(12)  # noqa: SLF001 - block 1 alone gone, as an eviction of it leaves things
+    cache.release(cache.allocate(hashes, 16))
+    stored = [(e["block_hashes"], e["parent_block_hash"]) for e in cache.drain_events() if e["type"] == "BlockStored"]
+    assert stored == [([12], 11)]
+
+
+def test_a_hybrid_model_announces_both_groups_and_drops_the_window_first() -> None:
+    """With a sliding window, every stored block is announced for group 0 (full attention) and
+    group 1 (the window); a released request's blocks behind the window leave group 1 at once,
+    and an eviction removes a block from each group still holding it."""
+    cache = KVCache(num_blocks=6, block_size=BLOCK, record_events=True, sliding_window=2 * BLOCK)
+    hashes = [21, 22, 23, 24]
+    cache.release(cache.allocate(hashes, 16))
+    events = cache.drain_events()
+    assert [(e["type"], e.get("group_idx"), e.get("kv_cache_spec_kind")) for e in events] == [
+        ("BlockStored", 0, "full_attention"), ("BlockStored", 1, "sliding_window"), ("BlockRemoved", 1, None)]
+    assert events[1]["kv_cache_spec_sliding_window"] == 2 * BLOCK
+    assert sorted(events[2]["block_hashes"]) == [21, 22]  # behind the window's last two blocks
+    assert cache.cached_prefix(hashes) == 4  # caching is the full group's
+    cache.allocate([31, 32, 33, 34], 16)  # needs 2 of the 4 cached blocks: 24, then 23, go first
+    removed = [(e["block_hashes"], e["group_idx"]) for e in cache.drain_events() if e["type"] == "BlockRemoved"]
+    assert removed == [([24], 0), ([24], 1), ([23], 0), ([23], 1)]

@@ -8,28 +8,132 @@ use std::time::Instant;
 use parking_lot::RwLock;
 
 use crate::prefix::U64Map;
+use crate::scheduling::kv_events::Place;
 
 #[derive(Default)]
 pub struct EndpointKeys {
     /// Request key -> how many engine blocks stand for it.
     keys: U64Map<u32>,
-    /// Engine block hash -> request key.
-    engine: U64Map<u64>,
+    /// Engine block hash -> the request key it stands for and where the engine holds it.
+    engine: U64Map<Held>,
     /// Request key -> when the prediction lapses.
     speculative: U64Map<Instant>,
+    /// The places this endpoint has stored blocks in; `Held` names them by position.
+    places: Vec<Place>,
+    /// KV-cache group -> its kind, as the engine's `BlockStored` events named it (its
+    /// `BlockRemoved` events name only the group).
+    groups: Vec<(u32, String)>,
     pub last_seq: Option<u64>,
 }
 
+/// One engine block: its request key and, per place, how many `BlockStored` announcements a
+/// `BlockRemoved` there has not yet answered (an engine that caches the same hash twice, as
+/// vLLM does when two requests compute one block at once, announces it twice and removes it
+/// twice). The block is held while any place holds it, as upstream's reference-counting
+/// dedup filter and its per-tier, per-group index entries keep it.
+struct Held {
+    key: u64,
+    places: Places,
+}
+
+/// (place, announcements) pairs; the common single place without a heap allocation.
+enum Places {
+    One(u16, u32),
+    Many(Vec<(u16, u32)>),
+}
+
+/// What a `BlockRemoved` did to one hash (upstream's dedup counters count these).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Removal {
+    /// Removals that reached the index: the hash's last announcement in that place, or a
+    /// hash the place never held (a no-op).
+    pub forwarded: u64,
+    /// Removals an earlier announcement in the same place still outweighs.
+    pub suppressed: u64,
+}
+
+impl Places {
+    fn add(&mut self, place: u16) {
+        match self {
+            Places::One(p, n) if *p == place => *n += 1,
+            Places::One(p, n) => *self = Places::Many(vec![(*p, *n), (place, 1)]),
+            Places::Many(v) => match v.iter_mut().find(|(p, _)| *p == place) {
+                Some((_, n)) => *n += 1,
+                None => v.push((place, 1)),
+            },
+        }
+    }
+
+    /// One announcement in `place` answered: Some(true) when nothing holds the block any
+    /// more, Some(false) when it is still held, None when `place` never held it.
+    fn release(&mut self, place: u16) -> Option<bool> {
+        match self {
+            Places::One(p, n) if *p == place => {
+                *n -= 1;
+                Some(*n == 0)
+            }
+            Places::One(..) => None,
+            Places::Many(v) => {
+                let i = v.iter().position(|(p, _)| *p == place)?;
+                v[i].1 -= 1;
+                if v[i].1 == 0 {
+                    v.swap_remove(i);
+                }
+                Some(v.is_empty())
+            }
+        }
+    }
+
+    fn count(&self, place: u16) -> u32 {
+        match self {
+            Places::One(p, n) => u32::from(*p == place) * n,
+            Places::Many(v) => v.iter().find(|(p, _)| *p == place).map_or(0, |(_, n)| *n),
+        }
+    }
+}
+
 impl EndpointKeys {
-    pub fn store(&mut self, engine_hashes: &[u64], keys: &[u64]) {
+    fn place_id(&mut self, place: &Place) -> u16 {
+        match self.places.iter().position(|p| p == place) {
+            Some(i) => i as u16,
+            None => {
+                self.places.push(place.clone());
+                (self.places.len() - 1) as u16
+            }
+        }
+    }
+
+    pub fn store(&mut self, place: &Place, engine_hashes: &[u64], keys: &[u64]) {
+        let at = self.place_id(place);
         for (&e, &k) in engine_hashes.iter().zip(keys) {
             // Stored (again): the prediction is confirmed, and what follows is the events'.
             self.speculative.remove(&k);
-            if let Some(old) = self.engine.insert(e, k) {
-                if old == k {
+            let replaced = match self.engine.get_mut(&e) {
+                Some(h) if h.key == k => {
+                    h.places.add(at);
                     continue;
                 }
-                self.release(old);
+                // The engine reuses a hash for other content: it stands for the new key only.
+                Some(h) => Some(std::mem::replace(
+                    h,
+                    Held {
+                        key: k,
+                        places: Places::One(at, 1),
+                    },
+                )),
+                None => {
+                    self.engine.insert(
+                        e,
+                        Held {
+                            key: k,
+                            places: Places::One(at, 1),
+                        },
+                    );
+                    None
+                }
+            };
+            if let Some(old) = replaced {
+                self.release(old.key);
             }
             *self.keys.entry(k).or_insert(0) += 1;
         }
@@ -44,12 +148,44 @@ impl EndpointKeys {
         }
     }
 
-    pub fn remove(&mut self, engine_hashes: &[u64]) {
+    pub fn remove(&mut self, place: &Place, engine_hashes: &[u64]) -> Removal {
+        let mut out = Removal::default();
+        let Some(at) = self.places.iter().position(|p| p == place) else {
+            out.forwarded = engine_hashes.len() as u64; // never held there: a no-op
+            return out;
+        };
         for e in engine_hashes {
-            if let Some(k) = self.engine.remove(e) {
-                self.release(k);
+            let Some(h) = self.engine.get_mut(e) else {
+                out.forwarded += 1;
+                continue;
+            };
+            match h.places.release(at as u16) {
+                Some(false) if h.places.count(at as u16) > 0 => out.suppressed += 1,
+                Some(false) | None => out.forwarded += 1,
+                Some(true) => {
+                    out.forwarded += 1;
+                    let key = h.key;
+                    self.engine.remove(e);
+                    self.release(key);
+                }
             }
         }
+        out
+    }
+
+    pub fn learn_group(&mut self, group: u32, kind: &str) {
+        match self.groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, k)) if k == kind => {}
+            Some((_, k)) => *k = kind.to_owned(),
+            None => self.groups.push((group, kind.to_owned())),
+        }
+    }
+
+    pub fn group_kind(&self, group: u32) -> Option<&str> {
+        self.groups
+            .iter()
+            .find(|(g, _)| *g == group)
+            .map(|(_, k)| k.as_str())
     }
 
     pub fn clear(&mut self) {
@@ -60,7 +196,7 @@ impl EndpointKeys {
 
     /// The request key of an engine block this endpoint reported.
     pub fn request_key(&self, engine_hash: u64) -> Option<u64> {
-        self.engine.get(&engine_hash).copied()
+        self.engine.get(&engine_hash).map(|h| h.key)
     }
 
     /// A request holding `keys` was just routed here. Blocks already confirmed are predicted
@@ -128,14 +264,25 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn gpu() -> Place {
+        Place::default()
+    }
+
+    fn place(medium: Option<&str>, group: Option<u32>) -> Place {
+        Place {
+            medium: medium.map(str::to_owned),
+            group,
+        }
+    }
+
     #[test]
     fn stored_keys_match_until_their_engine_blocks_are_removed() {
         let mut e = EndpointKeys::default();
         let now = Instant::now();
-        e.store(&[100, 101, 102], &[1, 2, 3]);
+        e.store(&gpu(), &[100, 101, 102], &[1, 2, 3]);
         assert_eq!(e.longest_prefix_match(&[1, 2, 3, 4], now), 3);
         assert_eq!(e.request_key(101), Some(2));
-        e.remove(&[101]);
+        e.remove(&gpu(), &[101]);
         assert_eq!(e.longest_prefix_match(&[1, 2, 3], now), 1);
         e.clear();
         assert!(e.is_empty());
@@ -144,10 +291,10 @@ mod tests {
     #[test]
     fn a_key_held_by_two_engine_blocks_stays_until_both_go() {
         let mut e = EndpointKeys::default();
-        e.store(&[100, 200], &[1, 1]);
-        e.remove(&[100]);
+        e.store(&gpu(), &[100, 200], &[1, 1]);
+        e.remove(&gpu(), &[100]);
         assert_eq!(e.len(), 1);
-        e.remove(&[200]);
+        e.remove(&gpu(), &[200]);
         assert_eq!(e.len(), 0);
     }
 
@@ -161,7 +308,7 @@ mod tests {
             e.longest_prefix_match(&[1, 2], now + Duration::from_secs(3)),
             0
         );
-        e.store(&[100], &[1]);
+        e.store(&gpu(), &[100], &[1]);
         assert_eq!(
             e.longest_prefix_match(&[1, 2], now + Duration::from_secs(3)),
             1
@@ -172,14 +319,14 @@ mod tests {
     fn a_routed_request_keeps_its_held_blocks_through_an_eviction_until_it_stores_them_again() {
         let mut e = EndpointKeys::default();
         let now = Instant::now();
-        e.store(&[100, 101], &[1, 2]);
+        e.store(&gpu(), &[100, 101], &[1, 2]);
         // Routed here while the engine holds both blocks; it evicts them before admitting it.
         e.speculate(&[1, 2], now + Duration::from_secs(2), now);
-        e.remove(&[100, 101]);
+        e.remove(&gpu(), &[100, 101]);
         assert_eq!(e.longest_prefix_match(&[1, 2], now), 2);
         // Admitted: stored again, confirmed; a later eviction is the events' to report.
-        e.store(&[100, 101], &[1, 2]);
-        e.remove(&[101]);
+        e.store(&gpu(), &[100, 101], &[1, 2]);
+        e.remove(&gpu(), &[101]);
         assert_eq!(e.longest_prefix_match(&[1, 2], now), 1);
     }
 
@@ -187,12 +334,57 @@ mod tests {
     fn a_prediction_of_held_blocks_lapses_after_an_eviction_nobody_undoes() {
         let mut e = EndpointKeys::default();
         let now = Instant::now();
-        e.store(&[100], &[1]);
+        e.store(&gpu(), &[100], &[1]);
         e.speculate(&[1], now + Duration::from_secs(2), now);
-        e.remove(&[100]);
+        e.remove(&gpu(), &[100]);
         assert_eq!(
             e.longest_prefix_match(&[1], now + Duration::from_secs(3)),
             0
         );
+    }
+
+    #[test]
+    fn a_hash_announced_twice_stays_until_removed_twice() {
+        // vLLM caches one hash in two blocks when two requests compute it at once, and evicts
+        // (and announces) each block on its own.
+        let mut e = EndpointKeys::default();
+        e.store(&gpu(), &[100], &[1]);
+        e.store(&gpu(), &[100], &[1]);
+        assert_eq!(
+            e.remove(&gpu(), &[100]),
+            Removal {
+                forwarded: 0,
+                suppressed: 1
+            }
+        );
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            e.remove(&gpu(), &[100]),
+            Removal {
+                forwarded: 1,
+                suppressed: 0
+            }
+        );
+        assert_eq!(e.len(), 0);
+        // A hash nobody holds passes through, a no-op.
+        assert_eq!(e.remove(&gpu(), &[100]).forwarded, 1);
+    }
+
+    #[test]
+    fn a_block_held_in_two_places_leaves_when_both_remove_it() {
+        let now = Instant::now();
+        let mut e = EndpointKeys::default();
+        let (full, offload) = (place(None, Some(0)), place(Some("cpu"), Some(0)));
+        e.store(&full, &[100, 101], &[1, 2]);
+        e.store(&offload, &[100], &[1]);
+        // The GPU evicts both; the CPU copy of the first still counts as cached.
+        assert_eq!(e.remove(&full, &[100, 101]).forwarded, 2);
+        assert_eq!(e.longest_prefix_match(&[1, 2], now), 1);
+        // A removal from a place that never held the block changes nothing.
+        e.remove(&place(None, Some(1)), &[100]);
+        assert_eq!(e.longest_prefix_match(&[1, 2], now), 1);
+        e.remove(&offload, &[100]);
+        assert_eq!(e.longest_prefix_match(&[1, 2], now), 0);
+        assert!(e.is_empty());
     }
 }

@@ -28,7 +28,7 @@ use crate::scheduling::producers::burst_prefix_cache_producer::{
 use crate::scheduling::producers::kv_events::{decode_batch, KvEventsError};
 use crate::scheduling::producers::latency_predictor::Features;
 use crate::scheduling::producers::p2p_source_producer::KV_CACHE_SOURCE_HEADER;
-use crate::scheduling::producers::precise_prefix_cache_producer::BlockIndexStats;
+use crate::scheduling::producers::precise_prefix_cache_producer::{BlockIndex, BlockIndexStats};
 use crate::scheduling::request_parsers::Parsers;
 use crate::scheduling::scheduler::Scheduler;
 use crate::scheduling::session::session_token;
@@ -511,6 +511,11 @@ impl Router {
     /// Totals of the precise index; None when no producer is configured.
     pub fn kv_event_stats(&self) -> Option<BlockIndexStats> {
         self.scheduler.block_index().map(|i| i.stats())
+    }
+
+    /// The precise index itself (its skipped events, its lookup latency); None without one.
+    pub fn block_index(&self) -> Option<&Arc<BlockIndex>> {
+        self.scheduler.block_index()
     }
 
     fn decide(

@@ -4,6 +4,19 @@
 //! block_size, lora_id, medium, lora_name, extra_keys?]`) or named fields (`{"ts", "events",
 //! "data_parallel_rank"}`, each event a map tagged by `"type"`). `BlockRemoved` and
 //! `AllBlocksCleared` likewise. A small msgpack reader of its own, errors naming the field.
+//! Newer vLLM adds, under its hybrid KV-cache allocator, each event's KV-cache group
+//! (`group_idx`) and, on `BlockStored`, the group's kind (`kv_cache_spec_kind`).
+
+/// Where an engine holds a block: its medium (device tier) and, under vLLM's hybrid
+/// allocator, its KV-cache group. One block hash can be held in several places at once (a
+/// full-attention group and a sliding-window group, GPU and a CPU offload), and a
+/// `BlockRemoved` takes it from one place only.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Place {
+    /// Lowercased, as upstream's indexer reads it; None for the GPU (absent or "gpu").
+    pub medium: Option<String>,
+    pub group: Option<u32>,
+}
 
 /// One decoded event.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -17,13 +30,26 @@ pub struct Stored {
     /// Per block, the string extra keys the engine hashed (LoRA name, cache salt, multimodal
     /// identifiers); empty when the event has none.
     pub extra_keys: Vec<Vec<String>>,
+    pub place: Place,
+    /// The group's kind (`full_attention`, `sliding_window`, `mamba`...), when the event says.
+    pub spec_kind: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum KvEvent {
     Stored(Stored),
-    Removed { hashes: Vec<u64> },
+    Removed { hashes: Vec<u64>, place: Place },
     AllCleared,
+}
+
+impl KvEvent {
+    /// A `BlockRemoved` of `hashes` from the GPU, with no group.
+    pub fn removed(hashes: Vec<u64>) -> KvEvent {
+        KvEvent::Removed {
+            hashes,
+            place: Place::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -231,8 +257,11 @@ const STORED: &[&str] = &[
     "medium",
     "lora_name",
     "extra_keys",
+    "group_idx",
+    "kv_cache_spec_kind",
+    "kv_cache_spec_sliding_window",
 ];
-const REMOVED: &[&str] = &["block_hashes", "medium"];
+const REMOVED: &[&str] = &["block_hashes", "medium", "group_idx"];
 const BATCH: &[&str] = &["ts", "events", "data_parallel_rank"];
 
 fn hashes(v: Option<&Value<'_>>, at: &str) -> Result<Vec<u64>, KvEventsError> {
@@ -272,6 +301,25 @@ fn opt_str(v: Option<&Value<'_>>, at: &str) -> Result<Option<String>, KvEventsEr
         Some(Value::Str(s)) => Ok(Some((*s).to_owned())),
         Some(other) => Err(wrong(at, "a string or nil", other)),
     }
+}
+
+/// The event's medium and group.
+fn place(f: &Fields<'_, '_>, at: &str) -> Result<Place, KvEventsError> {
+    let medium = opt_str(f.get("medium"), &format!("{at}.medium"))?
+        .map(|m| m.to_ascii_lowercase())
+        .filter(|m| !m.is_empty() && m != "gpu");
+    let group = match f.get("group_idx") {
+        None | Some(Value::Nil) => None,
+        Some(Value::Int(n)) if *n >= 0 && *n <= i128::from(u32::MAX) => Some(*n as u32),
+        Some(other) => {
+            return Err(wrong(
+                format_args!("{at}.group_idx"),
+                "a group index >= 0",
+                other,
+            ))
+        }
+    };
+    Ok(Place { medium, group })
 }
 
 /// Per block, the string keys (a bare string, or the first of a `[identifier, offset]` pair);
@@ -331,6 +379,11 @@ fn stored(f: &Fields<'_, '_>, at: &str) -> Result<KvEvent, KvEventsError> {
         block_size,
         lora_name: opt_str(f.get("lora_name"), &format!("{at}.lora_name"))?,
         extra_keys: extra_keys(f.get("extra_keys"), &format!("{at}.extra_keys"))?,
+        place: place(f, at)?,
+        spec_kind: opt_str(
+            f.get("kv_cache_spec_kind"),
+            &format!("{at}.kv_cache_spec_kind"),
+        )?,
     }))
 }
 
@@ -365,12 +418,14 @@ fn event(v: &Value<'_>, i: usize) -> Result<KvEvent, KvEventsError> {
     let at = format!("events[{i}]");
     match tag(v, &at)? {
         "BlockStored" => stored(&fields(v, STORED), &format!("{at}.BlockStored")),
-        "BlockRemoved" => Ok(KvEvent::Removed {
-            hashes: hashes(
-                fields(v, REMOVED).get("block_hashes"),
-                &format!("{at}.BlockRemoved.block_hashes"),
-            )?,
-        }),
+        "BlockRemoved" => {
+            let f = fields(v, REMOVED);
+            let at = format!("{at}.BlockRemoved");
+            Ok(KvEvent::Removed {
+                hashes: hashes(f.get("block_hashes"), &format!("{at}.block_hashes"))?,
+                place: place(&f, &at)?,
+            })
+        }
         "AllBlocksCleared" => Ok(KvEvent::AllCleared),
         other => Err(KvEventsError(format!("{at}: unknown event type '{other}'"))),
     }

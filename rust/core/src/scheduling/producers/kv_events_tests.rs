@@ -106,7 +106,7 @@ fn decodes_stored_removed_and_cleared_in_order() {
                 block_size: 16,
                 ..Default::default()
             }),
-            KvEvent::Removed { hashes: vec![7] },
+            KvEvent::removed(vec![7]),
             KvEvent::AllCleared,
         ]
     );
@@ -120,12 +120,7 @@ fn negative_int_and_bytes_hashes_fold_to_u64_as_vllms_int_form() {
     ])]);
     let b = decode_batch(&payload).unwrap();
     // Bytes: the last 8, big-endian, as vLLM's int conversion keeps them.
-    assert_eq!(
-        b.events,
-        vec![KvEvent::Removed {
-            hashes: vec![u64::MAX, 0x0102]
-        }]
-    );
+    assert_eq!(b.events, vec![KvEvent::removed(vec![u64::MAX, 0x0102])]);
 }
 
 #[test]
@@ -273,10 +268,94 @@ fn the_named_field_form_decodes_like_the_array_form() {
                 block_size: 2,
                 lora_name: Some("ad".into()),
                 extra_keys: vec![vec!["ad".into(), "salt".into()], vec!["ad".into()]],
+                ..Default::default()
             }),
-            KvEvent::Removed { hashes: vec![12] },
+            KvEvent::removed(vec![12]),
             KvEvent::AllCleared,
         ]
+    );
+}
+
+#[test]
+fn hybrid_allocator_events_carry_their_group_kind_and_medium_in_both_forms() {
+    // vLLM's hybrid KV-cache allocator: positions 9-11 of BlockStored (group_idx,
+    // kv_cache_spec_kind, kv_cache_spec_sliding_window) and 3 of BlockRemoved (group_idx).
+    let array = batch(vec![
+        M::A(vec![
+            M::S("BlockStored"),
+            M::A(vec![M::U(5)]),
+            M::Nil,
+            M::A(vec![M::U(1), M::U(2)]),
+            M::U(2),
+            M::Nil,
+            M::S("CPU"),
+            M::Nil,
+            M::Nil,
+            M::U(1),
+            M::S("sliding_window"),
+            M::U(128),
+        ]),
+        M::A(vec![
+            M::S("BlockRemoved"),
+            M::A(vec![M::U(5)]),
+            M::S("GPU"),
+            M::U(1),
+        ]),
+    ]);
+    let map = batch(vec![
+        M::Map(vec![
+            ("type", M::S("BlockStored")),
+            ("block_hashes", M::A(vec![M::U(5)])),
+            ("parent_block_hash", M::Nil),
+            ("token_ids", M::A(vec![M::U(1), M::U(2)])),
+            ("block_size", M::U(2)),
+            ("medium", M::S("CPU")),
+            ("group_idx", M::U(1)),
+            ("kv_cache_spec_kind", M::S("sliding_window")),
+            ("kv_cache_spec_sliding_window", M::U(128)),
+        ]),
+        M::Map(vec![
+            ("type", M::S("BlockRemoved")),
+            ("block_hashes", M::A(vec![M::U(5)])),
+            ("group_idx", M::U(1)),
+        ]),
+    ]);
+    let expected = vec![
+        KvEvent::Stored(Stored {
+            hashes: vec![5],
+            token_ids: vec![1, 2],
+            block_size: 2,
+            place: Place {
+                medium: Some("cpu".into()),
+                group: Some(1),
+            },
+            spec_kind: Some("sliding_window".into()),
+            ..Default::default()
+        }),
+        KvEvent::Removed {
+            hashes: vec![5],
+            place: Place {
+                medium: None,
+                group: Some(1),
+            },
+        },
+    ];
+    assert_eq!(decode_batch(&array).unwrap().events, expected);
+    assert_eq!(decode_batch(&map).unwrap().events, expected);
+}
+
+#[test]
+fn a_negative_group_index_is_an_error_naming_the_field() {
+    let payload = batch(vec![M::A(vec![
+        M::S("BlockRemoved"),
+        M::A(vec![M::U(5)]),
+        M::Nil,
+        M::I(-1),
+    ])]);
+    let err = decode_batch(&payload).unwrap_err().to_string();
+    assert!(
+        err.contains("events[0].BlockRemoved.group_idx: expected a group index >= 0"),
+        "{err}"
     );
 }
 

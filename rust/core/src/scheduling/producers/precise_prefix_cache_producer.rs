@@ -11,9 +11,12 @@
 //! one, sluicegate's byte scheme: the flat prompt in blocks of `blockSize` tokens × 4 bytes,
 //! chain-hashed (`prefix::block_hashes`); events whose engine publishes those hashes match.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::kvblock::{external, EndpointKeys, EngineHasher, KeyIndex, RequestKeys};
 use crate::parse::{self, ParseError};
@@ -83,8 +86,38 @@ pub struct BlockIndexStats {
     pub lookup_hits: u64,
     /// Requests the token source could not tokenize (scored as no match).
     pub tokenize_failures: u64,
+    /// Block hashes in `BlockRemoved` events that reached the index, and those an earlier
+    /// announcement in the same place still held (upstream's dedup counters).
+    pub dedup_forwarded: u64,
+    pub dedup_suppressed: u64,
     /// Confirmed keys over all endpoints.
     pub size: u64,
+}
+
+/// Upstream's lookup-latency buckets (Prometheus' defaults), in seconds.
+pub const LOOKUP_LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Lookups by latency: `counts[i]` fell in bucket i (the last: above every bound), not
+/// cumulative; `sum_seconds` over all of them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LookupLatency {
+    pub counts: Vec<u64>,
+    pub sum_seconds: f64,
+}
+
+/// Events left out of the index, as upstream counts them: (`removal`, cache kind, reason).
+pub type Skips = BTreeMap<(bool, String, &'static str), u64>;
+
+/// KV-cache group kinds whose blocks a prefix lookup can count: the full-attention kinds.
+/// A sliding-window or Mamba group keeps only the end of a sequence, so its blocks (and their
+/// removals) say nothing about which prefixes an engine can reuse; upstream skips them too.
+fn prefix_indexable(kind: &str) -> bool {
+    matches!(
+        kind,
+        "full_attention" | "mla_attention" | "sink_full_attention"
+    )
 }
 
 #[derive(Default)]
@@ -103,6 +136,22 @@ struct Counters {
     lookup_blocks: AtomicU64,
     lookup_hits: AtomicU64,
     tokenize_failures: AtomicU64,
+    dedup_forwarded: AtomicU64,
+    dedup_suppressed: AtomicU64,
+    lookup_latency: [AtomicU64; LOOKUP_LATENCY_BUCKETS.len() + 1],
+    lookup_latency_ns: AtomicU64,
+    skips: Mutex<Skips>,
+}
+
+impl Counters {
+    fn skip(&self, removal: bool, kind: Option<&str>, reason: &'static str) {
+        let kind = kind.filter(|k| !k.is_empty()).unwrap_or("unknown");
+        *self
+            .skips
+            .lock()
+            .entry((removal, kind.to_owned(), reason))
+            .or_insert(0) += 1;
+    }
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -210,10 +259,30 @@ impl BlockIndex {
         }
         for ev in events {
             match ev {
-                KvEvent::Stored(s) => self.store(&mut e, model, s),
-                KvEvent::Removed { hashes } => {
+                KvEvent::Stored(s) => {
+                    if self.indexable_store(&mut e, s) {
+                        self.store(&mut e, model, s);
+                    }
+                }
+                KvEvent::Removed { hashes, place } => {
+                    if let Some(g) = place.group {
+                        let kind = e.group_kind(g).map(str::to_owned);
+                        match kind.as_deref() {
+                            None => {
+                                self.counters.skip(true, None, "unknown_group");
+                                continue;
+                            }
+                            Some(k) if !prefix_indexable(k) => {
+                                self.counters.skip(true, Some(k), "unsupported_cache_kind");
+                                continue;
+                            }
+                            Some(_) => {}
+                        }
+                    }
                     let before = e.len();
-                    e.remove(hashes);
+                    let r = e.remove(place, hashes);
+                    add(&self.counters.dedup_forwarded, r.forwarded);
+                    add(&self.counters.dedup_suppressed, r.suppressed);
                     add(
                         &self.counters.evictions,
                         before.saturating_sub(e.len()) as u64,
@@ -229,6 +298,30 @@ impl BlockIndex {
         add(&self.counters.events, events.len() as u64);
     }
 
+    /// Whether a `BlockStored` from a KV-cache group can enter the index, as upstream's
+    /// pool decides: a full-attention kind (named by the event, or learnt from an earlier one
+    /// of its group), and with its tokens, exactly one block of them per hash. Events without
+    /// a group (vLLM before its hybrid allocator, one group) always can.
+    fn indexable_store(&self, e: &mut EndpointKeys, s: &Stored) -> bool {
+        let Some(g) = s.place.group else {
+            return true;
+        };
+        if let Some(kind) = s.spec_kind.as_deref().filter(|k| !k.is_empty()) {
+            e.learn_group(g, kind);
+        }
+        let kind = e.group_kind(g);
+        if !kind.is_some_and(prefix_indexable) {
+            self.counters.skip(false, kind, "unsupported_cache_kind");
+            return false;
+        }
+        let (tokens, size) = (s.token_ids.len(), s.block_size as usize);
+        if tokens > 0 && (tokens % size != 0 || tokens / size != s.hashes.len()) {
+            self.counters.skip(false, kind, "non_dense_block_span");
+            return false;
+        }
+        true
+    }
+
     fn store(&self, e: &mut EndpointKeys, model: &str, s: &Stored) {
         if s.block_size as usize != self.block_tokens {
             add(&self.counters.block_size_mismatches, 1);
@@ -237,7 +330,7 @@ impl BlockIndex {
         if !self.token_level() || s.token_ids.is_empty() {
             // Byte scheme: the engine's hashes are the keys.
             let before = e.len();
-            e.store(&s.hashes, &s.hashes);
+            e.store(&s.place, &s.hashes, &s.hashes);
             add(&self.counters.admissions, (e.len() - before) as u64);
             return;
         }
@@ -276,7 +369,7 @@ impl BlockIndex {
         }
         let n = keys.len().min(s.hashes.len());
         let before = e.len();
-        e.store(&s.hashes[..n], &keys[..n]);
+        e.store(&s.place, &s.hashes[..n], &keys[..n]);
         add(&self.counters.admissions, (e.len() - before) as u64);
     }
 
@@ -335,11 +428,40 @@ impl BlockIndex {
             .map_or(0, |e| e.read().longest_prefix_match(keys, Instant::now()))
     }
 
-    /// One scoring lookup: `asked` blocks, the best endpoint holding `best` of them.
-    pub fn record_lookup(&self, asked: usize, best: usize) {
-        add(&self.counters.lookups, 1);
-        add(&self.counters.lookup_blocks, asked as u64);
-        add(&self.counters.lookup_hits, best as u64);
+    /// One scoring lookup: `asked` blocks, the best endpoint holding `best` of them, matched
+    /// over every candidate in `took`.
+    pub fn record_lookup(&self, asked: usize, best: usize, took: Duration) {
+        let c = &self.counters;
+        add(&c.lookups, 1);
+        add(&c.lookup_blocks, asked as u64);
+        add(&c.lookup_hits, best as u64);
+        let seconds = took.as_secs_f64();
+        let bucket = LOOKUP_LATENCY_BUCKETS
+            .iter()
+            .position(|&le| seconds <= le)
+            .unwrap_or(LOOKUP_LATENCY_BUCKETS.len());
+        add(&c.lookup_latency[bucket], 1);
+        add(
+            &c.lookup_latency_ns,
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+        );
+    }
+
+    pub fn lookup_latency(&self) -> LookupLatency {
+        let c = &self.counters;
+        LookupLatency {
+            counts: c
+                .lookup_latency
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed))
+                .collect(),
+            sum_seconds: c.lookup_latency_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+
+    /// Events left out of the index since start, by (removal, cache kind, reason).
+    pub fn skips(&self) -> Skips {
+        self.counters.skips.lock().clone()
     }
 
     /// Speculative indexing: `keys` were just routed to `endpoint`.
@@ -383,6 +505,8 @@ impl BlockIndex {
             lookup_blocks: l(&c.lookup_blocks),
             lookup_hits: l(&c.lookup_hits),
             tokenize_failures: l(&c.tokenize_failures),
+            dedup_forwarded: l(&c.dedup_forwarded),
+            dedup_suppressed: l(&c.dedup_suppressed),
             size: self.index.total() as u64,
         }
     }

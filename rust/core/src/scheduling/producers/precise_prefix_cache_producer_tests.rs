@@ -1,5 +1,5 @@
 use super::*;
-use crate::scheduling::kv_events::Stored;
+use crate::scheduling::kv_events::{Place, Stored};
 
 fn stored(hashes: &[u64]) -> KvEvent {
     KvEvent::Stored(Stored {
@@ -15,7 +15,7 @@ fn byte_scheme_blocks_match_until_removed() {
     index.apply(1, "", &[stored(&[10, 11, 12])], Some(0));
     assert_eq!(index.longest_prefix_match(1, &[10, 11, 12, 13]), 3);
     assert_eq!(index.longest_prefix_match(2, &[10]), 0);
-    index.apply(1, "", &[KvEvent::Removed { hashes: vec![11] }], Some(1));
+    index.apply(1, "", &[KvEvent::removed(vec![11])], Some(1));
     assert_eq!(index.longest_prefix_match(1, &[10, 11, 12]), 1);
     index.apply(1, "", &[KvEvent::AllCleared], Some(2));
     assert!(index.is_empty());
@@ -78,7 +78,7 @@ fn vllm_stored(
         token_ids: tokens.to_vec(),
         block_size: 4,
         lora_name: lora.map(str::to_owned),
-        extra_keys: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -135,9 +135,7 @@ fn a_continuation_event_chains_from_its_parents_request_key_and_removal_uses_eng
     index.apply(
         1,
         "base",
-        &[KvEvent::Removed {
-            hashes: vec![external(&full[1])],
-        }],
+        &[KvEvent::removed(vec![external(&full[1])])],
         None,
     );
     assert_eq!(index.longest_prefix_match(1, &keys), 1);
@@ -254,4 +252,143 @@ fn upstream_parameters_resolve_and_bad_ones_name_the_field() {
         parse(serde_json::json!({"indexerConfig": {"kvBlockIndexConfig": {"redisConfig": {}}}}))
             .unwrap_err();
     assert!(err.contains("redisConfig.address"), "{err}");
+}
+
+fn grouped(hashes: &[u64], group: u32, kind: Option<&str>) -> KvEvent {
+    KvEvent::Stored(Stored {
+        hashes: hashes.to_vec(),
+        block_size: 16,
+        place: Place {
+            medium: None,
+            group: Some(group),
+        },
+        spec_kind: kind.map(str::to_owned),
+        ..Default::default()
+    })
+}
+
+fn removed_from(hashes: &[u64], group: u32) -> KvEvent {
+    KvEvent::Removed {
+        hashes: hashes.to_vec(),
+        place: Place {
+            medium: None,
+            group: Some(group),
+        },
+    }
+}
+
+#[test]
+fn a_sliding_window_group_neither_adds_blocks_nor_takes_the_full_attention_groups_away() {
+    // A hybrid model: group 0 full attention, group 1 sliding window, the same block hashes
+    // in both. The window group frees and evicts blocks behind its window long before the
+    // full-attention group does.
+    let index = BlockIndex::new(16, 5557, String::new());
+    index.apply(
+        1,
+        "",
+        &[
+            grouped(&[10, 11, 12], 0, Some("full_attention")),
+            grouped(&[10, 11, 12], 1, Some("sliding_window")),
+            grouped(&[20], 1, Some("sliding_window")),
+        ],
+        Some(0),
+    );
+    assert_eq!(index.longest_prefix_match(1, &[10, 11, 12]), 3);
+    assert_eq!(index.longest_prefix_match(1, &[20]), 0);
+    // Later events name the group only: its kind is remembered.
+    index.apply(
+        1,
+        "",
+        &[removed_from(&[10, 11], 1), grouped(&[21], 1, None)],
+        Some(1),
+    );
+    assert_eq!(index.longest_prefix_match(1, &[10, 11, 12]), 3);
+    assert_eq!(index.longest_prefix_match(1, &[21]), 0);
+    // A group never described: its removal cannot be trusted either.
+    index.apply(1, "", &[removed_from(&[10], 7)], Some(2));
+    assert_eq!(index.longest_prefix_match(1, &[10, 11, 12]), 3);
+    // The full-attention group's own eviction does take the block.
+    index.apply(1, "", &[removed_from(&[11], 0)], Some(3));
+    assert_eq!(index.longest_prefix_match(1, &[10, 11, 12]), 1);
+    let skips = index.skips();
+    let n = |removal: bool, kind: &str, reason: &'static str| {
+        skips.get(&(removal, kind.to_owned(), reason)).copied()
+    };
+    assert_eq!(
+        n(false, "sliding_window", "unsupported_cache_kind"),
+        Some(3)
+    );
+    assert_eq!(n(true, "sliding_window", "unsupported_cache_kind"), Some(1));
+    assert_eq!(n(true, "unknown", "unknown_group"), Some(1));
+    assert_eq!(skips.len(), 3);
+    assert_eq!(
+        (index.stats().evictions, index.stats().dedup_forwarded),
+        (1, 1)
+    );
+}
+
+#[test]
+fn a_group_event_whose_tokens_are_not_one_block_per_hash_is_skipped() {
+    let index = BlockIndex::new(16, 5557, String::new());
+    let mut sparse = Stored {
+        hashes: vec![10, 11],
+        token_ids: (0..24).collect(),
+        block_size: 16,
+        place: Place {
+            medium: None,
+            group: Some(0),
+        },
+        spec_kind: Some("full_attention".into()),
+        ..Default::default()
+    };
+    index.apply(1, "", &[KvEvent::Stored(sparse.clone())], Some(0));
+    assert!(index.is_empty());
+    assert_eq!(
+        index
+            .skips()
+            .get(&(false, "full_attention".into(), "non_dense_block_span")),
+        Some(&1)
+    );
+    // A group whose kind nobody named is not indexed.
+    sparse.spec_kind = None;
+    sparse.place.group = Some(3);
+    sparse.token_ids.clear();
+    index.apply(1, "", &[KvEvent::Stored(sparse)], Some(1));
+    assert!(index.is_empty());
+    assert_eq!(
+        index
+            .skips()
+            .get(&(false, "unknown".into(), "unsupported_cache_kind")),
+        Some(&1)
+    );
+}
+
+#[test]
+fn duplicate_announcements_are_counted_by_the_dedup_counters() {
+    let index = BlockIndex::new(16, 5557, String::new());
+    index.apply(1, "", &[stored(&[10]), stored(&[10])], Some(0));
+    index.apply(1, "", &[KvEvent::removed(vec![10])], Some(1));
+    assert_eq!(index.longest_prefix_match(1, &[10]), 1);
+    index.apply(1, "", &[KvEvent::removed(vec![10, 99])], Some(2));
+    assert_eq!(index.longest_prefix_match(1, &[10]), 0);
+    let s = index.stats();
+    assert_eq!(
+        (s.dedup_suppressed, s.dedup_forwarded, s.evictions),
+        (1, 2, 1)
+    );
+}
+
+#[test]
+fn lookups_are_counted_by_latency_bucket() {
+    let index = BlockIndex::new(16, 5557, String::new());
+    index.record_lookup(4, 2, Duration::from_micros(30));
+    index.record_lookup(4, 0, Duration::from_millis(30));
+    index.record_lookup(4, 4, Duration::from_secs(11));
+    let l = index.lookup_latency();
+    assert_eq!(l.counts.len(), LOOKUP_LATENCY_BUCKETS.len() + 1);
+    // 30 µs in the first bucket (<= 5 ms), 30 ms in the fourth (<= 50 ms), 11 s above all.
+    assert_eq!((l.counts[0], l.counts[3], l.counts[11]), (1, 1, 1));
+    assert_eq!(l.counts.iter().sum::<u64>(), 3);
+    assert!((l.sum_seconds - 11.03003).abs() < 1e-9, "{}", l.sum_seconds);
+    assert_eq!(index.stats().lookups, 3);
 }

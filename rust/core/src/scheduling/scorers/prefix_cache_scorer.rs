@@ -36,6 +36,7 @@
 //! server), whatever the match saves; 0 = upstream's scorer, a match counts whatever the queue.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use serde::Deserialize;
 
@@ -292,6 +293,7 @@ impl Scorer for PrefixCacheScorer {
             // First pass: each candidate's match, parked in its score slot (no buffer per
             // request), and what every match is weighed against.
             let mut shallowest: Option<u32> = None;
+            let started = Instant::now();
             // The longest prefix a turn keeps if it moves to a candidate with free slots.
             let mut free_best = 0;
             for (slot, &c) in out.iter_mut().zip(candidates) {
@@ -326,7 +328,7 @@ impl Scorer for PrefixCacheScorer {
                 };
             }
             if let PrefixSource::Precise(p) = &source {
-                p.record_lookup(hashes.len(), best);
+                p.record_lookup(hashes.len(), best, started.elapsed());
             }
         }
         cycle.state.borrow_mut().prefix = Some(PrefixState {
