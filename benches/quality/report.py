@@ -81,7 +81,8 @@ def upstream_targets(by_workload: Mapping[str, Sequence[Row]]) -> list[tuple[str
     """Issue 19: the approximate default reaches at least the real upstream EPP's hit rate and
     TTFT p90 (its approximate producer, the `upstream-go` row) on shared_prefix, same run."""
     out: list[tuple[str, bool | None, str]] = []
-    for workload in ("shared_prefix_upstream", "shared_prefix_vllm_upstream", "shared_prefix_isim_upstream"):
+    for workload in ("shared_prefix_upstream", "shared_prefix_vllm_upstream", "shared_prefix_isim_upstream",
+                     "shared_prefix_isim_evicting_upstream"):
         rows = {r["policy"]: r for r in by_workload.get(workload, ())}
         ours, theirs = rows.get("sluicegate"), rows.get("upstream-go")
         if ours and theirs:
@@ -133,8 +134,7 @@ def plot(by_workload: Mapping[str, Sequence[Row]], path: Path) -> Path:
 
     # A workload's rows, and its rows beside upstream's EPP (`<workload>_upstream`).
     order = ("shared_prefix", "shared_prefix_vllm", "shared_prefix_vllm_evicting", "shared_prefix_isim",
-             "shared_prefix_isim_evicting", "varied",
-             "lora", "burst")
+             "shared_prefix_isim_evicting", "varied", "lora", "burst")
     workloads = [w for base in order for w in (base, f"{base}_upstream") if w in by_workload]
     fig, axes = plt.subplots(2, len(workloads), figsize=(5.5 * len(workloads), 8), squeeze=False)
     second = {"shared_prefix": ("prefix_hit_rate", "prefix-cache hit rate"),

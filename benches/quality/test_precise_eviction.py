@@ -46,13 +46,19 @@ def test_precise_routing_under_eviction(benchmark, quality_size, quality_rows, t
     compare_rows("shared_prefix_vllm_evicting", shape, names, benchmark, quality_size, quality_rows)
 
 
+def inference_sim_evicting_shape() -> FleetShape:
+    """llm-d-inference-sim's fleet with ISIM_EVICTING_BLOCKS a server
+    (SLUICEGATE_QUALITY_KV_BLOCKS sets another size)."""
+    kv_blocks = int(os.environ.get("SLUICEGATE_QUALITY_KV_BLOCKS", ISIM_EVICTING_BLOCKS))
+    return replace(inference_sim_shape(), kv_blocks=kv_blocks, max_model_len=4096)
+
+
 @pytest.mark.skipif(inference_sim_missing() is not None, reason=str(inference_sim_missing()))
 def test_precise_routing_with_inference_sim_under_eviction(benchmark, quality_size, quality_rows):
     """The same question against llm-d's own simulator (`make inference-sim-bin`) on the wall
     clock: round-robin, the approximate default and precise mode (tokenizing through a
     server's render API, indexing its events), on caches that evict."""
-    kv_blocks = int(os.environ.get("SLUICEGATE_QUALITY_KV_BLOCKS", ISIM_EVICTING_BLOCKS))
-    shape = replace(inference_sim_shape(), kv_blocks=kv_blocks, max_model_len=4096)
+    shape = inference_sim_evicting_shape()
     names = policy_subset() or {"round-robin", "sluicegate", "sluicegate+precise-render"}
     names |= {p.name for p in scorer_variants(shape)}
     compare_rows("shared_prefix_isim_evicting", shape, names, benchmark, quality_size, quality_rows)

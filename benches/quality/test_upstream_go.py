@@ -14,6 +14,7 @@ import uvloop
 from benches.quality.driver import WORKLOADS, capacity, run_policy
 from benches.quality.fleet import FleetShape
 from benches.quality.policies import Policy, in_flight_policies, policies
+from benches.quality.test_precise_eviction import inference_sim_evicting_shape
 from benches.quality.test_routing_quality import (LOAD, SEED, _fixed_rate, inference_sim_missing, inference_sim_shape,
                                                   vllm_style_shape, write_trace)
 from benches.quality.upstream_go import ScrapedQueuePolicy, missing_reason, upstream_policies
@@ -30,6 +31,7 @@ ROWS = {"shared_prefix": ("round-robin", "sluicegate", "sluicegate-upstream-scor
                                "sluicegate+precise", "sluicegate+precise-render", "upstream-go+precise"),
         "shared_prefix_isim": ("round-robin", "sluicegate", "upstream-go", "sluicegate+precise-render",
                                "upstream-go+precise")}
+ROWS["shared_prefix_isim_evicting"] = ROWS["shared_prefix_isim"]
 
 
 def _rows(key: str, workload: str, shape: FleetShape) -> list[Policy]:
@@ -77,3 +79,11 @@ def test_upstream_go_with_inference_sim(benchmark, quality_size, quality_rows):
     approximate defaults and precise modes, each tokenizing through the first server's render
     API, same arrivals, same run."""
     _compare("shared_prefix_isim", "shared_prefix", inference_sim_shape(), benchmark, quality_size, quality_rows)
+
+
+@pytest.mark.skipif(inference_sim_missing() is not None, reason=str(inference_sim_missing()))
+def test_upstream_go_with_inference_sim_under_eviction(benchmark, quality_size, quality_rows):
+    """The same, on servers whose caches evict (see
+    test_precise_routing_with_inference_sim_under_eviction)."""
+    _compare("shared_prefix_isim_evicting", "shared_prefix", inference_sim_evicting_shape(), benchmark,
+             quality_size, quality_rows)

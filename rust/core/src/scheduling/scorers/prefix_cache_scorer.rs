@@ -293,7 +293,8 @@ impl Scorer for PrefixCacheScorer {
             // First pass: each candidate's match, parked in its score slot (no buffer per
             // request), and what every match is weighed against.
             let mut shallowest: Option<u32> = None;
-            let started = Instant::now();
+            // The precise index's lookup latency (upstream's histogram): its matching, timed.
+            let started = matches!(source, PrefixSource::Precise(_)).then(Instant::now);
             // The longest prefix a turn keeps if it moves to a candidate with free slots.
             let mut free_best = 0;
             for (slot, &c) in out.iter_mut().zip(candidates) {
@@ -327,7 +328,7 @@ impl Scorer for PrefixCacheScorer {
                     self.counted(n, &m, queued(cycle, c))
                 };
             }
-            if let PrefixSource::Precise(p) = &source {
+            if let (PrefixSource::Precise(p), Some(started)) = (&source, started) {
                 p.record_lookup(hashes.len(), best, started.elapsed());
             }
         }
