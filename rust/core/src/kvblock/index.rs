@@ -64,32 +64,43 @@ impl Places {
         }
     }
 
-    /// One announcement in `place` answered: Some(true) when nothing holds the block any
-    /// more, Some(false) when it is still held, None when `place` never held it.
-    fn release(&mut self, place: u16) -> Option<bool> {
+    /// One announcement in `place` answered.
+    fn release(&mut self, place: u16) -> Released {
         match self {
             Places::One(p, n) if *p == place => {
                 *n -= 1;
-                Some(*n == 0)
-            }
-            Places::One(..) => None,
-            Places::Many(v) => {
-                let i = v.iter().position(|(p, _)| *p == place)?;
-                v[i].1 -= 1;
-                if v[i].1 == 0 {
-                    v.swap_remove(i);
+                if *n > 0 {
+                    Released::StillThere
+                } else {
+                    Released::Gone { anywhere: false }
                 }
-                Some(v.is_empty())
             }
+            Places::One(..) => Released::NeverThere,
+            Places::Many(v) => match v.iter().position(|(p, _)| *p == place) {
+                None => Released::NeverThere,
+                Some(i) if v[i].1 > 1 => {
+                    v[i].1 -= 1;
+                    Released::StillThere
+                }
+                Some(i) => {
+                    v.swap_remove(i);
+                    Released::Gone {
+                        anywhere: !v.is_empty(),
+                    }
+                }
+            },
         }
     }
+}
 
-    fn count(&self, place: u16) -> u32 {
-        match self {
-            Places::One(p, n) => u32::from(*p == place) * n,
-            Places::Many(v) => v.iter().find(|(p, _)| *p == place).map_or(0, |(_, n)| *n),
-        }
-    }
+/// What answering one announcement left.
+enum Released {
+    /// The place never held the block: a no-op.
+    NeverThere,
+    /// An earlier announcement in the same place still holds it.
+    StillThere,
+    /// The place no longer holds it; `anywhere`: another place still does.
+    Gone { anywhere: bool },
 }
 
 impl EndpointKeys {
@@ -160,9 +171,9 @@ impl EndpointKeys {
                 continue;
             };
             match h.places.release(at as u16) {
-                Some(false) if h.places.count(at as u16) > 0 => out.suppressed += 1,
-                Some(false) | None => out.forwarded += 1,
-                Some(true) => {
+                Released::StillThere => out.suppressed += 1,
+                Released::NeverThere | Released::Gone { anywhere: true } => out.forwarded += 1,
+                Released::Gone { anywhere: false } => {
                     out.forwarded += 1;
                     let key = h.key;
                     self.engine.remove(e);
@@ -386,5 +397,38 @@ mod tests {
         e.remove(&offload, &[100]);
         assert_eq!(e.longest_prefix_match(&[1, 2], now), 0);
         assert!(e.is_empty());
+    }
+
+    proptest::proptest! {
+        /// Any sequence of announcements and removals over a few hashes and places: a block is
+        /// held exactly while some place has more announcements of it than removals (removals
+        /// beyond that are no-ops), as upstream's per-place reference counts hold it.
+        #[test]
+        fn a_block_is_held_while_some_place_holds_more_announcements_than_removals(
+            ops in proptest::collection::vec((proptest::bool::ANY, 0u64..4, 0usize..3), 0..60)
+        ) {
+            let places = [place(None, None), place(Some("cpu"), None), place(None, Some(0))];
+            let mut e = EndpointKeys::default();
+            let mut model = std::collections::HashMap::new();
+            for (store, hash, at) in ops {
+                let count = model.entry((hash, at)).or_insert(0u32);
+                if store {
+                    e.store(&places[at], &[100 + hash], &[hash]);
+                    *count += 1;
+                } else {
+                    e.remove(&places[at], &[100 + hash]);
+                    *count = count.saturating_sub(1);
+                }
+            }
+            let now = Instant::now();
+            for hash in 0..4 {
+                let held = (0..3).any(|at| model.get(&(hash, at)).is_some_and(|&n| n > 0));
+                proptest::prop_assert_eq!(e.longest_prefix_match(&[hash], now) == 1, held);
+            }
+            let held = (0..4u64)
+                .filter(|h| (0..3).any(|at| model.get(&(*h, at)).is_some_and(|&n| n > 0)))
+                .count();
+            proptest::prop_assert_eq!(e.len(), held);
+        }
     }
 }
