@@ -56,6 +56,11 @@ def _cache_behind_the_epps_back_and_route(epp, target, text: str) -> None:
     _warm_until_events(epp, target)
     prompt = _body(text)
     assert http_request(f"http://{target.address}", CHAT, prompt)[0] == 200
+    _routes_to_holder(epp, prompt, target)
+
+
+def _routes_to_holder(epp, prompt: bytes, target) -> None:
+    """Within 10 s the EPP routes `prompt` to `target`, and keeps doing so."""
     deadline = time.monotonic() + 10
     while (routed := _routed(epp, prompt)) != target.address:
         assert time.monotonic() < deadline, f"routed to {routed}, never to {target.address}"
@@ -127,12 +132,7 @@ def test_an_epp_started_after_the_servers_cached_a_prompt_routes_it_to_the_holde
     in_process = InProcessEpp(loop_thread, path, CONFIG)
     epp = in_process.epp
     try:
-        deadline = time.monotonic() + 10
-        while _routed(epp, prompt) != target.address:
-            assert time.monotonic() < deadline, "the replayed blocks never routed the prompt"
-            time.sleep(0.05)  # poll interval of this bounded wait
-        for _ in range(5):
-            assert _routed(epp, prompt) == target.address
+        _routes_to_holder(epp, prompt, target)  # from the replayed blocks
         text = _scrape(epp)
         for s in servers:
             assert f'sluicegate_kv_events_replays_total{{outcome="complete",pod_identifier="{s.address}"}} 1.0' in text

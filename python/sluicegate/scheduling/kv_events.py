@@ -37,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from .._core import Router
+from ..metrics.requests import histogram_buckets
 from .kv_index_redis import SharedEventLog
 
 log = logging.getLogger(__name__)
@@ -465,31 +466,34 @@ def diagnose(before: Mapping[str, int], after: Mapping[str, int], hash_seed: str
     return lines
 
 
-# The index's counters under upstream's names (llm-d-kv-cache's collector): max_pod_hit_count
-# and lookup_hits count the same thing there, the longest chain one pod holds per lookup.
-_INDEX_FAMILIES = (
-    ("llm_d_epp_kv_cache_index_admissions_total", "admissions", "Total number of KV-block admissions"),
-    ("llm_d_epp_kv_cache_index_evictions_total", "evictions", "Total number of KV-block evictions"),
-    ("llm_d_epp_kv_cache_index_lookup_requests_total", "lookups", "Total number of lookup calls"),
-    ("llm_d_epp_kv_cache_index_lookup_hits_total", "lookup_hits",
+# The index's and the event pool's counters under upstream's names (llm-d-kv-cache's
+# collector), each also under the deprecated kvcache_* name upstream keeps for dashboards:
+# (name, deprecated name, key in kv_event_stats, help). max_pod_hit_count and lookup_hits
+# count the same thing there, the longest chain one pod holds per lookup.
+_COUNTER_FAMILIES = (
+    ("llm_d_epp_kv_cache_index_admissions_total", "kvcache_index_admissions_total", "admissions",
+     "Total number of KV-block admissions"),
+    ("llm_d_epp_kv_cache_index_evictions_total", "kvcache_index_evictions_total", "evictions",
+     "Total number of KV-block evictions"),
+    ("llm_d_epp_kv_cache_index_lookup_requests_total", "kvcache_index_lookup_requests_total", "lookups",
+     "Total number of lookup calls"),
+    ("llm_d_epp_kv_cache_index_lookup_hits_total", "kvcache_index_lookup_hits_total", "lookup_hits",
      "Contiguous prefix blocks matched by the best pod per lookup"),
-    ("llm_d_epp_kv_cache_index_max_pod_hit_count_total", "lookup_hits",
+    ("llm_d_epp_kv_cache_index_max_pod_hit_count_total", "kvcache_index_max_pod_hit_count_total", "lookup_hits",
      "Longest contiguous per-pod prefix chain observed per lookup"),
+    ("llm_d_epp_kv_cache_events_dedup_removed_hashes_suppressed_total",
+     "kvcache_kvevents_dedup_removed_hashes_suppressed_total", "dedup_suppressed",
+     "Block hashes whose removal an earlier announcement in the same place still outweighed"),
+    ("llm_d_epp_kv_cache_events_dedup_removed_hashes_forwarded_total",
+     "kvcache_kvevents_dedup_removed_hashes_forwarded_total", "dedup_forwarded",
+     "Block hashes in BlockRemoved events that reached the index"),
 )
 
 
-def _upstream_event_families(stats: Mapping[str, int], router: Router) -> Iterator[Metric]:
-    """The families upstream's pool and index add for what its dedup filter and its hybrid
-    allocator rules leave out, and its lookup latency; each also under its deprecated
-    kvcache_* name where upstream keeps one."""
-    for name, old, key, help_ in (
-        ("llm_d_epp_kv_cache_events_dedup_removed_hashes_suppressed_total",
-         "kvcache_kvevents_dedup_removed_hashes_suppressed_total", "dedup_suppressed",
-         "Block hashes whose removal an earlier announcement in the same place still outweighed"),
-        ("llm_d_epp_kv_cache_events_dedup_removed_hashes_forwarded_total",
-         "kvcache_kvevents_dedup_removed_hashes_forwarded_total", "dedup_forwarded",
-         "Block hashes in BlockRemoved events that reached the index"),
-    ):
+def _upstream_families(stats: Mapping[str, int], router: Router) -> Iterator[Metric]:
+    """Upstream's counters with their deprecated twins, the events its hybrid-allocator rules
+    leave out, and its lookup-latency histogram (with its twin)."""
+    for name, old, key, help_ in _COUNTER_FAMILIES:
         yield CounterMetricFamily(name, help_, value=stats.get(key, 0))
         yield CounterMetricFamily(old, f"Deprecated: use {name}. {help_}", value=stats.get(key, 0))
     stores = CounterMetricFamily("llm_d_epp_kv_cache_events_stores_skipped_total",
@@ -503,15 +507,9 @@ def _upstream_event_families(stats: Mapping[str, int], router: Router) -> Iterat
     yield removals
     latency = router.kv_lookup_latency()
     if latency is not None:
-        bounds, counts, total = latency
-        cumulative, buckets = 0, []
-        for le, n in zip([*map(str, bounds), "+Inf"], counts, strict=True):
-            cumulative += n
-            buckets.append((le, cumulative))
         name, help_ = "llm_d_epp_kv_cache_index_lookup_latency_seconds", "Latency of Lookup calls in seconds"
-        yield HistogramMetricFamily(name, help_, buckets=buckets, sum_value=total)
-        yield HistogramMetricFamily("kvcache_index_lookup_latency_seconds", f"Deprecated: use {name}. {help_}",
-                                    buckets=buckets, sum_value=total)
+        for family, doc in ((name, help_), ("kvcache_index_lookup_latency_seconds", f"Deprecated: use {name}. {help_}")):
+            yield HistogramMetricFamily(family, doc, buckets=histogram_buckets(latency), sum_value=latency[2])
 
 
 class KvEventsCollector(Collector):
@@ -547,12 +545,7 @@ class KvEventsCollector(Collector):
                 family.add_metric([address, value], n)
             yield family
         stats = self._router.kv_event_stats() or {}
-        for name, key, help_ in _INDEX_FAMILIES:
-            yield CounterMetricFamily(name, help_, value=stats.get(key, 0))
-            # Upstream also keeps each under its earlier kvcache_index_* name, for dashboards.
-            yield CounterMetricFamily(name.replace("llm_d_epp_kv_cache_index_", "kvcache_index_"),
-                                      f"Deprecated: use {name}. {help_}", value=stats.get(key, 0))
-        yield from _upstream_event_families(stats, self._router)
+        yield from _upstream_families(stats, self._router)
         yield GaugeMetricFamily("llm_d_epp_kv_cache_events_active_subscribers",
                                 "Number of ZMQ subscribers currently managed",
                                 value=s.subscriptions)

@@ -186,7 +186,7 @@ class KVCache:
                     self._window.discard(h)
                     dropped.append(h)
         if dropped and self._events is not None:
-            self._events.append({"type": "BlockRemoved", "block_hashes": dropped, "medium": "GPU", "group_idx": 1})
+            self._events.append(_removed(dropped, group=1))
         self._private -= alloc.private
         alloc.hashed.clear()
         alloc.private = 0
@@ -215,12 +215,16 @@ class KVCache:
         while self._free() < blocks:
             evicted.append(self._evictable.popitem(last=False)[0])
         if evicted and self._events is not None:
-            if not self.sliding_window:
-                self._events.append({"type": "BlockRemoved", "block_hashes": evicted, "medium": "GPU"})
-                return
-            self._events.append({"type": "BlockRemoved", "block_hashes": evicted, "medium": "GPU", "group_idx": 0})
-            window = [h for h in evicted if h in self._window]
+            self._events.append(_removed(evicted, group=0 if self.sliding_window else None))
+            window = [h for h in evicted if h in self._window]  # none unless a hybrid model
             if window:
                 self._window.difference_update(window)
-                self._events.append({"type": "BlockRemoved", "block_hashes": window, "medium": "GPU",
-                                     "group_idx": 1})
+                self._events.append(_removed(window, group=1))
+
+
+def _removed(hashes: list[int], group: int | None = None) -> dict[str, Any]:
+    """A `BlockRemoved` from the GPU; `group`: the KV-cache group of a hybrid model."""
+    event: dict[str, Any] = {"type": "BlockRemoved", "block_hashes": hashes, "medium": "GPU"}
+    if group is not None:
+        event["group_idx"] = group
+    return event

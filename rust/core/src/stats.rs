@@ -18,6 +18,11 @@ const SHARDS: usize = 16;
 /// Label value that replaces model and target once `max_series` label sets exist.
 pub const OVERFLOW: &str = "__other__";
 
+/// Prometheus' default buckets (client_golang's DefBuckets), which upstream's histograms
+/// without buckets of their own take.
+pub const DEFAULT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 pub const DURATION_BUCKETS: &[f64] = &[
     0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
     10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 180.0, 240.0, 300.0, 360.0, 480.0, 600.0, 900.0,

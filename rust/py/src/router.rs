@@ -8,7 +8,6 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use sluicegate_core::admission::{Objectives, RewriteTable};
 use sluicegate_core::datalayer::{metrics, EndpointSpec, Engine, PodFacts};
-use sluicegate_core::scheduling::precise_prefix_cache_producer::LOOKUP_LATENCY_BUCKETS;
 use sluicegate_core::scheduling::{self, RouteError, RouteOptions};
 use sluicegate_core::tokenize::PreTokenized;
 
@@ -372,11 +371,10 @@ impl PyRouter {
     /// The precise index's lookups by latency: (bucket upper bounds in seconds, counts per
     /// bucket with one more for above them all, not cumulative, sum of seconds); None without
     /// one.
-    fn kv_lookup_latency(&self) -> Option<(Vec<f64>, Vec<u64>, f64)> {
-        self.inner.block_index().map(|i| {
-            let l = i.lookup_latency();
-            (LOOKUP_LATENCY_BUCKETS.to_vec(), l.counts, l.sum_seconds)
-        })
+    fn kv_lookup_latency(&self) -> Option<crate::stats::PyHistogram> {
+        self.inner
+            .block_index()
+            .map(|i| crate::stats::hist(i.lookup_latency()))
     }
 
     /// The request metrics shared by every request path of this Router.

@@ -40,10 +40,8 @@ pub const CONFIRMATION_TIMEOUT: Duration = Duration::from_secs(10);
 pub const LEADING_SENSOR_GRACE: Duration = Duration::from_millis(10);
 /// Engine abort and KV release before scraped metrics can show freed room.
 pub const ENGINE_RECLAIM_BUDGET: Duration = Duration::from_millis(250);
-/// Upstream's revocation confirmation histogram buckets (seconds).
-pub const CONFIRMATION_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+/// Upstream's revocation confirmation histogram buckets (seconds): Prometheus' defaults.
+pub const CONFIRMATION_BUCKETS: &[f64] = crate::stats::DEFAULT_BUCKETS;
 
 /// The reason header value of an evicted request, as upstream's ImmediateResponse evictor sets it.
 pub const EVICTED_REASON: &str = "evicted";

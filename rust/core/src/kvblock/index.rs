@@ -2,6 +2,7 @@
 //! hash for each, so `BlockRemoved` and parent chaining can name them), or predicted for a
 //! short while after the EPP routed a prompt there (speculative indexing).
 
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -126,32 +127,23 @@ impl EndpointKeys {
         for (&e, &k) in engine_hashes.iter().zip(keys) {
             // Stored (again): the prediction is confirmed, and what follows is the events'.
             self.speculative.remove(&k);
-            let replaced = match self.engine.get_mut(&e) {
-                Some(h) if h.key == k => {
-                    h.places.add(at);
+            let fresh = Held {
+                key: k,
+                places: Places::One(at, 1),
+            };
+            match self.engine.entry(e) {
+                Entry::Occupied(mut o) if o.get().key == k => {
+                    o.get_mut().places.add(at);
                     continue;
                 }
                 // The engine reuses a hash for other content: it stands for the new key only.
-                Some(h) => Some(std::mem::replace(
-                    h,
-                    Held {
-                        key: k,
-                        places: Places::One(at, 1),
-                    },
-                )),
-                None => {
-                    self.engine.insert(
-                        e,
-                        Held {
-                            key: k,
-                            places: Places::One(at, 1),
-                        },
-                    );
-                    None
+                Entry::Occupied(mut o) => {
+                    let old = o.insert(fresh).key;
+                    self.release(old);
                 }
-            };
-            if let Some(old) = replaced {
-                self.release(old.key);
+                Entry::Vacant(v) => {
+                    v.insert(fresh);
+                }
             }
             *self.keys.entry(k).or_insert(0) += 1;
         }

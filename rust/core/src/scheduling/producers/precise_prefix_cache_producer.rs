@@ -28,6 +28,7 @@ use crate::scheduling::cycle::Request;
 use crate::scheduling::producers::kv_events::{decode_batch, KvEvent, KvEventsError, Stored};
 use crate::scheduling::producers::precise_prefix_params::{ProducerParams, RedisConfig};
 use crate::scheduling::scorers::prefix_cache_scorer::BYTES_PER_TOKEN;
+use crate::stats::{AtomicHistogram, Histogram, DEFAULT_BUCKETS};
 use crate::tokenize::TokenSource;
 
 /// The block hashes an engine following the byte scheme publishes for this request: what the
@@ -94,18 +95,8 @@ pub struct BlockIndexStats {
     pub size: u64,
 }
 
-/// Upstream's lookup-latency buckets (Prometheus' defaults), in seconds.
-pub const LOOKUP_LATENCY_BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// Lookups by latency: `counts[i]` fell in bucket i (the last: above every bound), not
-/// cumulative; `sum_seconds` over all of them.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LookupLatency {
-    pub counts: Vec<u64>,
-    pub sum_seconds: f64,
-}
+/// Upstream's lookup-latency buckets (its histogram takes Prometheus' defaults), in seconds.
+pub const LOOKUP_LATENCY_BUCKETS: &[f64] = DEFAULT_BUCKETS;
 
 /// Events left out of the index, as upstream counts them: (`removal`, cache kind, reason).
 pub type Skips = BTreeMap<(bool, String, &'static str), u64>;
@@ -138,8 +129,6 @@ struct Counters {
     tokenize_failures: AtomicU64,
     dedup_forwarded: AtomicU64,
     dedup_suppressed: AtomicU64,
-    lookup_latency: [AtomicU64; LOOKUP_LATENCY_BUCKETS.len() + 1],
-    lookup_latency_ns: AtomicU64,
     skips: Mutex<Skips>,
 }
 
@@ -174,6 +163,7 @@ pub struct BlockIndex {
     tokens: OnceLock<Arc<TokenSource>>,
     index: KeyIndex,
     counters: Counters,
+    lookup_latency: AtomicHistogram,
 }
 
 impl BlockIndex {
@@ -192,6 +182,7 @@ impl BlockIndex {
             tokens: OnceLock::new(),
             index: KeyIndex::default(),
             counters: Counters::default(),
+            lookup_latency: AtomicHistogram::new(LOOKUP_LATENCY_BUCKETS),
         }
     }
 
@@ -265,19 +256,8 @@ impl BlockIndex {
                     }
                 }
                 KvEvent::Removed { hashes, place } => {
-                    if let Some(g) = place.group {
-                        let kind = e.group_kind(g).map(str::to_owned);
-                        match kind.as_deref() {
-                            None => {
-                                self.counters.skip(true, None, "unknown_group");
-                                continue;
-                            }
-                            Some(k) if !prefix_indexable(k) => {
-                                self.counters.skip(true, Some(k), "unsupported_cache_kind");
-                                continue;
-                            }
-                            Some(_) => {}
-                        }
+                    if !self.indexable_removal(&e, place.group) {
+                        continue;
                     }
                     let before = e.len();
                     let r = e.remove(place, hashes);
@@ -320,6 +300,23 @@ impl BlockIndex {
             return false;
         }
         true
+    }
+
+    /// Whether a `BlockRemoved` from `group` can touch the index: a group its `BlockStored`
+    /// events described as a full-attention kind (upstream skips the others, and a group it
+    /// never learnt, as unknown).
+    fn indexable_removal(&self, e: &EndpointKeys, group: Option<u32>) -> bool {
+        let Some(g) = group else {
+            return true;
+        };
+        match e.group_kind(g) {
+            None => self.counters.skip(true, None, "unknown_group"),
+            Some(k) if !prefix_indexable(k) => {
+                self.counters.skip(true, Some(k), "unsupported_cache_kind")
+            }
+            Some(_) => return true,
+        }
+        false
     }
 
     fn store(&self, e: &mut EndpointKeys, model: &str, s: &Stored) {
@@ -435,28 +432,11 @@ impl BlockIndex {
         add(&c.lookups, 1);
         add(&c.lookup_blocks, asked as u64);
         add(&c.lookup_hits, best as u64);
-        let seconds = took.as_secs_f64();
-        let bucket = LOOKUP_LATENCY_BUCKETS
-            .iter()
-            .position(|&le| seconds <= le)
-            .unwrap_or(LOOKUP_LATENCY_BUCKETS.len());
-        add(&c.lookup_latency[bucket], 1);
-        add(
-            &c.lookup_latency_ns,
-            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
-        );
+        self.lookup_latency.observe_duration(took);
     }
 
-    pub fn lookup_latency(&self) -> LookupLatency {
-        let c = &self.counters;
-        LookupLatency {
-            counts: c
-                .lookup_latency
-                .iter()
-                .map(|n| n.load(Ordering::Relaxed))
-                .collect(),
-            sum_seconds: c.lookup_latency_ns.load(Ordering::Relaxed) as f64 / 1e9,
-        }
+    pub fn lookup_latency(&self) -> Histogram {
+        self.lookup_latency.snapshot()
     }
 
     /// Events left out of the index since start, by (removal, cache kind, reason).
